@@ -1,0 +1,3 @@
+module pingate
+
+go 1.26.8

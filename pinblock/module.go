@@ -1,0 +1,111 @@
+package pinblock
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Format is an ISO 9564-1 PIN block format.
+type Format int
+
+// ISO 9564-1:2017 PIN block formats.
+const (
+	Format0 Format = 0 // PIN XOR PAN, TDES (ANSI X9.8)
+	Format1 Format = 1 // PIN with random fill, no PAN, TDES
+	Format2 Format = 2 // IC card offline PIN; never enciphered for interchange
+	Format3 Format = 3 // PIN XOR PAN with A–F fill, TDES
+	Format4 Format = 4 // AES, 128-bit, PIN field and PAN field enciphered twice
+)
+
+// Errors that the security module returns and callers branch on. Messages
+// never carry a PIN, a PIN block, a PAN or key bytes.
+var (
+	ErrInvalidPINBlock      = errors.New("invalid PIN block")
+	ErrInvalidPIN           = errors.New("invalid PIN")
+	ErrInvalidPAN           = errors.New("invalid PAN")
+	ErrUnsupportedFormat    = errors.New("unsupported PIN block format")
+	ErrForbiddenTranslation = errors.New("translation not permitted") // PCI PIN 3-3
+	ErrNewPINRejected       = errors.New("new PIN rejected")          // weak-PIN exclusion list
+	ErrUnknownKey           = errors.New("unknown key")
+	ErrKeyAlgorithmMismatch = errors.New("key algorithm does not fit the PIN block format")
+	ErrModuleUnavailable    = errors.New("security module unavailable")
+)
+
+// KeyRef names a key held by the security module by its label. Version 0 means
+// the current version; during a rotation's grace window the module also tries
+// the previous version when deciphering.
+type KeyRef struct {
+	ID      string
+	Version int
+}
+
+// TranslateRequest moves one enciphered PIN block from one key and format to
+// another. The PAN is the card's full PAN; it never changes in a translation.
+type TranslateRequest struct {
+	PAN        string
+	Block      []byte
+	From       KeyRef
+	FromFormat Format
+	To         KeyRef
+	ToFormat   Format
+}
+
+// PairRequest translates the blocks of one PIN operation in one call: Old is the
+// current PIN block (nil for a reset or unblock), New the new PIN block (nil for
+// an unblock). When CheckNewPIN is set, a new PIN on the exclusion list is
+// refused with ErrNewPINRejected.
+type PairRequest struct {
+	PAN         string
+	Old, New    []byte
+	From        KeyRef
+	FromFormat  Format
+	To          KeyRef
+	ToFormat    Format
+	CheckNewPIN bool
+}
+
+// KeyInfo describes a key without revealing it.
+type KeyInfo struct {
+	ID        string    `json:"id"`
+	Usage     Usage     `json:"usage"`
+	Algorithm Algorithm `json:"algorithm"`
+	Length    int       `json:"length"`
+	Version   int       `json:"version"`
+	KCV       string    `json:"kcv"`
+	Created   time.Time `json:"created"`
+}
+
+// ImportRequest brings a key in enciphered under a ZMK the module already
+// holds, checking its KCV.
+type ImportRequest struct {
+	ID         string
+	Usage      Usage
+	Algorithm  Algorithm
+	Enciphered []byte // the key under the ZMK (TDES ECB for TDES ZMKs)
+	ZMK        KeyRef
+	KCV        string
+	Who, Why   string // recorded in the custody log
+}
+
+// SecurityModule is what the rest of pingate calls for anything that touches a
+// PIN or a key. The software implementation in this package is for
+// development, test and simulation; PCI PIN requires production translation
+// inside an approved HSM, which must fit behind this same interface (a payShield
+// client would map Translate to the CC/CA host commands and TranslatePair to two
+// of them).
+//
+// Every method honours ctx: a hardware client stops waiting when it expires.
+type SecurityModule interface {
+	// Translate deciphers req.Block under req.From, checks it, and re-enciphers
+	// it under req.To in req.ToFormat, enforcing PCI PIN 3-3.
+	Translate(ctx context.Context, req TranslateRequest) ([]byte, error)
+	// TranslatePair translates the old and new blocks of one operation in one call.
+	TranslatePair(ctx context.Context, req PairRequest) (oldOut, newOut []byte, err error)
+	// Import adds a key enciphered under a ZMK.
+	Import(ctx context.Context, req ImportRequest) (KeyInfo, error)
+	// Generate makes a random key of the given usage and algorithm.
+	Generate(ctx context.Context, id string, usage Usage, alg Algorithm, length int) (KeyInfo, error)
+	// KCV returns the check value of a held key.
+	KCV(ctx context.Context, ref KeyRef) (string, error)
+}

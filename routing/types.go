@@ -1,0 +1,120 @@
+package routing
+
+import (
+	"context"
+	"time"
+)
+
+// Operation is the PIN operation a request asks for.
+type Operation string
+
+// Operations.
+const (
+	OpChange  Operation = "change"  // cardholder knows the current PIN and sets a new one
+	OpReset   Operation = "reset"   // forgotten PIN replaced at a branch after an identity check
+	OpUnblock Operation = "unblock" // wrong-PIN counter cleared at a branch
+)
+
+// Channel is where a request came from.
+type Channel string
+
+// Channels.
+const (
+	ChannelATM    Channel = "atm"
+	ChannelBranch Channel = "branch"
+	ChannelKiosk  Channel = "kiosk"
+)
+
+// Outcome classes, as events and metrics name them.
+const (
+	OutcomeApproved = "approved"
+	OutcomeDeclined = "declined"
+	OutcomeReversed = "reversed" // timed out at the issuer; a 0420 reversal advice was queued
+	OutcomeLimited  = "limited"  // refused by a rate limit
+	OutcomeRejected = "rejected" // refused by pingate before reaching an issuer (format, key, route)
+	OutcomeFailed   = "failed"   // pingate or issuer malfunction
+)
+
+// Request is one PIN operation as routing sees it, whatever the channel. PAN and
+// the PIN blocks are secret: never log, print or put them in an event; use
+// MaskedPAN.
+type Request struct {
+	ID        string    // operation id, unique per request (UUID); the event id derives from it
+	Operation Operation // change, reset or unblock
+	Channel   Channel
+	Acquirer  string // configured acquirer (institution) id, DE 32
+	Terminal  string // DE 41
+	Merchant  string // card acceptor id, DE 42
+	STAN      string // DE 11
+	Transmit  string // DE 7, MMDDhhmmss
+	RRN       string // DE 37
+	PAN       string
+	// PIN blocks as enciphered by the acquirer under its zone key. OldBlock is
+	// the current PIN (change only), NewBlock the new PIN (change and reset).
+	OldBlock, NewBlock []byte
+	Format             int    // ISO 9564-1 format of both blocks (DE 53 positions 1–2)
+	KeyIndex           int    // acquirer key index (DE 53 positions 3–4)
+	AcquirerKey        string // key label in the security module, resolved from the acquirer and KeyIndex
+	Teller             string // branch teller id (reset, unblock)
+	Supervisor         string // approving supervisor under dual control, if any
+	IdentityRef        string // reference to the branch's identity check, never an ID number
+	Received           time.Time
+}
+
+// Outcome is the final answer to a request.
+type Outcome struct {
+	Code     string // ISO 8583 DE 39 response code
+	Outcome  string // one of the Outcome* classes
+	Reason   string // stable machine-readable reason, e.g. "incorrect_pin"
+	Issuer   string // issuer id the request was routed to, if any
+	EventID  string // id of the outcome event
+	Duration time.Duration
+}
+
+// Limiter decides whether a request may proceed. Implementations must make
+// one decision per request, shared by every gateway instance.
+type Limiter interface {
+	Allow(ctx context.Context, req *Request) (Decision, error)
+	// Record reports a result that feeds a limit, e.g. a wrong PIN (code 55).
+	Record(ctx context.Context, req *Request, code string) error
+}
+
+// Decision is a limiter's answer.
+type Decision struct {
+	Allowed bool
+	Code    string // response code when refused (61, 65, 75, 91)
+	Reason  string // stable reason, e.g. "card_daily_limit"
+	Limit   string // which limit refused
+}
+
+// OutcomeSink receives one event per final outcome. Publish must make the event
+// durable (journal append) before it returns nil: the acquirer is answered
+// only after that. An error means the outcome could not be recorded, and the
+// request is answered 91 instead of risking a lost record.
+type OutcomeSink interface {
+	Publish(ctx context.Context, ev Event) error
+}
+
+// Event is the outcome of one request, free of secrets: it carries only the
+// masked PAN and a keyed card token, never a PIN, a PIN block or a full PAN.
+type Event struct {
+	ID          string    `json:"id"`
+	Type        string    `json:"type"` // e.g. "pingate.pin.changed.v1"
+	Time        time.Time `json:"time"`
+	Operation   Operation `json:"operation"`
+	Outcome     string    `json:"outcome"`
+	Code        string    `json:"response_code"`
+	Reason      string    `json:"reason,omitempty"`
+	Channel     Channel   `json:"channel"`
+	Acquirer    string    `json:"acquirer"`
+	Terminal    string    `json:"terminal"`
+	Issuer      string    `json:"issuer,omitempty"`
+	MaskedPAN   string    `json:"masked_pan"`
+	CardToken   string    `json:"card_token"`
+	Teller      string    `json:"teller,omitempty"`
+	Supervisor  string    `json:"supervisor,omitempty"`
+	Received    time.Time `json:"received"`
+	Completed   time.Time `json:"completed"`
+	TraceID     string    `json:"trace_id,omitempty"`
+	TraceParent string    `json:"-"` // W3C traceparent, carried as a Kafka header
+}
