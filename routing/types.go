@@ -49,6 +49,7 @@ type Request struct {
 	Transmit  string // DE 7, MMDDhhmmss
 	RRN       string // DE 37
 	PAN       string
+	CardToken string // keyed HMAC of the PAN: the only card identity limits and events may use
 	// PIN blocks as enciphered by the acquirer under its zone key. OldBlock is
 	// the current PIN (change only), NewBlock the new PIN (change and reset).
 	OldBlock, NewBlock []byte
@@ -117,4 +118,23 @@ type Event struct {
 	Completed   time.Time `json:"completed"`
 	TraceID     string    `json:"trace_id,omitempty"`
 	TraceParent string    `json:"-"` // W3C traceparent, carried as a Kafka header
+}
+
+// EventType is the versioned CloudEvents type of an outcome: approved
+// operations are "pingate.pin.changed.v1", "pingate.pin.reset.v1" and
+// "pingate.pin.unblocked.v1"; every other outcome is
+// "pingate.pin.<operation>.<outcome>.v1", e.g. "pingate.pin.change.declined.v1"
+// or "pingate.pin.reset.limited.v1".
+func EventType(op Operation, outcome string) string {
+	if outcome == OutcomeApproved {
+		switch op {
+		case OpChange:
+			return "pingate.pin.changed.v1"
+		case OpReset:
+			return "pingate.pin.reset.v1"
+		case OpUnblock:
+			return "pingate.pin.unblocked.v1"
+		}
+	}
+	return "pingate.pin." + string(op) + "." + outcome + ".v1"
 }
