@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# services.sh — a real Redis and a real single-node Kafka broker for tests and
+# local runs, on free loopback ports, with all state under .services/.
+#
+#   ./scripts/services.sh start   install what is missing, start both, wait until
+#                                 they answer, write .services.env
+#   ./scripts/services.sh stop    stop both (pid files) and wait for them to exit
+#   ./scripts/services.sh env     print .services.env as export lines:
+#                                 eval "$(./scripts/services.sh env)"
+#   ./scripts/services.sh status  say what is running; non-zero if not both
+#
+# .services.env holds REDIS_ADDR=host:port, KAFKA_BROKERS=host:port and
+# KAFKA_LIBS=<absolute path of the broker jars>. start is idempotent: when both
+# services already run and answer it only rewrites the env file.
+#
+# Installs (only when absent): Debian's redis-server, a Java runtime and Maven
+# (apt-get; as root, or through sudo), and the Apache Kafka 3.9.1 broker jars
+# from Maven Central (scripts/kafka/pom.xml) into .services/kafka-libs.
+# Logs: .services/redis.log, .services/kafka.log, .services/kafka-format.log.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SVC="$ROOT/.services"
+LIBS="$SVC/kafka-libs"
+ENVFILE="$ROOT/.services.env"
+KAFKA_TMPL="$ROOT/scripts/kafka"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# fail_with_log MESSAGE LOGFILE: print the tail of a log and exit non-zero.
+fail_with_log() {
+  printf 'services: error: %s\n' "$1" >&2
+  if [ -s "$2" ]; then
+    printf -- '--- last lines of %s ---\n' "$2" >&2
+    tail -n 30 "$2" >&2
+  fi
+  exit 1
+}
+
+# ---------------------------------------------------------------- installing
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and apt-get not available: install it by hand"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "$* missing: run as root or install sudo"
+    sudo=(sudo)
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  log "apt-get install -y $*"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 ||
+    die "apt-get install $* failed"
+}
+
+install_missing() {
+  local pkgs=()
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v java >/dev/null || pkgs+=(default-jre-headless)
+  if [ ! -f "$LIBS/.complete" ] && ! command -v mvn >/dev/null; then pkgs+=(maven); fi
+  if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
+  # Debian's package may start its own redis on 6379 through invoke-rc.d; ours
+  # runs on a free port of its own and does not depend on that one.
+
+  if [ ! -f "$LIBS/.complete" ]; then
+    log "fetching Kafka 3.9.1 broker jars from Maven Central into $LIBS"
+    rm -rf "$LIBS"
+    mkdir -p "$SVC"
+    mvn -q -B -f "$KAFKA_TMPL/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$SVC/maven.log" 2>&1 ||
+      fail_with_log "maven could not fetch the Kafka jars" "$SVC/maven.log"
+    ls "$LIBS"/kafka_2.13-3.9.1.jar >/dev/null 2>&1 || fail_with_log "kafka_2.13-3.9.1.jar not fetched" "$SVC/maven.log"
+    touch "$LIBS/.complete"
+  fi
+}
+
+# ---------------------------------------------------------------- helpers
+
+# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
+port_in_use() { (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port [EXCLUDE...]: print a port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local p ex i
+  for ((i = 0; i < 100; i++)); do
+    p=$(((RANDOM << 15 | RANDOM) % 25000 + 20000))
+    for ex in "$@"; do [ "$p" = "$ex" ] && continue 2; done
+    port_in_use "$p" || { echo "$p"; return 0; }
+  done
+  die "no free loopback port found"
+}
+
+# alive NAME MATCH: true when .services/NAME.pid names a live process whose
+# command line contains MATCH (guards against a recycled pid).
+alive() {
+  local pidf="$SVC/$1.pid" pid
+  [ -f "$pidf" ] || return 1
+  pid="$(cat "$pidf")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
+}
+
+# redis_ping PORT: true when Redis answers PING with PONG.
+redis_ping() {
+  local reply
+  reply="$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&3 && head -c 7 <&3' _ "$1" 2>/dev/null)" || return 1
+  [[ "$reply" == +PONG* ]]
+}
+
+# kafka_ready PORT: true when the broker answers a Metadata (v0, all topics)
+# request and lists at least one live broker — i.e. it has registered with its
+# KRaft controller and will accept produce requests, not merely bound the port.
+kafka_ready() {
+  local out
+  # size=16 | api_key=3 (Metadata) | api_version=0 | correlation_id=1 |
+  # client_id="sh" | topics=[] (0 entries)
+  out="$(timeout 2 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "\x00\x00\x00\x10\x00\x03\x00\x00\x00\x00\x00\x01\x00\x02sh\x00\x00\x00\x00" >&3
+    head -c 12 <&3 | od -An -tu1' _ "$1" 2>/dev/null)" || return 1
+  # bytes: size(4) correlation_id(4) broker_count(4)
+  local -a b
+  read -r -a b <<<"$out"
+  [ "${#b[@]}" -eq 12 ] || return 1
+  [ $(((b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11])) -ge 1 ]
+}
+
+# wait_until SECONDS PIDNAME MATCH LOG CHECK...: poll CHECK every 0.1 s until it
+# succeeds; fail with the log tail when the process dies or time runs out.
+wait_until() {
+  local secs="$1" name="$2" match="$3" logf="$4"
+  shift 4
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    alive "$name" "$match" || fail_with_log "$name exited during start-up" "$logf"
+    [ "$SECONDS" -lt "$deadline" ] || fail_with_log "$name did not answer within ${secs}s" "$logf"
+    sleep 0.1
+  done
+}
+
+# stop_one NAME MATCH: TERM the process, wait up to 30 s, then KILL.
+stop_one() {
+  local name="$1" match="$2" pid i
+  if alive "$name" "$match"; then
+    pid="$(cat "$SVC/$name.pid")"
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+      alive "$name" "$match" || break
+      sleep 0.1
+    done
+    if alive "$name" "$match"; then
+      log "$name still running after 30s: killing"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do alive "$name" "$match" || break; sleep 0.1; done
+    fi
+  fi
+  rm -f "$SVC/$name.pid" "$SVC/$name.port"
+}
+
+write_env() {
+  local tmp="$ENVFILE.tmp.$$"
+  {
+    echo "REDIS_ADDR=127.0.0.1:$(cat "$SVC/redis.port")"
+    echo "KAFKA_BROKERS=127.0.0.1:$(cat "$SVC/kafka.port")"
+    echo "KAFKA_LIBS=$LIBS"
+  } >"$tmp"
+  mv "$tmp" "$ENVFILE"
+}
+
+# ---------------------------------------------------------------- starting
+
+start_redis() {
+  if alive redis redis-server && [ -f "$SVC/redis.port" ] && redis_ping "$(cat "$SVC/redis.port")"; then
+    log "redis already running on 127.0.0.1:$(cat "$SVC/redis.port")"
+    return
+  fi
+  stop_one redis redis-server
+  local port
+  port="$(free_port)"
+  mkdir -p "$SVC/redis"
+  nohup redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --dir "$SVC/redis" --loglevel warning \
+    >"$SVC/redis.log" 2>&1 </dev/null &
+  echo $! >"$SVC/redis.pid"
+  echo "$port" >"$SVC/redis.port"
+  wait_until 15 redis redis-server "$SVC/redis.log" redis_ping "$port"
+  log "redis ready on 127.0.0.1:$port"
+}
+
+# start_kafka_spawn: begin the broker start-up and return at once; the caller
+# waits with wait_kafka, so Redis and Kafka come up in parallel.
+start_kafka_spawn() {
+  KAFKA_STARTED=0
+  if alive kafka kafka.Kafka && [ -f "$SVC/kafka.port" ] && kafka_ready "$(cat "$SVC/kafka.port")"; then
+    log "kafka already running on 127.0.0.1:$(cat "$SVC/kafka.port")"
+    return
+  fi
+  stop_one kafka kafka.Kafka
+  local port cport dir="$SVC/kafka"
+  port="$(free_port)"
+  cport="$(free_port "$port")"
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  sed -e "s|@PORT@|$port|g" -e "s|@CPORT@|$cport|g" -e "s|@LOGDIR@|$dir/data|g" \
+    "$KAFKA_TMPL/server.properties.tmpl" >"$dir/server.properties"
+  cp "$KAFKA_TMPL/log4j.properties" "$dir/log4j.properties"
+
+  local jopts=(-Xshare:auto -XX:TieredStopAtLevel=1 -Xmx256m
+    "-Dlog4j.configuration=file:$dir/log4j.properties" -cp "$LIBS/*")
+  local id
+  id="$(java "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>"$SVC/kafka-format.log")" ||
+    fail_with_log "kafka StorageTool random-uuid failed" "$SVC/kafka-format.log"
+  java "${jopts[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+    >>"$SVC/kafka-format.log" 2>&1 || fail_with_log "kafka StorageTool format failed" "$SVC/kafka-format.log"
+
+  nohup java -Xmx512m -Xms128m -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j.configuration=file:$dir/log4j.properties" -cp "$LIBS/*" \
+    kafka.Kafka "$dir/server.properties" >"$SVC/kafka.log" 2>&1 </dev/null &
+  echo $! >"$SVC/kafka.pid"
+  echo "$port" >"$SVC/kafka.port"
+  KAFKA_STARTED=1
+}
+
+wait_kafka() {
+  local port
+  port="$(cat "$SVC/kafka.port")"
+  wait_until 60 kafka kafka.Kafka "$SVC/kafka.log" kafka_ready "$port"
+  [ "$KAFKA_STARTED" -eq 1 ] && log "kafka ready on 127.0.0.1:$port"
+  return 0
+}
+
+cmd_start() {
+  local t0=$SECONDS
+  mkdir -p "$SVC"
+  install_missing
+  start_kafka_spawn
+  start_redis
+  wait_kafka
+  write_env
+  log "started in $((SECONDS - t0))s; environment in $ENVFILE"
+}
+
+cmd_stop() {
+  stop_one kafka kafka.Kafka
+  stop_one redis redis-server
+  rm -f "$ENVFILE"
+  log "stopped"
+}
+
+cmd_env() {
+  [ -f "$ENVFILE" ] || die "not started: run $0 start"
+  sed -e 's/^/export /' "$ENVFILE"
+}
+
+cmd_status() {
+  local ok=0
+  if alive redis redis-server && redis_ping "$(cat "$SVC/redis.port" 2>/dev/null || echo 0)"; then
+    echo "redis: running on 127.0.0.1:$(cat "$SVC/redis.port")"
+  else
+    echo "redis: not running"; ok=1
+  fi
+  if alive kafka kafka.Kafka && kafka_ready "$(cat "$SVC/kafka.port" 2>/dev/null || echo 0)"; then
+    echo "kafka: running on 127.0.0.1:$(cat "$SVC/kafka.port")"
+  else
+    echo "kafka: not running"; ok=1
+  fi
+  return "$ok"
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+env) cmd_env ;;
+status) cmd_status ;;
+*)
+  echo "usage: $0 start|stop|env|status" >&2
+  exit 2
+  ;;
+esac
