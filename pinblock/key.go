@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 )
 
 // Usage says what a key may be used for. A key is refused for any other use.
@@ -82,9 +83,13 @@ type key struct {
 	usage    Usage
 	alg      Algorithm
 	version  int
+	n        int // key length in bytes, kept after Zeroize
 	material []byte
-	block    cipher.Block // expanded once: a TDES key schedule costs about six translations
-	kcv      string
+	// block is the cipher expanded once (a TDES key schedule costs about six
+	// translations). It is atomic because Zeroize may run (a keyring removal or
+	// pruning) while another goroutine is translating with the same key.
+	block atomic.Pointer[cipher.Block]
+	kcv   string
 }
 
 // NewKey copies material into a new key. TDES keys must be 16 or 24 bytes and
@@ -129,7 +134,8 @@ func NewKey(id string, usage Usage, alg Algorithm, version int, material []byte)
 		clear(m)
 		return Key{}, fmt.Errorf("%w: key %s: wrong length", ErrInvalidKey, id)
 	}
-	k := &key{id: id, usage: usage, alg: alg, version: version, material: m, block: b}
+	k := &key{id: id, usage: usage, alg: alg, version: version, n: len(m), material: m}
+	k.block.Store(&b)
 	k.kcv = computeKCV(alg, b)
 	return Key{k}, nil
 }
@@ -157,7 +163,7 @@ func computeKCV(alg Algorithm, b cipher.Block) string {
 }
 
 // Valid reports whether k holds key material.
-func (k Key) Valid() bool { return k.k != nil && k.k.block != nil }
+func (k Key) Valid() bool { return k.k != nil && k.k.block.Load() != nil }
 
 // ID is the key's label.
 func (k Key) ID() string {
@@ -196,7 +202,7 @@ func (k Key) Len() int {
 	if k.k == nil {
 		return 0
 	}
-	return len(k.k.material)
+	return k.k.n
 }
 
 // KCV is the key check value in upper-case hex (6 digits for TDES, 10 for AES).
@@ -260,24 +266,32 @@ func (k Key) MarshalJSON() ([]byte, error) { return nil, ErrMarshalKey }
 // MarshalText refuses as well, so encoders that prefer text cannot leak it.
 func (k Key) MarshalText() ([]byte, error) { return nil, ErrMarshalKey }
 
-// Zeroize overwrites the key bytes and drops the expanded cipher. It is
-// best-effort: the Go runtime may have copied the bytes (the cipher's own key
-// schedule, earlier stack frames) where we cannot reach them.
+// Zeroize overwrites the key bytes and drops the expanded cipher, for every
+// copy of k. It is safe to call while another goroutine uses the key: an
+// operation that already holds the expanded cipher finishes, later ones get
+// ErrInvalidKey. It is best-effort: the Go runtime may have copied the bytes
+// (the cipher's own key schedule, earlier stack frames) where we cannot reach
+// them. Only the first call clears the bytes; later calls do nothing.
 func (k Key) Zeroize() {
 	if k.k == nil {
 		return
 	}
-	clear(k.k.material)
-	k.k.material = nil
-	k.k.block = nil
+	if k.k.block.Swap(nil) == nil {
+		return // already zeroized; material is cleared by the call that won
+	}
+	// The full capacity: a double-length TDES key keeps its K1 K2 K1 expansion
+	// behind the 16 visible bytes.
+	clear(k.k.material[:cap(k.k.material)])
 }
 
 // blockCipher is the expanded cipher for use inside this package only.
 func (k Key) blockCipher() (cipher.Block, error) {
-	if !k.Valid() {
-		return nil, fmt.Errorf("%w: key %s not loaded or zeroized", ErrInvalidKey, k.ID())
+	if k.k != nil {
+		if b := k.k.block.Load(); b != nil {
+			return *b, nil
+		}
 	}
-	return k.k.block, nil
+	return nil, fmt.Errorf("%w: key %s not loaded or zeroized", ErrInvalidKey, k.ID())
 }
 
 // cmac is AES-CMAC / TDES-CMAC (NIST SP 800-38B) over msg.

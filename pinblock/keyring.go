@@ -1,0 +1,266 @@
+package pinblock
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Keyring errors that callers branch on.
+var (
+	// ErrKeyExists: Add was given a key id the ring already holds.
+	ErrKeyExists = errors.New("key already exists")
+	// ErrKeyVersion: Rotate was given a version other than current+1, or a key
+	// had a version below 1.
+	ErrKeyVersion = errors.New("wrong key version")
+	// ErrKeyExpired: the version asked for was rotated out and its grace
+	// window is over.
+	ErrKeyExpired = errors.New("key version past its grace window")
+)
+
+// Keyring holds keys in memory by id, each id with its versions: the current
+// one, and previous ones that stay usable for deciphering until their grace
+// window ends. It is safe for concurrent use; lookups (the hot path) take a
+// read lock only.
+//
+// The ring owns the keys given to it: Remove, Prune and Zeroize zeroize them,
+// and because a Key shares its bytes with every copy, the caller's copies stop
+// working too. Callers must not zeroize a key they have added.
+type Keyring struct {
+	grace time.Duration
+
+	mu   sync.RWMutex
+	keys map[string]*ringEntry
+}
+
+type ringEntry struct {
+	// versions is ordered oldest first; the last one is current.
+	versions []ringKey
+}
+
+type ringKey struct {
+	key     Key
+	created time.Time
+	// until is zero for the current version; for a previous one, the instant
+	// from which it may no longer be used.
+	until time.Time
+}
+
+func (e *ringEntry) current() *ringKey { return &e.versions[len(e.versions)-1] }
+
+// usable reports whether v may still be used at now.
+func (v *ringKey) usable(now time.Time) bool {
+	return v.until.IsZero() || now.Before(v.until)
+}
+
+// NewKeyring returns an empty ring in which a rotated-out version stays usable
+// for deciphering for grace after the rotation. A negative grace counts as 0.
+func NewKeyring(grace time.Duration) *Keyring {
+	return &Keyring{grace: max(grace, 0), keys: make(map[string]*ringEntry)}
+}
+
+// Grace is the window during which a rotated-out version stays usable.
+func (r *Keyring) Grace() time.Duration { return r.grace }
+
+// Add adds k as the first held version of its id, at whatever version k
+// carries (1 for a new key, or an explicit later one for a key restored from a
+// store). It returns ErrInvalidKey for a zero or zeroized key, ErrKeyVersion
+// for a version below 1, and ErrKeyExists if the id is already held (use
+// Rotate). The version's creation time is recorded as time.Now(). On success
+// the ring owns k (see Keyring).
+func (r *Keyring) Add(k Key) error {
+	if !k.Valid() {
+		return fmt.Errorf("%w: keyring add: key not loaded or zeroized", ErrInvalidKey)
+	}
+	if k.Version() < 1 {
+		return fmt.Errorf("%w: keyring add: key %s: version %d below 1", ErrKeyVersion, k.ID(), k.Version())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.keys[k.ID()]; ok {
+		return fmt.Errorf("%w: %s", ErrKeyExists, k.ID())
+	}
+	r.keys[k.ID()] = &ringEntry{versions: []ringKey{{key: k, created: time.Now()}}}
+	return nil
+}
+
+// Rotate makes k the current version of its id. k.Version() must be the
+// current version + 1 (ErrKeyVersion) and k must keep the id's usage and
+// algorithm (ErrKeyUsage, ErrKeyAlgorithmMismatch); an unknown id is
+// ErrUnknownKey. The version it replaces stays usable for deciphering until
+// now + the ring's grace; versions whose grace is over by now are zeroized and
+// dropped. On success the ring owns k.
+func (r *Keyring) Rotate(k Key, now time.Time) error {
+	if !k.Valid() {
+		return fmt.Errorf("%w: keyring rotate: key not loaded or zeroized", ErrInvalidKey)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.keys[k.ID()]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, k.ID())
+	}
+	cur := e.current()
+	switch {
+	case k.Version() != cur.key.Version()+1:
+		return fmt.Errorf("%w: rotate %s: got version %d, want %d", ErrKeyVersion, k.ID(), k.Version(), cur.key.Version()+1)
+	case k.Usage() != cur.key.Usage():
+		return fmt.Errorf("%w: rotate %s: usage %s, want %s", ErrKeyUsage, k.ID(), k.Usage(), cur.key.Usage())
+	case k.Algorithm() != cur.key.Algorithm():
+		return fmt.Errorf("%w: rotate %s: algorithm %s, want %s", ErrKeyAlgorithmMismatch, k.ID(), k.Algorithm(), cur.key.Algorithm())
+	}
+	cur.until = now.Add(r.grace)
+	e.versions = append(e.versions, ringKey{key: k, created: now})
+	e.prune(now)
+	return nil
+}
+
+// prune zeroizes and drops the previous versions no longer usable at now.
+func (e *ringEntry) prune(now time.Time) int {
+	n := 0
+	e.versions = slices.DeleteFunc(e.versions, func(v ringKey) bool {
+		if v.usable(now) {
+			return false
+		}
+		v.key.Zeroize()
+		n++
+		return true
+	})
+	return n
+}
+
+// Lookup returns the key ref names: the current version when ref.Version is 0,
+// otherwise that exact version, which for a previous version must still be in
+// its grace window at now (ErrKeyExpired). An id or version not held is
+// ErrUnknownKey. The returned Key is shared with the ring: do not zeroize it.
+func (r *Keyring) Lookup(ref KeyRef, now time.Time) (Key, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.keys[ref.ID]
+	if !ok {
+		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
+	}
+	if ref.Version == 0 {
+		return e.current().key, nil
+	}
+	for i := range e.versions {
+		v := &e.versions[i]
+		if v.key.Version() != ref.Version {
+			continue
+		}
+		if !v.usable(now) {
+			return Key{}, fmt.Errorf("%w: %s v%d", ErrKeyExpired, ref.ID, ref.Version)
+		}
+		return v.key, nil
+	}
+	return Key{}, fmt.Errorf("%w: %s v%d", ErrUnknownKey, ref.ID, ref.Version)
+}
+
+// Deciphering returns the versions of id that may decipher at now: the
+// current one first, then previous ones still within their grace window,
+// newest first. It returns nil for an id the ring does not hold.
+func (r *Keyring) Deciphering(id string, now time.Time) []Key {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.keys[id]
+	if !ok {
+		return nil
+	}
+	out := make([]Key, 0, len(e.versions))
+	for i := len(e.versions) - 1; i >= 0; i-- {
+		if v := &e.versions[i]; v.usable(now) {
+			out = append(out, v.key)
+		}
+	}
+	return out
+}
+
+// decipheringInto is Deciphering without allocation for the translation hot
+// path: it appends to dst (normally a small stack array) and returns it.
+func (r *Keyring) decipheringInto(dst []Key, id string, now time.Time) []Key {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.keys[id]
+	if !ok {
+		return dst
+	}
+	for i := len(e.versions) - 1; i >= 0; i-- {
+		if v := &e.versions[i]; v.usable(now) {
+			dst = append(dst, v.key)
+		}
+	}
+	return dst
+}
+
+// Remove zeroizes every version of id and forgets it; an id not held is
+// ErrUnknownKey.
+func (r *Keyring) Remove(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.keys[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, id)
+	}
+	for _, v := range e.versions {
+		v.key.Zeroize()
+	}
+	delete(r.keys, id)
+	return nil
+}
+
+// List describes every held version (including previous ones still in their
+// grace window or not yet pruned), ordered by id then version. It never
+// reveals key bytes.
+func (r *Keyring) List() []KeyInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]KeyInfo, 0, len(r.keys))
+	for _, e := range r.keys {
+		for _, v := range e.versions {
+			out = append(out, KeyInfo{
+				ID:        v.key.ID(),
+				Usage:     v.key.Usage(),
+				Algorithm: v.key.Algorithm(),
+				Length:    v.key.Len(),
+				Version:   v.key.Version(),
+				KCV:       v.key.KCV(),
+				Created:   v.created,
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b KeyInfo) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return a.Version - b.Version
+	})
+	return out
+}
+
+// Prune zeroizes and drops every previous version whose grace window is over
+// at now, and returns how many it dropped. Current versions are never pruned.
+func (r *Keyring) Prune(now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.keys {
+		n += e.prune(now)
+	}
+	return n
+}
+
+// Zeroize zeroizes every key and empties the ring; call it on shutdown. It is
+// best-effort (see Key.Zeroize).
+func (r *Keyring) Zeroize() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, e := range r.keys {
+		for _, v := range e.versions {
+			v.key.Zeroize()
+		}
+		delete(r.keys, id)
+	}
+}
