@@ -1,0 +1,134 @@
+package issuersim
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"hash/maphash"
+	"sync"
+
+	"pingate/iso8583"
+)
+
+// ledger keeps each card's PIN verification data — a keyed hash of PAN and
+// PIN under the simulator's PIN verification key, never the PIN — and its
+// wrong-PIN counter. Cards never touched since start are not stored: their
+// verification data derives from the population's initial PIN on first use,
+// so memory grows with the cards used, not with the population.
+type ledger struct {
+	pop      Population
+	pvk      []byte
+	maxTries int
+	seed     maphash.Seed
+	shards   [64]shard
+}
+
+type shard struct {
+	mu    sync.Mutex
+	cards map[string]*cardState
+}
+
+type cardState struct {
+	pvd   [32]byte // HMAC-SHA-256(PVK, PAN "|" PIN)
+	tries int
+	prev  *cardState // state before the last change or reset, for a reversal
+	ref   string     // match key of the request that made the last change
+}
+
+func newLedger(pop Population, pvk []byte, maxTries int) *ledger {
+	l := &ledger{pop: pop, pvk: append([]byte(nil), pvk...), maxTries: maxTries, seed: maphash.MakeSeed()}
+	for i := range l.shards {
+		l.shards[i].cards = map[string]*cardState{}
+	}
+	return l
+}
+
+func (l *ledger) pvd(pan, pin string) [32]byte {
+	m := hmac.New(sha256.New, l.pvk)
+	m.Write([]byte(pan))
+	m.Write([]byte{'|'})
+	m.Write([]byte(pin))
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// card returns the state of pan with its shard locked; nil if pan is not a
+// card of the population. The caller unlocks sh.
+func (l *ledger) card(pan string) (*cardState, *shard) {
+	sh := &l.shards[maphash.String(l.seed, pan)%uint64(len(l.shards))]
+	sh.mu.Lock()
+	c, ok := sh.cards[pan]
+	if !ok {
+		if !l.pop.Contains(pan) {
+			return nil, sh
+		}
+		c = &cardState{pvd: l.pvd(pan, l.pop.InitialPIN(pan))}
+		sh.cards[pan] = c
+	}
+	return c, sh
+}
+
+// change: the current PIN must verify; three wrong tries lock the card.
+func (l *ledger) change(pan, oldPIN, newPIN, ref string) string {
+	c, sh := l.card(pan)
+	defer sh.mu.Unlock()
+	if c == nil {
+		return iso8583.RCNoSuchCard
+	}
+	if c.tries >= l.maxTries {
+		return iso8583.RCPINTriesExceeded
+	}
+	want := l.pvd(pan, oldPIN)
+	if subtle.ConstantTimeCompare(want[:], c.pvd[:]) != 1 {
+		c.tries++
+		if c.tries >= l.maxTries {
+			return iso8583.RCPINTriesExceeded
+		}
+		return iso8583.RCIncorrectPIN
+	}
+	prev := *c
+	prev.prev = nil
+	c.prev, c.ref = &prev, ref
+	c.pvd = l.pvd(pan, newPIN)
+	c.tries = 0
+	return iso8583.RCApproved
+}
+
+// reset sets a new PIN and unlocks, after the branch's identity check.
+func (l *ledger) reset(pan, newPIN, ref string) string {
+	c, sh := l.card(pan)
+	defer sh.mu.Unlock()
+	if c == nil {
+		return iso8583.RCNoSuchCard
+	}
+	prev := *c
+	prev.prev = nil
+	c.prev, c.ref = &prev, ref
+	c.pvd = l.pvd(pan, newPIN)
+	c.tries = 0
+	return iso8583.RCApproved
+}
+
+// unblock clears the wrong-PIN counter.
+func (l *ledger) unblock(pan string) string {
+	c, sh := l.card(pan)
+	defer sh.mu.Unlock()
+	if c == nil {
+		return iso8583.RCNoSuchCard
+	}
+	c.tries = 0
+	return iso8583.RCApproved
+}
+
+// reverse undoes the change or reset made by the request ref, if it was the
+// card's last one. It reports whether anything was undone.
+func (l *ledger) reverse(pan, ref string) bool {
+	c, sh := l.card(pan)
+	defer sh.mu.Unlock()
+	if c == nil || c.prev == nil || c.ref != ref {
+		return false
+	}
+	*c = *c.prev
+	return true
+}

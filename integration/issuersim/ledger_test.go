@@ -1,0 +1,87 @@
+package issuersim
+
+import (
+	"testing"
+
+	"pingate/iso8583"
+)
+
+func testPopulation() Population {
+	return Population{Seed: 42, BINs: []string{"62284812", "621700"}, PerBIN: 1000}
+}
+
+func TestPopulationCards(t *testing.T) {
+	p := testPopulation()
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := 0; i < p.Size(); i++ {
+		c := p.Card(i)
+		if !p.Contains(c.PAN) {
+			t.Fatalf("Card(%d) not in population", i)
+		}
+		if seen[c.PAN] {
+			t.Fatalf("Card(%d) repeats a PAN", i)
+		}
+		seen[c.PAN] = true
+		if len(c.PIN) != 4 || plainPattern(c.PIN) {
+			t.Fatalf("Card(%d) has an unusable initial PIN", i)
+		}
+	}
+	// Luhn: the check digit of a published test PAN (4111 1111 1111 1111).
+	if got := luhnDigit("411111111111111"); got != 1 {
+		t.Errorf("luhnDigit(4111…111) = %d, want 1", got)
+	}
+	other := Population{Seed: 43, BINs: p.BINs, PerBIN: p.PerBIN}
+	same := 0
+	for i := 0; i < 100; i++ {
+		if other.Card(i).PIN == p.Card(i).PIN {
+			same++
+		}
+	}
+	if same > 10 {
+		t.Errorf("%d of 100 PINs equal under another seed; the seed is not used", same)
+	}
+	for _, pan := range []string{"6228481200010000", "6228481200000000", "5555555555554444"} {
+		if p.Contains(pan) {
+			t.Errorf("Contains(%s…) = true, want false", pan[:6])
+		}
+	}
+}
+
+func TestLedger(t *testing.T) {
+	p := testPopulation()
+	l := newLedger(p, []byte("pvk-for-tests-only-0123456789abc"), 3)
+	card := p.Card(7)
+	steps := []struct {
+		name string
+		do   func() string
+		want string
+	}{
+		{"change with right PIN", func() string { return l.change(card.PAN, card.PIN, "4826", "r1") }, iso8583.RCApproved},
+		{"old PIN no longer works", func() string { return l.change(card.PAN, card.PIN, "4827", "r2") }, iso8583.RCIncorrectPIN},
+		{"second wrong PIN", func() string { return l.change(card.PAN, "0000", "4827", "r3") }, iso8583.RCIncorrectPIN},
+		{"third wrong PIN locks", func() string { return l.change(card.PAN, "0001", "4827", "r4") }, iso8583.RCPINTriesExceeded},
+		{"locked even with right PIN", func() string { return l.change(card.PAN, "4826", "4827", "r5") }, iso8583.RCPINTriesExceeded},
+		{"unblock", func() string { return l.unblock(card.PAN) }, iso8583.RCApproved},
+		{"right PIN works after unblock", func() string { return l.change(card.PAN, "4826", "3917", "r6") }, iso8583.RCApproved},
+		{"reset", func() string { return l.reset(card.PAN, "7305", "r7") }, iso8583.RCApproved},
+		{"reset PIN works", func() string { return l.change(card.PAN, "7305", "8162", "r8") }, iso8583.RCApproved},
+		{"unknown card", func() string { return l.change("5555555555554444", "1234", "4826", "r9") }, iso8583.RCNoSuchCard},
+	}
+	for _, s := range steps {
+		if got := s.do(); got != s.want {
+			t.Fatalf("%s: got %s, want %s", s.name, got, s.want)
+		}
+	}
+	if !l.reverse(card.PAN, "r8") {
+		t.Fatal("reverse(r8) = false, want true")
+	}
+	if got := l.change(card.PAN, "7305", "8162", "r10"); got != iso8583.RCApproved {
+		t.Fatalf("after reversal the reset PIN should verify again: got %s", got)
+	}
+	if l.reverse(card.PAN, "r8") {
+		t.Fatal("reverse of a change that was not the last one succeeded")
+	}
+}
