@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"pingate/routing"
+)
+
+// Config is pingate's whole configuration, read from YAML. Every secret is a
+// reference (a file path or an environment variable name), never a value.
+// docs/configuration.md documents each key.
+type Config struct {
+	// Instance names this gateway in events (CloudEvents source) and logs.
+	Instance string `yaml:"instance"`
+	// Production refuses the published development keys and the in-process
+	// issuer simulator.
+	Production bool            `yaml:"production"`
+	Acquirer   ListenConfig    `yaml:"acquirer_listener"`
+	HTTP       HTTPConfig      `yaml:"http"`
+	Security   SecurityConfig  `yaml:"security"`
+	Routing    routing.Config  `yaml:"routing"`
+	Limits     LimitsConfig    `yaml:"limits"`
+	Events     EventsConfig    `yaml:"events"`
+	Reversals  ReversalsConfig `yaml:"reversals"`
+	Telemetry  TelemetryConfig `yaml:"telemetry"`
+	Log        LogConfig       `yaml:"log"`
+	// IssuerSim runs an issuer simulator inside the gateway process: the
+	// embedded default's issuer. Refused under production.
+	IssuerSim *IssuerSimConfig `yaml:"issuer_sim"`
+}
+
+// ListenConfig is the ISO 8583 acquirer listener.
+type ListenConfig struct {
+	Addr          string        `yaml:"addr"`           // default 127.0.0.1:8583
+	Framing       string        `yaml:"framing"`        // binary2 (default) or ascii4
+	MaxFrame      int           `yaml:"max_frame"`      // bytes, default 4096
+	ReadTimeout   time.Duration `yaml:"read_timeout"`   // a started frame must complete within this (default 10s)
+	IdleTimeout   time.Duration `yaml:"idle_timeout"`   // an idle connection is closed after this (default 5m)
+	MaxConns      int           `yaml:"max_conns"`      // default 1000
+	MaxInFlight   int           `yaml:"max_in_flight"`  // per connection, default 256
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"` // in-flight requests get this long on SIGTERM (default 15s)
+}
+
+// HTTPConfig is the HTTP port: health, metrics, admin.
+type HTTPConfig struct {
+	Addr string `yaml:"addr"` // default 127.0.0.1:8080
+}
+
+// SecurityConfig is the security module and its keys.
+type SecurityConfig struct {
+	// DevKeys loads the published development key set (docs/dev-keys.md).
+	// Refused under production.
+	DevKeys bool `yaml:"dev_keys"`
+	// KeyStore is the key store file (keys enciphered under the LMK).
+	KeyStore string `yaml:"key_store"`
+	// LMKFile / LMKEnv name where the local master key is: never the key itself.
+	LMKFile string `yaml:"lmk_file"`
+	LMKEnv  string `yaml:"lmk_env"`
+	// CustodyLog is the tamper-evident custody log file.
+	CustodyLog string `yaml:"custody_log"`
+	// RotationGrace: after a rotation the previous key version still
+	// deciphers for this long (default 24h).
+	RotationGrace time.Duration `yaml:"rotation_grace"`
+	// CardTokenKeyFile / CardTokenKeyEnv name the HMAC key of card tokens
+	// (hex, at least 32 bytes). The embedded default uses a development key.
+	CardTokenKeyFile string `yaml:"card_token_key_file"`
+	CardTokenKeyEnv  string `yaml:"card_token_key_env"`
+	// WeakPINs refuses new PINs on the exclusion list (default true).
+	WeakPINs *bool `yaml:"weak_pins"`
+}
+
+// LimitsConfig selects the limiter: "memory" (per instance, the embedded
+// default) or "redis" (shared by every instance).
+type LimitsConfig struct {
+	Backend             string        `yaml:"backend"`    // memory (default) or redis
+	RedisMode           string        `yaml:"redis_mode"` // standalone, sentinel or cluster
+	RedisAddrs          []string      `yaml:"redis_addrs"`
+	RedisMasterName     string        `yaml:"redis_master_name"`
+	RedisPasswordEnv    string        `yaml:"redis_password_env"`
+	CardOpsPerDay       int           `yaml:"card_ops_per_day"`
+	CardWrongPINPerHour int           `yaml:"card_wrong_pin_per_hour"`
+	TerminalRPS         float64       `yaml:"terminal_rps"`
+	AcquirerRPS         float64       `yaml:"acquirer_rps"`
+	Timeout             time.Duration `yaml:"timeout"`
+}
+
+// EventsConfig is the outcome journal and its relay to Kafka.
+type EventsConfig struct {
+	JournalDir   string        `yaml:"journal_dir"`   // default ./var/journal
+	MaxDepth     int           `yaml:"max_depth"`     // past it requests are answered 91
+	KafkaBrokers []string      `yaml:"kafka_brokers"` // empty: journal only
+	KafkaTopic   string        `yaml:"kafka_topic"`   // default pingate.pin-outcomes.v1
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// ReversalsConfig is where owed reversal advices persist.
+type ReversalsConfig struct {
+	Dir string `yaml:"dir"` // default ./var/reversals
+}
+
+// TelemetryConfig turns on OTLP trace export; metrics are always served in
+// Prometheus format at /metrics on the HTTP port.
+type TelemetryConfig struct {
+	OTLPEndpoint string  `yaml:"otlp_endpoint"` // host:port of an OTLP/HTTP collector; empty = off
+	SampleRatio  float64 `yaml:"sample_ratio"`  // default 1
+}
+
+// LogConfig is the structured log.
+type LogConfig struct {
+	Format string `yaml:"format"` // json (default) or text
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+}
+
+// IssuerSimConfig runs an in-process issuer simulator.
+type IssuerSimConfig struct {
+	Addr     string        `yaml:"addr"` // default 127.0.0.1:0
+	Seed     int64         `yaml:"seed"`
+	BINs     []string      `yaml:"bins"`
+	PerBIN   int           `yaml:"per_bin"`
+	Latency  time.Duration `yaml:"latency"`
+	FailRate float64       `yaml:"fail_rate"`
+}
+
+// loadConfig reads a YAML file strictly: an unknown key is an error, so a typo
+// cannot silently leave a default in force.
+func loadConfig(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate names every problem in c.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Production {
+		if c.Security.DevKeys {
+			bad("security.dev_keys: the published development keys are refused under production")
+		}
+		if c.IssuerSim != nil {
+			bad("issuer_sim: the in-process issuer simulator is refused under production")
+		}
+		if c.Security.CardTokenKeyFile == "" && c.Security.CardTokenKeyEnv == "" {
+			bad("security: production needs card_token_key_file or card_token_key_env")
+		}
+		if c.Security.KeyStore == "" {
+			bad("security.key_store: production needs a key store")
+		}
+	}
+	if !c.Security.DevKeys && c.Security.KeyStore == "" {
+		bad("security: set dev_keys or key_store")
+	}
+	if c.Security.KeyStore != "" && c.Security.LMKFile == "" && c.Security.LMKEnv == "" {
+		bad("security: key_store needs lmk_file or lmk_env (a reference, never the key)")
+	}
+	switch c.Acquirer.Framing {
+	case "", "binary2", "ascii4":
+	default:
+		bad("acquirer_listener.framing %q: want binary2 or ascii4", c.Acquirer.Framing)
+	}
+	if c.Acquirer.MaxFrame < 0 || c.Acquirer.MaxFrame > 65535 {
+		bad("acquirer_listener.max_frame %d: want 0–65535", c.Acquirer.MaxFrame)
+	}
+	switch c.Limits.Backend {
+	case "", "memory":
+	case "redis":
+		if len(c.Limits.RedisAddrs) == 0 {
+			bad("limits.redis_addrs: the redis backend needs at least one address")
+		}
+	default:
+		bad("limits.backend %q: want memory or redis", c.Limits.Backend)
+	}
+	if c.Events.MaxDepth < 0 {
+		bad("events.max_depth %d: must not be negative", c.Events.MaxDepth)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		bad("log.format %q: want json or text", c.Log.Format)
+	}
+	if err := c.Routing.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,426 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// IssuerRequest is a PIN operation as sent to an issuer: the PIN blocks are
+// already under the issuer's key and in its format.
+type IssuerRequest struct {
+	Operation                       Operation
+	PAN                             string
+	OldBlock, NewBlock              []byte
+	Format                          int
+	KeyIndex                        int
+	Acquirer, Terminal, Merchant    string
+	RRN                             string
+	Teller, Supervisor, IdentityRef string
+}
+
+// IssuerSender delivers operations to issuers. Send returns the issuer's DE 39.
+// Errors: ErrIssuerUnavailable when the request was never sent (no signed-on
+// link); ErrIssuerTimeout when it may have reached the issuer and no answer
+// came in time (the sender has queued a reversal advice); ErrIssuerMalformed
+// when the answer could not be read.
+type IssuerSender interface {
+	Send(ctx context.Context, issuer string, req *IssuerRequest) (code string, err error)
+}
+
+// Admitter is implemented by an OutcomeSink that can refuse work up front, e.g.
+// a journal past its depth limit: the flow then answers 91 before the issuer
+// is involved, instead of changing a PIN whose record might be lost.
+type Admitter interface {
+	Admit() error
+}
+
+// LimitError is a limiter's refusal.
+type LimitError struct{ Decision Decision }
+
+func (e *LimitError) Error() string { return "refused by limit " + e.Decision.Limit }
+
+// Deps are the flow's collaborators. Limiter may be nil (no limits).
+type Deps struct {
+	HSM       pinblock.SecurityModule
+	Limiter   Limiter
+	Sink      OutcomeSink
+	Issuers   IssuerSender
+	Tokenizer *Tokenizer
+	// Source names this instance in events (CloudEvents source); optional.
+	Source string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Flow runs PIN operations. It is safe for concurrent use; Reload swaps its
+// configuration atomically while requests are in flight.
+type Flow struct {
+	state  atomic.Pointer[flowState]
+	deps   Deps
+	dups   *dedupe
+	tracer trace.Tracer
+	m      flowMetrics
+}
+
+type flowState struct {
+	cfg       Config
+	acquirers map[string]*AcquirerConfig
+	issuers   map[string]*IssuerConfig
+	table     *BINTable
+}
+
+// NewFlow validates cfg and builds a flow.
+func NewFlow(cfg Config, deps Deps) (*Flow, error) {
+	if deps.HSM == nil || deps.Sink == nil || deps.Issuers == nil || deps.Tokenizer == nil {
+		return nil, errors.New("routing: flow needs a security module, an outcome sink, issuers and a tokenizer")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	f := &Flow{deps: deps, tracer: otel.Tracer("pingate/routing")}
+	f.m = newFlowMetrics()
+	if err := f.Reload(cfg); err != nil {
+		return nil, err
+	}
+	f.dups = newDedupe(f.state.Load().cfg.DuplicateWindow)
+	return f, nil
+}
+
+// Reload validates cfg and, only if it is valid, swaps it in atomically.
+func (f *Flow) Reload(cfg Config) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	table, err := NewBINTable(cfg.Routes)
+	if err != nil {
+		return err
+	}
+	st := &flowState{cfg: cfg, table: table, acquirers: map[string]*AcquirerConfig{}, issuers: map[string]*IssuerConfig{}}
+	for i := range cfg.Acquirers {
+		st.acquirers[cfg.Acquirers[i].ID] = &cfg.Acquirers[i]
+	}
+	for i := range cfg.Issuers {
+		st.issuers[cfg.Issuers[i].ID] = &cfg.Issuers[i]
+	}
+	f.state.Store(st)
+	return nil
+}
+
+// Config returns the configuration in force.
+func (f *Flow) Config() Config { return f.state.Load().cfg }
+
+// Acquirer returns the configuration of acquirer id.
+func (f *Flow) Acquirer(id string) (AcquirerConfig, bool) {
+	a, ok := f.state.Load().acquirers[id]
+	if !ok {
+		return AcquirerConfig{}, false
+	}
+	return *a, true
+}
+
+// Handle runs one PIN operation to its final outcome. It never panics on bad
+// input and always returns an outcome with a response code; the outcome event
+// has been made durable by the sink before Handle returns (or the code is 91).
+func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
+	start := f.deps.Now()
+	st := f.state.Load()
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	}
+	if req.Received.IsZero() {
+		req.Received = start
+	}
+	ctx, cancel := context.WithTimeout(ctx, st.cfg.RequestTimeout)
+	defer cancel()
+	ctx, span := f.tracer.Start(ctx, "pingate.pin."+string(req.Operation), trace.WithAttributes(
+		attribute.String("pingate.operation", string(req.Operation)),
+		attribute.String("pingate.channel", string(req.Channel)),
+		attribute.String("pingate.acquirer", req.Acquirer),
+		attribute.String("pingate.operation_id", req.ID),
+	))
+	defer span.End()
+	f.m.inflight.Add(ctx, 1)
+	defer f.m.inflight.Add(ctx, -1)
+
+	var key string
+	if req.STAN != "" && req.Transmit != "" {
+		key = dedupeKey(req)
+		first, prev, err := f.dups.begin(ctx, key, start)
+		if err != nil {
+			code, outcome, reason := ResponseFor(err)
+			return Outcome{Code: code, Outcome: outcome, Reason: reason}
+		}
+		if !first {
+			span.SetAttributes(attribute.Bool("pingate.duplicate", true))
+			f.m.duplicates.Add(ctx, 1)
+			return prev
+		}
+	}
+
+	issuer, err := f.process(ctx, st, req)
+	code, outcome, reason := ResponseFor(err)
+	if d := (*LimitError)(nil); errors.As(err, &d) {
+		code, outcome, reason = d.Decision.Code, OutcomeLimited, d.Decision.Reason
+	}
+	if code == iso8583.RCIncorrectPIN && f.deps.Limiter != nil {
+		// A failure to record is the limiter's to report (it fails closed on
+		// the next Allow); the cardholder's answer does not change.
+		_ = f.deps.Limiter.Record(ctx, req, code)
+	}
+	out := Outcome{Code: code, Outcome: outcome, Reason: reason, Issuer: issuer}
+	out.EventID = eventID(req.ID)
+	if err := f.publish(ctx, req, &out); err != nil {
+		// The outcome could not be recorded: the acquirer must not believe in
+		// an outcome the back office will never see.
+		out.Code, out.Outcome, out.Reason = iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_unavailable"
+		span.RecordError(err)
+	}
+	out.Duration = f.deps.Now().Sub(start)
+	span.SetAttributes(
+		attribute.String("iso8583.response_code", out.Code),
+		attribute.String("pingate.outcome", out.Outcome),
+		attribute.String("pingate.reason", out.Reason),
+		attribute.String("pingate.issuer", out.Issuer),
+	)
+	if out.Outcome == OutcomeFailed {
+		span.SetStatus(codes.Error, out.Reason)
+	}
+	f.m.record(ctx, req, &out)
+	if key != "" {
+		f.dups.finish(key, out)
+	}
+	return out
+}
+
+// process runs the steps up to the issuer's answer; a nil error is approval.
+func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer string, err error) {
+	acq, ok := st.acquirers[req.Acquirer]
+	if !ok {
+		return "", ErrUnknownAcquirer
+	}
+	if req.Channel == "" {
+		req.Channel = acq.Channel
+	}
+	if !slices.Contains(acq.Terminals, "*") && !slices.Contains(acq.Terminals, req.Terminal) {
+		return "", ErrTerminalRefused
+	}
+	if !slices.Contains(acq.Operations, req.Operation) {
+		return "", ErrOperationRefused
+	}
+	if err := validateRequest(req); err != nil {
+		return "", err
+	}
+	if req.OldBlock != nil || req.NewBlock != nil {
+		if !slices.Contains(acq.Formats, req.Format) {
+			return "", ErrFormatRefused
+		}
+		label, ok := acq.Keys[req.KeyIndex]
+		if !ok {
+			return "", ErrUnknownKeyIndex
+		}
+		req.AcquirerKey = label
+	}
+	req.CardToken = f.deps.Tokenizer.Token(req.PAN)
+
+	issuer, err = st.table.Lookup(req.PAN)
+	if err != nil {
+		return "", err
+	}
+	is := st.issuers[issuer]
+	if a, ok := f.deps.Sink.(Admitter); ok {
+		if err := a.Admit(); err != nil {
+			return issuer, fmt.Errorf("%w: %v", ErrSinkFull, err)
+		}
+	}
+	if f.deps.Limiter != nil {
+		t := f.deps.Now()
+		dec, err := f.deps.Limiter.Allow(ctx, req)
+		f.m.stage(ctx, "limiter", t, f.deps.Now())
+		if err != nil {
+			dec = Decision{Code: iso8583.RCIssuerUnavailable, Reason: "limiter_unavailable", Limit: "limiter"}
+		}
+		if !dec.Allowed {
+			return issuer, &LimitError{Decision: dec}
+		}
+	}
+
+	ireq := &IssuerRequest{
+		Operation: req.Operation, PAN: req.PAN, Format: is.PINFormat, KeyIndex: is.KeyIndex,
+		Acquirer: req.Acquirer, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
+		Teller: req.Teller, Supervisor: req.Supervisor, IdentityRef: req.IdentityRef,
+	}
+	if req.OldBlock != nil || req.NewBlock != nil {
+		t := f.deps.Now()
+		hctx, span := f.tracer.Start(ctx, "pingate.hsm.translate")
+		ireq.OldBlock, ireq.NewBlock, err = f.deps.HSM.TranslatePair(hctx, pinblock.PairRequest{
+			PAN: req.PAN, Old: req.OldBlock, New: req.NewBlock,
+			From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: pinblock.Format(req.Format),
+			To: pinblock.KeyRef{ID: is.Key}, ToFormat: pinblock.Format(is.PINFormat),
+			CheckNewPIN: req.NewBlock != nil,
+		})
+		span.End()
+		f.m.stage(ctx, "hsm", t, f.deps.Now())
+		if err != nil {
+			return issuer, fmt.Errorf("translate for issuer %s: %w", issuer, err)
+		}
+	}
+
+	t := f.deps.Now()
+	ictx, span := f.tracer.Start(ctx, "pingate.issuer.roundtrip", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("pingate.issuer", issuer)))
+	code, err := f.deps.Issuers.Send(ictx, issuer, ireq)
+	span.SetAttributes(attribute.String("iso8583.response_code", code))
+	span.End()
+	f.m.stage(ctx, "issuer", t, f.deps.Now())
+	clear(ireq.OldBlock)
+	clear(ireq.NewBlock)
+	if err != nil {
+		return issuer, fmt.Errorf("issuer %s: %w", issuer, err)
+	}
+	if code != iso8583.RCApproved {
+		return issuer, &IssuerDecline{Code: code}
+	}
+	return issuer, nil
+}
+
+func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) error {
+	t := f.deps.Now()
+	ctx, span := f.tracer.Start(ctx, "pingate.journal.append")
+	defer span.End()
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	ev := Event{
+		ID:          out.EventID,
+		Type:        EventType(req.Operation, out.Outcome),
+		Time:        t,
+		Operation:   req.Operation,
+		Outcome:     out.Outcome,
+		Code:        out.Code,
+		Reason:      out.Reason,
+		Channel:     req.Channel,
+		Acquirer:    req.Acquirer,
+		Terminal:    req.Terminal,
+		Issuer:      out.Issuer,
+		MaskedPAN:   iso8583.MaskPAN(req.PAN),
+		CardToken:   req.CardToken,
+		Teller:      req.Teller,
+		Supervisor:  req.Supervisor,
+		Received:    req.Received,
+		Completed:   t,
+		TraceParent: carrier.Get("traceparent"),
+	}
+	if ev.CardToken == "" && req.PAN != "" {
+		ev.CardToken = f.deps.Tokenizer.Token(req.PAN)
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		ev.TraceID = sc.TraceID().String()
+	}
+	err := f.deps.Sink.Publish(ctx, ev)
+	f.m.stage(ctx, "journal", t, f.deps.Now())
+	return err
+}
+
+// eventNamespace derives event ids from operation ids (UUID v5), so a retried
+// publication of the same outcome always carries the same event id.
+var eventNamespace = uuid.MustParse("6f1c8a52-8d0e-4f7e-9d55-5e4d1a0c2b7a")
+
+func eventID(operationID string) string {
+	return uuid.NewSHA1(eventNamespace, []byte(operationID)).String()
+}
+
+func validateRequest(r *Request) error {
+	if n := len(r.PAN); n < 12 || n > 19 || !isDigits(r.PAN) {
+		return fmt.Errorf("%w: PAN must be 12–19 digits", ErrFormat)
+	}
+	if r.Terminal == "" {
+		return fmt.Errorf("%w: terminal id missing", ErrFormat)
+	}
+	switch r.Operation {
+	case OpChange:
+		if r.OldBlock == nil || r.NewBlock == nil {
+			return fmt.Errorf("%w: a PIN change needs the current and the new PIN block", ErrFormat)
+		}
+	case OpReset:
+		if r.OldBlock != nil || r.NewBlock == nil {
+			return fmt.Errorf("%w: a reset carries the new PIN block only", ErrFormat)
+		}
+		if r.IdentityRef == "" || r.Teller == "" {
+			return fmt.Errorf("%w: a reset needs the teller and the identity-check reference", ErrFormat)
+		}
+	case OpUnblock:
+		if r.OldBlock != nil || r.NewBlock != nil {
+			return fmt.Errorf("%w: an unblock carries no PIN block", ErrFormat)
+		}
+		if r.IdentityRef == "" || r.Teller == "" {
+			return fmt.Errorf("%w: an unblock needs the teller and the identity-check reference", ErrFormat)
+		}
+	default:
+		return fmt.Errorf("%w: unknown operation", ErrFormat)
+	}
+	for _, b := range [][]byte{r.OldBlock, r.NewBlock} {
+		if b == nil {
+			continue
+		}
+		want := 8
+		if r.Format == 4 {
+			want = 16
+		}
+		if len(b) != want {
+			return fmt.Errorf("%w: PIN block of %d bytes for format %d", pinblock.ErrInvalidPINBlock, len(b), r.Format)
+		}
+	}
+	return nil
+}
+
+type flowMetrics struct {
+	requests   metric.Int64Counter
+	duration   metric.Float64Histogram
+	stages     metric.Float64Histogram
+	inflight   metric.Int64UpDownCounter
+	duplicates metric.Int64Counter
+}
+
+func newFlowMetrics() flowMetrics {
+	m := otel.Meter("pingate/routing")
+	var fm flowMetrics
+	// Instrument creation fails only for invalid names, which are static here.
+	fm.requests, _ = m.Int64Counter("pingate.requests", metric.WithDescription("PIN operations by operation, channel, outcome and response code"))
+	fm.duration, _ = m.Float64Histogram("pingate.request.duration", metric.WithUnit("s"), metric.WithDescription("time from request to answer"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	fm.stages, _ = m.Float64Histogram("pingate.stage.duration", metric.WithUnit("s"), metric.WithDescription("time spent per stage: limiter, hsm, issuer, journal"),
+		metric.WithExplicitBucketBoundaries(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5))
+	fm.inflight, _ = m.Int64UpDownCounter("pingate.requests.inflight", metric.WithDescription("PIN operations in progress"))
+	fm.duplicates, _ = m.Int64Counter("pingate.requests.duplicates", metric.WithDescription("duplicate requests answered with the first outcome"))
+	return fm
+}
+
+func (m flowMetrics) stage(ctx context.Context, name string, from, to time.Time) {
+	m.stages.Record(ctx, to.Sub(from).Seconds(), metric.WithAttributes(attribute.String("stage", name)))
+}
+
+func (m flowMetrics) record(ctx context.Context, req *Request, out *Outcome) {
+	attrs := metric.WithAttributes(
+		attribute.String("operation", string(req.Operation)),
+		attribute.String("channel", string(req.Channel)),
+		attribute.String("outcome", out.Outcome),
+		attribute.String("code", out.Code),
+	)
+	m.requests.Add(ctx, 1, attrs)
+	m.duration.Record(ctx, out.Duration.Seconds(), attrs)
+}

@@ -1,0 +1,501 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"pingate/iso8583"
+)
+
+// FrameConn is the part of an ISO 8583 client connection the issuer links
+// use: whole frames out, whole frames in through the callback given to Dial.
+type FrameConn interface {
+	Send(frame []byte) error
+	Close() error
+	Done() <-chan struct{}
+}
+
+// DialFunc opens a framed connection to addr and delivers every frame read
+// from it to onFrame, in order, from one goroutine.
+type DialFunc func(ctx context.Context, addr string, framing string, onFrame func([]byte)) (FrameConn, error)
+
+// IssuerCodec packs and unpacks the issuer dialect. The links need only the
+// matching key of an answer and its response code.
+type IssuerCodec interface {
+	PackRequest(h MessageHeader, req *IssuerRequest) ([]byte, error)
+	PackNetwork(h MessageHeader, nmi string) ([]byte, error)
+	PackReversal(h MessageHeader, r *Reversal) ([]byte, error)
+	// Unpack reads an answer: its MTI, the header fields used for matching, and DE 39.
+	Unpack(frame []byte) (mti string, h MessageHeader, code string, err error)
+}
+
+// MessageHeader holds the fields that identify a message to the issuer.
+type MessageHeader struct {
+	STAN        string // DE 11, allocated by pingate per issuer message
+	Transmit    string // DE 7, MMDDhhmmss (UTC)
+	Institution string // DE 32: pingate's institution id
+	Receiver    string // DE 100: issuer institution id
+	Terminal    string // DE 41
+	LocalTime   time.Time
+}
+
+// matchKey is MTI class + STAN + DE 7 + DE 32 + DE 41: STAN alone repeats
+// within a day at a few thousand requests per second.
+func matchKey(mti string, h MessageHeader) string {
+	return mtiClass(mti) + "|" + h.STAN + "|" + h.Transmit + "|" + h.Institution + "|" + h.Terminal
+}
+
+// mtiClass pairs a request with its answer: version, class and the function
+// digit rounded down to even, so 0100 and 0110 give "010", 0420 and 0430 "042".
+func mtiClass(mti string) string {
+	if len(mti) != 4 || mti[2] < '0' || mti[2] > '9' {
+		return "xxx"
+	}
+	return mti[:2] + string('0'+(mti[2]-'0')&^1)
+}
+
+// IssuerLinks keeps persistent connections to every issuer host: it signs on
+// when a connection opens, echoes when idle, reconnects with backoff, fails
+// over between hosts, matches answers to requests, and owes a reversal advice
+// for every request that timed out after it may have reached the issuer.
+type IssuerLinks struct {
+	institution string
+	codec       IssuerCodec
+	dial        DialFunc
+	reversals   ReversalStore
+	log         *slog.Logger
+
+	mu      sync.RWMutex
+	issuers map[string]*issuerState
+
+	stan atomic.Uint32
+	wg   sync.WaitGroup
+	stop chan struct{}
+	kick chan struct{} // wakes the reversal worker
+	once sync.Once
+
+	linkUp   metric.Int64UpDownCounter
+	timeouts metric.Int64Counter
+	revs     metric.Int64Counter
+}
+
+type issuerState struct {
+	cfg   IssuerConfig
+	links []*link
+	next  atomic.Uint32
+}
+
+type link struct {
+	issuer  *issuerState
+	addr    string
+	mu      sync.Mutex
+	conn    FrameConn
+	up      atomic.Bool  // signed on
+	pending sync.Map     // matchKey → chan answer
+	last    atomic.Int64 // unix nanos of the last frame sent or received
+}
+
+type answer struct {
+	code string
+	err  error
+}
+
+// LinksConfig wires IssuerLinks.
+type LinksConfig struct {
+	Institution string // pingate's institution id (DE 32)
+	Issuers     []IssuerConfig
+	Codec       IssuerCodec
+	Dial        DialFunc
+	Reversals   ReversalStore
+	Logger      *slog.Logger
+}
+
+// NewIssuerLinks builds links; Start opens them.
+func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &IssuerLinks{
+		institution: cfg.Institution, codec: cfg.Codec, dial: cfg.Dial, reversals: cfg.Reversals, log: cfg.Logger,
+		issuers: map[string]*issuerState{}, stop: make(chan struct{}), kick: make(chan struct{}, 1),
+	}
+	l.stan.Store(uint32(rand.IntN(900000)))
+	m := otel.Meter("pingate/routing")
+	l.linkUp, _ = m.Int64UpDownCounter("pingate.issuer.links.up", metric.WithDescription("signed-on issuer links"))
+	l.timeouts, _ = m.Int64Counter("pingate.issuer.timeouts", metric.WithDescription("issuer requests that timed out and were reversed"))
+	l.revs, _ = m.Int64Counter("pingate.issuer.reversals", metric.WithDescription("reversal advices by result"))
+	for _, ic := range cfg.Issuers {
+		ic := ic
+		st := &issuerState{cfg: ic}
+		for _, h := range ic.Hosts {
+			for i := 0; i < max(ic.Connections, 1); i++ {
+				st.links = append(st.links, &link{issuer: st, addr: h})
+			}
+		}
+		l.issuers[ic.ID] = st
+	}
+	return l
+}
+
+// Start opens every link and the reversal worker. They run until Shutdown.
+func (l *IssuerLinks) Start() {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, st := range l.issuers {
+		for _, lk := range st.links {
+			l.wg.Add(1)
+			go l.run(lk)
+		}
+	}
+	l.wg.Add(1)
+	go l.reversalWorker()
+}
+
+// Shutdown signs off and closes every link and waits for their goroutines.
+func (l *IssuerLinks) Shutdown(ctx context.Context) error {
+	l.once.Do(func() {
+		l.mu.RLock()
+		for _, st := range l.issuers {
+			for _, lk := range st.links {
+				if lk.up.Load() {
+					sctx, cancel := context.WithTimeout(ctx, time.Second)
+					_, _ = l.network(sctx, lk, iso8583.NMISignOff)
+					cancel()
+				}
+			}
+		}
+		l.mu.RUnlock()
+		close(l.stop)
+	})
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SignedOn reports, per issuer, whether at least one link is signed on.
+func (l *IssuerLinks) SignedOn() map[string]bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make(map[string]bool, len(l.issuers))
+	for id, st := range l.issuers {
+		for _, lk := range st.links {
+			if lk.up.Load() {
+				out[id] = true
+				break
+			}
+		}
+		if !out[id] {
+			out[id] = false
+		}
+	}
+	return out
+}
+
+func (l *IssuerLinks) nextHeader(terminal, receiver string) MessageHeader {
+	n := l.stan.Add(1)%999999 + 1
+	now := time.Now().UTC()
+	return MessageHeader{
+		STAN:        fmt.Sprintf("%06d", n),
+		Transmit:    now.Format("0102150405"),
+		Institution: l.institution,
+		Receiver:    receiver,
+		Terminal:    terminal,
+		LocalTime:   now,
+	}
+}
+
+// Send implements IssuerSender.
+func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerRequest) (string, error) {
+	l.mu.RLock()
+	st := l.issuers[issuer]
+	l.mu.RUnlock()
+	if st == nil {
+		return "", fmt.Errorf("%w: %s not configured", ErrIssuerUnavailable, issuer)
+	}
+	lk := st.pick()
+	if lk == nil {
+		return "", fmt.Errorf("%w: %s has no signed-on link", ErrIssuerUnavailable, issuer)
+	}
+	h := l.nextHeader(req.Terminal, st.cfg.Institution)
+	frame, err := l.codec.PackRequest(h, req)
+	if err != nil {
+		return "", fmt.Errorf("pack issuer request: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, st.cfg.Timeout)
+	defer cancel()
+	code, sent, err := l.roundTrip(ctx, lk, iso8583.MTIAuthRequest, h, frame)
+	if err == nil {
+		return code, nil
+	}
+	if !sent {
+		return "", fmt.Errorf("%w: %v", ErrIssuerUnavailable, err)
+	}
+	if errors.Is(err, ErrIssuerMalformed) {
+		return "", err
+	}
+	// It may have reached the issuer: owe a reversal before answering 91.
+	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
+	rev := Reversal{
+		ID: uuid.NewString(), Issuer: issuer, Operation: req.Operation, PAN: req.PAN,
+		STAN: h.STAN, Transmit: h.Transmit, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
+		Created: time.Now().UTC(),
+	}
+	// The request's own deadline has passed; persisting must not depend on it.
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer pcancel()
+	if perr := l.reversals.Put(pctx, rev); perr != nil {
+		l.log.Error("reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
+}
+
+// pick returns a signed-on link, round-robin, preferring the issuer's first
+// host and failing over to the next ones in order.
+func (st *issuerState) pick() *link {
+	n := len(st.links)
+	if n == 0 {
+		return nil
+	}
+	// Links of the first reachable host, in configured order.
+	var primary string
+	for _, lk := range st.links {
+		if lk.up.Load() {
+			primary = lk.addr
+			break
+		}
+	}
+	if primary == "" {
+		return nil
+	}
+	start := int(st.next.Add(1))
+	for i := 0; i < n; i++ {
+		lk := st.links[(start+i)%n]
+		if lk.addr == primary && lk.up.Load() {
+			return lk
+		}
+	}
+	return nil
+}
+
+// roundTrip sends frame on lk and waits for the matching answer. sent reports
+// whether the frame may have reached the issuer.
+func (l *IssuerLinks) roundTrip(ctx context.Context, lk *link, mti string, h MessageHeader, frame []byte) (code string, sent bool, err error) {
+	key := matchKey(mti, h)
+	ch := make(chan answer, 1)
+	if _, dup := lk.pending.LoadOrStore(key, ch); dup {
+		return "", false, errors.New("duplicate match key in flight")
+	}
+	defer lk.pending.Delete(key)
+	lk.mu.Lock()
+	conn := lk.conn
+	lk.mu.Unlock()
+	if conn == nil {
+		return "", false, errors.New("link down")
+	}
+	if err := conn.Send(frame); err != nil {
+		// A failed write may still have put bytes on the wire.
+		return "", true, fmt.Errorf("send: %w", err)
+	}
+	lk.last.Store(time.Now().UnixNano())
+	select {
+	case a := <-ch:
+		return a.code, true, a.err
+	case <-ctx.Done():
+		return "", true, ctx.Err()
+	case <-conn.Done():
+		return "", true, errors.New("link closed while waiting for the answer")
+	}
+}
+
+// onFrame matches an answer from the issuer to its request.
+func (l *IssuerLinks) onFrame(lk *link, frame []byte) {
+	lk.last.Store(time.Now().UnixNano())
+	mti, h, code, err := l.codec.Unpack(frame)
+	if err != nil {
+		l.log.Warn("unreadable issuer message", "issuer", lk.issuer.cfg.ID, "host", lk.addr, "err", err)
+		return
+	}
+	if v, ok := lk.pending.Load(matchKey(mti, h)); ok {
+		select {
+		case v.(chan answer) <- answer{code: code}:
+		default:
+		}
+		return
+	}
+	l.log.Warn("unmatched issuer answer (late or unknown)", "issuer", lk.issuer.cfg.ID, "mti", mti, "stan", h.STAN)
+}
+
+// network sends an 0800 with the given network management code and waits for the 0810.
+func (l *IssuerLinks) network(ctx context.Context, lk *link, nmi string) (string, error) {
+	h := l.nextHeader("", lk.issuer.cfg.Institution)
+	frame, err := l.codec.PackNetwork(h, nmi)
+	if err != nil {
+		return "", err
+	}
+	code, _, err := l.roundTrip(ctx, lk, iso8583.MTINetworkRequest, h, frame)
+	return code, err
+}
+
+// run keeps one link open: dial, sign on, echo when idle, and on loss
+// reconnect with capped exponential backoff and jitter.
+func (l *IssuerLinks) run(lk *link) {
+	defer l.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), lk.issuer.cfg.Timeout)
+		conn, err := l.dial(ctx, lk.addr, lk.issuer.cfg.Framing, func(f []byte) { l.onFrame(lk, f) })
+		cancel()
+		if err == nil {
+			lk.mu.Lock()
+			lk.conn = conn
+			lk.mu.Unlock()
+			ctx, cancel = context.WithTimeout(context.Background(), lk.issuer.cfg.Timeout)
+			code, serr := l.network(ctx, lk, iso8583.NMISignOn)
+			cancel()
+			if serr == nil && code == iso8583.RCApproved {
+				backoff = 100 * time.Millisecond
+				lk.up.Store(true)
+				l.linkUp.Add(context.Background(), 1, metric.WithAttributes(attribute.String("issuer", lk.issuer.cfg.ID)))
+				l.log.Info("issuer link signed on", "issuer", lk.issuer.cfg.ID, "host", lk.addr)
+				select {
+				case l.kick <- struct{}{}:
+				default:
+				}
+				l.serve(lk, conn)
+				lk.up.Store(false)
+				l.linkUp.Add(context.Background(), -1, metric.WithAttributes(attribute.String("issuer", lk.issuer.cfg.ID)))
+				l.log.Warn("issuer link down", "issuer", lk.issuer.cfg.ID, "host", lk.addr)
+			} else {
+				l.log.Warn("issuer sign-on refused", "issuer", lk.issuer.cfg.ID, "host", lk.addr, "code", code, "err", serr)
+			}
+			lk.mu.Lock()
+			lk.conn = nil
+			lk.mu.Unlock()
+			_ = conn.Close()
+		}
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		backoff = min(backoff*2, 10*time.Second)
+		select {
+		case <-l.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// serve watches a signed-on link until it closes or Shutdown, echoing when idle.
+func (l *IssuerLinks) serve(lk *link, conn FrameConn) {
+	interval := lk.issuer.cfg.EchoInterval
+	t := time.NewTicker(max(interval/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-conn.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, lk.last.Load())) < interval {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lk.issuer.cfg.Timeout)
+			code, err := l.network(ctx, lk, iso8583.NMIEcho)
+			cancel()
+			if err != nil || code != iso8583.RCApproved {
+				l.log.Warn("issuer echo failed; reconnecting", "issuer", lk.issuer.cfg.ID, "host", lk.addr, "code", code, "err", err)
+				return
+			}
+		}
+	}
+}
+
+// reversalWorker sends every stored reversal advice until the issuer
+// acknowledges it: at start (reversals left by an earlier run), whenever one is
+// added or a link signs on, and every few seconds.
+func (l *IssuerLinks) reversalWorker() {
+	defer l.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		l.sendReversals()
+		select {
+		case <-l.stop:
+			return
+		case <-l.kick:
+		case <-t.C:
+		}
+	}
+}
+
+func (l *IssuerLinks) sendReversals() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pending, err := l.reversals.Pending(ctx)
+	if err != nil {
+		l.log.Error("reversal store unreadable", "err", err)
+		return
+	}
+	for _, r := range pending {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		l.mu.RLock()
+		st := l.issuers[r.Issuer]
+		l.mu.RUnlock()
+		if st == nil {
+			continue
+		}
+		lk := st.pick()
+		if lk == nil {
+			continue
+		}
+		h := l.nextHeader(r.Terminal, st.cfg.Institution)
+		frame, err := l.codec.PackReversal(h, &r)
+		if err != nil {
+			l.log.Error("reversal unpackable", "issuer", r.Issuer, "err", err)
+			continue
+		}
+		rctx, rcancel := context.WithTimeout(ctx, st.cfg.Timeout)
+		code, _, err := l.roundTrip(rctx, lk, iso8583.MTIReversalAdvice, h, frame)
+		rcancel()
+		attr := metric.WithAttributes(attribute.String("issuer", r.Issuer))
+		if err != nil {
+			r.Attempts++
+			_ = l.reversals.Put(ctx, r)
+			l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "retry")))
+			continue
+		}
+		// Any answer is an acknowledgement: the issuer has the advice.
+		if err := l.reversals.Delete(ctx, r.ID); err != nil {
+			l.log.Error("acknowledged reversal not deleted", "issuer", r.Issuer, "err", err)
+		}
+		l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "acknowledged"), attribute.String("code", code)))
+	}
+}
