@@ -21,6 +21,9 @@ type AcquirerConfig struct {
 	// Keys maps the key index of DE 53 to the label of the acquirer's zone PIN
 	// key in the security module.
 	Keys map[int]string `yaml:"keys" json:"keys"`
+	// ZMK is the label of the zone master key shared with the acquirer: a key
+	// change (0800, NMI 161) brings a new zone PIN key enciphered under it.
+	ZMK string `yaml:"zmk" json:"zmk"`
 	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3, 4).
 	Formats []int `yaml:"formats" json:"formats"`
 	// Operations it may ask for (default: change for ATMs; all three for

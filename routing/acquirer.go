@@ -1,0 +1,237 @@
+package routing
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// AcquirerFront turns acquirer-dialect messages (iso8583.AcquirerSpec) into
+// flow requests and answers them. It owns no connection: the listener hands
+// it one frame at a time with the connection's session, and writes back what
+// it returns.
+type AcquirerFront struct {
+	flow *Flow
+	hsm  pinblock.SecurityModule
+	log  *slog.Logger
+}
+
+// NewAcquirerFront builds the front end of the ISO 8583 channel.
+func NewAcquirerFront(flow *Flow, log *slog.Logger) *AcquirerFront {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &AcquirerFront{flow: flow, hsm: flow.deps.HSM, log: log}
+}
+
+// Session is one acquirer connection's state. The first message that names
+// an acquirer in DE 32 binds the connection to it; a later message naming
+// another acquirer is refused.
+type Session struct {
+	mu       sync.Mutex
+	acquirer string
+	Remote   string
+}
+
+func (s *Session) bind(id string) (ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acquirer == "" {
+		s.acquirer = id
+		return true
+	}
+	return s.acquirer == id
+}
+
+// Bound returns the acquirer the session is bound to, if any.
+func (s *Session) Bound() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acquirer
+}
+
+// HandleFrame answers one frame. It returns the answer frame (nil when there
+// is nothing to answer) and whether the connection must close after it: an
+// unknown acquirer is answered 58 and disconnected.
+func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byte) (resp []byte, closeAfter bool) {
+	f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
+	if err != nil {
+		return a.formatError(frame, err), false
+	}
+	defer f.Clear()
+	if err := f.Check(); err != nil {
+		return a.reply(f, iso8583.RCFormatError), false
+	}
+	if _, known := a.flow.Acquirer(f.AcquirerID); !known {
+		a.log.Warn("unknown acquirer refused", "acquirer", f.AcquirerID, "remote", s.Remote)
+		return a.reply(f, iso8583.RCNotPermittedTerm), true
+	}
+	if !s.bind(f.AcquirerID) {
+		a.log.Warn("acquirer mismatch on connection", "bound", s.Bound(), "acquirer", f.AcquirerID, "remote", s.Remote)
+		return a.reply(f, iso8583.RCNotPermittedTerm), false
+	}
+	switch f.MTI {
+	case iso8583.MTINetworkRequest:
+		return a.reply(f, a.network(ctx, f)), false
+	case iso8583.MTIAuthRequest:
+		return a.operation(ctx, f), false
+	case iso8583.MTIReversalAdvice:
+		// The acquirer reverses a request it gave up on. Every outcome was
+		// recorded already; the advice is acknowledged and logged.
+		a.log.Info("acquirer reversal advice acknowledged", "acquirer", f.AcquirerID, "terminal", f.TerminalID, "stan", f.STAN)
+		return a.reply(f, iso8583.RCApproved), false
+	}
+	return a.reply(f, iso8583.RCFormatError), false
+}
+
+func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte {
+	op, _ := OperationOf(f.ProcessingCode) // Check has verified the processing code
+	req := &Request{
+		Operation: op,
+		Acquirer:  f.AcquirerID,
+		Terminal:  f.TerminalID,
+		Merchant:  f.CardAcceptorID,
+		STAN:      f.STAN,
+		Transmit:  f.TransmissionTime,
+		RRN:       f.RRN,
+		PAN:       f.PAN,
+		OldBlock:  f.PINBlock,
+		NewBlock:  f.NewPINBlock,
+		Received:  time.Now(),
+	}
+	if f.Additional != nil {
+		req.Teller, req.IdentityRef, req.Supervisor = f.Additional.TellerID, f.Additional.IdentityRef, f.Additional.SupervisorID
+	}
+	if f.SecurityControl != "" {
+		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
+		if err != nil {
+			return a.reply(f, iso8583.RCFormatError)
+		}
+		req.Format, req.KeyIndex = sc.Format, sc.KeyIndex
+	}
+	out := a.flow.Handle(ctx, req)
+	return a.reply(f, out.Code)
+}
+
+// network answers sign-on, sign-off, echo and key change.
+func (a *AcquirerFront) network(ctx context.Context, f *iso8583.Fields) string {
+	switch f.NetworkCode {
+	case iso8583.NMISignOn, iso8583.NMISignOff, iso8583.NMIEcho:
+		return iso8583.RCApproved
+	case iso8583.NMIKeyChange:
+		return a.keyChange(ctx, f)
+	}
+	return iso8583.RCFormatError
+}
+
+// keyChange imports the acquirer's new zone PIN key, enciphered under the
+// ZMK shared with it, as the next version of the key at DE 53's key index.
+func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string {
+	acq, _ := a.flow.Acquirer(f.AcquirerID)
+	kx, err := iso8583.ParseKeyExchange(f.KeyExchange)
+	if err != nil || acq.ZMK == "" {
+		return iso8583.RCFormatError
+	}
+	idx := 0
+	if f.SecurityControl != "" {
+		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
+		if err != nil {
+			return iso8583.RCFormatError
+		}
+		idx = sc.KeyIndex
+	}
+	label, ok := acq.Keys[idx]
+	if !ok {
+		return iso8583.RCFormatError
+	}
+	enc, err := hex.DecodeString(kx.KeyUnderZMK)
+	if err != nil {
+		return iso8583.RCFormatError
+	}
+	defer clear(enc)
+	alg := pinblock.TDES
+	if len(kx.KCV) == 10 {
+		alg = pinblock.AES
+	}
+	_, err = a.hsm.Import(ctx, pinblock.ImportRequest{
+		ID: label, Usage: pinblock.UsageZPK, Algorithm: alg, Enciphered: enc,
+		ZMK: pinblock.KeyRef{ID: acq.ZMK}, KCV: kx.KCV,
+		Who: "acquirer " + f.AcquirerID, Why: "key change (0800/161)",
+	})
+	switch {
+	case err == nil:
+		a.log.Info("acquirer zone PIN key changed", "acquirer", f.AcquirerID, "key", label, "kcv", kx.KCV)
+		return iso8583.RCApproved
+	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey):
+		a.log.Warn("acquirer key change refused", "acquirer", f.AcquirerID, "key", label, "err", err)
+		return iso8583.RCFormatError
+	}
+	a.log.Error("acquirer key change failed", "acquirer", f.AcquirerID, "key", label, "err", err)
+	return iso8583.RCSystemMalfunction
+}
+
+// reply builds the answer to f: the response MTI, the matching fields echoed,
+// DE 39 set, and no PIN block or key material.
+func (a *AcquirerFront) reply(f *iso8583.Fields, code string) []byte {
+	r := iso8583.Fields{
+		MTI:                  responseMTI(f.MTI),
+		PAN:                  f.PAN,
+		ProcessingCode:       f.ProcessingCode,
+		TransmissionTime:     f.TransmissionTime,
+		STAN:                 f.STAN,
+		LocalTime:            f.LocalTime,
+		LocalDate:            f.LocalDate,
+		AcquirerID:           f.AcquirerID,
+		RRN:                  f.RRN,
+		ResponseCode:         code,
+		TerminalID:           f.TerminalID,
+		CardAcceptorID:       f.CardAcceptorID,
+		NetworkCode:          f.NetworkCode,
+		OriginalData:         f.OriginalData,
+		ReceivingInstitution: f.ReceivingInstitution,
+	}
+	b, err := iso8583.Pack(iso8583.AcquirerSpec, &r)
+	if err != nil {
+		// An echoed field did not pack (its request was malformed in a way
+		// unpack tolerated): answer with the bare minimum.
+		b, _ = iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: r.MTI, STAN: validOr(f.STAN, 6), ResponseCode: code})
+	}
+	return b
+}
+
+// formatError answers a frame that does not unpack: 30 with the response
+// MTI when the request MTI is readable, else an 0110.
+func (a *AcquirerFront) formatError(frame []byte, err error) []byte {
+	mti := iso8583.MTIAuthRequest
+	if len(frame) >= 4 && isDigits(string(frame[:4])) && frame[2] == '0' {
+		mti = string(frame[:4])
+	}
+	a.log.Info("malformed acquirer message", "err", err)
+	b, _ := iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: responseMTI(mti), ResponseCode: iso8583.RCFormatError})
+	return b
+}
+
+// responseMTI turns a request MTI into its answer's: 0100 → 0110, 0800 → 0810, 0420 → 0430.
+func responseMTI(mti string) string {
+	if len(mti) != 4 {
+		return iso8583.MTIAuthResponse
+	}
+	b := []byte(mti)
+	if b[2] == '0' || b[2] == '2' {
+		b[2]++
+	}
+	return string(b)
+}
+
+func validOr(s string, n int) string {
+	if len(s) == n && isDigits(s) {
+		return s
+	}
+	return ""
+}

@@ -1,0 +1,244 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// issuerFunc is a fake issuer: unit tests only; the end-to-end tests run the
+// real issuer simulator over TCP.
+type issuerFunc func(ctx context.Context, issuer string, req *IssuerRequest) (string, error)
+
+func (f issuerFunc) Send(ctx context.Context, issuer string, req *IssuerRequest) (string, error) {
+	return f(ctx, issuer, req)
+}
+
+type memSink struct {
+	mu     sync.Mutex
+	events []Event
+	err    error
+}
+
+func (s *memSink) Publish(_ context.Context, ev Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	s.events = append(s.events, ev)
+	return nil
+}
+
+type denyLimiter struct{ dec Decision }
+
+func (d denyLimiter) Allow(context.Context, *Request) (Decision, error) { return d.dec, nil }
+func (denyLimiter) Record(context.Context, *Request, string) error     { return nil }
+
+const testPAN = "6228481200000017"
+
+func testConfig() Config {
+	return Config{
+		Institution: "999001",
+		Acquirers: []AcquirerConfig{
+			{ID: "100001", Channel: ChannelATM, Terminals: []string{"ATM00001"}, Keys: map[int]string{1: pinblock.DevATMZPK}},
+			{ID: "200001", Channel: ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+		},
+		Issuers: []IssuerConfig{{ID: "ssbank", Institution: "300001", Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK}},
+		Routes:  []Route{{Prefix: "62284812", Issuer: "ssbank"}},
+	}
+}
+
+func testFlow(t *testing.T, issuer IssuerSender, sink *memSink, lim Limiter) *Flow {
+	t.Helper()
+	ring := pinblock.NewKeyring(0)
+	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFlow(testConfig(), Deps{
+		HSM: pinblock.NewSoftwareModule(ring, pinblock.DefaultPINPolicy(), nil), Sink: sink, Issuers: issuer,
+		Limiter: lim, Tokenizer: NewTokenizer([]byte("0123456789abcdef0123456789abcdef")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func encipher(t *testing.T, f pinblock.Format, keyID, pin, pan string) []byte {
+	t.Helper()
+	k, err := pinblock.DevelopmentKey(keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pinblock.NewSecretPIN(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pinblock.Encipher(f, p, pan, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func decipher(t *testing.T, f pinblock.Format, keyID string, block []byte, pan string) string {
+	t.Helper()
+	k, err := pinblock.DevelopmentKey(keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pinblock.Decipher(f, block, pan, k)
+	if err != nil {
+		t.Fatalf("decipher at issuer: %v", err)
+	}
+	return p.Reveal()
+}
+
+func changeRequest(t *testing.T, stan string) *Request {
+	return &Request{
+		Operation: OpChange, Acquirer: "100001", Terminal: "ATM00001", STAN: stan, Transmit: "1125120000",
+		PAN: testPAN, Format: 0, KeyIndex: 1,
+		OldBlock: encipher(t, pinblock.Format0, pinblock.DevATMZPK, "4826", testPAN),
+		NewBlock: encipher(t, pinblock.Format0, pinblock.DevATMZPK, "7391", testPAN),
+	}
+}
+
+func TestFlowChangeTranslatesToIssuerKey(t *testing.T) {
+	var gotOld, gotNew string
+	issuer := issuerFunc(func(_ context.Context, id string, req *IssuerRequest) (string, error) {
+		if id != "ssbank" || req.Format != 4 {
+			t.Errorf("Send(%s, format %d), want ssbank format 4", id, req.Format)
+		}
+		gotOld = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.OldBlock, req.PAN)
+		gotNew = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.NewBlock, req.PAN)
+		return iso8583.RCApproved, nil
+	})
+	sink := &memSink{}
+	f := testFlow(t, issuer, sink, nil)
+	out := f.Handle(context.Background(), changeRequest(t, "000001"))
+	if out.Code != "00" || out.Outcome != OutcomeApproved || out.Issuer != "ssbank" {
+		t.Fatalf("Handle() = %+v, want 00 approved by ssbank", out)
+	}
+	if gotOld != "4826" || gotNew != "7391" {
+		t.Fatal("the issuer did not receive the cardholder's PINs under its own key")
+	}
+	if len(sink.events) != 1 {
+		t.Fatalf("%d events, want 1", len(sink.events))
+	}
+	ev := sink.events[0]
+	if ev.Type != "pingate.pin.changed.v1" || ev.ID != out.EventID || ev.MaskedPAN != "622848******0017" || ev.CardToken == "" {
+		t.Errorf("event = %+v", ev)
+	}
+}
+
+func TestFlowDuplicateAnsweredOnce(t *testing.T) {
+	var calls atomic.Int32
+	issuer := issuerFunc(func(context.Context, string, *IssuerRequest) (string, error) {
+		calls.Add(1)
+		return iso8583.RCApproved, nil
+	})
+	sink := &memSink{}
+	f := testFlow(t, issuer, sink, nil)
+	first := f.Handle(context.Background(), changeRequest(t, "000002"))
+	second := f.Handle(context.Background(), changeRequest(t, "000002"))
+	if calls.Load() != 1 {
+		t.Fatalf("issuer called %d times for a duplicate, want 1", calls.Load())
+	}
+	if second != first {
+		t.Fatalf("duplicate answered %+v, want the first outcome %+v", second, first)
+	}
+}
+
+func TestFlowOutcomes(t *testing.T) {
+	tests := []struct {
+		name     string
+		issuer   func() (string, error)
+		mutate   func(*Request)
+		limiter  Limiter
+		sinkErr  error
+		wantCode string
+		wantOut  string
+		sent     bool
+	}{
+		{name: "incorrect PIN", issuer: func() (string, error) { return "55", nil }, wantCode: "55", wantOut: OutcomeDeclined, sent: true},
+		{name: "tries exceeded", issuer: func() (string, error) { return "75", nil }, wantCode: "75", wantOut: OutcomeDeclined, sent: true},
+		{name: "issuer complains of format", issuer: func() (string, error) { return "30", nil }, wantCode: "96", wantOut: OutcomeFailed, sent: true},
+		{name: "issuer timeout", issuer: func() (string, error) { return "", ErrIssuerTimeout }, wantCode: "91", wantOut: OutcomeReversed, sent: true},
+		{name: "issuer down", issuer: func() (string, error) { return "", ErrIssuerUnavailable }, wantCode: "91", wantOut: OutcomeFailed, sent: true},
+		{name: "unknown acquirer", mutate: func(r *Request) { r.Acquirer = "555555" }, wantCode: "58", wantOut: OutcomeRejected},
+		{name: "terminal not listed", mutate: func(r *Request) { r.Terminal = "ATM99999" }, wantCode: "58", wantOut: OutcomeRejected},
+		{name: "reset refused at an ATM", mutate: func(r *Request) { r.Operation = OpReset; r.OldBlock = nil; r.Teller, r.IdentityRef = "T1", "ID1" }, wantCode: "58", wantOut: OutcomeRejected},
+		{name: "no route", mutate: func(r *Request) { r.PAN = "5555555555554444" }, wantCode: "14", wantOut: OutcomeRejected},
+		{name: "short PAN", mutate: func(r *Request) { r.PAN = "12345" }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "format not permitted", mutate: func(r *Request) { r.Format = 1 }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "unknown key index", mutate: func(r *Request) { r.KeyIndex = 7 }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "garbled PIN block", mutate: func(r *Request) { r.NewBlock = make([]byte, 8) }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, pinblock.DevATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
+		{name: "card limit", limiter: denyLimiter{Decision{Code: "65", Reason: "card_daily_limit", Limit: "card"}}, wantCode: "65", wantOut: OutcomeLimited},
+		{name: "journal unavailable", sinkErr: errors.New("disk full"), issuer: func() (string, error) { return "00", nil }, wantCode: "91", wantOut: OutcomeFailed, sent: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sent := false
+			issuer := issuerFunc(func(context.Context, string, *IssuerRequest) (string, error) {
+				sent = true
+				if tt.issuer == nil {
+					return "00", nil
+				}
+				return tt.issuer()
+			})
+			sink := &memSink{err: tt.sinkErr}
+			f := testFlow(t, issuer, sink, tt.limiter)
+			req := changeRequest(t, "1000"+string(rune('0'+i/10))+string(rune('0'+i%10)))
+			if tt.mutate != nil {
+				tt.mutate(req)
+			}
+			out := f.Handle(context.Background(), req)
+			if out.Code != tt.wantCode || out.Outcome != tt.wantOut {
+				t.Fatalf("Handle() = %s %s (%s), want %s %s", out.Code, out.Outcome, out.Reason, tt.wantCode, tt.wantOut)
+			}
+			if sent != tt.sent {
+				t.Fatalf("sent to issuer = %v, want %v", sent, tt.sent)
+			}
+			if tt.sinkErr == nil && len(sink.events) != 1 {
+				t.Fatalf("%d events, want exactly 1", len(sink.events))
+			}
+		})
+	}
+}
+
+func TestResponseFor(t *testing.T) {
+	tests := []struct {
+		give     error
+		wantCode string
+		wantOut  string
+	}{
+		{nil, "00", OutcomeApproved},
+		{ErrFormat, "30", OutcomeRejected},
+		{ErrUnknownAcquirer, "58", OutcomeRejected},
+		{ErrNoRoute, "14", OutcomeRejected},
+		{pinblock.ErrNewPINRejected, "P6", OutcomeDeclined},
+		{pinblock.ErrInvalidPINBlock, "30", OutcomeRejected},
+		{pinblock.ErrForbiddenTranslation, "96", OutcomeFailed},
+		{ErrIssuerTimeout, "91", OutcomeReversed},
+		{ErrIssuerUnavailable, "91", OutcomeFailed},
+		{ErrSinkFull, "91", OutcomeFailed},
+		{&IssuerDecline{Code: "55"}, "55", OutcomeDeclined},
+		{&IssuerDecline{Code: "14"}, "14", OutcomeDeclined},
+		{&IssuerDecline{Code: "30"}, "96", OutcomeFailed},
+		{&IssuerDecline{Code: "Z9"}, "96", OutcomeFailed},
+		{errors.New("anything else"), "96", OutcomeFailed},
+	}
+	for _, tt := range tests {
+		code, out, reason := ResponseFor(tt.give)
+		if code != tt.wantCode || out != tt.wantOut || reason == "" {
+			t.Errorf("ResponseFor(%v) = %s, %s, %q, want %s, %s", tt.give, code, out, reason, tt.wantCode, tt.wantOut)
+		}
+	}
+}
