@@ -38,7 +38,7 @@ func (s *memSink) Publish(_ context.Context, ev Event) error {
 type denyLimiter struct{ dec Decision }
 
 func (d denyLimiter) Allow(context.Context, *Request) (Decision, error) { return d.dec, nil }
-func (denyLimiter) Record(context.Context, *Request, string) error     { return nil }
+func (denyLimiter) Record(context.Context, *Request, string) error      { return nil }
 
 const testPAN = "6228481200000017"
 
