@@ -1,0 +1,40 @@
+// Package pinblock builds, parses, enciphers and translates ISO 9564-1 PIN
+// blocks, and holds the keys that do it.
+//
+// Standards followed:
+//   - ISO 9564-1:2017 PIN block formats 0, 1, 2, 3 (8 bytes, TDES) and 4 (16
+//     bytes, AES; the PIN field and PAN field are combined as
+//     E(K, E(K, PIN field) XOR PAN field)). A PIN is 4 to 12 digits.
+//   - PCI PIN Security Requirements v3.1, requirement 3-3: a block in format 0,
+//     3 or 4 is only ever translated into 0, 3 or 4; format 1 may go to 0, 1, 3
+//     or 4; format 2 (IC card offline PIN) is never translated. See
+//     TranslationAllowed.
+//   - ANSI X9.24-1:2017 and ASC X9 TR-31 key check values: the leftmost 3 bytes
+//     of E(K, 0⁸) for TDES, the leftmost 5 bytes of AES-CMAC(K, 0¹⁶) for AES.
+//   - NIST SP 800-38F / RFC 3394 AES Key Wrap for keys imported under an AES
+//     ZMK; TDES-ECB for keys under a TDES ZMK.
+//
+// # Secrets
+//
+// Keys are opaque (Key prints as id, usage, version and KCV). A clear PIN
+// exists only as a SecretPIN, which never prints, or inside the local buffers
+// of a translation, which are cleared before it returns; clearing is
+// best-effort, since the Go runtime may copy memory where we cannot reach it.
+// Errors never carry a PIN, a PIN block, a PAN or key bytes, and a malformed
+// block is ErrInvalidPINBlock without saying what is wrong with it.
+//
+// # Security modules
+//
+// Callers reach keys and PINs only through the SecurityModule interface. The
+// SoftwareModule in this package keeps its keys in an in-memory Keyring and
+// does the cryptography in process: it is for development, test and
+// simulation. PCI PIN expects production PIN translation inside an approved
+// HSM; a client for one (a Thales payShield mapping Translate to the CA/CC host
+// commands) must fit behind SecurityModule without changing its callers.
+//
+// # Keyring
+//
+// A Keyring holds keys by id with versions. Rotating a key makes the new
+// version current; the previous one still deciphers for a grace window, so
+// blocks enciphered by a peer that has not switched yet still translate.
+package pinblock

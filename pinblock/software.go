@@ -1,0 +1,369 @@
+package pinblock
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"time"
+)
+
+// SoftwareModule is a SecurityModule that holds its keys in a Keyring in
+// process memory. It is for development, test and simulation only: PCI PIN
+// expects production translation inside an approved HSM (see doc.go).
+type SoftwareModule struct {
+	ring   *Keyring
+	policy PINPolicy
+	rnd    io.Reader // nil: crypto/rand
+	now    func() time.Time
+}
+
+var _ SecurityModule = (*SoftwareModule)(nil)
+
+// NewSoftwareModule returns a module over ring. policy is applied when a
+// PairRequest sets CheckNewPIN. rnd is the source of random fill and generated
+// keys; nil means crypto/rand (tests pass a fixed reader to reproduce published
+// vectors). The module does not own ring: the caller zeroizes it on shutdown.
+func NewSoftwareModule(ring *Keyring, policy PINPolicy, rnd io.Reader) *SoftwareModule {
+	return &SoftwareModule{ring: ring, policy: policy, rnd: rnd, now: time.Now}
+}
+
+// maxVersions bounds the deciphering candidates kept on the stack; a ring
+// rarely holds more than the current and one previous version.
+const maxVersions = 4
+
+// decipherKeys resolves the deciphering candidates for ref into dst: the exact
+// version if ref names one, else the current version and the previous ones
+// still in their grace window. Each must be a PIN key.
+func (m *SoftwareModule) decipherKeys(dst []Key, ref KeyRef, now time.Time) ([]Key, error) {
+	if ref.Version != 0 {
+		k, err := m.ring.Lookup(ref, now)
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, k)
+	} else {
+		dst = m.ring.decipheringInto(dst, ref.ID, now)
+		if len(dst) == 0 {
+			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
+		}
+	}
+	for _, k := range dst {
+		if !k.Usage().PINKey() {
+			return nil, fmt.Errorf("%w: %s key %s cannot decipher PIN blocks", ErrKeyUsage, k.Usage(), k.ID())
+		}
+	}
+	return dst, nil
+}
+
+// encipherKey resolves the enciphering key for ref, which must be a PIN key.
+func (m *SoftwareModule) encipherKey(ref KeyRef, now time.Time) (Key, error) {
+	k, err := m.ring.Lookup(ref, now)
+	if err != nil {
+		return Key{}, err
+	}
+	if !k.Usage().PINKey() {
+		return Key{}, fmt.Errorf("%w: %s key %s cannot encipher PIN blocks", ErrKeyUsage, k.Usage(), k.ID())
+	}
+	return k, nil
+}
+
+// Translate deciphers req.Block under req.From, checks it, and re-enciphers it
+// under req.To in req.ToFormat, enforcing PCI PIN 3-3 and the key usages (both
+// keys ZPK or TPK, else ErrKeyUsage). When req.From.Version is 0 and a rotation
+// is in its grace window, a block that does not check out under the current
+// version is tried under the previous ones. The result is a new slice. Errors
+// are those of translatePair plus ErrUnknownKey, ErrKeyExpired and ctx.Err().
+func (m *SoftwareModule) Translate(ctx context.Context, req TranslateRequest) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
+		return nil, err
+	}
+	now := m.now()
+	var buf [maxVersions]Key
+	from, err := m.decipherKeys(buf[:0], req.From, now)
+	if err != nil {
+		return nil, err
+	}
+	to, err := m.encipherKey(req.To, now)
+	if err != nil {
+		return nil, err
+	}
+	if req.Block == nil {
+		return nil, fmt.Errorf("%w: no block", ErrInvalidPINBlock)
+	}
+	job := pairJob{
+		pan: req.PAN, old: req.Block, fromFormat: req.FromFormat, toFormat: req.ToFormat,
+		from: from, to: to, rnd: m.rnd,
+	}
+	out := make([]byte, req.ToFormat.BlockSize())
+	if err := translatePair(&job, out, nil); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TranslatePair translates the old and new blocks of one operation in one
+// call, with the same rules as Translate; both blocks must decipher under the
+// same key version. A nil block in the request gives a nil block back; both
+// nil is ErrInvalidPINBlock. With req.CheckNewPIN, a new PIN refused by the
+// module's PINPolicy (or equal to the old one, if the policy says so) is
+// ErrNewPINRejected and nothing is returned.
+func (m *SoftwareModule) TranslatePair(ctx context.Context, req PairRequest) (oldOut, newOut []byte, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
+		return nil, nil, err
+	}
+	now := m.now()
+	var buf [maxVersions]Key
+	from, err := m.decipherKeys(buf[:0], req.From, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	to, err := m.encipherKey(req.To, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	job := pairJob{
+		pan: req.PAN, old: req.Old, new: req.New, fromFormat: req.FromFormat, toFormat: req.ToFormat,
+		from: from, to: to, rnd: m.rnd,
+	}
+	if req.CheckNewPIN {
+		job.policy = &m.policy
+	}
+	n := req.ToFormat.BlockSize()
+	out := make([]byte, 2*n) // one allocation for both results
+	if err := translatePair(&job, out[:n:n], out[n:]); err != nil {
+		return nil, nil, err
+	}
+	if req.Old != nil {
+		oldOut = out[:n:n]
+	}
+	if req.New != nil {
+		newOut = out[n:]
+	}
+	return oldOut, newOut, nil
+}
+
+// Import deciphers req.Enciphered under the ZMK req.ZMK (which must have
+// usage ZMK), checks the result against req.KCV (required), and adds it to the
+// ring as version 1 of req.ID.
+//
+// The key is enciphered under a TDES ZMK with TDES-ECB (each 8-byte block on
+// its own), as Thales and most interchange agreements do. Under an AES ZMK it
+// is wrapped with AES Key Wrap (NIST SP 800-38F KW, RFC 3394): ECB over a
+// padded key would leak equal halves and has no integrity check, while KW
+// authenticates the key and fits every key length that is a multiple of 8.
+// Who and Why are not recorded here: custody logging wraps the module.
+func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return KeyInfo{}, err
+	}
+	if req.KCV == "" {
+		return KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", ErrKCVMismatch, req.ID)
+	}
+	zmk, err := m.ring.Lookup(req.ZMK, m.now())
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	if zmk.Usage() != UsageZMK {
+		return KeyInfo{}, fmt.Errorf("%w: import %s: %s key %s is not a ZMK", ErrKeyUsage, req.ID, zmk.Usage(), zmk.ID())
+	}
+	b, err := zmk.blockCipher()
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	var clearKey []byte
+	switch zmk.Algorithm() {
+	case TDES:
+		clearKey, err = ecbDecrypt(b, req.Enciphered)
+	case AES:
+		clearKey, err = aesKeyUnwrap(b, req.Enciphered)
+	default:
+		err = fmt.Errorf("%w: ZMK %s", ErrInvalidKey, zmk.ID())
+	}
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	defer clear(clearKey)
+	k, err := NewKey(req.ID, req.Usage, req.Algorithm, 1, clearKey)
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if err := k.CheckKCV(req.KCV); err != nil {
+		k.Zeroize()
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if err := m.ring.Add(k); err != nil {
+		k.Zeroize()
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	return m.info(k), nil
+}
+
+func (m *SoftwareModule) info(k Key) KeyInfo {
+	for _, i := range m.ring.List() {
+		if i.ID == k.ID() && i.Version == k.Version() {
+			return i
+		}
+	}
+	return KeyInfo{ID: k.ID(), Usage: k.Usage(), Algorithm: k.Algorithm(), Length: k.Len(), Version: k.Version(), KCV: k.KCV()}
+}
+
+// ecbDecrypt deciphers in block by block; the length must be a multiple of
+// the block size.
+func ecbDecrypt(b cipher.Block, in []byte) ([]byte, error) {
+	bs := b.BlockSize()
+	if len(in) == 0 || len(in)%bs != 0 {
+		return nil, fmt.Errorf("%w: enciphered key length %d is not a multiple of %d", ErrInvalidKey, len(in), bs)
+	}
+	out := make([]byte, len(in))
+	for i := 0; i < len(in); i += bs {
+		b.Decrypt(out[i:i+bs], in[i:i+bs])
+	}
+	return out, nil
+}
+
+// kwIV is the default initial value of RFC 3394 §2.2.3.1.
+var kwIV = [8]byte{0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6}
+
+// aesKeyUnwrap is the KW-AD function of NIST SP 800-38F (RFC 3394 §2.2.2,
+// index-based form). A wrapped key that fails the integrity check is
+// ErrInvalidKey.
+func aesKeyUnwrap(b cipher.Block, in []byte) ([]byte, error) {
+	if len(in) < 24 || len(in)%8 != 0 {
+		return nil, fmt.Errorf("%w: wrapped key length %d", ErrInvalidKey, len(in))
+	}
+	n := len(in)/8 - 1
+	var a, blk [16]byte
+	defer clear(blk[:])
+	copy(a[:8], in[:8])
+	r := make([]byte, 8*n)
+	copy(r, in[8:])
+	for j := 5; j >= 0; j-- {
+		for i := n; i >= 1; i-- {
+			t := uint64(n*j + i)
+			for s := 0; s < 8; s++ {
+				a[s] ^= byte(t >> (56 - 8*s))
+			}
+			copy(blk[:8], a[:8])
+			copy(blk[8:], r[(i-1)*8:i*8])
+			b.Decrypt(blk[:], blk[:])
+			copy(a[:8], blk[:8])
+			copy(r[(i-1)*8:i*8], blk[8:])
+		}
+	}
+	if subtle.ConstantTimeCompare(a[:8], kwIV[:]) != 1 {
+		clear(r)
+		return nil, fmt.Errorf("%w: key unwrap integrity check failed", ErrInvalidKey)
+	}
+	return r, nil
+}
+
+// aesKeyWrap is the KW-AE function of NIST SP 800-38F (RFC 3394 §2.2.1); it
+// is the inverse of aesKeyUnwrap, used by tests and simulators.
+func aesKeyWrap(b cipher.Block, key []byte) ([]byte, error) {
+	if len(key) < 16 || len(key)%8 != 0 {
+		return nil, fmt.Errorf("%w: key length %d cannot be wrapped", ErrInvalidKey, len(key))
+	}
+	n := len(key) / 8
+	out := make([]byte, 8*(n+1))
+	copy(out[:8], kwIV[:])
+	copy(out[8:], key)
+	var blk [16]byte
+	defer clear(blk[:])
+	for j := 0; j <= 5; j++ {
+		for i := 1; i <= n; i++ {
+			copy(blk[:8], out[:8])
+			copy(blk[8:], out[8*i:8*i+8])
+			b.Encrypt(blk[:], blk[:])
+			t := uint64(n*j + i)
+			copy(out[:8], blk[:8])
+			for s := 0; s < 8; s++ {
+				out[s] ^= byte(t >> (56 - 8*s))
+			}
+			copy(out[8*i:8*i+8], blk[8:])
+		}
+	}
+	return out, nil
+}
+
+// Generate makes a random key of the given usage, algorithm and length in
+// bytes (TDES 16 or 24, with odd DES parity; AES 16, 24 or 32) and adds it to
+// the ring as version 1 of id (ErrKeyExists if id is held). Only its KeyInfo
+// comes back; the bytes stay in the module.
+func (m *SoftwareModule) Generate(ctx context.Context, id string, usage Usage, alg Algorithm, length int) (KeyInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return KeyInfo{}, err
+	}
+	k, err := m.newRandomKey(id, usage, alg, 1, length)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	if err := m.ring.Add(k); err != nil {
+		k.Zeroize()
+		return KeyInfo{}, err
+	}
+	return m.info(k), nil
+}
+
+func (m *SoftwareModule) newRandomKey(id string, usage Usage, alg Algorithm, version, length int) (Key, error) {
+	switch {
+	case alg == TDES && (length == 16 || length == 24):
+	case alg == AES && (length == 16 || length == 24 || length == 32):
+	default:
+		return Key{}, fmt.Errorf("%w: generate %s: %s key of %d bytes", ErrInvalidKey, id, alg, length)
+	}
+	raw := make([]byte, length)
+	defer clear(raw)
+	for {
+		if err := readFill(m.rnd, raw); err != nil {
+			return Key{}, err
+		}
+		if alg == TDES {
+			setOddParity(raw)
+			if weakTDES(raw) {
+				continue
+			}
+		}
+		return NewKey(id, usage, alg, version, raw)
+	}
+}
+
+// setOddParity sets the low bit of every byte so that each has an odd
+// number of 1 bits (DES key parity, FIPS 46-3).
+func setOddParity(k []byte) {
+	for i, c := range k {
+		c &^= 1
+		p := c ^ c>>4
+		p ^= p >> 2
+		p ^= p >> 1
+		k[i] = c | ^p&1
+	}
+}
+
+// weakTDES reports a TDES key whose 8-byte parts repeat (K1 = K2, or K2 = K3),
+// which would weaken it; NewKey refuses only the all-equal case.
+func weakTDES(k []byte) bool {
+	if subtle.ConstantTimeCompare(k[:8], k[8:16]) == 1 {
+		return true
+	}
+	return len(k) == 24 && subtle.ConstantTimeCompare(k[8:16], k[16:]) == 1
+}
+
+// KCV returns the check value of a held key (6 hex digits for TDES, 10 for AES).
+func (m *SoftwareModule) KCV(ctx context.Context, ref KeyRef) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	k, err := m.ring.Lookup(ref, m.now())
+	if err != nil {
+		return "", err
+	}
+	return k.KCV(), nil
+}
