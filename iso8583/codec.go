@@ -1,0 +1,236 @@
+package iso8583
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/moov-io/iso8583/encoding"
+	"github.com/moov-io/iso8583/field"
+	"github.com/moov-io/iso8583/prefix"
+)
+
+// The building blocks of the two specs that moov-io/iso8583 lacks: character
+// set checks for n, an and ans data, a strict ASCII length prefix, and the PIN
+// block codec. None of their errors repeats the data it refused.
+
+// errCharset is returned by the character-set encoders. It names the class of
+// character expected, never the character found.
+var (
+	errNotDigits    = errors.New("not numeric")
+	errNotAlnum     = errors.New("not alphanumeric")
+	errNotPrintable = errors.New("not printable ASCII")
+	errShortData    = errors.New("not enough data")
+	errBadLength    = errors.New("bad length prefix")
+)
+
+// charsetEncoder is an ASCII encoding.Encoder that accepts only bytes for
+// which ok is true, in both directions.
+type charsetEncoder struct {
+	ok  func(byte) bool
+	err error
+}
+
+var (
+	// asciiN is ISO 8583 "n" in ASCII: the digits 0-9 only.
+	asciiN encoding.Encoder = charsetEncoder{ok: isDigit, err: errNotDigits}
+	// asciiAN is "an": the letters A-Z, a-z and the digits.
+	asciiAN encoding.Encoder = charsetEncoder{ok: isAlnum, err: errNotAlnum}
+	// asciiANS is "ans" restricted to printable ASCII (0x20-0x7E): control
+	// characters would let a sender forge lines in our logs.
+	asciiANS encoding.Encoder = charsetEncoder{ok: isPrintable, err: errNotPrintable}
+)
+
+func isDigit(b byte) bool     { return b >= '0' && b <= '9' }
+func isPrintable(b byte) bool { return b >= 0x20 && b <= 0x7e }
+func isAlnum(b byte) bool {
+	return isDigit(b) || (b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z')
+}
+
+func (e charsetEncoder) check(b []byte) error {
+	for _, c := range b {
+		if !e.ok(c) {
+			return e.err
+		}
+	}
+	return nil
+}
+
+// Encode returns a copy of data if every byte is in the character set.
+func (e charsetEncoder) Encode(data []byte) ([]byte, error) {
+	if err := e.check(data); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), data...), nil
+}
+
+// Decode reads length bytes, each of which must be in the character set.
+func (e charsetEncoder) Decode(data []byte, length int) ([]byte, int, error) {
+	if length < 0 || length > len(data) {
+		return nil, 0, errShortData
+	}
+	if err := e.check(data[:length]); err != nil {
+		return nil, 0, err
+	}
+	return append([]byte(nil), data[:length]...), length, nil
+}
+
+// asciiLen is a variable-length prefix of exactly digits ASCII digits. Unlike
+// moov's prefix.ASCII it refuses signs and spaces ("+5", " 5") and its errors
+// do not quote the prefix.
+type asciiLen struct{ digits int }
+
+var (
+	asciiLL  prefix.Prefixer = asciiLen{2}
+	asciiLLL prefix.Prefixer = asciiLen{3}
+)
+
+// EncodeLength writes n as digits zero-padded digits.
+func (p asciiLen) EncodeLength(maxLen, n int) ([]byte, error) {
+	if n < 0 || n > maxLen {
+		return nil, fmt.Errorf("length %d exceeds maximum %d", n, maxLen)
+	}
+	s := strconv.Itoa(n)
+	if len(s) > p.digits {
+		return nil, fmt.Errorf("length %d does not fit %d digits", n, p.digits)
+	}
+	out := make([]byte, p.digits)
+	for i := range out {
+		out[i] = '0'
+	}
+	copy(out[p.digits-len(s):], s)
+	return out, nil
+}
+
+// DecodeLength reads digits ASCII digits.
+func (p asciiLen) DecodeLength(maxLen int, data []byte) (int, int, error) {
+	if len(data) < p.digits {
+		return 0, 0, errShortData
+	}
+	n := 0
+	for _, c := range data[:p.digits] {
+		if !isDigit(c) {
+			return 0, 0, errBadLength
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > maxLen {
+		return 0, 0, fmt.Errorf("length %d exceeds maximum %d", n, maxLen)
+	}
+	return n, p.digits, nil
+}
+
+// Inspect names the prefix as moov's describe output does.
+func (p asciiLen) Inspect() string {
+	if p.digits == 2 {
+		return "ASCII.LL"
+	}
+	return "ASCII.LLL"
+}
+
+// pinBlockCodec packs and unpacks a PIN block field (DE 52, DE 125): an
+// ISO 9564-1 block of 8 bytes (formats 0, 1, 3) or 16 bytes (format 4) and
+// nothing else. With hexASCII the block travels as upper-case hex digits and
+// the length prefix counts those digits (16 or 32); otherwise the block is raw
+// and the prefix counts bytes (8 or 16). spec.Length is the maximum in the
+// prefix's unit. It is both the field's Packer and its Unpacker.
+type pinBlockCodec struct{ hexASCII bool }
+
+var errPINBlockLength = errors.New("PIN block must be 8 or 16 bytes")
+
+// Pack encodes a PIN block with its length prefix.
+func (p pinBlockCodec) Pack(value []byte, spec *field.Spec) ([]byte, error) {
+	if len(value) != 8 && len(value) != 16 {
+		return nil, errPINBlockLength
+	}
+	n := len(value)
+	if p.hexASCII {
+		n *= 2
+	}
+	pref, err := spec.Pref.EncodeLength(spec.Length, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(pref), len(pref)+n)
+	copy(out, pref)
+	if p.hexASCII {
+		out = out[:len(pref)+n]
+		hex.Encode(out[len(pref):], value)
+		for i := len(pref); i < len(out); i++ {
+			if out[i] >= 'a' {
+				out[i] -= 'a' - 'A'
+			}
+		}
+		return out, nil
+	}
+	return append(out, value...), nil
+}
+
+// Unpack decodes a PIN block; it returns the block and the bytes read.
+func (p pinBlockCodec) Unpack(data []byte, spec *field.Spec) ([]byte, int, error) {
+	n, read, err := spec.Pref.DecodeLength(spec.Length, data)
+	if err != nil {
+		return nil, 0, err
+	}
+	size := n
+	if p.hexASCII {
+		size = n / 2
+		if n%2 != 0 {
+			return nil, 0, errPINBlockLength
+		}
+	}
+	if size != 8 && size != 16 {
+		return nil, 0, errPINBlockLength
+	}
+	if len(data)-read < n {
+		return nil, 0, errShortData
+	}
+	out := make([]byte, size)
+	if p.hexASCII {
+		if _, err := hex.Decode(out, data[read:read+n]); err != nil {
+			return nil, 0, errors.New("PIN block is not hexadecimal")
+		}
+	} else {
+		copy(out, data[read:read+n])
+	}
+	return out, read + n, nil
+}
+
+// bcdN is ISO 8583 "n" packed as BCD, two digits a byte, right-aligned: an
+// odd number of digits is preceded by a zero nibble. It wraps moov's BCD
+// encoder and also refuses what that one lets through on decode: a filler
+// nibble (0xF) inside the value and a non-zero leading pad nibble.
+type bcdEncoder struct{}
+
+var bcdN encoding.Encoder = bcdEncoder{}
+
+// Encode packs decimal digits as BCD.
+func (bcdEncoder) Encode(data []byte) ([]byte, error) {
+	for _, c := range data {
+		if !isDigit(c) {
+			return nil, errNotDigits
+		}
+	}
+	return encoding.BCD.Encode(data)
+}
+
+// Decode unpacks length digits from (length+1)/2 bytes.
+func (bcdEncoder) Decode(data []byte, length int) ([]byte, int, error) {
+	if length < 0 || (length+1)/2 > len(data) {
+		return nil, 0, errShortData
+	}
+	if length%2 == 1 && data[0]>>4 != 0 {
+		return nil, 0, errNotDigits
+	}
+	out, read, err := encoding.BCD.Decode(data, length)
+	if err != nil {
+		return nil, 0, errNotDigits
+	}
+	for _, c := range out {
+		if !isDigit(c) {
+			return nil, 0, errNotDigits
+		}
+	}
+	return out, read, nil
+}

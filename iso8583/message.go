@@ -1,0 +1,267 @@
+package iso8583
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+
+	moov "github.com/moov-io/iso8583"
+	moovErrors "github.com/moov-io/iso8583/errors"
+	"github.com/moov-io/iso8583/field"
+)
+
+// ErrFormat is wrapped by every error about a message's bytes or fields: a
+// field that does not unpack or pack, a missing mandatory field, a field not
+// allowed in the message, trailing bytes. Routing answers it with response
+// code 30 (RCFormatError) when the acquirer sent it.
+var ErrFormat = errors.New("message format error")
+
+// FieldError says which data element of a message is wrong and how, without
+// its value. Field is the element number, "48.01" for a DE 48 subfield, or ""
+// for the message as a whole. It wraps ErrFormat.
+type FieldError struct {
+	Field   string
+	Problem string // e.g. "missing", "not allowed", "not numeric", "malformed"
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return "iso8583: " + e.Problem
+	}
+	return "iso8583: field " + e.Field + ": " + e.Problem
+}
+
+// Unwrap returns ErrFormat.
+func (e *FieldError) Unwrap() error { return ErrFormat }
+
+// problem turns an error from moov or from our codecs into a fixed
+// description: moov's own texts can quote the data (strconv errors do), so
+// they never reach our errors.
+func problem(err error) string {
+	for _, known := range []error{errNotDigits, errNotAlnum, errNotPrintable, errShortData, errBadLength, errPINBlockLength} {
+		if errors.Is(err, known) {
+			return known.Error()
+		}
+	}
+	return "malformed"
+}
+
+// Fields is the typed view of every message of both dialects: the union of
+// the data elements pingate uses, tagged for moov's Marshal and Unmarshal.
+// An empty string or nil slice means the element is absent. Which elements
+// each message type carries is checked by Check (see usage.go).
+//
+// Fields holds a PAN and PIN blocks: its String, Format, GoString and
+// LogValue methods show the PAN masked and redact the PIN blocks and key
+// exchange data, so printing or logging a Fields is safe.
+type Fields struct {
+	MTI                  string          `iso8583:"0"`   // message type indicator, e.g. MTIAuthRequest
+	PAN                  string          `iso8583:"2"`   // primary account number, secret: see MaskPAN
+	ProcessingCode       string          `iso8583:"3"`   // DE 3: ProcPINChange, ProcPINReset or ProcPINUnblock
+	TransmissionTime     string          `iso8583:"7"`   // DE 7, MMDDhhmmss UTC
+	STAN                 string          `iso8583:"11"`  // DE 11, 6 digits
+	LocalTime            string          `iso8583:"12"`  // DE 12, hhmmss
+	LocalDate            string          `iso8583:"13"`  // DE 13, MMDD
+	AcquirerID           string          `iso8583:"32"`  // DE 32, up to 11 digits
+	RRN                  string          `iso8583:"37"`  // DE 37, 12 letters or digits
+	ResponseCode         string          `iso8583:"39"`  // DE 39, codes.go
+	TerminalID           string          `iso8583:"41"`  // DE 41, 8 characters
+	CardAcceptorID       string          `iso8583:"42"`  // DE 42, 15 characters
+	Additional           *AdditionalData `iso8583:"48"`  // DE 48; nil or empty is absent
+	PINBlock             []byte          `iso8583:"52"`  // DE 52, current PIN block, 8 or 16 bytes; secret
+	SecurityControl      string          `iso8583:"53"`  // DE 53, see SecurityControl
+	NetworkCode          string          `iso8583:"70"`  // DE 70, NMISignOn etc.
+	OriginalData         string          `iso8583:"90"`  // DE 90, see OriginalData
+	ReceivingInstitution string          `iso8583:"100"` // DE 100, issuer id, up to 11 digits
+	KeyExchange          string          `iso8583:"123"` // DE 123, see KeyExchange; secret
+	NewPINBlock          []byte          `iso8583:"125"` // DE 125, new PIN block, 8 or 16 bytes; secret
+}
+
+// AdditionalData is DE 48, the private additional data of branch operations.
+type AdditionalData struct {
+	TellerID     string `iso8583:"01"` // 48.01, up to 16 characters
+	IdentityRef  string `iso8583:"02"` // 48.02 identity-check reference, up to 32; never an ID number
+	SupervisorID string `iso8583:"03"` // 48.03, up to 16
+	BranchID     string `iso8583:"04"` // 48.04, up to 16
+}
+
+// Pack encodes f in the dialect of spec (AcquirerSpec or IssuerSpec). It
+// checks only what the encoding needs (character sets, lengths, PIN block
+// sizes); use Check for the fields each message type requires. Errors are
+// *FieldError and never contain field values.
+func Pack(spec *moov.MessageSpec, f *Fields) ([]byte, error) {
+	if f == nil || f.MTI == "" {
+		return nil, &FieldError{Field: "0", Problem: "missing"}
+	}
+	v := *f
+	if v.Additional != nil && *v.Additional == (AdditionalData{}) {
+		v.Additional = nil
+	}
+	msg := moov.NewMessage(spec)
+	if err := msg.Marshal(&v); err != nil {
+		// Marshal fails only when a value cannot be converted, e.g. a
+		// struct of the wrong type; no value is quoted.
+		return nil, &FieldError{Problem: "cannot marshal"}
+	}
+	b, err := msg.Pack()
+	if err != nil {
+		return nil, packError(msg)
+	}
+	return b, nil
+}
+
+// packError finds the first field of msg that does not pack and describes it.
+func packError(msg *moov.Message) error {
+	fields := msg.GetFields()
+	for _, id := range slices.Sorted(mapsKeys(fields)) {
+		if id == 1 {
+			continue
+		}
+		if _, err := fields[id].Pack(); err != nil {
+			fe := &FieldError{Field: strconv.Itoa(id), Problem: problem(err)}
+			if c, ok := fields[id].(*field.Composite); ok {
+				subs := c.GetSubfields()
+				for _, tag := range slices.Sorted(mapsKeys(subs)) {
+					if _, err := subs[tag].Pack(); err != nil {
+						fe.Field += "." + tag
+						fe.Problem = problem(err)
+						break
+					}
+				}
+			}
+			if fe.Problem == "malformed" {
+				fe.Problem = "invalid value or length"
+			}
+			return fe
+		}
+	}
+	return &FieldError{Problem: "cannot pack"}
+}
+
+func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// UnpackMessage decodes a frame into a moov message of spec. Any bytes after
+// the last field make it a format error. Errors are *FieldError; they never
+// contain the frame's bytes (moov's own *UnpackError carries the raw message
+// and is not returned).
+func UnpackMessage(spec *moov.MessageSpec, frame []byte) (*moov.Message, error) {
+	msg := moov.NewMessage(spec)
+	if err := msg.Unpack(frame); err != nil {
+		fe := &FieldError{Problem: problem(err)}
+		var ue *moovErrors.UnpackError
+		if errors.As(err, &ue) {
+			ids := ue.FieldIDs()
+			// Drop empty trailing ids (moov reports "" for the innermost
+			// level when it has no subfield) and join the path.
+			ids = slices.DeleteFunc(ids, func(s string) bool { return s == "" })
+			fe.Field = strings.Join(ids, ".")
+		}
+		return nil, fe
+	}
+	// moov stops after the last field the bitmap names and ignores the
+	// rest; a correctly framed message has no rest.
+	n := 0
+	for _, f := range msg.GetFields() {
+		b, err := f.Pack()
+		if err != nil {
+			return nil, &FieldError{Problem: "malformed"}
+		}
+		n += len(b)
+	}
+	if n != len(frame) {
+		return nil, &FieldError{Problem: "length does not match its fields"}
+	}
+	return msg, nil
+}
+
+// Unpack decodes a frame of spec's dialect into Fields. See UnpackMessage
+// for the errors.
+func Unpack(spec *moov.MessageSpec, frame []byte) (*Fields, error) {
+	msg, err := UnpackMessage(spec, frame)
+	if err != nil {
+		return nil, err
+	}
+	return FieldsOf(msg)
+}
+
+// FieldsOf copies the data elements of msg into a new Fields.
+func FieldsOf(msg *moov.Message) (*Fields, error) {
+	f := new(Fields)
+	if err := msg.Unmarshal(f); err != nil {
+		return nil, &FieldError{Problem: "cannot unmarshal"}
+	}
+	return f, nil
+}
+
+// Clear overwrites the PIN blocks held by f with zeros and drops them, and
+// drops the key exchange data. It is best-effort: copies made by moov while
+// packing or unpacking, and by the garbage collector, are out of its reach.
+func (f *Fields) Clear() {
+	clear(f.PINBlock)
+	clear(f.NewPINBlock)
+	f.PINBlock, f.NewPINBlock, f.KeyExchange = nil, nil, ""
+}
+
+// items lists f's present elements as (id, display value) pairs, with the
+// PAN masked and secrets redacted.
+func (f Fields) items() []item {
+	var it []item
+	add := func(id, v string) {
+		if v != "" {
+			it = append(it, item{id, v})
+		}
+	}
+	add("2", f.PAN)
+	add("3", f.ProcessingCode)
+	add("7", f.TransmissionTime)
+	add("11", f.STAN)
+	add("12", f.LocalTime)
+	add("13", f.LocalDate)
+	add("32", f.AcquirerID)
+	add("37", f.RRN)
+	add("39", f.ResponseCode)
+	add("41", f.TerminalID)
+	add("42", f.CardAcceptorID)
+	if a := f.Additional; a != nil {
+		add("48.01", a.TellerID)
+		add("48.02", a.IdentityRef)
+		add("48.03", a.SupervisorID)
+		add("48.04", a.BranchID)
+	}
+	if len(f.PINBlock) > 0 {
+		add("52", "x")
+	}
+	add("53", f.SecurityControl)
+	add("70", f.NetworkCode)
+	add("90", f.OriginalData)
+	add("100", f.ReceivingInstitution)
+	add("123", f.KeyExchange)
+	if len(f.NewPINBlock) > 0 {
+		add("125", "x")
+	}
+	return it
+}
+
+// String is a one-line dump safe for logs: the PAN masked, DE 52, DE 123 and
+// DE 125 redacted whole.
+func (f Fields) String() string { return line(f.MTI, f.items()) }
+
+// Format makes every fmt verb print String.
+func (f Fields) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte(f.String())) }
+
+// GoString keeps %#v from reaching the fields.
+func (f Fields) GoString() string { return f.String() }
+
+// LogValue shows f in slog as its String.
+func (f Fields) LogValue() slog.Value { return slog.StringValue(f.String()) }
