@@ -1,0 +1,166 @@
+package pinblock
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strings"
+	"testing"
+)
+
+// publishedTDESKeys are the TDES keys with published KCVs from
+// testdata/tr31-vectors.json (TR-31:2018 Annex A and payShield examples).
+func publishedTDESKeys(t *testing.T) (keys [][]byte, kcvs []string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, e := range loadTR31Vectors(t).Unwrap {
+		if e.KeyAlg != TDES || e.KCV == "" || seen[e.Key] {
+			continue
+		}
+		seen[e.Key] = true
+		keys = append(keys, tr31Hex(t, e.Key))
+		kcvs = append(kcvs, e.KCV)
+	}
+	if len(keys) < 3 {
+		t.Fatalf("need 3 published TDES keys with KCVs, have %d", len(keys))
+	}
+	return keys, kcvs
+}
+
+func xorAll(parts ...[]byte) []byte {
+	out := make([]byte, len(parts[0]))
+	for _, p := range parts {
+		subtle.XORBytes(out, out, p)
+	}
+	return out
+}
+
+// kcvOf is the KCV of raw, through NewKey (itself checked against the
+// published KCVs in TestUnwrapKeyBlockVectors).
+func kcvOf(t *testing.T, raw []byte) string {
+	t.Helper()
+	k, err := NewKey("kcv", UsageZMK, TDES, 1, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.KCV()
+}
+
+func TestCombineComponents(t *testing.T) {
+	keys, kcvs := publishedTDESKeys(t)
+	target, targetKCV := keys[0], kcvs[0]
+
+	t.Run("two components give the published key", func(t *testing.T) {
+		c2 := xorAll(target, keys[1])
+		comps := []Component{
+			{Material: bytes.Clone(keys[1]), KCV: kcvs[1]},
+			{Material: c2, KCV: kcvOf(t, c2)},
+		}
+		k, err := CombineComponents("zmk-a", UsageZMK, TDES, 1, comps)
+		if err != nil {
+			t.Fatalf("CombineComponents() error = %v", err)
+		}
+		if err := k.CheckKCV(targetKCV); err != nil {
+			t.Errorf("combined key KCV = %s, want published %s", k.KCV(), targetKCV)
+		}
+		for i, c := range comps {
+			if !bytes.Equal(c.Material, make([]byte, len(c.Material))) {
+				t.Errorf("component %d not zeroized", i+1)
+			}
+		}
+	})
+	t.Run("three components give the published key", func(t *testing.T) {
+		c3 := xorAll(target, keys[1], keys[2])
+		comps := []Component{
+			{Material: bytes.Clone(keys[1]), KCV: kcvs[1]},
+			{Material: bytes.Clone(keys[2]), KCV: strings.ToLower(kcvs[2][:4])},
+			{Material: c3, KCV: kcvOf(t, c3)},
+		}
+		k, err := CombineComponents("zmk-b", UsageZMK, TDES, 1, comps)
+		if err != nil {
+			t.Fatalf("CombineComponents() error = %v", err)
+		}
+		if err := k.CheckKCV(targetKCV); err != nil {
+			t.Errorf("combined key KCV = %s, want published %s", k.KCV(), targetKCV)
+		}
+	})
+}
+
+func TestCombineComponentsErrors(t *testing.T) {
+	keys, kcvs := publishedTDESKeys(t)
+	comp := func(i int) Component { return Component{Material: bytes.Clone(keys[i]), KCV: kcvs[i]} }
+	tests := []struct {
+		name    string
+		give    func() []Component
+		wantErr error
+		wantMsg string
+	}{
+		{"one component", func() []Component { return []Component{comp(0)} }, ErrInvalidKey, "1 components"},
+		{"four components", func() []Component { return []Component{comp(0), comp(1), comp(2), comp(0)} }, ErrInvalidKey, "4 components"},
+		{"wrong KCV on component 2", func() []Component {
+			c := comp(1)
+			c.KCV = kcvs[0]
+			return []Component{comp(0), c}
+		}, ErrKCVMismatch, "component 2"},
+		{"identical components", func() []Component { return []Component{comp(0), comp(1), comp(0)} }, ErrInvalidKey, "components 1 and 3"},
+		{"lengths differ", func() []Component {
+			c := comp(1)
+			c.Material = append(c.Material, keys[2][:8]...)
+			return []Component{comp(0), c}
+		}, ErrInvalidKey, "component 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			comps := tt.give()
+			_, err := CombineComponents("zmk", UsageZMK, TDES, 1, comps)
+			if !errors.Is(err, tt.wantErr) || !strings.Contains(fmt.Sprint(err), tt.wantMsg) {
+				t.Fatalf("CombineComponents() error = %v, want %v naming %q", err, tt.wantErr, tt.wantMsg)
+			}
+			for i, c := range comps {
+				if !bytes.Equal(c.Material, make([]byte, len(c.Material))) {
+					t.Errorf("component %d not zeroized after an error", i+1)
+				}
+			}
+		})
+	}
+}
+
+func TestParseComponent(t *testing.T) {
+	c, err := ParseComponent("F039 121B EC83 D26B 169B DCD5 B22A AF8F", " cb9dea ")
+	if err != nil {
+		t.Fatalf("ParseComponent() error = %v", err)
+	}
+	if len(c.Material) != 16 || c.KCV != "CB9DEA" {
+		t.Errorf("ParseComponent() = %d bytes kcv %s, want 16 bytes kcv CB9DEA", len(c.Material), c.KCV)
+	}
+	for _, verb := range []string{"%v", "%x", "%#v", "%s", "%+v"} {
+		if out := fmt.Sprintf(verb, c); strings.Contains(strings.ToUpper(out), "F039") || strings.Contains(out, "240") {
+			t.Errorf("Sprintf(%s, component) shows its bytes", verb)
+		}
+	}
+	const secret = "F039121BEC83D26B169BDCD5B22AAF8G"
+	if _, err := ParseComponent(secret, "CB9DEA"); err == nil || strings.Contains(err.Error(), "F039") {
+		t.Errorf("ParseComponent(non-hex) error = %v, want an error that does not echo the input", err)
+	}
+	if _, err := ParseComponent("F039121BEC83D26B169BDCD5B22AAF8F", "CB9"); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("ParseComponent(short KCV) error = %v, want ErrInvalidKey", err)
+	}
+}
+
+func TestSetOddParity(t *testing.T) {
+	keys, kcvs := publishedTDESKeys(t)
+	for i, k := range keys {
+		b := bytes.Clone(k)
+		setOddParity(b)
+		for j, c := range b {
+			if bits.OnesCount8(c)%2 != 1 || c&^1 != k[j]&^1 {
+				t.Fatalf("setOddParity: byte %d of key %d has even parity or changed bits", j, i)
+			}
+		}
+		if got := kcvOf(t, b); got != kcvs[i] {
+			t.Errorf("KCV after parity adjustment = %s, want published %s", got, kcvs[i])
+		}
+	}
+}
