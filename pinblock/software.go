@@ -326,7 +326,7 @@ func (m *SoftwareModule) newRandomKey(id string, usage Usage, alg Algorithm, ver
 			return Key{}, err
 		}
 		if alg == TDES {
-			setOddParity(raw)
+			oddDESParity(raw)
 			if weakTDES(raw) {
 				continue
 			}
@@ -335,9 +335,9 @@ func (m *SoftwareModule) newRandomKey(id string, usage Usage, alg Algorithm, ver
 	}
 }
 
-// setOddParity sets the low bit of every byte so that each has an odd
+// oddDESParity sets the low bit of every byte so that each has an odd
 // number of 1 bits (DES key parity, FIPS 46-3).
-func setOddParity(k []byte) {
+func oddDESParity(k []byte) {
 	for i, c := range k {
 		c &^= 1
 		p := c ^ c>>4
