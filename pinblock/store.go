@@ -1,0 +1,1063 @@
+package pinblock
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The key store keeps pingate's keys at rest, each enciphered under the
+// local master key (LMK) as a TR-31 key block: version D under an AES LMK,
+// version B under a TDES one. The LMK itself is never in the store or in
+// config: config names where it is (LMKRef). The store file is JSON, written
+// atomically (temporary file, fsync, rename, fsync of the directory) and
+// authenticated as a whole with an HMAC-SHA256 under a key derived from the
+// LMK, which also covers the custody log head it records. Every change
+// appends a custody record first (see CustodyLog).
+
+// Store errors that callers branch on.
+var (
+	// ErrStore: the store file is malformed, was altered, or was written under
+	// another LMK.
+	ErrStore = errors.New("key store does not verify")
+	// ErrWeakKEK: a key would be protected by a weaker key (ANSI X9.24-1 and
+	// PCI PIN requirement 18-3 forbid it), e.g. an AES-256 key under a
+	// double-length TDES ZMK.
+	ErrWeakKEK = errors.New("key-encrypting key is weaker than the key it protects")
+)
+
+// DefaultGrace is how long a rotated-out version stays usable when
+// StoreConfig.Grace is zero.
+const DefaultGrace = 24 * time.Hour
+
+const storeFormat = "pingate-keystore/1"
+
+// bindingBlockID is the proprietary TR-31 optional block that binds a block
+// under the LMK to its store entry: "<usage>:<version>:<id>".
+const bindingBlockID = "01"
+
+// LMKRef says where the LMK is: a file holding it, or an environment
+// variable holding it, never the key itself. The value is "aes:" or "tdes:"
+// followed by hex; bare hex of 32 or 48 digits is TDES, of 64 digits AES.
+type LMKRef struct {
+	File string `json:"file,omitempty" yaml:"file,omitempty"`
+	Env  string `json:"env,omitempty" yaml:"env,omitempty"`
+}
+
+// String names the reference; it never reads or shows the key.
+func (r LMKRef) String() string {
+	switch {
+	case r.File != "" && r.Env != "":
+		return "lmk(file=" + r.File + ", env=" + r.Env + ")"
+	case r.File != "":
+		return "lmk(file=" + r.File + ")"
+	case r.Env != "":
+		return "lmk(env=" + r.Env + ")"
+	}
+	return "lmk(none)"
+}
+
+// Validate requires exactly one of File and Env.
+func (r LMKRef) Validate() error {
+	if (r.File == "") == (r.Env == "") {
+		return fmt.Errorf("%w: LMK reference needs exactly one of a file or an env var, got %s", ErrInvalidKey, r)
+	}
+	return nil
+}
+
+// Load reads the LMK. A file readable by group or others is refused, like
+// ssh refuses such private keys. Errors never include the value.
+func (r LMKRef) Load() (Key, error) {
+	if err := r.Validate(); err != nil {
+		return Key{}, err
+	}
+	var raw []byte
+	if r.File != "" {
+		st, err := os.Stat(r.File)
+		if err != nil {
+			return Key{}, fmt.Errorf("%w: %s: %w", ErrInvalidKey, r, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return Key{}, fmt.Errorf("%w: %s is readable by group or others (mode %04o); chmod 600 it", ErrInvalidKey, r, st.Mode().Perm())
+		}
+		if raw, err = os.ReadFile(r.File); err != nil {
+			return Key{}, fmt.Errorf("%w: %s: %w", ErrInvalidKey, r, err)
+		}
+	} else {
+		v, ok := os.LookupEnv(r.Env)
+		if !ok || v == "" {
+			return Key{}, fmt.Errorf("%w: %s is unset or empty", ErrInvalidKey, r)
+		}
+		raw = []byte(v)
+	}
+	defer clear(raw)
+	k, err := parseLMK(raw)
+	if err != nil {
+		return Key{}, fmt.Errorf("%s: %w", r, err)
+	}
+	return k, nil
+}
+
+func parseLMK(v []byte) (Key, error) {
+	s := bytes.TrimSpace(v)
+	var alg Algorithm
+	switch {
+	case bytes.HasPrefix(bytes.ToLower(s), []byte("aes:")):
+		alg, s = AES, s[4:]
+	case bytes.HasPrefix(bytes.ToLower(s), []byte("tdes:")):
+		alg, s = TDES, s[5:]
+	case len(s) == 32 || len(s) == 48:
+		alg = TDES
+	case len(s) == 64:
+		alg = AES
+	default:
+		return Key{}, fmt.Errorf("%w: LMK must be aes:HEX, tdes:HEX, or 32, 48 or 64 hex digits", ErrInvalidKey)
+	}
+	raw := make([]byte, hex.DecodedLen(len(s)))
+	defer clear(raw)
+	if _, err := hex.Decode(raw, s); err != nil {
+		return Key{}, fmt.Errorf("%w: LMK is not hexadecimal", ErrInvalidKey)
+	}
+	return NewKey("lmk", UsageLMK, alg, 1, raw)
+}
+
+// WriteLMKFile writes a new random LMK ("aes:" + 64 hex digits for AES-256,
+// or "tdes:" + 48 for triple-length TDES) to path with mode 0600, refusing
+// to overwrite an existing file, and returns its KCV. It is a development
+// helper: a production LMK lives in an HSM or is entered as components.
+func WriteLMKFile(path string, alg Algorithm) (string, error) {
+	n := 32
+	if alg == TDES {
+		n = 24
+	} else if alg != AES {
+		return "", fmt.Errorf("%w: unknown algorithm %q", ErrInvalidKey, alg)
+	}
+	raw, err := randomKeyBytes(alg, n)
+	if err != nil {
+		return "", err
+	}
+	defer clear(raw)
+	k, err := NewKey("lmk", UsageLMK, alg, 1, raw)
+	if err != nil {
+		return "", err
+	}
+	defer k.Zeroize()
+	text := []byte(string(alg) + ":" + strings.ToUpper(hex.EncodeToString(raw)) + "\n")
+	defer clear(text)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("write LMK: %w", err)
+	}
+	if _, err := f.Write(text); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write LMK: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write LMK: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write LMK: %w", err)
+	}
+	syncDir(filepath.Dir(path))
+	return k.KCV(), nil
+}
+
+// StoreConfig configures a key store.
+type StoreConfig struct {
+	// Path is the store file; it is created by the first change.
+	Path string
+	// LogPath is the custody log (JSON lines), created with the store.
+	LogPath string
+	// LMK says where the local master key is.
+	LMK LMKRef
+	// Grace is how long a rotated-out version stays usable (and stays in the
+	// store); zero means DefaultGrace.
+	Grace time.Duration
+}
+
+// Validate names the offending fields.
+func (c StoreConfig) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("key store: path is empty"))
+	}
+	if c.LogPath == "" {
+		errs = append(errs, errors.New("key store: custody log path is empty"))
+	}
+	if c.Path != "" && c.Path == c.LogPath {
+		errs = append(errs, errors.New("key store: store and custody log are the same file"))
+	}
+	if c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("key store: grace %s is negative", c.Grace))
+	}
+	if err := c.LMK.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("key store: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// StoredKey describes one stored key version without revealing it.
+type StoredKey struct {
+	KeyInfo
+	// RetiredAt is when a newer version replaced this one; nil for the
+	// current version.
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+}
+
+// Store is the persistent key store. Every method re-reads and verifies the
+// file, so one Store may be used by a long-running process while operators
+// change the file with the CLI; changes from several processes are
+// serialised by an exclusive lock on Path + ".lock". It is safe for
+// concurrent use.
+type Store struct {
+	cfg    StoreConfig
+	lmk    Key
+	macKey []byte
+	now    func() time.Time
+	rnd    io.Reader
+
+	mu sync.Mutex
+}
+
+// OpenStore loads the LMK, and verifies the store file (if it exists yet)
+// and the custody log against the head the store recorded. Errors:
+// ErrInvalidKey for the LMK, ErrStore, ErrCustodyLog.
+func OpenStore(cfg StoreConfig) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
+	lmk, err := cfg.LMK.Load()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
+	if s.macKey, err = storeMACKey(lmk); err != nil {
+		lmk.Zeroize()
+		return nil, err
+	}
+	f, err := s.read()
+	if err == nil {
+		_, err = VerifyCustodyLogHead(cfg.LogPath, f.Custody)
+		if errors.Is(err, os.ErrNotExist) && f.Custody.Seq == 0 {
+			err = nil
+		}
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close zeroizes the LMK; the Store cannot be used afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lmk.Zeroize()
+	clear(s.macKey)
+	return nil
+}
+
+// Grace is the store's grace window; give a Keyring filled by Load the same.
+func (s *Store) Grace() time.Duration { return s.cfg.Grace }
+
+// LMKKCV is the check value of the LMK in use.
+func (s *Store) LMKKCV() string { return s.lmk.KCV() }
+
+type storeFile struct {
+	Format  string       `json:"format"`
+	LMK     storeLMK     `json:"lmk"`
+	Custody CustodyHead  `json:"custody_head"`
+	Keys    []storeEntry `json:"keys"`
+	MAC     string       `json:"mac"`
+}
+
+type storeLMK struct {
+	Algorithm Algorithm `json:"algorithm"`
+	KCV       string    `json:"kcv"`
+}
+
+type storeEntry struct {
+	ID          string     `json:"id"`
+	Usage       Usage      `json:"usage"`
+	Algorithm   Algorithm  `json:"algorithm"`
+	Length      int        `json:"length"`
+	Version     int        `json:"version"`
+	KCV         string     `json:"kcv"`
+	Created     time.Time  `json:"created"`
+	RetiredAt   *time.Time `json:"retired_at,omitempty"`
+	KeyUnderLMK string     `json:"key_under_lmk"`
+}
+
+func (e storeEntry) info() StoredKey {
+	return StoredKey{KeyInfo: KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt}
+}
+
+// storeMACKey derives the 32-byte store MAC key from the LMK: CMAC(LMK,
+// label ‖ counter) for counters 1, 2, ... The label makes its inputs
+// distinct from the 8-byte TR-31 derivation inputs.
+func storeMACKey(lmk Key) ([]byte, error) {
+	b, err := lmk.blockCipher()
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for i := byte(1); len(out) < 32; i++ {
+		out = append(out, cmac(b, append([]byte("pingate key store MAC key"), i))...)
+	}
+	return out[:32], nil
+}
+
+func (s *Store) mac(f storeFile) (string, error) {
+	f.MAC = ""
+	b, err := json.Marshal(f)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, s.macKey)
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil)), nil
+}
+
+// read loads and verifies the store file; a missing file is an empty store.
+func (s *Store) read() (storeFile, error) {
+	empty := storeFile{Format: storeFormat, LMK: storeLMK{Algorithm: s.lmk.Algorithm(), KCV: s.lmk.KCV()}, Custody: CustodyHead{Hash: genesisHash}}
+	raw, err := os.ReadFile(s.cfg.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return empty, nil
+	}
+	if err != nil {
+		return empty, fmt.Errorf("read key store: %w", err)
+	}
+	var f storeFile
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return empty, fmt.Errorf("%w: %s is not a key store file", ErrStore, s.cfg.Path)
+	}
+	if f.Format != storeFormat {
+		return empty, fmt.Errorf("%w: %s: format %q, want %q", ErrStore, s.cfg.Path, f.Format, storeFormat)
+	}
+	if f.LMK.Algorithm != s.lmk.Algorithm() || subtle.ConstantTimeCompare([]byte(f.LMK.KCV), []byte(s.lmk.KCV())) != 1 {
+		return empty, fmt.Errorf("%w: %s was written under LMK %s %s, not the LMK given (%s)", ErrStore, s.cfg.Path, f.LMK.Algorithm, f.LMK.KCV, s.lmk.KCV())
+	}
+	want, err := s.mac(f)
+	if err != nil || !hmac.Equal([]byte(want), []byte(f.MAC)) {
+		return empty, fmt.Errorf("%w: %s: MAC does not verify: the file was altered", ErrStore, s.cfg.Path)
+	}
+	return f, nil
+}
+
+// write replaces the store file atomically.
+func (s *Store) write(f storeFile) error {
+	f.Format = storeFormat
+	f.LMK = storeLMK{Algorithm: s.lmk.Algorithm(), KCV: s.lmk.KCV()}
+	slices.SortFunc(f.Keys, func(a, b storeEntry) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return a.Version - b.Version
+	})
+	var err error
+	if f.MAC, err = s.mac(f); err != nil {
+		return fmt.Errorf("write key store: %w", err)
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write key store: %w", err)
+	}
+	dir := filepath.Dir(s.cfg.Path)
+	tmp, err := os.CreateTemp(dir, ".keystore-*")
+	if err != nil {
+		return fmt.Errorf("write key store: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this finds nothing
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key store: %w", err)
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key store: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key store: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write key store: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.cfg.Path); err != nil {
+		return fmt.Errorf("write key store: %w", err)
+	}
+	syncDir(dir)
+	return nil
+}
+
+// lock takes the cross-process writer lock; the returned func releases it.
+func (s *Store) lock() (func(), error) {
+	s.mu.Lock()
+	lf, err := os.OpenFile(s.cfg.Path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("lock key store: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		s.mu.Unlock()
+		return nil, fmt.Errorf("lock key store: %w", err)
+	}
+	return func() {
+		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+		lf.Close()
+		s.mu.Unlock()
+	}, nil
+}
+
+// List describes every stored version, ordered by id then version, without
+// deciphering anything.
+func (s *Store) List() ([]StoredKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StoredKey, 0, len(f.Keys))
+	for _, e := range f.Keys {
+		out = append(out, e.info())
+	}
+	return out, nil
+}
+
+// Load deciphers every version usable at now (current versions, and previous
+// ones still in the store's grace window) into kr, oldest first, so that kr
+// ends with the same current versions and grace windows as the store. Each
+// block is checked against its entry (MAC, binding to id, usage and version,
+// KCV). It returns how many versions it added. On error, keys already added
+// stay in kr (owned by it); the caller normally discards kr.
+func (s *Store) Load(kr *Keyring, now time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.read()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, e := range f.Keys {
+		if e.RetiredAt != nil && !now.Before(e.RetiredAt.Add(s.cfg.Grace)) {
+			continue // grace over: not loaded
+		}
+		k, err := s.unwrapEntry(e)
+		if err != nil {
+			return n, err
+		}
+		first := i == 0 || f.Keys[i-1].ID != e.ID || (f.Keys[i-1].RetiredAt != nil && !now.Before(f.Keys[i-1].RetiredAt.Add(s.cfg.Grace)))
+		if first {
+			err = kr.Add(k)
+		} else {
+			err = kr.Rotate(k, *f.Keys[i-1].RetiredAt)
+		}
+		if err != nil {
+			k.Zeroize()
+			return n, fmt.Errorf("load %s v%d: %w", e.ID, e.Version, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// unwrapEntry deciphers one entry and checks it against the entry.
+func (s *Store) unwrapEntry(e storeEntry) (Key, error) {
+	k, h, err := UnwrapKeyBlock(s.lmk, e.KeyUnderLMK, UnwrapOptions{ID: e.ID, Version: e.Version, Usage: e.Usage})
+	if err != nil {
+		return Key{}, fmt.Errorf("%w: key %s v%d: %w", ErrStore, e.ID, e.Version, err)
+	}
+	bound := ""
+	for _, ob := range h.Optional {
+		if ob.ID == bindingBlockID {
+			bound = ob.Data
+		}
+	}
+	if bound != bindingFor(e.ID, e.Usage, e.Version) || k.Algorithm() != e.Algorithm || k.CheckKCV(e.KCV) != nil {
+		k.Zeroize()
+		return Key{}, fmt.Errorf("%w: key %s v%d: key block does not belong to this entry", ErrStore, e.ID, e.Version)
+	}
+	return k, nil
+}
+
+func bindingFor(id string, u Usage, version int) string {
+	return string(u) + ":" + strconv.Itoa(version) + ":" + id
+}
+
+// wrapUnderLMK enciphers k under the LMK with the binding block.
+func (s *Store) wrapUnderLMK(k Key) (string, error) {
+	if err := checkKEKStrength(s.lmk, k); err != nil {
+		return "", err
+	}
+	h, err := NewKeyBlockHeader(k, s.lmk)
+	if err != nil {
+		return "", err
+	}
+	h.Exportability = 'N' // under the LMK the block itself never leaves
+	h.Optional = []OptionalBlock{{ID: bindingBlockID, Data: bindingFor(k.ID(), k.Usage(), k.Version())}}
+	return WrapKeyBlock(s.lmk, h, k)
+}
+
+// keyStrength is the security strength in bits (NIST SP 800-57 part 1).
+func keyStrength(k Key) int {
+	if k.Algorithm() == AES {
+		return 8 * k.Len()
+	}
+	if k.Len() == 24 {
+		return 112
+	}
+	return 80
+}
+
+func checkKEKStrength(kek, k Key) error {
+	if keyStrength(kek) < keyStrength(k) {
+		return fmt.Errorf("%w: %s (%d bits) under %s (%d bits)", ErrWeakKEK, k.ID(), keyStrength(k), kek.ID(), keyStrength(kek))
+	}
+	return nil
+}
+
+// validKeyID: 1–64 characters of letters, digits, '.', '_' and '-',
+// starting with a letter or digit.
+func validKeyID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("%w: key id must be 1 to 64 characters", ErrInvalidKey)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
+		if !ok {
+			return fmt.Errorf("%w: key id %q: use letters, digits, '.', '_' and '-'", ErrInvalidKey, id)
+		}
+	}
+	return nil
+}
+
+// Custodian says who does a change and why; both are recorded.
+type Custodian struct {
+	Who, Why string
+}
+
+func (c Custodian) validate() error {
+	if strings.TrimSpace(c.Who) == "" || strings.TrimSpace(c.Why) == "" {
+		return errors.New("custody: who and why are required")
+	}
+	return nil
+}
+
+// TR31ImportRequest brings a key in from a TR-31 key block made under a ZMK
+// the store holds.
+type TR31ImportRequest struct {
+	ID    string
+	Usage Usage // empty: the usage the block's key usage maps to (P0 → ZPK)
+	Block string
+	KBPK  string // id of the ZMK in the store; every version still in its grace window is tried
+	Custodian
+}
+
+// CombineRequest makes a key from 2 or 3 clear components.
+type CombineRequest struct {
+	ID         string
+	Usage      Usage // empty: ZMK
+	Algorithm  Algorithm
+	Components []Component // cleared by the call
+	Custodian
+}
+
+// GenerateRequest makes a random key.
+type GenerateRequest struct {
+	ID        string
+	Usage     Usage
+	Algorithm Algorithm
+	Length    int // bytes: TDES 16 or 24, AES 16, 24 or 32
+	Custodian
+}
+
+// RotateRequest makes a new version of an existing key; it keeps the key's
+// usage and algorithm. The new material comes from exactly one of: a key
+// enciphered under a ZMK (Enciphered, ZMK, KCV), a TR-31 block (Block,
+// KBPK), components (Components), or, when none is given, the random
+// generator (same length as the current version).
+type RotateRequest struct {
+	ID         string
+	Enciphered []byte
+	ZMK        string
+	KCV        string
+	Block      string
+	KBPK       string
+	Components []Component
+	Custodian
+}
+
+// obtained is new key material and how it arrived, for the custody record.
+type obtained struct {
+	key           Key
+	action        string
+	under         string
+	componentKCVs []string
+}
+
+// ImportUnderZMK adds req.ID at version 1 from a key enciphered under a ZMK
+// in the store (TDES-ECB under a TDES ZMK, AES Key Wrap under an AES one, as
+// SoftwareModule.Import), checking req.KCV. req.ZMK.Version is ignored: the
+// ZMK's current version is tried first, then previous versions still in
+// their grace window, and the first whose result matches the KCV wins. Errors:
+// ErrKeyExists, ErrUnknownKey, ErrKeyUsage, ErrKCVMismatch, ErrWeakKEK.
+func (s *Store) ImportUnderZMK(req ImportRequest) (KeyInfo, error) {
+	c := Custodian{Who: req.Who, Why: req.Why}
+	return s.put(req.ID, false, c, func(f *storeFile, version int) (obtained, error) {
+		return s.fromEnciphered(f, req.ID, req.Usage, req.Algorithm, version, req.Enciphered, req.ZMK.ID, req.KCV)
+	})
+}
+
+// ImportTR31 adds req.ID at version 1 from a TR-31 key block under a ZMK in
+// the store. Errors: ErrKeyExists, ErrUnknownKey, ErrKeyBlock (ErrKeyBlockMAC
+// when no version of the ZMK verifies it), ErrKeyUsage, ErrWeakKEK.
+func (s *Store) ImportTR31(req TR31ImportRequest) (KeyInfo, error) {
+	return s.put(req.ID, false, req.Custodian, func(f *storeFile, version int) (obtained, error) {
+		return s.fromBlock(f, req.ID, req.Usage, version, req.Block, req.KBPK)
+	})
+}
+
+// CombineComponents adds req.ID at version 1 from clear components (see
+// CombineComponents); the custody record lists the components' KCVs.
+func (s *Store) CombineComponents(req CombineRequest) (KeyInfo, error) {
+	defer func() {
+		for _, c := range req.Components {
+			c.Zeroize()
+		}
+	}()
+	u := req.Usage
+	if u == "" {
+		u = UsageZMK
+	}
+	return s.put(req.ID, false, req.Custodian, func(_ *storeFile, version int) (obtained, error) {
+		return fromComponents(req.ID, u, req.Algorithm, version, req.Components)
+	})
+}
+
+// Generate adds req.ID at version 1 with random bytes from crypto/rand (TDES
+// keys with odd parity and distinct halves).
+func (s *Store) Generate(req GenerateRequest) (KeyInfo, error) {
+	return s.put(req.ID, false, req.Custodian, func(_ *storeFile, version int) (obtained, error) {
+		return s.generated(req.ID, req.Usage, req.Algorithm, version, req.Length)
+	})
+}
+
+// Rotate adds the next version of req.ID. The version it replaces gets a
+// retired_at of now and stays usable for the grace window; versions whose
+// window is over are dropped from the store (each with an "expire" custody
+// record). Errors: ErrUnknownKey, and those of the material's source.
+func (s *Store) Rotate(req RotateRequest) (KeyInfo, error) {
+	defer func() {
+		for _, c := range req.Components {
+			c.Zeroize()
+		}
+	}()
+	sources := 0
+	for _, set := range []bool{req.Enciphered != nil || req.ZMK != "", req.Block != "", len(req.Components) > 0} {
+		if set {
+			sources++
+		}
+	}
+	if sources > 1 {
+		return KeyInfo{}, fmt.Errorf("%w: rotate %s: give one source of key material", ErrInvalidKey, req.ID)
+	}
+	return s.put(req.ID, true, req.Custodian, func(f *storeFile, version int) (obtained, error) {
+		cur := current(f, req.ID)
+		var (
+			o   obtained
+			err error
+		)
+		switch {
+		case req.Enciphered != nil || req.ZMK != "":
+			o, err = s.fromEnciphered(f, req.ID, cur.Usage, cur.Algorithm, version, req.Enciphered, req.ZMK, req.KCV)
+		case req.Block != "":
+			o, err = s.fromBlock(f, req.ID, cur.Usage, version, req.Block, req.KBPK)
+		case len(req.Components) > 0:
+			o, err = fromComponents(req.ID, cur.Usage, cur.Algorithm, version, req.Components)
+		default:
+			o, err = s.generated(req.ID, cur.Usage, cur.Algorithm, version, cur.Length)
+		}
+		if err != nil {
+			return o, err
+		}
+		if o.key.Usage() != cur.Usage || o.key.Algorithm() != cur.Algorithm {
+			o.key.Zeroize()
+			return o, fmt.Errorf("%w: rotate %s: new version is %s %s, current is %s %s", ErrKeyUsage, req.ID, o.key.Usage(), o.key.Algorithm(), cur.Usage, cur.Algorithm)
+		}
+		o.action = ActionRotate
+		return o, nil
+	})
+}
+
+// Remove deletes every version of id, recording it.
+func (s *Store) Remove(id string, c Custodian) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	f, log, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cur := current(&f, id)
+	if cur == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, id)
+	}
+	rec, err := log.Append(CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: cur.Usage, Version: cur.Version, KCV: cur.KCV, Under: "lmk"})
+	if err != nil {
+		return err
+	}
+	f.Keys = slices.DeleteFunc(f.Keys, func(e storeEntry) bool { return e.ID == id })
+	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
+	return s.write(f)
+}
+
+// ExportTR31 returns the current version of id as a TR-31 key block under
+// the ZMK zmkID (version B or D by the ZMK's algorithm), recording the
+// export. Errors: ErrUnknownKey, ErrKeyUsage, ErrWeakKEK.
+func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
+	if err := c.validate(); err != nil {
+		return "", err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	f, log, err := s.begin()
+	if err != nil {
+		return "", err
+	}
+	defer log.Close()
+	cur := current(&f, id)
+	if cur == nil {
+		return "", fmt.Errorf("%w: %s", ErrUnknownKey, id)
+	}
+	k, err := s.unwrapEntry(*cur)
+	if err != nil {
+		return "", err
+	}
+	defer k.Zeroize()
+	zmks, err := s.zmkVersions(&f, zmkID)
+	if err != nil {
+		return "", err
+	}
+	zmk := zmks[0]
+	defer func() {
+		for _, z := range zmks {
+			z.Zeroize()
+		}
+	}()
+	if err := checkKEKStrength(zmk, k); err != nil {
+		return "", err
+	}
+	h, err := NewKeyBlockHeader(k, zmk)
+	if err != nil {
+		return "", err
+	}
+	block, err := WrapKeyBlock(zmk, h, k)
+	if err != nil {
+		return "", err
+	}
+	rec, err := log.Append(CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionExport, KeyID: id, Usage: k.Usage(), Version: k.Version(), KCV: k.KCV(), Under: zmkID})
+	if err != nil {
+		return "", err
+	}
+	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
+	if err := s.write(f); err != nil {
+		return "", err
+	}
+	return block, nil
+}
+
+// begin reads the store and opens the custody log, checking the log against
+// the store's head. The caller holds the lock and closes the log.
+func (s *Store) begin() (storeFile, *CustodyLog, error) {
+	f, err := s.read()
+	if err != nil {
+		return f, nil, err
+	}
+	log, err := OpenCustodyLog(s.cfg.LogPath)
+	if err != nil {
+		return f, nil, err
+	}
+	if _, err := VerifyCustodyLogHead(s.cfg.LogPath, f.Custody); err != nil {
+		log.Close()
+		return f, nil, err
+	}
+	return f, log, nil
+}
+
+// put runs one add or rotation under the lock: it obtains the material,
+// wraps it under the LMK, appends the custody records, then writes the store.
+func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, version int) (obtained, error)) (KeyInfo, error) {
+	if err := validKeyID(id); err != nil {
+		return KeyInfo{}, err
+	}
+	if err := c.validate(); err != nil {
+		return KeyInfo{}, err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	defer unlock()
+	f, log, err := s.begin()
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	defer log.Close()
+
+	cur := current(&f, id)
+	version := 1
+	switch {
+	case rotate && cur == nil:
+		return KeyInfo{}, fmt.Errorf("%w: rotate %s: no such key", ErrUnknownKey, id)
+	case rotate:
+		version = cur.Version + 1
+	case cur != nil:
+		return KeyInfo{}, fmt.Errorf("%w: %s (use rotate)", ErrKeyExists, id)
+	}
+	o, err := get(&f, version)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	k := o.key
+	defer k.Zeroize()
+	if k.Usage() == UsageLMK {
+		return KeyInfo{}, fmt.Errorf("%w: an LMK is not stored in the key store", ErrKeyUsage)
+	}
+	block, err := s.wrapUnderLMK(k)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	now := s.now().UTC().Truncate(time.Second)
+	rec, err := log.Append(CustodyRecord{Time: now, Who: c.Who, Why: c.Why, Action: o.action, KeyID: id, Usage: k.Usage(), Version: version, KCV: k.KCV(), Under: o.under, ComponentKCVs: o.componentKCVs})
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	if cur != nil {
+		cur.RetiredAt = &now
+	}
+	// Drop versions whose grace window is over, recording each.
+	var keep []storeEntry
+	for _, e := range f.Keys {
+		if e.ID == id && e.RetiredAt != nil && !now.Before(e.RetiredAt.Add(s.cfg.Grace)) {
+			if rec, err = log.Append(CustodyRecord{Time: now, Who: c.Who, Why: "grace window over", Action: ActionExpire, KeyID: id, Usage: e.Usage, Version: e.Version, KCV: e.KCV, Under: "lmk"}); err != nil {
+				return KeyInfo{}, err
+			}
+			continue
+		}
+		keep = append(keep, e)
+	}
+	e := storeEntry{ID: id, Usage: k.Usage(), Algorithm: k.Algorithm(), Length: k.Len(), Version: version, KCV: k.KCV(), Created: now, KeyUnderLMK: block}
+	f.Keys = append(keep, e)
+	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
+	if err := s.write(f); err != nil {
+		return KeyInfo{}, err
+	}
+	return e.info().KeyInfo, nil
+}
+
+// current returns a pointer to the highest version of id in f, or nil.
+func current(f *storeFile, id string) *storeEntry {
+	var cur *storeEntry
+	for i := range f.Keys {
+		if e := &f.Keys[i]; e.ID == id && (cur == nil || e.Version > cur.Version) {
+			cur = e
+		}
+	}
+	return cur
+}
+
+// zmkVersions deciphers the versions of a ZMK still usable now, current
+// first. The caller zeroizes them.
+func (s *Store) zmkVersions(f *storeFile, id string) ([]Key, error) {
+	var es []storeEntry
+	now := s.now()
+	for _, e := range f.Keys {
+		if e.ID == id && (e.RetiredAt == nil || now.Before(e.RetiredAt.Add(s.cfg.Grace))) {
+			es = append(es, e)
+		}
+	}
+	if len(es) == 0 {
+		return nil, fmt.Errorf("%w: ZMK %s", ErrUnknownKey, id)
+	}
+	slices.SortFunc(es, func(a, b storeEntry) int { return b.Version - a.Version })
+	if es[0].Usage != UsageZMK {
+		return nil, fmt.Errorf("%w: %s is a %s, not a ZMK", ErrKeyUsage, id, es[0].Usage)
+	}
+	var out []Key
+	for _, e := range es {
+		k, err := s.unwrapEntry(e)
+		if err != nil {
+			for _, o := range out {
+				o.Zeroize()
+			}
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+func (s *Store) fromEnciphered(f *storeFile, id string, u Usage, alg Algorithm, version int, enc []byte, zmkID, kcv string) (obtained, error) {
+	if !u.Valid() {
+		return obtained{}, fmt.Errorf("%w: import %s: unknown usage %q", ErrInvalidKey, id, u)
+	}
+	if strings.TrimSpace(kcv) == "" {
+		return obtained{}, fmt.Errorf("%w: import %s: no KCV given", ErrKCVMismatch, id)
+	}
+	zmks, err := s.zmkVersions(f, zmkID)
+	if err != nil {
+		return obtained{}, err
+	}
+	defer func() {
+		for _, z := range zmks {
+			z.Zeroize()
+		}
+	}()
+	lastErr := error(nil)
+	for _, zmk := range zmks {
+		b, err := zmk.blockCipher()
+		if err != nil {
+			return obtained{}, err
+		}
+		var raw []byte
+		if zmk.Algorithm() == AES {
+			raw, err = aesKeyUnwrap(b, enc)
+		} else {
+			raw, err = ecbDecrypt(b, enc)
+		}
+		if err != nil {
+			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
+			continue
+		}
+		k, err := NewKey(id, u, alg, version, raw)
+		clear(raw)
+		if err != nil {
+			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
+			continue
+		}
+		if err := k.CheckKCV(kcv); err != nil {
+			k.Zeroize()
+			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
+			continue
+		}
+		if err := checkKEKStrength(zmk, k); err != nil {
+			k.Zeroize()
+			return obtained{}, err
+		}
+		return obtained{key: k, action: ActionImport, under: zmkID}, nil
+	}
+	return obtained{}, lastErr
+}
+
+func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, kbpkID string) (obtained, error) {
+	zmks, err := s.zmkVersions(f, kbpkID)
+	if err != nil {
+		return obtained{}, err
+	}
+	defer func() {
+		for _, z := range zmks {
+			z.Zeroize()
+		}
+	}()
+	var lastErr error
+	for _, zmk := range zmks {
+		k, _, err := UnwrapKeyBlock(zmk, block, UnwrapOptions{ID: id, Version: version, Usage: u})
+		if errors.Is(err, ErrKeyBlockMAC) {
+			lastErr = fmt.Errorf("import %s: %w under any version of %s", id, err, kbpkID)
+			continue
+		}
+		if err != nil {
+			return obtained{}, fmt.Errorf("import %s: %w", id, err)
+		}
+		if err := checkKEKStrength(zmk, k); err != nil {
+			k.Zeroize()
+			return obtained{}, err
+		}
+		return obtained{key: k, action: ActionImportTR31, under: kbpkID}, nil
+	}
+	return obtained{}, lastErr
+}
+
+func fromComponents(id string, u Usage, alg Algorithm, version int, comps []Component) (obtained, error) {
+	kcvs := make([]string, len(comps))
+	for i, c := range comps {
+		kcvs[i] = strings.ToUpper(c.KCV)
+	}
+	k, err := CombineComponents(id, u, alg, version, comps)
+	if err != nil {
+		return obtained{}, err
+	}
+	return obtained{key: k, action: ActionCombine, under: UnderComponents, componentKCVs: kcvs}, nil
+}
+
+func (s *Store) generated(id string, u Usage, alg Algorithm, version, length int) (obtained, error) {
+	switch {
+	case alg == TDES && (length == 16 || length == 24):
+	case alg == AES && (length == 16 || length == 24 || length == 32):
+	default:
+		return obtained{}, fmt.Errorf("%w: generate %s: a %s key cannot be %d bytes", ErrInvalidKey, id, alg, length)
+	}
+	raw, err := randomKeyBytes(alg, length)
+	if err != nil {
+		return obtained{}, err
+	}
+	defer clear(raw)
+	k, err := NewKey(id, u, alg, version, raw)
+	if err != nil {
+		return obtained{}, err
+	}
+	return obtained{key: k, action: ActionGenerate, under: "lmk"}, nil
+}
+
+// randomKeyBytes reads a random key from crypto/rand; TDES keys get odd
+// parity and distinct 8-byte parts.
+func randomKeyBytes(alg Algorithm, n int) ([]byte, error) {
+	raw := make([]byte, n)
+	for {
+		if _, err := io.ReadFull(rand.Reader, raw); err != nil {
+			return nil, fmt.Errorf("random key: %w", err)
+		}
+		if alg != TDES {
+			return raw, nil
+		}
+		setOddParity(raw)
+		if !weakTDES(raw) {
+			return raw, nil
+		}
+	}
+}
