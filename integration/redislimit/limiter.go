@@ -1,0 +1,412 @@
+package redislimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"pingate/iso8583"
+	"pingate/routing"
+)
+
+// ErrUnavailable is wrapped by the errors of Allow and Record when Redis could
+// not answer: down, timed out, or the request's context expired.
+var ErrUnavailable = errors.New("rate limiter unavailable")
+
+// ErrNoCardToken is returned for a request without a CardToken: card limits
+// cannot be applied, so the request is refused (fail closed).
+var ErrNoCardToken = errors.New("request has no card token")
+
+// Reasons in refusals (routing.Decision.Reason) and the limit that refused
+// (routing.Decision.Limit).
+const (
+	ReasonCardDaily    = "card_daily_limit"
+	ReasonCardWrongPIN = "card_wrong_pin_limit"
+	ReasonTerminal     = "terminal_rate_limit"
+	ReasonAcquirer     = "acquirer_rate_limit"
+	ReasonUnavailable  = "limiter_unavailable"
+
+	LimitCardDaily    = "card_daily"
+	LimitCardWrongPIN = "card_wrong_pin"
+	LimitTerminal     = "terminal"
+	LimitAcquirer     = "acquirer"
+	LimitCard         = "card" // the card limits as a whole, when Redis cannot check them
+)
+
+// wrongPINWindow is the sliding window of CardWrongPINPerHour.
+const wrongPINWindow = time.Hour
+
+// Limiter applies the limits of a Config through Redis. It is safe for
+// concurrent use by any number of goroutines and gateway instances.
+type Limiter struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	zone    *time.Location
+	termIv  int64 // GCRA emission intervals, µs
+	acqIv   int64
+	termLoc *localBuckets
+	acqLoc  *localBuckets
+	now     func() time.Time
+	stats   counters
+	metrics instruments
+	esc     *strings.Replacer
+}
+
+var _ routing.Limiter = (*Limiter)(nil)
+
+// New validates cfg, applies its defaults and returns a Limiter. It does not
+// contact Redis: a Redis that is down at start-up is handled like one that
+// goes down later (see the package documentation). It fails if
+// cfg.PasswordEnv names an unset variable.
+func New(cfg Config) (*Limiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	zone, err := time.LoadLocation(cfg.DayZone)
+	if err != nil {
+		return nil, fmt.Errorf("redislimit: day_zone %q: %w", cfg.DayZone, err)
+	}
+	var password string
+	if cfg.PasswordEnv != "" {
+		var ok bool
+		if password, ok = os.LookupEnv(cfg.PasswordEnv); !ok {
+			return nil, fmt.Errorf("redislimit: password_env %s is not set", cfg.PasswordEnv)
+		}
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:                 cfg.Addrs,
+		MasterName:            cfg.MasterName,
+		Username:              cfg.Username,
+		Password:              password,
+		DB:                    cfg.DB,
+		DialTimeout:           cfg.DialTimeout,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.ReadTimeout,
+		ContextTimeoutEnabled: true,
+		// One retry replaces a pooled connection that broke while idle (a
+		// Redis restart) without the caller seeing an error; more would only
+		// add back-off delay while Redis is really down.
+		MaxRetries: 1,
+		// One dial attempt per command: the default five, 100ms apart,
+		// would hold every request half a second while Redis is down,
+		// when the point is to answer at once (fail closed or locally).
+		DialerRetries:      1,
+		DialerRetryTimeout: 10 * time.Millisecond,
+		// CLIENT SETINFO needs Redis 7.2; older servers answer an error.
+		DisableIdentity: true,
+	}
+	var rdb redis.UniversalClient
+	switch cfg.Mode {
+	case ModeCluster:
+		rdb = redis.NewClusterClient(opts.Cluster())
+	case ModeSentinel:
+		rdb = redis.NewFailoverClient(opts.Failover())
+	default:
+		rdb = redis.NewClient(opts.Simple())
+	}
+	return &Limiter{
+		cfg:     cfg,
+		rdb:     rdb,
+		zone:    zone,
+		termIv:  interval(cfg.TerminalRPS),
+		acqIv:   interval(cfg.AcquirerRPS),
+		termLoc: newLocalBuckets(cfg.TerminalRPS, cfg.TerminalBurst),
+		acqLoc:  newLocalBuckets(cfg.AcquirerRPS, cfg.AcquirerBurst),
+		now:     time.Now,
+		metrics: newInstruments(otel.Meter("pingate/redislimit")),
+		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
+	}, nil
+}
+
+// interval is the GCRA emission interval in whole microseconds for rate
+// requests per second.
+func interval(rate float64) int64 { return int64(math.Ceil(1e6 / rate)) }
+
+// Close closes the Redis connections. Allow and Record fail afterwards.
+func (l *Limiter) Close() error { return l.rdb.Close() }
+
+// Config returns the configuration in effect, defaults applied.
+func (l *Limiter) Config() Config { return l.cfg }
+
+// Keys of one request. Identifiers are escaped so that none can close a hash
+// tag or fake a separator.
+func (l *Limiter) opsKey(token string, day time.Time) string {
+	return l.cfg.KeyPrefix + ":{c:" + l.esc.Replace(token) + "}:ops:" + day.In(l.zone).Format("20060102")
+}
+
+func (l *Limiter) wrongPINKey(token string) string {
+	return l.cfg.KeyPrefix + ":{c:" + l.esc.Replace(token) + "}:wp"
+}
+
+func (l *Limiter) terminalKey(acq, term string) string {
+	return l.cfg.KeyPrefix + ":{t:" + l.esc.Replace(acq) + ":" + l.esc.Replace(term) + "}"
+}
+
+func (l *Limiter) acquirerKey(acq string) string {
+	return l.cfg.KeyPrefix + ":{a:" + l.esc.Replace(acq) + "}"
+}
+
+// call is one script invocation of a pipeline.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// run sends calls as one pipeline of EVALSHA; calls the server does not have
+// the script for are re-sent with EVAL in one more pipeline. Each call's
+// result or error is in its cmd.
+func (l *Limiter) run(ctx context.Context, calls []*call) {
+	pipe := l.rdb.Pipeline()
+	for _, c := range calls {
+		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	var again []*call
+	for _, c := range calls {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			again = append(again, c)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	pipe = l.rdb.Pipeline()
+	for _, c := range again {
+		c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+// Allow decides whether req may proceed, in one Redis round trip (see the
+// package documentation). A refusal is a Decision with Allowed false and nil
+// error. When Redis cannot answer, throughput limits are decided locally and
+// card limits refuse with code 91: the Decision is then that refusal and the
+// error wraps ErrUnavailable. A request without CardToken is refused the
+// same way with ErrNoCardToken. An empty Terminal or Acquirer skips that
+// limit. Allow uses the card token only, never the PAN.
+func (l *Limiter) Allow(ctx context.Context, req *routing.Request) (routing.Decision, error) {
+	if req.CardToken == "" {
+		d := refuse(iso8583.RCIssuerUnavailable, ReasonUnavailable, LimitCard)
+		l.count(ctx, d)
+		return d, ErrNoCardToken
+	}
+	now := l.now()
+	wpLimit := 0
+	if req.Operation == routing.OpChange {
+		wpLimit = l.cfg.CardWrongPINPerHour
+	}
+	card := &call{
+		script: cardScript,
+		keys:   []string{l.opsKey(req.CardToken, now), l.wrongPINKey(req.CardToken)},
+		args:   []any{l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds()},
+	}
+	calls := []*call{card}
+	var term, acq *call
+	if req.Acquirer != "" && req.Terminal != "" {
+		term = &call{script: gcraScript, keys: []string{l.terminalKey(req.Acquirer, req.Terminal)},
+			args: []any{l.termIv, l.cfg.TerminalBurst}}
+		calls = append(calls, term)
+	}
+	if req.Acquirer != "" {
+		acq = &call{script: gcraScript, keys: []string{l.acquirerKey(req.Acquirer)},
+			args: []any{l.acqIv, l.cfg.AcquirerBurst}}
+		calls = append(calls, acq)
+	}
+	l.run(ctx, calls)
+
+	// Card first: its refusals are the more specific answers.
+	cardRes, cardErr := card.cmd.Int64Slice()
+	if cardErr == nil && len(cardRes) != 2 {
+		cardErr = fmt.Errorf("card script returned %d values", len(cardRes))
+	}
+	if cardErr != nil {
+		d := refuse(iso8583.RCIssuerUnavailable, ReasonUnavailable, LimitCard)
+		l.count(ctx, d)
+		l.throughputOnly(ctx, term, acq, req, now) // keep the local buckets honest
+		return d, fmt.Errorf("card limits: %w: %w", ErrUnavailable, cardErr)
+	}
+	switch cardRes[0] {
+	case 1:
+		d := refuse(iso8583.RCExceedsFrequency, ReasonCardDaily, LimitCardDaily)
+		l.count(ctx, d)
+		return d, nil
+	case 2:
+		d := refuse(iso8583.RCPINTriesExceeded, ReasonCardWrongPIN, LimitCardWrongPIN)
+		l.count(ctx, d)
+		return d, nil
+	}
+
+	d := routing.Decision{Allowed: true}
+	if !l.throughput(ctx, term, LimitTerminal, l.termLoc, req.Acquirer+"\x00"+req.Terminal, now) {
+		d = refuse(iso8583.RCExceedsLimit, ReasonTerminal, LimitTerminal)
+	} else if !l.throughput(ctx, acq, LimitAcquirer, l.acqLoc, req.Acquirer, now) {
+		d = refuse(iso8583.RCExceedsLimit, ReasonAcquirer, LimitAcquirer)
+	}
+	if !d.Allowed {
+		// The card's operation was counted but will not happen: give it
+		// back. Best effort, and a second round trip only on this refusal.
+		_ = refundScript.Run(ctx, l.rdb, card.keys[:1]).Err()
+	}
+	l.count(ctx, d)
+	return d, nil
+}
+
+// throughput reads a GCRA result, or decides with the local bucket when the
+// script failed. A nil call (limit skipped) allows.
+func (l *Limiter) throughput(ctx context.Context, c *call, limit string, loc *localBuckets, localKey string, now time.Time) bool {
+	if c == nil {
+		return true
+	}
+	res, err := c.cmd.Int64Slice()
+	if err == nil && len(res) == 2 {
+		return res[0] == 1
+	}
+	l.fallback(ctx, limit)
+	return loc.allow(localKey, now)
+}
+
+// throughputOnly charges the local buckets of failed throughput calls when
+// the request is refused anyway, so a local limit still sees the traffic.
+func (l *Limiter) throughputOnly(ctx context.Context, term, acq *call, req *routing.Request, now time.Time) {
+	if term != nil && term.cmd.Err() != nil {
+		l.fallback(ctx, LimitTerminal)
+		l.termLoc.allow(req.Acquirer+"\x00"+req.Terminal, now)
+	}
+	if acq != nil && acq.cmd.Err() != nil {
+		l.fallback(ctx, LimitAcquirer)
+		l.acqLoc.allow(req.Acquirer, now)
+	}
+}
+
+// Record feeds a result into the limits. Code 55 (incorrect PIN) adds a
+// wrong-PIN mark for the card — one Redis round trip. Code 00 for an unblock
+// or a reset clears the card's marks — one round trip. Other codes do
+// nothing and return nil. Errors wrap ErrUnavailable (or are ErrNoCardToken);
+// a lost mark is not retried here.
+func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string) error {
+	switch {
+	case code == iso8583.RCIncorrectPIN:
+	case code == iso8583.RCApproved && (req.Operation == routing.OpUnblock || req.Operation == routing.OpReset):
+	default:
+		return nil
+	}
+	if req.CardToken == "" {
+		l.recordError(ctx)
+		return ErrNoCardToken
+	}
+	key := l.wrongPINKey(req.CardToken)
+	var err error
+	if code == iso8583.RCIncorrectPIN {
+		id := req.ID
+		if id == "" {
+			id = fmt.Sprintf("t%d", l.now().UnixNano())
+		}
+		err = wrongPINScript.Run(ctx, l.rdb, []string{key}, wrongPINWindow.Milliseconds(), id).Err()
+	} else {
+		err = l.rdb.Del(ctx, key).Err()
+	}
+	if err != nil {
+		l.recordError(ctx)
+		return fmt.Errorf("record code %s: %w: %w", code, ErrUnavailable, err)
+	}
+	return nil
+}
+
+func refuse(code, reason, limit string) routing.Decision {
+	return routing.Decision{Allowed: false, Code: code, Reason: reason, Limit: limit}
+}
+
+// Stats are counts since New, for tests and status pages. The same counts
+// are exported as OTel metrics.
+type Stats struct {
+	Allowed      int64 // decisions that allowed
+	Refused      int64 // decisions that refused, fail-closed ones included
+	FailedClosed int64 // refusals because Redis could not check the card limits
+	Fallbacks    int64 // throughput decisions taken locally because Redis failed
+	RecordErrors int64 // Record calls that could not store their result
+}
+
+type counters struct {
+	allowed, refused, failedClosed, fallbacks, recordErrors atomic.Int64
+}
+
+// Stats returns the counters.
+func (l *Limiter) Stats() Stats {
+	return Stats{
+		Allowed:      l.stats.allowed.Load(),
+		Refused:      l.stats.refused.Load(),
+		FailedClosed: l.stats.failedClosed.Load(),
+		Fallbacks:    l.stats.fallbacks.Load(),
+		RecordErrors: l.stats.recordErrors.Load(),
+	}
+}
+
+// instruments are the OTel counters:
+//
+//	pingate.limiter.decisions      {result=allowed|refused, reason}
+//	pingate.limiter.fallbacks      {limit=terminal|acquirer}
+//	pingate.limiter.record_errors
+//
+// A limiter_unavailable refusal is a decision with that reason.
+type instruments struct {
+	decisions, fallbacks, recordErrors metric.Int64Counter
+	byReason                           map[string]metric.MeasurementOption
+}
+
+func newInstruments(m metric.Meter) instruments {
+	var in instruments
+	// Errors here only come from invalid instrument names; a no-op counter
+	// is returned with them, so they need no handling.
+	in.decisions, _ = m.Int64Counter("pingate.limiter.decisions",
+		metric.WithDescription("rate-limit decisions by result and reason"))
+	in.fallbacks, _ = m.Int64Counter("pingate.limiter.fallbacks",
+		metric.WithDescription("throughput decisions taken by the local fallback because Redis failed"))
+	in.recordErrors, _ = m.Int64Counter("pingate.limiter.record_errors",
+		metric.WithDescription("wrong-PIN marks or clears that could not be stored"))
+	in.byReason = map[string]metric.MeasurementOption{
+		"": metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "allowed"))),
+	}
+	for _, r := range []string{ReasonCardDaily, ReasonCardWrongPIN, ReasonTerminal, ReasonAcquirer, ReasonUnavailable} {
+		in.byReason[r] = metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("result", "refused"), attribute.String("reason", r)))
+	}
+	for _, lim := range []string{LimitTerminal, LimitAcquirer} {
+		in.byReason["fallback:"+lim] = metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", lim)))
+	}
+	return in
+}
+
+func (l *Limiter) count(ctx context.Context, d routing.Decision) {
+	if d.Allowed {
+		l.stats.allowed.Add(1)
+	} else {
+		l.stats.refused.Add(1)
+		if d.Reason == ReasonUnavailable {
+			l.stats.failedClosed.Add(1)
+		}
+	}
+	l.metrics.decisions.Add(ctx, 1, l.metrics.byReason[d.Reason])
+}
+
+func (l *Limiter) fallback(ctx context.Context, limit string) {
+	l.stats.fallbacks.Add(1)
+	l.metrics.fallbacks.Add(ctx, 1, l.metrics.byReason["fallback:"+limit])
+}
+
+func (l *Limiter) recordError(ctx context.Context) {
+	l.stats.recordErrors.Add(1)
+	l.metrics.recordErrors.Add(ctx, 1)
+}
