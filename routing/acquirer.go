@@ -20,6 +20,8 @@ type AcquirerFront struct {
 	flow *Flow
 	hsm  pinblock.SecurityModule
 	log  *slog.Logger
+
+	sessions sync.Mutex // serializes the creation of connection sessions
 }
 
 // NewAcquirerFront builds the front end of the ISO 8583 channel.

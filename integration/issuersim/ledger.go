@@ -1,8 +1,6 @@
 package issuersim
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
 	"hash/maphash"
 	"sync"
@@ -17,7 +15,7 @@ import (
 // so memory grows with the cards used, not with the population.
 type ledger struct {
 	pop      Population
-	pvk      []byte
+	pvdOf    func(pan, pin string) [32]byte
 	maxTries int
 	seed     maphash.Seed
 	shards   [64]shard
@@ -35,23 +33,16 @@ type cardState struct {
 	ref   string     // match key of the request that made the last change
 }
 
-func newLedger(pop Population, pvk []byte, maxTries int) *ledger {
-	l := &ledger{pop: pop, pvk: append([]byte(nil), pvk...), maxTries: maxTries, seed: maphash.MakeSeed()}
+// newLedger keeps PIN verification data computed by pvd.
+func newLedger(pop Population, pvd func(pan, pin string) [32]byte, maxTries int) *ledger {
+	l := &ledger{pop: pop, pvdOf: pvd, maxTries: maxTries, seed: maphash.MakeSeed()}
 	for i := range l.shards {
 		l.shards[i].cards = map[string]*cardState{}
 	}
 	return l
 }
 
-func (l *ledger) pvd(pan, pin string) [32]byte {
-	m := hmac.New(sha256.New, l.pvk)
-	m.Write([]byte(pan))
-	m.Write([]byte{'|'})
-	m.Write([]byte(pin))
-	var out [32]byte
-	copy(out[:], m.Sum(nil))
-	return out
-}
+func (l *ledger) pvd(pan, pin string) [32]byte { return l.pvdOf(pan, pin) }
 
 // card returns the state of pan with its shard locked; nil if pan is not a
 // card of the population. The caller unlocks sh.

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"pingate/integration/events"
+	"pingate/integration/issuersim"
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+func init() {
+	register(command{name: "demo", usage: "run the gateway and an issuer simulator and play a scripted day of PIN operations", run: runDemo})
+}
+
+// demoStep is one scripted request and what the script expects of it.
+type demoStep struct {
+	what    string
+	channel string
+	op      pinOp
+	raw     []byte // a malformed frame instead of op
+	want    string
+}
+
+type demoResult struct {
+	Step         string  `json:"step"`
+	Operation    string  `json:"operation"`
+	Channel      string  `json:"channel"`
+	ResponseCode string  `json:"response_code"`
+	Expected     string  `json:"expected"`
+	Meaning      string  `json:"meaning"`
+	EventID      string  `json:"event_id,omitempty"`
+	LatencyMS    float64 `json:"latency_ms"`
+}
+
+func demoScript(pop issuersim.Population) []demoStep {
+	card := func(i int) issuersim.Card { return pop.Card(i) }
+	a, b, c, d, e := card(0), card(1), card(2), card(3), card(4)
+	atm := func(pan, oldPIN, newPIN string) pinOp {
+		return pinOp{acquirer: devATMAcquirer, terminal: "ATM00042", proc: iso8583.ProcPINChange, pan: pan,
+			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+	}
+	branch := func(proc, pan, newPIN string) pinOp {
+		op := pinOp{acquirer: devBranchAcquirer, terminal: "BR0117T1", proc: proc, pan: pan, newPIN: newPIN,
+			format: pinblock.Format4, keyID: pinblock.DevBranchZPK, teller: "TELLER-0117-07", idRef: "IDCHK-2026-000123"}
+		return op
+	}
+	unknown := pop.BINs[0] + "99999990" // in the issuer's range, not one of its cards
+	unknown = unknown[:15]
+	unknown += fmt.Sprint(luhn(unknown))
+	return []demoStep{
+		{what: "ATM: change PIN", channel: "atm", op: atm(a.PAN, a.PIN, "4826"), want: "00"},
+		{what: "ATM: change PIN with a wrong current PIN", channel: "atm", op: atm(b.PAN, "0007", "5931"), want: "55"},
+		{what: "ATM: wrong current PIN (1st)", channel: "atm", op: atm(c.PAN, "1007", "6042"), want: "55"},
+		{what: "ATM: wrong current PIN (2nd)", channel: "atm", op: atm(c.PAN, "1008", "6042"), want: "55"},
+		{what: "ATM: wrong current PIN (3rd) locks the card", channel: "atm", op: atm(c.PAN, "1009", "6042"), want: "75"},
+		{what: "ATM: locked card, even with the right PIN", channel: "atm", op: atm(c.PAN, c.PIN, "6042"), want: "75"},
+		{what: "branch: unblock after an identity check", channel: "branch", op: branch(iso8583.ProcPINUnblock, c.PAN, ""), want: "00"},
+		{what: "ATM: change PIN after the unblock", channel: "atm", op: atm(c.PAN, c.PIN, "6042"), want: "00"},
+		{what: "branch: reset a forgotten PIN", channel: "branch", op: branch(iso8583.ProcPINReset, d.PAN, "3917"), want: "00"},
+		{what: "ATM: change the reset PIN", channel: "atm", op: atm(d.PAN, "3917", "8150"), want: "00"},
+		{what: "ATM: weak new PIN refused", channel: "atm", op: atm(e.PAN, e.PIN, "1234"), want: iso8583.RCNewPINRejected},
+		{what: "ATM: card unknown to the issuer", channel: "atm", op: atm(unknown, "4826", "5931"), want: "14"},
+		{what: "ATM: card range with no route", channel: "atm", op: atm("5555555555554444", "4826", "5931"), want: "14"},
+		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() pinOp { o := atm(a.PAN, "4826", "5930"); o.acquirer = "777777"; return o }(), want: "58"},
+		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() pinOp { o := branch(iso8583.ProcPINReset, a.PAN, "5930"); o.acquirer, o.format, o.keyID = devATMAcquirer, pinblock.Format0, pinblock.DevATMZPK; return o }(), want: "58"},
+		{what: "ATM: malformed message", channel: "atm", raw: []byte("0100GARBAGE"), want: "30"},
+	}
+}
+
+func luhn(body string) int {
+	sum, double := 0, true
+	for i := len(body) - 1; i >= 0; i-- {
+		d := int(body[i] - '0')
+		if double {
+			if d *= 2; d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+		double = !double
+	}
+	return (10 - sum%10) % 10
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	verbose := fs.Bool("v", false, "show the gateway's log")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "pingate-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg := embeddedConfig()
+	cfg.Instance = "demo"
+	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = newLogger(LogConfig{Format: "text"}, stderr)
+	}
+	g, err := startGateway(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Shutdown(sctx)
+	}()
+	if err := waitReady(ctx, g); err != nil {
+		return err
+	}
+	sc := cfg.withDefaults().IssuerSim
+	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
+
+	// One connection per acquirer, as each institution has its own link.
+	clients := map[string]*atmClient{}
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	var results []demoResult
+	for _, st := range demoScript(pop) {
+		client := clients[st.op.acquirer]
+		if client == nil && st.raw == nil {
+			if client, err = dialATM(ctx, g.acqAddr); err != nil {
+				return err
+			}
+			clients[st.op.acquirer] = client
+		}
+		r, err := playStep(ctx, g, client, st)
+		if err != nil {
+			return fmt.Errorf("%s: %w", st.what, err)
+		}
+		results = append(results, r)
+	}
+	evs, err := journalEvents(g)
+	if err != nil {
+		return err
+	}
+	byOp := map[string]string{}
+	for _, e := range evs {
+		byOp[e.ID] = e.Type
+	}
+	for i := range results {
+		if _, ok := byOp[results[i].EventID]; !ok {
+			results[i].EventID = ""
+		}
+	}
+	mismatch := 0
+	for _, r := range results {
+		if r.ResponseCode != r.Expected {
+			mismatch++
+		}
+	}
+	if *asJSON {
+		lat := make([]float64, len(results))
+		for i, r := range results {
+			lat[i] = r.LatencyMS
+		}
+		out := map[string]any{"results": results, "events": len(evs), "latency_ms": percentiles(lat)}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printDemoTable(stdout, results, evs)
+	}
+	if mismatch > 0 {
+		return fmt.Errorf("%d step(s) answered other than expected", mismatch)
+	}
+	return nil
+}
+
+// waitReady waits until the issuer link has signed on.
+func waitReady(ctx context.Context, g *gateway) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		all := true
+		for _, ok := range g.links.SignedOn() {
+			all = all && ok
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("issuer links did not sign on within 10s")
+}
+
+func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (demoResult, error) {
+	r := demoResult{Step: st.what, Channel: st.channel, Expected: st.want}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if st.raw != nil {
+		r.Operation = "change"
+		code, err := rawExchange(rctx, g.acqAddr, st.raw)
+		if err != nil {
+			return r, err
+		}
+		r.ResponseCode = code
+	} else {
+		f, err := st.op.fields()
+		if err != nil {
+			return r, err
+		}
+		ans, err := client.Do(rctx, f)
+		if err != nil {
+			return r, err
+		}
+		r.ResponseCode = ans.ResponseCode
+		switch st.op.proc {
+		case iso8583.ProcPINChange:
+			r.Operation = "change"
+		case iso8583.ProcPINReset:
+			r.Operation = "reset"
+		default:
+			r.Operation = "unblock"
+		}
+	}
+	r.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	r.Meaning = iso8583.ResponseText(r.ResponseCode)
+	// The event of the step is the journal's newest entry, if the request
+	// reached routing.
+	if evs, err := journalEvents(g); err == nil && len(evs) > 0 {
+		last := evs[len(evs)-1]
+		if last.Code == r.ResponseCode && time.Since(last.Completed) < 15*time.Second {
+			r.EventID = last.ID
+		}
+	}
+	return r, nil
+}
+
+// rawExchange sends one raw message on its own connection and reads the answer code.
+func rawExchange(ctx context.Context, addr string, msg []byte) (string, error) {
+	got := make(chan string, 1)
+	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: func(frame []byte) {
+		f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
+		if err == nil {
+			got <- f.ResponseCode
+		}
+	}})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if err := conn.Send(msg); err != nil {
+		return "", err
+	}
+	select {
+	case c := <-got:
+		return c, nil
+	case <-ctx.Done():
+		return "", errNoAnswer
+	}
+}
+
+// seenEvents remembers events across calls: the journal is read from the start each time.
+func journalEvents(g *gateway) ([]eventView, error) {
+	entries, err := g.journal.Entries(1, 10000)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]eventView, 0, len(entries))
+	for _, e := range entries {
+		ev, err := events.Decode(e.Message)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, eventView{ID: ev.ID, Type: ev.Type, Code: ev.Code, MaskedPAN: ev.MaskedPAN, Completed: ev.Completed})
+	}
+	return out, nil
+}
+
+type eventView struct {
+	ID, Type, Code, MaskedPAN string
+	Completed                 time.Time
+}
+
+func percentiles(v []float64) map[string]float64 {
+	if len(v) == 0 {
+		return map[string]float64{}
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	at := func(p float64) float64 { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	return map[string]float64{"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": s[len(s)-1]}
+}
+
+func printDemoTable(w io.Writer, results []demoResult, evs []eventView) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tCHANNEL\tOPERATION\tCODE\tMEANING\tEVENT\tMS")
+	for _, r := range results {
+		mark := ""
+		if r.ResponseCode != r.Expected {
+			mark = " (expected " + r.Expected + ")"
+		}
+		ev := r.EventID
+		if ev == "" {
+			ev = "-"
+		} else {
+			ev = ev[:8]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\t%s\t%s\t%.1f\n", r.Step, r.Channel, r.Operation, r.ResponseCode, mark, r.Meaning, ev, r.LatencyMS)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\n%d outcome events in the journal (no PIN, no PIN block, masked PAN only):\n", len(evs))
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EVENT\tTYPE\tCODE\tCARD")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.ID[:8], e.Type, e.Code, e.MaskedPAN)
+	}
+	_ = tw.Flush()
+}

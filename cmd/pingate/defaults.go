@@ -1,0 +1,106 @@
+package main
+
+import (
+	"time"
+
+	"pingate/pinblock"
+	"pingate/routing"
+)
+
+// Identities of the embedded default.
+const (
+	devInstitution    = "999001" // pingate
+	devATMAcquirer    = "100001" // an ATM network
+	devBranchAcquirer = "200001" // a bank's branch front end
+	devIssuer         = "ssbank" // the simulated card issuer
+	devIssuerInst     = "300001"
+)
+
+// devBINs are the simulated issuer's card ranges.
+var devBINs = []string{"62284812", "62284813", "621700"}
+
+// embeddedConfig is what `pingate serve` runs with no config file: safe for
+// a laptop — loopback only, the published development keys, an in-process
+// issuer simulator as the only route, per-instance limits, and a local
+// journal. It is refused under --production.
+func embeddedConfig() Config {
+	routes := make([]routing.Route, 0, len(devBINs))
+	for _, b := range devBINs {
+		routes = append(routes, routing.Route{Prefix: b, Issuer: devIssuer})
+	}
+	return Config{
+		Instance: "local",
+		Acquirer: ListenConfig{Addr: "127.0.0.1:8583"},
+		HTTP:     HTTPConfig{Addr: "127.0.0.1:8080"},
+		Security: SecurityConfig{DevKeys: true},
+		Routing: routing.Config{
+			Institution: devInstitution,
+			Acquirers: []routing.AcquirerConfig{
+				{ID: devATMAcquirer, Name: "development ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
+					Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: pinblock.DevATMZMK, Formats: []int{0, 3}},
+				{ID: devBranchAcquirer, Name: "development branch front end", Channel: routing.ChannelBranch, Terminals: []string{"*"},
+					Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+			},
+			Issuers: []routing.IssuerConfig{{ID: devIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
+				PINFormat: 4, Key: pinblock.DevIssuerZPK, KeyIndex: 1}},
+			Routes: routes,
+		},
+		Limits:    LimitsConfig{Backend: "memory"},
+		Events:    EventsConfig{JournalDir: "var/journal"},
+		Reversals: ReversalsConfig{Dir: "var/reversals"},
+		IssuerSim: &IssuerSimConfig{Addr: "127.0.0.1:0", Seed: 1, BINs: devBINs, PerBIN: 10000},
+	}
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.Instance == "" {
+		c.Instance = "pingate"
+	}
+	if c.Acquirer.Addr == "" {
+		c.Acquirer.Addr = "127.0.0.1:8583"
+	}
+	if c.Acquirer.Framing == "" {
+		c.Acquirer.Framing = "binary2"
+	}
+	if c.Acquirer.ShutdownGrace == 0 {
+		c.Acquirer.ShutdownGrace = 15 * time.Second
+	}
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = "127.0.0.1:8080"
+	}
+	if c.Security.RotationGrace == 0 {
+		c.Security.RotationGrace = 24 * time.Hour
+	}
+	if c.Events.JournalDir == "" {
+		c.Events.JournalDir = "var/journal"
+	}
+	if c.Events.KafkaTopic == "" {
+		c.Events.KafkaTopic = "pingate.pin-outcomes.v1"
+	}
+	if c.Reversals.Dir == "" {
+		c.Reversals.Dir = "var/reversals"
+	}
+	if c.Limits.Backend == "" {
+		c.Limits.Backend = "memory"
+	}
+	if c.IssuerSim != nil {
+		s := *c.IssuerSim
+		if s.Addr == "" {
+			s.Addr = "127.0.0.1:0"
+		}
+		if s.PerBIN == 0 {
+			s.PerBIN = 10000
+		}
+		if len(s.BINs) == 0 {
+			s.BINs = devBINs
+		}
+		c.IssuerSim = &s
+	}
+	// Issuers and acquirers are shared slices: copy before anyone rewrites hosts.
+	c.Routing.Issuers = append([]routing.IssuerConfig(nil), c.Routing.Issuers...)
+	for i := range c.Routing.Issuers {
+		c.Routing.Issuers[i].Hosts = append([]string(nil), c.Routing.Issuers[i].Hosts...)
+	}
+	return c
+}

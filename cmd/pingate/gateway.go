@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"pingate/integration/issuersim"
+	"pingate/integration/outbox"
+	"pingate/integration/reversalstore"
+	"pingate/integration/telemetry"
+	"pingate/iso8583"
+	"pingate/pinblock"
+	"pingate/routing"
+)
+
+// gateway is one running pingate: every component, wired, with the order in
+// which they stop.
+type gateway struct {
+	cfg       Config
+	log       *slog.Logger
+	tel       *telemetry.Telemetry
+	ring      *pinblock.Keyring
+	hsm       *pinblock.SoftwareModule
+	sim       *issuersim.Sim
+	simAddr   string
+	reversals *reversalstore.Store
+	links     *routing.IssuerLinks
+	journal   *outbox.Journal
+	flow      *routing.Flow
+	acq       *iso8583.Server
+	acqAddr   string
+	httpSrv   *http.Server
+	httpAddr  string
+	wg        sync.WaitGroup
+	errc      chan error
+}
+
+// devTokenKey is the card-token HMAC key of the embedded default: public, so
+// its tokens protect nothing; refused under production like the dev keys.
+const devTokenKey = "70696e676174652d6465762d63617264746f6b656e2d6b65792d303030303030"
+
+// startGateway builds and starts everything cfg describes. On error, what was
+// started is stopped again.
+func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g = &gateway{cfg: cfg, log: log, errc: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = g.Shutdown(sctx)
+		}
+	}()
+
+	g.tel, err = telemetry.Setup(ctx, telemetry.Config{
+		ServiceInstance: cfg.Instance, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPInsecure: true,
+		SampleRatio: cfg.Telemetry.SampleRatio,
+	})
+	if err != nil {
+		return g, err
+	}
+
+	g.ring = pinblock.NewKeyring(cfg.Security.RotationGrace)
+	if cfg.Security.DevKeys {
+		if err := pinblock.LoadDevelopmentKeys(g.ring); err != nil {
+			return g, err
+		}
+		log.Warn("running on the published development keys: for development and test only")
+	}
+	if err := loadKeyStore(cfg.Security, g.ring); err != nil {
+		return g, err
+	}
+	policy := pinblock.DefaultPINPolicy()
+	if cfg.Security.WeakPINs != nil && !*cfg.Security.WeakPINs {
+		policy = pinblock.PINPolicy{}
+	}
+	g.hsm = pinblock.NewSoftwareModule(g.ring, policy, nil)
+
+	tokenKey, err := secretHex(cfg.Security.CardTokenKeyFile, cfg.Security.CardTokenKeyEnv, devTokenKey)
+	if err != nil {
+		return g, fmt.Errorf("card token key: %w", err)
+	}
+	if len(tokenKey) < 32 {
+		return g, errors.New("card token key: want at least 32 bytes")
+	}
+	tokenizer := routing.NewTokenizer(tokenKey)
+	clear(tokenKey)
+
+	if cfg.IssuerSim != nil {
+		if err := g.startSim(ctx); err != nil {
+			return g, err
+		}
+	}
+
+	if err := os.MkdirAll(cfg.Reversals.Dir, 0o700); err != nil {
+		return g, err
+	}
+	g.reversals, err = reversalstore.Open(cfg.Reversals.Dir)
+	if err != nil {
+		return g, err
+	}
+	g.links = routing.NewIssuerLinks(routing.LinksConfig{
+		Institution: cfg.Routing.Institution, Issuers: cfg.Routing.WithDefaults().Issuers, Codec: routing.IssuerDialect{},
+		Dial: tcpDialer, Reversals: g.reversals, Logger: log,
+	})
+	g.links.Start()
+
+	if err := os.MkdirAll(cfg.Events.JournalDir, 0o700); err != nil {
+		return g, err
+	}
+	g.journal, err = outbox.Open(outbox.Config{
+		Dir: cfg.Events.JournalDir, Source: "/pingate/" + cfg.Instance, MaxDepth: cfg.Events.MaxDepth,
+		Relay: outbox.RelayConfig{Brokers: cfg.Events.KafkaBrokers, Topic: cfg.Events.KafkaTopic, WriteTimeout: cfg.Events.WriteTimeout},
+	})
+	if err != nil {
+		return g, err
+	}
+
+	g.flow, err = routing.NewFlow(cfg.Routing, routing.Deps{
+		HSM: g.hsm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
+		Limiter: nil,
+	})
+	if err != nil {
+		return g, err
+	}
+
+	fr, _ := iso8583.ParseFraming(cfg.Acquirer.Framing)
+	g.acq, err = iso8583.NewServer(iso8583.Config{
+		Framing: fr, MaxFrame: cfg.Acquirer.MaxFrame, ReadTimeout: cfg.Acquirer.ReadTimeout,
+		IdleTimeout: cfg.Acquirer.IdleTimeout, MaxConns: cfg.Acquirer.MaxConns, MaxInFlightPerConn: cfg.Acquirer.MaxInFlight,
+	}, routing.NewAcquirerFront(g.flow, log))
+	if err != nil {
+		return g, err
+	}
+	ln, err := net.Listen("tcp", cfg.Acquirer.Addr)
+	if err != nil {
+		return g, fmt.Errorf("acquirer listener: %w", err)
+	}
+	g.acqAddr = ln.Addr().String()
+	g.serve("acquirer listener", func() error { return g.acq.Serve(context.WithoutCancel(ctx), ln) })
+
+	hln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return g, fmt.Errorf("http listener: %w", err)
+	}
+	g.httpAddr = hln.Addr().String()
+	g.httpSrv = &http.Server{Handler: g.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	g.serve("http listener", func() error { return g.httpSrv.Serve(hln) })
+	log.Info("pingate started", "acquirer", g.acqAddr, "http", g.httpAddr, "instance", cfg.Instance)
+	return g, nil
+}
+
+func (g *gateway) serve(name string, run func() error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := run(); err != nil && !errors.Is(err, iso8583.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
+			g.errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+func (g *gateway) startSim(ctx context.Context) error {
+	sc := g.cfg.IssuerSim
+	zpk, err := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
+	if err != nil {
+		return err
+	}
+	pvk, err := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	if err != nil {
+		return err
+	}
+	g.sim, err = issuersim.New(issuersim.Config{
+		Population: issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN},
+		ZPK:        zpk, PVK: pvk, Latency: sc.Latency, FailRate: sc.FailRate, Logger: g.log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", sc.Addr)
+	if err != nil {
+		return fmt.Errorf("issuer simulator listener: %w", err)
+	}
+	g.simAddr = ln.Addr().String()
+	g.serve("issuer simulator", func() error { return g.sim.Server().Serve(context.WithoutCancel(ctx), ln) })
+	// The in-process simulator is the default route's issuer host.
+	for i := range g.cfg.Routing.Issuers {
+		for j, h := range g.cfg.Routing.Issuers[i].Hosts {
+			if h == "issuer-sim" {
+				g.cfg.Routing.Issuers[i].Hosts[j] = g.simAddr
+			}
+		}
+	}
+	return nil
+}
+
+// tcpDialer opens issuer links with the iso8583 client connection.
+func tcpDialer(ctx context.Context, addr, framing string, onFrame func([]byte)) (routing.FrameConn, error) {
+	fr, err := iso8583.ParseFraming(framing)
+	if err != nil {
+		return nil, err
+	}
+	return iso8583.Dial(ctx, addr, iso8583.ClientConfig{Framing: fr, OnFrame: onFrame})
+}
+
+// Err reports the first failure of a listener.
+func (g *gateway) Err() <-chan error { return g.errc }
+
+// Shutdown stops accepting, lets in-flight requests finish within ctx,
+// flushes the journal, signs off issuer links, and closes everything.
+func (g *gateway) Shutdown(ctx context.Context) error {
+	var errs []error
+	if g.acq != nil {
+		if err := g.acq.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("acquirer listener: %w", err))
+		}
+	}
+	if g.httpSrv != nil {
+		_ = g.httpSrv.Shutdown(ctx)
+	}
+	if g.journal != nil {
+		if err := g.journal.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("journal: %w", err))
+		}
+	}
+	if g.links != nil {
+		if err := g.links.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("issuer links: %w", err))
+		}
+	}
+	if g.sim != nil {
+		_ = g.sim.Server().Shutdown(ctx)
+	}
+	if g.reversals != nil {
+		_ = g.reversals.Close()
+	}
+	if g.ring != nil {
+		g.ring.Zeroize()
+	}
+	if g.tel != nil {
+		_ = g.tel.Shutdown(ctx)
+	}
+	g.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// secretHex reads a hex secret from a file or an environment variable, or
+// returns fallback (the embedded default's development value) when neither
+// is configured.
+func secretHex(file, env, fallback string) ([]byte, error) {
+	var text string
+	switch {
+	case file != "":
+		b, err := os.ReadFile(filepath.Clean(file))
+		if err != nil {
+			return nil, err
+		}
+		text = string(b)
+		clear(b)
+	case env != "":
+		text = os.Getenv(env)
+		if text == "" {
+			return nil, fmt.Errorf("environment variable %s is empty", env)
+		}
+	default:
+		text = fallback
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(text))
+	if err != nil {
+		return nil, errors.New("not hexadecimal")
+	}
+	return b, nil
+}

@@ -1,0 +1,201 @@
+package issuersim
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// Config is a simulated issuer host.
+type Config struct {
+	Population Population
+	// ZPK is the zone PIN key shared with the gateway: the PIN blocks of
+	// requests arrive under it.
+	ZPK pinblock.Key
+	// PVK keys the PIN verification data (a keyed hash of PAN and PIN).
+	PVK pinblock.Key
+	// MaxTries wrong PINs lock a card (default 3).
+	MaxTries int
+	// Latency is added before every answer to a PIN operation.
+	Latency time.Duration
+	// FailRate is the share of PIN operations answered 96 (0–1).
+	FailRate float64
+	// DropRate is the share of PIN operations never answered (0–1), to
+	// provoke timeouts and reversals.
+	DropRate float64
+	// Server configures the listener (address, framing, limits).
+	Server iso8583.Config
+	Logger *slog.Logger
+}
+
+// Validate names bad settings.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Population.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !c.ZPK.Valid() || !c.ZPK.Usage().PINKey() {
+		errs = append(errs, errors.New("issuersim: zpk must be a loaded zone PIN key"))
+	}
+	if !c.PVK.Valid() || c.PVK.Usage() != pinblock.UsagePVK {
+		errs = append(errs, errors.New("issuersim: pvk must be a loaded PIN verification key"))
+	}
+	if c.FailRate < 0 || c.FailRate > 1 || c.DropRate < 0 || c.DropRate > 1 {
+		errs = append(errs, errors.New("issuersim: fail_rate and drop_rate must be within 0–1"))
+	}
+	if c.Latency < 0 {
+		errs = append(errs, errors.New("issuersim: latency must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Sim is a running issuer simulator.
+type Sim struct {
+	cfg    Config
+	ledger *ledger
+	srv    *iso8583.Server
+	log    *slog.Logger
+	// Counters, for tests and the demo.
+	Requests, Reversals atomic.Int64
+}
+
+// New builds a simulator; Serve or ListenAndServe runs it.
+func New(cfg Config) (*Sim, error) {
+	if cfg.MaxTries == 0 {
+		cfg.MaxTries = 3
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Sim{cfg: cfg, log: cfg.Logger}
+	s.ledger = newLedger(cfg.Population, func(pan, pin string) [32]byte {
+		p, err := pinblock.NewSecretPIN(pin)
+		if err != nil {
+			return [32]byte{} // matches no stored value: a malformed PIN never verifies
+		}
+		defer p.Zeroize()
+		v, _ := pinblock.PINVerificationData(cfg.PVK, pan, p) // PVK validated in Validate
+		return v
+	}, cfg.MaxTries)
+	srv, err := iso8583.NewServer(cfg.Server, iso8583.HandlerFunc(s.serveFrame))
+	if err != nil {
+		return nil, err
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// Server is the simulator's listener.
+func (s *Sim) Server() *iso8583.Server { return s.srv }
+
+func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
+	f, err := iso8583.Unpack(iso8583.IssuerSpec, frame)
+	if err != nil {
+		s.log.Warn("issuer-sim: malformed message", "err", err)
+		return
+	}
+	defer f.Clear()
+	var code string
+	switch f.MTI {
+	case iso8583.MTINetworkRequest:
+		code = iso8583.RCApproved
+	case iso8583.MTIAuthRequest:
+		s.Requests.Add(1)
+		r := rand.Float64()
+		switch {
+		case r < s.cfg.DropRate:
+			return
+		case r < s.cfg.DropRate+s.cfg.FailRate:
+			code = iso8583.RCSystemMalfunction
+		default:
+			code = s.operation(f)
+		}
+		if s.cfg.Latency > 0 {
+			select {
+			case <-time.After(s.cfg.Latency):
+			case <-ctx.Done():
+				return
+			}
+		}
+	case iso8583.MTIReversalAdvice:
+		s.Reversals.Add(1)
+		if orig, err := iso8583.ParseOriginalData(f.OriginalData); err == nil {
+			s.ledger.reverse(f.PAN, orig.STAN+"|"+orig.Transmission)
+		}
+		code = iso8583.RCApproved
+	default:
+		code = iso8583.RCFormatError
+	}
+	resp := iso8583.Fields{
+		MTI: responseMTI(f.MTI), PAN: f.PAN, ProcessingCode: f.ProcessingCode, TransmissionTime: f.TransmissionTime,
+		STAN: f.STAN, LocalTime: f.LocalTime, LocalDate: f.LocalDate, AcquirerID: f.AcquirerID, RRN: f.RRN,
+		ResponseCode: code, TerminalID: f.TerminalID, CardAcceptorID: f.CardAcceptorID, NetworkCode: f.NetworkCode,
+		OriginalData: f.OriginalData, ReceivingInstitution: f.ReceivingInstitution,
+	}
+	b, err := iso8583.Pack(iso8583.IssuerSpec, &resp)
+	if err != nil {
+		s.log.Warn("issuer-sim: answer does not pack", "err", err)
+		return
+	}
+	_ = c.WriteFrame(b)
+}
+
+// operation runs a PIN operation on the ledger. The PIN is deciphered here,
+// as an issuer's own HSM would, and lives only in this call.
+func (s *Sim) operation(f *iso8583.Fields) string {
+	if err := f.Check(); err != nil {
+		return iso8583.RCFormatError
+	}
+	ref := f.STAN + "|" + f.TransmissionTime
+	format := pinblock.Format0
+	if f.SecurityControl != "" {
+		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
+		if err != nil {
+			return iso8583.RCFormatError
+		}
+		format = pinblock.Format(sc.Format)
+	}
+	pin := func(block []byte) (string, bool) {
+		p, err := pinblock.Decipher(format, block, f.PAN, s.cfg.ZPK)
+		if err != nil {
+			return "", false
+		}
+		defer p.Zeroize()
+		return p.Reveal(), true
+	}
+	switch f.ProcessingCode {
+	case iso8583.ProcPINChange:
+		oldPIN, ok1 := pin(f.PINBlock)
+		newPIN, ok2 := pin(f.NewPINBlock)
+		if !ok1 || !ok2 {
+			return iso8583.RCFormatError
+		}
+		return s.ledger.change(f.PAN, oldPIN, newPIN, ref)
+	case iso8583.ProcPINReset:
+		newPIN, ok := pin(f.NewPINBlock)
+		if !ok {
+			return iso8583.RCFormatError
+		}
+		return s.ledger.reset(f.PAN, newPIN, ref)
+	case iso8583.ProcPINUnblock:
+		return s.ledger.unblock(f.PAN)
+	}
+	return iso8583.RCFormatError
+}
+
+func responseMTI(mti string) string {
+	b := []byte(mti)
+	if len(b) == 4 && (b[2] == '0' || b[2] == '2') {
+		b[2]++
+	}
+	return string(b)
+}

@@ -1,0 +1,111 @@
+// Package telemetry sets up OpenTelemetry for pingate: a tracer provider
+// (W3C trace context; OTLP/HTTP export when configured) and a meter provider
+// whose metrics are served in the Prometheus text format. Instrumented
+// packages use only the OTel API (otel.Tracer, otel.Meter); this package
+// installs the SDK behind it.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+)
+
+// Config selects exporters.
+type Config struct {
+	// ServiceInstance names this gateway instance (service.instance.id).
+	ServiceInstance string
+	// OTLPEndpoint is host:port of an OTLP/HTTP trace collector; empty: spans
+	// are created (their trace ids reach logs and events) but not exported.
+	OTLPEndpoint string
+	// OTLPInsecure sends OTLP without TLS (a collector on loopback).
+	OTLPInsecure bool
+	// SampleRatio of new traces to sample, 0–1 (default 1).
+	SampleRatio float64
+	// SpanExporter, if set, receives spans too (tests use an in-memory one).
+	SpanExporter sdktrace.SpanExporter
+}
+
+// Validate names bad values.
+func (c Config) Validate() error {
+	if c.SampleRatio < 0 || c.SampleRatio > 1 {
+		return fmt.Errorf("telemetry.sample_ratio %v: want 0–1", c.SampleRatio)
+	}
+	return nil
+}
+
+// Telemetry is the installed SDK.
+type Telemetry struct {
+	Tracer   *sdktrace.TracerProvider
+	Meter    *sdkmetric.MeterProvider
+	Registry *prometheus.Registry
+}
+
+// Setup installs global tracer and meter providers and the W3C propagator.
+func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ratio := cfg.SampleRatio
+	if ratio == 0 {
+		ratio = 1
+	}
+	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+		semconv.ServiceName("pingate"), semconv.ServiceInstanceID(cfg.ServiceInstance)))
+	if err != nil {
+		res = resource.Default()
+	}
+	opts := []sdktrace.TracerProviderOption{
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+	}
+	if cfg.OTLPEndpoint != "" {
+		eopts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(cfg.OTLPEndpoint)}
+		if cfg.OTLPInsecure {
+			eopts = append(eopts, otlptracehttp.WithInsecure())
+		}
+		exp, err := otlptracehttp.New(ctx, eopts...)
+		if err != nil {
+			return nil, fmt.Errorf("otlp trace exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	if cfg.SpanExporter != nil {
+		opts = append(opts, sdktrace.WithSyncer(cfg.SpanExporter))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	return &Telemetry{Tracer: tp, Meter: mp, Registry: reg}, nil
+}
+
+// MetricsHandler serves the metrics in the Prometheus text format.
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{})
+}
+
+// Shutdown flushes and stops both providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	return errors.Join(t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx))
+}
