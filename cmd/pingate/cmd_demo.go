@@ -71,7 +71,11 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "ATM: card unknown to the issuer", channel: "atm", op: atm(unknown, "4826", "5931"), want: "14"},
 		{what: "ATM: card range with no route", channel: "atm", op: atm("5555555555554444", "4826", "5931"), want: "14"},
 		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() pinOp { o := atm(a.PAN, "4826", "5930"); o.acquirer = "777777"; return o }(), want: "58"},
-		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() pinOp { o := branch(iso8583.ProcPINReset, a.PAN, "5930"); o.acquirer, o.format, o.keyID = devATMAcquirer, pinblock.Format0, pinblock.DevATMZPK; return o }(), want: "58"},
+		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() pinOp {
+			o := branch(iso8583.ProcPINReset, a.PAN, "5930")
+			o.acquirer, o.format, o.keyID = devATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
+			return o
+		}(), want: "58"},
 		{what: "ATM: malformed message", channel: "atm", raw: []byte("0100GARBAGE"), want: "30"},
 	}
 }
