@@ -36,15 +36,15 @@ const maxVersions = 4
 // decipherKeys resolves the deciphering candidates for ref into dst: the exact
 // version if ref names one, else the current version and the previous ones
 // still in their grace window. Each must be a PIN key.
-func (m *SoftwareModule) decipherKeys(dst []Key, ref KeyRef, now time.Time) ([]Key, error) {
+func (m *SoftwareModule) decipherKeys(dst []Key, ref KeyRef) ([]Key, error) {
 	if ref.Version != 0 {
-		k, err := m.ring.Lookup(ref, now)
+		k, err := m.ring.Lookup(ref, m.now())
 		if err != nil {
 			return nil, err
 		}
 		dst = append(dst, k)
 	} else {
-		dst = m.ring.decipheringInto(dst, ref.ID, now)
+		dst = m.ring.decipheringInto(dst, ref.ID, m.now)
 		if len(dst) == 0 {
 			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
 		}
@@ -58,8 +58,19 @@ func (m *SoftwareModule) decipherKeys(dst []Key, ref KeyRef, now time.Time) ([]K
 }
 
 // encipherKey resolves the enciphering key for ref, which must be a PIN key.
-func (m *SoftwareModule) encipherKey(ref KeyRef, now time.Time) (Key, error) {
-	k, err := m.ring.Lookup(ref, now)
+func (m *SoftwareModule) encipherKey(ref KeyRef) (Key, error) {
+	var (
+		k   Key
+		err error
+	)
+	if ref.Version == 0 {
+		var ok bool
+		if k, ok = m.ring.current(ref.ID); !ok {
+			err = fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
+		}
+	} else {
+		k, err = m.ring.Lookup(ref, m.now())
+	}
 	if err != nil {
 		return Key{}, err
 	}
@@ -82,13 +93,12 @@ func (m *SoftwareModule) Translate(ctx context.Context, req TranslateRequest) ([
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, err
 	}
-	now := m.now()
 	var buf [maxVersions]Key
-	from, err := m.decipherKeys(buf[:0], req.From, now)
+	from, err := m.decipherKeys(buf[:0], req.From)
 	if err != nil {
 		return nil, err
 	}
-	to, err := m.encipherKey(req.To, now)
+	to, err := m.encipherKey(req.To)
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +129,12 @@ func (m *SoftwareModule) TranslatePair(ctx context.Context, req PairRequest) (ol
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, nil, err
 	}
-	now := m.now()
 	var buf [maxVersions]Key
-	from, err := m.decipherKeys(buf[:0], req.From, now)
+	from, err := m.decipherKeys(buf[:0], req.From)
 	if err != nil {
 		return nil, nil, err
 	}
-	to, err := m.encipherKey(req.To, now)
+	to, err := m.encipherKey(req.To)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,170 @@
+package pinblock
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// benchFixture: a module with a TDES and an AES ZPK on each side.
+type benchFixture struct {
+	m             *SoftwareModule
+	acqT, issT    Key // TDES
+	acqA, issA    Key // AES
+	pan           string
+	f0, f4, f0new []byte
+	ctx           context.Context
+}
+
+func newBenchFixture(b *testing.B) *benchFixture {
+	b.Helper()
+	f := &benchFixture{pan: "4111111111111111", ctx: context.Background()}
+	ring := NewKeyring(time.Hour)
+	f.acqT = testKey(b, "acq-t", UsageZPK, TDES, 1, 16)
+	f.issT = testKey(b, "iss-t", UsageZPK, TDES, 1, 16)
+	f.acqA = testKey(b, "acq-a", UsageZPK, AES, 1, 16)
+	f.issA = testKey(b, "iss-a", UsageZPK, AES, 1, 16)
+	for _, k := range []Key{f.acqT, f.issT, f.acqA, f.issA} {
+		if err := ring.Add(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.m = NewSoftwareModule(ring, DefaultPINPolicy(), nil)
+	var err error
+	if f.f0, err = Encipher(Format0, mustPIN(b, "8142"), f.pan, f.acqT); err != nil {
+		b.Fatal(err)
+	}
+	if f.f0new, err = Encipher(Format0, mustPIN(b, "5830"), f.pan, f.acqT); err != nil {
+		b.Fatal(err)
+	}
+	if f.f4, err = Encipher(Format4, mustPIN(b, "8142"), f.pan, f.acqA); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+// check verifies one translation result before a timed loop.
+func (f *benchFixture) check(b *testing.B, out []byte, format Format, k Key, want string) {
+	b.Helper()
+	p, err := Decipher(format, out, f.pan, k)
+	if err != nil || p.Reveal() != want {
+		b.Fatalf("translation result does not decipher to the PIN (%v)", err)
+	}
+}
+
+func BenchmarkTranslate(b *testing.B) {
+	f := newBenchFixture(b)
+	tdesT, _ := f.acqT.blockCipher()
+	tdesI, _ := f.issT.blockCipher()
+	aesA, _ := f.acqA.blockCipher()
+	aesI, _ := f.issA.blockCipher()
+
+	req := func(block []byte, from string, ff Format, to string, tf Format) TranslateRequest {
+		return TranslateRequest{PAN: f.pan, Block: block, From: KeyRef{ID: from}, FromFormat: ff, To: KeyRef{ID: to}, ToFormat: tf}
+	}
+	run := func(name string, r TranslateRequest, outKey Key) {
+		b.Run(name, func(b *testing.B) {
+			out, err := f.m.Translate(f.ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.check(b, out, r.ToFormat, outKey, "8142")
+			b.ReportAllocs()
+			b.SetBytes(int64(len(r.Block)))
+			for b.Loop() {
+				if _, err := f.m.Translate(f.ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+
+	run("F0-F0-tdes", req(f.f0, "acq-t", Format0, "iss-t", Format0), f.issT)
+	b.Run("F0-F0-tdes/baseline", func(b *testing.B) {
+		// What a translation cannot avoid: one TDES decrypt, one TDES encrypt.
+		var x [8]byte
+		b.ReportAllocs()
+		b.SetBytes(8)
+		for b.Loop() {
+			tdesT.Decrypt(x[:], f.f0)
+			tdesI.Encrypt(x[:], x[:])
+		}
+	})
+
+	run("F4-F4-aes", req(f.f4, "acq-a", Format4, "iss-a", Format4), f.issA)
+	b.Run("F4-F4-aes/baseline", func(b *testing.B) {
+		// Two AES decrypts and two AES encrypts.
+		var x [16]byte
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			aesA.Decrypt(x[:], f.f4)
+			aesA.Decrypt(x[:], x[:])
+			aesI.Encrypt(x[:], x[:])
+			aesI.Encrypt(x[:], x[:])
+		}
+	})
+
+	run("F0-F4", req(f.f0, "acq-t", Format0, "iss-a", Format4), f.issA)
+	b.Run("F0-F4/baseline", func(b *testing.B) {
+		// One TDES decrypt, two AES encrypts.
+		var x [8]byte
+		var y [16]byte
+		b.ReportAllocs()
+		b.SetBytes(8)
+		for b.Loop() {
+			tdesT.Decrypt(x[:], f.f0)
+			aesI.Encrypt(y[:], y[:])
+			aesI.Encrypt(y[:], y[:])
+		}
+	})
+
+	pair := PairRequest{PAN: f.pan, Old: f.f0, New: f.f0new, From: KeyRef{ID: "acq-t"}, FromFormat: Format0, To: KeyRef{ID: "iss-t"}, ToFormat: Format0, CheckNewPIN: true}
+	b.Run("pair", func(b *testing.B) {
+		o, n, err := f.m.TranslatePair(f.ctx, pair)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.check(b, o, Format0, f.issT, "8142")
+		f.check(b, n, Format0, f.issT, "5830")
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			if _, _, err := f.m.TranslatePair(f.ctx, pair); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("pair/baseline", func(b *testing.B) {
+		// Two TDES decrypts, two TDES encrypts.
+		var x [8]byte
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			tdesT.Decrypt(x[:], f.f0)
+			tdesI.Encrypt(x[:], x[:])
+			tdesT.Decrypt(x[:], f.f0new)
+			tdesI.Encrypt(x[:], x[:])
+		}
+	})
+}
+
+func BenchmarkKeyLookup(b *testing.B) {
+	ring := NewKeyring(time.Hour)
+	for i := range 64 {
+		if err := ring.Add(testKey(b, "zpk-"+string(rune('A'+i%26))+string(rune('a'+i/26)), UsageZPK, TDES, 1, 16)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := time.Now()
+	ref := KeyRef{ID: "zpk-Mb"}
+	if k, err := ring.Lookup(ref, now); err != nil || k.ID() != "zpk-Mb" {
+		b.Fatalf("Lookup = %v, %v", k, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ring.Lookup(ref, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
