@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/des"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Published keys and blocks (pinblock/testdata/tr31-vectors.json names the
+// sources): ASC X9 TR 31-2018 Annex A.7.2.1 and A.7.2.2.
+const (
+	tr31KeyA    = "F039121BEC83D26B169BDCD5B22AAF8F" // KCV CB9DEA
+	tr31KCVA    = "CB9DEA"
+	tr31KBPKB   = "DD7515F2BFC17F85CE48F3CA25CB21F6" // A.7.2.2 KBPK
+	tr31BlockB  = "B0080P0TE00E000094B420079CC80BA3461F86FE26EFC4A3B8E4FA4C5F5341176EED7B727B8A248E"
+	tr31KCVB    = "57C409"                           // of the key in tr31BlockB
+	tr31AESKey  = "3F419E1CB7079442AA37474C2EFBF8B8" // A.7.4 key, AES KCV 08793E
+	tr31AESKCV6 = "08793E"
+)
+
+func runKeyCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(context.Background(), append([]string{"key"}, args...), &o, &e)
+	return o.String(), e.String(), code
+}
+
+func keyLastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+func xorHex(t *testing.T, a, b string) string {
+	t.Helper()
+	x, _ := hex.DecodeString(a)
+	y, _ := hex.DecodeString(b)
+	if len(x) != len(y) || len(x) == 0 {
+		t.Fatal("xorHex: bad input")
+	}
+	for i := range x {
+		x[i] ^= y[i]
+	}
+	return strings.ToUpper(hex.EncodeToString(x))
+}
+
+// keyEnv is a store, LMK and custody log in a temporary directory.
+type keyEnv struct {
+	dir, lmk, store, log string
+}
+
+func newKeyEnv(t *testing.T) keyEnv {
+	t.Helper()
+	dir := t.TempDir()
+	e := keyEnv{dir: dir, lmk: filepath.Join(dir, "lmk"), store: filepath.Join(dir, "keys.json"), log: filepath.Join(dir, "custody.log")}
+	out, errOut, code := runKeyCLI(t, "lmk-generate", "--out", e.lmk)
+	if code != 0 || len(keyLastLine(out)) != 10 {
+		t.Fatalf("key lmk-generate = %q, %q, exit %d; want a 10-digit KCV", out, errOut, code)
+	}
+	return e
+}
+
+func (e keyEnv) flags(who bool, extra ...string) []string {
+	f := []string{"--store", e.store, "--lmk-file", e.lmk, "--log", e.log}
+	if who {
+		f = append(f, "--who", "alice", "--why", "test ceremony")
+	}
+	return append(f, extra...)
+}
+
+// do runs a store subcommand and returns its last line, failing on error.
+func (e keyEnv) do(t *testing.T, sub string, args ...string) string {
+	t.Helper()
+	out, errOut, code := runKeyCLI(t, append([]string{sub}, e.flags(sub != "list", args...)...)...)
+	if code != 0 {
+		t.Fatalf("key %s exit %d: %s", sub, code, errOut)
+	}
+	return keyLastLine(out)
+}
+
+func TestKeyKCV(t *testing.T) {
+	tests := []struct {
+		give []string
+		want string
+	}{
+		{[]string{"--key", tr31KeyA, "--alg", "tdes"}, tr31KCVA},
+		{[]string{"--key", strings.ToLower(tr31KeyA)}, tr31KCVA},
+		{[]string{"--key", tr31AESKey, "--alg", "aes"}, tr31AESKCV6},
+	}
+	for _, tt := range tests {
+		out, errOut, code := runKeyCLI(t, append([]string{"kcv"}, tt.give...)...)
+		if code != 0 || !strings.HasPrefix(keyLastLine(out), tt.want) {
+			t.Errorf("key kcv %v = %q, %q, exit %d; want %s", tt.give, out, errOut, code, tt.want)
+		}
+	}
+	_, errOut, code := runKeyCLI(t, "kcv", "--key", "F039121BEC83D26B169BDCD5B22AAF8G")
+	if code != 1 || strings.Contains(errOut, "F039") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("key kcv (non-hex) = %q, exit %d; want exit 1, one line, no key", errOut, code)
+	}
+}
+
+// setupCeremony builds a store holding a TDES ZMK made from components (the
+// published A.7.2.2 KBPK), a ZPK imported from the published A.7.2.2 block,
+// and a generated PVK.
+func setupCeremony(t *testing.T) keyEnv {
+	t.Helper()
+	e := newKeyEnv(t)
+	c2 := xorHex(t, tr31KBPKB, tr31KeyA)
+	kcv2 := keyLastLine(mustRunKey(t, "kcv", "--key", c2))
+	zmkKCV := keyLastLine(mustRunKey(t, "kcv", "--key", tr31KBPKB))
+	got := e.do(t, "combine", "--id", "zmk-1", "--alg", "tdes", "--component", tr31KeyA, "--kcv", tr31KCVA, "--component", c2, "--kcv", kcv2)
+	if got != "zmk-1 ZMK v1 "+zmkKCV {
+		t.Fatalf("key combine = %q, want zmk-1 ZMK v1 %s", got, zmkKCV)
+	}
+	got = e.do(t, "import-tr31", "--id", "zpk-1", "--under", "zmk-1", "--block", tr31BlockB)
+	if got != "zpk-1 ZPK v1 "+tr31KCVB {
+		t.Fatalf("key import-tr31 = %q, want zpk-1 ZPK v1 %s", got, tr31KCVB)
+	}
+	if got := e.do(t, "generate", "--id", "pvk-1", "--usage", "pvk", "--alg", "tdes"); !strings.HasPrefix(got, "pvk-1 PVK v1 ") {
+		t.Fatalf("key generate = %q", got)
+	}
+	return e
+}
+
+func mustRunKey(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := runKeyCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("key %v exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+func TestKeyCeremonyCLI(t *testing.T) {
+	e := setupCeremony(t)
+
+	// Import a TPK enciphered (TDES-ECB) under the ZMK: the A.7.2.1 key.
+	enc := tdesECB(t, tr31KBPKB, tr31KeyA)
+	if got := e.do(t, "import", "--id", "tpk-1", "--usage", "TPK", "--alg", "tdes", "--under", "zmk-1", "--key", enc, "--kcv", tr31KCVA); got != "tpk-1 TPK v1 "+tr31KCVA {
+		t.Errorf("key import = %q", got)
+	}
+	// Rotate the TPK with a new version under the ZMK (the A.7.2.2 key).
+	keyB := "3F419E1CB7079442AA37474C2EFBF8B8"
+	if got := e.do(t, "rotate", "--id", "tpk-1", "--under", "zmk-1", "--key", tdesECB(t, tr31KBPKB, keyB), "--kcv", tr31KCVB); got != "tpk-1 TPK v2 "+tr31KCVB {
+		t.Errorf("key rotate (under ZMK) = %q", got)
+	}
+	// Rotate the PVK with a generated version.
+	if got := e.do(t, "rotate", "--id", "pvk-1"); !strings.HasPrefix(got, "pvk-1 PVK v2 ") {
+		t.Errorf("key rotate (generate) = %q", got)
+	}
+	// Export the ZPK and import it back under another id.
+	block := e.do(t, "export-tr31", "--id", "zpk-1", "--under", "zmk-1")
+	if !strings.HasPrefix(block, "B0") {
+		t.Fatalf("key export-tr31 = %q, want a version B block", block)
+	}
+	if got := e.do(t, "import-tr31", "--id", "zpk-2", "--under", "zmk-1", "--block", block); got != "zpk-2 ZPK v1 "+tr31KCVB {
+		t.Errorf("re-import of the exported block = %q", got)
+	}
+	if got := e.do(t, "remove", "--id", "zpk-2"); got != "removed zpk-2" {
+		t.Errorf("key remove = %q", got)
+	}
+
+	out, _, code := runKeyCLI(t, append([]string{"list"}, e.flags(false)...)...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 6 || lines[0] != "pvk-1 PVK v1 "+strings.Fields(lines[0])[3] || lines[3] != "tpk-1 TPK v2 "+tr31KCVB || lines[5] != "zpk-1 ZPK v1 "+tr31KCVB {
+		t.Errorf("key list = %q, exit %d", out, code)
+	}
+	out, _, code = runKeyCLI(t, append([]string{"list", "--json"}, e.flags(false)...)...)
+	var keys []struct {
+		ID        string  `json:"id"`
+		Version   int     `json:"version"`
+		KCV       string  `json:"kcv"`
+		RetiredAt *string `json:"retired_at"`
+	}
+	if err := json.Unmarshal([]byte(keyLastLine(out)), &keys); err != nil || code != 0 || len(keys) != 6 || keys[2].ID != "tpk-1" || keys[2].RetiredAt == nil || keys[3].RetiredAt != nil {
+		t.Errorf("key list --json = %q (%v)", out, err)
+	}
+
+	// 3 setup + import + 2 rotations + export + import + remove.
+	if got := keyLastLine(mustRunKey(t, "log", "verify", "--log", e.log)); got != "ok 9 records" {
+		t.Errorf("key log verify = %q, want ok 9 records", got)
+	}
+	if got := keyLastLine(mustRunKey(t, append([]string{"log", "verify"}, e.flags(false)...)...)); got != "ok 9 records" {
+		t.Errorf("key log verify --store = %q, want ok 9 records", got)
+	}
+	// No file holds a clear key.
+	for _, p := range []string{e.store, e.log} {
+		raw, _ := os.ReadFile(p)
+		for _, k := range []string{tr31KeyA, tr31KBPKB, keyB} {
+			if bytes.Contains(bytes.ToUpper(raw), []byte(k[:16])) {
+				t.Errorf("%s holds a clear key", filepath.Base(p))
+			}
+		}
+	}
+}
+
+// tdesECB enciphers data under a double-length key with crypto/des, as a
+// partner's HSM would for an import under a ZMK.
+func tdesECB(t *testing.T, keyHex, dataHex string) string {
+	t.Helper()
+	k, _ := hex.DecodeString(keyHex)
+	d, _ := hex.DecodeString(dataHex)
+	c, err := des.NewTripleDESCipher(append(k, k[:8]...))
+	if err != nil || len(d)%8 != 0 {
+		t.Fatalf("tdesECB: %v", err)
+	}
+	out := make([]byte, len(d))
+	for i := 0; i < len(d); i += 8 {
+		c.Encrypt(out[i:i+8], d[i:i+8])
+	}
+	return strings.ToUpper(hex.EncodeToString(out))
+}
+
+func TestKeyLogTamperCLI(t *testing.T) {
+	tests := []struct {
+		name    string
+		edit    func([]string) []string
+		wantSeq string
+	}{
+		{"line altered", func(l []string) []string {
+			l[1] = strings.Replace(l[1], `"who":"alice"`, `"who":"mallory"`, 1)
+			return l
+		}, "seq 2"},
+		{"two lines reordered", func(l []string) []string {
+			l[0], l[1] = l[1], l[0]
+			return l
+		}, "seq 1"},
+		{"line deleted", func(l []string) []string {
+			return append(l[:1], l[2:]...)
+		}, "seq 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setupCeremony(t)
+			raw, _ := os.ReadFile(e.log)
+			lines := strings.SplitAfter(string(raw), "\n")
+			os.WriteFile(e.log, []byte(strings.Join(tt.edit(lines), "")), 0o640)
+			out, errOut, code := runKeyCLI(t, "log", "verify", "--log", e.log)
+			if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tt.wantSeq) {
+				t.Errorf("key log verify = %q, %q, exit %d; want exit 1 and one line naming %s", out, errOut, code, tt.wantSeq)
+			}
+			// And the store refuses to work on top of it.
+			if _, _, code := runKeyCLI(t, append([]string{"list"}, e.flags(false)...)...); code != 1 {
+				t.Errorf("key list on a tampered log exit %d, want 1", code)
+			}
+		})
+	}
+}
+
+func TestKeyCLIUsage(t *testing.T) {
+	e := newKeyEnv(t)
+	tests := []struct {
+		name string
+		give []string
+		want int
+	}{
+		{"no subcommand", nil, 2},
+		{"unknown subcommand", []string{"frobnicate"}, 2},
+		{"log without verify", []string{"log"}, 2},
+		{"generate without who", append([]string{"generate", "--id", "k", "--usage", "ZPK"}, e.flags(false)...), 2},
+		{"generate bad usage", append([]string{"generate", "--id", "k", "--usage", "LMK"}, e.flags(true)...), 2},
+		{"combine one component", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--kcv", tr31KCVA}, e.flags(true)...), 2},
+		{"combine kcv count", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--component", tr31KBPKB, "--kcv", tr31KCVA}, e.flags(true)...), 2},
+		{"combine wrong kcv", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--kcv", tr31KCVB, "--component", tr31KBPKB, "--kcv", tr31KCVA}, e.flags(true)...), 1},
+		{"no lmk", []string{"list", "--store", e.store, "--log", e.log}, 2},
+		{"both lmk", []string{"list", "--store", e.store, "--log", e.log, "--lmk-file", e.lmk, "--lmk-env", "X"}, 2},
+		{"lmk-generate over existing", []string{"lmk-generate", "--out", e.lmk}, 1},
+		{"import under unknown zmk", append([]string{"import", "--id", "k", "--usage", "ZPK", "--under", "nope", "--key", tr31KeyA, "--kcv", tr31KCVA}, e.flags(true)...), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := runKeyCLI(t, tt.give...)
+			if code != tt.want || strings.Count(errOut, "\n") != 1 {
+				t.Errorf("key %v = %q, %q, exit %d; want exit %d and one stderr line", tt.give, out, errOut, code, tt.want)
+			}
+			for _, secret := range []string{tr31KeyA, tr31KBPKB} {
+				if strings.Contains(errOut, secret[:12]) {
+					t.Errorf("stderr %q shows key material", errOut)
+				}
+			}
+		})
+	}
+}
+
+// TestKeyBinary runs the built binary: a ceremony, then log tampering.
+func TestKeyBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "pingate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	e := setupCeremony(t)
+	runBin := func(args ...string) (string, string, int) {
+		cmd := exec.Command(bin, append([]string{"key"}, args...)...)
+		var o, eb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &eb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), eb.String(), code
+	}
+	if out, _, code := runBin("kcv", "--key", tr31KeyA); code != 0 || keyLastLine(out) != tr31KCVA {
+		t.Errorf("pingate key kcv = %q, exit %d", out, code)
+	}
+	if out, errOut, code := runBin(append([]string{"list"}, e.flags(false)...)...); code != 0 || !strings.Contains(out, "zpk-1 ZPK v1 "+tr31KCVB) {
+		t.Errorf("pingate key list = %q, %q, exit %d", out, errOut, code)
+	}
+	if out, _, code := runBin("log", "verify", "--log", e.log); code != 0 || keyLastLine(out) != "ok 3 records" {
+		t.Errorf("pingate key log verify = %q, exit %d", out, code)
+	}
+	raw, _ := os.ReadFile(e.log)
+	lines := strings.SplitAfter(string(raw), "\n")
+	for name, edited := range map[string][]string{
+		"altered":   {lines[0], strings.Replace(lines[1], `"why":"test ceremony"`, `"why":"nothing"`, 1), lines[2]},
+		"reordered": {lines[0], lines[2], lines[1]},
+		"deleted":   {lines[0], lines[2]},
+	} {
+		os.WriteFile(e.log, []byte(strings.Join(edited, "")), 0o640)
+		out, errOut, code := runBin("log", "verify", "--log", e.log)
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "seq 2") {
+			t.Errorf("%s: pingate key log verify = %q, %q, exit %d; want exit 1 naming seq 2", name, out, errOut, code)
+		}
+	}
+	if _, _, code := runBin("generate", "--id", "k"); code != 2 {
+		t.Errorf("pingate key generate without flags exit %d, want 2", code)
+	}
+}
