@@ -44,8 +44,12 @@ type demoResult struct {
 func demoScript(pop issuersim.Population) []demoStep {
 	card := func(i int) issuersim.Card { return pop.Card(i) }
 	a, b, c, d, e := card(0), card(1), card(2), card(3), card(4)
+	// Each step is another cardholder at another ATM: an ATM's own
+	// throughput limit is a person's pace (1 request/s, burst 5).
+	n := 0
 	atm := func(pan, oldPIN, newPIN string) pinOp {
-		return pinOp{acquirer: devATMAcquirer, terminal: "ATM00042", proc: iso8583.ProcPINChange, pan: pan,
+		n++
+		return pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 40+n), proc: iso8583.ProcPINChange, pan: pan,
 			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 	}
 	branch := func(proc, pan, newPIN string) pinOp {

@@ -36,7 +36,7 @@ func (sf *serveFlags) config0() (Config, error) {
 	}
 	if sf.redis != "" {
 		cfg.Limits.Backend = "redis"
-		cfg.Limits.RedisAddrs = strings.Split(sf.redis, ",")
+		cfg.Limits.Addrs = strings.Split(sf.redis, ",")
 	}
 	if sf.kafka != "" {
 		cfg.Events.KafkaBrokers = strings.Split(sf.kafka, ",")

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"pingate/integration/redislimit"
 	"pingate/routing"
 )
 
@@ -75,19 +76,12 @@ type SecurityConfig struct {
 	WeakPINs *bool `yaml:"weak_pins"`
 }
 
-// LimitsConfig selects the limiter: "memory" (per instance, the embedded
-// default) or "redis" (shared by every instance).
+// LimitsConfig selects the limiter: "memory" (an in-process Redis stand-in,
+// per instance: the embedded default) or "redis" (shared by every instance).
+// The limit settings themselves are redislimit.Config's, inline.
 type LimitsConfig struct {
-	Backend             string        `yaml:"backend"`    // memory (default) or redis
-	RedisMode           string        `yaml:"redis_mode"` // standalone, sentinel or cluster
-	RedisAddrs          []string      `yaml:"redis_addrs"`
-	RedisMasterName     string        `yaml:"redis_master_name"`
-	RedisPasswordEnv    string        `yaml:"redis_password_env"`
-	CardOpsPerDay       int           `yaml:"card_ops_per_day"`
-	CardWrongPINPerHour int           `yaml:"card_wrong_pin_per_hour"`
-	TerminalRPS         float64       `yaml:"terminal_rps"`
-	AcquirerRPS         float64       `yaml:"acquirer_rps"`
-	Timeout             time.Duration `yaml:"timeout"`
+	Backend           string `yaml:"backend"` // memory (default) or redis
+	redislimit.Config `yaml:",inline"`
 }
 
 // EventsConfig is the outcome journal and its relay to Kafka.
@@ -178,8 +172,8 @@ func (c Config) Validate() error {
 	switch c.Limits.Backend {
 	case "", "memory":
 	case "redis":
-		if len(c.Limits.RedisAddrs) == 0 {
-			bad("limits.redis_addrs: the redis backend needs at least one address")
+		if err := c.Limits.Config.WithDefaults().Validate(); err != nil {
+			bad("limits: %v", err)
 		}
 	default:
 		bad("limits.backend %q: want memory or redis", c.Limits.Backend)

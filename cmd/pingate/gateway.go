@@ -14,8 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"pingate/integration/issuersim"
 	"pingate/integration/outbox"
+	"pingate/integration/redislimit"
 	"pingate/integration/reversalstore"
 	"pingate/integration/telemetry"
 	"pingate/iso8583"
@@ -36,6 +39,8 @@ type gateway struct {
 	reversals *reversalstore.Store
 	links     *routing.IssuerLinks
 	journal   *outbox.Journal
+	limiter   *redislimit.Limiter
+	memRedis  *miniredis.Miniredis
 	flow      *routing.Flow
 	acq       *iso8583.Server
 	acqAddr   string
@@ -129,9 +134,12 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, err
 	}
 
+	if err := g.startLimiter(); err != nil {
+		return g, err
+	}
 	g.flow, err = routing.NewFlow(cfg.Routing, routing.Deps{
 		HSM: g.hsm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
-		Limiter: nil,
+		Limiter: g.limiter,
 	})
 	if err != nil {
 		return g, err
@@ -207,6 +215,28 @@ func (g *gateway) startSim(ctx context.Context) error {
 	return nil
 }
 
+// startLimiter connects the limiter: to the configured Redis, or for the
+// "memory" backend to an in-process Redis stand-in (miniredis), so that both
+// run the same limiter code; memory limits are per instance and lost on
+// restart.
+func (g *gateway) startLimiter() error {
+	lc := g.cfg.Limits.Config
+	if g.cfg.Limits.Backend == "memory" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return fmt.Errorf("in-memory limits: %w", err)
+		}
+		g.memRedis = mr
+		lc.Mode, lc.Addrs = redislimit.ModeStandalone, []string{mr.Addr()}
+	}
+	l, err := redislimit.New(lc)
+	if err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	g.limiter = l
+	return nil
+}
+
 // tcpDialer opens issuer links with the iso8583 client connection.
 func tcpDialer(ctx context.Context, addr, framing string, onFrame func([]byte)) (routing.FrameConn, error) {
 	fr, err := iso8583.ParseFraming(framing)
@@ -243,6 +273,12 @@ func (g *gateway) Shutdown(ctx context.Context) error {
 	}
 	if g.sim != nil {
 		_ = g.sim.Server().Shutdown(ctx)
+	}
+	if g.limiter != nil {
+		_ = g.limiter.Close()
+	}
+	if g.memRedis != nil {
+		g.memRedis.Close()
 	}
 	if g.reversals != nil {
 		_ = g.reversals.Close()
