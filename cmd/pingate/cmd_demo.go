@@ -156,6 +156,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		results = append(results, r)
 	}
+	branch, err := branchDemoSteps(ctx, g)
+	if err != nil {
+		return fmt.Errorf("branch steps: %w", err)
+	}
+	results = append(results, branch...)
 	evs, err := journalEvents(g)
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ type Config struct {
 	Events     EventsConfig    `yaml:"events"`
 	Reversals  ReversalsConfig `yaml:"reversals"`
 	Telemetry  TelemetryConfig `yaml:"telemetry"`
+	Branch     BranchConfig    `yaml:"branch"`
 	Log        LogConfig       `yaml:"log"`
 	// IssuerSim runs an issuer simulator inside the gateway process: the
 	// embedded default's issuer. Refused under production.

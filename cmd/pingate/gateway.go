@@ -145,6 +145,10 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, err
 	}
 
+	if err := g.startBranchAPI(ctx); err != nil {
+		return g, fmt.Errorf("branch api: %w", err)
+	}
+
 	fr, _ := iso8583.ParseFraming(cfg.Acquirer.Framing)
 	g.acq, err = iso8583.NewServer(iso8583.Config{
 		Framing: fr, MaxFrame: cfg.Acquirer.MaxFrame, ReadTimeout: cfg.Acquirer.ReadTimeout,
@@ -257,6 +261,9 @@ func (g *gateway) Shutdown(ctx context.Context) error {
 		if err := g.acq.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("acquirer listener: %w", err))
 		}
+	}
+	if err := g.stopBranchAPI(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("branch api: %w", err))
 	}
 	if g.httpSrv != nil {
 		_ = g.httpSrv.Shutdown(ctx)
