@@ -1,0 +1,192 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Config configures a Journal and its relay. The zero value of every field but
+// Dir and Source means its default; call Validate (Open does) to apply the
+// defaults and check the values.
+type Config struct {
+	// Dir is the journal directory (a pebble store), created if missing.
+	// One gateway process owns it: pebble locks it while open. Required.
+	Dir string
+	// Source is the CloudEvents ce_source of every event, e.g.
+	// events.Source(instance) = "/pingate/gw-1". Required.
+	Source string
+	// MaxDepth bounds the entries waiting for the relay. Past it Publish
+	// returns ErrJournalFull and the gateway answers 91 instead of accepting
+	// an outcome it may lose. Default 1,000,000 (about 600 MB of journal).
+	MaxDepth int
+	// Retain bounds the entries kept in journal-only mode (no Kafka
+	// configured): the oldest are deleted in the same commit that appends
+	// past it. Must be at most MaxDepth. Default 100,000.
+	Retain int
+	// MaxCommitBatch bounds the entries written by one group commit.
+	// Default 512.
+	MaxCommitBatch int
+	// CommitLinger is how long the committer waits for more appends after the
+	// first one before it commits. 0 (the default) commits at once and
+	// batches whatever arrived while the previous fsync ran, which already
+	// groups concurrent appends; a small linger trades latency for fewer
+	// fsyncs. At most 10ms.
+	CommitLinger time.Duration
+	// Relay configures delivery to Kafka. Without brokers the journal runs
+	// in journal-only mode.
+	Relay RelayConfig
+	// MeterProvider receives the outbox metrics; nil means the global one
+	// (otel.GetMeterProvider()).
+	MeterProvider metric.MeterProvider
+}
+
+// RelayConfig configures the relay from the journal to Kafka.
+type RelayConfig struct {
+	// Brokers are the bootstrap brokers, host:port. Empty: journal-only mode.
+	Brokers []string
+	// Topic receives the events. It must exist: the writer does not create
+	// topics (a write to a missing topic fails and is retried). Required
+	// with Brokers.
+	Topic string
+	// ClientID names the producer to the brokers. Default "pingate".
+	ClientID string
+	// BatchSize bounds the entries sent per WriteMessages call (and the
+	// kafka-go writer's per-partition batch, so one call produces at most
+	// one batch per partition and per-card order survives a partial
+	// failure). Default 500.
+	BatchSize int
+	// BatchBytes bounds the bytes of one call; the relay reads entries up to
+	// half of it so the writer never splits a partition's batch. Default
+	// 1 MiB.
+	BatchBytes int64
+	// BatchTimeout is how long the writer waits to fill a partition batch.
+	// Default 2ms.
+	BatchTimeout time.Duration
+	// WriteTimeout and ReadTimeout bound one produce request and one
+	// metadata read. Default 10s each.
+	WriteTimeout, ReadTimeout time.Duration
+	// MaxAttempts bounds the writer's own attempts per call before the relay
+	// backs off. Default 3.
+	MaxAttempts int
+	// CallTimeout is the context deadline of every WriteMessages call.
+	// Default 30s; must exceed WriteTimeout.
+	CallTimeout time.Duration
+	// BackoffMin and BackoffMax bound the relay's exponential backoff after
+	// a failed call. It retries forever: the journal holds the events.
+	// Defaults 100ms and 5s.
+	BackoffMin, BackoffMax time.Duration
+}
+
+// Defaults.
+const (
+	DefaultMaxDepth       = 1_000_000
+	DefaultRetain         = 100_000
+	DefaultMaxCommitBatch = 512
+	DefaultBatchSize      = 500
+	DefaultBatchBytes     = 1 << 20
+	DefaultBatchTimeout   = 2 * time.Millisecond
+	DefaultIOTimeout      = 10 * time.Second
+	DefaultMaxAttempts    = 3
+	DefaultCallTimeout    = 30 * time.Second
+	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMax     = 5 * time.Second
+)
+
+// ErrConfig marks an invalid configuration.
+var ErrConfig = errors.New("invalid outbox config")
+
+// JournalOnly reports whether no Kafka is configured.
+func (c *Config) JournalOnly() bool { return len(c.Relay.Brokers) == 0 }
+
+// Validate applies defaults to zero fields and checks every value; the error
+// names each offending field.
+func (c *Config) Validate() error {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.MaxDepth, DefaultMaxDepth)
+	def(&c.Retain, DefaultRetain)
+	def(&c.MaxCommitBatch, DefaultMaxCommitBatch)
+	r := &c.Relay
+	if r.ClientID == "" {
+		r.ClientID = "pingate"
+	}
+	def(&r.BatchSize, DefaultBatchSize)
+	if r.BatchBytes == 0 {
+		r.BatchBytes = DefaultBatchBytes
+	}
+	defd(&r.BatchTimeout, DefaultBatchTimeout)
+	defd(&r.WriteTimeout, DefaultIOTimeout)
+	defd(&r.ReadTimeout, DefaultIOTimeout)
+	def(&r.MaxAttempts, DefaultMaxAttempts)
+	defd(&r.CallTimeout, DefaultCallTimeout)
+	defd(&r.BackoffMin, DefaultBackoffMin)
+	defd(&r.BackoffMax, DefaultBackoffMax)
+
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if c.Dir == "" {
+		bad("dir is required")
+	}
+	if c.Source == "" {
+		bad("source is required")
+	}
+	if c.MaxDepth < 1 {
+		bad("max_depth %d must be positive", c.MaxDepth)
+	}
+	if c.Retain < 1 || c.Retain > c.MaxDepth {
+		bad("retain %d must be in 1..max_depth (%d)", c.Retain, c.MaxDepth)
+	}
+	if c.MaxCommitBatch < 1 || c.MaxCommitBatch > 10_000 {
+		bad("max_commit_batch %d must be in 1..10000", c.MaxCommitBatch)
+	}
+	if c.CommitLinger < 0 || c.CommitLinger > 10*time.Millisecond {
+		bad("commit_linger %v must be in 0..10ms", c.CommitLinger)
+	}
+	if !c.JournalOnly() {
+		for _, b := range r.Brokers {
+			if b == "" || !strings.Contains(b, ":") {
+				bad("broker %q must be host:port", b)
+			}
+		}
+		if r.Topic == "" {
+			bad("relay topic is required with brokers")
+		}
+	}
+	if r.BatchSize < 1 || r.BatchSize > 10_000 {
+		bad("relay batch_size %d must be in 1..10000", r.BatchSize)
+	}
+	if r.BatchBytes < 64<<10 {
+		bad("relay batch_bytes %d must be at least 64 KiB", r.BatchBytes)
+	}
+	if r.BatchTimeout < 0 || r.BatchTimeout > time.Second {
+		bad("relay batch_timeout %v must be in 0..1s", r.BatchTimeout)
+	}
+	if r.WriteTimeout < 0 || r.ReadTimeout < 0 {
+		bad("relay write_timeout %v and read_timeout %v must be positive", r.WriteTimeout, r.ReadTimeout)
+	}
+	if r.MaxAttempts < 1 || r.MaxAttempts > 20 {
+		bad("relay max_attempts %d must be in 1..20", r.MaxAttempts)
+	}
+	if r.CallTimeout <= r.WriteTimeout {
+		bad("relay call_timeout %v must exceed write_timeout %v", r.CallTimeout, r.WriteTimeout)
+	}
+	if r.BackoffMin <= 0 || r.BackoffMax < r.BackoffMin {
+		bad("relay backoff %v..%v must be positive and ordered", r.BackoffMin, r.BackoffMax)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return nil
+}

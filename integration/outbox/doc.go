@@ -1,0 +1,26 @@
+// Package outbox is pingate's transactional outbox for outcome events: a
+// durable local journal that the request path appends to, and a relay that
+// drains it to Kafka.
+//
+// The journal is a cockroachdb/pebble store (an LSM with a write-ahead log;
+// pebble's own format, nothing invented here). Entries are keyed by a
+// big-endian sequence number, so key order is append order. Publish hands
+// the event to a single committer goroutine that writes every append waiting
+// at that moment as one batch with a synced commit (group commit) and
+// answers each caller only after the fsync: the acquirer is answered only
+// once the outcome is on disk (routing.OutcomeSink).
+//
+// The relay sends entries in order with segmentio/kafka-go (acks from all
+// in-sync replicas, key-hash partitioning by card token), records the
+// acknowledged sequence number in the store after each batch and deletes the
+// delivered entries. Delivery is at least once: after a crash between a
+// Kafka acknowledgement and the progress write, the batch is sent again with
+// the same record bytes, hence the same CloudEvents ce_id. Consumers dedupe
+// by ce_id. Events are CloudEvents 1.0 records (package events).
+//
+// Without brokers the journal runs in journal-only mode (the embedded
+// default): events stay in the journal, the oldest deleted past Config.Retain.
+//
+// Metrics are reported through the OpenTelemetry metric API under the scope
+// "pingate/outbox". See docs/events.md for the operator's view.
+package outbox

@@ -1,0 +1,491 @@
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
+
+	"pingate/integration/events"
+	"pingate/routing"
+)
+
+// Errors that callers branch on.
+var (
+	// ErrJournalFull: MaxDepth entries are waiting for the relay. The
+	// gateway answers 91 rather than accept an outcome it may lose.
+	ErrJournalFull = errors.New("event journal full")
+	// ErrClosed: the journal is shut down.
+	ErrClosed = errors.New("event journal closed")
+)
+
+var _ routing.OutcomeSink = (*Journal)(nil)
+
+// Keys. Entries are "e" + the big-endian sequence number, so pebble's key
+// order is append order; the relay's progress lives under "m/".
+var (
+	entryPrefix = []byte("e")
+	metaRelayed = []byte("m/relayed") // highest sequence acknowledged by Kafka
+	metaFloor   = []byte("m/floor")   // highest sequence deleted
+)
+
+func entryKey(seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = entryPrefix[0]
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// record is the stored value of an entry: the exact record to send, so a
+// re-send after a crash is byte-for-byte the first one, and when it was
+// appended (for the relay lag).
+type record struct {
+	Appended int64          `json:"appended"` // Unix nanoseconds
+	Message  events.Message `json:"message"`
+}
+
+// Entry is one journal entry.
+type Entry struct {
+	Seq      uint64
+	Appended time.Time
+	Message  events.Message
+}
+
+func decodeEntry(seq uint64, v []byte) (Entry, error) {
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Entry{}, fmt.Errorf("journal entry %d: undecodable value", seq)
+	}
+	return Entry{Seq: seq, Appended: time.Unix(0, r.Appended), Message: r.Message}, nil
+}
+
+// Journal is the durable outbox: an append-only log of outcome events in a
+// pebble store, drained to Kafka by its relay. It implements
+// routing.OutcomeSink: Publish returns nil only once the event is fsynced.
+type Journal struct {
+	cfg      Config
+	db       *pebble.DB
+	fsCloser io.Closer // stops the disk-health checker, after db.Close
+	enc      *events.Encoder
+	m        *metrics
+
+	reqs chan *appendReq
+
+	mu       sync.Mutex // guards closed and the Add side of inflight
+	closed   bool
+	inflight sync.WaitGroup
+
+	stopCommit chan struct{}
+	wg         sync.WaitGroup
+
+	// Written by the committer goroutine only after Open; read anywhere.
+	last    atomic.Uint64 // highest sequence appended and synced
+	floor   atomic.Uint64 // highest sequence deleted
+	relayed atomic.Uint64 // highest sequence acknowledged by Kafka
+	commits atomic.Uint64 // group commits done
+	appends atomic.Uint64 // entries appended
+
+	wake  chan struct{} // capacity 1: "new entries" for the relay
+	relay *Relay
+
+	// testHookBeforeCommit, when set, runs in the committer before each
+	// commit with the number of entries in it.
+	testHookBeforeCommit func(n int)
+}
+
+type appendReq struct {
+	value []byte
+	done  chan error
+}
+
+// Open opens (or creates) the journal in cfg.Dir, recovers its sequence and
+// the relay's progress, and starts the committer and, unless in journal-only
+// mode, the relay. cfg is validated first (defaults applied to a copy).
+func Open(cfg Config) (*Journal, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	enc, err := events.NewEncoder(cfg.Source)
+	if err != nil {
+		return nil, fmt.Errorf("%w: source: %v", ErrConfig, err)
+	}
+	// The disk-health-checking FS is built here, not by pebble's defaults,
+	// so its goroutine can be stopped when Open fails (pebble leaks it then).
+	fs, fsCloser := vfs.WithDiskHealthChecks(vfs.Default, 5*time.Second, func(info vfs.DiskSlowInfo) {
+		slog.Warn("event journal disk slow", "op", info.OpType.String(), "duration", info.Duration)
+	})
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: fs, Logger: quietLogger{}})
+	if err != nil {
+		fsCloser.Close()
+		return nil, fmt.Errorf("open journal %s: %w", cfg.Dir, err)
+	}
+	j := &Journal{
+		cfg: cfg, db: db, fsCloser: fsCloser, enc: enc,
+		reqs:       make(chan *appendReq, 2*cfg.MaxCommitBatch),
+		stopCommit: make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+	}
+	if err := j.recover(); err != nil {
+		j.closeStore()
+		return nil, err
+	}
+	if j.m, err = newMetrics(cfg.MeterProvider, j); err != nil {
+		j.closeStore()
+		return nil, err
+	}
+	if !cfg.JournalOnly() {
+		j.relay = newRelay(j, cfg.Relay)
+	}
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		j.commitLoop()
+	}()
+	if j.relay != nil {
+		j.wg.Add(1)
+		go func() {
+			defer j.wg.Done()
+			j.relay.run()
+		}()
+	}
+	return j, nil
+}
+
+// recover reads the relay progress and the last sequence from the store.
+func (j *Journal) recover() error {
+	get := func(k []byte) (uint64, error) {
+		v, c, err := j.db.Get(k)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read journal meta: %w", err)
+		}
+		defer c.Close()
+		if len(v) != 8 {
+			return 0, fmt.Errorf("read journal meta: corrupt value")
+		}
+		return binary.BigEndian.Uint64(v), nil
+	}
+	relayed, err := get(metaRelayed)
+	if err != nil {
+		return err
+	}
+	floor, err := get(metaFloor)
+	if err != nil {
+		return err
+	}
+	last := max(relayed, floor)
+	it, err := j.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(0), UpperBound: []byte{entryPrefix[0] + 1}})
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	if it.Last() {
+		last = max(last, binary.BigEndian.Uint64(it.Key()[1:]))
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	j.relayed.Store(relayed)
+	j.floor.Store(floor)
+	j.last.Store(last)
+	return nil
+}
+
+// Publish encodes ev (events.Encoder: a record free of secrets) and appends it
+// to the journal. It returns nil only after the entry is fsynced, batched
+// with concurrent appends into one pebble commit. Errors: the Encoder's
+// (ErrInvalidEvent, ErrUnsafeEvent), ErrJournalFull, ErrClosed, ctx.Err() if
+// ctx ends before the entry is handed to the committer, or a storage error.
+// Once handed over, the entry's commit is awaited whatever ctx does: an
+// fsync is short, and an answer must not contradict the journal.
+func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
+	m, err := j.enc.Encode(ev)
+	if err != nil {
+		j.m.appended(ctx, "invalid")
+		return fmt.Errorf("journal event: %w", err)
+	}
+	v, err := json.Marshal(record{Appended: time.Now().UnixNano(), Message: m})
+	if err != nil {
+		return fmt.Errorf("journal event: %w", err)
+	}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	j.inflight.Add(1)
+	j.mu.Unlock()
+	defer j.inflight.Done()
+
+	r := &appendReq{value: v, done: make(chan error, 1)}
+	select {
+	case j.reqs <- r:
+	case <-ctx.Done():
+		j.m.appended(ctx, "canceled")
+		return ctx.Err()
+	}
+	err = <-r.done
+	switch {
+	case err == nil:
+		j.m.appended(ctx, "ok")
+	case errors.Is(err, ErrJournalFull):
+		j.m.appended(ctx, "full")
+	default:
+		j.m.appended(ctx, "error")
+	}
+	return err
+}
+
+// commitLoop is the single writer: it takes the first waiting append, adds
+// whatever else is queued (up to MaxCommitBatch, waiting CommitLinger at most)
+// and commits them as one synced pebble batch.
+func (j *Journal) commitLoop() {
+	batch := make([]*appendReq, 0, j.cfg.MaxCommitBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-j.reqs:
+			batch = append(batch, r)
+		case <-j.stopCommit:
+			// Shutdown waited for every Publish to hand over and return;
+			// nothing is left in reqs.
+			return
+		}
+		var linger <-chan time.Time
+		var timer *time.Timer
+		if j.cfg.CommitLinger > 0 {
+			timer = time.NewTimer(j.cfg.CommitLinger)
+			linger = timer.C
+		}
+	collect:
+		for len(batch) < j.cfg.MaxCommitBatch {
+			select {
+			case r := <-j.reqs:
+				batch = append(batch, r)
+			default:
+				if linger == nil {
+					break collect
+				}
+				select {
+				case r := <-j.reqs:
+					batch = append(batch, r)
+				case <-linger:
+					break collect
+				}
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		j.commit(batch)
+	}
+}
+
+// commit writes one group of appends. Entries past MaxDepth (relay mode) are
+// refused with ErrJournalFull; in journal-only mode the oldest entries past
+// Retain are deleted in the same batch.
+func (j *Journal) commit(reqs []*appendReq) {
+	last, floor := j.last.Load(), j.floor.Load()
+	b := j.db.NewBatch()
+	defer b.Close()
+	var ok []*appendReq
+	for _, r := range reqs {
+		if !j.cfg.JournalOnly() && int(last-j.relayed.Load()) >= j.cfg.MaxDepth {
+			r.done <- ErrJournalFull
+			continue
+		}
+		last++
+		if err := b.Set(entryKey(last), r.value, nil); err != nil {
+			r.done <- fmt.Errorf("journal append: %w", err)
+			last--
+			continue
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	newFloor := floor
+	if j.cfg.JournalOnly() && last-floor > uint64(j.cfg.Retain) {
+		newFloor = last - uint64(j.cfg.Retain)
+		_ = b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil)
+		_ = b.Set(metaFloor, u64(newFloor), nil)
+	}
+	if h := j.testHookBeforeCommit; h != nil {
+		h(len(ok))
+	}
+	err := b.Commit(pebble.Sync)
+	if err != nil {
+		err = fmt.Errorf("journal append: %w", err)
+	} else {
+		j.last.Store(last)
+		if newFloor != floor {
+			j.floor.Store(newFloor) // journal-only mode: the relay never moves it
+		}
+		j.commits.Add(1)
+		j.appends.Add(uint64(len(ok)))
+		j.m.committed(len(ok))
+		select {
+		case j.wake <- struct{}{}:
+		default:
+		}
+	}
+	for _, r := range ok {
+		r.done <- err
+	}
+}
+
+// Stats is a snapshot of the journal's counters.
+type Stats struct {
+	Last    uint64 // highest sequence appended (durable)
+	Relayed uint64 // highest sequence acknowledged by Kafka (0 in journal-only mode)
+	Depth   int    // entries held in the journal
+	Lag     int    // entries appended but not yet acknowledged by Kafka (0 in journal-only mode)
+	Appends uint64 // entries appended since Open
+	Commits uint64 // group commits since Open
+}
+
+// Stats returns a snapshot of the journal's counters.
+func (j *Journal) Stats() Stats {
+	last, floor, relayed := j.last.Load(), j.floor.Load(), j.relayed.Load()
+	s := Stats{Last: last, Relayed: relayed, Depth: int(last - min(floor, last)),
+		Appends: j.appends.Load(), Commits: j.commits.Load()}
+	if !j.cfg.JournalOnly() {
+		s.Lag = int(last - min(relayed, last))
+	}
+	return s
+}
+
+// Entries returns up to max entries with sequence numbers from from on, in
+// order. The relay reads with it; so may tools.
+func (j *Journal) Entries(from uint64, max int) ([]Entry, error) {
+	return readEntries(j.db, from, j.last.Load(), max, 0)
+}
+
+// readEntries reads entries from..through, at most max of them and, if
+// maxBytes > 0, stopping before the stored values exceed maxBytes (at least
+// one entry is returned).
+func readEntries(db *pebble.DB, from, through uint64, max int, maxBytes int64) ([]Entry, error) {
+	if from == 0 {
+		from = 1
+	}
+	if through < from || max <= 0 {
+		return nil, nil
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: entryKey(from), UpperBound: entryKey(through + 1)})
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	var out []Entry
+	var size int64
+	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
+		v := it.Value()
+		if maxBytes > 0 && len(out) > 0 && size+int64(len(v)) > maxBytes {
+			break
+		}
+		size += int64(len(v))
+		e, err := decodeEntry(binary.BigEndian.Uint64(it.Key()[1:]), v)
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	return out, nil
+}
+
+// markRelayed records that Kafka acknowledged every entry through seq and
+// deletes them. The write is not synced: if it is lost in a crash, those
+// entries are sent again, with the same ce_id (at-least-once delivery).
+func (j *Journal) markRelayed(seq uint64) error {
+	floor := j.floor.Load()
+	b := j.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(metaRelayed, u64(seq), nil)
+	if seq > floor {
+		_ = b.DeleteRange(entryKey(floor+1), entryKey(seq+1), nil)
+		_ = b.Set(metaFloor, u64(seq), nil)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("record relay progress: %w", err)
+	}
+	j.relayed.Store(seq)
+	if seq > floor {
+		// Only the relay moves the floor in relay mode, so no race with commit.
+		j.floor.Store(seq)
+	}
+	return nil
+}
+
+// Shutdown stops accepting events (Publish returns ErrClosed), waits for the
+// appends in flight to commit, lets the relay make a final attempt to drain
+// the journal, stops it, and closes the store. Entries the final attempt
+// could not deliver stay in the journal for the next start (see Stats). If
+// ctx ends first, the relay's call in flight is cut short and ctx.Err() is
+// returned after the store is closed. Calling Shutdown again
+// returns ErrClosed.
+func (j *Journal) Shutdown(ctx context.Context) error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	j.closed = true
+	j.mu.Unlock()
+
+	// Every Publish in flight is either handed over or about to be (the
+	// committer keeps draining), and a handed-over append completes within
+	// one fsync, so this wait is short whatever ctx says.
+	j.inflight.Wait()
+	close(j.stopCommit)
+	var stopErr error
+	if j.relay != nil {
+		stopErr = j.relay.stop(ctx)
+	}
+	j.wg.Wait()
+	if j.relay != nil {
+		j.relay.close()
+	}
+	j.m.close()
+	if err := j.closeStore(); err != nil {
+		return err
+	}
+	return stopErr
+}
+
+func (j *Journal) closeStore() error {
+	err := j.db.Close()
+	j.fsCloser.Close()
+	if err != nil {
+		return fmt.Errorf("close journal: %w", err)
+	}
+	return nil
+}
+
+// quietLogger keeps pebble's routine messages (flushes, compactions) out of
+// the gateway's output; a fatal storage error still stops the process, as
+// pebble requires.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+
+func (quietLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	slog.Error("event journal storage failure", "err", msg)
+	panic("event journal storage failure: " + msg)
+}

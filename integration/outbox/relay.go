@@ -1,0 +1,236 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Relay drains the journal to Kafka in sequence order, one WriteMessages call
+// per batch, and records its progress in the journal after each acknowledged
+// batch. While Kafka is unreachable it retries with exponential backoff,
+// forever: the journal holds the events, and its depth and lag are reported.
+type Relay struct {
+	j         *Journal
+	cfg       RelayConfig
+	w         *kafka.Writer
+	transport *kafka.Transport
+
+	cancel   context.CancelFunc // cuts an in-flight call short (Shutdown's ctx ended)
+	draining chan struct{}      // closed by stop: final drain, then exit
+	stopOnce sync.Once
+	exited   chan struct{}
+
+	sent      atomic.Uint64 // records acknowledged
+	failures  atomic.Uint64 // failed WriteMessages calls
+	lastError atomic.Pointer[string]
+	run       func() // started by Open
+
+	// testHookAfterWrite, when set, runs after Kafka acknowledged a batch
+	// and before the progress is recorded (crash-window tests).
+	testHookAfterWrite func(lastSeq uint64)
+}
+
+func newRelay(j *Journal, cfg RelayConfig) *Relay {
+	tr := &kafka.Transport{
+		ClientID:    cfg.ClientID,
+		DialTimeout: cfg.ReadTimeout,
+		IdleTimeout: time.Minute,
+		MetadataTTL: 10 * time.Second,
+	}
+	r := &Relay{
+		j: j, cfg: cfg, transport: tr,
+		w: &kafka.Writer{
+			Addr:  kafka.TCP(cfg.Brokers...),
+			Topic: cfg.Topic,
+			// Hash (FNV-1a of the key, Sarama-compatible): every event of a
+			// card goes to one partition, in order.
+			Balancer: &kafka.Hash{},
+			// Every in-sync replica has the record before it counts as sent.
+			RequiredAcks: kafka.RequireAll,
+			// One relay batch is one writer batch per partition: BatchSize
+			// entries at most, read to half of BatchBytes at most.
+			BatchSize:       cfg.BatchSize,
+			BatchBytes:      cfg.BatchBytes,
+			BatchTimeout:    cfg.BatchTimeout,
+			MaxAttempts:     cfg.MaxAttempts,
+			WriteBackoffMin: 20 * time.Millisecond,
+			WriteBackoffMax: 500 * time.Millisecond,
+			WriteTimeout:    cfg.WriteTimeout,
+			ReadTimeout:     cfg.ReadTimeout,
+			// A missing topic is an operator error to surface (relay
+			// errors, growing lag), not something to paper over with a
+			// topic of default settings.
+			AllowAutoTopicCreation: false,
+			Transport:              tr,
+		},
+		draining: make(chan struct{}),
+		exited:   make(chan struct{}),
+	}
+	// The relay's lifetime belongs to the Journal, not to any caller's
+	// request, hence a context of its own, cut by cancel in stop.
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.run = func() {
+		defer close(r.exited)
+		r.loop(ctx)
+	}
+	return r
+}
+
+// loop sends batches until stopped. After stop it keeps sending while
+// batches succeed and entries remain, and exits on the first failure.
+func (r *Relay) loop(ctx context.Context) {
+	j := r.j
+	backoff := r.cfg.BackoffMin
+	stopping := false
+	for {
+		if !stopping {
+			select {
+			case <-r.draining:
+				stopping = true
+			default:
+			}
+		}
+		if j.relayed.Load() >= j.last.Load() {
+			if stopping {
+				return
+			}
+			select {
+			case <-j.wake:
+			case <-r.draining:
+				stopping = true
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		err := r.sendBatch(ctx)
+		if err == nil {
+			backoff = r.cfg.BackoffMin
+			continue
+		}
+		r.failures.Add(1)
+		msg := err.Error()
+		r.lastError.Store(&msg)
+		j.m.relayError(ctx)
+		if stopping || ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-r.draining:
+			stopping = true // final attempt now
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, r.cfg.BackoffMax)
+	}
+}
+
+// sendBatch sends the next batch of entries and records the progress. On a
+// partial failure the acknowledged prefix is recorded and the rest is sent
+// again by the next call; records past the first failure that did land are
+// sent twice, with the same ce_id.
+func (r *Relay) sendBatch(ctx context.Context) error {
+	j := r.j
+	entries, err := readEntries(j.db, j.relayed.Load()+1, j.last.Load(), r.cfg.BatchSize, r.cfg.BatchBytes/2)
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	msgs := make([]kafka.Message, len(entries))
+	for i, e := range entries {
+		hs := make([]kafka.Header, len(e.Message.Headers))
+		for k, h := range e.Message.Headers {
+			hs[k] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+		msgs[i] = kafka.Message{Key: e.Message.Key, Value: e.Message.Value, Headers: hs, Time: e.Appended}
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	err = r.w.WriteMessages(cctx, msgs...)
+	cancel()
+	if err != nil {
+		var werr kafka.WriteErrors
+		if errors.As(err, &werr) {
+			n := 0
+			for n < len(werr) && werr[n] == nil {
+				n++
+			}
+			if n > 0 {
+				if merr := j.markRelayed(entries[n-1].Seq); merr != nil {
+					return merr
+				}
+				r.sent.Add(uint64(n))
+			}
+			return fmt.Errorf("relay to kafka: %d of %d records failed: %w", werr.Count(), len(msgs), firstErr(werr))
+		}
+		return fmt.Errorf("relay to kafka: %w", err)
+	}
+	last := entries[len(entries)-1].Seq
+	if h := r.testHookAfterWrite; h != nil {
+		h(last)
+	}
+	if err := j.markRelayed(last); err != nil {
+		return err
+	}
+	r.sent.Add(uint64(len(entries)))
+	j.m.relayed(ctx, len(entries))
+	return nil
+}
+
+func firstErr(errs kafka.WriteErrors) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// stop asks for a final drain and waits for the loop to exit; if ctx ends
+// first, the call in flight is cut short and ctx.Err() returned.
+func (r *Relay) stop(ctx context.Context) error {
+	r.stopOnce.Do(func() { close(r.draining) })
+	defer r.cancel()
+	select {
+	case <-r.exited:
+		return nil
+	case <-ctx.Done():
+		r.cancel()
+		<-r.exited
+		return ctx.Err()
+	}
+}
+
+// close releases the writer and its connections.
+func (r *Relay) close() {
+	_ = r.w.Close()
+	r.transport.CloseIdleConnections()
+}
+
+// RelayStats is a snapshot of the relay's counters.
+type RelayStats struct {
+	Sent      uint64 // records acknowledged since Open
+	Failures  uint64 // failed WriteMessages calls since Open
+	LastError string // the most recent failure, "" if none
+}
+
+// Stats returns a snapshot of the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	s := RelayStats{Sent: r.sent.Load(), Failures: r.failures.Load()}
+	if p := r.lastError.Load(); p != nil {
+		s.LastError = *p
+	}
+	return s
+}
+
+// Relay returns the journal's relay, or nil in journal-only mode.
+func (j *Journal) Relay() *Relay { return j.relay }
