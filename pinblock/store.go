@@ -218,6 +218,8 @@ type StoredKey struct {
 	// RetiredAt is when a newer version replaced this one; nil for the
 	// current version.
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	// NonExportable keys are refused by ExportTR31.
+	NonExportable bool `json:"non_exportable,omitempty"`
 }
 
 // Store is the persistent key store. Every method re-reads and verifies the
@@ -297,19 +299,22 @@ type storeLMK struct {
 }
 
 type storeEntry struct {
-	ID          string     `json:"id"`
-	Usage       Usage      `json:"usage"`
-	Algorithm   Algorithm  `json:"algorithm"`
-	Length      int        `json:"length"`
-	Version     int        `json:"version"`
-	KCV         string     `json:"kcv"`
-	Created     time.Time  `json:"created"`
-	RetiredAt   *time.Time `json:"retired_at,omitempty"`
-	KeyUnderLMK string     `json:"key_under_lmk"`
+	ID        string     `json:"id"`
+	Usage     Usage      `json:"usage"`
+	Algorithm Algorithm  `json:"algorithm"`
+	Length    int        `json:"length"`
+	Version   int        `json:"version"`
+	KCV       string     `json:"kcv"`
+	Created   time.Time  `json:"created"`
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	// NonExportable is set for a key that arrived in a TR-31 block marked
+	// non-exportable ('N') or sensitive ('S'), and kept across rotations.
+	NonExportable bool   `json:"non_exportable,omitempty"`
+	KeyUnderLMK   string `json:"key_under_lmk"`
 }
 
 func (e storeEntry) info() StoredKey {
-	return StoredKey{KeyInfo: KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt}
+	return StoredKey{KeyInfo: KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable}
 }
 
 // storeMACKey derives the 32-byte store MAC key from the LMK: CMAC(LMK,
@@ -619,6 +624,7 @@ type obtained struct {
 	action        string
 	under         string
 	componentKCVs []string
+	nonExportable bool
 }
 
 // ImportUnderZMK adds req.ID at version 1 from a key enciphered under a ZMK
@@ -745,7 +751,8 @@ func (s *Store) Remove(id string, c Custodian) error {
 
 // ExportTR31 returns the current version of id as a TR-31 key block under
 // the ZMK zmkID (version B or D by the ZMK's algorithm), recording the
-// export. Errors: ErrUnknownKey, ErrKeyUsage, ErrWeakKEK.
+// export. A key that arrived marked non-exportable is refused. Errors:
+// ErrUnknownKey, ErrKeyUsage, ErrWeakKEK.
 func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", err
@@ -763,6 +770,9 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	cur := current(&f, id)
 	if cur == nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownKey, id)
+	}
+	if cur.NonExportable {
+		return "", fmt.Errorf("%w: %s arrived marked non-exportable", ErrKeyUsage, id)
 	}
 	k, err := s.unwrapEntry(*cur)
 	if err != nil {
@@ -881,7 +891,8 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 		}
 		keep = append(keep, e)
 	}
-	e := storeEntry{ID: id, Usage: k.Usage(), Algorithm: k.Algorithm(), Length: k.Len(), Version: version, KCV: k.KCV(), Created: now, KeyUnderLMK: block}
+	e := storeEntry{ID: id, Usage: k.Usage(), Algorithm: k.Algorithm(), Length: k.Len(), Version: version, KCV: k.KCV(), Created: now, KeyUnderLMK: block,
+		NonExportable: o.nonExportable || (cur != nil && cur.NonExportable)}
 	f.Keys = append(keep, e)
 	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
 	if err := s.write(f); err != nil {
@@ -996,7 +1007,7 @@ func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, 
 	}()
 	var lastErr error
 	for _, zmk := range zmks {
-		k, _, err := UnwrapKeyBlock(zmk, block, UnwrapOptions{ID: id, Version: version, Usage: u})
+		k, h, err := UnwrapKeyBlock(zmk, block, UnwrapOptions{ID: id, Version: version, Usage: u})
 		if errors.Is(err, ErrKeyBlockMAC) {
 			lastErr = fmt.Errorf("import %s: %w under any version of %s", id, err, kbpkID)
 			continue
@@ -1008,7 +1019,7 @@ func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, 
 			k.Zeroize()
 			return obtained{}, err
 		}
-		return obtained{key: k, action: ActionImportTR31, under: kbpkID}, nil
+		return obtained{key: k, action: ActionImportTR31, under: kbpkID, nonExportable: h.Exportability != 'E'}, nil
 	}
 	return obtained{}, lastErr
 }

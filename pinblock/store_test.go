@@ -238,9 +238,27 @@ func TestStoreRefuses(t *testing.T) {
 	if _, err := ts.ExportTR31("zpk", "zmk", alice); err != nil {
 		t.Errorf("ExportTR31() error = %v", err)
 	}
+	// A key that arrived marked non-exportable ('N': payShield 10k block
+	// from openemv/tr31, see tr31-vectors.json) stays in.
+	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-ps", Algorithm: TDES, Components: components(t, TDES, tr31Hex(t, "EFE0853B256B583D868F251CE99EA1D9")), Custodian: alice}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := ts.ImportTR31(TR31ImportRequest{ID: "zmk-n", KBPK: "zmk-ps", Block: "B0080K0TN00N00001C414014375212C24995E405B5EE052CB92B67F455EA2680F6751088F9F1C228", Custodian: alice})
+	if err != nil || info.KCV != "5C9405" || info.Usage != UsageZMK {
+		t.Fatalf("ImportTR31(payShield K0) = %+v, %v, want ZMK 5C9405", info, err)
+	}
+	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, ErrKeyUsage) {
+		t.Errorf("ExportTR31(non-exportable) error = %v, want ErrKeyUsage", err)
+	}
+	if _, err := ts.Rotate(RotateRequest{ID: "zmk-n", Custodian: alice}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, ErrKeyUsage) {
+		t.Errorf("ExportTR31(rotated non-exportable) error = %v, want ErrKeyUsage", err)
+	}
 	head, err := VerifyCustodyLog(ts.cfg.LogPath)
-	if err != nil || head.Seq != 3 {
-		t.Errorf("custody log = %+v, %v, want 3 records (refused changes leave none)", head, err)
+	if err != nil || head.Seq != 6 {
+		t.Errorf("custody log = %+v, %v, want 6 records (refused changes leave none)", head, err)
 	}
 }
 
