@@ -401,3 +401,38 @@ func TestStoreConfigValidate(t *testing.T) {
 		t.Errorf("Validate(good) = %v", err)
 	}
 }
+
+// TestStoreConcurrentWriters: two Stores on the same files (as two CLI
+// processes would be) and several goroutines each; the lock serialises them
+// and no change is lost.
+func TestStoreConcurrentWriters(t *testing.T) {
+	ts := newTestStore(t, AES)
+	other, err := OpenStore(ts.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		s := ts.Store
+		if i%2 == 1 {
+			s = other
+		}
+		go func(i int, s *Store) {
+			_, err := s.Generate(GenerateRequest{ID: "k" + tr31Itoa(i+1), Usage: UsageTAK, Algorithm: AES, Length: 16, Custodian: alice})
+			errs <- err
+		}(i, s)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("Generate() error = %v", err)
+		}
+	}
+	if l, err := ts.List(); err != nil || len(l) != n {
+		t.Errorf("List() = %d keys, %v, want %d", len(l), err, n)
+	}
+	if head, err := VerifyCustodyLogHead(ts.cfg.LogPath, CustodyHead{}); err != nil || head.Seq != n {
+		t.Errorf("custody log = %+v, %v, want %d records", head, err, n)
+	}
+}
