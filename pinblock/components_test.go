@@ -164,3 +164,17 @@ func TestSetOddParity(t *testing.T) {
 		}
 	}
 }
+
+// A component prints as its KCV only, whatever the verb.
+func ExampleComponent() {
+	c, err := ParseComponent("F039 121B EC83 D26B 169B DCD5 B22A AF8F", "cb9dea")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(c)
+	fmt.Printf("%x %#v\n", c, c)
+	// Output:
+	// component(kcv=CB9DEA)
+	// component(kcv=CB9DEA) component(kcv=CB9DEA)
+}

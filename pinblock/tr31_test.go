@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -446,4 +447,23 @@ func FuzzParseKeyBlock(f *testing.F) {
 			t.Fatalf("round trip header = %v, want %v", h2, h)
 		}
 	})
+}
+
+// The header of a TR-31 block is clear: it can be read without any key.
+// The block is TR-31:2018 Annex A.7.3.2.
+func ExampleParseKeyBlockHeader() {
+	h, err := ParseKeyBlockHeader("B0104B0TX12S0100KS1800604B120F9292800000BB68BE8680A400D9191AD4ECE45B6E6C0D21C4738A52190E248719E24B433627")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("version %c, %d chars, usage %s, algorithm %c, mode %c, key version %s, exportability %c\n",
+		h.Version, h.Length, h.KeyUsage, h.Algorithm, h.ModeOfUse, h.KeyVersion, h.Exportability)
+	fmt.Println(h.Optional)
+	_, err = h.Usage()
+	fmt.Println(err)
+	// Output:
+	// version B, 104 chars, usage B0, algorithm T, mode X, key version 12, exportability S
+	// [{KS 00604B120F9292800000}]
+	// key usage not permitted: TR-31 key usage "B0" has no pingate usage
 }
