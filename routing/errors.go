@@ -109,6 +109,8 @@ func IssuerCode(code string) (rc, outcome, reason string) {
 		return code, OutcomeDeclined, "issuer_frequency_limit"
 	case iso8583.RCIssuerUnavailable:
 		return code, OutcomeFailed, "issuer_unavailable"
+	case iso8583.RCSystemMalfunction:
+		return code, OutcomeFailed, "issuer_malfunction"
 	case iso8583.RCFormatError:
 		return iso8583.RCSystemMalfunction, OutcomeFailed, "issuer_rejected_format"
 	}

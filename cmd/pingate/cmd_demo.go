@@ -15,6 +15,7 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/routing"
 )
 
 func init() {
@@ -28,6 +29,11 @@ type demoStep struct {
 	op      pinOp
 	raw     []byte // a malformed frame instead of op
 	want    string
+	// repeat sends op up to this many times and reports the first answer
+	// equal to want (or the last one); spread gives each try its own
+	// terminal.
+	repeat int
+	spread bool
 }
 
 type demoResult struct {
@@ -43,7 +49,9 @@ type demoResult struct {
 
 func demoScript(pop issuersim.Population) []demoStep {
 	card := func(i int) issuersim.Card { return pop.Card(i) }
-	a, b, c, d, e := card(0), card(1), card(2), card(3), card(4)
+	a, b, c, d, e, f := card(0), card(1), card(2), card(3), card(4), card(5)
+	// Cards the simulated issuer answers specially (issuersim.Population).
+	restricted, faulty := pop.Card(999*len(pop.BINs)), pop.Card(998*len(pop.BINs))
 	// Each step is another cardholder at another ATM: an ATM's own
 	// throughput limit is a person's pace (1 request/s, burst 5).
 	n := 0
@@ -80,9 +88,21 @@ func demoScript(pop issuersim.Population) []demoStep {
 			o.acquirer, o.format, o.keyID = devATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
 			return o
 		}(), want: "58"},
+		{what: "ATM: account restricted by the issuer", channel: "atm", op: atm(restricted.PAN, restricted.PIN, "5931"), want: "57"},
+		{what: "ATM: issuer malfunction", channel: "atm", op: atm(faulty.PAN, faulty.PIN, "5931"), want: "96"},
+		{what: "ATM: issuer host down", channel: "atm", op: atm(demoDownPAN, "4826", "5931"), want: "91"},
+		{what: "branch: 6th request in a second from one terminal", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 6, want: "61"},
+		{what: "branch: 11th operation on one card today", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 11, spread: true, want: "65"},
 		{what: "ATM: malformed message", channel: "atm", raw: []byte("0100GARBAGE"), want: "30"},
 	}
 }
+
+// The demo adds an issuer whose host is down, owning one card range.
+const (
+	demoDownIssuer = "downbank"
+	demoDownPrefix = "62170099"
+	demoDownPAN    = "6217009900000016"
+)
 
 func luhn(body string) int {
 	sum, double := 0, true
@@ -115,6 +135,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Instance = "demo"
 	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
+	cfg.Routing.Issuers = append(cfg.Routing.Issuers, routing.IssuerConfig{ID: demoDownIssuer, Institution: "300002",
+		Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK})
+	cfg.Routing.Routes = append(cfg.Routing.Routes, routing.Route{Prefix: demoDownPrefix, Issuer: demoDownIssuer})
 	log := slog.New(slog.DiscardHandler)
 	if *verbose {
 		log = newLogger(LogConfig{Format: "text"}, stderr)
@@ -204,11 +227,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func waitReady(ctx context.Context, g *gateway) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		all := true
-		for _, ok := range g.links.SignedOn() {
-			all = all && ok
-		}
-		if all {
+		if g.links.SignedOn()[devIssuer] {
 			return nil
 		}
 		select {
@@ -217,7 +236,7 @@ func waitReady(ctx context.Context, g *gateway) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("issuer links did not sign on within 10s")
+	return fmt.Errorf("the issuer link did not sign on within 10s")
 }
 
 func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (demoResult, error) {
@@ -233,15 +252,24 @@ func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (
 		}
 		r.ResponseCode = code
 	} else {
-		f, err := st.op.fields()
-		if err != nil {
-			return r, err
+		for i := 0; i < max(st.repeat, 1); i++ {
+			op := st.op
+			if st.spread {
+				op.terminal = fmt.Sprintf("%s%02d", op.terminal[:6], i)
+			}
+			f, err := op.fields()
+			if err != nil {
+				return r, err
+			}
+			ans, err := client.Do(rctx, f)
+			if err != nil {
+				return r, err
+			}
+			r.ResponseCode = ans.ResponseCode
+			if r.ResponseCode == st.want {
+				break
+			}
 		}
-		ans, err := client.Do(rctx, f)
-		if err != nil {
-			return r, err
-		}
-		r.ResponseCode = ans.ResponseCode
 		switch st.op.proc {
 		case iso8583.ProcPINChange:
 			r.Operation = "change"

@@ -24,6 +24,44 @@ type Population struct {
 	Length int      // PAN length, 13–19 (default 16)
 }
 
+// Cards with special answers, by their index within their BIN: every
+// thousandth card from 998 on answers 96 (a simulated issuer malfunction) and
+// from 999 on 57 (an account restricted by the issuer). Tools that want
+// approvals skip them with Usable.
+const (
+	faultyEvery = 1000
+	faultyAt    = 998
+	restrictAt  = 999
+)
+
+// Usable reports whether card i answers normally.
+func (p Population) Usable(i int) bool {
+	k := (i / len(p.BINs)) % faultyEvery
+	return k != faultyAt && k != restrictAt
+}
+
+// special returns the fixed answer of a special card, or "".
+func (p Population) special(pan string) string {
+	if !p.Contains(pan) {
+		return ""
+	}
+	for _, b := range p.BINs {
+		if len(pan) > len(b) && pan[:len(b)] == b {
+			idx, err := strconv.Atoi(pan[len(b) : len(pan)-1])
+			if err != nil {
+				return ""
+			}
+			switch idx % faultyEvery {
+			case faultyAt:
+				return "96"
+			case restrictAt:
+				return "57"
+			}
+		}
+	}
+	return ""
+}
+
 // Card is one simulated card with its initial PIN. Test tooling only: a real
 // issuer never holds a clear PIN.
 type Card struct {

@@ -31,6 +31,17 @@ func TestPopulationCards(t *testing.T) {
 			t.Fatalf("Card(%d) has an unusable initial PIN", i)
 		}
 	}
+	usable := 0
+	for i := 0; i < p.Size(); i++ {
+		if p.Usable(i) {
+			usable++
+		} else if p.special(p.Card(i).PAN) == "" {
+			t.Fatalf("card %d is not Usable but has no special answer", i)
+		}
+	}
+	if want := p.Size() - 2*len(p.BINs); usable != want {
+		t.Errorf("%d usable cards, want %d", usable, want)
+	}
 	// Luhn: the check digit of a published test PAN (4111 1111 1111 1111).
 	if got := luhnDigit("411111111111111"); got != 1 {
 		t.Errorf("luhnDigit(4111…111) = %d, want 1", got)

@@ -155,6 +155,9 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 	if err := f.Check(); err != nil {
 		return iso8583.RCFormatError
 	}
+	if code := s.cfg.Population.special(f.PAN); code != "" {
+		return code
+	}
 	ref := f.STAN + "|" + f.TransmissionTime
 	format := pinblock.Format0
 	if f.SecurityControl != "" {
