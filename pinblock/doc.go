@@ -13,6 +13,19 @@
 //     of E(K, 0⁸) for TDES, the leftmost 5 bytes of AES-CMAC(K, 0¹⁶) for AES.
 //   - NIST SP 800-38F / RFC 3394 AES Key Wrap for keys imported under an AES
 //     ZMK; TDES-ECB for keys under a TDES ZMK.
+//   - ANSI X9.143 / ASC X9 TR-31:2018 key blocks, versions B and D (wrap and
+//     unwrap) and A and C (unwrap only): see WrapKeyBlock, UnwrapKeyBlock.
+//   - Split knowledge (ANSI X9.24-1 key components): a ZMK combined by XOR from
+//     2–3 clear components, each checked against its own KCV.
+//
+// # Key custody
+//
+// A Store keeps every key at rest as a TR-31 block under the local master key
+// (LMK), which configuration names by reference only (LMKRef: a file path or
+// an environment variable). Every import, rotation, export and removal appends
+// a record to a hash-chained custody log (CustodyLog); VerifyCustodyLog detects
+// an altered, reordered or removed record. docs/key-custody.md describes the
+// hierarchy and the ceremonies.
 //
 // # Secrets
 //
