@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 )
 
 // PIN lengths allowed by ISO 9564-1 in every format.
@@ -176,11 +177,13 @@ func panField16(dst *[16]byte, pan string) error {
 	}
 	*dst = [16]byte{}
 	m := max(len(pan)-12, 0)
-	// nibble 0 is M; the PAN occupies nibbles 1 .. 12+m, right-justified.
-	setNibble(dst[:], 0, byte(m))
+	// nibble 0 is M; the PAN occupies nibbles 1 .. 12+m, right-justified, so
+	// PAN digit i is nibble start+i. dst is zero, so each digit is ORed in.
+	dst[0] = byte(m) << 4
 	start := 1 + 12 + m - len(pan)
 	for i := 0; i < len(pan); i++ {
-		setNibble(dst[:], start+i, pan[i]-'0')
+		k := start + i
+		dst[k>>1] |= (pan[i] - '0') << (4 * (1 - k&1))
 	}
 	return nil
 }
@@ -215,8 +218,9 @@ func readFill(rnd io.Reader, dst []byte) error {
 // pinField8 writes the 8-byte PIN field of formats 0–3: control nibble, length,
 // PIN digits, then fill: F for formats 0 and 2, random 0–F for format 1,
 // random A–F for format 3. Random nibbles come from rnd in order (for format 3
-// nibbles below A are skipped, so the fill is uniform over A–F).
-func pinField8(dst *[8]byte, f Format, pin *SecretPIN, rnd io.Reader) error {
+// nibbles below A are skipped, so the fill is uniform over A–F), read into r,
+// which the caller clears.
+func pinField8(dst *[8]byte, f Format, pin *SecretPIN, rnd io.Reader, r *[8]byte) error {
 	n := pin.Len()
 	if n < MinPINLength || n > MaxPINLength {
 		return fmt.Errorf("%w: must be %d to %d digits", ErrInvalidPIN, MinPINLength, MaxPINLength)
@@ -230,7 +234,6 @@ func pinField8(dst *[8]byte, f Format, pin *SecretPIN, rnd io.Reader) error {
 			fill[i] = 0xF
 		}
 	case Format1:
-		var r [8]byte
 		if err := readFill(rnd, r[:]); err != nil {
 			return err
 		}
@@ -238,7 +241,6 @@ func pinField8(dst *[8]byte, f Format, pin *SecretPIN, rnd io.Reader) error {
 			fill[i] = nibble(r[:], i)
 		}
 	case Format3:
-		var r [8]byte
 		got := 0
 		for got < need {
 			if err := readFill(rnd, r[:]); err != nil {
@@ -315,13 +317,16 @@ func pinField16(dst *[16]byte, pin *SecretPIN, rnd io.Reader) error {
 	if err := readFill(rnd, dst[8:]); err != nil {
 		return err
 	}
-	setNibble(dst[:], 0, 4)
-	setNibble(dst[:], 1, byte(n))
-	for i, c := range pin.digits() {
-		setNibble(dst[:], 2+i, c-'0')
+	// Nibbles 0 and 1 are 4 and the length; 2 .. 15 the fill A, over which
+	// the PIN digits are written from nibble 2.
+	dst[0] = 4<<4 | byte(n)
+	for i := 1; i < 8; i++ {
+		dst[i] = 0xAA
 	}
-	for i := 2 + n; i < 16; i++ {
-		setNibble(dst[:], i, 0xA)
+	for i, c := range pin.digits() {
+		k := 2 + i
+		sh := 4 * (1 - k&1)
+		dst[k>>1] = dst[k>>1]&^(0xF<<sh) | (c-'0')<<sh
 	}
 	return nil
 }
@@ -362,31 +367,32 @@ func EncodeClear(f Format, pin SecretPIN, pan string) ([]byte, error) {
 }
 
 func encodeClear(f Format, pin *SecretPIN, pan string, rnd io.Reader) ([]byte, error) {
+	s := getScratch()
+	defer s.put()
 	switch f {
 	case Format4:
-		var b [16]byte
-		if err := pinField16(&b, pin, rnd); err != nil {
+		if err := pinField16(&s.x, pin, rnd); err != nil {
 			return nil, err
 		}
-		return b[:], nil
+		return append([]byte(nil), s.x[:]...), nil
 	case Format0, Format3:
 		acct, err := accountField(pan)
 		if err != nil {
 			return nil, err
 		}
-		var b, p [8]byte
-		if err := pinField8(&b, f, pin, rnd); err != nil {
+		cb, p := (*[8]byte)(s.x[:8]), (*[8]byte)(s.pan[:8])
+		if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
 			return nil, err
 		}
-		panField8(&p, &acct)
-		subtle.XORBytes(b[:], b[:], p[:])
-		return b[:], nil
+		panField8(p, &acct)
+		subtle.XORBytes(cb[:], cb[:], p[:])
+		return append([]byte(nil), cb[:]...), nil
 	case Format1, Format2:
-		var b [8]byte
-		if err := pinField8(&b, f, pin, rnd); err != nil {
+		cb := (*[8]byte)(s.x[:8])
+		if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
 			return nil, err
 		}
-		return b[:], nil
+		return append([]byte(nil), cb[:]...), nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(f))
 }
@@ -443,28 +449,61 @@ func checkKeyFor(f Format, k Key) (cipher.Block, error) {
 	return k.blockCipher()
 }
 
+// blockScratch is the working space of encipher and decipher. The
+// cipher.Block methods are interface calls, so every buffer handed to them
+// escapes to the heap: kept on the stack, the intermediate blocks cost one
+// allocation each per call. A pooled scratch costs none. put clears it before
+// it goes back to the pool (best-effort zeroization, like every buffer here).
+type blockScratch struct {
+	x   [16]byte // the block being enciphered or deciphered
+	pan [16]byte // the PAN field
+	rnd [8]byte  // random bytes of the format 1 and 3 fill
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
+
+func getScratch() *blockScratch { return scratchPool.Get().(*blockScratch) }
+
+// put clears s and returns it to the pool; s must not be used afterwards.
+func (s *blockScratch) put() {
+	*s = blockScratch{}
+	scratchPool.Put(s)
+}
+
 // encipher builds pin's block in format f and enciphers it under b into dst
 // (f.BlockSize() bytes). All intermediate buffers are cleared.
 func encipher(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, rnd io.Reader) error {
+	s := getScratch()
+	defer s.put()
+	return encipherIn(dst, f, pin, pan, b, rnd, s)
+}
+
+// decipher deciphers an f block under b, checks it and extracts the PIN. All
+// intermediate buffers are cleared.
+func decipher(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN) error {
+	s := getScratch()
+	defer s.put()
+	return decipherIn(f, block, pan, b, pin, s)
+}
+
+// encipherIn is encipher working in s, which the caller clears (put): a
+// translation uses one scratch for all its cipher calls.
+func encipherIn(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, rnd io.Reader, s *blockScratch) error {
 	if f == Format4 {
-		var pf, xf [16]byte
-		defer clear(pf[:])
-		defer clear(xf[:])
-		if err := panField16(&xf, pan); err != nil {
+		if err := panField16(&s.pan, pan); err != nil {
 			return err
 		}
-		if err := pinField16(&pf, pin, rnd); err != nil {
+		if err := pinField16(&s.x, pin, rnd); err != nil {
 			return err
 		}
 		// E(K, E(K, PIN field) XOR PAN field)
-		b.Encrypt(pf[:], pf[:])
-		subtle.XORBytes(pf[:], pf[:], xf[:])
-		b.Encrypt(dst[:16], pf[:])
+		b.Encrypt(s.x[:], s.x[:])
+		subtle.XORBytes(s.x[:], s.x[:], s.pan[:])
+		b.Encrypt(dst[:16], s.x[:])
 		return nil
 	}
-	var cb [8]byte
-	defer clear(cb[:])
-	if err := pinField8(&cb, f, pin, rnd); err != nil {
+	cb := (*[8]byte)(s.x[:8])
+	if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
 		return err
 	}
 	if f == Format0 || f == Format3 {
@@ -472,46 +511,42 @@ func encipher(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, 
 		if err != nil {
 			return err
 		}
-		var p [8]byte
-		panField8(&p, &acct)
+		p := (*[8]byte)(s.pan[:8])
+		panField8(p, &acct)
 		subtle.XORBytes(cb[:], cb[:], p[:])
 	}
 	b.Encrypt(dst[:8], cb[:])
 	return nil
 }
 
-// decipher deciphers an f block under b, checks it and extracts the PIN.
-func decipher(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN) error {
+// decipherIn is decipher working in s, which the caller clears (put).
+func decipherIn(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN, s *blockScratch) error {
 	if len(block) != f.BlockSize() {
 		return ErrInvalidPINBlock
 	}
 	if f == Format4 {
-		var x, xf [16]byte
-		defer clear(x[:])
-		defer clear(xf[:])
-		if err := panField16(&xf, pan); err != nil {
+		if err := panField16(&s.pan, pan); err != nil {
 			return err
 		}
-		b.Decrypt(x[:], block)
-		subtle.XORBytes(x[:], x[:], xf[:])
-		b.Decrypt(x[:], x[:])
-		return parsePINField16(&x, pin)
+		b.Decrypt(s.x[:], block)
+		subtle.XORBytes(s.x[:], s.x[:], s.pan[:])
+		b.Decrypt(s.x[:], s.x[:])
+		return parsePINField16(&s.x, pin)
 	}
-	var cb [8]byte
-	defer clear(cb[:])
+	cb := (*[8]byte)(s.x[:8])
 	if f == Format0 || f == Format3 {
 		acct, err := accountField(pan)
 		if err != nil {
 			return err
 		}
-		var p [8]byte
-		panField8(&p, &acct)
+		p := (*[8]byte)(s.pan[:8])
+		panField8(p, &acct)
 		b.Decrypt(cb[:], block)
 		subtle.XORBytes(cb[:], cb[:], p[:])
 	} else {
 		b.Decrypt(cb[:], block)
 	}
-	return parsePINField8(&cb, f, pin)
+	return parsePINField8(cb, f, pin)
 }
 
 // Encipher builds pin's block in format f (0, 1, 3 or 4) and enciphers it

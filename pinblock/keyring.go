@@ -139,6 +139,12 @@ func (e *ringEntry) prune(now time.Time) int {
 func (r *Keyring) Lookup(ref KeyRef, now time.Time) (Key, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	return r.lookupLocked(ref, func() time.Time { return now })
+}
+
+// lookupLocked is Lookup with r.mu held; it reads the clock only for an
+// explicit version.
+func (r *Keyring) lookupLocked(ref KeyRef, now func() time.Time) (Key, error) {
 	e, ok := r.keys[ref.ID]
 	if !ok {
 		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
@@ -151,12 +157,33 @@ func (r *Keyring) Lookup(ref KeyRef, now time.Time) (Key, error) {
 		if v.key.Version() != ref.Version {
 			continue
 		}
-		if !v.usable(now) {
+		if !v.usable(now()) {
 			return Key{}, fmt.Errorf("%w: %s v%d", ErrKeyExpired, ref.ID, ref.Version)
 		}
 		return v.key, nil
 	}
 	return Key{}, fmt.Errorf("%w: %s v%d", ErrUnknownKey, ref.ID, ref.Version)
+}
+
+// translationKeys resolves both keys of a translation under one read lock:
+// into dst the deciphering candidates for from (the exact version if from
+// names one, else the current version and the previous ones still in their
+// grace window, newest first) and the enciphering key for to (see Lookup).
+// fromErr is ErrUnknownKey or ErrKeyExpired for from; toErr the same for to.
+// The clock (now) is read only when a version or a grace window needs it.
+func (r *Keyring) translationKeys(dst []Key, from, to KeyRef, now func() time.Time) (_ []Key, fromErr error, enc Key, toErr error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if from.Version != 0 {
+		var k Key
+		if k, fromErr = r.lookupLocked(from, now); fromErr == nil {
+			dst = append(dst, k)
+		}
+	} else if dst = r.decipheringLocked(dst, from.ID, now); len(dst) == 0 {
+		fromErr = fmt.Errorf("%w: %s", ErrUnknownKey, from.ID)
+	}
+	enc, toErr = r.lookupLocked(to, now)
+	return dst, fromErr, enc, toErr
 }
 
 // Deciphering returns the versions of id that may decipher at now: the
@@ -178,13 +205,11 @@ func (r *Keyring) Deciphering(id string, now time.Time) []Key {
 	return out
 }
 
-// decipheringInto is Deciphering without allocation for the translation hot
-// path: it appends to dst (normally a small stack array) and returns it. It
-// reads the clock (now) only when id has previous versions: on some virtual
-// machines time.Now costs as much as a quarter of a translation.
-func (r *Keyring) decipheringInto(dst []Key, id string, now func() time.Time) []Key {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+// decipheringLocked is Deciphering without allocation for the translation hot
+// path, with r.mu held: it appends to dst (normally a small array) and returns
+// it. It reads the clock (now) only when id has previous versions: on some
+// virtual machines time.Now costs as much as a quarter of a translation.
+func (r *Keyring) decipheringLocked(dst []Key, id string, now func() time.Time) []Key {
 	e, ok := r.keys[id]
 	if !ok {
 		return dst
@@ -201,17 +226,6 @@ func (r *Keyring) decipheringInto(dst []Key, id string, now func() time.Time) []
 		}
 	}
 	return dst
-}
-
-// current returns the current version of id without reading the clock.
-func (r *Keyring) current(id string) (Key, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	e, ok := r.keys[id]
-	if !ok {
-		return Key{}, false
-	}
-	return e.current().key, true
 }
 
 // Remove zeroizes every version of id and forgets it; an id not held is

@@ -5,7 +5,9 @@ import (
 	"crypto/cipher"
 	"crypto/subtle"
 	"fmt"
+	"crypto/rand"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -15,7 +17,8 @@ import (
 type SoftwareModule struct {
 	ring   *Keyring
 	policy PINPolicy
-	rnd    io.Reader // nil: crypto/rand
+	rnd    io.Reader // generated keys; nil: crypto/rand
+	fill   io.Reader // random fill of PIN blocks: rnd, or a fillSource over crypto/rand
 	now    func() time.Time
 }
 
@@ -24,53 +27,85 @@ var _ SecurityModule = (*SoftwareModule)(nil)
 // NewSoftwareModule returns a module over ring. policy is applied when a
 // PairRequest sets CheckNewPIN. rnd is the source of random fill and generated
 // keys; nil means crypto/rand (tests pass a fixed reader to reproduce published
-// vectors). The module does not own ring: the caller zeroizes it on shutdown.
+// vectors). With rnd nil, PIN-block fill is read from crypto/rand in 512-byte
+// chunks through a per-module buffer (see fillSource); keys are always read
+// from crypto/rand directly. The module does not own ring: the caller zeroizes
+// it on shutdown.
 func NewSoftwareModule(ring *Keyring, policy PINPolicy, rnd io.Reader) *SoftwareModule {
-	return &SoftwareModule{ring: ring, policy: policy, rnd: rnd, now: time.Now}
+	m := &SoftwareModule{ring: ring, policy: policy, rnd: rnd, fill: rnd, now: time.Now}
+	if rnd == nil {
+		m.fill = newFillSource()
+	}
+	return m
 }
 
-// maxVersions bounds the deciphering candidates kept on the stack; a ring
+// fillSource is a buffered reader over crypto/rand for PIN-block fill: one
+// crypto/rand read per fillChunk bytes instead of one per block (a format 4
+// block takes 8 bytes; the system call cost more than the four AES
+// operations around it). Bytes are handed out once, in order, and cleared in
+// the buffer as they are handed out, so the fill stays as unpredictable as
+// crypto/rand itself and no used fill lingers. Safe for concurrent use.
+type fillSource struct {
+	mu  sync.Mutex
+	off int // next unread byte of buf; len(buf) means empty
+	buf [fillChunk]byte
+}
+
+const fillChunk = 512
+
+func newFillSource() *fillSource { return &fillSource{off: fillChunk} }
+
+// Read fills p completely; it never fails (crypto/rand never does, Go 1.24+).
+func (s *fillSource) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for n < len(p) {
+		if s.off == len(s.buf) {
+			_, _ = rand.Read(s.buf[:])
+			s.off = 0
+		}
+		c := copy(p[n:], s.buf[s.off:])
+		clear(s.buf[s.off : s.off+c])
+		s.off += c
+		n += c
+	}
+	return n, nil
+}
+
+// maxVersions bounds the deciphering candidates of one translation; a ring
 // rarely holds more than the current and one previous version.
 const maxVersions = 4
 
-// decipherKeys resolves the deciphering candidates for ref into dst: the exact
-// version if ref names one, else the current version and the previous ones
-// still in their grace window. Each must be a PIN key.
-func (m *SoftwareModule) decipherKeys(dst []Key, ref KeyRef) ([]Key, error) {
-	if ref.Version != 0 {
-		k, err := m.ring.Lookup(ref, m.now())
-		if err != nil {
-			return nil, err
-		}
-		dst = append(dst, k)
-	} else {
-		dst = m.ring.decipheringInto(dst, ref.ID, m.now)
-		if len(dst) == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
-		}
+// resolve fills job.from, job.nfrom and job.to for a translation from one key
+// to another, reading the keyring once (one read lock). The deciphering
+// candidates are the exact version if from names one, else the current
+// version and the previous ones still in their grace window. Every key must
+// be a PIN key (ErrKeyUsage). Errors about from come before errors about to.
+func (m *SoftwareModule) resolve(job *pairJob, from, to KeyRef) error {
+	keys, fromErr, enc, toErr := m.ring.translationKeys(job.from[:0], from, to, m.now)
+	if fromErr != nil {
+		return fromErr
 	}
-	for _, k := range dst {
+	job.nfrom = copy(job.from[:], keys) // keys overflowing the array were newest-first: the oldest are dropped
+	for _, k := range job.from[:job.nfrom] {
 		if !k.Usage().PINKey() {
-			return nil, fmt.Errorf("%w: %s key %s cannot decipher PIN blocks", ErrKeyUsage, k.Usage(), k.ID())
+			return fmt.Errorf("%w: %s key %s cannot decipher PIN blocks", ErrKeyUsage, k.Usage(), k.ID())
 		}
 	}
-	return dst, nil
+	if toErr != nil {
+		return toErr
+	}
+	if !enc.Usage().PINKey() {
+		return fmt.Errorf("%w: %s key %s cannot encipher PIN blocks", ErrKeyUsage, enc.Usage(), enc.ID())
+	}
+	job.to = enc
+	return nil
 }
 
 // encipherKey resolves the enciphering key for ref, which must be a PIN key.
 func (m *SoftwareModule) encipherKey(ref KeyRef) (Key, error) {
-	var (
-		k   Key
-		err error
-	)
-	if ref.Version == 0 {
-		var ok bool
-		if k, ok = m.ring.current(ref.ID); !ok {
-			err = fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
-		}
-	} else {
-		k, err = m.ring.Lookup(ref, m.now())
-	}
+	k, err := m.ring.Lookup(ref, m.now())
 	if err != nil {
 		return Key{}, err
 	}
@@ -93,21 +128,12 @@ func (m *SoftwareModule) Translate(ctx context.Context, req TranslateRequest) ([
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, err
 	}
-	var buf [maxVersions]Key
-	from, err := m.decipherKeys(buf[:0], req.From)
-	if err != nil {
-		return nil, err
-	}
-	to, err := m.encipherKey(req.To)
-	if err != nil {
+	job := pairJob{pan: req.PAN, old: req.Block, fromFormat: req.FromFormat, toFormat: req.ToFormat, rnd: m.fill}
+	if err := m.resolve(&job, req.From, req.To); err != nil {
 		return nil, err
 	}
 	if req.Block == nil {
 		return nil, fmt.Errorf("%w: no block", ErrInvalidPINBlock)
-	}
-	job := pairJob{
-		pan: req.PAN, old: req.Block, fromFormat: req.FromFormat, toFormat: req.ToFormat,
-		from: from, to: to, rnd: m.rnd,
 	}
 	out := make([]byte, req.ToFormat.BlockSize())
 	if err := translatePair(&job, out, nil); err != nil {
@@ -129,18 +155,11 @@ func (m *SoftwareModule) TranslatePair(ctx context.Context, req PairRequest) (ol
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, nil, err
 	}
-	var buf [maxVersions]Key
-	from, err := m.decipherKeys(buf[:0], req.From)
-	if err != nil {
-		return nil, nil, err
-	}
-	to, err := m.encipherKey(req.To)
-	if err != nil {
-		return nil, nil, err
-	}
 	job := pairJob{
-		pan: req.PAN, old: req.Old, new: req.New, fromFormat: req.FromFormat, toFormat: req.ToFormat,
-		from: from, to: to, rnd: m.rnd,
+		pan: req.PAN, old: req.Old, new: req.New, fromFormat: req.FromFormat, toFormat: req.ToFormat, rnd: m.fill,
+	}
+	if err := m.resolve(&job, req.From, req.To); err != nil {
+		return nil, nil, err
 	}
 	if req.CheckNewPIN {
 		job.policy = &m.policy

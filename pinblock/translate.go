@@ -41,7 +41,11 @@ type pairJob struct {
 	old, new   []byte // enciphered under one of from; either may be nil
 	fromFormat Format
 	toFormat   Format
-	from       []Key // deciphering candidates, tried in order (current version first)
+	// from holds the deciphering candidates, tried in order (current version
+	// first); nfrom of them are set. An array, not a slice: a slice would
+	// carry the caller's backing array to the heap with the job.
+	from       [maxVersions]Key
+	nfrom      int
 	to         Key
 	rnd        io.Reader  // fill source; nil means crypto/rand
 	policy     *PINPolicy // checked against the new PIN when not nil
@@ -62,7 +66,7 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 	if job.old == nil && job.new == nil {
 		return fmt.Errorf("%w: no block to translate", ErrInvalidPINBlock)
 	}
-	if len(job.from) == 0 {
+	if job.nfrom == 0 {
 		return fmt.Errorf("%w: no deciphering key", ErrUnknownKey)
 	}
 	to, err := checkKeyFor(job.toFormat, job.to)
@@ -71,8 +75,14 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 	}
 
 	var oldPIN, newPIN SecretPIN
-	defer oldPIN.Zeroize()
-	defer newPIN.Zeroize()
+	s := getScratch()
+	// One defer, not three: with many returns Go open-codes only a single
+	// defer, and the deferred-call machinery cost a tenth of an AES translation.
+	defer func() {
+		oldPIN.Zeroize()
+		newPIN.Zeroize()
+		s.put()
+	}()
 
 	first, firstPIN := job.old, &oldPIN
 	if first == nil {
@@ -81,12 +91,12 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 	var lastErr error
 	found := false
 	var fromKey Key
-	for _, k := range job.from {
+	for _, k := range job.from[:job.nfrom] {
 		b, err := checkKeyFor(job.fromFormat, k)
 		if err != nil {
 			return err
 		}
-		err = decipher(job.fromFormat, first, job.pan, b, firstPIN)
+		err = decipherIn(job.fromFormat, first, job.pan, b, firstPIN, s)
 		if err == nil {
 			found, fromKey = true, k
 			break
@@ -101,7 +111,7 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 	}
 	if job.old != nil && job.new != nil {
 		b, _ := checkKeyFor(job.fromFormat, fromKey)
-		if err := decipher(job.fromFormat, job.new, job.pan, b, &newPIN); err != nil {
+		if err := decipherIn(job.fromFormat, job.new, job.pan, b, &newPIN, s); err != nil {
 			return err
 		}
 	}
@@ -117,12 +127,12 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 	}
 
 	if job.old != nil {
-		if err := encipher(oldOut, job.toFormat, &oldPIN, job.pan, to, job.rnd); err != nil {
+		if err := encipherIn(oldOut, job.toFormat, &oldPIN, job.pan, to, job.rnd, s); err != nil {
 			return err
 		}
 	}
 	if job.new != nil {
-		if err := encipher(newOut, job.toFormat, &newPIN, job.pan, to, job.rnd); err != nil {
+		if err := encipherIn(newOut, job.toFormat, &newPIN, job.pan, to, job.rnd, s); err != nil {
 			return err
 		}
 	}
@@ -143,10 +153,9 @@ func translateBlock(block []byte, pan string, from Key, fromFormat Format, to Ke
 	if !toFormat.Valid() {
 		return nil, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(toFormat))
 	}
-	candidates := [1]Key{from}
 	job := pairJob{
 		pan: pan, old: block, fromFormat: fromFormat, toFormat: toFormat,
-		from: candidates[:], to: to, rnd: rnd,
+		from: [maxVersions]Key{from}, nfrom: 1, to: to, rnd: rnd,
 	}
 	out := make([]byte, toFormat.BlockSize())
 	if err := translatePair(&job, out, nil); err != nil {
