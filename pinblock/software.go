@@ -3,9 +3,9 @@ package pinblock
 import (
 	"context"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/subtle"
 	"fmt"
-	"crypto/rand"
 	"io"
 	"sync"
 	"time"

@@ -44,11 +44,11 @@ type pairJob struct {
 	// from holds the deciphering candidates, tried in order (current version
 	// first); nfrom of them are set. An array, not a slice: a slice would
 	// carry the caller's backing array to the heap with the job.
-	from       [maxVersions]Key
-	nfrom      int
-	to         Key
-	rnd        io.Reader  // fill source; nil means crypto/rand
-	policy     *PINPolicy // checked against the new PIN when not nil
+	from   [maxVersions]Key
+	nfrom  int
+	to     Key
+	rnd    io.Reader  // fill source; nil means crypto/rand
+	policy *PINPolicy // checked against the new PIN when not nil
 }
 
 // translatePair deciphers job.old and job.new, checks them, and re-enciphers
