@@ -1,0 +1,5 @@
+//go:build !race
+
+package pinblock
+
+const raceEnabled = false
