@@ -108,4 +108,13 @@ type SecurityModule interface {
 	Generate(ctx context.Context, id string, usage Usage, alg Algorithm, length int) (KeyInfo, error)
 	// KCV returns the check value of a held key.
 	KCV(ctx context.Context, ref KeyRef) (string, error)
+	// GeneratePIN draws a random PIN that passes the module's weak-PIN
+	// policy and returns it enciphered for the issuer and sealed for
+	// PrintMailer; the clear PIN never leaves the module (payShield JA + JG).
+	GeneratePIN(ctx context.Context, req GeneratePINRequest) (GeneratedPIN, error)
+	// PrintMailer prints the PIN mailer of a PIN sealed by GeneratePIN: the
+	// one place that PIN exists in clear (payShield PE). Callers print only
+	// once the issuer has taken the PIN, so no mailer carries a PIN that never
+	// took effect.
+	PrintMailer(ctx context.Context, req MailerRequest) error
 }
