@@ -24,18 +24,10 @@ type Config struct {
 	// an outcome it may lose. Default 1,000,000 (about 600 MB of journal).
 	MaxDepth int
 	// Retain bounds the entries kept in journal-only mode (no Kafka
-	// configured): the oldest are deleted in the same commit that appends
-	// past it. Must be at most MaxDepth. Default 100,000.
+	// configured): once more than Retain + Retain/100 (at least 1) are held,
+	// the oldest are deleted down to Retain. Must be at most MaxDepth.
+	// Default 100,000.
 	Retain int
-	// MaxCommitBatch bounds the entries written by one group commit.
-	// Default 512.
-	MaxCommitBatch int
-	// CommitLinger is how long the committer waits for more appends after the
-	// first one before it commits. 0 (the default) commits at once and
-	// batches whatever arrived while the previous fsync ran, which already
-	// groups concurrent appends; a small linger trades latency for fewer
-	// fsyncs. At most 10ms.
-	CommitLinger time.Duration
 	// Relay configures delivery to Kafka. Without brokers the journal runs
 	// in journal-only mode.
 	Relay RelayConfig
@@ -83,17 +75,16 @@ type RelayConfig struct {
 
 // Defaults.
 const (
-	DefaultMaxDepth       = 1_000_000
-	DefaultRetain         = 100_000
-	DefaultMaxCommitBatch = 512
-	DefaultBatchSize      = 500
-	DefaultBatchBytes     = 1 << 20
-	DefaultBatchTimeout   = 2 * time.Millisecond
-	DefaultIOTimeout      = 10 * time.Second
-	DefaultMaxAttempts    = 3
-	DefaultCallTimeout    = 30 * time.Second
-	DefaultBackoffMin     = 100 * time.Millisecond
-	DefaultBackoffMax     = 5 * time.Second
+	DefaultMaxDepth     = 1_000_000
+	DefaultRetain       = 100_000
+	DefaultBatchSize    = 500
+	DefaultBatchBytes   = 1 << 20
+	DefaultBatchTimeout = 2 * time.Millisecond
+	DefaultIOTimeout    = 10 * time.Second
+	DefaultMaxAttempts  = 3
+	DefaultCallTimeout  = 30 * time.Second
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 5 * time.Second
 )
 
 // ErrConfig marks an invalid configuration.
@@ -117,7 +108,6 @@ func (c *Config) Validate() error {
 	}
 	def(&c.MaxDepth, DefaultMaxDepth)
 	def(&c.Retain, DefaultRetain)
-	def(&c.MaxCommitBatch, DefaultMaxCommitBatch)
 	r := &c.Relay
 	if r.ClientID == "" {
 		r.ClientID = "pingate"
@@ -147,12 +137,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Retain < 1 || c.Retain > c.MaxDepth {
 		bad("retain %d must be in 1..max_depth (%d)", c.Retain, c.MaxDepth)
-	}
-	if c.MaxCommitBatch < 1 || c.MaxCommitBatch > 10_000 {
-		bad("max_commit_batch %d must be in 1..10000", c.MaxCommitBatch)
-	}
-	if c.CommitLinger < 0 || c.CommitLinger > 10*time.Millisecond {
-		bad("commit_linger %v must be in 0..10ms", c.CommitLinger)
 	}
 	if !c.JournalOnly() {
 		for _, b := range r.Brokers {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
+	dto "github.com/prometheus/client_model/go"
 
 	"pingate/integration/events"
 	"pingate/routing"
@@ -73,6 +74,14 @@ func decodeEntry(seq uint64, v []byte) (Entry, error) {
 // Journal is the durable outbox: an append-only log of outcome events in a
 // pebble store, drained to Kafka by its relay. It implements
 // routing.OutcomeSink: Publish returns nil only once the event is fsynced.
+//
+// Group commit is pebble's own: every Publish commits its entry with a synced
+// batch, and pebble's commit pipeline covers all commits waiting at that
+// moment with one WAL fsync (measured against a committer goroutine of ours,
+// see BenchmarkJournalAppend in bench_test.go and /tmp/bench-outbox.md).
+// Sequence numbers are assigned before the commit, so commits may complete
+// out of order; the relay only reads up to the durable watermark, the highest
+// sequence below which every append has completed.
 type Journal struct {
 	cfg      Config
 	db       *pebble.DB
@@ -80,38 +89,31 @@ type Journal struct {
 	enc      *events.Encoder
 	m        *metrics
 
-	reqs chan *appendReq
-
 	mu       sync.Mutex // guards closed and the Add side of inflight
 	closed   bool
 	inflight sync.WaitGroup
 
-	stopCommit chan struct{}
-	wg         sync.WaitGroup
+	seqMu sync.Mutex // guards next
+	next  uint64     // highest sequence assigned
 
-	// Written by the committer goroutine only after Open; read anywhere.
-	last    atomic.Uint64 // highest sequence appended and synced
+	doneMu sync.Mutex          // guards done and the writes of last
+	done   map[uint64]struct{} // completed sequences above last
+
+	trimMu sync.Mutex // journal-only retention, one trim at a time
+
+	last    atomic.Uint64 // durable watermark: every sequence <= last completed
 	floor   atomic.Uint64 // highest sequence deleted
 	relayed atomic.Uint64 // highest sequence acknowledged by Kafka
-	commits atomic.Uint64 // group commits done
-	appends atomic.Uint64 // entries appended
+	appends atomic.Uint64 // entries appended since Open
 
 	wake  chan struct{} // capacity 1: "new entries" for the relay
 	relay *Relay
-
-	// testHookBeforeCommit, when set, runs in the committer before each
-	// commit with the number of entries in it.
-	testHookBeforeCommit func(n int)
-}
-
-type appendReq struct {
-	value []byte
-	done  chan error
+	wg    sync.WaitGroup
 }
 
 // Open opens (or creates) the journal in cfg.Dir, recovers its sequence and
 // the relay's progress, and starts the committer and, unless in journal-only
-// mode, the relay. cfg is validated first (defaults applied to a copy).
+// mode, the relay goroutine. cfg is validated first (defaults applied to a copy).
 func Open(cfg Config) (*Journal, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -132,9 +134,8 @@ func Open(cfg Config) (*Journal, error) {
 	}
 	j := &Journal{
 		cfg: cfg, db: db, fsCloser: fsCloser, enc: enc,
-		reqs:       make(chan *appendReq, 2*cfg.MaxCommitBatch),
-		stopCommit: make(chan struct{}),
-		wake:       make(chan struct{}, 1),
+		done: map[uint64]struct{}{},
+		wake: make(chan struct{}, 1),
 	}
 	if err := j.recover(); err != nil {
 		j.closeStore()
@@ -147,11 +148,6 @@ func Open(cfg Config) (*Journal, error) {
 	if !cfg.JournalOnly() {
 		j.relay = newRelay(j, cfg.Relay)
 	}
-	j.wg.Add(1)
-	go func() {
-		defer j.wg.Done()
-		j.commitLoop()
-	}()
 	if j.relay != nil {
 		j.wg.Add(1)
 		go func() {
@@ -200,17 +196,22 @@ func (j *Journal) recover() error {
 	j.relayed.Store(relayed)
 	j.floor.Store(floor)
 	j.last.Store(last)
+	j.next = last
 	return nil
 }
 
 // Publish encodes ev (events.Encoder: a record free of secrets) and appends it
-// to the journal. It returns nil only after the entry is fsynced, batched
-// with concurrent appends into one pebble commit. Errors: the Encoder's
-// (ErrInvalidEvent, ErrUnsafeEvent), ErrJournalFull, ErrClosed, ctx.Err() if
-// ctx ends before the entry is handed to the committer, or a storage error.
-// Once handed over, the entry's commit is awaited whatever ctx does: an
-// fsync is short, and an answer must not contradict the journal.
+// to the journal. It returns nil only after the entry is fsynced; concurrent
+// calls share fsyncs (pebble's commit pipeline). Errors: the Encoder's
+// (events.ErrInvalidEvent, events.ErrUnsafeEvent), ErrJournalFull (relay mode,
+// MaxDepth entries waiting), ErrClosed, ctx.Err() if ctx has ended on entry,
+// or a storage error. Once the commit has started it is awaited whatever ctx
+// does: an fsync is short, and an answer must not contradict the journal.
 func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
+	if err := ctx.Err(); err != nil {
+		j.m.appended(ctx, "canceled")
+		return err
+	}
 	m, err := j.enc.Encode(ev)
 	if err != nil {
 		j.m.appended(ctx, "invalid")
@@ -229,122 +230,90 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 	j.mu.Unlock()
 	defer j.inflight.Done()
 
-	r := &appendReq{value: v, done: make(chan error, 1)}
-	select {
-	case j.reqs <- r:
-	case <-ctx.Done():
-		j.m.appended(ctx, "canceled")
-		return ctx.Err()
-	}
-	err = <-r.done
-	switch {
-	case err == nil:
-		j.m.appended(ctx, "ok")
-	case errors.Is(err, ErrJournalFull):
+	j.seqMu.Lock()
+	if !j.cfg.JournalOnly() && j.next-min(j.relayed.Load(), j.next) >= uint64(j.cfg.MaxDepth) {
+		j.seqMu.Unlock()
 		j.m.appended(ctx, "full")
-	default:
-		j.m.appended(ctx, "error")
+		return ErrJournalFull
 	}
-	return err
-}
+	j.next++
+	seq := j.next
+	j.seqMu.Unlock()
 
-// commitLoop is the single writer: it takes the first waiting append, adds
-// whatever else is queued (up to MaxCommitBatch, waiting CommitLinger at most)
-// and commits them as one synced pebble batch.
-func (j *Journal) commitLoop() {
-	batch := make([]*appendReq, 0, j.cfg.MaxCommitBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-j.reqs:
-			batch = append(batch, r)
-		case <-j.stopCommit:
-			// Shutdown waited for every Publish to hand over and return;
-			// nothing is left in reqs.
-			return
-		}
-		var linger <-chan time.Time
-		var timer *time.Timer
-		if j.cfg.CommitLinger > 0 {
-			timer = time.NewTimer(j.cfg.CommitLinger)
-			linger = timer.C
-		}
-	collect:
-		for len(batch) < j.cfg.MaxCommitBatch {
-			select {
-			case r := <-j.reqs:
-				batch = append(batch, r)
-			default:
-				if linger == nil {
-					break collect
-				}
-				select {
-				case r := <-j.reqs:
-					batch = append(batch, r)
-				case <-linger:
-					break collect
-				}
-			}
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		j.commit(batch)
-	}
-}
-
-// commit writes one group of appends. Entries past MaxDepth (relay mode) are
-// refused with ErrJournalFull; in journal-only mode the oldest entries past
-// Retain are deleted in the same batch.
-func (j *Journal) commit(reqs []*appendReq) {
-	last, floor := j.last.Load(), j.floor.Load()
 	b := j.db.NewBatch()
-	defer b.Close()
-	var ok []*appendReq
-	for _, r := range reqs {
-		if !j.cfg.JournalOnly() && int(last-j.relayed.Load()) >= j.cfg.MaxDepth {
-			r.done <- ErrJournalFull
-			continue
-		}
-		last++
-		if err := b.Set(entryKey(last), r.value, nil); err != nil {
-			r.done <- fmt.Errorf("journal append: %w", err)
-			last--
-			continue
-		}
-		ok = append(ok, r)
+	err = b.Set(entryKey(seq), v, nil)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
 	}
-	if len(ok) == 0 {
+	b.Close()
+	// A failed append leaves a hole in the sequence; the watermark passes it.
+	j.complete(seq)
+	if err != nil {
+		j.m.appended(ctx, "error")
+		return fmt.Errorf("journal append: %w", err)
+	}
+	j.appends.Add(1)
+	j.m.appended(ctx, "ok")
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+	if j.cfg.JournalOnly() {
+		if err := j.trim(); err != nil {
+			// The event is durable; retention failing is not the caller's
+			// problem and is retried by the next append.
+			slog.Warn("event journal retention", "err", err)
+		}
+	}
+	return nil
+}
+
+// complete marks seq done and advances the durable watermark over every
+// contiguous completed sequence.
+func (j *Journal) complete(seq uint64) {
+	j.doneMu.Lock()
+	defer j.doneMu.Unlock()
+	last := j.last.Load()
+	if seq != last+1 {
+		j.done[seq] = struct{}{}
 		return
 	}
-	newFloor := floor
-	if j.cfg.JournalOnly() && last-floor > uint64(j.cfg.Retain) {
-		newFloor = last - uint64(j.cfg.Retain)
-		_ = b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil)
-		_ = b.Set(metaFloor, u64(newFloor), nil)
-	}
-	if h := j.testHookBeforeCommit; h != nil {
-		h(len(ok))
-	}
-	err := b.Commit(pebble.Sync)
-	if err != nil {
-		err = fmt.Errorf("journal append: %w", err)
-	} else {
-		j.last.Store(last)
-		if newFloor != floor {
-			j.floor.Store(newFloor) // journal-only mode: the relay never moves it
+	last = seq
+	for {
+		if _, ok := j.done[last+1]; !ok {
+			break
 		}
-		j.commits.Add(1)
-		j.appends.Add(uint64(len(ok)))
-		j.m.committed(len(ok))
-		select {
-		case j.wake <- struct{}{}:
-		default:
-		}
+		delete(j.done, last+1)
+		last++
 	}
-	for _, r := range ok {
-		r.done <- err
+	j.last.Store(last)
+}
+
+// trim deletes the oldest entries in journal-only mode once more than
+// Retain + Retain/100 are held, down to Retain. The write is not synced: a
+// lost trim is redone by a later one.
+func (j *Journal) trim() error {
+	slack := uint64(max(1, j.cfg.Retain/100))
+	last, floor := j.last.Load(), j.floor.Load()
+	if last-min(floor, last) <= uint64(j.cfg.Retain)+slack {
+		return nil
 	}
+	j.trimMu.Lock()
+	defer j.trimMu.Unlock()
+	last, floor = j.last.Load(), j.floor.Load()
+	if last-min(floor, last) <= uint64(j.cfg.Retain) {
+		return nil
+	}
+	newFloor := last - uint64(j.cfg.Retain)
+	b := j.db.NewBatch()
+	defer b.Close()
+	_ = b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil)
+	_ = b.Set(metaFloor, u64(newFloor), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	j.floor.Store(newFloor)
+	return nil
 }
 
 // Stats is a snapshot of the journal's counters.
@@ -354,18 +323,31 @@ type Stats struct {
 	Depth   int    // entries held in the journal
 	Lag     int    // entries appended but not yet acknowledged by Kafka (0 in journal-only mode)
 	Appends uint64 // entries appended since Open
-	Commits uint64 // group commits since Open
+	Syncs   uint64 // WAL fsyncs since Open (pebble's group commits and others)
 }
 
 // Stats returns a snapshot of the journal's counters.
 func (j *Journal) Stats() Stats {
 	last, floor, relayed := j.last.Load(), j.floor.Load(), j.relayed.Load()
 	s := Stats{Last: last, Relayed: relayed, Depth: int(last - min(floor, last)),
-		Appends: j.appends.Load(), Commits: j.commits.Load()}
+		Appends: j.appends.Load(), Syncs: j.walSyncs()}
 	if !j.cfg.JournalOnly() {
 		s.Lag = int(last - min(relayed, last))
 	}
 	return s
+}
+
+// walSyncs counts the WAL fsyncs pebble made since Open.
+func (j *Journal) walSyncs() uint64 {
+	h := j.db.Metrics().LogWriter.FsyncLatency
+	if h == nil {
+		return 0
+	}
+	var m dto.Metric
+	if err := h.Write(&m); err != nil || m.Histogram == nil {
+		return 0
+	}
+	return m.Histogram.GetSampleCount()
 }
 
 // Entries returns up to max entries with sequence numbers from from on, in
@@ -426,7 +408,7 @@ func (j *Journal) markRelayed(seq uint64) error {
 	}
 	j.relayed.Store(seq)
 	if seq > floor {
-		// Only the relay moves the floor in relay mode, so no race with commit.
+		// Only the relay moves the floor in relay mode.
 		j.floor.Store(seq)
 	}
 	return nil
@@ -448,11 +430,9 @@ func (j *Journal) Shutdown(ctx context.Context) error {
 	j.closed = true
 	j.mu.Unlock()
 
-	// Every Publish in flight is either handed over or about to be (the
-	// committer keeps draining), and a handed-over append completes within
-	// one fsync, so this wait is short whatever ctx says.
+	// A Publish in flight completes within one fsync, so this wait is short
+	// whatever ctx says.
 	j.inflight.Wait()
-	close(j.stopCommit)
 	var stopErr error
 	if j.relay != nil {
 		stopErr = j.relay.stop(ctx)

@@ -16,18 +16,17 @@ const MeterName = "pingate/outbox"
 
 // Metric names. Gauges are observed at collection time.
 const (
-	MetricJournalDepth = "pingate.outbox.journal.depth"       // gauge {entry}: entries held
-	MetricAppends      = "pingate.outbox.journal.appends"     // counter {entry}, attribute result=ok|full|invalid|canceled|error
-	MetricCommitSize   = "pingate.outbox.journal.commit.size" // histogram {entry}: entries per group commit
-	MetricRelayLag     = "pingate.outbox.relay.lag"           // gauge {entry}: appended, not yet acknowledged
-	MetricRelayLagAge  = "pingate.outbox.relay.lag.age"       // gauge s: age of the oldest unacknowledged entry
-	MetricRelayBatch   = "pingate.outbox.relay.batch.size"    // histogram {entry}: entries per acknowledged call
-	MetricRelayErrors  = "pingate.outbox.relay.errors"        // counter {call}: failed calls
+	MetricJournalDepth = "pingate.outbox.journal.depth"    // gauge {entry}: entries held
+	MetricAppends      = "pingate.outbox.journal.appends"  // counter {entry}, attribute result=ok|full|invalid|canceled|error
+	MetricSyncs        = "pingate.outbox.journal.syncs"    // counter {sync}: WAL fsyncs (appends/syncs = group-commit size)
+	MetricRelayLag     = "pingate.outbox.relay.lag"        // gauge {entry}: appended, not yet acknowledged
+	MetricRelayLagAge  = "pingate.outbox.relay.lag.age"    // gauge s: age of the oldest unacknowledged entry
+	MetricRelayBatch   = "pingate.outbox.relay.batch.size" // histogram {entry}: entries per acknowledged call
+	MetricRelayErrors  = "pingate.outbox.relay.errors"     // counter {call}: failed calls
 )
 
 type metrics struct {
 	appends    metric.Int64Counter
-	commitSize metric.Int64Histogram
 	relayBatch metric.Int64Histogram
 	relayErrs  metric.Int64Counter
 	reg        metric.Registration
@@ -57,10 +56,6 @@ func newMetrics(mp metric.MeterProvider, j *Journal) (*metrics, error) {
 		metric.WithDescription("Events offered to the journal, by result")); err != nil {
 		return nil, wrap(err)
 	}
-	if x.commitSize, err = m.Int64Histogram(MetricCommitSize, metric.WithUnit("{entry}"),
-		metric.WithDescription("Entries written by one synced group commit"), batchBuckets); err != nil {
-		return nil, wrap(err)
-	}
 	if x.relayBatch, err = m.Int64Histogram(MetricRelayBatch, metric.WithUnit("{entry}"),
 		metric.WithDescription("Entries acknowledged by Kafka per relay call"), batchBuckets); err != nil {
 		return nil, wrap(err)
@@ -84,16 +79,22 @@ func newMetrics(mp metric.MeterProvider, j *Journal) (*metrics, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
+	syncs, err := m.Int64ObservableCounter(MetricSyncs, metric.WithUnit("{sync}"),
+		metric.WithDescription("WAL fsyncs of the journal store; appends per sync is the group-commit size"))
+	if err != nil {
+		return nil, wrap(err)
+	}
 	x.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := j.Stats()
 		o.ObserveInt64(depth, int64(s.Depth))
+		o.ObserveInt64(syncs, int64(s.Syncs))
 		if j.cfg.JournalOnly() {
 			return nil
 		}
 		o.ObserveInt64(lag, int64(s.Lag))
 		o.ObserveFloat64(lagAge, j.lagAge(s).Seconds())
 		return nil
-	}, depth, lag, lagAge)
+	}, depth, syncs, lag, lagAge)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -120,10 +121,6 @@ func (j *Journal) lagAge(s Stats) time.Duration {
 
 func (m *metrics) appended(ctx context.Context, result string) {
 	m.appends.Add(ctx, 1, resultAttrs[result])
-}
-
-func (m *metrics) committed(n int) {
-	m.commitSize.Record(context.Background(), int64(n))
 }
 
 func (m *metrics) relayed(ctx context.Context, n int) {
