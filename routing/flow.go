@@ -265,7 +265,23 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		Acquirer: req.Acquirer, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
 		Teller: req.Teller, Supervisor: req.Supervisor, IdentityRef: req.IdentityRef,
 	}
-	if req.OldBlock != nil || req.NewBlock != nil {
+	var sealed []byte // a generated PIN, sealed in the security module for its mailer
+	defer clear(sealed)
+	if req.Generate != nil {
+		t := f.deps.Now()
+		hctx, span := f.tracer.Start(ctx, "pingate.hsm.generate_pin")
+		var g pinblock.GeneratedPIN
+		g, err = f.deps.HSM.GeneratePIN(hctx, pinblock.GeneratePINRequest{
+			PAN: req.PAN, Length: req.Generate.Length,
+			To: pinblock.KeyRef{ID: is.Key}, ToFormat: pinblock.Format(is.PINFormat),
+		})
+		span.End()
+		f.m.stage(ctx, "hsm", t, f.deps.Now())
+		if err != nil {
+			return issuer, fmt.Errorf("generate pin for issuer %s: %w", issuer, err)
+		}
+		ireq.NewBlock, sealed = g.Block, g.Sealed
+	} else if req.OldBlock != nil || req.NewBlock != nil {
 		t := f.deps.Now()
 		hctx, span := f.tracer.Start(ctx, "pingate.hsm.translate")
 		ireq.OldBlock, ireq.NewBlock, err = f.deps.HSM.TranslatePair(hctx, pinblock.PairRequest{
@@ -295,6 +311,19 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	if code != iso8583.RCApproved {
 		return issuer, &IssuerDecline{Code: code}
+	}
+	if sealed != nil {
+		// Printed only now: no mailer carries a PIN the issuer did not take.
+		t := f.deps.Now()
+		mctx, span := f.tracer.Start(ctx, "pingate.hsm.print_mailer")
+		err = f.deps.HSM.PrintMailer(mctx, pinblock.MailerRequest{
+			PAN: req.PAN, Sealed: sealed, Reference: req.ID, AddressLines: req.Generate.MailerAddress,
+		})
+		span.End()
+		f.m.stage(ctx, "hsm", t, f.deps.Now())
+		if err != nil {
+			return issuer, fmt.Errorf("pin mailer: %w", err)
+		}
 	}
 	return issuer, nil
 }
@@ -353,18 +382,22 @@ func validateRequest(r *Request) error {
 	}
 	switch r.Operation {
 	case OpChange:
-		if r.OldBlock == nil || r.NewBlock == nil {
+		if r.OldBlock == nil || r.NewBlock == nil || r.Generate != nil {
 			return fmt.Errorf("%w: a PIN change needs the current and the new PIN block", ErrFormat)
 		}
 	case OpReset:
-		if r.OldBlock != nil || r.NewBlock == nil {
+		if r.Generate != nil {
+			if r.OldBlock != nil || r.NewBlock != nil {
+				return fmt.Errorf("%w: a reset with a generated PIN carries no PIN block", ErrFormat)
+			}
+		} else if r.OldBlock != nil || r.NewBlock == nil {
 			return fmt.Errorf("%w: a reset carries the new PIN block only", ErrFormat)
 		}
 		if r.IdentityRef == "" || r.Teller == "" {
 			return fmt.Errorf("%w: a reset needs the teller and the identity-check reference", ErrFormat)
 		}
 	case OpUnblock:
-		if r.OldBlock != nil || r.NewBlock != nil {
+		if r.OldBlock != nil || r.NewBlock != nil || r.Generate != nil {
 			return fmt.Errorf("%w: an unblock carries no PIN block", ErrFormat)
 		}
 		if r.IdentityRef == "" || r.Teller == "" {

@@ -59,7 +59,20 @@ type Request struct {
 	Teller             string // branch teller id (reset, unblock)
 	Supervisor         string // approving supervisor under dual control, if any
 	IdentityRef        string // reference to the branch's identity check, never an ID number
-	Received           time.Time
+	// Generate, on a reset only, asks for a system-generated PIN instead of a
+	// NewBlock from a PIN pad: the security module draws the PIN under the
+	// issuer's key and, once the issuer has approved, prints its mailer.
+	Generate *GenerateSpec
+	Received time.Time
+}
+
+// GenerateSpec asks for a system-generated PIN and its PIN mailer.
+type GenerateSpec struct {
+	// Length of the PIN in digits; 0 means the security module's default.
+	Length int
+	// MailerAddress are the lines printed on the mailer above the PIN: the
+	// branch where the cardholder collects it.
+	MailerAddress []string
 }
 
 // Outcome is the final answer to a request.
