@@ -1,0 +1,505 @@
+package iso8583
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testServer starts s on a loopback port and stops it when the test ends.
+// It returns the address and a channel that receives Serve's result.
+func testServer(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error)) (*Server, string, <-chan error) {
+	t.Helper()
+	s, err := NewServer(cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.OnConnClose = onClose
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background(), ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		s.Wait()
+	})
+	return s, ln.Addr().String(), served
+}
+
+// echo answers every frame with "re:" + frame.
+var echo = HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+	_ = c.WriteFrame(append([]byte("re:"), frame...))
+})
+
+// rawClient is a test client speaking Binary2 framing directly.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawClient{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (c *rawClient) send(msg string) {
+	c.t.Helper()
+	if err := WriteFrame(c.nc, Binary2, []byte(msg)); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+func (c *rawClient) recv() string {
+	c.t.Helper()
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := ReadFrame(c.br, Binary2, 0, nil)
+	if err != nil {
+		c.t.Fatalf("recv: %v", err)
+	}
+	return string(b)
+}
+
+// closeReasons collects OnConnClose reports.
+type closeReasons struct {
+	ch chan error
+}
+
+func newCloseReasons() *closeReasons { return &closeReasons{ch: make(chan error, 64)} }
+
+func (r *closeReasons) hook(_ *ServerConn, err error) { r.ch <- err }
+
+func (r *closeReasons) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection closed")
+		return nil
+	}
+}
+
+func TestServerEcho(t *testing.T) {
+	_, addr, _ := testServer(t, Config{}, echo, nil)
+	c := dialRaw(t, addr)
+	for _, m := range []string{"0800", "0100", "0420"} {
+		c.send(m)
+		if got := c.recv(); got != "re:"+m {
+			t.Errorf("response to %q = %q, want %q", m, got, "re:"+m)
+		}
+	}
+}
+
+func TestServerRespondsOutOfOrder(t *testing.T) {
+	secondDone := make(chan struct{})
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		if string(frame) == "first" {
+			<-secondDone // answer only after the second frame was answered
+		}
+		_ = c.WriteFrame(frame)
+		if string(frame) == "second" {
+			close(secondDone)
+		}
+	})
+	_, addr, _ := testServer(t, Config{}, h, nil)
+	c := dialRaw(t, addr)
+	c.send("first")
+	c.send("second")
+	if a, b := c.recv(), c.recv(); a != "second" || b != "first" {
+		t.Errorf("responses = %q, %q; want second, first", a, b)
+	}
+}
+
+func TestServerConcurrentFrames(t *testing.T) {
+	const n = 50
+	var mu sync.Mutex
+	inFlight, peak := 0, 0
+	release := make(chan struct{})
+	var once sync.Once
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		if inFlight == 8 {
+			once.Do(func() { close(release) }) // 8 handlers ran at once
+		}
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		_ = c.WriteFrame(frame)
+	})
+	_, addr, _ := testServer(t, Config{MaxInFlightPerConn: 8}, h, nil)
+	c := dialRaw(t, addr)
+	for i := 0; i < n; i++ {
+		c.send("m")
+	}
+	for i := 0; i < n; i++ {
+		c.recv()
+	}
+	if peak != 8 {
+		t.Errorf("peak handlers in flight = %d, want 8 (MaxInFlightPerConn)", peak)
+	}
+}
+
+func TestServerBadClientsDoNotDisturbOthers(t *testing.T) {
+	reasons := newCloseReasons()
+	cfg := Config{MaxFrame: 512, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 600 * time.Millisecond}
+	_, addr, _ := testServer(t, cfg, echo, reasons.hook)
+
+	good := dialRaw(t, addr)
+	good.send("hello")
+	if got := good.recv(); got != "re:hello" {
+		t.Fatalf("good client got %q", got)
+	}
+
+	tests := []struct {
+		name string
+		send string // raw bytes, no framing
+		want error
+	}{
+		{"zero length", "\x00\x00", ErrBadFrame},
+		{"oversized length", "\xff\xff", ErrFrameTooLarge},
+		{"slow: frame never completes", "\x00\x10abc", ErrSlowClient},
+		{"silent: nothing at all", "", ErrIdle},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := dialRaw(t, addr)
+			if tt.send != "" {
+				if _, err := bad.nc.Write([]byte(tt.send)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The good client keeps working, well within its own idle
+			// timeout, until the bad connection has been closed.
+			var reason error
+			for closed := false; !closed; {
+				good.send("ping")
+				if got := good.recv(); got != "re:ping" {
+					t.Fatalf("good client got %q while a bad one was connected", got)
+				}
+				select {
+				case reason = <-reasons.ch:
+					closed = true
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			if !errors.Is(reason, tt.want) {
+				t.Errorf("bad connection closed with %v, want %v", reason, tt.want)
+			}
+			_ = bad.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := bad.br.ReadByte(); err == nil {
+				t.Error("bad connection still open")
+			}
+		})
+	}
+	good.send("bye")
+	if got := good.recv(); got != "re:bye" {
+		t.Errorf("good client got %q at the end", got)
+	}
+}
+
+func TestServerShutdownDrains(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, c *ServerConn, frame []byte) {
+		close(started)
+		<-release
+		if ctx.Err() != nil {
+			t.Error("handler context canceled during a graceful shutdown")
+		}
+		_ = c.WriteFrame(append([]byte("re:"), frame...))
+	})
+	reasons := newCloseReasons()
+	s, addr, served := testServer(t, Config{}, h, reasons.hook)
+	c := dialRaw(t, addr)
+	c.send("inflight")
+	<-started
+
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve = %v, want ErrServerClosed", err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Error("server still accepts after Shutdown")
+	}
+	close(release)
+	if got := c.recv(); got != "re:inflight" {
+		t.Errorf("in-flight response = %q, want re:inflight", got)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v, want nil", err)
+	}
+	if err := reasons.next(t); err != nil {
+		t.Errorf("drained connection closed with %v, want nil", err)
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after Shutdown read = %v, want EOF", err)
+	}
+}
+
+func TestServerShutdownDeadlineCancelsHandlers(t *testing.T) {
+	started := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, c *ServerConn, frame []byte) {
+		close(started)
+		<-ctx.Done() // a handler that only stops when told to
+	})
+	s, addr, _ := testServer(t, Config{}, h, nil)
+	c := dialRaw(t, addr)
+	c.send("stuck")
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown(canceled) = %v, want context.Canceled", err)
+	}
+	s.Wait()
+}
+
+func TestServeContextCancel(t *testing.T) {
+	started := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, c *ServerConn, frame []byte) {
+		close(started)
+		<-ctx.Done()
+	})
+	s, err := NewServer(Config{Addr: "127.0.0.1:0"}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.ListenAndServe(ctx) }()
+	addr := s.Addr(context.Background())
+	c := dialRaw(t, addr.String())
+	c.send("x")
+	<-started
+	cancel()
+	if err := <-served; !errors.Is(err, context.Canceled) {
+		t.Errorf("Serve after cancel = %v, want context.Canceled", err)
+	}
+	// Serve has waited for the connection and its handler.
+}
+
+func TestServerMaxConns(t *testing.T) {
+	_, addr, _ := testServer(t, Config{MaxConns: 1}, echo, nil)
+	first := dialRaw(t, addr)
+	first.send("a")
+	first.recv()
+	second := dialRaw(t, addr)
+	_ = second.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := second.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("connection beyond MaxConns: read = %v, want EOF", err)
+	}
+	first.send("b")
+	if got := first.recv(); got != "re:b" {
+		t.Errorf("first connection got %q", got)
+	}
+}
+
+func TestServerHandlerPanic(t *testing.T) {
+	reasons := newCloseReasons()
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		if string(frame) == "boom" {
+			panic("PIN 1234") // the value must not be reported
+		}
+		_ = c.WriteFrame(frame)
+	})
+	_, addr, _ := testServer(t, Config{}, h, reasons.hook)
+	other := dialRaw(t, addr)
+	c := dialRaw(t, addr)
+	c.send("boom")
+	err := reasons.next(t)
+	if !errors.Is(err, ErrHandlerPanic) || strings.Contains(err.Error(), "1234") {
+		t.Errorf("close reason = %v, want ErrHandlerPanic without the panic value", err)
+	}
+	other.send("still")
+	if got := other.recv(); got != "still" {
+		t.Errorf("other connection got %q after a panic", got)
+	}
+}
+
+func TestServerConnValueAndClose(t *testing.T) {
+	reasons := newCloseReasons()
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		switch string(frame) {
+		case "signon":
+			c.SetValue("acq-100001")
+			_ = c.WriteFrame([]byte("ok"))
+		case "who":
+			v, _ := c.Value().(string)
+			_ = c.WriteFrame([]byte(v))
+		case "signoff":
+			_ = c.WriteFrame([]byte("bye"))
+			_ = c.Close()
+			if err := c.WriteFrame([]byte("late")); !errors.Is(err, ErrConnClosed) {
+				t.Errorf("WriteFrame after Close = %v, want ErrConnClosed", err)
+			}
+		}
+	})
+	_, addr, _ := testServer(t, Config{}, h, reasons.hook)
+	c := dialRaw(t, addr)
+	c.send("signon")
+	c.recv()
+	c.send("who")
+	if got := c.recv(); got != "acq-100001" {
+		t.Errorf("Value = %q, want acq-100001", got)
+	}
+	c.send("signoff")
+	if got := c.recv(); got != "bye" {
+		t.Errorf("got %q, want bye", got)
+	}
+	if err := reasons.next(t); !errors.Is(err, ErrConnClosed) {
+		t.Errorf("close reason = %v, want ErrConnClosed", err)
+	}
+}
+
+func TestServerASCII4(t *testing.T) {
+	_, addr, _ := testServer(t, Config{Framing: ASCII4}, echo, nil)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write([]byte("00040800")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := ReadFrame(bufio.NewReader(nc), ASCII4, 0, nil)
+	if err != nil || string(got) != "re:0800" {
+		t.Errorf("ASCII4 response = %q, %v", got, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		give Config
+		want string // part of the error naming the setting
+	}{
+		{"unknown framing", Config{Framing: 7}, "framing"},
+		{"negative max frame", Config{MaxFrame: -1}, "max frame -1"},
+		{"max frame above ascii4", Config{Framing: ASCII4, MaxFrame: 10000}, "max frame 10000"},
+		{"negative read timeout", Config{ReadTimeout: -time.Second}, "read timeout -1s"},
+		{"negative idle timeout", Config{IdleTimeout: -time.Second}, "idle timeout"},
+		{"negative write timeout", Config{WriteTimeout: -time.Second}, "write timeout"},
+		{"negative in-flight", Config{MaxInFlightPerConn: -1}, "in-flight"},
+		{"negative conns", Config{MaxConns: -1}, "max connections"},
+	}
+	for _, tt := range tests {
+		err := tt.give.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Validate() = %v, want an error naming %q", tt.name, err, tt.want)
+		}
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("zero Config: Validate() = %v, want nil", err)
+	}
+}
+
+func TestClientConn(t *testing.T) {
+	_, addr, _ := testServer(t, Config{}, echo, nil)
+	got := make(chan string, 4)
+	c, err := Dial(context.Background(), addr, ClientConfig{OnFrame: func(f []byte) { got <- string(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, m := range []string{"a", "b", "c"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Send([]byte(m)); err != nil {
+				t.Errorf("Send(%q) = %v", m, err)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for range 3 {
+		seen[<-got] = true
+	}
+	if !seen["re:a"] || !seen["re:b"] || !seen["re:c"] {
+		t.Errorf("client received %v, want re:a, re:b, re:c", seen)
+	}
+	c.Close()
+	<-c.Done()
+	if !errors.Is(c.Err(), ErrConnClosed) {
+		t.Errorf("Err after Close = %v, want ErrConnClosed", c.Err())
+	}
+	if err := c.Send([]byte("x")); !errors.Is(err, ErrConnClosed) {
+		t.Errorf("Send after Close = %v, want ErrConnClosed", err)
+	}
+}
+
+func TestClientConnPeerFailures(t *testing.T) {
+	tests := []struct {
+		name  string
+		reply string
+		want  error
+	}{
+		{"peer closes", "", io.EOF},
+		{"peer sends zero length", "\x00\x00", ErrBadFrame},
+		{"peer sends oversized", "\x7f\xff", ErrFrameTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			peerDone := make(chan struct{})
+			go func() {
+				defer close(peerDone)
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = nc.Write([]byte(tt.reply))
+				nc.Close()
+			}()
+			c, err := Dial(context.Background(), ln.Addr().String(), ClientConfig{MaxFrame: 1024, OnFrame: func([]byte) {}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-c.Done()
+			<-peerDone
+			if !errors.Is(c.Err(), tt.want) {
+				t.Errorf("Err = %v, want %v", c.Err(), tt.want)
+			}
+		})
+	}
+}
+
+func TestClientConfigValidate(t *testing.T) {
+	if err := (ClientConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "OnFrame") {
+		t.Errorf("ClientConfig without OnFrame: Validate() = %v, want an error naming OnFrame", err)
+	}
+	if err := (ClientConfig{OnFrame: func([]byte) {}, ReadTimeout: -1}).Validate(); err == nil {
+		t.Error("negative read timeout accepted")
+	}
+}
