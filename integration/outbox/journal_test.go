@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -424,4 +425,48 @@ func closedAddr(t testing.TB) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+func TestReader(t *testing.T) {
+	cfg := testConfig(t)
+	j := mustOpen(t, cfg)
+	for i := range 10 {
+		if err := j.Publish(context.Background(), testEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := OpenReader(cfg.Dir); err == nil {
+		t.Error("OpenReader on an open journal succeeded; want a lock error")
+	}
+	shutdown(t, j)
+	r, err := OpenReader(cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tests := []struct {
+		name      string
+		read      func(int) ([]Entry, error)
+		give      int
+		wantFirst uint64
+		wantLen   int
+	}{
+		{"last 3", r.Last, 3, 8, 3},
+		{"last all", r.Last, 0, 1, 10},
+		{"last 20", r.Last, 20, 1, 10},
+		{"first 4", r.First, 4, 1, 4},
+		{"first all", r.First, 0, 1, 10},
+	}
+	for _, tt := range tests {
+		es, err := tt.read(tt.give)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if len(es) != tt.wantLen || es[0].Seq != tt.wantFirst {
+			t.Errorf("%s: %d entries from %d, want %d from %d", tt.name, len(es), es[0].Seq, tt.wantLen, tt.wantFirst)
+		}
+	}
+	if _, err := OpenReader(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("OpenReader(missing dir) succeeded")
+	}
 }

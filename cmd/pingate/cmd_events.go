@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"pingate/integration/events"
+	"pingate/integration/outbox"
+	"pingate/routing"
+)
+
+func init() {
+	register(command{
+		name:  "events",
+		usage: "events tail --journal DIR | --kafka BROKERS --topic T [--json] [--follow] [--from-beginning] [-n N]",
+		run:   runEvents,
+	})
+}
+
+func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "tail" {
+		return fmt.Errorf("%w: events needs a subcommand: tail", errUsage)
+	}
+	return runEventsTail(ctx, args[1:], stdout)
+}
+
+// tailOptions are the flags of "events tail".
+type tailOptions struct {
+	journal, brokers, topic string
+	json, follow, fromStart bool
+	n                       int
+}
+
+// runEventsTail prints outcome events, one per line: from a stopped gateway's
+// journal (--journal) or from the Kafka topic (--kafka, --topic). Without
+// --from-beginning it prints the newest N (for Kafka, the newest N across
+// partitions by ce_time); with it, the oldest N. --follow (Kafka only) then
+// keeps printing new events until interrupted.
+func runEventsTail(ctx context.Context, args []string, stdout io.Writer) error {
+	var o tailOptions
+	fs := newFlagSet("events tail")
+	fs.StringVar(&o.journal, "journal", "", "journal directory of a stopped gateway")
+	fs.StringVar(&o.brokers, "kafka", "", "bootstrap brokers, host:port[,host:port]")
+	fs.StringVar(&o.topic, "topic", "", "topic to read (with --kafka)")
+	fs.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
+	fs.BoolVar(&o.follow, "follow", false, "keep printing new events (--kafka only)")
+	fs.BoolVar(&o.fromStart, "from-beginning", false, "print the oldest events instead of the newest")
+	fs.IntVar(&o.n, "n", 10, "number of events to print first (0: all)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case (o.journal == "") == (o.brokers == ""):
+		return fmt.Errorf("%w: give exactly one of --journal or --kafka", errUsage)
+	case o.brokers != "" && o.topic == "":
+		return fmt.Errorf("%w: --kafka needs --topic", errUsage)
+	case o.journal != "" && (o.topic != "" || o.follow):
+		return fmt.Errorf("%w: --topic and --follow need --kafka (a running gateway locks its journal)", errUsage)
+	case o.n < 0:
+		return fmt.Errorf("%w: -n must be >= 0", errUsage)
+	}
+	p := &eventPrinter{w: stdout, json: o.json}
+	if o.journal != "" {
+		return tailJournal(o, p)
+	}
+	return tailKafka(ctx, o, p)
+}
+
+// eventPrinter writes one line per event; safe for concurrent use.
+type eventPrinter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	json bool
+}
+
+// print writes ev as a text line "time type code masked-PAN outcome ids" or
+// as a JSON object.
+func (p *eventPrinter) print(ev routing.Event) error {
+	var line string
+	if p.json {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		line = string(b)
+	} else {
+		pan := ev.MaskedPAN
+		if pan == "" {
+			pan = "-"
+		}
+		line = fmt.Sprintf("%s %s %s %s %s id=%s card=%s", ev.Time.UTC().Format(time.RFC3339Nano),
+			ev.Type, ev.Code, pan, ev.Outcome, ev.ID, orDash(ev.CardToken))
+		if ev.TraceID != "" {
+			line += " trace=" + ev.TraceID
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := fmt.Fprintln(p.w, line)
+	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func tailJournal(o tailOptions, p *eventPrinter) error {
+	r, err := outbox.OpenReader(o.journal)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var es []outbox.Entry
+	if o.fromStart {
+		es, err = r.First(o.n)
+	} else {
+		es, err = r.Last(o.n)
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		ev, err := events.Decode(e.Message)
+		if err != nil {
+			return fmt.Errorf("journal entry %d: %w", e.Seq, err)
+		}
+		if err := p.print(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// partitionRange is the offsets of one partition to read first.
+type partitionRange struct {
+	id          int
+	start, stop int64 // read [start, stop); stop is the high watermark
+}
+
+func tailKafka(ctx context.Context, o tailOptions, p *eventPrinter) error {
+	brokers := strings.Split(o.brokers, ",")
+	dialer := &kafka.Dialer{Timeout: 10 * time.Second}
+	conn, err := dialer.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return fmt.Errorf("connect to kafka: %w", err)
+	}
+	parts, err := conn.ReadPartitions(o.topic)
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("read partitions of %s: %w", o.topic, err)
+	}
+	var ranges []partitionRange
+	for _, pt := range parts {
+		lc, err := dialer.DialLeader(ctx, "tcp", brokers[0], o.topic, pt.ID)
+		if err != nil {
+			return fmt.Errorf("connect to leader of partition %d: %w", pt.ID, err)
+		}
+		first, last, err := lc.ReadOffsets()
+		lc.Close()
+		if err != nil {
+			return fmt.Errorf("read offsets of partition %d: %w", pt.ID, err)
+		}
+		r := partitionRange{id: pt.ID, start: first, stop: last}
+		if o.n > 0 {
+			if o.fromStart {
+				r.stop = min(last, first+int64(o.n))
+			} else {
+				r.start = max(first, last-int64(o.n))
+			}
+		}
+		ranges = append(ranges, r)
+	}
+	sort.Slice(ranges, func(a, b int) bool { return ranges[a].id < ranges[b].id })
+
+	// The first events: read each partition's range, merge by time, cut to N.
+	var evs []routing.Event
+	for _, r := range ranges {
+		got, err := readRange(ctx, brokers, o.topic, r)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, got...)
+	}
+	sort.SliceStable(evs, func(a, b int) bool { return evs[a].Time.Before(evs[b].Time) })
+	if o.n > 0 && len(evs) > o.n {
+		if o.fromStart {
+			evs = evs[:o.n]
+		} else {
+			evs = evs[len(evs)-o.n:]
+		}
+	}
+	for _, ev := range evs {
+		if err := p.print(ev); err != nil {
+			return err
+		}
+	}
+	if !o.follow {
+		return nil
+	}
+	return follow(ctx, brokers, o.topic, ranges, p)
+}
+
+func newPartitionReader(brokers []string, topic string, partition int) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: partition,
+		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond})
+}
+
+// readRange reads the records of one partition in [r.start, r.stop).
+func readRange(ctx context.Context, brokers []string, topic string, r partitionRange) ([]routing.Event, error) {
+	if r.start >= r.stop {
+		return nil, nil
+	}
+	rd := newPartitionReader(brokers, topic, r.id)
+	defer rd.Close()
+	if err := rd.SetOffset(r.start); err != nil {
+		return nil, err
+	}
+	var out []routing.Event
+	for {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read partition %d: %w", r.id, err)
+		}
+		ev, err := decodeRecord(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+		if m.Offset >= r.stop-1 {
+			return out, nil
+		}
+	}
+}
+
+func decodeRecord(m kafka.Message) (routing.Event, error) {
+	em := events.Message{Key: m.Key, Value: m.Value}
+	for _, h := range m.Headers {
+		em.Headers = append(em.Headers, events.Header{Key: h.Key, Value: h.Value})
+	}
+	ev, err := events.Decode(em)
+	if err != nil {
+		return ev, fmt.Errorf("partition %d offset %d: %w", m.Partition, m.Offset, err)
+	}
+	return ev, nil
+}
+
+// follow prints records past each partition's high watermark as they arrive,
+// one reader per partition, until ctx ends (then it returns nil).
+func follow(ctx context.Context, brokers []string, topic string, ranges []partitionRange, p *eventPrinter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(ranges))
+	for _, r := range ranges {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rd := newPartitionReader(brokers, topic, r.id)
+			defer rd.Close()
+			if err := rd.SetOffset(r.stop); err != nil {
+				errc <- err
+				return
+			}
+			for {
+				m, err := rd.ReadMessage(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						errc <- fmt.Errorf("read partition %d: %w", r.id, err)
+					}
+					return
+				}
+				ev, err := decodeRecord(m)
+				if err == nil {
+					err = p.print(ev)
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
