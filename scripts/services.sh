@@ -186,7 +186,7 @@ start_redis() {
   mkdir -p "$SVC/redis"
   nohup redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --dir "$SVC/redis" --loglevel warning \
-    >"$SVC/redis.log" 2>&1 </dev/null &
+    >"$SVC/redis.log" 2>&1 </dev/null 8>&- &
   echo $! >"$SVC/redis.pid"
   echo "$port" >"$SVC/redis.port"
   wait_until 15 redis redis-server "$SVC/redis.log" redis_ping "$port"
@@ -223,7 +223,7 @@ start_kafka_spawn() {
   # test broker needs no peak throughput.
   nohup java -Xmx512m -Xms128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
     "-Dlog4j.configuration=file:$dir/log4j.properties" -cp "$LIBS/*" \
-    kafka.Kafka "$dir/server.properties" >"$SVC/kafka.log" 2>&1 </dev/null &
+    kafka.Kafka "$dir/server.properties" >"$SVC/kafka.log" 2>&1 </dev/null 8>&- &
   echo $! >"$SVC/kafka.pid"
   echo "$port" >"$SVC/kafka.port"
   KAFKA_STARTED=1
@@ -241,10 +241,14 @@ cmd_start() {
   local t0=$SECONDS
   mkdir -p "$SVC"
   install_missing
+  # A failed start stops whatever it started, so nothing is left running for
+  # a caller whose cleanup only runs after a successful start.
+  trap 'rc=$?; if [ "$rc" -ne 0 ]; then log "start failed: stopping what was started"; cmd_stop >/dev/null 2>&1 || true; fi' EXIT
   start_kafka_spawn
   start_redis
   wait_kafka
   write_env
+  trap - EXIT
   log "started in $((SECONDS - t0))s; environment in $ENVFILE"
 }
 
@@ -275,9 +279,20 @@ cmd_status() {
   return "$ok"
 }
 
+# lock: one start or stop at a time per work tree (two test runs may call
+# start together; the second then finds the services running). The servers
+# are started with fd 8 closed so they do not inherit the lock.
+lock() {
+  mkdir -p "$SVC"
+  if command -v flock >/dev/null; then
+    exec 8>"$SVC/.lock"
+    flock -w 300 8 || die "another services.sh start/stop still holds $SVC/.lock after 300s"
+  fi
+}
+
 case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
+start) lock; cmd_start ;;
+stop) lock; cmd_stop ;;
 env) cmd_env ;;
 status) cmd_status ;;
 *)
