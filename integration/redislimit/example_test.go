@@ -1,0 +1,51 @@
+package redislimit_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"pingate/integration/redislimit"
+	"pingate/routing"
+)
+
+// Three wrong PINs in an hour, recorded by any gateway instance, refuse the
+// card's next PIN change with 75. Keys hold the card token, never the PAN.
+func ExampleLimiter_Allow() {
+	m, _ := miniredis.Run() // a real deployment points Addrs at Redis
+	defer m.Close()
+	l, err := redislimit.New(redislimit.Config{Addrs: []string{m.Addr()}})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	req := &routing.Request{Operation: routing.OpChange, Acquirer: "bank1", Terminal: "ATM00042",
+		PAN: "4000001234567899", CardToken: "k7Qx"}
+
+	for i := range 3 {
+		req.ID = fmt.Sprint("op-", i)
+		d, _ := l.Allow(ctx, req)
+		fmt.Println("allowed:", d.Allowed)
+		_ = l.Record(ctx, req, "55") // the issuer answered: incorrect PIN
+	}
+	d, _ := l.Allow(ctx, req)
+	fmt.Printf("allowed: %v code: %s reason: %s\n", d.Allowed, d.Code, d.Reason)
+	for _, k := range m.Keys() {
+		if i := strings.Index(k, ":ops:"); i >= 0 {
+			k = k[:i] + ":ops:<yyyymmdd>" // today's date
+		}
+		fmt.Println(k)
+	}
+	// Output:
+	// allowed: true
+	// allowed: true
+	// allowed: true
+	// allowed: false code: 75 reason: card_wrong_pin_limit
+	// pg:{a:bank1}
+	// pg:{c:k7Qx}:ops:<yyyymmdd>
+	// pg:{c:k7Qx}:wp
+	// pg:{t:bank1:ATM00042}
+}
