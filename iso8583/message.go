@@ -195,11 +195,15 @@ func Unpack(spec *moov.MessageSpec, frame []byte) (*Fields, error) {
 	return FieldsOf(msg)
 }
 
-// FieldsOf copies the data elements of msg into a new Fields.
+// FieldsOf copies the data elements of msg into a new Fields. An empty DE 48
+// (length 000) becomes a nil Additional, as Pack treats it.
 func FieldsOf(msg *moov.Message) (*Fields, error) {
 	f := new(Fields)
 	if err := msg.Unmarshal(f); err != nil {
 		return nil, &FieldError{Problem: "cannot unmarshal"}
+	}
+	if f.Additional != nil && *f.Additional == (AdditionalData{}) {
+		f.Additional = nil
 	}
 	return f, nil
 }
