@@ -62,7 +62,7 @@ type Sim struct {
 	srv    *iso8583.Server
 	log    *slog.Logger
 	// Counters, for tests and the demo.
-	Requests, Reversals atomic.Int64
+	Requests, Reversals, Network atomic.Int64
 }
 
 // New builds a simulator; Serve or ListenAndServe runs it.
@@ -107,6 +107,7 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 	var code string
 	switch f.MTI {
 	case iso8583.MTINetworkRequest:
+		s.Network.Add(1)
 		code = iso8583.RCApproved
 	case iso8583.MTIAuthRequest:
 		s.Requests.Add(1)
