@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"pingate/routing"
 )
@@ -257,6 +258,57 @@ func TestThroughputFallbackAlone(t *testing.T) {
 	}
 	if got, _ := m.Get("pg:{c:c3}:ops:20260314"); got != "0" {
 		t.Errorf("c3 operations = %q, want 0 (refunded)", got)
+	}
+}
+
+// roundTrips counts what a client sends: single commands and pipelines.
+type roundTrips struct{ single, pipelines, cmds int }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" && cmd.Name() != "client" { // connection set-up, not ours
+			r.single++
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.pipelines++
+		r.cmds += len(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func TestAllowIsOneRoundTrip(t *testing.T) {
+	l, _ := newTestLimiter(t, Config{TerminalRPS: 1, TerminalBurst: 1, AcquirerRPS: 1000, AcquirerBurst: 1000})
+	// Load every script on the server (the first use of each is EVALSHA,
+	// NOSCRIPT, then EVAL).
+	mustAllow(t, l, req(routing.OpChange, "rt", "acq1", "T1"))
+	mustRefuse(t, l, req(routing.OpChange, "rt", "acq1", "T1"), wantTerminal)
+	tests := []struct {
+		name string
+		give *routing.Request
+		want roundTrips
+	}{
+		{"allowed", req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 3}},
+		{"no terminal", req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 2}},
+		// A throughput refusal gives the card's count back: the one extra trip.
+		{"terminal refused", req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{single: 1, pipelines: 1, cmds: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := &roundTrips{}
+			l.rdb.AddHook(got)
+			l.Allow(context.Background(), tt.give)
+			// Hooks cannot be removed: later hooks see later calls only.
+			if *got != tt.want {
+				t.Errorf("Allow sent %+v, want %+v", *got, tt.want)
+			}
+		})
 	}
 }
 
