@@ -50,7 +50,7 @@ var IssuerSpec = &moov.MessageSpec{
 			Length:      19,
 			Description: "Primary Account Number",
 			Enc:         bcdN,
-			Pref:        prefix.BCD.LL,
+			Pref:        bcdLL,
 		}),
 		// DE 3 Processing code, n6 in 3 BCD bytes.
 		3: field.NewString(&field.Spec{
@@ -92,7 +92,7 @@ var IssuerSpec = &moov.MessageSpec{
 			Length:      11,
 			Description: "Acquiring Institution Identification Code",
 			Enc:         bcdN,
-			Pref:        prefix.BCD.LL,
+			Pref:        bcdLL,
 		}),
 		// DE 37 Retrieval reference number, an12 ASCII.
 		37: field.NewString(&field.Spec{
@@ -127,7 +127,7 @@ var IssuerSpec = &moov.MessageSpec{
 		48: field.NewComposite(&field.Spec{
 			Length:      999,
 			Description: "Additional Data - Private",
-			Pref:        prefix.BCD.LLL,
+			Pref:        bcdLLL,
 			Tag: &field.TagSpec{
 				Length: 2,
 				Enc:    asciiN,
@@ -139,28 +139,28 @@ var IssuerSpec = &moov.MessageSpec{
 					Length:      16,
 					Description: "Teller ID",
 					Enc:         asciiANS,
-					Pref:        prefix.BCD.LL,
+					Pref:        bcdLL,
 				}),
 				// 48.02 Identity-check reference, ans..32.
 				"02": field.NewString(&field.Spec{
 					Length:      32,
 					Description: "Identity-Check Reference",
 					Enc:         asciiANS,
-					Pref:        prefix.BCD.LL,
+					Pref:        bcdLL,
 				}),
 				// 48.03 Supervisor id, ans..16.
 				"03": field.NewString(&field.Spec{
 					Length:      16,
 					Description: "Supervisor ID",
 					Enc:         asciiANS,
-					Pref:        prefix.BCD.LL,
+					Pref:        bcdLL,
 				}),
 				// 48.04 Branch id, ans..16.
 				"04": field.NewString(&field.Spec{
 					Length:      16,
 					Description: "Branch ID",
 					Enc:         asciiANS,
-					Pref:        prefix.BCD.LL,
+					Pref:        bcdLL,
 				}),
 			},
 		}),
@@ -202,14 +202,14 @@ var IssuerSpec = &moov.MessageSpec{
 			Length:      11,
 			Description: "Receiving Institution Identification Code",
 			Enc:         bcdN,
-			Pref:        prefix.BCD.LL,
+			Pref:        bcdLL,
 		}),
 		// DE 123 Key exchange data, ans..999 ASCII, BCD LLL (2 bytes).
 		123: field.NewString(&field.Spec{
 			Length:      999,
 			Description: "Key Exchange Data (key under ZMK hex / KCV)",
 			Enc:         asciiANS,
-			Pref:        prefix.BCD.LLL,
+			Pref:        bcdLLL,
 		}),
 		// DE 125 New PIN block, raw 8 or 16 bytes, 1-byte binary length.
 		125: field.NewBinary(&field.Spec{
