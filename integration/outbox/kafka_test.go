@@ -96,10 +96,17 @@ func toMessage(m kafka.Message) events.Message {
 	return em
 }
 
-// TestKafkaEveryEventType publishes every event type for several cards and
-// reads them back from a real broker: key, headers, schema, per-card order.
-func TestKafkaEveryEventType(t *testing.T) {
+// TestKafka runs the tests that share one real broker (a broker start costs
+// seconds); TestKafkaStoppedMidLoad has its own, since it stops it.
+func TestKafka(t *testing.T) {
 	k := testservers.StartKafka(t)
+	t.Run("EveryEventType", func(t *testing.T) { testEveryEventType(t, k) })
+	t.Run("CrashDuplicates", func(t *testing.T) { testCrashDuplicates(t, k) })
+}
+
+// testEveryEventType publishes every event type for several cards and reads
+// them back from a real broker: key, headers, schema, per-card order.
+func testEveryEventType(t *testing.T, k *testservers.Kafka) {
 	const topic = "pingate.events.types"
 	testservers.CreateTopic(t, k.Brokers, topic, partitions)
 
@@ -254,12 +261,12 @@ const (
 	crashEvents     = 40
 )
 
-// TestCrashChild is the child half of TestKafkaCrashDuplicates; it does
+// TestCrashChild is the child half of testCrashDuplicates; it does
 // nothing unless started by it.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(envCrashDir)
 	if dir == "" {
-		t.Skip("child process of TestKafkaCrashDuplicates")
+		t.Skip("child process of TestKafka/CrashDuplicates")
 	}
 	cfg := Config{Dir: dir, Source: events.Source("test"),
 		Relay: relayConfig(os.Getenv(envCrashBrokers), os.Getenv(envCrashTopic))}
@@ -284,8 +291,7 @@ func TestCrashChild(t *testing.T) {
 	select {}
 }
 
-func TestKafkaCrashDuplicates(t *testing.T) {
-	k := testservers.StartKafka(t)
+func testCrashDuplicates(t *testing.T, k *testservers.Kafka) {
 	const topic = "pingate.events.crash"
 	testservers.CreateTopic(t, k.Brokers, topic, partitions)
 	dir := t.TempDir()
