@@ -19,7 +19,10 @@
 //	func TestPublish(t *testing.T) {
 //		k := testservers.StartKafka(t) // stopped in t.Cleanup
 //		testservers.CreateTopic(t, k.Brokers, "pingate.events", 3)
-//		w := &kafka.Writer{Addr: kafka.TCP(k.Brokers), Topic: "pingate.events", RequiredAcks: kafka.RequireAll}
+//		tr := &kafka.Transport{} // kafka.DefaultTransport keeps idle goroutines: goleak reports them
+//		defer tr.CloseIdleConnections()
+//		w := &kafka.Writer{Addr: kafka.TCP(k.Brokers), Topic: "pingate.events",
+//			RequiredAcks: kafka.RequireAll, Transport: tr}
 //		defer w.Close()
 //		// ... write, read back ...
 //		k.Stop()  // broker down: exercise the failure path
@@ -35,7 +38,9 @@
 // Stop and Start keep the port (Redis runs without persistence, so a
 // restarted server is empty).
 //
-// Each Start* call costs a fresh process: about 10 ms for Redis and 4–6 s for
-// Kafka (two JVM starts: storage format, then the broker) on a 2-core machine.
+// Each Start* call costs a fresh process: about 10 ms for Redis and 3–8 s for
+// Kafka (two JVM starts: storage format, then the broker) on a loaded 2-core
+// machine, so share one broker between the subtests of a test where you can;
+// a Kafka Start after Stop costs one JVM start.
 // Functions taking a testing.TB must be called from the test's goroutine.
 package testservers
