@@ -65,7 +65,8 @@ type RelayConfig struct {
 	// backs off. Default 3.
 	MaxAttempts int
 	// CallTimeout is the context deadline of every WriteMessages call.
-	// Default 30s; must exceed WriteTimeout.
+	// Default 30s or 3×WriteTimeout, whichever is longer; must exceed
+	// WriteTimeout.
 	CallTimeout time.Duration
 	// BackoffMin and BackoffMax bound the relay's exponential backoff after
 	// a failed call. It retries forever: the journal holds the events.
@@ -107,7 +108,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	def(&c.MaxDepth, DefaultMaxDepth)
-	def(&c.Retain, DefaultRetain)
+	def(&c.Retain, min(DefaultRetain, max(c.MaxDepth, 1)))
 	r := &c.Relay
 	if r.ClientID == "" {
 		r.ClientID = "pingate"
@@ -120,7 +121,7 @@ func (c *Config) Validate() error {
 	defd(&r.WriteTimeout, DefaultIOTimeout)
 	defd(&r.ReadTimeout, DefaultIOTimeout)
 	def(&r.MaxAttempts, DefaultMaxAttempts)
-	defd(&r.CallTimeout, DefaultCallTimeout)
+	defd(&r.CallTimeout, max(DefaultCallTimeout, 3*r.WriteTimeout))
 	defd(&r.BackoffMin, DefaultBackoffMin)
 	defd(&r.BackoffMax, DefaultBackoffMax)
 

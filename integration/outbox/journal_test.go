@@ -470,3 +470,13 @@ func TestReader(t *testing.T) {
 		t.Error("OpenReader(missing dir) succeeded")
 	}
 }
+
+func TestConfigDefaultsFollowLimits(t *testing.T) {
+	c := Config{Dir: "/x", Source: "/pingate/a", MaxDepth: 1000, Relay: RelayConfig{WriteTimeout: 20 * time.Second}}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	if c.Retain != 1000 || c.Relay.CallTimeout != 60*time.Second {
+		t.Errorf("Retain = %d, CallTimeout = %v; want 1000, 1m0s", c.Retain, c.Relay.CallTimeout)
+	}
+}
