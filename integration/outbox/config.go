@@ -21,12 +21,12 @@ type Config struct {
 	Source string
 	// MaxDepth bounds the entries waiting for the relay. Past it Publish
 	// returns ErrJournalFull and the gateway answers 91 instead of accepting
-	// an outcome it may lose. Default 1,000,000 (about 600 MB of journal).
+	// an outcome it may lose. Default 1,000,000 (about 1.2 GB of journal at ~1.2 KB per entry).
 	MaxDepth int
 	// Retain bounds the entries kept in journal-only mode (no Kafka
 	// configured): once more than Retain + Retain/100 (at least 1) are held,
 	// the oldest are deleted down to Retain. Must be at most MaxDepth.
-	// Default 100,000.
+	// Default 100,000, or MaxDepth if smaller.
 	Retain int
 	// Relay configures delivery to Kafka. Without brokers the journal runs
 	// in journal-only mode.
