@@ -178,9 +178,11 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	if d := (*LimitError)(nil); errors.As(err, &d) {
 		code, outcome, reason = d.Decision.Code, OutcomeLimited, d.Decision.Reason
 	}
-	if code == iso8583.RCIncorrectPIN && f.deps.Limiter != nil {
-		// A failure to record is the limiter's to report (it fails closed on
-		// the next Allow); the cardholder's answer does not change.
+	if f.deps.Limiter != nil && req.CardToken != "" && outcome != OutcomeLimited {
+		// The limiter learns every final code of a card (a wrong PIN counts,
+		// an approved unblock or reset clears the count) and ignores the rest
+		// without a round trip. A failure to record is the limiter's to
+		// report; the cardholder's answer does not change.
 		_ = f.deps.Limiter.Record(ctx, req, code)
 	}
 	out := Outcome{Code: code, Outcome: outcome, Reason: reason, Issuer: issuer}

@@ -46,8 +46,11 @@ type gateway struct {
 	acqAddr   string
 	httpSrv   *http.Server
 	httpAddr  string
+	ops       *reloader // hot reload and the admin listener (reload.go, admin.go)
 	wg        sync.WaitGroup
 	errc      chan error
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // devTokenKey is the card-token HMAC key of the embedded default: public, so
@@ -60,6 +63,9 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	g = &gateway{cfg: cfg, log: log, errc: make(chan error, 4)}
 	defer func() {
@@ -137,9 +143,10 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	if err := g.startLimiter(); err != nil {
 		return g, err
 	}
+	g.ops = newReloader(g)
 	g.flow, err = routing.NewFlow(cfg.Routing, routing.Deps{
 		HSM: g.hsm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
-		Limiter: g.limiter,
+		Limiter: g.ops.limits,
 	})
 	if err != nil {
 		return g, err
@@ -153,7 +160,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	g.acq, err = iso8583.NewServer(iso8583.Config{
 		Framing: fr, MaxFrame: cfg.Acquirer.MaxFrame, ReadTimeout: cfg.Acquirer.ReadTimeout,
 		IdleTimeout: cfg.Acquirer.IdleTimeout, MaxConns: cfg.Acquirer.MaxConns, MaxInFlightPerConn: cfg.Acquirer.MaxInFlight,
-	}, routing.NewAcquirerFront(g.flow, log))
+	}, newTracedFrames(routing.NewAcquirerFront(g.flow, log)))
 	if err != nil {
 		return g, err
 	}
@@ -254,9 +261,20 @@ func tcpDialer(ctx context.Context, addr, framing string, onFrame func([]byte)) 
 func (g *gateway) Err() <-chan error { return g.errc }
 
 // Shutdown stops accepting, lets in-flight requests finish within ctx,
-// flushes the journal, signs off issuer links, and closes everything.
+// flushes the journal, signs off issuer links, and closes everything. Calls
+// after the first return the first call's result.
 func (g *gateway) Shutdown(ctx context.Context) error {
+	g.stopOnce.Do(func() { g.stopErr = g.shutdown(ctx) })
+	return g.stopErr
+}
+
+func (g *gateway) shutdown(ctx context.Context) error {
 	var errs []error
+	if g.ops != nil {
+		if err := g.ops.stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin listener: %w", err))
+		}
+	}
 	if g.acq != nil {
 		if err := g.acq.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("acquirer listener: %w", err))
@@ -289,6 +307,9 @@ func (g *gateway) Shutdown(ctx context.Context) error {
 	}
 	if g.reversals != nil {
 		_ = g.reversals.Close()
+	}
+	if g.ops != nil {
+		g.ops.zeroize()
 	}
 	if g.ring != nil {
 		g.ring.Zeroize()

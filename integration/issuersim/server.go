@@ -26,8 +26,8 @@ type Config struct {
 	Latency time.Duration
 	// FailRate is the share of PIN operations answered 96 (0–1).
 	FailRate float64
-	// DropRate is the share of PIN operations never answered (0–1), to
-	// provoke timeouts and reversals.
+	// DropRate is the share of PIN operations and reversal advices never
+	// answered (0–1), to provoke timeouts and retried reversals.
 	DropRate float64
 	// Server configures the listener (address, framing, limits).
 	Server iso8583.Config
@@ -128,6 +128,9 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 			}
 		}
 	case iso8583.MTIReversalAdvice:
+		if rand.Float64() < s.cfg.DropRate {
+			return
+		}
 		s.Reversals.Add(1)
 		if orig, err := iso8583.ParseOriginalData(f.OriginalData); err == nil {
 			s.ledger.reverse(f.PAN, orig.STAN+"|"+orig.Transmission)

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"pingate/integration/issuersim"
+	"pingate/integration/reversalstore"
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// startSim runs an issuer simulator on a loopback port until the test ends.
+func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuersim.Sim, string) {
+	t.Helper()
+	zpk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
+	pvk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	sim, err := issuersim.New(issuersim.Config{Population: pop, ZPK: zpk, PVK: pvk, DropRate: dropRate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sim.Server().Serve(context.Background(), ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = sim.Server().Shutdown(ctx)
+		<-done
+	})
+	return sim, ln.Addr().String()
+}
+
+// TestReversalAfterTimeoutSurvivesRestart: the issuer takes a PIN change and
+// never answers; the acquirer gets 91, a reversal advice is persisted, the
+// gateway stops before any issuer could acknowledge it, and the next gateway
+// run on the same reversal store sends it until acknowledged.
+func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
+	pop := issuersim.Population{Seed: 7, BINs: devBINs, PerBIN: 1000}
+	silent, silentAddr := startSim(t, pop, 1) // takes every request, answers none
+	revDir := filepath.Join(t.TempDir(), "reversals")
+	ctx := context.Background()
+
+	gw := func(host string) *gateway {
+		g := startTestGateway(t, func(c *Config) {
+			c.IssuerSim = nil
+			c.Reversals.Dir = revDir
+			c.Routing.Issuers[0].Hosts = []string{host}
+			c.Routing.Issuers[0].Timeout = 300 * time.Millisecond
+		})
+		if err := waitReady(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g1 := gw(silentAddr)
+	card := pop.Card(3)
+	client, err := dialATM(ctx, g1.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := pinOp{acquirer: devATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
+		oldPIN: card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := client.Do(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	if ans.ResponseCode != iso8583.RCIssuerUnavailable {
+		t.Fatalf("timed-out change answered %s, want 91", ans.ResponseCode)
+	}
+	if silent.Requests.Load() != 1 {
+		t.Fatalf("issuer saw %d requests, want 1", silent.Requests.Load())
+	}
+	// The silent issuer also drops the advice; stop the gateway with it owed.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := g1.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	store, err := reversalstore.Open(revDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owed, err := store.Pending(ctx)
+	store.Close()
+	if err != nil || len(owed) != 1 {
+		t.Fatalf("after the first run %d reversals are stored (%v), want 1", len(owed), err)
+	}
+
+	healthy, healthyAddr := startSim(t, pop, 0)
+	g2 := gw(healthyAddr)
+	deadline := time.Now().Add(10 * time.Second)
+	for healthy.Reversals.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if healthy.Reversals.Load() != 1 {
+		t.Fatalf("the restarted gateway sent %d reversal advices, want 1", healthy.Reversals.Load())
+	}
+	for time.Now().Before(deadline) {
+		left, err := g2.reversals.Pending(ctx)
+		if err == nil && len(left) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the acknowledged reversal is still stored")
+}
