@@ -42,7 +42,6 @@ func startTestGateway(t *testing.T, mutate func(*Config)) *gateway {
 	return g
 }
 
-
 // TestEndToEndEveryOperationAndCode plays the demo script over real TCP:
 // every operation and every response code, each answered request that
 // reached routing with exactly one event carrying the same code.
