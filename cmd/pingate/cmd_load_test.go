@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseMix(t *testing.T) {
+	tests := []struct {
+		give string
+		want opMix
+	}{
+		{"change=80,reset=10,unblock=10", opMix{80, 10, 10}},
+		{"change=1", opMix{1, 0, 0}},
+		{" unblock=3 , change=0", opMix{0, 0, 3}},
+	}
+	for _, tt := range tests {
+		got, err := parseMix(tt.give)
+		if err != nil || got != tt.want {
+			t.Errorf("parseMix(%q) = %v, %v; want %v", tt.give, got, err, tt.want)
+		}
+	}
+	for _, give := range []string{"", "change", "change=-1", "change=x", "swap=1", "change=0", "change=1,change=2"} {
+		if _, err := parseMix(give); err == nil {
+			t.Errorf("parseMix(%q) = nil error, want an error", give)
+		}
+	}
+}
+
+func TestOpMixPick(t *testing.T) {
+	m := opMix{2, 0, 1}
+	var got []int
+	for r := range m.sum() {
+		got = append(got, m.pick(r))
+	}
+	if want := []int{opChange, opChange, opUnblock}; !slices.Equal(got, want) {
+		t.Errorf("pick over 0..%d = %v, want %v", m.sum()-1, got, want)
+	}
+}
+
+func TestParseConcurrency(t *testing.T) {
+	tests := []struct {
+		give            string
+		conns, inFlight int
+	}{
+		{"1", 1, 1},
+		{"3", 3, 1},
+		{"32", 4, 8},
+		{"10", 4, 3},
+		{"2x16", 2, 16},
+	}
+	for _, tt := range tests {
+		c, i, err := parseConcurrency(tt.give)
+		if err != nil || c != tt.conns || i != tt.inFlight {
+			t.Errorf("parseConcurrency(%q) = %d, %d, %v; want %d, %d", tt.give, c, i, err, tt.conns, tt.inFlight)
+		}
+	}
+	for _, give := range []string{"", "0", "-1", "x", "2x", "0x4", "ax2"} {
+		if _, _, err := parseConcurrency(give); err == nil {
+			t.Errorf("parseConcurrency(%q) = nil error, want an error", give)
+		}
+	}
+}
+
+// TestLatencyHistQuantiles compares the histogram with exact quantiles of
+// the same samples: within the bucket resolution (1 µs, then 1/64 of a
+// power of two).
+func TestLatencyHistQuantiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	var h, a, b latencyHist
+	var all []time.Duration
+	for i := range 20000 {
+		// log-uniform from 5 µs to 5 s
+		d := time.Duration(math.Exp(math.Log(5e3)+rng.Float64()*(math.Log(5e9)-math.Log(5e3)))) / time.Microsecond * time.Microsecond
+		all = append(all, d)
+		h.add(d)
+		if i%2 == 0 {
+			a.add(d)
+		} else {
+			b.add(d)
+		}
+	}
+	a.merge(&b)
+	slices.Sort(all)
+	for _, q := range []float64{0.01, 0.5, 0.9, 0.99, 0.999, 1} {
+		want := all[int(math.Ceil(q*float64(len(all))))-1]
+		for name, hist := range map[string]*latencyHist{"single": &h, "merged": &a} {
+			got := hist.quantile(q)
+			tol := max(time.Duration(float64(want)/64)+time.Microsecond, time.Microsecond)
+			if diff := got - want; diff > tol || diff < -tol {
+				t.Errorf("%s quantile(%v) = %v, want %v ± %v", name, q, got, want, tol)
+			}
+		}
+	}
+	if h.max != all[len(all)-1] || h.n != int64(len(all)) {
+		t.Errorf("max, n = %v, %d; want %v, %d", h.max, h.n, all[len(all)-1], len(all))
+	}
+	var empty latencyHist
+	if got := empty.quantile(0.99); got != 0 {
+		t.Errorf("empty quantile = %v, want 0", got)
+	}
+}
+
+// startLoadGateway runs the embedded development gateway in-process with
+// limits raised for load (the defaults allow a person's pace).
+func startLoadGateway(t *testing.T) *gateway {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := embeddedConfig()
+	cfg.Instance = "loadtest"
+	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
+	cfg.Limits.CardOpsPerDay = 1_000_000
+	cfg.Limits.AcquirerRPS, cfg.Limits.AcquirerBurst = 1e6, 1_000_000
+	ctx := context.Background()
+	g, err := startGateway(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("startGateway: %v", err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Shutdown(sctx)
+	})
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// lastJSON runs a command line and decodes the JSON object on stdout's last line.
+func lastJSON(t *testing.T, args ...string) loadReport {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), args, &out, &errOut); code != 0 {
+		t.Fatalf("pingate %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rep loadReport
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("last line of stdout is not the JSON report: %v", err)
+	}
+	return rep
+}
+
+// TestLoadAgainstGateway drives the real gateway and its issuer simulator:
+// 100 cards carry 400 operations, so most cards change PIN several times and
+// every change after the first only succeeds if the tool followed the PIN.
+func TestLoadAgainstGateway(t *testing.T) {
+	g := startLoadGateway(t)
+	const n, inFlight = 400, 8
+	rep := lastJSON(t, "load", "--target", g.acqAddr, "--requests", "400", "--duration", "60s", "--warmup", "0",
+		"--concurrency", "2x4", "--cards", "100", "--card-offset", "5000", "--json", "--quiet", "--rand-seed", "3")
+	if rep.Requests < n || rep.Requests > n+inFlight {
+		t.Errorf("requests = %d, want %d to %d", rep.Requests, n, n+inFlight)
+	}
+	if rep.Errors != 0 || len(rep.ErrorKinds) != 0 {
+		t.Errorf("errors = %d %v, want none", rep.Errors, rep.ErrorKinds)
+	}
+	if len(rep.Codes) != 1 || rep.Codes["00"] != rep.Requests {
+		t.Errorf("codes = %v, want all %d approved", rep.Codes, rep.Requests)
+	}
+	ops := rep.ByOperation
+	if ops["change"]+ops["reset"]+ops["unblock"] != rep.Requests || ops["change"] < rep.Requests/2 || ops["reset"] == 0 || ops["unblock"] == 0 {
+		t.Errorf("by operation = %v for %d requests, want about 80/10/10", ops, rep.Requests)
+	}
+	if got := g.sim.Requests.Load(); got < rep.Requests {
+		t.Errorf("issuer simulator saw %d PIN operations, want at least %d", got, rep.Requests)
+	}
+	if rep.TPS <= 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.P50 > rep.LatencyMS.P99 || rep.LatencyMS.P99 > rep.LatencyMS.Max {
+		t.Errorf("tps %v, latency %+v: want positive and ordered", rep.TPS, rep.LatencyMS)
+	}
+}
+
+// TestLoadOpenLoop offers a fixed rate and reports it as such.
+func TestLoadOpenLoop(t *testing.T) {
+	g := startLoadGateway(t)
+	rep := lastJSON(t, "load", "--target", g.acqAddr, "--rate", "100", "--duration", "1s", "--warmup", "0",
+		"--concurrency", "1x8", "--cards", "100", "--mix", "unblock=1", "--json", "--quiet")
+	if rep.Mode != "open" || rep.Rate != 100 {
+		t.Errorf("mode, rate = %q, %v; want open, 100", rep.Mode, rep.Rate)
+	}
+	// 100/s for 1 s, give or take the requests in flight at the end.
+	if rep.Requests < 80 || rep.Requests > 110 || rep.Errors != 0 || rep.Codes["00"] != rep.Requests {
+		t.Errorf("requests %d, errors %d, codes %v; want about 100, all approved", rep.Requests, rep.Errors, rep.Codes)
+	}
+}
+
+func TestBaselineInProcess(t *testing.T) {
+	rep := lastJSON(t, "bench-baseline", "--requests", "300", "--duration", "60s", "--warmup", "0", "--concurrency", "2x2", "--json", "--quiet")
+	if rep.Requests < 300 || rep.Errors != 0 || rep.Codes["00"] != rep.Requests || rep.TPS <= 0 {
+		t.Errorf("requests %d, errors %d, codes %v, tps %v; want ≥ 300 all answered", rep.Requests, rep.Errors, rep.Codes, rep.TPS)
+	}
+}
+
+func TestLoadFlagErrors(t *testing.T) {
+	tests := [][]string{
+		{"load", "--mix", "swap=1"},
+		{"load", "--concurrency", "0"},
+		{"load", "--rate", "-1"},
+		{"load", "--cards", "10", "--concurrency", "4x8"},
+		{"load", "--card-offset", "999999999"},
+		{"load", "--bins", "12"},
+		{"load", "extra"},
+		{"bench-baseline", "--concurrency", "x"},
+	}
+	for _, args := range tests {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 2 {
+			t.Errorf("pingate %s: exit %d, want 2 (usage)", strings.Join(args, " "), code)
+		}
+		if lines := strings.Count(errOut.String(), "\n"); lines != 1 {
+			t.Errorf("pingate %s: %d lines on stderr, want 1", strings.Join(args, " "), lines)
+		}
+	}
+}
