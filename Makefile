@@ -1,0 +1,18 @@
+# The one build line: CI, deploy/Dockerfile and the built-binary tests use it
+# (cmd/pingate/deploy_test.go checks that the Dockerfile carries it verbatim).
+.PHONY: build test image bench
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingate ./cmd/pingate
+
+test:
+	./scripts/test.sh
+
+image:
+	docker build -f deploy/Dockerfile -t pingate:dev .
+
+# The whole system under load beside a bare moov-io/iso8583 baseline, then the
+# micro-benchmarks; writes BENCHMARKS.md (~11 min; BENCH_SOAK=10m for the full
+# memory soak). Not part of test/CI.
+bench:
+	./scripts/bench.sh

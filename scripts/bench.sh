@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# bench.sh — the whole gateway under load beside a bare moov-io/iso8583
+# baseline measured in the same run, then the micro-benchmarks; writes
+# BENCHMARKS.md (scripts/benchreport renders it from the raw results).
+#
+#   ./scripts/bench.sh            (make bench) about 11 minutes
+#
+# Environment (defaults in brackets):
+#   BENCH_RUNS       runs of each end-to-end measurement; medians are reported [3]
+#   BENCH_DURATION   measured time of one run, after a 1 s warm-up [15s]
+#   BENCH_CONC       load concurrency, connections per acquirer × in flight [4x8]
+#   BENCH_SOAK       the memory soak (closed loop at peak) [2m]; BENCH_SOAK=10m for the full one
+#   BENCH_MICRO      0 skips the micro-benchmarks [1]
+#   BENCH_RANGES     filler BIN ranges added to the 3 real ones, one gateway per value [7 100000 1000000]
+#   BENCH_OUT        report file [BENCHMARKS.md]
+#
+# What runs, all on this machine and sharing its cores: Redis and a
+# single-node Kafka broker (scripts/services.sh), the issuer simulator as its
+# own process (`pingate issuer-sim`; the gateway's in-process simulator when
+# that command is missing), the gateway (`pingate serve --redis --kafka`), the
+# baseline echo server (`pingate bench-baseline --listen`), and the load
+# clients (`pingate load`, `pingate bench-baseline`). Every gateway run uses
+# cards no earlier run touched (--card-offset), so each knows every PIN.
+#
+# Limits: the gateway runs on a config written here that raises the acquirer
+# (1e6/s) and card (1e6 operations a day) limits and keeps the terminal
+# limit's shape at 1000/s: the load tool stands for a whole ATM network and
+# spreads its requests over 10000 terminal ids.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+RUNS="${BENCH_RUNS:-3}"
+DUR="${BENCH_DURATION:-15s}"
+CONC="${BENCH_CONC:-4x8}"
+SOAK="${BENCH_SOAK:-2m}"
+MICRO="${BENCH_MICRO:-1}"
+RANGES="${BENCH_RANGES:-7 100000 1000000}"
+OUT="${BENCH_OUT:-BENCHMARKS.md}"
+PER_BIN=2000000 # 6M cards over the three BINs: every run gets fresh ones
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pingate-bench.XXXXXX")"
+RES="$WORK/results"
+mkdir -p "$RES"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && wait "$p" 2>/dev/null || true
+  done
+  if [ "${STARTED_SERVICES:-0}" = 1 ]; then ./scripts/services.sh stop || true; fi
+}
+trap cleanup EXIT
+
+machine() {
+  {
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "cores=$(nproc)"
+    echo "mem_gib=$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "go=$(go env GOVERSION)"
+    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  } >"$RES/machine.txt"
+}
+
+# snapshot NAME: load average and the busiest processes, to say what else ran.
+snapshot() {
+  {
+    echo "== $1 $(date -u +%H:%M:%S) load average: $(cut -d' ' -f1-3 /proc/loadavg); busiest over the next second:"
+    top -b -n 2 -d 1 -o %CPU -w 120 | awk '/^top -/ {n++} n == 2 && /^ *[0-9]+ / {printf "%6s%%  %s\n", $9, $12}' | head -8
+  } >>"$RES/activity.txt"
+}
+
+# wait_line FILE PATTERN: wait up to 30 s for a line matching PATTERN.
+wait_line() {
+  for _ in $(seq 300); do
+    if grep -qE "$2" "$1" 2>/dev/null; then grep -m1 -E "$2" "$1"; return 0; fi
+    sleep 0.1
+  done
+  cat "$1" >&2 || true
+  die "timed out waiting for '$2' in $1"
+}
+
+log "building pingate"
+go build -o "$WORK/pingate" ./cmd/pingate
+PG="$WORK/pingate"
+machine
+snapshot start
+
+log "starting Redis and Kafka (scripts/services.sh)"
+if ! ./scripts/services.sh status >/dev/null 2>&1; then STARTED_SERVICES=1; fi
+./scripts/services.sh start
+# shellcheck disable=SC1091
+set -a; . ./.services.env; set +a
+# A fresh topic per run. The broker creates it on the first write (its
+# default auto.create.topics.enable); the outbox relay retries that first
+# write, and events wait in the journal meanwhile.
+TOPIC="pingate.bench.$(date +%s)"
+
+# Issuer simulator: its own process when `pingate issuer-sim` exists.
+SIM_PROC=0
+if "$PG" help | grep -q '^  issuer-sim '; then
+  SIM_PROC=1
+  "$PG" issuer-sim --addr 127.0.0.1:0 --seed 1 --per-bin "$PER_BIN" >"$WORK/sim.out" 2>"$WORK/sim.err" &
+  PIDS+=($!)
+  SIM_ADDR="$(wait_line "$WORK/sim.out" '^[0-9.]+:[0-9]+$')"
+  log "issuer simulator (own process) on $SIM_ADDR"
+else
+  log "pingate issuer-sim not available: the gateway runs the simulator in-process"
+fi
+echo "sim_process=$SIM_PROC" >>"$RES/machine.txt"
+
+# gateway_config FILE EXTRA_ROUTES: the bench config with EXTRA_ROUTES filler
+# card ranges (prefixes starting with 4, not overlapping the simulator's).
+gateway_config() {
+  local f="$1" extra="$2" hosts="[issuer-sim]"
+  [ "$SIM_PROC" = 1 ] && hosts="[\"$SIM_ADDR\"]"
+  cat >"$f" <<EOF
+instance: bench
+acquirer_listener: {addr: "127.0.0.1:0", max_conns: 1000, max_in_flight: 256}
+http: {addr: "127.0.0.1:0"}
+security: {dev_keys: true}
+routing:
+  institution: "999001"
+  acquirers:
+    - {id: "100001", name: "bench ATM network", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
+    - {id: "200001", name: "bench branch front end", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: $hosts, pin_format: 4, key: dev-issuer-zpk, key_index: 1}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+    - {prefix: "62284813", issuer: ssbank}
+    - {prefix: "621700", issuer: ssbank}
+EOF
+  if [ "$extra" -gt 0 ]; then
+    awk -v n="$extra" 'BEGIN { for (i = 0; i < n; i++) printf "    - {prefix: \"4%09d\", issuer: ssbank}\n", i * 7 }' >>"$f"
+  fi
+  cat >>"$f" <<EOF
+limits:
+  backend: redis
+  card_ops_per_day: 1000000
+  card_wrong_pin_per_hour: 1000000
+  terminal_rps: 1000
+  terminal_burst: 1000
+  acquirer_rps: 1000000
+  acquirer_burst: 1000000
+events: {journal_dir: "$WORK/journal-$extra", kafka_topic: "$TOPIC"}
+reversals: {dir: "$WORK/reversals-$extra"}
+log: {level: warn}
+EOF
+  if [ "$SIM_PROC" = 0 ]; then
+    echo "issuer_sim: {seed: 1, per_bin: $PER_BIN}" >>"$f"
+  fi
+}
+
+GW_PID=""
+GW_ADDR=""
+# start_gateway EXTRA_ROUTES
+start_gateway() {
+  local cfg="$WORK/gateway-$1.yaml"
+  gateway_config "$cfg" "$1"
+  "$PG" serve --config "$cfg" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS" --kafka-topic "$TOPIC" \
+    >"$WORK/gw-$1.out" 2>"$WORK/gw-$1.err" &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  local line
+  line="$(wait_line "$WORK/gw-$1.out" '^pingate serving')"
+  GW_ADDR="$(sed -E 's/.*acquirer ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
+  local http
+  http="$(sed -E 's/.*http ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
+  for _ in $(seq 100); do
+    curl -sf "http://$http/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  log "gateway ($1 extra routes) on $GW_ADDR, pid $GW_PID"
+}
+stop_gateway() {
+  kill "$GW_PID" 2>/dev/null || true
+  wait "$GW_PID" 2>/dev/null || true
+}
+
+"$PG" bench-baseline --listen 127.0.0.1:0 >"$WORK/echo.out" 2>"$WORK/echo.err" &
+PIDS+=($!)
+ECHO_ADDR="$(wait_line "$WORK/echo.out" '^echo server on' | awk '{print $4}')"
+log "baseline echo server on $ECHO_ADDR"
+
+OFFSET=0
+# gw_load FILE CARDS ARGS...: one gateway run on fresh cards, JSON appended to FILE.
+gw_load() {
+  local file="$1" cards="$2"
+  shift 2
+  "$PG" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
+    --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
+  OFFSET=$((OFFSET + cards))
+}
+base_load() {
+  local file="$1"
+  shift
+  "$PG" bench-baseline --target "$ECHO_ADDR" --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
+}
+
+start_gateway 0
+snapshot "gateway started"
+
+log "peak: closed loop at $CONC, $RUNS runs each, baseline and gateway alternating"
+for i in $(seq "$RUNS"); do
+  base_load baseline-peak --concurrency "$CONC"
+  gw_load gateway-peak 100000 --concurrency "$CONC"
+  base_load baseline-c1 --concurrency 1
+  log "  run $i: baseline $(grep -o '"tps":[0-9.]*' "$RES/baseline-peak.jsonl" | tail -1), gateway $(grep -o '"tps":[0-9.]*' "$RES/gateway-peak.jsonl" | tail -1)"
+done
+PEAK="$(grep -o '"tps":[0-9.]*' "$RES/gateway-peak.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+RATE70="$(awk -v p="$PEAK" 'BEGIN {printf "%d", p * 0.7}')"
+echo "rate70=$RATE70" >>"$RES/machine.txt"
+log "latency at 70 % of the gateway's median peak ($PEAK/s): open loop at $RATE70/s"
+for i in $(seq "$RUNS"); do
+  gw_load gateway-70 100000 --concurrency 4x64 --rate "$RATE70"
+  base_load baseline-70 --concurrency 4x64 --rate "$RATE70"
+done
+snapshot "after peak and 70 %"
+
+log "cards: 1k, 100k and 1M cards"
+for cards in 1000 100000 1000000; do
+  for i in $(seq "$RUNS"); do gw_load "cards-$cards" "$cards" --concurrency "$CONC"; done
+done
+
+log "soak: $SOAK closed loop at $CONC, gateway memory sampled every 5 s"
+"$PG" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards 100000 \
+  --duration "$SOAK" --json --quiet --concurrency "$CONC" >"$RES/soak.jsonl" &
+SOAK_PID=$!
+OFFSET=$((OFFSET + 100000))
+t0=$(date +%s)
+while kill -0 "$SOAK_PID" 2>/dev/null; do
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status" 2>/dev/null || echo 0)
+  echo "$(($(date +%s) - t0)) $rss" >>"$RES/soak-rss.txt"
+  sleep 5
+done
+wait "$SOAK_PID"
+snapshot "after soak"
+stop_gateway
+
+log "BIN ranges: 10, 100k and 1M card ranges in the routing table"
+for extra in $RANGES; do
+  start_gateway "$extra"
+  for i in $(seq "$RUNS"); do gw_load "ranges-$((extra + 3))" 100000 --concurrency "$CONC"; done
+  stop_gateway
+done
+snapshot "after ranges"
+
+if [ "$MICRO" != 0 ]; then
+  log "micro-benchmarks"
+  micro() {
+    local name="$1" pkg="$2" pat="$3" bt="$4"
+    go test -run '^$' -bench "$pat" -benchtime "$bt" -count 5 "$pkg" >"$RES/micro-$name.txt" 2>&1 ||
+      log "micro-benchmark $name failed: $(tail -3 "$RES/micro-$name.txt")"
+  }
+  micro iso8583 ./iso8583/ 'BenchmarkPack|BenchmarkUnpack' 0.3s
+  micro pinblock ./pinblock/ 'BenchmarkTranslate' 0.3s
+  micro routing ./routing/ 'BenchmarkBINLookup' 0.3s
+  micro redislimit ./integration/redislimit/ 'BenchmarkAllow' 1s
+  micro outbox ./integration/outbox/ 'BenchmarkJournalAppend|BenchmarkBaselinePebbleSetSync|BenchmarkBaselineFileFsync' 0.5s
+  snapshot "after micro-benchmarks"
+fi
+
+log "writing $OUT"
+go run ./scripts/benchreport -results "$RES" -notes scripts/benchreport/notes.md >"$WORK/report.md"
+mv "$WORK/report.md" "$OUT"
+log "done: $OUT (raw results and logs in $WORK)"
