@@ -100,8 +100,8 @@ type env struct {
 type envOptions struct {
 	dualControl bool
 	limits      redislimit.Config
+	clientCA    func(e *env)   // extra certificates, made before mutate runs
 	mutate      func(*Config)
-	clientCA    func(e *env) // extra certificates
 }
 
 // identities of the test: branch BR0117 of testAcquirer, and a supervisor of
@@ -247,11 +247,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	cfg.Institutions[0].DualControl = o.dualControl
 	cfg.Institutions[0].Branches = append(cfg.Institutions[0].Branches, Branch{ID: "BR0200", Address: []string{"Branch 0200"}})
 	cfg.Institutions = append(cfg.Institutions, Institution{ID: otherInst, Branches: []Branch{{ID: "BR9000"}}})
-	if o.mutate != nil {
-		o.mutate(&cfg)
-	}
 	if o.clientCA != nil {
 		o.clientCA(e)
+	}
+	if o.mutate != nil {
+		o.mutate(&cfg)
 	}
 	e.srv, err = New(cfg, flow, log)
 	if err != nil {
