@@ -100,6 +100,21 @@ func Usage() []MessageUse {
 	return out
 }
 
+// usageMandatory[i] lists the mandatory elements of usage[i] in element
+// order (compareIDs), so that Check reports the first missing one without
+// sorting on every message.
+var usageMandatory = func() [][]string {
+	out := make([][]string, len(usage))
+	for i, u := range usage {
+		for _, id := range slices.SortedFunc(maps.Keys(u.Fields), compareIDs) {
+			if u.Fields[id] == Mandatory {
+				out[i] = append(out[i], id)
+			}
+		}
+	}
+	return out
+}()
+
 // LookupUse finds the field use of a message kind.
 func LookupUse(mti, code string) (MessageUse, bool) {
 	for _, u := range usage {
@@ -154,18 +169,21 @@ func (f Fields) Check() error {
 	if code == "" {
 		return &FieldError{Field: cf, Problem: "missing"}
 	}
-	u, ok := LookupUse(f.MTI, code)
-	if !ok {
+	// Not LookupUse: it copies the field map for its caller, and Check runs
+	// on every message in both directions.
+	i := slices.IndexFunc(usage, func(u MessageUse) bool { return u.MTI == f.MTI && u.Code == code })
+	if i < 0 {
 		return &FieldError{Field: cf, Problem: "unsupported code"}
 	}
+	u := &usage[i]
 	have := f.present()
 	for _, id := range have {
 		if _, ok := u.Fields[id]; !ok {
 			return &FieldError{Field: id, Problem: "not allowed in this message"}
 		}
 	}
-	for _, id := range slices.SortedFunc(maps.Keys(u.Fields), compareIDs) {
-		if u.Fields[id] == Mandatory && !slices.Contains(have, id) {
+	for _, id := range usageMandatory[i] {
+		if !slices.Contains(have, id) {
 			return &FieldError{Field: id, Problem: "missing"}
 		}
 	}
