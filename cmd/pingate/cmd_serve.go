@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func init() {
@@ -19,8 +19,8 @@ func init() {
 
 // serveFlags are the flags that shape the configuration.
 type serveFlags struct {
-	config, redis, kafka, topic, acqAddr, httpAddr string
-	production                                     bool
+	config, redis, kafka, topic, acqAddr, httpAddr, adminAddr, instance string
+	production                                                          bool
 }
 
 func (sf *serveFlags) config0() (Config, error) {
@@ -40,6 +40,9 @@ func (sf *serveFlags) config0() (Config, error) {
 	}
 	if sf.kafka != "" {
 		cfg.Events.KafkaBrokers = strings.Split(sf.kafka, ",")
+		if cfg.Events.KafkaTopicPartitions == 0 {
+			cfg.Events.KafkaTopicPartitions = 3 // --kafka is for trying things out: make the topic if missing
+		}
 	}
 	if sf.topic != "" {
 		cfg.Events.KafkaTopic = sf.topic
@@ -49,6 +52,12 @@ func (sf *serveFlags) config0() (Config, error) {
 	}
 	if sf.httpAddr != "" {
 		cfg.HTTP.Addr = sf.httpAddr
+	}
+	if sf.adminAddr != "" {
+		cfg.Admin.Addr = sf.adminAddr
+	}
+	if sf.instance != "" {
+		cfg.Instance = sf.instance
 	}
 	return cfg, nil
 }
@@ -63,6 +72,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sf.topic, "kafka-topic", "", "Kafka topic for outcome events")
 	fs.StringVar(&sf.acqAddr, "acquirer-addr", "", "ISO 8583 acquirer listener address")
 	fs.StringVar(&sf.httpAddr, "http-addr", "", "HTTP address (health, metrics)")
+	fs.StringVar(&sf.adminAddr, "admin-addr", "", "admin HTTP address (POST /admin/reload)")
+	fs.StringVar(&sf.instance, "instance", "", "instance name in events and logs (overrides the config; e.g. the pod name)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,36 +81,76 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := cfg.withDefaults().Validate(); err != nil {
+		return err
+	}
 	log := newLogger(cfg.Log, stderr)
-	// The first SIGTERM or SIGINT starts a graceful shutdown; a second one
-	// forces exit (signal.NotifyContext stops catching after the first).
+	// SIGTERM or SIGINT starts a graceful shutdown; another one forces exit.
+	// SIGHUP reloads the configuration. The channels are registered before
+	// the gateway starts so that no signal is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+
 	g, err := startGateway(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "pingate serving: acquirer %s, http %s\n", g.acqAddr, g.httpAddr)
+	g.setReloadSource(sf.config0)
+	if err := g.startAdmin(cfg.Admin); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return errors.Join(err, g.Shutdown(sctx))
+	}
+	reloads := g.reloadOnSignal(ctx, hups)
+
+	fmt.Fprintf(stdout, "pingate serving: acquirer %s, http %s, admin %s\n", g.acqAddr, g.httpAddr, g.adminAddrOrOff())
 	var runErr error
+	// pendingSame is how many signals still to arrive on sigs are the one
+	// that already started the shutdown: when main's signal context saw the
+	// signal first, the same signal is also delivered to sigs, and only a
+	// signal after it forces exit.
+	pendingSame := 0
 	select {
 	case <-ctx.Done():
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, context.DeadlineExceeded) {
+			pendingSame = 1
+		}
+		log.Info("shutting down", "cause", context.Cause(ctx).Error())
 	case s := <-sigs:
 		log.Info("shutting down", "signal", s.String())
 	case runErr = <-g.Err():
 		log.Error("listener failed", "err", runErr)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.withDefaults().Acquirer.ShutdownGrace)
+	reloads()
+	grace := cfg.withDefaults().Acquirer.ShutdownGrace
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	go func() {
+	log.Info("draining", "grace", grace.String())
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown(sctx) }()
+	for {
 		select {
+		case err = <-done:
+			if err != nil {
+				log.Error("shutdown incomplete", "err", err)
+			} else {
+				log.Info("stopped")
+			}
+			return errors.Join(runErr, err)
 		case <-sigs:
+			if pendingSame > 0 {
+				pendingSame--
+				continue
+			}
+			// main exits when this returns; the drain is abandoned.
 			log.Error("second signal: exiting without draining")
-			os.Exit(1)
-		case <-sctx.Done():
+			return errors.New("second signal: exited without draining")
 		}
-	}()
-	return errors.Join(runErr, g.Shutdown(sctx))
+	}
 }
 
 func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
@@ -119,15 +170,4 @@ func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
-}
-
-// newLogger builds the structured log: JSON by default.
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }

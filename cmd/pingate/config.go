@@ -24,6 +24,7 @@ type Config struct {
 	Production bool            `yaml:"production"`
 	Acquirer   ListenConfig    `yaml:"acquirer_listener"`
 	HTTP       HTTPConfig      `yaml:"http"`
+	Admin      AdminConfig     `yaml:"admin"`
 	Security   SecurityConfig  `yaml:"security"`
 	Routing    routing.Config  `yaml:"routing"`
 	Limits     LimitsConfig    `yaml:"limits"`
@@ -52,6 +53,14 @@ type ListenConfig struct {
 // HTTPConfig is the HTTP port: health, metrics, admin.
 type HTTPConfig struct {
 	Addr string `yaml:"addr"` // default 127.0.0.1:8080
+}
+
+// AdminConfig is the admin HTTP listener of `pingate serve` (POST
+// /admin/reload, GET /admin/keys). It has no authentication: keep it on
+// loopback (admin.go).
+type AdminConfig struct {
+	Addr     string `yaml:"addr"`     // default 127.0.0.1:8081
+	Disabled bool   `yaml:"disabled"` // no admin listener (SIGHUP still reloads)
 }
 
 // SecurityConfig is the security module and its keys.
@@ -87,11 +96,16 @@ type LimitsConfig struct {
 
 // EventsConfig is the outcome journal and its relay to Kafka.
 type EventsConfig struct {
-	JournalDir   string        `yaml:"journal_dir"`   // default ./var/journal
-	MaxDepth     int           `yaml:"max_depth"`     // past it requests are answered 91
-	KafkaBrokers []string      `yaml:"kafka_brokers"` // empty: journal only
-	KafkaTopic   string        `yaml:"kafka_topic"`   // default pingate.pin-outcomes.v1
-	WriteTimeout time.Duration `yaml:"write_timeout"`
+	JournalDir   string   `yaml:"journal_dir"`   // default ./var/journal
+	MaxDepth     int      `yaml:"max_depth"`     // past it requests are answered 91
+	KafkaBrokers []string `yaml:"kafka_brokers"` // empty: journal only
+	KafkaTopic   string   `yaml:"kafka_topic"`   // default pingate.pin-outcomes.v1
+	// KafkaTopicPartitions, when > 0, has pingate create the topic at start
+	// if it does not exist (with KafkaTopicReplication, default 1). Zero:
+	// the topic is created by the operators (the production norm).
+	KafkaTopicPartitions  int           `yaml:"kafka_topic_partitions"`
+	KafkaTopicReplication int           `yaml:"kafka_topic_replication"`
+	WriteTimeout          time.Duration `yaml:"write_timeout"`
 }
 
 // ReversalsConfig is where owed reversal advices persist.
@@ -186,6 +200,11 @@ func (c Config) Validate() error {
 	case "", "json", "text":
 	default:
 		bad("log.format %q: want json or text", c.Log.Format)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q: want debug, info, warn or error", c.Log.Level)
 	}
 	if err := c.Routing.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)

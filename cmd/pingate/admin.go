@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// The admin listener of `pingate serve` (admin.addr, default
+// 127.0.0.1:8081), apart from the health and metrics port so that a load
+// balancer or scraper that reaches one never reaches the other:
+//
+//	POST /admin/reload  reload the configuration (reload.go); 200 with a JSON
+//	                    report, 422 when the configuration is refused (the
+//	                    running one stays, also while shutting down), 500
+//	                    when keys or limits could not be loaded.
+//	GET  /admin/keys    the loaded key versions: id, usage, version and KCV,
+//	                    never key material.
+//
+// It has no authentication of its own: it must listen on loopback (the
+// default), reached by operators through the host or `kubectl port-forward`.
+
+const defaultAdminAddr = "127.0.0.1:8081"
+
+// adminServer is a running admin listener.
+type adminServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{}
+}
+
+func (a *adminServer) shutdown(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	return err
+}
+
+// startAdmin starts the admin listener c describes, unless it is disabled.
+// Shutdown stops it.
+func (g *gateway) startAdmin(c AdminConfig) error {
+	if c.Disabled {
+		return nil
+	}
+	addr := c.Addr
+	if addr == "" {
+		addr = defaultAdminAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return errors.Join(errors.New("admin listener"), err)
+	}
+	a := &adminServer{
+		srv:  &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 5 * time.Second},
+		addr: ln.Addr().String(),
+		done: make(chan struct{}),
+	}
+	g.ops.mu.Lock()
+	g.ops.admin = a
+	g.ops.mu.Unlock()
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case g.errc <- errors.Join(errors.New("admin listener"), err):
+			default:
+			}
+		}
+	}()
+	g.log.Info("admin listener started", "addr", a.addr)
+	return nil
+}
+
+// adminAddrOrOff is the admin listener's address, or "off".
+func (g *gateway) adminAddrOrOff() string {
+	g.ops.mu.Lock()
+	defer g.ops.mu.Unlock()
+	if g.ops.admin == nil {
+		return "off"
+	}
+	return g.ops.admin.addr
+}
+
+func (g *gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, _ *http.Request) {
+		rep, err := g.Reload("admin")
+		if err != nil {
+			status, result := http.StatusInternalServerError, reloadFailed
+			if errors.Is(err, errReloadRefused) {
+				status, result = http.StatusUnprocessableEntity, reloadRefused
+			}
+			adminJSON(w, status, map[string]string{"result": result, "error": err.Error()})
+			return
+		}
+		adminJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /admin/keys", func(w http.ResponseWriter, _ *http.Request) {
+		type key struct {
+			ID      string    `json:"id"`
+			Usage   string    `json:"usage"`
+			Version int       `json:"version"`
+			KCV     string    `json:"kcv"`
+			Loaded  time.Time `json:"loaded"`
+		}
+		list := g.ring.List()
+		out := make([]key, 0, len(list))
+		for _, k := range list {
+			out = append(out, key{ID: k.ID, Usage: string(k.Usage), Version: k.Version, KCV: k.KCV, Loaded: k.Created})
+		}
+		adminJSON(w, http.StatusOK, out)
+	})
+	return mux
+}
+
+func adminJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,495 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"pingate/integration/redislimit"
+	"pingate/pinblock"
+	"pingate/routing"
+)
+
+// Hot reload (SIGHUP, POST /admin/reload). A reload re-reads the
+// configuration from its source (the --config file and the serve flags) and
+// swaps in, while requests are in flight:
+//
+//   - routes, acquirers and the issuer-side key settings (routing.Flow.Reload);
+//   - limits (a new redislimit.Limiter, swapped in when the limits changed);
+//   - keys: the development keys and the key store are loaded into a fresh
+//     pinblock.Keyring whose contents replace the running ring's in one step
+//     (Keyring.Replace).
+//
+// Everything is loaded and checked before anything is swapped, so a reload
+// either takes effect whole or not at all: a config that fails validation,
+// names a key the new key set lacks, or changes a setting that needs a
+// restart is refused and the running configuration stays. Each attempt is
+// logged and counted in pingate.config.reloads{result=ok|refused|failed}.
+// Settings that need a restart: listeners, instance, production, events,
+// reversals, telemetry, log, issuer_sim, branch, limits.backend,
+// security.weak_pins and the card token key, routing.institution and each
+// issuer's link settings (id, institution, hosts, framing, timeout,
+// echo_interval, connections). An issuer's key, key_index and pin_format are
+// reloadable.
+
+// errReloadRefused marks a reload refused for its configuration; the
+// running configuration stays in force.
+var errReloadRefused = errors.New("reload refused")
+
+// Reload results, the values of the result attribute of pingate.config.reloads.
+const (
+	reloadOK      = "ok"
+	reloadRefused = "refused"
+	reloadFailed  = "failed"
+)
+
+// MetricConfigReloads counts reload attempts by result.
+const MetricConfigReloads = "pingate.config.reloads"
+
+// reloader is the gateway's hot-reload state. Its mutex serializes reloads
+// and Shutdown.
+type reloader struct {
+	mu      sync.Mutex
+	closed  bool
+	source  func() (Config, error)
+	current Config // in force: defaults applied, issuer-sim hosts resolved
+	limits  *swapLimiter
+	retired []*retiredRing
+
+	reloads metric.Int64Counter
+	keyReg  metric.Registration
+	keys    sync.Mutex // guards keyMeta
+	keyMeta []keyMeta
+
+	admin     *adminServer
+	signalsWG sync.WaitGroup
+}
+
+// retiredRing holds key versions a reload replaced until no request can use
+// them any more.
+type retiredRing struct {
+	ring  *pinblock.Keyring
+	timer *time.Timer
+}
+
+// keyMeta describes one key version for the key metrics: never key bytes.
+type keyMeta struct {
+	id, usage string
+	version   int
+	created   time.Time
+	graceEnd  time.Time // zero for a current version
+}
+
+// newReloader builds the reload state of g, whose configuration and limiter
+// are in place. The limiter becomes swappable: the flow must use r.limits.
+func newReloader(g *gateway) *reloader {
+	r := &reloader{current: g.cfg, limits: &swapLimiter{cur: g.limiter}}
+	m := otel.Meter("pingate/cmd")
+	r.reloads, _ = m.Int64Counter(MetricConfigReloads, metric.WithDescription("configuration reloads by result: ok, refused (invalid or needs a restart), failed"))
+	created, _ := m.Float64ObservableGauge("pingate.key.created_timestamp", metric.WithUnit("s"),
+		metric.WithDescription("creation time (Unix seconds) of each loaded key version, from the key store (load time for keys outside it)"))
+	graceEnd, _ := m.Float64ObservableGauge("pingate.key.grace_end_timestamp", metric.WithUnit("s"),
+		metric.WithDescription("end of the grace window (Unix seconds) of each rotated-out key version still loaded"))
+	r.keyReg, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		r.keys.Lock()
+		defer r.keys.Unlock()
+		for _, k := range r.keyMeta {
+			attrs := metric.WithAttributes(attribute.String("key", k.id), attribute.String("usage", k.usage),
+				attribute.String("version", strconv.Itoa(k.version)))
+			o.ObserveFloat64(created, float64(k.created.Unix()), attrs)
+			if !k.graceEnd.IsZero() {
+				o.ObserveFloat64(graceEnd, float64(k.graceEnd.Unix()), attrs)
+			}
+		}
+		return nil
+	}, created, graceEnd)
+	r.setKeyMeta(g.ring, storedKeys(g.cfg.Security))
+	return r
+}
+
+// setReloadSource sets where Reload reads the configuration from.
+func (g *gateway) setReloadSource(src func() (Config, error)) {
+	g.ops.mu.Lock()
+	defer g.ops.mu.Unlock()
+	g.ops.source = src
+}
+
+// reloadReport is the result of a successful reload, as POST /admin/reload
+// returns it.
+type reloadReport struct {
+	Result        string `json:"result"`
+	Trigger       string `json:"trigger"`
+	Acquirers     int    `json:"acquirers"`
+	Routes        int    `json:"routes"`
+	Keys          int    `json:"keys"`
+	LimitsChanged bool   `json:"limits_changed"`
+}
+
+// Reload re-reads the configuration and swaps it in (see the top of this
+// file). trigger names the cause in the log ("sighup", "admin"). Errors
+// wrapping errReloadRefused leave everything as it was; so does any other
+// error (a key store or Redis that cannot be read).
+func (g *gateway) Reload(trigger string) (rep reloadReport, err error) {
+	r := g.ops
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	result := reloadOK
+	defer func() {
+		if err != nil {
+			result = reloadFailed
+			if errors.Is(err, errReloadRefused) {
+				result = reloadRefused
+			}
+			g.log.Error("config reload "+result+"; the running configuration stays", "trigger", trigger, "err", err)
+		} else {
+			g.log.Info("config reloaded", "trigger", trigger, "acquirers", rep.Acquirers, "routes", rep.Routes,
+				"keys", rep.Keys, "limits_changed", rep.LimitsChanged)
+		}
+		r.reloads.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", result)))
+	}()
+	if r.closed {
+		return rep, fmt.Errorf("%w: shutting down", errReloadRefused)
+	}
+	if r.source == nil {
+		return rep, fmt.Errorf("%w: no configuration source", errReloadRefused)
+	}
+	next, err := r.source()
+	if err != nil {
+		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+	}
+	next = next.withDefaults()
+	if err := next.Validate(); err != nil {
+		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+	}
+	g.resolveSimHosts(&next)
+	if err := restartNeeded(r.current, next); err != nil {
+		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+	}
+
+	// Load and check everything before swapping anything.
+	ring, stored, err := loadKeyring(next.Security)
+	if err != nil {
+		return rep, fmt.Errorf("keys: %w", err)
+	}
+	if err := checkKeyLabels(next.Routing, ring); err != nil {
+		ring.Zeroize()
+		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+	}
+	var lim *redislimit.Limiter
+	if !reflect.DeepEqual(r.current.Limits, next.Limits) {
+		if lim, err = g.newLimiter(next.Limits); err != nil {
+			ring.Zeroize()
+			return rep, fmt.Errorf("limits: %w", err)
+		}
+	}
+
+	// Swap: keys first, so that routes naming new keys find them.
+	retired := g.ring.Replace(ring)
+	r.retire(retired, max(r.current.Routing.WithDefaults().RequestTimeout, next.Routing.WithDefaults().RequestTimeout)+time.Second)
+	if lim != nil {
+		old := r.limits.swap(lim)
+		g.limiter = lim
+		_ = old.Close()
+	}
+	if err := g.flow.Reload(next.Routing); err != nil {
+		// Unreachable: next.Validate ran the same checks.
+		return rep, fmt.Errorf("routing: %w", err)
+	}
+	r.current = next
+	r.setKeyMeta(g.ring, stored)
+	return reloadReport{Result: reloadOK, Trigger: trigger, Acquirers: len(next.Routing.Acquirers), Routes: len(next.Routing.Routes),
+		Keys: len(g.ring.List()), LimitsChanged: lim != nil}, nil
+}
+
+// resolveSimHosts points the issuer host "issuer-sim" at the in-process
+// simulator, as startSim did for the configuration the gateway started with.
+func (g *gateway) resolveSimHosts(c *Config) {
+	if g.simAddr == "" {
+		return
+	}
+	for i := range c.Routing.Issuers {
+		c.Routing.Issuers[i].Hosts = append([]string(nil), c.Routing.Issuers[i].Hosts...)
+		for j, h := range c.Routing.Issuers[i].Hosts {
+			if h == "issuer-sim" {
+				c.Routing.Issuers[i].Hosts[j] = g.simAddr
+			}
+		}
+	}
+}
+
+// restartNeeded names the settings that differ between cur and next and
+// cannot change without a restart; nil if there are none.
+func restartNeeded(cur, next Config) error {
+	var changed []string
+	diff := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			changed = append(changed, name)
+		}
+	}
+	diff("instance", cur.Instance, next.Instance)
+	diff("production", cur.Production, next.Production)
+	diff("acquirer_listener", cur.Acquirer, next.Acquirer)
+	diff("http", cur.HTTP, next.HTTP)
+	diff("admin", cur.Admin, next.Admin)
+	diff("events", cur.Events, next.Events)
+	diff("reversals", cur.Reversals, next.Reversals)
+	diff("telemetry", cur.Telemetry, next.Telemetry)
+	diff("log", cur.Log, next.Log)
+	diff("issuer_sim", cur.IssuerSim, next.IssuerSim)
+	diff("branch", cur.Branch, next.Branch)
+	diff("limits.backend", cur.Limits.Backend, next.Limits.Backend)
+	diff("security.weak_pins", cur.Security.WeakPINs == nil || *cur.Security.WeakPINs, next.Security.WeakPINs == nil || *next.Security.WeakPINs)
+	diff("security.card_token_key_file", cur.Security.CardTokenKeyFile, next.Security.CardTokenKeyFile)
+	diff("security.card_token_key_env", cur.Security.CardTokenKeyEnv, next.Security.CardTokenKeyEnv)
+	diff("routing.institution", cur.Routing.Institution, next.Routing.Institution)
+	diff("routing.issuers (ids, institutions, hosts, framing, timeouts, connections)", issuerLinks(cur.Routing), issuerLinks(next.Routing))
+	if len(changed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("changed settings need a restart: %v", changed)
+}
+
+// issuerLinks returns the issuer settings the issuer links were built from.
+func issuerLinks(c routing.Config) []routing.IssuerConfig {
+	out := c.WithDefaults().Issuers
+	for i := range out {
+		out[i].Key, out[i].KeyIndex, out[i].PINFormat = "", 0, 0
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// loadKeyring loads the keys sec names into a fresh ring: the development
+// keys if sec.DevKeys, then the key store. It also returns the store's
+// description of its keys (nil without a store). On error nothing is kept.
+func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []pinblock.StoredKey, error) {
+	ring := pinblock.NewKeyring(sec.RotationGrace)
+	if sec.DevKeys {
+		if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+			ring.Zeroize()
+			return nil, nil, err
+		}
+	}
+	if sec.KeyStore == "" {
+		return ring, nil, nil
+	}
+	st, err := openKeyStore(sec)
+	if err != nil {
+		ring.Zeroize()
+		return nil, nil, err
+	}
+	defer st.Close()
+	if _, err := st.Load(ring, time.Now()); err != nil {
+		ring.Zeroize()
+		return nil, nil, fmt.Errorf("security.key_store: %w", err)
+	}
+	stored, err := st.List()
+	if err != nil {
+		ring.Zeroize()
+		return nil, nil, fmt.Errorf("security.key_store: %w", err)
+	}
+	return ring, stored, nil
+}
+
+func openKeyStore(sec SecurityConfig) (*pinblock.Store, error) {
+	st, err := pinblock.OpenStore(pinblock.StoreConfig{
+		Path: sec.KeyStore, LogPath: sec.CustodyLog, Grace: sec.RotationGrace,
+		LMK: pinblock.LMKRef{File: sec.LMKFile, Env: sec.LMKEnv},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("security.key_store: %w", err)
+	}
+	return st, nil
+}
+
+// storedKeys lists the key store of sec for the key metrics; nil without a
+// store or when it cannot be read (the keys loaded at start-up were read
+// from it moments before).
+func storedKeys(sec SecurityConfig) []pinblock.StoredKey {
+	if sec.KeyStore == "" {
+		return nil
+	}
+	st, err := openKeyStore(sec)
+	if err != nil {
+		return nil
+	}
+	defer st.Close()
+	ks, _ := st.List()
+	return ks
+}
+
+// checkKeyLabels names every key label of rc that ring does not hold.
+func checkKeyLabels(rc routing.Config, ring *pinblock.Keyring) error {
+	held := map[string]bool{}
+	for _, k := range ring.List() {
+		held[k.ID] = true
+	}
+	var errs []error
+	for _, a := range rc.Acquirers {
+		idx := make([]int, 0, len(a.Keys))
+		for i := range a.Keys {
+			idx = append(idx, i)
+		}
+		sort.Ints(idx)
+		for _, i := range idx {
+			if !held[a.Keys[i]] {
+				errs = append(errs, fmt.Errorf("routing.acquirers (%s): keys[%d]: key %q is not loaded", a.ID, i, a.Keys[i]))
+			}
+		}
+		if a.ZMK != "" && !held[a.ZMK] {
+			errs = append(errs, fmt.Errorf("routing.acquirers (%s): zmk: key %q is not loaded", a.ID, a.ZMK))
+		}
+	}
+	for _, is := range rc.Issuers {
+		if !held[is.Key] {
+			errs = append(errs, fmt.Errorf("routing.issuers (%s): key: key %q is not loaded", is.ID, is.Key))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setKeyMeta records the loaded key versions for the key metrics: creation
+// times from the store where it has them, and the end of each rotated-out
+// version's grace window.
+func (r *reloader) setKeyMeta(ring *pinblock.Keyring, stored []pinblock.StoredKey) {
+	type idv struct {
+		id string
+		v  int
+	}
+	byVersion := map[idv]pinblock.StoredKey{}
+	for _, s := range stored {
+		byVersion[idv{s.ID, s.Version}] = s
+	}
+	grace := r.current.Security.RotationGrace
+	list := ring.List() // by id, then version: the last of an id is current
+	meta := make([]keyMeta, 0, len(list))
+	for i, k := range list {
+		m := keyMeta{id: k.ID, usage: string(k.Usage), version: k.Version, created: k.Created}
+		if s, ok := byVersion[idv{k.ID, k.Version}]; ok {
+			m.created = s.Created
+			if s.RetiredAt != nil && (i+1 < len(list) && list[i+1].ID == k.ID) {
+				m.graceEnd = s.RetiredAt.Add(grace)
+			}
+		}
+		meta = append(meta, m)
+	}
+	r.keys.Lock()
+	r.keyMeta = meta
+	r.keys.Unlock()
+}
+
+// retire zeroizes ring after delay, when no request that looked its keys up
+// before the swap can still be running. Shutdown zeroizes it sooner.
+func (r *reloader) retire(ring *pinblock.Keyring, delay time.Duration) {
+	rr := &retiredRing{ring: ring}
+	rr.timer = time.AfterFunc(delay, ring.Zeroize)
+	r.retired = append(r.retired, rr)
+}
+
+// stop refuses further reloads and stops the admin listener and the SIGHUP
+// loop; Shutdown calls it first.
+func (r *reloader) stop(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	adm := r.admin
+	r.mu.Unlock()
+	if adm != nil {
+		return adm.shutdown(ctx)
+	}
+	return nil
+}
+
+// zeroize zeroizes the retired rings at once and unregisters the key
+// metrics; Shutdown calls it once no request runs.
+func (r *reloader) zeroize() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rr := range r.retired {
+		rr.timer.Stop()
+		rr.ring.Zeroize()
+	}
+	r.retired = nil
+	if r.keyReg != nil {
+		_ = r.keyReg.Unregister()
+	}
+}
+
+// swapLimiter is the flow's limiter: it forwards to the current
+// redislimit.Limiter, which a reload replaces. swap waits for the calls in
+// progress on the old limiter (each bounded by its Redis timeouts and the
+// request's deadline), so the old one can be closed as soon as swap returns.
+type swapLimiter struct {
+	mu  sync.RWMutex
+	cur *redislimit.Limiter
+}
+
+var _ routing.Limiter = (*swapLimiter)(nil)
+
+// Allow implements routing.Limiter.
+func (s *swapLimiter) Allow(ctx context.Context, req *routing.Request) (routing.Decision, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cur.Allow(ctx, req)
+}
+
+// Record implements routing.Limiter.
+func (s *swapLimiter) Record(ctx context.Context, req *routing.Request, code string) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cur.Record(ctx, req, code)
+}
+
+func (s *swapLimiter) swap(next *redislimit.Limiter) (old *redislimit.Limiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, s.cur = s.cur, next
+	return old
+}
+
+// newLimiter connects a limiter for lc; the memory backend uses the
+// gateway's in-process Redis stand-in, so its counts survive the reload.
+func (g *gateway) newLimiter(lc LimitsConfig) (*redislimit.Limiter, error) {
+	c := lc.Config
+	if lc.Backend == "memory" {
+		if g.memRedis == nil {
+			return nil, errors.New("memory limits: no in-process store")
+		}
+		c.Mode, c.Addrs = redislimit.ModeStandalone, []string{g.memRedis.Addr()}
+	}
+	return redislimit.New(c)
+}
+
+// reloadOnSignal reloads on every signal from hups until ctx ends or the
+// returned stop function is called; stop waits for a reload in progress.
+func (g *gateway) reloadOnSignal(ctx context.Context, hups <-chan os.Signal) (stop func()) {
+	done := make(chan struct{})
+	g.ops.signalsWG.Add(1)
+	go func() {
+		defer g.ops.signalsWG.Done()
+		for {
+			select {
+			case <-hups:
+				_, _ = g.Reload("sighup") // logged and counted by Reload
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		g.ops.signalsWG.Wait()
+	}
+}
