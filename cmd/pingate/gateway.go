@@ -17,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"pingate/integration/issuersim"
+	"pingate/integration/kafkatopic"
 	"pingate/integration/outbox"
 	"pingate/integration/redislimit"
 	"pingate/integration/reversalstore"
@@ -131,6 +132,16 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 
 	if err := os.MkdirAll(cfg.Events.JournalDir, 0o700); err != nil {
 		return g, err
+	}
+	if ev := cfg.Events; len(ev.KafkaBrokers) > 0 && ev.KafkaTopicPartitions > 0 {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := kafkatopic.EnsureTopic(tctx, ev.KafkaBrokers, ev.KafkaTopic, ev.KafkaTopicPartitions, max(ev.KafkaTopicReplication, 1))
+		cancel()
+		if err != nil {
+			// The journal keeps every event; the relay retries until the
+			// topic exists and Kafka takes them.
+			log.Error("outcome topic not ready; events wait in the journal", "topic", ev.KafkaTopic, "err", err)
+		}
 	}
 	g.journal, err = outbox.Open(outbox.Config{
 		Dir: cfg.Events.JournalDir, Source: "/pingate/" + cfg.Instance, MaxDepth: cfg.Events.MaxDepth,
