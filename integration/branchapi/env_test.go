@@ -100,7 +100,7 @@ type env struct {
 type envOptions struct {
 	dualControl bool
 	limits      redislimit.Config
-	clientCA    func(e *env)   // extra certificates, made before mutate runs
+	clientCA    func(e *env) // extra certificates, made before mutate runs
 	mutate      func(*Config)
 }
 
