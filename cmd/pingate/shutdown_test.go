@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"pingate/integration/events"
-	"pingate/integration/outbox"
 	"pingate/integration/issuersim"
+	"pingate/integration/outbox"
 )
 
 // Graceful shutdown of the built binary under load: `pingate serve` in
