@@ -8,6 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"pingate/iso8583"
 	"pingate/pinblock"
 )
@@ -62,34 +66,49 @@ func (s *Session) Bound() string {
 // is nothing to answer) and whether the connection must close after it: an
 // unknown acquirer is answered 58 and disconnected.
 func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byte) (resp []byte, closeAfter bool) {
+	// The message span (a child of the listener's frame span, when there is
+	// one) parents the flow, the limiter, the security module, the issuer,
+	// the journal and the Kafka publish. Attributes carry message types and
+	// codes, never a PAN or PIN.
+	ctx, span := a.flow.tracer.Start(ctx, "pingate.acquirer.message")
+	defer span.End()
 	f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
 	if err != nil {
+		span.SetAttributes(attribute.String("iso8583.response_code", iso8583.RCFormatError))
+		span.SetStatus(codes.Error, "malformed message")
 		return a.formatError(frame, err), false
 	}
 	defer f.Clear()
+	span.SetAttributes(
+		attribute.String("iso8583.mti", f.MTI),
+		attribute.String("iso8583.processing_code", f.ProcessingCode),
+		attribute.String("iso8583.network_code", f.NetworkCode),
+		attribute.String("pingate.acquirer", f.AcquirerID),
+	)
+
 	if err := f.Check(); err != nil {
-		return a.reply(f, iso8583.RCFormatError), false
+		return a.reply(ctx, f, iso8583.RCFormatError), false
 	}
 	if _, known := a.flow.Acquirer(f.AcquirerID); !known {
 		a.log.Warn("unknown acquirer refused", "acquirer", f.AcquirerID, "remote", s.Remote)
-		return a.reply(f, iso8583.RCNotPermittedTerm), true
+		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), true
 	}
 	if !s.bind(f.AcquirerID) {
 		a.log.Warn("acquirer mismatch on connection", "bound", s.Bound(), "acquirer", f.AcquirerID, "remote", s.Remote)
-		return a.reply(f, iso8583.RCNotPermittedTerm), false
+		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), false
 	}
 	switch f.MTI {
 	case iso8583.MTINetworkRequest:
-		return a.reply(f, a.network(ctx, f)), false
+		return a.reply(ctx, f, a.network(ctx, f)), false
 	case iso8583.MTIAuthRequest:
 		return a.operation(ctx, f), false
 	case iso8583.MTIReversalAdvice:
 		// The acquirer reverses a request it gave up on. Every outcome was
 		// recorded already; the advice is acknowledged and logged.
 		a.log.Info("acquirer reversal advice acknowledged", "acquirer", f.AcquirerID, "terminal", f.TerminalID, "stan", f.STAN)
-		return a.reply(f, iso8583.RCApproved), false
+		return a.reply(ctx, f, iso8583.RCApproved), false
 	}
-	return a.reply(f, iso8583.RCFormatError), false
+	return a.reply(ctx, f, iso8583.RCFormatError), false
 }
 
 func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte {
@@ -113,12 +132,12 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 	if f.SecurityControl != "" {
 		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
 		if err != nil {
-			return a.reply(f, iso8583.RCFormatError)
+			return a.reply(ctx, f, iso8583.RCFormatError)
 		}
 		req.Format, req.KeyIndex = sc.Format, sc.KeyIndex
 	}
 	out := a.flow.Handle(ctx, req)
-	return a.reply(f, out.Code)
+	return a.reply(ctx, f, out.Code)
 }
 
 // network answers sign-on, sign-off, echo and key change.
@@ -180,7 +199,8 @@ func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string
 
 // reply builds the answer to f: the response MTI, the matching fields echoed,
 // DE 39 set, and no PIN block or key material.
-func (a *AcquirerFront) reply(f *iso8583.Fields, code string) []byte {
+func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code string) []byte {
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("iso8583.response_code", code))
 	r := iso8583.Fields{
 		MTI:                  responseMTI(f.MTI),
 		PAN:                  f.PAN,

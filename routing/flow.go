@@ -252,7 +252,10 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	if f.deps.Limiter != nil {
 		t := f.deps.Now()
-		dec, err := f.deps.Limiter.Allow(ctx, req)
+		lctx, span := f.tracer.Start(ctx, "pingate.limiter")
+		dec, err := f.deps.Limiter.Allow(lctx, req)
+		span.SetAttributes(attribute.Bool("pingate.limit.allowed", err == nil && dec.Allowed), attribute.String("pingate.limit.reason", dec.Reason))
+		span.End()
 		f.m.stage(ctx, "limiter", t, f.deps.Now())
 		if err != nil {
 			dec = Decision{Code: iso8583.RCIssuerUnavailable, Reason: "limiter_unavailable", Limit: "limiter"}

@@ -9,6 +9,11 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Relay drains the journal to Kafka in sequence order, one WriteMessages call
@@ -154,9 +159,11 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 		}
 		msgs[i] = kafka.Message{Key: e.Message.Key, Value: e.Message.Value, Headers: hs, Time: e.Appended}
 	}
+	spans := r.publishSpans(ctx, entries)
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	err = r.w.WriteMessages(cctx, msgs...)
 	cancel()
+	endSpans(spans, err)
 	if err != nil {
 		var werr kafka.WriteErrors
 		if errors.As(err, &werr) {
@@ -184,6 +191,43 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 	r.sent.Add(uint64(len(entries)))
 	j.m.relayed(ctx, len(entries))
 	return nil
+}
+
+// publishSpans starts one producer span per record, as a child of the
+// request's trace (the record's traceparent header), so a request's trace
+// runs from the acquirer frame to the Kafka acknowledgement.
+func (r *Relay) publishSpans(ctx context.Context, entries []Entry) []trace.Span {
+	tracer := otel.Tracer("pingate/outbox")
+	spans := make([]trace.Span, len(entries))
+	for i, e := range entries {
+		carrier := propagation.MapCarrier{}
+		if tp, ok := e.Message.Header("traceparent"); ok {
+			carrier["traceparent"] = tp
+		}
+		id, _ := e.Message.Header("ce_id")
+		pctx := propagation.TraceContext{}.Extract(context.WithoutCancel(ctx), carrier)
+		_, spans[i] = tracer.Start(pctx, "pingate.kafka.publish", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.destination.name", r.cfg.Topic),
+				attribute.String("messaging.message.id", id),
+			))
+	}
+	return spans
+}
+
+func endSpans(spans []trace.Span, err error) {
+	var werr kafka.WriteErrors
+	errors.As(err, &werr)
+	for i, sp := range spans {
+		switch {
+		case werr != nil && i < len(werr) && werr[i] != nil:
+			sp.SetStatus(codes.Error, "not acknowledged")
+		case werr == nil && err != nil:
+			sp.SetStatus(codes.Error, "not acknowledged")
+		}
+		sp.End()
+	}
 }
 
 func firstErr(errs kafka.WriteErrors) error {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// TestOneTracePerRequest: a PIN change over TCP makes one trace from the
+// acquirer frame through the limiter, the security module, the issuer round
+// trip and the journal, with iso8583.* attributes and no PAN or PIN block in
+// any attribute.
+func TestOneTracePerRequest(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	g := startTestGateway(t, nil)
+	// startGateway installed the global provider; add the in-memory exporter to it.
+	tp, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
+	if !ok {
+		t.Fatal("no SDK tracer provider installed")
+	}
+	tp.RegisterSpanProcessor(sdktrace.NewSimpleSpanProcessor(exp))
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := embeddedPopulation().Card(77)
+	op := atmChange(card.PAN, "ATMTRACE", card.PIN, "4826")
+	f, err := op.fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := []string{strings.ToUpper(hexOf(f.PINBlock)), strings.ToUpper(hexOf(f.NewPINBlock))}
+	if code := do(t, c, op); code != "00" {
+		t.Fatalf("change answered %s", code)
+	}
+	time.Sleep(100 * time.Millisecond)
+	spans := exp.GetSpans()
+	var root *tracetest.SpanStub
+	for i := range spans {
+		if spans[i].Name == "pingate.acquirer.frame" {
+			root = &spans[i]
+		}
+	}
+	if root == nil {
+		t.Fatal("no pingate.acquirer.frame span")
+	}
+	want := map[string]bool{"pingate.acquirer.message": false, "pingate.pin.change": false, "pingate.limiter": false, "pingate.hsm.translate": false,
+		"pingate.issuer.roundtrip": false, "pingate.journal.append": false}
+	for _, s := range spans {
+		if s.SpanContext.TraceID() != root.SpanContext.TraceID() {
+			continue
+		}
+		if _, ok := want[s.Name]; ok {
+			want[s.Name] = true
+		}
+		for _, kv := range s.Attributes {
+			v := strings.ToUpper(kv.Value.Emit())
+			if strings.Contains(v, card.PAN) || strings.Contains(v, blocks[0]) || strings.Contains(v, blocks[1]) {
+				t.Errorf("span %s attribute %s carries a PAN or PIN block", s.Name, kv.Key)
+			}
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("trace lacks span %s", name)
+		}
+	}
+	attrs := map[string]string{}
+	for _, s := range spans {
+		if s.Name == "pingate.acquirer.message" && s.SpanContext.TraceID() == root.SpanContext.TraceID() {
+			for _, kv := range s.Attributes {
+				attrs[string(kv.Key)] = kv.Value.Emit()
+			}
+		}
+	}
+	if attrs["iso8583.mti"] != "0100" || attrs["iso8583.processing_code"] != "700000" || attrs["iso8583.response_code"] != "00" {
+		t.Errorf("message span attributes = %v", attrs)
+	}
+}
+
+func hexOf(b []byte) string {
+	const digits = "0123456789ABCDEF"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
