@@ -61,6 +61,9 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		errors.Is(err, pinblock.ErrKeyUsage):
 		// Our configuration pairs keys or formats that may not meet.
 		return iso8583.RCSystemMalfunction, OutcomeFailed, "security_configuration"
+	case errors.Is(err, pinblock.ErrMailerUnavailable):
+		// The issuer took the generated PIN but its mailer did not print.
+		return iso8583.RCSystemMalfunction, OutcomeFailed, "pin_mailer_failed"
 	case errors.Is(err, pinblock.ErrModuleUnavailable):
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "security_module_unavailable"
 	case errors.Is(err, ErrIssuerTimeout):

@@ -226,6 +226,7 @@ func TestResponseFor(t *testing.T) {
 		{pinblock.ErrNewPINRejected, "P6", OutcomeDeclined},
 		{pinblock.ErrInvalidPINBlock, "30", OutcomeRejected},
 		{pinblock.ErrForbiddenTranslation, "96", OutcomeFailed},
+		{pinblock.ErrMailerUnavailable, "96", OutcomeFailed},
 		{ErrIssuerTimeout, "91", OutcomeReversed},
 		{ErrIssuerUnavailable, "91", OutcomeFailed},
 		{ErrSinkFull, "91", OutcomeFailed},

@@ -7,7 +7,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"pingate/integration/branchapi"
@@ -35,8 +34,7 @@ type BranchConfig struct {
 // DefaultBranchAddr is the branch API's address in the embedded default.
 const DefaultBranchAddr = "127.0.0.1:8443"
 
-// branchRuntime is a running branch API. It is kept beside the gateway, not
-// in it, because gateway.go has another owner.
+// branchRuntime is a running branch API (gateway.branch).
 type branchRuntime struct {
 	srv     *branchapi.Server
 	addr    string
@@ -44,15 +42,9 @@ type branchRuntime struct {
 	spool   string
 }
 
-var branchRuntimes sync.Map // *gateway → *branchRuntime
-
 // branchOf returns g's running branch API, if any.
 func branchOf(g *gateway) (*branchRuntime, bool) {
-	v, ok := branchRuntimes.Load(g)
-	if !ok {
-		return nil, false
-	}
-	return v.(*branchRuntime), true
+	return g.branch, g.branch != nil
 }
 
 func (c Config) branchEnabled() bool {
@@ -131,7 +123,7 @@ func (g *gateway) startBranchAPI(ctx context.Context) error {
 		return fmt.Errorf("branch api listener: %w", err)
 	}
 	rt := &branchRuntime{srv: srv, addr: ln.Addr().String(), certDir: certDir, spool: spool}
-	branchRuntimes.Store(g, rt)
+	g.branch = rt
 	g.serve("branch api", func() error { return srv.Serve(ln) })
 	attrs := []any{"addr", rt.addr, "mailer_spool", spool}
 	if certDir != "" {
@@ -145,9 +137,10 @@ func (g *gateway) startBranchAPI(ctx context.Context) error {
 // stopBranchAPI drains and stops the branch API: requests in flight run to
 // their recorded outcome within ctx.
 func (g *gateway) stopBranchAPI(ctx context.Context) error {
-	v, ok := branchRuntimes.LoadAndDelete(g)
-	if !ok {
+	rt := g.branch
+	if rt == nil {
 		return nil
 	}
-	return v.(*branchRuntime).srv.Shutdown(ctx)
+	g.branch = nil
+	return rt.srv.Shutdown(ctx)
 }

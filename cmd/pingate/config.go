@@ -209,5 +209,16 @@ func (c Config) Validate() error {
 	if err := c.Routing.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.branchEnabled() {
+		tls := c.Branch.TLS
+		switch {
+		case tls.CertFile != "" || tls.KeyFile != "" || tls.ClientCAFile != "":
+			if err := c.Branch.Config.Validate(); err != nil {
+				bad("branch: %v", err)
+			}
+		case !c.Security.DevKeys || c.Production:
+			bad("branch.tls: cert_file, key_file and client_ca_file are required outside a development setup")
+		}
+	}
 	return errors.Join(errs...)
 }

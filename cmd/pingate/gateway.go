@@ -41,6 +41,7 @@ type gateway struct {
 	links     *routing.IssuerLinks
 	journal   *outbox.Journal
 	limiter   *redislimit.Limiter
+	branch    *branchRuntime // nil when the branch API is off
 	memRedis  *miniredis.Miniredis
 	flow      *routing.Flow
 	acq       *iso8583.Server
