@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 )
 
 // DefaultGeneratedPINLength is the length of a generated PIN when a
@@ -81,35 +79,12 @@ type MailerPrinter interface {
 }
 
 // moduleMailing is a module's mailer state: its printer and its seal key.
-//
-// It lives in a side table keyed by a weak pointer to the module rather than
-// in SoftwareModule itself only because software.go has another owner; an
-// entry goes when its module is garbage collected. Moving these two fields
-// into SoftwareModule would change nothing else.
 type moduleMailing struct {
 	printer atomic.Pointer[MailerPrinter]
 	seal    sealKey
 }
 
-var mailing sync.Map // weak.Pointer[SoftwareModule] → *moduleMailing
-
-func (m *SoftwareModule) mailing() *moduleMailing {
-	wp := weak.Make(m)
-	if v, ok := mailing.Load(wp); ok {
-		return v.(*moduleMailing)
-	}
-	v, loaded := mailing.LoadOrStore(wp, &moduleMailing{})
-	if !loaded {
-		runtime.AddCleanup(m, func(k weak.Pointer[SoftwareModule]) {
-			if v, ok := mailing.LoadAndDelete(k); ok {
-				if s := &v.(*moduleMailing).seal; s.key.Valid() {
-					s.key.Zeroize()
-				}
-			}
-		}, wp)
-	}
-	return v.(*moduleMailing)
-}
+func (m *SoftwareModule) mailing() *moduleMailing { return &m.mail }
 
 // SetMailerPrinter installs the printer PrintMailer renders through; nil
 // removes it. It is safe to call at any time.

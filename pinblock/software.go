@@ -20,6 +20,7 @@ type SoftwareModule struct {
 	rnd    io.Reader // generated keys; nil: crypto/rand
 	fill   io.Reader // random fill of PIN blocks: rnd, or a fillSource over crypto/rand
 	now    func() time.Time
+	mail   moduleMailing // PIN mailer printer and seal key (generate.go)
 }
 
 var _ SecurityModule = (*SoftwareModule)(nil)
