@@ -93,7 +93,12 @@ type keyMeta struct {
 // newReloader builds the reload state of g, whose configuration and limiter
 // are in place. The limiter becomes swappable: the flow must use r.limits.
 func newReloader(g *gateway) *reloader {
-	r := &reloader{current: g.cfg, limits: &swapLimiter{cur: g.limiter}}
+	cur := g.cfg
+	cur.Routing.Issuers = append([]routing.IssuerConfig(nil), cur.Routing.Issuers...)
+	for i := range cur.Routing.Issuers {
+		cur.Routing.Issuers[i].Hosts = append([]string(nil), cur.Routing.Issuers[i].Hosts...)
+	}
+	r := &reloader{current: cur, limits: &swapLimiter{cur: g.limiter}}
 	m := otel.Meter("pingate/cmd")
 	r.reloads, _ = m.Int64Counter(MetricConfigReloads, metric.WithDescription("configuration reloads by result: ok, refused (invalid or needs a restart), failed"))
 	created, _ := m.Float64ObservableGauge("pingate.key.created_timestamp", metric.WithUnit("s"),
