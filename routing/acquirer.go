@@ -76,7 +76,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	if err != nil {
 		span.SetAttributes(attribute.String("iso8583.response_code", iso8583.RCFormatError))
 		span.SetStatus(codes.Error, "malformed message")
-		return a.formatError(frame, err), false
+		return a.formatError(ctx, frame, err), false
 	}
 	defer f.Clear()
 	span.SetAttributes(
@@ -90,11 +90,11 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 		return a.reply(ctx, f, iso8583.RCFormatError), false
 	}
 	if _, known := a.flow.Acquirer(f.AcquirerID); !known {
-		a.log.Warn("unknown acquirer refused", "acquirer", f.AcquirerID, "remote", s.Remote)
+		a.log.WarnContext(ctx, "unknown acquirer refused", "acquirer", f.AcquirerID, "remote", s.Remote)
 		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), true
 	}
 	if !s.bind(f.AcquirerID) {
-		a.log.Warn("acquirer mismatch on connection", "bound", s.Bound(), "acquirer", f.AcquirerID, "remote", s.Remote)
+		a.log.WarnContext(ctx, "acquirer mismatch on connection", "bound", s.Bound(), "acquirer", f.AcquirerID, "remote", s.Remote)
 		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), false
 	}
 	switch f.MTI {
@@ -105,7 +105,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	case iso8583.MTIReversalAdvice:
 		// The acquirer reverses a request it gave up on. Every outcome was
 		// recorded already; the advice is acknowledged and logged.
-		a.log.Info("acquirer reversal advice acknowledged", "acquirer", f.AcquirerID, "terminal", f.TerminalID, "stan", f.STAN)
+		a.log.InfoContext(ctx, "acquirer reversal advice acknowledged", "acquirer", f.AcquirerID, "terminal", f.TerminalID, "stan", f.STAN)
 		return a.reply(ctx, f, iso8583.RCApproved), false
 	}
 	return a.reply(ctx, f, iso8583.RCFormatError), false
@@ -187,13 +187,13 @@ func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string
 	})
 	switch {
 	case err == nil:
-		a.log.Info("acquirer zone PIN key changed", "acquirer", f.AcquirerID, "key", label, "kcv", kx.KCV)
+		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", f.AcquirerID, "key", label, "kcv", kx.KCV)
 		return iso8583.RCApproved
 	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey):
-		a.log.Warn("acquirer key change refused", "acquirer", f.AcquirerID, "key", label, "err", err)
+		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", f.AcquirerID, "key", label, "err", err)
 		return iso8583.RCFormatError
 	}
-	a.log.Error("acquirer key change failed", "acquirer", f.AcquirerID, "key", label, "err", err)
+	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", f.AcquirerID, "key", label, "err", err)
 	return iso8583.RCSystemMalfunction
 }
 
@@ -229,12 +229,12 @@ func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code strin
 
 // formatError answers a frame that does not unpack: 30 with the response
 // MTI when the request MTI is readable, else an 0110.
-func (a *AcquirerFront) formatError(frame []byte, err error) []byte {
+func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error) []byte {
 	mti := iso8583.MTIAuthRequest
 	if len(frame) >= 4 && isDigits(string(frame[:4])) && frame[2] == '0' {
 		mti = string(frame[:4])
 	}
-	a.log.Info("malformed acquirer message", "err", err)
+	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
 	b, _ := iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: responseMTI(mti), ResponseCode: iso8583.RCFormatError})
 	return b
 }

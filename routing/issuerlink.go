@@ -260,7 +260,7 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer pcancel()
 	if perr := l.reversals.Put(pctx, rev); perr != nil {
-		l.log.Error("reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
+		l.log.ErrorContext(ctx, "reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
 	}
 	select {
 	case l.kick <- struct{}{}:
