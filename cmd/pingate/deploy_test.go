@@ -46,6 +46,8 @@ func opsGateway(t *testing.T, mutate func(*Config)) *gateway {
 	cfg.Instance = "ops-test"
 	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
+	off := false
+	cfg.Branch.Enabled = &off // the branch channel has its own tests; no fixed port here
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -840,6 +842,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 		c.Instance = g.cfg.Instance
 		c.Acquirer.Addr, c.HTTP.Addr = g.cfg.Acquirer.Addr, g.cfg.HTTP.Addr
 		c.Events.JournalDir, c.Reversals.Dir = g.cfg.Events.JournalDir, g.cfg.Reversals.Dir
+		c.Branch = g.cfg.Branch
 		return c, nil
 	})
 	ctx := context.Background()

@@ -96,6 +96,8 @@ func TestRequestPathLogLines(t *testing.T) {
 	cfg.Instance = "ops-log"
 	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
+	off := false
+	cfg.Branch.Enabled = &off
 	var buf lockedBuffer
 	g, err := startGateway(context.Background(), cfg, newLogger(LogConfig{Level: "debug"}, &buf))
 	if err != nil {

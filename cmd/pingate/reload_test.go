@@ -366,6 +366,7 @@ func TestReloadKeysFromStore(t *testing.T) {
 		c := storeCfg(grace)
 		c.Instance, c.Acquirer.Addr, c.HTTP.Addr = g.cfg.Instance, g.cfg.Acquirer.Addr, g.cfg.HTTP.Addr
 		c.Events.JournalDir, c.Reversals.Dir = g.cfg.Events.JournalDir, g.cfg.Reversals.Dir
+		c.Branch = g.cfg.Branch
 		return c
 	}
 	if err := g.startAdmin(AdminConfig{Addr: "127.0.0.1:0"}); err != nil {

@@ -188,6 +188,7 @@ limits: {backend: memory}
 events: {journal_dir: %q}
 reversals: {dir: %q}
 log: {format: json, level: info}
+branch: {enabled: false}
 `, grace, issuerAddr, filepath.Join(dir, "journal"), filepath.Join(dir, "reversals"))
 	p := filepath.Join(dir, "pingate.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
