@@ -42,11 +42,11 @@ type Config struct {
 type ListenConfig struct {
 	Addr          string        `yaml:"addr"`           // default 127.0.0.1:8583
 	Framing       string        `yaml:"framing"`        // binary2 (default) or ascii4
-	MaxFrame      int           `yaml:"max_frame"`      // bytes, default 4096
+	MaxFrame      int           `yaml:"max_frame"`      // bytes, default 8192
 	ReadTimeout   time.Duration `yaml:"read_timeout"`   // a started frame must complete within this (default 10s)
 	IdleTimeout   time.Duration `yaml:"idle_timeout"`   // an idle connection is closed after this (default 5m)
-	MaxConns      int           `yaml:"max_conns"`      // default 1000
-	MaxInFlight   int           `yaml:"max_in_flight"`  // per connection, default 256
+	MaxConns      int           `yaml:"max_conns"`      // default 1024
+	MaxInFlight   int           `yaml:"max_in_flight"`  // per connection, default 64
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"` // in-flight requests get this long on SIGTERM (default 15s)
 }
 

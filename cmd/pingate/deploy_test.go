@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -1052,5 +1053,102 @@ func TestReadyzReflectsRealReadiness(t *testing.T) {
 			t.Fatalf("readyz with the issuer host down = %d %v, want 503", code, body)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// configKeys walks the YAML keys of Config: dotted paths, "[]." for the
+// elements of a list, inline structs flattened. It returns each leaf key
+// with the value it has in v (the zero Value where v has no element).
+func configKeys(prefix string, v reflect.Value, out map[string]reflect.Value) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			v = reflect.Zero(v.Type().Elem())
+		} else {
+			v = v.Elem()
+		}
+	}
+	ty := v.Type()
+	for i := 0; i < ty.NumField(); i++ {
+		f := ty.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		fv := v.Field(i)
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case opts == "inline":
+			configKeys(prefix, fv, out)
+		case name == "" || name == "-":
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			configKeys(prefix+name+"[].", reflect.Zero(ft.Elem()), out)
+		case ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Time{}):
+			configKeys(prefix+name+".", fv, out)
+		default:
+			out[prefix+name] = fv
+		}
+	}
+}
+
+// TestConfigurationDocIsTrue: docs/configuration.md has a row for every key
+// of Config and no row for a key that does not exist, and where
+// Config.withDefaults (or the limiter's defaults) fills a value, the row's
+// default column shows it.
+func TestConfigurationDocIsTrue(t *testing.T) {
+	raw, err := os.ReadFile(opsPath("docs/configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // key → default column
+	for _, l := range strings.Split(string(raw), "\n") {
+		cells := strings.Split(l, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = cells[2]
+	}
+	def := Config{}.withDefaults()
+	def.Limits.Config = def.Limits.Config.WithDefaults()
+	keys := map[string]reflect.Value{}
+	configKeys("", reflect.ValueOf(def), keys)
+	if len(keys) < 50 {
+		t.Fatalf("found only %d config keys", len(keys))
+	}
+	short := func(d time.Duration) string {
+		s := d.String()
+		for _, z := range []string{"m0s", "h0m"} {
+			if strings.HasSuffix(s, z) {
+				s = strings.TrimSuffix(s, z[1:])
+			}
+		}
+		return s
+	}
+	for k, v := range keys {
+		col, ok := rows[k]
+		if !ok {
+			t.Errorf("docs/configuration.md: no row for %s", k)
+			continue
+		}
+		var want string
+		switch x := v.Interface().(type) {
+		case time.Duration:
+			if x != 0 {
+				want = short(x)
+			}
+		case string:
+			want = x
+		case int, float64:
+			if !v.IsZero() {
+				want = fmt.Sprint(x)
+			}
+		}
+		if want != "" && !strings.Contains(col, "`"+want+"`") {
+			t.Errorf("docs/configuration.md: %s default %q, the code's is %s", k, strings.TrimSpace(col), want)
+		}
+	}
+	for k := range rows {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("docs/configuration.md: row for %s, which is no config key", k)
+		}
 	}
 }
