@@ -188,7 +188,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, fmt.Errorf("http listener: %w", err)
 	}
 	g.httpAddr = hln.Addr().String()
-	g.httpSrv = &http.Server{Handler: g.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	g.httpSrv = &http.Server{Handler: g.ops.notReadyWhileDraining(g.httpHandler()), ReadHeaderTimeout: 5 * time.Second}
 	g.serve("http listener", func() error { return g.httpSrv.Serve(hln) })
 	log.Info("pingate started", "acquirer", g.acqAddr, "http", g.httpAddr, "instance", cfg.Instance)
 	return g, nil

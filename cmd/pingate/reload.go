@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"reflect"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -73,6 +75,7 @@ type reloader struct {
 
 	admin     *adminServer
 	signalsWG sync.WaitGroup
+	draining  atomic.Bool // Shutdown has begun
 }
 
 // retiredRing holds key versions a reload replaced until no request can use
@@ -401,9 +404,11 @@ func (r *reloader) retire(ring *pinblock.Keyring, delay time.Duration) {
 	r.retired = append(r.retired, rr)
 }
 
-// stop refuses further reloads and stops the admin listener and the SIGHUP
-// loop; Shutdown calls it first.
+// stop marks the gateway as draining (GET /readyz answers 503 from now on),
+// refuses further reloads and stops the admin listener; Shutdown calls it
+// first.
 func (r *reloader) stop(ctx context.Context) error {
+	r.draining.Store(true)
 	r.mu.Lock()
 	r.closed = true
 	adm := r.admin
@@ -497,4 +502,17 @@ func (g *gateway) reloadOnSignal(ctx context.Context, hups <-chan os.Signal) (st
 		once.Do(func() { close(done) })
 		g.ops.signalsWG.Wait()
 	}
+}
+
+// notReadyWhileDraining answers GET /readyz with 503 once Shutdown has begun,
+// so that a load balancer stops sending new connections to an instance that
+// is draining; every other path goes to next.
+func (r *reloader) notReadyWhileDraining(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/readyz" && r.draining.Load() {
+			adminJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "checks": map[string]string{"shutdown": "draining"}})
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
 }

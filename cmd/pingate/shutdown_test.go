@@ -342,6 +342,13 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 			for !strings.Contains(gw.stderr.String(), `"msg":"draining"`) {
 				time.Sleep(time.Millisecond)
 			}
+			// Draining: the load balancer must see the instance not ready.
+			if resp, err := http.Get("http://" + httpAddr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					t.Errorf("readyz while draining = %d, want 503", resp.StatusCode)
+				}
+			}
 		}
 		wg.Add(1)
 		go send(i)
