@@ -95,6 +95,12 @@ func TestLimitsAcrossTwoGateways(t *testing.T) {
 // readTopic reads every message of topic until want unique event ids have
 // arrived or the deadline passes.
 func readTopic(t *testing.T, brokers, topic string, partitions, want int, within time.Duration) map[string]kafka.Message {
+	return readTopicUntil(t, brokers, topic, partitions, func(got map[string]kafka.Message) bool { return len(got) >= want }, within)
+}
+
+// readTopicUntil reads every message of topic, keyed by event id, until done
+// says so or the deadline passes. done is called with the lock held.
+func readTopicUntil(t *testing.T, brokers, topic string, partitions int, done func(map[string]kafka.Message) bool, within time.Duration) map[string]kafka.Message {
 	t.Helper()
 	got := map[string]kafka.Message{}
 	var mu sync.Mutex
@@ -123,9 +129,9 @@ func readTopic(t *testing.T, brokers, topic string, partitions, want int, within
 					t.Errorf("event %s delivered twice with different bodies", id)
 				}
 				got[id] = m
-				n := len(got)
+				finished := done(got)
 				mu.Unlock()
-				if n >= want {
+				if finished {
 					cancel()
 				}
 			}
@@ -325,17 +331,31 @@ func TestKilledGatewayLosesNoEvent(t *testing.T) {
 		t.Fatal("no request was answered before the kill")
 	}
 	start() // same journal: the relay sends what the dead process had not
-	got := readTopic(t, k.Brokers, topic, partitions, len(answered), 90*time.Second)
+	// Read until every answered request's event is there: events of
+	// requests that died unanswered with the process may arrive as well.
 	byTerminal := map[string]string{}
-	for _, m := range got {
-		var ev struct {
-			Terminal string `json:"terminal"`
-			Code     string `json:"response_code"`
+	seen := 0
+	got := readTopicUntil(t, k.Brokers, topic, partitions, func(got map[string]kafka.Message) bool {
+		if len(got) == seen {
+			return false
 		}
-		if err := jsonUnmarshal(m.Value, &ev); err == nil {
-			byTerminal[ev.Terminal] = ev.Code
+		seen = len(got)
+		for _, m := range got {
+			var ev struct {
+				Terminal string `json:"terminal"`
+				Code     string `json:"response_code"`
+			}
+			if err := jsonUnmarshal(m.Value, &ev); err == nil {
+				byTerminal[ev.Terminal] = ev.Code
+			}
 		}
-	}
+		for term := range answered {
+			if _, ok := byTerminal[term]; !ok {
+				return false
+			}
+		}
+		return true
+	}, 90*time.Second)
 	for term, code := range answered {
 		if got, ok := byTerminal[term]; !ok || got != code {
 			t.Errorf("request at %s answered %s; its event on the topic: %q", term, code, got)
