@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServeProductionRefusesDevelopmentSetup: the embedded default runs on
+// published keys and a simulated issuer; --production refuses both, through
+// the real entry point, with one line on stderr.
+func TestServeProductionRefusesDevelopmentSetup(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "--production", "--acquirer-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, &out, &errOut)
+	if code != 1 {
+		t.Fatalf("serve --production on the embedded default exited %d, want 1", code)
+	}
+	msg := errOut.String()
+	for _, want := range []string{"security.dev_keys", "issuer_sim"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("refusal does not name %s: %q", want, msg)
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(msg), "\n"); n != 0 {
+		t.Errorf("refusal spans %d lines, want one", n+1)
+	}
+}
+
+// TestCheckConfigNamesEveryProblem: check-config reports each bad value of a
+// config file, not only the first, and accepts a good one.
+func TestCheckConfigNamesEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`
+production: true
+security:
+  dev_keys: true
+acquirer_listener:
+  framing: bcd9
+routing:
+  institution: "99x"
+  issuers:
+    - id: ssbank
+      institution: "300001"
+      hosts: []
+      pin_format: 1
+      key: k
+  routes:
+    - prefix: "62284812"
+      issuer: nobank
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", bad}, &out, &errOut); code != 1 {
+		t.Fatalf("check-config on a bad file exited %d, want 1", code)
+	}
+	for _, want := range []string{"dev_keys", "framing", "institution \"99x\"", "hosts", "pin_format 1", "unknown issuer \"nobank\""} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("check-config does not name %q; it said %q", want, errOut.String())
+		}
+	}
+
+	unknown := filepath.Join(dir, "typo.yaml")
+	if err := os.WriteFile(unknown, []byte("acquirer_listner:\n  addr: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if code := run(context.Background(), []string{"check-config", unknown}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "acquirer_listner") {
+		t.Errorf("a misspelt key is not refused: exit %d, %q", code, errOut.String())
+	}
+}
