@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -85,6 +86,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	// Packages that log through slog's default logger (storage failures in
+	// the journal) get the same handler: JSON, redaction, request ids.
+	slog.SetDefault(log)
 	// SIGTERM or SIGINT starts a graceful shutdown; another one forces exit.
 	// SIGHUP reloads the configuration. The channels are registered before
 	// the gateway starts so that no signal is missed.
