@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"pingate/integration/events"
 	"pingate/integration/issuersim"
 	"pingate/integration/outbox"
+	"pingate/iso8583"
 )
 
 // Graceful shutdown of the built binary under load: `pingate serve` in
@@ -448,4 +450,60 @@ func TestShutdownSecondSignalForcesExit(t *testing.T) {
 		t.Error("the request held at the issuer was answered: the process did not exit early")
 	}
 	// The simulator still holds the request: t.Cleanup kills it.
+}
+
+// TestShutdownSignsOffIssuerLinks: Shutdown sends a sign-off (0800, NMI 002)
+// on every signed-on issuer link before closing it.
+func TestShutdownSignsOffIssuerLinks(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		nmis []string
+	)
+	issuer, err := iso8583.NewServer(iso8583.Config{}, iso8583.HandlerFunc(func(_ context.Context, c *iso8583.ServerConn, frame []byte) {
+		f, err := iso8583.Unpack(iso8583.IssuerSpec, frame)
+		if err != nil || f.MTI != iso8583.MTINetworkRequest {
+			return
+		}
+		mu.Lock()
+		nmis = append(nmis, f.NetworkCode)
+		mu.Unlock()
+		b, err := iso8583.Pack(iso8583.IssuerSpec, &iso8583.Fields{MTI: "0810", STAN: f.STAN, TransmissionTime: f.TransmissionTime,
+			AcquirerID: f.AcquirerID, ReceivingInstitution: f.ReceivingInstitution, NetworkCode: f.NetworkCode, ResponseCode: iso8583.RCApproved})
+		if err == nil {
+			_ = c.WriteFrame(b)
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = issuer.Serve(context.Background(), ln) }()
+	t.Cleanup(func() { _ = issuer.Close() })
+
+	g := opsGateway(t, func(c *Config) {
+		c.IssuerSim = nil
+		c.Routing.Issuers = append(c.Routing.Issuers[:0:0], c.Routing.Issuers...)
+		c.Routing.Issuers[0].Hosts = []string{ln.Addr().String()}
+		c.Routing.Issuers[0].Connections = 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	count := map[string]int{}
+	for _, n := range nmis {
+		count[n]++
+	}
+	if count[iso8583.NMISignOn] != 2 || count[iso8583.NMISignOff] != 2 {
+		t.Errorf("issuer saw network messages %v, want 2 sign-ons and 2 sign-offs", nmis)
+	}
+	if len(nmis) > 0 && nmis[len(nmis)-1] != iso8583.NMISignOff {
+		t.Errorf("last network message %s, want the sign-off", nmis[len(nmis)-1])
+	}
 }
