@@ -3,11 +3,11 @@
 # baseline measured in the same run, then the micro-benchmarks; writes
 # BENCHMARKS.md (scripts/benchreport renders it from the raw results).
 #
-#   ./scripts/bench.sh            (make bench) about 11 minutes
+#   ./scripts/bench.sh            (make bench) about 13 minutes
 #
 # Environment (defaults in brackets):
 #   BENCH_RUNS       runs of each end-to-end measurement; medians are reported [3]
-#   BENCH_DURATION   measured time of one run, after a 1 s warm-up [15s]
+#   BENCH_DURATION   measured time of one run, after a 1 s warm-up [12s]
 #   BENCH_CONC       load concurrency, connections per acquirer × in flight [4x8]
 #   BENCH_SOAK       the memory soak (closed loop at peak) [2m]; BENCH_SOAK=10m for the full one
 #   BENCH_MICRO      0 skips the micro-benchmarks [1]
@@ -31,7 +31,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 RUNS="${BENCH_RUNS:-3}"
-DUR="${BENCH_DURATION:-15s}"
+DUR="${BENCH_DURATION:-12s}"
 CONC="${BENCH_CONC:-4x8}"
 SOAK="${BENCH_SOAK:-2m}"
 MICRO="${BENCH_MICRO:-1}"
@@ -53,7 +53,7 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && wait "$p" 2>/dev/null || true
   done
-  if [ "${STARTED_SERVICES:-0}" = 1 ]; then ./scripts/services.sh stop || true; fi
+  if [ "${STARTED_SERVICES:-0}" = 1 ]; then "$SVCROOT/scripts/services.sh" stop || true; fi
 }
 trap cleanup EXIT
 
@@ -93,11 +93,23 @@ PG="$WORK/pingate"
 machine
 snapshot start
 
-log "starting Redis and Kafka (scripts/services.sh)"
-if ! ./scripts/services.sh status >/dev/null 2>&1; then STARTED_SERVICES=1; fi
-./scripts/services.sh start
+# Redis and Kafka of our own: scripts/services.sh run from a copy under
+# $WORK keeps its state there, so a test run elsewhere in the tree (which
+# stops the shared services when it ends) cannot pull them from under the
+# benchmark. The Kafka jars are shared with the tree's .services when present.
+log "starting Redis and Kafka (scripts/services.sh, own instances)"
+SVCROOT="$WORK/svc"
+mkdir -p "$SVCROOT/scripts" "$SVCROOT/.services"
+cp scripts/services.sh "$SVCROOT/scripts/"
+cp -r scripts/kafka "$SVCROOT/scripts/"
+if [ -f "$ROOT/.services/kafka-libs/.complete" ]; then
+  ln -s "$ROOT/.services/kafka-libs" "$SVCROOT/.services/kafka-libs"
+fi
+STARTED_SERVICES=1
+"$SVCROOT/scripts/services.sh" start
 # shellcheck disable=SC1091
-set -a; . ./.services.env; set +a
+set -a; . "$SVCROOT/.services.env"; set +a
+
 # A fresh topic per run. The broker creates it on the first write (its
 # default auto.create.topics.enable); the outbox relay retries that first
 # write, and events wait in the journal meanwhile.

@@ -179,7 +179,9 @@ func render(w io.Writer, dir, notesPath string) error {
 				codes[c] += n
 			}
 		}
-		fmt.Fprintf(w, "| errors over every gateway run (%d requests) | %d | | | 0 | %s |\n", total, errs, yes(errs == 0))
+		fmt.Fprintf(w, "| errors over every gateway run (%d requests): no answer | %d | | | 0 | %s |\n", total, errs, yes(errs == 0))
+		failed := codes["91"] + codes["96"]
+		fmt.Fprintf(w, "| answered 91 or 96 (a gateway, Redis, journal or issuer failure) | %d | | | 0 | %s |\n", failed, yes(failed == 0))
 		var cs []string
 		for _, c := range slices.Sorted(mapKeys(codes)) {
 			cs = append(cs, fmt.Sprintf("%s: %d", c, codes[c]))
