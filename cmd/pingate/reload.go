@@ -399,6 +399,15 @@ func (r *reloader) setKeyMeta(ring *pinblock.Keyring, stored []pinblock.StoredKe
 // retire zeroizes ring after delay, when no request that looked its keys up
 // before the swap can still be running. Shutdown zeroizes it sooner.
 func (r *reloader) retire(ring *pinblock.Keyring, delay time.Duration) {
+	// Forget the rings whose timers have fired (Zeroize empties a ring).
+	live := r.retired[:0]
+	for _, rr := range r.retired {
+		if len(rr.ring.List()) > 0 {
+			live = append(live, rr)
+		}
+	}
+	clear(r.retired[len(live):])
+	r.retired = live
 	rr := &retiredRing{ring: ring}
 	rr.timer = time.AfterFunc(delay, ring.Zeroize)
 	r.retired = append(r.retired, rr)
