@@ -1,11 +1,12 @@
 package branchapi
 
 import (
+	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"sync"
+	"log/slog"
+	"net/http"
 	"time"
 
 	"pingate/routing"
@@ -20,7 +21,12 @@ const (
 	StatusExpired         = "expired"          // no approval came within the window; it never reached the issuer
 )
 
-// Errors of the in-memory stores.
+// ErrStoreUnavailable is wrapped by the errors of a shared Store that could
+// not reach its backend (Redis down, timed out). Idempotent requests then
+// fail closed: the handler answers 503 service-unavailable and runs nothing.
+var ErrStoreUnavailable = errors.New("branch api: shared store unavailable")
+
+// Errors of the stores.
 var (
 	errStoreFull    = errors.New("branch api: operation store full")
 	errNotFound     = errors.New("branch api: no such operation")
@@ -40,8 +46,9 @@ type record struct {
 }
 
 // pendingReset is a reset held for its approval. req holds the PAN and the
-// new PIN block (under the branch key): they stay in memory, are never
-// written anywhere, and are cleared when the reset leaves this state.
+// new PIN block (under the branch key): they stay in memory of the instance
+// that took the reset, are never written anywhere (not to Redis either), and
+// are cleared when the reset leaves this state.
 type pendingReset struct {
 	req       *routing.Request
 	submitter string // certificate subject of the submitting identity
@@ -53,8 +60,11 @@ func (p *pendingReset) clear() {
 	p.req.PAN = ""
 }
 
-// idemRecord is the first answer to an idempotency key.
+// idemRecord is the first answer to an idempotency key. A caller that gets
+// it waits for done; the answer fields are set before done is closed and
+// never change afterwards.
 type idemRecord struct {
+	key         string // the store's key of (scope, idempotency key)
 	fingerprint [32]byte
 	done        chan struct{} // closed when the answer below is set
 	status      int
@@ -62,30 +72,100 @@ type idemRecord struct {
 	location    string
 	body        []byte
 	expires     time.Time
+	claim       string // RedisStore: the claim value this instance wrote
 }
 
-// store keeps operations and idempotency records in memory, per instance
-// (docs/branch-api.md explains what that means behind a load balancer).
-// Every method is safe for concurrent use.
-type store struct {
-	ttl   time.Duration
-	max   int
-	fpKey [32]byte // HMAC key of request fingerprints: a fingerprint of a body with a PAN reveals nothing
+// setAnswer fills r and closes done; it is called once per record.
+func (r *idemRecord) setAnswer(status int, contentType, location string, body []byte) {
+	r.status, r.contentType, r.location, r.body = status, contentType, location, body
+	close(r.done)
+}
 
-	mu   sync.Mutex
-	ops  map[string]*record
-	idem map[string]*idemRecord
+// Store keeps what the branch API must remember between requests:
+// idempotency records, operation results and pending dual-control
+// approvals. There are two: the in-memory store New uses (one instance; the
+// embedded default and unit tests) and *RedisStore (shared by every
+// instance behind a load balancer), which NewWithStore takes.
+//
+// The methods are unexported, so the set of stores is closed; each states
+// its contract:
+//
+//   - beginIdem claims (scope, key) for the request fingerprint fp. The first
+//     request gets first true and must call finishIdem; a retry with the same
+//     fp gets a record to wait on (done), whichever instance runs the first;
+//     another fp gets errKeyReused. A shared store that cannot be reached
+//     returns an error wrapping ErrStoreUnavailable.
+//   - finishIdem records the first answer. With release, the key is freed
+//     instead (the answer says nothing ran: a later retry may run).
+//   - add stores a new operation (and, for a pending reset, its PIN block in
+//     this process only); get returns its result for its institution,
+//     expiring a pending reset whose window has passed; set replaces it.
+//   - takePending moves a pending reset to in_progress (approve) or refused
+//     for the approver; exactly one caller, on any instance, wins. It returns
+//     the reset to run when this process holds it; otherwise the instance
+//     that holds it runs it, and the returned result is its outcome (or
+//     in_progress, if it did not finish within the store's wait).
+//   - sweep drops records past their TTL and clears expired PIN blocks.
+type Store interface {
+	fingerprintKey() []byte
+	bind(s *Server) error
+	beginIdem(ctx context.Context, scope, key string, fp [32]byte, now time.Time) (*idemRecord, bool, error)
+	finishIdem(ctx context.Context, r *idemRecord, status int, contentType, location string, body []byte, release bool)
+	add(ctx context.Context, r *record, now time.Time) error
+	get(ctx context.Context, id, inst string, now time.Time) (OperationResult, error)
+	set(ctx context.Context, id string, res OperationResult)
+	takePending(ctx context.Context, id, inst, approver, approverID string, approve bool, now time.Time) (*pendingReset, OperationResult, error)
+	sweep(now time.Time)
+}
+
+var (
+	_ Store = (*memStore)(nil)
+	_ Store = (*RedisStore)(nil)
+)
+
+// NewWithStore is New with the given store of operations and idempotency
+// records: a *RedisStore shares them between instances. st may be bound to
+// one server only; nil means the in-memory store of New.
+func NewWithStore(cfg Config, flow Flow, logger *slog.Logger, st Store) (*Server, error) {
+	s, err := New(cfg, flow, logger)
+	if err != nil || st == nil {
+		return s, err
+	}
+	if err := st.bind(s); err != nil {
+		return nil, err
+	}
+	s.st = &store{b: st, fpKey: st.fingerprintKey()}
+	return s, nil
+}
+
+// storeCallTimeout bounds each store call of a handler. The handlers' store
+// calls do not carry the request's context (they predate a shared store), so
+// the store bounds its own round trips; a shared store's client timeouts
+// (redislimit.Config.ReadTimeout) are shorter still.
+const storeCallTimeout = 5 * time.Second
+
+// store is what the handlers call: it computes request fingerprints and
+// hands every call to its Store with a bounded context.
+type store struct {
+	b     Store
+	fpKey []byte // HMAC key of request fingerprints: a fingerprint of a body with a PAN reveals nothing without it
 }
 
 func newStore(ttl time.Duration, max int) *store {
-	s := &store{ttl: ttl, max: max, ops: map[string]*record{}, idem: map[string]*idemRecord{}}
-	_, _ = rand.Read(s.fpKey[:]) // never fails (Go 1.24+)
-	return s
+	m := newMemStore(ttl, max)
+	return &store{b: m, fpKey: m.fingerprintKey()}
+}
+
+// callCtx is the context of one store call. context.Background is used
+// here, outside main and tests, because the handlers pass no context (see
+// storeCallTimeout).
+func callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeCallTimeout)
 }
 
 // fingerprint keys a request for idempotency: its route and canonical body.
 func (s *store) fingerprint(route string, body []byte) [32]byte {
-	m := hmac.New(sha256.New, s.fpKey[:])
+	m := hmac.New(sha256.New, s.fpKey)
 	m.Write([]byte(route))
 	m.Write([]byte{0})
 	m.Write(body)
@@ -94,130 +174,44 @@ func (s *store) fingerprint(route string, body []byte) [32]byte {
 	return out
 }
 
-// beginIdem looks up key in scope. The first request with it gets a new
-// record (first true) and must call finishIdem; a retry gets the record to
-// wait on; a different request with the same key gets errKeyReused.
 func (s *store) beginIdem(scope, key string, fp [32]byte, now time.Time) (*idemRecord, bool, error) {
-	k := scope + "\x00" + key
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.idem[k]; ok && now.Before(r.expires) {
-		if !hmac.Equal(r.fingerprint[:], fp[:]) {
-			return nil, false, errKeyReused
-		}
-		return r, false, nil
-	}
-	if len(s.idem) >= s.max {
-		return nil, false, errStoreFull
-	}
-	r := &idemRecord{fingerprint: fp, done: make(chan struct{}), expires: now.Add(s.ttl)}
-	s.idem[k] = r
-	return r, true, nil
+	ctx, cancel := callCtx()
+	defer cancel()
+	return s.b.beginIdem(ctx, scope, key, fp, now)
 }
 
+// finishIdem records the first answer to r's key. A 503 answer (the store
+// or the server could not take the operation: nothing ran) releases the key
+// instead, so that the client's "retry later" can succeed; requests already
+// waiting on r still get the 503.
 func (s *store) finishIdem(r *idemRecord, status int, contentType, location string, body []byte) {
-	s.mu.Lock()
-	r.status, r.contentType, r.location, r.body = status, contentType, location, body
-	s.mu.Unlock()
-	close(r.done)
+	ctx, cancel := callCtx()
+	defer cancel()
+	s.b.finishIdem(ctx, r, status, contentType, location, body, status == http.StatusServiceUnavailable)
 }
 
-// add stores a new operation.
 func (s *store) add(r *record, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.ops) >= s.max {
-		return errStoreFull
-	}
-	r.expires = now.Add(s.ttl)
-	s.ops[r.id] = r
-	return nil
+	ctx, cancel := callCtx()
+	defer cancel()
+	return s.b.add(ctx, r, now)
 }
 
-// get returns a copy of the result of operation id of institution inst,
-// expiring a pending reset whose window has passed.
 func (s *store) get(id, inst string, now time.Time) (OperationResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.ops[id]
-	if !ok || r.institution != inst {
-		return OperationResult{}, errNotFound
-	}
-	s.expireLocked(r, now)
-	return r.result, nil
+	ctx, cancel := callCtx()
+	defer cancel()
+	return s.b.get(ctx, id, inst, now)
 }
 
-// set replaces the result of operation id.
 func (s *store) set(id string, res OperationResult) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.ops[id]; ok {
-		r.result = res
-	}
+	ctx, cancel := callCtx()
+	defer cancel()
+	s.b.set(ctx, id, res)
 }
 
-// takePending moves a pending reset to in_progress (approve) or refused
-// (refuse) for the approver, and returns it. Only one caller can take a
-// pending reset. The approver must be another identity than the submitter,
-// and not the teller named in the reset.
+// takePending may wait for another instance to run the approved reset; its
+// Store bounds that wait, so its context is not storeCallTimeout's.
 func (s *store) takePending(id, inst, approver, approverID string, approve bool, now time.Time) (*pendingReset, OperationResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.ops[id]
-	if !ok || r.institution != inst {
-		return nil, OperationResult{}, errNotFound
-	}
-	s.expireLocked(r, now)
-	switch {
-	case r.result.Status == StatusExpired:
-		return nil, r.result, errExpired
-	case r.pending == nil:
-		return nil, r.result, errNotPending
-	case r.pending.submitter == approver || r.pending.req.Teller == approverID:
-		return nil, r.result, errSelfApproval
-	}
-	p := r.pending
-	r.pending = nil
-	r.result.Supervisor = approverID
-	if approve {
-		r.result.Status = StatusInProgress
-		return p, r.result, nil
-	}
-	r.result.Status = StatusRefused
-	c := now.UTC()
-	r.result.Completed = &c
-	p.clear()
-	return nil, r.result, nil
+	return s.b.takePending(context.Background(), id, inst, approver, approverID, approve, now)
 }
 
-// expireLocked ends a pending reset whose window has passed.
-func (s *store) expireLocked(r *record, now time.Time) {
-	if r.pending != nil && !now.Before(r.pending.approveBy) {
-		r.pending.clear()
-		r.pending = nil
-		r.result.Status = StatusExpired
-		c := now.UTC()
-		r.result.Completed = &c
-	}
-}
-
-// sweep drops records past their TTL and expires pending resets.
-func (s *store) sweep(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, r := range s.ops {
-		s.expireLocked(r, now)
-		if !now.Before(r.expires) {
-			delete(s.ops, id)
-		}
-	}
-	for k, r := range s.idem {
-		if !now.Before(r.expires) {
-			select {
-			case <-r.done:
-				delete(s.idem, k)
-			default: // still being answered: dropped on a later sweep
-			}
-		}
-	}
-}
+func (s *store) sweep(now time.Time) { s.b.sweep(now) }
