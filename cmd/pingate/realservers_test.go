@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -408,4 +409,136 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestServeUnderLoadOneEventPerAnswer is issue 4's acceptance run: the
+// pingate binary serves on a real Redis and Kafka, `pingate load` drives it,
+// and an independent consumer finds exactly one event per answered request on
+// the topic, each with CloudEvents headers and trace context and no secret.
+func TestServeUnderLoadOneEventPerAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs load")
+	}
+	k := testservers.StartKafka(t)
+	redisAddr, _ := testservers.StartRedis(t)
+	const topic, partitions = "pingate.load.v1", 3
+	bin := buildPingate(t)
+	work := t.TempDir()
+	cfgPath := filepath.Join(work, "pingate.yaml")
+	// The embedded default's routes and keys with limits a load run does not
+	// trip (the defaults allow one ATM a request per second).
+	cfg := `instance: load-e2e
+acquirer_listener: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+admin: {addr: "127.0.0.1:0"}
+security: {dev_keys: true}
+routing:
+  institution: "999001"
+  acquirers:
+    - {id: "100001", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
+    - {id: "200001", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: [issuer-sim], pin_format: 4, key: dev-issuer-zpk, key_index: 1}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+    - {prefix: "62284813", issuer: ssbank}
+    - {prefix: "621700", issuer: ssbank}
+limits: {backend: redis, card_ops_per_day: 100000, terminal_rps: 100000, terminal_burst: 100000, acquirer_rps: 100000, acquirer_burst: 100000}
+events: {journal_dir: journal, kafka_topic_partitions: 3}
+reversals: {dir: reversals}
+issuer_sim: {seed: 1, per_bin: 10000}
+log: {level: warn}
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve := exec.Command(bin, "serve", "--config", cfgPath, "--redis", redisAddr, "--kafka", k.Brokers, "--kafka-topic", topic)
+	serve.Dir = work
+	stdout, err := serve.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(work, "serve.log"))
+	serve.Stderr = logf
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill(); _, _ = serve.Process.Wait() })
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "pingate serving") {
+				line <- sc.Text()
+			}
+		}
+	}()
+	var acq string
+	select {
+	case l := <-line:
+		acq = regexp.MustCompile(`acquirer ([0-9.]+:[0-9]+)`).FindStringSubmatch(l)[1]
+	case <-time.After(60 * time.Second):
+		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
+		t.Fatalf("serve did not start; its log:\n%s", tail(string(log), 2000))
+	}
+
+	out, err := exec.Command(bin, "load", "--target", acq, "--duration", "3s", "--warmup", "0", "--json", "--progress", "1h").Output()
+	if err != nil {
+		t.Fatalf("pingate load: %v", err)
+	}
+	var rep struct {
+		Requests int            `json:"requests"`
+		Errors   int            `json:"errors"`
+		Codes    map[string]int `json:"codes"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("load --json output: %v", err)
+	}
+	if rep.Requests == 0 || rep.Errors != 0 {
+		t.Fatalf("load: %d requests, %d errors (%v)", rep.Requests, rep.Errors, rep.Codes)
+	}
+	answered := 0
+	for _, n := range rep.Codes {
+		answered += n
+	}
+
+	// Every answered request reached routing: its event must be on the topic.
+	got := readTopic(t, k.Brokers, topic, partitions, answered, 90*time.Second)
+	// Read a moment longer: a second event for any request would show here.
+	time.Sleep(2 * time.Second)
+	got = readTopic(t, k.Brokers, topic, partitions, answered+1, 5*time.Second)
+	if len(got) != answered {
+		t.Fatalf("topic holds %d unique events for %d answered requests", len(got), answered)
+	}
+	pans := map[string]bool{}
+	pop := embeddedPopulation()
+	for i := 0; i < pop.Size(); i++ {
+		pans[pop.Card(i).PAN] = true
+	}
+	digitRun := regexp.MustCompile(`[0-9]{12,19}`)
+	codes := map[string]int{}
+	for _, m := range got {
+		checkMessage(t, m, nil)
+		whole := string(m.Key) + string(m.Value)
+		for _, h := range m.Headers {
+			whole += " " + string(h.Value)
+		}
+		for _, run := range digitRun.FindAllString(whole, -1) {
+			if pans[run] {
+				t.Fatal("an event carries a full PAN")
+			}
+		}
+		var ev struct {
+			Code string `json:"response_code"`
+		}
+		if err := json.Unmarshal(m.Value, &ev); err == nil {
+			codes[ev.Code]++
+		}
+	}
+	for code, n := range rep.Codes {
+		if codes[code] != n {
+			t.Errorf("code %s: %d answers, %d events", code, n, codes[code])
+		}
+	}
+	t.Logf("%d answered requests, %d events, codes %v", answered, len(got), codes)
 }
