@@ -293,10 +293,7 @@ func TestKeyBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "pingate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := opsBinary(t) // built once per test run, with the Makefile's line
 	e := setupCeremony(t)
 	runBin := func(args ...string) (string, string, int) {
 		cmd := exec.Command(bin, append([]string{"key"}, args...)...)

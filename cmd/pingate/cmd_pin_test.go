@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -133,11 +132,7 @@ func TestPinBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "pingate")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := opsBinary(t) // built once per test run, with the Makefile's line
 	out, err := exec.Command(bin, "pin", "decode", "--format", "4", "--pan", aesPAN, "--key", aesKey, "--block", aesBlock).Output()
 	if err != nil || lastLine(string(out)) != "1234" {
 		t.Errorf("pingate pin decode = %q, %v; want 1234", out, err)

@@ -365,32 +365,9 @@ func TestKilledGatewayLosesNoEvent(t *testing.T) {
 	t.Logf("%d answered before SIGKILL, %d unique events on the topic", len(answered), len(got))
 }
 
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-// buildPingate builds the pingate binary once per test run.
-func buildPingate(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pingate-bin-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "pingate")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.path
-}
+// buildPingate is the pingate binary built once per test run (opsBinary:
+// the Makefile's build line, as CI and the Dockerfile use it).
+func buildPingate(t *testing.T) string { return opsBinary(t) }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
