@@ -37,30 +37,16 @@ const opsRepo = "../.."
 
 func opsPath(parts ...string) string { return filepath.Join(append([]string{opsRepo}, parts...)...) }
 
-// opsGateway runs an in-process gateway on loopback ports with the embedded
-// development configuration and its own state directories, stopped in
-// t.Cleanup.
+// opsGateway is startTestGateway without the branch channel (it has its own
+// tests), once its issuer link has signed on.
 func opsGateway(t *testing.T, mutate func(*Config)) *gateway {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := embeddedConfig()
-	cfg.Instance = "ops-test"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
-	off := false
-	cfg.Branch.Enabled = &off // the branch channel has its own tests; no fixed port here
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	g, err := startGateway(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatalf("startGateway: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := g.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
+	g := startTestGateway(t, func(c *Config) {
+		c.Instance = "ops-test"
+		off := false
+		c.Branch.Enabled = &off
+		if mutate != nil {
+			mutate(c)
 		}
 	})
 	if err := waitReady(context.Background(), g); err != nil {
