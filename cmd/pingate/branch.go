@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"pingate/integration/branchapi"
+	"pingate/integration/redislimit"
 	"pingate/pinblock"
 )
 
@@ -40,6 +44,22 @@ type branchRuntime struct {
 	addr    string
 	certDir string // development certificates, "" when configured ones are used
 	spool   string
+	shared  *branchShared // nil: operations and idempotency records in memory
+}
+
+// branchShared is the Redis store the branch API shares with the other
+// instances, and its client.
+type branchShared struct {
+	st  *branchapi.RedisStore
+	rdb redis.UniversalClient
+}
+
+func (b *branchShared) close() {
+	if b == nil {
+		return
+	}
+	_ = b.st.Close()
+	_ = b.rdb.Close()
 }
 
 // branchOf returns g's running branch API, if any.
@@ -114,18 +134,31 @@ func (g *gateway) startBranchAPI(ctx context.Context) error {
 		return err
 	}
 	g.hsm.SetMailerPrinter(printer)
-	srv, err := branchapi.New(api, g.flow, g.log)
+	shared, err := g.branchStore()
 	if err != nil {
+		return err
+	}
+	var st branchapi.Store
+	if shared != nil {
+		st = shared.st
+	}
+	srv, err := branchapi.NewWithStore(api, g.flow, g.log, st)
+	if err != nil {
+		shared.close()
 		return err
 	}
 	ln, err := net.Listen("tcp", api.Addr)
 	if err != nil {
+		shared.close()
 		return fmt.Errorf("branch api listener: %w", err)
 	}
-	rt := &branchRuntime{srv: srv, addr: ln.Addr().String(), certDir: certDir, spool: spool}
+	rt := &branchRuntime{srv: srv, addr: ln.Addr().String(), certDir: certDir, spool: spool, shared: shared}
 	g.branch = rt
 	g.serve("branch api", func() error { return srv.Serve(ln) })
-	attrs := []any{"addr", rt.addr, "mailer_spool", spool}
+	attrs := []any{"addr", rt.addr, "mailer_spool", spool, "store", "memory"}
+	if shared != nil {
+		attrs[len(attrs)-1] = "redis"
+	}
 	if certDir != "" {
 		attrs = append(attrs, "dev_certs", certDir)
 		g.log.Warn("branch api on development certificates: for development and test only", "dir", certDir)
@@ -142,5 +175,63 @@ func (g *gateway) stopBranchAPI(ctx context.Context) error {
 		return nil
 	}
 	g.branch = nil
-	return rt.srv.Shutdown(ctx)
+	err := rt.srv.Shutdown(ctx)
+	rt.shared.close()
+	return err
+}
+
+// branchStore builds the Redis store of the branch API when the limiter
+// runs on Redis (limits.backend redis): the same servers, credentials and
+// timeouts as the limiter, so that every instance sees every operation,
+// idempotency key and pending approval (docs/branch-api.md, "Several
+// instances"). Otherwise it returns nil: the in-memory store. Request
+// fingerprints are keyed by a key derived from the card token key, which
+// every instance holds and Redis never sees.
+func (g *gateway) branchStore() (*branchShared, error) {
+	if g.cfg.Limits.Backend != "redis" {
+		return nil, nil
+	}
+	lc := g.cfg.Limits.Config.WithDefaults()
+	secret, err := secretHex(g.cfg.Security.CardTokenKeyFile, g.cfg.Security.CardTokenKeyEnv, devTokenKey)
+	if err != nil {
+		return nil, fmt.Errorf("card token key: %w", err)
+	}
+	defer clear(secret)
+	rdb, err := redisClient(lc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := branchapi.NewRedisStore(rdb, branchapi.RedisStoreConfig{
+		Instance: g.cfg.Instance, KeyPrefix: lc.KeyPrefix, FingerprintSecret: secret, Logger: g.log,
+	})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &branchShared{st: st, rdb: rdb}, nil
+}
+
+// redisClient is a client to the limiter's Redis, built as redislimit.New
+// builds its own (one retry, one dial attempt, bounded timeouts).
+func redisClient(c redislimit.Config) (redis.UniversalClient, error) {
+	var password string
+	if c.PasswordEnv != "" {
+		var ok bool
+		if password, ok = os.LookupEnv(c.PasswordEnv); !ok {
+			return nil, fmt.Errorf("limits.password_env %s is not set", c.PasswordEnv)
+		}
+	}
+	opts := &redis.UniversalOptions{
+		Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username, Password: password, DB: c.DB,
+		DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.ReadTimeout,
+		ContextTimeoutEnabled: true, MaxRetries: 1, DialerRetries: 1, DialerRetryTimeout: 10 * time.Millisecond,
+		DisableIdentity: true, // CLIENT SETINFO needs Redis 7.2
+	}
+	switch c.Mode {
+	case redislimit.ModeCluster:
+		return redis.NewClusterClient(opts.Cluster()), nil
+	case redislimit.ModeSentinel:
+		return redis.NewFailoverClient(opts.Failover()), nil
+	}
+	return redis.NewClient(opts.Simple()), nil
 }
