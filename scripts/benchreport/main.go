@@ -279,7 +279,7 @@ func renderSoak(w io.Writer, dir string) {
 	if len(soak) > 0 {
 		fmt.Fprintf(w, " (%d requests, %.0f req/s, p99 %.2f ms, %d errors)", soak[0].Requests, soak[0].TPS, soak[0].Latency.P99, soak[0].Errors)
 	}
-	fmt.Fprintln(w, ". `BENCH_SOAK=10m make bench` runs the 10-minute version.")
+	fmt.Fprintf(w, ". `BENCH_SOAK=10m make bench` runs the 10-minute version. The gateway keeps every outcome for its duplicate window (%s here, 10 min by default) to answer retransmissions, so its memory grows with rate × window until the window is full and is flat after that; the slope is taken over the second half of the run, after the window filled.\n", keyvals(filepath.Join(dir, "machine.txt"))["dup_window"])
 	fmt.Fprintln(w)
 	// Least-squares slope over the second half: warm-up growth (pools, the
 	// journal's memtable, Redis connections) is over by then.
