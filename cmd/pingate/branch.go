@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -197,7 +196,7 @@ func (g *gateway) branchStore() (*branchShared, error) {
 		return nil, fmt.Errorf("card token key: %w", err)
 	}
 	defer clear(secret)
-	rdb, err := redisClient(lc)
+	rdb, err := redislimit.NewClient(lc)
 	if err != nil {
 		return nil, err
 	}
@@ -209,29 +208,4 @@ func (g *gateway) branchStore() (*branchShared, error) {
 		return nil, err
 	}
 	return &branchShared{st: st, rdb: rdb}, nil
-}
-
-// redisClient is a client to the limiter's Redis, built as redislimit.New
-// builds its own (one retry, one dial attempt, bounded timeouts).
-func redisClient(c redislimit.Config) (redis.UniversalClient, error) {
-	var password string
-	if c.PasswordEnv != "" {
-		var ok bool
-		if password, ok = os.LookupEnv(c.PasswordEnv); !ok {
-			return nil, fmt.Errorf("limits.password_env %s is not set", c.PasswordEnv)
-		}
-	}
-	opts := &redis.UniversalOptions{
-		Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username, Password: password, DB: c.DB,
-		DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.ReadTimeout,
-		ContextTimeoutEnabled: true, MaxRetries: 1, DialerRetries: 1, DialerRetryTimeout: 10 * time.Millisecond,
-		DisableIdentity: true, // CLIENT SETINFO needs Redis 7.2
-	}
-	switch c.Mode {
-	case redislimit.ModeCluster:
-		return redis.NewClusterClient(opts.Cluster()), nil
-	case redislimit.ModeSentinel:
-		return redis.NewFailoverClient(opts.Failover()), nil
-	}
-	return redis.NewClient(opts.Simple()), nil
 }

@@ -256,7 +256,7 @@ func (s *Server) idempotent(ctx context.Context, r *http.Request, c *Client, tem
 	case errors.Is(err, errKeyReused):
 		return problemAnswer(probIdemKeyReused.problem("This Idempotency-Key was used for a different request; use a new key."))
 	case err != nil:
-		return problemAnswer(probUnavailable.problem("Too many records held; retry later."))
+		return storeFailure(err, "Too many records held; retry later.")
 	}
 	if first {
 		a := do()
@@ -359,7 +359,7 @@ func (s *Server) submit(ctx context.Context, op routing.Operation, po *parsedOp,
 		rec.result = res
 		rec.pending = &pendingReset{req: req, submitter: c.Subject, approveBy: by}
 		if err := s.st.add(rec, now); err != nil {
-			return problemAnswer(probUnavailable.problem("Too many operations held; retry later."))
+			return storeFailure(err, "Too many operations held; retry later.")
 		}
 		a := jsonAnswer(http.StatusAccepted, res)
 		a.location, a.opID = "/v1/operations/"+id, id
@@ -368,7 +368,7 @@ func (s *Server) submit(ctx context.Context, op routing.Operation, po *parsedOp,
 	res.Status = StatusInProgress
 	rec.result = res
 	if err := s.st.add(rec, now); err != nil {
-		return problemAnswer(probUnavailable.problem("Too many operations held; retry later."))
+		return storeFailure(err, "Too many operations held; retry later.")
 	}
 	res = s.run(ctx, req, res)
 	a := jsonAnswer(http.StatusOK, res)
@@ -402,7 +402,7 @@ func (s *Server) run(ctx context.Context, req *routing.Request, res OperationRes
 func (s *Server) serveLookup(_ context.Context, _ *http.Request, c *Client, id string) answer {
 	res, err := s.st.get(id, c.Institution, s.now())
 	if err != nil {
-		return problemAnswer(probNotFound.problem("No operation with this id."))
+		return storeFailure(err, "")
 	}
 	a := jsonAnswer(http.StatusOK, res)
 	a.opID = id
@@ -449,7 +449,7 @@ func (s *Server) decide(ctx context.Context, c *Client, id string, approve bool)
 	// The supervisor must be of the reset's branch: look it up first.
 	cur, err := s.st.get(id, c.Institution, s.now())
 	if err != nil {
-		return problemAnswer(probNotFound.problem("No operation with this id."))
+		return storeFailure(err, "")
 	}
 	withOp := func(p *Problem) answer { p.OperationID = id; return problemAnswer(p) }
 	if cur.Branch != c.Branch {
@@ -465,6 +465,8 @@ func (s *Server) decide(ctx context.Context, c *Client, id string, approve bool)
 		return withOp(probNotPending.problem("The operation is " + res.Status + ", not waiting for an approval."))
 	case errors.Is(err, errSelfApproval):
 		return withOp(probSelfApproval.problem("A second, different identity must approve."))
+	case err != nil:
+		return storeFailure(err, "")
 	}
 	if pend != nil {
 		pend.req.Supervisor = c.ID
@@ -473,6 +475,19 @@ func (s *Server) decide(ctx context.Context, c *Client, id string, approve bool)
 	a := jsonAnswer(http.StatusOK, res)
 	a.opID = id
 	return a
+}
+
+// storeFailure answers a store error: 503 when the shared store is
+// unreachable (nothing ran; retry later), 503 with full for a store at its
+// bound, and 404 for an unknown id (full == "").
+func storeFailure(err error, full string) answer {
+	switch {
+	case errors.Is(err, ErrStoreUnavailable):
+		return problemAnswer(probUnavailable.problem("The operation store is unreachable; nothing was done; retry later."))
+	case errors.Is(err, errNotFound) || full == "":
+		return problemAnswer(probNotFound.problem("No operation with this id."))
+	}
+	return problemAnswer(probUnavailable.problem(full))
 }
 
 // serveSpec answers GET /v1/openapi.yaml with the embedded contract.

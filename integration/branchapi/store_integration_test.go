@@ -224,8 +224,8 @@ func TestSharedStoreApprovalOnAnotherInstance(t *testing.T) {
 	}
 }
 
-// TestSharedStoreRedisDown: with Redis down, an idempotent request is
-// refused with 503 service-unavailable and reaches nothing; once Redis is
+// TestSharedStoreRedisDown: with Redis down, an idempotent request and a
+// lookup are refused with 503 service-unavailable and reach nothing; once Redis is
 // back, the same request with the same key runs.
 func TestSharedStoreRedisDown(t *testing.T) {
 	rs := testservers.StartRedisServer(t)
@@ -243,6 +243,11 @@ func TestSharedStoreRedisDown(t *testing.T) {
 	}
 	if got := e.sim.Requests.Load() - before; got != 0 {
 		t.Errorf("the issuer saw %d requests while the store was down, want 0", got)
+	}
+	// A lookup cannot tell "unknown" from "unreachable" then: it says 503.
+	r = e.at(a, "teller", http.MethodGet, "/v1/operations/00000000-0000-4000-8000-000000000000", tmplOp, nil, nil)
+	if p := r.problem(t); r.status != http.StatusServiceUnavailable || p.Type != ProblemTypeBase+"service-unavailable" {
+		t.Errorf("lookup with Redis down = %d %s, want 503 service-unavailable", r.status, p.Type)
 	}
 	rs.Start()
 	r = e.at(a, "teller", http.MethodPost, pathUnblocks, pathUnblocks, body, key)

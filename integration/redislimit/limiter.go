@@ -77,6 +77,34 @@ func New(cfg Config) (*Limiter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redislimit: day_zone %q: %w", cfg.DayZone, err)
 	}
+	rdb, err := NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Limiter{
+		cfg:     cfg,
+		rdb:     rdb,
+		zone:    zone,
+		termIv:  interval(cfg.TerminalRPS),
+		acqIv:   interval(cfg.AcquirerRPS),
+		termLoc: newLocalBuckets(cfg.TerminalRPS, cfg.TerminalBurst),
+		acqLoc:  newLocalBuckets(cfg.AcquirerRPS, cfg.AcquirerBurst),
+		now:     time.Now,
+		metrics: newInstruments(otel.Meter("pingate/redislimit")),
+		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
+	}, nil
+}
+
+// interval is the GCRA emission interval in whole microseconds for rate
+// requests per second.
+func interval(rate float64) int64 { return int64(math.Ceil(1e6 / rate)) }
+
+// NewClient builds the Redis client of cfg (standalone, Sentinel or Cluster)
+// with the settings pingate wants of every Redis caller: the password read
+// from cfg.PasswordEnv, deadlines from the caller's context, and fast
+// failure while Redis is down. The branch API's shared store uses it too.
+func NewClient(cfg Config) (redis.UniversalClient, error) {
+	cfg = cfg.WithDefaults()
 	var password string
 	if cfg.PasswordEnv != "" {
 		var ok bool
@@ -106,32 +134,14 @@ func New(cfg Config) (*Limiter, error) {
 		// CLIENT SETINFO needs Redis 7.2; older servers answer an error.
 		DisableIdentity: true,
 	}
-	var rdb redis.UniversalClient
 	switch cfg.Mode {
 	case ModeCluster:
-		rdb = redis.NewClusterClient(opts.Cluster())
+		return redis.NewClusterClient(opts.Cluster()), nil
 	case ModeSentinel:
-		rdb = redis.NewFailoverClient(opts.Failover())
-	default:
-		rdb = redis.NewClient(opts.Simple())
+		return redis.NewFailoverClient(opts.Failover()), nil
 	}
-	return &Limiter{
-		cfg:     cfg,
-		rdb:     rdb,
-		zone:    zone,
-		termIv:  interval(cfg.TerminalRPS),
-		acqIv:   interval(cfg.AcquirerRPS),
-		termLoc: newLocalBuckets(cfg.TerminalRPS, cfg.TerminalBurst),
-		acqLoc:  newLocalBuckets(cfg.AcquirerRPS, cfg.AcquirerBurst),
-		now:     time.Now,
-		metrics: newInstruments(otel.Meter("pingate/redislimit")),
-		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
-	}, nil
+	return redis.NewClient(opts.Simple()), nil
 }
-
-// interval is the GCRA emission interval in whole microseconds for rate
-// requests per second.
-func interval(rate float64) int64 { return int64(math.Ceil(1e6 / rate)) }
 
 // Close closes the Redis connections. Allow and Record fail afterwards.
 func (l *Limiter) Close() error { return l.rdb.Close() }
