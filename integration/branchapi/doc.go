@@ -32,7 +32,9 @@
 //     under its key and, once the issuer has approved, prints on a PIN mailer
 //     (pinblock.MailerPrinter): the only place that PIN is ever in clear.
 //
-// Operations, idempotency records and pending approvals are held in memory
-// by each instance (docs/branch-api.md: what that means behind a load
-// balancer).
+// Operations, idempotency records and pending approvals live in a Store: in
+// memory for one instance, or in Redis (RedisStore), shared by every
+// instance, when the gateway's limits run on Redis. A pending reset's PIN
+// block never leaves the instance that took it; Redis holds only who may
+// approve and by when (docs/branch-api.md).
 package branchapi
