@@ -22,9 +22,29 @@ fi
 go vet ./...
 
 echo "== go test"
-go test -count=1 -timeout 25m ./...
+# Verbose output goes to a log; the package lines (and, on failure, the
+# failing tests' output) come here, and the counts close the run.
+gotest_log=$(mktemp)
+set +e
+go test -count=1 -timeout 25m -v ./... >"$gotest_log" 2>&1
+gotest_rc=$?
+set -e
+grep -E '^(ok|FAIL|\?)\s' "$gotest_log" || true
+if [ "$gotest_rc" -ne 0 ]; then
+  echo "== go test failed; its output without the passing tests' lines:"
+  grep -vE '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS)' "$gotest_log" | tail -400
+fi
+passed=$(grep -cE '^\s*--- PASS' "$gotest_log" || true)
+failed=$(grep -cE '^\s*--- FAIL' "$gotest_log" || true)
+skipped=$(grep -cE '^\s*--- SKIP' "$gotest_log" || true)
+rm -f "$gotest_log"
+if [ "$gotest_rc" -ne 0 ]; then
+  echo "go test: $passed passed, $failed failed, $skipped skipped"
+  exit "$gotest_rc"
+fi
 
 if [ -x scripts/schemathesis.sh ]; then
   echo "== schemathesis against the live branch API"
   ./scripts/schemathesis.sh
 fi
+echo "go test: $passed passed, $failed failed, $skipped skipped"
