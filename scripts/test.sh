@@ -47,4 +47,6 @@ if [ -x scripts/schemathesis.sh ]; then
   echo "== schemathesis against the live branch API"
   ./scripts/schemathesis.sh
 fi
+./scripts/services.sh stop
+trap - EXIT
 echo "go test: $passed passed, $failed failed, $skipped skipped"
