@@ -215,16 +215,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		b, err := json.Marshal(rep)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
-	}
-	rep.print(stdout)
-	return nil
+	return rep.write(stdout, *asJSON)
 }
 
 // loadReport is the result of a run; its JSON is the --json output.
@@ -252,6 +243,20 @@ type latencySummary struct {
 	P99  float64 `json:"p99"`
 	P999 float64 `json:"p999"`
 	Max  float64 `json:"max"`
+}
+
+// write prints the report: one JSON object with asJSON, else the readable form.
+func (r *loadReport) write(w io.Writer, asJSON bool) error {
+	if asJSON {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	r.print(w)
+	return nil
 }
 
 func (r *loadReport) print(w io.Writer) {
