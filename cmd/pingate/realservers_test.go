@@ -514,7 +514,8 @@ log: {level: warn}
 	// duplicate, no event of an unanswered request).
 	time.Sleep(time.Second)
 	if n := topicRecords(t, k.Brokers, topic, partitions); n != int64(answered) {
-		t.Fatalf("topic holds %d records for %d answered requests", n, answered)
+		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
+		t.Fatalf("topic holds %d records for %d answered requests; the gateway's log:\n%s", n, answered, tail(string(log), 3000))
 	}
 	pans := map[string]bool{}
 	pop := embeddedPopulation()

@@ -39,6 +39,16 @@ type Relay struct {
 	// testHookAfterWrite, when set, runs after Kafka acknowledged a batch
 	// and before the progress is recorded (crash-window tests).
 	testHookAfterWrite func(lastSeq uint64)
+
+	// A batch part of which Kafka refused: only the refused records are
+	// sent again, so the records it acknowledged are not duplicated. kafka-go
+	// writes each partition's records in one request, so a partition's
+	// records succeed or fail together and per-card order holds. The
+	// journal's progress moves past the batch only when all of it is in.
+	// Owned by the relay loop's goroutine.
+	retry     []kafka.Message
+	retryLast uint64 // the batch's last sequence number
+	retryN    int    // the batch's size
 }
 
 func newRelay(j *Journal, cfg RelayConfig) *Relay {
@@ -142,10 +152,14 @@ func (r *Relay) loop(ctx context.Context) {
 }
 
 // sendBatch sends the next batch of entries and records the progress. On a
-// partial failure the acknowledged prefix is recorded and the rest is sent
-// again by the next call; records past the first failure that did land are
-// sent twice, with the same ce_id.
+// partial failure only the refused records are sent again, by the next calls,
+// and the progress moves past the batch once Kafka holds all of it: a record
+// goes to Kafka twice only when the relay stops (a crash, a shutdown with
+// Kafka down) between Kafka's acknowledgement and the recorded progress.
 func (r *Relay) sendBatch(ctx context.Context) error {
+	if r.retry != nil {
+		return r.resend(ctx)
+	}
 	j := r.j
 	entries, err := readEntries(j.db, j.relayed.Load()+1, j.last.Load(), r.cfg.BatchSize, r.cfg.BatchBytes/2)
 	if err != nil || len(entries) == 0 {
@@ -167,30 +181,53 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 	if err != nil {
 		var werr kafka.WriteErrors
 		if errors.As(err, &werr) {
-			n := 0
-			for n < len(werr) && werr[n] == nil {
-				n++
-			}
-			if n > 0 {
-				if merr := j.markRelayed(entries[n-1].Seq); merr != nil {
-					return merr
-				}
-				r.sent.Add(uint64(n))
-			}
+			r.retry, r.retryLast, r.retryN = refused(msgs, werr), entries[len(entries)-1].Seq, len(entries)
 			return fmt.Errorf("relay to kafka: %d of %d records failed: %w", werr.Count(), len(msgs), firstErr(werr))
 		}
 		return fmt.Errorf("relay to kafka: %w", err)
 	}
-	last := entries[len(entries)-1].Seq
+	return r.batchDone(ctx, entries[len(entries)-1].Seq, len(entries))
+}
+
+// resend sends the refused part of the last batch again.
+func (r *Relay) resend(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	err := r.w.WriteMessages(cctx, r.retry...)
+	cancel()
+	if err != nil {
+		var werr kafka.WriteErrors
+		if errors.As(err, &werr) {
+			r.retry = refused(r.retry, werr)
+		}
+		return fmt.Errorf("relay to kafka: resending %d records: %w", len(r.retry), err)
+	}
+	last, n := r.retryLast, r.retryN
+	r.retry = nil
+	return r.batchDone(ctx, last, n)
+}
+
+// batchDone records that Kafka holds every record of a batch up to last.
+func (r *Relay) batchDone(ctx context.Context, last uint64, n int) error {
 	if h := r.testHookAfterWrite; h != nil {
 		h(last)
 	}
-	if err := j.markRelayed(last); err != nil {
+	if err := r.j.markRelayed(last); err != nil {
 		return err
 	}
-	r.sent.Add(uint64(len(entries)))
-	j.m.relayed(ctx, len(entries))
+	r.sent.Add(uint64(n))
+	r.j.m.relayed(ctx, n)
 	return nil
+}
+
+// refused returns the messages Kafka did not acknowledge.
+func refused(msgs []kafka.Message, werr kafka.WriteErrors) []kafka.Message {
+	var out []kafka.Message
+	for i, e := range werr {
+		if e != nil && i < len(msgs) {
+			out = append(out, msgs[i])
+		}
+	}
+	return out
 }
 
 // publishSpans starts one producer span per record, as a child of the
