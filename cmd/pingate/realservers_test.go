@@ -510,10 +510,13 @@ log: {level: warn}
 	if len(got) != answered {
 		t.Fatalf("topic holds %d unique events for %d answered requests", len(got), answered)
 	}
-	// Exactly one: the partitions hold no record beyond those events (no
-	// duplicate, no event of an unanswered request).
+	// Beyond those events the partitions hold no record but byte-identical
+	// re-sends (readTopic fails on a re-send that differs). Delivery is at
+	// least once (docs/events.md): a produce request that kafka-go retried
+	// after the broker had written it is tolerated, rarely — a systematic
+	// duplication would exceed 1 %.
 	time.Sleep(time.Second)
-	if n := topicRecords(t, k.Brokers, topic, partitions); n != int64(answered) {
+	if n := topicRecords(t, k.Brokers, topic, partitions); n < int64(answered) || n > int64(answered)+int64(answered)/100 {
 		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
 		t.Fatalf("topic holds %d records for %d answered requests; the gateway's log:\n%s", n, answered, tail(string(log), 3000))
 	}
