@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -422,26 +421,7 @@ loop:
 	}
 	lr := &loadRun{stats: stats}
 	s := lr.merge()
-	if m := missed.Load(); m > 0 {
-		s.errCnt += m
-		s.errs[errKindOverload] += m
-	}
-	rep := &loadReport{
-		Target: cfg.target, Mode: "closed", Connections: cfg.conns, InFlight: cfg.inFlight, Mix: "echo 0100→0110",
-		DurationS: elapsed.Seconds(), Requests: s.count, Codes: s.codes, Errors: s.errCnt,
-		ByOperation: map[string]int64{"change": s.ops[opChange]},
-	}
-	if cfg.rate > 0 {
-		rep.Mode, rep.Rate = "open", cfg.rate
-	}
-	if len(s.errs) > 0 {
-		rep.ErrorKinds = s.errs
-	}
-	rep.TPS = float64(s.count-s.errCnt) / elapsed.Seconds()
-	ms := func(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1000 }
-	rep.LatencyMS = latencySummary{
-		P50: ms(s.hist.quantile(0.5)), P90: ms(s.hist.quantile(0.9)), P99: ms(s.hist.quantile(0.99)),
-		P999: ms(s.hist.quantile(0.999)), Max: ms(s.hist.max),
-	}
+	rep := &loadReport{Mix: "echo 0100→0110", ByOperation: map[string]int64{"change": s.ops[opChange]}}
+	rep.finish(cfg, s, missed.Load(), elapsed)
 	return rep, nil
 }

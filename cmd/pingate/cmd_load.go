@@ -464,22 +464,30 @@ loop:
 	r.halt()
 	pwg.Wait()
 	wg.Wait()
-	s := r.merge()
-	if m := missed.Load(); m > 0 {
-		s.errCnt += m
-		s.errs[errKindOverload] += m
-	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	rep := &loadReport{
-		Target: cfg.target, Mode: "closed", Connections: cfg.conns, InFlight: cfg.inFlight, Mix: cfg.mix.String(),
-		Cards: cfg.cards, DurationS: elapsed.Seconds(), Requests: s.count, Codes: s.codes, Errors: s.errCnt,
-		ByOperation: map[string]int64{},
+	s := r.merge()
+	rep := &loadReport{Mix: cfg.mix.String(), Cards: cfg.cards, ByOperation: map[string]int64{}}
+	rep.finish(cfg, s, missed.Load(), elapsed)
+	for i, o := range opNames {
+		rep.ByOperation[o] = s.ops[i]
 	}
+	return rep, nil
+}
+
+// finish fills what every run reports from its merged statistics: requests
+// that missed their open-loop slot count as overload errors.
+func (rep *loadReport) finish(cfg loadParams, s *workerStats, missed int64, elapsed time.Duration) {
+	if missed > 0 {
+		s.errCnt += missed
+		s.errs[errKindOverload] += missed
+	}
+	rep.Target, rep.Mode, rep.Connections, rep.InFlight = cfg.target, "closed", cfg.conns, cfg.inFlight
 	if cfg.rate > 0 {
 		rep.Mode, rep.Rate = "open", cfg.rate
 	}
+	rep.DurationS, rep.Requests, rep.Codes, rep.Errors = elapsed.Seconds(), s.count, s.codes, s.errCnt
 	if len(s.errs) > 0 {
 		rep.ErrorKinds = s.errs
 	}
@@ -489,10 +497,6 @@ loop:
 		P50: ms(s.hist.quantile(0.5)), P90: ms(s.hist.quantile(0.9)), P99: ms(s.hist.quantile(0.99)),
 		P999: ms(s.hist.quantile(0.999)), Max: ms(s.hist.max),
 	}
-	for i, o := range opNames {
-		rep.ByOperation[o] = s.ops[i]
-	}
-	return rep, nil
 }
 
 func (r *loadRun) halt() { r.stopOnce.Do(func() { close(r.stop) }) }
