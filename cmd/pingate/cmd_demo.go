@@ -67,7 +67,7 @@ func demoScript(pop issuersim.Population) []demoStep {
 	}
 	unknown := pop.BINs[0] + "99999990" // in the issuer's range, not one of its cards
 	unknown = unknown[:15]
-	unknown += fmt.Sprint(luhn(unknown))
+	unknown += fmt.Sprint(issuersim.LuhnDigit(unknown))
 	return []demoStep{
 		{what: "ATM: change PIN", channel: "atm", op: atm(a.PAN, a.PIN, "4826"), want: "00"},
 		{what: "ATM: change PIN with a wrong current PIN", channel: "atm", op: atm(b.PAN, "0007", "5931"), want: "55"},
@@ -103,21 +103,6 @@ const (
 	demoDownPrefix = "62170099"
 	demoDownPAN    = "6217009900000016"
 )
-
-func luhn(body string) int {
-	sum, double := 0, true
-	for i := len(body) - 1; i >= 0; i-- {
-		d := int(body[i] - '0')
-		if double {
-			if d *= 2; d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return (10 - sum%10) % 10
-}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo")

@@ -111,13 +111,13 @@ func (p Population) Card(i int) Card {
 	bin := p.BINs[i%len(p.BINs)]
 	idx := i / len(p.BINs)
 	body := bin + fmt.Sprintf("%0*d", p.length()-1-len(bin), idx)
-	pan := body + strconv.Itoa(luhnDigit(body))
+	pan := body + strconv.Itoa(LuhnDigit(body))
 	return Card{PAN: pan, PIN: p.InitialPIN(pan)}
 }
 
 // Contains reports whether pan is a card of the population.
 func (p Population) Contains(pan string) bool {
-	if len(pan) != p.length() || !digits(pan) || luhnDigit(pan[:len(pan)-1]) != int(pan[len(pan)-1]-'0') {
+	if len(pan) != p.length() || !digits(pan) || LuhnDigit(pan[:len(pan)-1]) != int(pan[len(pan)-1]-'0') {
 		return false
 	}
 	for _, b := range p.BINs {
@@ -158,8 +158,9 @@ func plainPattern(pin string) bool {
 	return same || up || down
 }
 
-// luhnDigit is the check digit that makes body+digit pass the Luhn check.
-func luhnDigit(body string) int {
+// LuhnDigit is the check digit that makes body+digit pass the Luhn check
+// (ISO/IEC 7812-1 Annex B).
+func LuhnDigit(body string) int {
 	sum := 0
 	double := true
 	for i := len(body) - 1; i >= 0; i-- {

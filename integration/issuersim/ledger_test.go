@@ -43,8 +43,8 @@ func TestPopulationCards(t *testing.T) {
 		t.Errorf("%d usable cards, want %d", usable, want)
 	}
 	// Luhn: the check digit of a published test PAN (4111 1111 1111 1111).
-	if got := luhnDigit("411111111111111"); got != 1 {
-		t.Errorf("luhnDigit(4111…111) = %d, want 1", got)
+	if got := LuhnDigit("411111111111111"); got != 1 {
+		t.Errorf("LuhnDigit(4111…111) = %d, want 1", got)
 	}
 	other := Population{Seed: 43, BINs: p.BINs, PerBIN: p.PerBIN}
 	same := 0
