@@ -43,3 +43,14 @@ const (
 	RCSystemMalfunction = "96"
 	RCNewPINRejected    = "P6" // new PIN on the weak-PIN exclusion list
 )
+
+// ResponseMTI is the MTI of the answer to a request or advice: 0100 → 0110,
+// 0420 → 0430, 0800 → 0810. Any other value is returned as it is.
+func ResponseMTI(mti string) string {
+	if len(mti) != 4 || (mti[2] != '0' && mti[2] != '2') {
+		return mti
+	}
+	b := []byte(mti)
+	b[2]++
+	return string(b)
+}

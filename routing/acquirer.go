@@ -202,7 +202,7 @@ func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string
 func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code string) []byte {
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("iso8583.response_code", code))
 	r := iso8583.Fields{
-		MTI:                  responseMTI(f.MTI),
+		MTI:                  iso8583.ResponseMTI(f.MTI),
 		PAN:                  f.PAN,
 		ProcessingCode:       f.ProcessingCode,
 		TransmissionTime:     f.TransmissionTime,
@@ -235,20 +235,8 @@ func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error
 		mti = string(frame[:4])
 	}
 	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
-	b, _ := iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: responseMTI(mti), ResponseCode: iso8583.RCFormatError})
+	b, _ := iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: iso8583.ResponseMTI(mti), ResponseCode: iso8583.RCFormatError})
 	return b
-}
-
-// responseMTI turns a request MTI into its answer's: 0100 → 0110, 0800 → 0810, 0420 → 0430.
-func responseMTI(mti string) string {
-	if len(mti) != 4 {
-		return iso8583.MTIAuthResponse
-	}
-	b := []byte(mti)
-	if b[2] == '0' || b[2] == '2' {
-		b[2]++
-	}
-	return string(b)
 }
 
 func validOr(s string, n int) string {

@@ -140,7 +140,7 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 		code = iso8583.RCFormatError
 	}
 	resp := iso8583.Fields{
-		MTI: responseMTI(f.MTI), PAN: f.PAN, ProcessingCode: f.ProcessingCode, TransmissionTime: f.TransmissionTime,
+		MTI: iso8583.ResponseMTI(f.MTI), PAN: f.PAN, ProcessingCode: f.ProcessingCode, TransmissionTime: f.TransmissionTime,
 		STAN: f.STAN, LocalTime: f.LocalTime, LocalDate: f.LocalDate, AcquirerID: f.AcquirerID, RRN: f.RRN,
 		ResponseCode: code, TerminalID: f.TerminalID, CardAcceptorID: f.CardAcceptorID, NetworkCode: f.NetworkCode,
 		OriginalData: f.OriginalData, ReceivingInstitution: f.ReceivingInstitution,
@@ -197,12 +197,4 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 		return s.ledger.unblock(f.PAN)
 	}
 	return iso8583.RCFormatError
-}
-
-func responseMTI(mti string) string {
-	b := []byte(mti)
-	if len(b) == 4 && (b[2] == '0' || b[2] == '2') {
-		b[2]++
-	}
-	return string(b)
 }
