@@ -11,7 +11,6 @@ import (
 
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
-	"pingate/pinblock"
 )
 
 func init() {
@@ -47,11 +46,7 @@ func runIssuerSim(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *latency < 0 || *grace < 0 {
 		return fmt.Errorf("%w: --latency and --grace must not be negative", errUsage)
 	}
-	zpk, err := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
-	if err != nil {
-		return err
-	}
-	pvk, err := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	zpk, pvk, err := issuersim.DevelopmentKeys()
 	if err != nil {
 		return err
 	}

@@ -206,11 +206,7 @@ func (g *gateway) serve(name string, run func() error) {
 
 func (g *gateway) startSim(ctx context.Context) error {
 	sc := g.cfg.IssuerSim
-	zpk, err := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
-	if err != nil {
-		return err
-	}
-	pvk, err := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	zpk, pvk, err := issuersim.DevelopmentKeys()
 	if err != nil {
 		return err
 	}

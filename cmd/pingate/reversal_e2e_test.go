@@ -16,8 +16,10 @@ import (
 // startSim runs an issuer simulator on a loopback port until the test ends.
 func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuersim.Sim, string) {
 	t.Helper()
-	zpk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
-	pvk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	zpk, pvk, err := issuersim.DevelopmentKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
 	sim, err := issuersim.New(issuersim.Config{Population: pop, ZPK: zpk, PVK: pvk, DropRate: dropRate})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"pingate/iso8583"
-	"pingate/pinblock"
 	"pingate/routing"
 )
 
@@ -17,8 +16,10 @@ import (
 
 func startTestSim(t *testing.T, pop Population) (*Sim, string) {
 	t.Helper()
-	zpk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
-	pvk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	zpk, pvk, err := DevelopmentKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
 	sim, err := New(Config{Population: pop, ZPK: zpk, PVK: pvk, Server: iso8583.Config{MaxInFlightPerConn: 4096}})
 	if err != nil {
 		t.Fatal(err)

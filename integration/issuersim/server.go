@@ -198,3 +198,14 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 	}
 	return iso8583.RCFormatError
 }
+
+// DevelopmentKeys returns the simulated issuer's keys from the published
+// development key set (pinblock.DevelopmentKeys): its zone PIN key and its
+// PIN verification key.
+func DevelopmentKeys() (zpk, pvk pinblock.Key, err error) {
+	if zpk, err = pinblock.DevelopmentKey(pinblock.DevIssuerZPK); err != nil {
+		return zpk, pvk, err
+	}
+	pvk, err = pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	return zpk, pvk, err
+}
