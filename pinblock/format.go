@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -143,64 +144,120 @@ func checkPAN(pan string) error {
 	return nil
 }
 
-// accountField returns the 12 account digits formats 0 and 3 use: the 12
-// rightmost PAN digits excluding the check digit, left-padded with '0'.
-func accountField(pan string) (acct [12]byte, err error) {
-	if err := checkPAN(pan); err != nil {
-		return acct, err
-	}
-	body := pan[:len(pan)-1] // drop the check digit
-	if len(body) > 12 {
-		body = body[len(body)-12:]
-	}
-	for i := range acct {
-		acct[i] = '0'
-	}
-	copy(acct[12-len(body):], body)
-	return acct, nil
+// The fields of a PIN block are built and checked as big-endian 64-bit words:
+// nibble i of an 8-byte field is bits 60−4i .. 63−4i of its word. Words stay
+// in registers and on the stack; only the cipher calls see a byte slice.
+
+// usesPAN reports whether blocks of format f carry the PAN (formats 0, 3, 4).
+func (f Format) usesPAN() bool { return f == Format0 || f == Format3 || f == Format4 }
+
+// panFields holds the PAN fields of one PAN, computed once for every block of
+// a job.
+type panFields struct {
+	acct uint64 // formats 0 and 3: 0000 then the 12 account digits
+	// f4 is the format 4 PAN field as bytes: XORed into a block with one
+	// 16-byte operation, so the AES call that reads the block next is not
+	// stalled waiting for two 8-byte stores to land.
+	f4 [16]byte
 }
 
-// panField8 is the format 0/3 PAN field: 0000 followed by the 12 account digits.
-func panField8(dst *[8]byte, acct *[12]byte) {
-	dst[0], dst[1] = 0, 0
-	for i := 0; i < 6; i++ {
-		dst[2+i] = (acct[2*i]-'0')<<4 | (acct[2*i+1] - '0')
+// set checks pan (checkPAN) and computes its PAN fields into pf (in place:
+// returned by value, the 16-byte field was copied in 8-byte halves):
+//   - formats 0 and 3: 0000 followed by the 12 rightmost PAN digits excluding
+//     the check digit, left-padded with 0;
+//   - format 4: M (PAN length − 12, 0 below 12), the PAN right-justified in at
+//     least 12 digits (left-padded with 0), then 0s to 32 nibbles.
+func (pf *panFields) set(pan string) error {
+	if len(pan) == 0 || len(pan) > MaxPANLength {
+		return fmt.Errorf("%w: must be 1 to %d digits", ErrInvalidPAN, MaxPANLength)
 	}
-}
-
-// panField16 is the format 4 PAN field: M (PAN length − 12, 0 below 12), the
-// PAN right-justified in at least 12 digits (left-padded with 0), then 0s to
-// 32 nibbles.
-func panField16(dst *[16]byte, pan string) error {
-	if err := checkPAN(pan); err != nil {
-		return err
+	// The digits are shifted, as nibbles, into a 128-bit register (hi:lo),
+	// eight at a time while eight remain. Below 12 digits the register's
+	// leading zeros are the left padding; M is 0 then and is ORed in later.
+	var hi, lo uint64
+	i := 0
+	for ; i+8 <= len(pan); i += 8 {
+		d, ok := digits8(pan[i : i+8])
+		if !ok {
+			return errPANDigits
+		}
+		hi, lo = hi<<32|lo>>32, lo<<32|d
 	}
-	*dst = [16]byte{}
+	for ; i < len(pan); i++ {
+		d := uint64(pan[i]) - '0'
+		if d > 9 {
+			return errPANDigits
+		}
+		hi, lo = hi<<4|lo>>60, lo<<4|d
+	}
+	// Formats 0 and 3: the 12 digits before the check digit.
+	pf.acct = lo >> 4 & (1<<48 - 1)
+	// Format 4: M and the digits fill the first t nibbles; shift them to the
+	// top of the 32-nibble field.
 	m := max(len(pan)-12, 0)
-	// nibble 0 is M; the PAN occupies nibbles 1 .. 12+m, right-justified, so
-	// PAN digit i is nibble start+i. dst is zero, so each digit is ORed in.
-	dst[0] = byte(m) << 4
-	start := 1 + 12 + m - len(pan)
-	for i := 0; i < len(pan); i++ {
-		k := start + i
-		dst[k>>1] |= (pan[i] - '0') << (4 * (1 - k&1))
+	t := 1 + 12 + m
+	if s := uint(128 - 4*t); s >= 64 { // t ≤ 16
+		hi, lo = lo<<(s-64), 0
+	} else {
+		hi, lo = hi<<s|lo>>(64-s), lo<<s
 	}
+	binary.BigEndian.PutUint64(pf.f4[:8], hi|uint64(m)<<60)
+	binary.BigEndian.PutUint64(pf.f4[8:], lo)
 	return nil
 }
 
-func setNibble(b []byte, i int, v byte) {
-	if i%2 == 0 {
-		b[i/2] = b[i/2]&0x0F | v<<4
-	} else {
-		b[i/2] = b[i/2]&0xF0 | v&0x0F
+var errPANDigits = fmt.Errorf("%w: not all decimal digits", ErrInvalidPAN)
+
+// digits8 packs the 8 ASCII decimal digits of s into 8 nibbles, the first
+// digit highest; ok is false if any byte is not a digit. It works on all
+// eight bytes at once (SWAR): a PAN field costs a few word operations
+// instead of a branch and two shifts per digit.
+func digits8(s string) (d uint64, ok bool) {
+	_ = s[7]
+	x := uint64(s[0])<<56 | uint64(s[1])<<48 | uint64(s[2])<<40 | uint64(s[3])<<32 |
+		uint64(s[4])<<24 | uint64(s[5])<<16 | uint64(s[6])<<8 | uint64(s[7])
+	const hi4, lo4 = 0xF0F0F0F0F0F0F0F0, 0x0F0F0F0F0F0F0F0F
+	// A digit is 0x30–0x39: high nibble 3, and a low nibble that does not
+	// carry out when 6 is added.
+	if x&hi4 != 0x3030303030303030 || (x&lo4+0x0606060606060606)&hi4 != 0 {
+		return 0, false
 	}
+	d = x & lo4                                   // one digit a byte
+	d = (d>>4 | d) & 0x00FF00FF00FF00FF           // two a 16-bit lane
+	d = (d>>8 | d) & 0x0000FFFF0000FFFF           // four a 32-bit lane
+	return (d>>16 | d) & 0x00000000FFFFFFFF, true // eight
 }
 
-func nibble(b []byte, i int) byte {
-	if i%2 == 0 {
-		return b[i/2] >> 4
+// fillFrom is where the random fill of PIN blocks comes from: the module's
+// buffered source, else a reader (tests pass fixed bytes to reproduce
+// published vectors), else crypto/rand.
+type fillFrom struct {
+	src *fillSource
+	r   io.Reader
+}
+
+// read fills p completely.
+func (f fillFrom) read(p []byte) error {
+	if f.src != nil {
+		f.src.take(p)
+		return nil
 	}
-	return b[i/2] & 0x0F
+	return readFill(f.r, p)
+}
+
+// word is the next 8 random bytes as a big-endian word. The module's buffered
+// source is read without a slice reaching an interface call, so nothing
+// escapes to the heap on the translation path.
+func (f fillFrom) word() (uint64, error) {
+	if f.src != nil {
+		return f.src.word(), nil
+	}
+	b := make([]byte, 8)
+	defer clear(b)
+	if err := readFill(f.r, b); err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
 }
 
 // readFill fills dst from rnd with io.ReadFull; rnd nil means crypto/rand.
@@ -215,82 +272,91 @@ func readFill(rnd io.Reader, dst []byte) error {
 	return nil
 }
 
-// pinField8 writes the 8-byte PIN field of formats 0–3: control nibble, length,
-// PIN digits, then fill: F for formats 0 and 2, random 0–F for format 1,
-// random A–F for format 3. Random nibbles come from rnd in order (for format 3
-// nibbles below A are skipped, so the fill is uniform over A–F), read into r,
-// which the caller clears.
-func pinField8(dst *[8]byte, f Format, pin *SecretPIN, rnd io.Reader, r *[8]byte) error {
-	n := pin.Len()
+// checkPINLen refuses a PIN of a length ISO 9564-1 does not allow.
+func checkPINLen(n int) error {
 	if n < MinPINLength || n > MaxPINLength {
 		return fmt.Errorf("%w: must be %d to %d digits", ErrInvalidPIN, MinPINLength, MaxPINLength)
 	}
-	var fill [16]byte // fill nibbles, positions 2+n .. 15
-	defer clear(fill[:])
+	return nil
+}
+
+// pinDigits writes pin's digits into v from nibble 2 on.
+func pinDigits(v uint64, pin *SecretPIN) uint64 {
+	for i, c := range pin.digits() {
+		v |= uint64(c-'0') << (52 - 4*i)
+	}
+	return v
+}
+
+// fillMask covers the fill nibbles after an n-digit PIN: nibbles 2+n .. 15.
+func fillMask(n int) uint64 { return 1<<(4*(14-n)) - 1 }
+
+// pinField8 is the 8-byte PIN field of formats 0–3: control nibble, length,
+// PIN digits, then fill: F for formats 0 and 2, random 0–F for format 1,
+// random A–F for format 3. Random nibbles are taken from fill in order; for
+// format 3 nibbles below A are skipped, so the fill is uniform over A–F.
+func pinField8(f Format, pin *SecretPIN, fill fillFrom) (uint64, error) {
+	n := pin.Len()
+	if err := checkPINLen(n); err != nil {
+		return 0, err
+	}
+	v := pinDigits(uint64(f)<<60|uint64(n)<<56, pin)
 	need := 14 - n
 	switch f {
 	case Format0, Format2:
-		for i := range need {
-			fill[i] = 0xF
-		}
+		v |= fillMask(n)
 	case Format1:
-		if err := readFill(rnd, r[:]); err != nil {
-			return err
+		r, err := fill.word()
+		if err != nil {
+			return 0, err
 		}
-		for i := range need {
-			fill[i] = nibble(r[:], i)
-		}
+		v |= r >> (64 - 4*need) // the first need nibbles of r, in order
 	case Format3:
-		got := 0
-		for got < need {
-			if err := readFill(rnd, r[:]); err != nil {
-				return err
+		for got := 0; got < need; {
+			r, err := fill.word()
+			if err != nil {
+				return 0, err
 			}
 			for i := 0; i < 16 && got < need; i++ {
-				if v := nibble(r[:], i); v >= 0xA {
-					fill[got] = v
+				if d := r >> (60 - 4*i) & 0xF; d >= 0xA {
+					v |= d << (4 * (need - 1 - got))
 					got++
 				}
 			}
 		}
 	default:
-		return fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(f))
+		return 0, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(f))
 	}
-	setNibble(dst[:], 0, byte(f))
-	setNibble(dst[:], 1, byte(n))
-	for i, c := range pin.digits() {
-		setNibble(dst[:], 2+i, c-'0')
-	}
-	for i := range need {
-		setNibble(dst[:], 2+n+i, fill[i])
-	}
-	return nil
+	return v, nil
 }
+
+// over9 is 1 when the nibble d is not a decimal digit, without a branch.
+func over9(d uint64) uint64 { return (d + 6) >> 4 }
 
 // parsePINField8 checks an 8-byte PIN field of format f (already XORed with
 // the PAN field for formats 0 and 3) and extracts the PIN into pin. Any fault
 // — control nibble, length, a non-digit PIN nibble, a wrong fill — is
 // ErrInvalidPINBlock, without saying which.
-func parsePINField8(src *[8]byte, f Format, pin *SecretPIN) error {
-	n := int(nibble(src[:], 1))
-	ok := int(nibble(src[:], 0)) == int(f) && n >= MinPINLength && n <= MaxPINLength
-	if !ok {
+func parsePINField8(v uint64, f Format, pin *SecretPIN) error {
+	n := int(v >> 56 & 0xF)
+	if Format(v>>60) != f || n < MinPINLength || n > MaxPINLength {
 		return ErrInvalidPINBlock
 	}
-	bad := 0
+	var bad uint64
 	for i := range n {
-		v := nibble(src[:], 2+i)
-		bad |= boolInt(v > 9)
-		pin.d[i] = '0' + v
+		d := v >> (52 - 4*i) & 0xF
+		bad |= over9(d)
+		pin.d[i] = '0' + byte(d)
 	}
-	for i := 2 + n; i < 16; i++ {
-		v := nibble(src[:], i)
-		switch f {
-		case Format0, Format2:
-			bad |= boolInt(v != 0xF)
-		case Format3:
-			bad |= boolInt(v < 0xA)
-		}
+	mask := fillMask(n)
+	fill := v & mask
+	switch f {
+	case Format0, Format2:
+		bad |= fill ^ mask // every fill nibble F
+	case Format3:
+		// A nibble b3b2b1b0 is A–F when b3 and (b2 or b1).
+		ones := mask & 0x1111111111111111
+		bad |= (fill>>3&(fill>>2|fill>>1))&ones ^ ones
 	}
 	if bad != 0 {
 		pin.Zeroize()
@@ -300,53 +366,33 @@ func parsePINField8(src *[8]byte, f Format, pin *SecretPIN) error {
 	return nil
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// pinField16 writes the format 4 plain-text PIN field: 4, length, PIN, fill A
-// to nibble 16, then 8 random bytes from rnd.
-func pinField16(dst *[16]byte, pin *SecretPIN, rnd io.Reader) error {
+// pinField16 is the first half of the format 4 plain-text PIN field: 4, the
+// length, the PIN, then fill A to nibble 15. The second half is 8 random
+// bytes, which the caller draws.
+func pinField16(pin *SecretPIN) (uint64, error) {
 	n := pin.Len()
-	if n < MinPINLength || n > MaxPINLength {
-		return fmt.Errorf("%w: must be %d to %d digits", ErrInvalidPIN, MinPINLength, MaxPINLength)
+	if err := checkPINLen(n); err != nil {
+		return 0, err
 	}
-	if err := readFill(rnd, dst[8:]); err != nil {
-		return err
-	}
-	// Nibbles 0 and 1 are 4 and the length; 2 .. 15 the fill A, over which
-	// the PIN digits are written from nibble 2.
-	dst[0] = 4<<4 | byte(n)
-	for i := 1; i < 8; i++ {
-		dst[i] = 0xAA
-	}
-	for i, c := range pin.digits() {
-		k := 2 + i
-		sh := 4 * (1 - k&1)
-		dst[k>>1] = dst[k>>1]&^(0xF<<sh) | (c-'0')<<sh
-	}
-	return nil
+	return pinDigits(4<<60|uint64(n)<<56, pin) | 0xAAAAAAAAAAAAAAAA&fillMask(n), nil
 }
 
-// parsePINField16 checks a format 4 plain-text PIN field and extracts the PIN;
-// any fault is ErrInvalidPINBlock. The random half is not checked.
-func parsePINField16(src *[16]byte, pin *SecretPIN) error {
-	n := int(nibble(src[:], 1))
-	if nibble(src[:], 0) != 4 || n < MinPINLength || n > MaxPINLength {
+// parsePINField16 checks the first half of a format 4 plain-text PIN field
+// and extracts the PIN; any fault is ErrInvalidPINBlock. The random half is
+// not checked.
+func parsePINField16(hi uint64, pin *SecretPIN) error {
+	n := int(hi >> 56 & 0xF)
+	if hi>>60 != 4 || n < MinPINLength || n > MaxPINLength {
 		return ErrInvalidPINBlock
 	}
-	bad := 0
+	var bad uint64
 	for i := range n {
-		v := nibble(src[:], 2+i)
-		bad |= boolInt(v > 9)
-		pin.d[i] = '0' + v
+		d := hi >> (52 - 4*i) & 0xF
+		bad |= over9(d)
+		pin.d[i] = '0' + byte(d)
 	}
-	for i := 2 + n; i < 16; i++ {
-		bad |= boolInt(nibble(src[:], i) != 0xA)
-	}
+	mask := fillMask(n)
+	bad |= hi&mask ^ 0xAAAAAAAAAAAAAAAA&mask
 	if bad != 0 {
 		pin.Zeroize()
 		return ErrInvalidPINBlock
@@ -367,34 +413,34 @@ func EncodeClear(f Format, pin SecretPIN, pan string) ([]byte, error) {
 }
 
 func encodeClear(f Format, pin *SecretPIN, pan string, rnd io.Reader) ([]byte, error) {
-	s := getScratch()
-	defer s.put()
-	switch f {
-	case Format4:
-		if err := pinField16(&s.x, pin, rnd); err != nil {
-			return nil, err
-		}
-		return append([]byte(nil), s.x[:]...), nil
-	case Format0, Format3:
-		acct, err := accountField(pan)
+	fill := fillFrom{r: rnd}
+	if f == Format4 {
+		hi, err := pinField16(pin)
 		if err != nil {
 			return nil, err
 		}
-		cb, p := (*[8]byte)(s.x[:8]), (*[8]byte)(s.pan[:8])
-		if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
+		out := make([]byte, 16)
+		binary.BigEndian.PutUint64(out, hi)
+		if err := fill.read(out[8:]); err != nil {
+			clear(out)
 			return nil, err
 		}
-		panField8(p, &acct)
-		subtle.XORBytes(cb[:], cb[:], p[:])
-		return append([]byte(nil), cb[:]...), nil
-	case Format1, Format2:
-		cb := (*[8]byte)(s.x[:8])
-		if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
-			return nil, err
-		}
-		return append([]byte(nil), cb[:]...), nil
+		return out, nil
 	}
-	return nil, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(f))
+	if !f.Valid() {
+		return nil, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(f))
+	}
+	var pf panFields
+	if f.usesPAN() {
+		if err := pf.set(pan); err != nil {
+			return nil, err
+		}
+	}
+	v, err := pinField8(f, pin, fill)
+	if err != nil {
+		return nil, err
+	}
+	return binary.BigEndian.AppendUint64(nil, v^pf.acct), nil
 }
 
 // DecodeClear checks a clear block of format f (see EncodeClear) and returns
@@ -414,24 +460,15 @@ func decodeClear(f Format, block []byte, pan string, pin *SecretPIN) error {
 		return ErrInvalidPINBlock
 	}
 	if f == Format4 {
-		var b [16]byte
-		defer clear(b[:])
-		copy(b[:], block)
-		return parsePINField16(&b, pin)
+		return parsePINField16(binary.BigEndian.Uint64(block), pin)
 	}
-	var b [8]byte
-	defer clear(b[:])
-	copy(b[:], block)
+	var pf panFields
 	if f == Format0 || f == Format3 {
-		acct, err := accountField(pan)
-		if err != nil {
+		if err := pf.set(pan); err != nil {
 			return err
 		}
-		var p [8]byte
-		panField8(&p, &acct)
-		subtle.XORBytes(b[:], b[:], p[:])
 	}
-	return parsePINField8(&b, f, pin)
+	return parsePINField8(binary.BigEndian.Uint64(block)^pf.acct, f, pin)
 }
 
 // checkKeyFor refuses a key whose algorithm does not fit format f.
@@ -449,105 +486,103 @@ func checkKeyFor(f Format, k Key) (cipher.Block, error) {
 	return k.blockCipher()
 }
 
-// blockScratch is the working space of encipher and decipher. The
-// cipher.Block methods are interface calls, so every buffer handed to them
-// escapes to the heap: kept on the stack, the intermediate blocks cost one
-// allocation each per call. A pooled scratch costs none. put clears it before
-// it goes back to the pool (best-effort zeroization, like every buffer here).
-type blockScratch struct {
-	x   [16]byte // the block being enciphered or deciphered
-	pan [16]byte // the PAN field
-	rnd [8]byte  // random bytes of the format 1 and 3 fill
-}
-
-var scratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
-
-func getScratch() *blockScratch { return scratchPool.Get().(*blockScratch) }
-
-// put clears s and returns it to the pool; s must not be used afterwards.
-func (s *blockScratch) put() {
-	*s = blockScratch{}
-	scratchPool.Put(s)
-}
-
-// encipher builds pin's block in format f and enciphers it under b into dst
-// (f.BlockSize() bytes). All intermediate buffers are cleared.
-func encipher(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, rnd io.Reader) error {
-	s := getScratch()
-	defer s.put()
-	return encipherIn(dst, f, pin, pan, b, rnd, s)
-}
-
-// decipher deciphers an f block under b, checks it and extracts the PIN. All
-// intermediate buffers are cleared.
-func decipher(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN) error {
-	s := getScratch()
-	defer s.put()
-	return decipherIn(f, block, pan, b, pin, s)
-}
-
-// encipherIn is encipher working in s, which the caller clears (put): a
-// translation uses one scratch for all its cipher calls.
-func encipherIn(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, rnd io.Reader, s *blockScratch) error {
+// encipherInto builds pin's block in format f (0, 1, 3 or 4) for the PAN of
+// pf and enciphers it under b into w[:f.BlockSize()]. w is the only working
+// space: a cipher.Block method is an interface call, so any buffer handed to
+// it escapes to the heap, and working in the caller's output costs no
+// allocation. On error w may hold part of a clear PIN field: the caller
+// clears it.
+func encipherInto(w []byte, f Format, pin *SecretPIN, pf *panFields, b cipher.Block, fill fillFrom) error {
 	if f == Format4 {
-		if err := panField16(&s.pan, pan); err != nil {
-			return err
-		}
-		if err := pinField16(&s.x, pin, rnd); err != nil {
-			return err
-		}
-		// E(K, E(K, PIN field) XOR PAN field)
-		b.Encrypt(s.x[:], s.x[:])
-		subtle.XORBytes(s.x[:], s.x[:], s.pan[:])
-		b.Encrypt(dst[:16], s.x[:])
-		return nil
-	}
-	cb := (*[8]byte)(s.x[:8])
-	if err := pinField8(cb, f, pin, rnd, &s.rnd); err != nil {
-		return err
-	}
-	if f == Format0 || f == Format3 {
-		acct, err := accountField(pan)
+		hi, err := pinField16(pin)
 		if err != nil {
 			return err
 		}
-		p := (*[8]byte)(s.pan[:8])
-		panField8(p, &acct)
-		subtle.XORBytes(cb[:], cb[:], p[:])
+		if err := fill.read(w[8:16]); err != nil {
+			return err
+		}
+		binary.BigEndian.PutUint64(w, hi)
+		encipherField16(w, pf, b)
+		return nil
 	}
-	b.Encrypt(dst[:8], cb[:])
+	v, err := pinField8(f, pin, fill)
+	if err != nil {
+		return err
+	}
+	if f == Format0 || f == Format3 {
+		v ^= pf.acct
+	}
+	binary.BigEndian.PutUint64(w, v)
+	b.Encrypt(w[:8], w[:8])
 	return nil
 }
 
-// decipherIn is decipher working in s, which the caller clears (put).
-func decipherIn(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN, s *blockScratch) error {
+// encipherField16 enciphers the format 4 plain-text PIN field in w[:16] in
+// place: E(K, E(K, PIN field) XOR PAN field).
+func encipherField16(w []byte, pf *panFields, b cipher.Block) {
+	b.Encrypt(w[:16], w[:16])
+	subtle.XORBytes(w[:16], w[:16], pf.f4[:])
+	b.Encrypt(w[:16], w[:16])
+}
+
+// decipherInto deciphers an f block under b, checks it and extracts the PIN,
+// using w (at least f.BlockSize() bytes, not overlapping block) as working
+// space. Afterwards w holds the clear block: the caller clears or overwrites
+// it.
+func decipherInto(w []byte, f Format, block []byte, pf *panFields, b cipher.Block, pin *SecretPIN) error {
 	if len(block) != f.BlockSize() {
 		return ErrInvalidPINBlock
 	}
 	if f == Format4 {
-		if err := panField16(&s.pan, pan); err != nil {
-			return err
-		}
-		b.Decrypt(s.x[:], block)
-		subtle.XORBytes(s.x[:], s.x[:], s.pan[:])
-		b.Decrypt(s.x[:], s.x[:])
-		return parsePINField16(&s.x, pin)
+		b.Decrypt(w[:16], block)
+		subtle.XORBytes(w[:16], w[:16], pf.f4[:])
+		b.Decrypt(w[:16], w[:16])
+		return parsePINField16(binary.BigEndian.Uint64(w), pin)
 	}
-	cb := (*[8]byte)(s.x[:8])
+	b.Decrypt(w[:8], block)
+	v := binary.BigEndian.Uint64(w)
 	if f == Format0 || f == Format3 {
-		acct, err := accountField(pan)
-		if err != nil {
+		v ^= pf.acct
+	}
+	return parsePINField8(v, f, pin)
+}
+
+// encipher builds pin's block in format f and enciphers it under b into dst
+// (f.BlockSize() bytes); rnd nil means crypto/rand. On error dst is cleared.
+func encipher(dst []byte, f Format, pin *SecretPIN, pan string, b cipher.Block, rnd io.Reader) error {
+	var pf panFields
+	if f.usesPAN() {
+		if err := pf.set(pan); err != nil {
 			return err
 		}
-		p := (*[8]byte)(s.pan[:8])
-		panField8(p, &acct)
-		b.Decrypt(cb[:], block)
-		subtle.XORBytes(cb[:], cb[:], p[:])
-	} else {
-		b.Decrypt(cb[:], block)
 	}
-	return parsePINField8(cb, f, pin)
+	if err := encipherInto(dst, f, pin, &pf, b, fillFrom{r: rnd}); err != nil {
+		clear(dst)
+		return err
+	}
+	return nil
 }
+
+// decipher deciphers an f block under b, checks it and extracts the PIN. The
+// working block comes from a pool and is cleared before it goes back.
+func decipher(f Format, block []byte, pan string, b cipher.Block, pin *SecretPIN) error {
+	var pf panFields
+	if f.usesPAN() {
+		if err := pf.set(pan); err != nil {
+			return err
+		}
+	}
+	w := scratchPool.Get().(*[16]byte)
+	defer func() {
+		clear(w[:])
+		scratchPool.Put(w)
+	}()
+	return decipherInto(w[:], f, block, &pf, b, pin)
+}
+
+// scratchPool holds the working blocks of decipher (see encipherInto for why
+// they cannot live on the stack).
+var scratchPool = sync.Pool{New: func() any { return new([16]byte) }}
 
 // Encipher builds pin's block in format f (0, 1, 3 or 4) and enciphers it
 // under k, whose algorithm must fit the format (ErrKeyAlgorithmMismatch).

@@ -347,3 +347,20 @@ func TestParseFormat(t *testing.T) {
 		}
 	}
 }
+
+// nibble is nibble i of b (0 is the high nibble of b[0]).
+func nibble(b []byte, i int) byte {
+	if i%2 == 0 {
+		return b[i/2] >> 4
+	}
+	return b[i/2] & 0x0F
+}
+
+// setNibble sets nibble i of b to v.
+func setNibble(b []byte, i int, v byte) {
+	if i%2 == 0 {
+		b[i/2] = b[i/2]&0x0F | v<<4
+	} else {
+		b[i/2] = b[i/2]&0xF0 | v&0x0F
+	}
+}

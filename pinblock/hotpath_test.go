@@ -45,8 +45,9 @@ func TestFillSourceReadsAcrossChunks(t *testing.T) {
 	}
 }
 
-// TestTranslateAllocations guards the hot path: a translation allocates only
-// its result (one slice, shared by both blocks of a pair).
+// TestTranslateAllocations guards the hot path: a translation by key label
+// allocates only its result (one slice, shared by both blocks of a pair), and
+// one on a prepared route, given a buffer, nothing.
 func TestTranslateAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items under the race detector")
@@ -72,19 +73,28 @@ func TestTranslateAllocations(t *testing.T) {
 	ctx := context.Background()
 	tr := TranslateRequest{PAN: pan, Block: oldB, From: KeyRef{ID: "acq-t"}, FromFormat: Format0, To: KeyRef{ID: "iss-a"}, ToFormat: Format4}
 	pr := PairRequest{PAN: pan, Old: oldB, New: newB, From: KeyRef{ID: "acq-t"}, FromFormat: Format0, To: KeyRef{ID: "iss-a"}, ToFormat: Format4, CheckNewPIN: true}
+	prep, err := m.Prepare(ctx, Route{From: tr.From, FromFormat: tr.FromFormat, To: tr.To, ToFormat: tr.ToFormat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, BufferSize)
+	blocks := PairBlocks{PAN: pan, Old: oldB, New: newB, CheckNewPIN: true}
 	tests := []struct {
 		name string
 		give func() error
+		want float64
 	}{
-		{"Translate F0-F4", func() error { _, err := m.Translate(ctx, tr); return err }},
-		{"TranslatePair F0-F4", func() error { _, _, err := m.TranslatePair(ctx, pr); return err }},
+		{"Translate F0-F4", func() error { _, err := m.Translate(ctx, tr); return err }, 1},
+		{"TranslatePair F0-F4", func() error { _, _, err := m.TranslatePair(ctx, pr); return err }, 1},
+		{"prepared Translate F0-F4", func() error { _, err := prep.Translate(ctx, buf, pan, oldB); return err }, 0},
+		{"prepared TranslatePair F0-F4", func() error { _, _, err := prep.TranslatePair(ctx, buf, blocks); return err }, 0},
 	}
 	for _, tt := range tests {
 		if err := tt.give(); err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		if got := testing.AllocsPerRun(200, func() { _ = tt.give() }); got > 1 {
-			t.Errorf("%s allocates %.1f times per call, want 1 (the result)", tt.name, got)
+		if got := testing.AllocsPerRun(200, func() { _ = tt.give() }); got > tt.want {
+			t.Errorf("%s allocates %.1f times per call, want %.0f", tt.name, got, tt.want)
 		}
 	}
 }

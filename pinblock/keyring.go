@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,7 +35,13 @@ type Keyring struct {
 
 	mu   sync.RWMutex
 	keys map[string]*ringEntry
+	// gen counts the changes to keys; every mutator bumps it under mu, so a
+	// prepared translation (Translator) knows when its resolved keys are stale.
+	gen atomic.Uint64
 }
+
+// generation is the ring's change counter (see Keyring.gen).
+func (r *Keyring) generation() uint64 { return r.gen.Load() }
 
 type ringEntry struct {
 	// versions is ordered oldest first; the last one is current.
@@ -84,6 +91,7 @@ func (r *Keyring) Add(k Key) error {
 		return fmt.Errorf("%w: %s", ErrKeyExists, k.ID())
 	}
 	r.keys[k.ID()] = &ringEntry{versions: []ringKey{{key: k, created: time.Now()}}}
+	r.gen.Add(1)
 	return nil
 }
 
@@ -115,6 +123,7 @@ func (r *Keyring) Rotate(k Key, now time.Time) error {
 	cur.until = now.Add(r.grace)
 	e.versions = append(e.versions, ringKey{key: k, created: now})
 	e.prune(now)
+	r.gen.Add(1)
 	return nil
 }
 
@@ -139,18 +148,20 @@ func (e *ringEntry) prune(now time.Time) int {
 func (r *Keyring) Lookup(ref KeyRef, now time.Time) (Key, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.lookupLocked(ref, func() time.Time { return now })
+	k, _, err := r.lookupLocked(ref, func() time.Time { return now })
+	return k, err
 }
 
 // lookupLocked is Lookup with r.mu held; it reads the clock only for an
-// explicit version.
-func (r *Keyring) lookupLocked(ref KeyRef, now func() time.Time) (Key, error) {
+// explicit version. until is when the key found stops being usable: zero
+// for a current version.
+func (r *Keyring) lookupLocked(ref KeyRef, now func() time.Time) (k Key, until time.Time, err error) {
 	e, ok := r.keys[ref.ID]
 	if !ok {
-		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
+		return Key{}, until, fmt.Errorf("%w: %s", ErrUnknownKey, ref.ID)
 	}
 	if ref.Version == 0 {
-		return e.current().key, nil
+		return e.current().key, until, nil
 	}
 	for i := range e.versions {
 		v := &e.versions[i]
@@ -158,32 +169,63 @@ func (r *Keyring) lookupLocked(ref KeyRef, now func() time.Time) (Key, error) {
 			continue
 		}
 		if !v.usable(now()) {
-			return Key{}, fmt.Errorf("%w: %s v%d", ErrKeyExpired, ref.ID, ref.Version)
+			return Key{}, until, fmt.Errorf("%w: %s v%d", ErrKeyExpired, ref.ID, ref.Version)
 		}
-		return v.key, nil
+		return v.key, v.until, nil
 	}
-	return Key{}, fmt.Errorf("%w: %s v%d", ErrUnknownKey, ref.ID, ref.Version)
+	return Key{}, until, fmt.Errorf("%w: %s v%d", ErrUnknownKey, ref.ID, ref.Version)
 }
 
-// translationKeys resolves both keys of a translation under one read lock:
-// into dst the deciphering candidates for from (the exact version if from
+// routeKeys are the keys of one translation, resolved under one read lock:
+// the deciphering candidates (current version first), the enciphering key,
+// the ring generation they were read at, and the instant the first of them
+// leaves its grace window (zero when none will).
+type routeKeys struct {
+	from  [maxVersions]Key
+	nfrom int
+	to    Key
+	gen   uint64
+	until time.Time
+}
+
+// valid reports whether rk still describes the ring at generation gen; now
+// is read only when one of its keys has a grace window running.
+func (rk *routeKeys) valid(gen uint64, now func() time.Time) bool {
+	return rk.gen == gen && (rk.until.IsZero() || now().Before(rk.until))
+}
+
+// earliest folds the end of a grace window into rk.until.
+func (rk *routeKeys) earliest(t time.Time) {
+	if !t.IsZero() && (rk.until.IsZero() || t.Before(rk.until)) {
+		rk.until = t
+	}
+}
+
+// translationKeys resolves both keys of a translation under one read lock
+// into rk: the deciphering candidates for from (the exact version if from
 // names one, else the current version and the previous ones still in their
-// grace window, newest first) and the enciphering key for to (see Lookup).
-// fromErr is ErrUnknownKey or ErrKeyExpired for from; toErr the same for to.
-// The clock (now) is read only when a version or a grace window needs it.
-func (r *Keyring) translationKeys(dst []Key, from, to KeyRef, now func() time.Time) (_ []Key, fromErr error, enc Key, toErr error) {
+// grace window, newest first; at most maxVersions, the oldest dropped) and
+// the enciphering key for to (see Lookup). fromErr is ErrUnknownKey or
+// ErrKeyExpired for from; toErr the same for to. The clock (now) is read only
+// when a version or a grace window needs it.
+func (r *Keyring) translationKeys(rk *routeKeys, from, to KeyRef, now func() time.Time) (fromErr, toErr error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	rk.gen = r.gen.Load()
 	if from.Version != 0 {
 		var k Key
-		if k, fromErr = r.lookupLocked(from, now); fromErr == nil {
-			dst = append(dst, k)
+		var until time.Time
+		if k, until, fromErr = r.lookupLocked(from, now); fromErr == nil {
+			rk.from[0], rk.nfrom = k, 1
+			rk.earliest(until)
 		}
-	} else if dst = r.decipheringLocked(dst, from.ID, now); len(dst) == 0 {
+	} else if r.decipheringLocked(rk, from.ID, now); rk.nfrom == 0 {
 		fromErr = fmt.Errorf("%w: %s", ErrUnknownKey, from.ID)
 	}
-	enc, toErr = r.lookupLocked(to, now)
-	return dst, fromErr, enc, toErr
+	var until time.Time
+	rk.to, until, toErr = r.lookupLocked(to, now)
+	rk.earliest(until)
+	return fromErr, toErr
 }
 
 // Deciphering returns the versions of id that may decipher at now: the
@@ -205,27 +247,30 @@ func (r *Keyring) Deciphering(id string, now time.Time) []Key {
 	return out
 }
 
-// decipheringLocked is Deciphering without allocation for the translation hot
-// path, with r.mu held: it appends to dst (normally a small array) and returns
-// it. It reads the clock (now) only when id has previous versions: on some
-// virtual machines time.Now costs as much as a quarter of a translation.
-func (r *Keyring) decipheringLocked(dst []Key, id string, now func() time.Time) []Key {
+// decipheringLocked is Deciphering without allocation for the translation
+// hot path, with r.mu held: it sets rk.from and rk.nfrom (newest first, at
+// most maxVersions) and folds the grace windows into rk.until. It reads the
+// clock (now) only when id has previous versions: on some virtual machines
+// time.Now costs as much as a quarter of a translation.
+func (r *Keyring) decipheringLocked(rk *routeKeys, id string, now func() time.Time) {
+	rk.nfrom = 0
 	e, ok := r.keys[id]
 	if !ok {
-		return dst
+		return
 	}
 	last := len(e.versions) - 1
-	dst = append(dst, e.versions[last].key)
+	rk.from[0], rk.nfrom = e.versions[last].key, 1
 	if last == 0 {
-		return dst
+		return
 	}
 	t := now()
-	for i := last - 1; i >= 0; i-- {
+	for i := last - 1; i >= 0 && rk.nfrom < maxVersions; i-- {
 		if v := &e.versions[i]; v.usable(t) {
-			dst = append(dst, v.key)
+			rk.from[rk.nfrom] = v.key
+			rk.nfrom++
+			rk.earliest(v.until)
 		}
 	}
-	return dst
 }
 
 // Remove zeroizes every version of id and forgets it; an id not held is
@@ -241,6 +286,7 @@ func (r *Keyring) Remove(id string) error {
 		v.key.Zeroize()
 	}
 	delete(r.keys, id)
+	r.gen.Add(1)
 	return nil
 }
 
@@ -282,6 +328,9 @@ func (r *Keyring) Prune(now time.Time) int {
 	for _, e := range r.keys {
 		n += e.prune(now)
 	}
+	if n > 0 {
+		r.gen.Add(1)
+	}
 	return n
 }
 
@@ -296,4 +345,5 @@ func (r *Keyring) Zeroize() {
 		}
 		delete(r.keys, id)
 	}
+	r.gen.Add(1)
 }

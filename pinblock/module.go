@@ -102,6 +102,11 @@ type SecurityModule interface {
 	Translate(ctx context.Context, req TranslateRequest) ([]byte, error)
 	// TranslatePair translates the old and new blocks of one operation in one call.
 	TranslatePair(ctx context.Context, req PairRequest) (oldOut, newOut []byte, err error)
+	// Prepare checks a route once and returns its Translator, which
+	// translates along it without resolving key labels on every call (a
+	// payShield client would keep the route's keys under LMK; a PKCS #11
+	// one, its key handles).
+	Prepare(ctx context.Context, r Route) (Translator, error)
 	// Import adds a key enciphered under a ZMK.
 	Import(ctx context.Context, req ImportRequest) (KeyInfo, error)
 	// Generate makes a random key of the given usage and algorithm.

@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -18,7 +19,7 @@ type SoftwareModule struct {
 	ring   *Keyring
 	policy PINPolicy
 	rnd    io.Reader // generated keys; nil: crypto/rand
-	fill   io.Reader // random fill of PIN blocks: rnd, or a fillSource over crypto/rand
+	fill   fillFrom  // random fill of PIN blocks: rnd, or a fillSource over crypto/rand
 	now    func() time.Time
 	mail   moduleMailing // PIN mailer printer and seal key (generate.go)
 }
@@ -33,9 +34,9 @@ var _ SecurityModule = (*SoftwareModule)(nil)
 // from crypto/rand directly. The module does not own ring: the caller zeroizes
 // it on shutdown.
 func NewSoftwareModule(ring *Keyring, policy PINPolicy, rnd io.Reader) *SoftwareModule {
-	m := &SoftwareModule{ring: ring, policy: policy, rnd: rnd, fill: rnd, now: time.Now}
+	m := &SoftwareModule{ring: ring, policy: policy, rnd: rnd, fill: fillFrom{r: rnd}, now: time.Now}
 	if rnd == nil {
-		m.fill = newFillSource()
+		m.fill = fillFrom{src: newFillSource()}
 	}
 	return m
 }
@@ -58,10 +59,15 @@ func newFillSource() *fillSource { return &fillSource{off: fillChunk} }
 
 // Read fills p completely; it never fails (crypto/rand never does, Go 1.24+).
 func (s *fillSource) Read(p []byte) (int, error) {
+	s.take(p)
+	return len(p), nil
+}
+
+// take fills p completely.
+func (s *fillSource) take(p []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for n < len(p) {
+	for n := 0; n < len(p); {
 		if s.off == len(s.buf) {
 			_, _ = rand.Read(s.buf[:])
 			s.off = 0
@@ -71,25 +77,41 @@ func (s *fillSource) Read(p []byte) (int, error) {
 		s.off += c
 		n += c
 	}
-	return n, nil
+}
+
+// word is the next 8 bytes as a big-endian word.
+func (s *fillSource) word() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.buf)-s.off < 8 {
+		// fillChunk is a multiple of 8 and every draw on the translation
+		// path is 8 bytes, so this drops at most the tail of an odd read.
+		_, _ = rand.Read(s.buf[:])
+		s.off = 0
+	}
+	w := binary.BigEndian.Uint64(s.buf[s.off:])
+	clear(s.buf[s.off : s.off+8])
+	s.off += 8
+	return w
 }
 
 // maxVersions bounds the deciphering candidates of one translation; a ring
 // rarely holds more than the current and one previous version.
 const maxVersions = 4
 
-// resolve fills job.from, job.nfrom and job.to for a translation from one key
-// to another, reading the keyring once (one read lock). The deciphering
-// candidates are the exact version if from names one, else the current
-// version and the previous ones still in their grace window. Every key must
-// be a PIN key (ErrKeyUsage). Errors about from come before errors about to.
-func (m *SoftwareModule) resolve(job *pairJob, from, to KeyRef) error {
-	keys, fromErr, enc, toErr := m.ring.translationKeys(job.from[:0], from, to, m.now)
+// resolve fills rk for a translation from one key to another, reading the
+// keyring once (one read lock). The deciphering candidates are the exact
+// version if from names one, else the current version and the previous ones
+// still in their grace window. Every key must be a PIN key (ErrKeyUsage)
+// whose algorithm fits its format (ErrKeyAlgorithmMismatch). Errors about
+// from come before errors about to.
+func (m *SoftwareModule) resolve(rk *routeKeys, r Route) error {
+	from, to := r.From, r.To
+	fromErr, toErr := m.ring.translationKeys(rk, from, to, m.now)
 	if fromErr != nil {
 		return fromErr
 	}
-	job.nfrom = copy(job.from[:], keys) // keys overflowing the array were newest-first: the oldest are dropped
-	for _, k := range job.from[:job.nfrom] {
+	for _, k := range rk.from[:rk.nfrom] {
 		if !k.Usage().PINKey() {
 			return fmt.Errorf("%w: %s key %s cannot decipher PIN blocks", ErrKeyUsage, k.Usage(), k.ID())
 		}
@@ -97,11 +119,10 @@ func (m *SoftwareModule) resolve(job *pairJob, from, to KeyRef) error {
 	if toErr != nil {
 		return toErr
 	}
-	if !enc.Usage().PINKey() {
-		return fmt.Errorf("%w: %s key %s cannot encipher PIN blocks", ErrKeyUsage, enc.Usage(), enc.ID())
+	if !rk.to.Usage().PINKey() {
+		return fmt.Errorf("%w: %s key %s cannot encipher PIN blocks", ErrKeyUsage, rk.to.Usage(), rk.to.ID())
 	}
-	job.to = enc
-	return nil
+	return rk.checkFor(r.FromFormat, r.ToFormat)
 }
 
 // encipherKey resolves the enciphering key for ref, which must be a PIN key.
@@ -129,18 +150,16 @@ func (m *SoftwareModule) Translate(ctx context.Context, req TranslateRequest) ([
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, err
 	}
-	job := pairJob{pan: req.PAN, old: req.Block, fromFormat: req.FromFormat, toFormat: req.ToFormat, rnd: m.fill}
-	if err := m.resolve(&job, req.From, req.To); err != nil {
+	var keys routeKeys
+	job := pairJob{pan: req.PAN, old: req.Block, fromFormat: req.FromFormat, toFormat: req.ToFormat, fill: m.fill}
+	if err := m.resolve(&keys, Route{From: req.From, FromFormat: req.FromFormat, To: req.To, ToFormat: req.ToFormat}); err != nil {
 		return nil, err
 	}
 	if req.Block == nil {
 		return nil, fmt.Errorf("%w: no block", ErrInvalidPINBlock)
 	}
-	out := make([]byte, req.ToFormat.BlockSize())
-	if err := translatePair(&job, out, nil); err != nil {
-		return nil, err
-	}
-	return out, nil
+	out, _, err := translateTo(&job, &keys, nil)
+	return out, err
 }
 
 // TranslatePair translates the old and new blocks of one operation in one
@@ -156,27 +175,17 @@ func (m *SoftwareModule) TranslatePair(ctx context.Context, req PairRequest) (ol
 	if err := checkTranslation(req.FromFormat, req.ToFormat); err != nil {
 		return nil, nil, err
 	}
+	var keys routeKeys
 	job := pairJob{
-		pan: req.PAN, old: req.Old, new: req.New, fromFormat: req.FromFormat, toFormat: req.ToFormat, rnd: m.fill,
+		pan: req.PAN, old: req.Old, new: req.New, fromFormat: req.FromFormat, toFormat: req.ToFormat, fill: m.fill,
 	}
-	if err := m.resolve(&job, req.From, req.To); err != nil {
+	if err := m.resolve(&keys, Route{From: req.From, FromFormat: req.FromFormat, To: req.To, ToFormat: req.ToFormat}); err != nil {
 		return nil, nil, err
 	}
 	if req.CheckNewPIN {
 		job.policy = &m.policy
 	}
-	n := req.ToFormat.BlockSize()
-	out := make([]byte, 2*n) // one allocation for both results
-	if err := translatePair(&job, out[:n:n], out[n:]); err != nil {
-		return nil, nil, err
-	}
-	if req.Old != nil {
-		oldOut = out[:n:n]
-	}
-	if req.New != nil {
-		newOut = out[n:]
-	}
-	return oldOut, newOut, nil
+	return translateTo(&job, &keys, nil) // one allocation for both results
 }
 
 // Import deciphers req.Enciphered under the ZMK req.ZMK (which must have

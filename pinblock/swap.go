@@ -40,6 +40,8 @@ func (r *Keyring) Replace(next *Keyring) (retired *Keyring) {
 		}
 	}
 	r.keys = keep
+	r.gen.Add(1)
 	next.keys = make(map[string]*ringEntry)
+	next.gen.Add(1)
 	return retired
 }

@@ -1,8 +1,8 @@
 package pinblock
 
 import (
+	"crypto/cipher"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -34,84 +34,99 @@ func checkTranslation(from, to Format) error {
 }
 
 // pairJob is one translation of up to two blocks of the same card between
-// the same keys. The clear PINs exist only in the scratch space of
-// translatePair and are cleared before it returns.
+// the same keys. The clear PINs exist only on translatePair's stack and in
+// the caller's output buffers, and are cleared or overwritten before it
+// returns.
 type pairJob struct {
 	pan        string
 	old, new   []byte // enciphered under one of from; either may be nil
 	fromFormat Format
 	toFormat   Format
-	// from holds the deciphering candidates, tried in order (current version
-	// first); nfrom of them are set. An array, not a slice: a slice would
-	// carry the caller's backing array to the heap with the job.
-	from   [maxVersions]Key
-	nfrom  int
-	to     Key
-	rnd    io.Reader  // fill source; nil means crypto/rand
-	policy *PINPolicy // checked against the new PIN when not nil
+	fill       fillFrom
+	policy     *PINPolicy // checked against the new PIN when not nil
 }
 
-// translatePair deciphers job.old and job.new, checks them, and re-enciphers
-// them into oldOut and newOut (each job.toFormat.BlockSize() bytes, owned by
-// the caller). The first candidate key under which the first present block
-// checks out is used for both blocks. The PAN never changes.
-//
-// Errors: ErrUnsupportedFormat, ErrForbiddenTranslation,
-// ErrKeyAlgorithmMismatch, ErrInvalidKey (zeroized key), ErrInvalidPAN,
-// ErrInvalidPINBlock (no candidate key gives a valid block), ErrNewPINRejected.
-func translatePair(job *pairJob, oldOut, newOut []byte) error {
-	if err := checkTranslation(job.fromFormat, job.toFormat); err != nil {
-		return err
+// checkFor refuses keys whose algorithm does not fit the formats
+// (ErrKeyAlgorithmMismatch), and format 2 (ErrForbiddenTranslation).
+func (rk *routeKeys) checkFor(from, to Format) error {
+	for _, k := range rk.from[:rk.nfrom] {
+		if _, err := checkKeyFor(from, k); err != nil {
+			return err
+		}
 	}
+	_, err := checkKeyFor(to, rk.to)
+	return err
+}
+
+// workSize is the length of the output buffers translatePair needs: the
+// larger of the two block sizes, since each output is also the working space
+// of its block's deciphering.
+func workSize(from, to Format) int { return max(from.BlockSize(), to.BlockSize()) }
+
+// translatePair deciphers job.old and job.new, checks them, and re-enciphers
+// them into oldOut[:n] and newOut[:n], n = job.toFormat.BlockSize(). The
+// caller has checked the formats (checkTranslation) and the keys' fit to them
+// (checkKeys). Each output must be workSize(job.fromFormat, job.toFormat)
+// bytes (or nil when its block is nil), owned by the caller; it is the only
+// working space of its block, so nothing on this path reaches the heap. Bytes
+// past n are zero on return, and on error both outputs are cleared. The first
+// candidate key under which the first present block checks out is used for
+// both blocks. The PAN never changes.
+//
+// Errors: ErrInvalidKey (zeroized key), ErrInvalidPAN, ErrInvalidPINBlock (no
+// candidate key gives a valid block), ErrNewPINRejected.
+func translatePair(job *pairJob, keys *routeKeys, oldOut, newOut []byte) (err error) {
 	if job.old == nil && job.new == nil {
 		return fmt.Errorf("%w: no block to translate", ErrInvalidPINBlock)
 	}
-	if job.nfrom == 0 {
+	if keys.nfrom == 0 {
 		return fmt.Errorf("%w: no deciphering key", ErrUnknownKey)
 	}
-	to, err := checkKeyFor(job.toFormat, job.to)
+	to, err := keys.to.blockCipher()
 	if err != nil {
 		return err
 	}
+	var pf panFields
+	if job.fromFormat.usesPAN() || job.toFormat.usesPAN() {
+		if err = pf.set(job.pan); err != nil {
+			return err
+		}
+	}
 
 	var oldPIN, newPIN SecretPIN
-	s := getScratch()
-	// One defer, not three: with many returns Go open-codes only a single
+	n := job.toFormat.BlockSize()
+	// One defer, not several: with many returns Go open-codes only a single
 	// defer, and the deferred-call machinery cost a tenth of an AES translation.
 	defer func() {
 		oldPIN.Zeroize()
 		newPIN.Zeroize()
-		s.put()
+		if err != nil {
+			clear(oldOut)
+			clear(newOut)
+		} else {
+			clear(oldOut[min(n, len(oldOut)):])
+			clear(newOut[min(n, len(newOut)):])
+		}
 	}()
 
-	first, firstPIN := job.old, &oldPIN
+	first, firstOut, firstPIN := job.old, oldOut, &oldPIN
 	if first == nil {
-		first, firstPIN = job.new, &newPIN
+		first, firstOut, firstPIN = job.new, newOut, &newPIN
 	}
-	var lastErr error
-	found := false
-	var fromKey Key
-	for _, k := range job.from[:job.nfrom] {
-		b, err := checkKeyFor(job.fromFormat, k)
-		if err != nil {
+	var from cipher.Block
+	for i, k := range keys.from[:keys.nfrom] {
+		if from, err = k.blockCipher(); err != nil {
 			return err
 		}
-		err = decipherIn(job.fromFormat, first, job.pan, b, firstPIN, s)
-		if err == nil {
-			found, fromKey = true, k
+		if err = decipherInto(firstOut, job.fromFormat, first, &pf, from, firstPIN); err == nil {
 			break
 		}
-		if !errors.Is(err, ErrInvalidPINBlock) {
-			return err // a bad PAN fails under every key
+		if i == keys.nfrom-1 {
+			return err
 		}
-		lastErr = err
-	}
-	if !found {
-		return lastErr
 	}
 	if job.old != nil && job.new != nil {
-		b, _ := checkKeyFor(job.fromFormat, fromKey)
-		if err := decipherIn(job.fromFormat, job.new, job.pan, b, &newPIN, s); err != nil {
+		if err := decipherInto(newOut, job.fromFormat, job.new, &pf, from, &newPIN); err != nil {
 			return err
 		}
 	}
@@ -126,40 +141,81 @@ func translatePair(job *pairJob, oldOut, newOut []byte) error {
 		}
 	}
 
+	if job.fromFormat == Format4 && job.toFormat == Format4 {
+		// Each output holds the plain-text PIN field it deciphered and
+		// checked. It is enciphered again as it is, random half included:
+		// that half was drawn fresh by whoever built the block, and the only
+		// thing a translation changes is the key. (Every other pair builds
+		// the new block's PIN field, with fresh fill where it has any.)
+		if job.old != nil {
+			encipherField16(oldOut, &pf, to)
+		}
+		if job.new != nil {
+			encipherField16(newOut, &pf, to)
+		}
+		return nil
+	}
 	if job.old != nil {
-		if err := encipherIn(oldOut, job.toFormat, &oldPIN, job.pan, to, job.rnd, s); err != nil {
+		if err := encipherInto(oldOut, job.toFormat, &oldPIN, &pf, to, job.fill); err != nil {
 			return err
 		}
 	}
 	if job.new != nil {
-		if err := encipherIn(newOut, job.toFormat, &newPIN, job.pan, to, job.rnd, s); err != nil {
+		if err := encipherInto(newOut, job.toFormat, &newPIN, &pf, to, job.fill); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// translateTo runs job with keys in buf, or in a new buffer if buf's
+// capacity is too small, and returns its results, which alias that buffer:
+// each block's working area is workSize bytes, the old block's first.
+func translateTo(job *pairJob, keys *routeKeys, buf []byte) (oldOut, newOut []byte, err error) {
+	w, n := workSize(job.fromFormat, job.toFormat), job.toFormat.BlockSize()
+	size := w
+	if job.new != nil {
+		size = 2 * w
+	}
+	var out []byte
+	if cap(buf) >= size {
+		out = buf[:size]
+		clear(out)
+	} else {
+		out = make([]byte, size)
+	}
+	if err := translatePair(job, keys, out[:w:w], out[w:]); err != nil {
+		return nil, nil, err
+	}
+	if job.old != nil {
+		oldOut = out[:n:n]
+	}
+	if job.new != nil {
+		newOut = out[w : w+n : w+n]
+	}
+	return oldOut, newOut, nil
+}
+
 // TranslateBlock deciphers block (format fromFormat, under from), checks it,
 // and re-enciphers the same PIN for the same PAN in toFormat under to, with
 // fresh random fill from crypto/rand. It enforces PCI PIN 3-3 (see
 // TranslationAllowed) and the format/algorithm fit, but not key usages: that is
-// the SecurityModule's job. The clear PIN exists only in local buffers that are
-// cleared before return (best-effort). The result is a new slice.
+// the SecurityModule's job. The clear PIN exists only in local variables and
+// the result's buffer, and is cleared or overwritten before return
+// (best-effort). The result is a new slice.
 func TranslateBlock(block []byte, pan string, from Key, fromFormat Format, to Key, toFormat Format) ([]byte, error) {
 	return translateBlock(block, pan, from, fromFormat, to, toFormat, nil)
 }
 
 func translateBlock(block []byte, pan string, from Key, fromFormat Format, to Key, toFormat Format, rnd io.Reader) ([]byte, error) {
-	if !toFormat.Valid() {
-		return nil, fmt.Errorf("%w: %d", ErrUnsupportedFormat, int(toFormat))
-	}
-	job := pairJob{
-		pan: pan, old: block, fromFormat: fromFormat, toFormat: toFormat,
-		from: [maxVersions]Key{from}, nfrom: 1, to: to, rnd: rnd,
-	}
-	out := make([]byte, toFormat.BlockSize())
-	if err := translatePair(&job, out, nil); err != nil {
+	if err := checkTranslation(fromFormat, toFormat); err != nil {
 		return nil, err
 	}
-	return out, nil
+	keys := routeKeys{from: [maxVersions]Key{from}, nfrom: 1, to: to}
+	if err := keys.checkFor(fromFormat, toFormat); err != nil {
+		return nil, err
+	}
+	job := pairJob{pan: pan, old: block, fromFormat: fromFormat, toFormat: toFormat, fill: fillFrom{r: rnd}}
+	out, _, err := translateTo(&job, &keys, nil)
+	return out, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,10 @@ type IssuerRequest struct {
 	Acquirer, Terminal, Merchant    string
 	RRN                             string
 	Teller, Supervisor, IdentityRef string
+
+	// pins backs OldBlock and NewBlock when the flow translated them, so a
+	// translation allocates nothing.
+	pins [pinblock.BufferSize]byte
 }
 
 // IssuerSender delivers operations to issuers. Send returns the issuer's DE 39.
@@ -82,6 +87,24 @@ type flowState struct {
 	acquirers map[string]*AcquirerConfig
 	issuers   map[string]*IssuerConfig
 	table     *BINTable
+	// translators holds a prepared pinblock.Translator per pinblock.Route
+	// used since this configuration took effect; a reload starts afresh.
+	translators sync.Map
+}
+
+// translator returns the prepared translator of r, preparing it on first
+// use. A route that fails to prepare is not remembered: its error is the
+// one a translation would give, and the next request tries again.
+func (f *Flow) translator(ctx context.Context, st *flowState, r pinblock.Route) (pinblock.Translator, error) {
+	if t, ok := st.translators.Load(r); ok {
+		return t.(pinblock.Translator), nil
+	}
+	t, err := f.deps.HSM.Prepare(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := st.translators.LoadOrStore(r, t)
+	return actual.(pinblock.Translator), nil
 }
 
 // NewFlow validates cfg and builds a flow.
@@ -289,12 +312,16 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	} else if req.OldBlock != nil || req.NewBlock != nil {
 		t := f.deps.Now()
 		hctx, span := f.tracer.Start(ctx, "pingate.hsm.translate")
-		ireq.OldBlock, ireq.NewBlock, err = f.deps.HSM.TranslatePair(hctx, pinblock.PairRequest{
-			PAN: req.PAN, Old: req.OldBlock, New: req.NewBlock,
+		var tr pinblock.Translator
+		tr, err = f.translator(hctx, st, pinblock.Route{
 			From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: pinblock.Format(req.Format),
 			To: pinblock.KeyRef{ID: is.Key}, ToFormat: pinblock.Format(is.PINFormat),
-			CheckNewPIN: req.NewBlock != nil,
 		})
+		if err == nil {
+			ireq.OldBlock, ireq.NewBlock, err = tr.TranslatePair(hctx, ireq.pins[:0], pinblock.PairBlocks{
+				PAN: req.PAN, Old: req.OldBlock, New: req.NewBlock, CheckNewPIN: req.NewBlock != nil,
+			})
+		}
 		span.End()
 		f.m.stage(ctx, "hsm", t, f.deps.Now())
 		if err != nil {

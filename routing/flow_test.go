@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"pingate/iso8583"
 	"pingate/pinblock"
@@ -241,5 +242,65 @@ func TestResponseFor(t *testing.T) {
 		if code != tt.wantCode || out != tt.wantOut || reason == "" {
 			t.Errorf("ResponseFor(%v) = %s, %s, %q, want %s, %s", tt.give, code, out, reason, tt.wantCode, tt.wantOut)
 		}
+	}
+}
+
+// TestFlowTranslatorFollowsKeyRotation: the flow keeps a prepared translator
+// per route; after the acquirer's zone PIN key is rotated, a block under the
+// new version still reaches the issuer with the cardholder's PIN, and one
+// under the old version is refused once no grace window covers it.
+func TestFlowTranslatorFollowsKeyRotation(t *testing.T) {
+	var got string
+	issuer := issuerFunc(func(_ context.Context, _ string, req *IssuerRequest) (string, error) {
+		got = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.NewBlock, req.PAN)
+		return iso8583.RCApproved, nil
+	})
+	ring := pinblock.NewKeyring(0)
+	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFlow(testConfig(), Deps{
+		HSM: pinblock.NewSoftwareModule(ring, pinblock.DefaultPINPolicy(), nil), Sink: &memSink{}, Issuers: issuer,
+		Tokenizer: NewTokenizer([]byte("0123456789abcdef0123456789abcdef")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := f.Handle(context.Background(), changeRequest(t, "000101")); out.Code != iso8583.RCApproved || got != "7391" {
+		t.Fatalf("before rotation: Handle() = %s, issuer got the right PIN: %v", out.Code, got == "7391")
+	}
+
+	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2,
+		[]byte{0x89, 0xAB, 0xCD, 0xEF, 0x01, 0x23, 0x45, 0x67, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := changeRequest(t, "000102") // enciphered under version 1
+	if err := ring.Rotate(v2, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pan := testPAN
+	req := changeRequest(t, "000103")
+	for i, pin := range []string{"4826", "5830"} {
+		p, err := pinblock.NewSecretPIN(pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pinblock.Encipher(pinblock.Format0, p, pan, v2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			req.OldBlock = b
+		} else {
+			req.NewBlock = b
+		}
+	}
+	got = ""
+	if out := f.Handle(context.Background(), req); out.Code != iso8583.RCApproved || got != "5830" {
+		t.Fatalf("after rotation, block under v2: Handle() = %s, issuer got the right PIN: %v", out.Code, got == "5830")
+	}
+	if out := f.Handle(context.Background(), old); out.Code == iso8583.RCApproved {
+		t.Fatalf("after rotation with no grace, block under v1: Handle() = %s, want a refusal", out.Code)
 	}
 }
