@@ -45,6 +45,24 @@
 // HSM; a client for one (a Thales payShield mapping Translate to the CA/CC host
 // commands) must fit behind SecurityModule without changing its callers.
 //
+// # Prepared routes
+//
+// The gateway translates along a handful of routes (an acquirer's zone PIN
+// key and format to an issuer's) millions of times. SecurityModule.Prepare
+// checks a Route once and returns its Translator, which does not look the
+// key labels up on every call: it resolves them again only when the keyring
+// has changed since (a rotation, an import, an online key change, a reload)
+// or when a grace window among its keys has ended. A hardware client maps
+// the same idea onto what it has: the route's keys under the LMK for a
+// payShield, key object handles for a PKCS #11 module. A Translator writes
+// into the caller's buffer, so a translation allocates nothing.
+//
+// A translation from format 4 to format 4 re-enciphers the plain-text PIN
+// field it deciphered and checked, random half included: that half was drawn
+// fresh by whoever built the block, and only the key changes. Every other
+// translation builds the new block's PIN field, with fresh fill from
+// crypto/rand where the format has any.
+//
 // # Keyring
 //
 // A Keyring holds keys by id with versions. Rotating a key makes the new
