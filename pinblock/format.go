@@ -330,39 +330,49 @@ func pinField8(f Format, pin *SecretPIN, fill fillFrom) (uint64, error) {
 	return v, nil
 }
 
-// over9 is 1 when the nibble d is not a decimal digit, without a branch.
-func over9(d uint64) uint64 { return (d + 6) >> 4 }
+// nibbles1 has bit 0 of every nibble set.
+const nibbles1 = 0x1111111111111111
+
+// aboveNine has bit 0 of each nibble set where that nibble of x is A–F
+// (b3 and (b2 or b1)), for all sixteen nibbles at once.
+func aboveNine(x uint64) uint64 { return x >> 3 & (x>>2 | x>>1) & nibbles1 }
+
+// digitMask covers the nibbles of an n-digit PIN: nibbles 2 .. n+1.
+func digitMask(n int) uint64 { return (1<<(4*n) - 1) << (4 * (14 - n)) }
+
+// pinDigitsOut writes the n PIN digits of the checked field v into pin.
+func pinDigitsOut(v uint64, n int, pin *SecretPIN) {
+	for i := range n {
+		pin.d[i] = '0' + byte(v>>(52-4*i)&0xF)
+	}
+	pin.n = uint8(n)
+}
 
 // parsePINField8 checks an 8-byte PIN field of format f (already XORed with
-// the PAN field for formats 0 and 3) and extracts the PIN into pin. Any fault
-// — control nibble, length, a non-digit PIN nibble, a wrong fill — is
-// ErrInvalidPINBlock, without saying which.
+// the PAN field for formats 0 and 3) and, when pin is not nil, extracts the
+// PIN into it. Any fault — control nibble, length, a non-digit PIN nibble, a
+// wrong fill — is ErrInvalidPINBlock, without saying which; pin is then left
+// as it was.
 func parsePINField8(v uint64, f Format, pin *SecretPIN) error {
 	n := int(v >> 56 & 0xF)
 	if Format(v>>60) != f || n < MinPINLength || n > MaxPINLength {
 		return ErrInvalidPINBlock
 	}
-	var bad uint64
-	for i := range n {
-		d := v >> (52 - 4*i) & 0xF
-		bad |= over9(d)
-		pin.d[i] = '0' + byte(d)
-	}
 	mask := fillMask(n)
 	fill := v & mask
+	bad := aboveNine(v) & digitMask(n)
 	switch f {
 	case Format0, Format2:
 		bad |= fill ^ mask // every fill nibble F
 	case Format3:
-		// A nibble b3b2b1b0 is A–F when b3 and (b2 or b1).
-		ones := mask & 0x1111111111111111
-		bad |= (fill>>3&(fill>>2|fill>>1))&ones ^ ones
+		bad |= aboveNine(fill) ^ mask&nibbles1 // every fill nibble A–F
 	}
 	if bad != 0 {
-		pin.Zeroize()
 		return ErrInvalidPINBlock
 	}
-	pin.n = uint8(n)
+	if pin != nil {
+		pinDigitsOut(v, n, pin)
+	}
 	return nil
 }
 
@@ -378,26 +388,21 @@ func pinField16(pin *SecretPIN) (uint64, error) {
 }
 
 // parsePINField16 checks the first half of a format 4 plain-text PIN field
-// and extracts the PIN; any fault is ErrInvalidPINBlock. The random half is
-// not checked.
+// and, when pin is not nil, extracts the PIN into it; any fault is
+// ErrInvalidPINBlock and leaves pin as it was. The random half is not
+// checked.
 func parsePINField16(hi uint64, pin *SecretPIN) error {
 	n := int(hi >> 56 & 0xF)
 	if hi>>60 != 4 || n < MinPINLength || n > MaxPINLength {
 		return ErrInvalidPINBlock
 	}
-	var bad uint64
-	for i := range n {
-		d := hi >> (52 - 4*i) & 0xF
-		bad |= over9(d)
-		pin.d[i] = '0' + byte(d)
-	}
 	mask := fillMask(n)
-	bad |= hi&mask ^ 0xAAAAAAAAAAAAAAAA&mask
-	if bad != 0 {
-		pin.Zeroize()
+	if aboveNine(hi)&digitMask(n)|(hi&mask^0xAAAAAAAAAAAAAAAA&mask) != 0 {
 		return ErrInvalidPINBlock
 	}
-	pin.n = uint8(n)
+	if pin != nil {
+		pinDigitsOut(hi, n, pin)
+	}
 	return nil
 }
 
@@ -525,8 +530,8 @@ func encipherField16(w []byte, pf *panFields, b cipher.Block) {
 	b.Encrypt(w[:16], w[:16])
 }
 
-// decipherInto deciphers an f block under b, checks it and extracts the PIN,
-// using w (at least f.BlockSize() bytes, not overlapping block) as working
+// decipherInto deciphers an f block under b, checks it and, when pin is not
+// nil, extracts the PIN, using w (at least f.BlockSize() bytes, not overlapping block) as working
 // space. Afterwards w holds the clear block: the caller clears or overwrites
 // it.
 func decipherInto(w []byte, f Format, block []byte, pf *panFields, b cipher.Block, pin *SecretPIN) error {

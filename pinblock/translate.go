@@ -109,9 +109,20 @@ func translatePair(job *pairJob, keys *routeKeys, oldOut, newOut []byte) (err er
 		}
 	}()
 
-	first, firstOut, firstPIN := job.old, oldOut, &oldPIN
+	// The clear PINs are taken out of their blocks only when they are
+	// needed: to build another format's PIN field, or for the weak-PIN
+	// policy. From format 4 to format 4 they otherwise stay in the checked
+	// plain-text field, which is enciphered again as it is.
+	oldP, newP := &oldPIN, &newPIN
+	if job.fromFormat == Format4 && job.toFormat == Format4 {
+		oldP, newP = nil, nil
+		if job.policy != nil && job.new != nil {
+			oldP, newP = &oldPIN, &newPIN
+		}
+	}
+	first, firstOut, firstPIN := job.old, oldOut, oldP
 	if first == nil {
-		first, firstOut, firstPIN = job.new, newOut, &newPIN
+		first, firstOut, firstPIN = job.new, newOut, newP
 	}
 	var from cipher.Block
 	for i, k := range keys.from[:keys.nfrom] {
@@ -126,7 +137,7 @@ func translatePair(job *pairJob, keys *routeKeys, oldOut, newOut []byte) (err er
 		}
 	}
 	if job.old != nil && job.new != nil {
-		if err := decipherInto(newOut, job.fromFormat, job.new, &pf, from, &newPIN); err != nil {
+		if err := decipherInto(newOut, job.fromFormat, job.new, &pf, from, newP); err != nil {
 			return err
 		}
 	}

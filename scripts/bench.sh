@@ -281,7 +281,7 @@ if [ "$MICRO" != 0 ]; then
       log "micro-benchmark $name failed: $(tail -3 "$RES/micro-$name.txt")"
   }
   micro iso8583 ./iso8583/ 'BenchmarkPack|BenchmarkUnpack' 0.3s
-  micro pinblock ./pinblock/ 'BenchmarkTranslate' 0.3s
+  micro pinblock ./pinblock/ 'BenchmarkTranslate|BenchmarkKeyLookup' 0.3s
   micro routing ./routing/ 'BenchmarkBINLookup' 0.3s
   micro redislimit ./integration/redislimit/ 'BenchmarkAllow' 1s
   micro outbox ./integration/outbox/ 'BenchmarkJournalAppend|BenchmarkBaselinePebbleSetSync|BenchmarkBaselineFileFsync' 0.5s

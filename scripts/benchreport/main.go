@@ -388,9 +388,12 @@ func baselineOf(pkg, name string, have map[string]bool) string {
 			return n
 		}
 	case "pinblock":
-		// Translate/X/by-name is read against the same baseline as Translate/X.
-		if n, ok := strings.CutSuffix(name, "/by-name"); ok && have[n+"/baseline"] {
-			return n + "/baseline"
+		// Translate/X/by-name and Translate/X/floor are read against the
+		// same baseline as Translate/X.
+		for _, suffix := range []string{"/by-name", "/floor"} {
+			if n, ok := strings.CutSuffix(name, suffix); ok && have[n+"/baseline"] {
+				return n + "/baseline"
+			}
 		}
 	}
 	return ""
@@ -399,7 +402,7 @@ func baselineOf(pkg, name string, have map[string]bool) string {
 func renderMicro(w io.Writer, dir string) {
 	sections := []struct{ file, title, text string }{
 		{"iso8583", "Pack and unpack: our messages beside moov's own benchmark message", "`iso8583` BenchmarkPack / BenchmarkUnpack; the baseline is moov's `specs.Spec87ASCII` with a message of about the same size through moov's untyped API, as moov's own benchmarks measure it."},
-		{"pinblock", "PIN translation beside the raw cipher", "`pinblock` BenchmarkTranslate; each baseline does only the block-cipher calls the translation cannot avoid. `Translate/X` is a translation on a prepared route (keys resolved once, result in the caller's buffer: the gateway's path); `Translate/X/by-name` is the one-shot call that also looks up both key labels and allocates its result. BenchmarkKeyLookup is one label lookup alone."},
+		{"pinblock", "PIN translation beside the raw cipher", "`pinblock` BenchmarkTranslate; each baseline does only the block-cipher calls the translation cannot avoid. `Translate/X` is a translation on a prepared route (keys resolved once, result in the caller's buffer: the gateway's path); `Translate/X/by-name` is the one-shot call that also looks up both key labels and allocates its result. `Translate/F4-F4-aes/floor` is the baseline plus the work format 4 adds that no translation can skip (building the PAN field, XORing it in on each side): the least a format 4 translation can cost here. KeyLookup is one label lookup alone."},
 		{"routing", "Route lookup at 1k / 100k / 1M ranges", "`routing` BenchmarkBINLookup; the ratio is to the 1k-range table."},
 		{"redislimit", "Limiter round trip", "`integration/redislimit` BenchmarkAllow against a real redis-server; the baseline is a bare PING round trip."},
 		{"outbox", "Journal append with group commit", "`integration/outbox` BenchmarkJournalAppend (each call returns once its entry is fsynced, grouped with concurrent ones); baselines: one pebble Set with Sync per event, and a raw write + fsync."},
