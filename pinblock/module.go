@@ -86,6 +86,11 @@ type ImportRequest struct {
 	ZMK        KeyRef
 	KCV        string
 	Who, Why   string // recorded in the custody log
+	// Rotate makes the key the next version of an ID the module already
+	// holds (an online key change), with the same usage and algorithm; the
+	// version it replaces keeps deciphering for the grace window. Without
+	// it, an ID already held is ErrKeyExists.
+	Rotate bool
 }
 
 // SecurityModule is what the rest of pingate calls for anything that touches a

@@ -190,7 +190,10 @@ func (m *SoftwareModule) TranslatePair(ctx context.Context, req PairRequest) (ol
 
 // Import deciphers req.Enciphered under the ZMK req.ZMK (which must have
 // usage ZMK), checks the result against req.KCV (required), and adds it to the
-// ring as version 1 of req.ID.
+// ring as version 1 of req.ID, or with req.Rotate as the next version of the
+// ID the ring holds (ErrUnknownKey if none; ErrKeyUsage or
+// ErrKeyAlgorithmMismatch if usage or algorithm differ from the current
+// version's).
 //
 // The key is enciphered under a TDES ZMK with TDES-ECB (each 8-byte block on
 // its own), as Thales and most interchange agreements do. Under an AES ZMK it
@@ -229,7 +232,15 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
 	defer clear(clearKey)
-	k, err := NewKey(req.ID, req.Usage, req.Algorithm, 1, clearKey)
+	version := 1
+	if req.Rotate {
+		cur, err := m.ring.Lookup(KeyRef{ID: req.ID}, m.now())
+		if err != nil {
+			return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+		}
+		version = cur.Version() + 1
+	}
+	k, err := NewKey(req.ID, req.Usage, req.Algorithm, version, clearKey)
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
@@ -237,7 +248,12 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 		k.Zeroize()
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
-	if err := m.ring.Add(k); err != nil {
+	if req.Rotate {
+		err = m.ring.Rotate(k, m.now())
+	} else {
+		err = m.ring.Add(k)
+	}
+	if err != nil {
 		k.Zeroize()
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}

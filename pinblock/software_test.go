@@ -242,6 +242,8 @@ func TestModuleImportTDES(t *testing.T) {
 		{"unknown ZMK", func(r *ImportRequest) { r.ID = "b4"; r.ZMK = KeyRef{ID: "nope"} }, ErrUnknownKey},
 		{"ragged length", func(r *ImportRequest) { r.ID = "b5"; r.Enciphered = enc[:12] }, ErrInvalidKey},
 		{"duplicate id", func(r *ImportRequest) {}, ErrKeyExists},
+		{"rotate unknown id", func(r *ImportRequest) { r.ID = "b6"; r.Rotate = true }, ErrUnknownKey},
+		{"rotate to another usage", func(r *ImportRequest) { r.Usage = UsageTPK; r.Rotate = true }, ErrKeyUsage},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,6 +253,28 @@ func TestModuleImportTDES(t *testing.T) {
 				t.Errorf("Import(%s) = %v, want %v", tt.name, err, tt.want)
 			}
 		})
+	}
+
+	// An online key change: the next version of "imp" under the same ZMK.
+	clear2 := blockHex(t, "89ABCDEF01234567F0E1D2C3B4A59687")
+	v2, err := NewKey("imp", UsageZPK, TDES, 2, clear2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc2 := make([]byte, 16)
+	b.Encrypt(enc2[:8], clear2[:8])
+	b.Encrypt(enc2[8:], clear2[8:])
+	rot := req
+	rot.Enciphered, rot.KCV, rot.Rotate = enc2, v2.KCV(), true
+	info, err = f.m.Import(context.Background(), rot)
+	if err != nil || info.Version != 2 || info.KCV != v2.KCV() {
+		t.Fatalf("Import(rotate) = %+v, %v; want imp v2 KCV %s", info, err, v2.KCV())
+	}
+	if kcv, err := f.m.KCV(context.Background(), KeyRef{ID: "imp"}); err != nil || kcv != v2.KCV() {
+		t.Errorf("KCV(imp) after rotation = %q, %v, want %s", kcv, err, v2.KCV())
+	}
+	if d := f.ring.Deciphering("imp", t0); len(d) != 2 {
+		t.Errorf("after rotation %d versions decipher, want 2 (the previous one in its grace window)", len(d))
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 // it returns.
 type AcquirerFront struct {
 	flow *Flow
-	hsm  pinblock.SecurityModule
+	keys KeyImporter
 	log  *slog.Logger
 
 	sessions sync.Mutex // serializes the creation of connection sessions
@@ -33,7 +33,11 @@ func NewAcquirerFront(flow *Flow, log *slog.Logger) *AcquirerFront {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &AcquirerFront{flow: flow, hsm: flow.deps.HSM, log: log}
+	keys := flow.deps.Keys
+	if keys == nil {
+		keys = flow.deps.HSM
+	}
+	return &AcquirerFront{flow: flow, keys: keys, log: log}
 }
 
 // Session is one acquirer connection's state. The first message that names
@@ -152,7 +156,9 @@ func (a *AcquirerFront) network(ctx context.Context, f *iso8583.Fields) string {
 }
 
 // keyChange imports the acquirer's new zone PIN key, enciphered under the
-// ZMK shared with it, as the next version of the key at DE 53's key index.
+// ZMK shared with it, as the next version of the key at DE 53's key index
+// (ImportRequest.Rotate): blocks under the previous version still translate
+// for the key ring's grace window, while the acquirer's terminals switch.
 func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string {
 	acq, _ := a.flow.Acquirer(f.AcquirerID)
 	kx, err := iso8583.ParseKeyExchange(f.KeyExchange)
@@ -180,16 +186,17 @@ func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string
 	if len(kx.KCV) == 10 {
 		alg = pinblock.AES
 	}
-	_, err = a.hsm.Import(ctx, pinblock.ImportRequest{
+	_, err = a.keys.Import(ctx, pinblock.ImportRequest{
 		ID: label, Usage: pinblock.UsageZPK, Algorithm: alg, Enciphered: enc,
 		ZMK: pinblock.KeyRef{ID: acq.ZMK}, KCV: kx.KCV,
-		Who: "acquirer " + f.AcquirerID, Why: "key change (0800/161)",
+		Who: "acquirer " + f.AcquirerID, Why: "key change (0800/161)", Rotate: true,
 	})
 	switch {
 	case err == nil:
 		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", f.AcquirerID, "key", label, "kcv", kx.KCV)
 		return iso8583.RCApproved
-	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey):
+	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey),
+		errors.Is(err, pinblock.ErrKeyAlgorithmMismatch):
 		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", f.AcquirerID, "key", label, "err", err)
 		return iso8583.RCFormatError
 	}

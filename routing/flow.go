@@ -38,6 +38,14 @@ type IssuerRequest struct {
 	pins [pinblock.BufferSize]byte
 }
 
+// KeyImporter takes a key enciphered under a zone master key: an acquirer's
+// new zone PIN key from an online key change. The security module is one; a
+// gateway with a key store wraps it, so the key is also kept under the LMK
+// and the handover recorded in the custody log.
+type KeyImporter interface {
+	Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error)
+}
+
 // IssuerSender delivers operations to issuers. Send returns the issuer's DE 39.
 // Errors: ErrIssuerUnavailable when the request was never sent (no signed-on
 // link); ErrIssuerTimeout when it may have reached the issuer and no answer
@@ -61,7 +69,10 @@ func (e *LimitError) Error() string { return "refused by limit " + e.Decision.Li
 
 // Deps are the flow's collaborators. Limiter may be nil (no limits).
 type Deps struct {
-	HSM       pinblock.SecurityModule
+	HSM pinblock.SecurityModule
+	// Keys takes acquirers' online key changes (0800/161); nil means HSM,
+	// which holds the new key in memory only.
+	Keys      KeyImporter
 	Limiter   Limiter
 	Sink      OutcomeSink
 	Issuers   IssuerSender

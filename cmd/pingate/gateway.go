@@ -156,10 +156,14 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, err
 	}
 	g.ops = newReloader(g)
-	g.flow, err = routing.NewFlow(cfg.Routing, routing.Deps{
+	deps := routing.Deps{
 		HSM: g.hsm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
 		Limiter: g.ops.limits,
-	})
+	}
+	if cfg.Security.KeyStore != "" {
+		deps.Keys = &keyChanges{sec: cfg.Security, hsm: g.hsm, log: log}
+	}
+	g.flow, err = routing.NewFlow(cfg.Routing, deps)
 	if err != nil {
 		return g, err
 	}

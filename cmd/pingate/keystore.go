@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"time"
 
 	"pingate/pinblock"
+	"pingate/routing"
 )
 
 // loadKeyStore loads the key store named by cfg into ring; with no key store
@@ -13,16 +17,74 @@ func loadKeyStore(cfg SecurityConfig, ring *pinblock.Keyring) error {
 	if cfg.KeyStore == "" {
 		return nil
 	}
-	st, err := pinblock.OpenStore(pinblock.StoreConfig{
-		Path: cfg.KeyStore, LogPath: cfg.CustodyLog, Grace: cfg.RotationGrace,
-		LMK: pinblock.LMKRef{File: cfg.LMKFile, Env: cfg.LMKEnv},
-	})
+	st, err := openKeyStore(cfg)
 	if err != nil {
-		return fmt.Errorf("security.key_store: %w", err)
+		return err
 	}
 	defer st.Close()
 	if _, err := st.Load(ring, time.Now()); err != nil {
 		return fmt.Errorf("security.key_store: %w", err)
 	}
 	return nil
+}
+
+// keyChanges takes acquirers' online key changes (0800/161) in a gateway with
+// a key store. A key the store holds is rotated there first — kept under the
+// LMK, the handover recorded in the custody log, so it survives a restart —
+// and then in the running module. A key the store does not hold (a
+// development key) changes in memory only, as it would without a store.
+type keyChanges struct {
+	sec SecurityConfig
+	hsm pinblock.SecurityModule
+	log *slog.Logger
+}
+
+var _ routing.KeyImporter = (*keyChanges)(nil)
+
+func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
+	if !req.Rotate {
+		return s.hsm.Import(ctx, req)
+	}
+	held, err := s.stored(req.ID)
+	if err != nil {
+		return pinblock.KeyInfo{}, err
+	}
+	if !held {
+		s.log.WarnContext(ctx, "key change for a key outside the key store: held in memory only", "key", req.ID)
+		return s.hsm.Import(ctx, req)
+	}
+	st, err := openKeyStore(s.sec)
+	if err != nil {
+		return pinblock.KeyInfo{}, err
+	}
+	stored, err := st.Rotate(pinblock.RotateRequest{
+		ID: req.ID, Enciphered: req.Enciphered, ZMK: req.ZMK.ID, KCV: req.KCV,
+		Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why},
+	})
+	if cerr := st.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("security.key_store: %w", cerr)
+	}
+	if err != nil {
+		return stored, err
+	}
+	info, err := s.hsm.Import(ctx, req)
+	if err != nil {
+		return info, fmt.Errorf("key %s v%d is in the key store but the running module refused it (a reload loads it): %w",
+			req.ID, stored.Version, err)
+	}
+	return info, nil
+}
+
+// stored reports whether the key store holds id.
+func (s *keyChanges) stored(id string) (bool, error) {
+	st, err := openKeyStore(s.sec)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	keys, err := st.List()
+	if err != nil {
+		return false, fmt.Errorf("security.key_store: %w", err)
+	}
+	return slices.ContainsFunc(keys, func(k pinblock.StoredKey) bool { return k.ID == id }), nil
 }

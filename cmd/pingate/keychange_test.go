@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/des"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+	"pingate/routing"
+)
+
+// TestOnlineKeyChangeOverTCP: an ATM network changes its zone PIN key online
+// (0800, network code 161, the new key enciphered under the shared ZMK and
+// its KCV in DE 123). The gateway answers 0810 00, keeps the new version in
+// the key store under the LMK with a custody record naming the acquirer, and
+// translates blocks under it; blocks under the previous version still
+// translate within the grace window. A wrong KCV is answered 30 and changes
+// nothing.
+func TestOnlineKeyChangeOverTCP(t *testing.T) {
+	dir := t.TempDir()
+	ks := newOpsKeyStore(t, dir)
+	st, err := openKeyStore(ks.sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		zmkA, zmkB = "0123456789ABCDEFFEDCBA9876543210", "1C587F1C13924FEF0101010101010101"
+		zpkA, zpkB = "89ABCDEF01234567F0E1D2C3B4A59687", "2A2A2A2A2A2A2A2A5B5B5B5B5B5B5B5B"
+		newZPK     = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
+	)
+	who := pinblock.Custodian{Who: "test", Why: "key change test"}
+	for _, c := range []pinblock.CombineRequest{
+		{ID: "zmk-atm-store", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zmkA), opsComponent(t, zmkB)}, Custodian: who},
+		{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zpkA), opsComponent(t, zpkB)}, Custodian: who},
+	} {
+		if _, err := st.CombineComponents(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	v1 := xorKey(t, "zpk-atm-store", 1, zpkA, zpkB)
+	v2Clear, _ := hex.DecodeString(newZPK)
+	v2, err := pinblock.NewKey("zpk-atm-store", pinblock.UsageZPK, pinblock.TDES, 2, v2Clear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new key under the ZMK, enciphered with crypto/des, not pingate.
+	zmk, _ := hex.DecodeString(zmkA)
+	zb, _ := hex.DecodeString(zmkB)
+	for i := range zmk {
+		zmk[i] ^= zb[i]
+	}
+	block, err := des.NewTripleDESCipher(append(zmk, zmk[:8]...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	underZMK := make([]byte, 16)
+	block.Encrypt(underZMK[:8], v2Clear[:8])
+	block.Encrypt(underZMK[8:], v2Clear[8:])
+
+	g := opsGateway(t, func(c *Config) {
+		c.Security = ks.sec
+		acq := c.Routing.Acquirers[0]
+		acq.Keys, acq.ZMK = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store"
+		c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
+	})
+	ctx := context.Background()
+	c, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	do := func(f *iso8583.Fields) *iso8583.Fields {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		ans, err := c.Do(rctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	if ans := do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: devATMAcquirer}); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("sign-on = %s", ans.ResponseCode)
+	}
+	keyChange := func(kcv string) *iso8583.Fields {
+		t.Helper()
+		de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underZMK), KCV: kcv}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	}
+	pop := opsPopulation(g.cfg.IssuerSim)
+	n := 7100
+	change := func(key pinblock.Key) string {
+		t.Helper()
+		n++
+		return do(opsFieldsUnder(t, pop.Card(n), fmt.Sprintf("KCH%05d", n), key)).ResponseCode
+	}
+	if code := change(v2); code == iso8583.RCApproved {
+		t.Fatalf("PIN change under a key not yet exchanged = %s", code)
+	}
+
+	wrong := "000000"
+	if wrong == v2.KCV() {
+		wrong = "111111"
+	}
+	if ans := keyChange(wrong); ans.MTI != iso8583.MTINetworkResponse || ans.ResponseCode != iso8583.RCFormatError {
+		t.Fatalf("key change with a wrong KCV = %s %s, want 0810 30", ans.MTI, ans.ResponseCode)
+	}
+	if ans := keyChange(v2.KCV()); ans.MTI != iso8583.MTINetworkResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change = %s %s, want 0810 00", ans.MTI, ans.ResponseCode)
+	}
+	if code := change(v2); code != iso8583.RCApproved {
+		t.Errorf("PIN change under the exchanged key = %s, want 00", code)
+	}
+	if code := change(v1); code != iso8583.RCApproved {
+		t.Errorf("PIN change under the previous key within the grace window = %s, want 00", code)
+	}
+
+	// The key store holds version 2 with the new key's KCV, and the custody
+	// log records the handover by the acquirer, without key material.
+	st, err = openKeyStore(ks.sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := st.List()
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var current pinblock.StoredKey
+	for _, k := range keys {
+		if k.ID == "zpk-atm-store" && k.RetiredAt == nil {
+			current = k
+		}
+	}
+	if current.Version != 2 || current.KCV != v2.KCV() {
+		t.Fatalf("key store's current zpk-atm-store = v%d KCV %s, want v2 KCV %s", current.Version, current.KCV, v2.KCV())
+	}
+	if _, err := pinblock.VerifyCustodyLog(ks.sec.CustodyLog); err != nil {
+		t.Fatalf("custody log: %v", err)
+	}
+	raw, err := os.ReadFile(ks.sec.CustodyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(raw)
+	if !strings.Contains(log, "acquirer "+devATMAcquirer) || !strings.Contains(log, "key change (0800/161)") || !strings.Contains(log, v2.KCV()) {
+		t.Error("custody log has no record of the online key change")
+	}
+	if strings.Contains(strings.ToUpper(log), newZPK) || strings.Contains(strings.ToUpper(log), strings.ToUpper(hex.EncodeToString(underZMK))) {
+		t.Error("custody log carries key material")
+	}
+}
