@@ -36,6 +36,9 @@ type IssuerRequest struct {
 	// pins backs OldBlock and NewBlock when the flow translated them, so a
 	// translation allocates nothing.
 	pins [pinblock.BufferSize]byte
+	// sent is set by a sender that wrote the request to the issuer: what a
+	// reversal of it must name.
+	sent *Reversal
 }
 
 // KeyImporter takes a key enciphered under a zone master key: an acquirer's
@@ -54,6 +57,16 @@ type KeyImporter interface {
 type IssuerSender interface {
 	Send(ctx context.Context, issuer string, req *IssuerRequest) (code string, err error)
 }
+
+// Reverser is implemented by an IssuerSender that can undo a request the
+// issuer approved: the flow asks for it when the outcome cannot be recorded,
+// so the issuer's change does not stand without a record.
+type Reverser interface {
+	Reverse(ctx context.Context, req *IssuerRequest) error
+}
+
+// ErrNothingToReverse: the request never reached the issuer.
+var ErrNothingToReverse = errors.New("routing: request was never sent to the issuer")
 
 // Admitter is implemented by an OutcomeSink that can refuse work up front, e.g.
 // a journal past its depth limit: the flow then answers 91 before the issuer
@@ -156,6 +169,21 @@ func (f *Flow) Reload(cfg Config) error {
 	return nil
 }
 
+// reverseApproved owes the issuer a reversal of req when it approved it.
+func (f *Flow) reverseApproved(ctx context.Context, req *Request) {
+	r, ok := f.deps.Issuers.(Reverser)
+	if req.approved == nil || !ok {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if err := r.Reverse(ctx, req.approved); err != nil {
+		span.RecordError(fmt.Errorf("reverse approved request: %w", err))
+		return
+	}
+	span.AddEvent("pingate.reversal_owed")
+	f.m.reversals.Add(ctx, 1)
+}
+
 // Config returns the configuration in force.
 func (f *Flow) Config() Config { return f.state.Load().cfg }
 
@@ -223,9 +251,11 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	out.EventID = eventID(req.ID)
 	if err := f.publish(ctx, req, &out); err != nil {
 		// The outcome could not be recorded: the acquirer must not believe in
-		// an outcome the back office will never see.
+		// an outcome the back office will never see, and a change the issuer
+		// made must not stand without a record: it is reversed.
 		out.Code, out.Outcome, out.Reason = iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_unavailable"
 		span.RecordError(err)
+		f.reverseApproved(ctx, req)
 	}
 	out.Duration = f.deps.Now().Sub(start)
 	span.SetAttributes(
@@ -355,6 +385,7 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	if code != iso8583.RCApproved {
 		return issuer, &IssuerDecline{Code: code}
 	}
+	req.approved = ireq
 	if sealed != nil {
 		// Printed only now: no mailer carries a PIN the issuer did not take.
 		t := f.deps.Now()
@@ -470,6 +501,7 @@ type flowMetrics struct {
 	stages     metric.Float64Histogram
 	inflight   metric.Int64UpDownCounter
 	duplicates metric.Int64Counter
+	reversals  metric.Int64Counter
 }
 
 func newFlowMetrics() flowMetrics {
@@ -483,6 +515,7 @@ func newFlowMetrics() flowMetrics {
 		metric.WithExplicitBucketBoundaries(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5))
 	fm.inflight, _ = m.Int64UpDownCounter("pingate.requests.inflight", metric.WithDescription("PIN operations in progress"))
 	fm.duplicates, _ = m.Int64Counter("pingate.requests.duplicates", metric.WithDescription("duplicate requests answered with the first outcome"))
+	fm.reversals, _ = m.Int64Counter("pingate.requests.reversed", metric.WithDescription("issuer-approved requests reversed because their outcome could not be recorded"))
 	return fm
 }
 

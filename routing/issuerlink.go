@@ -240,6 +240,13 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	ctx, cancel := context.WithTimeout(ctx, st.cfg.Timeout)
 	defer cancel()
 	code, sent, err := l.roundTrip(ctx, lk, iso8583.MTIAuthRequest, h, frame)
+	if sent {
+		// What a reversal of this request names: the message the issuer got.
+		req.sent = &Reversal{
+			Issuer: issuer, Operation: req.Operation, PAN: req.PAN,
+			STAN: h.STAN, Transmit: h.Transmit, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
+		}
+	}
 	if err == nil {
 		return code, nil
 	}
@@ -251,22 +258,33 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	}
 	// It may have reached the issuer: owe a reversal before answering 91.
 	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
-	rev := Reversal{
-		ID: uuid.NewString(), Issuer: issuer, Operation: req.Operation, PAN: req.PAN,
-		STAN: h.STAN, Transmit: h.Transmit, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
-		Created: time.Now().UTC(),
+	if perr := l.Reverse(ctx, req); perr != nil {
+		l.log.ErrorContext(ctx, "reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
 	}
-	// The request's own deadline has passed; persisting must not depend on it.
+	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
+}
+
+// Reverse owes the issuer a reversal advice (0420) for req, a request Send
+// wrote to it: the advice is persisted before Reverse returns, and the
+// reversal worker sends it until the issuer answers. It does not depend on
+// ctx's deadline, which has often passed. A request never written needs no
+// reversal (ErrNothingToReverse).
+func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
+	if req.sent == nil {
+		return ErrNothingToReverse
+	}
+	rev := *req.sent
+	rev.ID, rev.Created = uuid.NewString(), time.Now().UTC()
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer pcancel()
-	if perr := l.reversals.Put(pctx, rev); perr != nil {
-		l.log.ErrorContext(ctx, "reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
+	if err := l.reversals.Put(pctx, rev); err != nil {
+		return fmt.Errorf("persist reversal for issuer %s: %w", rev.Issuer, err)
 	}
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
+	return nil
 }
 
 // pick returns a signed-on link, round-robin, preferring the issuer's first
