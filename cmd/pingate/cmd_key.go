@@ -142,7 +142,7 @@ func parseAlg(s string) (pinblock.Algorithm, error) {
 // keyKCV: key kcv --key HEX --alg tdes|aes.
 func keyKCV(args []string) (string, error) {
 	fs := newFlagSet("key kcv")
-	keyHex := fs.String("key", "", "clear key (hex)")
+	keyHex := secretString(fs, "key", "clear key (hex)")
 	alg := fs.String("alg", "tdes", "tdes or aes")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
@@ -264,22 +264,23 @@ func keyImportTR31(args []string) (string, error) {
 
 // componentFlags reads --component/--kcv pairs.
 func componentFlags(fs *flag.FlagSet) func() ([]pinblock.Component, error) {
-	var comps, kcvs listFlag
-	fs.Var(&comps, "component", "clear component (hex); repeat 2 or 3 times")
+	comps := secretList{name: "component"}
+	var kcvs listFlag
+	fs.Var(&comps, "component", "clear component (hex), or @FILE, or - for a line of standard input; repeat 2 or 3 times")
 	fs.Var(&kcvs, "kcv", "check value of each component, in the same order")
 	return func() ([]pinblock.Component, error) {
-		if len(comps) == 0 {
+		if len(comps.vs) == 0 {
 			return nil, nil
 		}
-		if len(comps) != len(kcvs) {
-			return nil, fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(comps), len(kcvs))
+		if len(comps.vs) != len(kcvs) {
+			return nil, fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(comps.vs), len(kcvs))
 		}
-		if len(comps) < pinblock.MinComponents || len(comps) > pinblock.MaxComponents {
-			return nil, fmt.Errorf("%w: give %d to %d components, not %d", errUsage, pinblock.MinComponents, pinblock.MaxComponents, len(comps))
+		if len(comps.vs) < pinblock.MinComponents || len(comps.vs) > pinblock.MaxComponents {
+			return nil, fmt.Errorf("%w: give %d to %d components, not %d", errUsage, pinblock.MinComponents, pinblock.MaxComponents, len(comps.vs))
 		}
-		out := make([]pinblock.Component, 0, len(comps))
-		for i := range comps {
-			c, err := pinblock.ParseComponent(comps[i], kcvs[i])
+		out := make([]pinblock.Component, 0, len(comps.vs))
+		for i := range comps.vs {
+			c, err := pinblock.ParseComponent(comps.vs[i], kcvs[i])
 			if err != nil {
 				for _, o := range out {
 					o.Zeroize()

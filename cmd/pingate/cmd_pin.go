@@ -19,8 +19,9 @@ func init() {
 }
 
 // runPin dispatches "pin encode|decode|translate". Keys are given in clear
-// hex on the command line, so this is a tool for test data and simulation,
-// never for live keys. The result alone is printed on stdout.
+// hex (on the command line, from a file or from standard input: see
+// secretString), so this is a tool for test data and simulation, never for
+// live keys. The result alone is printed on stdout.
 func runPin(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: pin needs a sub-command: encode, decode or translate", errUsage)
@@ -51,9 +52,9 @@ func runPin(_ context.Context, args []string, stdout, _ io.Writer) error {
 func pinEncode(args []string) (string, error) {
 	fs := newFlagSet("pin encode")
 	formatS := fs.String("format", "", "ISO 9564-1 format 0-4")
-	pinS := fs.String("pin", "", "clear PIN, 4-12 digits")
+	pinS := secretString(fs, "pin", "clear PIN, 4-12 digits")
 	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
-	keyS := fs.String("key", "", "PIN key in hex: TDES for formats 0, 1, 3; AES for 4; none for 2")
+	keyS := secretString(fs, "key", "PIN key in hex: TDES for formats 0, 1, 3; AES for 4; none for 2")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
@@ -97,8 +98,8 @@ func pinDecode(args []string) (string, error) {
 	fs := newFlagSet("pin decode")
 	formatS := fs.String("format", "", "ISO 9564-1 format 0-4")
 	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
-	keyS := fs.String("key", "", "PIN key in hex (none for format 2)")
-	blockS := fs.String("block", "", "PIN block in hex")
+	keyS := secretString(fs, "key", "PIN key in hex (none for format 2)")
+	blockS := secretString(fs, "block", "PIN block in hex")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
@@ -140,11 +141,11 @@ func pinDecode(args []string) (string, error) {
 func pinTranslate(args []string) (string, error) {
 	fs := newFlagSet("pin translate")
 	pan := fs.String("pan", "", "PAN; it does not change")
-	blockS := fs.String("block", "", "source PIN block in hex")
+	blockS := secretString(fs, "block", "source PIN block in hex")
 	fromS := fs.String("from-format", "", "source format 0-4")
-	fromKeyS := fs.String("from-key", "", "source PIN key in hex")
+	fromKeyS := secretString(fs, "from-key", "source PIN key in hex")
 	toS := fs.String("to-format", "", "destination format 0-4")
-	toKeyS := fs.String("to-key", "", "destination PIN key in hex")
+	toKeyS := secretString(fs, "to-key", "destination PIN key in hex")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -152,3 +154,62 @@ func TestPinBinary(t *testing.T) {
 }
 
 func asExit(err error, target **exec.ExitError) bool { return errors.As(err, target) }
+
+// TestSecretFlagsFromStdinAndFiles: through the built binary, a key, a PIN
+// block or a component may come from a file (@FILE) or from standard input
+// (-, one line each, in command-line order) instead of the command line, and
+// gives the same result as the literal value. A missing source is one line on
+// stderr, exit 2, naming the flag and not the secret.
+func TestSecretFlagsFromStdinAndFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := opsBinary(t)
+	dir := t.TempDir()
+	fromFile := filepath.Join(dir, "from.key")
+	if err := os.WriteFile(fromFile, []byte(thalesFrom+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "pin", "translate", "--pan", thalesPAN, "--block", "-", "--from-format", "0",
+		"--from-key", "@"+fromFile, "--to-format", "0", "--to-key", "-")
+	cmd.Stdin = strings.NewReader(thalesIn + "\n" + thalesTo + "\n")
+	out, err := cmd.Output()
+	if err != nil || lastLine(string(out)) != thalesOut {
+		t.Errorf("pin translate with --block -, --from-key @FILE, --to-key - = %q, %v; want %s", out, err, thalesOut)
+	}
+
+	literal, err := exec.Command(bin, "key", "kcv", "--key", devKey, "--alg", "tdes").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(bin, "key", "kcv", "--key", "-", "--alg", "tdes")
+	cmd.Stdin = strings.NewReader(devKey + "\n")
+	if out, err := cmd.Output(); err != nil || lastLine(string(out)) != lastLine(string(literal)) {
+		t.Errorf("key kcv --key - = %q, %v; want %q", out, err, literal)
+	}
+
+	for _, tt := range []struct {
+		name  string
+		args  []string
+		stdin string
+	}{
+		{"missing file", []string{"key", "kcv", "--key", "@" + filepath.Join(dir, "nope"), "--alg", "tdes"}, ""},
+		{"empty stdin", []string{"pin", "encode", "--format", "0", "--pin", "-", "--pan", devPAN, "--key", devKey}, ""},
+	} {
+		cmd := exec.Command(bin, tt.args...)
+		cmd.Stdin = strings.NewReader(tt.stdin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exitErr *exec.ExitError
+		if err == nil || !asExit(err, &exitErr) || exitErr.ExitCode() != 2 || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%s: %v, stderr %q; want exit 2 and one line", tt.name, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "secret not readable: --") {
+			t.Errorf("%s: stderr %q does not say which secret could not be read", tt.name, stderr.String())
+		}
+		if strings.Contains(stderr.String(), devKey) {
+			t.Errorf("%s: stderr repeats the key", tt.name)
+		}
+	}
+}

@@ -115,6 +115,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 func flagProblem(err error) string {
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, errSecretSource.Error()):
+		// A secret flag's own error names the flag and where the secret was
+		// to come from, never the secret (readSecret).
+		return msg[strings.Index(msg, errSecretSource.Error()):]
 	case strings.HasPrefix(msg, "invalid value "):
 		if i := strings.LastIndex(msg, " for flag "); i >= 0 {
 			name, _, _ := strings.Cut(msg[i+len(" for flag "):], ":")
