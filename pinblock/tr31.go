@@ -358,7 +358,64 @@ func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHea
 	if err != nil {
 		return Key{}, h, fmt.Errorf("%w: %w", ErrKeyBlock, err)
 	}
+	if err := h.checkKCVBlocks(k, kbpk); err != nil {
+		k.Zeroize()
+		return Key{}, h, err
+	}
 	return k, h, nil
+}
+
+// checkKCVBlocks verifies the optional blocks KC (check value of the wrapped
+// key) and KP (check value of the KBPK), when present (ANSI X9.143:2021
+// 6.3.6.7 and 6.3.6.12; TR-31:2018 A.5.8): two hex digits naming the KCV
+// algorithm — 00 the legacy one, the leftmost bytes of E(K, 0); 01 the
+// CMAC-based one, the leftmost bytes of CMAC(K, 0) — then the check value in
+// hex, 2 to 5 bytes. A check value that does not match is ErrKCVMismatch: a
+// block whose MAC verifies but whose declared key differs from the one it
+// carries was built wrong, and is refused.
+func (h KeyBlockHeader) checkKCVBlocks(k, kbpk Key) error {
+	for _, ob := range h.Optional {
+		var of Key
+		switch ob.ID {
+		case "KC":
+			of = k
+		case "KP":
+			of = kbpk
+		default:
+			continue
+		}
+		if err := checkKCVBlock(ob, of); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkKCVBlock(ob OptionalBlock, k Key) error {
+	d := strings.ToUpper(ob.Data)
+	n := len(d) - 2
+	if _, isHex := hexNum(d); n < 4 || n > 10 || n%2 != 0 || !isHex {
+		return fmt.Errorf("%w: optional block %s: want a 2-digit KCV algorithm and a 2- to 5-byte check value in hex", ErrKeyBlock, ob.ID)
+	}
+	b, err := k.blockCipher()
+	if err != nil {
+		return err
+	}
+	var kcv []byte
+	switch d[:2] {
+	case "00":
+		kcv = make([]byte, b.BlockSize())
+		b.Encrypt(kcv, kcv)
+	case "01":
+		kcv = cmac(b, make([]byte, b.BlockSize()))
+	default:
+		return fmt.Errorf("%w: optional block %s: KCV algorithm %s is neither 00 (legacy) nor 01 (CMAC)", ErrKeyBlock, ob.ID, d[:2])
+	}
+	want := strings.ToUpper(hex.EncodeToString(kcv[:n/2]))
+	if subtle.ConstantTimeCompare([]byte(want), []byte(d[2:])) != 1 {
+		return fmt.Errorf("%w: optional block %s does not match key %s", ErrKCVMismatch, ob.ID, k.ID())
+	}
+	return nil
 }
 
 func (h KeyBlockHeader) keyAlgorithm() (Algorithm, error) {

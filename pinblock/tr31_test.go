@@ -467,3 +467,85 @@ func ExampleParseKeyBlockHeader() {
 	// [{KS 00604B120F9292800000}]
 	// key usage not permitted: TR-31 key usage "B0" has no pingate usage
 }
+
+// TestKeyBlockKCVBlocksPublished: the openemv/tr31 README's "decrypt a key
+// block" example (KBPK AB2E09DB3EF0BA71E0CE6CD755C23A3B, a TDES BDK with
+// optional blocks KS, KC and KP, both check values legacy): the carried key
+// and the KBPK match their KC and KP.
+func TestKeyBlockKCVBlocksPublished(t *testing.T) {
+	const block = "B0128B1TX00N0300KS18FFFF00A0200001E00000KC0C000169E3KP0C00ECAD62" +
+		"6F9F1A826814AA066D86C8C18BD0E14033E1EBEC75BEDF586E6E325F3AA8C0E5"
+	kbpk := tr31KBPK(t, TDES, "AB2E09DB3EF0BA71E0CE6CD755C23A3B")
+	h, raw, err := unwrapKeyBlock(kbpk, block)
+	if err != nil {
+		t.Fatalf("unwrapKeyBlock() = %v", err)
+	}
+	defer clear(raw)
+	// B1 (DUKPT initial key) has no pingate usage: the key is held as a ZPK
+	// only to check its KCV.
+	k, err := NewKey("bdk", UsageZPK, TDES, 1, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.KCV() != "0169E3" {
+		t.Fatalf("carried key KCV = %s, want 0169E3 (the README's key BF82…CEB6)", k.KCV())
+	}
+	if err := h.checkKCVBlocks(k, kbpk); err != nil {
+		t.Fatalf("checkKCVBlocks() = %v, want nil", err)
+	}
+	other := tr31KBPK(t, TDES, "89E88CF7931444F334BD7547FC3F380C")
+	if err := h.checkKCVBlocks(k, other); !errors.Is(err, ErrKCVMismatch) {
+		t.Fatalf("checkKCVBlocks(another KBPK) = %v, want %v", err, ErrKCVMismatch)
+	}
+}
+
+// TestUnwrapKeyBlockChecksKCVBlocks: through UnwrapKeyBlock, a block whose
+// MAC verifies but whose KC or KP names another key is refused with
+// ErrKCVMismatch, in both KCV algorithms; a malformed KC is ErrKeyBlock.
+func TestUnwrapKeyBlockChecksKCVBlocks(t *testing.T) {
+	kbpk := tr31KBPK(t, AES, "000102030405060708090A0B0C0D0E0F")
+	k := tr31Key(t, UsageZPK, TDES, "1111111111111111222222222222222A")
+	kb, _ := kbpk.blockCipher()
+	kk, _ := k.blockCipher()
+	legacy := func(b cipher.Block) string {
+		z := make([]byte, b.BlockSize())
+		b.Encrypt(z, z)
+		return "00" + strings.ToUpper(hex.EncodeToString(z[:3]))
+	}
+	cmacKCV := func(b cipher.Block) string {
+		return "01" + strings.ToUpper(hex.EncodeToString(cmac(b, make([]byte, b.BlockSize()))[:5]))
+	}
+	tests := []struct {
+		name string
+		give []OptionalBlock
+		want error
+	}{
+		{"legacy KC and CMAC KP", []OptionalBlock{{ID: "KC", Data: legacy(kk)}, {ID: "KP", Data: cmacKCV(kb)}}, nil},
+		{"CMAC KC and legacy KP", []OptionalBlock{{ID: "KC", Data: cmacKCV(kk)}, {ID: "KP", Data: legacy(kb)}}, nil},
+		{"KC of the KBPK", []OptionalBlock{{ID: "KC", Data: legacy(kb)}}, ErrKCVMismatch},
+		{"KP of the key", []OptionalBlock{{ID: "KP", Data: cmacKCV(kk)}}, ErrKCVMismatch},
+		{"unknown KCV algorithm", []OptionalBlock{{ID: "KC", Data: "02" + legacy(kk)[2:]}}, ErrKeyBlock},
+		{"KC too short", []OptionalBlock{{ID: "KC", Data: "00AB"}}, ErrKeyBlock},
+		{"KC not hex", []OptionalBlock{{ID: "KC", Data: "00ZZZZZZ"}}, ErrKeyBlock},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := NewKeyBlockHeader(k, kbpk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Optional = tt.give
+			block, err := WrapKeyBlock(kbpk, h, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := UnwrapKeyBlock(kbpk, block, UnwrapOptions{ID: "x", Version: 1})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("UnwrapKeyBlock() = %v, want %v", err, tt.want)
+			}
+			if err == nil && got.KCV() != k.KCV() {
+				t.Fatalf("UnwrapKeyBlock() gave KCV %s, want %s", got.KCV(), k.KCV())
+			}
+		})
+	}
+}
