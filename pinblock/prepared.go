@@ -34,8 +34,9 @@ type PairBlocks struct {
 //
 // Both methods write their results into buf when its capacity is at least
 // BufferSize, and into a new buffer otherwise: a caller that keeps a buffer
-// per request allocates nothing. The results alias that buffer; the rest of
-// it served as working space and is zero on return (also on error).
+// per request allocates nothing. The results alias that buffer. The bytes of
+// it the call used as working space beyond the results are zero on return,
+// and all of them are on error.
 type Translator interface {
 	// Translate translates one block. Errors are those of
 	// SecurityModule.Translate.
@@ -60,9 +61,9 @@ type softTranslator struct {
 var _ Translator = (*softTranslator)(nil)
 
 // Prepare checks r (PCI PIN 3-3, known PIN keys whose algorithms fit the
-// formats) and returns its Translator. The errors are those a translation on
-// r would give, so a bad route is found when it is configured, not on the
-// first card.
+// formats) and returns its Translator. Its errors are those a translation on
+// r would give, so a caller may prepare a route on its first use and answer
+// from the error as it would for a translation.
 func (m *SoftwareModule) Prepare(ctx context.Context, r Route) (Translator, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

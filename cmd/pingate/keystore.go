@@ -45,27 +45,20 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 	if !req.Rotate {
 		return s.hsm.Import(ctx, req)
 	}
-	held, err := s.stored(req.ID)
-	if err != nil {
-		return pinblock.KeyInfo{}, err
-	}
-	if !held {
-		s.log.WarnContext(ctx, "key change for a key outside the key store: held in memory only", "key", req.ID)
-		return s.hsm.Import(ctx, req)
-	}
 	st, err := openKeyStore(s.sec)
 	if err != nil {
 		return pinblock.KeyInfo{}, err
 	}
-	stored, err := st.Rotate(pinblock.RotateRequest{
-		ID: req.ID, Enciphered: req.Enciphered, ZMK: req.ZMK.ID, KCV: req.KCV,
-		Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why},
-	})
+	stored, held, err := rotateStored(st, req)
 	if cerr := st.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("security.key_store: %w", cerr)
 	}
 	if err != nil {
 		return stored, err
+	}
+	if !held {
+		s.log.WarnContext(ctx, "key change for a key outside the key store: held in memory only", "key", req.ID)
+		return s.hsm.Import(ctx, req)
 	}
 	info, err := s.hsm.Import(ctx, req)
 	if err != nil {
@@ -75,16 +68,19 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 	return info, nil
 }
 
-// stored reports whether the key store holds id.
-func (s *keyChanges) stored(id string) (bool, error) {
-	st, err := openKeyStore(s.sec)
-	if err != nil {
-		return false, err
-	}
-	defer st.Close()
+// rotateStored rotates req.ID in st to the key req carries, if st holds that
+// id (held).
+func rotateStored(st *pinblock.Store, req pinblock.ImportRequest) (stored pinblock.KeyInfo, held bool, err error) {
 	keys, err := st.List()
 	if err != nil {
-		return false, fmt.Errorf("security.key_store: %w", err)
+		return stored, false, fmt.Errorf("security.key_store: %w", err)
 	}
-	return slices.ContainsFunc(keys, func(k pinblock.StoredKey) bool { return k.ID == id }), nil
+	if !slices.ContainsFunc(keys, func(k pinblock.StoredKey) bool { return k.ID == req.ID }) {
+		return stored, false, nil
+	}
+	stored, err = st.Rotate(pinblock.RotateRequest{
+		ID: req.ID, Enciphered: req.Enciphered, ZMK: req.ZMK.ID, KCV: req.KCV,
+		Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why},
+	})
+	return stored, true, err
 }
