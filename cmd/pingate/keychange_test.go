@@ -50,19 +50,12 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The new key under the ZMK, enciphered with crypto/des, not pingate.
 	zmk, _ := hex.DecodeString(zmkA)
 	zb, _ := hex.DecodeString(zmkB)
 	for i := range zmk {
 		zmk[i] ^= zb[i]
 	}
-	block, err := des.NewTripleDESCipher(append(zmk, zmk[:8]...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	underZMK := make([]byte, 16)
-	block.Encrypt(underZMK[:8], v2Clear[:8])
-	block.Encrypt(underZMK[8:], v2Clear[8:])
+	underZMK := underTDES(t, zmk, v2Clear)
 
 	g := opsGateway(t, func(c *Config) {
 		c.Security = ks.sec
@@ -128,17 +121,8 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 
 	// The key store holds version 2 with the new key's KCV, and the custody
 	// log records the handover by the acquirer, without key material.
-	st, err = openKeyStore(ks.sec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := st.List()
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var current pinblock.StoredKey
-	for _, k := range keys {
+	for _, k := range listStore(t, ks.sec) {
 		if k.ID == "zpk-atm-store" && k.RetiredAt == nil {
 			current = k
 		}
@@ -160,4 +144,83 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 	if strings.Contains(strings.ToUpper(log), newZPK) || strings.Contains(strings.ToUpper(log), strings.ToUpper(hex.EncodeToString(underZMK))) {
 		t.Error("custody log carries key material")
 	}
+}
+
+// TestOnlineKeyChangeOutsideTheStore: with a key store configured, a key
+// change for a zone PIN key the store does not hold (the development ATM
+// key) takes effect in the running gateway and leaves the store untouched.
+func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
+	ks := newOpsKeyStore(t, t.TempDir())
+	before := listStore(t, ks.sec)
+	g := opsGateway(t, func(c *Config) { c.Security = ks.sec })
+	zmk, err := pinblock.DevelopmentKey(pinblock.DevATMZMK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zmkClear, _ := hex.DecodeString("89E88CF7931444F334BD7547FC3F380C") // docs/dev-keys.md
+	newClear, _ := hex.DecodeString("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zmk.KCV() != "D1D812" {
+		t.Fatalf("dev ATM ZMK KCV = %s, want D1D812: docs/dev-keys.md and the key differ", zmk.KCV())
+	}
+	underZMK := underTDES(t, zmkClear, newClear)
+	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underZMK), KCV: v2.KCV()}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change of the development key = %v, %v; want 0810 00", ans, err)
+	}
+	pop := opsPopulation(g.cfg.IssuerSim)
+	ans, err = c.Do(ctx, opsFieldsUnder(t, pop.Card(7300), "KCH07300", v2))
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change under the new development key = %v, %v; want 00", ans, err)
+	}
+
+	if after := listStore(t, ks.sec); len(after) != len(before) {
+		t.Fatalf("key store after the key change: %d keys, want %d: a key outside the store stays outside", len(after), len(before))
+	}
+}
+
+// underTDES enciphers a 16-byte key under a double-length TDES key in ECB,
+// with crypto/des rather than pingate, as a partner's HSM would.
+func underTDES(t *testing.T, kek, key []byte) []byte {
+	t.Helper()
+	b, err := des.NewTripleDESCipher(append(append([]byte(nil), kek...), kek[:8]...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, len(key))
+	for i := 0; i < len(key); i += 8 {
+		b.Encrypt(out[i:i+8], key[i:i+8])
+	}
+	return out
+}
+
+// listStore lists the key store of sec.
+func listStore(t *testing.T, sec SecurityConfig) []pinblock.StoredKey {
+	t.Helper()
+	st, err := openKeyStore(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	keys, err := st.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
