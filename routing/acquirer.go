@@ -107,12 +107,25 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	case iso8583.MTIAuthRequest:
 		return a.operation(ctx, f), false
 	case iso8583.MTIReversalAdvice:
-		// The acquirer reverses a request it gave up on. Every outcome was
-		// recorded already; the advice is acknowledged and logged.
-		a.log.InfoContext(ctx, "acquirer reversal advice acknowledged", "acquirer", f.AcquirerID, "terminal", f.TerminalID, "stan", f.STAN)
-		return a.reply(ctx, f, iso8583.RCApproved), false
+		return a.reply(ctx, f, a.reversal(ctx, f)), false
 	}
 	return a.reply(ctx, f, iso8583.RCFormatError), false
+}
+
+// reversal takes an acquirer's reversal advice for a request it gave up on
+// (Flow.Reverse): an approval this gateway gave is undone at the issuer and
+// recorded. DE 90 must name a request of the same acquirer.
+func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) string {
+	orig, err := iso8583.ParseOriginalData(f.OriginalData)
+	if err != nil || orig.MTI != iso8583.MTIAuthRequest || !orig.SameAcquirer(f.AcquirerID) {
+		return iso8583.RCFormatError
+	}
+	code := a.flow.Reverse(ctx, ReversalAdvice{
+		Acquirer: f.AcquirerID, Terminal: f.TerminalID, STAN: orig.STAN, Transmit: orig.Transmission, Reason: f.ResponseCode,
+	})
+	a.log.InfoContext(ctx, "acquirer reversal advice", "acquirer", f.AcquirerID, "terminal", f.TerminalID,
+		"original_stan", orig.STAN, "code", code)
+	return code
 }
 
 func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte {

@@ -21,6 +21,9 @@ type dedupe struct {
 type dupEntry struct {
 	done    chan struct{}
 	outcome Outcome
+	// reversed is set, under dedupe.mu, once an acquirer's reversal advice
+	// for this request has been taken (Flow.Reverse).
+	reversed bool
 }
 
 type dupExpiry struct {
@@ -54,6 +57,46 @@ func (d *dedupe) begin(ctx context.Context, key string, now time.Time) (first bo
 		return false, e.outcome, nil
 	case <-ctx.Done():
 		return false, Outcome{}, ctx.Err()
+	}
+}
+
+// lookup returns the outcome of key if it is within the window, waiting for
+// it while the request is in flight.
+func (d *dedupe) lookup(ctx context.Context, key string) (o Outcome, found bool, err error) {
+	d.mu.Lock()
+	e, ok := d.m[key]
+	d.mu.Unlock()
+	if !ok {
+		return Outcome{}, false, nil
+	}
+	select {
+	case <-e.done:
+		return e.outcome, true, nil
+	case <-ctx.Done():
+		return Outcome{}, false, ctx.Err()
+	}
+}
+
+// claimReversal marks key reversed; it reports false if it already was, or
+// if key is not held.
+func (d *dedupe) claimReversal(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.m[key]
+	if !ok || e.reversed {
+		return false
+	}
+	e.reversed = true
+	return true
+}
+
+// releaseReversal undoes claimReversal after a reversal that failed, so that
+// the acquirer's next advice tries again.
+func (d *dedupe) releaseReversal(key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.m[key]; ok {
+		e.reversed = false
 	}
 }
 

@@ -249,7 +249,11 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 	out := Outcome{Code: code, Outcome: outcome, Reason: reason, Issuer: issuer}
 	out.EventID = eventID(req.ID)
-	if err := f.publish(ctx, req, &out); err != nil {
+	ev, err := f.publish(ctx, req, &out)
+	if err == nil && req.approved != nil && req.approved.sent != nil {
+		out.undo = undoOf(req.approved.sent, ev)
+	}
+	if err != nil {
 		// The outcome could not be recorded: the acquirer must not believe in
 		// an outcome the back office will never see, and a change the issuer
 		// made must not stand without a record: it is reversed.
@@ -402,7 +406,7 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	return issuer, nil
 }
 
-func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) error {
+func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (Event, error) {
 	t := f.deps.Now()
 	ctx, span := f.tracer.Start(ctx, "pingate.journal.append")
 	defer span.End()
@@ -436,7 +440,7 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) error {
 	}
 	err := f.deps.Sink.Publish(ctx, ev)
 	f.m.stage(ctx, "journal", t, f.deps.Now())
-	return err
+	return ev, err
 }
 
 // eventNamespace derives event ids from operation ids (UUID v5), so a retried
@@ -502,6 +506,8 @@ type flowMetrics struct {
 	inflight   metric.Int64UpDownCounter
 	duplicates metric.Int64Counter
 	reversals  metric.Int64Counter
+	// acqReversals counts acquirers' reversal advices by result.
+	acqReversals metric.Int64Counter
 }
 
 func newFlowMetrics() flowMetrics {
@@ -516,6 +522,7 @@ func newFlowMetrics() flowMetrics {
 	fm.inflight, _ = m.Int64UpDownCounter("pingate.requests.inflight", metric.WithDescription("PIN operations in progress"))
 	fm.duplicates, _ = m.Int64Counter("pingate.requests.duplicates", metric.WithDescription("duplicate requests answered with the first outcome"))
 	fm.reversals, _ = m.Int64Counter("pingate.requests.reversed", metric.WithDescription("issuer-approved requests reversed because their outcome could not be recorded"))
+	fm.acqReversals, _ = m.Int64Counter("pingate.acquirer.reversals", metric.WithDescription("acquirers' reversal advices (0420) by result: reversed, nothing_to_undo, original_unknown, already_reversed, failed"))
 	return fm
 }
 

@@ -87,6 +87,38 @@ type Outcome struct {
 	Issuer   string // issuer id the request was routed to, if any
 	EventID  string // id of the outcome event
 	Duration time.Duration
+
+	// undo is kept with an outcome the issuer approved and the journal
+	// recorded, for the duplicate window: what an acquirer's reversal
+	// advice needs to undo it (Flow.Reverse).
+	undo *undo
+}
+
+// undo is the message the issuer approved and, from the event that recorded
+// the approval, what the event of its reversal repeats. It is kept for every
+// approved request for the duplicate window, so it holds only that (about
+// 0.5 KB with the message).
+type undo struct {
+	sent       *Reversal
+	eventID    string
+	operation  Operation
+	channel    Channel
+	acquirer   string
+	terminal   string
+	issuer     string
+	maskedPAN  string
+	cardToken  string
+	teller     string
+	supervisor string
+}
+
+// undoOf keeps what undoes the approval sent recorded by ev.
+func undoOf(sent *Reversal, ev Event) *undo {
+	return &undo{
+		sent: sent, eventID: ev.ID, operation: ev.Operation, channel: ev.Channel,
+		acquirer: ev.Acquirer, terminal: ev.Terminal, issuer: ev.Issuer, maskedPAN: ev.MaskedPAN,
+		cardToken: ev.CardToken, teller: ev.Teller, supervisor: ev.Supervisor,
+	}
 }
 
 // Limiter decides whether a request may proceed. Implementations must make
@@ -135,6 +167,10 @@ type Event struct {
 	Completed   time.Time `json:"completed"`
 	TraceID     string    `json:"trace_id,omitempty"`
 	TraceParent string    `json:"-"` // W3C traceparent, carried as a Kafka header
+	// Reverses is, on the event of an acquirer's reversal (outcome
+	// reversed, reason acquirer_reversal), the id of the approved outcome's
+	// event it undoes; carried as the ce_reverses extension header.
+	Reverses string `json:"-"`
 }
 
 // EventType is the versioned CloudEvents type of an outcome: approved

@@ -25,6 +25,9 @@ const (
 	HeaderPartitionKey = "ce_partitionkey"
 	HeaderContentType  = "content-type"
 	HeaderTraceParent  = "traceparent"
+	// HeaderReverses is the "reverses" extension attribute: on the event of
+	// an acquirer's reversal, the id of the approved event it undoes.
+	HeaderReverses = "ce_reverses"
 )
 
 // SpecVersion is the CloudEvents version of every event; ContentType the
@@ -180,6 +183,9 @@ func (e *Encoder) Encode(ev routing.Event) (Message, error) {
 	if ev.TraceParent != "" {
 		m.Headers = append(m.Headers, Header{HeaderTraceParent, []byte(ev.TraceParent)})
 	}
+	if ev.Reverses != "" {
+		m.Headers = append(m.Headers, Header{HeaderReverses, []byte(ev.Reverses)})
+	}
 	return m, nil
 }
 
@@ -230,6 +236,9 @@ func Decode(m Message) (routing.Event, error) {
 	}
 	if ev.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
 		return ev, fmt.Errorf("%w: ce_time is not an RFC 3339 time", ErrMalformed)
+	}
+	if r, ok := m.Header(HeaderReverses); ok {
+		ev.Reverses = r
 	}
 	if tp, ok := m.Header(HeaderTraceParent); ok {
 		ev.TraceParent = tp

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"pingate/integration/events"
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// TestAcquirerReversalUndoesApprovalOverTCP: an ATM changes a PIN (00), then
+// reverses it with a 0420 (DE 90 naming the 0100). The gateway answers 0430
+// 00, sends the issuer a reversal advice, and records the reversal as an
+// event that names the approved event; the old PIN works again at the
+// issuer. A second 0420 for the same request changes nothing more.
+func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
+	g := opsGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := opsPopulation(g.cfg.IssuerSim).Card(7400)
+	atm, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := opsFieldsUnder(t, card, "REV07400", atm) // the card's PIN to 4826
+	ans, err := c.Do(ctx, change)
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change = %v, %v; want 00", ans, err)
+	}
+	de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
+		Acquirer: devATMAcquirer}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reversal := func() *iso8583.Fields {
+		t.Helper()
+		ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
+			AcquirerID: devATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
+			ResponseCode: "68", OriginalData: de90})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	if ans := reversal(); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("reversal advice = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.sim.Reversals.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.sim.Reversals.Load(); n != 1 {
+		t.Fatalf("the issuer got %d reversal advices, want 1", n)
+	}
+	if ans := reversal(); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("repeated reversal advice = %s, want 00", ans.ResponseCode)
+	}
+	if ans, err := c.Do(ctx, opsFieldsUnder(t, card, "REV07400", atm)); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change from the card's old PIN after the reversal = %v, %v; want 00", ans, err)
+	}
+	if n := g.sim.Reversals.Load(); n != 1 {
+		t.Errorf("the issuer got %d reversal advices after a repeated advice, want 1", n)
+	}
+
+	entries, err := g.journal.Entries(1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]bool{}
+	var reversals int
+	for _, e := range entries {
+		ev, err := events.Decode(e.Message)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID[ev.ID] = ev.Outcome == "approved"
+		if ev.Reason == "acquirer_reversal" {
+			reversals++
+			if ev.Outcome != "reversed" || ev.Code != "68" || ev.Reverses == "" {
+				t.Errorf("reversal event: outcome %s, code %s, reverses %q", ev.Outcome, ev.Code, ev.Reverses)
+			}
+			if !byID[ev.Reverses] {
+				t.Errorf("reversal event names %q, not an approved event recorded before it", ev.Reverses)
+			}
+		}
+	}
+	if reversals != 1 {
+		t.Errorf("%d reversal events, want 1", reversals)
+	}
+}

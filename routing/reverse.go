@@ -1,0 +1,121 @@
+package routing
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"pingate/iso8583"
+)
+
+// ReversalAdvice is an acquirer's 0420: it gave up on a request it sent
+// (most often because the answer came too late for the terminal) and the
+// cardholder was told it failed.
+type ReversalAdvice struct {
+	Acquirer, Terminal string
+	// STAN and Transmit identify the original request (DE 90).
+	STAN, Transmit string
+	// Reason is the acquirer's DE 39, if it gave one.
+	Reason string
+}
+
+// ReasonAcquirerReversal is the reason of the event that records an
+// acquirer's reversal of an approved operation.
+const ReasonAcquirerReversal = "acquirer_reversal"
+
+// defaultReversalCode is the code recorded for an acquirer's reversal that
+// gives no reason of its own: 68, response received too late, the usual
+// reason a terminal reverses.
+const defaultReversalCode = "68"
+
+// Reverse takes an acquirer's reversal advice. When this instance approved
+// the original request within the duplicate window, the approval is undone:
+// the issuer is owed a 0420 for the message it approved (persisted and sent
+// by the issuer links), and the reversal is recorded as an outcome event —
+// outcome reversed, reason acquirer_reversal, the code the acquirer gave (68
+// when none), and the approved event's id in Reverses — so the back office
+// sees the operation did not stand. It returns the code to answer the
+// advice with: 00 when the advice is taken, also when there is nothing to
+// undo (the original was not approved, is unknown here, or was reversed
+// already); 96 when the reversal could not be owed or recorded, so the
+// acquirer sends the advice again.
+func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) string {
+	ctx, span := f.tracer.Start(ctx, "pingate.pin.reversal", trace.WithAttributes(
+		attribute.String("pingate.acquirer", adv.Acquirer)))
+	defer span.End()
+	result := func(r string) {
+		span.SetAttributes(attribute.String("pingate.reversal.result", r))
+		f.m.acqReversals.Add(ctx, 1, metric.WithAttributes(attribute.String("result", r)))
+	}
+	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
+	o, found, err := f.dups.lookup(ctx, key)
+	switch {
+	case err != nil:
+		result("failed")
+		return iso8583.RCSystemMalfunction
+	case !found:
+		result("original_unknown")
+		return iso8583.RCApproved
+	case o.undo == nil:
+		result("nothing_to_undo")
+		return iso8583.RCApproved
+	case !f.dups.claimReversal(key):
+		result("already_reversed")
+		return iso8583.RCApproved
+	}
+	if err := f.undoApproved(ctx, o.undo, adv.Reason); err != nil {
+		f.dups.releaseReversal(key)
+		span.RecordError(err)
+		result("failed")
+		return iso8583.RCSystemMalfunction
+	}
+	result("reversed")
+	return iso8583.RCApproved
+}
+
+// validCode reports whether c has the shape of a response code in an event:
+// two digits or upper-case letters.
+func validCode(c string) bool {
+	if len(c) != 2 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		if (c[i] < '0' || c[i] > '9') && (c[i] < 'A' || c[i] > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// undoApproved owes the issuer the reversal of u and records it.
+func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
+	r, ok := f.deps.Issuers.(Reverser)
+	if !ok {
+		return errors.New("routing: the issuer sender cannot send reversals")
+	}
+	if err := r.Reverse(ctx, &IssuerRequest{sent: u.sent}); err != nil {
+		return err
+	}
+	code := reason
+	if !validCode(code) || code == iso8583.RCApproved {
+		code = defaultReversalCode
+	}
+	now := f.deps.Now()
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	ev := Event{
+		ID: eventID(u.eventID + "/reversal"), Type: EventType(u.operation, OutcomeReversed), Time: now,
+		Operation: u.operation, Outcome: OutcomeReversed, Code: code, Reason: ReasonAcquirerReversal,
+		Channel: u.channel, Acquirer: u.acquirer, Terminal: u.terminal, Issuer: u.issuer,
+		MaskedPAN: u.maskedPAN, CardToken: u.cardToken, Teller: u.teller, Supervisor: u.supervisor,
+		Received: now, Completed: now, TraceParent: carrier.Get("traceparent"), Reverses: u.eventID,
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		ev.TraceID = sc.TraceID().String()
+	}
+	return f.deps.Sink.Publish(ctx, ev)
+}
