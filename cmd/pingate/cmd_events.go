@@ -83,11 +83,16 @@ type eventPrinter struct {
 }
 
 // print writes ev as a text line "time type code masked-PAN outcome ids" or
-// as a JSON object.
+// as a JSON object; an acquirer's reversal also names the event it reverses.
 func (p *eventPrinter) print(ev routing.Event) error {
 	var line string
 	if p.json {
-		b, err := json.Marshal(ev)
+		// Reverses travels as a header (ce_reverses), not in the body: the
+		// line carries it beside the body's fields.
+		b, err := json.Marshal(struct {
+			routing.Event
+			Reverses string `json:"reverses,omitempty"`
+		}{ev, ev.Reverses})
 		if err != nil {
 			return err
 		}
@@ -101,6 +106,9 @@ func (p *eventPrinter) print(ev routing.Event) error {
 			ev.Type, ev.Code, pan, ev.Outcome, ev.ID, orDash(ev.CardToken))
 		if ev.TraceID != "" {
 			line += " trace=" + ev.TraceID
+		}
+		if ev.Reverses != "" {
+			line += " reverses=" + ev.Reverses
 		}
 	}
 	p.mu.Lock()

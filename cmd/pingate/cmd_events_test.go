@@ -27,7 +27,7 @@ func tailEvent(i int) routing.Event {
 	code := map[string]string{"approved": "00", "declined": "55", "reversed": "91",
 		"limited": "65", "rejected": "14", "failed": "96"}[oc]
 	at := tailT0.Add(time.Duration(i) * time.Second)
-	return routing.Event{
+	ev := routing.Event{
 		ID:   uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("tail-", i))).String(),
 		Type: routing.EventType(op, oc), Time: at, Operation: op, Outcome: oc, Code: code,
 		Channel: routing.ChannelATM, Acquirer: "ACQ1", Terminal: "ATM00042",
@@ -35,6 +35,11 @@ func tailEvent(i int) routing.Event {
 		Received: at.Add(-time.Second), Completed: at,
 		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 	}
+	if oc == routing.OutcomeReversed {
+		// An acquirer's reversal names the approved event it undoes.
+		ev.Reason, ev.Code, ev.Reverses = routing.ReasonAcquirerReversal, "68", uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("tail-", i-1))).String()
+	}
+	return ev
 }
 
 // writeJournal publishes n events into a journal in a new directory and
@@ -104,6 +109,9 @@ func TestEventsTailJournal(t *testing.T) {
 				ev := tailEvent(tt.wantFirst + k)
 				want := fmt.Sprintf("%s %s %s 424242******4242 %s id=%s card=%s trace=%s",
 					ev.Time.Format(time.RFC3339Nano), ev.Type, ev.Code, ev.Outcome, ev.ID, ev.CardToken, ev.TraceID)
+				if ev.Reverses != "" {
+					want += " reverses=" + ev.Reverses
+				}
 				if l != want {
 					t.Errorf("line %d = %q, want %q", k, l, want)
 				}
@@ -123,12 +131,16 @@ func TestEventsTailJSON(t *testing.T) {
 		t.Fatalf("%d lines, want 4", len(ls))
 	}
 	for k, l := range ls {
-		var got routing.Event
+		var got struct {
+			routing.Event
+			Reverses string `json:"reverses"`
+		}
 		if err := json.Unmarshal([]byte(l), &got); err != nil {
 			t.Fatalf("line %d is not JSON: %v", k, err)
 		}
 		want := tailEvent(k)
-		if got.ID != want.ID || got.Type != want.Type || got.Code != want.Code || got.MaskedPAN != want.MaskedPAN || !got.Time.Equal(want.Time) {
+		if got.ID != want.ID || got.Type != want.Type || got.Code != want.Code || got.MaskedPAN != want.MaskedPAN ||
+			!got.Time.Equal(want.Time) || got.Reverses != want.Reverses {
 			t.Errorf("line %d = %+v, want %+v", k, got, want)
 		}
 	}
