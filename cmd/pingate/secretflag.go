@@ -9,26 +9,33 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"golang.org/x/term"
 )
 
 // Secret flag values. A key, a key component, a PIN or a PIN block given as a
 // flag's value shows in the process list and the shell history. Each such
 // flag also takes "@FILE" (the file's first line) or "-" (the next line of
 // standard input; several "-" flags read successive lines, in command-line
-// order), so that a key ceremony need not put a component on a command line.
+// order; typed at a terminal, without echo), so that a key ceremony need not
+// put a component on a command line or on the screen.
 
 // secretInput is where "-" values are read from: standard input, read
-// through one buffered reader for the whole command line.
+// through one buffered reader for the whole command line. When standard
+// input is a terminal, each value is read with echo off instead, after a
+// prompt on standard error naming the flag: in a key ceremony, a custodian's
+// component must not show on the screen the next custodian sees.
 var secretInput = struct {
 	sync.Mutex
-	r *bufio.Reader
-}{r: bufio.NewReader(os.Stdin)}
+	r   *bufio.Reader
+	tty int // file descriptor of a terminal on standard input, else -1
+}{r: bufio.NewReader(os.Stdin), tty: terminalFD(os.Stdin)}
 
-// setSecretInput replaces the reader of "-" values (tests).
-func setSecretInput(r io.Reader) {
-	secretInput.Lock()
-	defer secretInput.Unlock()
-	secretInput.r = bufio.NewReader(r)
+func terminalFD(f *os.File) int {
+	if fd := int(f.Fd()); term.IsTerminal(fd) {
+		return fd
+	}
+	return -1
 }
 
 // errSecretSource: a secret could not be read from where its flag pointed.
@@ -41,8 +48,18 @@ func readSecret(flagName, v string) (string, error) {
 	switch {
 	case v == "-":
 		secretInput.Lock()
+		defer secretInput.Unlock()
+		if fd := secretInput.tty; fd >= 0 {
+			fmt.Fprintf(os.Stderr, "--%s (not shown): ", flagName)
+			b, err := term.ReadPassword(fd)
+			fmt.Fprintln(os.Stderr)
+			defer clear(b)
+			if err != nil {
+				return "", fmt.Errorf("%w: --%s -: %v", errSecretSource, flagName, err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
 		line, err := secretInput.r.ReadString('\n')
-		secretInput.Unlock()
 		if err != nil && (err != io.EOF || line == "") {
 			return "", fmt.Errorf("%w: --%s -: no line left on standard input", errSecretSource, flagName)
 		}
