@@ -63,11 +63,11 @@ type Request struct {
 	// NewBlock from a PIN pad: the security module draws the PIN under the
 	// issuer's key and, once the issuer has approved, prints its mailer.
 	Generate *GenerateSpec
+	Received time.Time
 
 	// approved is what the flow sent the issuer, once the issuer approved
 	// it: what a reversal must undo.
 	approved *IssuerRequest
-	Received time.Time
 }
 
 // GenerateSpec asks for a system-generated PIN and its PIN mailer.
