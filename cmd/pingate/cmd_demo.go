@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +35,10 @@ type demoStep struct {
 	// terminal.
 	repeat int
 	spread bool
+	// reverse has the terminal reverse op with a 0420 once it is answered,
+	// as an ATM does when the answer came too late; the step reports the
+	// 0430's code.
+	reverse bool
 }
 
 type demoResult struct {
@@ -49,7 +54,7 @@ type demoResult struct {
 
 func demoScript(pop issuersim.Population) []demoStep {
 	card := func(i int) issuersim.Card { return pop.Card(i) }
-	a, b, c, d, e, f := card(0), card(1), card(2), card(3), card(4), card(5)
+	a, b, c, d, e, f, g := card(0), card(1), card(2), card(3), card(4), card(5), card(6)
 	// Cards the simulated issuer answers specially (issuersim.Population).
 	restricted, faulty := pop.Card(999*len(pop.BINs)), pop.Card(998*len(pop.BINs))
 	// Each step is another cardholder at another ATM: an ATM's own
@@ -80,6 +85,8 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "branch: reset a forgotten PIN", channel: "branch", op: branch(iso8583.ProcPINReset, d.PAN, "3917"), want: "00"},
 		{what: "ATM: change the reset PIN", channel: "atm", op: atm(d.PAN, "3917", "8150"), want: "00"},
 		{what: "ATM: weak new PIN refused", channel: "atm", op: atm(e.PAN, e.PIN, "1234"), want: iso8583.RCNewPINRejected},
+		{what: "ATM: change PIN, then the ATM reverses it (0420)", channel: "atm", op: atm(g.PAN, g.PIN, "7204"), reverse: true, want: "00"},
+		{what: "ATM: the reversed change left the old PIN", channel: "atm", op: atm(g.PAN, g.PIN, "7205"), want: "00"},
 		{what: "ATM: card unknown to the issuer", channel: "atm", op: atm(unknown, "4826", "5931"), want: "14"},
 		{what: "ATM: card range with no route", channel: "atm", op: atm("5555555555554444", "4826", "5931"), want: "14"},
 		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() pinOp { o := atm(a.PAN, "4826", "5930"); o.acquirer = "777777"; return o }(), want: "58"},
@@ -95,6 +102,35 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "branch: 11th operation on one card today", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 11, spread: true, want: "65"},
 		{what: "ATM: malformed message", channel: "atm", raw: []byte("0100GARBAGE"), want: "30"},
 	}
+}
+
+// reverseDemoStep sends the 0420 a terminal sends for f, a request it gave up
+// on, and returns the 0430's code. With the in-process issuer simulator it
+// waits until the issuer has the reversal advice, so the next step sees its
+// effect.
+func reverseDemoStep(ctx context.Context, g *gateway, client *atmClient, f *iso8583.Fields) (string, error) {
+	de90, err := iso8583.OriginalData{MTI: f.MTI, STAN: f.STAN, Transmission: f.TransmissionTime, Acquirer: f.AcquirerID}.Encode()
+	if err != nil {
+		return "", err
+	}
+	var before int64
+	if g.sim != nil {
+		before = g.sim.Reversals.Load()
+	}
+	ans, err := client.Do(ctx, &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: f.PAN, ProcessingCode: f.ProcessingCode,
+		AcquirerID: f.AcquirerID, TerminalID: f.TerminalID, CardAcceptorID: f.CardAcceptorID, RRN: f.RRN,
+		ResponseCode: "68", OriginalData: de90})
+	if err != nil {
+		return "", err
+	}
+	for g.sim != nil && ans.ResponseCode == iso8583.RCApproved && g.sim.Reversals.Load() == before {
+		select {
+		case <-ctx.Done():
+			return "", errors.New("the issuer simulator got no reversal advice")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return ans.ResponseCode, nil
 }
 
 // The demo adds an issuer whose host is down, owning one card range.
@@ -251,6 +287,11 @@ func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (
 				return r, err
 			}
 			r.ResponseCode = ans.ResponseCode
+			if st.reverse && ans.ResponseCode == iso8583.RCApproved {
+				if r.ResponseCode, err = reverseDemoStep(rctx, g, client, f); err != nil {
+					return r, err
+				}
+			}
 			if r.ResponseCode == st.want {
 				break
 			}
@@ -270,7 +311,9 @@ func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (
 	// reached routing.
 	if evs, err := journalEvents(g); err == nil && len(evs) > 0 {
 		last := evs[len(evs)-1]
-		if last.Code == r.ResponseCode && time.Since(last.Completed) < 15*time.Second {
+		// A reversed step's newest event is the reversal's, which carries
+		// the acquirer's reason code rather than the 0430's.
+		if (last.Code == r.ResponseCode || st.reverse) && time.Since(last.Completed) < 15*time.Second {
 			r.EventID = last.ID
 		}
 	}
