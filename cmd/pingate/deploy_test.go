@@ -120,7 +120,7 @@ func decodeYAML(t *testing.T, path string, v any) {
 }
 
 func TestDeployKustomizationsReferenceExistingFiles(t *testing.T) {
-	for _, dir := range []string{"deploy/kubernetes/base", "deploy/kubernetes/overlays/example"} {
+	for _, dir := range []string{"deploy/kubernetes/base", "deploy/kubernetes/overlays/example", "deploy/kubernetes/overlays/durable"} {
 		var k struct {
 			Resources []string `yaml:"resources"`
 			Patches   []struct {
@@ -175,7 +175,9 @@ func TestDeployKustomizeBuild(t *testing.T) {
 	if err != nil {
 		t.Skip("kubectl not installed")
 	}
-	for _, dir := range []string{"deploy/kubernetes/base", "deploy/kubernetes/overlays/example"} {
+	workload := map[string]string{"deploy/kubernetes/base": "Deployment", "deploy/kubernetes/overlays/example": "Deployment",
+		"deploy/kubernetes/overlays/durable": "StatefulSet"}
+	for _, dir := range []string{"deploy/kubernetes/base", "deploy/kubernetes/overlays/example", "deploy/kubernetes/overlays/durable"} {
 		out, err := exec.Command(kubectl, "kustomize", opsPath(dir)).Output()
 		if err != nil {
 			t.Fatalf("kubectl kustomize %s: %v", dir, err)
@@ -191,10 +193,13 @@ func TestDeployKustomizeBuild(t *testing.T) {
 			}
 			kinds[fmt.Sprint(d["kind"])]++
 		}
-		for _, k := range []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount"} {
+		for _, k := range []string{workload[dir], "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount"} {
 			if kinds[k] == 0 {
 				t.Errorf("kustomize %s: no %s", dir, k)
 			}
+		}
+		if kinds["Deployment"]+kinds["StatefulSet"] != 1 {
+			t.Errorf("kustomize %s: %d Deployments and %d StatefulSets, want one workload", dir, kinds["Deployment"], kinds["StatefulSet"])
 		}
 		if kinds["Service"] < 2 {
 			t.Errorf("kustomize %s: %d Services, want one for ISO 8583 and one for HTTP", dir, kinds["Service"])
@@ -202,6 +207,57 @@ func TestDeployKustomizeBuild(t *testing.T) {
 		if kinds["Secret"] != 0 {
 			t.Errorf("kustomize %s: renders a Secret; secrets are referenced, never shipped", dir)
 		}
+	}
+}
+
+// TestDeployDurableMatchesBase: the durable overlay's StatefulSet runs the
+// base Deployment's pod template, except that its "state" volume (journal
+// and owed reversals) is a claim per pod rather than an emptyDir; it is
+// governed by the overlay's headless Service and keeps the base's replicas
+// and selector.
+func TestDeployDurableMatchesBase(t *testing.T) {
+	dep := yamlDocs(t, opsPath("deploy/kubernetes/base/deployment.yaml"))[0]
+	sts := yamlDocs(t, opsPath("deploy/kubernetes/overlays/durable/statefulset.yaml"))[0]
+	svc := yamlDocs(t, opsPath("deploy/kubernetes/overlays/durable/service-headless.yaml"))[0]
+	get := func(m any, path ...string) any {
+		for _, k := range path {
+			mm, _ := m.(map[string]any)
+			m = mm[k]
+		}
+		return m
+	}
+	if sts["kind"] != "StatefulSet" || get(sts, "metadata", "name") != get(dep, "metadata", "name") {
+		t.Fatalf("statefulset.yaml is a %v named %v, want a StatefulSet named like the Deployment", sts["kind"], get(sts, "metadata", "name"))
+	}
+	for _, f := range []string{"replicas", "selector", "revisionHistoryLimit"} {
+		if !reflect.DeepEqual(get(dep, "spec", f), get(sts, "spec", f)) {
+			t.Errorf("spec.%s: StatefulSet %v, Deployment %v", f, get(sts, "spec", f), get(dep, "spec", f))
+		}
+	}
+	if get(svc, "spec", "clusterIP") != "None" || get(sts, "spec", "serviceName") != get(svc, "metadata", "name") {
+		t.Errorf("serviceName %v must name the headless Service %v (clusterIP None)", get(sts, "spec", "serviceName"), get(svc, "metadata", "name"))
+	}
+	claims, _ := get(sts, "spec", "volumeClaimTemplates").([]any)
+	if len(claims) != 1 || get(claims[0], "metadata", "name") != "state" {
+		t.Fatalf("volumeClaimTemplates = %v, want one claim named state", claims)
+	}
+	// The Deployment's pod template without its state emptyDir is the
+	// StatefulSet's.
+	tmpl := get(dep, "spec", "template").(map[string]any)
+	podSpec := get(tmpl, "spec").(map[string]any)
+	var vols []any
+	for _, v := range podSpec["volumes"].([]any) {
+		if get(v, "name") == "state" {
+			if get(v, "emptyDir") == nil {
+				t.Errorf("the base's state volume is %v, want an emptyDir", v)
+			}
+			continue
+		}
+		vols = append(vols, v)
+	}
+	podSpec["volumes"] = vols
+	if got := get(sts, "spec", "template"); !reflect.DeepEqual(got, tmpl) {
+		t.Error("the StatefulSet's pod template differs from the Deployment's beyond the state volume: copy the change across")
 	}
 }
 
