@@ -3,6 +3,7 @@ package pinblock
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"testing"
 	"time"
 )
@@ -24,8 +25,14 @@ func TestFillSourceReadsAcrossChunks(t *testing.T) {
 		}
 		all = append(all, p...)
 	}
-	// 4.6 KB from crypto/rand: no 16-byte window may repeat, and no byte
-	// value may be missing (each is expected ~18 times).
+	// Then 64 KB more in the 8-byte words the translation path draws. No
+	// 16-byte window may repeat, and no byte value may be missing: each is
+	// expected ~264 times, so a missing one (chance about 256·e^-264) means
+	// the source is broken, not unlucky. (The 2 KB of the reads above alone
+	// would miss some byte value in about one run in 14.)
+	for range 64 * 1024 / 8 {
+		all = binary.BigEndian.AppendUint64(all, s.word())
+	}
 	seen := map[string]bool{}
 	for i := 0; i+16 <= len(all); i += 16 {
 		w := string(all[i : i+16])
