@@ -341,28 +341,39 @@ func TestMetrics(t *testing.T) {
 	bad.ID = ""
 	_ = j.Publish(context.Background(), bad)
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != MeterName {
-			continue
+	collect := func() map[string]int64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
 		}
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] = p.Value
-				}
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					r, _ := p.Attributes.Value("result")
-					got[m.Name+"/"+r.AsString()] = p.Value
+		got := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			if sm.Scope.Name != MeterName {
+				continue
+			}
+			for _, m := range sm.Metrics {
+				switch d := m.Data.(type) {
+				case metricdata.Gauge[int64]:
+					for _, p := range d.DataPoints {
+						got[m.Name] = p.Value
+					}
+				case metricdata.Sum[int64]:
+					for _, p := range d.DataPoints {
+						r, _ := p.Attributes.Value("result")
+						got[m.Name+"/"+r.AsString()] = p.Value
+					}
 				}
 			}
 		}
+		return got
+	}
+	// The sync count is read from pebble's fsync-latency histogram, which
+	// pebble may update just after it has woken the committer: wait for it
+	// to settle rather than read it once.
+	got := collect()
+	for deadline := time.Now().Add(5 * time.Second); got[MetricSyncs+"/"] < 3 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		got = collect()
 	}
 	want := map[string]int64{
 		MetricJournalDepth:         3,
