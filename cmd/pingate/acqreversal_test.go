@@ -17,18 +17,9 @@ import (
 // issuer. A second 0420 for the same request changes nothing more.
 func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 	g := opsGateway(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := dialATM(ctx, g.acqAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := atmSession(t, g)
 	card := opsPopulation(g.cfg.IssuerSim).Card(7400)
-	atm, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
-	if err != nil {
-		t.Fatal(err)
-	}
+	atm := devATMKey(t)
 	change := opsFieldsUnder(t, card, "REV07400", atm) // the card's PIN to 4826
 	ans, err := c.Do(ctx, change)
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
@@ -94,4 +85,29 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 	if reversals != 1 {
 		t.Errorf("%d reversal events, want 1", reversals)
 	}
+}
+
+// atmSession dials the gateway's acquirer listener as an ATM network and
+// returns the client with a context bounding the test's exchanges; both end
+// with the test.
+func atmSession(t *testing.T, g *gateway) (context.Context, *atmClient) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	c, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
+}
+
+// devATMKey is the development ATM network's zone PIN key.
+func devATMKey(t *testing.T) pinblock.Key {
+	t.Helper()
+	k, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -19,6 +21,9 @@ import (
 //	                    when keys or limits could not be loaded.
 //	GET  /admin/keys    the loaded key versions: id, usage, version and KCV,
 //	                    never key material.
+//	GET  /admin/events  the newest ?n= (1–1000, default 10) events in the
+//	                    journal, as `pingate events tail --json` shows them:
+//	                    masked PAN and card token, never a PIN or PAN.
 //
 // It has no authentication of its own: it must listen on loopback (the
 // default), reached by operators through the host or `kubectl port-forward`.
@@ -97,6 +102,22 @@ func (g *gateway) adminHandler() http.Handler {
 		}
 		adminJSON(w, http.StatusOK, rep)
 	})
+	mux.HandleFunc("GET /admin/events", func(w http.ResponseWriter, r *http.Request) {
+		n := 10
+		if v := r.URL.Query().Get("n"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxAdminEvents {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("n must be 1 to %d", maxAdminEvents)})
+				return
+			}
+		}
+		lines, err := g.recentEvents(n)
+		if err != nil {
+			adminJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		adminJSON(w, http.StatusOK, lines)
+	})
 	mux.HandleFunc("GET /admin/keys", func(w http.ResponseWriter, _ *http.Request) {
 		type key struct {
 			ID      string    `json:"id"`
@@ -113,6 +134,33 @@ func (g *gateway) adminHandler() http.Handler {
 		adminJSON(w, http.StatusOK, out)
 	})
 	return mux
+}
+
+// maxAdminEvents bounds one GET /admin/events.
+const maxAdminEvents = 1000
+
+// recentEvents decodes the newest n events of the running journal, oldest
+// first.
+func (g *gateway) recentEvents(n int) ([]eventLine, error) {
+	st := g.journal.Stats()
+	floor := st.Last - uint64(st.Depth) // entries floor+1 .. Last are held
+	from := floor + 1
+	if st.Last >= uint64(n) && st.Last-uint64(n)+1 > from {
+		from = st.Last - uint64(n) + 1
+	}
+	entries, err := g.journal.Entries(from, n)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := decodeEntries(entries)
+	if err != nil {
+		return nil, err
+	}
+	lines := make([]eventLine, 0, len(evs))
+	for _, ev := range evs {
+		lines = append(lines, eventLine{ev, ev.Reverses})
+	}
+	return lines, nil
 }
 
 func adminJSON(w http.ResponseWriter, status int, v any) {

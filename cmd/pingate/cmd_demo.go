@@ -12,7 +12,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"pingate/integration/events"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
@@ -350,12 +349,12 @@ func journalEvents(g *gateway) ([]eventView, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]eventView, 0, len(entries))
-	for _, e := range entries {
-		ev, err := events.Decode(e.Message)
-		if err != nil {
-			return nil, err
-		}
+	evs, err := decodeEntries(entries)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]eventView, 0, len(evs))
+	for _, ev := range evs {
 		out = append(out, eventView{ID: ev.ID, Type: ev.Type, Code: ev.Code, MaskedPAN: ev.MaskedPAN, Completed: ev.Completed})
 	}
 	return out, nil

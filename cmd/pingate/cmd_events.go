@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ import (
 func init() {
 	register(command{
 		name:  "events",
-		usage: "events tail --journal DIR | --kafka BROKERS --topic T [--json] [--follow] [--from-beginning] [-n N]",
+		usage: "events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T [--json] [--follow] [--from-beginning] [-n N]",
 		run:   runEvents,
 	})
 }
@@ -35,13 +36,14 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // tailOptions are the flags of "events tail".
 type tailOptions struct {
-	journal, brokers, topic string
-	json, follow, fromStart bool
-	n                       int
+	journal, brokers, topic, admin string
+	json, follow, fromStart        bool
+	n                              int
 }
 
 // runEventsTail prints outcome events, one per line: from a stopped gateway's
-// journal (--journal) or from the Kafka topic (--kafka, --topic). Without
+// journal (--journal), from a running gateway's journal through its admin
+// listener (--admin), or from the Kafka topic (--kafka, --topic). Without
 // --from-beginning it prints the newest N (for Kafka, the newest N across
 // partitions by ce_time); with it, the oldest N. --follow (Kafka only) then
 // keeps printing new events until interrupted.
@@ -49,6 +51,7 @@ func runEventsTail(ctx context.Context, args []string, stdout io.Writer) error {
 	var o tailOptions
 	fs := newFlagSet("events tail")
 	fs.StringVar(&o.journal, "journal", "", "journal directory of a stopped gateway")
+	fs.StringVar(&o.admin, "admin", "", "admin address of a running gateway (its journal's newest events)")
 	fs.StringVar(&o.brokers, "kafka", "", "bootstrap brokers, host:port[,host:port]")
 	fs.StringVar(&o.topic, "topic", "", "topic to read (with --kafka)")
 	fs.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
@@ -59,8 +62,10 @@ func runEventsTail(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	switch {
-	case (o.journal == "") == (o.brokers == ""):
-		return fmt.Errorf("%w: give exactly one of --journal or --kafka", errUsage)
+	case countSet(o.journal, o.brokers, o.admin) != 1:
+		return fmt.Errorf("%w: give exactly one of --journal, --kafka or --admin", errUsage)
+	case o.admin != "" && (o.topic != "" || o.follow || o.fromStart || o.n < 1 || o.n > maxAdminEvents):
+		return fmt.Errorf("%w: --admin prints the newest 1 to %d events (-n), without --topic, --follow or --from-beginning", errUsage, maxAdminEvents)
 	case o.brokers != "" && o.topic == "":
 		return fmt.Errorf("%w: --kafka needs --topic", errUsage)
 	case o.journal != "" && (o.topic != "" || o.follow):
@@ -69,10 +74,62 @@ func runEventsTail(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: -n must be >= 0", errUsage)
 	}
 	p := &eventPrinter{w: stdout, json: o.json}
-	if o.journal != "" {
+	switch {
+	case o.journal != "":
 		return tailJournal(o, p)
+	case o.admin != "":
+		return tailAdmin(ctx, o, p)
 	}
 	return tailKafka(ctx, o, p)
+}
+
+func countSet(vs ...string) int {
+	n := 0
+	for _, v := range vs {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// tailAdmin prints the newest events of a running gateway's journal, read
+// from its admin listener (GET /admin/events).
+func tailAdmin(ctx context.Context, o tailOptions, p *eventPrinter) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/admin/events?n=%d", o.admin, o.n), nil)
+	if err != nil {
+		return fmt.Errorf("%w: --admin %q is not a host:port", errUsage, o.admin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin listener: GET /admin/events: %s", resp.Status)
+	}
+	var lines []eventLine
+	if err := json.NewDecoder(resp.Body).Decode(&lines); err != nil {
+		return fmt.Errorf("admin listener: GET /admin/events: %w", err)
+	}
+	for _, l := range lines {
+		ev := l.Event
+		ev.Reverses = l.Reverses
+		if err := p.print(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eventLine is an event as `events tail --json` and GET /admin/events show
+// it. Reverses travels as a header (ce_reverses), not in the body: the line
+// carries it beside the body's fields.
+type eventLine struct {
+	routing.Event
+	Reverses string `json:"reverses,omitempty"`
 }
 
 // eventPrinter writes one line per event; safe for concurrent use.
@@ -87,12 +144,7 @@ type eventPrinter struct {
 func (p *eventPrinter) print(ev routing.Event) error {
 	var line string
 	if p.json {
-		// Reverses travels as a header (ce_reverses), not in the body: the
-		// line carries it beside the body's fields.
-		b, err := json.Marshal(struct {
-			routing.Event
-			Reverses string `json:"reverses,omitempty"`
-		}{ev, ev.Reverses})
+		b, err := json.Marshal(eventLine{ev, ev.Reverses})
 		if err != nil {
 			return err
 		}
@@ -139,16 +191,30 @@ func tailJournal(o tailOptions, p *eventPrinter) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range es {
-		ev, err := events.Decode(e.Message)
-		if err != nil {
-			return fmt.Errorf("journal entry %d: %w", e.Seq, err)
-		}
+	evs, err := decodeEntries(es)
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
 		if err := p.print(ev); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// decodeEntries decodes journal entries into events; an entry that does not
+// decode is named by its sequence number.
+func decodeEntries(es []outbox.Entry) ([]routing.Event, error) {
+	evs := make([]routing.Event, 0, len(es))
+	for _, e := range es {
+		ev, err := events.Decode(e.Message)
+		if err != nil {
+			return nil, fmt.Errorf("journal entry %d: %w", e.Seq, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
 }
 
 // partitionRange is the offsets of one partition to read first.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -153,7 +154,10 @@ func TestEventsTailErrors(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"no source", nil, 2, "exactly one of --journal or --kafka"},
+		{"no source", nil, 2, "exactly one of --journal, --kafka or --admin"},
+		{"journal and admin", []string{"--journal", "/x", "--admin", "127.0.0.1:1"}, 2, "exactly one"},
+		{"admin from the beginning", []string{"--admin", "127.0.0.1:1", "--from-beginning"}, 2, "--admin prints the newest"},
+		{"admin unreachable", []string{"--admin", "127.0.0.1:1"}, 1, "admin listener"},
 		{"both sources", []string{"--journal", "/x", "--kafka", "k:1", "--topic", "t"}, 2, "exactly one"},
 		{"kafka without topic", []string{"--kafka", "k:1"}, 2, "--topic"},
 		{"follow a journal", []string{"--journal", "/x", "--follow"}, 2, "--follow need --kafka"},
@@ -253,4 +257,49 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestEventsTailAdmin: the newest events of a running gateway, through its
+// admin listener: `events tail --admin` prints them as from a journal, and
+// GET /admin/events refuses an out-of-range n.
+func TestEventsTailAdmin(t *testing.T) {
+	g := opsGateway(t, nil)
+	if err := g.startAdmin(AdminConfig{Addr: "127.0.0.1:0"}); err != nil {
+		t.Fatal(err)
+	}
+	admin := g.adminAddrOrOff()
+	ctx, c := atmSession(t, g)
+	card := opsPopulation(g.cfg.IssuerSim).Card(7500)
+	if ans, err := c.Do(ctx, opsFieldsUnder(t, card, "ADM07500", devATMKey(t))); err != nil || ans.ResponseCode != "00" {
+		t.Fatalf("PIN change = %v, %v; want 00", ans, err)
+	}
+
+	code, out, errs := runTail(t, ctx, "--admin", admin, "-n", "5")
+	ls := lines(out)
+	if code != 0 || len(ls) == 0 {
+		t.Fatalf("events tail --admin: exit %d, stderr %q, %d lines", code, errs, len(ls))
+	}
+	masked := card.PAN[:6] + "******" + card.PAN[len(card.PAN)-4:]
+	if last := ls[len(ls)-1]; !strings.Contains(last, " pingate.pin.changed.v1 00 "+masked+" approved ") {
+		t.Errorf("newest event line = %q, want the PIN change's", last)
+	}
+	if strings.Contains(out, card.PAN) {
+		t.Error("events tail --admin printed a full PAN")
+	}
+	code, out, _ = runTail(t, ctx, "--admin", admin, "-n", "1", "--json")
+	var l eventLine
+	if code != 0 || json.Unmarshal([]byte(strings.TrimSpace(out)), &l) != nil || l.Type != "pingate.pin.changed.v1" || l.MaskedPAN != masked {
+		t.Errorf("events tail --admin --json = exit %d, %q", code, out)
+	}
+	if code, _, errs := runTail(t, ctx, "--admin", admin, "-n", "0"); code != 2 || !strings.Contains(errs, "--admin") {
+		t.Errorf("events tail --admin -n 0: exit %d, stderr %q; want a usage error", code, errs)
+	}
+	resp, err := http.Get("http://" + admin + "/admin/events?n=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("GET /admin/events?n=5000 = %s, want 400", resp.Status)
+	}
 }

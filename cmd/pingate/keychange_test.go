@@ -172,13 +172,7 @@ func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	c, err := dialATM(ctx, g.acqAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := atmSession(t, g)
 	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
