@@ -203,10 +203,23 @@ func TestEventsTailKafka(t *testing.T) {
 	if len(ls) != 4 {
 		t.Fatalf("%d lines, want 4:\n%s", len(ls), out)
 	}
+	reversals := 0
 	for k, l := range ls {
-		if ev := tailEvent(5 + k); !strings.Contains(l, "id="+ev.ID) || !strings.HasPrefix(l, ev.Time.Format(time.RFC3339Nano)) {
+		ev := tailEvent(5 + k)
+		if !strings.Contains(l, "id="+ev.ID) || !strings.HasPrefix(l, ev.Time.Format(time.RFC3339Nano)) {
 			t.Errorf("line %d = %q, want event %d", k, l, 5+k)
 		}
+		// An acquirer's reversal keeps its ce_reverses header through the
+		// journal, the relay and the broker.
+		if ev.Reverses != "" {
+			reversals++
+			if !strings.HasSuffix(l, " reverses="+ev.Reverses) {
+				t.Errorf("line %d = %q, want it to name the reversed event %s", k, l, ev.Reverses)
+			}
+		}
+	}
+	if reversals == 0 {
+		t.Error("no acquirer reversal among the events read: the test checks nothing about ce_reverses")
 	}
 	code, out, _ = runTail(t, context.Background(), "--kafka", k.Brokers, "--topic", topic, "--from-beginning", "-n", "2", "--json")
 	if ls := lines(out); code != 0 || len(ls) != 2 || !strings.Contains(ls[0], tailEvent(0).ID) {
