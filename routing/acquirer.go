@@ -42,10 +42,12 @@ func NewAcquirerFront(flow *Flow, log *slog.Logger) *AcquirerFront {
 
 // Session is one acquirer connection's state. The first message that names
 // an acquirer in DE 32 binds the connection to it; a later message naming
-// another acquirer is refused.
+// another acquirer is refused. A sign-on (0800/001) marks the connection
+// signed on, a sign-off (0800/002) signed off again.
 type Session struct {
 	mu       sync.Mutex
 	acquirer string
+	signedOn bool
 	Remote   string
 }
 
@@ -64,6 +66,19 @@ func (s *Session) Bound() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.acquirer
+}
+
+func (s *Session) setSignedOn(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signedOn = on
+}
+
+// SignedOn reports whether the acquirer signed on and has not signed off.
+func (s *Session) SignedOn() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signedOn
 }
 
 // HandleFrame answers one frame. It returns the answer frame (nil when there
@@ -93,23 +108,57 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	if err := f.Check(); err != nil {
 		return a.reply(ctx, f, iso8583.RCFormatError), false
 	}
-	if _, known := a.flow.Acquirer(f.AcquirerID); !known {
-		a.log.WarnContext(ctx, "unknown acquirer refused", "acquirer", f.AcquirerID, "remote", s.Remote)
-		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), true
-	}
-	if !s.bind(f.AcquirerID) {
-		a.log.WarnContext(ctx, "acquirer mismatch on connection", "bound", s.Bound(), "acquirer", f.AcquirerID, "remote", s.Remote)
-		return a.reply(ctx, f, iso8583.RCNotPermittedTerm), false
+	acq, err := a.acquirerOf(ctx, s, f)
+	if err != nil {
+		code, _, _ := ResponseFor(err)
+		return a.reply(ctx, f, code), errors.Is(err, ErrUnknownAcquirer)
 	}
 	switch f.MTI {
 	case iso8583.MTINetworkRequest:
-		return a.reply(ctx, f, a.network(ctx, f)), false
+		return a.reply(ctx, f, a.network(ctx, s, acq, f)), false
 	case iso8583.MTIAuthRequest:
+		if acq.RequireSignOn && !s.SignedOn() {
+			a.log.WarnContext(ctx, "request before sign-on refused", "acquirer", acq.ID, "remote", s.Remote)
+			code, _, _ := ResponseFor(ErrNotSignedOn)
+			return a.reply(ctx, f, code), false
+		}
 		return a.operation(ctx, f), false
 	case iso8583.MTIReversalAdvice:
+		// A reversal advice is taken signed on or not: refusing it would
+		// leave an approval standing that its acquirer gave up on.
 		return a.reply(ctx, f, a.reversal(ctx, f)), false
 	}
 	return a.reply(ctx, f, iso8583.RCFormatError), false
+}
+
+// acquirerOf finds the acquirer a checked message speaks for and binds the
+// connection to it. DE 32 names it; network management may leave DE 32 out
+// (Check enforces which messages may), and then speaks for the acquirer the
+// connection is bound to. An echo test on a connection not yet bound is
+// answered without binding it (the zero AcquirerConfig). Errors:
+// ErrUnknownAcquirer (the connection is then closed), ErrAcquirerMismatch,
+// ErrNotBound.
+func (a *AcquirerFront) acquirerOf(ctx context.Context, s *Session, f *iso8583.Fields) (AcquirerConfig, error) {
+	id := f.AcquirerID
+	if id == "" {
+		if id = s.Bound(); id == "" {
+			if f.MTI == iso8583.MTINetworkRequest && f.NetworkCode == iso8583.NMIEcho {
+				return AcquirerConfig{}, nil
+			}
+			a.log.WarnContext(ctx, "network management without DE 32 on a connection bound to no acquirer", "remote", s.Remote)
+			return AcquirerConfig{}, ErrNotBound
+		}
+	}
+	acq, known := a.flow.Acquirer(id)
+	if !known {
+		a.log.WarnContext(ctx, "unknown acquirer refused", "acquirer", id, "remote", s.Remote)
+		return AcquirerConfig{}, ErrUnknownAcquirer
+	}
+	if !s.bind(id) {
+		a.log.WarnContext(ctx, "acquirer mismatch on connection", "bound", s.Bound(), "acquirer", id, "remote", s.Remote)
+		return AcquirerConfig{}, ErrAcquirerMismatch
+	}
+	return acq, nil
 }
 
 // reversal takes an acquirer's reversal advice for a request it gave up on
@@ -157,13 +206,23 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 	return a.reply(ctx, f, out.Code)
 }
 
-// network answers sign-on, sign-off, echo and key change.
-func (a *AcquirerFront) network(ctx context.Context, f *iso8583.Fields) string {
+// network answers sign-on, sign-off, echo and key change for acq.
+func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerConfig, f *iso8583.Fields) string {
 	switch f.NetworkCode {
-	case iso8583.NMISignOn, iso8583.NMISignOff, iso8583.NMIEcho:
+	case iso8583.NMISignOn:
+		s.setSignedOn(true)
+		return iso8583.RCApproved
+	case iso8583.NMISignOff:
+		s.setSignedOn(false)
+		return iso8583.RCApproved
+	case iso8583.NMIEcho:
 		return iso8583.RCApproved
 	case iso8583.NMIKeyChange:
-		return a.keyChange(ctx, f)
+		if acq.RequireSignOn && !s.SignedOn() {
+			code, _, _ := ResponseFor(ErrNotSignedOn)
+			return code
+		}
+		return a.keyChange(ctx, acq, f)
 	}
 	return iso8583.RCFormatError
 }
@@ -172,8 +231,7 @@ func (a *AcquirerFront) network(ctx context.Context, f *iso8583.Fields) string {
 // ZMK shared with it, as the next version of the key at DE 53's key index
 // (ImportRequest.Rotate): blocks under the previous version still translate
 // for the key ring's grace window, while the acquirer's terminals switch.
-func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string {
-	acq, _ := a.flow.Acquirer(f.AcquirerID)
+func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) string {
 	kx, err := iso8583.ParseKeyExchange(f.KeyExchange)
 	if err != nil || acq.ZMK == "" {
 		return iso8583.RCFormatError
@@ -202,18 +260,18 @@ func (a *AcquirerFront) keyChange(ctx context.Context, f *iso8583.Fields) string
 	_, err = a.keys.Import(ctx, pinblock.ImportRequest{
 		ID: label, Usage: pinblock.UsageZPK, Algorithm: alg, Enciphered: enc,
 		ZMK: pinblock.KeyRef{ID: acq.ZMK}, KCV: kx.KCV,
-		Who: "acquirer " + f.AcquirerID, Why: "key change (0800/161)", Rotate: true,
+		Who: "acquirer " + acq.ID, Why: "key change (0800/161)", Rotate: true,
 	})
 	switch {
 	case err == nil:
-		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", f.AcquirerID, "key", label, "kcv", kx.KCV)
+		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", acq.ID, "key", label, "kcv", kx.KCV)
 		return iso8583.RCApproved
 	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey),
 		errors.Is(err, pinblock.ErrKeyAlgorithmMismatch):
-		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", f.AcquirerID, "key", label, "err", err)
+		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", label, "err", err)
 		return iso8583.RCFormatError
 	}
-	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", f.AcquirerID, "key", label, "err", err)
+	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", acq.ID, "key", label, "err", err)
 	return iso8583.RCSystemMalfunction
 }
 

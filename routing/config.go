@@ -24,6 +24,12 @@ type AcquirerConfig struct {
 	// ZMK is the label of the zone master key shared with the acquirer: a key
 	// change (0800, NMI 161) brings a new zone PIN key enciphered under it.
 	ZMK string `yaml:"zmk" json:"zmk"`
+	// RequireSignOn refuses PIN operations (0100) and key changes on a
+	// connection that has not signed on (0800/001) or has signed off
+	// (0800/002), with response code 91. Echo tests and reversal advices
+	// (0420) are taken either way. Off by default; serve --production warns
+	// about an acquirer without it.
+	RequireSignOn bool `yaml:"require_sign_on" json:"require_sign_on"`
 	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3, 4).
 	Formats []int `yaml:"formats" json:"formats"`
 	// Operations it may ask for (default: change for ATMs; all three for

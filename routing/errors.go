@@ -12,6 +12,9 @@ import (
 var (
 	ErrFormat            = errors.New("message format error")
 	ErrUnknownAcquirer   = errors.New("unknown acquirer")
+	ErrAcquirerMismatch  = errors.New("acquirer differs from the one the connection is bound to")
+	ErrNotBound          = errors.New("no DE 32 and the connection is bound to no acquirer")
+	ErrNotSignedOn       = errors.New("acquirer not signed on")
 	ErrTerminalRefused   = errors.New("terminal not permitted for acquirer")
 	ErrOperationRefused  = errors.New("operation not permitted for acquirer")
 	ErrFormatRefused     = errors.New("PIN block format not permitted for acquirer")
@@ -37,6 +40,12 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		return iso8583.RCFormatError, OutcomeRejected, "format_error"
 	case errors.Is(err, ErrUnknownAcquirer):
 		return iso8583.RCNotPermittedTerm, OutcomeRejected, "unknown_acquirer"
+	case errors.Is(err, ErrAcquirerMismatch):
+		return iso8583.RCNotPermittedTerm, OutcomeRejected, "acquirer_mismatch"
+	case errors.Is(err, ErrNotBound):
+		return iso8583.RCNotPermittedTerm, OutcomeRejected, "not_bound"
+	case errors.Is(err, ErrNotSignedOn):
+		return iso8583.RCIssuerUnavailable, OutcomeRejected, "not_signed_on"
 	case errors.Is(err, ErrTerminalRefused):
 		return iso8583.RCNotPermittedTerm, OutcomeRejected, "terminal_not_permitted"
 	case errors.Is(err, ErrOperationRefused):

@@ -89,6 +89,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// Packages that log through slog's default logger (storage failures in
 	// the journal) get the same handler: JSON, redaction, request ids.
 	slog.SetDefault(log)
+	for _, w := range cfg.withDefaults().productionWarnings() {
+		log.Warn("production: " + w)
+	}
 	// SIGTERM or SIGINT starts a graceful shutdown; another one forces exit.
 	// SIGHUP reloads the configuration. The channels are registered before
 	// the gateway starts so that no signal is missed.

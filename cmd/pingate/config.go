@@ -152,6 +152,23 @@ func loadConfig(path string) (Config, error) {
 	return c, nil
 }
 
+// productionWarnings lists what a production gateway runs with although
+// it should not, each line naming the setting: serve logs them as warnings
+// under production (they are allowed, for a migration, but not safe).
+func (c Config) productionWarnings() []string {
+	if !c.Production {
+		return nil
+	}
+	var w []string
+	for i, a := range c.Routing.Acquirers {
+		where := fmt.Sprintf("routing.acquirers[%d] (%s)", i, a.ID)
+		if !a.RequireSignOn {
+			w = append(w, where+".require_sign_on is off: PIN operations are served on a connection that never signed on")
+		}
+	}
+	return w
+}
+
 // Validate names every problem in c.
 func (c Config) Validate() error {
 	var errs []error

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"testing"
+
+	"pingate/iso8583"
+	"pingate/routing"
+)
+
+// TestNetworkManagementWithoutDE32OverTCP sends the document's own golden
+// 0800 messages byte for byte. An echo test without DE 32 is answered on a
+// connection bound to no acquirer; after sign-on, echo tests and the key
+// change without DE 32 speak for the signed-on acquirer: none is answered 58
+// and the connection stays open (a PIN change on it is still served).
+func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
+	g := opsGateway(t, nil)
+	golden := docGolden(t)
+	c := dialRaw(t, g.acqAddr)
+
+	want := func(name string, ans *iso8583.Fields, mti, code string) {
+		t.Helper()
+		if ans.MTI != mti || ans.ResponseCode != code {
+			t.Fatalf("%s = %s %s, want %s %s", name, ans.MTI, ans.ResponseCode, mti, code)
+		}
+	}
+	echo := goldenNamed(t, golden, "0800-echo")
+	want("0800-echo before sign-on", c.exchange("echo", echo), "0810", "00")
+	want("0800-sign-on", c.exchange("sign-on", goldenNamed(t, golden, "0800-sign-on")), "0810", "00")
+	ans := c.exchange("echo", echo)
+	want("0800-echo after sign-on", ans, "0810", "00")
+	if ans.STAN != "000102" || ans.AcquirerID != "" {
+		t.Errorf("echo answer: DE 11 %q DE 32 %q, want the request's 000102 and no DE 32", ans.STAN, ans.AcquirerID)
+	}
+	ans = c.exchange("key change", goldenNamed(t, golden, "0800-key-change"))
+	if ans.MTI != "0810" || ans.ResponseCode == iso8583.RCNotPermittedTerm {
+		t.Fatalf("0800-key-change after sign-on = %s %s, want an 0810 that is not 58", ans.MTI, ans.ResponseCode)
+	}
+	want("0800-sign-off", c.exchange("sign-off", goldenNamed(t, golden, "0800-sign-off")), "0810", "00")
+	want("0800-echo after sign-off", c.exchange("echo", echo), "0810", "00")
+
+	op := opsChange(opsPopulation(g.cfg.IssuerSim), 7500, "4826")
+	f, err := op.fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "007500", "0612150000", "150000", "0612"
+	b, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("0100 on the same connection", c.exchange("0100", b), "0110", "00")
+}
+
+// TestKeyChangeWithoutDE32OnUnboundConnection: a key change that names no
+// acquirer on a connection bound to none has no acquirer to act for: 58, and
+// the connection stays open.
+func TestKeyChangeWithoutDE32OnUnboundConnection(t *testing.T) {
+	g := opsGateway(t, nil)
+	golden := docGolden(t)
+	c := dialRaw(t, g.acqAddr)
+	if ans := c.exchange("key change", goldenNamed(t, golden, "0800-key-change")); ans.MTI != "0810" || ans.ResponseCode != iso8583.RCNotPermittedTerm {
+		t.Fatalf("unbound key change = %s %s, want 0810 58", ans.MTI, ans.ResponseCode)
+	}
+	if ans := c.exchange("echo", goldenNamed(t, golden, "0800-echo")); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("echo after the refused key change = %s, want 00 on the same connection", ans.ResponseCode)
+	}
+}
+
+// TestSignOnRequiredOverTCP: with require_sign_on, a 0100 before sign-on and
+// after sign-off is refused 91 and reaches no issuer; between them it is
+// served. A 0420 is taken without sign-on.
+func TestSignOnRequiredOverTCP(t *testing.T) {
+	g := opsGateway(t, func(c *Config) {
+		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+		acqs[0].RequireSignOn = true
+		c.Routing.Acquirers = acqs
+	})
+	golden := docGolden(t)
+	c := dialRaw(t, g.acqAddr)
+	pop := opsPopulation(g.cfg.IssuerSim)
+	n := 0
+	change := func() *iso8583.Fields {
+		t.Helper()
+		n++
+		f, err := opsChange(pop, 7600+n, "4826").fields()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "0076"+string(rune('0'+n/10))+string(rune('0'+n%10)), "0612150000", "150000", "0612"
+		b, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.exchange("0100", b)
+	}
+	if ans := change(); ans.ResponseCode != iso8583.RCIssuerUnavailable {
+		t.Fatalf("0100 before sign-on = %s, want 91", ans.ResponseCode)
+	}
+	if ans := c.exchange("sign-on", goldenNamed(t, golden, "0800-sign-on")); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("sign-on = %s", ans.ResponseCode)
+	}
+	if ans := change(); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("0100 after sign-on = %s, want 00", ans.ResponseCode)
+	}
+	if ans := c.exchange("sign-off", goldenNamed(t, golden, "0800-sign-off")); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("sign-off = %s", ans.ResponseCode)
+	}
+	if ans := change(); ans.ResponseCode != iso8583.RCIssuerUnavailable {
+		t.Fatalf("0100 after sign-off = %s, want 91", ans.ResponseCode)
+	}
+	if ans := c.exchange("0420", goldenNamed(t, golden, "0420-change-reversal")); ans.MTI != "0430" || ans.ResponseCode == iso8583.RCIssuerUnavailable {
+		t.Fatalf("0420 after sign-off = %s %s, want a 0430 that is not 91", ans.MTI, ans.ResponseCode)
+	}
+}
