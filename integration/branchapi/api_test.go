@@ -388,3 +388,45 @@ func TestIdempotency(t *testing.T) {
 		t.Errorf("%d events, want 3 (one per operation)", n)
 	}
 }
+
+// TestResetsAreForCounterStaff: a reset follows an identity check at a
+// counter. A kiosk cannot submit one, in either mode, even where the
+// institution runs without dual control; and an institution that does not
+// say is under dual control.
+func TestResetsAreForCounterStaff(t *testing.T) {
+	t.Run("kiosk without dual control", func(t *testing.T) {
+		e := newEnv(t, envOptions{dualControl: false})
+		before := e.sim.Requests.Load()
+		for _, body := range []map[string]any{resetBody(t, card(80).PAN, "3917"), generatedBody(card(81).PAN, 0)} {
+			body["teller"] = "K0117-01"
+			r := e.post("kiosk", pathResets, pathResets, body, nil)
+			if p := r.problem(t); r.status != http.StatusForbidden || p.Type != ProblemTypeBase+"role-not-permitted" {
+				t.Errorf("kiosk reset (mode %s) = %d %s, want 403 role-not-permitted", body["mode"], r.status, p.Type)
+			}
+		}
+		if got := e.sim.Requests.Load(); got != before {
+			t.Errorf("a kiosk's reset reached the issuer %d times", got-before)
+		}
+		if n := len(e.mailerFiles()); n != 0 {
+			t.Errorf("a kiosk's generated reset printed %d mailers", n)
+		}
+		if n := len(e.events()); n != 0 {
+			t.Errorf("%d events for refused kiosk resets, want 0", n)
+		}
+		// A teller's reset still runs at once there.
+		if res := e.post("teller", pathResets, pathResets, resetBody(t, card(82).PAN, "3917"), nil).result(t); res.Status != StatusCompleted || res.ResponseCode != "00" {
+			t.Errorf("teller reset without dual control = %s/%s, want completed 00", res.Status, res.ResponseCode)
+		}
+	})
+	t.Run("dual control unset is on", func(t *testing.T) {
+		e := newEnv(t, envOptions{mutate: func(c *Config) { c.Institutions[0].DualControl = nil }})
+		before := e.sim.Requests.Load()
+		r := e.post("teller", pathResets, pathResets, resetBody(t, card(83).PAN, "3917"), nil)
+		if res := r.result(t); r.status != http.StatusAccepted || res.Status != StatusPendingApproval {
+			t.Errorf("reset with dual_control unset = %d %s, want 202 pending_approval", r.status, res.Status)
+		}
+		if got := e.sim.Requests.Load(); got != before {
+			t.Errorf("a reset with dual_control unset reached the issuer before any approval")
+		}
+	})
+}

@@ -74,8 +74,9 @@ const (
 	// RoleSupervisor submits like a teller and approves other identities'
 	// resets under dual control.
 	RoleSupervisor Role = "supervisor"
-	// RoleKiosk is a self-service kiosk: it submits like a teller, on the
-	// kiosk channel.
+	// RoleKiosk is a self-service kiosk: it submits changes and unblocks on
+	// the kiosk channel, never a reset (a reset follows an identity check
+	// at a counter). It cannot be combined with another role.
 	RoleKiosk Role = "kiosk"
 )
 
@@ -98,6 +99,12 @@ type Client struct {
 // Has reports whether c holds role r.
 func (c *Client) Has(r Role) bool { return slices.Contains(c.Roles, r) }
 
+// MayReset reports whether c may submit a forgotten-PIN reset: teller and
+// supervisor identities (staff at a counter) may, kiosks may not.
+func (c *Client) MayReset() bool {
+	return !c.Has(RoleKiosk) && (c.Has(RoleTeller) || c.Has(RoleSupervisor))
+}
+
 // Channel is kiosk for a kiosk identity, else branch.
 func (c *Client) Channel() routing.Channel {
 	if c.Has(RoleKiosk) {
@@ -111,8 +118,9 @@ type Institution struct {
 	// ID is the acquirer id, as in routing.acquirers.
 	ID string `yaml:"id" json:"id"`
 	// DualControl: a forgotten-PIN reset needs a supervisor's approval
-	// before it reaches the issuer.
-	DualControl bool `yaml:"dual_control" json:"dual_control"`
+	// before it reaches the issuer. Unset means on (the safe default);
+	// only an explicit false lets a teller's reset run at once.
+	DualControl *bool `yaml:"dual_control" json:"dual_control"`
 	// ApprovalWindow is how long a pending reset waits for its approval
 	// (default 15m).
 	ApprovalWindow time.Duration `yaml:"approval_window" json:"approval_window"`
@@ -250,6 +258,9 @@ func (c Config) Validate() error {
 				bad("%s: roles: unknown role %q", where, r)
 			}
 		}
+		if cl.Has(RoleKiosk) && len(cl.Roles) > 1 {
+			bad("%s: roles: kiosk cannot be combined with another role", where)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -271,6 +282,10 @@ func (c *Config) institution(id string) (*Institution, bool) {
 	}
 	return nil, false
 }
+
+// dualControl reports whether in's resets wait for a supervisor: unless
+// dual_control is explicitly false.
+func (in *Institution) dualControl() bool { return in.DualControl == nil || *in.DualControl }
 
 func (in *Institution) branch(id string) (*Branch, bool) {
 	for i := range in.Branches {

@@ -58,8 +58,9 @@ func DevIdentities(institution string) []DevIdentity {
 }
 
 // DevConfig is the branch API of the embedded development default: the
-// development identities of institution, with dual control on, and the
-// certificates of dir (see EnsureDevCerts).
+// development identities of institution, with dual control on (the
+// default: dual_control unset), and the certificates of dir (see
+// EnsureDevCerts).
 func DevConfig(dir, addr, institution string) Config {
 	ids := DevIdentities(institution)
 	clients := make([]Client, len(ids))
@@ -73,7 +74,7 @@ func DevConfig(dir, addr, institution string) Config {
 			ClientCAFile: filepath.Join(dir, DevCAFile),
 		},
 		Clients: clients,
-		Institutions: []Institution{{ID: institution, DualControl: true, Branches: []Branch{{ID: DevBranch,
+		Institutions: []Institution{{ID: institution, Branches: []Branch{{ID: DevBranch,
 			Address: []string{"Development Bank, Branch 0117", "1 Example Road", "Example City 100000"}}}}},
 	}
 }

@@ -98,6 +98,8 @@ type env struct {
 }
 
 type envOptions struct {
+	// dualControl is the institution's explicit dual_control (false
+	// included); mutate may unset it to test the default.
 	dualControl bool
 	limits      redislimit.Config
 	clientCA    func(e *env) // extra certificates, made before mutate runs
@@ -244,7 +246,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	for _, id := range ids {
 		cfg.Clients = append(cfg.Clients, id.Client)
 	}
-	cfg.Institutions[0].DualControl = o.dualControl
+	cfg.Institutions[0].DualControl = &o.dualControl
 	cfg.Institutions[0].Branches = append(cfg.Institutions[0].Branches, Branch{ID: "BR0200", Address: []string{"Branch 0200"}})
 	cfg.Institutions = append(cfg.Institutions, Institution{ID: otherInst, Branches: []Branch{{ID: "BR9000"}}})
 	if o.clientCA != nil {

@@ -287,6 +287,11 @@ func validIdemKey(k string) bool {
 func (s *Server) opHandler(op routing.Operation) func(context.Context, *http.Request, *Client, string) answer {
 	template := "/v1/pin/" + map[routing.Operation]string{routing.OpChange: "changes", routing.OpReset: "resets", routing.OpUnblock: "unblocks"}[op]
 	return func(ctx context.Context, r *http.Request, c *Client, _ string) answer {
+		if op == routing.OpReset && !c.MayReset() {
+			// A reset follows an identity check at a counter: a kiosk has
+			// no one to check the cardholder, whatever the dual control.
+			return problemAnswer(probRole.problem("A reset is submitted by a teller or supervisor after an identity check; a kiosk cannot submit one."))
+		}
 		raw, p := s.readJSON(r)
 		if p != nil {
 			return problemAnswer(p)
@@ -353,7 +358,7 @@ func (s *Server) submit(ctx context.Context, op routing.Operation, po *parsedOp,
 		res.Mailer = &MailerInfo{Reference: id}
 	}
 	rec := &record{id: id, institution: c.Institution}
-	if op == routing.OpReset && inst.DualControl {
+	if op == routing.OpReset && inst.dualControl() {
 		by := now.Add(inst.ApprovalWindow).UTC()
 		res.Status, res.ApproveBy = StatusPendingApproval, &by
 		rec.result = res
