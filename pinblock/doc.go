@@ -5,12 +5,24 @@
 //   - ISO 9564-1:2017 PIN block formats 0, 1, 2, 3 (8 bytes, TDES) and 4 (16
 //     bytes, AES; the PIN field and PAN field are combined as
 //     E(K, E(K, PIN field) XOR PAN field)). A PIN is 4 to 12 digits.
+//   - GB/T 32907-2016 SM4 (through github.com/emmansun/gmsm/sm4), approved
+//     for PIN encipherment by GB/T 21078.4-2023 (the Chinese adoption of ISO
+//     9564-2), in two 16-byte PIN block formats: Format4SM4 ("SM4-4", the
+//     format 4 construction with SM4 as the cipher) and Format0SM4 ("SM4-0",
+//     the 128-bit extension of format 0 Chinese bank PIN pads use: 0, L,
+//     PIN, F fill over 32 nibbles XOR 20 zero nibbles and the 12 account
+//     digits, enciphered once). On the wire they travel as format numbers 4
+//     and 0; the cipher comes from configuration (FormatFor, Format.Number).
+//     SM4 keys are 16 bytes; their check value is the leftmost 8 bytes of
+//     SM4(K, 0¹⁶) (SM4KCVLength), and keys under an SM4 ZMK are SM4-ECB.
 //   - PCI PIN Security Requirements v3.1, requirement 3-3: a block in format 0,
 //     3 or 4 is only ever translated into 0, 3 or 4; format 1 may go to 0, 1, 3
 //     or 4; format 2 (IC card offline PIN) is never translated. See
-//     TranslationAllowed.
+//     TranslationAllowed. Both SM4 formats are PAN-bound and join 0, 3 and 4
+//     in that rule.
 //   - ANSI X9.24-1:2017 and ASC X9 TR-31 key check values: the leftmost 3 bytes
-//     of E(K, 0⁸) for TDES, the leftmost 5 bytes of AES-CMAC(K, 0¹⁶) for AES.
+//     of E(K, 0⁸) for TDES, the leftmost 5 bytes of AES-CMAC(K, 0¹⁶) for AES
+//     (SM4: see above).
 //   - NIST SP 800-38F / RFC 3394 AES Key Wrap for keys imported under an AES
 //     ZMK; TDES-ECB for keys under a TDES ZMK.
 //   - ANSI X9.143 / ASC X9 TR-31:2018 key blocks, versions B and D (wrap and
@@ -43,7 +55,9 @@
 // does the cryptography in process: it is for development, test and
 // simulation. PCI PIN expects production PIN translation inside an approved
 // HSM; a client for one (a Thales payShield mapping Translate to the CA/CC host
-// commands) must fit behind SecurityModule without changing its callers.
+// commands) must fit behind SecurityModule without changing its callers. A
+// module without SM4 refuses SM4 routes (Route.UsesSM4) and keys with
+// ErrSM4Unsupported: never a silent fall-back to software.
 //
 // # Prepared routes
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 )
 
@@ -83,14 +84,55 @@ func (p SecretPIN) MarshalText() ([]byte, error) { return nil, ErrMarshalPIN }
 // ErrMarshalPIN is returned by every attempt to marshal a SecretPIN.
 var ErrMarshalPIN = fmt.Errorf("pinblock: a clear PIN cannot be marshalled")
 
-// Valid reports whether f is one of the ISO 9564-1 formats 0–4.
-func (f Format) Valid() bool { return f >= Format0 && f <= Format4 }
+// Valid reports whether f is one of the ISO 9564-1 formats 0–4 or one of
+// the SM4 formats Format0SM4 and Format4SM4.
+func (f Format) Valid() bool { return f >= Format0 && f <= Format4 || f.IsSM4() }
 
-// BlockSize is the length in bytes of an f block: 16 for format 4 (AES),
-// 8 otherwise; 0 for an unknown format.
+// IsSM4 reports whether f is an SM4 PIN block format (Format0SM4 or
+// Format4SM4). A security module that has no SM4 (a payShield without the
+// Chinese algorithm licence, say) refuses routes whose formats are SM4 with
+// ErrSM4Unsupported, never a silent fall-back to software.
+func (f Format) IsSM4() bool { return f == Format0SM4 || f == Format4SM4 }
+
+// Number is the ISO 9564-1 format number a block of f travels under: the
+// number DE 53 carries (0 for Format0SM4, 4 for Format4SM4). The cipher is
+// not on the wire; both ends know it from their configuration.
+func (f Format) Number() int {
+	if f.IsSM4() {
+		return int(f & 0xF)
+	}
+	return int(f)
+}
+
+// FormatFor is the format whose blocks carry ISO 9564-1 format number n
+// enciphered under alg: n itself for TDES (0, 1, 3) and AES (4),
+// Format0SM4 and Format4SM4 for SM4 (0 and 4); alg "" means the number's
+// own cipher (TDES for 0, 1, 3; AES for 4). Other pairs are
+// ErrUnsupportedFormat; the error names them, which are not secret.
+func FormatFor(n int, alg Algorithm) (Format, error) {
+	switch {
+	case alg == TDES && (n == 0 || n == 1 || n == 3):
+		return Format(n), nil
+	case alg == AES && n == 4:
+		return Format4, nil
+	case alg == SM4 && n == 0:
+		return Format0SM4, nil
+	case alg == SM4 && n == 4:
+		return Format4SM4, nil
+	case alg == "" && n >= 0 && n <= 4 && n != 2:
+		return Format(n), nil
+	}
+	return 0, fmt.Errorf("%w: format %d under %s", ErrUnsupportedFormat, n, alg)
+}
+
+// iso4 reports whether f has the format 4 construction (Format4, Format4SM4).
+func (f Format) iso4() bool { return f == Format4 || f == Format4SM4 }
+
+// BlockSize is the length in bytes of an f block: 16 for format 4 (AES) and
+// the SM4 formats, 8 otherwise; 0 for an unknown format.
 func (f Format) BlockSize() int {
 	switch {
-	case f == Format4:
+	case f == Format4 || f.IsSM4():
 		return 16
 	case f.Valid():
 		return 8
@@ -99,23 +141,38 @@ func (f Format) BlockSize() int {
 }
 
 // Algorithm is the cipher that enciphers f blocks: AES for format 4, TDES for
-// 0, 1 and 3; "" for format 2, which is never enciphered for interchange.
+// 0, 1 and 3, SM4 for Format0SM4 and Format4SM4; "" for format 2, which is
+// never enciphered for interchange.
 func (f Format) Algorithm() Algorithm {
 	switch f {
 	case Format0, Format1, Format3:
 		return TDES
 	case Format4:
 		return AES
+	case Format0SM4, Format4SM4:
+		return SM4
 	}
 	return ""
 }
 
-// String is "ISO-n".
-func (f Format) String() string { return fmt.Sprintf("ISO-%d", int(f)) }
+// String is "ISO-n", or "SM4-0" / "SM4-4" for the SM4 formats.
+func (f Format) String() string {
+	if f.IsSM4() {
+		return fmt.Sprintf("SM4-%d", f.Number())
+	}
+	return fmt.Sprintf("ISO-%d", int(f))
+}
 
-// ParseFormat accepts "0"–"4" (optionally prefixed "ISO-" or "iso"); the error
-// names the value, which is not secret.
+// ParseFormat accepts "0"–"4" (optionally prefixed "ISO-" or "iso"), and
+// "SM4-0" / "SM4-4" in any case; the error names the value, which is not
+// secret.
 func ParseFormat(s string) (Format, error) {
+	switch strings.ToUpper(s) {
+	case "SM4-0":
+		return Format0SM4, nil
+	case "SM4-4":
+		return Format4SM4, nil
+	}
 	t := s
 	for _, p := range []string{"ISO-", "iso-", "ISO", "iso"} {
 		if len(t) > len(p) && t[:len(p)] == p {
@@ -148,8 +205,11 @@ func checkPAN(pan string) error {
 // nibble i of an 8-byte field is bits 60−4i .. 63−4i of its word. Words stay
 // in registers and on the stack; only the cipher calls see a byte slice.
 
-// usesPAN reports whether blocks of format f carry the PAN (formats 0, 3, 4).
-func (f Format) usesPAN() bool { return f == Format0 || f == Format3 || f == Format4 }
+// usesPAN reports whether blocks of format f carry the PAN (formats 0, 3, 4
+// and both SM4 formats).
+func (f Format) usesPAN() bool {
+	return f == Format0 || f == Format3 || f == Format4 || f.IsSM4()
+}
 
 // panFields holds the PAN fields of one PAN, computed once for every block of
 // a job.
@@ -408,10 +468,11 @@ func parsePINField16(hi uint64, pin *SecretPIN) error {
 
 // EncodeClear builds the clear (not enciphered) block of pin in format f. For
 // formats 0–3 that is the 8-byte ISO 9564-1 PIN block (PIN field XOR PAN field
-// for 0 and 3); format 1 and 2 ignore pan. For format 4 it is the 16-byte
-// plain-text PIN field, since the PAN only enters when enciphering; pan is
-// ignored. Random fill comes from crypto/rand. The caller owns the result and
-// should clear it after use.
+// for 0 and 3); format 1 and 2 ignore pan. For format 4 (and Format4SM4) it
+// is the 16-byte plain-text PIN field, since the PAN only enters when
+// enciphering; pan is ignored. For Format0SM4 it is the 16-byte PIN field XOR
+// PAN field. Random fill comes from crypto/rand. The caller owns the result
+// and should clear it after use.
 func EncodeClear(f Format, pin SecretPIN, pan string) ([]byte, error) {
 	defer pin.Zeroize()
 	return encodeClear(f, &pin, pan, nil)
@@ -419,7 +480,7 @@ func EncodeClear(f Format, pin SecretPIN, pan string) ([]byte, error) {
 
 func encodeClear(f Format, pin *SecretPIN, pan string, rnd io.Reader) ([]byte, error) {
 	fill := fillFrom{r: rnd}
-	if f == Format4 {
+	if f.iso4() {
 		hi, err := pinField16(pin)
 		if err != nil {
 			return nil, err
@@ -441,11 +502,39 @@ func encodeClear(f Format, pin *SecretPIN, pan string, rnd io.Reader) ([]byte, e
 			return nil, err
 		}
 	}
+	if f == Format0SM4 {
+		hi, lo, err := pinField0SM4(pin, &pf)
+		if err != nil {
+			return nil, err
+		}
+		return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, hi), lo), nil
+	}
 	v, err := pinField8(f, pin, fill)
 	if err != nil {
 		return nil, err
 	}
 	return binary.BigEndian.AppendUint64(nil, v^pf.acct), nil
+}
+
+// pinField0SM4 is the Format0SM4 PIN field XOR PAN field as two words: the
+// format 0 PIN field (0, L, PIN, F fill) and 16 more F nibbles, XOR 20 zero
+// nibbles and the 12 account digits.
+func pinField0SM4(pin *SecretPIN, pf *panFields) (hi, lo uint64, err error) {
+	v, err := pinField8(Format0, pin, fillFrom{})
+	if err != nil {
+		return 0, 0, err
+	}
+	return v, ^uint64(0) ^ pf.acct, nil
+}
+
+// parsePINField0SM4 checks a clear Format0SM4 block (hi:lo, PAN field still
+// XORed in) and, when pin is not nil, extracts the PIN; any fault is
+// ErrInvalidPINBlock and leaves pin as it was.
+func parsePINField0SM4(hi, lo uint64, pf *panFields, pin *SecretPIN) error {
+	if lo^pf.acct != ^uint64(0) {
+		return ErrInvalidPINBlock
+	}
+	return parsePINField8(hi, Format0, pin)
 }
 
 // DecodeClear checks a clear block of format f (see EncodeClear) and returns
@@ -464,14 +553,17 @@ func decodeClear(f Format, block []byte, pan string, pin *SecretPIN) error {
 	if len(block) != f.BlockSize() {
 		return ErrInvalidPINBlock
 	}
-	if f == Format4 {
+	if f.iso4() {
 		return parsePINField16(binary.BigEndian.Uint64(block), pin)
 	}
 	var pf panFields
-	if f == Format0 || f == Format3 {
+	if f == Format0 || f == Format3 || f == Format0SM4 {
 		if err := pf.set(pan); err != nil {
 			return err
 		}
+	}
+	if f == Format0SM4 {
+		return parsePINField0SM4(binary.BigEndian.Uint64(block), binary.BigEndian.Uint64(block[8:]), &pf, pin)
 	}
 	return parsePINField8(binary.BigEndian.Uint64(block)^pf.acct, f, pin)
 }
@@ -498,7 +590,7 @@ func checkKeyFor(f Format, k Key) (cipher.Block, error) {
 // allocation. On error w may hold part of a clear PIN field: the caller
 // clears it.
 func encipherInto(w []byte, f Format, pin *SecretPIN, pf *panFields, b cipher.Block, fill fillFrom) error {
-	if f == Format4 {
+	if f.iso4() {
 		hi, err := pinField16(pin)
 		if err != nil {
 			return err
@@ -508,6 +600,16 @@ func encipherInto(w []byte, f Format, pin *SecretPIN, pf *panFields, b cipher.Bl
 		}
 		binary.BigEndian.PutUint64(w, hi)
 		encipherField16(w, pf, b)
+		return nil
+	}
+	if f == Format0SM4 {
+		hi, lo, err := pinField0SM4(pin, pf)
+		if err != nil {
+			return err
+		}
+		binary.BigEndian.PutUint64(w, hi)
+		binary.BigEndian.PutUint64(w[8:], lo)
+		b.Encrypt(w[:16], w[:16])
 		return nil
 	}
 	v, err := pinField8(f, pin, fill)
@@ -523,7 +625,7 @@ func encipherInto(w []byte, f Format, pin *SecretPIN, pf *panFields, b cipher.Bl
 }
 
 // encipherField16 enciphers the format 4 plain-text PIN field in w[:16] in
-// place: E(K, E(K, PIN field) XOR PAN field).
+// place: E(K, E(K, PIN field) XOR PAN field), E being AES or SM4.
 func encipherField16(w []byte, pf *panFields, b cipher.Block) {
 	b.Encrypt(w[:16], w[:16])
 	subtle.XORBytes(w[:16], w[:16], pf.f4[:])
@@ -538,11 +640,15 @@ func decipherInto(w []byte, f Format, block []byte, pf *panFields, b cipher.Bloc
 	if len(block) != f.BlockSize() {
 		return ErrInvalidPINBlock
 	}
-	if f == Format4 {
+	if f.iso4() {
 		b.Decrypt(w[:16], block)
 		subtle.XORBytes(w[:16], w[:16], pf.f4[:])
 		b.Decrypt(w[:16], w[:16])
 		return parsePINField16(binary.BigEndian.Uint64(w), pin)
+	}
+	if f == Format0SM4 {
+		b.Decrypt(w[:16], block)
+		return parsePINField0SM4(binary.BigEndian.Uint64(w), binary.BigEndian.Uint64(w[8:]), pf, pin)
 	}
 	b.Decrypt(w[:8], block)
 	v := binary.BigEndian.Uint64(w)

@@ -16,6 +16,19 @@ const (
 	Format2 Format = 2 // IC card offline PIN; never enciphered for interchange
 	Format3 Format = 3 // PIN XOR PAN with A–F fill, TDES
 	Format4 Format = 4 // AES, 128-bit, PIN field and PAN field enciphered twice
+
+	// Format4SM4 is the ISO 9564-1 format 4 construction with SM4 as the
+	// block cipher (GB/T 21078.4-2023 approves SM4 for PIN encipherment):
+	// the same 16-byte plain-text PIN field and PAN field as Format4,
+	// combined as SM4(K, SM4(K, PIN field) XOR PAN field).
+	Format4SM4 Format = 0x14
+	// Format0SM4 is the 128-bit extension of format 0 that Chinese bank PIN
+	// pads and switches use with SM4 working keys: the PIN field 0, L, the
+	// PIN, then F to 32 nibbles, XOR a PAN field of 20 zero nibbles and the
+	// 12 rightmost PAN digits excluding the check digit; the 16 bytes are
+	// enciphered once under SM4. Source: the published PIN pad example in
+	// testdata/sm4-vectors.json ("csdn-104625499").
+	Format0SM4 Format = 0x10
 )
 
 // Errors that the security module returns and callers branch on. Messages
@@ -30,6 +43,10 @@ var (
 	ErrUnknownKey           = errors.New("unknown key")
 	ErrKeyAlgorithmMismatch = errors.New("key algorithm does not fit the PIN block format")
 	ErrModuleUnavailable    = errors.New("security module unavailable")
+	// ErrSM4Unsupported is what a security module without SM4 returns for
+	// an SM4 key or PIN block format (see Route.UsesSM4), so a route that
+	// needs SM4 is refused clearly instead of falling back to software.
+	ErrSM4Unsupported = errors.New("security module has no SM4")
 )
 
 // KeyRef names a key held by the security module by its label. Version 0 means

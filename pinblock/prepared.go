@@ -16,6 +16,11 @@ type Route struct {
 	ToFormat   Format
 }
 
+// UsesSM4 reports whether r needs SM4: either format is an SM4 format
+// (Format0SM4, Format4SM4). A security module without SM4 refuses such a
+// route in Prepare, Translate and TranslatePair with ErrSM4Unsupported.
+func (r Route) UsesSM4() bool { return r.FromFormat.IsSM4() || r.ToFormat.IsSM4() }
+
 // PairBlocks are the blocks of one PIN operation on a prepared route: Old is
 // the current PIN block (nil for a reset or unblock), New the new one (nil
 // for an unblock). When CheckNewPIN is set, a new PIN on the exclusion list

@@ -529,8 +529,10 @@ func (s *Store) wrapUnderLMK(k Key) (string, error) {
 }
 
 // keyStrength is the security strength in bits (NIST SP 800-57 part 1).
+// SM4 is counted at its key length, 128 bits, like AES-128: no attack on it
+// is known better than exhaustive search.
 func keyStrength(k Key) int {
-	if k.Algorithm() == AES {
+	if k.Algorithm() == AES || k.Algorithm() == SM4 {
 		return 8 * k.Len()
 	}
 	if k.Len() == 24 {
@@ -1040,6 +1042,7 @@ func (s *Store) generated(id string, u Usage, alg Algorithm, version, length int
 	switch {
 	case alg == TDES && (length == 16 || length == 24):
 	case alg == AES && (length == 16 || length == 24 || length == 32):
+	case alg == SM4 && length == 16:
 	default:
 		return obtained{}, fmt.Errorf("%w: generate %s: a %s key cannot be %d bytes", ErrInvalidKey, id, alg, length)
 	}

@@ -59,7 +59,7 @@ type KeyBlockHeader struct {
 	Version       byte   // 'A', 'B', 'C' or 'D'
 	Length        int    // total key block length in characters
 	KeyUsage      string // two characters, e.g. "P0" PIN encryption, "K0" key encryption
-	Algorithm     byte   // 'T' TDES, 'A' AES ('D' DES, 'H' HMAC, 'R' RSA, ... are parsed but not unwrapped)
+	Algorithm     byte   // 'T' TDES, 'A' AES, '4' SM4 (pingate's code, see TR31AlgorithmSM4; 'D' DES, 'H' HMAC, 'R' RSA, ... are parsed but not unwrapped)
 	ModeOfUse     byte   // e.g. 'B' both, 'E' encrypt only, 'D' decrypt only, 'C' MAC both, 'N' none
 	KeyVersion    string // two characters; "00" when not used
 	Exportability byte   // 'E' exportable, 'N' not exportable, 'S' sensitive
@@ -102,6 +102,14 @@ func (h KeyBlockHeader) UsageAllowed(u Usage) bool {
 	return m == u || (m == UsageZPK && u == UsageTPK)
 }
 
+// TR31AlgorithmSM4 is the header algorithm byte pingate writes for an SM4
+// key. ANSI X9.143 and TR-31:2018 assign SM4 no code; pingate uses '4',
+// which they do not assign either, so its SM4 blocks (under the LMK in the
+// key store, or exported) are read only by pingate and peers that agree.
+// No key block version is protected by an SM4 KBPK (X9.143 defines none):
+// wrapping or unwrapping under an SM4 key is ErrKeyBlock.
+const TR31AlgorithmSM4 byte = '4'
+
 // NewKeyBlockHeader returns the header pingate uses to wrap k under kbpk:
 // version B for a TDES KBPK, D for an AES one; the TR-31 key usage and mode
 // of use for k's usage (ZPK/TPK → P0 B, ZMK → K0 B, TAK → M3 or M6 C,
@@ -114,6 +122,8 @@ func NewKeyBlockHeader(k, kbpk Key) (KeyBlockHeader, error) {
 		h.Version = KeyBlockVersionB
 	case AES:
 		h.Version = KeyBlockVersionD
+	case SM4:
+		return h, fmt.Errorf("%w: no key block version is protected by an SM4 key (%s)", ErrKeyBlock, kbpk.ID())
 	default:
 		return h, fmt.Errorf("%w: KBPK not loaded", ErrInvalidKey)
 	}
@@ -122,6 +132,8 @@ func NewKeyBlockHeader(k, kbpk Key) (KeyBlockHeader, error) {
 		h.Algorithm = 'T'
 	case AES:
 		h.Algorithm = 'A'
+	case SM4:
+		h.Algorithm = TR31AlgorithmSM4
 	default:
 		return h, fmt.Errorf("%w: key not loaded", ErrInvalidKey)
 	}
@@ -424,8 +436,10 @@ func (h KeyBlockHeader) keyAlgorithm() (Algorithm, error) {
 		return TDES, nil
 	case 'A':
 		return AES, nil
+	case TR31AlgorithmSM4:
+		return SM4, nil
 	}
-	return "", fmt.Errorf("%w: key algorithm %q is not T or A", ErrKeyBlock, safeField(string(h.Algorithm)))
+	return "", fmt.Errorf("%w: key algorithm %q is not T, A or 4 (SM4)", ErrKeyBlock, safeField(string(h.Algorithm)))
 }
 
 // unwrapKeyBlock returns the header and the clear key bytes; the caller

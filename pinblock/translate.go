@@ -11,15 +11,27 @@ import (
 // translating a block of format from into format to: formats 0, 3 and 4 only
 // into 0, 3 or 4 (never into format 1, which carries no PAN); format 1 into
 // 0, 1, 3 or 4; format 2 into and from nothing (it never travels enciphered).
+//
+// The SM4 formats extend the rule the way it reads: both are PAN-bound
+// (Format0SM4 and Format4SM4 carry the PAN field, as 0, 3 and 4 do), so they
+// translate into and from the other PAN-bound formats (0, 3, 4, SM4-0,
+// SM4-4) and never into format 1; format 1 may go to either of them. So a
+// block moves between SM4, TDES and AES zones in one call, and the only pairs
+// refused are the ones into format 1 from a PAN-bound format and anything
+// with format 2. docs/design.md gives the table.
 func TranslationAllowed(from, to Format) bool {
-	switch from {
-	case Format0, Format3, Format4:
-		return to == Format0 || to == Format3 || to == Format4
-	case Format1:
-		return to == Format0 || to == Format1 || to == Format3 || to == Format4
+	switch {
+	case from.panBound():
+		return to.panBound()
+	case from == Format1:
+		return to == Format1 || to.panBound()
 	}
 	return false
 }
+
+// panBound reports whether f binds the PIN to the PAN (formats 0, 3, 4 and
+// the SM4 formats).
+func (f Format) panBound() bool { return f.Valid() && f.usesPAN() }
 
 // checkTranslation returns ErrUnsupportedFormat for an unknown format and
 // ErrForbiddenTranslation for a pair PCI PIN 3-3 forbids.
@@ -114,7 +126,7 @@ func translatePair(job *pairJob, keys *routeKeys, oldOut, newOut []byte) (err er
 	// policy. From format 4 to format 4 they otherwise stay in the checked
 	// plain-text field, which is enciphered again as it is.
 	oldP, newP := &oldPIN, &newPIN
-	if job.fromFormat == Format4 && job.toFormat == Format4 {
+	if job.fromFormat.iso4() && job.toFormat.iso4() {
 		oldP, newP = nil, nil
 		if job.policy != nil && job.new != nil {
 			oldP, newP = &oldPIN, &newPIN
@@ -152,7 +164,10 @@ func translatePair(job *pairJob, keys *routeKeys, oldOut, newOut []byte) (err er
 		}
 	}
 
-	if job.fromFormat == Format4 && job.toFormat == Format4 {
+	if job.fromFormat.iso4() && job.toFormat.iso4() {
+		// Between Format4 and Format4SM4 too: the plain-text field is the
+		// same in both; only the cipher changes with the key.
+		//
 		// Each output holds the plain-text PIN field it deciphered and
 		// checked. It is enciphered again as it is, random half included:
 		// that half was drawn fresh by whoever built the block, and the only

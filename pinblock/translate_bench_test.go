@@ -7,13 +7,15 @@ import (
 	"time"
 )
 
-// benchFixture: a module with a TDES and an AES ZPK on each side.
+// benchFixture: a module with a TDES, an AES and an SM4 ZPK on each side.
 type benchFixture struct {
 	m             *SoftwareModule
 	acqT, issT    Key // TDES
 	acqA, issA    Key // AES
+	acqS, issS    Key // SM4
 	pan           string
 	f0, f4, f0new []byte
+	s0, s4        []byte // SM4-0 and SM4-4 under acqS
 	ctx           context.Context
 }
 
@@ -25,7 +27,9 @@ func newBenchFixture(b *testing.B) *benchFixture {
 	f.issT = testKey(b, "iss-t", UsageZPK, TDES, 1, 16)
 	f.acqA = testKey(b, "acq-a", UsageZPK, AES, 1, 16)
 	f.issA = testKey(b, "iss-a", UsageZPK, AES, 1, 16)
-	for _, k := range []Key{f.acqT, f.issT, f.acqA, f.issA} {
+	f.acqS = testKey(b, "acq-s", UsageZPK, SM4, 1, 16)
+	f.issS = testKey(b, "iss-s", UsageZPK, SM4, 1, 16)
+	for _, k := range []Key{f.acqT, f.issT, f.acqA, f.issA, f.acqS, f.issS} {
 		if err := ring.Add(k); err != nil {
 			b.Fatal(err)
 		}
@@ -39,6 +43,12 @@ func newBenchFixture(b *testing.B) *benchFixture {
 		b.Fatal(err)
 	}
 	if f.f4, err = Encipher(Format4, mustPIN(b, "8142"), f.pan, f.acqA); err != nil {
+		b.Fatal(err)
+	}
+	if f.s0, err = Encipher(Format0SM4, mustPIN(b, "8142"), f.pan, f.acqS); err != nil {
+		b.Fatal(err)
+	}
+	if f.s4, err = Encipher(Format4SM4, mustPIN(b, "8142"), f.pan, f.acqS); err != nil {
 		b.Fatal(err)
 	}
 	return f
@@ -64,6 +74,8 @@ func BenchmarkTranslate(b *testing.B) {
 	tdesI, _ := f.issT.blockCipher()
 	aesA, _ := f.acqA.blockCipher()
 	aesI, _ := f.issA.blockCipher()
+	sm4A, _ := f.acqS.blockCipher()
+	sm4I, _ := f.issS.blockCipher()
 
 	req := func(block []byte, from string, ff Format, to string, tf Format) TranslateRequest {
 		return TranslateRequest{PAN: f.pan, Block: block, From: KeyRef{ID: from}, FromFormat: ff, To: KeyRef{ID: to}, ToFormat: tf}
@@ -154,6 +166,46 @@ func BenchmarkTranslate(b *testing.B) {
 		b.SetBytes(8)
 		for b.Loop() {
 			tdesT.Decrypt(x[:], f.f0)
+			aesI.Encrypt(y[:], y[:])
+			aesI.Encrypt(y[:], y[:])
+		}
+	})
+
+	run("SM4-4-SM4-4", req(f.s4, "acq-s", Format4SM4, "iss-s", Format4SM4), f.issS)
+	b.Run("SM4-4-SM4-4/baseline", func(b *testing.B) {
+		// Two SM4 decrypts and two SM4 encrypts.
+		var x [16]byte
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			sm4A.Decrypt(x[:], f.s4)
+			sm4A.Decrypt(x[:], x[:])
+			sm4I.Encrypt(x[:], x[:])
+			sm4I.Encrypt(x[:], x[:])
+		}
+	})
+
+	run("SM4-0-SM4-4", req(f.s0, "acq-s", Format0SM4, "iss-s", Format4SM4), f.issS)
+	b.Run("SM4-0-SM4-4/baseline", func(b *testing.B) {
+		// One SM4 decrypt, two SM4 encrypts.
+		var x, y [16]byte
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			sm4A.Decrypt(x[:], f.s0)
+			sm4I.Encrypt(y[:], y[:])
+			sm4I.Encrypt(y[:], y[:])
+		}
+	})
+
+	run("SM4-0-F4", req(f.s0, "acq-s", Format0SM4, "iss-a", Format4), f.issA)
+	b.Run("SM4-0-F4/baseline", func(b *testing.B) {
+		// One SM4 decrypt, two AES encrypts: an SM4 ATM network to an AES issuer.
+		var x, y [16]byte
+		b.ReportAllocs()
+		b.SetBytes(16)
+		for b.Loop() {
+			sm4A.Decrypt(x[:], f.s0)
 			aesI.Encrypt(y[:], y[:])
 			aesI.Encrypt(y[:], y[:])
 		}
