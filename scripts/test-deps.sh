@@ -6,3 +6,14 @@ set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import psec' 2>/dev/null || python3 -m pip install --quiet 'psec==1.3.0'
 fi
+# pythales (PyPI, Tim Gabets) is the independent payShield simulator
+# integration/payshield's TestPythales runs the client against. Its declared
+# dependency pycrypto does not build on current Python; pycryptodome provides
+# the same Crypto package, so pythales and its pure-Python helpers go in
+# without dependencies beside it. Without them that test skips.
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import pythales.hsm' 2>/dev/null || {
+    python3 -m pip install --quiet 'pycryptodome==4.4.0'
+    python3 -m pip install --quiet --no-deps 'pythales==0.74' 'pynblock==0.26' 'tracetools==1.26'
+  }
+fi

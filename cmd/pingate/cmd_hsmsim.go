@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"pingate/integration/payshield/hsmsim"
+	"pingate/pinblock"
+)
+
+func init() {
+	register(command{name: "hsm-sim", usage: "run a payShield host-command simulator (public Thales test LMK) until SIGTERM", run: runHSMSim})
+}
+
+// runHSMSim runs integration/payshield/hsmsim: a payShield-protocol HSM for
+// development, the demo and CI, under the published Thales test variant LMK
+// (so never for real keys). It prints the address it listens on as the only
+// line of stdout once it accepts connections, and stops on SIGTERM/SIGINT.
+func runHSMSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("hsm-sim")
+	addr := fs.String("addr", "127.0.0.1:1500", "listen address")
+	header := fs.Int("header", 4, "message header length (0-32), echoed in every response")
+	spool := fs.String("mailer-spool", "", "directory for PIN mailers printed by PE (empty: PE answers 16, printer not ready)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *header < 0 || *header > 32 {
+		return fmt.Errorf("%w: --header %d is not 0-32", errUsage, *header)
+	}
+	cfg := hsmsim.Config{HeaderLen: *header}
+	if *spool != "" {
+		p, err := pinblock.NewSpoolPrinter(*spool)
+		if err != nil {
+			return err
+		}
+		cfg.Printer = p
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	s := hsmsim.New(cfg)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	fmt.Fprintln(stdout, ln.Addr().String())
+	select {
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return nil
+	case err := <-done:
+		s.Close()
+		return err
+	}
+}

@@ -1,0 +1,368 @@
+package payshield
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pingate/pinblock"
+)
+
+// Config says how to reach the HSMs. Zero fields take the defaults named.
+type Config struct {
+	// Hosts are the HSMs' host:port addresses (payShield default port 1500).
+	Hosts []string
+	// HeaderLen is the length of the message header the HSMs are configured
+	// with (payShield host settings, default 4). Headers carry sequence
+	// numbers so several commands can be in flight on one connection; 0
+	// means one command at a time per connection. Default 4; set
+	// NoHeader for 0.
+	HeaderLen int
+	// NoHeader selects a header length of 0.
+	NoHeader bool
+	// Connections per HSM. Default 2.
+	Connections int
+	// Timeout bounds each command when the caller's ctx has no earlier
+	// deadline. Default 2s.
+	Timeout time.Duration
+	// HealthInterval is how often each HSM is sent NC; an HSM that fails
+	// is tried after the healthy ones until NC succeeds again. Default 5s;
+	// negative disables the checks.
+	HealthInterval time.Duration
+	// TLS, when not nil, wraps each connection (payShield 10K TLS host
+	// port).
+	TLS *tls.Config
+	// Logger receives alerts (command, error code, host; never data).
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.HeaderLen == 0 && !c.NoHeader {
+		c.HeaderLen = 4
+	}
+	if c.NoHeader {
+		c.HeaderLen = 0
+	}
+	if c.Connections == 0 {
+		c.Connections = 2
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 2 * time.Second
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate names the first offending value.
+func (c Config) Validate() error {
+	if len(c.Hosts) == 0 {
+		return errors.New("payshield: no hosts")
+	}
+	for _, h := range c.Hosts {
+		if i := strings.LastIndexByte(h, ':'); i <= 0 || i == len(h)-1 {
+			return fmt.Errorf("payshield: host %q is not host:port", h)
+		}
+	}
+	if c.HeaderLen < 0 || c.HeaderLen > 32 {
+		return fmt.Errorf("payshield: header length %d is not 0-32", c.HeaderLen)
+	}
+	if c.Connections < 0 || c.Connections > 64 {
+		return fmt.Errorf("payshield: connections %d is not 1-64", c.Connections)
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("payshield: timeout %s is negative", c.Timeout)
+	}
+	return nil
+}
+
+// Client sends host commands to a pool of HSMs: Connections connections to
+// each, several commands in flight per connection (matched by header).
+// Commands that are safe to repeat (translations, check values,
+// diagnostics) move to another HSM when one fails; key generation and
+// import do not (the HSM may have acted), and their failure is reported.
+// Create it with New and stop it with Close.
+type Client struct {
+	cfg   Config
+	hosts []*host
+	rr    atomic.Uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// host is one HSM and its connections.
+type host struct {
+	addr    string
+	cfg     *Config
+	mu      sync.Mutex
+	conns   []*conn // fixed length; nil or dead slots are dialled on use
+	next    atomic.Uint64
+	healthy atomic.Bool
+
+	commands, failures atomic.Uint64
+	latencyNanos       atomic.Uint64
+	codesMu            sync.Mutex
+	codes              map[string]uint64
+}
+
+// New returns a Client; it dials lazily, on first use of each connection.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{cfg: cfg, stop: make(chan struct{})}
+	for _, a := range cfg.Hosts {
+		h := &host{addr: a, cfg: &c.cfg, conns: make([]*conn, cfg.Connections), codes: map[string]uint64{}}
+		h.healthy.Store(true)
+		c.hosts = append(c.hosts, h)
+	}
+	if cfg.HealthInterval > 0 {
+		c.wg.Add(1)
+		go c.healthLoop()
+	}
+	return c, nil
+}
+
+// Close stops the health checks and closes every connection; calls in
+// flight get ErrModuleUnavailable.
+func (c *Client) Close() error {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.wg.Wait()
+	for _, h := range c.hosts {
+		h.mu.Lock()
+		for i, cn := range h.conns {
+			if cn != nil {
+				cn.close()
+				h.conns[i] = nil
+			}
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+func (c *Client) healthLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		for _, h := range c.hosts {
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+			_, err := h.exchange(ctx, "NC", nil)
+			cancel()
+			was := h.healthy.Swap(err == nil)
+			switch {
+			case err != nil && was:
+				c.cfg.Logger.Error("payshield: HSM removed from the pool", "hsm", h.addr, "err", err)
+			case err == nil && !was:
+				c.cfg.Logger.Info("payshield: HSM re-admitted to the pool", "hsm", h.addr)
+			}
+		}
+	}
+}
+
+// Ready reports whether at least one HSM answered its last health check (or
+// has not failed yet).
+func (c *Client) Ready() error {
+	for _, h := range c.hosts {
+		if h.healthy.Load() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no reachable HSM", pinblock.ErrModuleUnavailable)
+}
+
+// order lists the hosts to try: healthy ones first, round-robin among them.
+func (c *Client) order() []*host {
+	n := len(c.hosts)
+	start := int(c.rr.Add(1) % uint64(n))
+	out := make([]*host, 0, n)
+	var sick []*host
+	for i := range n {
+		h := c.hosts[(start+i)%n]
+		if h.healthy.Load() {
+			out = append(out, h)
+		} else {
+			sick = append(sick, h)
+		}
+	}
+	return append(out, sick...)
+}
+
+// do sends one command (code plus fields) and returns the response fields
+// after the error code. With retry, a transport failure moves the command
+// to the next HSM; an HSM's error code never does (another HSM with the same
+// LMK would answer the same).
+func (c *Client) do(ctx context.Context, code string, fields []byte, retry bool) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok || c.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	var lastErr error
+	for _, h := range c.order() {
+		resp, err := h.exchange(ctx, code, fields)
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		var he *Error
+		if errors.As(err, &he) {
+			if he.Alert {
+				c.cfg.Logger.Error("payshield: HSM error needs attention", "hsm", h.addr, "command", code, "code", he.Code, "meaning", codeText(he.Code))
+			}
+			return nil, err
+		}
+		if errors.Is(err, ErrProtocol) {
+			c.cfg.Logger.Error("payshield: unreadable HSM response", "hsm", h.addr, "command", code, "err", err)
+			return nil, err
+		}
+		lastErr = err
+		if h.healthy.Swap(false) {
+			c.cfg.Logger.Error("payshield: HSM removed from the pool", "hsm", h.addr, "err", err)
+		}
+		if !retry {
+			return nil, fmt.Errorf("%s not retried on another HSM (it may have acted): %w", code, err)
+		}
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("%w: no HSM configured", pinblock.ErrModuleUnavailable)
+	}
+	return nil, lastErr
+}
+
+// conn returns a live connection, dialling the slot it picks if needed.
+func (h *host) conn(ctx context.Context) (*conn, error) {
+	i := int(h.next.Add(1) % uint64(len(h.conns)))
+	h.mu.Lock()
+	cn := h.conns[i]
+	if cn != nil && cn.alive() {
+		h.mu.Unlock()
+		return cn, nil
+	}
+	h.mu.Unlock()
+	nc, err := dialConn(ctx, h.addr, h.cfg.HeaderLen, h.cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old := h.conns[i]; old != nil && old.alive() {
+		nc.close()
+		return old, nil
+	}
+	h.conns[i] = nc
+	return nc, nil
+}
+
+func (h *host) exchange(ctx context.Context, code string, fields []byte) ([]byte, error) {
+	start := time.Now()
+	h.commands.Add(1)
+	resp, err := h.send(ctx, code, fields)
+	h.latencyNanos.Add(uint64(time.Since(start)))
+	if err != nil {
+		h.failures.Add(1)
+		var he *Error
+		key := "transport"
+		if errors.As(err, &he) {
+			key = he.Code
+		}
+		h.codesMu.Lock()
+		h.codes[key]++
+		h.codesMu.Unlock()
+	}
+	return resp, err
+}
+
+func (h *host) send(ctx context.Context, code string, fields []byte) ([]byte, error) {
+	cn, err := h.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, 0, 2+len(fields))
+	body = append(body, code...)
+	body = append(body, fields...)
+	resp, err := cn.roundTrip(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	want := responseCode(code)
+	if len(resp) < 4 || string(resp[:2]) != want {
+		got := ""
+		if len(resp) >= 2 {
+			got = string(resp[:2])
+		}
+		return nil, fmt.Errorf("%w: %s answered %q, want %s", ErrProtocol, code, got, want)
+	}
+	if ec := string(resp[2:4]); ec != "00" {
+		return nil, errorFor(code, ec)
+	}
+	return resp[4:], nil
+}
+
+// responseCode is the response code of a command: its second character
+// incremented (CA → CB, A0 → A1, BU → BV).
+func responseCode(code string) string {
+	return string([]byte{code[0], code[1] + 1})
+}
+
+// HostStats are one HSM's counters since the Client was created.
+type HostStats struct {
+	Addr        string
+	Healthy     bool
+	InFlight    int
+	Commands    uint64
+	Failures    uint64
+	MeanLatency time.Duration
+	// Errors counts failed commands by HSM error code, or "transport".
+	Errors map[string]uint64
+}
+
+// Stats returns each HSM's counters, in configuration order.
+func (c *Client) Stats() []HostStats {
+	out := make([]HostStats, 0, len(c.hosts))
+	for _, h := range c.hosts {
+		s := HostStats{Addr: h.addr, Healthy: h.healthy.Load(), Commands: h.commands.Load(), Failures: h.failures.Load(), Errors: map[string]uint64{}}
+		if s.Commands > 0 {
+			s.MeanLatency = time.Duration(h.latencyNanos.Load() / s.Commands)
+		}
+		h.mu.Lock()
+		for _, cn := range h.conns {
+			if cn != nil {
+				s.InFlight += cn.inFlight()
+			}
+		}
+		h.mu.Unlock()
+		h.codesMu.Lock()
+		for k, v := range h.codes {
+			s.Errors[k] = v
+		}
+		h.codesMu.Unlock()
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,528 @@
+package payshield
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"pingate/pinblock"
+)
+
+// Module is a pinblock.SecurityModule whose every PIN and key operation runs
+// in the payShield HSMs behind a Client. It holds keys only as LMK tokens
+// (Keys).
+//
+// What it does not do: the weak-PIN exclusion of PairRequest.CheckNewPIN
+// (CA and CC never reveal the PIN; the issuer's own PIN checks apply, see
+// docs/hsm.md), and ISO 4 or non-TDES keys (refused, never done in
+// software).
+type Module struct {
+	c    *Client
+	keys *Keys
+}
+
+var _ pinblock.SecurityModule = (*Module)(nil)
+
+// NewModule returns a module over c with the keys in keys. It does not own
+// c: the caller closes it.
+func NewModule(c *Client, keys *Keys) *Module { return &Module{c: c, keys: keys} }
+
+// Keys is the module's key set.
+func (m *Module) Keys() *Keys { return m.keys }
+
+// Client is the module's HSM client.
+func (m *Module) Client() *Client { return m.c }
+
+// resolved is a route's keys and codes, looked up once.
+type resolved struct {
+	code           string // CA or CC
+	from           []Key  // current first, then versions in grace
+	to             Key
+	fromFmt, toFmt string
+	gen            uint64
+	until          time.Time // earliest grace end among from; zero if none
+}
+
+func checkRoute(r pinblock.Route) (fromFmt, toFmt string, err error) {
+	if !r.FromFormat.Valid() || !r.ToFormat.Valid() {
+		return "", "", fmt.Errorf("%w: from %d to %d", pinblock.ErrUnsupportedFormat, int(r.FromFormat), int(r.ToFormat))
+	}
+	// PCI PIN 3-3, enforced by the gateway before the HSM is asked.
+	if !pinblock.TranslationAllowed(r.FromFormat, r.ToFormat) {
+		return "", "", fmt.Errorf("%w: %s to %s", pinblock.ErrForbiddenTranslation, r.FromFormat, r.ToFormat)
+	}
+	if r.FromFormat == pinblock.Format4 || r.ToFormat == pinblock.Format4 {
+		return "", "", fmt.Errorf("%w: ISO-4 needs AES keys under a key-block LMK, which the payShield module does not support", pinblock.ErrUnsupportedFormat)
+	}
+	fromFmt, _ = formatCode(r.FromFormat)
+	toFmt, _ = formatCode(r.ToFormat)
+	return fromFmt, toFmt, nil
+}
+
+func (m *Module) resolve(r pinblock.Route) (*resolved, error) {
+	fromFmt, toFmt, err := checkRoute(r)
+	if err != nil {
+		return nil, err
+	}
+	rs := &resolved{fromFmt: fromFmt, toFmt: toFmt, gen: m.keys.Generation()}
+	if rs.from, err = m.keys.candidates(r.From); err != nil {
+		return nil, err
+	}
+	switch rs.from[0].Usage {
+	case pinblock.UsageTPK:
+		rs.code = "CA"
+	case pinblock.UsageZPK:
+		rs.code = "CC"
+	default:
+		return nil, fmt.Errorf("%w: %s key %s cannot decipher PIN blocks", pinblock.ErrKeyUsage, rs.from[0].Usage, r.From.ID)
+	}
+	for _, k := range rs.from {
+		if k.Algorithm != pinblock.TDES {
+			return nil, fmt.Errorf("%w (key %s is %s)", ErrAlgorithm, k.ID, k.Algorithm)
+		}
+		if !k.Until.IsZero() && (rs.until.IsZero() || k.Until.Before(rs.until)) {
+			rs.until = k.Until
+		}
+	}
+	if rs.to, err = m.keys.Lookup(r.To); err != nil {
+		return nil, err
+	}
+	if rs.to.Usage != pinblock.UsageZPK {
+		return nil, fmt.Errorf("%w: %s key %s cannot be a payShield translation's destination", pinblock.ErrKeyUsage, rs.to.Usage, rs.to.ID)
+	}
+	if rs.to.Algorithm != pinblock.TDES {
+		return nil, fmt.Errorf("%w (key %s is %s)", ErrAlgorithm, rs.to.ID, rs.to.Algorithm)
+	}
+	return rs, nil
+}
+
+// one translates a block on rs, trying the versions in grace when the
+// current one finds the block invalid.
+func (m *Module) one(ctx context.Context, rs *resolved, pan string, block []byte) ([]byte, error) {
+	if block == nil {
+		return nil, fmt.Errorf("%w: no block", pinblock.ErrInvalidPINBlock)
+	}
+	acct, err := accountNumber(pan)
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range rs.from {
+		out, err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, block, rs.fromFmt, rs.toFmt, acct)
+		if err == nil || !errors.Is(err, pinblock.ErrInvalidPINBlock) || i == len(rs.from)-1 {
+			return out, err
+		}
+	}
+	panic("unreachable")
+}
+
+// pair translates old and new as two commands in flight at once, under the
+// same key version.
+func (m *Module) pair(ctx context.Context, rs *resolved, pan string, old, nw []byte) ([]byte, []byte, error) {
+	if old == nil && nw == nil {
+		return nil, nil, fmt.Errorf("%w: no block to translate", pinblock.ErrInvalidPINBlock)
+	}
+	if old == nil || nw == nil {
+		b := old
+		if b == nil {
+			b = nw
+		}
+		out, err := m.one(ctx, rs, pan, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if old == nil {
+			return nil, out, nil
+		}
+		return out, nil, nil
+	}
+	acct, err := accountNumber(pan)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, k := range rs.from {
+		type res struct {
+			b   []byte
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			b, err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, nw, rs.fromFmt, rs.toFmt, acct)
+			ch <- res{b, err}
+		}()
+		o, oerr := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, old, rs.fromFmt, rs.toFmt, acct)
+		n := <-ch
+		err := oerr
+		if err == nil {
+			err = n.err
+		}
+		if err == nil {
+			return o, n.b, nil
+		}
+		clear(o)
+		clear(n.b)
+		if !errors.Is(err, pinblock.ErrInvalidPINBlock) || i == len(rs.from)-1 {
+			return nil, nil, err
+		}
+	}
+	panic("unreachable")
+}
+
+// Translate translates one block in the HSM (CA from a TPK, CC from a ZPK).
+// PCI PIN 3-3 is checked before the HSM is asked.
+func (m *Module) Translate(ctx context.Context, req pinblock.TranslateRequest) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs, err := m.resolve(pinblock.Route{From: req.From, FromFormat: req.FromFormat, To: req.To, ToFormat: req.ToFormat})
+	if err != nil {
+		return nil, err
+	}
+	return m.one(ctx, rs, req.PAN, req.Block)
+}
+
+// TranslatePair sends the old and new blocks as two commands in flight at
+// once. CheckNewPIN is not enforced here (see Module).
+func (m *Module) TranslatePair(ctx context.Context, req pinblock.PairRequest) ([]byte, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	rs, err := m.resolve(pinblock.Route{From: req.From, FromFormat: req.FromFormat, To: req.To, ToFormat: req.ToFormat})
+	if err != nil {
+		return nil, nil, err
+	}
+	return m.pair(ctx, rs, req.PAN, req.Old, req.New)
+}
+
+// translator is a prepared route: its LMK tokens are looked up once and
+// again only when the key set changes or a grace window ends.
+type translator struct {
+	m     *Module
+	route pinblock.Route
+	rs    atomic.Pointer[resolved]
+}
+
+var _ pinblock.Translator = (*translator)(nil)
+
+// Prepare checks r and keeps its keys' LMK tokens, so a translation on it
+// looks nothing up.
+func (m *Module) Prepare(ctx context.Context, r pinblock.Route) (pinblock.Translator, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs, err := m.resolve(r)
+	if err != nil {
+		return nil, err
+	}
+	t := &translator{m: m, route: r}
+	t.rs.Store(rs)
+	return t, nil
+}
+
+func (t *translator) current() (*resolved, error) {
+	rs := t.rs.Load()
+	if rs.gen == t.m.keys.Generation() && (rs.until.IsZero() || time.Now().Before(rs.until)) {
+		return rs, nil
+	}
+	rs, err := t.m.resolve(t.route)
+	if err != nil {
+		return nil, err
+	}
+	t.rs.Store(rs)
+	return rs, nil
+}
+
+// place copies results into buf when it is large enough (old at 0, new at 8).
+func place(buf, o, n []byte) ([]byte, []byte) {
+	if cap(buf) < pinblock.BufferSize {
+		return o, n
+	}
+	buf = buf[:pinblock.BufferSize]
+	clear(buf)
+	var ro, rn []byte
+	if o != nil {
+		ro = buf[0:8:8]
+		copy(ro, o)
+		clear(o)
+	}
+	if n != nil {
+		rn = buf[8:16:16]
+		copy(rn, n)
+		clear(n)
+	}
+	return ro, rn
+}
+
+func (t *translator) Translate(ctx context.Context, buf []byte, pan string, block []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs, err := t.current()
+	if err != nil {
+		return nil, err
+	}
+	out, err := t.m.one(ctx, rs, pan, block)
+	if err != nil {
+		if cap(buf) >= pinblock.BufferSize {
+			clear(buf[:pinblock.BufferSize])
+		}
+		return nil, err
+	}
+	o, _ := place(buf, out, nil)
+	return o, nil
+}
+
+func (t *translator) TranslatePair(ctx context.Context, buf []byte, req pinblock.PairBlocks) ([]byte, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	rs, err := t.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	o, n, err := t.m.pair(ctx, rs, req.PAN, req.Old, req.New)
+	if err != nil {
+		if cap(buf) >= pinblock.BufferSize {
+			clear(buf[:pinblock.BufferSize])
+		}
+		return nil, nil, err
+	}
+	o, n = place(buf, o, n)
+	return o, n, nil
+}
+
+// scheme is the LMK key scheme for a TDES key length.
+func scheme(length int) (byte, error) {
+	switch length {
+	case 16:
+		return 'U', nil
+	case 24:
+		return 'T', nil
+	}
+	return 0, fmt.Errorf("%w: payShield variant keys are 16 or 24 bytes, not %d", pinblock.ErrInvalidKey, length)
+}
+
+// Import brings a key under a held ZMK in: FA for a ZPK (the online key
+// change), A6 for other usages. The HSM's check value must match req.KCV.
+// Import is never retried on another HSM.
+func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return pinblock.KeyInfo{}, err
+	}
+	if req.KCV == "" {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, req.ID)
+	}
+	if req.Algorithm != pinblock.TDES {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, ErrAlgorithm)
+	}
+	typ, ok := keyType(req.Usage)
+	if !ok {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: usage %s", pinblock.ErrKeyUsage, req.ID, req.Usage)
+	}
+	zmk, err := m.keys.Lookup(req.ZMK)
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if zmk.Usage != pinblock.UsageZMK {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: %s key %s is not a ZMK", pinblock.ErrKeyUsage, req.ID, zmk.Usage, zmk.ID)
+	}
+	sc, err := scheme(len(req.Enciphered))
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	zmkScheme := "X"
+	if sc == 'T' {
+		zmkScheme = "Y"
+	}
+	under := zmkScheme + strings.ToUpper(hex.EncodeToString(req.Enciphered))
+	var tok, kcv string
+	if req.Usage == pinblock.UsageZPK {
+		tok, kcv, err = m.c.importZPK(ctx, zmk.Token, under)
+	} else {
+		tok, kcv, err = m.c.importKey(ctx, typ, zmk.Token, under, sc)
+	}
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if !kcvMatches(kcv, req.KCV) {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: key %s", pinblock.ErrKCVMismatch, req.ID)
+	}
+	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: req.Algorithm, Length: len(req.Enciphered), Token: tok, KCV: strings.ToUpper(kcv)}, req.Rotate)
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	return k.Info(), nil
+}
+
+// kcvMatches compares want (4 to 6 digits, any case) with the start of got.
+func kcvMatches(got, want string) bool {
+	g, w := strings.ToUpper(got), strings.ToUpper(strings.TrimSpace(want))
+	if len(w) < 4 || len(w) > len(g) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(g[:len(w)]), []byte(w)) == 1
+}
+
+// Generate makes a key in the HSM (A0 mode 0) and keeps its LMK token.
+// Never retried on another HSM.
+func (m *Module) Generate(ctx context.Context, id string, usage pinblock.Usage, alg pinblock.Algorithm, length int) (pinblock.KeyInfo, error) {
+	info, _, err := m.generate(ctx, id, usage, alg, length, pinblock.KeyRef{})
+	return info, err
+}
+
+// GenerateExport makes a key in the HSM (A0 mode 1) and returns it also
+// enciphered under the held ZMK zmk (ANSI X9.17, TDES-ECB), to send to the
+// other zone, with its KCV in the KeyInfo.
+func (m *Module) GenerateExport(ctx context.Context, id string, usage pinblock.Usage, length int, zmk pinblock.KeyRef) (pinblock.KeyInfo, []byte, error) {
+	if zmk.ID == "" {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: no ZMK", pinblock.ErrUnknownKey)
+	}
+	return m.generate(ctx, id, usage, pinblock.TDES, length, zmk)
+}
+
+func (m *Module) generate(ctx context.Context, id string, usage pinblock.Usage, alg pinblock.Algorithm, length int, zmkRef pinblock.KeyRef) (pinblock.KeyInfo, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return pinblock.KeyInfo{}, nil, err
+	}
+	if alg != pinblock.TDES {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, ErrAlgorithm)
+	}
+	typ, ok := keyType(usage)
+	if !ok {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: generate %s: usage %s", pinblock.ErrKeyUsage, id, usage)
+	}
+	sc, err := scheme(length)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
+	}
+	if _, err := m.keys.Lookup(pinblock.KeyRef{ID: id}); err == nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: %s", pinblock.ErrKeyExists, id)
+	}
+	zmkTok := ""
+	if zmkRef.ID != "" {
+		zmk, err := m.keys.Lookup(zmkRef)
+		if err != nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
+		}
+		if zmk.Usage != pinblock.UsageZMK {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: generate %s: %s is not a ZMK", pinblock.ErrKeyUsage, id, zmk.ID)
+		}
+		zmkTok = zmk.Token
+	}
+	g, err := m.c.generateKey(ctx, typ, sc, zmkTok)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
+	}
+	kcv := g.kcv
+	if kcv == "" {
+		if kcv, err = m.c.checkValue(ctx, typ, g.underLMK); err != nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: check value: %w", id, err)
+		}
+	}
+	k, err := m.keys.Add(Key{ID: id, Usage: usage, Algorithm: alg, Length: length, Token: g.underLMK, KCV: strings.ToUpper(kcv)}, false)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
+	}
+	var under []byte
+	if g.underZMK != "" {
+		under, _ = hex.DecodeString(g.underZMK[1:])
+	}
+	return k.Info(), under, nil
+}
+
+// KCV asks the HSM (BU) for the check value of a held key.
+func (m *Module) KCV(ctx context.Context, ref pinblock.KeyRef) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	k, err := m.keys.Lookup(ref)
+	if err != nil {
+		return "", err
+	}
+	typ, ok := keyType(k.Usage)
+	if !ok {
+		return "", fmt.Errorf("%w: %s", pinblock.ErrKeyUsage, k.ID)
+	}
+	return m.c.checkValue(ctx, typ, k.Token)
+}
+
+// GeneratePIN draws a PIN in the HSM (JA) and has it enciphered for the
+// issuer (JG). Sealed is the PIN under the LMK, for PrintMailer. The HSM's
+// JA applies no weak-PIN list; the issuer's checks apply.
+func (m *Module) GeneratePIN(ctx context.Context, req pinblock.GeneratePINRequest) (pinblock.GeneratedPIN, error) {
+	if err := ctx.Err(); err != nil {
+		return pinblock.GeneratedPIN{}, err
+	}
+	n := req.Length
+	if n == 0 {
+		n = pinblock.DefaultGeneratedPINLength
+	}
+	if n < pinblock.MinPINLength || n > pinblock.MaxPINLength {
+		return pinblock.GeneratedPIN{}, fmt.Errorf("%w: length %d", pinblock.ErrInvalidPIN, n)
+	}
+	f, ok := formatCode(req.ToFormat)
+	if !ok || req.ToFormat == pinblock.Format4 || req.ToFormat == pinblock.Format2 {
+		return pinblock.GeneratedPIN{}, fmt.Errorf("%w: %s", pinblock.ErrUnsupportedFormat, req.ToFormat)
+	}
+	to, err := m.keys.Lookup(req.To)
+	if err != nil {
+		return pinblock.GeneratedPIN{}, err
+	}
+	if to.Usage != pinblock.UsageZPK {
+		return pinblock.GeneratedPIN{}, fmt.Errorf("%w: %s is not a ZPK", pinblock.ErrKeyUsage, to.ID)
+	}
+	if to.Algorithm != pinblock.TDES {
+		return pinblock.GeneratedPIN{}, ErrAlgorithm
+	}
+	acct, err := accountNumber(req.PAN)
+	if err != nil {
+		return pinblock.GeneratedPIN{}, err
+	}
+	pin, err := m.c.randomPIN(ctx, acct, n)
+	if err != nil {
+		return pinblock.GeneratedPIN{}, err
+	}
+	block, err := m.c.pinToZPK(ctx, to.Token, f, acct, pin)
+	if err != nil {
+		return pinblock.GeneratedPIN{}, err
+	}
+	return pinblock.GeneratedPIN{Block: block, Sealed: []byte(pin)}, nil
+}
+
+// PrintMailer prints the mailer on the HSM's printer (PE): the reference,
+// the address lines and, placed by the HSM, the PIN.
+func (m *Module) PrintMailer(ctx context.Context, req pinblock.MailerRequest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	acct, err := accountNumber(req.PAN)
+	if err != nil {
+		return err
+	}
+	if len(req.Sealed) < pinblock.MinPINLength+1 {
+		return fmt.Errorf("%w: no sealed PIN", pinblock.ErrInvalidPIN)
+	}
+	fields := []string{printable(req.Reference)}
+	for _, l := range req.AddressLines {
+		fields = append(fields, printable(l))
+	}
+	if err := m.c.printMailer(ctx, acct, string(req.Sealed), fields); err != nil {
+		return fmt.Errorf("%w: %v", pinblock.ErrMailerUnavailable, err)
+	}
+	return nil
+}
+
+// printable replaces control characters and the PE field separator.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == ';' {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,378 @@
+package payshield_test
+
+import (
+	"context"
+	"crypto/des"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"pingate/integration/payshield"
+	"pingate/integration/payshield/hsmsim"
+	"pingate/pinblock"
+)
+
+// Development keys with odd DES parity, as a key ceremony would load them.
+const (
+	zmkHex = "0123456789ABCDEFFEDCBA9876543210"
+	zpkHex = "89ABCDEF01234567FEDCBA9876543210"
+	pan    = "4000001234567899"
+)
+
+func startSim(t *testing.T, cfg hsmsim.Config) (*hsmsim.Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := hsmsim.New(cfg)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ln) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	return s, ln.Addr().String()
+}
+
+func newModule(t *testing.T, cfg payshield.Config) *payshield.Module {
+	t.Helper()
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = -1
+	}
+	c, err := payshield.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return payshield.NewModule(c, payshield.NewKeys(time.Hour))
+}
+
+func clearKey(t *testing.T, id string, u pinblock.Usage, h string) pinblock.Key {
+	t.Helper()
+	k, err := pinblock.ParseHexKey(id, u, pinblock.TDES, 1, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// loadZMK puts the development ZMK under the simulator's LMK into m's keys.
+func loadZMK(t *testing.T, s *hsmsim.Server, m *payshield.Module) {
+	t.Helper()
+	raw, _ := hex.DecodeString(zmkHex)
+	tok, err := s.EncipherUnderLMK("000", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zmk := clearKey(t, "zmk", pinblock.UsageZMK, zmkHex)
+	if _, err := m.Keys().Add(payshield.Key{ID: "zmk", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: zmk.KCV()}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ecb(t *testing.T, keyHex string, data []byte, decrypt bool) []byte {
+	t.Helper()
+	k, _ := hex.DecodeString(keyHex)
+	k = append(k, k[:8]...)
+	b, err := des.NewTripleDESCipher(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, len(data))
+	for i := 0; i < len(data); i += 8 {
+		if decrypt {
+			b.Decrypt(out[i:], data[i:i+8])
+		} else {
+			b.Encrypt(out[i:], data[i:i+8])
+		}
+	}
+	return out
+}
+
+// importZPK brings the development ZPK in through FA under the ZMK.
+func importZPK(t *testing.T, m *payshield.Module, id string) pinblock.Key {
+	t.Helper()
+	zpk := clearKey(t, id, pinblock.UsageZPK, zpkHex)
+	raw, _ := hex.DecodeString(zpkHex)
+	info, err := m.Import(context.Background(), pinblock.ImportRequest{
+		ID: id, Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES,
+		Enciphered: ecb(t, zmkHex, raw, false), ZMK: pinblock.KeyRef{ID: "zmk"}, KCV: zpk.KCV(),
+	})
+	if err != nil {
+		t.Fatalf("Import(ZPK via FA) = %v", err)
+	}
+	if info.KCV != zpk.KCV() {
+		t.Fatalf("Import KCV = %s, want %s", info.KCV, zpk.KCV())
+	}
+	return zpk
+}
+
+// generateTPK makes a TPK in the HSM (A0 mode 1) and recovers its clear
+// value from its copy under the ZMK: test-only, to play the terminal.
+func generateTPK(t *testing.T, m *payshield.Module, id string) pinblock.Key {
+	t.Helper()
+	info, under, err := m.GenerateExport(context.Background(), id, pinblock.UsageTPK, 16, pinblock.KeyRef{ID: "zmk"})
+	if err != nil {
+		t.Fatalf("GenerateExport(TPK) = %v", err)
+	}
+	raw := ecb(t, zmkHex, under, true)
+	tpk, err := pinblock.NewKey(id, pinblock.UsageTPK, pinblock.TDES, 1, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpk.KCV() != info.KCV {
+		t.Fatalf("A0 KCV = %s, the key under the ZMK has %s", info.KCV, tpk.KCV())
+	}
+	return tpk
+}
+
+func encipher(t *testing.T, f pinblock.Format, digits string, k pinblock.Key) []byte {
+	t.Helper()
+	p, err := pinblock.NewSecretPIN(digits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pinblock.Encipher(f, p, pan, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func decodesTo(t *testing.T, what string, f pinblock.Format, block []byte, k pinblock.Key, digits string) {
+	t.Helper()
+	p, err := pinblock.Decipher(f, block, pan, k)
+	if err != nil {
+		t.Fatalf("%s: the translated block does not decipher under the destination key: %v", what, err)
+	}
+	if p.Reveal() != digits {
+		t.Fatalf("%s: the translated block holds a different PIN", what)
+	}
+}
+
+func TestSimDiagnosticsAndEcho(t *testing.T) {
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	d, err := m.Client().Diagnostics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.LMKCheck != s.LMKCheckValue() || d.Firmware == "" {
+		t.Fatalf("NC = %+v, want LMK check %s", d, s.LMKCheckValue())
+	}
+	if err := m.Client().Echo(context.Background(), "pingate echo"); err != nil {
+		t.Fatalf("B2 = %v", err)
+	}
+}
+
+func TestSimTranslateTPKToZPK(t *testing.T) {
+	tests := []struct {
+		from, to pinblock.Format
+	}{
+		{pinblock.Format0, pinblock.Format0},
+		{pinblock.Format0, pinblock.Format3},
+		{pinblock.Format1, pinblock.Format0},
+		{pinblock.Format3, pinblock.Format0},
+		{pinblock.Format1, pinblock.Format1},
+	}
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 6})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}, HeaderLen: 6})
+	loadZMK(t, s, m)
+	tpk := generateTPK(t, m, "tpk")
+	zpk := importZPK(t, m, "zpk")
+	for _, tt := range tests {
+		block := encipher(t, tt.from, "4921", tpk)
+		out, err := m.Translate(context.Background(), pinblock.TranslateRequest{
+			PAN: pan, Block: block, From: pinblock.KeyRef{ID: "tpk"}, FromFormat: tt.from,
+			To: pinblock.KeyRef{ID: "zpk"}, ToFormat: tt.to,
+		})
+		if err != nil {
+			t.Fatalf("Translate(%s→%s via CA) = %v", tt.from, tt.to, err)
+		}
+		decodesTo(t, fmt.Sprintf("CA %s→%s", tt.from, tt.to), tt.to, out, zpk, "4921")
+	}
+}
+
+// TestSimPairInFlight runs many PIN changes at once over one connection:
+// each pair's two commands are in flight together and the responses are
+// matched by header, so every card gets its own PINs back.
+func TestSimPairInFlight(t *testing.T) {
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}, Connections: 1})
+	loadZMK(t, s, m)
+	zpkIn := importZPK(t, m, "acq-zpk")
+	zpkOut := importZPK(t, m, "iss-zpk")
+	tr, err := m.Prepare(context.Background(), pinblock.Route{
+		From: pinblock.KeyRef{ID: "acq-zpk"}, FromFormat: pinblock.Format0,
+		To: pinblock.KeyRef{ID: "iss-zpk"}, ToFormat: pinblock.Format3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			oldPIN, newPIN := fmt.Sprintf("%04d", 1000+i), fmt.Sprintf("%06d", 500000+i)
+			buf := make([]byte, pinblock.BufferSize)
+			o, nw, err := tr.TranslatePair(context.Background(), buf, pinblock.PairBlocks{
+				PAN: pan, Old: encipher(t, pinblock.Format0, oldPIN, zpkIn), New: encipher(t, pinblock.Format0, newPIN, zpkIn),
+			})
+			if err != nil {
+				errs <- err
+				return
+			}
+			po, err1 := pinblock.Decipher(pinblock.Format3, o, pan, zpkOut)
+			pn, err2 := pinblock.Decipher(pinblock.Format3, nw, pan, zpkOut)
+			if err1 != nil || err2 != nil || po.Reveal() != oldPIN || pn.Reveal() != newPIN {
+				errs <- fmt.Errorf("pair %d: the translated blocks do not hold the card's own PINs", i)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestSimRefusals(t *testing.T) {
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	loadZMK(t, s, m)
+	zpk := importZPK(t, m, "zpk")
+	importZPK(t, m, "zpk2")
+	// An AES (or SM4) key is refused, never translated in software.
+	if _, err := m.Keys().Add(payshield.Key{ID: "aes", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Token: "S0000"}, false); err != nil {
+		t.Fatal(err)
+	}
+	// A key whose clear value has even parity: the HSM answers 11.
+	even, _ := hex.DecodeString("00000000000000001111111111111111")
+	tok, _ := s.EncipherUnderLMK("001", even)
+	if _, err := m.Keys().Add(payshield.Key{ID: "even", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Token: tok}, false); err != nil {
+		t.Fatal(err)
+	}
+	ff := make([]byte, 8)
+	for i := range ff {
+		ff[i] = 0xFF
+	}
+	bad := ecb(t, zpkHex, ff, false) // control nibble F: not a format 0 block
+	good := encipher(t, pinblock.Format0, "1234", zpk)
+	tests := []struct {
+		name      string
+		give      pinblock.TranslateRequest
+		want      error
+		wantAlert bool
+	}{
+		{"PCI 3-3 0→1", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}, ToFormat: pinblock.Format1}, pinblock.ErrForbiddenTranslation, false},
+		{"ISO 4", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, FromFormat: pinblock.Format4, To: pinblock.KeyRef{ID: "zpk2"}, ToFormat: pinblock.Format4}, pinblock.ErrUnsupportedFormat, false},
+		{"AES key", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "aes"}}, payshield.ErrAlgorithm, false},
+		{"unknown key", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "nope"}, To: pinblock.KeyRef{ID: "zpk2"}}, pinblock.ErrUnknownKey, false},
+		{"invalid block (20)", pinblock.TranslateRequest{PAN: pan, Block: bad, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}}, pinblock.ErrInvalidPINBlock, false},
+		{"parity (11)", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "even"}}, pinblock.ErrInvalidKey, true},
+		{"PAN", pinblock.TranslateRequest{PAN: "12x4", Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}}, pinblock.ErrInvalidPAN, false},
+	}
+	for _, tt := range tests {
+		_, err := m.Translate(context.Background(), tt.give)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: Translate = %v, want %v", tt.name, err, tt.want)
+		}
+		if payshield.IsAlert(err) != tt.wantAlert {
+			t.Errorf("%s: IsAlert = %v, want %v", tt.name, payshield.IsAlert(err), tt.wantAlert)
+		}
+	}
+	// A wrong KCV on import: refused and not kept.
+	raw, _ := hex.DecodeString(zpkHex)
+	_, err := m.Import(context.Background(), pinblock.ImportRequest{ID: "zpk3", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES,
+		Enciphered: ecb(t, zmkHex, raw, false), ZMK: pinblock.KeyRef{ID: "zmk"}, KCV: "000000"})
+	if !errors.Is(err, pinblock.ErrKCVMismatch) {
+		t.Errorf("Import(wrong KCV) = %v, want ErrKCVMismatch", err)
+	}
+	if _, err := m.Keys().Lookup(pinblock.KeyRef{ID: "zpk3"}); !errors.Is(err, pinblock.ErrUnknownKey) {
+		t.Errorf("a key whose KCV did not match was kept")
+	}
+	if kcv, err := m.KCV(context.Background(), pinblock.KeyRef{ID: "zpk"}); err != nil || kcv != zpk.KCV() {
+		t.Errorf("KCV(BU) = %q, %v, want %s", kcv, err, zpk.KCV())
+	}
+}
+
+func TestSimGeneratedPINAndMailer(t *testing.T) {
+	dir := t.TempDir()
+	printer, err := pinblock.NewSpoolPrinter(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4, Printer: printer})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	loadZMK(t, s, m)
+	zpk := importZPK(t, m, "zpk")
+	g, err := m.GeneratePIN(context.Background(), pinblock.GeneratePINRequest{PAN: pan, Length: 6, To: pinblock.KeyRef{ID: "zpk"}, ToFormat: pinblock.Format0})
+	if err != nil {
+		t.Fatalf("GeneratePIN(JA+JG) = %v", err)
+	}
+	p, err := pinblock.Decipher(pinblock.Format0, g.Block, pan, zpk)
+	if err != nil || p.Len() != 6 {
+		t.Fatalf("the generated block does not decipher to a 6-digit PIN: %v", err)
+	}
+	if err := m.PrintMailer(context.Background(), pinblock.MailerRequest{PAN: pan, Sealed: g.Sealed, Reference: "op-1", AddressLines: []string{"Branch 7"}}); err != nil {
+		t.Fatalf("PrintMailer(PE) = %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "op-1"+pinblock.MailerFileSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "Your new PIN: "+p.Reveal()+"\n") || !strings.Contains(string(b), "Branch 7") {
+		t.Fatal("the mailer does not carry the PIN the issuer was sent, or its address")
+	}
+}
+
+// TestSimFailover: with one of two HSMs gone, translations go to the other
+// and every answer is right; a key generation is not retried elsewhere.
+func TestSimFailover(t *testing.T) {
+	a, addrA := startSim(t, hsmsim.Config{HeaderLen: 4})
+	_, addrB := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addrA, addrB}})
+	loadZMK(t, a, m) // both simulators share the test LMK
+	zpk := importZPK(t, m, "zpk")
+	importZPK(t, m, "zpk2")
+	zpk2 := clearKey(t, "zpk2", pinblock.UsageZPK, zpkHex)
+	_ = zpk
+	a.Close()
+	for i := range 10 {
+		out, err := m.Translate(context.Background(), pinblock.TranslateRequest{PAN: pan, Block: encipher(t, pinblock.Format0, "2468", zpk),
+			From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}})
+		if err != nil {
+			t.Fatalf("translation %d with one HSM down = %v", i, err)
+		}
+		decodesTo(t, "failover", pinblock.Format0, out, zpk2, "2468")
+	}
+	st := m.Client().Stats()
+	if st[0].Healthy || !st[1].Healthy {
+		t.Errorf("Stats healthy = %v, %v; want the closed HSM removed", st[0].Healthy, st[1].Healthy)
+	}
+	if err := m.Client().Ready(); err != nil {
+		t.Errorf("Ready = %v with one HSM up", err)
+	}
+}
+
+func TestNoReachableHSM(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	_, err := m.Client().Diagnostics(context.Background())
+	if !errors.Is(err, pinblock.ErrModuleUnavailable) {
+		t.Fatalf("Diagnostics with no HSM = %v, want ErrModuleUnavailable", err)
+	}
+	if err := m.Client().Ready(); !errors.Is(err, pinblock.ErrModuleUnavailable) {
+		t.Fatalf("Ready with no HSM = %v, want ErrModuleUnavailable", err)
+	}
+}
