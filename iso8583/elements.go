@@ -104,18 +104,35 @@ func (o OriginalData) SameAcquirer(id string) bool {
 }
 
 // KeyExchange is DE 123 of a key change (0800, NMI 161): the new zone PIN
-// key enciphered under the zone master key, as hex (32, 48 or 64 digits for
-// a 16-, 24- or 32-byte key), a "/", and the new key's check value as hex
-// (4 to 10 digits: 6 for TDES, 10 for AES in pingate's own messages).
-// Example: "0123...CDEF/08D7B4". The enciphered key is treated as secret: it
-// is redacted in every dump and String shows only the KCV.
+// key under the zone master key shared with the acquirer, in one of two
+// forms.
+//
+//   - A TR-31 / ANSI X9.143 key block (KeyBlock), the ZMK as key block
+//     protection key: printable ASCII starting with the version (A, B, C or
+//     D) and the block's length in 4 digits, which must equal the length of
+//     DE 123. Example: "D0112P0AE00E0000…" (112 characters).
+//   - The legacy form (KeyUnderZMK, KCV): the key enciphered under the ZMK,
+//     as hex (32, 48 or 64 digits for a 16-, 24- or 32-byte key), a "/", and
+//     the new key's check value as hex (4 to 10 digits: 6 for TDES, 10 for
+//     AES in pingate's own messages). Example: "0123...CDEF/08D7B4".
+//
+// Whether an acquirer may use the legacy form is routing's decision. The
+// key material is treated as secret: DE 123 is redacted in every dump and
+// String shows only the KCV.
 type KeyExchange struct {
+	KeyBlock    string // a TR-31 key block; the other fields are then empty
 	KeyUnderZMK string // upper-case hex
 	KCV         string // upper-case hex
 }
 
 // Encode builds DE 123.
 func (k KeyExchange) Encode() (string, error) {
+	if k.KeyBlock != "" {
+		if !keyBlockShape(k.KeyBlock) {
+			return "", &FieldError{Field: "123", Problem: "not a TR-31 key block"}
+		}
+		return k.KeyBlock, nil
+	}
 	if err := k.validate(); err != nil {
 		return "", err
 	}
@@ -134,21 +151,53 @@ func (k KeyExchange) validate() error {
 	return nil
 }
 
-// ParseKeyExchange decodes DE 123; hex digits are returned upper-case.
-func ParseKeyExchange(v string) (KeyExchange, error) {
-	key, kcv, ok := strings.Cut(v, "/")
-	if !ok {
-		return KeyExchange{}, &FieldError{Field: "123", Problem: "no \"/\" separator"}
+// keyBlockShape reports whether v looks like a TR-31 key block: a version
+// A-D, a 4-digit length equal to len(v), at least the 16-character header,
+// printable ASCII. The block itself is checked when it is unwrapped.
+func keyBlockShape(v string) bool {
+	if len(v) < 16 || len(v) > 9999 || !strings.ContainsRune("ABCD", rune(v[0])) || !allDigits(v[1:5]) {
+		return false
 	}
-	k := KeyExchange{KeyUnderZMK: strings.ToUpper(key), KCV: strings.ToUpper(kcv)}
-	if err := k.validate(); err != nil {
-		return KeyExchange{}, err
+	n, _ := strconv.Atoi(v[1:5])
+	if n != len(v) {
+		return false
 	}
-	return k, nil
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7E {
+			return false
+		}
+	}
+	return true
 }
 
-// String shows only the KCV.
-func (k KeyExchange) String() string { return "key-exchange(kcv=" + k.KCV + ")" }
+// ParseKeyExchange decodes DE 123. A value of the legacy form key/KCV is
+// taken as such (hex digits returned upper-case); otherwise it must have the
+// shape of a TR-31 key block, returned as sent.
+func ParseKeyExchange(v string) (KeyExchange, error) {
+	key, kcv, legacy := strings.Cut(v, "/")
+	if legacy {
+		k := KeyExchange{KeyUnderZMK: strings.ToUpper(key), KCV: strings.ToUpper(kcv)}
+		err := k.validate()
+		if err == nil {
+			return k, nil
+		}
+		if !keyBlockShape(v) {
+			return KeyExchange{}, err
+		}
+	}
+	if keyBlockShape(v) {
+		return KeyExchange{KeyBlock: v}, nil
+	}
+	return KeyExchange{}, &FieldError{Field: "123", Problem: "neither a TR-31 key block nor enciphered key \"/\" KCV"}
+}
+
+// String shows only the form and, for the legacy form, the KCV.
+func (k KeyExchange) String() string {
+	if k.KeyBlock != "" {
+		return "key-exchange(tr31)"
+	}
+	return "key-exchange(kcv=" + k.KCV + ")"
+}
 
 // GoString keeps %#v from printing the enciphered key.
 func (k KeyExchange) GoString() string { return k.String() }

@@ -93,15 +93,20 @@ type KeyInfo struct {
 	Created   time.Time `json:"created"`
 }
 
-// ImportRequest brings a key in enciphered under a ZMK the module already
-// holds, checking its KCV.
+// ImportRequest brings a key in under a ZMK the module already holds:
+// either as a TR-31 key block (KeyBlock, the ZMK as key block protection
+// key) or, the legacy way, enciphered (Enciphered) and checked against KCV.
 type ImportRequest struct {
 	ID         string
 	Usage      Usage
-	Algorithm  Algorithm
-	Enciphered []byte // the key under the ZMK (TDES ECB for TDES ZMKs)
-	ZMK        KeyRef
-	KCV        string
+	Algorithm  Algorithm // with KeyBlock: empty, or the algorithm the block must carry
+	Enciphered []byte    // the key under the ZMK (TDES ECB for TDES ZMKs); not with KeyBlock
+	// KeyBlock is a TR-31 / ANSI X9.143 key block made under the ZMK. Its
+	// MAC authenticates the key and binds it to its usage (it must permit
+	// Usage); its KC and KP optional blocks are verified when present.
+	KeyBlock string
+	ZMK      KeyRef
+	KCV      string // required with Enciphered; with KeyBlock, checked if given
 	Who, Why   string // recorded in the custody log
 	// Rotate makes the key the next version of an ID the module already
 	// holds (an online key change), with the same usage and algorithm; the

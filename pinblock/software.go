@@ -208,8 +208,11 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	if err := ctx.Err(); err != nil {
 		return KeyInfo{}, err
 	}
-	if req.KCV == "" {
+	if req.KCV == "" && req.KeyBlock == "" {
 		return KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", ErrKCVMismatch, req.ID)
+	}
+	if req.KeyBlock != "" && req.Enciphered != nil {
+		return KeyInfo{}, fmt.Errorf("%w: import %s: give a key block or an enciphered key, not both", ErrInvalidKey, req.ID)
 	}
 	zmk, err := m.ring.Lookup(req.ZMK, m.now())
 	if err != nil {
@@ -217,6 +220,9 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	}
 	if zmk.Usage() != UsageZMK {
 		return KeyInfo{}, fmt.Errorf("%w: import %s: %s key %s is not a ZMK", ErrKeyUsage, req.ID, zmk.Usage(), zmk.ID())
+	}
+	if req.KeyBlock != "" {
+		return m.importKeyBlock(req, zmk)
 	}
 	b, err := zmk.blockCipher()
 	if err != nil {
@@ -261,6 +267,48 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	if err != nil {
 		k.Zeroize()
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	return m.info(k), nil
+}
+
+// importKeyBlock is Import of a TR-31 key block under zmk (UnwrapKeyBlock):
+// the block's MAC must verify, its key usage permit req.Usage, and the ZMK be
+// at least as strong as the key it carries (ErrWeakKEK).
+func (m *SoftwareModule) importKeyBlock(req ImportRequest, zmk Key) (KeyInfo, error) {
+	version := 1
+	if req.Rotate {
+		cur, err := m.ring.Lookup(KeyRef{ID: req.ID}, m.now())
+		if err != nil {
+			return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+		}
+		version = cur.Version() + 1
+	}
+	k, _, err := UnwrapKeyBlock(zmk, req.KeyBlock, UnwrapOptions{ID: req.ID, Version: version, Usage: req.Usage})
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	fail := func(err error) (KeyInfo, error) {
+		k.Zeroize()
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if req.Algorithm != "" && k.Algorithm() != req.Algorithm {
+		return fail(fmt.Errorf("%w: key block carries %s, want %s", ErrKeyAlgorithmMismatch, k.Algorithm(), req.Algorithm))
+	}
+	if err := checkKEKStrength(zmk, k); err != nil {
+		return fail(err)
+	}
+	if req.KCV != "" {
+		if err := k.CheckKCV(req.KCV); err != nil {
+			return fail(err)
+		}
+	}
+	if req.Rotate {
+		err = m.ring.Rotate(k, m.now())
+	} else {
+		err = m.ring.Add(k)
+	}
+	if err != nil {
+		return fail(err)
 	}
 	return m.info(k), nil
 }

@@ -227,52 +227,90 @@ func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerCon
 	return iso8583.RCFormatError
 }
 
-// keyChange imports the acquirer's new zone PIN key, enciphered under the
-// ZMK shared with it, as the next version of the key at DE 53's key index
+// keyChange imports the acquirer's new zone PIN key, delivered under the ZMK
+// shared with it, as the next version of the key at DE 53's key index
 // (ImportRequest.Rotate): blocks under the previous version still translate
 // for the key ring's grace window, while the acquirer's terminals switch.
+//
+// DE 123 carries a TR-31 key block (ImportRequest.KeyBlock), or, only for an
+// acquirer with LegacyKeyChange, the key enciphered under the ZMK and its KCV
+// (keyUnderZMK). Refusals are ErrKeyBlockRequired, ErrUnknownKeyIndex and
+// ErrFormat, answered through ResponseFor.
 func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) string {
+	req, err := a.keyChangeRequest(acq, f)
+	if err != nil {
+		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "err", err)
+		code, _, _ := ResponseFor(err)
+		return code
+	}
+	defer clear(req.Enciphered)
+	info, err := a.keys.Import(ctx, req)
+	switch {
+	case err == nil:
+		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", acq.ID, "key", req.ID,
+			"version", info.Version, "kcv", info.KCV, "form", keyForm(req))
+		return iso8583.RCApproved
+	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey),
+		errors.Is(err, pinblock.ErrKeyAlgorithmMismatch), errors.Is(err, pinblock.ErrKeyBlock),
+		errors.Is(err, pinblock.ErrKeyUsage), errors.Is(err, pinblock.ErrWeakKEK):
+		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", req.ID, "form", keyForm(req), "err", err)
+		return iso8583.RCFormatError
+	}
+	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", acq.ID, "key", req.ID, "err", err)
+	return iso8583.RCSystemMalfunction
+}
+
+// keyChangeRequest builds the import of a key change from DE 53 and DE 123.
+func (a *AcquirerFront) keyChangeRequest(acq AcquirerConfig, f *iso8583.Fields) (pinblock.ImportRequest, error) {
 	kx, err := iso8583.ParseKeyExchange(f.KeyExchange)
 	if err != nil || acq.ZMK == "" {
-		return iso8583.RCFormatError
+		return pinblock.ImportRequest{}, ErrFormat
 	}
 	idx := 0
 	if f.SecurityControl != "" {
 		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
 		if err != nil {
-			return iso8583.RCFormatError
+			return pinblock.ImportRequest{}, ErrFormat
 		}
 		idx = sc.KeyIndex
 	}
 	label, ok := acq.Keys[idx]
 	if !ok {
-		return iso8583.RCFormatError
+		return pinblock.ImportRequest{}, ErrUnknownKeyIndex
 	}
+	req := pinblock.ImportRequest{
+		ID: label, Usage: pinblock.UsageZPK, ZMK: pinblock.KeyRef{ID: acq.ZMK},
+		Who: "acquirer " + acq.ID, Why: "key change (0800/161)", Rotate: true,
+	}
+	if kx.KeyBlock != "" {
+		req.KeyBlock = kx.KeyBlock
+		return req, nil
+	}
+	if !acq.LegacyKeyChange {
+		return pinblock.ImportRequest{}, ErrKeyBlockRequired
+	}
+	return keyUnderZMK(req, kx)
+}
+
+// keyUnderZMK completes req with the legacy form of DE 123: the key
+// enciphered under the ZMK and its KCV; a 10-digit KCV names an AES key.
+func keyUnderZMK(req pinblock.ImportRequest, kx iso8583.KeyExchange) (pinblock.ImportRequest, error) {
 	enc, err := hex.DecodeString(kx.KeyUnderZMK)
 	if err != nil {
-		return iso8583.RCFormatError
+		return pinblock.ImportRequest{}, ErrFormat
 	}
-	defer clear(enc)
-	alg := pinblock.TDES
+	req.Enciphered, req.KCV, req.Algorithm = enc, kx.KCV, pinblock.TDES
 	if len(kx.KCV) == 10 {
-		alg = pinblock.AES
+		req.Algorithm = pinblock.AES
 	}
-	_, err = a.keys.Import(ctx, pinblock.ImportRequest{
-		ID: label, Usage: pinblock.UsageZPK, Algorithm: alg, Enciphered: enc,
-		ZMK: pinblock.KeyRef{ID: acq.ZMK}, KCV: kx.KCV,
-		Who: "acquirer " + acq.ID, Why: "key change (0800/161)", Rotate: true,
-	})
-	switch {
-	case err == nil:
-		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", acq.ID, "key", label, "kcv", kx.KCV)
-		return iso8583.RCApproved
-	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey),
-		errors.Is(err, pinblock.ErrKeyAlgorithmMismatch):
-		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", label, "err", err)
-		return iso8583.RCFormatError
+	return req, nil
+}
+
+func keyForm(req pinblock.ImportRequest) string {
+	if req.KeyBlock != "" {
+		return "tr31"
 	}
-	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", acq.ID, "key", label, "err", err)
-	return iso8583.RCSystemMalfunction
+	return "legacy"
 }
 
 // reply builds the answer to f: the response MTI, the matching fields echoed,

@@ -30,6 +30,12 @@ type AcquirerConfig struct {
 	// (0420) are taken either way. Off by default; serve --production warns
 	// about an acquirer without it.
 	RequireSignOn bool `yaml:"require_sign_on" json:"require_sign_on"`
+	// LegacyKeyChange also accepts, in a key change, the new zone PIN key
+	// enciphered under the ZMK with TDES-ECB (or AES Key Wrap) and its KCV
+	// (DE 123 "key/KCV"), which PCI PIN 18-3 no longer allows: without it
+	// only a TR-31 key block is accepted. For a migration only; serve
+	// --production warns about an acquirer with it.
+	LegacyKeyChange bool `yaml:"key_change_legacy_ecb" json:"key_change_legacy_ecb"`
 	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3, 4).
 	Formats []int `yaml:"formats" json:"formats"`
 	// Operations it may ask for (default: change for ATMs; all three for

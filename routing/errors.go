@@ -15,6 +15,7 @@ var (
 	ErrAcquirerMismatch  = errors.New("acquirer differs from the one the connection is bound to")
 	ErrNotBound          = errors.New("no DE 32 and the connection is bound to no acquirer")
 	ErrNotSignedOn       = errors.New("acquirer not signed on")
+	ErrKeyBlockRequired  = errors.New("key change must carry a TR-31 key block")
 	ErrTerminalRefused   = errors.New("terminal not permitted for acquirer")
 	ErrOperationRefused  = errors.New("operation not permitted for acquirer")
 	ErrFormatRefused     = errors.New("PIN block format not permitted for acquirer")
@@ -52,6 +53,8 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		return iso8583.RCNotPermittedTerm, OutcomeRejected, "operation_not_permitted"
 	case errors.Is(err, ErrFormatRefused):
 		return iso8583.RCFormatError, OutcomeRejected, "pin_block_format_not_permitted"
+	case errors.Is(err, ErrKeyBlockRequired):
+		return iso8583.RCFormatError, OutcomeRejected, "key_block_required"
 	case errors.Is(err, ErrUnknownKeyIndex):
 		return iso8583.RCFormatError, OutcomeRejected, "unknown_key_index"
 	case errors.Is(err, ErrNoRoute):

@@ -175,6 +175,9 @@ func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error
 	if err := cfg.withDefaults().Validate(); err != nil {
 		return err
 	}
+	for _, w := range cfg.withDefaults().productionWarnings() {
+		fmt.Fprintln(stdout, "warning: production: "+w)
+	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
 }

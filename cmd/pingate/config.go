@@ -165,6 +165,9 @@ func (c Config) productionWarnings() []string {
 		if !a.RequireSignOn {
 			w = append(w, where+".require_sign_on is off: PIN operations are served on a connection that never signed on")
 		}
+		if a.LegacyKeyChange {
+			w = append(w, where+".key_change_legacy_ecb is on: key changes may deliver a ZPK without a key block (PCI PIN 18-3)")
+		}
 	}
 	return w
 }

@@ -16,13 +16,21 @@ import (
 )
 
 // TestOnlineKeyChangeOverTCP: an ATM network changes its zone PIN key online
-// (0800, network code 161, the new key enciphered under the shared ZMK and
-// its KCV in DE 123). The gateway answers 0810 00, keeps the new version in
-// the key store under the LMK with a custody record naming the acquirer, and
-// translates blocks under it; blocks under the previous version still
-// translate within the grace window. A wrong KCV is answered 30 and changes
-// nothing.
+// (0800, network code 161), in DE 123 as a TR-31 key block under the shared
+// ZMK, or — for an acquirer with key_change_legacy_ecb only — enciphered
+// under the ZMK with its KCV. The gateway answers 0810 00, keeps the new
+// version in the key store under the LMK with a custody record naming the
+// acquirer, and translates blocks under it; blocks under the previous version
+// still translate within the grace window. A wrong KCV, an altered key block,
+// or the legacy form from an acquirer without the switch is answered 30 and
+// changes nothing.
 func TestOnlineKeyChangeOverTCP(t *testing.T) {
+	for _, form := range []string{"tr31", "legacy-ecb"} {
+		t.Run(form, func(t *testing.T) { testOnlineKeyChange(t, form == "legacy-ecb") })
+	}
+}
+
+func testOnlineKeyChange(t *testing.T, legacy bool) {
 	dir := t.TempDir()
 	ks := newOpsKeyStore(t, dir)
 	st, err := openKeyStore(ks.sec)
@@ -60,7 +68,7 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 	g := opsGateway(t, func(c *Config) {
 		c.Security = ks.sec
 		acq := c.Routing.Acquirers[0]
-		acq.Keys, acq.ZMK = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store"
+		acq.Keys, acq.ZMK, acq.LegacyKeyChange = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store", legacy
 		c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
 	})
 	ctx := context.Background()
@@ -82,14 +90,43 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 	if ans := do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: devATMAcquirer}); ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("sign-on = %s", ans.ResponseCode)
 	}
-	keyChange := func(kcv string) *iso8583.Fields {
+	send := func(de123 string) *iso8583.Fields {
+		t.Helper()
+		return do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	}
+	legacyForm := func(kcv string) string {
 		t.Helper()
 		de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underZMK), KCV: kcv}.Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
-			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+		return de123
+	}
+	zmkKey, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := wrapTR31(t, zmkKey, v2)
+	keyChange := func(kcv string) *iso8583.Fields {
+		t.Helper()
+		if legacy {
+			return send(legacyForm(kcv))
+		}
+		if kcv != v2.KCV() { // an altered block: its MAC does not verify
+			b := []byte(block)
+			b[len(b)-1] ^= 1
+			if b[len(b)-1] > 'F' || (b[len(b)-1] > '9' && b[len(b)-1] < 'A') {
+				b[len(b)-1] = '0'
+			}
+			return send(string(b))
+		}
+		return send(block)
+	}
+	if !legacy {
+		if ans := send(legacyForm(v2.KCV())); ans.ResponseCode != iso8583.RCFormatError {
+			t.Fatalf("legacy key change from an acquirer without key_change_legacy_ecb = %s, want 30", ans.ResponseCode)
+		}
 	}
 	pop := opsPopulation(g.cfg.IssuerSim)
 	n := 7100
@@ -107,7 +144,7 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 		wrong = "111111"
 	}
 	if ans := keyChange(wrong); ans.MTI != iso8583.MTINetworkResponse || ans.ResponseCode != iso8583.RCFormatError {
-		t.Fatalf("key change with a wrong KCV = %s %s, want 0810 30", ans.MTI, ans.ResponseCode)
+		t.Fatalf("key change with a wrong KCV or an altered block = %s %s, want 0810 30", ans.MTI, ans.ResponseCode)
 	}
 	if ans := keyChange(v2.KCV()); ans.MTI != iso8583.MTINetworkResponse || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("key change = %s %s, want 0810 00", ans.MTI, ans.ResponseCode)
@@ -141,7 +178,8 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 	if !strings.Contains(log, "acquirer "+devATMAcquirer) || !strings.Contains(log, "key change (0800/161)") || !strings.Contains(log, v2.KCV()) {
 		t.Error("custody log has no record of the online key change")
 	}
-	if strings.Contains(strings.ToUpper(log), newZPK) || strings.Contains(strings.ToUpper(log), strings.ToUpper(hex.EncodeToString(underZMK))) {
+	if strings.Contains(strings.ToUpper(log), newZPK) || strings.Contains(strings.ToUpper(log), strings.ToUpper(hex.EncodeToString(underZMK))) ||
+		strings.Contains(log, block[16:]) {
 		t.Error("custody log carries key material")
 	}
 }
@@ -152,7 +190,12 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 	ks := newOpsKeyStore(t, t.TempDir())
 	before := listStore(t, ks.sec)
-	g := opsGateway(t, func(c *Config) { c.Security = ks.sec })
+	g := opsGateway(t, func(c *Config) {
+		c.Security = ks.sec
+		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+		acqs[0].LegacyKeyChange = true
+		c.Routing.Acquirers = acqs
+	})
 	zmk, err := pinblock.DevelopmentKey(pinblock.DevATMZMK)
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +230,21 @@ func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 	if after := listStore(t, ks.sec); len(after) != len(before) {
 		t.Fatalf("key store after the key change: %d keys, want %d: a key outside the store stays outside", len(after), len(before))
 	}
+}
+
+// wrapTR31 wraps k under kbpk as a TR-31 key block with the header pingate
+// makes for it (version B for TDES, key usage P0 for a ZPK).
+func wrapTR31(t *testing.T, kbpk, k pinblock.Key) string {
+	t.Helper()
+	h, err := pinblock.NewKeyBlockHeader(k, kbpk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pinblock.WrapKeyBlock(kbpk, h, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // underTDES enciphers a 16-byte key under a double-length TDES key in ECB,

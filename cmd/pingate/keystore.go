@@ -78,9 +78,14 @@ func rotateStored(st *pinblock.Store, req pinblock.ImportRequest) (stored pinblo
 	if !slices.ContainsFunc(keys, func(k pinblock.StoredKey) bool { return k.ID == req.ID }) {
 		return stored, false, nil
 	}
-	stored, err = st.Rotate(pinblock.RotateRequest{
+	rr := pinblock.RotateRequest{
 		ID: req.ID, Enciphered: req.Enciphered, ZMK: req.ZMK.ID, KCV: req.KCV,
 		Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why},
-	})
+	}
+	if req.KeyBlock != "" {
+		rr = pinblock.RotateRequest{ID: req.ID, Block: req.KeyBlock, KBPK: req.ZMK.ID,
+			Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why}}
+	}
+	stored, err = st.Rotate(rr)
 	return stored, true, err
 }

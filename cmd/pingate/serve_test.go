@@ -74,3 +74,59 @@ routing:
 		t.Errorf("a misspelt key is not refused: exit %d, %q", code, errOut.String())
 	}
 }
+
+// TestProductionWarnsAboutLegacyAcquirerSettings: a production config may
+// keep an acquirer on the legacy key change or without sign-on (for a
+// migration), and is told so: check-config prints, and serve logs, one
+// warning per setting, naming it.
+func TestProductionWarnsAboutLegacyAcquirerSettings(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "prod.yaml")
+	if err := os.WriteFile(path, []byte(`
+production: true
+security:
+  key_store: /var/lib/pingate/keys.json
+  lmk_env: PINGATE_LMK
+  card_token_key_env: PINGATE_TOKEN_KEY
+branch:
+  enabled: false
+routing:
+  institution: "999001"
+  acquirers:
+    - id: "100001"
+      channel: atm
+      terminals: ["*"]
+      keys: {1: zpk-atm}
+      zmk: zmk-atm
+      key_change_legacy_ecb: true
+    - id: "100002"
+      channel: atm
+      terminals: ["*"]
+      keys: {1: zpk-atm2}
+      require_sign_on: true
+  issuers:
+    - id: ssbank
+      institution: "300001"
+      hosts: ["127.0.0.1:1"]
+      pin_format: 4
+      key: zpk-issuer
+  routes:
+    - prefix: "62284812"
+      issuer: ssbank
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("check-config exited %d: %s", code, errOut.String())
+	}
+	got := out.String()
+	for _, want := range []string{"routing.acquirers[0] (100001).key_change_legacy_ecb", "routing.acquirers[0] (100001).require_sign_on"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("check-config does not warn about %s: %q", want, got)
+		}
+	}
+	if strings.Contains(got, "(100002)") {
+		t.Errorf("check-config warns about an acquirer that signs on and uses key blocks: %q", got)
+	}
+}
