@@ -149,21 +149,20 @@ func TestDualControlRefusals(t *testing.T) {
 	t.Run("self-approval by the submitting identity", func(t *testing.T) {
 		e.t = t
 		body := resetBody(t, c.PAN, "3917")
-		body["teller"] = "T0117-99"
+		body["teller"] = "S0117-01"
 		id := submit("supervisor", body)
 		r := e.post("supervisor", "/v1/operations/"+id+"/approval", tmplApproval, approve(DecisionApprove), nil)
 		if p := r.problem(t); r.status != http.StatusForbidden || p.Type != ProblemTypeBase+"self-approval" {
 			t.Errorf("self-approval = %d %s, want 403 self-approval", r.status, p.Type)
 		}
 	})
-	t.Run("approval by the teller named in the reset", func(t *testing.T) {
+	t.Run("a reset naming the supervisor as its teller", func(t *testing.T) {
 		e.t = t
 		body := resetBody(t, c.PAN, "3917")
 		body["teller"] = "S0117-01"
-		id := submit("teller", body)
-		r := e.post("supervisor", "/v1/operations/"+id+"/approval", tmplApproval, approve(DecisionApprove), nil)
-		if p := r.problem(t); p.Type != ProblemTypeBase+"self-approval" {
-			t.Errorf("approval by the reset's teller = %d %s, want self-approval", r.status, p.Type)
+		r := e.post("teller", pathResets, pathResets, body, nil)
+		if p := r.problem(t); r.status != http.StatusForbidden || p.Type != ProblemTypeBase+"teller-not-permitted" {
+			t.Errorf("reset by T0117-07 naming teller S0117-01 = %d %s, want 403 teller-not-permitted", r.status, p.Type)
 		}
 	})
 	t.Run("refused", func(t *testing.T) {
@@ -374,7 +373,9 @@ func TestIdempotency(t *testing.T) {
 		t.Errorf("same key, other body = %d %s, want 422 idempotency-key-reused", r.status, p.Type)
 	}
 	// Keys belong to an identity: another client's same key is a new operation.
-	r = e.post("teller2", pathUnblocks, pathUnblocks, unblockBody(card(72).PAN), key)
+	body := unblockBody(card(72).PAN)
+	body["teller"] = "T0117-08"
+	r = e.post("teller2", pathUnblocks, pathUnblocks, body, key)
 	if res := r.result(t); res.ResponseCode != "00" {
 		t.Errorf("another identity's key = %s, want a new operation 00", res.ResponseCode)
 	}
@@ -429,4 +430,76 @@ func TestResetsAreForCounterStaff(t *testing.T) {
 			t.Errorf("a reset with dual_control unset reached the issuer before any approval")
 		}
 	})
+}
+
+// TestTellerIsTheCertificateIdentity: the event and DE 48 name the identity
+// of the client certificate; a body naming another teller is refused before
+// anything happens, and a change without a teller records the certificate's.
+func TestTellerIsTheCertificateIdentity(t *testing.T) {
+	e := newEnv(t, envOptions{dualControl: true})
+	before := e.sim.Requests.Load()
+	refusals := []struct {
+		name, who, path string
+		give            map[string]any
+	}{
+		{name: "unblock by T0117-07 naming T0117-08", who: "teller", path: pathUnblocks, give: unblockBody(card(90).PAN)},
+		{name: "change by T0117-07 naming T0117-08", who: "teller", path: pathChanges, give: changeBody(t, card(91).PAN, card(91).PIN, "4826")},
+		{name: "reset by T0117-07 naming T0117-08", who: "teller", path: pathResets, give: resetBody(t, card(92).PAN, "3917")},
+		{name: "unblock by T0117-07 naming its supervisor", who: "teller", path: pathUnblocks, give: unblockBody(card(90).PAN)},
+		{name: "kiosk unblock naming a teller", who: "kiosk", path: pathUnblocks, give: unblockBody(card(90).PAN)},
+	}
+	refusals[0].give["teller"], refusals[1].give["teller"], refusals[2].give["teller"] = "T0117-08", "T0117-08", "T0117-08"
+	refusals[3].give["teller"] = "S0117-01"
+	for _, tt := range refusals {
+		r := e.post(tt.who, tt.path, tt.path, tt.give, nil)
+		if p := r.problem(t); r.status != http.StatusForbidden || p.Type != ProblemTypeBase+"teller-not-permitted" {
+			t.Errorf("%s = %d %s, want 403 teller-not-permitted", tt.name, r.status, p.Type)
+		}
+	}
+	if got := e.sim.Requests.Load(); got != before {
+		t.Fatalf("%d refused requests reached the issuer", got-before)
+	}
+	if n := len(e.events()); n != 0 {
+		t.Fatalf("%d events for refused requests, want 0", n)
+	}
+
+	checks := []struct {
+		name, who, path string
+		give            map[string]any
+		wantTeller      string
+	}{
+		{name: "unblock by T0117-08", who: "teller2", path: pathUnblocks, give: unblockBody(card(93).PAN), wantTeller: "T0117-08"},
+		{name: "change without a teller by T0117-08", who: "teller2", path: pathChanges, give: changeBody(t, card(94).PAN, card(94).PIN, "4826"), wantTeller: "T0117-08"},
+		{name: "kiosk change without a teller", who: "kiosk", path: pathChanges, give: changeBody(t, card(95).PAN, card(95).PIN, "4826"), wantTeller: "K0117-01"},
+	}
+	checks[0].give["teller"] = "T0117-08"
+	delete(checks[1].give, "teller")
+	delete(checks[2].give, "teller")
+	for _, tt := range checks {
+		res := e.post(tt.who, tt.path, tt.path, tt.give, nil).result(t)
+		if res.ResponseCode != "00" || res.Teller != tt.wantTeller {
+			t.Errorf("%s = %s teller %q, want 00 %s", tt.name, res.ResponseCode, res.Teller, tt.wantTeller)
+		}
+		if ev, ok := e.eventByID(res.EventID); !ok || ev.Teller != tt.wantTeller {
+			t.Errorf("%s: event teller = %q, want %s", tt.name, ev.Teller, tt.wantTeller)
+		}
+		if a, ok := e.lastDE48(); !ok || a.TellerID != tt.wantTeller {
+			t.Errorf("%s: DE 48.01 sent to the issuer = %q, want %s", tt.name, a.TellerID, tt.wantTeller)
+		}
+	}
+
+	// Under dual control: the submitter is the teller, the approver the supervisor.
+	pend := e.post("teller2", pathResets, pathResets, func() map[string]any {
+		b := resetBody(t, card(96).PAN, "3917")
+		b["teller"] = "T0117-08"
+		return b
+	}(), nil).result(t)
+	res := e.post("supervisor", "/v1/operations/"+pend.OperationID+"/approval", tmplApproval, approve(DecisionApprove), nil).result(t)
+	ev, ok := e.eventByID(res.EventID)
+	if !ok || ev.Teller != "T0117-08" || ev.Supervisor != "S0117-01" {
+		t.Errorf("approved reset event teller %q supervisor %q, want T0117-08 and S0117-01", ev.Teller, ev.Supervisor)
+	}
+	if a, _ := e.lastDE48(); a.TellerID != "T0117-08" || a.SupervisorID != "S0117-01" {
+		t.Errorf("approved reset DE 48 = teller %q supervisor %q, want T0117-08 and S0117-01", a.TellerID, a.SupervisorID)
+	}
 }

@@ -95,6 +95,8 @@ type env struct {
 	// bodies are every response body the test clients received.
 	mu     sync.Mutex
 	bodies [][]byte
+	// de48 is DE 48 of every request sent to the issuer, read off the wire.
+	de48 []iso8583.AdditionalData
 }
 
 type envOptions struct {
@@ -193,7 +195,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Routes: []routing.Route{{Prefix: "62284812", Issuer: testIssuer}},
 	}
 	links := routing.NewIssuerLinks(routing.LinksConfig{
-		Institution: rcfg.Institution, Issuers: rcfg.WithDefaults().Issuers, Codec: routing.IssuerDialect{}, Dial: dialIssuer,
+		Institution: rcfg.Institution, Issuers: rcfg.WithDefaults().Issuers, Codec: routing.IssuerDialect{}, Dial: e.dialIssuer,
 		Reversals: routing.NewMemoryReversalStore(), Logger: log,
 	})
 	links.Start()
@@ -279,12 +281,49 @@ func newEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-func dialIssuer(ctx context.Context, addr, framing string, onFrame func([]byte)) (routing.FrameConn, error) {
+// dialIssuer connects an issuer link, noting DE 48 of every request it sends.
+func (e *env) dialIssuer(ctx context.Context, addr, framing string, onFrame func([]byte)) (routing.FrameConn, error) {
 	fr, err := iso8583.ParseFraming(framing)
 	if err != nil {
 		return nil, err
 	}
-	return iso8583.Dial(ctx, addr, iso8583.ClientConfig{Framing: fr, OnFrame: onFrame})
+	c, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{Framing: fr, OnFrame: onFrame})
+	if err != nil {
+		return nil, err
+	}
+	return wireTap{FrameConn: c, e: e}, nil
+}
+
+// wireTap reads the DE 48 of each 0100 an issuer link writes.
+type wireTap struct {
+	routing.FrameConn
+	e *env
+}
+
+func (w wireTap) Send(frame []byte) error {
+	if f, err := iso8583.Unpack(iso8583.IssuerSpec, frame); err == nil {
+		if f.MTI == iso8583.MTIAuthRequest {
+			var a iso8583.AdditionalData
+			if f.Additional != nil {
+				a = *f.Additional
+			}
+			w.e.mu.Lock()
+			w.e.de48 = append(w.e.de48, a)
+			w.e.mu.Unlock()
+		}
+		f.Clear()
+	}
+	return w.FrameConn.Send(frame)
+}
+
+// lastDE48 is DE 48 of the last request sent to the issuer.
+func (e *env) lastDE48() (iso8583.AdditionalData, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.de48) == 0 {
+		return iso8583.AdditionalData{}, false
+	}
+	return e.de48[len(e.de48)-1], true
 }
 
 // addClient issues a client certificate of ca for name, valid from notBefore

@@ -297,7 +297,9 @@ func TestSlowClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Meanwhile another client is served.
-	if r := e.post("teller2", pathUnblocks, pathUnblocks, unblockBody(card(82).PAN), nil); r.status != 200 {
+	served := unblockBody(card(82).PAN)
+	served["teller"] = "T0117-08"
+	if r := e.post("teller2", pathUnblocks, pathUnblocks, served, nil); r.status != 200 {
 		t.Errorf("a client beside two stalled ones = %d, want 200", r.status)
 	}
 	_ = hdr.SetReadDeadline(time.Now().Add(20 * time.Second))

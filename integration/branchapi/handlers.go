@@ -304,6 +304,10 @@ func (s *Server) opHandler(op routing.Operation) func(context.Context, *http.Req
 		if *po.body.Branch != c.Branch {
 			return problemAnswer(probBranch.problem("The branch in the body is not the branch of the client certificate."))
 		}
+		if po.body.Teller != nil && *po.body.Teller != c.ID {
+			// The event and DE 48 name who authenticated, never a claim.
+			return problemAnswer(probTeller.problem("The teller in the body is not the identity of the client certificate."))
+		}
 		if po.new != nil || po.old != nil {
 			if acq, ok := s.flow.Acquirer(c.Institution); ok {
 				if !slices.Contains(acq.Formats, po.format) {
@@ -330,11 +334,9 @@ func (s *Server) submit(ctx context.Context, op routing.Operation, po *parsedOp,
 		OldBlock: po.old, NewBlock: po.new, Format: po.format, KeyIndex: po.keyIdx,
 		Received: now,
 	}
-	if b.Teller != nil {
-		req.Teller = *b.Teller
-	} else if c.Has(RoleKiosk) {
-		req.Teller = c.ID
-	}
+	// The teller of the event and of DE 48 is the client certificate's
+	// identity (the body's teller, if any, was checked to be the same).
+	req.Teller = c.ID
 	if b.IdentityCheckRef != nil {
 		req.IdentityRef = *b.IdentityCheckRef
 	}

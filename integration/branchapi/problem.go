@@ -56,6 +56,7 @@ var (
 	probIdemKeyReused      = problemKind{"idempotency-key-reused", http.StatusUnprocessableEntity, "The Idempotency-Key was used for a different request"}
 	probBranch             = problemKind{"branch-not-permitted", http.StatusForbidden, "The client certificate does not belong to this branch"}
 	probRole               = problemKind{"role-not-permitted", http.StatusForbidden, "The client certificate's identity may not do this"}
+	probTeller             = problemKind{"teller-not-permitted", http.StatusForbidden, "The teller is not the client certificate's identity"}
 	probSelfApproval       = problemKind{"self-approval", http.StatusForbidden, "A reset cannot be approved by the identity that submitted it"}
 	probNotPending         = problemKind{"not-pending", http.StatusConflict, "The operation is not waiting for an approval"}
 	probApprovalExpired    = problemKind{"approval-expired", http.StatusConflict, "The approval window has passed"}
@@ -66,7 +67,7 @@ var (
 var problemKinds = []problemKind{
 	probMalformedJSON, probUnknownField, probInvalidRequest, probInvalidPINBlock, probFormatNotPermitted,
 	probKeyIndexUnknown, probMediaType, probTooLarge, probTimeout, probNotFound, probMethod, probIdemKeyInvalid,
-	probIdemKeyReused, probBranch, probRole, probSelfApproval, probNotPending, probApprovalExpired, probUnavailable,
+	probIdemKeyReused, probBranch, probRole, probTeller, probSelfApproval, probNotPending, probApprovalExpired, probUnavailable,
 }
 
 func (k problemKind) problem(detail string) *Problem {
