@@ -107,7 +107,7 @@ type ImportRequest struct {
 	KeyBlock string
 	ZMK      KeyRef
 	KCV      string // required with Enciphered; with KeyBlock, checked if given
-	Who, Why   string // recorded in the custody log
+	Who, Why string // recorded in the custody log
 	// Rotate makes the key the next version of an ID the module already
 	// holds (an online key change), with the same usage and algorithm; the
 	// version it replaces keeps deciphering for the grace window. Without
