@@ -1,9 +1,11 @@
 package pinblock
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strings"
 )
 
@@ -19,24 +21,89 @@ const (
 )
 
 // Component is one clear key component as a custodian enters it, with the
-// check value printed on the custodian's component form. Material is secret:
-// Component has no String of its bytes, and CombineComponents clears it.
+// check value printed on the custodian's component form. It is opaque, like
+// Key: the bytes sit behind a pointer to an unexported struct, nothing
+// exports them, every fmt verb and slog print only the KCV, and JSON and
+// text marshalling refuse (ErrMarshalKey). Copies of a Component share the
+// bytes, so Zeroize (and CombineComponents, which calls it) clears every
+// copy. The zero Component holds nothing.
 type Component struct {
-	Material []byte
-	KCV      string
+	c *component
+}
+
+type component struct {
+	material []byte
+	kcv      string
+}
+
+// NewComponent copies material into a new Component with the check value kcv
+// (at least 4 hex digits). The caller may clear material afterwards. The
+// error never repeats the material.
+func NewComponent(material []byte, kcv string) (Component, error) {
+	k := strings.ToUpper(strings.TrimSpace(kcv))
+	if _, err := hex.DecodeString(k); err != nil || len(k) < 4 {
+		return Component{}, fmt.Errorf("%w: component KCV must be at least 4 hex digits", ErrInvalidKey)
+	}
+	if len(material) == 0 {
+		return Component{}, fmt.Errorf("%w: component is empty", ErrInvalidKey)
+	}
+	return Component{c: &component{material: bytes.Clone(material), kcv: k}}, nil
+}
+
+// KCV is the check value the component was entered with (upper case).
+func (c Component) KCV() string {
+	if c.c == nil {
+		return ""
+	}
+	return c.c.kcv
+}
+
+// Len is the component's length in bytes.
+func (c Component) Len() int {
+	if c.c == nil {
+		return 0
+	}
+	return len(c.c.material)
 }
 
 // String shows a component by its KCV only.
-func (c Component) String() string { return "component(kcv=" + c.KCV + ")" }
+func (c Component) String() string {
+	if c.c == nil {
+		return "component(none)"
+	}
+	return "component(kcv=" + c.c.kcv + ")"
+}
 
-// Format makes every fmt verb print String, so %x cannot reach Material.
+// Format makes every fmt verb, %x and %#v included, print String.
 func (c Component) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
 
-// GoString keeps %#v from reaching Material.
+// GoString keeps %#v from reaching the bytes.
 func (c Component) GoString() string { return c.String() }
 
-// Zeroize clears the component's bytes (best-effort, see Key.Zeroize).
-func (c Component) Zeroize() { clear(c.Material) }
+// LogValue shows the component in slog by its KCV only.
+func (c Component) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON refuses: component bytes never leave in JSON.
+func (c Component) MarshalJSON() ([]byte, error) { return nil, ErrMarshalKey }
+
+// MarshalText refuses as well, so encoders that prefer text cannot leak it.
+func (c Component) MarshalText() ([]byte, error) { return nil, ErrMarshalKey }
+
+// Zeroize clears the component's bytes for every copy of c (best-effort:
+// the Go runtime may have copied them, see Key.Zeroize).
+func (c Component) Zeroize() {
+	if c.c != nil {
+		clear(c.c.material)
+	}
+}
+
+// material is the component's bytes, for CombineComponents only.
+func (c Component) material() []byte {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.material
+}
 
 // ParseComponent decodes a hex component (spaces allowed between groups, as
 // forms print them) and keeps its KCV. The error never repeats the input.
@@ -46,12 +113,8 @@ func ParseComponent(hexComponent, kcv string) (Component, error) {
 	if err != nil {
 		return Component{}, fmt.Errorf("%w: component is not hexadecimal", ErrInvalidKey)
 	}
-	k := strings.ToUpper(strings.TrimSpace(kcv))
-	if _, err := hex.DecodeString(k); err != nil || len(k) < 4 {
-		clear(raw)
-		return Component{}, fmt.Errorf("%w: component KCV must be at least 4 hex digits", ErrInvalidKey)
-	}
-	return Component{Material: raw, KCV: k}, nil
+	defer clear(raw)
+	return NewComponent(raw, kcv)
 }
 
 // CombineComponents checks each component against its own KCV, refuses
@@ -59,7 +122,7 @@ func ParseComponent(hexComponent, kcv string) (Component, error) {
 // knowledge), XORs them into a key of the given id, usage, algorithm and
 // version, and returns it; its KCV is the one to read back to the
 // custodians. TDES results are set to odd parity, which does not change the
-// KCV. Every component's Material is cleared before CombineComponents
+// KCV. Every component's bytes are cleared before CombineComponents
 // returns, whatever the outcome. Errors: ErrInvalidKey (count, lengths,
 // repeats), ErrKCVMismatch naming the component's position.
 func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps []Component) (Key, error) {
@@ -71,22 +134,22 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 	if len(comps) < MinComponents || len(comps) > MaxComponents {
 		return Key{}, fmt.Errorf("%w: key %s: %d components, want %d to %d", ErrInvalidKey, id, len(comps), MinComponents, MaxComponents)
 	}
-	n := len(comps[0].Material)
+	n := comps[0].Len()
 	for i, c := range comps {
-		if len(c.Material) != n {
-			return Key{}, fmt.Errorf("%w: key %s: component %d is %d bytes, component 1 is %d", ErrInvalidKey, id, i+1, len(c.Material), n)
+		if c.Len() != n || n == 0 {
+			return Key{}, fmt.Errorf("%w: key %s: component %d is %d bytes, component 1 is %d", ErrInvalidKey, id, i+1, c.Len(), n)
 		}
-		ck, err := NewKey(fmt.Sprintf("%s/component-%d", id, i+1), usage, alg, version, c.Material)
+		ck, err := NewKey(fmt.Sprintf("%s/component-%d", id, i+1), usage, alg, version, c.material())
 		if err != nil {
 			return Key{}, fmt.Errorf("key %s: component %d: %w", id, i+1, err)
 		}
-		err = ck.CheckKCV(c.KCV)
+		err = ck.CheckKCV(c.KCV())
 		ck.Zeroize()
 		if err != nil {
 			return Key{}, fmt.Errorf("key %s: component %d: %w", id, i+1, err)
 		}
 		for j := 0; j < i; j++ {
-			if subtle.ConstantTimeCompare(c.Material, comps[j].Material) == 1 {
+			if subtle.ConstantTimeCompare(c.material(), comps[j].material()) == 1 {
 				return Key{}, fmt.Errorf("%w: key %s: components %d and %d are identical", ErrInvalidKey, id, j+1, i+1)
 			}
 		}
@@ -94,7 +157,7 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 	out := make([]byte, n)
 	defer clear(out)
 	for _, c := range comps {
-		subtle.XORBytes(out, out, c.Material)
+		subtle.XORBytes(out, out, c.material())
 	}
 	if alg == TDES {
 		setOddParity(out)

@@ -3,8 +3,10 @@ package pinblock
 import (
 	"bytes"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"strings"
 	"testing"
@@ -48,6 +50,22 @@ func kcvOf(t *testing.T, raw []byte) string {
 	return k.KCV()
 }
 
+// mustComponent is NewComponent for tests.
+func mustComponent(t *testing.T, material []byte, kcv string) Component {
+	t.Helper()
+	c, err := NewComponent(material, kcv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// zeroized reports whether c's bytes are all zero.
+func zeroized(c Component) bool {
+	m := c.material()
+	return bytes.Equal(m, make([]byte, len(m)))
+}
+
 func TestCombineComponents(t *testing.T) {
 	keys, kcvs := publishedTDESKeys(t)
 	target, targetKCV := keys[0], kcvs[0]
@@ -55,8 +73,8 @@ func TestCombineComponents(t *testing.T) {
 	t.Run("two components give the published key", func(t *testing.T) {
 		c2 := xorAll(target, keys[1])
 		comps := []Component{
-			{Material: bytes.Clone(keys[1]), KCV: kcvs[1]},
-			{Material: c2, KCV: kcvOf(t, c2)},
+			mustComponent(t, keys[1], kcvs[1]),
+			mustComponent(t, c2, kcvOf(t, c2)),
 		}
 		k, err := CombineComponents("zmk-a", UsageZMK, TDES, 1, comps)
 		if err != nil {
@@ -66,7 +84,7 @@ func TestCombineComponents(t *testing.T) {
 			t.Errorf("combined key KCV = %s, want published %s", k.KCV(), targetKCV)
 		}
 		for i, c := range comps {
-			if !bytes.Equal(c.Material, make([]byte, len(c.Material))) {
+			if !zeroized(c) {
 				t.Errorf("component %d not zeroized", i+1)
 			}
 		}
@@ -74,9 +92,9 @@ func TestCombineComponents(t *testing.T) {
 	t.Run("three components give the published key", func(t *testing.T) {
 		c3 := xorAll(target, keys[1], keys[2])
 		comps := []Component{
-			{Material: bytes.Clone(keys[1]), KCV: kcvs[1]},
-			{Material: bytes.Clone(keys[2]), KCV: strings.ToLower(kcvs[2][:4])},
-			{Material: c3, KCV: kcvOf(t, c3)},
+			mustComponent(t, keys[1], kcvs[1]),
+			mustComponent(t, keys[2], strings.ToLower(kcvs[2][:4])),
+			mustComponent(t, c3, kcvOf(t, c3)),
 		}
 		k, err := CombineComponents("zmk-b", UsageZMK, TDES, 1, comps)
 		if err != nil {
@@ -90,7 +108,7 @@ func TestCombineComponents(t *testing.T) {
 
 func TestCombineComponentsErrors(t *testing.T) {
 	keys, kcvs := publishedTDESKeys(t)
-	comp := func(i int) Component { return Component{Material: bytes.Clone(keys[i]), KCV: kcvs[i]} }
+	comp := func(i int) Component { return mustComponent(t, keys[i], kcvs[i]) }
 	tests := []struct {
 		name    string
 		give    func() []Component
@@ -100,15 +118,11 @@ func TestCombineComponentsErrors(t *testing.T) {
 		{"one component", func() []Component { return []Component{comp(0)} }, ErrInvalidKey, "1 components"},
 		{"four components", func() []Component { return []Component{comp(0), comp(1), comp(2), comp(0)} }, ErrInvalidKey, "4 components"},
 		{"wrong KCV on component 2", func() []Component {
-			c := comp(1)
-			c.KCV = kcvs[0]
-			return []Component{comp(0), c}
+			return []Component{comp(0), mustComponent(t, keys[1], kcvs[0])}
 		}, ErrKCVMismatch, "component 2"},
 		{"identical components", func() []Component { return []Component{comp(0), comp(1), comp(0)} }, ErrInvalidKey, "components 1 and 3"},
 		{"lengths differ", func() []Component {
-			c := comp(1)
-			c.Material = append(c.Material, keys[2][:8]...)
-			return []Component{comp(0), c}
+			return []Component{comp(0), mustComponent(t, append(bytes.Clone(keys[1]), keys[2][:8]...), kcvs[1])}
 		}, ErrInvalidKey, "component 2"},
 	}
 	for _, tt := range tests {
@@ -119,7 +133,7 @@ func TestCombineComponentsErrors(t *testing.T) {
 				t.Fatalf("CombineComponents() error = %v, want %v naming %q", err, tt.wantErr, tt.wantMsg)
 			}
 			for i, c := range comps {
-				if !bytes.Equal(c.Material, make([]byte, len(c.Material))) {
+				if !zeroized(c) {
 					t.Errorf("component %d not zeroized after an error", i+1)
 				}
 			}
@@ -132,13 +146,31 @@ func TestParseComponent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseComponent() error = %v", err)
 	}
-	if len(c.Material) != 16 || c.KCV != "CB9DEA" {
-		t.Errorf("ParseComponent() = %d bytes kcv %s, want 16 bytes kcv CB9DEA", len(c.Material), c.KCV)
+	if c.Len() != 16 || c.KCV() != "CB9DEA" {
+		t.Errorf("ParseComponent() = %d bytes kcv %s, want 16 bytes kcv CB9DEA", c.Len(), c.KCV())
 	}
 	for _, verb := range []string{"%v", "%x", "%#v", "%s", "%+v"} {
 		if out := fmt.Sprintf(verb, c); strings.Contains(strings.ToUpper(out), "F039") || strings.Contains(out, "240") {
 			t.Errorf("Sprintf(%s, component) shows its bytes", verb)
 		}
+	}
+	if b, err := json.Marshal(c); !errors.Is(err, ErrMarshalKey) {
+		t.Errorf("json.Marshal(component) = %d bytes, %v; want ErrMarshalKey", len(b), err)
+	}
+	if b, err := json.Marshal(struct{ C []Component }{[]Component{c}}); !errors.Is(err, ErrMarshalKey) {
+		t.Errorf("json.Marshal(struct holding a component) = %d bytes, %v; want ErrMarshalKey", len(b), err)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("entered", "component", c)
+	if out := logged.String(); strings.Contains(strings.ToUpper(out), "F039") || !strings.Contains(out, "CB9DEA") {
+		t.Errorf("slog of a component = %s, want its KCV and not its bytes", out)
+	}
+	// NewComponent copies: clearing the caller's slice leaves the component whole.
+	raw := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	cc := mustComponent(t, raw, "ABCD")
+	clear(raw)
+	if zeroized(cc) {
+		t.Error("NewComponent kept the caller's slice instead of a copy")
 	}
 	const secret = "F039121BEC83D26B169BDCD5B22AAF8G"
 	if _, err := ParseComponent(secret, "CB9DEA"); err == nil || strings.Contains(err.Error(), "F039") {

@@ -441,8 +441,8 @@ func TestSM4StoreCustody(t *testing.T) {
 func TestSM4Components(t *testing.T) {
 	target := unhex(t, "1234567890ABCDEFABCDEF0987654321")
 	comps := components(t, SM4, target)
-	if len(comps[0].KCV) != 16 {
-		t.Fatalf("SM4 component KCV has %d digits, want 16", len(comps[0].KCV))
+	if len(comps[0].KCV()) != 16 {
+		t.Fatalf("SM4 component KCV has %d digits, want 16", len(comps[0].KCV()))
 	}
 	k, err := CombineComponents("zmk", UsageZMK, SM4, 1, comps)
 	if err != nil {

@@ -1029,7 +1029,7 @@ func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, 
 func fromComponents(id string, u Usage, alg Algorithm, version int, comps []Component) (obtained, error) {
 	kcvs := make([]string, len(comps))
 	for i, c := range comps {
-		kcvs[i] = strings.ToUpper(c.KCV)
+		kcvs[i] = c.KCV()
 	}
 	k, err := CombineComponents(id, u, alg, version, comps)
 	if err != nil {

@@ -68,7 +68,7 @@ func components(t *testing.T, alg Algorithm, target []byte) []Component {
 		}
 		return k.KCV()
 	}
-	return []Component{{Material: c1, KCV: kcv(c1)}, {Material: c2, KCV: kcv(c2)}}
+	return []Component{mustComponent(t, c1, kcv(c1)), mustComponent(t, c2, kcv(c2))}
 }
 
 func TestStoreCeremonies(t *testing.T) {

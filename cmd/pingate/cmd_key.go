@@ -15,9 +15,10 @@ import (
 )
 
 // The key custody commands (docs/key-custody.md). Every change to the store
-// needs --who and --why, which go into the custody log; key material given
-// on the command line is enciphered (import) or a component, never printed
-// back; results are ids, versions and KCVs.
+// needs --who and --why, which go into the custody log. Key material (a
+// clear key, a key enciphered under a ZMK, a component) is read only from
+// standard input ("-") or a file ("@FILE"), never taken from the command line,
+// and never printed back; results are ids, versions and KCVs.
 
 func init() {
 	register(command{
@@ -139,10 +140,10 @@ func parseAlg(s string) (pinblock.Algorithm, error) {
 	return a, nil
 }
 
-// keyKCV: key kcv --key HEX --alg tdes|aes.
+// keyKCV: key kcv --key -|@FILE --alg tdes|aes.
 func keyKCV(args []string) (string, error) {
 	fs := newFlagSet("key kcv")
-	keyHex := secretString(fs, "key", "clear key (hex)")
+	keyHex := secretRef(fs, "key", "clear key (hex)")
 	alg := fs.String("alg", "tdes", "tdes or aes")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
@@ -180,7 +181,7 @@ func keyLMKGenerate(args []string) (string, error) {
 	return pinblock.WriteLMKFile(*out, a)
 }
 
-// keyImport: key import --id --usage --alg --under ZMK --key HEX --kcv KCV.
+// keyImport: key import --id --usage --alg --under ZMK --key -|@FILE --kcv KCV.
 func keyImport(args []string) (string, error) {
 	var sf storeFlags
 	fs := newFlagSet("key import")
@@ -189,7 +190,7 @@ func keyImport(args []string) (string, error) {
 	usage := fs.String("usage", "", "ZPK, TPK, TAK, PVK or ZMK")
 	alg := fs.String("alg", "tdes", "tdes or aes")
 	under := fs.String("under", "", "id of the ZMK the key is enciphered under")
-	keyHex := fs.String("key", "", "the key enciphered under the ZMK (hex)")
+	keyHex := secretRef(fs, "key", "the key enciphered under the ZMK (hex)")
 	kcv := fs.String("kcv", "", "the key's check value")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
@@ -233,7 +234,7 @@ func keyImportTR31(args []string) (string, error) {
 	id := fs.String("id", "", "key id")
 	usage := fs.String("usage", "", "override the usage the block maps to (TPK for a P0 block)")
 	under := fs.String("under", "", "id of the ZMK (KBPK) the block is made under")
-	block := fs.String("block", "", "the TR-31 key block")
+	block := secretString(fs, "block", "the TR-31 key block")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
@@ -266,7 +267,7 @@ func keyImportTR31(args []string) (string, error) {
 func componentFlags(fs *flag.FlagSet) func() ([]pinblock.Component, error) {
 	comps := secretList{name: "component"}
 	var kcvs listFlag
-	fs.Var(&comps, "component", "clear component (hex), or @FILE, or - for a line of standard input; repeat 2 or 3 times")
+	fs.Var(&comps, "component", "clear component (hex): - for a line of standard input, or @FILE (never the value itself); repeat 2 or 3 times")
 	fs.Var(&kcvs, "kcv", "check value of each component, in the same order")
 	return func() ([]pinblock.Component, error) {
 		if len(comps.vs) == 0 {
@@ -293,7 +294,7 @@ func componentFlags(fs *flag.FlagSet) func() ([]pinblock.Component, error) {
 	}
 }
 
-// keyCombine: key combine --id --alg --component HEX --kcv KCV (2–3 times) [--usage ZMK].
+// keyCombine: key combine --id --alg --component -|@FILE --kcv KCV (2–3 times) [--usage ZMK].
 func keyCombine(args []string) (string, error) {
 	var sf storeFlags
 	fs := newFlagSet("key combine")
@@ -385,7 +386,7 @@ func keyGenerate(args []string) (string, error) {
 	return infoLine(info), nil
 }
 
-// keyRotate: key rotate --id [--under ZMK (--key HEX --kcv KCV | --block TEXT) | --component.. --kcv..].
+// keyRotate: key rotate --id [--under ZMK (--key -|@FILE --kcv KCV | --block TEXT) | --component.. --kcv..].
 // With no source, a random new version is generated.
 func keyRotate(args []string) (string, error) {
 	var sf storeFlags
@@ -393,8 +394,8 @@ func keyRotate(args []string) (string, error) {
 	sf.register(fs, true)
 	id := fs.String("id", "", "key id")
 	under := fs.String("under", "", "ZMK the new version is enciphered under (with --key and --kcv, or --block)")
-	keyHex := fs.String("key", "", "new version enciphered under --under (hex)")
-	block := fs.String("block", "", "new version as a TR-31 key block under --under")
+	keyHex := secretRef(fs, "key", "new version enciphered under --under (hex)")
+	block := secretString(fs, "block", "new version as a TR-31 key block under --under")
 	comps := componentFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return "", err

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"pingate/pinblock"
 )
 
 // Published keys and blocks (pinblock/testdata/tr31-vectors.json names the
@@ -24,6 +26,33 @@ const (
 	tr31AESKey  = "3F419E1CB7079442AA37474C2EFBF8B8" // A.7.4 key, AES KCV 08793E
 	tr31AESKCV6 = "08793E"
 )
+
+// tdesKCV is the KCV of a TDES key in hex, through pinblock (itself checked
+// against published KCVs and psec).
+func tdesKCV(t *testing.T, keyHex string) string {
+	t.Helper()
+	k, err := pinblock.ParseHexKey("kcv", pinblock.UsageZMK, pinblock.TDES, 1, keyHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Zeroize()
+	return k.KCV()
+}
+
+// secretFile writes value to a new mode-0600 file and returns "@FILE", the
+// way a key ceremony hands a secret to pingate key.
+func secretFile(t *testing.T, value string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "secret-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(value + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return "@" + f.Name()
+}
 
 func runKeyCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
@@ -89,9 +118,9 @@ func TestKeyKCV(t *testing.T) {
 		give []string
 		want string
 	}{
-		{[]string{"--key", tr31KeyA, "--alg", "tdes"}, tr31KCVA},
-		{[]string{"--key", strings.ToLower(tr31KeyA)}, tr31KCVA},
-		{[]string{"--key", tr31AESKey, "--alg", "aes"}, tr31AESKCV6},
+		{[]string{"--key", secretFile(t, tr31KeyA), "--alg", "tdes"}, tr31KCVA},
+		{[]string{"--key", secretFile(t, strings.ToLower(tr31KeyA))}, tr31KCVA},
+		{[]string{"--key", secretFile(t, tr31AESKey), "--alg", "aes"}, tr31AESKCV6},
 	}
 	for _, tt := range tests {
 		out, errOut, code := runKeyCLI(t, append([]string{"kcv"}, tt.give...)...)
@@ -99,7 +128,7 @@ func TestKeyKCV(t *testing.T) {
 			t.Errorf("key kcv %v = %q, %q, exit %d; want %s", tt.give, out, errOut, code, tt.want)
 		}
 	}
-	_, errOut, code := runKeyCLI(t, "kcv", "--key", "F039121BEC83D26B169BDCD5B22AAF8G")
+	_, errOut, code := runKeyCLI(t, "kcv", "--key", secretFile(t, "F039121BEC83D26B169BDCD5B22AAF8G"))
 	if code != 1 || strings.Contains(errOut, "F039") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("key kcv (non-hex) = %q, exit %d; want exit 1, one line, no key", errOut, code)
 	}
@@ -112,9 +141,9 @@ func setupCeremony(t *testing.T) keyEnv {
 	t.Helper()
 	e := newKeyEnv(t)
 	c2 := xorHex(t, tr31KBPKB, tr31KeyA)
-	kcv2 := keyLastLine(mustRunKey(t, "kcv", "--key", c2))
-	zmkKCV := keyLastLine(mustRunKey(t, "kcv", "--key", tr31KBPKB))
-	got := e.do(t, "combine", "--id", "zmk-1", "--alg", "tdes", "--component", tr31KeyA, "--kcv", tr31KCVA, "--component", c2, "--kcv", kcv2)
+	kcv2 := keyLastLine(mustRunKey(t, "kcv", "--key", secretFile(t, c2)))
+	zmkKCV := keyLastLine(mustRunKey(t, "kcv", "--key", secretFile(t, tr31KBPKB)))
+	got := e.do(t, "combine", "--id", "zmk-1", "--alg", "tdes", "--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA, "--component", secretFile(t, c2), "--kcv", kcv2)
 	if got != "zmk-1 ZMK v1 "+zmkKCV {
 		t.Fatalf("key combine = %q, want zmk-1 ZMK v1 %s", got, zmkKCV)
 	}
@@ -142,12 +171,12 @@ func TestKeyCeremonyCLI(t *testing.T) {
 
 	// Import a TPK enciphered (TDES-ECB) under the ZMK: the A.7.2.1 key.
 	enc := tdesECB(t, tr31KBPKB, tr31KeyA)
-	if got := e.do(t, "import", "--id", "tpk-1", "--usage", "TPK", "--alg", "tdes", "--under", "zmk-1", "--key", enc, "--kcv", tr31KCVA); got != "tpk-1 TPK v1 "+tr31KCVA {
+	if got := e.do(t, "import", "--id", "tpk-1", "--usage", "TPK", "--alg", "tdes", "--under", "zmk-1", "--key", secretFile(t, enc), "--kcv", tr31KCVA); got != "tpk-1 TPK v1 "+tr31KCVA {
 		t.Errorf("key import = %q", got)
 	}
 	// Rotate the TPK with a new version under the ZMK (the A.7.2.2 key).
 	keyB := "3F419E1CB7079442AA37474C2EFBF8B8"
-	if got := e.do(t, "rotate", "--id", "tpk-1", "--under", "zmk-1", "--key", tdesECB(t, tr31KBPKB, keyB), "--kcv", tr31KCVB); got != "tpk-1 TPK v2 "+tr31KCVB {
+	if got := e.do(t, "rotate", "--id", "tpk-1", "--under", "zmk-1", "--key", secretFile(t, tdesECB(t, tr31KBPKB, keyB)), "--kcv", tr31KCVB); got != "tpk-1 TPK v2 "+tr31KCVB {
 		t.Errorf("key rotate (under ZMK) = %q", got)
 	}
 	// Rotate the PVK with a generated version.
@@ -265,13 +294,13 @@ func TestKeyCLIUsage(t *testing.T) {
 		{"log without verify", []string{"log"}, 2},
 		{"generate without who", append([]string{"generate", "--id", "k", "--usage", "ZPK"}, e.flags(false)...), 2},
 		{"generate bad usage", append([]string{"generate", "--id", "k", "--usage", "LMK"}, e.flags(true)...), 2},
-		{"combine one component", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--kcv", tr31KCVA}, e.flags(true)...), 2},
-		{"combine kcv count", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--component", tr31KBPKB, "--kcv", tr31KCVA}, e.flags(true)...), 2},
-		{"combine wrong kcv", append([]string{"combine", "--id", "k", "--component", tr31KeyA, "--kcv", tr31KCVB, "--component", tr31KBPKB, "--kcv", tr31KCVA}, e.flags(true)...), 1},
+		{"combine one component", append([]string{"combine", "--id", "k", "--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA}, e.flags(true)...), 2},
+		{"combine kcv count", append([]string{"combine", "--id", "k", "--component", secretFile(t, tr31KeyA), "--component", secretFile(t, tr31KBPKB), "--kcv", tr31KCVA}, e.flags(true)...), 2},
+		{"combine wrong kcv", append([]string{"combine", "--id", "k", "--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVB, "--component", secretFile(t, tr31KBPKB), "--kcv", tr31KCVA}, e.flags(true)...), 1},
 		{"no lmk", []string{"list", "--store", e.store, "--log", e.log}, 2},
 		{"both lmk", []string{"list", "--store", e.store, "--log", e.log, "--lmk-file", e.lmk, "--lmk-env", "X"}, 2},
 		{"lmk-generate over existing", []string{"lmk-generate", "--out", e.lmk}, 1},
-		{"import under unknown zmk", append([]string{"import", "--id", "k", "--usage", "ZPK", "--under", "nope", "--key", tr31KeyA, "--kcv", tr31KCVA}, e.flags(true)...), 1},
+		{"import under unknown zmk", append([]string{"import", "--id", "k", "--usage", "ZPK", "--under", "nope", "--key", secretFile(t, tr31KeyA), "--kcv", tr31KCVA}, e.flags(true)...), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,7 +337,7 @@ func TestKeyBinary(t *testing.T) {
 		}
 		return o.String(), eb.String(), code
 	}
-	if out, _, code := runBin("kcv", "--key", tr31KeyA); code != 0 || keyLastLine(out) != tr31KCVA {
+	if out, _, code := runBin("kcv", "--key", secretFile(t, tr31KeyA)); code != 0 || keyLastLine(out) != tr31KCVA {
 		t.Errorf("pingate key kcv = %q, exit %d", out, code)
 	}
 	if out, errOut, code := runBin(append([]string{"list"}, e.flags(false)...)...); code != 0 || !strings.Contains(out, "zpk-1 ZPK v1 "+tr31KCVB) {
@@ -332,5 +361,65 @@ func TestKeyBinary(t *testing.T) {
 	}
 	if _, _, code := runBin("generate", "--id", "k"); code != 2 {
 		t.Errorf("pingate key generate without flags exit %d, want 2", code)
+	}
+}
+
+// TestKeyCeremonyRefusesLiteralSecrets: through the built binary, every
+// key-material flag of a ceremony command refuses a value given on the
+// command line (where ps and the shell history see it) with exit 2 and one
+// line naming the flag, never the value, and changes nothing; the same
+// value from @FILE or - is accepted.
+func TestKeyCeremonyRefusesLiteralSecrets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := opsBinary(t)
+	e := setupCeremony(t)
+	logBefore, _ := os.ReadFile(e.log)
+	storeBefore, _ := os.ReadFile(e.store)
+	enc := tdesECB(t, tr31KBPKB, tr31KeyA)
+	c2 := xorHex(t, tr31KBPKB, tr31KeyA)
+	tests := []struct {
+		name   string
+		give   []string
+		flag   string
+		secret string
+	}{
+		{"kcv --key", []string{"kcv", "--key", tr31KeyA}, "--key", tr31KeyA},
+		{"import --key", append([]string{"import", "--id", "tpk-9", "--usage", "TPK", "--under", "zmk-1", "--key", enc, "--kcv", tr31KCVA}, e.flags(true)...), "--key", enc},
+		{"combine --component", append([]string{"combine", "--id", "zmk-9", "--component", tr31KeyA, "--kcv", tr31KCVA, "--component", secretFile(t, c2), "--kcv", tdesKCV(t, c2)}, e.flags(true)...), "--component", tr31KeyA},
+		{"combine second --component", append([]string{"combine", "--id", "zmk-9", "--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA, "--component", c2, "--kcv", tdesKCV(t, c2)}, e.flags(true)...), "--component", c2},
+		{"rotate --key", append([]string{"rotate", "--id", "zpk-1", "--under", "zmk-1", "--key", enc, "--kcv", tr31KCVA}, e.flags(true)...), "--key", enc},
+		{"rotate --component", append([]string{"rotate", "--id", "zmk-1", "--component", tr31KeyA, "--kcv", tr31KCVA, "--component", c2, "--kcv", tdesKCV(t, c2)}, e.flags(true)...), "--component", tr31KeyA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append([]string{"key"}, tt.give...)...)
+			var o, eb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &o, &eb
+			err := cmd.Run()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 2 || o.Len() != 0 || strings.Count(eb.String(), "\n") != 1 {
+				t.Fatalf("pingate key %s <literal> = %q, %q, %v; want exit 2 and one stderr line", tt.name, o.String(), eb.String(), err)
+			}
+			if !strings.Contains(eb.String(), tt.flag+" takes - (a line of standard input) or @FILE") {
+				t.Errorf("stderr %q does not say that %s takes - or @FILE", eb.String(), tt.flag)
+			}
+			if strings.Contains(strings.ToUpper(eb.String()), tt.secret[:12]) {
+				t.Errorf("stderr %q repeats the secret", eb.String())
+			}
+		})
+	}
+	if raw, _ := os.ReadFile(e.log); !bytes.Equal(raw, logBefore) {
+		t.Error("a refused command changed the custody log")
+	}
+	if raw, _ := os.ReadFile(e.store); !bytes.Equal(raw, storeBefore) {
+		t.Error("a refused command changed the key store")
+	}
+	// The same import with the key on standard input goes through.
+	cmd := exec.Command(bin, append([]string{"key", "import", "--id", "tpk-9", "--usage", "TPK", "--under", "zmk-1", "--key", "-", "--kcv", tr31KCVA}, e.flags(true)...)...)
+	cmd.Stdin = strings.NewReader(enc + "\n")
+	if out, err := cmd.Output(); err != nil || keyLastLine(string(out)) != "tpk-9 TPK v1 "+tr31KCVA {
+		t.Errorf("pingate key import --key - = %q, %v; want tpk-9 TPK v1 %s", out, err, tr31KCVA)
 	}
 }

@@ -18,7 +18,9 @@ import (
 // flag also takes "@FILE" (the file's first line) or "-" (the next line of
 // standard input; several "-" flags read successive lines, in command-line
 // order; typed at a terminal, without echo), so that a key ceremony need not
-// put a component on a command line or on the screen.
+// put a component on a command line or on the screen. The key ceremony
+// commands (pingate key …) accept only "-" and "@FILE" for their secrets
+// (secretRef, secretList); the pin test tools also take the value itself.
 
 // secretInput is where "-" values are read from: standard input, read
 // through one buffered reader for the whole command line. When standard
@@ -76,16 +78,34 @@ func readSecret(flagName, v string) (string, error) {
 	return v, nil
 }
 
-// secretValue is a flag.Value holding one secret; it never prints it.
+// readSecretRef is readSecret for the key ceremony flags: only "-" and
+// "@FILE" are accepted. A value given literally is refused before anything
+// else happens (it already is in the process list and the shell history,
+// but nothing then acts on it); the error names the flag, never the value.
+func readSecretRef(flagName, v string) (string, error) {
+	if v != "-" && !strings.HasPrefix(v, "@") {
+		return "", fmt.Errorf("%w: --%s takes - (a line of standard input) or @FILE, not the value itself: "+
+			"a value on the command line shows in the process list and the shell history", errSecretSource, flagName)
+	}
+	return readSecret(flagName, v)
+}
+
+// secretValue is a flag.Value holding one secret; it never prints it. With
+// refOnly, the value must come from "-" or "@FILE" (readSecretRef).
 type secretValue struct {
-	name string
-	s    string
+	name    string
+	refOnly bool
+	s       string
 }
 
 func (v *secretValue) String() string { return "" }
 
 func (v *secretValue) Set(x string) error {
-	s, err := readSecret(v.name, x)
+	read := readSecret
+	if v.refOnly {
+		read = readSecretRef
+	}
+	s, err := read(v.name, x)
 	v.s = s
 	return err
 }
@@ -97,7 +117,16 @@ func secretString(fs *flag.FlagSet, name, usage string) *string {
 	return &v.s
 }
 
-// secretList collects a repeated secret flag (key components).
+// secretRef defines a flag for a key ceremony secret: "-" or "@FILE" only
+// (see readSecretRef).
+func secretRef(fs *flag.FlagSet, name, usage string) *string {
+	v := &secretValue{name: name, refOnly: true}
+	fs.Var(v, name, usage+": - for a line of standard input, or @FILE (never the value itself)")
+	return &v.s
+}
+
+// secretList collects a repeated key ceremony secret (components): "-" or
+// "@FILE" only (readSecretRef).
 type secretList struct {
 	name string
 	vs   []string
@@ -106,7 +135,7 @@ type secretList struct {
 func (l *secretList) String() string { return fmt.Sprint(len(l.vs)) } // never the values
 
 func (l *secretList) Set(x string) error {
-	s, err := readSecret(l.name, x)
+	s, err := readSecretRef(l.name, x)
 	if err != nil {
 		return err
 	}
