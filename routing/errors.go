@@ -24,7 +24,10 @@ var (
 	ErrIssuerTimeout     = errors.New("issuer did not answer")   // sent, no answer in time: reversed
 	ErrIssuerMalformed   = errors.New("issuer answer malformed") // the issuer's answer could not be read
 	ErrSinkFull          = errors.New("outcome journal full")
-	ErrShuttingDown      = errors.New("gateway shutting down")
+	// ErrReversalStore: the reversal owed ahead of the issuer call could not
+	// be persisted in time; the request was not sent.
+	ErrReversalStore = errors.New("reversal store unavailable")
+	ErrShuttingDown  = errors.New("gateway shutting down")
 )
 
 // ResponseFor maps an error of the flow to the DE 39 response code, the
@@ -86,6 +89,8 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		return iso8583.RCSystemMalfunction, OutcomeFailed, "issuer_message_error"
 	case errors.Is(err, ErrSinkFull):
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_full"
+	case errors.Is(err, ErrReversalStore):
+		return iso8583.RCIssuerUnavailable, OutcomeFailed, "reversal_store_unavailable"
 	case errors.Is(err, ErrShuttingDown):
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "shutting_down"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

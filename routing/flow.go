@@ -39,6 +39,10 @@ type IssuerRequest struct {
 	// sent is set by a sender that wrote the request to the issuer: what a
 	// reversal of it must name.
 	sent *Reversal
+	// eventID and channel are the operation's, for the reversal owed ahead
+	// (Reversal.EventID, Reversal.Channel).
+	eventID string
+	channel Channel
 }
 
 // KeyImporter takes a key enciphered under a zone master key: an acquirer's
@@ -60,10 +64,27 @@ type IssuerSender interface {
 
 // Reverser is implemented by an IssuerSender that can undo a request the
 // issuer approved: the flow asks for it when the outcome cannot be recorded,
-// so the issuer's change does not stand without a record.
+// so the issuer's change does not stand without a record, and for an
+// acquirer's reversal of an approval. Reverse returns once the reversal is
+// owed durably (or is already: a reversal owed ahead is only released to be
+// sent).
 type Reverser interface {
 	Reverse(ctx context.Context, req *IssuerRequest) error
 }
+
+// Discharger is implemented by an IssuerSender that owes the reversal of
+// every request ahead of writing it to the issuer (IssuerLinks): once the
+// flow has the outcome event of an approved request in the journal, it
+// discharges that reversal. Discharge does not fail: a reversal it could not
+// delete stays held (never sent by this process) and is deleted later.
+type Discharger interface {
+	Discharge(ctx context.Context, req *IssuerRequest)
+}
+
+// ReversalRecorder records a reversal the issuer acknowledged as an outcome
+// event (Flow.RecordReversal); IssuerLinks calls it for every acknowledged
+// advice with Reversal.Record set.
+type ReversalRecorder func(ctx context.Context, r Reversal) error
 
 // ErrNothingToReverse: the request never reached the issuer.
 var ErrNothingToReverse = errors.New("routing: request was never sent to the issuer")
@@ -252,6 +273,11 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	ev, err := f.publish(ctx, req, &out)
 	if err == nil && req.approved != nil && req.approved.sent != nil {
 		out.undo = undoOf(req.approved.sent, ev)
+		// The outcome is in the journal: the reversal owed ahead of the
+		// issuer call is no longer owed.
+		if d, ok := f.deps.Issuers.(Discharger); ok {
+			d.Discharge(ctx, req.approved)
+		}
 	}
 	if err != nil {
 		// The outcome could not be recorded: the acquirer must not believe in
@@ -337,6 +363,7 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		Operation: req.Operation, PAN: req.PAN, Format: is.PINFormat, KeyIndex: is.KeyIndex,
 		Acquirer: req.Acquirer, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
 		Teller: req.Teller, Supervisor: req.Supervisor, IdentityRef: req.IdentityRef,
+		eventID: eventID(req.ID), channel: req.Channel,
 	}
 	var sealed []byte // a generated PIN, sealed in the security module for its mailer
 	defer clear(sealed)

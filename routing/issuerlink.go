@@ -75,6 +75,18 @@ type IssuerLinks struct {
 	dial        DialFunc
 	reversals   ReversalStore
 	log         *slog.Logger
+	// storeTimeout bounds each reversal-store write.
+	storeTimeout time.Duration
+	recorder     ReversalRecorder
+
+	// held are the advices owed ahead whose request is in flight or whose
+	// outcome is recorded but not yet deleted: the worker never sends them.
+	// undeleted (a subset of held) are the ones to delete; unrecorded are
+	// released advices the flow records itself.
+	heldMu     sync.Mutex
+	held       map[string]struct{}
+	undeleted  map[string]struct{}
+	unrecorded map[string]struct{}
 
 	mu      sync.RWMutex
 	issuers map[string]*issuerState
@@ -118,8 +130,15 @@ type LinksConfig struct {
 	Codec       IssuerCodec
 	Dial        DialFunc
 	Reversals   ReversalStore
-	Logger      *slog.Logger
+	// StoreTimeout bounds every reversal-store write; default 2s. A write
+	// that fails or takes longer fails the request before the issuer is
+	// involved (ErrReversalStore, answered 91).
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
 }
+
+// DefaultStoreTimeout bounds a reversal-store write.
+const DefaultStoreTimeout = 2 * time.Second
 
 // NewIssuerLinks builds links; Start opens them.
 func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
@@ -129,6 +148,11 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 	l := &IssuerLinks{
 		institution: cfg.Institution, codec: cfg.Codec, dial: cfg.Dial, reversals: cfg.Reversals, log: cfg.Logger,
 		issuers: map[string]*issuerState{}, stop: make(chan struct{}), kick: make(chan struct{}, 1),
+		storeTimeout: cfg.StoreTimeout,
+		held:         map[string]struct{}{}, undeleted: map[string]struct{}{}, unrecorded: map[string]struct{}{},
+	}
+	if l.storeTimeout <= 0 {
+		l.storeTimeout = DefaultStoreTimeout
 	}
 	l.stan.Store(uint32(rand.IntN(900000)))
 	m := otel.Meter("pingate/routing")
@@ -221,6 +245,17 @@ func (l *IssuerLinks) nextHeader(terminal, receiver string) MessageHeader {
 }
 
 // Send implements IssuerSender.
+//
+// Before the request is written to a link, the reversal advice that would
+// undo it is owed ahead: persisted in the reversal store (bounded by
+// LinksConfig.StoreTimeout; a store that fails or does not answer in time
+// fails the request with ErrReversalStore before the issuer is involved) and
+// held while the request is in flight. A decline discharges it at once; a
+// request never written discards it; a timeout or an unreadable answer
+// releases it to be sent. An approval leaves it held: the flow discharges it
+// once the outcome event is in the journal (Discharge) or releases it when
+// the journal cannot take the event (Reverse). A process that dies holding it
+// sends it at the next start.
 func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerRequest) (string, error) {
 	l.mu.RLock()
 	st := l.issuers[issuer]
@@ -237,54 +272,160 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	if err != nil {
 		return "", fmt.Errorf("pack issuer request: %w", err)
 	}
+	rev := &Reversal{
+		ID: uuid.NewString(), Issuer: issuer, Operation: req.Operation, PAN: req.PAN,
+		STAN: h.STAN, Transmit: h.Transmit, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
+		Created: time.Now().UTC(), Record: true, EventID: req.eventID, Channel: req.channel,
+		Acquirer: req.Acquirer, Teller: req.Teller, Supervisor: req.Supervisor,
+	}
+	// Held before it is stored: the reversal worker must never see it
+	// unheld while the request may still be on its way.
+	l.hold(rev.ID)
+	if err := l.put(ctx, *rev); err != nil {
+		l.unhold(rev.ID)
+		l.forget(ctx, rev.ID) // a Put cut short may still land: delete it
+		return "", fmt.Errorf("%w: %v", ErrReversalStore, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, st.cfg.Timeout)
 	defer cancel()
 	code, sent, err := l.roundTrip(ctx, lk, iso8583.MTIAuthRequest, h, frame)
-	if sent {
-		// What a reversal of this request names: the message the issuer got.
-		req.sent = &Reversal{
-			Issuer: issuer, Operation: req.Operation, PAN: req.PAN,
-			STAN: h.STAN, Transmit: h.Transmit, Terminal: req.Terminal, Merchant: req.Merchant, RRN: req.RRN,
-		}
-	}
-	if err == nil {
-		return code, nil
-	}
 	if !sent {
+		l.unhold(rev.ID)
+		l.forget(ctx, rev.ID)
 		return "", fmt.Errorf("%w: %v", ErrIssuerUnavailable, err)
 	}
+	// What a reversal of this request names: the message the issuer got.
+	req.sent = rev
+	if err == nil {
+		if code != iso8583.RCApproved {
+			// Declined: nothing stands at the issuer.
+			l.Discharge(ctx, req)
+		}
+		return code, nil
+	}
 	if errors.Is(err, ErrIssuerMalformed) {
+		// The answer may have been an approval we cannot read.
+		l.release(rev.ID, false)
 		return "", err
 	}
-	// It may have reached the issuer: owe a reversal before answering 91.
+	// It may have reached the issuer: the reversal owed ahead is sent. The
+	// flow records this outcome (reversed, issuer_timeout) itself.
 	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
-	if perr := l.Reverse(ctx, req); perr != nil {
-		l.log.ErrorContext(ctx, "reversal not persisted", "issuer", issuer, "stan", h.STAN, "err", perr)
-	}
+	l.release(rev.ID, false)
 	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
 }
 
 // Reverse owes the issuer a reversal advice (0420) for req, a request Send
-// wrote to it: the advice is persisted before Reverse returns, and the
-// reversal worker sends it until the issuer answers. It does not depend on
-// ctx's deadline, which has often passed. A request never written needs no
-// reversal (ErrNothingToReverse).
+// wrote to it. A reversal still held (owed ahead, the outcome not yet
+// recorded) is released to the reversal worker and recorded as an event once
+// acknowledged; otherwise (the acquirer reverses a recorded approval) a new
+// advice is persisted before Reverse returns. The worker sends it until the
+// issuer answers. It does not depend on ctx's deadline, which has often
+// passed. A request never written needs no reversal (ErrNothingToReverse).
 func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
 	if req.sent == nil {
 		return ErrNothingToReverse
 	}
+	if l.release(req.sent.ID, true) {
+		return nil
+	}
 	rev := *req.sent
-	rev.ID, rev.Created = uuid.NewString(), time.Now().UTC()
-	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer pcancel()
-	if err := l.reversals.Put(pctx, rev); err != nil {
+	rev.ID, rev.Created, rev.Record, rev.Attempts = uuid.NewString(), time.Now().UTC(), false, 0
+	if err := l.put(context.WithoutCancel(ctx), rev); err != nil {
+		l.forget(ctx, rev.ID)
 		return fmt.Errorf("persist reversal for issuer %s: %w", rev.Issuer, err)
 	}
+	l.kickWorker()
+	return nil
+}
+
+// Discharge implements Discharger: req's outcome is recorded, its reversal
+// owed ahead is deleted. If the delete fails the advice stays held (this
+// process never sends it) and the reversal worker retries the delete; a
+// restart before that sends it, and the acknowledged reversal is recorded as
+// an event, so the record stays complete.
+func (l *IssuerLinks) Discharge(ctx context.Context, req *IssuerRequest) {
+	if req.sent == nil {
+		return
+	}
+	id := req.sent.ID
+	if err := l.del(context.WithoutCancel(ctx), id); err != nil {
+		l.heldMu.Lock()
+		l.undeleted[id] = struct{}{}
+		l.heldMu.Unlock()
+		l.log.ErrorContext(ctx, "discharged reversal not deleted; retrying", "issuer", req.sent.Issuer, "err", err)
+		return
+	}
+	l.unhold(id)
+}
+
+// SetRecorder sets the function that records acknowledged reversals owed
+// ahead (Reversal.Record) as outcome events; call it before Start. Without a
+// recorder they are acknowledged without an event.
+func (l *IssuerLinks) SetRecorder(r ReversalRecorder) { l.recorder = r }
+
+func (l *IssuerLinks) hold(id string) {
+	l.heldMu.Lock()
+	l.held[id] = struct{}{}
+	l.heldMu.Unlock()
+}
+
+func (l *IssuerLinks) unhold(id string) {
+	l.heldMu.Lock()
+	delete(l.held, id)
+	delete(l.undeleted, id)
+	l.heldMu.Unlock()
+}
+
+// release lets the reversal worker send the held advice id; record says
+// whether its acknowledgement is to be recorded as an event (the flow
+// records timeouts itself). It reports whether id was held.
+func (l *IssuerLinks) release(id string, record bool) bool {
+	l.heldMu.Lock()
+	_, ok := l.held[id]
+	delete(l.held, id)
+	if ok && !record {
+		l.unrecorded[id] = struct{}{}
+	}
+	l.heldMu.Unlock()
+	if ok {
+		l.kickWorker()
+	}
+	return ok
+}
+
+func (l *IssuerLinks) kickWorker() {
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	return nil
+}
+
+// put, del and forget bound every reversal-store write by StoreTimeout,
+// whatever ctx says: a store that does not answer fails the write, it never
+// holds a request.
+func (l *IssuerLinks) put(ctx context.Context, r Reversal) error {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.storeTimeout)
+	defer cancel()
+	return l.reversals.Put(pctx, r)
+}
+
+func (l *IssuerLinks) del(ctx context.Context, id string) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.storeTimeout)
+	defer cancel()
+	return l.reversals.Delete(dctx, id)
+}
+
+// forget deletes an advice that is not owed (its request was never
+// written); if that fails it is left for the worker, which deletes advices
+// marked so instead of sending them.
+func (l *IssuerLinks) forget(ctx context.Context, id string) {
+	if err := l.del(ctx, id); err != nil {
+		l.heldMu.Lock()
+		l.held[id] = struct{}{}
+		l.undeleted[id] = struct{}{}
+		l.heldMu.Unlock()
+	}
 }
 
 // pick returns a signed-on link, round-robin, preferring the issuer's first
@@ -473,6 +614,7 @@ func (l *IssuerLinks) reversalWorker() {
 func (l *IssuerLinks) sendReversals() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	l.deleteDischarged(ctx)
 	pending, err := l.reversals.Pending(ctx)
 	if err != nil {
 		l.log.Error("reversal store unreadable", "err", err)
@@ -483,6 +625,13 @@ func (l *IssuerLinks) sendReversals() {
 		case <-l.stop:
 			return
 		default:
+		}
+		l.heldMu.Lock()
+		_, held := l.held[r.ID]
+		_, unrecorded := l.unrecorded[r.ID]
+		l.heldMu.Unlock()
+		if held {
+			continue
 		}
 		l.mu.RLock()
 		st := l.issuers[r.Issuer]
@@ -506,14 +655,43 @@ func (l *IssuerLinks) sendReversals() {
 		attr := metric.WithAttributes(attribute.String("issuer", r.Issuer))
 		if err != nil {
 			r.Attempts++
-			_ = l.reversals.Put(ctx, r)
+			_ = l.put(ctx, r)
 			l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "retry")))
 			continue
 		}
-		// Any answer is an acknowledgement: the issuer has the advice.
-		if err := l.reversals.Delete(ctx, r.ID); err != nil {
+		// Any answer is an acknowledgement: the issuer has the advice. An
+		// advice owed ahead is recorded before it is deleted; if the journal
+		// does not take the record, the advice stays and is sent again (the
+		// issuer takes a repeated advice as one).
+		if r.Record && !unrecorded && l.recorder != nil {
+			if err := l.recorder(ctx, r); err != nil {
+				l.log.Error("acknowledged reversal not recorded; it stays owed", "issuer", r.Issuer, "err", err)
+				l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "unrecorded")))
+				continue
+			}
+		}
+		if err := l.del(ctx, r.ID); err != nil {
 			l.log.Error("acknowledged reversal not deleted", "issuer", r.Issuer, "err", err)
+		} else {
+			l.heldMu.Lock()
+			delete(l.unrecorded, r.ID)
+			l.heldMu.Unlock()
 		}
 		l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "acknowledged"), attribute.String("code", code)))
+	}
+}
+
+// deleteDischarged retries the deletes Discharge and forget could not make.
+func (l *IssuerLinks) deleteDischarged(ctx context.Context) {
+	l.heldMu.Lock()
+	ids := make([]string, 0, len(l.undeleted))
+	for id := range l.undeleted {
+		ids = append(ids, id)
+	}
+	l.heldMu.Unlock()
+	for _, id := range ids {
+		if err := l.del(ctx, id); err == nil {
+			l.unhold(id)
+		}
 	}
 }

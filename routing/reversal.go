@@ -7,11 +7,16 @@ import (
 	"time"
 )
 
-// Reversal is a 0420 reversal advice owed to an issuer for a request that
-// timed out after it may have reached the issuer. It is persisted before the
-// acquirer gets its 91 and deleted only when the issuer acknowledges it (0430),
-// so a restart does not forget it. It carries the PAN because DE 2 of the
-// advice needs it: the store's directory is as sensitive as the key store.
+// Reversal is a 0420 reversal advice for a request written to an issuer.
+//
+// It is owed ahead (write-ahead): IssuerLinks.Send persists it before the
+// request is written to the link and holds it while the request is in
+// flight. It is discharged (deleted) when the issuer declines or when the
+// flow has the outcome event in the journal; otherwise (a timeout, an
+// unreadable answer, an outcome the journal could not take, or a process that
+// died with it held) it is sent until the issuer acknowledges it (0430), also
+// after a restart. It carries the PAN because DE 2 of the advice needs it; a
+// ReversalStore that persists it must encipher it (PCI DSS 3.5).
 type Reversal struct {
 	ID        string    `json:"id"`
 	Issuer    string    `json:"issuer"`
@@ -24,6 +29,20 @@ type Reversal struct {
 	RRN       string    `json:"rrn"`
 	Created   time.Time `json:"created"`
 	Attempts  int       `json:"attempts"`
+
+	// Record asks for the acknowledged reversal to be recorded as an
+	// outcome event (outcome reversed, reason outcome_not_recorded): set on
+	// an advice owed ahead, whose operation may have no event, or an event
+	// that says approved. Reversals the flow records itself (an issuer
+	// timeout, an acquirer's reversal) do not set it.
+	Record bool `json:"record,omitempty"`
+	// EventID is the id of the operation's outcome event, which the
+	// recorded reversal names in Reverses.
+	EventID    string  `json:"event_id,omitempty"`
+	Channel    Channel `json:"channel,omitempty"`
+	Acquirer   string  `json:"acquirer,omitempty"`
+	Teller     string  `json:"teller,omitempty"`
+	Supervisor string  `json:"supervisor,omitempty"`
 }
 
 // ReversalStore persists reversals until they are acknowledged.

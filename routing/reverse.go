@@ -119,3 +119,31 @@ func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
 	}
 	return f.deps.Sink.Publish(ctx, ev)
 }
+
+// ReasonOutcomeNotRecorded is the reason of the event that records the
+// reversal of an operation whose outcome the journal did not take in time
+// (or that was in flight when the process died): the issuer acknowledged a
+// reversal advice owed ahead of the request.
+const ReasonOutcomeNotRecorded = "outcome_not_recorded"
+
+// RecordReversal records r, a reversal the issuer acknowledged, as an outcome
+// event: outcome reversed, reason outcome_not_recorded, code 91 (what the
+// acquirer was answered, if it was answered at all), and the operation's
+// event id in Reverses. The event id derives from the operation's, so a
+// second recording of the same reversal (after a restart) carries the same
+// id and consumers dedupe it. It is the ReversalRecorder the gateway gives
+// its issuer links.
+func (f *Flow) RecordReversal(ctx context.Context, r Reversal) error {
+	now := f.deps.Now()
+	ev := Event{
+		ID: eventID(r.EventID + "/reversal"), Type: EventType(r.Operation, OutcomeReversed), Time: now,
+		Operation: r.Operation, Outcome: OutcomeReversed, Code: iso8583.RCIssuerUnavailable, Reason: ReasonOutcomeNotRecorded,
+		Channel: r.Channel, Acquirer: r.Acquirer, Terminal: r.Terminal, Issuer: r.Issuer,
+		MaskedPAN: iso8583.MaskPAN(r.PAN), CardToken: f.deps.Tokenizer.Token(r.PAN), Teller: r.Teller, Supervisor: r.Supervisor,
+		Received: r.Created, Completed: now, Reverses: r.EventID,
+	}
+	if r.EventID == "" {
+		ev.ID = eventID(r.ID + "/reversal")
+	}
+	return f.deps.Sink.Publish(ctx, ev)
+}

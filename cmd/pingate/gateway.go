@@ -129,7 +129,6 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		Institution: cfg.Routing.Institution, Issuers: cfg.Routing.WithDefaults().Issuers, Codec: routing.IssuerDialect{},
 		Dial: tcpDialer, Reversals: g.reversals, Logger: log,
 	})
-	g.links.Start()
 
 	if err := os.MkdirAll(cfg.Events.JournalDir, 0o700); err != nil {
 		return g, err
@@ -167,6 +166,11 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	if err != nil {
 		return g, err
 	}
+	// Reversals owed ahead that the issuer acknowledges are recorded as
+	// events; the links start only now, so the advices a killed process
+	// left are sent with their record.
+	g.links.SetRecorder(g.flow.RecordReversal)
+	g.links.Start()
 
 	if err := g.startBranchAPI(ctx); err != nil {
 		return g, fmt.Errorf("branch api: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,11 @@ type Config struct {
 	// DropRate is the share of PIN operations and reversal advices never
 	// answered (0–1), to provoke timeouts and retried reversals.
 	DropRate float64
+	// Audit keeps every PIN change and reset the ledger applied and every
+	// reversal advice received (Sim.Audit), for tests that match the
+	// issuer's ledger against the gateway's records. Memory grows with the
+	// operations: for tests only.
+	Audit bool
 	// Server configures the listener (address, framing, limits).
 	Server iso8583.Config
 	Logger *slog.Logger
@@ -63,6 +69,35 @@ type Sim struct {
 	log    *slog.Logger
 	// Counters, for tests and the demo.
 	Requests, Reversals, Network atomic.Int64
+
+	// ahead holds the references of reversal advices that undid nothing.
+	ahead sync.Map
+
+	auditMu  sync.Mutex
+	applied  []Applied
+	reversed map[string]bool // match references of reversal advices received
+}
+
+// Applied is a PIN change or reset the simulated issuer applied (Config.Audit).
+type Applied struct {
+	// Ref is the request's STAN "|" DE 7, the reference a reversal names in DE 90.
+	Ref      string
+	Terminal string // DE 41
+	// Reversed: a reversal advice naming Ref was received.
+	Reversed bool
+}
+
+// Audit returns the operations applied so far, in order, each with whether
+// a reversal advice for it was received (Config.Audit; nil without it).
+func (s *Sim) Audit() []Applied {
+	s.auditMu.Lock()
+	defer s.auditMu.Unlock()
+	out := make([]Applied, len(s.applied))
+	for i, a := range s.applied {
+		a.Reversed = s.reversed[a.Ref]
+		out[i] = a
+	}
+	return out
 }
 
 // New builds a simulator; Serve or ListenAndServe runs it.
@@ -76,7 +111,7 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Sim{cfg: cfg, log: cfg.Logger}
+	s := &Sim{cfg: cfg, log: cfg.Logger, reversed: map[string]bool{}}
 	s.ledger = newLedger(cfg.Population, func(pan, pin string) [32]byte {
 		p, err := pinblock.NewSecretPIN(pin)
 		if err != nil {
@@ -133,7 +168,18 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 		}
 		s.Reversals.Add(1)
 		if orig, err := iso8583.ParseOriginalData(f.OriginalData); err == nil {
-			s.ledger.reverse(f.PAN, orig.STAN+"|"+orig.Transmission)
+			ref := orig.STAN + "|" + orig.Transmission
+			if !s.ledger.reverse(f.PAN, ref) {
+				// The advice may have overtaken its original (sent by a
+				// gateway that died, still in a socket buffer): as issuers
+				// do, the original is refused if it arrives later.
+				s.ahead.Store(ref, struct{}{})
+			}
+			if s.cfg.Audit {
+				s.auditMu.Lock()
+				s.reversed[ref] = true
+				s.auditMu.Unlock()
+			}
 		}
 		code = iso8583.RCApproved
 	default:
@@ -163,6 +209,9 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 		return code
 	}
 	ref := f.STAN + "|" + f.TransmissionTime
+	if _, reversed := s.ahead.Load(ref); reversed && f.ProcessingCode != iso8583.ProcPINUnblock {
+		return iso8583.RCSystemMalfunction
+	}
 	format := pinblock.Format0
 	if f.SecurityControl != "" {
 		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
@@ -186,17 +235,27 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 		if !ok1 || !ok2 {
 			return iso8583.RCFormatError
 		}
-		return s.ledger.change(f.PAN, oldPIN, newPIN, ref)
+		return s.audit(s.ledger.change(f.PAN, oldPIN, newPIN, ref), ref, f.TerminalID)
 	case iso8583.ProcPINReset:
 		newPIN, ok := pin(f.NewPINBlock)
 		if !ok {
 			return iso8583.RCFormatError
 		}
-		return s.ledger.reset(f.PAN, newPIN, ref)
+		return s.audit(s.ledger.reset(f.PAN, newPIN, ref), ref, f.TerminalID)
 	case iso8583.ProcPINUnblock:
 		return s.ledger.unblock(f.PAN)
 	}
 	return iso8583.RCFormatError
+}
+
+// audit keeps an applied operation (Config.Audit) and returns its code.
+func (s *Sim) audit(code, ref, terminal string) string {
+	if code == iso8583.RCApproved && s.cfg.Audit {
+		s.auditMu.Lock()
+		s.applied = append(s.applied, Applied{Ref: ref, Terminal: terminal})
+		s.auditMu.Unlock()
+	}
+	return code
 }
 
 // DevelopmentKeys returns the simulated issuer's keys from the published
