@@ -58,6 +58,16 @@ func FuzzAcquirerRoundTrip(f *testing.F) {
 			t.Skip()
 		}
 		roundTrip(t, AcquirerSpec, data)
+		// What a format-error answer echoes packs again.
+		r := UnpackReadable(AcquirerSpec, data)
+		if len(r.PINBlock) != 0 || len(r.NewPINBlock) != 0 || r.KeyExchange != "" {
+			t.Fatal("UnpackReadable returned a PIN block or DE 123")
+		}
+		if r.MTI != "" {
+			if _, err := Pack(AcquirerSpec, r); err != nil {
+				t.Fatalf("readable elements do not pack: %v", err)
+			}
+		}
 	})
 }
 

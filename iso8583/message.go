@@ -196,6 +196,46 @@ func Unpack(spec *moov.MessageSpec, frame []byte) (*Fields, error) {
 	return FieldsOf(msg)
 }
 
+// UnpackReadable decodes what can be read of a frame that Unpack refused, to
+// answer it with the elements a client matches on (DE 11, 37, 41, 32, 7…):
+// every element before the first one that does not unpack — elements are
+// read in order and variable ones have no fixed place, so nothing after it
+// can be found. A frame that unpacks but has bytes left over gives all its
+// elements. PIN blocks (DE 52, DE 125) and DE 123 are never returned; DE 48
+// is returned only whole. The result is not checked (see Check) and is empty,
+// with no MTI, when not even the MTI could be read.
+func UnpackReadable(spec *moov.MessageSpec, frame []byte) *Fields {
+	msg := moov.NewMessage(spec)
+	failed := -1
+	if err := msg.Unpack(frame); err != nil {
+		var ue *moovErrors.UnpackError
+		if !errors.As(err, &ue) {
+			return &Fields{}
+		}
+		if failed, err = strconv.Atoi(ue.FieldID); err != nil {
+			return &Fields{}
+		}
+	}
+	f := new(Fields)
+	for _, e := range stringElems {
+		if e.id == failed || e.id == 123 {
+			continue
+		}
+		if fl := msg.GetField(e.id); fl != nil {
+			if v, err := fl.String(); err == nil {
+				*e.ptr(f) = v
+			}
+		}
+	}
+	if failed != 48 && msg.GetField(48) != nil {
+		var a additionalElem
+		if msg.Unmarshal(&a) == nil && a.Additional != nil && *a.Additional != (AdditionalData{}) {
+			f.Additional = a.Additional
+		}
+	}
+	return f
+}
+
 // FieldsOf copies the data elements of msg into a new Fields. An empty DE 48
 // (length 000) becomes a nil Additional, as Pack treats it.
 func FieldsOf(msg *moov.Message) (*Fields, error) {

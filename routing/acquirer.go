@@ -343,16 +343,17 @@ func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code strin
 	return b
 }
 
-// formatError answers a frame that does not unpack: 30 with the response
-// MTI when the request MTI is readable, else an 0110.
+// formatError answers a frame that does not unpack: 30, echoing every
+// element that could be read (iso8583.UnpackReadable) so that the acquirer
+// can match the answer, with the response MTI of a readable request MTI,
+// else 0110.
 func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error) []byte {
-	mti := iso8583.MTIAuthRequest
-	if len(frame) >= 4 && isDigits(string(frame[:4])) && frame[2] == '0' {
-		mti = string(frame[:4])
+	f := iso8583.UnpackReadable(iso8583.AcquirerSpec, frame)
+	if len(f.MTI) != 4 || !isDigits(f.MTI) || f.MTI[2] != '0' {
+		f.MTI = iso8583.MTIAuthRequest
 	}
 	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
-	b, _ := iso8583.Pack(iso8583.AcquirerSpec, &iso8583.Fields{MTI: iso8583.ResponseMTI(mti), ResponseCode: iso8583.RCFormatError})
-	return b
+	return a.reply(ctx, f, iso8583.RCFormatError)
 }
 
 func validOr(s string, n int) string {
