@@ -65,6 +65,11 @@ type AdminConfig struct {
 
 // SecurityConfig is the security module and its keys.
 type SecurityConfig struct {
+	// Module is the security module: "software" (default; keys in this
+	// process, development and test) or "payshield" (Thales payShield HSMs
+	// in security.payshield; no clear key or PIN in this process).
+	Module    string          `yaml:"module"`
+	PayShield PayShieldConfig `yaml:"payshield"`
 	// DevKeys loads the published development key set (docs/dev-keys.md).
 	// Refused under production.
 	DevKeys bool `yaml:"dev_keys"`
@@ -134,6 +139,10 @@ type IssuerSimConfig struct {
 	PerBIN   int           `yaml:"per_bin"`
 	Latency  time.Duration `yaml:"latency"`
 	FailRate float64       `yaml:"fail_rate"`
+	// ZPK is the development key id of the simulator's zone PIN key
+	// (default the AES issuer ZPK; the TDES ATM ZPK for security.module
+	// payshield, whose variant LMK holds no AES keys).
+	ZPK string `yaml:"zpk"`
 }
 
 // loadConfig reads a YAML file strictly: an unknown key is an error, so a typo
@@ -160,6 +169,9 @@ func (c Config) productionWarnings() []string {
 		return nil
 	}
 	var w []string
+	if c.Security.Module != "payshield" {
+		w = append(w, "security.module is software: PCI PIN requires PIN translation inside an approved HSM (security.module: payshield, docs/hsm.md)")
+	}
 	for i, a := range c.Routing.Acquirers {
 		where := fmt.Sprintf("routing.acquirers[%d] (%s)", i, a.ID)
 		if !a.RequireSignOn {
@@ -190,9 +202,10 @@ func (c Config) Validate() error {
 			bad("security.key_store: production needs a key store")
 		}
 	}
-	if !c.Security.DevKeys && c.Security.KeyStore == "" {
+	if !c.Security.DevKeys && c.Security.KeyStore == "" && c.Security.Module != "payshield" {
 		bad("security: set dev_keys or key_store")
 	}
+	c.Security.validatePayShield(bad)
 	if c.Security.KeyStore != "" && c.Security.LMKFile == "" && c.Security.LMKEnv == "" {
 		bad("security: key_store needs lmk_file or lmk_env (a reference, never the key)")
 	}

@@ -19,6 +19,7 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/integration/kafkatopic"
 	"pingate/integration/outbox"
+	"pingate/integration/payshield"
 	"pingate/integration/redislimit"
 	"pingate/integration/reversalstore"
 	"pingate/integration/telemetry"
@@ -35,6 +36,9 @@ type gateway struct {
 	tel       *telemetry.Telemetry
 	ring      *pinblock.Keyring
 	hsm       *pinblock.SoftwareModule
+	sm        pinblock.SecurityModule // the flow's module: hsm, or the payShield one
+	ps        *payshield.Client       // security.module payshield
+	psKeys    *payshield.Keys
 	sim       *issuersim.Sim
 	simAddr   string
 	reversals *reversalstore.Store
@@ -101,6 +105,12 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		policy = pinblock.PINPolicy{}
 	}
 	g.hsm = pinblock.NewSoftwareModule(g.ring, policy, nil)
+	g.sm = g.hsm
+	if cfg.Security.Module == "payshield" {
+		if err := g.startPayShield(); err != nil {
+			return g, err
+		}
+	}
 
 	tokenKey, err := secretHex(cfg.Security.CardTokenKeyFile, cfg.Security.CardTokenKeyEnv, devTokenKey)
 	if err != nil {
@@ -156,11 +166,11 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	}
 	g.ops = newReloader(g)
 	deps := routing.Deps{
-		HSM: g.hsm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
+		HSM: g.sm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
 		Limiter: g.ops.limits,
 	}
 	if cfg.Security.KeyStore != "" {
-		deps.Keys = &keyChanges{sec: cfg.Security, hsm: g.hsm, log: log}
+		deps.Keys = &keyChanges{sec: cfg.Security, hsm: g.sm, log: log}
 	}
 	g.flow, err = routing.NewFlow(cfg.Routing, deps)
 	if err != nil {
@@ -217,6 +227,12 @@ func (g *gateway) startSim(ctx context.Context) error {
 	zpk, pvk, err := issuersim.DevelopmentKeys()
 	if err != nil {
 		return err
+	}
+	if sc.ZPK != "" {
+		zpk.Zeroize()
+		if zpk, err = pinblock.DevelopmentKey(sc.ZPK); err != nil {
+			return fmt.Errorf("issuer_sim.zpk: %w", err)
+		}
 	}
 	g.sim, err = issuersim.New(issuersim.Config{
 		Population: issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN},
@@ -326,6 +342,9 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	}
 	if g.ops != nil {
 		g.ops.zeroize()
+	}
+	if g.ps != nil {
+		g.ps.Close()
 	}
 	if g.ring != nil {
 		g.ring.Zeroize()

@@ -25,10 +25,18 @@ func (g *gateway) httpHandler() http.Handler {
 func (g *gateway) readyz(w http.ResponseWriter, _ *http.Request) {
 	checks := map[string]string{}
 	ready := true
-	if len(g.ring.List()) == 0 {
+	switch {
+	case g.ps != nil && len(g.psKeys.List()) == 0, g.ps == nil && len(g.ring.List()) == 0:
 		checks["keys"], ready = "no keys loaded", false
-	} else {
+	default:
 		checks["keys"] = "ok"
+	}
+	if g.ps != nil {
+		if err := g.ps.Ready(); err != nil {
+			checks["hsm"], ready = "no reachable HSM", false
+		} else {
+			checks["hsm"] = "ok"
+		}
 	}
 	signed := g.links.SignedOn()
 	ids := make([]string, 0, len(signed))

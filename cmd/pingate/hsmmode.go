@@ -1,0 +1,185 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"time"
+
+	"pingate/integration/payshield"
+	"pingate/integration/payshield/hsmsim"
+	"pingate/pinblock"
+)
+
+// PayShieldConfig is security.payshield: the HSMs of security.module
+// payshield (docs/hsm.md).
+type PayShieldConfig struct {
+	Hosts []string `yaml:"hosts"` // host:port of each HSM
+	// HeaderLen is the HSMs' message header length (default 4); NoHeader
+	// selects 0 (one command at a time per connection).
+	HeaderLen int  `yaml:"header_length"`
+	NoHeader  bool `yaml:"no_header"`
+	// Connections per HSM (default 2).
+	Connections int `yaml:"connections"`
+	// Timeout per command when the request has less time (default 2s).
+	Timeout time.Duration `yaml:"timeout"`
+	// HealthInterval between NC health checks (default 5s).
+	HealthInterval time.Duration `yaml:"health_interval"`
+	TLS            struct {
+		CAFile     string `yaml:"ca_file"`
+		CertFile   string `yaml:"cert_file"`
+		KeyFile    string `yaml:"key_file"`
+		ServerName string `yaml:"server_name"`
+	} `yaml:"tls"`
+	// KeyFile is a JSON array of keys under the HSMs' LMK (id, version,
+	// usage, algorithm, length, token, kcv): no clear key, ever.
+	KeyFile string `yaml:"key_file"`
+}
+
+func (c PayShieldConfig) client(log *slog.Logger) (payshield.Config, error) {
+	pc := payshield.Config{
+		Hosts: c.Hosts, HeaderLen: c.HeaderLen, NoHeader: c.NoHeader, Connections: c.Connections,
+		Timeout: c.Timeout, HealthInterval: c.HealthInterval, Logger: log,
+	}
+	if t := c.TLS; t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return pc, fmt.Errorf("security.payshield.tls.ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return pc, errors.New("security.payshield.tls.ca_file: no PEM certificate")
+			}
+		}
+		if t.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+			if err != nil {
+				return pc, fmt.Errorf("security.payshield.tls: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		pc.TLS = tc
+	}
+	return pc, nil
+}
+
+// validate names the problems of security with module payshield.
+func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
+	switch c.Module {
+	case "", "software":
+		return
+	case "payshield":
+	default:
+		bad("security.module %q: want software or payshield", c.Module)
+		return
+	}
+	p := c.PayShield
+	pc := payshield.Config{Hosts: p.Hosts, HeaderLen: p.HeaderLen, NoHeader: p.NoHeader, Connections: p.Connections, Timeout: p.Timeout}
+	if err := pc.Validate(); err != nil {
+		bad("security.payshield: %v", err)
+	}
+	if p.HealthInterval < 0 {
+		bad("security.payshield.health_interval %s: must not be negative", p.HealthInterval)
+	}
+	if (p.TLS.CertFile == "") != (p.TLS.KeyFile == "") {
+		bad("security.payshield.tls: cert_file and key_file go together")
+	}
+	if c.KeyStore != "" {
+		bad("security.key_store: holds keys under a software LMK; with module payshield keys are in security.payshield.key_file")
+	}
+	if p.KeyFile == "" && !c.DevKeys {
+		bad("security.payshield.key_file: module payshield needs its keys under the HSM's LMK (or dev_keys against pingate hsm-sim)")
+	}
+}
+
+// payShieldKeys loads the module's keys: the key file, and with dev_keys the
+// TDES development keys under the public test LMK of pingate hsm-sim (the
+// AES ones have no place on a variant-LMK payShield and are left out).
+func payShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) {
+	grace := c.RotationGrace
+	keys := payshield.NewKeys(grace)
+	if c.PayShield.KeyFile != "" {
+		b, err := os.ReadFile(c.PayShield.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("security.payshield.key_file: %w", err)
+		}
+		var list []payshield.Key
+		if err := json.Unmarshal(b, &list); err != nil {
+			return nil, fmt.Errorf("security.payshield.key_file: not a JSON array of keys: %w", err)
+		}
+		sort.Slice(list, func(i, j int) bool {
+			if list[i].ID != list[j].ID {
+				return list[i].ID < list[j].ID
+			}
+			return list[i].Version < list[j].Version
+		})
+		for i, k := range list {
+			// The first version of an id is added as it is; later ones
+			// rotate it, the earlier staying in its grace window.
+			rotate := i > 0 && list[i-1].ID == k.ID
+			if _, err := keys.Add(k, rotate); err != nil {
+				return nil, fmt.Errorf("security.payshield.key_file: %w", err)
+			}
+		}
+	}
+	if c.DevKeys {
+		for _, id := range []string{pinblock.DevATMZPK, pinblock.DevATMZMK, pinblock.DevIssuerPVK} {
+			k, err := pinblock.DevelopmentKey(id)
+			if err != nil {
+				return nil, err
+			}
+			typ, ok := map[pinblock.Usage]string{pinblock.UsageZPK: "001", pinblock.UsageZMK: "000", pinblock.UsagePVK: "002"}[k.Usage()]
+			if !ok || k.Algorithm() != pinblock.TDES {
+				k.Zeroize()
+				continue
+			}
+			tok, err := hsmsim.EncipherUnderTestLMK(typ, devKeyBytes(id))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := keys.Add(payshield.Key{ID: id, Usage: k.Usage(), Algorithm: pinblock.TDES, Length: k.Len(), Token: tok, KCV: k.KCV()}, false); err != nil {
+				return nil, err
+			}
+			k.Zeroize()
+		}
+		log.Warn("payshield module on the development keys under the public Thales test LMK: pingate hsm-sim only")
+	}
+	return keys, nil
+}
+
+// devKeyBytes is a development key's published value (docs/dev-keys.md).
+func devKeyBytes(id string) []byte {
+	b, _ := hex.DecodeString(map[string]string{
+		pinblock.DevATMZPK:    "0123456789ABCDEFFEDCBA9876543210",
+		pinblock.DevATMZMK:    "89E88CF7931444F334BD7547FC3F380C",
+		pinblock.DevIssuerPVK: "FEDCBA98765432100123456789ABCDEF",
+	}[id])
+	return b
+}
+
+// startPayShield builds the payShield module of security.module payshield;
+// the flow uses it in place of the software module.
+func (g *gateway) startPayShield() error {
+	pc, err := g.cfg.Security.PayShield.client(g.log)
+	if err != nil {
+		return err
+	}
+	g.psKeys, err = payShieldKeys(g.cfg.Security, g.log)
+	if err != nil {
+		return err
+	}
+	g.ps, err = payshield.New(pc)
+	if err != nil {
+		return fmt.Errorf("security.payshield: %w", err)
+	}
+	g.sm = payshield.NewModule(g.ps, g.psKeys)
+	return nil
+}
