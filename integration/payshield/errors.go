@@ -12,6 +12,10 @@ import (
 // never falls back to software. It wraps pinblock.ErrKeyAlgorithmMismatch.
 var ErrAlgorithm = fmt.Errorf("%w: not a TDES key; the payShield module does not translate it", pinblock.ErrKeyAlgorithmMismatch)
 
+// ErrNotSupported is a request this client cannot send to a payShield yet;
+// nothing was sent, and nothing falls back to software.
+var ErrNotSupported = errors.New("not supported by the payShield module")
+
 // ErrProtocol marks a response the client cannot read (wrong response code,
 // short fields) or an HSM complaint about the client's own message format.
 // It wraps pinblock.ErrModuleUnavailable: the caller answers "system

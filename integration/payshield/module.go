@@ -308,11 +308,15 @@ func scheme(length int) (byte, error) {
 }
 
 // Import brings a key under a held ZMK in: FA for a ZPK (the online key
-// change), A6 for other usages. The HSM's check value must match req.KCV.
+// change), A6 for other usages. A TR-31 key block (req.KeyBlock) is
+// ErrNotSupported: this client does not yet send A6 with key scheme R. The HSM's check value must match req.KCV.
 // Import is never retried on another HSM.
 func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return pinblock.KeyInfo{}, err
+	}
+	if req.KeyBlock != "" {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w: a TR-31 key block (payShield A6 key scheme R)", req.ID, ErrNotSupported)
 	}
 	if req.KCV == "" {
 		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, req.ID)

@@ -376,3 +376,13 @@ func TestNoReachableHSM(t *testing.T) {
 		t.Fatalf("Ready with no HSM = %v, want ErrModuleUnavailable", err)
 	}
 }
+
+func TestImportKeyBlockRefused(t *testing.T) {
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	loadZMK(t, s, m)
+	_, err := m.Import(context.Background(), pinblock.ImportRequest{ID: "k", Usage: pinblock.UsageZPK, KeyBlock: "B0080P0TE00N0000", ZMK: pinblock.KeyRef{ID: "zmk"}, Rotate: true})
+	if !errors.Is(err, payshield.ErrNotSupported) {
+		t.Fatalf("Import(TR-31 block) = %v, want ErrNotSupported", err)
+	}
+}
