@@ -284,6 +284,7 @@ if [ "$MICRO" != 0 ]; then
   micro pinblock ./pinblock/ 'BenchmarkTranslate|BenchmarkKeyLookup' 0.3s
   micro routing ./routing/ 'BenchmarkBINLookup' 0.3s
   micro redislimit ./integration/redislimit/ 'BenchmarkAllow' 1s
+  micro payshield ./integration/payshield/ 'BenchmarkPair' 0.5s
   micro outbox ./integration/outbox/ 'BenchmarkJournalAppend|BenchmarkBaselinePebbleSetSync|BenchmarkBaselineFileFsync' 0.5s
   snapshot "after micro-benchmarks"
 fi

@@ -386,3 +386,13 @@ func TestImportKeyBlockRefused(t *testing.T) {
 		t.Fatalf("Import(TR-31 block) = %v, want ErrNotSupported", err)
 	}
 }
+
+func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+func mustHexB(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

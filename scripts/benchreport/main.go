@@ -379,6 +379,10 @@ func baselineOf(pkg, name string, have map[string]bool) string {
 		if n := top + "/" + strings.Replace(sub, "allow", "baseline-ping", 1); have[n] {
 			return n
 		}
+	case "payshield":
+		if n := top + "/software"; have[n] && n != name {
+			return n
+		}
 	case "outbox":
 		if n := "BaselinePebbleSetSync/" + sub; have[n] {
 			return n
@@ -405,6 +409,7 @@ func renderMicro(w io.Writer, dir string) {
 		{"pinblock", "PIN translation beside the raw cipher", "`pinblock` BenchmarkTranslate; each baseline does only the block-cipher calls the translation cannot avoid. `Translate/X` is a translation on a prepared route (keys resolved once, result in the caller's buffer: the gateway's path); `Translate/X/by-name` is the one-shot call that also looks up both key labels and allocates its result. `Translate/F4-F4-aes/floor` is the baseline plus the work format 4 adds that no translation can skip (building the PAN field, XORing it in on each side): the least a format 4 translation can cost here. `Translate/SM4-…` are the SM4 routes (GB/T 32907-2016 through github.com/emmansun/gmsm): SM4-4 is ISO 9564-1 format 4 with SM4, SM4-0 the 128-bit extension of format 0; each beside its own SM4 (and AES) cipher calls. KeyLookup is one label lookup alone."},
 		{"routing", "Route lookup at 1k / 100k / 1M ranges", "`routing` BenchmarkBINLookup; the ratio is to the 1k-range table."},
 		{"redislimit", "Limiter round trip", "`integration/redislimit` BenchmarkAllow against a real redis-server; the baseline is a bare PING round trip."},
+		{"payshield", "PIN change through the payShield module beside the software module", "`integration/payshield` BenchmarkPair: a PIN change's two translations (ISO 0 → ISO 3) on a prepared route, callers in parallel. `Pair/payshield-sim` goes over loopback TCP to the in-process `hsmsim` (4 connections, both commands of a pair in flight at once, responses matched by header); its baseline `Pair/software` is the software module doing the same cryptography in process. The simulator shares the machine's cores with the benchmark, so this is the protocol's cost on one host, not a payShield's latency."},
 		{"outbox", "Journal append with group commit", "`integration/outbox` BenchmarkJournalAppend (each call returns once its entry is fsynced, grouped with concurrent ones); baselines: one pebble Set with Sync per event, and a raw write + fsync."},
 	}
 	fmt.Fprintln(w, "## Micro-benchmarks")
