@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/hex"
 	"testing"
 
 	"pingate/iso8583"
+	"pingate/pinblock"
 	"pingate/routing"
 )
 
@@ -31,10 +33,10 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 	if ans.STAN != "000102" || ans.AcquirerID != "" {
 		t.Errorf("echo answer: DE 11 %q DE 32 %q, want the request's 000102 and no DE 32", ans.STAN, ans.AcquirerID)
 	}
-	ans = c.exchange("key change", goldenNamed(t, golden, "0800-key-change"))
-	if ans.MTI != "0810" || ans.ResponseCode == iso8583.RCNotPermittedTerm {
-		t.Fatalf("0800-key-change after sign-on = %s %s, want an 0810 that is not 58", ans.MTI, ans.ResponseCode)
-	}
+	// The golden key change is a TR-31 block: the embedded default takes it.
+	want("0800-key-change after sign-on", c.exchange("key change", goldenNamed(t, golden, "0800-key-change")), "0810", "00")
+	// The legacy form is refused 30 by an acquirer without key_change_legacy_ecb.
+	want("0800-key-change-legacy", c.exchange("key change", goldenNamed(t, golden, "0800-key-change-legacy")), "0810", "30")
 	want("0800-sign-off", c.exchange("sign-off", goldenNamed(t, golden, "0800-sign-off")), "0810", "00")
 	want("0800-echo after sign-off", c.exchange("echo", echo), "0810", "00")
 
@@ -49,6 +51,64 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("0100 on the same connection", c.exchange("0100", b), "0110", "00")
+
+	// The key the golden key change delivered is the one the document names:
+	// PIN blocks under it translate.
+	docKey := docNewZPK(t)
+	f = opsFieldsUnder(t, opsPopulation(g.cfg.IssuerSim).Card(7501), "KCH07501", docKey)
+	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "007501", "0612150001", "150001", "0612"
+	if b, err = iso8583.Pack(iso8583.AcquirerSpec, f); err != nil {
+		t.Fatal(err)
+	}
+	want("0100 under the key the golden key change delivered", c.exchange("0100", b), "0110", "00")
+}
+
+// TestGoldenLegacyKeyChangeOverTCP: the document's legacy key change, byte
+// for byte, is taken (0810 00) by an acquirer with key_change_legacy_ecb,
+// after the golden sign-on, and PIN blocks under the key it names translate.
+func TestGoldenLegacyKeyChangeOverTCP(t *testing.T) {
+	g := opsGateway(t, func(c *Config) {
+		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+		acqs[0].LegacyKeyChange = true
+		c.Routing.Acquirers = acqs
+	})
+	golden := docGolden(t)
+	c := dialRaw(t, g.acqAddr)
+	if ans := c.exchange("sign-on", goldenNamed(t, golden, "0800-sign-on")); ans.ResponseCode != "00" {
+		t.Fatalf("sign-on = %s", ans.ResponseCode)
+	}
+	if ans := c.exchange("key change", goldenNamed(t, golden, "0800-key-change-legacy")); ans.MTI != "0810" || ans.ResponseCode != "00" {
+		t.Fatalf("0800-key-change-legacy = %s %s, want 0810 00", ans.MTI, ans.ResponseCode)
+	}
+	f := opsFieldsUnder(t, opsPopulation(g.cfg.IssuerSim).Card(7502), "KCH07502", docNewZPK(t))
+	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "007502", "0612150002", "150002", "0612"
+	b, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans := c.exchange("0100", b); ans.ResponseCode != "00" {
+		t.Fatalf("0100 under the key the legacy key change delivered = %s, want 00", ans.ResponseCode)
+	}
+}
+
+// docNewZPK is the new zone PIN key the document's key change examples
+// deliver, as version 2 of dev-atm-zpk: its value and KCV are read from the
+// DE 123 section of docs/iso8583-acquirer.md and must agree.
+func docNewZPK(t *testing.T) pinblock.Key {
+	t.Helper()
+	ex := docKeyChangeExample(t)
+	raw, err := hex.DecodeString(ex.newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.KCV() != ex.kcv {
+		t.Fatalf("docs/iso8583-acquirer.md: the example key's KCV is %s, the document says %s", k.KCV(), ex.kcv)
+	}
+	return k
 }
 
 // TestKeyChangeWithoutDE32OnUnboundConnection: a key change that names no

@@ -16,9 +16,14 @@ SRC0 = ("PAN and PIN blocks: ANSI X9.24-1:2009 A.4.2 DUKPT test data (PAN 401234
 SRC4 = ("PAN and PIN blocks: ANSI X9.24-3:2017 Supplement Test Vectors, AES-128 BDK, KSN 1234567890123456000000nn "
         "(encrypted format 4 blocks), as reproduced in github.com/openemv/dukpt test/dukpt_aes128_test.c and "
         "copied in pinblock/testdata/pinblock-vectors.json")
-SRCK = ("DE 123: key F039121BEC83D26B169BDCD5B22AAF8F with KCV CB9DEA published together in ASC X9 TR 31-2018 "
-        "Annex A.7.2.1 (copied in pinblock/testdata/tr31-vectors.json); it stands in for a key enciphered under "
-        "the ZMK, which has the same form on the wire")
+SRCK = ("DE 123: the new zone PIN key F039121BEC83D26B169BDCD5B22AAF8F with KCV CB9DEA, published together in ASC X9 "
+        "TR 31-2018 Annex A.7.2.1 (copied in pinblock/testdata/tr31-vectors.json), as a TR-31 version B key block "
+        "(header B0096P0TE00N0000) under the development ZMK dev-atm-zmk 89E88CF7931444F334BD7547FC3F380C (docs/dev-keys.md), "
+        "wrapped once with psec 1.3.0 tr31.wrap (its random padding fixed here)")
+SRCKL = ("DE 123, legacy form: the new zone PIN key F039121BEC83D26B169BDCD5B22AAF8F with KCV CB9DEA, published together in "
+         "ASC X9 TR 31-2018 Annex A.7.2.1, enciphered with TDES-ECB under the development ZMK dev-atm-zmk "
+         "89E88CF7931444F334BD7547FC3F380C (docs/dev-keys.md) by psec 1.3.0 des.encrypt_tdes_ecb")
+KEYBLOCK = "B0096P0TE00N0000DD64A26713764505454F66D999F46DDDCC20E73191FFB79DAD369126080B7FFB1EF8F647C4A95F83"
 SRCN = "other values are illustrative; the wire bytes are derived by testdata/golden_gen.py from the documented layouts"
 
 # Field classes: (kind, max) per data element, identical in both dialects.
@@ -147,9 +152,12 @@ msgs = [
     message("0810-sign-on", "", dict(nm, **{"0": "0810", "11": "000101", "39": "00", "70": "001"})),
     message("0800-echo", "", {"0": "0800", "7": "0612141500", "11": "000102", "70": "301"}),
     message("0810-echo", "", {"0": "0810", "7": "0612141500", "11": "000102", "39": "00", "70": "301"}),
-    message("0800-key-change", SRCK, {"0": "0800", "7": "0612142000", "11": "000103", "53": "0002000000000000",
-                                      "70": "161", "123": "F039121BEC83D26B169BDCD5B22AAF8F/CB9DEA"}),
+    message("0800-key-change", SRCK, {"0": "0800", "7": "0612142000", "11": "000103", "53": "0001000000000000",
+                                      "70": "161", "123": KEYBLOCK}),
     message("0810-key-change", "", {"0": "0810", "7": "0612142000", "11": "000103", "39": "00", "70": "161"}),
+    message("0800-key-change-legacy", SRCKL, {"0": "0800", "7": "0612142100", "11": "000105", "53": "0001000000000000",
+                                             "70": "161", "123": "778A9766A6ED58F447C8465FA92E0B4D/CB9DEA"}),
+    message("0810-key-change-legacy", "", {"0": "0810", "7": "0612142100", "11": "000105", "39": "30", "70": "161"}),
     message("0800-sign-off", "", dict(nm, **{"0": "0800", "7": "0612235900", "11": "000104", "70": "002"})),
     message("0810-sign-off", "", dict(nm, **{"0": "0810", "7": "0612235900", "11": "000104", "39": "00",
                                              "70": "002"})),
