@@ -36,7 +36,11 @@ const (
 	ActionExport     = "export"      // a key sent out under a ZMK
 	ActionRemove     = "remove"      // a key deleted with all its versions
 	ActionExpire     = "expire"      // a rotated-out version dropped after its grace window
+	ActionRepair     = "repair"      // the store repaired the log: a torn tail cut back, or records it never acknowledged marked not applied
 )
+
+// RepairWho is the Who of records the key store writes itself (repair).
+const RepairWho = "pingate"
 
 // UnderComponents is the Under value of a key combined from components.
 const UnderComponents = "components"
@@ -112,6 +116,7 @@ type CustodyLog struct {
 	f    *os.File
 	size int64
 	head CustodyHead
+	torn int64 // bytes of an incomplete last line (openCustodyLogTolerant)
 }
 
 // OpenCustodyLog opens (creating, mode 0640) the custody log at path and
@@ -141,52 +146,145 @@ func (l *CustodyLog) Head() CustodyHead {
 }
 
 // Append completes rec (seq, time, chain hashes), writes it as one line and
-// fsyncs the file before returning it. Who, Action and KeyID are required;
-// text fields may not hold control characters.
+// fsyncs the file before returning it. Who, Action and KeyID (except for
+// repair records) are required; text fields may not hold control
+// characters.
 func (l *CustodyLog) Append(rec CustodyRecord) (CustodyRecord, error) {
-	if rec.Who == "" || rec.Action == "" || rec.KeyID == "" {
-		return rec, fmt.Errorf("custody record: who, action and key id are required")
+	l.mu.Lock()
+	head := l.head
+	l.mu.Unlock()
+	recs, err := chainRecords(head, l.now, []CustodyRecord{rec})
+	if err != nil {
+		return rec, err
 	}
-	for _, s := range append([]string{rec.Who, rec.Why, rec.Action, rec.KeyID, rec.Under, rec.KCV}, rec.ComponentKCVs...) {
-		if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || len(s) > 1024 {
-			return rec, fmt.Errorf("custody record: a field holds control characters or exceeds 1024 bytes")
+	if err := l.appendChained(recs); err != nil {
+		return recs[0], err
+	}
+	return recs[0], nil
+}
+
+// chainRecords validates recs and completes them (seq, time, chain hashes)
+// as the records that follow head, without writing anything.
+func chainRecords(head CustodyHead, now func() time.Time, recs []CustodyRecord) ([]CustodyRecord, error) {
+	out := make([]CustodyRecord, 0, len(recs))
+	for _, rec := range recs {
+		if rec.Who == "" || rec.Action == "" || (rec.KeyID == "" && rec.Action != ActionRepair) {
+			return nil, fmt.Errorf("custody record: who, action and key id are required")
 		}
+		for _, s := range append([]string{rec.Who, rec.Why, rec.Action, rec.KeyID, rec.Under, rec.KCV}, rec.ComponentKCVs...) {
+			if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || len(s) > 1024 {
+				return nil, fmt.Errorf("custody record: a field holds control characters or exceeds 1024 bytes")
+			}
+		}
+		rec.Seq = head.Seq + 1
+		if rec.Time.IsZero() {
+			rec.Time = now()
+		}
+		rec.Time = rec.Time.UTC().Truncate(time.Microsecond)
+		rec.PrevHash = head.Hash
+		h, err := rec.hash()
+		if err != nil {
+			return nil, fmt.Errorf("custody record: %w", err)
+		}
+		rec.Hash = h
+		head = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
+		out = append(out, rec)
 	}
+	return out, nil
+}
+
+// appendChained writes complete records (from chainRecords, or kept by the
+// key store) as lines and fsyncs once. Records the log already holds, with
+// the same hash, are skipped; the first new one must follow the log's head.
+// The write is one call; if it fails part-way the log ends in a torn line,
+// which the key store cuts back at its next change (see Store).
+func (l *CustodyLog) appendChained(recs []CustodyRecord) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
-		return rec, fmt.Errorf("custody log %s is closed", l.path)
+		return fmt.Errorf("custody log %s is closed", l.path)
+	}
+	if l.torn > 0 {
+		return &CustodyError{Seq: l.head.Seq + 1, Reason: "last line is incomplete (torn write or truncated file)"}
 	}
 	if st, err := l.f.Stat(); err != nil {
-		return rec, fmt.Errorf("custody log: %w", err)
+		return fmt.Errorf("custody log: %w", err)
 	} else if st.Size() != l.size {
-		return rec, &CustodyError{Seq: l.head.Seq + 1, Reason: "the log changed since it was opened; reopen it"}
+		return &CustodyError{Seq: l.head.Seq + 1, Reason: "the log changed since it was opened; reopen it"}
 	}
-	rec.Seq = l.head.Seq + 1
-	if rec.Time.IsZero() {
-		rec.Time = l.now()
+	var buf []byte
+	head := l.head
+	for _, rec := range recs {
+		if rec.Seq <= head.Seq {
+			continue // already in the log; the caller checked it is the same record
+		}
+		if rec.Seq != head.Seq+1 || rec.PrevHash != head.Hash {
+			return &CustodyError{Seq: head.Seq + 1, Reason: fmt.Sprintf("record seq %d does not follow the log's last record", rec.Seq)}
+		}
+		line, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("custody record: %w", err)
+		}
+		buf = append(append(buf, line...), '\n')
+		head = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
 	}
-	rec.Time = rec.Time.UTC().Truncate(time.Microsecond)
-	rec.PrevHash = l.head.Hash
-	h, err := rec.hash()
+	if len(buf) == 0 {
+		return nil
+	}
+	n, err := l.f.Write(buf)
+	if err == nil {
+		err = l.f.Sync()
+	}
 	if err != nil {
-		return rec, fmt.Errorf("custody record: %w", err)
+		if n > 0 {
+			// Whatever reached the file is a torn tail now: keep the
+			// handle from appending after it.
+			l.size += int64(n)
+			l.torn = int64(n)
+		}
+		return fmt.Errorf("append custody record: %w", err)
 	}
-	rec.Hash = h
-	line, err := json.Marshal(rec)
+	l.size += int64(len(buf))
+	l.head = head
+	return nil
+}
+
+// openCustodyLogTolerant is OpenCustodyLog for the key store: a torn last
+// line does not stop it; Torn reports its length, and cutTorn removes it.
+func openCustodyLogTolerant(path string) (*CustodyLog, custodyScan, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return rec, fmt.Errorf("custody record: %w", err)
+		return nil, custodyScan{}, fmt.Errorf("open custody log: %w", err)
 	}
-	line = append(line, '\n')
-	if _, err := l.f.Write(line); err != nil {
-		return rec, fmt.Errorf("append custody record: %w", err)
+	sc, err := scanCustody(f, true)
+	if err != nil {
+		f.Close()
+		return nil, sc, err
+	}
+	if sc.size == 0 {
+		syncDir(filepath.Dir(path))
+	}
+	return &CustodyLog{path: path, now: time.Now, f: f, size: sc.size, head: sc.head, torn: sc.torn}, sc, nil
+}
+
+// cutTorn truncates a torn last line and fsyncs; it returns the number of
+// bytes cut.
+func (l *CustodyLog) cutTorn() (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.torn == 0 {
+		return 0, nil
+	}
+	keep := l.size - l.torn
+	if err := l.f.Truncate(keep); err != nil {
+		return 0, fmt.Errorf("cut back custody log: %w", err)
 	}
 	if err := l.f.Sync(); err != nil {
-		return rec, fmt.Errorf("sync custody log: %w", err)
+		return 0, fmt.Errorf("cut back custody log: %w", err)
 	}
-	l.size += int64(len(line))
-	l.head = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
-	return rec, nil
+	n := l.torn
+	l.size, l.torn = keep, 0
+	return n, nil
 }
 
 // Close closes the file.
@@ -230,70 +328,104 @@ func VerifyCustodyLogHead(path string, want CustodyHead) (CustodyHead, error) {
 }
 
 func verifyCustody(r io.ReadSeeker) (CustodyHead, int64, error) {
-	head, err := verifyCustodyWith(r, CustodyHead{})
-	if err != nil {
-		return head, 0, err
+	sc, err := scanCustody(r, false)
+	return sc.head, sc.size, err
+}
+
+// custodyScan is what scanCustody found: the last complete record, the
+// file's size, the length of a torn last line (tolerant scans only), and the
+// hash of every record by seq (for the key store's checks).
+type custodyScan struct {
+	head   CustodyHead
+	size   int64
+	torn   int64
+	hashes []string // hashes[i] is the hash of seq i+1
+}
+
+func (sc custodyScan) hashAt(seq int64) (string, bool) {
+	if seq == 0 {
+		return genesisHash, true
 	}
-	size, err := r.Seek(0, io.SeekEnd)
-	if err != nil {
-		return head, 0, fmt.Errorf("custody log: %w", err)
+	if seq < 0 || seq > int64(len(sc.hashes)) {
+		return "", false
 	}
-	return head, size, nil
+	return sc.hashes[seq-1], true
 }
 
 // verifyCustodyWith reads r from its start; when want.Seq > 0 the record at
 // want.Seq must carry want.Hash.
 func verifyCustodyWith(r io.ReadSeeker, want CustodyHead) (CustodyHead, error) {
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return CustodyHead{}, fmt.Errorf("custody log: %w", err)
+	sc, err := scanCustody(r, false)
+	if err != nil {
+		return sc.head, err
 	}
-	head := CustodyHead{Hash: genesisHash}
+	return sc.head, checkHead(sc, want)
+}
+
+// checkHead: the log holds want (a head the key store recorded).
+func checkHead(sc custodyScan, want CustodyHead) error {
+	if want.Seq > sc.head.Seq {
+		return &CustodyError{Seq: sc.head.Seq + 1, Reason: fmt.Sprintf("log ends at seq %d but the key store recorded seq %d: records were removed from the end", sc.head.Seq, want.Seq)}
+	}
+	if want.Seq > 0 {
+		if h, _ := sc.hashAt(want.Seq); h != want.Hash {
+			return &CustodyError{Seq: want.Seq, Reason: "record differs from the one the key store recorded"}
+		}
+	}
+	return nil
+}
+
+// scanCustody verifies the chain of r from its start. With tolerant, an
+// incomplete last line ends the scan and is reported in torn, not as an
+// error.
+func scanCustody(r io.ReadSeeker, tolerant bool) (custodyScan, error) {
+	sc := custodyScan{head: CustodyHead{Hash: genesisHash}}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return sc, fmt.Errorf("custody log: %w", err)
+	}
 	br := bufio.NewReader(r)
 	for {
 		line, err := br.ReadBytes('\n')
+		sc.size += int64(len(line))
 		if len(line) == 0 && err == io.EOF {
 			break
 		}
 		if err != nil && err != io.EOF {
-			return head, fmt.Errorf("custody log: %w", err)
+			return sc, fmt.Errorf("custody log: %w", err)
 		}
-		seq := head.Seq + 1
+		seq := sc.head.Seq + 1
 		if err == io.EOF {
-			return head, &CustodyError{Seq: seq, Reason: "last line is incomplete (torn write or truncated file)"}
+			if tolerant {
+				sc.torn = int64(len(line))
+				break
+			}
+			return sc, &CustodyError{Seq: seq, Reason: "last line is incomplete (torn write or truncated file)"}
 		}
 		line = line[:len(line)-1]
 		var rec CustodyRecord
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&rec); err != nil || dec.More() {
-			return head, &CustodyError{Seq: seq, Reason: "record is not a well-formed custody record"}
+			return sc, &CustodyError{Seq: seq, Reason: "record is not a well-formed custody record"}
 		}
 		if rec.Seq != seq {
-			return head, &CustodyError{Seq: seq, Reason: fmt.Sprintf("found seq %d: a record is missing or out of order", rec.Seq)}
+			return sc, &CustodyError{Seq: seq, Reason: fmt.Sprintf("found seq %d: a record is missing or out of order", rec.Seq)}
 		}
-		if rec.PrevHash != head.Hash {
-			return head, &CustodyError{Seq: seq, Reason: "prev_hash does not match the previous record"}
+		if rec.PrevHash != sc.head.Hash {
+			return sc, &CustodyError{Seq: seq, Reason: "prev_hash does not match the previous record"}
 		}
 		sum, err := rec.hash()
 		if err != nil || sum != rec.Hash {
-			return head, &CustodyError{Seq: seq, Reason: "hash does not match the record: it was altered"}
+			return sc, &CustodyError{Seq: seq, Reason: "hash does not match the record: it was altered"}
 		}
 		canon, err := json.Marshal(rec)
 		if err != nil || !bytes.Equal(canon, line) {
-			return head, &CustodyError{Seq: seq, Reason: "record is not in canonical form: it was edited"}
+			return sc, &CustodyError{Seq: seq, Reason: "record is not in canonical form: it was edited"}
 		}
-		head = CustodyHead{Seq: seq, Hash: rec.Hash}
-		if want.Seq == seq && want.Hash != rec.Hash {
-			return head, &CustodyError{Seq: seq, Reason: "record differs from the one the key store recorded"}
-		}
+		sc.head = CustodyHead{Seq: seq, Hash: rec.Hash}
+		sc.hashes = append(sc.hashes, rec.Hash)
 	}
-	if want.Seq > head.Seq {
-		return head, &CustodyError{Seq: head.Seq + 1, Reason: fmt.Sprintf("log ends at seq %d but the key store recorded seq %d: records were removed from the end", head.Seq, want.Seq)}
-	}
-	if head.Seq == 0 {
-		head.Hash = genesisHash
-	}
-	return head, nil
+	return sc, nil
 }
 
 // syncDir fsyncs a directory so a newly created or renamed file in it

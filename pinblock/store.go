@@ -27,8 +27,19 @@ import (
 // config: config names where it is (LMKRef). The store file is JSON, written
 // atomically (temporary file, fsync, rename, fsync of the directory) and
 // authenticated as a whole with an HMAC-SHA256 under a key derived from the
-// LMK, which also covers the custody log head it records. Every change
-// appends a custody record first (see CustodyLog).
+// LMK, which also covers the custody log head it records. A store is created
+// only by InitStore.
+//
+// Every change is committed in this order: its custody records are chained
+// onto the log's head and written into the store file with the change
+// (custody_tail, under the store's MAC); only after the store file is
+// durably replaced are they appended to the log. So the log never holds a
+// record of a change that did not happen: a failed store write leaves the
+// log untouched. A crash or full disk after the store write leaves the log
+// behind the store, perhaps with a torn last line; the store still holds the
+// records, and the next change cuts the torn line back, appends the missing
+// records, and records the repair (action "repair"). Readers (OpenStore,
+// Load, List) accept such a log: it is behind by records the store proves.
 
 // Store errors that callers branch on.
 var (
@@ -39,6 +50,14 @@ var (
 	// PCI PIN requirement 18-3 forbid it), e.g. an AES-256 key under a
 	// double-length TDES ZMK.
 	ErrWeakKEK = errors.New("key-encrypting key is weaker than the key it protects")
+	// ErrNoStore: the store file does not exist. A store is created only by
+	// InitStore (pingate key init), and never over a custody log that
+	// already has records.
+	ErrNoStore = errors.New("no key store")
+	// ErrCustodyPending: a change was made and stored, with its custody
+	// records, but the records could not be appended to the log. They are
+	// kept in the store file (MAC-protected) and appended by the next change.
+	ErrCustodyPending = errors.New("custody records kept in the key store, not yet in the log")
 )
 
 // DefaultGrace is how long a rotated-out version stays usable when
@@ -180,7 +199,8 @@ func WriteLMKFile(path string, alg Algorithm) (string, error) {
 
 // StoreConfig configures a key store.
 type StoreConfig struct {
-	// Path is the store file; it is created by the first change.
+	// Path is the store file; InitStore creates it, every other use
+	// requires it (ErrNoStore).
 	Path string
 	// LogPath is the custody log (JSON lines), created with the store.
 	LogPath string
@@ -258,16 +278,138 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	}
 	f, err := s.read()
 	if err == nil {
-		_, err = VerifyCustodyLogHead(cfg.LogPath, f.Custody)
-		if errors.Is(err, os.ErrNotExist) && f.Custody.Seq == 0 {
-			err = nil
-		}
+		_, err = s.checkLog(f)
 	}
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// InitStore creates a new, empty key store under the LMK cfg names, and an
+// empty custody log, and opens the store. It refuses when the store file
+// exists, or when the custody log already holds anything: a log with
+// records belongs to a store that must be restored, not replaced. The new
+// store's first change is the log's seq 1. Errors: ErrInvalidKey for the
+// LMK, ErrStore.
+func InitStore(cfg StoreConfig) (*Store, error) {
+	s, err := OpenStore(cfg)
+	if err == nil {
+		s.Close()
+		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+	}
+	if !errors.Is(err, ErrNoStore) {
+		return nil, err
+	}
+	if st, err := os.Stat(cfg.LogPath); err == nil && st.Size() > 0 {
+		return nil, fmt.Errorf("%w: custody log %s already has records: restore its key store from a backup; a new store is never started over an existing log", ErrStore, cfg.LogPath)
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
+	lmk, err := cfg.LMK.Load()
+	if err != nil {
+		return nil, err
+	}
+	s = &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
+	if s.macKey, err = storeMACKey(lmk); err != nil {
+		lmk.Zeroize()
+		return nil, err
+	}
+	defer s.Close()
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := os.Stat(cfg.Path); !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+	}
+	log, _, err := openCustodyLogTolerant(cfg.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	if log.size > 0 {
+		return nil, fmt.Errorf("%w: custody log %s already has records", ErrStore, cfg.LogPath)
+	}
+	if err := s.write(storeFile{Custody: CustodyHead{Hash: genesisHash}, Keys: []storeEntry{}}); err != nil {
+		return nil, err
+	}
+	return OpenStore(cfg)
+}
+
+// checkLog verifies the custody log against f without changing anything: the
+// chain must verify up to its last complete line; the record at the store's
+// head must be the one the store recorded, or, when the log is behind, the
+// missing records must be in the store's custody_tail and follow on from the
+// log. A torn last line is accepted (the next change cuts it back). It
+// returns the state for key log verify.
+func (s *Store) checkLog(f storeFile) (LogState, error) {
+	lf, err := os.Open(s.cfg.LogPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return LogState{}, fmt.Errorf("%w: custody log %s does not exist but key store %s does (records at seq %d): a wrong --log path or a missing mount?", ErrCustodyLog, s.cfg.LogPath, s.cfg.Path, f.Custody.Seq)
+	}
+	if err != nil {
+		return LogState{}, fmt.Errorf("open custody log: %w", err)
+	}
+	defer lf.Close()
+	sc, err := scanCustody(lf, true)
+	if err != nil {
+		return LogState{}, err
+	}
+	_, missing, err := reconcile(sc, f)
+	if err != nil {
+		return LogState{}, err
+	}
+	st := LogState{Records: sc.head.Seq, TornBytes: sc.torn, Pending: int64(len(missing))}
+	if sc.head.Seq > f.Custody.Seq {
+		st.Unacknowledged = sc.head.Seq - f.Custody.Seq
+	}
+	return st, nil
+}
+
+// LogState is what Store.CheckLog found in the custody log.
+type LogState struct {
+	Records        int64 // complete records in the log
+	TornBytes      int64 // bytes of an incomplete last line (cut back by the next change)
+	Pending        int64 // records the store holds that the log does not yet (appended by the next change)
+	Unacknowledged int64 // records after the store's head (marked not applied by the next change)
+}
+
+// CheckLog verifies the custody log against the store (see checkLog).
+func (s *Store) CheckLog() (LogState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.read()
+	if err != nil {
+		return LogState{}, err
+	}
+	return s.checkLog(f)
+}
+
+// reconcile compares a scanned log with the store file. It returns the base
+// the next records chain onto and the tail records the log is missing.
+func reconcile(sc custodyScan, f storeFile) (CustodyHead, []CustodyRecord, error) {
+	if sc.head.Seq >= f.Custody.Seq {
+		if err := checkHead(sc, f.Custody); err != nil {
+			return CustodyHead{}, nil, err
+		}
+		return sc.head, nil, nil
+	}
+	// The log is behind the store: the store's tail must hold the rest.
+	var missing []CustodyRecord
+	for _, rec := range f.Tail {
+		if rec.Seq > sc.head.Seq {
+			missing = append(missing, rec)
+		}
+	}
+	if len(missing) == 0 || missing[0].Seq != sc.head.Seq+1 || missing[0].PrevHash != sc.head.Hash ||
+		missing[len(missing)-1].Seq != f.Custody.Seq || missing[len(missing)-1].Hash != f.Custody.Hash {
+		return CustodyHead{}, nil, checkHead(sc, f.Custody)
+	}
+	return f.Custody, missing, nil
 }
 
 // Close zeroizes the LMK; the Store cannot be used afterwards.
@@ -289,7 +431,10 @@ type storeFile struct {
 	Format  string       `json:"format"`
 	LMK     storeLMK     `json:"lmk"`
 	Custody CustodyHead  `json:"custody_head"`
-	Keys    []storeEntry `json:"keys"`
+	// Tail is the custody records of the last change, written here before
+	// they are appended to the log (see the package comment on the order).
+	Tail []CustodyRecord `json:"custody_tail,omitempty"`
+	Keys []storeEntry    `json:"keys"`
 	MAC     string       `json:"mac"`
 }
 
@@ -343,12 +488,17 @@ func (s *Store) mac(f storeFile) (string, error) {
 	return hex.EncodeToString(m.Sum(nil)), nil
 }
 
-// read loads and verifies the store file; a missing file is an empty store.
+// read loads and verifies the store file. A missing file is ErrNoStore,
+// never an empty store: a mistyped path or a missing mount must not look
+// like a store without keys, and the next change must not fork the store.
 func (s *Store) read() (storeFile, error) {
 	empty := storeFile{Format: storeFormat, LMK: storeLMK{Algorithm: s.lmk.Algorithm(), KCV: s.lmk.KCV()}, Custody: CustodyHead{Hash: genesisHash}}
 	raw, err := os.ReadFile(s.cfg.Path)
 	if errors.Is(err, os.ErrNotExist) {
-		return empty, nil
+		if head, herr := VerifyCustodyLog(s.cfg.LogPath); herr == nil && head.Seq > 0 || herr != nil && !errors.Is(herr, os.ErrNotExist) {
+			return empty, fmt.Errorf("%w: %s does not exist, but the custody log %s has records: a wrong --store path or a missing mount? Restore the store file; pingate never starts a new store over an existing log", ErrNoStore, s.cfg.Path, s.cfg.LogPath)
+		}
+		return empty, fmt.Errorf("%w: %s does not exist: create a new store with pingate key init", ErrNoStore, s.cfg.Path)
 	}
 	if err != nil {
 		return empty, fmt.Errorf("read key store: %w", err)
@@ -733,22 +883,19 @@ func (s *Store) Remove(id string, c Custodian) error {
 		return err
 	}
 	defer unlock()
-	f, log, err := s.begin()
+	ch, err := s.begin()
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	cur := current(&f, id)
+	defer ch.log.Close()
+	cur := current(&ch.f, id)
 	if cur == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, id)
 	}
-	rec, err := log.Append(CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: cur.Usage, Version: cur.Version, KCV: cur.KCV, Under: "lmk"})
-	if err != nil {
-		return err
-	}
-	f.Keys = slices.DeleteFunc(f.Keys, func(e storeEntry) bool { return e.ID == id })
-	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
-	return s.write(f)
+	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: cur.Usage, Version: cur.Version, KCV: cur.KCV, Under: "lmk"}
+	ch.f.Keys = slices.DeleteFunc(ch.f.Keys, func(e storeEntry) bool { return e.ID == id })
+	_, err = s.commit(ch, rec)
+	return err
 }
 
 // ExportTR31 returns the current version of id as a TR-31 key block under
@@ -764,12 +911,13 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	f, log, err := s.begin()
+	ch, err := s.begin()
 	if err != nil {
 		return "", err
 	}
-	defer log.Close()
-	cur := current(&f, id)
+	defer ch.log.Close()
+	f := &ch.f
+	cur := current(f, id)
 	if cur == nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownKey, id)
 	}
@@ -781,7 +929,7 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 		return "", err
 	}
 	defer k.Zeroize()
-	zmks, err := s.zmkVersions(&f, zmkID)
+	zmks, err := s.zmkVersions(f, zmkID)
 	if err != nil {
 		return "", err
 	}
@@ -802,33 +950,91 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rec, err := log.Append(CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionExport, KeyID: id, Usage: k.Usage(), Version: k.Version(), KCV: k.KCV(), Under: zmkID})
-	if err != nil {
-		return "", err
-	}
-	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
-	if err := s.write(f); err != nil {
+	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionExport, KeyID: id, Usage: k.Usage(), Version: k.Version(), KCV: k.KCV(), Under: zmkID}
+	if _, err := s.commit(ch, rec); err != nil {
+		if errors.Is(err, ErrCustodyPending) {
+			return block, err
+		}
 		return "", err
 	}
 	return block, nil
 }
 
+// change is one change in progress: the store file as read, the custody
+// log, the head new records chain onto, tail records the log is missing,
+// and repair records to write first.
+type change struct {
+	f       storeFile
+	log     *CustodyLog
+	base    CustodyHead
+	missing []CustodyRecord
+	repairs []CustodyRecord
+}
+
 // begin reads the store and opens the custody log, checking the log against
-// the store's head. The caller holds the lock and closes the log.
-func (s *Store) begin() (storeFile, *CustodyLog, error) {
+// the store (reconcile) and preparing the repairs the change will make: a
+// torn last line is cut back, records the store holds but the log lacks are
+// appended, records after the store's head (never acknowledged by it) are
+// marked not applied; each is recorded. The caller holds the lock and
+// closes ch.log.
+func (s *Store) begin() (*change, error) {
 	f, err := s.read()
 	if err != nil {
-		return f, nil, err
+		return nil, err
 	}
-	log, err := OpenCustodyLog(s.cfg.LogPath)
+	log, sc, err := openCustodyLogTolerant(s.cfg.LogPath)
 	if err != nil {
-		return f, nil, err
+		return nil, err
 	}
-	if _, err := VerifyCustodyLogHead(s.cfg.LogPath, f.Custody); err != nil {
+	base, missing, err := reconcile(sc, f)
+	if err != nil {
 		log.Close()
-		return f, nil, err
+		return nil, err
 	}
-	return f, log, nil
+	ch := &change{f: f, log: log, base: base, missing: missing}
+	now := s.now()
+	if sc.head.Seq > f.Custody.Seq {
+		ch.repairs = append(ch.repairs, CustodyRecord{Time: now, Who: RepairWho, Action: ActionRepair, Under: "lmk",
+			Why: fmt.Sprintf("records seq %d to %d were never acknowledged by the key store: not applied", f.Custody.Seq+1, sc.head.Seq)})
+	}
+	if sc.torn > 0 {
+		why := fmt.Sprintf("torn last line (%d bytes after seq %d) cut back: it was never a complete record", sc.torn, sc.head.Seq)
+		if len(missing) > 0 {
+			why += fmt.Sprintf("; seq %d to %d appended from the key store, which held them", missing[0].Seq, missing[len(missing)-1].Seq)
+		}
+		ch.repairs = append(ch.repairs, CustodyRecord{Time: now, Who: RepairWho, Action: ActionRepair, Under: "lmk", Why: why})
+	} else if len(missing) > 0 {
+		ch.repairs = append(ch.repairs, CustodyRecord{Time: now, Who: RepairWho, Action: ActionRepair, Under: "lmk",
+			Why: fmt.Sprintf("seq %d to %d appended from the key store, which held them", missing[0].Seq, missing[len(missing)-1].Seq)})
+	}
+	return ch, nil
+}
+
+// commit records a change: recs (after any repairs) are chained onto the
+// base and written, with the change already made to ch.f, into the store
+// file; only then is the log cut back and appended. A store write that
+// fails leaves the log as it was: nothing is recorded that did not happen.
+// A log append that fails after the store write returns an error wrapping
+// ErrCustodyPending: the change stands, and its records, held in the store,
+// are appended by the next change. It returns recs as chained.
+func (s *Store) commit(ch *change, recs ...CustodyRecord) ([]CustodyRecord, error) {
+	chained, err := chainRecords(ch.base, s.now, append(slices.Clone(ch.repairs), recs...))
+	if err != nil {
+		return nil, err
+	}
+	last := chained[len(chained)-1]
+	ch.f.Custody = CustodyHead{Seq: last.Seq, Hash: last.Hash}
+	ch.f.Tail = append(slices.Clone(ch.missing), chained...)
+	if err := s.write(ch.f); err != nil {
+		return nil, err
+	}
+	if _, err := ch.log.cutTorn(); err != nil {
+		return chained[len(ch.repairs):], fmt.Errorf("%w: %w", ErrCustodyPending, err)
+	}
+	if err := ch.log.appendChained(ch.f.Tail); err != nil {
+		return chained[len(ch.repairs):], fmt.Errorf("%w: %w", ErrCustodyPending, err)
+	}
+	return chained[len(ch.repairs):], nil
 }
 
 // put runs one add or rotation under the lock: it obtains the material,
@@ -845,13 +1051,14 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 		return KeyInfo{}, err
 	}
 	defer unlock()
-	f, log, err := s.begin()
+	ch, err := s.begin()
 	if err != nil {
 		return KeyInfo{}, err
 	}
-	defer log.Close()
+	defer ch.log.Close()
+	f := &ch.f
 
-	cur := current(&f, id)
+	cur := current(f, id)
 	version := 1
 	switch {
 	case rotate && cur == nil:
@@ -861,7 +1068,7 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 	case cur != nil:
 		return KeyInfo{}, fmt.Errorf("%w: %s (use rotate)", ErrKeyExists, id)
 	}
-	o, err := get(&f, version)
+	o, err := get(f, version)
 	if err != nil {
 		return KeyInfo{}, err
 	}
@@ -875,10 +1082,7 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 		return KeyInfo{}, err
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	rec, err := log.Append(CustodyRecord{Time: now, Who: c.Who, Why: c.Why, Action: o.action, KeyID: id, Usage: k.Usage(), Version: version, KCV: k.KCV(), Under: o.under, ComponentKCVs: o.componentKCVs})
-	if err != nil {
-		return KeyInfo{}, err
-	}
+	recs := []CustodyRecord{{Time: now, Who: c.Who, Why: c.Why, Action: o.action, KeyID: id, Usage: k.Usage(), Version: version, KCV: k.KCV(), Under: o.under, ComponentKCVs: o.componentKCVs}}
 	if cur != nil {
 		cur.RetiredAt = &now
 	}
@@ -886,9 +1090,7 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 	var keep []storeEntry
 	for _, e := range f.Keys {
 		if e.ID == id && e.RetiredAt != nil && !now.Before(e.RetiredAt.Add(s.cfg.Grace)) {
-			if rec, err = log.Append(CustodyRecord{Time: now, Who: c.Who, Why: "grace window over", Action: ActionExpire, KeyID: id, Usage: e.Usage, Version: e.Version, KCV: e.KCV, Under: "lmk"}); err != nil {
-				return KeyInfo{}, err
-			}
+			recs = append(recs, CustodyRecord{Time: now, Who: c.Who, Why: "grace window over", Action: ActionExpire, KeyID: id, Usage: e.Usage, Version: e.Version, KCV: e.KCV, Under: "lmk"})
 			continue
 		}
 		keep = append(keep, e)
@@ -896,8 +1098,10 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 	e := storeEntry{ID: id, Usage: k.Usage(), Algorithm: k.Algorithm(), Length: k.Len(), Version: version, KCV: k.KCV(), Created: now, KeyUnderLMK: block,
 		NonExportable: o.nonExportable || (cur != nil && cur.NonExportable)}
 	f.Keys = append(keep, e)
-	f.Custody = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
-	if err := s.write(f); err != nil {
+	if _, err := s.commit(ch, recs...); err != nil {
+		if errors.Is(err, ErrCustodyPending) {
+			return e.info().KeyInfo, err
+		}
 		return KeyInfo{}, err
 	}
 	return e.info().KeyInfo, nil

@@ -35,6 +35,11 @@ func newTestStore(t *testing.T, alg Algorithm) *testStore {
 	}
 	cfg := StoreConfig{Path: filepath.Join(dir, "keys.json"), LogPath: filepath.Join(dir, "custody.log"), LMK: LMKRef{File: lmkPath}, Grace: time.Hour}
 	ts := &testStore{dir: dir, cfg: cfg, now: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)}
+	s, err := InitStore(cfg)
+	if err != nil {
+		t.Fatalf("InitStore() error = %v", err)
+	}
+	s.Close()
 	ts.reopen(t)
 	return ts
 }
@@ -309,10 +314,29 @@ func TestStoreDetectsTampering(t *testing.T) {
 	})
 	t.Run("log tail removed", func(t *testing.T) {
 		ts := setup(t)
-		lines := readLines(t, ts.cfg.LogPath)
-		writeLines(t, ts.cfg.LogPath, lines[:1])
+		// Both records go: the store holds only the last change's (seq 2).
+		writeLines(t, ts.cfg.LogPath, nil)
 		if _, err := OpenStore(ts.cfg); !errors.Is(err, ErrCustodyLog) {
 			t.Errorf("OpenStore(log tail removed) error = %v, want ErrCustodyLog", err)
+		}
+	})
+	t.Run("last change's records removed", func(t *testing.T) {
+		// The store holds them (custody_tail, under its MAC): they are
+		// reported pending and put back by the next change, with a record.
+		ts := setup(t)
+		lines := readLines(t, ts.cfg.LogPath)
+		writeLines(t, ts.cfg.LogPath, lines[:1])
+		ts.reopen(t)
+		if st, err := ts.CheckLog(); err != nil || st.Pending != 1 || st.Records != 1 {
+			t.Fatalf("CheckLog() = %+v, %v; want 1 record and 1 pending", st, err)
+		}
+		if _, err := ts.Generate(GenerateRequest{ID: "zpk-c", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+			t.Fatal(err)
+		}
+		lines = readLines(t, ts.cfg.LogPath)
+		if head, err := VerifyCustodyLog(ts.cfg.LogPath); err != nil || head.Seq != 4 ||
+			!strings.Contains(lines[1], `"key_id":"zpk-b"`) || !strings.Contains(lines[2], `"action":"repair"`) || !strings.Contains(lines[3], `"key_id":"zpk-c"`) {
+			t.Errorf("log after the next change = %q (%v), want zpk-a, zpk-b, repair, zpk-c", lines, err)
 		}
 	})
 	t.Run("log deleted", func(t *testing.T) {

@@ -23,12 +23,12 @@ import (
 func init() {
 	register(command{
 		name:  "key",
-		usage: "key custody: kcv, lmk-generate, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify",
+		usage: "key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify",
 		run:   runKey,
 	})
 }
 
-const keyUsageText = "key kcv|lmk-generate|import|import-tr31|combine|generate|rotate|remove|export-tr31|list|log verify [flags]"
+const keyUsageText = "key kcv|lmk-generate|init|import|import-tr31|combine|generate|rotate|remove|export-tr31|list|log verify [flags]"
 
 func runKey(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) == 0 {
@@ -44,6 +44,8 @@ func runKey(_ context.Context, args []string, stdout, _ io.Writer) error {
 		out, err = keyKCV(rest)
 	case "lmk-generate":
 		out, err = keyLMKGenerate(rest)
+	case "init":
+		out, err = keyInit(rest)
 	case "import":
 		out, err = keyImport(rest)
 	case "import-tr31":
@@ -94,17 +96,30 @@ func (sf *storeFlags) register(fs *flag.FlagSet, custody bool) {
 	}
 }
 
-func (sf *storeFlags) open() (*pinblock.Store, error) {
+func (sf *storeFlags) check() error {
 	switch {
 	case sf.store == "" || sf.log == "":
-		return nil, fmt.Errorf("%w: --store and --log are required", errUsage)
+		return fmt.Errorf("%w: --store and --log are required", errUsage)
 	case (sf.lmkFile == "") == (sf.lmkEnv == ""):
-		return nil, fmt.Errorf("%w: give exactly one of --lmk-file and --lmk-env", errUsage)
+		return fmt.Errorf("%w: give exactly one of --lmk-file and --lmk-env", errUsage)
 	}
-	return pinblock.OpenStore(pinblock.StoreConfig{
+	return nil
+}
+
+func (sf *storeFlags) config() pinblock.StoreConfig {
+	return pinblock.StoreConfig{
 		Path: sf.store, LogPath: sf.log, Grace: sf.grace,
 		LMK: pinblock.LMKRef{File: sf.lmkFile, Env: sf.lmkEnv},
-	})
+	}
+}
+
+// open opens an existing store (pinblock.ErrNoStore when there is none:
+// see key init).
+func (sf *storeFlags) open() (*pinblock.Store, error) {
+	if err := sf.check(); err != nil {
+		return nil, err
+	}
+	return pinblock.OpenStore(sf.config())
 }
 
 func (sf *storeFlags) custodian() (pinblock.Custodian, error) {
@@ -179,6 +194,27 @@ func keyLMKGenerate(args []string) (string, error) {
 		return "", err
 	}
 	return pinblock.WriteLMKFile(*out, a)
+}
+
+// keyInit: key init --store FILE --log FILE --lmk-file F|--lmk-env VAR.
+// Creating a store is explicit: every other command refuses a store file
+// that does not exist, and init refuses a custody log that has records.
+func keyInit(args []string) (string, error) {
+	var sf storeFlags
+	fs := newFlagSet("key init")
+	sf.register(fs, false)
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	if err := sf.check(); err != nil {
+		return "", err
+	}
+	s, err := pinblock.InitStore(sf.config())
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	return fmt.Sprintf("created key store %s (LMK %s), custody log %s", sf.store, s.LMKKCV(), sf.log), nil
 }
 
 // keyImport: key import --id --usage --alg --under ZMK --key -|@FILE --kcv KCV.
@@ -556,11 +592,26 @@ func keyLogVerify(args []string) (string, error) {
 		return "", fmt.Errorf("%w: --log is required", errUsage)
 	}
 	if sf.store != "" {
-		s, err := sf.open() // verifies the log against the store's head
+		s, err := sf.open() // verifies the log against the store's head and tail
 		if err != nil {
 			return "", err
 		}
-		s.Close()
+		defer s.Close()
+		st, err := s.CheckLog()
+		if err != nil {
+			return "", err
+		}
+		out := fmt.Sprintf("ok %d records", st.Records)
+		if st.Pending > 0 {
+			out += fmt.Sprintf("; %d more held in the key store, appended by the next change", st.Pending)
+		}
+		if st.TornBytes > 0 {
+			out += fmt.Sprintf("; a torn last line (%d bytes, never a complete record) is cut back by the next change", st.TornBytes)
+		}
+		if st.Unacknowledged > 0 {
+			out += fmt.Sprintf("; the last %d records were never acknowledged by the key store and are marked not applied by the next change", st.Unacknowledged)
+		}
+		return out, nil
 	}
 	head, err := pinblock.VerifyCustodyLog(sf.log)
 	if err != nil {

@@ -6,11 +6,13 @@ import (
 	"crypto/des"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"pingate/pinblock"
 )
@@ -91,6 +93,9 @@ func newKeyEnv(t *testing.T) keyEnv {
 	out, errOut, code := runKeyCLI(t, "lmk-generate", "--out", e.lmk)
 	if code != 0 || len(keyLastLine(out)) != 10 {
 		t.Fatalf("key lmk-generate = %q, %q, exit %d; want a 10-digit KCV", out, errOut, code)
+	}
+	if out, errOut, code := runKeyCLI(t, append([]string{"init"}, e.flags(false)...)...); code != 0 || !strings.HasPrefix(out, "created key store ") {
+		t.Fatalf("key init = %q, %q, exit %d", out, errOut, code)
 	}
 	return e
 }
@@ -422,4 +427,189 @@ func TestKeyCeremonyRefusesLiteralSecrets(t *testing.T) {
 	if out, err := cmd.Output(); err != nil || keyLastLine(string(out)) != "tpk-9 TPK v1 "+tr31KCVA {
 		t.Errorf("pingate key import --key - = %q, %v; want tpk-9 TPK v1 %s", out, err, tr31KCVA)
 	}
+}
+
+// runWithStore runs a store subcommand of e with the store path replaced.
+func (e keyEnv) runWithStore(t *testing.T, store string, sub string, args ...string) (string, string, int) {
+	t.Helper()
+	f := append([]string{sub, "--store", store, "--lmk-file", e.lmk, "--log", e.log}, args...)
+	if sub != "list" && sub != "init" {
+		f = append(f, "--who", "alice", "--why", "test ceremony")
+	}
+	return runKeyCLI(t, f...)
+}
+
+// keyGatewayStart starts the gateway on the embedded config with e's key store,
+// as `pingate serve` does.
+func keyGatewayStart(t *testing.T, e keyEnv, store string) (*gateway, error) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := embeddedConfig()
+	cfg.Instance = "key-test"
+	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
+	off := false
+	cfg.Branch.Enabled = &off
+	cfg.Security.KeyStore, cfg.Security.CustodyLog, cfg.Security.LMKFile = store, e.log, e.lmk
+	g, err := startGateway(context.Background(), cfg, nil)
+	if err == nil {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			g.Shutdown(ctx)
+		})
+	}
+	return g, err
+}
+
+// TestKeyStoreMissingIsRefused (issue 13 item 10): a store file that does
+// not exist is not an empty store. With a custody log past seq 0 every key
+// command and the gateway's start-up refuse, and nothing is written; with
+// no log either, the refusal names key init, the only way to create a store.
+func TestKeyStoreMissingIsRefused(t *testing.T) {
+	e := setupCeremony(t)
+	logBefore, _ := os.ReadFile(e.log)
+	wrong := filepath.Join(e.dir, "keys-typo.json")
+	for _, sub := range []string{"list", "generate"} {
+		args := []string{}
+		if sub == "generate" {
+			args = []string{"--id", "zpk-9", "--usage", "ZPK"}
+		}
+		out, errOut, code := e.runWithStore(t, wrong, sub, args...)
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "does not exist, but the custody log") {
+			t.Errorf("key %s --store <missing> = %q, %q, exit %d; want exit 1 naming the missing store and the log", sub, out, errOut, code)
+		}
+	}
+	if _, err := os.Stat(wrong); !os.IsNotExist(err) {
+		t.Error("a refused command created the store file")
+	}
+	if raw, _ := os.ReadFile(e.log); !bytes.Equal(raw, logBefore) {
+		t.Error("a refused command changed the custody log")
+	}
+	// key init refuses to start a store over a log that has records.
+	if out, errOut, code := e.runWithStore(t, wrong, "init"); code != 1 || !strings.Contains(errOut, "already has records") {
+		t.Errorf("key init over a log with records = %q, %q, exit %d; want exit 1", out, errOut, code)
+	}
+	// The gateway does not start on a missing store.
+	if _, err := keyGatewayStart(t, e, wrong); err == nil || !strings.Contains(err.Error(), "security.key_store") || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("startGateway(missing key store) error = %v, want security.key_store: … does not exist", err)
+	}
+	// With neither store nor log, the refusal says how to create a store.
+	fresh := keyEnv{dir: e.dir, lmk: e.lmk, store: filepath.Join(e.dir, "new.json"), log: filepath.Join(e.dir, "new.log")}
+	out, errOut, code := fresh.runWithStore(t, fresh.store, "generate", "--id", "zpk-9", "--usage", "ZPK")
+	if code != 1 || out != "" || !strings.Contains(errOut, "pingate key init") {
+		t.Errorf("key generate without a store = %q, %q, exit %d; want exit 1 naming key init", out, errOut, code)
+	}
+	if got := keyLastLine(mustRunKey(t, append([]string{"init"}, fresh.flags(false)...)...)); !strings.HasPrefix(got, "created key store "+fresh.store) {
+		t.Errorf("key init = %q", got)
+	}
+	if _, errOut, code := runKeyCLI(t, append([]string{"init"}, fresh.flags(false)...)...); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("second key init = %q, exit %d; want exit 1, already exists", errOut, code)
+	}
+	if got := fresh.do(t, "list"); got != "no keys" {
+		t.Errorf("key list of a new store = %q, want no keys", got)
+	}
+}
+
+// TestKeyStoreWriteFailureRecordsNothing (issue 13 item 11): when the store
+// file cannot be written, the custody log gets no record, and a retry makes
+// one v1 with one record. The store's directory is made immutable
+// (chattr +i, which stops even root from creating the temporary file).
+func TestKeyStoreWriteFailureRecordsNothing(t *testing.T) {
+	e := setupCeremony(t)
+	if err := exec.Command("chattr", "+i", e.dir).Run(); err != nil {
+		t.Skipf("chattr +i not available here (%v): cannot make the store write fail", err)
+	}
+	logBefore, _ := os.ReadFile(e.log)
+	out, errOut, code := runKeyCLI(t, append([]string{"generate", "--id", "zpk-9", "--usage", "ZPK"}, e.flags(true)...)...)
+	if err := exec.Command("chattr", "-i", e.dir).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if code != 1 || !strings.Contains(errOut, "write key store") {
+		t.Fatalf("key generate with an unwritable store = %q, %q, exit %d; want exit 1, write key store", out, errOut, code)
+	}
+	if raw, _ := os.ReadFile(e.log); !bytes.Equal(raw, logBefore) {
+		t.Errorf("the failed change left a custody record: %q", strings.TrimPrefix(string(raw), string(logBefore)))
+	}
+	if got := e.do(t, "generate", "--id", "zpk-9", "--usage", "ZPK"); !strings.HasPrefix(got, "zpk-9 ZPK v1 ") {
+		t.Errorf("retry = %q, want zpk-9 ZPK v1", got)
+	}
+	raw, _ := os.ReadFile(e.log)
+	if n := strings.Count(string(raw), `"key_id":"zpk-9"`); n != 1 {
+		t.Errorf("custody log has %d records of zpk-9, want 1", n)
+	}
+	if got := keyLastLine(mustRunKey(t, append([]string{"log", "verify"}, e.flags(false)...)...)); got != "ok 4 records" {
+		t.Errorf("key log verify --store = %q, want ok 4 records", got)
+	}
+}
+
+// TestKeyTornCustodyLog (issue 13 item 9): a custody log whose last line
+// was torn (a full disk during an append) stops neither the key commands
+// nor the gateway; the next change cuts the torn line back, puts back any
+// record the store held, and records the repair.
+func TestKeyTornCustodyLog(t *testing.T) {
+	tests := []struct {
+		name       string
+		tear       func(t *testing.T, e keyEnv)
+		wantVerify string
+		wantLines  int // after the next change
+	}{
+		{"torn bytes the store never acknowledged", func(t *testing.T, e keyEnv) {
+			f, err := os.OpenFile(e.log, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString(`{"seq":4,"time":"2026-12-02T10:00:00Z","who":"al`)
+			f.Close()
+		}, "ok 3 records; a torn last line (48 bytes, never a complete record) is cut back by the next change", 5},
+		{"the last record torn after the store was written", func(t *testing.T, e keyEnv) {
+			st, _ := os.Stat(e.log)
+			if err := os.Truncate(e.log, st.Size()-40); err != nil {
+				t.Fatal(err)
+			}
+		}, "ok 2 records; 1 more held in the key store, appended by the next change; a torn last line", 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setupCeremony(t)
+			orig := readLogLines(t, e.log)
+			tt.tear(t, e)
+			if _, errOut, code := runKeyCLI(t, "log", "verify", "--log", e.log); code != 1 || !strings.Contains(errOut, "incomplete") {
+				t.Errorf("key log verify without --store = %q, exit %d; want exit 1, incomplete (it cannot know what the store acknowledged)", errOut, code)
+			}
+			if got := keyLastLine(mustRunKey(t, append([]string{"log", "verify"}, e.flags(false)...)...)); !strings.HasPrefix(got, tt.wantVerify) {
+				t.Errorf("key log verify --store = %q, want %q", got, tt.wantVerify)
+			}
+			if out := mustRunKey(t, append([]string{"list"}, e.flags(false)...)...); !strings.Contains(out, "zpk-1 ZPK v1 "+tr31KCVB) {
+				t.Errorf("key list on a torn log = %q", out)
+			}
+			if _, err := keyGatewayStart(t, e, e.store); err != nil {
+				t.Errorf("startGateway on a torn custody log: %v", err)
+			}
+			if got := e.do(t, "generate", "--id", "zpk-9", "--usage", "ZPK"); !strings.HasPrefix(got, "zpk-9 ZPK v1 ") {
+				t.Errorf("key generate on a torn log = %q", got)
+			}
+			lines := readLogLines(t, e.log)
+			if got := keyLastLine(mustRunKey(t, append([]string{"log", "verify"}, e.flags(false)...)...)); got != fmt.Sprintf("ok %d records", tt.wantLines) || len(lines) != tt.wantLines {
+				t.Fatalf("after the next change: key log verify --store = %q, %d lines; want ok %d records", got, len(lines), tt.wantLines)
+			}
+			for i := range orig {
+				if lines[i] != orig[i] {
+					t.Errorf("seq %d after the repair differs from the record first written", i+1)
+				}
+			}
+			if !strings.Contains(lines[3], `"who":"pingate","action":"repair"`) || !strings.Contains(lines[3], "cut back") || !strings.Contains(lines[4], `"key_id":"zpk-9"`) {
+				t.Errorf("seq 4, 5 = %s, %s; want the repair record, then zpk-9", lines[3], lines[4])
+			}
+		})
+	}
+}
+
+func readLogLines(t *testing.T, path string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -50,6 +51,12 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 		return pinblock.KeyInfo{}, err
 	}
 	stored, held, err := rotateStored(st, req)
+	if errors.Is(err, pinblock.ErrCustodyPending) {
+		// The new version is in the store, its custody record with it; only
+		// the append to the log failed, and the next change completes it.
+		s.log.WarnContext(ctx, "key change stored; its custody record waits in the key store for the log", "key", req.ID, "error", err)
+		err = nil
+	}
 	if cerr := st.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("security.key_store: %w", cerr)
 	}

@@ -266,8 +266,14 @@ func newOpsKeyStore(t *testing.T, dir string) opsKeyStore {
 	if _, err := pinblock.WriteLMKFile(lmk, pinblock.AES); err != nil {
 		t.Fatal(err)
 	}
-	return opsKeyStore{sec: SecurityConfig{DevKeys: true, KeyStore: filepath.Join(dir, "keystore.json"),
+	ks := opsKeyStore{sec: SecurityConfig{DevKeys: true, KeyStore: filepath.Join(dir, "keystore.json"),
 		CustodyLog: filepath.Join(dir, "custody.log"), LMKFile: lmk, RotationGrace: time.Hour}}
+	st, err := pinblock.InitStore(pinblock.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog, LMK: pinblock.LMKRef{File: lmk}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return ks
 }
 
 // component returns a TDES component and its KCV.
