@@ -428,14 +428,14 @@ func (s *Store) Grace() time.Duration { return s.cfg.Grace }
 func (s *Store) LMKKCV() string { return s.lmk.KCV() }
 
 type storeFile struct {
-	Format  string       `json:"format"`
-	LMK     storeLMK     `json:"lmk"`
-	Custody CustodyHead  `json:"custody_head"`
+	Format  string      `json:"format"`
+	LMK     storeLMK    `json:"lmk"`
+	Custody CustodyHead `json:"custody_head"`
 	// Tail is the custody records of the last change, written here before
 	// they are appended to the log (see the package comment on the order).
 	Tail []CustodyRecord `json:"custody_tail,omitempty"`
 	Keys []storeEntry    `json:"keys"`
-	MAC     string       `json:"mac"`
+	MAC  string          `json:"mac"`
 }
 
 type storeLMK struct {
