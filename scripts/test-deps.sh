@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Test-only dependencies outside Go. psec (knovichikhin, PyPI) is the
 # independent implementation pinblock's cross-check test compares against;
-# without it that test skips.
+# pyiso8583 (knovichikhin, PyPI) is the ISO 8583 library of the independent
+# acquirer client scripts/pyiso8583_client.py, which cmd/pingate's
+# TestPyISO8583Client runs against a gateway. Without them those tests skip
+# (and fail under CI=true).
 set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import psec' 2>/dev/null || python3 -m pip install --quiet 'psec==1.3.0'
+  (cd / && python3 -c 'import iso8583.encoder') 2>/dev/null || python3 -m pip install --quiet 'pyiso8583==4.0.1'
 fi
 # pythales (PyPI, Tim Gabets) is the independent payShield simulator
 # integration/payshield's TestPythales runs the client against. Its declared
