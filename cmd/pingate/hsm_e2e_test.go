@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,9 +14,11 @@ import (
 	"testing"
 
 	"pingate/integration/issuersim"
+	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/routing"
 )
 
 // startHSMSim runs a payShield simulator on a loopback port.
@@ -229,5 +233,95 @@ security:
 	errOut.Reset()
 	if code := run(context.Background(), []string{"check-config", good}, &out, &errOut); code != 0 {
 		t.Errorf("check-config on a good payshield setup exited %d: %s", code, errOut.String())
+	}
+}
+
+// oddParity sets DES odd parity on every byte of k.
+func oddParity(k []byte) []byte {
+	for i, c := range k {
+		c &^= 1
+		n := 0
+		for b := c; b != 0; b &= b - 1 {
+			n++
+		}
+		if n%2 == 0 {
+			c |= 1
+		}
+		k[i] = c
+	}
+	return k
+}
+
+// TestPayShieldModeOnlineKeyChange: an acquirer's 0800/161 in the legacy
+// form (key under the ZMK, KCV) goes to the HSM as FA; the new key's LMK
+// token replaces the old in the running module, and a PIN change under the
+// new key is approved. The keys come from security.payshield.key_file:
+// tokens under the LMK, no clear key in the gateway.
+func TestPayShieldModeOnlineKeyChange(t *testing.T) {
+	_, addr := startHSMSim(t)
+	zmkClear := oddParity([]byte{0x13, 0x57, 0x9B, 0xDF, 0x24, 0x68, 0xAC, 0xE0, 0x31, 0x75, 0xB9, 0xFD, 0x42, 0x86, 0xCA, 0x0E})
+	issClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // dev-atm-zpk, which the issuer simulator holds
+	var keys []payshield.Key
+	for _, k := range []struct {
+		id, typ string
+		u       pinblock.Usage
+		raw     []byte
+	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
+		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, _ := pinblock.NewKey(k.id, k.u, pinblock.TDES, 1, k.raw)
+		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: k.u, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
+	}
+	b, _ := json.Marshal(keys)
+	keyFile := filepath.Join(t.TempDir(), "hsm-keys.json")
+	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startTestGateway(t, func(c *Config) {
+		payShieldMode(addr)(c)
+		c.Security.PayShield.KeyFile = keyFile
+		c.Routing.Issuers[0].Key = "iss-zpk"
+		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+		acqs[0].ZMK, acqs[0].LegacyKeyChange = "zmk-hsm", true
+		c.Routing.Acquirers = acqs
+	})
+	if err := waitReady(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	newClear := oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
+	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, c := atmSession(t, g)
+	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change through FA = %v, %v; want 0810 00", ans, err)
+	}
+	k, err := g.psKeys.Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK})
+	if err != nil || k.Version != 2 || k.KCV != v2.KCV() {
+		t.Fatalf("after the key change the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
+	}
+	pop := opsPopulation(g.cfg.IssuerSim)
+	ans, err = c.Do(ctx, opsFieldsUnder(t, pop.Card(7300), "KCH07300", v2))
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change under the new key = %v, %v; want 00", ans, err)
+	}
+	// A wrong KCV is refused by the module and changes nothing.
+	bad, _ := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: "000000"}.Encode()
+	ans, err = c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: bad})
+	if err != nil || ans.ResponseCode == iso8583.RCApproved {
+		t.Fatalf("key change with a wrong KCV = %v, %v; want a refusal", ans, err)
+	}
+	if k, _ := g.psKeys.Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
+		t.Fatalf("a refused key change moved the key to version %d", k.Version)
 	}
 }
