@@ -36,18 +36,9 @@ func startHSMSim(t *testing.T) (*hsmsim.Server, string) {
 }
 
 // payShieldMode is the embedded default with security.module payshield on
-// the given HSMs: the ATM network and an issuer on TDES zone keys (a
-// variant-LMK payShield holds no AES keys), development keys under the test
-// LMK.
+// the given HSMs (Config.usePayShieldSim).
 func payShieldMode(hosts ...string) func(*Config) {
-	return func(c *Config) {
-		c.Security.Module = "payshield"
-		c.Security.PayShield = PayShieldConfig{Hosts: hosts}
-		c.Routing.Acquirers = c.Routing.Acquirers[:1] // the ATM network (TDES); the branch front end is AES
-		c.Routing.Issuers[0].PINFormat = 3
-		c.Routing.Issuers[0].Key = pinblock.DevATMZPK
-		c.IssuerSim.ZPK = pinblock.DevATMZPK
-	}
+	return func(c *Config) { c.usePayShieldSim(hosts...) }
 }
 
 // TestPayShieldModeATMChange: with security.module payshield the ATM PIN
@@ -323,5 +314,29 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	}
 	if k, _ := g.psKeys.Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
 		t.Fatalf("a refused key change moved the key to version %d", k.Version)
+	}
+}
+
+// TestDemoHSM: `pingate demo --hsm` plays the ATM steps with the payShield
+// module against an in-process simulator, every step answered as expected.
+func TestDemoHSM(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"demo", "--hsm", "--json"}, &out, &errOut); code != 0 {
+		t.Fatalf("demo --hsm exited %d: %s", code, errOut.String())
+	}
+	var res struct {
+		Results []demoResult `json:"results"`
+		Events  int          `json:"events"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) < 10 || res.Events < 10 {
+		t.Fatalf("demo --hsm played %d steps with %d events", len(res.Results), res.Events)
+	}
+	for _, r := range res.Results {
+		if r.Channel != "atm" {
+			t.Errorf("demo --hsm played a %s step", r.Channel)
+		}
 	}
 }

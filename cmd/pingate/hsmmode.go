@@ -15,6 +15,7 @@ import (
 	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
 	"pingate/pinblock"
+	"pingate/routing"
 )
 
 // PayShieldConfig is security.payshield: the HSMs of security.module
@@ -182,4 +183,29 @@ func (g *gateway) startPayShield() error {
 	}
 	g.sm = payshield.NewModule(g.ps, g.psKeys)
 	return nil
+}
+
+// usePayShieldSim turns the embedded default into security.module payshield
+// on hosts running pingate hsm-sim: the development keys under the public
+// test LMK, the ATM network only (the branch front end's key is AES, which a
+// variant-LMK payShield does not hold), and issuers on the TDES ATM zone key
+// in ISO 3, which the issuer simulator is given too.
+func (c *Config) usePayShieldSim(hosts ...string) {
+	c.Security.Module = "payshield"
+	c.Security.PayShield = PayShieldConfig{Hosts: hosts}
+	var acqs []routing.AcquirerConfig
+	for _, a := range c.Routing.Acquirers {
+		if a.Channel == routing.ChannelATM {
+			acqs = append(acqs, a)
+		}
+	}
+	c.Routing.Acquirers = acqs
+	iss := append([]routing.IssuerConfig(nil), c.Routing.Issuers...)
+	for i := range iss {
+		iss[i].PINFormat, iss[i].Key = 3, pinblock.DevATMZPK
+	}
+	c.Routing.Issuers = iss
+	if c.IssuerSim != nil {
+		c.IssuerSim.ZPK = pinblock.DevATMZPK
+	}
 }
