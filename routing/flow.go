@@ -485,6 +485,15 @@ func validateRequest(r *Request) error {
 	if r.Terminal == "" {
 		return fmt.Errorf("%w: terminal id missing", ErrFormat)
 	}
+	// The outcome event refuses an identifier that looks like a PAN or a PIN
+	// block: refuse it here, before the issuer, and drop it so that the
+	// refusal itself can be recorded.
+	for _, id := range []*string{&r.Terminal, &r.Teller, &r.Supervisor} {
+		if LooksSecret(*id) {
+			*id = ""
+			return fmt.Errorf("%w: an identifier (terminal, teller or supervisor) looks like a PAN or PIN block", ErrFormat)
+		}
+	}
 	switch r.Operation {
 	case OpChange:
 		if r.OldBlock == nil || r.NewBlock == nil || r.Generate != nil {

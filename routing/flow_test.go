@@ -179,6 +179,8 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "short PAN", mutate: func(r *Request) { r.PAN = "12345" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "format not permitted", mutate: func(r *Request) { r.Format = 1 }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "unknown key index", mutate: func(r *Request) { r.KeyIndex = 7 }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "teller id like a PAN", mutate: func(r *Request) { r.Teller = "123456789012" }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "supervisor id like a PIN block", mutate: func(r *Request) { r.Supervisor = "DEADBEEF01234567" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "garbled PIN block", mutate: func(r *Request) { r.NewBlock = make([]byte, 8) }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, pinblock.DevATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
 		{name: "card limit", limiter: denyLimiter{Decision{Code: "65", Reason: "card_daily_limit", Limit: "card"}}, wantCode: "65", wantOut: OutcomeLimited},
@@ -209,6 +211,12 @@ func TestFlowOutcomes(t *testing.T) {
 			}
 			if tt.sinkErr == nil && len(sink.events) != 1 {
 				t.Fatalf("%d events, want exactly 1", len(sink.events))
+			}
+			for _, ev := range sink.events {
+				// What integration/events would refuse to publish.
+				if LooksSecret(ev.Teller) || LooksSecret(ev.Supervisor) || LooksSecret(ev.Terminal) {
+					t.Errorf("event carries an identifier that looks like a PAN or PIN block")
+				}
 			}
 		})
 	}

@@ -166,7 +166,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	}
 	g.ops = newReloader(g)
 	deps := routing.Deps{
-		HSM: g.sm, Sink: g.journal, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
+		HSM: g.sm, Sink: loggedSink{Journal: g.journal, log: log}, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
 		Limiter: g.ops.limits,
 	}
 	if cfg.Security.KeyStore != "" {

@@ -1,6 +1,7 @@
 package branchapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -501,5 +502,53 @@ func TestTellerIsTheCertificateIdentity(t *testing.T) {
 	}
 	if a, _ := e.lastDE48(); a.TellerID != "T0117-08" || a.SupervisorID != "S0117-01" {
 		t.Errorf("approved reset DE 48 = teller %q supervisor %q, want T0117-08 and S0117-01", a.TellerID, a.SupervisorID)
+	}
+}
+
+// TestIdentifiersAnEventRefuses: a teller id the outcome event would refuse
+// (a run of 12 or more digits, or 16 or more hex digits: a possible PAN or
+// PIN block) is refused with 422 before the issuer is involved; and an
+// outcome that cannot be recorded is logged and names no event.
+func TestIdentifiersAnEventRefuses(t *testing.T) {
+	e := newEnv(t, envOptions{dualControl: true})
+	before := e.sim.Requests.Load()
+	for _, teller := range []string{"123456789012", "T-1234567890123", "DEADBEEF01234567", "0123456789abcdef"} {
+		for _, tt := range []struct {
+			path string
+			give map[string]any
+		}{
+			{pathUnblocks, unblockBody(card(100).PAN)},
+			{pathChanges, changeBody(t, card(101).PAN, card(101).PIN, "4826")},
+			{pathResets, resetBody(t, card(102).PAN, "3917")},
+		} {
+			tt.give["teller"] = teller
+			r := e.post("teller", tt.path, tt.path, tt.give, nil)
+			p := r.problem(t)
+			if r.status != http.StatusUnprocessableEntity || p.Type != ProblemTypeBase+"invalid-request" || len(p.Errors) != 1 || p.Errors[0].Pointer != "/teller" {
+				t.Errorf("POST %s with a teller of %d characters = %d %s %+v, want 422 invalid-request at /teller", tt.path, len(teller), r.status, p.Type, p.Errors)
+			}
+			noSecret(t, "the problem", r.body, map[string]string{"teller id": teller})
+		}
+	}
+	if got := e.sim.Requests.Load(); got != before {
+		t.Fatalf("%d requests with refused teller ids reached the issuer", got-before)
+	}
+	if n := len(e.events()); n != 0 {
+		t.Fatalf("%d events, want 0", n)
+	}
+
+	// Nothing can be recorded: the outcome is logged, and the answer names
+	// no event.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.journal.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := e.post("teller", pathUnblocks, pathUnblocks, unblockBody(card(103).PAN), nil).result(t)
+	if res.Outcome != routing.OutcomeFailed || res.Reason != "journal_unavailable" || res.EventID != "" {
+		t.Errorf("unblock with the journal closed = %s/%s event %q, want failed/journal_unavailable and no event id", res.Outcome, res.Reason, res.EventID)
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"branch api outcome not recorded"`) || !strings.Contains(e.logs.String(), res.OperationID) {
+		t.Errorf("the unrecorded outcome of %s was not logged", res.OperationID)
 	}
 }

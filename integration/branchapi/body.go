@@ -134,12 +134,14 @@ func parseOp(op routing.Operation, raw []byte) (*parsedOp, *Problem) {
 	need("pan", b.PAN, panPattern, "12 to 19 digits")
 	need("branch", b.Branch, idPattern, "1 to 16 letters, digits, '.', '_' or '-'")
 	need("terminal", b.Terminal, terminalPattern, "8 letters or digits")
-	if op == routing.OpChange {
-		if b.Teller != nil && !idPattern.MatchString(*b.Teller) {
-			bad("teller", "must be 1 to 16 letters, digits, '.', '_' or '-'")
-		}
-	} else {
-		need("teller", b.Teller, idPattern, "1 to 16 letters, digits, '.', '_' or '-'")
+	const tellerShape = "1 to 16 letters, digits, '.', '_' or '-', without a run of 12 or more digits or 16 or more hex digits"
+	switch {
+	case b.Teller == nil && op != routing.OpChange:
+		bad("teller", "required")
+	case b.Teller != nil && !validIdentityID(*b.Teller):
+		bad("teller", "must be "+tellerShape)
+	}
+	if op != routing.OpChange {
 		need("identity_check_ref", b.IdentityCheckRef, refPattern, "1 to 32 letters, digits or . _ : / -")
 		if b.IdentityCheckRef != nil && idNumberLike.MatchString(*b.IdentityCheckRef) {
 			bad("identity_check_ref", "must be a reference to the identity check, not an identity document number")

@@ -184,6 +184,11 @@ var (
 	serialPattern = regexp.MustCompile(`^[0-9A-Fa-f:]{1,64}$`)
 )
 
+// validIdentityID reports whether id may name a teller or supervisor: the
+// id pattern, and nothing an outcome event would refuse as a possible PAN or
+// PIN block (routing.LooksSecret).
+func validIdentityID(id string) bool { return idPattern.MatchString(id) && !routing.LooksSecret(id) }
+
 // Validate names every problem it finds.
 func (c Config) Validate() error {
 	var errs []error
@@ -236,8 +241,8 @@ func (c Config) Validate() error {
 			bad("%s: subject listed twice", where)
 		}
 		subjects[cl.Subject] = true
-		if !idPattern.MatchString(cl.ID) {
-			bad("%s: id: want 1–16 letters, digits, '.', '_' or '-'", where)
+		if !validIdentityID(cl.ID) {
+			bad("%s: id: want 1–16 letters, digits, '.', '_' or '-', without a run of 12 or more digits or of 16 or more hex digits (an outcome event refuses those as a possible PAN or PIN block)", where)
 		}
 		if ids[cl.Institution+"/"+cl.ID] {
 			bad("%s: id listed twice in institution %s", where, cl.Institution)

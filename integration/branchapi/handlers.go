@@ -392,6 +392,13 @@ func (s *Server) run(ctx context.Context, req *routing.Request, res OperationRes
 	clear(req.NewBlock)
 	res.Status = StatusCompleted
 	res.Outcome, res.ResponseCode, res.Reason, res.EventID = out.Outcome, out.Code, out.Reason, out.EventID
+	if out.Outcome == routing.OutcomeFailed && out.Reason == reasonJournalUnavailable {
+		// The flow could not record the outcome (and reversed an approval):
+		// there is no event to name, and the failure must not go unseen.
+		res.EventID = ""
+		s.log.ErrorContext(ctx, "branch api outcome not recorded", "operation_id", req.ID, "operation", string(req.Operation),
+			"identity", req.Teller, "institution", req.Acquirer, "response_code", out.Code)
+	}
 	if req.Supervisor != "" {
 		res.Supervisor = req.Supervisor
 	}
@@ -403,6 +410,10 @@ func (s *Server) run(ctx context.Context, req *routing.Request, res OperationRes
 	s.st.set(req.ID, res)
 	return res
 }
+
+// reasonJournalUnavailable is the flow's reason for an outcome whose event
+// could not be recorded (routing.Flow.Handle).
+const reasonJournalUnavailable = "journal_unavailable"
 
 // serveLookup answers GET /v1/operations/{id}: operations of the client's
 // own institution only (another institution's id is 404, as if unknown).

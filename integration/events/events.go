@@ -385,27 +385,10 @@ func normaliseMask(s string) (string, bool) {
 }
 
 // looksSecret reports a run of 12 or more decimal digits (a PAN, or most of
-// one) or of 16 or more hex digits (a PIN block or key in hex).
-func looksSecret(s string) bool {
-	dec, hex := 0, 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			dec++
-			hex++
-		case c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
-			dec = 0
-			hex++
-		default:
-			dec, hex = 0, 0
-		}
-		if dec >= 12 || hex >= 16 {
-			return true
-		}
-	}
-	return false
-}
+// one) or of 16 or more hex digits (a PIN block or key in hex): the rule the
+// flow also applies to a request's identifiers, so that it refuses up front
+// what an event would refuse.
+func looksSecret(s string) bool { return routing.LooksSecret(s) }
 
 func isUUID(s string) bool {
 	if len(s) != 36 {
