@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"pingate/integration/issuersim"
 	"pingate/integration/payshield"
@@ -337,6 +338,103 @@ func TestDemoHSM(t *testing.T) {
 	for _, r := range res.Results {
 		if r.Channel != "atm" {
 			t.Errorf("demo --hsm played a %s step", r.Channel)
+		}
+	}
+}
+
+// TestPayShieldModeHoldsNoClearSecrets: in HSM mode with keys from
+// security.payshield.key_file (tokens under the LMK) and no development
+// keys, the key file, the debug log and the journal carry none of the clear
+// keys, PIN blocks or new PINs a run of PIN changes used.
+func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
+	_, addr := startHSMSim(t)
+	dir := t.TempDir()
+	acqHex := "0123456789ABCDEFFEDCBA9876543210" // the ATM's ZPK (the published dev-atm-zpk value)
+	issHex := "0123456789ABCDEFFEDCBA9876543210" // the issuer simulator's ZPK (dev-atm-zpk, see usePayShieldSim)
+	var keys []payshield.Key
+	clearKeys := map[string]pinblock.Key{}
+	for _, k := range []struct{ id, h string }{{pinblock.DevATMZPK, acqHex}, {"iss-zpk", issHex}} {
+		raw, _ := hex.DecodeString(k.h)
+		tok, err := hsmsim.EncipherUnderTestLMK("001", raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, _ := pinblock.NewKey(k.id, pinblock.UsageZPK, pinblock.TDES, 1, raw)
+		clearKeys[k.id] = ck
+		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
+	}
+	b, _ := json.Marshal(keys)
+	keyFile := filepath.Join(dir, "hsm-keys.json")
+	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := embeddedConfig()
+	cfg.Instance = "e2e"
+	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
+	cfg.usePayShieldSim(addr)
+	cfg.Security.DevKeys = false
+	cfg.Security.PayShield.KeyFile = keyFile
+	iss := append([]routing.IssuerConfig(nil), cfg.Routing.Issuers...)
+	iss[0].Key = "iss-zpk"
+	cfg.Routing.Issuers = iss
+	var logBuf syncBuffer
+	g, err := startGateway(context.Background(), cfg, newLogger(LogConfig{Level: "debug"}, &logBuf))
+	if err != nil {
+		t.Fatalf("startGateway: %v", err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Shutdown(ctx)
+	}()
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	pop := opsPopulation(g.cfg.IssuerSim)
+	client, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var secrets []string
+	for i := range 4 {
+		card := pop.Card(40 + i)
+		newPIN := fmt.Sprintf("%06d", 739105+i*111)
+		op := pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 300+i), proc: iso8583.ProcPINChange, pan: card.PAN,
+			oldPIN: card.PIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+		f, err := op.fields()
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, newPIN, hex.EncodeToString(f.PINBlock), hex.EncodeToString(f.NewPINBlock))
+		ans, err := client.Do(ctx, f)
+		if err != nil || ans.ResponseCode != iso8583.RCApproved {
+			t.Fatalf("change %d = %v, %v; want 00", i, ans, err)
+		}
+	}
+	secrets = append(secrets, acqHex, issHex)
+	var haystack []string
+	haystack = append(haystack, logBuf.String())
+	kf, _ := os.ReadFile(keyFile)
+	haystack = append(haystack, string(kf))
+	_ = filepath.WalkDir(filepath.Join(dir, "journal"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			haystack = append(haystack, string(b))
+		}
+		return nil
+	})
+	if len(logBuf.String()) == 0 {
+		t.Fatal("the debug log is empty: nothing was searched")
+	}
+	for i, h := range haystack {
+		low := strings.ToLower(h)
+		for j, s := range secrets {
+			if strings.Contains(low, strings.ToLower(s)) {
+				t.Errorf("secret %d (a clear key, PIN block or new PIN) found in searched file %d", j, i)
+			}
 		}
 	}
 }

@@ -396,3 +396,53 @@ func mustHexB(s string) []byte {
 	}
 	return b
 }
+
+// TestHealthRemovesAndReadmits: an HSM that stops answering is removed by
+// the health checks (Ready fails with it the only one) and re-admitted once
+// it answers NC again on the same address.
+func TestHealthRemovesAndReadmits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	s := hsmsim.New(hsmsim.Config{HeaderLen: 4})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ln) }()
+	c, err := payshield.New(payshield.Config{Hosts: []string{addr}, HealthInterval: 10 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if cond() {
+				return
+			}
+		}
+		t.Fatalf("%s did not happen within 10s", what)
+	}
+	waitFor("first health check", func() bool { return c.Stats()[0].Commands > 0 })
+	if err := c.Ready(); err != nil {
+		t.Fatalf("Ready with the HSM up = %v", err)
+	}
+	s.Close()
+	<-done
+	waitFor("removal", func() bool { return c.Ready() != nil })
+	if err := c.Ready(); !errors.Is(err, pinblock.ErrModuleUnavailable) {
+		t.Fatalf("Ready with no HSM = %v, want ErrModuleUnavailable", err)
+	}
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	s2 := hsmsim.New(hsmsim.Config{HeaderLen: 4})
+	done2 := make(chan struct{})
+	go func() { defer close(done2); _ = s2.Serve(ln2) }()
+	defer func() { s2.Close(); <-done2 }()
+	waitFor("re-admission", func() bool { return c.Ready() == nil })
+	if st := c.Stats()[0]; st.Errors["transport"] == 0 {
+		t.Errorf("Stats errors = %v, want the transport failures counted", st.Errors)
+	}
+}
