@@ -1,13 +1,16 @@
 package branchapi
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"pingate/routing"
@@ -82,9 +85,9 @@ type parsedOp struct {
 // parseOp decodes and validates the body of op. A nil *Problem means valid.
 // No problem repeats a value from the body.
 func parseOp(op routing.Operation, raw []byte) (*parsedOp, *Problem) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return nil, probMalformedJSON.problem("The body must be one JSON object.")
+	fields, p := objectFields(raw)
+	if p != nil {
+		return nil, p
 	}
 	mode := ""
 	if op == routing.OpReset {
@@ -111,14 +114,10 @@ func parseOp(op routing.Operation, raw []byte) (*parsedOp, *Problem) {
 		return nil, p
 	}
 	var po parsedOp
-	var ute *json.UnmarshalTypeError
-	if err := json.Unmarshal(raw, &po.body); err != nil {
-		if errors.As(err, &ute) && ute.Field != "" && fieldNameShape.MatchString(ute.Field) {
-			p := probInvalidRequest.problem("A field has the wrong JSON type.")
-			p.Errors = []FieldProblem{{Pointer: "/" + ute.Field, Detail: "wrong JSON type: want " + jsonTypeOf(ute.Field)}}
-			return nil, p
-		}
-		return nil, probMalformedJSON.problem("The body must be one JSON object.")
+	if errs := po.body.decode(fields); len(errs) > 0 {
+		p := probInvalidRequest.problem("A field has the wrong JSON type.")
+		p.Errors = errs
+		return nil, p
 	}
 	b := &po.body
 	var errs []FieldProblem
@@ -220,12 +219,117 @@ func parseOp(op routing.Operation, raw []byte) (*parsedOp, *Problem) {
 	return &po, nil
 }
 
-func jsonTypeOf(field string) string {
-	switch field {
-	case "pin_format", "key_index", "pin_length":
-		return "integer"
+// objectFields decodes raw as one JSON object whose member names are all
+// different (RFC 8259 leaves duplicates to the parser: last-one-wins would
+// let two "pan" members act on the second card). A nil *Problem means raw
+// is such an object.
+func objectFields(raw []byte) (map[string]json.RawMessage, *Problem) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, probMalformedJSON.problem("The body must be one JSON object.")
 	}
-	return "string"
+	if name, dup := duplicateMember(raw); dup {
+		p := probMalformedJSON.problem("The body has a member name twice.")
+		// A name is echoed only if it cannot carry a PAN or PIN block.
+		if fieldNameShape.MatchString(name) {
+			p.Detail = fmt.Sprintf("The body has the member %q twice.", name)
+			p.Errors = []FieldProblem{{Pointer: "/" + name, Detail: "given twice"}}
+		}
+		return nil, p
+	}
+	return fields, nil
+}
+
+// duplicateMember reports the first member name that appears twice in one
+// object, at any depth, of the valid JSON text raw.
+func duplicateMember(raw []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var walk func() (string, bool)
+	walk = func() (string, bool) {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return "", false
+				}
+				name, _ := k.(string)
+				if seen[name] {
+					return name, true
+				}
+				seen[name] = true
+				if n, dup := walk(); dup {
+					return n, true
+				}
+			}
+			_, _ = dec.Token() // '}'
+		case json.Delim('['):
+			for dec.More() {
+				if n, dup := walk(); dup {
+					return n, true
+				}
+			}
+			_, _ = dec.Token() // ']'
+		}
+		return "", false
+	}
+	return walk()
+}
+
+// decode sets b from the members of a body (already checked to be fields
+// of the operation). Strings must be JSON strings and integers JSON numbers
+// with an integral value (1 and 1.0 alike, as in JSON Schema); null is no
+// field's value. It returns one problem per member of the wrong type.
+func (b *opBody) decode(fields map[string]json.RawMessage) []FieldProblem {
+	strs := map[string]**string{
+		"pan": &b.PAN, "branch": &b.Branch, "terminal": &b.Terminal, "teller": &b.Teller,
+		"identity_check_ref": &b.IdentityCheckRef, "mode": &b.Mode, "old_pin_block": &b.OldPINBlock, "new_pin_block": &b.NewPINBlock,
+	}
+	ints := map[string]**int{"pin_format": &b.PINFormat, "key_index": &b.KeyIndex, "pin_length": &b.PINLength}
+	var errs []FieldProblem
+	for name, v := range fields {
+		if dst, ok := strs[name]; ok {
+			var s string
+			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
+				errs = append(errs, FieldProblem{Pointer: "/" + name, Detail: "wrong JSON type: want string"})
+				continue
+			}
+			*dst = &s
+		} else if dst, ok := ints[name]; ok {
+			n, ok := integral(v)
+			if !ok {
+				errs = append(errs, FieldProblem{Pointer: "/" + name, Detail: "wrong JSON type: want integer"})
+				continue
+			}
+			*dst = &n
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Pointer < errs[j].Pointer })
+	return errs
+}
+
+// integral returns the value of a JSON number with no fractional part. A
+// value beyond ±1e6 comes back as -1: out of every integer field's range.
+func integral(v json.RawMessage) (int, bool) {
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, false
+	}
+	if math.IsInf(f, 0) || math.Abs(f) > 1e6 {
+		return -1, true
+	}
+	if f != math.Trunc(f) {
+		return 0, false
+	}
+	return int(f), true
 }
 
 // canonical is the body re-encoded from its parsed form: two bodies that

@@ -323,3 +323,58 @@ func TestSlowClients(t *testing.T) {
 		t.Errorf("%d events, want only the served client's", n)
 	}
 }
+
+// TestStrictJSON: a member given twice is refused (last-one-wins would act
+// on the second card), null is no field's value, and an integer may be
+// written 1.0 as JSON Schema allows: the checks and the contract agree.
+func TestStrictJSON(t *testing.T) {
+	e := newEnv(t, envOptions{dualControl: true})
+	before := e.sim.Requests.Load()
+	marshal := func(v map[string]any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a, b := card(110), card(111)
+	refusals := []struct {
+		name, path, tmpl string
+		raw              string
+		wantStatus       int
+		wantType         string
+		wantPointer      string
+	}{
+		{name: "two pan members", path: pathUnblocks, raw: `{"pan":"` + a.PAN + `",` + marshal(unblockBody(b.PAN))[1:], wantStatus: 400, wantType: "malformed-json", wantPointer: "/pan"},
+		{name: "two teller members", path: pathChanges, raw: `{"teller":"T0117-08",` + marshal(changeBody(t, a.PAN, a.PIN, "4826"))[1:], wantStatus: 400, wantType: "malformed-json", wantPointer: "/teller"},
+		{name: "a member twice in a nested value", path: pathUnblocks, raw: strings.Replace(marshal(unblockBody(a.PAN)), `"teller":"T0117-07"`, `"teller":{"x":1,"x":2}`, 1), wantStatus: 400, wantType: "malformed-json", wantPointer: "/x"},
+		{name: "teller null", path: pathChanges, raw: strings.Replace(marshal(changeBody(t, a.PAN, a.PIN, "4826")), `"teller":"T0117-07"`, `"teller":null`, 1), wantStatus: 422, wantType: "invalid-request", wantPointer: "/teller"},
+		{name: "pin_length null", path: pathResets, raw: strings.Replace(marshal(generatedBody(a.PAN, 6)), `"pin_length":6`, `"pin_length":null`, 1), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pin_length"},
+		{name: "key_index 1.5", path: pathChanges, raw: strings.Replace(marshal(changeBody(t, a.PAN, a.PIN, "4826")), `"key_index":1`, `"key_index":1.5`, 1), wantStatus: 422, wantType: "invalid-request", wantPointer: "/key_index"},
+		{name: "two decision members", path: "/v1/operations/00000000-0000-4000-8000-000000000000/approval", tmpl: tmplApproval, raw: `{"decision":"refuse","decision":"approve"}`, wantStatus: 400, wantType: "malformed-json", wantPointer: "/decision"},
+	}
+	for _, tt := range refusals {
+		tmpl := tt.tmpl
+		if tmpl == "" {
+			tmpl = tt.path
+		}
+		who := "teller"
+		if tmpl == tmplApproval {
+			who = "supervisor"
+		}
+		r := e.do(who, http.MethodPost, tt.path, tmpl, []byte(tt.raw), nil)
+		p := r.problem(t)
+		if r.status != tt.wantStatus || p.Type != ProblemTypeBase+tt.wantType || len(p.Errors) != 1 || p.Errors[0].Pointer != tt.wantPointer {
+			t.Errorf("%s = %d %s %+v, want %d %s at %s", tt.name, r.status, p.Type, p.Errors, tt.wantStatus, tt.wantType, tt.wantPointer)
+		}
+		noSecret(t, tt.name, r.body, map[string]string{"PAN": a.PAN, "other PAN": b.PAN})
+	}
+	if got := e.sim.Requests.Load(); got != before {
+		t.Fatalf("%d refused requests reached the issuer", got-before)
+	}
+	// key_index 1.0 is the integer 1 (JSON Schema's integer): served.
+	raw := strings.Replace(marshal(changeBody(t, a.PAN, a.PIN, "4826")), `"key_index":1`, `"key_index":1.0`, 1)
+	if res := e.do("teller", http.MethodPost, pathChanges, pathChanges, []byte(raw), nil).result(t); res.ResponseCode != "00" {
+		t.Errorf("change with key_index 1.0 = %s, want 00", res.ResponseCode)
+	}
+}

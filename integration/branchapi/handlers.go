@@ -435,9 +435,9 @@ func (s *Server) serveApproval(ctx context.Context, r *http.Request, c *Client, 
 	if p != nil {
 		return problemAnswer(p)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return problemAnswer(probMalformedJSON.problem("The body must be one JSON object."))
+	fields, p := objectFields(raw)
+	if p != nil {
+		return problemAnswer(p)
 	}
 	for k := range fields {
 		if k != "decision" {
