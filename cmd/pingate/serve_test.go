@@ -129,4 +129,17 @@ routing:
 	if strings.Contains(got, "(100002)") {
 		t.Errorf("check-config warns about an acquirer that signs on and uses key blocks: %q", got)
 	}
+
+	// serve --production logs the same warnings before it starts (here it
+	// then stops: the key store of this config does not exist).
+	t.Setenv("PINGATE_LMK", "")
+	out.Reset()
+	errOut.Reset()
+	run(context.Background(), []string{"serve", "--production", "--config", path, "--acquirer-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, &out, &errOut)
+	for _, want := range []string{"key_change_legacy_ecb is on", "require_sign_on is off"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("serve --production does not warn %q: %q", want, errOut.String())
+		}
+	}
 }
