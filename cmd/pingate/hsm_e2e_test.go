@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/branchapi"
 	"pingate/integration/issuersim"
 	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
@@ -436,5 +438,86 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 				t.Errorf("secret %d (a clear key, PIN block or new PIN) found in searched file %d", j, i)
 			}
 		}
+	}
+}
+
+// TestPayShieldModeBranchGeneratedReset: with security.module payshield a
+// branch reset with a generated PIN runs JA and JG in the HSM, the issuer
+// takes the PIN, and the mailer is printed by the HSM (PE) — no clear PIN
+// in the gateway. The PIN on the mailer then changes at an ATM, so the
+// issuer holds the PIN the mailer shows. An unblock runs too.
+func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
+	spool := t.TempDir()
+	printer, err := pinblock.NewSpoolPrinter(spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := hsmsim.New(hsmsim.Config{HeaderLen: 4, Printer: printer})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sim.Serve(ln) }()
+	t.Cleanup(func() { sim.Close(); <-done })
+
+	branchAcq := embeddedConfig().Routing.Acquirers[1]
+	g := startTestGateway(t, func(c *Config) {
+		c.usePayShieldSim(ln.Addr().String())
+		c.Routing.Acquirers = append(c.Routing.Acquirers, branchAcq) // no branch PIN block is translated here
+	})
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	rt, ok := branchOf(g)
+	if !ok {
+		t.Fatal("the branch API is off")
+	}
+	teller, err := newBranchClient(rt, "teller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	supervisor, err := newBranchClient(rt, "supervisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pop := opsPopulation(g.cfg.IssuerSim)
+	card := pop.Card(31)
+	body := map[string]any{"pan": card.PAN, "branch": branchapi.DevBranch, "terminal": "BR0117H2", "teller": "T0117-07",
+		"identity_check_ref": "IDCHK-2026-000202", "mode": branchapi.ModeGenerated}
+	pending, err := teller.post(ctx, "/v1/pin/resets", body, http.StatusAccepted)
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	res, err := supervisor.post(ctx, "/v1/operations/"+pending.OperationID+"/approval", map[string]string{"decision": branchapi.DecisionApprove}, http.StatusOK)
+	if err != nil || res.ResponseCode != "00" || res.Mailer == nil || !res.Mailer.Printed {
+		t.Fatalf("approval = %+v, %v; want 00 and a printed mailer", res, err)
+	}
+	text, err := os.ReadFile(filepath.Join(spool, res.Mailer.Reference+pinblock.MailerFileSuffix))
+	if err != nil {
+		t.Fatalf("the HSM printed no mailer: %v", err)
+	}
+	m := demoMailerPIN.FindSubmatch(text)
+	if m == nil {
+		t.Fatal("the mailer has no PIN line")
+	}
+	if entries, _ := os.ReadDir(rt.spool); len(entries) != 0 {
+		t.Errorf("the gateway's own spool has %d files: the mailer must come from the HSM", len(entries))
+	}
+	client, err := dialATM(ctx, g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	op := pinOp{acquirer: devATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
+		oldPIN: string(m[1]), newPIN: "7305", format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
+		t.Fatalf("ATM change from the mailer's PIN = %q, %v; want 00", code, err)
+	}
+	unblock := map[string]any{"pan": pop.Card(32).PAN, "branch": branchapi.DevBranch, "terminal": "BR0117H4", "teller": "T0117-07",
+		"identity_check_ref": "IDCHK-2026-000203"}
+	if res, err := teller.post(ctx, "/v1/pin/unblocks", unblock, http.StatusOK); err != nil || res.ResponseCode != "00" {
+		t.Fatalf("unblock = %+v, %v; want 00", res, err)
 	}
 }
