@@ -3,6 +3,7 @@ package pinblock
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,9 +23,14 @@ import (
 // chain: each carries the SHA-256 of its predecessor, and its own hash
 // covers its whole content, so a record altered, reordered or removed
 // anywhere but at the end breaks the chain at a seq that VerifyCustodyLog
-// names. Removal from the end is caught by comparing with a head recorded
-// elsewhere (the key store keeps one; see VerifyCustodyLogHead). Records
-// carry key ids, usages, versions and KCVs: never key bytes.
+// names. The chain alone proves nothing about who wrote it (anyone can
+// recompute SHA-256), so records the key store writes also carry a MAC, an
+// HMAC-SHA256 under a key derived from the LMK, which the store checks on
+// every record. Removal from the end is caught by comparing with a head
+// recorded elsewhere (the key store keeps one; see VerifyCustodyLogHead).
+// Records carry key ids, usages, versions and KCVs: never key bytes.
+// VerifyCustodyLog and CustodyLog.Append work on the unkeyed chain only;
+// the keyed checks are the key store's (Store.CheckLog).
 
 // Custody actions.
 const (
@@ -37,6 +43,7 @@ const (
 	ActionRemove     = "remove"      // a key deleted with all its versions
 	ActionExpire     = "expire"      // a rotated-out version dropped after its grace window
 	ActionRepair     = "repair"      // the store repaired the log: a torn tail cut back, or records it never acknowledged marked not applied
+	ActionMigrate    = "migrate"     // the first keyed record after records an older pingate wrote without a MAC
 )
 
 // RepairWho is the Who of records the key store writes itself (repair).
@@ -83,17 +90,35 @@ type CustodyRecord struct {
 	ComponentKCVs []string `json:"component_kcvs,omitempty"`
 	PrevHash      string   `json:"prev_hash"`
 	Hash          string   `json:"hash"`
+	// MAC is the hex HMAC-SHA256 of the record's JSON encoding with MAC
+	// empty (so it covers Hash and PrevHash), under a key derived from the
+	// LMK. Only a holder of the LMK can write a record that verifies.
+	// Empty in records written by a pingate older than the keyed chain.
+	MAC string `json:"mac,omitempty"`
 }
 
-// hash is the hex SHA-256 of the record's JSON encoding with Hash empty.
+// hash is the hex SHA-256 of the record's JSON encoding with Hash and MAC
+// empty.
 func (r CustodyRecord) hash() (string, error) {
-	r.Hash = ""
+	r.Hash, r.MAC = "", ""
 	b, err := json.Marshal(r)
 	if err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// mac is the hex HMAC-SHA256 under key of the record's JSON with MAC empty.
+func (r CustodyRecord) mac(key []byte) (string, error) {
+	r.MAC = ""
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil)), nil
 }
 
 // CustodyHead is the position of a log's last record: what a key store
@@ -153,7 +178,7 @@ func (l *CustodyLog) Append(rec CustodyRecord) (CustodyRecord, error) {
 	l.mu.Lock()
 	head := l.head
 	l.mu.Unlock()
-	recs, err := chainRecords(head, l.now, []CustodyRecord{rec})
+	recs, err := chainRecords(head, l.now, nil, []CustodyRecord{rec})
 	if err != nil {
 		return rec, err
 	}
@@ -163,9 +188,10 @@ func (l *CustodyLog) Append(rec CustodyRecord) (CustodyRecord, error) {
 	return recs[0], nil
 }
 
-// chainRecords validates recs and completes them (seq, time, chain hashes)
-// as the records that follow head, without writing anything.
-func chainRecords(head CustodyHead, now func() time.Time, recs []CustodyRecord) ([]CustodyRecord, error) {
+// chainRecords validates recs and completes them (seq, time, chain hashes,
+// and with macKey the MAC) as the records that follow head, without writing
+// anything.
+func chainRecords(head CustodyHead, now func() time.Time, macKey []byte, recs []CustodyRecord) ([]CustodyRecord, error) {
 	out := make([]CustodyRecord, 0, len(recs))
 	for _, rec := range recs {
 		if rec.Who == "" || rec.Action == "" || (rec.KeyID == "" && rec.Action != ActionRepair) {
@@ -187,6 +213,11 @@ func chainRecords(head CustodyHead, now func() time.Time, recs []CustodyRecord) 
 			return nil, fmt.Errorf("custody record: %w", err)
 		}
 		rec.Hash = h
+		if macKey != nil {
+			if rec.MAC, err = rec.mac(macKey); err != nil {
+				return nil, fmt.Errorf("custody record: %w", err)
+			}
+		}
 		head = CustodyHead{Seq: rec.Seq, Hash: rec.Hash}
 		out = append(out, rec)
 	}
@@ -251,12 +282,12 @@ func (l *CustodyLog) appendChained(recs []CustodyRecord) error {
 
 // openCustodyLogTolerant is OpenCustodyLog for the key store: a torn last
 // line does not stop it; Torn reports its length, and cutTorn removes it.
-func openCustodyLogTolerant(path string) (*CustodyLog, custodyScan, error) {
+func openCustodyLogTolerant(path string, macKey []byte) (*CustodyLog, custodyScan, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, custodyScan{}, fmt.Errorf("open custody log: %w", err)
 	}
-	sc, err := scanCustody(f, true)
+	sc, err := scanCustody(f, true, macKey)
 	if err != nil {
 		f.Close()
 		return nil, sc, err
@@ -328,7 +359,7 @@ func VerifyCustodyLogHead(path string, want CustodyHead) (CustodyHead, error) {
 }
 
 func verifyCustody(r io.ReadSeeker) (CustodyHead, int64, error) {
-	sc, err := scanCustody(r, false)
+	sc, err := scanCustody(r, false, nil)
 	return sc.head, sc.size, err
 }
 
@@ -340,7 +371,14 @@ type custodyScan struct {
 	size   int64
 	torn   int64
 	hashes []string // hashes[i] is the hash of seq i+1
+	// unkeyed counts the records without a MAC at the start of the log
+	// (keyed scans only); keyed is set once a record with a MAC is seen.
+	unkeyed int64
+	keyed   bool
 }
+
+// legacy: the log holds only records an older pingate wrote without a MAC.
+func (sc custodyScan) legacy() bool { return sc.unkeyed > 0 && !sc.keyed }
 
 func (sc custodyScan) hashAt(seq int64) (string, bool) {
 	if seq == 0 {
@@ -355,7 +393,7 @@ func (sc custodyScan) hashAt(seq int64) (string, bool) {
 // verifyCustodyWith reads r from its start; when want.Seq > 0 the record at
 // want.Seq must carry want.Hash.
 func verifyCustodyWith(r io.ReadSeeker, want CustodyHead) (CustodyHead, error) {
-	sc, err := scanCustody(r, false)
+	sc, err := scanCustody(r, false, nil)
 	if err != nil {
 		return sc.head, err
 	}
@@ -377,8 +415,12 @@ func checkHead(sc custodyScan, want CustodyHead) error {
 
 // scanCustody verifies the chain of r from its start. With tolerant, an
 // incomplete last line ends the scan and is reported in torn, not as an
-// error.
-func scanCustody(r io.ReadSeeker, tolerant bool) (custodyScan, error) {
+// error. With macKey, every record's MAC is verified too: records without a
+// MAC are accepted only at the start of the log (written before the chain
+// was keyed), and the first keyed record after them must be a migrate
+// record; a record without a MAC after a keyed one, or with a MAC that does
+// not verify, is a *CustodyError.
+func scanCustody(r io.ReadSeeker, tolerant bool, macKey []byte) (custodyScan, error) {
 	sc := custodyScan{head: CustodyHead{Hash: genesisHash}}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return sc, fmt.Errorf("custody log: %w", err)
@@ -421,6 +463,23 @@ func scanCustody(r io.ReadSeeker, tolerant bool) (custodyScan, error) {
 		canon, err := json.Marshal(rec)
 		if err != nil || !bytes.Equal(canon, line) {
 			return sc, &CustodyError{Seq: seq, Reason: "record is not in canonical form: it was edited"}
+		}
+		if macKey != nil {
+			switch {
+			case rec.MAC == "" && sc.keyed:
+				return sc, &CustodyError{Seq: seq, Reason: "record has no MAC: it was not written by the key store (a chain hash alone can be recomputed by anyone)"}
+			case rec.MAC == "":
+				sc.unkeyed++
+			default:
+				want, err := rec.mac(macKey)
+				if err != nil || !hmac.Equal([]byte(want), []byte(rec.MAC)) {
+					return sc, &CustodyError{Seq: seq, Reason: "MAC does not verify: the record was not written under this LMK"}
+				}
+				if !sc.keyed && sc.unkeyed > 0 && rec.Action != ActionMigrate {
+					return sc, &CustodyError{Seq: seq, Reason: "first keyed record after unkeyed ones is not a migrate record"}
+				}
+				sc.keyed = true
+			}
 		}
 		sc.head = CustodyHead{Seq: seq, Hash: rec.Hash}
 		sc.hashes = append(sc.hashes, rec.Hash)

@@ -251,6 +251,7 @@ type Store struct {
 	cfg    StoreConfig
 	lmk    Key
 	macKey []byte
+	logKey []byte // custody record MACs
 	now    func() time.Time
 	rnd    io.Reader
 
@@ -260,7 +261,9 @@ type Store struct {
 // OpenStore loads the LMK, and verifies the store file (if it exists yet)
 // and the custody log against the head the store recorded. Errors:
 // ErrInvalidKey for the LMK, ErrStore, ErrCustodyLog.
-func OpenStore(cfg StoreConfig) (*Store, error) {
+func OpenStore(cfg StoreConfig) (*Store, error) { return openStore(cfg, true) }
+
+func openStore(cfg StoreConfig, checkLog bool) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -272,12 +275,15 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
-	if s.macKey, err = storeMACKey(lmk); err != nil {
+	if s.macKey, err = deriveLMKKey(lmk, "pingate key store MAC key"); err == nil {
+		s.logKey, err = deriveLMKKey(lmk, "pingate custody log MAC key")
+	}
+	if err != nil {
 		lmk.Zeroize()
 		return nil, err
 	}
 	f, err := s.read()
-	if err == nil {
+	if err == nil && checkLog {
 		_, err = s.checkLog(f)
 	}
 	if err != nil {
@@ -313,7 +319,10 @@ func InitStore(cfg StoreConfig) (*Store, error) {
 		return nil, err
 	}
 	s = &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
-	if s.macKey, err = storeMACKey(lmk); err != nil {
+	if s.macKey, err = deriveLMKKey(lmk, "pingate key store MAC key"); err == nil {
+		s.logKey, err = deriveLMKKey(lmk, "pingate custody log MAC key")
+	}
+	if err != nil {
 		lmk.Zeroize()
 		return nil, err
 	}
@@ -326,7 +335,7 @@ func InitStore(cfg StoreConfig) (*Store, error) {
 	if _, err := os.Stat(cfg.Path); !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
 	}
-	log, _, err := openCustodyLogTolerant(cfg.LogPath)
+	log, _, err := openCustodyLogTolerant(cfg.LogPath, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -355,9 +364,12 @@ func (s *Store) checkLog(f storeFile) (LogState, error) {
 		return LogState{}, fmt.Errorf("open custody log: %w", err)
 	}
 	defer lf.Close()
-	sc, err := scanCustody(lf, true)
+	sc, err := scanCustody(lf, true, s.logKey)
 	if err != nil {
 		return LogState{}, err
+	}
+	if sc.legacy() {
+		return LogState{}, errUnkeyedLog(sc)
 	}
 	_, missing, err := reconcile(sc, f)
 	if err != nil {
@@ -368,6 +380,10 @@ func (s *Store) checkLog(f storeFile) (LogState, error) {
 		st.Unacknowledged = sc.head.Seq - f.Custody.Seq
 	}
 	return st, nil
+}
+
+func errUnkeyedLog(sc custodyScan) error {
+	return &CustodyError{Seq: 1, Reason: fmt.Sprintf("the log's %d records have no MAC (written by an older pingate): check it and key it with pingate key log migrate", sc.unkeyed)}
 }
 
 // LogState is what Store.CheckLog found in the custody log.
@@ -418,6 +434,7 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	s.lmk.Zeroize()
 	clear(s.macKey)
+	clear(s.logKey)
 	return nil
 }
 
@@ -462,17 +479,18 @@ func (e storeEntry) info() StoredKey {
 	return StoredKey{KeyInfo: KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable}
 }
 
-// storeMACKey derives the 32-byte store MAC key from the LMK: CMAC(LMK,
-// label ‖ counter) for counters 1, 2, ... The label makes its inputs
-// distinct from the 8-byte TR-31 derivation inputs.
-func storeMACKey(lmk Key) ([]byte, error) {
+// deriveLMKKey derives a 32-byte key from the LMK: CMAC(LMK, label ‖
+// counter) for counters 1, 2, ... The labels ("pingate key store MAC key",
+// "pingate custody log MAC key") make the keys distinct from each other and
+// their inputs distinct from the 8-byte TR-31 derivation inputs.
+func deriveLMKKey(lmk Key, label string) ([]byte, error) {
 	b, err := lmk.blockCipher()
 	if err != nil {
 		return nil, err
 	}
 	var out []byte
 	for i := byte(1); len(out) < 32; i++ {
-		out = append(out, cmac(b, append([]byte("pingate key store MAC key"), i))...)
+		out = append(out, cmac(b, append([]byte(label), i))...)
 	}
 	return out[:32], nil
 }
@@ -977,14 +995,24 @@ type change struct {
 // appended, records after the store's head (never acknowledged by it) are
 // marked not applied; each is recorded. The caller holds the lock and
 // closes ch.log.
-func (s *Store) begin() (*change, error) {
+func (s *Store) begin() (*change, error) { return s.beginChange(false) }
+
+func (s *Store) beginChange(migrate bool) (*change, error) {
 	f, err := s.read()
 	if err != nil {
 		return nil, err
 	}
-	log, sc, err := openCustodyLogTolerant(s.cfg.LogPath)
+	log, sc, err := openCustodyLogTolerant(s.cfg.LogPath, s.logKey)
 	if err != nil {
 		return nil, err
+	}
+	if sc.legacy() && !migrate {
+		log.Close()
+		return nil, errUnkeyedLog(sc)
+	}
+	if migrate && !sc.legacy() {
+		log.Close()
+		return nil, fmt.Errorf("%w: custody log %s is already keyed (or empty): nothing to migrate", ErrCustodyLog, s.cfg.LogPath)
 	}
 	base, missing, err := reconcile(sc, f)
 	if err != nil {
@@ -1018,7 +1046,7 @@ func (s *Store) begin() (*change, error) {
 // ErrCustodyPending: the change stands, and its records, held in the store,
 // are appended by the next change. It returns recs as chained.
 func (s *Store) commit(ch *change, recs ...CustodyRecord) ([]CustodyRecord, error) {
-	chained, err := chainRecords(ch.base, s.now, append(slices.Clone(ch.repairs), recs...))
+	chained, err := chainRecords(ch.base, s.now, s.logKey, append(slices.Clone(ch.repairs), recs...))
 	if err != nil {
 		return nil, err
 	}
@@ -1035,6 +1063,50 @@ func (s *Store) commit(ch *change, recs ...CustodyRecord) ([]CustodyRecord, erro
 		return chained[len(ch.repairs):], fmt.Errorf("%w: %w", ErrCustodyPending, err)
 	}
 	return chained[len(ch.repairs):], nil
+}
+
+// MigrateLog keys a custody log written by a pingate older than the keyed
+// chain. Those records carry no MAC; the chain up to the store's head is
+// checked against the head the (MAC-protected) store recorded, which
+// authenticates it as of the store's last write. It then appends a keyed
+// migrate record naming the records it vouches for (and repair records for
+// a torn tail or records the store never acknowledged, which it does not
+// vouch for). From then on every record must carry a valid MAC. It
+// returns the log's state after. Errors: ErrCustodyLog when the log is
+// already keyed or does not verify, and those of OpenStore.
+func MigrateCustodyLog(cfg StoreConfig, c Custodian) (LogState, error) {
+	if err := c.validate(); err != nil {
+		return LogState{}, err
+	}
+	s, err := openStore(cfg, false) // the log is checked by beginChange
+	if err != nil {
+		return LogState{}, err
+	}
+	defer s.Close()
+	if err := s.migrateLog(c); err != nil {
+		return LogState{}, err
+	}
+	return s.CheckLog()
+}
+
+func (s *Store) migrateLog(c Custodian) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ch, err := s.beginChange(true)
+	if err != nil {
+		return err
+	}
+	defer ch.log.Close()
+	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: fmt.Sprintf("%s; records 1 to %d were written without a MAC and checked against the key store's head (seq %d)", c.Why, ch.f.Custody.Seq, ch.f.Custody.Seq),
+		Action: ActionMigrate, KeyID: "custody-log", Under: "lmk", KCV: s.lmk.KCV()}
+	// The migrate record comes first: it is the first keyed record.
+	repairs := ch.repairs
+	ch.repairs = nil
+	_, err = s.commit(ch, append([]CustodyRecord{rec}, repairs...)...)
+	return err
 }
 
 // put runs one add or rotation under the lock: it obtains the material,

@@ -23,12 +23,12 @@ import (
 func init() {
 	register(command{
 		name:  "key",
-		usage: "key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify",
+		usage: "key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate",
 		run:   runKey,
 	})
 }
 
-const keyUsageText = "key kcv|lmk-generate|init|import|import-tr31|combine|generate|rotate|remove|export-tr31|list|log verify [flags]"
+const keyUsageText = "key kcv|lmk-generate|init|import|import-tr31|combine|generate|rotate|remove|export-tr31|list|log verify|log migrate [flags]"
 
 func runKey(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) == 0 {
@@ -63,10 +63,14 @@ func runKey(_ context.Context, args []string, stdout, _ io.Writer) error {
 	case "list":
 		out, err = keyList(rest)
 	case "log":
-		if len(rest) == 0 || rest[0] != "verify" {
-			return fmt.Errorf("%w: key log verify --log FILE [--store FILE --lmk-file F | --lmk-env VAR]", errUsage)
+		switch {
+		case len(rest) > 0 && rest[0] == "verify":
+			out, err = keyLogVerify(rest[1:])
+		case len(rest) > 0 && rest[0] == "migrate":
+			out, err = keyLogMigrate(rest[1:])
+		default:
+			return fmt.Errorf("%w: key log verify --log FILE [--store FILE --lmk-file F | --lmk-env VAR], or key log migrate --store FILE --log FILE --lmk-file F --who --why", errUsage)
 		}
-		out, err = keyLogVerify(rest[1:])
 	default:
 		return fmt.Errorf("%w: unknown key command %q: %s", errUsage, sub, keyUsageText)
 	}
@@ -577,6 +581,29 @@ func keyList(args []string) (string, error) {
 		return "no keys", nil
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// keyLogMigrate: key log migrate --store --log --lmk-file --who --why. Keys
+// a custody log written by an older pingate (records without a MAC).
+func keyLogMigrate(args []string) (string, error) {
+	var sf storeFlags
+	fs := newFlagSet("key log migrate")
+	sf.register(fs, true)
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	c, err := sf.custodian()
+	if err != nil {
+		return "", err
+	}
+	if err := sf.check(); err != nil {
+		return "", err
+	}
+	st, err := pinblock.MigrateCustodyLog(sf.config(), c)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("custody log keyed: ok %d records", st.Records), nil
 }
 
 // keyLogVerify: key log verify --log FILE [--store FILE --lmk-file F | --lmk-env VAR].

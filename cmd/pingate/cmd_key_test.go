@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/des"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -612,4 +613,107 @@ func readLogLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+}
+
+// forgeRecord appends to the log at path a record that chains onto its last
+// one with a correctly recomputed SHA-256 hash, as anyone who can write the
+// file could; mac is its MAC field (empty, or a guess).
+func forgeRecord(t *testing.T, path, mac string) {
+	t.Helper()
+	lines := readLogLines(t, path)
+	var last pinblock.CustodyRecord
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	rec := pinblock.CustodyRecord{Seq: last.Seq + 1, Time: last.Time.Add(time.Minute), Who: "mallory", Action: pinblock.ActionGenerate,
+		KeyID: "zpk-evil", Usage: pinblock.UsageZPK, Version: 1, KCV: "0A1B2C", Why: "nothing to see", Under: "lmk", PrevHash: last.Hash}
+	b, _ := json.Marshal(rec)
+	sum := sha256.Sum256(b)
+	rec.Hash, rec.MAC = hex.EncodeToString(sum[:]), mac
+	line, _ := json.Marshal(rec)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(append(line, '\n'))
+	f.Close()
+}
+
+// TestKeyCustodyChainIsKeyed (issue 13 item 12): a record appended with a
+// recomputed SHA-256 chain hash passes the chain-only check (key log verify
+// without --store, as documented) but not the keyed one: key log verify
+// --store names it, no key command chains onto it, the gateway does not
+// start on it.
+func TestKeyCustodyChainIsKeyed(t *testing.T) {
+	tests := []struct {
+		name, mac, want string
+	}{
+		{"no MAC", "", "seq 4: record has no MAC"},
+		{"a guessed MAC", strings.Repeat("ab", 32), "seq 4: MAC does not verify"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setupCeremony(t)
+			forgeRecord(t, e.log, tt.mac)
+			forged, _ := os.ReadFile(e.log)
+			if got := keyLastLine(mustRunKey(t, "log", "verify", "--log", e.log)); got != "ok 4 records" {
+				t.Errorf("key log verify (chain only) = %q, want ok 4 records: the chain alone cannot tell", got)
+			}
+			out, errOut, code := runKeyCLI(t, append([]string{"log", "verify"}, e.flags(false)...)...)
+			if code != 1 || out != "" || !strings.Contains(errOut, tt.want) {
+				t.Errorf("key log verify --store = %q, %q, exit %d; want exit 1, %q", out, errOut, code, tt.want)
+			}
+			if _, errOut, code := runKeyCLI(t, append([]string{"generate", "--id", "zpk-9", "--usage", "ZPK"}, e.flags(true)...)...); code != 1 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("key generate after a forged record = %q, exit %d; want exit 1, %q", errOut, code, tt.want)
+			}
+			if raw, _ := os.ReadFile(e.log); !bytes.Equal(raw, forged) {
+				t.Error("a key command chained onto the forged record")
+			}
+			if _, err := keyGatewayStart(t, e, e.store); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("startGateway on a forged custody log: %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestKeyCustodyLogMigrate: a log an older pingate wrote (records without a
+// MAC) is refused until key log migrate checks it against the store's head
+// and appends the first keyed record; then it works, and an unkeyed record
+// appended afterwards is caught.
+func TestKeyCustodyLogMigrate(t *testing.T) {
+	e := setupCeremony(t)
+	var legacy []string
+	for _, l := range readLogLines(t, e.log) {
+		var rec pinblock.CustodyRecord
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.MAC == "" {
+			t.Fatalf("record without a MAC from this pingate: %s (%v)", l, err)
+		}
+		rec.MAC = ""
+		b, _ := json.Marshal(rec)
+		legacy = append(legacy, string(b))
+	}
+	os.WriteFile(e.log, []byte(strings.Join(legacy, "\n")+"\n"), 0o640)
+	if got := keyLastLine(mustRunKey(t, "log", "verify", "--log", e.log)); got != "ok 3 records" {
+		t.Fatalf("key log verify of the unkeyed log = %q, want ok 3 records", got)
+	}
+	if _, errOut, code := runKeyCLI(t, append([]string{"list"}, e.flags(false)...)...); code != 1 || !strings.Contains(errOut, "key log migrate") {
+		t.Errorf("key list on an unkeyed log = %q, exit %d; want exit 1 naming key log migrate", errOut, code)
+	}
+	if got := keyLastLine(mustRunKey(t, append([]string{"log", "migrate"}, e.flags(true)...)...)); got != "custody log keyed: ok 4 records" {
+		t.Errorf("key log migrate = %q", got)
+	}
+	if _, errOut, code := runKeyCLI(t, append([]string{"log", "migrate"}, e.flags(true)...)...); code != 1 || !strings.Contains(errOut, "already keyed") {
+		t.Errorf("second key log migrate = %q, exit %d; want exit 1, already keyed", errOut, code)
+	}
+	lines := readLogLines(t, e.log)
+	if !strings.Contains(lines[3], `"action":"migrate"`) || !strings.Contains(lines[3], "records 1 to 3 were written without a MAC") || !strings.Contains(lines[3], `"mac":"`) {
+		t.Errorf("seq 4 = %s, want a keyed migrate record", lines[3])
+	}
+	if got := e.do(t, "generate", "--id", "zpk-9", "--usage", "ZPK"); !strings.HasPrefix(got, "zpk-9 ZPK v1 ") {
+		t.Errorf("key generate after migration = %q", got)
+	}
+	forgeRecord(t, e.log, "")
+	if _, errOut, code := runKeyCLI(t, append([]string{"log", "verify"}, e.flags(false)...)...); code != 1 || !strings.Contains(errOut, "seq 6: record has no MAC") {
+		t.Errorf("key log verify --store after a forged unkeyed record = %q, exit %d", errOut, code)
+	}
 }
