@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# services.sh — a real Redis and a real single-node Kafka broker for tests and
-# local runs, on free loopback ports, with all state under .services/.
+# services.sh — a real Redis, a real single-node Kafka broker and a real
+# PostgreSQL for tests and local runs, on free loopback ports, with all state
+# under .services/.
 #
 #   ./scripts/services.sh start   install what is missing, start both, wait until
 #                                 they answer, write .services.env
@@ -9,14 +10,20 @@
 #                                 eval "$(./scripts/services.sh env)"
 #   ./scripts/services.sh status  say what is running; non-zero if not both
 #
-# .services.env holds REDIS_ADDR=host:port, KAFKA_BROKERS=host:port and
-# KAFKA_LIBS=<absolute path of the broker jars>. start is idempotent: when both
+# .services.env holds REDIS_ADDR=host:port, KAFKA_BROKERS=host:port,
+# KAFKA_LIBS=<absolute path of the broker jars> and
+# PG_URL=postgres://pingate@127.0.0.1:port/records (trust auth, loopback only:
+# a test instance, never a production setting). start is idempotent: when both
 # services already run and answer it only rewrites the env file.
 #
 # Installs (only when absent): Debian's redis-server, a Java runtime and Maven
 # (apt-get; as root, or through sudo), and the Apache Kafka 3.9.1 broker jars
 # from Maven Central (scripts/kafka/pom.xml) into .services/kafka-libs.
-# Logs: .services/redis.log, .services/kafka.log, .services/kafka-format.log.
+# Debian's postgresql (server tools from its versioned directory). PostgreSQL
+# refuses to run as root: its data lives in .services/pg, owned by the
+# postgres user, and initdb/pg_ctl run through runuser when we are root.
+# Logs: .services/redis.log, .services/kafka.log, .services/kafka-format.log,
+# .services/pg/log.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -63,6 +70,7 @@ install_missing() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v java >/dev/null || pkgs+=(default-jre-headless)
   if [ ! -f "$LIBS/.complete" ] && ! command -v mvn >/dev/null; then pkgs+=(maven); fi
+  pg_bin >/dev/null 2>&1 || pkgs+=(postgresql)
   if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
   # Debian's package may start its own redis on 6379 through invoke-rc.d; ours
   # runs on a free port of its own and does not depend on that one.
@@ -169,6 +177,7 @@ write_env() {
     echo "REDIS_ADDR=127.0.0.1:$(cat "$SVC/redis.port")"
     echo "KAFKA_BROKERS=127.0.0.1:$(cat "$SVC/kafka.port")"
     echo "KAFKA_LIBS=$LIBS"
+    echo "PG_URL=postgres://pingate@127.0.0.1:$(cat "$SVC/pg.port")/records?sslmode=disable"
   } >"$tmp"
   mv "$tmp" "$ENVFILE"
 }
@@ -237,6 +246,59 @@ wait_kafka() {
   return 0
 }
 
+# ---------------------------------------------------------------- postgres
+
+# pg_bin: print the directory holding Debian's initdb and pg_ctl.
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+# as_pg CMD...: run CMD as the postgres user when we are root (the server
+# refuses root), as ourselves otherwise.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p "$1" -t 2 >/dev/null 2>&1; }
+
+start_pg() {
+  local bin dir="$SVC/pg" port
+  bin="$(pg_bin)" || die "postgresql server tools not found under /usr/lib/postgresql"
+  if [ -f "$SVC/pg.port" ] && [ -f "$dir/data/postmaster.pid" ] && pg_ready "$(cat "$SVC/pg.port")"; then
+    log "postgres already running on 127.0.0.1:$(cat "$SVC/pg.port")"
+    return
+  fi
+  stop_pg
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+  chmod 0700 "$dir"
+  as_pg "$bin/initdb" -D "$dir/data" -A trust -U pingate -E UTF8 --no-instructions \
+    >"$SVC/pg-initdb.log" 2>&1 || fail_with_log "initdb failed" "$SVC/pg-initdb.log"
+  port="$(free_port)"
+  echo "$port" >"$SVC/pg.port"
+  # fd 8 (the lock) closed: the server must not inherit it.
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >"$SVC/pg-ctl.log" 2>&1 8>&- ||
+    fail_with_log "postgres did not start" "$dir/log"
+  psql -q -h 127.0.0.1 -p "$port" -U pingate -d postgres -c 'create database records' \
+    >>"$SVC/pg-ctl.log" 2>&1 || fail_with_log "create database records failed" "$SVC/pg-ctl.log"
+  log "postgres ready on 127.0.0.1:$port"
+}
+
+stop_pg() {
+  local bin dir="$SVC/pg"
+  if [ -f "$dir/data/postmaster.pid" ] && bin="$(pg_bin)"; then
+    log "stopping postgres"
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+  fi
+  rm -f "$SVC/pg.port"
+}
+
 cmd_start() {
   local t0=$SECONDS
   mkdir -p "$SVC"
@@ -246,6 +308,7 @@ cmd_start() {
   trap 'rc=$?; if [ "$rc" -ne 0 ]; then log "start failed: stopping what was started"; cmd_stop >/dev/null 2>&1 || true; fi' EXIT
   start_kafka_spawn
   start_redis
+  start_pg
   wait_kafka
   write_env
   trap - EXIT
@@ -255,6 +318,7 @@ cmd_start() {
 cmd_stop() {
   stop_one kafka kafka.Kafka
   stop_one redis redis-server
+  stop_pg
   rm -f "$ENVFILE"
   log "stopped"
 }
@@ -275,6 +339,11 @@ cmd_status() {
     echo "kafka: running on 127.0.0.1:$(cat "$SVC/kafka.port")"
   else
     echo "kafka: not running"; ok=1
+  fi
+  if [ -f "$SVC/pg.port" ] && pg_ready "$(cat "$SVC/pg.port")"; then
+    echo "postgres: running on 127.0.0.1:$(cat "$SVC/pg.port")"
+  else
+    echo "postgres: not running"; ok=1
   fi
   return "$ok"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test command. It installs what the tests need outside Go (a real
-# redis-server, the Apache Kafka broker's jars, Java if missing, the psec
-# cross-check library), starts Redis and Kafka on free loopback ports
+# redis-server, the Apache Kafka broker's jars, Java if missing, Debian's
+# postgresql, the psec
+# cross-check library), starts Redis, Kafka and PostgreSQL on free loopback ports
 # (scripts/services.sh), runs the checks and every Go test against them, and
 # stops the servers again. Integration tests skip without the servers when
 # run by hand, and fail without them when CI=true: this script sets CI=true.

@@ -1,0 +1,293 @@
+package records
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pingate/integration/events"
+	"pingate/routing"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoPostgres: the service was started without a database. There is
+	// no embedded default: a history that vanishes with the process would
+	// break the promise this service exists for.
+	ErrNoPostgres = errors.New("records needs PostgreSQL: give a postgres:// URL (there is no embedded default)")
+	// ErrPasswordInURL: the URL carries a password. Secrets are references:
+	// put it in PGPASSWORD or a passfile (PGPASSFILE), which pgx reads.
+	ErrPasswordInURL = errors.New("postgres URL must not carry a password: use PGPASSWORD or PGPASSFILE")
+	// ErrFenced: the partition's offset in the database is not where this
+	// consumer left it: another consumer (a rebalance) or a replay moved it.
+	// The batch was not applied; the consumer seeks to the database offset.
+	ErrFenced = errors.New("partition offset moved by another consumer")
+	// ErrNotFound: no such card history or operation.
+	ErrNotFound = errors.New("not found")
+)
+
+// FirstOffset is the offset stored for "start at the first offset the broker
+// holds" (kafka-go's FirstOffset).
+const FirstOffset int64 = -2
+
+// parseURL checks and parses a postgres:// URL. Its errors never repeat the
+// URL.
+func parseURL(raw string) (*pgxpool.Config, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, ErrNoPostgres
+	}
+	if u, err := url.Parse(raw); err == nil {
+		if _, has := u.User.Password(); has {
+			return nil, ErrPasswordInURL
+		}
+		if q := u.Query(); q.Has("password") {
+			return nil, ErrPasswordInURL
+		}
+	} else if strings.Contains(raw, "password=") {
+		return nil, ErrPasswordInURL
+	}
+	cfg, err := pgxpool.ParseConfig(raw)
+	if err != nil {
+		return nil, errors.New("postgres URL is not a valid connection string")
+	}
+	return cfg, nil
+}
+
+// Store is the records database. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Open connects to the database at url (pool of at most maxConns; 0 means
+// pgx's default) and checks that it answers and that its schema is current
+// (run Migrate first).
+func Open(ctx context.Context, url string, maxConns int32) (*Store, error) {
+	cfg, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool}
+	var v int64
+	err = pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&v)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: read schema version (run \"pingate records migrate\"): %w", err)
+	}
+	if v < SchemaVersion() {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: schema version %d, this binary needs %d: run \"pingate records migrate\"", v, SchemaVersion())
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that the database answers (readiness).
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Record is one Kafka record as the consumer read it.
+type Record struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Headers   []events.Header
+	Value     []byte
+}
+
+// ApplyResult counts what one batch did.
+type ApplyResult struct {
+	Applied    int // new events stored
+	Duplicates int // events whose ce_id was already stored (skipped)
+	Unknown    int // new events of an unknown type or malformed, kept verbatim
+	Reversals  int // operations marked reversed by this batch
+	NoCard     int // new understood events without a card (no history row)
+	// UnknownTypes holds the ce_type of each Unknown event ("" when absent).
+	UnknownTypes []string
+}
+
+// PartitionOffset returns the stored next offset of group's partition,
+// creating the row at FirstOffset when there is none.
+func (s *Store) PartitionOffset(ctx context.Context, group, topic string, partition int) (int64, error) {
+	_, err := s.pool.Exec(ctx, `INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
+		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, group, topic, partition, FirstOffset)
+	if err != nil {
+		return 0, fmt.Errorf("offset of partition %d: %w", partition, err)
+	}
+	var off int64
+	err = s.pool.QueryRow(ctx, `SELECT next_offset FROM consumer_offsets
+		WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3`, group, topic, partition).Scan(&off)
+	if err != nil {
+		return 0, fmt.Errorf("offset of partition %d: %w", partition, err)
+	}
+	return off, nil
+}
+
+// Offsets returns group's stored next offsets of topic by partition.
+func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT kafka_partition, next_offset FROM consumer_offsets
+		WHERE consumer_group = $1 AND topic = $2`, group, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int64{}
+	var p int
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	return out, err
+}
+
+// ResetOffsets sets every stored offset of group on topic back to
+// FirstOffset: the consumers re-read the topic from the beginning (a replay);
+// already stored events are skipped as duplicates. Running consumers notice
+// at their next batch (ErrFenced) and seek. It returns the partitions reset.
+func (s *Store) ResetOffsets(ctx context.Context, group, topic string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $3, updated_at = now()
+		WHERE consumer_group = $1 AND topic = $2`, group, topic, FirstOffset)
+	return tag.RowsAffected(), err
+}
+
+// ApplyBatch applies recs, all read from one partition in offset order, in
+// one transaction, together with the partition's next offset (the last
+// record's offset + 1). expect is the offset this consumer believes is
+// stored (where it started reading); when the stored offset differs the
+// transaction is rolled back and ErrFenced returned. On any error nothing of
+// the batch is stored.
+func (s *Store) ApplyBatch(ctx context.Context, group string, expect int64, recs []Record) (ApplyResult, error) {
+	var res ApplyResult
+	if len(recs) == 0 {
+		return res, nil
+	}
+	topic, partition := recs[0].Topic, recs[0].Partition
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		res = ApplyResult{}
+		var stored int64
+		err := tx.QueryRow(ctx, `SELECT next_offset FROM consumer_offsets
+			WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE`,
+			group, topic, partition).Scan(&stored)
+		if errors.Is(err, pgx.ErrNoRows) {
+			stored = FirstOffset
+			_, err = tx.Exec(ctx, `INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
+				VALUES ($1, $2, $3, $4)`, group, topic, partition, FirstOffset)
+		}
+		if err != nil {
+			return err
+		}
+		if stored != expect {
+			return ErrFenced
+		}
+		for _, r := range recs {
+			if err := applyOne(ctx, tx, r, &res); err != nil {
+				return fmt.Errorf("offset %d: %w", r.Offset, err)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+			WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3`,
+			group, topic, partition, recs[len(recs)-1].Offset+1)
+		return err
+	})
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	return res, nil
+}
+
+// applyOne stores one record inside the batch transaction.
+func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error {
+	m := events.Message{Key: r.Key, Headers: r.Headers, Value: r.Value}
+	ev, decErr := events.Decode(m)
+	id, _ := m.Header(events.HeaderID)
+	if id == "" {
+		id = fmt.Sprintf("kafka:%s/%d/%d", r.Topic, r.Partition, r.Offset)
+	}
+	typ, _ := m.Header(events.HeaderType)
+	src, _ := m.Header(events.HeaderSource)
+	known := decErr == nil
+	var (
+		ceTime   *time.Time
+		card     *string
+		reverses *string
+		value    []byte
+	)
+	if known {
+		ceTime = &ev.Time
+		if ev.CardToken != "" {
+			card = &ev.CardToken
+		}
+		if ev.Reverses != "" {
+			reverses = &ev.Reverses
+		}
+	} else {
+		value = r.Value
+		if value == nil {
+			value = []byte{}
+		}
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO events (ce_id, ce_type, ce_source, ce_time, card_token, known, reverses, value,
+			topic, kafka_partition, kafka_offset)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (ce_id) DO NOTHING`,
+		id, typ, src, ceTime, card, known, reverses, value, r.Topic, r.Partition, r.Offset)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		res.Duplicates++
+		return nil
+	}
+	res.Applied++
+	if !known {
+		res.Unknown++
+		res.UnknownTypes = append(res.UnknownTypes, typ)
+		return nil
+	}
+	if card == nil {
+		res.NoCard++
+		return nil
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO card_history (ce_id, card_token, ce_type, operation, outcome, response_code,
+			reason, channel, acquirer, terminal, issuer, teller, supervisor, received, completed, reverses)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		ev.ID, ev.CardToken, ev.Type, string(ev.Operation), ev.Outcome, ev.Code, ev.Reason, string(ev.Channel),
+		ev.Acquirer, ev.Terminal, ev.Issuer, ev.Teller, ev.Supervisor, ev.Received, ev.Completed, reverses)
+	if err != nil {
+		return err
+	}
+	if reverses != nil {
+		// This event undoes another: mark it, unless a reversal already did.
+		tag, err := tx.Exec(ctx, `UPDATE card_history SET reversed_by = $1, reversed_at = $2
+			WHERE ce_id = $3 AND card_token = $4 AND reversed_by IS NULL AND reverses IS NULL`,
+			ev.ID, ev.Completed, *reverses, ev.CardToken)
+		if err != nil {
+			return err
+		}
+		res.Reversals += int(tag.RowsAffected())
+		return nil
+	}
+	if ev.Outcome == routing.OutcomeApproved {
+		// A reversal read before the event it undoes (possible only when
+		// they were written to different partitions) is applied now.
+		tag, err := tx.Exec(ctx, `UPDATE card_history h SET reversed_by = r.ce_id, reversed_at = r.completed
+			FROM (SELECT ce_id, completed FROM card_history WHERE reverses = $1 AND card_token = $2
+			      ORDER BY seq LIMIT 1) r
+			WHERE h.ce_id = $1 AND h.reversed_by IS NULL`, ev.ID, ev.CardToken)
+		if err != nil {
+			return err
+		}
+		res.Reversals += int(tag.RowsAffected())
+	}
+	return nil
+}
