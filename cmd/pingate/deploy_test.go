@@ -369,6 +369,18 @@ func addrPort(t *testing.T, what, addr string) int {
 	return n
 }
 
+// acquirerWarnings are the production warnings about acquirers: a shipped
+// production config requires sign-on and takes key blocks only.
+func acquirerWarnings(c Config) []string {
+	var out []string
+	for _, w := range c.withDefaults().productionWarnings() {
+		if strings.HasPrefix(w, "routing.acquirers") {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // TestDeployConfigsValidate: every pingate config shipped in deploy/ passes
 // the strict loader (no unknown key) and Validate.
 func TestDeployConfigsValidate(t *testing.T) {
@@ -379,6 +391,9 @@ func TestDeployConfigsValidate(t *testing.T) {
 	if !cfg.Production {
 		t.Error("ConfigMap pingate.yaml: production is off")
 	}
+	if w := acquirerWarnings(cfg); len(w) != 0 {
+		t.Errorf("ConfigMap pingate.yaml: production warnings %q", w)
+	}
 	for _, p := range []string{"deploy/compose/gateway.yaml", "deploy/systemd/pingate.yaml"} {
 		c, err := loadConfig(opsPath(p))
 		if err != nil {
@@ -387,6 +402,9 @@ func TestDeployConfigsValidate(t *testing.T) {
 		}
 		if err := c.withDefaults().Validate(); err != nil {
 			t.Errorf("%s: Validate: %v", p, err)
+		}
+		if w := acquirerWarnings(c); len(w) != 0 {
+			t.Errorf("%s: production warnings %q", p, w)
 		}
 	}
 }
