@@ -172,3 +172,32 @@ func TestSignOnRequiredOverTCP(t *testing.T) {
 		t.Fatalf("0420 after sign-off = %s %s, want a 0430 that is not 91", ans.MTI, ans.ResponseCode)
 	}
 }
+
+// TestRefusalCodesOverTCP: the refusals the document's table lists for a
+// disallowed PIN block format and an unknown key index, as an acquirer sees
+// them: 30, on a connection that stays open.
+func TestRefusalCodesOverTCP(t *testing.T) {
+	g := opsGateway(t, nil)
+	ctx, c := atmSession(t, g)
+	pop := opsPopulation(g.cfg.IssuerSim)
+	tests := []struct {
+		name string
+		give iso8583.SecurityControl
+		want string
+	}{
+		{"format 01, not among the ATM network's formats 00 and 03", iso8583.SecurityControl{Format: 1, KeyIndex: 1}, "30"},
+		{"key index 02, which names no key of the ATM network", iso8583.SecurityControl{Format: 0, KeyIndex: 2}, "30"},
+		{"format 00 under key index 01", iso8583.SecurityControl{Format: 0, KeyIndex: 1}, "00"},
+	}
+	for i, tt := range tests {
+		f := opsFieldsUnder(t, pop.Card(7700+i), "REF0770"+string(rune('0'+i)), devATMKey(t))
+		f.SecurityControl = tt.give.String()
+		ans, err := c.Do(ctx, f)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if ans.ResponseCode != tt.want {
+			t.Errorf("%s: answered %s, want %s", tt.name, ans.ResponseCode, tt.want)
+		}
+	}
+}
