@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -458,5 +459,57 @@ func TestStoreConcurrentWriters(t *testing.T) {
 	}
 	if head, err := VerifyCustodyLogHead(ts.cfg.LogPath, CustodyHead{}); err != nil || head.Seq != n {
 		t.Errorf("custody log = %+v, %v, want %d records", head, err, n)
+	}
+}
+
+// TestStoreCommitLogAppendFails: when the custody append fails after the
+// store file was written (a failing writer stands in for a full disk), the
+// change stands, the error says its records wait in the store
+// (ErrCustodyPending), the log is untouched, and the next change appends
+// them and records the repair.
+func TestStoreCommitLogAppendFails(t *testing.T) {
+	ts := newTestStore(t, AES)
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk-a", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+		t.Fatal(err)
+	}
+	before := readLines(t, ts.cfg.LogPath)
+	unlock, err := ts.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := ts.begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A handle that refuses every write: the append fails after the store write.
+	ch.log.f.Close()
+	if ch.log.f, err = os.Open(ts.cfg.LogPath); err != nil {
+		t.Fatal(err)
+	}
+	ch.f.Keys = slices.DeleteFunc(ch.f.Keys, func(e storeEntry) bool { return e.ID == "zpk-a" })
+	_, err = ts.commit(ch, CustodyRecord{Who: "alice", Why: "test", Action: ActionRemove, KeyID: "zpk-a", Under: "lmk"})
+	ch.log.Close()
+	unlock()
+	if !errors.Is(err, ErrCustodyPending) {
+		t.Fatalf("commit with a failing log writer error = %v, want ErrCustodyPending", err)
+	}
+	if got := readLines(t, ts.cfg.LogPath); strings.Join(got, "") != strings.Join(before, "") {
+		t.Errorf("log changed by a failed append: %q", got)
+	}
+	if keys, err := ts.List(); err != nil || len(keys) != 0 {
+		t.Errorf("List() = %v, %v; want the removal to stand", keys, err)
+	}
+	if st, err := ts.CheckLog(); err != nil || st.Records != 1 || st.Pending != 1 {
+		t.Errorf("CheckLog() = %+v, %v; want 1 record and 1 pending", st, err)
+	}
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk-b", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+		t.Fatal(err)
+	}
+	lines := readLines(t, ts.cfg.LogPath)
+	if len(lines) != 5 || !strings.Contains(lines[1], `"action":"remove"`) || !strings.Contains(lines[2], `"action":"repair"`) || !strings.Contains(lines[3], `"key_id":"zpk-b"`) {
+		t.Errorf("log after the next change = %q, want generate, remove, repair, generate", lines)
+	}
+	if st, err := ts.CheckLog(); err != nil || st.Records != 4 || st.Pending != 0 {
+		t.Errorf("CheckLog() = %+v, %v; want 4 records, none pending", st, err)
 	}
 }
