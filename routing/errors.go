@@ -24,6 +24,9 @@ var (
 	ErrIssuerTimeout     = errors.New("issuer did not answer")   // sent, no answer in time: reversed
 	ErrIssuerMalformed   = errors.New("issuer answer malformed") // the issuer's answer could not be read
 	ErrSinkFull          = errors.New("outcome journal full")
+	// ErrSinkUnavailable: the outcome journal cannot be written now (a
+	// stalled or failed disk); an Admitter refuses work with it.
+	ErrSinkUnavailable = errors.New("outcome journal unavailable")
 	// ErrReversalStore: the reversal owed ahead of the issuer call could not
 	// be persisted in time; the request was not sent.
 	ErrReversalStore = errors.New("reversal store unavailable")
@@ -87,6 +90,8 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "issuer_unavailable"
 	case errors.Is(err, ErrIssuerMalformed):
 		return iso8583.RCSystemMalfunction, OutcomeFailed, "issuer_message_error"
+	case errors.Is(err, ErrSinkUnavailable):
+		return iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_unavailable"
 	case errors.Is(err, ErrSinkFull):
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_full"
 	case errors.Is(err, ErrReversalStore):

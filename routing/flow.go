@@ -341,6 +341,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	is := st.issuers[issuer]
 	if a, ok := f.deps.Sink.(Admitter); ok {
 		if err := a.Admit(); err != nil {
+			if errors.Is(err, ErrSinkFull) || errors.Is(err, ErrSinkUnavailable) {
+				return issuer, fmt.Errorf("admit: %w", err)
+			}
 			return issuer, fmt.Errorf("%w: %v", ErrSinkFull, err)
 		}
 	}

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +25,10 @@ type memSink struct {
 	mu     sync.Mutex
 	events []Event
 	err    error
+	admit  error // what Admit answers
 }
+
+func (s *memSink) Admit() error { return s.admit }
 
 func (s *memSink) Publish(_ context.Context, ev Event) error {
 	s.mu.Lock()
@@ -163,7 +167,9 @@ func TestFlowOutcomes(t *testing.T) {
 		mutate   func(*Request)
 		limiter  Limiter
 		sinkErr  error
+		admitErr error
 		wantCode string
+		wantWhy  string
 		wantOut  string
 		sent     bool
 	}{
@@ -185,6 +191,9 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, pinblock.DevATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
 		{name: "card limit", limiter: denyLimiter{Decision{Code: "65", Reason: "card_daily_limit", Limit: "card"}}, wantCode: "65", wantOut: OutcomeLimited},
 		{name: "journal unavailable", sinkErr: errors.New("disk full"), issuer: func() (string, error) { return "00", nil }, wantCode: "91", wantOut: OutcomeFailed, sent: true},
+		{name: "journal full before the issuer", admitErr: fmt.Errorf("%w: free space below the reserve", ErrSinkFull), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_full"},
+		{name: "journal stalled before the issuer", admitErr: fmt.Errorf("%w: write stalled", ErrSinkUnavailable), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_unavailable"},
+		{name: "admission refused for another reason", admitErr: errors.New("depth"), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_full"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,15 +205,15 @@ func TestFlowOutcomes(t *testing.T) {
 				}
 				return tt.issuer()
 			})
-			sink := &memSink{err: tt.sinkErr}
+			sink := &memSink{err: tt.sinkErr, admit: tt.admitErr}
 			f := testFlow(t, issuer, sink, tt.limiter)
 			req := changeRequest(t, "1000"+string(rune('0'+i/10))+string(rune('0'+i%10)))
 			if tt.mutate != nil {
 				tt.mutate(req)
 			}
 			out := f.Handle(context.Background(), req)
-			if out.Code != tt.wantCode || out.Outcome != tt.wantOut {
-				t.Fatalf("Handle() = %s %s (%s), want %s %s", out.Code, out.Outcome, out.Reason, tt.wantCode, tt.wantOut)
+			if out.Code != tt.wantCode || out.Outcome != tt.wantOut || (tt.wantWhy != "" && out.Reason != tt.wantWhy) {
+				t.Fatalf("Handle() = %s %s (%s), want %s %s (%s)", out.Code, out.Outcome, out.Reason, tt.wantCode, tt.wantOut, tt.wantWhy)
 			}
 			if sent != tt.sent {
 				t.Fatalf("sent to issuer = %v, want %v", sent, tt.sent)

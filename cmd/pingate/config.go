@@ -111,11 +111,24 @@ type EventsConfig struct {
 	KafkaTopicPartitions  int           `yaml:"kafka_topic_partitions"`
 	KafkaTopicReplication int           `yaml:"kafka_topic_replication"`
 	WriteTimeout          time.Duration `yaml:"write_timeout"`
+	// MinFree is the journal disk's free-space reserve in bytes: below it
+	// new requests are answered 91 journal_full before the issuer is
+	// called, while decided outcomes are still written. Default 64 MiB
+	// (outbox.DefaultMinFree); -1 turns the check off.
+	MinFree int64 `yaml:"min_free"`
+	// JournalWriteTimeout bounds one journal write; past it the request is
+	// answered 91 and reversed, and the journal refuses work until the
+	// write returns. Default 2s.
+	JournalWriteTimeout time.Duration `yaml:"journal_write_timeout"`
 }
 
 // ReversalsConfig is where owed reversal advices persist.
 type ReversalsConfig struct {
 	Dir string `yaml:"dir"` // default ./var/reversals
+	// WriteTimeout bounds one reversal-store write; a write owed ahead of
+	// the issuer call that fails or takes longer answers 91
+	// reversal_store_unavailable without calling the issuer. Default 2s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // TelemetryConfig turns on OTLP trace export; metrics are always served in

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,3 +243,63 @@ func pendingReversals(t *testing.T, dir string) int {
 
 // openTestReversalStore opens a stopped gateway's reversal store.
 func openTestReversalStore(dir string) (*reversalstore.Store, error) { return reversalstore.Open(dir) }
+
+// TestJournalBelowReserveRefusesBeforeTheIssuer: with less free space on
+// the journal's disk than events.min_free, a PIN change over TCP is
+// answered 91 journal_full without the issuer being called, and /readyz
+// says why.
+func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
+	g := startTestGateway(t, func(c *Config) { c.Events.MinFree = 1 << 62 })
+	waitIssuer(t, g)
+	c, err := dialATM(context.Background(), g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pop := opsPopulation(g.cfg.IssuerSim)
+	before := g.sim.Requests.Load()
+	code, err := opsDo(context.Background(), c, opsChange(pop, 7, "4826"))
+	if err != nil || code != iso8583.RCIssuerUnavailable {
+		t.Fatalf("change with the journal disk below its reserve = %s, %v; want 91", code, err)
+	}
+	if n := g.sim.Requests.Load() - before; n != 0 {
+		t.Fatalf("issuer got %d requests, want none: the journal refuses before the issuer is called", n)
+	}
+	resp, err := http.Get("http://" + g.httpAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "free space below the reserve") {
+		t.Fatalf("readyz = %d %s, want 503 naming the reserve", resp.StatusCode, body)
+	}
+	// The refusal itself is an outcome, recorded in the reserve.
+	es, err := g.journal.Entries(1, 10)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("journal holds %d entries (%v), want the refusal's event", len(es), err)
+	}
+	ev, err := events.Decode(es[0].Message)
+	if err != nil || ev.Code != iso8583.RCIssuerUnavailable || ev.Reason != "journal_full" {
+		t.Fatalf("refusal's event = %s %s (%v), want 91 journal_full", ev.Code, ev.Reason, err)
+	}
+}
+
+// waitIssuer waits until the gateway's issuer links are signed on.
+func waitIssuer(t *testing.T, g *gateway) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		all := true
+		for _, up := range g.links.SignedOn() {
+			all = all && up
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("issuer links did not sign on")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

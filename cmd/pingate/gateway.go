@@ -137,7 +137,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	}
 	g.links = routing.NewIssuerLinks(routing.LinksConfig{
 		Institution: cfg.Routing.Institution, Issuers: cfg.Routing.WithDefaults().Issuers, Codec: routing.IssuerDialect{},
-		Dial: tcpDialer, Reversals: g.reversals, Logger: log,
+		Dial: tcpDialer, Reversals: g.reversals, StoreTimeout: cfg.Reversals.WriteTimeout, Logger: log,
 	})
 
 	if err := os.MkdirAll(cfg.Events.JournalDir, 0o700); err != nil {
@@ -155,6 +155,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	}
 	g.journal, err = outbox.Open(outbox.Config{
 		Dir: cfg.Events.JournalDir, Source: "/pingate/" + cfg.Instance, MaxDepth: cfg.Events.MaxDepth,
+		MinFree: cfg.Events.MinFree, WriteTimeout: cfg.Events.JournalWriteTimeout,
 		Relay: outbox.RelayConfig{Brokers: cfg.Events.KafkaBrokers, Topic: cfg.Events.KafkaTopic, WriteTimeout: cfg.Events.WriteTimeout},
 	})
 	if err != nil {

@@ -21,7 +21,9 @@ func (g *gateway) httpHandler() http.Handler {
 }
 
 // readyz is ready only when keys are loaded, every issuer has a signed-on
-// link, and the journal directory is writable.
+// link, the journal directory is writable, and the journal admits work (no
+// stalled or failed write, free space above its reserve, depth below its
+// limit): the reason it does not is shown under "journal".
 func (g *gateway) readyz(w http.ResponseWriter, _ *http.Request) {
 	checks := map[string]string{}
 	ready := true
@@ -54,9 +56,17 @@ func (g *gateway) readyz(w http.ResponseWriter, _ *http.Request) {
 	probe := filepath.Join(g.cfg.Events.JournalDir, ".ready-probe")
 	if err := os.WriteFile(probe, []byte("ok"), 0o600); err != nil {
 		checks["journal"], ready = "not writable", false
+	} else if err := g.journal.Health(); err != nil {
+		_ = os.Remove(probe)
+		checks["journal"], ready = err.Error(), false
 	} else {
 		_ = os.Remove(probe)
 		checks["journal"] = "ok"
+	}
+	if err := g.reversals.Health(); err != nil {
+		checks["reversals"], ready = err.Error(), false
+	} else {
+		checks["reversals"] = "ok"
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !ready {

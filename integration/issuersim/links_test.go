@@ -2,6 +2,7 @@ package issuersim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -132,5 +133,73 @@ func TestLinksFailOverAndEcho(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	if sim.Network.Load() <= signOn {
 		t.Fatalf("no echo test on an idle link (network messages %d before, %d after)", signOn, sim.Network.Load())
+	}
+}
+
+// brokenStore refuses every write, as a reversal store on a failed disk.
+type brokenStore struct{ *routing.MemoryReversalStore }
+
+func (brokenStore) Put(context.Context, routing.Reversal) error { return fmt.Errorf("disk failed") }
+
+// TestLinksOweTheReversalBeforeTheIssuer: an unblock is sent only once its
+// reversal is owed ahead in the store; while the request is in flight the
+// advice is held (not sent); a decline and a discharge delete it; a store
+// that cannot take the advice fails the request with ErrReversalStore and
+// the issuer never sees it.
+func TestLinksOweTheReversalBeforeTheIssuer(t *testing.T) {
+	pop := Population{Seed: 3, BINs: []string{"62284812"}, PerBIN: 10}
+	sim, addr := startTestSim(t, pop)
+	ic := routing.IssuerConfig{ID: "ssbank", Institution: "300001", Hosts: []string{addr}, PINFormat: 4, Key: "k"}
+	cfg := routing.Config{Institution: "999001", Issuers: []routing.IssuerConfig{ic}}.WithDefaults()
+	store := routing.NewMemoryReversalStore()
+	for _, tt := range []struct {
+		name  string
+		store routing.ReversalStore
+	}{{"working store", store}, {"broken store", brokenStore{routing.NewMemoryReversalStore()}}} {
+		l := routing.NewIssuerLinks(routing.LinksConfig{Institution: "999001", Issuers: cfg.Issuers, Codec: routing.IssuerDialect{}, Dial: dial, Reversals: tt.store})
+		l.Start()
+		deadline := time.Now().Add(5 * time.Second)
+		for !l.SignedOn()["ssbank"] {
+			if time.Now().After(deadline) {
+				t.Fatal("link did not sign on")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		before := sim.Requests.Load()
+		req := &routing.IssuerRequest{Operation: routing.OpUnblock, PAN: pop.Card(1).PAN, Terminal: "T0000001", Teller: "T1", IdentityRef: "ID1", RRN: "000000000001", Merchant: "TEST MERCHANT  "}
+		code, err := l.Send(context.Background(), "ssbank", req)
+		switch tt.name {
+		case "working store":
+			if err != nil || code != "00" {
+				t.Fatalf("%s: Send = %s, %v; want 00", tt.name, code, err)
+			}
+			if p, _ := store.Pending(context.Background()); len(p) != 1 || !p[0].Record {
+				t.Fatalf("%s: after an approval the store holds %+v, want the advice owed ahead", tt.name, p)
+			}
+			l.Discharge(context.Background(), req)
+			if p, _ := store.Pending(context.Background()); len(p) != 0 {
+				t.Fatalf("%s: after Discharge the store holds %d advices, want 0", tt.name, len(p))
+			}
+			declined := &routing.IssuerRequest{Operation: routing.OpUnblock, PAN: "6228481299999999", Terminal: "T0000002", Teller: "T1", IdentityRef: "ID1", RRN: "000000000001", Merchant: "TEST MERCHANT  "}
+			if code, err := l.Send(context.Background(), "ssbank", declined); err != nil || code == "00" {
+				t.Fatalf("%s: Send for an unknown card = %s, %v; want a decline", tt.name, code, err)
+			}
+			if p, _ := store.Pending(context.Background()); len(p) != 0 {
+				t.Fatalf("%s: after a decline the store holds %d advices, want 0", tt.name, len(p))
+			}
+			if sim.Reversals.Load() != 0 {
+				t.Fatalf("%s: issuer got %d reversals, want none", tt.name, sim.Reversals.Load())
+			}
+		case "broken store":
+			if !errors.Is(err, routing.ErrReversalStore) {
+				t.Fatalf("%s: Send = %s, %v; want ErrReversalStore", tt.name, code, err)
+			}
+			if n := sim.Requests.Load() - before; n != 0 {
+				t.Fatalf("%s: issuer got %d requests, want none", tt.name, n)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = l.Shutdown(ctx)
+		cancel()
 	}
 }

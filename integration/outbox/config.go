@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -28,12 +29,30 @@ type Config struct {
 	// the oldest are deleted down to Retain. Must be at most MaxDepth.
 	// Default 100,000, or MaxDepth if smaller.
 	Retain int
+	// WriteTimeout bounds every journal write (an append, the relay's
+	// progress, a trim). A write that has not returned by then fails
+	// (ErrStalled): the request is answered 91, the journal reports itself
+	// unhealthy and refuses new work (Admit) until the write returns.
+	// Default 2s.
+	WriteTimeout time.Duration
+	// MinFree is the free-space reserve of the journal's file system, in
+	// bytes: below it Admit refuses new work (ErrLowSpace, answered 91
+	// journal_full before the issuer is called) while the outcomes already
+	// decided are still written into the reserve; above it work resumes by
+	// itself. Size it at least pebble's memtable flush plus a WAL file (2 ×
+	// 4 MiB) plus the in-flight outcomes (~1.2 KB each) with room to spare;
+	// see docs/operations.md. Default 64 MiB; negative disables the check.
+	MinFree int64
 	// Relay configures delivery to Kafka. Without brokers the journal runs
 	// in journal-only mode.
 	Relay RelayConfig
 	// MeterProvider receives the outbox metrics; nil means the global one
 	// (otel.GetMeterProvider()).
 	MeterProvider metric.MeterProvider
+
+	// fs, when set (tests), is the file system under pebble instead of the
+	// disk: pebble's vfs/errorfs injects faults through it.
+	fs vfs.FS
 }
 
 // RelayConfig configures the relay from the journal to Kafka.
@@ -77,6 +96,8 @@ type RelayConfig struct {
 // Defaults.
 const (
 	DefaultMaxDepth     = 1_000_000
+	DefaultWriteTimeout = 2 * time.Second
+	DefaultMinFree      = 64 << 20
 	DefaultRetain       = 100_000
 	DefaultBatchSize    = 500
 	DefaultBatchBytes   = 1 << 20
@@ -108,6 +129,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	def(&c.MaxDepth, DefaultMaxDepth)
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MinFree == 0 {
+		c.MinFree = DefaultMinFree
+	}
 	def(&c.Retain, min(DefaultRetain, max(c.MaxDepth, 1)))
 	r := &c.Relay
 	if r.ClientID == "" {
@@ -132,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Source == "" {
 		bad("source is required")
+	}
+	if c.WriteTimeout < 0 {
+		bad("write_timeout %v must be positive", c.WriteTimeout)
 	}
 	if c.MaxDepth < 1 {
 		bad("max_depth %d must be positive", c.MaxDepth)

@@ -27,7 +27,19 @@ var (
 	ErrJournalFull = errors.New("event journal full")
 	// ErrClosed: the journal is shut down.
 	ErrClosed = errors.New("event journal closed")
+	// ErrLowSpace: the journal's file system has less free space than
+	// Config.MinFree; Admit refuses new work until it has again.
+	ErrLowSpace = fmt.Errorf("%w: free space below the reserve", routing.ErrSinkFull)
+	// ErrStalled: a journal write did not return within Config.WriteTimeout.
+	// The journal refuses work until every stalled write has returned.
+	ErrStalled = fmt.Errorf("%w: journal write stalled", routing.ErrSinkUnavailable)
+	// ErrFailed: the store reported a fatal write error (pebble's commit
+	// pipeline or manifest): the journal refuses every write until the
+	// process restarts.
+	ErrFailed = fmt.Errorf("%w: journal storage failed", routing.ErrSinkUnavailable)
 )
+
+var _ routing.Admitter = (*Journal)(nil)
 
 var _ routing.OutcomeSink = (*Journal)(nil)
 
@@ -109,6 +121,16 @@ type Journal struct {
 	wake  chan struct{} // capacity 1: "new entries" for the relay
 	relay *Relay
 	wg    sync.WaitGroup
+
+	fs      vfs.FS
+	fault   atomic.Pointer[string] // a fatal storage error, sticky
+	stalled atomic.Int64           // writes past WriteTimeout not yet returned
+	free    atomic.Int64           // free bytes of the file system, last measured
+	commits sync.WaitGroup         // commit goroutines
+	stopMon chan struct{}
+	// storeClosed is closed once Shutdown closed the store, which on a
+	// stalled disk happens only after Shutdown returned.
+	storeClosed chan struct{}
 }
 
 // Open opens (or creates) the journal in cfg.Dir, recovers its sequence and
@@ -124,19 +146,26 @@ func Open(cfg Config) (*Journal, error) {
 	}
 	// The disk-health-checking FS is built here, not by pebble's defaults,
 	// so its goroutine can be stopped when Open fails (pebble leaks it then).
-	fs, fsCloser := vfs.WithDiskHealthChecks(vfs.Default, 5*time.Second, func(info vfs.DiskSlowInfo) {
+	base := cfg.fs
+	if base == nil {
+		base = vfs.Default
+	}
+	fs, fsCloser := vfs.WithDiskHealthChecks(base, 5*time.Second, func(info vfs.DiskSlowInfo) {
 		slog.Warn("event journal disk slow", "op", info.OpType.String(), "duration", info.Duration)
 	})
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: fs, Logger: quietLogger{}})
+	j := &Journal{
+		cfg: cfg, fsCloser: fsCloser, enc: enc, fs: fs,
+		done:    map[uint64]struct{}{},
+		wake:    make(chan struct{}, 1),
+		stopMon: make(chan struct{}), storeClosed: make(chan struct{}),
+	}
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: fs, Logger: journalLogger{j}})
 	if err != nil {
 		fsCloser.Close()
 		return nil, fmt.Errorf("open journal %s: %w", cfg.Dir, err)
 	}
-	j := &Journal{
-		cfg: cfg, db: db, fsCloser: fsCloser, enc: enc,
-		done: map[uint64]struct{}{},
-		wake: make(chan struct{}, 1),
-	}
+	j.db = db
+	j.measure()
 	if err := j.recover(); err != nil {
 		j.closeStore()
 		return nil, err
@@ -155,7 +184,131 @@ func Open(cfg Config) (*Journal, error) {
 			j.relay.run()
 		}()
 	}
+	j.wg.Add(1)
+	go j.monitor()
 	return j, nil
+}
+
+// monitor measures the free space of the journal's file system four times
+// a second, for Admit, until Shutdown.
+func (j *Journal) monitor() {
+	defer j.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.stopMon:
+			return
+		case <-t.C:
+			j.measure()
+		}
+	}
+}
+
+func (j *Journal) measure() {
+	if j.cfg.MinFree < 0 {
+		return
+	}
+	u, err := j.fs.GetDiskUsage(j.cfg.Dir)
+	if err != nil {
+		j.free.Store(0) // unknown counts as full: refuse rather than guess
+		return
+	}
+	j.free.Store(int64(min(u.AvailBytes, 1<<62)))
+}
+
+// Admit implements routing.Admitter: it refuses new work, before the issuer
+// is called, when the journal could not record its outcome: ErrClosed,
+// ErrFailed (a fatal storage error), ErrStalled (a write has not returned
+// within WriteTimeout), ErrLowSpace (free space below MinFree) or
+// ErrJournalFull (relay mode, MaxDepth entries waiting for Kafka). The
+// refusals lift by themselves when the condition does, except ErrFailed.
+func (j *Journal) Admit() error {
+	j.mu.Lock()
+	closed := j.closed
+	j.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := j.health(); err != nil {
+		return err
+	}
+	if j.cfg.MinFree > 0 && j.free.Load() < j.cfg.MinFree {
+		return fmt.Errorf("%w (%d bytes free, reserve %d)", ErrLowSpace, j.free.Load(), j.cfg.MinFree)
+	}
+	if !j.cfg.JournalOnly() && j.next-min(j.relayed.Load(), j.last.Load()) >= uint64(j.cfg.MaxDepth) {
+		return ErrJournalFull
+	}
+	return nil
+}
+
+// Health reports whether the journal can be written now: nil, or the reason
+// Admit refuses work (readiness shows it).
+func (j *Journal) Health() error { return j.Admit() }
+
+func (j *Journal) health() error {
+	if f := j.fault.Load(); f != nil {
+		return fmt.Errorf("%w: %s", ErrFailed, *f)
+	}
+	if n := j.stalled.Load(); n > 0 {
+		return fmt.Errorf("%w: %d writes outstanding", ErrStalled, n)
+	}
+	return nil
+}
+
+// commit commits b with o and closes it, waiting at most WriteTimeout.
+//
+// pebble's Batch.Commit cannot be cut short: on a stalled disk (a memtable
+// that cannot flush, a WAL write that never returns) it blocks for as long as
+// the disk does. So the commit runs in a goroutine the journal owns, and the
+// caller gives up after WriteTimeout with ErrStalled. The write may still
+// land later; until it returns, the journal counts it as stalled, Admit
+// refuses new work and commit refuses new writes at once (no pile of blocked
+// goroutines). A caller that got ErrStalled must treat the write as failed
+// (the flow answers 91 and reverses); if the entry lands after all, the
+// relay sends it like any other, and the reversal's own event says the
+// operation did not stand.
+//
+// pebble reports a fatal commit error through its logger (journalLogger)
+// and then returns nil from Commit; the fault is sticky, and commit turns
+// that nil into ErrFailed.
+func (j *Journal) commit(b *pebble.Batch, o *pebble.WriteOptions, after func(error)) error {
+	if err := j.health(); err != nil {
+		b.Close()
+		after(err)
+		return err
+	}
+	done := make(chan error, 1)
+	j.commits.Add(1)
+	go func() {
+		defer j.commits.Done()
+		err := b.Commit(o)
+		b.Close()
+		if err == nil {
+			err = j.health()
+			if errors.Is(err, ErrStalled) {
+				err = nil // others stalled; this one returned
+			}
+		}
+		after(err)
+		done <- err
+	}()
+	t := time.NewTimer(j.cfg.WriteTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		j.stalled.Add(1)
+		j.commits.Add(1)
+		go func() {
+			defer j.commits.Done()
+			<-done
+			j.stalled.Add(-1)
+		}()
+		slog.Error("event journal write stalled; refusing new work until it returns", "timeout", j.cfg.WriteTimeout)
+		return ErrStalled
+	}
 }
 
 // recover reads the relay progress and the last sequence from the store.
@@ -230,6 +383,10 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 	j.mu.Unlock()
 	defer j.inflight.Done()
 
+	if err := j.health(); err != nil {
+		j.m.appended(ctx, "error")
+		return err
+	}
 	j.seqMu.Lock()
 	if !j.cfg.JournalOnly() && j.next-min(j.relayed.Load(), j.next) >= uint64(j.cfg.MaxDepth) {
 		j.seqMu.Unlock()
@@ -241,13 +398,15 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 	j.seqMu.Unlock()
 
 	b := j.db.NewBatch()
-	err = b.Set(entryKey(seq), v, nil)
-	if err == nil {
-		err = b.Commit(pebble.Sync)
+	if err = b.Set(entryKey(seq), v, nil); err != nil {
+		b.Close()
+		j.complete(seq)
+	} else {
+		// The watermark passes seq only when its commit has returned, also
+		// one the caller gave up on: an entry that lands late is relayed. A
+		// failed append leaves a hole in the sequence; the watermark passes it.
+		err = j.commit(b, pebble.Sync, func(error) { j.complete(seq) })
 	}
-	b.Close()
-	// A failed append leaves a hole in the sequence; the watermark passes it.
-	j.complete(seq)
 	if err != nil {
 		j.m.appended(ctx, "error")
 		return fmt.Errorf("journal append: %w", err)
@@ -306,10 +465,9 @@ func (j *Journal) trim() error {
 	}
 	newFloor := last - uint64(j.cfg.Retain)
 	b := j.db.NewBatch()
-	defer b.Close()
 	_ = b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil)
 	_ = b.Set(metaFloor, u64(newFloor), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := j.commit(b, pebble.NoSync, func(error) {}); err != nil {
 		return err
 	}
 	j.floor.Store(newFloor)
@@ -397,13 +555,12 @@ func readEntries(db *pebble.DB, from, through uint64, max int, maxBytes int64) (
 func (j *Journal) markRelayed(seq uint64) error {
 	floor := j.floor.Load()
 	b := j.db.NewBatch()
-	defer b.Close()
 	_ = b.Set(metaRelayed, u64(seq), nil)
 	if seq > floor {
 		_ = b.DeleteRange(entryKey(floor+1), entryKey(seq+1), nil)
 		_ = b.Set(metaFloor, u64(seq), nil)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := j.commit(b, pebble.NoSync, func(error) {}); err != nil {
 		return fmt.Errorf("record relay progress: %w", err)
 	}
 	j.relayed.Store(seq)
@@ -437,13 +594,27 @@ func (j *Journal) Shutdown(ctx context.Context) error {
 	if j.relay != nil {
 		stopErr = j.relay.stop(ctx)
 	}
+	close(j.stopMon)
 	j.wg.Wait()
 	if j.relay != nil {
 		j.relay.close()
 	}
 	j.m.close()
-	if err := j.closeStore(); err != nil {
-		return err
+	// A stalled write may never return, and pebble's Close waits for it:
+	// the wait for commits and the close are bounded by ctx.
+	closed := make(chan error, 1)
+	go func() {
+		defer close(j.storeClosed)
+		j.commits.Wait()
+		closed <- j.closeStore()
+	}()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("close journal: writes still stalled: %w", ctx.Err())
 	}
 	return stopErr
 }
@@ -457,15 +628,22 @@ func (j *Journal) closeStore() error {
 	return nil
 }
 
-// quietLogger keeps pebble's routine messages (flushes, compactions) out of
-// the gateway's output; a fatal storage error still stops the process, as
-// pebble requires.
-type quietLogger struct{}
+// journalLogger keeps pebble's routine messages (flushes, compactions) out of
+// the gateway's output. pebble calls Fatalf on a storage error it cannot
+// recover from (a failed WAL write in the commit pipeline, a failed MANIFEST
+// write) and expects the process to stop. It does not stop here: a panic on
+// ENOSPC or EIO would crash-loop a gateway on a full volume, with decided
+// outcomes unrecorded. Instead the journal is marked failed for good
+// (ErrFailed): every later write fails at once, Admit refuses work, readiness
+// reports it, and the operator restarts the process once the disk is fixed
+// (docs/operations.md). pebble's own state after Fatalf is not trusted.
+type journalLogger struct{ j *Journal }
 
-func (quietLogger) Infof(string, ...any) {}
+func (journalLogger) Infof(string, ...any) {}
 
-func (quietLogger) Fatalf(format string, args ...any) {
+func (l journalLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	slog.Error("event journal storage failure", "err", msg)
-	panic("event journal storage failure: " + msg)
+	if l.j.fault.CompareAndSwap(nil, &msg) {
+		slog.Error("event journal storage failure; the journal refuses writes until restart", "err", msg)
+	}
 }

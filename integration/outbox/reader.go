@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -77,4 +78,14 @@ func (r *Reader) Close() error {
 	err := r.db.Close()
 	r.fsCloser.Close()
 	return err
+}
+
+// quietLogger keeps pebble's routine messages out of a read-only reader's
+// output; a fatal error is logged, not panicked on (a reader writes nothing).
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+
+func (quietLogger) Fatalf(format string, args ...any) {
+	slog.Error("event journal reader storage failure", "err", fmt.Sprintf(format, args...))
 }

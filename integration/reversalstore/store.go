@@ -1,50 +1,139 @@
 // Package reversalstore persists the reversal advices pingate owes issuers
 // (routing.ReversalStore) in an embedded pebble database, so that a restart
-// resends what was not yet acknowledged. Every write is synced.
+// resends what was not yet acknowledged. Every write is synced and bounded:
+// a write that fails or does not return within its context's deadline
+// returns an error (the request it was for is answered 91 without the issuer
+// being called); a fatal storage error marks the store failed instead of
+// panicking.
 package reversalstore
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 
 	"pingate/routing"
 )
 
+// Errors callers branch on.
+var (
+	// ErrStalled: a write did not return before its context ended; the
+	// store refuses writes until it has.
+	ErrStalled = errors.New("reversal store write stalled")
+	// ErrFailed: pebble reported a fatal storage error; the store refuses
+	// writes until the process restarts.
+	ErrFailed = errors.New("reversal store failed")
+)
+
 // Store is a pebble-backed routing.ReversalStore.
 type Store struct {
-	db *pebble.DB
+	db      *pebble.DB
+	fault   atomic.Pointer[string]
+	stalled atomic.Int64
+	writes  sync.WaitGroup
 }
 
 var _ routing.ReversalStore = (*Store)(nil)
 
+// Options are the store's optional settings.
+type Options struct {
+	// FS is the file system under pebble; nil means the disk. Tests inject
+	// faults with pebble's vfs/errorfs.
+	FS vfs.FS
+}
+
 // Open opens or creates the store in dir. The directory holds PANs (DE 2 of
 // each advice): protect it like the key store.
-func Open(dir string) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith opens the store with opts.
+func OpenWith(dir string, opts Options) (*Store, error) {
+	s := &Store{}
+	po := &pebble.Options{Logger: storeLogger{s}}
+	if opts.FS != nil {
+		po.FS = opts.FS
+	}
+	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open reversal store: %w", err)
 	}
-	return &Store{db: db}, nil
+	s.db = db
+	return s, nil
 }
 
 func key(id string) []byte { return []byte("rev/" + id) }
 
-// Put stores r durably.
-func (s *Store) Put(_ context.Context, r routing.Reversal) error {
+// Put stores r durably. It returns when the synced write has returned, or
+// ErrStalled when ctx ends first.
+func (s *Store) Put(ctx context.Context, r routing.Reversal) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return s.db.Set(key(r.ID), v, pebble.Sync)
+	return s.write(ctx, func(b *pebble.Batch) error { return b.Set(key(r.ID), v, nil) })
 }
 
-// Delete removes an acknowledged reversal.
-func (s *Store) Delete(_ context.Context, id string) error {
-	return s.db.Delete(key(id), pebble.Sync)
+// Delete removes an acknowledged reversal, bounded like Put.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	return s.write(ctx, func(b *pebble.Batch) error { return b.Delete(key(id), nil) })
+}
+
+// Health reports whether the store can be written: nil, ErrFailed or
+// ErrStalled.
+func (s *Store) Health() error {
+	if f := s.fault.Load(); f != nil {
+		return fmt.Errorf("%w: %s", ErrFailed, *f)
+	}
+	if s.stalled.Load() > 0 {
+		return ErrStalled
+	}
+	return nil
+}
+
+// write commits one synced batch in a goroutine the store owns and waits
+// for it until ctx ends (pebble's Commit cannot be cut short; see
+// outbox.Journal's commit for the same reasoning).
+func (s *Store) write(ctx context.Context, fill func(*pebble.Batch) error) error {
+	if err := s.Health(); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	if err := fill(b); err != nil {
+		b.Close()
+		return err
+	}
+	done := make(chan error, 1)
+	s.writes.Add(1)
+	go func() {
+		defer s.writes.Done()
+		err := b.Commit(pebble.Sync)
+		b.Close()
+		if err == nil && s.fault.Load() != nil {
+			err = s.Health() // pebble's Fatalf, then a nil from Commit
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		s.stalled.Add(1)
+		s.writes.Add(1)
+		go func() {
+			defer s.writes.Done()
+			<-done
+			s.stalled.Add(-1)
+		}()
+		return fmt.Errorf("%w: %v", ErrStalled, ctx.Err())
+	}
 }
 
 // Pending lists the stored reversals, oldest first.
@@ -66,11 +155,26 @@ func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
 	return out, it.Error()
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database. With a write stalled it returns ErrStalled
+// without waiting (pebble's Close would wait for the write).
+func (s *Store) Close() error {
+	if s.stalled.Load() > 0 {
+		return ErrStalled
+	}
+	s.writes.Wait()
+	return s.db.Close()
+}
 
-type quiet struct{}
+// storeLogger keeps pebble's routine messages quiet; pebble's Fatalf (a
+// storage error it cannot recover from) marks the store failed instead of
+// panicking: a panic on ENOSPC would crash-loop a gateway on a full disk.
+type storeLogger struct{ s *Store }
 
-func (quiet) Infof(string, ...any)           {}
-func (quiet) Errorf(string, ...any)          {}
-func (quiet) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
+func (storeLogger) Infof(string, ...any)  {}
+func (storeLogger) Errorf(string, ...any) {}
+func (l storeLogger) Fatalf(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if l.s.fault.CompareAndSwap(nil, &msg) {
+		slog.Error("reversal store storage failure; it refuses writes until restart", "err", msg)
+	}
+}

@@ -1,0 +1,196 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/vfs/errorfs"
+
+	"pingate/routing"
+)
+
+// faultFS injects storage faults into pebble's file system (pebble's
+// vfs/errorfs) once armed: every write-kind operation fails with err, or
+// blocks until released when block is set.
+type faultFS struct {
+	armed   atomic.Bool
+	block   atomic.Bool
+	err     error
+	mu      sync.Mutex
+	release chan struct{}
+}
+
+func newFaultFS(err error) *faultFS { return &faultFS{err: err, release: make(chan struct{})} }
+
+func (f *faultFS) MaybeError(op errorfs.Op, _ string) error {
+	if !f.armed.Load() || op.OpKind() != errorfs.OpKindWrite {
+		return nil
+	}
+	if f.block.Load() {
+		f.mu.Lock()
+		ch := f.release
+		f.mu.Unlock()
+		<-ch
+		return nil
+	}
+	return f.err
+}
+
+// heal disarms the injector and lets blocked operations go on.
+func (f *faultFS) heal() {
+	f.armed.Store(false)
+	f.mu.Lock()
+	close(f.release)
+	f.release = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func openFaulty(t *testing.T, inj *faultFS, mutate func(*Config)) *Journal {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.fs = errorfs.Wrap(vfs.Default, inj)
+	cfg.WriteTimeout = 200 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	j, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func stopJournal(t *testing.T, j *Journal) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return j.Shutdown(ctx)
+}
+
+// TestJournalWriteErrorFailsFast: a WAL write that fails (ENOSPC, EIO) makes
+// Publish fail — never a nil for an event that is not on disk, never a
+// panic — and the journal refuses work from then on (ErrFailed through
+// Admit, Health and Publish).
+func TestJournalWriteErrorFailsFast(t *testing.T) {
+	inj := newFaultFS(errors.New("no space left on device"))
+	j := openFaulty(t, inj, nil)
+	ctx := context.Background()
+	if err := j.Publish(ctx, testEvent(1)); err != nil {
+		t.Fatalf("Publish on a healthy disk: %v", err)
+	}
+	inj.armed.Store(true)
+	if err := j.Publish(ctx, testEvent(2)); err == nil {
+		t.Fatal("Publish with the WAL write failing = nil, want an error")
+	}
+	if err := j.Admit(); !errors.Is(err, ErrFailed) || !errors.Is(err, routing.ErrSinkUnavailable) {
+		t.Fatalf("Admit after a failed write = %v, want ErrFailed (routing.ErrSinkUnavailable)", err)
+	}
+	if err := j.Publish(ctx, testEvent(3)); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Publish after a failed write = %v, want ErrFailed", err)
+	}
+	inj.heal()
+	_ = stopJournal(t, j)
+}
+
+// TestJournalStalledWriteIsBounded: a disk whose writes do not return makes
+// Publish fail with ErrStalled after WriteTimeout instead of hanging; while
+// the write is stalled, Admit refuses and Publish fails at once; once the
+// disk returns, work resumes by itself. Shutdown is bounded too.
+func TestJournalStalledWriteIsBounded(t *testing.T) {
+	inj := newFaultFS(nil)
+	inj.block.Store(true)
+	j := openFaulty(t, inj, nil)
+	ctx := context.Background()
+	inj.armed.Store(true)
+	if err := j.Publish(ctx, testEvent(1)); !errors.Is(err, ErrStalled) {
+		t.Fatalf("Publish on a stalled disk = %v, want ErrStalled", err)
+	}
+	if err := j.Admit(); !errors.Is(err, ErrStalled) {
+		t.Fatalf("Admit with a write stalled = %v, want ErrStalled", err)
+	}
+	if err := j.Publish(ctx, testEvent(2)); !errors.Is(err, ErrStalled) {
+		t.Fatalf("Publish with a write stalled = %v, want ErrStalled at once", err)
+	}
+	inj.heal()
+	deadline := time.Now().Add(10 * time.Second)
+	for j.Admit() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Admit after the disk returned = %v, want nil", j.Admit())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := j.Publish(ctx, testEvent(3)); err != nil {
+		t.Fatalf("Publish after the disk returned: %v", err)
+	}
+	// The stalled entry landed late: it is in the journal, before the next.
+	es, err := j.Entries(1, 10)
+	if err != nil || len(es) != 2 {
+		t.Fatalf("Entries = %d entries, %v; want the late one and the new one", len(es), err)
+	}
+	if err := stopJournal(t, j); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJournalShutdownWithStalledDisk: Shutdown returns within its context
+// even when a write never returns.
+func TestJournalShutdownWithStalledDisk(t *testing.T) {
+	inj := newFaultFS(nil)
+	inj.block.Store(true)
+	j := openFaulty(t, inj, nil)
+	inj.armed.Store(true)
+	if err := j.Publish(context.Background(), testEvent(1)); !errors.Is(err, ErrStalled) {
+		t.Fatalf("Publish on a stalled disk = %v, want ErrStalled", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := j.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown with a write stalled = nil, want the context's error")
+	}
+	inj.heal() // the store closes once the write returns (and goleak is content)
+	<-j.storeClosed
+}
+
+// TestJournalRelayProgressWriteError: the relay's progress write
+// (markRelayed) returns an error on a failing disk instead of panicking.
+func TestJournalRelayProgressWriteError(t *testing.T) {
+	inj := newFaultFS(errors.New("input/output error"))
+	j := openFaulty(t, inj, nil)
+	if err := j.Publish(context.Background(), testEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	inj.armed.Store(true)
+	// NoSync: the WAL write itself reports the fault.
+	if err := j.markRelayed(1); err == nil {
+		// pebble may buffer a NoSync write; then a synced one must fail.
+		if err := j.Publish(context.Background(), testEvent(2)); err == nil {
+			t.Fatal("writes on a failing disk all returned nil")
+		}
+	}
+	if j.Health() == nil {
+		t.Fatal("Health on a failing disk = nil, want the fault")
+	}
+	inj.heal()
+	_ = stopJournal(t, j)
+}
+
+// TestJournalAdmitsWithinReserve: below MinFree free bytes Admit refuses
+// with ErrLowSpace (routing.ErrSinkFull: the flow answers journal_full
+// before the issuer is called); past MaxDepth with ErrJournalFull.
+func TestJournalAdmitsWithinReserve(t *testing.T) {
+	j := openFaulty(t, newFaultFS(nil), func(c *Config) { c.MinFree = 1 << 62 })
+	if err := j.Admit(); !errors.Is(err, ErrLowSpace) || !errors.Is(err, routing.ErrSinkFull) {
+		t.Fatalf("Admit with free space below the reserve = %v, want ErrLowSpace", err)
+	}
+	_ = stopJournal(t, j)
+	j = openFaulty(t, newFaultFS(nil), func(c *Config) { c.MinFree = 1 })
+	if err := j.Admit(); err != nil {
+		t.Fatalf("Admit with free space above the reserve = %v, want nil", err)
+	}
+	_ = stopJournal(t, j)
+}
