@@ -129,6 +129,11 @@ type ReversalsConfig struct {
 	// the issuer call that fails or takes longer answers 91
 	// reversal_store_unavailable without calling the issuer. Default 2s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// DataKey is the id of a key held by the security module (not a PIN
+	// key) from which the module derives the data key that seals every
+	// stored advice (they carry PANs; PCI DSS 3.5). Default with dev_keys:
+	// dev-atm-zmk, which protects nothing; required otherwise.
+	DataKey string `yaml:"data_key"`
 }
 
 // TelemetryConfig turns on OTLP trace export; metrics are always served in

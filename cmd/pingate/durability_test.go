@@ -19,6 +19,7 @@ import (
 	"pingate/integration/outbox"
 	"pingate/integration/reversalstore"
 	"pingate/iso8583"
+	"pingate/pinblock"
 	"pingate/routing"
 )
 
@@ -242,7 +243,18 @@ func pendingReversals(t *testing.T, dir string) int {
 }
 
 // openTestReversalStore opens a stopped gateway's reversal store.
-func openTestReversalStore(dir string) (*reversalstore.Store, error) { return reversalstore.Open(dir) }
+// It derives the data key on the development keys, as the gateway does.
+func openTestReversalStore(dir string) (*reversalstore.Store, error) {
+	ring := pinblock.NewKeyring(0)
+	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+		return nil, err
+	}
+	sealer, err := pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil).DataSealer(pinblock.KeyRef{ID: pinblock.DevATMZMK}, "reversals")
+	if err != nil {
+		return nil, err
+	}
+	return reversalstore.Open(dir, sealer)
+}
 
 // TestJournalBelowReserveRefusesBeforeTheIssuer: with less free space on
 // the journal's disk than events.min_free, a PIN change over TCP is

@@ -131,7 +131,18 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	if err := os.MkdirAll(cfg.Reversals.Dir, 0o700); err != nil {
 		return g, err
 	}
-	g.reversals, err = reversalstore.Open(cfg.Reversals.Dir)
+	dataKey := cfg.Reversals.DataKey
+	if dataKey == "" && cfg.Security.DevKeys {
+		dataKey = pinblock.DevATMZMK
+	}
+	if dataKey == "" {
+		return g, errors.New("reversals.data_key: name a key held by the security module; the reversal store seals PANs under a data key derived from it")
+	}
+	sealer, err := g.hsm.DataSealer(pinblock.KeyRef{ID: dataKey}, "reversals")
+	if err != nil {
+		return g, fmt.Errorf("reversals.data_key: %w", err)
+	}
+	g.reversals, err = reversalstore.Open(cfg.Reversals.Dir, sealer)
 	if err != nil {
 		return g, err
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"pingate/integration/issuersim"
-	"pingate/integration/reversalstore"
 	"pingate/iso8583"
 	"pingate/pinblock"
 )
@@ -89,7 +88,7 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	store, err := reversalstore.Open(revDir)
+	store, err := openTestReversalStore(revDir)
 	if err != nil {
 		t.Fatal(err)
 	}

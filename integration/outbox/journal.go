@@ -236,8 +236,13 @@ func (j *Journal) Admit() error {
 	if j.cfg.MinFree > 0 && j.free.Load() < j.cfg.MinFree {
 		return fmt.Errorf("%w (%d bytes free, reserve %d)", ErrLowSpace, j.free.Load(), j.cfg.MinFree)
 	}
-	if !j.cfg.JournalOnly() && j.next-min(j.relayed.Load(), j.last.Load()) >= uint64(j.cfg.MaxDepth) {
-		return ErrJournalFull
+	if !j.cfg.JournalOnly() {
+		j.seqMu.Lock()
+		next := j.next
+		j.seqMu.Unlock()
+		if next-min(j.relayed.Load(), next) >= uint64(j.cfg.MaxDepth) {
+			return ErrJournalFull
+		}
 	}
 	return nil
 }
@@ -387,6 +392,12 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 		j.m.appended(ctx, "error")
 		return err
 	}
+	if j.cfg.MinFree > 0 && j.free.Load() < j.cfg.MinFree/2 && !issuerDecided(ev.Outcome) {
+		// The lower half of the reserve is kept for outcomes an issuer
+		// decided: refusals arriving at a full disk must not eat it.
+		j.m.appended(ctx, "full")
+		return fmt.Errorf("%w: lower half of the reserve kept for decided outcomes", ErrLowSpace)
+	}
 	j.seqMu.Lock()
 	if !j.cfg.JournalOnly() && j.next-min(j.relayed.Load(), j.next) >= uint64(j.cfg.MaxDepth) {
 		j.seqMu.Unlock()
@@ -425,6 +436,15 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 		}
 	}
 	return nil
+}
+
+// issuerDecided reports whether an outcome is one an issuer may have acted on.
+func issuerDecided(outcome string) bool {
+	switch outcome {
+	case routing.OutcomeApproved, routing.OutcomeDeclined, routing.OutcomeReversed:
+		return true
+	}
+	return false
 }
 
 // complete marks seq done and advances the durable watermark over every

@@ -36,7 +36,7 @@ func (f *faults) MaybeError(op errorfs.Op, _ string) error {
 // Put and Delete return errors, never panic, and Health report it.
 func TestStoreWriteErrorFailsWithoutPanic(t *testing.T) {
 	f := &faults{err: errors.New("no space left on device"), release: make(chan struct{})}
-	s, err := OpenWith(t.TempDir(), Options{FS: errorfs.Wrap(vfs.Default, f)})
+	s, err := OpenWith(t.TempDir(), testSealer(t), Options{FS: errorfs.Wrap(vfs.Default, f)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestStoreWriteErrorFailsWithoutPanic(t *testing.T) {
 func TestStoreStalledWriteIsBounded(t *testing.T) {
 	f := &faults{release: make(chan struct{})}
 	f.block.Store(true)
-	s, err := OpenWith(t.TempDir(), Options{FS: errorfs.Wrap(vfs.Default, f)})
+	s, err := OpenWith(t.TempDir(), testSealer(t), Options{FS: errorfs.Wrap(vfs.Default, f)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,8 +33,22 @@ var (
 	ErrFailed = errors.New("reversal store failed")
 )
 
-// Store is a pebble-backed routing.ReversalStore.
+// Sealer enciphers and authenticates stored values under a data key held
+// by the security module (pinblock.DataSealer); aad is bound to the value
+// but not enciphered.
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
+// Store is a pebble-backed routing.ReversalStore. Every advice is stored
+// sealed (Sealer, its key as aad): the PAN it carries is never written to
+// the store's files in clear (PCI DSS 3.5), neither in the WAL nor in an
+// sstable. pebble keeps a deleted value until compaction drops it; what it
+// keeps is ciphertext. The clear JSON of an advice is cleared after use
+// (best-effort: the PAN also lives in the routing.Reversal string).
 type Store struct {
+	sealer  Sealer
 	db      *pebble.DB
 	fault   atomic.Pointer[string]
 	stalled atomic.Int64
@@ -50,13 +64,16 @@ type Options struct {
 	FS vfs.FS
 }
 
-// Open opens or creates the store in dir. The directory holds PANs (DE 2 of
-// each advice): protect it like the key store.
-func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+// Open opens or creates the store in dir, sealing every advice with sealer
+// (required).
+func Open(dir string, sealer Sealer) (*Store, error) { return OpenWith(dir, sealer, Options{}) }
 
 // OpenWith opens the store with opts.
-func OpenWith(dir string, opts Options) (*Store, error) {
-	s := &Store{}
+func OpenWith(dir string, sealer Sealer, opts Options) (*Store, error) {
+	if sealer == nil {
+		return nil, errors.New("open reversal store: a sealer is required (advices carry PANs)")
+	}
+	s := &Store{sealer: sealer}
 	po := &pebble.Options{Logger: storeLogger{s}}
 	if opts.FS != nil {
 		po.FS = opts.FS
@@ -74,11 +91,17 @@ func key(id string) []byte { return []byte("rev/" + id) }
 // Put stores r durably. It returns when the synced write has returned, or
 // ErrStalled when ctx ends first.
 func (s *Store) Put(ctx context.Context, r routing.Reversal) error {
-	v, err := json.Marshal(r)
+	plain, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(b *pebble.Batch) error { return b.Set(key(r.ID), v, nil) })
+	k := key(r.ID)
+	v, err := s.sealer.Seal(plain, k)
+	clear(plain)
+	if err != nil {
+		return fmt.Errorf("seal reversal: %w", err)
+	}
+	return s.write(ctx, func(b *pebble.Batch) error { return b.Set(k, v, nil) })
 }
 
 // Delete removes an acknowledged reversal, bounded like Put.
@@ -146,8 +169,14 @@ func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
 	var out []routing.Reversal
 	for it.First(); it.Valid(); it.Next() {
 		var r routing.Reversal
-		if err := json.Unmarshal(it.Value(), &r); err != nil {
-			return nil, fmt.Errorf("reversal store entry unreadable: %w", err)
+		plain, err := s.sealer.Open(it.Value(), it.Key())
+		if err != nil {
+			return nil, fmt.Errorf("reversal store entry does not open (another data key?): %w", err)
+		}
+		err = json.Unmarshal(plain, &r)
+		clear(plain)
+		if err != nil {
+			return nil, errors.New("reversal store entry unreadable")
 		}
 		out = append(out, r)
 	}

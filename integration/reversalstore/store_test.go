@@ -11,7 +11,7 @@ import (
 func TestStoreSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s, err := Open(dir)
+	s, err := Open(dir, testSealer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestStoreSurvivesReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir)
+	s, err = Open(dir, testSealer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
