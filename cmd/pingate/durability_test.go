@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -314,4 +317,188 @@ func waitIssuer(t *testing.T, g *gateway) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// fillTo writes a filler file in dir until the file system has at most
+// leave bytes free (0: until ENOSPC).
+func fillTo(t *testing.T, dir string, leave int64) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		free := int64(st.Bavail) * st.Bsize
+		if free <= leave {
+			return p
+		}
+		n := min(int64(len(chunk)), free-leave)
+		if _, err := f.Write(chunk[:n]); err != nil {
+			return p // ENOSPC: full
+		}
+	}
+}
+
+// TestJournalDiskFillsUnderLoad: `pingate serve` with its journal on a
+// 20 MiB tmpfs runs PIN changes under load while the disk is filled, first
+// to below the reserve (events.min_free), then to the last byte, and freed
+// after each. Every request is answered (never a hang or a dropped
+// connection), approvals stop while the disk is short and resume by
+// themselves, the process does not panic and stops on SIGTERM within its
+// drain time, and after a restart the issuer's ledger matches the journal's
+// events and the reversals it received.
+func TestJournalDiskFillsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary, mounts a tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s): this test needs mount permission", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	sim, simAddr := startAuditSim(t, pop, 2*time.Millisecond)
+	dir := t.TempDir()
+	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalDir := filepath.Join(mnt, "journal")
+	text := strings.Replace(string(raw), fmt.Sprintf("events: {journal_dir: %q}", filepath.Join(dir, "journal")),
+		fmt.Sprintf("events: {journal_dir: %q, min_free: 4194304, journal_write_timeout: 1s}", journalDir), 1)
+	if text == string(raw) {
+		t.Fatal("serve config has no events line to replace")
+	}
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	gw := opsStart(t, "serve", "--config", cfgPath)
+	acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+	var (
+		next              atomic.Int64
+		mu                sync.Mutex
+		answered          = map[string]string{}
+		unanswered        atomic.Int64
+		approvals, refusd atomic.Int64
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialATM(context.Background(), acq)
+			if err != nil {
+				unanswered.Add(1)
+				return
+			}
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := int(next.Add(1))
+				if !pop.Usable(i) {
+					continue
+				}
+				op := opsChange(pop, i, "4826")
+				code, err := opsDo(context.Background(), c, op)
+				if err != nil {
+					unanswered.Add(1)
+					return
+				}
+				mu.Lock()
+				answered[op.terminal] = code
+				mu.Unlock()
+				if code == iso8583.RCApproved {
+					approvals.Add(1)
+				} else {
+					refusd.Add(1)
+				}
+			}
+		}()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				close(stop)
+				t.Fatalf("%s: not within 30s (%d approvals, %d refusals, %d unanswered)\n%s", what,
+					approvals.Load(), refusd.Load(), unanswered.Load(), opsTail(gw.stderr.String(), 3000))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ready := func() int {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor("approvals under load", func() bool { return approvals.Load() >= 100 })
+
+	// Below the reserve: approvals stop, readiness says so; freed: they resume.
+	filler := fillTo(t, mnt, 3<<20)
+	waitFor("readyz 503 below the reserve", func() bool { return ready() == http.StatusServiceUnavailable })
+	r0 := refusd.Load()
+	waitFor("refusals below the reserve", func() bool { return refusd.Load() >= r0+50 })
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("readyz 200 once freed", func() bool { return ready() == http.StatusOK })
+	a0 := approvals.Load()
+	waitFor("approvals resume by themselves", func() bool { return approvals.Load() >= a0+50 })
+
+	// To the last byte: still every request answered, no panic.
+	filler = fillTo(t, mnt, 0)
+	r0 = refusd.Load()
+	waitFor("refusals on a full disk", func() bool { return refusd.Load() >= r0+50 })
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	if n := unanswered.Load(); n != 0 {
+		t.Errorf("%d requests got no answer from a running gateway, want 0", n)
+	}
+	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	gw.wait(t, 30*time.Second) // drain 5s, relay, close: well within
+	if strings.Contains(gw.stderr.String(), "panic") {
+		t.Fatalf("serve panicked:\n%s", opsTail(gw.stderr.String(), 3000))
+	}
+	for round := 0; ; round++ {
+		g2 := opsStart(t, "serve", "--config", cfgPath)
+		_, h2, _ := servingAddrs(t, g2.firstLine(t))
+		waitHTTP(t, "http://"+h2+"/readyz", http.StatusOK)
+		time.Sleep(500 * time.Millisecond)
+		_ = g2.cmd.Process.Signal(syscall.SIGTERM)
+		g2.wait(t, 30*time.Second)
+		n := pendingReversals(t, filepath.Join(dir, "reversals"))
+		if n == 0 {
+			break
+		}
+		if round == 10 {
+			t.Fatalf("%d reversals still owed after %d restarts", n, round+1)
+		}
+	}
+	audit := sim.Audit()
+	evs := stoppedJournalEvents(t, journalDir)
+	standing, reversed := ledgerMatchesRecords(t, audit, evs, answered)
+	t.Logf("%d answered (%d approvals, %d refusals); issuer applied %d (%d standing, %d reversed); %d events; %d reversal advices",
+		len(answered), approvals.Load(), refusd.Load(), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
 }
