@@ -136,14 +136,14 @@ const ReasonOutcomeNotRecorded = "outcome_not_recorded"
 func (f *Flow) RecordReversal(ctx context.Context, r Reversal) error {
 	now := f.deps.Now()
 	ev := Event{
-		ID: eventID(r.EventID + "/reversal"), Type: EventType(r.Operation, OutcomeReversed), Time: now,
+		ID: eventID(r.EventID + "/" + ReasonOutcomeNotRecorded), Type: EventType(r.Operation, OutcomeReversed), Time: now,
 		Operation: r.Operation, Outcome: OutcomeReversed, Code: iso8583.RCIssuerUnavailable, Reason: ReasonOutcomeNotRecorded,
 		Channel: r.Channel, Acquirer: r.Acquirer, Terminal: r.Terminal, Issuer: r.Issuer,
 		MaskedPAN: iso8583.MaskPAN(r.PAN), CardToken: f.deps.Tokenizer.Token(r.PAN), Teller: r.Teller, Supervisor: r.Supervisor,
 		Received: r.Created, Completed: now, Reverses: r.EventID,
 	}
 	if r.EventID == "" {
-		ev.ID = eventID(r.ID + "/reversal")
+		ev.ID = eventID(r.ID + "/" + ReasonOutcomeNotRecorded)
 	}
 	return f.deps.Sink.Publish(ctx, ev)
 }

@@ -264,7 +264,14 @@ func openTestReversalStore(dir string) (*reversalstore.Store, error) {
 // answered 91 journal_full without the issuer being called, and /readyz
 // says why.
 func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
-	g := startTestGateway(t, func(c *Config) { c.Events.MinFree = 1 << 62 })
+	// A reserve above the free space, but less than twice it: the refusals'
+	// own events still go into the upper half of the reserve.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(t.TempDir(), &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	g := startTestGateway(t, func(c *Config) { c.Events.MinFree = free + free/2 })
 	waitIssuer(t, g)
 	c, err := dialATM(context.Background(), g.acqAddr)
 	if err != nil {
