@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -519,5 +520,66 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 		"identity_check_ref": "IDCHK-2026-000203"}
 	if res, err := teller.post(ctx, "/v1/pin/unblocks", unblock, http.StatusOK); err != nil || res.ResponseCode != "00" {
 		t.Fatalf("unblock = %+v, %v; want 00", res, err)
+	}
+}
+
+// TestHSMKeyCeremony: `pingate hsm-key` generates a ZMK and a ZPK in the HSM
+// (A0, the ZPK also under the ZMK), checks a KCV (BU), imports a key under
+// the ZMK (FA) with its KCV, and lists them; the key file holds LMK tokens
+// and the custody log one verified record per ceremony.
+func TestHSMKeyCeremony(t *testing.T) {
+	_, addr := startHSMSim(t)
+	dir := t.TempDir()
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+	cfgFile := filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n", custody, addr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hk := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"hsm-key", args[0], "--config", cfgFile}, args[1:]...), &out, &errOut); code != 0 {
+			t.Fatalf("hsm-key %v exited %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "custodian-1", "--why", "ceremony")
+	out := hk("generate", "--id", "zpk-b", "--usage", "ZPK", "--export-under", "zmk-a", "--who", "custodian-1", "--why", "new zone key")
+	var under, kcv string
+	for _, l := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(l, "key under zmk-a: "); ok {
+			under = s
+		}
+		if i := strings.Index(l, "kcv="); i >= 0 && strings.HasPrefix(l, "zpk-b") {
+			kcv = l[i+4:]
+		}
+	}
+	if under == "" || len(kcv) != 6 {
+		t.Fatalf("generate --export-under printed %q", out)
+	}
+	if got := hk("kcv", "--id", "zpk-b"); !strings.Contains(got, "the HSM agrees") {
+		t.Fatalf("kcv = %q", got)
+	}
+	hk("import", "--id", "zpk-c", "--usage", "ZPK", "--zmk", "zmk-a", "--key-under-zmk", under, "--kcv", kcv, "--who", "custodian-2", "--why", "partner key")
+	var errOut bytes.Buffer
+	if code := run(context.Background(), []string{"hsm-key", "import", "--config", cfgFile, "--id", "zpk-d", "--usage", "ZPK", "--zmk", "zmk-a",
+		"--key-under-zmk", under, "--kcv", "000000", "--who", "c", "--why", "w"}, io.Discard, &errOut); code == 0 {
+		t.Fatal("import with a wrong KCV succeeded")
+	}
+	list := hk("list")
+	for _, want := range []string{"zmk-a v1 ZMK", "zpk-b v1 ZPK", "zpk-c v1 ZPK tdes kcv=" + kcv} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list = %q, want a line %q", list, want)
+		}
+	}
+	if strings.Contains(list, "zpk-d") {
+		t.Error("a key whose KCV did not match is in the key file")
+	}
+	head, err := pinblock.VerifyCustodyLog(custody)
+	if err != nil {
+		t.Fatalf("custody log: %v", err)
+	}
+	if head.Seq != 3 {
+		t.Errorf("custody log has %d records, want 3 (two generations, one import)", head.Seq)
 	}
 }

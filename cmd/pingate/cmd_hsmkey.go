@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"pingate/integration/payshield"
+	"pingate/pinblock"
+)
+
+func init() {
+	register(command{name: "hsm-key", usage: "key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)", run: runHSMKey})
+}
+
+// runHSMKey runs a key ceremony through the HSMs of a config with
+// security.module payshield: the keys exist in clear only inside the HSM;
+// the key file gets their LMK tokens and the custody log (security.custody_log,
+// when set) the same records `pingate key` writes.
+//
+//	pingate hsm-key generate --config F --id ID --usage ZPK [--length 16] [--export-under ZMK] --who W --why Y
+//	pingate hsm-key import   --config F --id ID --usage ZPK --zmk ZMK --key-under-zmk HEX --kcv KCV [--rotate] --who W --why Y
+//	pingate hsm-key kcv      --config F --id ID
+//	pingate hsm-key list     --config F
+func runHSMKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: hsm-key generate|import|kcv|list --config FILE ...", errUsage)
+	}
+	sub := args[0]
+	fs := newFlagSet("hsm-key " + sub)
+	cfgPath := fs.String("config", "", "YAML config with security.module payshield")
+	id := fs.String("id", "", "key id")
+	usage := fs.String("usage", "", "ZMK, ZPK, TPK, PVK or TAK")
+	length := fs.Int("length", 16, "key length in bytes: 16 or 24")
+	exportUnder := fs.String("export-under", "", "generate: also print the key under this held ZMK, for the other zone")
+	zmk := fs.String("zmk", "", "import: the held ZMK the key is enciphered under")
+	under := fs.String("key-under-zmk", "", "import: the key under the ZMK, hex (TDES-ECB)")
+	kcv := fs.String("kcv", "", "import: the key's check value")
+	rotate := fs.Bool("rotate", false, "import: the next version of a held id")
+	who := fs.String("who", "", "who performs the ceremony (custody log)")
+	why := fs.String("why", "", "why (custody log)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return fmt.Errorf("%w: --config is required", errUsage)
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	sec := cfg.withDefaults().Security
+	if sec.Module != "payshield" || sec.PayShield.KeyFile == "" {
+		return fmt.Errorf("%w: %s: needs security.module payshield and security.payshield.key_file", errUsage, *cfgPath)
+	}
+	keys := payshield.NewKeys(sec.RotationGrace)
+	if _, err := os.Stat(sec.PayShield.KeyFile); err == nil {
+		if keys, err = payShieldKeys(SecurityConfig{PayShield: sec.PayShield, RotationGrace: sec.RotationGrace}, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	if sub == "list" {
+		for _, k := range keys.List() {
+			fmt.Fprintf(stdout, "%s v%d %s %s kcv=%s\n", k.ID, k.Version, k.Usage, k.Algorithm, k.KCV)
+		}
+		return nil
+	}
+	if *id == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
+	}
+	pc, err := sec.PayShield.client(slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	pc.HealthInterval = -1
+	c, err := payshield.New(pc)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	m := payshield.NewModule(c, keys)
+	if sub == "kcv" {
+		k, err := keys.Lookup(pinblock.KeyRef{ID: *id})
+		if err != nil {
+			return err
+		}
+		got, err := m.KCV(ctx, pinblock.KeyRef{ID: *id})
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(got, k.KCV[:min(len(k.KCV), len(got))]) {
+			return fmt.Errorf("%w: %s: the HSM computes %s, the key file says %s", pinblock.ErrKCVMismatch, *id, got, k.KCV)
+		}
+		fmt.Fprintf(stdout, "%s v%d kcv=%s (the HSM agrees)\n", k.ID, k.Version, got)
+		return nil
+	}
+	if *who == "" || *why == "" {
+		return fmt.Errorf("%w: --who and --why are required (custody log)", errUsage)
+	}
+	u := pinblock.Usage(strings.ToUpper(*usage))
+	if !u.Valid() || u == pinblock.UsageLMK {
+		return fmt.Errorf("%w: --usage %q", errUsage, *usage)
+	}
+	var (
+		info   pinblock.KeyInfo
+		action = pinblock.ActionGenerate
+		from   = "lmk"
+	)
+	switch sub {
+	case "generate":
+		if *exportUnder != "" {
+			var enc []byte
+			info, enc, err = m.GenerateExport(ctx, *id, u, *length, pinblock.KeyRef{ID: *exportUnder})
+			if err == nil {
+				fmt.Fprintf(stdout, "key under %s: %X\n", *exportUnder, enc)
+			}
+		} else {
+			info, err = m.Generate(ctx, *id, u, pinblock.TDES, *length)
+		}
+	case "import":
+		action, from = pinblock.ActionImport, *zmk
+		if *rotate {
+			action = pinblock.ActionRotate
+		}
+		enc, herr := hex.DecodeString(*under)
+		if herr != nil {
+			return fmt.Errorf("%w: --key-under-zmk is not hexadecimal", errUsage)
+		}
+		info, err = m.Import(ctx, pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: pinblock.TDES, Enciphered: enc,
+			ZMK: pinblock.KeyRef{ID: *zmk}, KCV: *kcv, Who: *who, Why: *why, Rotate: *rotate})
+	default:
+		return fmt.Errorf("%w: hsm-key %s: want generate, import, kcv or list", errUsage, sub)
+	}
+	if err != nil {
+		return err
+	}
+	if err := writeHSMKeyFile(sec.PayShield.KeyFile, keys.List()); err != nil {
+		return err
+	}
+	if sec.CustodyLog != "" {
+		l, err := pinblock.OpenCustodyLog(sec.CustodyLog)
+		if err != nil {
+			return err
+		}
+		_, err = l.Append(pinblock.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
+			Version: info.Version, KCV: info.KCV, Under: from})
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("custody log: %w (the key is in the key file)", err)
+		}
+	}
+	fmt.Fprintf(stdout, "%s v%d %s kcv=%s\n", info.ID, info.Version, info.Usage, info.KCV)
+	return nil
+}
+
+// writeHSMKeyFile replaces the key file with keys (0600, through a rename).
+func writeHSMKeyFile(path string, keys []payshield.Key) error {
+	b, err := json.MarshalIndent(keys, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".hsm-keys-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return errors.Join(fmt.Errorf("key file: %w", err))
+	}
+	return nil
+}
