@@ -48,6 +48,10 @@ if [ -x scripts/schemathesis.sh ]; then
   echo "== schemathesis against the live branch API"
   ./scripts/schemathesis.sh
 fi
+if [ -x scripts/schemathesis-records.sh ]; then
+  echo "== schemathesis against the live records inquiry API"
+  ./scripts/schemathesis-records.sh
+fi
 ./scripts/services.sh stop
 trap - EXIT
 echo "go test: $passed passed, $failed failed, $skipped skipped"

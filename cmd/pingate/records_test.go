@@ -510,3 +510,79 @@ func TestRecordsRefusesWithoutPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordsUnderLoad: "pingate load" drives the gateway (real Kafka relay)
+// while "pingate records run" consumes its topic; afterwards every answered
+// request's event is in the records database exactly once, and a card's
+// history and statement come back through the API for its token.
+func TestRecordsUnderLoad(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic, partitions = "records-load", 3
+	testservers.CreateTopic(t, k.Brokers, topic, partitions)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	dir := t.TempDir()
+	cfg := embeddedConfig()
+	cfg.Instance = "recordsload"
+	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
+	cfg.Events.KafkaBrokers, cfg.Events.KafkaTopic = []string{k.Brokers}, topic
+	cfg.Limits.CardOpsPerDay = 1_000_000
+	cfg.Limits.AcquirerRPS, cfg.Limits.AcquirerBurst = 1e6, 1_000_000
+	ctx := context.Background()
+	g, err := startGateway(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("startGateway: %v", err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Shutdown(sctx)
+	})
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	svc := startRecords(t, pgURL, k.Brokers, topic)
+
+	rep := lastJSON(t, "load", "--target", g.acqAddr, "--requests", "300", "--duration", "60s", "--warmup", "0",
+		"--concurrency", "2x4", "--cards", "60", "--card-offset", "2950", "--json", "--quiet", "--rand-seed", "5")
+	if rep.Requests < 300 || rep.Errors != 0 {
+		t.Fatalf("load: %d requests, %d errors; want 300+ answered, none failed", rep.Requests, rep.Errors)
+	}
+	answered := int(rep.Requests)
+	st := waitForDB(t, pgURL, answered)
+	want, _ := topicIDs(t, k.Brokers, topic, partitions)
+	if len(want) != answered {
+		t.Errorf("topic holds %d distinct events for %d answered requests", len(want), rep.Requests)
+	}
+	checkExactlyOnce(t, st, want, nil)
+	if st.history != answered {
+		t.Errorf("card history rows = %d, want one per answered request (%d)", st.history, rep.Requests)
+	}
+
+	s, err := records.Open(ctx, pgURL, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cards, err := s.CardsWithActivity(ctx, time.Now().AddDate(0, 0, -1), time.Now().AddDate(0, 0, 1))
+	s.Close()
+	if err != nil || len(cards) == 0 {
+		t.Fatalf("cards with activity: %v, %v", cards, err)
+	}
+	c := svc.client(t)
+	var page struct {
+		Operations []records.Operation `json:"operations"`
+	}
+	getJSON(t, c, "https://"+svc.api+"/v1/cards/"+cards[0]+"/operations?limit=100", http.StatusOK, &page)
+	var stmt records.Statement
+	from, to := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly), time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	getJSON(t, c, "https://"+svc.api+"/v1/cards/"+cards[0]+"/statement?from="+from+"&to="+to, http.StatusOK, &stmt)
+	if len(page.Operations) == 0 || len(stmt.Operations) != len(page.Operations) {
+		t.Errorf("card %s: %d operations in the history, %d in the statement of these days; want the same, at least one",
+			cards[0], len(page.Operations), len(stmt.Operations))
+	}
+	for _, o := range page.Operations {
+		if o.CardToken != cards[0] || o.ResponseCode != "00" || !o.Stands {
+			t.Errorf("operation %+v: want an approved, standing operation of the card", o)
+		}
+	}
+}

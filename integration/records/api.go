@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +114,12 @@ func (a *API) Serve(ln net.Listener) error { return a.srv.ServeTLS(ln, "", "") }
 // Shutdown stops accepting and waits for in-flight requests until ctx ends.
 func (a *API) Shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
 
+// OpenAPI is the API's OpenAPI 3.1 document, served at /v1/openapi.yaml;
+// docs/records-openapi.yaml is a copy that a test keeps identical.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
 var (
 	cardTokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 	eventIDRE   = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -125,6 +132,10 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cards/{card_token}/operations", a.history)
 	mux.HandleFunc("GET /v1/cards/{card_token}/statement", a.statement)
 	mux.HandleFunc("GET /v1/operations/{event_id}", a.operation)
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(OpenAPI)
+	})
 	a.admin(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "not-found", "No such resource", "")
