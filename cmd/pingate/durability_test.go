@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -508,4 +509,38 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	standing, reversed := ledgerMatchesRecords(t, audit, evs, answered)
 	t.Logf("%d answered (%d approvals, %d refusals); issuer applied %d (%d standing, %d reversed); %d events; %d reversal advices",
 		len(answered), approvals.Load(), refusd.Load(), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
+}
+
+// TestJournalDepthLimitRefusesBeforeTheIssuer: with Kafka unreachable and
+// events.max_depth 3, the journal holds three events waiting for the relay;
+// the next PIN change over TCP is answered 91 journal_full and never reaches
+// the issuer (the journal-depth guard, routing.Admitter).
+func TestJournalDepthLimitRefusesBeforeTheIssuer(t *testing.T) {
+	g := startTestGateway(t, func(c *Config) {
+		c.Events.MaxDepth = 3
+		c.Events.KafkaBrokers = []string{freeAddr(t)} // nothing listens there
+	})
+	waitIssuer(t, g)
+	c, err := dialATM(context.Background(), g.acqAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pop := opsPopulation(g.cfg.IssuerSim)
+	for i := 0; i < 3; i++ {
+		if code, err := opsDo(context.Background(), c, opsChange(pop, 20+i, "4826")); err != nil || code != iso8583.RCApproved {
+			t.Fatalf("change %d below the depth limit = %s, %v; want 00", i, code, err)
+		}
+	}
+	before := g.sim.Requests.Load()
+	code, err := opsDo(context.Background(), c, opsChange(pop, 30, "4826"))
+	if err != nil || code != iso8583.RCIssuerUnavailable {
+		t.Fatalf("change at the depth limit = %s, %v; want 91", code, err)
+	}
+	if n := g.sim.Requests.Load() - before; n != 0 {
+		t.Fatalf("issuer got %d requests at the depth limit, want none", n)
+	}
+	if err := g.journal.Admit(); !errors.Is(err, outbox.ErrJournalFull) {
+		t.Fatalf("Admit at the depth limit = %v, want ErrJournalFull", err)
+	}
 }
