@@ -482,8 +482,12 @@ func eventID(operationID string) string {
 }
 
 func validateRequest(r *Request) error {
-	if n := len(r.PAN); n < 12 || n > 19 || !isDigits(r.PAN) {
-		return fmt.Errorf("%w: PAN must be 12–19 digits", ErrFormat)
+	// 13 digits at least: an event shows the first 6 and last 4 with some
+	// hidden between. A refused PAN is dropped, so the refusal's event
+	// (without a card) can be recorded.
+	if n := len(r.PAN); n < 13 || n > 19 || !isDigits(r.PAN) {
+		r.PAN = ""
+		return fmt.Errorf("%w: PAN must be 13–19 digits", ErrFormat)
 	}
 	if r.Terminal == "" {
 		return fmt.Errorf("%w: terminal id missing", ErrFormat)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,6 +184,7 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "reset refused at an ATM", mutate: func(r *Request) { r.Operation = OpReset; r.OldBlock = nil; r.Teller, r.IdentityRef = "T1", "ID1" }, wantCode: "58", wantOut: OutcomeRejected},
 		{name: "no route", mutate: func(r *Request) { r.PAN = "5555555555554444" }, wantCode: "14", wantOut: OutcomeRejected},
 		{name: "short PAN", mutate: func(r *Request) { r.PAN = "12345" }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "12-digit PAN", mutate: func(r *Request) { r.PAN = "622848120017" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "format not permitted", mutate: func(r *Request) { r.Format = 1 }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "unknown key index", mutate: func(r *Request) { r.KeyIndex = 7 }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "teller id like a PAN", mutate: func(r *Request) { r.Teller = "123456789012" }, wantCode: "30", wantOut: OutcomeRejected},
@@ -225,6 +227,9 @@ func TestFlowOutcomes(t *testing.T) {
 				// What integration/events would refuse to publish.
 				if LooksSecret(ev.Teller) || LooksSecret(ev.Supervisor) || LooksSecret(ev.Terminal) {
 					t.Errorf("event carries an identifier that looks like a PAN or PIN block")
+				}
+				if ev.MaskedPAN != "" && (len(ev.MaskedPAN) < 13 || strings.Count(ev.MaskedPAN[:6], "*") != 0) {
+					t.Errorf("event masked PAN of %d characters does not show the first 6 digits", len(ev.MaskedPAN))
 				}
 			}
 		})

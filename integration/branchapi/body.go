@@ -60,7 +60,7 @@ func allowedFields(op routing.Operation, mode string) []string {
 }
 
 var (
-	panPattern      = regexp.MustCompile(`^[0-9]{12,19}$`)
+	panPattern      = regexp.MustCompile(`^[0-9]{13,19}$`)
 	terminalPattern = regexp.MustCompile(`^[A-Za-z0-9]{8}$`)
 	refPattern      = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,32}$`)
 	// idNumberLike refuses an identity-check reference that looks like an
@@ -130,7 +130,7 @@ func parseOp(op routing.Operation, raw []byte) (*parsedOp, *Problem) {
 			bad(field, "must be "+want)
 		}
 	}
-	need("pan", b.PAN, panPattern, "12 to 19 digits")
+	need("pan", b.PAN, panPattern, "13 to 19 digits")
 	need("branch", b.Branch, idPattern, "1 to 16 letters, digits, '.', '_' or '-'")
 	need("terminal", b.Terminal, terminalPattern, "8 letters or digits")
 	const tellerShape = "1 to 16 letters, digits, '.', '_' or '-', without a run of 12 or more digits or 16 or more hex digits"

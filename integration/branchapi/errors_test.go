@@ -61,6 +61,7 @@ func TestBadInput(t *testing.T) {
 		{name: "oversized body", raw: append([]byte(`{"pan":"`), bytes.Repeat([]byte("1"), DefaultMaxBodyBytes)...), wantStatus: 413, wantType: "body-too-large"},
 		{name: "missing PAN", give: with("pan", nil), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},
 		{name: "PAN with letters", give: with("pan", c.PAN[:10]+"AB"+c.PAN[12:]), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},
+		{name: "12-digit PAN (its event could not mask it)", give: with("pan", c.PAN[:12]), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},
 		{name: "PAN as a number", give: with("pan", 6228481200000017), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},
 		{name: "terminal too long", give: with("terminal", "BR0117T12"), wantStatus: 422, wantType: "invalid-request", wantPointer: "/terminal"},
 		{name: "format 2", give: with("pin_format", 2), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pin_format"},
