@@ -2,14 +2,20 @@
 # Contract test of the branch API (docs/openapi.yaml) against a live gateway:
 # installs schemathesis (PyPI, pinned) into a venv under .services/, starts
 # `pingate serve` on the embedded defaults (development keys and
-# certificates, ephemeral ports) in a scratch directory, runs schemathesis
-# with the teller's client certificate against /v1/openapi.yaml, and stops
-# the gateway. Fails if any answer is a 5xx or outside the contract (status
-# code, content type, headers, body schema) or if schema-violating requests
-# are accepted.
+# certificates, ephemeral ports) in a scratch directory, makes one reset
+# pending approval, and runs schemathesis twice against /v1/openapi.yaml
+# (examples, coverage, fuzzing and stateful phases; configuration in
+# scripts/schemathesis.toml): with the teller's certificate, then with the
+# supervisor's. Fails if any answer is a 5xx or outside the contract (status
+# code, content type, headers, body schema), if schema-violating requests are
+# accepted or schema-valid ones refused (positive_data_acceptance), if the
+# gateway logs an error, or if the runs' cassettes show no PIN operation
+# answered 200/202 by the flow and no approval answered 200
+# (scripts/schemathesis_answers.py).
 #
 # Usage: scripts/schemathesis.sh [extra schemathesis arguments]
-#   SCHEMATHESIS_MAX_EXAMPLES (default 40) bounds the examples per operation.
+#   SCHEMATHESIS_MAX_EXAMPLES (default 15) bounds the examples per operation.
+#   SCHEMATHESIS_KEEP=DIR keeps the runs' VCR cassettes in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -71,20 +77,45 @@ if [ -z "$addr" ]; then
 fi
 
 certs="$work/var/dev-certs"
+# A reset pending approval, made by the teller: the lookups and the
+# supervisor's approvals of the runs below act on it.
+pending=$(curl -fsS --cacert "$certs/ca.pem" --cert "$certs/teller.pem" --key "$certs/teller-key.pem" \
+  -H 'Content-Type: application/json' "https://$addr/v1/pin/resets" \
+  -d '{"pan":"6228481200000017","branch":"BR0117","terminal":"BR0117T1","teller":"T0117-07",
+       "identity_check_ref":"IDCHK-CONTRACT-1","mode":"generated"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["operation_id"])')
+export SCHEMATHESIS_OPERATION="$pending"
+
+# One run per certificate: the teller (every operation; its approvals are
+# 403) and the supervisor (approvals of the teller's reset, and its own
+# operations). Each run writes a VCR cassette of every request and answer.
 status=0
-"$venv/bin/schemathesis" run "https://$addr/v1/openapi.yaml" \
-  --url "https://$addr" \
-  --request-cert "$certs/teller.pem" --request-cert-key "$certs/teller-key.pem" \
-  --tls-verify "$certs/ca.pem" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
-  --phases examples,coverage,fuzzing \
-  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
-  --workers 1 \
-  --no-color \
-  "$@" || status=$?
+run() { # run NAME IDENTITY-ID [extra arguments]
+  local name=$1 id=$2
+  shift 2
+  SCHEMATHESIS_TELLER=$id "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
+    run "https://$addr/v1/openapi.yaml" \
+    --url "https://$addr" \
+    --request-cert "$certs/$name.pem" --request-cert-key "$certs/$name-key.pem" \
+    --tls-verify "$certs/ca.pem" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-15}" \
+    --workers 1 \
+    --no-color \
+    --report vcr --report-vcr-path "$work/$name.cassette.yaml" \
+    "$@" || status=$?
+}
+run teller T0117-07 "$@"
+run supervisor S0117-01 "$@"
+
+# The runs must have reached the PIN flow: real 200/202 answers to
+# operations, and a supervisor's 200 to an approval.
+python3 "$root/scripts/schemathesis_answers.py" "$work/teller.cassette.yaml" "$work/supervisor.cassette.yaml" || status=1
 if grep -q '"level":"ERROR"' serve.log; then
   echo "schemathesis: the gateway logged errors:" >&2
   grep '"level":"ERROR"' serve.log >&2
   status=1
 fi
+[ -n "${SCHEMATHESIS_KEEP:-}" ] && cp "$work"/*.cassette.yaml "$SCHEMATHESIS_KEEP"/
 exit "$status"
