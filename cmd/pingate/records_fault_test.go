@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"pingate/integration/testservers"
 )
@@ -116,10 +119,13 @@ func TestRecordsFaults(t *testing.T) {
 	svc := startRecordsProc(t, bin, pgURL, k.Brokers, topic)
 	// Phase 1: a stream of chunks; the consumer is SIGKILLed twice while
 	// it applies them, and restarted.
-	kills := 0
+	kills, midTx := 0, 0
 	chunks(0, half, func(i int) {
 		if i == 60 || i == 140 {
 			waitEvents(t, pgURL, i/2)
+			if inTransaction(t, pgURL) {
+				midTx++
+			}
 			svc.kill()
 			kills++
 			svc = startRecordsProc(t, bin, pgURL, k.Brokers, topic)
@@ -159,5 +165,33 @@ func TestRecordsFaults(t *testing.T) {
 		t.Errorf("consumer killed %d times, want 2", kills)
 	}
 	svc.stop(t)
-	t.Logf("%d kills; %d events, %d reversals", kills, len(st.ids), len(st.reversed))
+	t.Logf("%d kills (%d seen inside an open transaction); %d events, %d reversals", kills, midTx, len(st.ids), len(st.reversed))
+}
+
+// inTransaction waits (up to 5 s) until another session of the database has
+// a transaction open — the consumer applying a batch — and reports whether
+// it saw one. The kill that follows lands inside that transaction unless it
+// commits in between.
+func inTransaction(t *testing.T, pgURL string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
