@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -36,20 +37,23 @@ var (
 // holds" (kafka-go's FirstOffset).
 const FirstOffset int64 = -2
 
+var dsnPassword = regexp.MustCompile(`(^|\s)password\s*=`)
+
 // parseURL checks and parses a postgres:// URL. Its errors never repeat the
 // URL.
 func parseURL(raw string) (*pgxpool.Config, error) {
 	if strings.TrimSpace(raw) == "" {
 		return nil, ErrNoPostgres
 	}
-	if u, err := url.Parse(raw); err == nil {
+	if u, err := url.Parse(raw); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		if _, has := u.User.Password(); has {
 			return nil, ErrPasswordInURL
 		}
 		if q := u.Query(); q.Has("password") {
 			return nil, ErrPasswordInURL
 		}
-	} else if strings.Contains(raw, "password=") {
+	} else if dsnPassword.MatchString(raw) {
+		// keyword/value form: host=… user=… password=…
 		return nil, ErrPasswordInURL
 	}
 	cfg, err := pgxpool.ParseConfig(raw)
