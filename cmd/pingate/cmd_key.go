@@ -154,16 +154,16 @@ func parseUsage(s string) (pinblock.Usage, error) {
 func parseAlg(s string) (pinblock.Algorithm, error) {
 	a, err := pinblock.ParseAlgorithm(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: --alg %q: want tdes or aes", errUsage, s)
+		return "", fmt.Errorf("%w: --alg %q: want tdes, aes or sm4", errUsage, s)
 	}
 	return a, nil
 }
 
-// keyKCV: key kcv --key -|@FILE --alg tdes|aes.
+// keyKCV: key kcv --key -|@FILE --alg tdes|aes|sm4.
 func keyKCV(args []string) (string, error) {
 	fs := newFlagSet("key kcv")
 	keyHex := secretRef(fs, "key", "clear key (hex)")
-	alg := fs.String("alg", "tdes", "tdes or aes")
+	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
@@ -228,7 +228,7 @@ func keyImport(args []string) (string, error) {
 	sf.register(fs, true)
 	id := fs.String("id", "", "key id")
 	usage := fs.String("usage", "", "ZPK, TPK, TAK, PVK or ZMK")
-	alg := fs.String("alg", "tdes", "tdes or aes")
+	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
 	under := fs.String("under", "", "id of the ZMK the key is enciphered under")
 	keyHex := secretRef(fs, "key", "the key enciphered under the ZMK (hex)")
 	kcv := fs.String("kcv", "", "the key's check value")
@@ -340,7 +340,7 @@ func keyCombine(args []string) (string, error) {
 	fs := newFlagSet("key combine")
 	sf.register(fs, true)
 	id := fs.String("id", "", "key id")
-	alg := fs.String("alg", "tdes", "tdes or aes")
+	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
 	usage := fs.String("usage", "ZMK", "usage of the combined key")
 	comps := componentFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -390,8 +390,8 @@ func keyGenerate(args []string) (string, error) {
 	sf.register(fs, true)
 	id := fs.String("id", "", "key id")
 	usage := fs.String("usage", "", "ZPK, TPK, TAK, PVK or ZMK")
-	alg := fs.String("alg", "aes", "tdes or aes")
-	length := fs.Int("length", 0, "key length in bytes (TDES 16 or 24; AES 16, 24 or 32); default 16 for TDES, 32 for AES")
+	alg := fs.String("alg", "aes", "tdes, aes or sm4")
+	length := fs.Int("length", 0, "key length in bytes (TDES 16 or 24; AES 16, 24 or 32; SM4 16); default 16 for TDES and SM4, 32 for AES")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
@@ -412,7 +412,7 @@ func keyGenerate(args []string) (string, error) {
 	}
 	n := *length
 	if n == 0 {
-		n = map[pinblock.Algorithm]int{pinblock.TDES: 16, pinblock.AES: 32}[a]
+		n = map[pinblock.Algorithm]int{pinblock.TDES: 16, pinblock.AES: 32, pinblock.SM4: 16}[a]
 	}
 	s, err := sf.open()
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 func init() {
 	register(command{
 		name:  "pin",
-		usage: "encode, decode or translate an ISO 9564-1 PIN block (development and test tool)",
+		usage: "encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)",
 		run:   runPin,
 	})
 }
@@ -47,18 +47,19 @@ func runPin(_ context.Context, args []string, stdout, _ io.Writer) error {
 	return err
 }
 
-// pinEncode: --format N --pin P [--pan PAN] [--key HEX] -> the block in upper
-// hex (enciphered; the clear block for format 2).
+// pinEncode: --format N [--alg sm4] --pin P [--pan PAN] [--key HEX] -> the
+// block in upper hex (enciphered; the clear block for format 2).
 func pinEncode(args []string) (string, error) {
 	fs := newFlagSet("pin encode")
-	formatS := fs.String("format", "", "ISO 9564-1 format 0-4")
+	formatS := fs.String("format", "", "ISO 9564-1 format 0-4 (or SM4-0, SM4-4)")
+	algS := fs.String("alg", "", algFlagHelp)
 	pinS := secretString(fs, "pin", "clear PIN, 4-12 digits")
 	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
-	keyS := secretString(fs, "key", "PIN key in hex: TDES for formats 0, 1, 3; AES for 4; none for 2")
+	keyS := secretString(fs, "key", "PIN key in hex: TDES for formats 0, 1, 3; AES for 4; SM4 with --alg sm4; none for 2")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
-	f, err := pinFormatFlag("format", *formatS)
+	f, err := pinFormatFlag("format", *formatS, "alg", *algS)
 	if err != nil {
 		return "", err
 	}
@@ -93,17 +94,19 @@ func pinEncode(args []string) (string, error) {
 	return strings.ToUpper(hex.EncodeToString(b)), nil
 }
 
-// pinDecode: --format N [--pan PAN] [--key HEX] --block HEX -> the PIN.
+// pinDecode: --format N [--alg sm4] [--pan PAN] [--key HEX] --block HEX ->
+// the PIN.
 func pinDecode(args []string) (string, error) {
 	fs := newFlagSet("pin decode")
-	formatS := fs.String("format", "", "ISO 9564-1 format 0-4")
+	formatS := fs.String("format", "", "ISO 9564-1 format 0-4 (or SM4-0, SM4-4)")
+	algS := fs.String("alg", "", algFlagHelp)
 	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
 	keyS := secretString(fs, "key", "PIN key in hex (none for format 2)")
 	blockS := secretString(fs, "block", "PIN block in hex")
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
-	f, err := pinFormatFlag("format", *formatS)
+	f, err := pinFormatFlag("format", *formatS, "alg", *algS)
 	if err != nil {
 		return "", err
 	}
@@ -136,24 +139,35 @@ func pinDecode(args []string) (string, error) {
 	return pin.Reveal(), nil
 }
 
-// pinTranslate: --pan --block --from-format --from-key --to-format --to-key
-// -> the new block in upper hex.
+// pinTranslate: --pan --block --from-format [--from-alg] --from-key
+// --to-format [--to-alg] --to-key [--alg] -> the new block in upper hex.
+// --alg sets the cipher of both sides; --from-alg and --to-alg override it.
 func pinTranslate(args []string) (string, error) {
 	fs := newFlagSet("pin translate")
 	pan := fs.String("pan", "", "PAN; it does not change")
 	blockS := secretString(fs, "block", "source PIN block in hex")
-	fromS := fs.String("from-format", "", "source format 0-4")
+	fromS := fs.String("from-format", "", "source format 0-4 (or SM4-0, SM4-4)")
+	fromAlgS := fs.String("from-alg", "", "source cipher (default --alg); "+algFlagHelp)
 	fromKeyS := secretString(fs, "from-key", "source PIN key in hex")
-	toS := fs.String("to-format", "", "destination format 0-4")
+	toS := fs.String("to-format", "", "destination format 0-4 (or SM4-0, SM4-4)")
+	toAlgS := fs.String("to-alg", "", "destination cipher (default --alg); "+algFlagHelp)
 	toKeyS := secretString(fs, "to-key", "destination PIN key in hex")
+	algS := fs.String("alg", "", "cipher of both sides; "+algFlagHelp)
 	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
-	from, err := pinFormatFlag("from-format", *fromS)
+	fromAlgName, toAlgName := "from-alg", "to-alg"
+	if *fromAlgS == "" {
+		*fromAlgS, fromAlgName = *algS, "alg"
+	}
+	if *toAlgS == "" {
+		*toAlgS, toAlgName = *algS, "alg"
+	}
+	from, err := pinFormatFlag("from-format", *fromS, fromAlgName, *fromAlgS)
 	if err != nil {
 		return "", err
 	}
-	to, err := pinFormatFlag("to-format", *toS)
+	to, err := pinFormatFlag("to-format", *toS, toAlgName, *toAlgS)
 	if err != nil {
 		return "", err
 	}
@@ -187,7 +201,13 @@ func pinTranslate(args []string) (string, error) {
 	return strings.ToUpper(hex.EncodeToString(out)), nil
 }
 
-func pinFormatFlag(name, v string) (pinblock.Format, error) {
+const algFlagHelp = "cipher: tdes (formats 0, 1, 3), aes (4) or sm4 (0 and 4 as SM4-0 and SM4-4); default the format's own"
+
+// pinFormatFlag parses the format flag name=v and, with the cipher flag
+// algName=alg, the format it means: --format 4 --alg sm4 is SM4-4,
+// --format 0 --alg sm4 SM4-0 (the 128-bit extension of format 0). alg ""
+// leaves the format as given.
+func pinFormatFlag(name, v, algName, alg string) (pinblock.Format, error) {
 	if v == "" {
 		return 0, fmt.Errorf("%w: --%s is required", errUsage, name)
 	}
@@ -195,12 +215,27 @@ func pinFormatFlag(name, v string) (pinblock.Format, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: --%s: %v", errUsage, name, err)
 	}
-	return f, nil
+	if alg == "" {
+		return f, nil
+	}
+	a, err := pinblock.ParseAlgorithm(alg)
+	if err != nil {
+		return 0, fmt.Errorf("%w: --%s %q: want tdes, aes or sm4", errUsage, algName, alg)
+	}
+	if f.IsSM4() && a != pinblock.SM4 {
+		return 0, fmt.Errorf("%w: --%s %s is an SM4 format, --%s is %s", errUsage, name, f, algName, a)
+	}
+	g, err := pinblock.FormatFor(f.Number(), a)
+	if err != nil {
+		return 0, fmt.Errorf("%w: --%s %s with --%s %s: %v", errUsage, name, v, algName, a, err)
+	}
+	return g, nil
 }
 
-// needPAN requires a PAN for the formats that bind one (0, 3, 4).
+// needPAN requires a PAN for the formats that bind one (0, 3, 4 and the SM4
+// formats).
 func needPAN(f pinblock.Format, pan string) error {
-	if pan == "" && (f == pinblock.Format0 || f == pinblock.Format3 || f == pinblock.Format4) {
+	if n := f.Number(); pan == "" && f != pinblock.Format2 && f != pinblock.Format1 && (n == 0 || n == 3 || n == 4) {
 		return fmt.Errorf("%w: --pan is required for %s", errUsage, f)
 	}
 	return nil
