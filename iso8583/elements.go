@@ -113,8 +113,8 @@ func (o OriginalData) SameAcquirer(id string) bool {
 //     DE 123. Example: "D0112P0AE00E0000…" (112 characters).
 //   - The legacy form (KeyUnderZMK, KCV): the key enciphered under the ZMK,
 //     as hex (32, 48 or 64 digits for a 16-, 24- or 32-byte key), a "/", and
-//     the new key's check value as hex (4 to 10 digits: 6 for TDES, 10 for
-//     AES in pingate's own messages). Example: "0123...CDEF/08D7B4".
+//     the new key's check value as hex (4 to 16 digits: 6 for TDES, 10 for
+//     AES, 16 for SM4 in pingate's own messages). Example: "0123...CDEF/08D7B4".
 //
 // Whether an acquirer may use the legacy form is routing's decision. The
 // key material is treated as secret: DE 123 is redacted in every dump and
@@ -145,8 +145,8 @@ func (k KeyExchange) validate() error {
 		return &FieldError{Field: "123", Problem: "enciphered key not 32, 48 or 64 hex digits"}
 	case !isHex(k.KeyUnderZMK):
 		return &FieldError{Field: "123", Problem: "enciphered key not hexadecimal"}
-	case len(k.KCV) < 4 || len(k.KCV) > 10 || !isHex(k.KCV):
-		return &FieldError{Field: "123", Problem: "KCV not 4 to 10 hex digits"}
+	case len(k.KCV) < 4 || len(k.KCV) > 16 || !isHex(k.KCV):
+		return &FieldError{Field: "123", Problem: "KCV not 4 to 16 hex digits"}
 	}
 	return nil
 }

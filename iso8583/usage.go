@@ -215,14 +215,23 @@ func (f Fields) checkValues() error {
 		if err != nil {
 			return err
 		}
-		want := 8
-		if sc.Format == 4 {
-			want = 16
+		// Format 4 blocks are 16 bytes, formats 1 and 3 8 bytes. Format 0 is
+		// 8 bytes under TDES and 16 under SM4 (the 128-bit SM4-0 block):
+		// which cipher an acquirer uses is configuration, so both lengths
+		// pass here and routing checks the length against it.
+		fits := func(b []byte) bool {
+			switch sc.Format {
+			case 4:
+				return len(b) == 16
+			case 0:
+				return len(b) == 8 || len(b) == 16
+			}
+			return len(b) == 8
 		}
-		if f.PINBlock != nil && len(f.PINBlock) != want {
+		if f.PINBlock != nil && !fits(f.PINBlock) {
 			return &FieldError{Field: "52", Problem: "PIN block length does not match the format in DE 53"}
 		}
-		if f.NewPINBlock != nil && len(f.NewPINBlock) != want {
+		if f.NewPINBlock != nil && !fits(f.NewPINBlock) {
 			return &FieldError{Field: "125", Problem: "PIN block length does not match the format in DE 53"}
 		}
 	}

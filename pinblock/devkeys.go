@@ -21,6 +21,10 @@ const (
 	DevATMZMK    = "dev-atm-zmk"    // zone master key shared with the ATM network (key changes)
 	DevIssuerZPK = "dev-issuer-zpk" // zone PIN key shared with the simulated issuer (AES-128, format 4)
 	DevIssuerPVK = "dev-issuer-pvk" // the simulated issuer's PIN verification key
+
+	DevSM4ATMZPK    = "dev-sm4-atm-zpk"    // SM4 ATM network's zone PIN key (SM4-0 blocks)
+	DevSM4ATMZMK    = "dev-sm4-atm-zmk"    // SM4 zone master key shared with the SM4 ATM network (key changes)
+	DevSM4IssuerZPK = "dev-sm4-issuer-zpk" // zone PIN key shared with the simulated SM4 issuer (SM4-4 blocks)
 )
 
 // DevelopmentKeys is the published development key set.
@@ -30,6 +34,9 @@ var DevelopmentKeys = []DevKey{
 	{DevATMZMK, UsageZMK, TDES, "89E88CF7931444F334BD7547FC3F380C", "ASC X9 TR-31:2018 Annex A key block protection key"},
 	{DevIssuerZPK, UsageZPK, AES, "2B7E151628AED2A6ABF7158809CF4F3C", "NIST SP 800-38A F.1 AES-128 example key"},
 	{DevIssuerPVK, UsagePVK, TDES, "FEDCBA98765432100123456789ABCDEF", "the classic TDES test key, halves swapped"},
+	{DevSM4ATMZPK, UsageZPK, SM4, "0123456789ABCDEFFEDCBA9876543210", "GB/T 32907-2016 Appendix A example key"},
+	{DevSM4ATMZMK, UsageZMK, SM4, "1234567890ABCDEFABCDEF0987654321", "the bank test master key of the published SM4 PIN pad example csdn-104625499 (pinblock/testdata/sm4-vectors.json)"},
+	{DevSM4IssuerZPK, UsageZPK, SM4, "FEDCBA98765432100123456789ABCDEF", "the GB/T 32907-2016 Appendix A example key, halves swapped"},
 }
 
 // DevelopmentKey returns the development key with the given label.

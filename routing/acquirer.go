@@ -234,7 +234,8 @@ func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerCon
 //
 // DE 123 carries a TR-31 key block (ImportRequest.KeyBlock), or, only for an
 // acquirer with LegacyKeyChange, the key enciphered under the ZMK and its KCV
-// (keyUnderZMK). Refusals are ErrKeyBlockRequired, ErrUnknownKeyIndex and
+// (keyUnderZMK). An SM4 acquirer (PINAlgorithm sm4) sends its SM4 zone key
+// in that second form, SM4-ECB under its SM4 ZMK with the 8-byte check value. Refusals are ErrKeyBlockRequired, ErrUnknownKeyIndex and
 // ErrFormat, answered through ResponseFor.
 func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) string {
 	req, err := a.keyChangeRequest(acq, f)
@@ -284,6 +285,17 @@ func (a *AcquirerFront) keyChangeRequest(acq AcquirerConfig, f *iso8583.Fields) 
 	}
 	if kx.KeyBlock != "" {
 		req.KeyBlock = kx.KeyBlock
+		return req, nil
+	}
+	if acq.PINAlgorithm == pinblock.SM4 {
+		// An SM4 zone key has no key block form (ANSI X9.143 defines none):
+		// it comes SM4-ECB under the SM4 ZMK with its check value, as
+		// Chinese bank sign-on messages deliver it.
+		enc, err := hex.DecodeString(kx.KeyUnderZMK)
+		if err != nil {
+			return pinblock.ImportRequest{}, ErrFormat
+		}
+		req.Enciphered, req.KCV, req.Algorithm = enc, kx.KCV, pinblock.SM4
 		return req, nil
 	}
 	if !acq.LegacyKeyChange {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"pingate/pinblock"
 )
 
 // AcquirerConfig describes one institution allowed to send PIN operations:
@@ -36,8 +38,17 @@ type AcquirerConfig struct {
 	// only a TR-31 key block is accepted. For a migration only; serve
 	// --production warns about an acquirer with it.
 	LegacyKeyChange bool `yaml:"key_change_legacy_ecb" json:"key_change_legacy_ecb"`
-	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3, 4).
+	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3,
+	// 4; with PINAlgorithm sm4, 0 and 4).
 	Formats []int `yaml:"formats" json:"formats"`
+	// PINAlgorithm is the cipher of its PIN blocks and zone keys: "" (TDES
+	// for formats 0, 1, 3 and AES for 4) or "sm4" (GB/T 32907-2016): DE 53
+	// format 0 then means the 128-bit SM4-0 block and 4 the SM4-4 block,
+	// both 16 bytes in DE 52 and DE 125 (docs/design.md, "SM4"). A key change
+	// for an SM4 acquirer carries the new key under its SM4 ZMK in SM4-ECB
+	// with its 8-byte check value (DE 123 "key/KCV"), the one form an SM4
+	// key has: ANSI X9.143 defines no SM4 key block.
+	PINAlgorithm pinblock.Algorithm `yaml:"pin_algorithm" json:"pin_algorithm"`
 	// Operations it may ask for (default: change for ATMs; all three for
 	// branches and kiosks).
 	Operations []Operation `yaml:"operations" json:"operations"`
@@ -53,8 +64,13 @@ type IssuerConfig struct {
 	Hosts []string `yaml:"hosts" json:"hosts"`
 	// Framing of the link: "binary2" (default) or "ascii4".
 	Framing string `yaml:"framing" json:"framing"`
-	// PINFormat is the ISO 9564 format the issuer expects (0, 3 or 4).
+	// PINFormat is the ISO 9564 format the issuer expects (0, 3 or 4; with
+	// PINAlgorithm sm4, 0 or 4).
 	PINFormat int `yaml:"pin_format" json:"pin_format"`
+	// PINAlgorithm is the cipher of the issuer's PIN blocks and zone key: ""
+	// (TDES for formats 0 and 3, AES for 4) or "sm4" (SM4-0 or SM4-4, see
+	// AcquirerConfig.PINAlgorithm).
+	PINAlgorithm pinblock.Algorithm `yaml:"pin_algorithm" json:"pin_algorithm"`
 	// Key is the label of the zone PIN key shared with the issuer.
 	Key string `yaml:"key" json:"key"`
 	// KeyIndex is the issuer-side key index sent in DE 53.
@@ -105,6 +121,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if len(a.Formats) == 0 {
 			a.Formats = []int{0, 3, 4}
+			if a.PINAlgorithm == pinblock.SM4 {
+				a.Formats = []int{0, 4}
+			}
 		}
 		if len(a.Operations) == 0 {
 			if a.Channel == ChannelATM {
@@ -166,10 +185,21 @@ func (c Config) Validate() error {
 				bad("%s: keys[%d]=%q: want index 0–99 and a key label", where, idx, label)
 			}
 		}
-		for _, f := range a.Formats {
-			if f != 0 && f != 1 && f != 3 && f != 4 {
-				bad("%s: formats: %d is not an interchange PIN block format (0, 1, 3, 4)", where, f)
+		switch a.PINAlgorithm {
+		case "":
+			for _, f := range a.Formats {
+				if f != 0 && f != 1 && f != 3 && f != 4 {
+					bad("%s: formats: %d is not an interchange PIN block format (0, 1, 3, 4)", where, f)
+				}
 			}
+		case pinblock.SM4:
+			for _, f := range a.Formats {
+				if f != 0 && f != 4 {
+					bad("%s: formats: %d has no SM4 form (pin_algorithm sm4 takes 0 and 4)", where, f)
+				}
+			}
+		default:
+			bad("%s: pin_algorithm %q: want empty (TDES/AES by format) or sm4", where, a.PINAlgorithm)
 		}
 		for _, op := range a.Operations {
 			if op != OpChange && op != OpReset && op != OpUnblock {
@@ -193,8 +223,17 @@ func (c Config) Validate() error {
 		if len(is.Hosts) == 0 {
 			bad("%s: hosts: list at least one host:port", where)
 		}
-		if is.PINFormat != 0 && is.PINFormat != 3 && is.PINFormat != 4 {
-			bad("%s: pin_format %d: issuers take 0, 3 or 4", where, is.PINFormat)
+		switch is.PINAlgorithm {
+		case "":
+			if is.PINFormat != 0 && is.PINFormat != 3 && is.PINFormat != 4 {
+				bad("%s: pin_format %d: issuers take 0, 3 or 4", where, is.PINFormat)
+			}
+		case pinblock.SM4:
+			if is.PINFormat != 0 && is.PINFormat != 4 {
+				bad("%s: pin_format %d: SM4 issuers take 0 (SM4-0) or 4 (SM4-4)", where, is.PINFormat)
+			}
+		default:
+			bad("%s: pin_algorithm %q: want empty (TDES/AES by format) or sm4", where, is.PINAlgorithm)
 		}
 		if is.Key == "" {
 			bad("%s: key: name the zone PIN key label", where)

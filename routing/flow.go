@@ -319,7 +319,7 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	if !slices.Contains(acq.Operations, req.Operation) {
 		return "", ErrOperationRefused
 	}
-	if err := validateRequest(req); err != nil {
+	if err := validateRequest(req, acq.PINAlgorithm); err != nil {
 		return "", err
 	}
 	if req.OldBlock != nil || req.NewBlock != nil {
@@ -376,7 +376,7 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		var g pinblock.GeneratedPIN
 		g, err = f.deps.HSM.GeneratePIN(hctx, pinblock.GeneratePINRequest{
 			PAN: req.PAN, Length: req.Generate.Length,
-			To: pinblock.KeyRef{ID: is.Key}, ToFormat: pinblock.Format(is.PINFormat),
+			To: pinblock.KeyRef{ID: is.Key}, ToFormat: is.pinFormat(),
 		})
 		span.End()
 		f.m.stage(ctx, "hsm", t, f.deps.Now())
@@ -389,8 +389,8 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		hctx, span := f.tracer.Start(ctx, "pingate.hsm.translate")
 		var tr pinblock.Translator
 		tr, err = f.translator(hctx, st, pinblock.Route{
-			From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: pinblock.Format(req.Format),
-			To: pinblock.KeyRef{ID: is.Key}, ToFormat: pinblock.Format(is.PINFormat),
+			From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: blockFormat(req.Format, acq.PINAlgorithm),
+			To: pinblock.KeyRef{ID: is.Key}, ToFormat: is.pinFormat(),
 		})
 		if err == nil {
 			ireq.OldBlock, ireq.NewBlock, err = tr.TranslatePair(hctx, ireq.pins[:0], pinblock.PairBlocks{
@@ -481,7 +481,21 @@ func eventID(operationID string) string {
 	return uuid.NewSHA1(eventNamespace, []byte(operationID)).String()
 }
 
-func validateRequest(r *Request) error {
+// blockFormat is the PIN block format that DE 53 format number n means
+// under an acquirer's or issuer's pin_algorithm (pinblock.FormatFor); a
+// number the algorithm has no form of stays as it is, for the acquirer's
+// format list to refuse.
+func blockFormat(n int, alg pinblock.Algorithm) pinblock.Format {
+	if f, err := pinblock.FormatFor(n, alg); err == nil {
+		return f
+	}
+	return pinblock.Format(n)
+}
+
+// pinFormat is the format of the blocks the issuer receives.
+func (is IssuerConfig) pinFormat() pinblock.Format { return blockFormat(is.PINFormat, is.PINAlgorithm) }
+
+func validateRequest(r *Request, alg pinblock.Algorithm) error {
 	// 13 digits at least: an event shows the first 6 and last 4 with some
 	// hidden between. A refused PAN is dropped, so the refusal's event
 	// (without a card) can be recorded.
@@ -531,10 +545,7 @@ func validateRequest(r *Request) error {
 		if b == nil {
 			continue
 		}
-		want := 8
-		if r.Format == 4 {
-			want = 16
-		}
+		want := blockFormat(r.Format, alg).BlockSize()
 		if len(b) != want {
 			return fmt.Errorf("%w: PIN block of %d bytes for format %d", pinblock.ErrInvalidPINBlock, len(b), r.Format)
 		}

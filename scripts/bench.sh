@@ -151,12 +151,14 @@ routing:
   acquirers:
     - {id: "100001", name: "bench ATM network", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
     - {id: "200001", name: "bench branch front end", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
+    - {id: "100003", name: "bench SM4 ATM network", channel: atm, terminals: ["*"], keys: {1: dev-sm4-atm-zpk}, zmk: dev-sm4-atm-zmk, formats: [0, 4], pin_algorithm: sm4}
   issuers:
     - {id: ssbank, institution: "300001", hosts: $hosts, pin_format: 4, key: dev-issuer-zpk, key_index: 1}
+    - {id: sm4bank, institution: "300003", hosts: $hosts, pin_format: 4, pin_algorithm: sm4, key: dev-sm4-issuer-zpk, key_index: 2}
   routes:
     - {prefix: "62284812", issuer: ssbank}
     - {prefix: "62284813", issuer: ssbank}
-    - {prefix: "621700", issuer: ssbank}
+    - {prefix: "621700", issuer: sm4bank}
 EOF
   if [ "$extra" -gt 0 ]; then
     awk -v n="$extra" 'BEGIN { for (i = 0; i < n; i++) printf "    - {prefix: \"4%09d\", issuer: ssbank}\n", i * 7 }' >>"$f"

@@ -82,6 +82,7 @@ type pinOp struct {
 	oldPIN, newPIN     string
 	format             pinblock.Format
 	keyID              string
+	key                pinblock.Key // when valid, used instead of the development key keyID (a key changed online)
 	teller, idRef      string
 }
 
@@ -97,10 +98,14 @@ func (op pinOp) fields() (*iso8583.Fields, error) {
 	if op.oldPIN == "" && op.newPIN == "" {
 		return f, nil
 	}
-	key, err := pinblock.DevelopmentKey(op.keyID)
-	if err != nil {
-		return nil, err
+	key := op.key
+	if !key.Valid() {
+		var err error
+		if key, err = pinblock.DevelopmentKey(op.keyID); err != nil {
+			return nil, err
+		}
 	}
+	var err error
 	enc := func(pin string) ([]byte, error) {
 		p, err := pinblock.NewSecretPIN(pin)
 		if err != nil {
@@ -119,6 +124,6 @@ func (op pinOp) fields() (*iso8583.Fields, error) {
 			return nil, err
 		}
 	}
-	f.SecurityControl = iso8583.SecurityControl{Format: int(op.format), KeyIndex: 1}.String()
+	f.SecurityControl = iso8583.SecurityControl{Format: op.format.Number(), KeyIndex: 1}.String()
 	return f, nil
 }

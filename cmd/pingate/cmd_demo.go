@@ -38,6 +38,9 @@ type demoStep struct {
 	// as an ATM does when the answer came too late; the step reports the
 	// 0430's code.
 	reverse bool
+	// network is an 0800 (sign-on, key change) sent instead of op, on the
+	// connection of op.acquirer; the step reports the 0810's code.
+	network []*iso8583.Fields
 }
 
 type demoResult struct {
@@ -69,6 +72,15 @@ func demoScript(pop issuersim.Population) []demoStep {
 			format: pinblock.Format4, keyID: pinblock.DevBranchZPK, teller: "TELLER-0117-07", idRef: "IDCHK-2026-000123"}
 		return op
 	}
+	// The SM4 ATM network's PIN pads encipher SM4-0 blocks under the working
+	// key its 0800/161 delivered (sm4KeyChange).
+	sm4ATM := func(pan, oldPIN, newPIN string) pinOp {
+		o := atm(pan, oldPIN, newPIN)
+		o.acquirer, o.format, o.keyID, o.key = devSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
+		return o
+	}
+	// Cards 8 and 11 are in devSM4BIN (the SM4 issuer), card 9 is not.
+	h, sm4Card, sm4Card2 := card(9), card(8), card(11)
 	unknown := pop.BINs[0] + "99999990" // in the issuer's range, not one of its cards
 	unknown = unknown[:15]
 	unknown += fmt.Sprint(issuersim.LuhnDigit(unknown))
@@ -99,7 +111,49 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "ATM: issuer host down", channel: "atm", op: atm(demoDownPAN, "4826", "5931"), want: "91"},
 		{what: "branch: 6th request in a second from one terminal", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 6, want: "61"},
 		{what: "branch: 11th operation on one card today", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 11, spread: true, want: "65"},
+		{what: "SM4 ATM: sign on, then an SM4 working key arrives online (0800/161)", channel: "atm",
+			op: pinOp{acquirer: devSM4Acquirer}, network: sm4KeyChange(), want: "00"},
+		{what: "SM4 ATM: change PIN, SM4-0 to the SM4 issuer (SM4-4)", channel: "atm", op: sm4ATM(sm4Card.PAN, sm4Card.PIN, "3860"), want: "00"},
+		{what: "SM4 ATM: change PIN, SM4-0 to the AES issuer (ISO-4)", channel: "atm", op: sm4ATM(h.PAN, h.PIN, "2975"), want: "00"},
+		{what: "ATM: change PIN, TDES ISO-0 to the SM4 issuer (SM4-4)", channel: "atm", op: atm(sm4Card2.PAN, sm4Card2.PIN, "6419"), want: "00"},
 		{what: "ATM: malformed message", channel: "atm", raw: []byte("0100GARBAGE"), want: "30"},
+	}
+}
+
+// The SM4 key change of the demo is the published sign-on example
+// csdn-104625499 (pinblock/testdata/sm4-vectors.json): the working key
+// SM4-ECB under the bank test master key dev-sm4-atm-zmk, and its check
+// value.
+const (
+	demoSM4KeyUnderZMK = "3D66234C49E4296FF9C78D8BACBD6A76"
+	demoSM4KCV         = "861E83E31FAEBF10"
+)
+
+// demoSM4WorkingKey is that working key in clear, as the SM4 ATM's PIN pad
+// holds it after deciphering it under its master key. Its check value must be
+// the one the key change carries (checked in sm4KeyChange).
+var demoSM4WorkingKey = func() pinblock.Key {
+	k, err := pinblock.ParseHexKey(pinblock.DevSM4ATMZPK, pinblock.UsageZPK, pinblock.SM4, 2, "F351D490994603795C6EBEE8FAEBB481")
+	if err != nil {
+		panic(err) // a constant
+	}
+	return k
+}()
+
+// sm4KeyChange is the SM4 ATM network's sign-on and key change: the new
+// zone PIN key for key index 1, SM4-ECB under the SM4 ZMK, with its KCV.
+func sm4KeyChange() []*iso8583.Fields {
+	if demoSM4WorkingKey.CheckKCV(demoSM4KCV) != nil {
+		panic("demo SM4 working key does not match its published check value")
+	}
+	de123, err := iso8583.KeyExchange{KeyUnderZMK: demoSM4KeyUnderZMK, KCV: demoSM4KCV}.Encode()
+	if err != nil {
+		panic(err) // constants
+	}
+	return []*iso8583.Fields{
+		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: devSM4Acquirer},
+		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devSM4Acquirer,
+			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123},
 	}
 }
 
@@ -264,11 +318,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// waitReady waits until the issuer link has signed on.
+// hasIssuer reports whether c has an issuer of that id.
+func hasIssuer(c routing.Config, id string) bool {
+	for _, is := range c.Issuers {
+		if is.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// waitReady waits until the issuer links of the embedded default have signed on.
 func waitReady(ctx context.Context, g *gateway) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if g.links.SignedOn()[devIssuer] {
+		on := g.links.SignedOn()
+		if on[devIssuer] && (!hasIssuer(g.cfg.Routing, devSM4Issuer) || on[devSM4Issuer]) {
 			return nil
 		}
 		select {
@@ -292,6 +357,17 @@ func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (
 			return r, err
 		}
 		r.ResponseCode = code
+	} else if st.network != nil {
+		r.Operation = "key change"
+		for _, f := range st.network {
+			ans, err := client.Do(rctx, f)
+			if err != nil {
+				return r, err
+			}
+			if r.ResponseCode = ans.ResponseCode; r.ResponseCode != iso8583.RCApproved {
+				break
+			}
+		}
 	} else {
 		for i := 0; i < max(st.repeat, 1); i++ {
 			op := st.op
@@ -328,7 +404,10 @@ func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (
 	r.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	r.Meaning = iso8583.ResponseText(r.ResponseCode)
 	// The event of the step is the journal's newest entry, if the request
-	// reached routing.
+	// reached routing (a key change has none).
+	if st.network != nil {
+		return r, nil
+	}
 	if evs, err := journalEvents(g); err == nil && len(evs) > 0 {
 		last := evs[len(evs)-1]
 		// A reversed step's newest event is the reversal's, which carries
@@ -376,13 +455,14 @@ func journalEvents(g *gateway) ([]eventView, error) {
 	}
 	out := make([]eventView, 0, len(evs))
 	for _, ev := range evs {
-		out = append(out, eventView{ID: ev.ID, Type: ev.Type, Code: ev.Code, MaskedPAN: ev.MaskedPAN, Completed: ev.Completed})
+		out = append(out, eventView{ID: ev.ID, Type: ev.Type, Code: ev.Code, MaskedPAN: ev.MaskedPAN, Issuer: ev.Issuer, Completed: ev.Completed})
 	}
 	return out, nil
 }
 
 type eventView struct {
 	ID, Type, Code, MaskedPAN string
+	Issuer                    string
 	Completed                 time.Time
 }
 

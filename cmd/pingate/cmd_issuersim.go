@@ -50,6 +50,10 @@ func runIssuerSim(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	more, err := issuersim.DevelopmentKeyIndexZPKs()
+	if err != nil {
+		return err
+	}
 	log := newLogger(LogConfig{}, io.Discard)
 	if *verbose {
 		log = newLogger(LogConfig{}, stderr)
@@ -62,7 +66,7 @@ func runIssuerSim(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	sim, err := issuersim.New(issuersim.Config{
 		Population: issuersim.Population{Seed: *seed, BINs: binList, PerBIN: *perBIN},
-		ZPK:        zpk, PVK: pvk, Latency: *latency, FailRate: *failRate, DropRate: *dropRate,
+		ZPK:        zpk, KeyIndexZPKs: more, PVK: pvk, Latency: *latency, FailRate: *failRate, DropRate: *dropRate,
 		Server: iso8583.Config{Framing: fr}, Logger: log,
 	})
 	if err != nil {

@@ -57,6 +57,10 @@ type loadParams struct {
 	terminals   int
 	progress    time.Duration
 	seed        uint64
+	// sm4Share is the percentage of PIN changes the SM4 ATM network
+	// (devSM4Acquirer) sends, as SM4-0 blocks under dev-sm4-atm-zpk, on
+	// connections of its own; the rest come from the TDES ATM network.
+	sm4Share int
 }
 
 // Operation kinds of the mix.
@@ -164,6 +168,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&lc.terminals, "terminals", 10000, "distinct terminal ids per acquirer, used round-robin")
 	fs.DurationVar(&lc.progress, "progress", time.Second, "live progress interval on stderr")
 	fs.Uint64Var(&randSeed, "rand-seed", 0, "seed of the operation/card choice (0: random)")
+	fs.IntVar(&lc.sm4Share, "sm4-share", 20, "percent of PIN changes sent by the SM4 ATM network (acquirer "+devSM4Acquirer+", SM4-0 blocks); 0 sends none")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -202,6 +207,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%w: terminals %d: want 1–999999", errUsage, lc.terminals)
 	case lc.warmup < 0:
 		return fmt.Errorf("%w: warmup %v: must not be negative", errUsage, lc.warmup)
+	case lc.sm4Share < 0 || lc.sm4Share > 100:
+		return fmt.Errorf("%w: sm4-share %d: want 0 to 100", errUsage, lc.sm4Share)
 	}
 	lc.seed = randSeed
 	if lc.seed == 0 {
@@ -235,6 +242,9 @@ type loadReport struct {
 	Errors      int64            `json:"errors"`
 	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
 	ByOperation map[string]int64 `json:"by_operation"`
+	// SM4Changes is how many of the measured PIN changes the SM4 ATM
+	// network sent (--sm4-share).
+	SM4Changes int64 `json:"sm4_changes"`
 }
 
 type latencySummary struct {
@@ -323,12 +333,15 @@ type cardState struct {
 type loadRun struct {
 	cfg       loadParams
 	atm, br   []*atmClient
+	sm4       []*atmClient // the SM4 ATM network's connections; none with sm4Share 0
 	atmKey    pinblock.Key
 	brKey     pinblock.Key
+	sm4Key    pinblock.Key
 	policy    pinblock.PINPolicy
 	cards     []cardState
 	terminal  atomic.Uint64
 	measuring atomic.Bool
+	sm4Sent   atomic.Int64 // measured PIN changes from the SM4 ATM network
 	stats     []*workerStats
 	total     atomic.Int64 // measured requests finished
 	stop      chan struct{}
@@ -374,13 +387,21 @@ func runLoadTest(ctx context.Context, cfg loadParams, progress io.Writer) (*load
 		return nil, err
 	}
 	defer r.brKey.Zeroize()
+	if r.sm4Key, err = pinblock.DevelopmentKey(pinblock.DevSM4ATMZPK); err != nil {
+		return nil, err
+	}
+	defer r.sm4Key.Zeroize()
 	defer func() {
-		for _, c := range slices.Concat(r.atm, r.br) {
+		for _, c := range slices.Concat(r.atm, r.br, r.sm4) {
 			_ = c.Close()
 		}
 	}()
+	lists := []*[]*atmClient{&r.atm, &r.br}
+	if cfg.sm4Share > 0 {
+		lists = append(lists, &r.sm4)
+	}
 	for range cfg.conns {
-		for _, list := range []*[]*atmClient{&r.atm, &r.br} {
+		for _, list := range lists {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			c, err := dialATM(dctx, cfg.target)
 			cancel()
@@ -473,6 +494,7 @@ loop:
 	for i, o := range opNames {
 		rep.ByOperation[o] = s.ops[i]
 	}
+	rep.SM4Changes = r.sm4Sent.Load()
 	return rep, nil
 }
 
@@ -561,6 +583,10 @@ func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
 	rng := rand.New(rand.NewPCG(r.cfg.seed, uint64(i)))
 	st := r.stats[i]
 	atm, br := r.atm[i%r.cfg.conns], r.br[i%r.cfg.conns]
+	var sm4 *atmClient
+	if len(r.sm4) > 0 {
+		sm4 = r.sm4[i%r.cfg.conns]
+	}
 	for {
 		var begin time.Time
 		if slots != nil {
@@ -578,7 +604,7 @@ func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
 			begin = time.Now()
 		}
 		measured := r.measuring.Load()
-		op, code, errKind := r.one(ctx, rng, atm, br)
+		op, code, errKind := r.one(ctx, rng, atm, br, sm4)
 		if measured {
 			st.record(op, time.Since(begin), code, errKind)
 			if n := r.total.Add(1); r.cfg.maxRequests > 0 && n >= r.cfg.maxRequests {
@@ -596,7 +622,7 @@ func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
 }
 
 // one makes one request on a card no other worker is using.
-func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br *atmClient) (op int, code, errKind string) {
+func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *atmClient) (op int, code, errKind string) {
 	op = r.cfg.mix.pick(rng.IntN(r.cfg.mix.sum()))
 	var idx int
 	for {
@@ -627,6 +653,13 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br *atmClient) (
 		o.teller, o.idRef = "", ""
 		o.oldPIN, o.newPIN = cs.pin, r.newPIN(rng, card.PAN, cs.pin)
 		key, client = r.atmKey, atm
+		if sm4 != nil && rng.IntN(100) < r.cfg.sm4Share {
+			o.acquirer, o.terminal, o.format = devSM4Acquirer, fmt.Sprintf("LS%06d", term), pinblock.Format0SM4
+			key, client = r.sm4Key, sm4
+			if r.measuring.Load() {
+				r.sm4Sent.Add(1)
+			}
+		}
 	case opReset:
 		o.acquirer, o.terminal, o.proc, o.format = devBranchAcquirer, fmt.Sprintf("LB%06d", term), iso8583.ProcPINReset, pinblock.Format4
 		o.newPIN = r.newPIN(rng, card.PAN, cs.pin)
@@ -719,7 +752,7 @@ func loadFields(o pinOp, key pinblock.Key) (*iso8583.Fields, error) {
 		}
 	}
 	if oldPIN != "" || newPIN != "" {
-		f.SecurityControl = iso8583.SecurityControl{Format: int(o.format), KeyIndex: 1}.String()
+		f.SecurityControl = iso8583.SecurityControl{Format: o.format.Number(), KeyIndex: 1}.String()
 	}
 	return f, nil
 }

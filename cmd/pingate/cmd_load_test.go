@@ -174,6 +174,11 @@ func TestLoadAgainstGateway(t *testing.T) {
 	if ops["change"]+ops["reset"]+ops["unblock"] != rep.Requests || ops["change"] < rep.Requests/2 || ops["reset"] == 0 || ops["unblock"] == 0 {
 		t.Errorf("by operation = %v for %d requests, want about 80/10/10", ops, rep.Requests)
 	}
+	// The default --sm4-share sends a fifth of the changes from the SM4 ATM
+	// network, as SM4-0 blocks; every one was approved (codes above).
+	if rep.SM4Changes == 0 || rep.SM4Changes >= ops["change"] {
+		t.Errorf("sm4 changes = %d of %d changes, want some but not all", rep.SM4Changes, ops["change"])
+	}
 	if got := g.sim.Requests.Load(); got < rep.Requests {
 		t.Errorf("issuer simulator saw %d PIN operations, want at least %d", got, rep.Requests)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"pingate/integration/issuersim"
 	"pingate/pinblock"
 	"pingate/routing"
 )
@@ -12,21 +13,33 @@ const (
 	devInstitution    = "999001" // pingate
 	devATMAcquirer    = "100001" // an ATM network
 	devBranchAcquirer = "200001" // a bank's branch front end
+	devSM4Acquirer    = "100003" // an ATM network with SM4 PIN pads
 	devIssuer         = "ssbank" // the simulated card issuer
 	devIssuerInst     = "300001"
+	devSM4Issuer      = "sm4bank" // the simulated issuer's SM4 host: the same simulator, its SM4 zone key
+	devSM4IssuerInst  = "300003"
 )
+
+// devSM4BIN is the card range the embedded default routes to the SM4 issuer
+// (one of devBINs).
+const devSM4BIN = "621700"
 
 // devBINs are the simulated issuer's card ranges.
 var devBINs = []string{"62284812", "62284813", "621700"}
 
 // embeddedConfig is what `pingate serve` runs with no config file: safe for
 // a laptop — loopback only, the published development keys, an in-process
-// issuer simulator as the only route, per-instance limits, and a local
+// issuer simulator as the only route (its SM4 host sm4bank takes the card
+// range devSM4BIN), per-instance limits, and a local
 // journal. It is refused under --production.
 func embeddedConfig() Config {
 	routes := make([]routing.Route, 0, len(devBINs))
 	for _, b := range devBINs {
-		routes = append(routes, routing.Route{Prefix: b, Issuer: devIssuer})
+		is := devIssuer
+		if b == devSM4BIN {
+			is = devSM4Issuer
+		}
+		routes = append(routes, routing.Route{Prefix: b, Issuer: is})
 	}
 	return Config{
 		Instance: "local",
@@ -40,9 +53,16 @@ func embeddedConfig() Config {
 					Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: pinblock.DevATMZMK, Formats: []int{0, 3}},
 				{ID: devBranchAcquirer, Name: "development branch front end", Channel: routing.ChannelBranch, Terminals: []string{"*"},
 					Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+				{ID: devSM4Acquirer, Name: "development SM4 ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
+					Keys: map[int]string{1: pinblock.DevSM4ATMZPK}, ZMK: pinblock.DevSM4ATMZMK, Formats: []int{0, 4},
+					PINAlgorithm: pinblock.SM4},
 			},
-			Issuers: []routing.IssuerConfig{{ID: devIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
-				PINFormat: 4, Key: pinblock.DevIssuerZPK, KeyIndex: 1}},
+			Issuers: []routing.IssuerConfig{
+				{ID: devIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
+					PINFormat: 4, Key: pinblock.DevIssuerZPK, KeyIndex: 1},
+				{ID: devSM4Issuer, Institution: devSM4IssuerInst, Hosts: []string{"issuer-sim"},
+					PINFormat: 4, PINAlgorithm: pinblock.SM4, Key: pinblock.DevSM4IssuerZPK, KeyIndex: issuersim.DevSM4KeyIndex},
+			},
 			Routes: routes,
 		},
 		Limits:    LimitsConfig{Backend: "memory"},

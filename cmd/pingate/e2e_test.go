@@ -88,7 +88,11 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := map[string]bool{}
+	sm4Changes := 0
 	for _, e := range evs {
+		if e.Issuer == devSM4Issuer && e.Code == iso8583.RCApproved {
+			sm4Changes++
+		}
 		if ids[e.ID] {
 			t.Errorf("event id %s appears twice", e.ID)
 		}
@@ -96,6 +100,12 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 		if strings.Contains(e.MaskedPAN, "*") == false {
 			t.Errorf("event %s carries an unmasked card number", e.ID)
 		}
+	}
+	// The SM4 steps: the SM4 ATM network's key change, then its SM4-0 blocks
+	// to the SM4 issuer and a TDES block to it (the SM4 issuer's cards also
+	// take part in the steps before).
+	if sm4Changes < 2 {
+		t.Errorf("%d approved events at the SM4 issuer %s, want at least 2", sm4Changes, devSM4Issuer)
 	}
 	// Every request but the unknown acquirer and the malformed frame reached
 	// routing; repeated steps add one event per try.

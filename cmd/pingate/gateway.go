@@ -246,9 +246,13 @@ func (g *gateway) startSim(ctx context.Context) error {
 			return fmt.Errorf("issuer_sim.zpk: %w", err)
 		}
 	}
+	more, err := issuersim.DevelopmentKeyIndexZPKs()
+	if err != nil {
+		return err
+	}
 	g.sim, err = issuersim.New(issuersim.Config{
 		Population: issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN},
-		ZPK:        zpk, PVK: pvk, Latency: sc.Latency, FailRate: sc.FailRate, Logger: g.log,
+		ZPK:        zpk, KeyIndexZPKs: more, PVK: pvk, Latency: sc.Latency, FailRate: sc.FailRate, Logger: g.log,
 	})
 	if err != nil {
 		return err

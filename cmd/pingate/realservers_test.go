@@ -436,12 +436,14 @@ routing:
   acquirers:
     - {id: "100001", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
     - {id: "200001", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
+    - {id: "100003", channel: atm, terminals: ["*"], keys: {1: dev-sm4-atm-zpk}, zmk: dev-sm4-atm-zmk, formats: [0, 4], pin_algorithm: sm4}
   issuers:
     - {id: ssbank, institution: "300001", hosts: [issuer-sim], pin_format: 4, key: dev-issuer-zpk, key_index: 1}
+    - {id: sm4bank, institution: "300003", hosts: [issuer-sim], pin_format: 4, pin_algorithm: sm4, key: dev-sm4-issuer-zpk, key_index: 2}
   routes:
     - {prefix: "62284812", issuer: ssbank}
     - {prefix: "62284813", issuer: ssbank}
-    - {prefix: "621700", issuer: ssbank}
+    - {prefix: "621700", issuer: sm4bank}
 limits: {backend: redis, card_ops_per_day: 100000, terminal_rps: 100000, terminal_burst: 100000, acquirer_rps: 100000, acquirer_burst: 100000}
 events: {journal_dir: journal, kafka_topic_partitions: 3}
 reversals: {dir: reversals}

@@ -41,8 +41,8 @@ import (
 // reversals, telemetry, log, issuer_sim, branch, limits.backend,
 // security.weak_pins and the card token key, routing.institution and each
 // issuer's link settings (id, institution, hosts, framing, timeout,
-// echo_interval, connections). An issuer's key, key_index and pin_format are
-// reloadable.
+// echo_interval, connections). An issuer's key, key_index, pin_format and
+// pin_algorithm are reloadable.
 
 // errReloadRefused marks a reload refused for its configuration; the
 // running configuration stays in force.
@@ -271,7 +271,7 @@ func restartNeeded(cur, next Config) error {
 func issuerLinks(c routing.Config) []routing.IssuerConfig {
 	out := c.WithDefaults().Issuers
 	for i := range out {
-		out[i].Key, out[i].KeyIndex, out[i].PINFormat = "", 0, 0
+		out[i].Key, out[i].KeyIndex, out[i].PINFormat, out[i].PINAlgorithm = "", 0, 0, ""
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

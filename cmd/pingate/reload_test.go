@@ -182,8 +182,8 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("round %d: Reload: %v", round, err)
 		}
 		wantOK++
-		if !rep.LimitsChanged || rep.Acquirers != 3 {
-			t.Errorf("round %d: report %+v: want 3 acquirers and changed limits", round, rep)
+		if want := len(base.Routing.Acquirers) + 1; !rep.LimitsChanged || rep.Acquirers != want {
+			t.Errorf("round %d: report %+v: want %d acquirers and changed limits", round, rep, want)
 		}
 		if code := tryOn(secondATMAcquirer, 0); code != iso8583.RCApproved {
 			t.Errorf("round %d: added acquirer answered %s, want 00", round, code)

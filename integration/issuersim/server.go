@@ -3,6 +3,7 @@ package issuersim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -19,6 +20,11 @@ type Config struct {
 	// ZPK is the zone PIN key shared with the gateway: the PIN blocks of
 	// requests arrive under it.
 	ZPK pinblock.Key
+	// KeyIndexZPKs are further zone PIN keys by the DE 53 key index the
+	// gateway names them with (an issuer entry's key_index); a request with
+	// an index not listed here is under ZPK. A key's algorithm says what the
+	// DE 53 format number means: under an SM4 key, 0 is SM4-0 and 4 SM4-4.
+	KeyIndexZPKs map[int]pinblock.Key
 	// PVK keys the PIN verification data (a keyed hash of PAN and PIN).
 	PVK pinblock.Key
 	// MaxTries wrong PINs lock a card (default 3).
@@ -48,6 +54,11 @@ func (c Config) Validate() error {
 	}
 	if !c.ZPK.Valid() || !c.ZPK.Usage().PINKey() {
 		errs = append(errs, errors.New("issuersim: zpk must be a loaded zone PIN key"))
+	}
+	for idx, k := range c.KeyIndexZPKs {
+		if !k.Valid() || !k.Usage().PINKey() || idx < 0 || idx > 99 {
+			errs = append(errs, fmt.Errorf("issuersim: key index %d: want 0-99 and a loaded zone PIN key", idx))
+		}
 	}
 	if !c.PVK.Valid() || c.PVK.Usage() != pinblock.UsagePVK {
 		errs = append(errs, errors.New("issuersim: pvk must be a loaded PIN verification key"))
@@ -212,16 +223,24 @@ func (s *Sim) operation(f *iso8583.Fields) string {
 	if _, reversed := s.ahead.Load(ref); reversed && f.ProcessingCode != iso8583.ProcPINUnblock {
 		return iso8583.RCSystemMalfunction
 	}
-	format := pinblock.Format0
+	format, zpk := pinblock.Format0, s.cfg.ZPK
 	if f.SecurityControl != "" {
 		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
 		if err != nil {
 			return iso8583.RCFormatError
 		}
+		if k, ok := s.cfg.KeyIndexZPKs[sc.KeyIndex]; ok {
+			zpk = k
+		}
 		format = pinblock.Format(sc.Format)
+		if zpk.Algorithm() == pinblock.SM4 {
+			if format, err = pinblock.FormatFor(sc.Format, pinblock.SM4); err != nil {
+				return iso8583.RCFormatError
+			}
+		}
 	}
 	pin := func(block []byte) (string, bool) {
-		p, err := pinblock.Decipher(format, block, f.PAN, s.cfg.ZPK)
+		p, err := pinblock.Decipher(format, block, f.PAN, zpk)
 		if err != nil {
 			return "", false
 		}
@@ -267,4 +286,19 @@ func DevelopmentKeys() (zpk, pvk pinblock.Key, err error) {
 	}
 	pvk, err = pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
 	return zpk, pvk, err
+}
+
+// DevSM4KeyIndex is the DE 53 key index under which the development
+// simulator takes SM4 blocks (the embedded default's SM4 issuer).
+const DevSM4KeyIndex = 2
+
+// DevelopmentKeyIndexZPKs returns the simulator's further development zone
+// PIN keys by key index (Config.KeyIndexZPKs): the SM4 issuer key
+// dev-sm4-issuer-zpk at DevSM4KeyIndex.
+func DevelopmentKeyIndexZPKs() (map[int]pinblock.Key, error) {
+	k, err := pinblock.DevelopmentKey(pinblock.DevSM4IssuerZPK)
+	if err != nil {
+		return nil, err
+	}
+	return map[int]pinblock.Key{DevSM4KeyIndex: k}, nil
 }
