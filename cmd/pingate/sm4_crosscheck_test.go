@@ -135,7 +135,7 @@ func TestCLISM4AgainstPython(t *testing.T) {
 		if got := cli(t, "pin", "decode", "--format", number[c.Format], "--alg", "sm4", "--pan", c.PAN, "--key", c.Key, "--block", r.Theirs); got != c.PIN {
 			t.Errorf("case %d (%s): `pin decode --alg sm4` of Python's block gives another PIN", i, c.Format)
 		}
-		if got := cli(t, "key", "kcv", "--key", c.Key, "--alg", "sm4"); !strings.EqualFold(got, r.KCV) {
+		if got := cli(t, "key", "kcv", "--key", secretFile(t, c.Key), "--alg", "sm4"); !strings.EqualFold(got, r.KCV) {
 			t.Errorf("case %d: `key kcv --alg sm4` = %s, independent KCV %s", i, got, strings.ToUpper(r.KCV))
 		}
 		if r.PINOfTranslated != c.PIN {
@@ -196,7 +196,7 @@ func TestCLISM4Refusals(t *testing.T) {
 		{"SM4 format under AES", []string{"pin", "encode", "--format", "SM4-4", "--alg", "aes", "--pin", "1234", "--pan", "4000001234567899", "--key", key}, "SM4 format"},
 		{"unknown cipher", []string{"pin", "decode", "--format", "4", "--alg", "sm9", "--pan", "4000001234567899", "--key", key, "--block", key}, "want tdes, aes or sm4"},
 		{"SM4-4 to format 1", []string{"pin", "translate", "--pan", "4000001234567899", "--block", key, "--from-format", "4", "--alg", "sm4", "--from-key", key, "--to-format", "1", "--to-alg", "tdes", "--to-key", key}, "translation not permitted"},
-		{"AES key length for SM4", []string{"key", "kcv", "--alg", "sm4", "--key", key + "00000000"}, "SM4 key must be 16 bytes"},
+		{"AES key length for SM4", []string{"key", "kcv", "--alg", "sm4", "--key", secretFile(t, key+"00000000")}, "SM4 key must be 16 bytes"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
