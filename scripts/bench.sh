@@ -158,7 +158,8 @@ routing:
   routes:
     - {prefix: "62284812", issuer: ssbank}
     - {prefix: "62284813", issuer: ssbank}
-    - {prefix: "621700", issuer: sm4bank}
+    - {prefix: "621700", issuer: ssbank}
+    - {prefix: "621700000005", issuer: sm4bank}
 EOF
   if [ "$extra" -gt 0 ]; then
     awk -v n="$extra" 'BEGIN { for (i = 0; i < n; i++) printf "    - {prefix: \"4%09d\", issuer: ssbank}\n", i * 7 }' >>"$f"

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -79,8 +80,9 @@ func demoScript(pop issuersim.Population) []demoStep {
 		o.acquirer, o.format, o.keyID, o.key = devSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
 		return o
 	}
-	// Cards 8 and 11 are in devSM4BIN (the SM4 issuer), card 9 is not.
-	h, sm4Card, sm4Card2 := card(9), card(8), card(11)
+	// Cards 3×5000+2 and 3×5001+2 are in devSM4Prefix (the SM4 issuer),
+	// card 9 is not.
+	h, sm4Card, sm4Card2 := card(9), card(3*5000+2), card(3*5001+2)
 	unknown := pop.BINs[0] + "99999990" // in the issuer's range, not one of its cards
 	unknown = unknown[:15]
 	unknown += fmt.Sprint(issuersim.LuhnDigit(unknown))
@@ -318,10 +320,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// hasIssuer reports whether c has an issuer of that id.
-func hasIssuer(c routing.Config, id string) bool {
-	for _, is := range c.Issuers {
-		if is.ID == id {
+// simHosted reports whether the issuer id is served by the gateway's
+// in-process simulator.
+func simHosted(g *gateway, id string) bool {
+	if g.sim == nil {
+		return false
+	}
+	for _, is := range g.cfg.Routing.Issuers {
+		if is.ID == id && slices.Contains(is.Hosts, g.simAddr) {
 			return true
 		}
 	}
@@ -333,7 +339,7 @@ func waitReady(ctx context.Context, g *gateway) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		on := g.links.SignedOn()
-		if on[devIssuer] && (!hasIssuer(g.cfg.Routing, devSM4Issuer) || on[devSM4Issuer]) {
+		if on[devIssuer] && (!simHosted(g, devSM4Issuer) || on[devSM4Issuer]) {
 			return nil
 		}
 		select {

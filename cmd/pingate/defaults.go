@@ -20,9 +20,11 @@ const (
 	devSM4IssuerInst  = "300003"
 )
 
-// devSM4BIN is the card range the embedded default routes to the SM4 issuer
-// (one of devBINs).
-const devSM4BIN = "621700"
+// devSM4Prefix is the card range the embedded default routes to the SM4
+// issuer: cards 5000–5999 of the simulator's BIN 621700 (the longest
+// prefix wins), so that the rest of the range, and every test that uses
+// the first cards of each BIN, stays with the AES issuer.
+const devSM4Prefix = "621700000005"
 
 // devBINs are the simulated issuer's card ranges.
 var devBINs = []string{"62284812", "62284813", "621700"}
@@ -30,17 +32,14 @@ var devBINs = []string{"62284812", "62284813", "621700"}
 // embeddedConfig is what `pingate serve` runs with no config file: safe for
 // a laptop — loopback only, the published development keys, an in-process
 // issuer simulator as the only route (its SM4 host sm4bank takes the card
-// range devSM4BIN), per-instance limits, and a local
+// range devSM4Prefix), per-instance limits, and a local
 // journal. It is refused under --production.
 func embeddedConfig() Config {
 	routes := make([]routing.Route, 0, len(devBINs))
 	for _, b := range devBINs {
-		is := devIssuer
-		if b == devSM4BIN {
-			is = devSM4Issuer
-		}
-		routes = append(routes, routing.Route{Prefix: b, Issuer: is})
+		routes = append(routes, routing.Route{Prefix: b, Issuer: devIssuer})
 	}
+	routes = append(routes, routing.Route{Prefix: devSM4Prefix, Issuer: devSM4Issuer})
 	return Config{
 		Instance: "local",
 		Acquirer: ListenConfig{Addr: "127.0.0.1:8583"},

@@ -443,7 +443,8 @@ routing:
   routes:
     - {prefix: "62284812", issuer: ssbank}
     - {prefix: "62284813", issuer: ssbank}
-    - {prefix: "621700", issuer: sm4bank}
+    - {prefix: "621700", issuer: ssbank}
+    - {prefix: "621700000005", issuer: sm4bank}
 limits: {backend: redis, card_ops_per_day: 100000, terminal_rps: 100000, terminal_burst: 100000, acquirer_rps: 100000, acquirer_burst: 100000}
 events: {journal_dir: journal, kafka_topic_partitions: 3}
 reversals: {dir: reversals}
