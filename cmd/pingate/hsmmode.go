@@ -187,24 +187,39 @@ func (g *gateway) startPayShield() error {
 
 // usePayShieldSim turns the embedded default into security.module payshield
 // on hosts running pingate hsm-sim: the development keys under the public
-// test LMK, the ATM network only (the branch front end's key is AES, which a
-// variant-LMK payShield does not hold), and issuers on the TDES ATM zone key
+// test LMK, the TDES ATM network only (the branch front end's key is AES,
+// which a variant-LMK payShield does not hold; SM4 it refuses), and issuers on the TDES ATM zone key
 // in ISO 3, which the issuer simulator is given too.
 func (c *Config) usePayShieldSim(hosts ...string) {
 	c.Security.Module = "payshield"
 	c.Security.PayShield = PayShieldConfig{Hosts: hosts}
+	// The SM4 ATM network and the SM4 issuer go too: the payShield module
+	// refuses SM4 (payshield.ErrAlgorithm), and their routes with them.
 	var acqs []routing.AcquirerConfig
 	for _, a := range c.Routing.Acquirers {
-		if a.Channel == routing.ChannelATM {
+		if a.Channel == routing.ChannelATM && a.PINAlgorithm != pinblock.SM4 {
 			acqs = append(acqs, a)
 		}
 	}
 	c.Routing.Acquirers = acqs
-	iss := append([]routing.IssuerConfig(nil), c.Routing.Issuers...)
-	for i := range iss {
-		iss[i].PINFormat, iss[i].Key = 3, pinblock.DevATMZPK
+	var iss []routing.IssuerConfig
+	dropped := map[string]bool{}
+	for _, is := range c.Routing.Issuers {
+		if is.PINAlgorithm == pinblock.SM4 {
+			dropped[is.ID] = true
+			continue
+		}
+		is.PINFormat, is.Key = 3, pinblock.DevATMZPK
+		iss = append(iss, is)
 	}
 	c.Routing.Issuers = iss
+	var routes []routing.Route
+	for _, r := range c.Routing.Routes {
+		if !dropped[r.Issuer] {
+			routes = append(routes, r)
+		}
+	}
+	c.Routing.Routes = routes
 	if c.IssuerSim != nil {
 		c.IssuerSim.ZPK = pinblock.DevATMZPK
 	}
