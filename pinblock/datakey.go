@@ -3,7 +3,9 @@ package pinblock
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,6 +67,36 @@ func (m *SoftwareModule) DataSealer(ref KeyRef, purpose string) (*DataSealer, er
 		return nil, err
 	}
 	return &DataSealer{aead: aead, base: k.ID() + " kcv=" + k.KCV()}, nil
+}
+
+// DataSealerFromSecret derives the data key for purpose from a secret the
+// gateway holds outside any module (the card-token key), with the same KDF
+// over HMAC-SHA-256 instead of CMAC. It is the fallback for a security module
+// that holds no key a data key may derive from here (a payShield, whose keys
+// stay inside it): the data key then depends on that secret's custody, not on
+// the module's. The secret is not kept.
+func DataSealerFromSecret(secret []byte, purpose string) (*DataSealer, error) {
+	if len(secret) < 32 {
+		return nil, errors.New("pinblock: a data key derives from a secret of at least 32 bytes")
+	}
+	msg := binary.BigEndian.AppendUint32(nil, 1)
+	msg = append(msg, "pingate data key"...)
+	msg = append(msg, 0)
+	msg = append(msg, purpose...)
+	msg = binary.BigEndian.AppendUint32(msg, 256)
+	h := hmac.New(sha256.New, secret)
+	h.Write(msg)
+	dk := h.Sum(nil)
+	defer clear(dk)
+	blk, err := aes.NewCipher(dk)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
+	}
+	return &DataSealer{aead: aead, base: "the card-token key"}, nil
 }
 
 // Seal returns a random nonce followed by plaintext enciphered and

@@ -120,7 +120,16 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, errors.New("card token key: want at least 32 bytes")
 	}
 	tokenizer := routing.NewTokenizer(tokenKey)
+	// A payShield keeps its keys inside: without reversals.data_key the
+	// reversal store's data key derives from the card-token key instead.
+	var tokenSealer *pinblock.DataSealer
+	if g.ps != nil && cfg.Reversals.DataKey == "" {
+		tokenSealer, err = pinblock.DataSealerFromSecret(tokenKey, "reversals")
+	}
 	clear(tokenKey)
+	if err != nil {
+		return g, fmt.Errorf("reversal store data key: %w", err)
+	}
 
 	if cfg.IssuerSim != nil {
 		if err := g.startSim(ctx); err != nil {
@@ -135,12 +144,18 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	if dataKey == "" && cfg.Security.DevKeys {
 		dataKey = pinblock.DevATMZMK
 	}
-	if dataKey == "" {
+	var sealer *pinblock.DataSealer
+	switch {
+	case dataKey != "":
+		sealer, err = g.hsm.DataSealer(pinblock.KeyRef{ID: dataKey}, "reversals")
+		if err != nil {
+			return g, fmt.Errorf("reversals.data_key: %w", err)
+		}
+	case tokenSealer != nil:
+		sealer = tokenSealer
+		log.Warn("reversal store sealed under a data key derived from the card-token key: set reversals.data_key to a key-store key to use the security module's")
+	default:
 		return g, errors.New("reversals.data_key: name a key held by the security module; the reversal store seals PANs under a data key derived from it")
-	}
-	sealer, err := g.hsm.DataSealer(pinblock.KeyRef{ID: dataKey}, "reversals")
-	if err != nil {
-		return g, fmt.Errorf("reversals.data_key: %w", err)
 	}
 	g.reversals, err = reversalstore.Open(cfg.Reversals.Dir, sealer)
 	if err != nil {
