@@ -148,7 +148,7 @@ func TestRecordsFaults(t *testing.T) {
 	chunks(half+half/2, len(te.msgs), nil)
 	writeEvents(t, k.Brokers, topic, te.msgs[:40])
 
-	want, _ := topicIDs(t, k.Brokers, topic, partitions)
+	want, _, _ := topicIDs(t, k.Brokers, topic, partitions)
 	if len(want) != len(te.ids) {
 		t.Fatalf("independent reader: %d distinct ce_ids on the topic, want %d", len(want), len(te.ids))
 	}
