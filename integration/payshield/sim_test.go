@@ -254,6 +254,9 @@ func TestSimRefusals(t *testing.T) {
 	if _, err := m.Keys().Add(payshield.Key{ID: "aes", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Token: "S0000"}, false); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := m.Keys().Add(payshield.Key{ID: "sm4", Usage: pinblock.UsageZPK, Algorithm: pinblock.SM4, Length: 16, Token: "S0001"}, false); err != nil {
+		t.Fatal(err)
+	}
 	// A key whose clear value has even parity: the HSM answers 11.
 	even, _ := hex.DecodeString("00000000000000001111111111111111")
 	tok, _ := s.EncipherUnderLMK("001", even)
@@ -275,6 +278,8 @@ func TestSimRefusals(t *testing.T) {
 		{"PCI 3-3 0→1", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}, ToFormat: pinblock.Format1}, pinblock.ErrForbiddenTranslation, false},
 		{"ISO 4", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, FromFormat: pinblock.Format4, To: pinblock.KeyRef{ID: "zpk2"}, ToFormat: pinblock.Format4}, pinblock.ErrUnsupportedFormat, false},
 		{"AES key", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "aes"}}, payshield.ErrAlgorithm, false},
+		{"SM4 key out", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "sm4"}, ToFormat: pinblock.Format4SM4}, payshield.ErrAlgorithm, false},
+		{"SM4 key in", pinblock.TranslateRequest{PAN: pan, Block: make([]byte, 16), From: pinblock.KeyRef{ID: "sm4"}, FromFormat: pinblock.Format0SM4, To: pinblock.KeyRef{ID: "zpk2"}}, payshield.ErrAlgorithm, false},
 		{"unknown key", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "nope"}, To: pinblock.KeyRef{ID: "zpk2"}}, pinblock.ErrUnknownKey, false},
 		{"invalid block (20)", pinblock.TranslateRequest{PAN: pan, Block: bad, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "zpk2"}}, pinblock.ErrInvalidPINBlock, false},
 		{"parity (11)", pinblock.TranslateRequest{PAN: pan, Block: good, From: pinblock.KeyRef{ID: "zpk"}, To: pinblock.KeyRef{ID: "even"}}, pinblock.ErrInvalidKey, true},
