@@ -36,7 +36,9 @@ type AcquirerConfig struct {
 	// enciphered under the ZMK with TDES-ECB (or AES Key Wrap) and its KCV
 	// (DE 123 "key/KCV"), which PCI PIN 18-3 no longer allows: without it
 	// only a TR-31 key block is accepted. For a migration only; serve
-	// --production warns about an acquirer with it.
+	// --production warns about an acquirer with it. An acquirer with
+	// PINAlgorithm sm4 sends its key SM4-ECB under its SM4 ZMK with
+	// this switch off: no key block format exists for SM4.
 	LegacyKeyChange bool `yaml:"key_change_legacy_ecb" json:"key_change_legacy_ecb"`
 	// Formats lists the ISO 9564 PIN block formats it may send (default 0, 3,
 	// 4; with PINAlgorithm sm4, 0 and 4).
