@@ -27,6 +27,7 @@ import (
 	"pingate/integration/events"
 	"pingate/integration/records"
 	"pingate/integration/testservers"
+	"pingate/iso8583"
 	"pingate/routing"
 )
 
@@ -117,23 +118,32 @@ func (s *recordsService) client(t *testing.T) *http.Client {
 		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}}}
 }
 
+// getJSON GETs url and checks its status. Failure messages show the URL and
+// body with every run of 12 or more digits masked: a test that sends a PAN
+// must not print it.
 func getJSON(t *testing.T, c *http.Client, url string, wantStatus int, v any) string {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("GET %s: %v", maskDigitRuns(url), err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != wantStatus {
-		t.Fatalf("GET %s = %d %s, want %d", url, resp.StatusCode, b, wantStatus)
+		t.Fatalf("GET %s = %d %s, want %d", maskDigitRuns(url), resp.StatusCode, maskDigitRuns(string(b)), wantStatus)
 	}
 	if v != nil {
 		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("GET %s: body %s: %v", url, b, err)
+			t.Fatalf("GET %s: body %s: %v", maskDigitRuns(url), maskDigitRuns(string(b)), err)
 		}
 	}
 	return string(b)
+}
+
+var digitRun = regexp.MustCompile(`[0-9]{12,}`)
+
+func maskDigitRuns(s string) string {
+	return digitRun.ReplaceAllStringFunc(s, iso8583.MaskPAN)
 }
 
 func randomToken(t *testing.T) string {
