@@ -265,15 +265,31 @@ as_pg() {
 
 pg_ready() { pg_isready -q -h 127.0.0.1 -p "$1" -t 2 >/dev/null 2>&1; }
 
+# pg_dir: the PostgreSQL run directory (data, socket, log). It is
+# .services/pg, unless the postgres user cannot reach .services (as root the
+# server runs as postgres, and a checkout below a 0700 directory such as
+# /root or a mktemp directory is out of its reach): then it is a directory of
+# its own under /tmp, named in .services/pg.dir and removed on stop.
+pg_dir() {
+  if [ -f "$SVC/pg.dir" ]; then cat "$SVC/pg.dir"; else echo "$SVC/pg"; fi
+}
+
 start_pg() {
-  local bin dir="$SVC/pg" port
+  local bin dir port
   bin="$(pg_bin)" || die "postgresql server tools not found under /usr/lib/postgresql"
+  dir="$(pg_dir)"
   if [ -f "$SVC/pg.port" ] && [ -f "$dir/data/postmaster.pid" ] && pg_ready "$(cat "$SVC/pg.port")"; then
     log "postgres already running on 127.0.0.1:$(cat "$SVC/pg.port")"
     return
   fi
   stop_pg
+  dir="$SVC/pg"
   rm -rf "$dir"
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$SVC"; then
+    dir="$(mktemp -d "/tmp/pingate-pg.XXXXXX")"
+    echo "$dir" >"$SVC/pg.dir"
+    log "postgres cannot reach $SVC: its data lives in $dir"
+  fi
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
   chmod 0700 "$dir"
@@ -291,10 +307,14 @@ start_pg() {
 }
 
 stop_pg() {
-  local bin dir="$SVC/pg"
+  local bin dir
+  dir="$(pg_dir)"
   if [ -f "$dir/data/postmaster.pid" ] && bin="$(pg_bin)"; then
     log "stopping postgres"
     as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+  fi
+  if [ -f "$SVC/pg.dir" ]; then
+    rm -rf "$dir" "$SVC/pg.dir"
   fi
   rm -f "$SVC/pg.port"
 }
