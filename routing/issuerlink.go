@@ -471,6 +471,11 @@ func (l *IssuerLinks) roundTrip(ctx context.Context, lk *link, mti string, h Mes
 	if conn == nil {
 		return "", false, errors.New("link down")
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller gave up before the frame was written: it never
+		// reaches the issuer, so nothing is owed for it.
+		return "", false, err
+	}
 	if err := conn.Send(frame); err != nil {
 		// A failed write may still have put bytes on the wire.
 		return "", true, fmt.Errorf("send: %w", err)

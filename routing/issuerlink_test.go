@@ -292,6 +292,27 @@ func TestLinksTimeoutOwesAndSendsTheReversal(t *testing.T) {
 	}
 }
 
+// TestLinksRequestWithContextDoneIsNotWritten: a request whose caller has
+// already given up is not written to the issuer, so no reversal is owed.
+func TestLinksRequestWithContextDoneIsNotWritten(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	code, err := l.Send(ctx, "ssbank", unblockRequest("T0000001"))
+	if !errors.Is(err, ErrIssuerUnavailable) {
+		t.Fatalf("Send(done context) = %q, %v, want ErrIssuerUnavailable (never written)", code, err)
+	}
+	if n := host.countMsg(iso8583.MTIAuthRequest, ""); n != 0 {
+		t.Errorf("the issuer got %d requests from a caller that had given up, want none", n)
+	}
+	if p := rig.store.pending(t); len(p) != 0 {
+		t.Errorf("the store holds %d reversals, want none", len(p))
+	}
+}
+
 // TestLinksLateAnswerIsNotMatched: an approval that arrives after its
 // request timed out matches nothing: the reversal is sent all the same and
 // the next request on the link gets its own answer.
