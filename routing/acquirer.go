@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -93,7 +94,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	defer span.End()
 	f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
 	if err != nil {
-		span.SetAttributes(attribute.String("iso8583.response_code", iso8583.RCFormatError))
+		span.SetAttributes(attribute.String("iso8583.response_code", ResponseFor(ErrFormat).Code))
 		span.SetStatus(codes.Error, "malformed message")
 		return a.formatError(ctx, frame, err), false
 	}
@@ -106,29 +107,27 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	)
 
 	if err := f.Check(); err != nil {
-		return a.reply(ctx, f, iso8583.RCFormatError), false
+		return a.answer(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err)), false
 	}
 	acq, err := a.acquirerOf(ctx, s, f)
 	if err != nil {
-		code, _, _ := ResponseFor(err)
-		return a.reply(ctx, f, code), errors.Is(err, ErrUnknownAcquirer)
+		return a.answer(ctx, f, err), errors.Is(err, ErrUnknownAcquirer)
 	}
 	switch f.MTI {
 	case iso8583.MTINetworkRequest:
-		return a.reply(ctx, f, a.network(ctx, s, acq, f)), false
+		return a.answer(ctx, f, a.network(ctx, s, acq, f)), false
 	case iso8583.MTIAuthRequest:
 		if acq.RequireSignOn && !s.SignedOn() {
 			a.log.WarnContext(ctx, "request before sign-on refused", "acquirer", acq.ID, "remote", s.Remote)
-			code, _, _ := ResponseFor(ErrNotSignedOn)
-			return a.reply(ctx, f, code), false
+			return a.answer(ctx, f, ErrNotSignedOn), false
 		}
 		return a.operation(ctx, f), false
 	case iso8583.MTIReversalAdvice:
 		// A reversal advice is taken signed on or not: refusing it would
 		// leave an approval standing that its acquirer gave up on.
-		return a.reply(ctx, f, a.reversal(ctx, f)), false
+		return a.answer(ctx, f, a.reversal(ctx, f)), false
 	}
-	return a.reply(ctx, f, iso8583.RCFormatError), false
+	return a.answer(ctx, f, fmt.Errorf("%w: MTI %s not taken", ErrFormat, f.MTI)), false
 }
 
 // acquirerOf finds the acquirer a checked message speaks for and binds the
@@ -163,18 +162,19 @@ func (a *AcquirerFront) acquirerOf(ctx context.Context, s *Session, f *iso8583.F
 
 // reversal takes an acquirer's reversal advice for a request it gave up on
 // (Flow.Reverse): an approval this gateway gave is undone at the issuer and
-// recorded. DE 90 must name a request of the same acquirer.
-func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) string {
+// recorded. DE 90 must name a request of the same acquirer. The result is
+// answered through ResponseFor.
+func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) error {
 	orig, err := iso8583.ParseOriginalData(f.OriginalData)
 	if err != nil || orig.MTI != iso8583.MTIAuthRequest || !orig.SameAcquirer(f.AcquirerID) {
-		return iso8583.RCFormatError
+		return fmt.Errorf("%w: DE 90 names no request of this acquirer", ErrFormat)
 	}
-	code := a.flow.Reverse(ctx, ReversalAdvice{
+	err = a.flow.Reverse(ctx, ReversalAdvice{
 		Acquirer: f.AcquirerID, Terminal: f.TerminalID, STAN: orig.STAN, Transmit: orig.Transmission, Reason: f.ResponseCode,
 	})
 	a.log.InfoContext(ctx, "acquirer reversal advice", "acquirer", f.AcquirerID, "terminal", f.TerminalID,
-		"original_stan", orig.STAN, "code", code)
-	return code
+		"original_stan", orig.STAN, "code", ResponseFor(err).Code)
+	return err
 }
 
 func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte {
@@ -198,7 +198,7 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 	if f.SecurityControl != "" {
 		sc, err := iso8583.ParseSecurityControl(f.SecurityControl)
 		if err != nil {
-			return a.reply(ctx, f, iso8583.RCFormatError)
+			return a.answer(ctx, f, fmt.Errorf("%w: DE 53: %w", ErrFormat, err))
 		}
 		req.Format, req.KeyIndex = sc.Format, sc.KeyIndex
 	}
@@ -206,25 +206,25 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 	return a.reply(ctx, f, out.Code)
 }
 
-// network answers sign-on, sign-off, echo and key change for acq.
-func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerConfig, f *iso8583.Fields) string {
+// network answers sign-on, sign-off, echo and key change for acq: nil
+// when the message is taken, else the error ResponseFor answers.
+func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerConfig, f *iso8583.Fields) error {
 	switch f.NetworkCode {
 	case iso8583.NMISignOn:
 		s.setSignedOn(true)
-		return iso8583.RCApproved
+		return nil
 	case iso8583.NMISignOff:
 		s.setSignedOn(false)
-		return iso8583.RCApproved
+		return nil
 	case iso8583.NMIEcho:
-		return iso8583.RCApproved
+		return nil
 	case iso8583.NMIKeyChange:
 		if acq.RequireSignOn && !s.SignedOn() {
-			code, _, _ := ResponseFor(ErrNotSignedOn)
-			return code
+			return ErrNotSignedOn
 		}
 		return a.keyChange(ctx, acq, f)
 	}
-	return iso8583.RCFormatError
+	return fmt.Errorf("%w: network management code %s not taken", ErrFormat, f.NetworkCode)
 }
 
 // keyChange imports the acquirer's new zone PIN key, delivered under the ZMK
@@ -235,30 +235,30 @@ func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerCon
 // DE 123 carries a TR-31 key block (ImportRequest.KeyBlock), or, only for an
 // acquirer with LegacyKeyChange, the key enciphered under the ZMK and its KCV
 // (keyUnderZMK). An SM4 acquirer (PINAlgorithm sm4) sends its SM4 zone key
-// in that second form, SM4-ECB under its SM4 ZMK with the 8-byte check value. Refusals are ErrKeyBlockRequired, ErrUnknownKeyIndex and
-// ErrFormat, answered through ResponseFor.
-func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) string {
+// in that second form, SM4-ECB under its SM4 ZMK with the 8-byte check
+// value. Refusals of the message are ErrKeyBlockRequired, ErrUnknownKeyIndex
+// and ErrFormat; the security module's are a *KeyChangeError; both are
+// answered through ResponseFor.
+func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) error {
 	req, err := a.keyChangeRequest(acq, f)
 	if err != nil {
 		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "err", err)
-		code, _, _ := ResponseFor(err)
-		return code
+		return err
 	}
 	defer clear(req.Enciphered)
 	info, err := a.keys.Import(ctx, req)
-	switch {
-	case err == nil:
+	if err == nil {
 		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", acq.ID, "key", req.ID,
 			"version", info.Version, "kcv", info.KCV, "form", keyForm(req))
-		return iso8583.RCApproved
-	case errors.Is(err, pinblock.ErrKCVMismatch), errors.Is(err, pinblock.ErrInvalidKey),
-		errors.Is(err, pinblock.ErrKeyAlgorithmMismatch), errors.Is(err, pinblock.ErrKeyBlock),
-		errors.Is(err, pinblock.ErrKeyUsage), errors.Is(err, pinblock.ErrWeakKEK):
-		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", req.ID, "form", keyForm(req), "err", err)
-		return iso8583.RCFormatError
+		return nil
 	}
-	a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", acq.ID, "key", req.ID, "err", err)
-	return iso8583.RCSystemMalfunction
+	err = &KeyChangeError{Err: err}
+	if r := ResponseFor(err); r.Outcome == OutcomeRejected {
+		a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", req.ID, "form", keyForm(req), "err", err)
+	} else {
+		a.log.ErrorContext(ctx, "acquirer key change failed", "acquirer", acq.ID, "key", req.ID, "err", err)
+	}
+	return err
 }
 
 // keyChangeRequest builds the import of a key change from DE 53 and DE 123.
@@ -325,6 +325,12 @@ func keyForm(req pinblock.ImportRequest) string {
 	return "legacy"
 }
 
+// answer builds the answer to f with the response code ResponseFor gives
+// for err (nil: approved, or taken).
+func (a *AcquirerFront) answer(ctx context.Context, f *iso8583.Fields, err error) []byte {
+	return a.reply(ctx, f, ResponseFor(err).Code)
+}
+
 // reply builds the answer to f: the response MTI, the matching fields echoed,
 // DE 39 set, and no PIN block or key material.
 func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code string) []byte {
@@ -365,7 +371,7 @@ func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error
 		f.MTI = iso8583.MTIAuthRequest
 	}
 	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
-	return a.reply(ctx, f, iso8583.RCFormatError)
+	return a.answer(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err))
 }
 
 func validOr(s string, n int) string {

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"net/http"
 
 	"pingate/iso8583"
 	"pingate/pinblock"
@@ -33,16 +34,164 @@ var (
 	ErrShuttingDown  = errors.New("gateway shutting down")
 )
 
-// ResponseFor maps an error of the flow to the DE 39 response code, the
-// outcome class and a stable machine-readable reason. It is the one place where
-// errors become response codes; a nil error is an approval.
+// Refusals of a Limiter (Decision.Refusal), and its failure to decide.
+var (
+	ErrCardDailyLimit    = errors.New("card operations per day exceeded")
+	ErrCardWrongPINLimit = errors.New("card wrong PINs per hour exceeded")
+	ErrTerminalLimit     = errors.New("terminal throughput exceeded")
+	ErrAcquirerLimit     = errors.New("acquirer throughput exceeded")
+	// ErrLimiterUnavailable: the limiter could not decide (its store is
+	// down, or the request has no card token); the request is refused.
+	ErrLimiterUnavailable = errors.New("rate limiter unavailable")
+)
+
+// Errors of the answers that are not PIN operations.
+var (
+	// ErrNotRecorded: the outcome event could not be made durable; the
+	// operation's own outcome is replaced by this failure (Flow.Handle).
+	ErrNotRecorded = errors.New("outcome not recorded")
+	// ErrReversalFailed: an acquirer's reversal advice could not be owed to
+	// the issuer or recorded; the acquirer is to send it again.
+	ErrReversalFailed = errors.New("reversal advice not taken")
+	// ErrReversedNotRecorded is the cause recorded for an operation the
+	// issuer reversed because its outcome was not recorded (Flow.RecordReversal).
+	ErrReversedNotRecorded = errors.New("reversed: the outcome was not recorded")
+)
+
+// LimitError is a limiter's refusal: Err is the Decision's Refusal (one of
+// ErrCardDailyLimit, ErrCardWrongPINLimit, ErrTerminalLimit,
+// ErrAcquirerLimit, ErrLimiterUnavailable), Limit the limit that refused.
+type LimitError struct {
+	Limit string
+	Err   error
+}
+
+func (e *LimitError) Error() string {
+	if e.Err == nil {
+		return "refused by limit " + e.Limit
+	}
+	return "refused by limit " + e.Limit + ": " + e.Err.Error()
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// KeyChangeError is the security module's refusal of an acquirer's new zone
+// PIN key (0800/161): Err is the import's error.
+type KeyChangeError struct{ Err error }
+
+func (e *KeyChangeError) Error() string { return "key change: " + e.Err.Error() }
+
+func (e *KeyChangeError) Unwrap() error { return e.Err }
+
+// AcquirerReversal is the cause recorded for an approval its acquirer
+// reversed (0420): Code is the acquirer's DE 39, if it gave one.
+type AcquirerReversal struct{ Code string }
+
+func (e *AcquirerReversal) Error() string { return "reversed by the acquirer" }
+
+// defaultReversalCode is the code recorded for an acquirer's reversal that
+// gives no reason of its own: 68, response received too late, the usual
+// reason a terminal reverses.
+const defaultReversalCode = "68"
+
+// Reasons that callers outside routing branch on.
+const (
+	// ReasonJournalUnavailable: the outcome could not be recorded (ErrNotRecorded).
+	ReasonJournalUnavailable = "journal_unavailable"
+	// ReasonAcquirerReversal is the reason of the event that records an
+	// acquirer's reversal of an approved operation.
+	ReasonAcquirerReversal = "acquirer_reversal"
+	// ReasonOutcomeNotRecorded is the reason of the event that records the
+	// reversal of an operation whose outcome the journal did not take in
+	// time (or that was in flight when the process died): the issuer
+	// acknowledged a reversal advice owed ahead of the request.
+	ReasonOutcomeNotRecorded = "outcome_not_recorded"
+)
+
+// Response is what the gateway answers for the result of a request: the
+// DE 39 response code of the acquirer channel (0110, 0810 and 0430) and the
+// branch API's response_code, the outcome class and the stable reason of the
+// outcome event, and the HTTP status of the branch API's answer.
+type Response struct {
+	Code    string // ISO 8583 DE 39
+	Outcome string // one of the Outcome* classes
+	Reason  string // stable machine-readable reason, e.g. "incorrect_pin"
+	// HTTPStatus is the status of the branch API's answer: 200 for an
+	// operation the flow ran to its outcome, whatever its code (the code is
+	// in the body); 422 for the refusals the branch API finds before it
+	// takes the operation (ErrFormatRefused, ErrUnknownKeyIndex: the
+	// reason, with '-' for '_', is the problem type's slug).
+	HTTPStatus int
+}
+
+// ResponseFor maps the result of a request to what the gateway answers. It
+// is the one place where errors become response codes, for every message
+// the gateway answers: PIN operations on both channels, network management
+// (sign-on, key change), reversal advices, and the codes recorded in
+// outcome events. A nil error is an approval (and a network message or
+// reversal advice taken).
 //
 // An issuer complaining about our own message (its code 30) is not relayed:
 // that is our malfunction, answered 96 (see IssuerCode).
-func ResponseFor(err error) (code, outcome, reason string) {
+func ResponseFor(err error) Response {
+	code, outcome, reason := responseFor(err)
+	r := Response{Code: code, Outcome: outcome, Reason: reason, HTTPStatus: http.StatusOK}
+	if errors.Is(err, ErrFormatRefused) || errors.Is(err, ErrUnknownKeyIndex) {
+		r.HTTPStatus = http.StatusUnprocessableEntity
+	}
+	return r
+}
+
+func responseFor(err error) (code, outcome, reason string) {
+	// Causes that wrap others come first: what they wrap does not decide.
+	var (
+		le *LimitError
+		kc *KeyChangeError
+		ar *AcquirerReversal
+	)
 	switch {
 	case err == nil:
 		return iso8583.RCApproved, OutcomeApproved, "approved"
+	case errors.Is(err, ErrNotRecorded):
+		// The acquirer must not believe in an outcome the back office will
+		// never see.
+		return iso8583.RCIssuerUnavailable, OutcomeFailed, ReasonJournalUnavailable
+	case errors.As(err, &le):
+		switch {
+		case errors.Is(le, ErrCardWrongPINLimit):
+			return iso8583.RCPINTriesExceeded, OutcomeLimited, "card_wrong_pin_limit"
+		case errors.Is(le, ErrCardDailyLimit):
+			return iso8583.RCExceedsFrequency, OutcomeLimited, "card_daily_limit"
+		case errors.Is(le, ErrTerminalLimit):
+			return iso8583.RCExceedsLimit, OutcomeLimited, "terminal_rate_limit"
+		case errors.Is(le, ErrAcquirerLimit):
+			return iso8583.RCExceedsLimit, OutcomeLimited, "acquirer_rate_limit"
+		}
+		// ErrLimiterUnavailable, or a refusal that names no known limit:
+		// fail closed.
+		return iso8583.RCIssuerUnavailable, OutcomeLimited, "limiter_unavailable"
+	case errors.Is(err, ErrLimiterUnavailable):
+		return iso8583.RCIssuerUnavailable, OutcomeLimited, "limiter_unavailable"
+	case errors.As(err, &kc):
+		switch {
+		case errors.Is(kc.Err, pinblock.ErrKCVMismatch), errors.Is(kc.Err, pinblock.ErrInvalidKey),
+			errors.Is(kc.Err, pinblock.ErrKeyAlgorithmMismatch), errors.Is(kc.Err, pinblock.ErrKeyBlock),
+			errors.Is(kc.Err, pinblock.ErrKeyUsage), errors.Is(kc.Err, pinblock.ErrWeakKEK):
+			// What the acquirer sent is not a key we may take.
+			return iso8583.RCFormatError, OutcomeRejected, "key_rejected"
+		}
+		return iso8583.RCSystemMalfunction, OutcomeFailed, "key_change_failed"
+	case errors.Is(err, ErrReversalFailed):
+		return iso8583.RCSystemMalfunction, OutcomeFailed, "reversal_failed"
+	case errors.As(err, &ar):
+		code := ar.Code
+		if !validCode(code) || code == iso8583.RCApproved {
+			code = defaultReversalCode
+		}
+		return code, OutcomeReversed, ReasonAcquirerReversal
+	case errors.Is(err, ErrReversedNotRecorded):
+		// What the acquirer was answered, if it was answered at all.
+		return iso8583.RCIssuerUnavailable, OutcomeReversed, ReasonOutcomeNotRecorded
 	case errors.Is(err, ErrFormat):
 		return iso8583.RCFormatError, OutcomeRejected, "format_error"
 	case errors.Is(err, ErrUnknownAcquirer):
@@ -91,7 +240,7 @@ func ResponseFor(err error) (code, outcome, reason string) {
 	case errors.Is(err, ErrIssuerMalformed):
 		return iso8583.RCSystemMalfunction, OutcomeFailed, "issuer_message_error"
 	case errors.Is(err, ErrSinkUnavailable):
-		return iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_unavailable"
+		return iso8583.RCIssuerUnavailable, OutcomeFailed, ReasonJournalUnavailable
 	case errors.Is(err, ErrSinkFull):
 		return iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_full"
 	case errors.Is(err, ErrReversalStore):
@@ -106,6 +255,20 @@ func ResponseFor(err error) (code, outcome, reason string) {
 		return IssuerCode(ie.Code)
 	}
 	return iso8583.RCSystemMalfunction, OutcomeFailed, "system_malfunction"
+}
+
+// validCode reports whether c has the shape of a response code in an event:
+// two digits or upper-case letters.
+func validCode(c string) bool {
+	if len(c) != 2 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		if (c[i] < '0' || c[i] > '9') && (c[i] < 'A' || c[i] > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // IssuerDecline is an issuer's answer other than approval.

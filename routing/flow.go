@@ -96,11 +96,6 @@ type Admitter interface {
 	Admit() error
 }
 
-// LimitError is a limiter's refusal.
-type LimitError struct{ Decision Decision }
-
-func (e *LimitError) Error() string { return "refused by limit " + e.Decision.Limit }
-
 // Deps are the flow's collaborators. Limiter may be nil (no limits).
 type Deps struct {
 	HSM pinblock.SecurityModule
@@ -246,8 +241,8 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		key = dedupeKey(req)
 		first, prev, err := f.dups.begin(ctx, key, start)
 		if err != nil {
-			code, outcome, reason := ResponseFor(err)
-			return Outcome{Code: code, Outcome: outcome, Reason: reason}
+			r := ResponseFor(err)
+			return Outcome{Code: r.Code, Outcome: r.Outcome, Reason: r.Reason}
 		}
 		if !first {
 			span.SetAttributes(attribute.Bool("pingate.duplicate", true))
@@ -257,18 +252,15 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 
 	issuer, err := f.process(ctx, st, req)
-	code, outcome, reason := ResponseFor(err)
-	if d := (*LimitError)(nil); errors.As(err, &d) {
-		code, outcome, reason = d.Decision.Code, OutcomeLimited, d.Decision.Reason
-	}
-	if f.deps.Limiter != nil && req.CardToken != "" && outcome != OutcomeLimited {
+	rsp := ResponseFor(err)
+	if f.deps.Limiter != nil && req.CardToken != "" && rsp.Outcome != OutcomeLimited {
 		// The limiter learns every final code of a card (a wrong PIN counts,
 		// an approved unblock or reset clears the count) and ignores the rest
 		// without a round trip. A failure to record is the limiter's to
 		// report; the cardholder's answer does not change.
-		_ = f.deps.Limiter.Record(ctx, req, code)
+		_ = f.deps.Limiter.Record(ctx, req, rsp.Code)
 	}
-	out := Outcome{Code: code, Outcome: outcome, Reason: reason, Issuer: issuer}
+	out := Outcome{Code: rsp.Code, Outcome: rsp.Outcome, Reason: rsp.Reason, Issuer: issuer}
 	out.EventID = eventID(req.ID)
 	ev, err := f.publish(ctx, req, &out)
 	if err == nil && req.approved != nil && req.approved.sent != nil {
@@ -283,7 +275,9 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		// The outcome could not be recorded: the acquirer must not believe in
 		// an outcome the back office will never see, and a change the issuer
 		// made must not stand without a record: it is reversed.
-		out.Code, out.Outcome, out.Reason = iso8583.RCIssuerUnavailable, OutcomeFailed, "journal_unavailable"
+		err = fmt.Errorf("%w: %w", ErrNotRecorded, err)
+		rsp := ResponseFor(err)
+		out.Code, out.Outcome, out.Reason = rsp.Code, rsp.Outcome, rsp.Reason
 		span.RecordError(err)
 		f.reverseApproved(ctx, req)
 	}
@@ -323,12 +317,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		return "", err
 	}
 	if req.OldBlock != nil || req.NewBlock != nil {
-		if !slices.Contains(acq.Formats, req.Format) {
-			return "", ErrFormatRefused
-		}
-		label, ok := acq.Keys[req.KeyIndex]
-		if !ok {
-			return "", ErrUnknownKeyIndex
+		label, err := acq.BlockKey(req.Format, req.KeyIndex)
+		if err != nil {
+			return "", err
 		}
 		req.AcquirerKey = label
 	}
@@ -351,14 +342,23 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		t := f.deps.Now()
 		lctx, span := f.tracer.Start(ctx, "pingate.limiter")
 		dec, err := f.deps.Limiter.Allow(lctx, req)
-		span.SetAttributes(attribute.Bool("pingate.limit.allowed", err == nil && dec.Allowed), attribute.String("pingate.limit.reason", dec.Reason))
+		var refused error
+		switch {
+		case err != nil:
+			// The limiter could not decide: refused (fail closed).
+			span.RecordError(err)
+			refused = &LimitError{Limit: "limiter", Err: fmt.Errorf("%w: %w", ErrLimiterUnavailable, err)}
+		case !dec.Allowed:
+			refused = &LimitError{Limit: dec.Limit, Err: dec.Refusal}
+		}
+		span.SetAttributes(attribute.Bool("pingate.limit.allowed", refused == nil))
+		if refused != nil {
+			span.SetAttributes(attribute.String("pingate.limit.reason", ResponseFor(refused).Reason))
+		}
 		span.End()
 		f.m.stage(ctx, "limiter", t, f.deps.Now())
-		if err != nil {
-			dec = Decision{Code: iso8583.RCIssuerUnavailable, Reason: "limiter_unavailable", Limit: "limiter"}
-		}
-		if !dec.Allowed {
-			return issuer, &LimitError{Decision: dec}
+		if refused != nil {
+			return issuer, refused
 		}
 	}
 
@@ -494,6 +494,22 @@ func blockFormat(n int, alg pinblock.Algorithm) pinblock.Format {
 
 // pinFormat is the format of the blocks the issuer receives.
 func (is IssuerConfig) pinFormat() pinblock.Format { return blockFormat(is.PINFormat, is.PINAlgorithm) }
+
+// BlockKey is the label of the zone PIN key under which the acquirer's PIN
+// blocks of DE 53 format n and key index idx are enciphered. Errors:
+// ErrFormatRefused when the acquirer may not send format n,
+// ErrUnknownKeyIndex when it has no key at idx. The branch API asks it
+// before it takes an operation; the flow again for every operation.
+func (a *AcquirerConfig) BlockKey(n, idx int) (string, error) {
+	if !slices.Contains(a.Formats, n) {
+		return "", ErrFormatRefused
+	}
+	label, ok := a.Keys[idx]
+	if !ok {
+		return "", ErrUnknownKeyIndex
+	}
+	return label, nil
+}
 
 func validateRequest(r *Request, alg pinblock.Algorithm) error {
 	// 13 digits at least: an event shows the first 6 and last 4 with some

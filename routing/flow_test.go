@@ -41,9 +41,12 @@ func (s *memSink) Publish(_ context.Context, ev Event) error {
 	return nil
 }
 
-type denyLimiter struct{ dec Decision }
+type denyLimiter struct {
+	dec Decision
+	err error
+}
 
-func (d denyLimiter) Allow(context.Context, *Request) (Decision, error) { return d.dec, nil }
+func (d denyLimiter) Allow(context.Context, *Request) (Decision, error) { return d.dec, d.err }
 func (denyLimiter) Record(context.Context, *Request, string) error      { return nil }
 
 const testPAN = "6228481200000017"
@@ -191,8 +194,14 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "supervisor id like a PIN block", mutate: func(r *Request) { r.Supervisor = "DEADBEEF01234567" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "garbled PIN block", mutate: func(r *Request) { r.NewBlock = make([]byte, 8) }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, pinblock.DevATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
-		{name: "card limit", limiter: denyLimiter{Decision{Code: "65", Reason: "card_daily_limit", Limit: "card"}}, wantCode: "65", wantOut: OutcomeLimited},
-		{name: "journal unavailable", sinkErr: errors.New("disk full"), issuer: func() (string, error) { return "00", nil }, wantCode: "91", wantOut: OutcomeFailed, sent: true},
+		{name: "card limit", limiter: denyLimiter{dec: Decision{Refusal: ErrCardDailyLimit, Limit: "card_daily"}}, wantCode: "65", wantOut: OutcomeLimited, wantWhy: "card_daily_limit"},
+		{name: "wrong PINs", limiter: denyLimiter{dec: Decision{Refusal: fmt.Errorf("3 marks: %w", ErrCardWrongPINLimit), Limit: "card_wrong_pin"}}, wantCode: "75", wantOut: OutcomeLimited, wantWhy: "card_wrong_pin_limit"},
+		{name: "terminal throughput", limiter: denyLimiter{dec: Decision{Refusal: ErrTerminalLimit, Limit: "terminal"}}, wantCode: "61", wantOut: OutcomeLimited, wantWhy: "terminal_rate_limit"},
+		{name: "limiter down", limiter: denyLimiter{err: errors.New("redis: connection refused")}, wantCode: "91", wantOut: OutcomeLimited, wantWhy: "limiter_unavailable"},
+		{name: "limiter down, a refusal with it", limiter: denyLimiter{dec: Decision{Refusal: ErrLimiterUnavailable, Limit: "card"}, err: context.DeadlineExceeded}, wantCode: "91", wantOut: OutcomeLimited, wantWhy: "limiter_unavailable"},
+		{name: "refusal naming no limit", limiter: denyLimiter{}, wantCode: "91", wantOut: OutcomeLimited, wantWhy: "limiter_unavailable"},
+		{name: "journal unavailable", sinkErr: errors.New("disk full"), issuer: func() (string, error) { return "00", nil }, wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_unavailable", sent: true},
+		{name: "journal unavailable after a decline", sinkErr: context.DeadlineExceeded, issuer: func() (string, error) { return "55", nil }, wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_unavailable", sent: true},
 		{name: "journal full before the issuer", admitErr: fmt.Errorf("%w: free space below the reserve", ErrSinkFull), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_full"},
 		{name: "journal stalled before the issuer", admitErr: fmt.Errorf("%w: write stalled", ErrSinkUnavailable), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_unavailable"},
 		{name: "admission refused for another reason", admitErr: errors.New("depth"), wantCode: "91", wantOut: OutcomeFailed, wantWhy: "journal_full"},
@@ -233,43 +242,6 @@ func TestFlowOutcomes(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestResponseFor(t *testing.T) {
-	tests := []struct {
-		give     error
-		wantCode string
-		wantOut  string
-	}{
-		{nil, "00", OutcomeApproved},
-		{ErrFormat, "30", OutcomeRejected},
-		{ErrUnknownAcquirer, "58", OutcomeRejected},
-		{ErrAcquirerMismatch, "58", OutcomeRejected},
-		{ErrNotBound, "58", OutcomeRejected},
-		{ErrNotSignedOn, "91", OutcomeRejected},
-		{ErrKeyBlockRequired, "30", OutcomeRejected},
-		{ErrUnknownKeyIndex, "30", OutcomeRejected},
-		{ErrFormatRefused, "30", OutcomeRejected},
-		{ErrNoRoute, "14", OutcomeRejected},
-		{pinblock.ErrNewPINRejected, "P6", OutcomeDeclined},
-		{pinblock.ErrInvalidPINBlock, "30", OutcomeRejected},
-		{pinblock.ErrForbiddenTranslation, "96", OutcomeFailed},
-		{pinblock.ErrMailerUnavailable, "96", OutcomeFailed},
-		{ErrIssuerTimeout, "91", OutcomeReversed},
-		{ErrIssuerUnavailable, "91", OutcomeFailed},
-		{ErrSinkFull, "91", OutcomeFailed},
-		{&IssuerDecline{Code: "55"}, "55", OutcomeDeclined},
-		{&IssuerDecline{Code: "14"}, "14", OutcomeDeclined},
-		{&IssuerDecline{Code: "30"}, "96", OutcomeFailed},
-		{&IssuerDecline{Code: "Z9"}, "96", OutcomeFailed},
-		{errors.New("anything else"), "96", OutcomeFailed},
-	}
-	for _, tt := range tests {
-		code, out, reason := ResponseFor(tt.give)
-		if code != tt.wantCode || out != tt.wantOut || reason == "" {
-			t.Errorf("ResponseFor(%v) = %s, %s, %q, want %s, %s", tt.give, code, out, reason, tt.wantCode, tt.wantOut)
-		}
 	}
 }
 

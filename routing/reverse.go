@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -23,27 +24,19 @@ type ReversalAdvice struct {
 	Reason string
 }
 
-// ReasonAcquirerReversal is the reason of the event that records an
-// acquirer's reversal of an approved operation.
-const ReasonAcquirerReversal = "acquirer_reversal"
-
-// defaultReversalCode is the code recorded for an acquirer's reversal that
-// gives no reason of its own: 68, response received too late, the usual
-// reason a terminal reverses.
-const defaultReversalCode = "68"
-
 // Reverse takes an acquirer's reversal advice. When this instance approved
 // the original request within the duplicate window, the approval is undone:
 // the issuer is owed a 0420 for the message it approved (persisted and sent
 // by the issuer links), and the reversal is recorded as an outcome event —
 // outcome reversed, reason acquirer_reversal, the code the acquirer gave (68
-// when none), and the approved event's id in Reverses — so the back office
-// sees the operation did not stand. It returns the code to answer the
-// advice with: 00 when the advice is taken, also when there is nothing to
-// undo (the original was not approved, is unknown here, or was reversed
-// already); 96 when the reversal could not be owed or recorded, so the
-// acquirer sends the advice again.
-func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) string {
+// when none: ResponseFor of an *AcquirerReversal), and the approved event's
+// id in Reverses — so the back office sees the operation did not stand. A
+// nil error means the advice is taken (answered 00), also when there is
+// nothing to undo (the original was not approved, is unknown here, or was
+// reversed already); an error wraps ErrReversalFailed when the reversal could
+// not be owed or recorded (answered 96, so the acquirer sends the advice
+// again).
+func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 	ctx, span := f.tracer.Start(ctx, "pingate.pin.reversal", trace.WithAttributes(
 		attribute.String("pingate.acquirer", adv.Acquirer)))
 	defer span.End()
@@ -56,39 +49,25 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) string {
 	switch {
 	case err != nil:
 		result("failed")
-		return iso8583.RCSystemMalfunction
+		return fmt.Errorf("%w: look up the original: %w", ErrReversalFailed, err)
 	case !found:
 		result("original_unknown")
-		return iso8583.RCApproved
+		return nil
 	case o.undo == nil:
 		result("nothing_to_undo")
-		return iso8583.RCApproved
+		return nil
 	case !f.dups.claimReversal(key):
 		result("already_reversed")
-		return iso8583.RCApproved
+		return nil
 	}
 	if err := f.undoApproved(ctx, o.undo, adv.Reason); err != nil {
 		f.dups.releaseReversal(key)
 		span.RecordError(err)
 		result("failed")
-		return iso8583.RCSystemMalfunction
+		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
 	}
 	result("reversed")
-	return iso8583.RCApproved
-}
-
-// validCode reports whether c has the shape of a response code in an event:
-// two digits or upper-case letters.
-func validCode(c string) bool {
-	if len(c) != 2 {
-		return false
-	}
-	for i := 0; i < 2; i++ {
-		if (c[i] < '0' || c[i] > '9') && (c[i] < 'A' || c[i] > 'Z') {
-			return false
-		}
-	}
-	return true
+	return nil
 }
 
 // undoApproved owes the issuer the reversal of u and records it.
@@ -100,16 +79,13 @@ func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
 	if err := r.Reverse(ctx, &IssuerRequest{sent: u.sent}); err != nil {
 		return err
 	}
-	code := reason
-	if !validCode(code) || code == iso8583.RCApproved {
-		code = defaultReversalCode
-	}
+	rsp := ResponseFor(&AcquirerReversal{Code: reason})
 	now := f.deps.Now()
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	ev := Event{
-		ID: eventID(u.eventID + "/reversal"), Type: EventType(u.operation, OutcomeReversed), Time: now,
-		Operation: u.operation, Outcome: OutcomeReversed, Code: code, Reason: ReasonAcquirerReversal,
+		ID: eventID(u.eventID + "/reversal"), Type: EventType(u.operation, rsp.Outcome), Time: now,
+		Operation: u.operation, Outcome: rsp.Outcome, Code: rsp.Code, Reason: rsp.Reason,
 		Channel: u.channel, Acquirer: u.acquirer, Terminal: u.terminal, Issuer: u.issuer,
 		MaskedPAN: u.maskedPAN, CardToken: u.cardToken, Teller: u.teller, Supervisor: u.supervisor,
 		Received: now, Completed: now, TraceParent: carrier.Get("traceparent"), Reverses: u.eventID,
@@ -120,12 +96,6 @@ func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
 	return f.deps.Sink.Publish(ctx, ev)
 }
 
-// ReasonOutcomeNotRecorded is the reason of the event that records the
-// reversal of an operation whose outcome the journal did not take in time
-// (or that was in flight when the process died): the issuer acknowledged a
-// reversal advice owed ahead of the request.
-const ReasonOutcomeNotRecorded = "outcome_not_recorded"
-
 // RecordReversal records r, a reversal the issuer acknowledged, as an outcome
 // event: outcome reversed, reason outcome_not_recorded, code 91 (what the
 // acquirer was answered, if it was answered at all), and the operation's
@@ -134,10 +104,11 @@ const ReasonOutcomeNotRecorded = "outcome_not_recorded"
 // id and consumers dedupe it. It is the ReversalRecorder the gateway gives
 // its issuer links.
 func (f *Flow) RecordReversal(ctx context.Context, r Reversal) error {
+	rsp := ResponseFor(ErrReversedNotRecorded)
 	now := f.deps.Now()
 	ev := Event{
-		ID: eventID(r.EventID + "/" + ReasonOutcomeNotRecorded), Type: EventType(r.Operation, OutcomeReversed), Time: now,
-		Operation: r.Operation, Outcome: OutcomeReversed, Code: iso8583.RCIssuerUnavailable, Reason: ReasonOutcomeNotRecorded,
+		ID: eventID(r.EventID + "/" + ReasonOutcomeNotRecorded), Type: EventType(r.Operation, rsp.Outcome), Time: now,
+		Operation: r.Operation, Outcome: rsp.Outcome, Code: rsp.Code, Reason: rsp.Reason,
 		Channel: r.Channel, Acquirer: r.Acquirer, Terminal: r.Terminal, Issuer: r.Issuer,
 		MaskedPAN: iso8583.MaskPAN(r.PAN), CardToken: f.deps.Tokenizer.Token(r.PAN), Teller: r.Teller, Supervisor: r.Supervisor,
 		Received: r.Created, Completed: now, Reverses: r.EventID,

@@ -46,15 +46,15 @@ func TestFlowReverseUndoesAnApprovalOnce(t *testing.T) {
 	adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: "68"}
 
 	issuer.fail = errors.New("reversal store down")
-	if code := f.Reverse(context.Background(), adv); code != iso8583.RCSystemMalfunction {
-		t.Fatalf("Reverse() with the reversal store down = %s, want 96 (the acquirer sends it again)", code)
+	if err := f.Reverse(context.Background(), adv); !errors.Is(err, ErrReversalFailed) || ResponseFor(err).Code != iso8583.RCSystemMalfunction {
+		t.Fatalf("Reverse() with the reversal store down = %v, want ErrReversalFailed, answered 96 (the acquirer sends it again)", err)
 	}
 	issuer.fail = nil
-	if code := f.Reverse(context.Background(), adv); code != iso8583.RCApproved {
-		t.Fatalf("Reverse() = %s, want 00", code)
+	if err := f.Reverse(context.Background(), adv); err != nil {
+		t.Fatalf("Reverse() = %v, want nil (answered 00)", err)
 	}
-	if code := f.Reverse(context.Background(), adv); code != iso8583.RCApproved {
-		t.Fatalf("Reverse() again = %s, want 00", code)
+	if err := f.Reverse(context.Background(), adv); err != nil {
+		t.Fatalf("Reverse() again = %v, want nil (answered 00)", err)
 	}
 	if len(issuer.reversed) != 1 || issuer.reversed[0].STAN != "000777" {
 		t.Fatalf("issuer owed %d reversals (%+v), want 1 for the message it approved", len(issuer.reversed), issuer.reversed)
@@ -87,8 +87,8 @@ func TestFlowReverseWithNothingToUndo(t *testing.T) {
 		{"another terminal's", ReversalAdvice{Acquirer: req.Acquirer, Terminal: "ATM00099", STAN: req.STAN, Transmit: req.Transmit}},
 	}
 	for _, tt := range tests {
-		if code := f.Reverse(context.Background(), tt.give); code != iso8583.RCApproved {
-			t.Errorf("Reverse(%s) = %s, want 00 (acknowledged)", tt.name, code)
+		if err := f.Reverse(context.Background(), tt.give); err != nil {
+			t.Errorf("Reverse(%s) = %v, want nil (acknowledged with 00)", tt.name, err)
 		}
 	}
 	if len(issuer.reversed) != 0 || len(sink.events) != 1 {
@@ -112,8 +112,8 @@ func TestFlowReverseReasonCode(t *testing.T) {
 			t.Fatalf("Handle() = %s, want 00", out.Code)
 		}
 		adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: tt.give}
-		if code := f.Reverse(context.Background(), adv); code != iso8583.RCApproved {
-			t.Fatalf("Reverse(reason %q) = %s, want 00", tt.give, code)
+		if err := f.Reverse(context.Background(), adv); err != nil {
+			t.Fatalf("Reverse(reason %q) = %v, want nil", tt.give, err)
 		}
 		if got := sink.events[len(sink.events)-1]; got.Reason != ReasonAcquirerReversal || got.Code != tt.want {
 			t.Errorf("reversal with reason %q recorded code %s (%s), want %s", tt.give, got.Code, got.Reason, tt.want)

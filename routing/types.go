@@ -122,19 +122,25 @@ func undoOf(sent *Reversal, ev Event) *undo {
 }
 
 // Limiter decides whether a request may proceed. Implementations must make
-// one decision per request, shared by every gateway instance.
+// one decision per request, shared by every gateway instance (or, for an
+// in-process limiter, by every request of this one). An error means the
+// limiter could not decide: the flow refuses the request as
+// ErrLimiterUnavailable (fail closed).
 type Limiter interface {
 	Allow(ctx context.Context, req *Request) (Decision, error)
 	// Record reports a result that feeds a limit, e.g. a wrong PIN (code 55).
 	Record(ctx context.Context, req *Request, code string) error
 }
 
-// Decision is a limiter's answer.
+// Decision is a limiter's answer. A refusal says why in Refusal, one of
+// ErrCardDailyLimit, ErrCardWrongPINLimit, ErrTerminalLimit,
+// ErrAcquirerLimit or ErrLimiterUnavailable (or an error wrapping one):
+// ResponseFor chooses the response code and reason from it, so a limiter
+// never picks a code.
 type Decision struct {
 	Allowed bool
-	Code    string // response code when refused (61, 65, 75, 91)
-	Reason  string // stable reason, e.g. "card_daily_limit"
-	Limit   string // which limit refused
+	Refusal error  // why a refused request was refused
+	Limit   string // which limit refused, e.g. "card_daily"
 }
 
 // OutcomeSink receives one event per final outcome. Publish must make the event

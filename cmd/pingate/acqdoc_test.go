@@ -236,7 +236,8 @@ func TestAcquirerDocRefusals(t *testing.T) {
 		"format_error": routing.ErrFormat,
 	}
 	for reason, e := range errs {
-		code, _, r := routing.ResponseFor(e)
+		rsp := routing.ResponseFor(e)
+		code, r := rsp.Code, rsp.Reason
 		if r != reason {
 			t.Errorf("ResponseFor(%v) reason = %s, want %s", e, r, reason)
 		}

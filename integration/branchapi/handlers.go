@@ -310,10 +310,13 @@ func (s *Server) opHandler(op routing.Operation) func(context.Context, *http.Req
 		}
 		if po.new != nil || po.old != nil {
 			if acq, ok := s.flow.Acquirer(c.Institution); ok {
-				if !slices.Contains(acq.Formats, po.format) {
+				// Refused before the operation is taken, with the flow's
+				// own check: nothing is recorded or run.
+				_, err := acq.BlockKey(po.format, po.keyIdx)
+				switch {
+				case errors.Is(err, routing.ErrFormatRefused):
 					return problemAnswer(probFormatNotPermitted.problem("Send the PIN block in a format the institution is configured for."))
-				}
-				if _, ok := acq.Keys[po.keyIdx]; !ok {
+				case errors.Is(err, routing.ErrUnknownKeyIndex):
 					return problemAnswer(probKeyIndexUnknown.problem("The institution has no zone PIN key at this key index."))
 				}
 			}
@@ -392,7 +395,7 @@ func (s *Server) run(ctx context.Context, req *routing.Request, res OperationRes
 	clear(req.NewBlock)
 	res.Status = StatusCompleted
 	res.Outcome, res.ResponseCode, res.Reason, res.EventID = out.Outcome, out.Code, out.Reason, out.EventID
-	if out.Outcome == routing.OutcomeFailed && out.Reason == reasonJournalUnavailable {
+	if out.Outcome == routing.OutcomeFailed && out.Reason == routing.ReasonJournalUnavailable {
 		// The flow could not record the outcome (and reversed an approval):
 		// there is no event to name, and the failure must not go unseen.
 		res.EventID = ""
@@ -410,10 +413,6 @@ func (s *Server) run(ctx context.Context, req *routing.Request, res OperationRes
 	s.st.set(req.ID, res)
 	return res
 }
-
-// reasonJournalUnavailable is the flow's reason for an outcome whose event
-// could not be recorded (routing.Flow.Handle).
-const reasonJournalUnavailable = "journal_unavailable"
 
 // serveLookup answers GET /v1/operations/{id}: operations of the client's
 // own institution only (another institution's id is 404, as if unknown).

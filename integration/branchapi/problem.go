@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"pingate/routing"
 )
 
 // ProblemTypeBase prefixes every problem type: the type of a problem is
@@ -45,8 +48,8 @@ var (
 	probUnknownField       = problemKind{"unknown-field", http.StatusBadRequest, "The body has a field this operation does not take"}
 	probInvalidRequest     = problemKind{"invalid-request", http.StatusUnprocessableEntity, "A field is missing or invalid"}
 	probInvalidPINBlock    = problemKind{"invalid-pin-block", http.StatusUnprocessableEntity, "A PIN block does not fit its format"}
-	probFormatNotPermitted = problemKind{"pin-block-format-not-permitted", http.StatusUnprocessableEntity, "The institution may not send this PIN block format"}
-	probKeyIndexUnknown    = problemKind{"unknown-key-index", http.StatusUnprocessableEntity, "The institution has no key at this key index"}
+	probFormatNotPermitted = flowRefusal(routing.ErrFormatRefused, "The institution may not send this PIN block format")
+	probKeyIndexUnknown    = flowRefusal(routing.ErrUnknownKeyIndex, "The institution has no key at this key index")
 	probMediaType          = problemKind{"unsupported-media-type", http.StatusUnsupportedMediaType, "The body must be application/json"}
 	probTooLarge           = problemKind{"body-too-large", http.StatusRequestEntityTooLarge, "The body is too large"}
 	probTimeout            = problemKind{"request-timeout", http.StatusRequestTimeout, "The request was not received in time"}
@@ -68,6 +71,14 @@ var problemKinds = []problemKind{
 	probMalformedJSON, probUnknownField, probInvalidRequest, probInvalidPINBlock, probFormatNotPermitted,
 	probKeyIndexUnknown, probMediaType, probTooLarge, probTimeout, probNotFound, probMethod, probIdemKeyInvalid,
 	probIdemKeyReused, probBranch, probRole, probTeller, probSelfApproval, probNotPending, probApprovalExpired, probUnavailable,
+}
+
+// flowRefusal is the problem kind of a refusal of the flow that the API
+// finds before it takes an operation: its slug is the flow's reason (with
+// '-' for '_') and its status the one routing.ResponseFor gives.
+func flowRefusal(err error, title string) problemKind {
+	r := routing.ResponseFor(err)
+	return problemKind{strings.ReplaceAll(r.Reason, "_", "-"), r.HTTPStatus, title}
 }
 
 func (k problemKind) problem(detail string) *Problem {

@@ -32,7 +32,8 @@ func ExampleLimiter_Allow() {
 		_ = l.Record(ctx, req, "55") // the issuer answered: incorrect PIN
 	}
 	d, _ := l.Allow(ctx, req)
-	fmt.Printf("allowed: %v code: %s reason: %s\n", d.Allowed, d.Code, d.Reason)
+	r := routing.ResponseFor(&routing.LimitError{Limit: d.Limit, Err: d.Refusal}) // what the flow answers
+	fmt.Printf("allowed: %v code: %s reason: %s\n", d.Allowed, r.Code, r.Reason)
 	for _, k := range m.Keys() {
 		if i := strings.Index(k, ":ops:"); i >= 0 {
 			k = k[:i] + ":ops:<yyyymmdd>" // today's date

@@ -62,8 +62,8 @@ func TestRealRedisLimitsSharedByTwoInstances(t *testing.T) {
 			}
 		}
 		for _, l := range []*redislimit.Limiter{a, b} {
-			if d := allow(t, l, request(routing.OpChange, "daily", "acq1", "D9")); d.Allowed || d.Code != "65" {
-				t.Errorf("6th operation = %+v, want refused 65", d)
+			if d := allow(t, l, request(routing.OpChange, "daily", "acq1", "D9")); d.Allowed || d.Refusal != routing.ErrCardDailyLimit {
+				t.Errorf("6th operation = %+v, want refused card_daily_limit", d)
 			}
 		}
 	})
@@ -74,7 +74,7 @@ func TestRealRedisLimitsSharedByTwoInstances(t *testing.T) {
 				t.Fatalf("Record(55): %v", err)
 			}
 		}
-		if d := allow(t, b, request(routing.OpChange, "wp", "acq2", "W2")); d.Allowed || d.Code != "75" {
+		if d := allow(t, b, request(routing.OpChange, "wp", "acq2", "W2")); d.Allowed || d.Refusal != routing.ErrCardWrongPINLimit {
 			t.Errorf("change after 2 wrong PINs recorded by the other instance = %+v, want refused 75", d)
 		}
 	})
@@ -86,7 +86,7 @@ func TestRealRedisLimitsSharedByTwoInstances(t *testing.T) {
 				t.Fatalf("request %d = %+v, want allowed (burst 3)", i+1, d)
 			}
 		}
-		if d := allow(t, b, request(routing.OpChange, "term9", "acq1", "T1")); d.Allowed || d.Reason != "terminal_rate_limit" {
+		if d := allow(t, b, request(routing.OpChange, "term9", "acq1", "T1")); d.Allowed || d.Refusal != routing.ErrTerminalLimit {
 			t.Errorf("4th request = %+v, want refused terminal_rate_limit", d)
 		}
 	})
@@ -126,8 +126,8 @@ func TestRealRedisStoppedAndRestarted(t *testing.T) {
 	r.Stop()
 	for _, l := range []*redislimit.Limiter{a, b} {
 		d, err := l.Allow(ctx, request(routing.OpChange, "c1", "acq1", "T1"))
-		if !errors.Is(err, redislimit.ErrUnavailable) || d.Allowed || d.Code != "91" || d.Reason != "limiter_unavailable" {
-			t.Errorf("Redis stopped: Allow = %+v, %v; want refused 91 limiter_unavailable, ErrUnavailable", d, err)
+		if !errors.Is(err, redislimit.ErrUnavailable) || d.Allowed || d.Refusal != routing.ErrLimiterUnavailable {
+			t.Errorf("Redis stopped: Allow = %+v, %v; want refused ErrLimiterUnavailable, ErrUnavailable", d, err)
 		}
 		if s := l.Stats(); s.FailedClosed != 1 || s.Fallbacks != 2 {
 			t.Errorf("Redis stopped: Stats() = %+v, want 1 failed closed, 2 local throughput decisions", s)

@@ -20,27 +20,24 @@ import (
 )
 
 // ErrUnavailable is wrapped by the errors of Allow and Record when Redis could
-// not answer: down, timed out, or the request's context expired.
-var ErrUnavailable = errors.New("rate limiter unavailable")
+// not answer: down, timed out, or the request's context expired. It wraps
+// routing.ErrLimiterUnavailable.
+var ErrUnavailable = fmt.Errorf("redis: %w", routing.ErrLimiterUnavailable)
 
 // ErrNoCardToken is returned for a request without a CardToken: card limits
 // cannot be applied, so the request is refused (fail closed).
 var ErrNoCardToken = errors.New("request has no card token")
 
-// Reasons in refusals (routing.Decision.Reason) and the limit that refused
-// (routing.Decision.Limit).
+// The limits that refuse (routing.Decision.Limit). A refusal's cause is in
+// routing.Decision.Refusal: routing.ErrCardDailyLimit, ErrCardWrongPINLimit,
+// ErrTerminalLimit, ErrAcquirerLimit or ErrLimiterUnavailable;
+// routing.ResponseFor chooses the response code and reason from it.
 const (
-	ReasonCardDaily    = "card_daily_limit"
-	ReasonCardWrongPIN = "card_wrong_pin_limit"
-	ReasonTerminal     = "terminal_rate_limit"
-	ReasonAcquirer     = "acquirer_rate_limit"
-	ReasonUnavailable  = "limiter_unavailable"
-
 	LimitCardDaily    = "card_daily"
 	LimitCardWrongPIN = "card_wrong_pin"
 	LimitTerminal     = "terminal"
 	LimitAcquirer     = "acquirer"
-	LimitCard         = "card" // the card limits as a whole, when Redis cannot check them
+	LimitCard         = "card" // the card limits as a whole, when they cannot be checked
 )
 
 // wrongPINWindow is the sliding window of CardWrongPINPerHour.
@@ -57,9 +54,8 @@ type Limiter struct {
 	termLoc *localBuckets
 	acqLoc  *localBuckets
 	now     func() time.Time
-	stats   counters
-	metrics instruments
-	esc     *strings.Replacer
+	*meter
+	esc *strings.Replacer
 }
 
 var _ routing.Limiter = (*Limiter)(nil)
@@ -90,7 +86,7 @@ func New(cfg Config) (*Limiter, error) {
 		termLoc: newLocalBuckets(cfg.TerminalRPS, cfg.TerminalBurst),
 		acqLoc:  newLocalBuckets(cfg.AcquirerRPS, cfg.AcquirerBurst),
 		now:     time.Now,
-		metrics: newInstruments(otel.Meter("pingate/redislimit")),
+		meter:   newMeter(),
 		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
 	}, nil
 }
@@ -203,15 +199,13 @@ func (l *Limiter) run(ctx context.Context, calls []*call) {
 // Allow decides whether req may proceed, in one Redis round trip (see the
 // package documentation). A refusal is a Decision with Allowed false and nil
 // error. When Redis cannot answer, throughput limits are decided locally and
-// card limits refuse with code 91: the Decision is then that refusal and the
-// error wraps ErrUnavailable. A request without CardToken is refused the
+// card limits refuse (routing.ErrLimiterUnavailable, answered 91): the
+// Decision is then that refusal and the error wraps ErrUnavailable. A request without CardToken is refused the
 // same way with ErrNoCardToken. An empty Terminal or Acquirer skips that
 // limit. Allow uses the card token only, never the PAN.
 func (l *Limiter) Allow(ctx context.Context, req *routing.Request) (routing.Decision, error) {
 	if req.CardToken == "" {
-		d := refuse(iso8583.RCIssuerUnavailable, ReasonUnavailable, LimitCard)
-		l.count(ctx, d)
-		return d, ErrNoCardToken
+		return l.noCardToken(ctx)
 	}
 	now := l.now()
 	wpLimit := 0
@@ -243,27 +237,27 @@ func (l *Limiter) Allow(ctx context.Context, req *routing.Request) (routing.Deci
 		cardErr = fmt.Errorf("card script returned %d values", len(cardRes))
 	}
 	if cardErr != nil {
-		d := refuse(iso8583.RCIssuerUnavailable, ReasonUnavailable, LimitCard)
+		d := refuse(routing.ErrLimiterUnavailable, LimitCard)
 		l.count(ctx, d)
 		l.throughputOnly(ctx, term, acq, req, now) // keep the local buckets honest
 		return d, fmt.Errorf("card limits: %w: %w", ErrUnavailable, cardErr)
 	}
 	switch cardRes[0] {
 	case 1:
-		d := refuse(iso8583.RCExceedsFrequency, ReasonCardDaily, LimitCardDaily)
+		d := refuse(routing.ErrCardDailyLimit, LimitCardDaily)
 		l.count(ctx, d)
 		return d, nil
 	case 2:
-		d := refuse(iso8583.RCPINTriesExceeded, ReasonCardWrongPIN, LimitCardWrongPIN)
+		d := refuse(routing.ErrCardWrongPINLimit, LimitCardWrongPIN)
 		l.count(ctx, d)
 		return d, nil
 	}
 
 	d := routing.Decision{Allowed: true}
 	if !l.throughput(ctx, term, LimitTerminal, l.termLoc, req.Acquirer+"\x00"+req.Terminal, now) {
-		d = refuse(iso8583.RCExceedsLimit, ReasonTerminal, LimitTerminal)
+		d = refuse(routing.ErrTerminalLimit, LimitTerminal)
 	} else if !l.throughput(ctx, acq, LimitAcquirer, l.acqLoc, req.Acquirer, now) {
-		d = refuse(iso8583.RCExceedsLimit, ReasonAcquirer, LimitAcquirer)
+		d = refuse(routing.ErrAcquirerLimit, LimitAcquirer)
 	}
 	if !d.Allowed {
 		// The card's operation was counted but will not happen: give it
@@ -307,10 +301,8 @@ func (l *Limiter) throughputOnly(ctx context.Context, term, acq *call, req *rout
 // nothing and return nil. Errors wrap ErrUnavailable (or are ErrNoCardToken);
 // a lost mark is not retried here.
 func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string) error {
-	switch {
-	case code == iso8583.RCIncorrectPIN:
-	case code == iso8583.RCApproved && (req.Operation == routing.OpUnblock || req.Operation == routing.OpReset):
-	default:
+	fed := feeds(req, code)
+	if fed == feedsNothing {
 		return nil
 	}
 	if req.CardToken == "" {
@@ -319,7 +311,7 @@ func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string)
 	}
 	key := l.wrongPINKey(req.CardToken)
 	var err error
-	if code == iso8583.RCIncorrectPIN {
+	if fed == feedsMark {
 		id := req.ID
 		if id == "" {
 			id = fmt.Sprintf("t%d", l.now().UnixNano())
@@ -335,8 +327,36 @@ func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string)
 	return nil
 }
 
-func refuse(code, reason, limit string) routing.Decision {
-	return routing.Decision{Allowed: false, Code: code, Reason: reason, Limit: limit}
+// feed is what a result does to a card's wrong-PIN marks.
+type feed int
+
+const (
+	feedsNothing feed = iota
+	feedsMark         // an incorrect PIN (55) adds a mark
+	feedsClear        // an approved unblock or reset clears the marks
+)
+
+// feeds is what Record does with code for req, for both limiters.
+func feeds(req *routing.Request, code string) feed {
+	switch {
+	case code == iso8583.RCIncorrectPIN:
+		return feedsMark
+	case code == iso8583.RCApproved && (req.Operation == routing.OpUnblock || req.Operation == routing.OpReset):
+		return feedsClear
+	}
+	return feedsNothing
+}
+
+func refuse(refusal error, limit string) routing.Decision {
+	return routing.Decision{Allowed: false, Refusal: refusal, Limit: limit}
+}
+
+// reasonOf is the reason routing answers a refusal with, for the metrics.
+func reasonOf(d routing.Decision) string {
+	if d.Allowed {
+		return ""
+	}
+	return routing.ResponseFor(&routing.LimitError{Limit: d.Limit, Err: d.Refusal}).Reason
 }
 
 // Stats are counts since New, for tests and status pages. The same counts
@@ -353,15 +373,31 @@ type counters struct {
 	allowed, refused, failedClosed, fallbacks, recordErrors atomic.Int64
 }
 
+// meter keeps the counters and OTel instruments of a limiter (Limiter and
+// Memory alike).
+type meter struct {
+	stats   counters
+	metrics instruments
+}
+
+func newMeter() *meter { return &meter{metrics: newInstruments(otel.Meter("pingate/redislimit"))} }
+
 // Stats returns the counters.
-func (l *Limiter) Stats() Stats {
+func (m *meter) Stats() Stats {
 	return Stats{
-		Allowed:      l.stats.allowed.Load(),
-		Refused:      l.stats.refused.Load(),
-		FailedClosed: l.stats.failedClosed.Load(),
-		Fallbacks:    l.stats.fallbacks.Load(),
-		RecordErrors: l.stats.recordErrors.Load(),
+		Allowed:      m.stats.allowed.Load(),
+		Refused:      m.stats.refused.Load(),
+		FailedClosed: m.stats.failedClosed.Load(),
+		Fallbacks:    m.stats.fallbacks.Load(),
+		RecordErrors: m.stats.recordErrors.Load(),
 	}
+}
+
+// noCardToken refuses a request without a card token (fail closed).
+func (m *meter) noCardToken(ctx context.Context) (routing.Decision, error) {
+	d := refuse(routing.ErrLimiterUnavailable, LimitCard)
+	m.count(ctx, d)
+	return d, ErrNoCardToken
 }
 
 // instruments are the OTel counters:
@@ -389,7 +425,9 @@ func newInstruments(m metric.Meter) instruments {
 	in.byReason = map[string]metric.MeasurementOption{
 		"": metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "allowed"))),
 	}
-	for _, r := range []string{ReasonCardDaily, ReasonCardWrongPIN, ReasonTerminal, ReasonAcquirer, ReasonUnavailable} {
+	for _, e := range []error{routing.ErrCardDailyLimit, routing.ErrCardWrongPINLimit, routing.ErrTerminalLimit,
+		routing.ErrAcquirerLimit, routing.ErrLimiterUnavailable} {
+		r := reasonOf(refuse(e, ""))
 		in.byReason[r] = metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("result", "refused"), attribute.String("reason", r)))
 	}
@@ -399,24 +437,24 @@ func newInstruments(m metric.Meter) instruments {
 	return in
 }
 
-func (l *Limiter) count(ctx context.Context, d routing.Decision) {
+func (m *meter) count(ctx context.Context, d routing.Decision) {
 	if d.Allowed {
-		l.stats.allowed.Add(1)
+		m.stats.allowed.Add(1)
 	} else {
-		l.stats.refused.Add(1)
-		if d.Reason == ReasonUnavailable {
-			l.stats.failedClosed.Add(1)
+		m.stats.refused.Add(1)
+		if errors.Is(d.Refusal, routing.ErrLimiterUnavailable) {
+			m.stats.failedClosed.Add(1)
 		}
 	}
-	l.metrics.decisions.Add(ctx, 1, l.metrics.byReason[d.Reason])
+	m.metrics.decisions.Add(ctx, 1, m.metrics.byReason[reasonOf(d)])
 }
 
-func (l *Limiter) fallback(ctx context.Context, limit string) {
-	l.stats.fallbacks.Add(1)
-	l.metrics.fallbacks.Add(ctx, 1, l.metrics.byReason["fallback:"+limit])
+func (m *meter) fallback(ctx context.Context, limit string) {
+	m.stats.fallbacks.Add(1)
+	m.metrics.fallbacks.Add(ctx, 1, m.metrics.byReason["fallback:"+limit])
 }
 
-func (l *Limiter) recordError(ctx context.Context) {
-	l.stats.recordErrors.Add(1)
-	l.metrics.recordErrors.Add(ctx, 1)
+func (m *meter) recordError(ctx context.Context) {
+	m.stats.recordErrors.Add(1)
+	m.metrics.recordErrors.Add(ctx, 1)
 }

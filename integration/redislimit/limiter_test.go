@@ -60,11 +60,11 @@ func mustRefuse(t *testing.T, l *Limiter, r *routing.Request, want routing.Decis
 }
 
 var (
-	wantDaily    = routing.Decision{Code: "65", Reason: "card_daily_limit", Limit: "card_daily"}
-	wantWrongPIN = routing.Decision{Code: "75", Reason: "card_wrong_pin_limit", Limit: "card_wrong_pin"}
-	wantTerminal = routing.Decision{Code: "61", Reason: "terminal_rate_limit", Limit: "terminal"}
-	wantAcquirer = routing.Decision{Code: "61", Reason: "acquirer_rate_limit", Limit: "acquirer"}
-	wantDown     = routing.Decision{Code: "91", Reason: "limiter_unavailable", Limit: "card"}
+	wantDaily    = routing.Decision{Refusal: routing.ErrCardDailyLimit, Limit: "card_daily"}
+	wantWrongPIN = routing.Decision{Refusal: routing.ErrCardWrongPINLimit, Limit: "card_wrong_pin"}
+	wantTerminal = routing.Decision{Refusal: routing.ErrTerminalLimit, Limit: "terminal"}
+	wantAcquirer = routing.Decision{Refusal: routing.ErrAcquirerLimit, Limit: "acquirer"}
+	wantDown     = routing.Decision{Refusal: routing.ErrLimiterUnavailable, Limit: "card"}
 )
 
 func TestCardDailyLimit(t *testing.T) {
