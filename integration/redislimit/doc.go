@@ -1,6 +1,7 @@
 // Package redislimit is pingate's rate limiter: per-card, per-terminal and
-// per-acquirer limits shared by every gateway instance through Redis. It
-// implements routing.Limiter.
+// per-acquirer limits shared by every gateway instance through Redis
+// (Limiter), or kept inside one process without Redis (Memory, the embedded
+// default). Both implement routing.Limiter with the same decisions.
 //
 // # Limits and answers
 //
@@ -20,6 +21,12 @@
 //     virtual-scheduling leaky bucket kept as one "theoretical arrival time"
 //     per key) with a rate and a burst, refused with 61 "exceeds amount
 //     limit", reasons "terminal_rate_limit" and "acquirer_rate_limit".
+//
+// A refusal names its limit in routing.Decision.Refusal
+// (routing.ErrCardDailyLimit, ErrCardWrongPINLimit, ErrTerminalLimit,
+// ErrAcquirerLimit, or ErrLimiterUnavailable when the limits cannot be
+// checked); the codes and reasons above are routing.ResponseFor's answers to
+// them, not this package's choice.
 //
 // # One round trip
 //

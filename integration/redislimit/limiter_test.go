@@ -98,49 +98,6 @@ func TestDayZone(t *testing.T) {
 	}
 }
 
-func TestWrongPINLimit(t *testing.T) {
-	l, m := newTestLimiter(t, wide) // 3 wrong PINs per hour
-	ctx := context.Background()
-	for i := range 3 {
-		mustAllow(t, l, req(routing.OpChange, "tokW", "acq1", "T1"))
-		// Wrong PINs from any channel count.
-		r := req(routing.OpChange, "tokW", "acq1", "T1")
-		r.ID = fmt.Sprint("op-", i)
-		if err := l.Record(ctx, r, "55"); err != nil {
-			t.Fatalf("Record(55) #%d: %v", i+1, err)
-		}
-	}
-	mustRefuse(t, l, req(routing.OpChange, "tokW", "acq2", "T2"), wantWrongPIN)
-	// Reset and unblock do not verify the current PIN: not refused by it.
-	mustAllow(t, l, req(routing.OpReset, "tokW", "acq1", "T1"))
-	mustAllow(t, l, req(routing.OpUnblock, "tokW", "acq1", "T1"))
-
-	// Other codes feed nothing.
-	if err := l.Record(ctx, req(routing.OpChange, "tokW", "acq1", "T1"), "05"); err != nil {
-		t.Fatalf("Record(05) = %v, want nil", err)
-	}
-	// One hour later the marks have left the window.
-	m.SetTime(t0.Add(time.Hour + time.Second))
-	mustAllow(t, l, req(routing.OpChange, "tokW", "acq1", "T1"))
-}
-
-func TestUnblockClearsWrongPINs(t *testing.T) {
-	l, _ := newTestLimiter(t, wide)
-	ctx := context.Background()
-	for i := range 3 {
-		r := req(routing.OpChange, "tokU", "acq1", "T1")
-		r.ID = fmt.Sprint("op-", i)
-		if err := l.Record(ctx, r, "55"); err != nil {
-			t.Fatalf("Record(55): %v", err)
-		}
-	}
-	mustRefuse(t, l, req(routing.OpChange, "tokU", "acq1", "T1"), wantWrongPIN)
-	if err := l.Record(ctx, req(routing.OpUnblock, "tokU", "br1", "B1"), "00"); err != nil {
-		t.Fatalf("Record(unblock, 00): %v", err)
-	}
-	mustAllow(t, l, req(routing.OpChange, "tokU", "acq1", "T1"))
-}
-
 func TestTerminalRateLimit(t *testing.T) {
 	l, m := newTestLimiter(t, Config{TerminalRPS: 1, TerminalBurst: 3, AcquirerRPS: 1000, AcquirerBurst: 1000})
 	for i := range 3 {
@@ -158,16 +115,6 @@ func TestTerminalRateLimit(t *testing.T) {
 	m.SetTime(t0.Add(time.Second))
 	mustAllow(t, l, req(routing.OpChange, "card8", "acq1", "T1"))
 	mustRefuse(t, l, req(routing.OpChange, "card8", "acq1", "T1"), wantTerminal)
-}
-
-func TestAcquirerRateLimit(t *testing.T) {
-	l, m := newTestLimiter(t, Config{TerminalRPS: 1000, TerminalBurst: 1000, AcquirerRPS: 10, AcquirerBurst: 2})
-	mustAllow(t, l, req(routing.OpChange, "c1", "acq1", "T1"))
-	mustAllow(t, l, req(routing.OpChange, "c2", "acq1", "T2"))
-	mustRefuse(t, l, req(routing.OpChange, "c3", "acq1", "T3"), wantAcquirer)
-	mustAllow(t, l, req(routing.OpChange, "c3", "acq2", "T3"))
-	m.SetTime(t0.Add(100 * time.Millisecond)) // 1/10 s: one more
-	mustAllow(t, l, req(routing.OpChange, "c4", "acq1", "T4"))
 }
 
 func TestKeysHoldNoPANAndShareSlots(t *testing.T) {
