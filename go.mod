@@ -3,6 +3,7 @@ module pingate
 go 1.26.8
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/cockroachdb/pebble v1.1.5
 	github.com/emmansun/gmsm v0.15.5

@@ -64,8 +64,8 @@ func randDigits(t *testing.T, lo, hi int) string {
 	return sb.String()
 }
 
-// cli runs one pingate command in-process and returns its last stdout line.
-func cli(t *testing.T, args ...string) string {
+// runLast runs one pingate command in-process and returns its last stdout line.
+func runLast(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	if code := run(context.Background(), args, &out, &errOut); code != 0 {
@@ -105,11 +105,11 @@ func TestCLIAgainstPsec(t *testing.T) {
 		} else {
 			c.Key = randHex(t, []int{16, 24}[i%2])
 		}
-		c.Ours = cli(t, "pin", "encode", "--format", fmt.Sprint(f), "--pin", c.PIN, "--pan", c.PAN, "--key", c.Key)
+		c.Ours = runLast(t, "pin", "encode", "--format", fmt.Sprint(f), "--pin", c.PIN, "--pan", c.PAN, "--key", c.Key)
 		if f != 4 {
 			// Every TDES case is also translated to format 4 under a fresh AES key.
 			c.ToKey = randHex(t, 16)
-			c.Translated = cli(t, "pin", "translate", "--pan", c.PAN, "--block", c.Ours, "--from-format", fmt.Sprint(f),
+			c.Translated = runLast(t, "pin", "translate", "--pan", c.PAN, "--block", c.Ours, "--from-format", fmt.Sprint(f),
 				"--from-key", c.Key, "--to-format", "4", "--to-key", c.ToKey)
 		}
 		cases = append(cases, c)
@@ -143,14 +143,14 @@ func TestCLIAgainstPsec(t *testing.T) {
 		if r.PINOfOurs != c.PIN {
 			t.Errorf("case %d (format %d): `pin encode` block deciphers to another PIN in psec", i, c.Format)
 		}
-		if got := cli(t, "pin", "decode", "--format", fmt.Sprint(c.Format), "--pan", c.PAN, "--key", c.Key, "--block", r.Theirs); got != c.PIN {
+		if got := runLast(t, "pin", "decode", "--format", fmt.Sprint(c.Format), "--pan", c.PAN, "--key", c.Key, "--block", r.Theirs); got != c.PIN {
 			t.Errorf("case %d (format %d): `pin decode` of psec's block gives another PIN", i, c.Format)
 		}
 		alg := "tdes"
 		if c.Format == 4 {
 			alg = "aes"
 		}
-		if got := cli(t, "key", "kcv", "--key", secretFile(t, c.Key), "--alg", alg); !strings.EqualFold(got, r.KCV) {
+		if got := runLast(t, "key", "kcv", "--key", secretFile(t, c.Key), "--alg", alg); !strings.EqualFold(got, r.KCV) {
 			t.Errorf("case %d: `key kcv` = %s, independent KCV %s", i, got, strings.ToUpper(r.KCV))
 		}
 		if c.ToKey != "" && r.PINOfTranslated != c.PIN {
@@ -227,7 +227,7 @@ func TestKeyCombineAgainstPsec(t *testing.T) {
 		}
 		args := []string{"--id", fmt.Sprintf("zmk-%d", i), "--alg", "tdes"}
 		for j, comp := range c.Components {
-			if got := cli(t, "key", "kcv", "--key", secretFile(t, comp)); !strings.EqualFold(got, r.KCVs[j]) {
+			if got := runLast(t, "key", "kcv", "--key", secretFile(t, comp)); !strings.EqualFold(got, r.KCVs[j]) {
 				t.Errorf("case %d: `key kcv` of component %d = %s, psec %s", i, j+1, got, strings.ToUpper(r.KCVs[j]))
 			}
 			args = append(args, "--component", secretFile(t, comp), "--kcv", strings.ToUpper(r.KCVs[j]))

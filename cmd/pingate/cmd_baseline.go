@@ -18,10 +18,6 @@ import (
 	"pingate/pinblock"
 )
 
-func init() {
-	register(command{name: "bench-baseline", usage: "benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway", run: runBaseline})
-}
-
 // The baseline is what a PIN change round trip costs with nothing but
 // moov-io/iso8583 and TCP: a client packs the same 0100 the load tool sends
 // (acquirer dialect, same fields and sizes), writes it with the same 2-byte

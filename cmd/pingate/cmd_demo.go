@@ -19,10 +19,6 @@ import (
 	"pingate/routing"
 )
 
-func init() {
-	register(command{name: "demo", usage: "run the gateway and an issuer simulator and play a scripted day of PIN operations", run: runDemo})
-}
-
 // demoStep is one scripted request and what the script expects of it.
 type demoStep struct {
 	what    string

@@ -9,10 +9,6 @@ import (
 	"pingate/integration/branchapi"
 )
 
-func init() {
-	register(command{name: "dev-certs", usage: "make a development CA, server and branch client certificates for the branch API: dev-certs DIR", run: runDevCerts})
-}
-
 // runDevCerts writes fresh development certificates into DIR: ca.pem (and
 // its key), server.pem for localhost and the loopback addresses, and one
 // client certificate per development identity (teller, teller2, supervisor,

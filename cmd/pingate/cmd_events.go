@@ -19,14 +19,6 @@ import (
 	"pingate/routing"
 )
 
-func init() {
-	register(command{
-		name:  "events",
-		usage: "events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T [--json] [--follow] [--from-beginning] [-n N]",
-		run:   runEvents,
-	})
-}
-
 func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "tail" {
 		return fmt.Errorf("%w: events needs a subcommand: tail", errUsage)

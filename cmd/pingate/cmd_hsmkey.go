@@ -16,10 +16,6 @@ import (
 	"pingate/pinblock"
 )
 
-func init() {
-	register(command{name: "hsm-key", usage: "key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)", run: runHSMKey})
-}
-
 // runHSMKey runs a key ceremony through the HSMs of a config with
 // security.module payshield: the keys exist in clear only inside the HSM;
 // the key file gets their LMK tokens and the custody log (security.custody_log,

@@ -10,10 +10,6 @@ import (
 	"pingate/pinblock"
 )
 
-func init() {
-	register(command{name: "hsm-sim", usage: "run a payShield host-command simulator (public Thales test LMK) until SIGTERM", run: runHSMSim})
-}
-
 // runHSMSim runs integration/payshield/hsmsim: a payShield-protocol HSM for
 // development, the demo and CI, under the published Thales test variant LMK
 // (so never for real keys). It prints the address it listens on as the only

@@ -13,10 +13,6 @@ import (
 	"pingate/iso8583"
 )
 
-func init() {
-	register(command{name: "issuer-sim", usage: "run a standalone issuer simulator (development keys) until SIGTERM", run: runIssuerSim})
-}
-
 // runIssuerSim runs integration/issuersim as its own process: the issuer
 // host of the compose stack and of the shutdown tests. It answers the issuer
 // dialect under the published development issuer keys (DevIssuerZPK,

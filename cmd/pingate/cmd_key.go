@@ -1,16 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
+	"pingate/cmd/internal/cli"
 	"pingate/pinblock"
 )
 
@@ -20,91 +18,47 @@ import (
 // standard input ("-") or a file ("@FILE"), never taken from the command line,
 // and never printed back; results are ids, versions and KCVs.
 
-func init() {
-	register(command{
-		name:  "key",
-		usage: "key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate",
-		run:   runKey,
-	})
+// keyCmd is "pingate key": the key custody commands.
+type keyCmd struct {
+	KCV         keyKCVCmd         `cmd:"" name:"kcv" help:"print the check value of a clear key read from - or @FILE"`
+	LMKGenerate keyLMKGenerateCmd `cmd:"" name:"lmk-generate" help:"write a new random LMK to a file (mode 0600)"`
+	Init        keyInitCmd        `cmd:"" help:"create a key store and its custody log"`
+	Import      keyImportCmd      `cmd:"" help:"import a key enciphered under a ZMK held in the store"`
+	ImportTR31  keyImportTR31Cmd  `cmd:"" name:"import-tr31" help:"import a TR-31 key block made under a ZMK (KBPK) held in the store"`
+	Combine     keyCombineCmd     `cmd:"" help:"combine 2 or 3 clear components into a key (a ZMK by default)"`
+	Generate    keyGenerateCmd    `cmd:"" help:"generate a random key in the store"`
+	Rotate      keyRotateCmd      `cmd:"" help:"add a new version of a key (random, imported, from a key block or from components)"`
+	Remove      keyRemoveCmd      `cmd:"" help:"remove a key from the store"`
+	ExportTR31  keyExportCmd      `cmd:"" name:"export-tr31" help:"print a key as a TR-31 key block under a ZMK"`
+	List        keyListCmd        `cmd:"" help:"list the keys: id usage version KCV"`
+	Log         keyLogCmd         `cmd:"" help:"the custody log: verify, migrate"`
 }
 
-const keyUsageText = "key kcv|lmk-generate|init|import|import-tr31|combine|generate|rotate|remove|export-tr31|list|log verify|log migrate [flags]"
-
-func runKey(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: %s", errUsage, keyUsageText)
-	}
-	sub, rest := args[0], args[1:]
-	var (
-		out string
-		err error
-	)
-	switch sub {
-	case "kcv":
-		out, err = keyKCV(rest)
-	case "lmk-generate":
-		out, err = keyLMKGenerate(rest)
-	case "init":
-		out, err = keyInit(rest)
-	case "import":
-		out, err = keyImport(rest)
-	case "import-tr31":
-		out, err = keyImportTR31(rest)
-	case "combine":
-		out, err = keyCombine(rest)
-	case "generate":
-		out, err = keyGenerate(rest)
-	case "rotate":
-		out, err = keyRotate(rest)
-	case "remove":
-		out, err = keyRemove(rest)
-	case "export-tr31":
-		out, err = keyExport(rest)
-	case "list":
-		out, err = keyList(rest)
-	case "log":
-		switch {
-		case len(rest) > 0 && rest[0] == "verify":
-			out, err = keyLogVerify(rest[1:])
-		case len(rest) > 0 && rest[0] == "migrate":
-			out, err = keyLogMigrate(rest[1:])
-		default:
-			return fmt.Errorf("%w: key log verify --log FILE [--store FILE --lmk-file F | --lmk-env VAR], or key log migrate --store FILE --log FILE --lmk-file F --who --why", errUsage)
-		}
-	default:
-		return fmt.Errorf("%w: unknown key command %q: %s", errUsage, sub, keyUsageText)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, out)
-	return nil
+type keyLogCmd struct {
+	Verify  keyLogVerifyCmd  `cmd:"" help:"verify the custody log's chain of MACs (and, with the store, its tail)"`
+	Migrate keyLogMigrateCmd `cmd:"" help:"key a custody log written by an older pingate (records without a MAC)"`
 }
 
 // storeFlags are the flags that open the key store.
 type storeFlags struct {
-	store, lmkFile, lmkEnv, log string
-	who, why                    string
-	grace                       time.Duration
+	Store   string        `name:"store" help:"key store file" placeholder:"FILE"`
+	LMKFile string        `name:"lmk-file" help:"file holding the LMK" placeholder:"FILE"`
+	LMKEnv  string        `name:"lmk-env" help:"environment variable holding the LMK" placeholder:"VAR"`
+	Log     string        `name:"log" help:"custody log file" placeholder:"FILE"`
+	Grace   time.Duration `name:"grace" default:"${grace}" help:"how long a rotated-out version stays usable"`
 }
 
-func (sf *storeFlags) register(fs *flag.FlagSet, custody bool) {
-	fs.StringVar(&sf.store, "store", "", "key store file")
-	fs.StringVar(&sf.lmkFile, "lmk-file", "", "file holding the LMK")
-	fs.StringVar(&sf.lmkEnv, "lmk-env", "", "environment variable holding the LMK")
-	fs.StringVar(&sf.log, "log", "", "custody log file")
-	fs.DurationVar(&sf.grace, "grace", pinblock.DefaultGrace, "how long a rotated-out version stays usable")
-	if custody {
-		fs.StringVar(&sf.who, "who", "", "who does this (recorded)")
-		fs.StringVar(&sf.why, "why", "", "why (recorded)")
-	}
+// custodyFlags are the custody log's who and why of a change.
+type custodyFlags struct {
+	Who string `name:"who" help:"who does this (recorded in the custody log; required)"`
+	Why string `name:"why" help:"why (recorded in the custody log; required)"`
 }
 
 func (sf *storeFlags) check() error {
 	switch {
-	case sf.store == "" || sf.log == "":
+	case sf.Store == "" || sf.Log == "":
 		return fmt.Errorf("%w: --store and --log are required", errUsage)
-	case (sf.lmkFile == "") == (sf.lmkEnv == ""):
+	case (sf.LMKFile == "") == (sf.LMKEnv == ""):
 		return fmt.Errorf("%w: give exactly one of --lmk-file and --lmk-env", errUsage)
 	}
 	return nil
@@ -112,8 +66,8 @@ func (sf *storeFlags) check() error {
 
 func (sf *storeFlags) config() pinblock.StoreConfig {
 	return pinblock.StoreConfig{
-		Path: sf.store, LogPath: sf.log, Grace: sf.grace,
-		LMK: pinblock.LMKRef{File: sf.lmkFile, Env: sf.lmkEnv},
+		Path: sf.Store, LogPath: sf.Log, Grace: sf.Grace,
+		LMK: pinblock.LMKRef{File: sf.LMKFile, Env: sf.LMKEnv},
 	}
 }
 
@@ -126,18 +80,23 @@ func (sf *storeFlags) open() (*pinblock.Store, error) {
 	return pinblock.OpenStore(sf.config())
 }
 
-func (sf *storeFlags) custodian() (pinblock.Custodian, error) {
-	if strings.TrimSpace(sf.who) == "" || strings.TrimSpace(sf.why) == "" {
+func (cf *custodyFlags) custodian() (pinblock.Custodian, error) {
+	if strings.TrimSpace(cf.Who) == "" || strings.TrimSpace(cf.Why) == "" {
 		return pinblock.Custodian{}, fmt.Errorf("%w: --who and --why are required: they go into the custody log", errUsage)
 	}
-	return pinblock.Custodian{Who: sf.who, Why: sf.why}, nil
+	return pinblock.Custodian{Who: cf.Who, Why: cf.Why}, nil
 }
 
-// listFlag collects a repeated flag.
-type listFlag []string
+// printed prints a command's one result on stdout.
+func printed(env *cli.Env, out string, err error) error {
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(env.Stdout, out)
+	return err
+}
 
-func (l *listFlag) String() string     { return fmt.Sprint(len(*l)) } // never the values: they may be components
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+const storeExample = "--store keys.json --log custody.log --lmk-file lmk.key"
 
 func infoLine(i pinblock.KeyInfo) string {
 	return fmt.Sprintf("%s %s v%d %s", i.ID, i.Usage, i.Version, i.KCV)
@@ -159,474 +118,482 @@ func parseAlg(s string) (pinblock.Algorithm, error) {
 	return a, nil
 }
 
-// keyKCV: key kcv --key -|@FILE --alg tdes|aes|sm4.
-func keyKCV(args []string) (string, error) {
-	fs := newFlagSet("key kcv")
-	keyHex := secretRef(fs, "key", "clear key (hex)")
-	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	a, err := parseAlg(*alg)
+type keyKCVCmd struct {
+	Key cli.SecretRef `name:"key" placeholder:"-|@FILE" help:"clear key (hex): - for a line of standard input, or @FILE (never the value itself)"`
+	Alg string        `name:"alg" default:"tdes" help:"tdes, aes or sm4"`
+}
+
+func (*keyKCVCmd) Help() string {
+	return cli.Example("pingate key kcv --key @zmk-component-1.hex --alg tdes")
+}
+
+func (c *keyKCVCmd) Run(env *cli.Env) error {
+	a, err := parseAlg(c.Alg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *keyHex == "" {
-		return "", fmt.Errorf("%w: --key is required", errUsage)
+	if c.Key.Value() == "" {
+		return fmt.Errorf("%w: --key is required", errUsage)
 	}
-	k, err := pinblock.ParseHexKey("kcv", pinblock.UsageZMK, a, 1, *keyHex)
+	k, err := pinblock.ParseHexKey("kcv", pinblock.UsageZMK, a, 1, c.Key.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer k.Zeroize()
-	return k.KCV(), nil
+	return printed(env, k.KCV(), nil)
 }
 
-// keyLMKGenerate: key lmk-generate --out FILE [--alg aes|tdes].
-func keyLMKGenerate(args []string) (string, error) {
-	fs := newFlagSet("key lmk-generate")
-	out := fs.String("out", "", "file to create (mode 0600; never overwritten)")
-	alg := fs.String("alg", "aes", "aes (AES-256) or tdes (triple-length)")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	if *out == "" {
-		return "", fmt.Errorf("%w: --out is required", errUsage)
-	}
-	a, err := parseAlg(*alg)
-	if err != nil {
-		return "", err
-	}
-	return pinblock.WriteLMKFile(*out, a)
+type keyLMKGenerateCmd struct {
+	Out string `name:"out" placeholder:"FILE" help:"file to create (mode 0600; never overwritten; required)"`
+	Alg string `name:"alg" default:"aes" help:"aes (AES-256) or tdes (triple-length)"`
 }
 
-// keyInit: key init --store FILE --log FILE --lmk-file F|--lmk-env VAR.
-// Creating a store is explicit: every other command refuses a store file
-// that does not exist, and init refuses a custody log that has records.
-func keyInit(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key init")
-	sf.register(fs, false)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
+func (*keyLMKGenerateCmd) Help() string {
+	return cli.Example("pingate key lmk-generate --out /etc/pingate/lmk.key")
+}
+
+func (c *keyLMKGenerateCmd) Run(env *cli.Env) error {
+	if c.Out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
 	}
-	if err := sf.check(); err != nil {
-		return "", err
-	}
-	s, err := pinblock.InitStore(sf.config())
+	a, err := parseAlg(c.Alg)
 	if err != nil {
-		return "", err
+		return err
+	}
+	out, err := pinblock.WriteLMKFile(c.Out, a)
+	return printed(env, out, err)
+}
+
+// keyInitCmd: creating a store is explicit: every other command refuses a
+// store file that does not exist, and init refuses a custody log that has
+// records.
+type keyInitCmd struct {
+	storeFlags `embed:""`
+}
+
+func (*keyInitCmd) Help() string { return cli.Example("pingate key init " + storeExample) }
+
+func (c *keyInitCmd) Run(env *cli.Env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	s, err := pinblock.InitStore(c.config())
+	if err != nil {
+		return err
 	}
 	defer s.Close()
-	return fmt.Sprintf("created key store %s (LMK %s), custody log %s", sf.store, s.LMKKCV(), sf.log), nil
+	return printed(env, fmt.Sprintf("created key store %s (LMK %s), custody log %s", c.Store, s.LMKKCV(), c.Log), nil)
 }
 
-// keyImport: key import --id --usage --alg --under ZMK --key -|@FILE --kcv KCV.
-func keyImport(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key import")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	usage := fs.String("usage", "", "ZPK, TPK, TAK, PVK or ZMK")
-	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
-	under := fs.String("under", "", "id of the ZMK the key is enciphered under")
-	keyHex := secretRef(fs, "key", "the key enciphered under the ZMK (hex)")
-	kcv := fs.String("kcv", "", "the key's check value")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyImportCmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
+	ID           string        `name:"id" help:"key id (required)"`
+	Usage        string        `name:"usage" help:"ZPK, TPK, TAK, PVK or ZMK"`
+	Alg          string        `name:"alg" default:"tdes" help:"tdes, aes or sm4"`
+	Under        string        `name:"under" placeholder:"ZMK" help:"id of the ZMK the key is enciphered under (required)"`
+	Key          cli.SecretRef `name:"key" placeholder:"-|@FILE" help:"the key enciphered under the ZMK (hex): - or @FILE (required)"`
+	KCV          string        `name:"kcv" help:"the key's check value (required)"`
+}
+
+func (*keyImportCmd) Help() string {
+	return cli.Example("pingate key import --id zpk-acq1 --usage ZPK --under zmk-acq1 --key @zpk-under-zmk.hex --kcv 08D7B4 " +
+		storeExample + " --who alice --why 'new ZPK from acquirer 1'")
+}
+
+func (c *keyImportCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	u, err := parseUsage(*usage)
+	u, err := parseUsage(c.Usage)
 	if err != nil {
-		return "", err
+		return err
 	}
-	a, err := parseAlg(*alg)
+	a, err := parseAlg(c.Alg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" || *under == "" || *keyHex == "" || *kcv == "" {
-		return "", fmt.Errorf("%w: --id, --under, --key and --kcv are required", errUsage)
+	if c.ID == "" || c.Under == "" || c.Key.Value() == "" || c.KCV == "" {
+		return fmt.Errorf("%w: --id, --under, --key and --kcv are required", errUsage)
 	}
-	enc, err := hex.DecodeString(strings.TrimSpace(*keyHex))
+	enc, err := hex.DecodeString(strings.TrimSpace(c.Key.Value()))
 	if err != nil {
-		return "", fmt.Errorf("%w: --key is not hexadecimal", errUsage)
+		return fmt.Errorf("%w: --key is not hexadecimal", errUsage)
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
-	info, err := s.ImportUnderZMK(pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: a, Enciphered: enc, ZMK: pinblock.KeyRef{ID: *under}, KCV: *kcv, Who: c.Who, Why: c.Why})
-	if err != nil {
-		return "", err
-	}
-	return infoLine(info), nil
+	info, err := s.ImportUnderZMK(pinblock.ImportRequest{ID: c.ID, Usage: u, Algorithm: a, Enciphered: enc, ZMK: pinblock.KeyRef{ID: c.Under}, KCV: c.KCV, Who: cu.Who, Why: cu.Why})
+	return printed(env, infoLine(info), err)
 }
 
-// keyImportTR31: key import-tr31 --id --under ZMK --block TEXT [--usage U].
-func keyImportTR31(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key import-tr31")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	usage := fs.String("usage", "", "override the usage the block maps to (TPK for a P0 block)")
-	under := fs.String("under", "", "id of the ZMK (KBPK) the block is made under")
-	block := secretString(fs, "block", "the TR-31 key block")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyImportTR31Cmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
+	ID           string     `name:"id" help:"key id (required)"`
+	Usage        string     `name:"usage" help:"override the usage the block maps to (TPK for a P0 block)"`
+	Under        string     `name:"under" placeholder:"ZMK" help:"id of the ZMK (KBPK) the block is made under (required)"`
+	Block        cli.Secret `name:"block" placeholder:"TEXT|@FILE|-" help:"the TR-31 key block; or @FILE, or - for a line of standard input (required)"`
+}
+
+func (*keyImportTR31Cmd) Help() string {
+	return cli.Example("pingate key import-tr31 --id zpk-acq1 --under zmk-acq1 --block @zpk.tr31 " + storeExample + " --who alice --why 'ZPK from acquirer 1'")
+}
+
+func (c *keyImportTR31Cmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
 	var u pinblock.Usage
-	if *usage != "" {
-		if u, err = parseUsage(*usage); err != nil {
-			return "", err
+	if c.Usage != "" {
+		if u, err = parseUsage(c.Usage); err != nil {
+			return err
 		}
 	}
-	if *id == "" || *under == "" || *block == "" {
-		return "", fmt.Errorf("%w: --id, --under and --block are required", errUsage)
+	if c.ID == "" || c.Under == "" || c.Block.Value() == "" {
+		return fmt.Errorf("%w: --id, --under and --block are required", errUsage)
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
-	info, err := s.ImportTR31(pinblock.TR31ImportRequest{ID: *id, Usage: u, Block: strings.TrimSpace(*block), KBPK: *under, Custodian: c})
-	if err != nil {
-		return "", err
-	}
-	return infoLine(info), nil
+	info, err := s.ImportTR31(pinblock.TR31ImportRequest{ID: c.ID, Usage: u, Block: strings.TrimSpace(c.Block.Value()), KBPK: c.Under, Custodian: cu})
+	return printed(env, infoLine(info), err)
 }
 
-// componentFlags reads --component/--kcv pairs.
-func componentFlags(fs *flag.FlagSet) func() ([]pinblock.Component, error) {
-	comps := secretList{name: "component"}
-	var kcvs listFlag
-	fs.Var(&comps, "component", "clear component (hex): - for a line of standard input, or @FILE (never the value itself); repeat 2 or 3 times")
-	fs.Var(&kcvs, "kcv", "check value of each component, in the same order")
-	return func() ([]pinblock.Component, error) {
-		if len(comps.vs) == 0 {
-			return nil, nil
-		}
-		if len(comps.vs) != len(kcvs) {
-			return nil, fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(comps.vs), len(kcvs))
-		}
-		if len(comps.vs) < pinblock.MinComponents || len(comps.vs) > pinblock.MaxComponents {
-			return nil, fmt.Errorf("%w: give %d to %d components, not %d", errUsage, pinblock.MinComponents, pinblock.MaxComponents, len(comps.vs))
-		}
-		out := make([]pinblock.Component, 0, len(comps.vs))
-		for i := range comps.vs {
-			c, err := pinblock.ParseComponent(comps.vs[i], kcvs[i])
-			if err != nil {
-				for _, o := range out {
-					o.Zeroize()
-				}
-				return nil, fmt.Errorf("component %d: %w", i+1, err)
+// componentFlags are the --component/--kcv pairs of a key made from clear
+// components.
+type componentFlags struct {
+	Component cli.SecretRefList `name:"component" placeholder:"-|@FILE" help:"clear component (hex): - for a line of standard input, or @FILE (never the value itself); repeat 2 or 3 times"`
+	KCV       []string          `name:"kcv" sep:"none" help:"check value of each component, in the same order (with --key in rotate: the key's)"`
+}
+
+// components parses the pairs; nil when no --component was given.
+func (cf *componentFlags) components() ([]pinblock.Component, error) {
+	comps, kcvs := cf.Component.Values(), cf.KCV
+	if len(comps) == 0 {
+		return nil, nil
+	}
+	if len(comps) != len(kcvs) {
+		return nil, fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(comps), len(kcvs))
+	}
+	if len(comps) < pinblock.MinComponents || len(comps) > pinblock.MaxComponents {
+		return nil, fmt.Errorf("%w: give %d to %d components, not %d", errUsage, pinblock.MinComponents, pinblock.MaxComponents, len(comps))
+	}
+	out := make([]pinblock.Component, 0, len(comps))
+	for i := range comps {
+		c, err := pinblock.ParseComponent(comps[i], kcvs[i])
+		if err != nil {
+			for _, o := range out {
+				o.Zeroize()
 			}
-			out = append(out, c)
+			return nil, fmt.Errorf("component %d: %w", i+1, err)
 		}
-		return out, nil
+		out = append(out, c)
 	}
+	return out, nil
 }
 
-// keyCombine: key combine --id --alg --component -|@FILE --kcv KCV (2–3 times) [--usage ZMK].
-func keyCombine(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key combine")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	alg := fs.String("alg", "tdes", "tdes, aes or sm4")
-	usage := fs.String("usage", "ZMK", "usage of the combined key")
-	comps := componentFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyCombineCmd struct {
+	storeFlags     `embed:""`
+	custodyFlags   `embed:""`
+	componentFlags `embed:""`
+	ID             string `name:"id" help:"key id (required)"`
+	Alg            string `name:"alg" default:"tdes" help:"tdes, aes or sm4"`
+	Usage          string `name:"usage" default:"ZMK" help:"usage of the combined key"`
+}
+
+func (*keyCombineCmd) Help() string {
+	return cli.Example("pingate key combine --id zmk-acq1 --component - --kcv 4A1C2E --component - --kcv 77F0D1 " +
+		storeExample + " --who 'alice,bob' --why 'ZMK ceremony'")
+}
+
+func (c *keyCombineCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	u, err := parseUsage(*usage)
+	u, err := parseUsage(c.Usage)
 	if err != nil {
-		return "", err
+		return err
 	}
-	a, err := parseAlg(*alg)
+	a, err := parseAlg(c.Alg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" {
-		return "", fmt.Errorf("%w: --id is required", errUsage)
+	if c.ID == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	cs, err := comps()
+	cs, err := c.components()
 	if err != nil {
-		return "", err
+		return err
 	}
 	if cs == nil {
-		return "", fmt.Errorf("%w: give 2 or 3 --component/--kcv pairs", errUsage)
+		return fmt.Errorf("%w: give 2 or 3 --component/--kcv pairs", errUsage)
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
 		for _, x := range cs {
 			x.Zeroize()
 		}
-		return "", err
+		return err
 	}
 	defer s.Close()
-	info, err := s.CombineComponents(pinblock.CombineRequest{ID: *id, Usage: u, Algorithm: a, Components: cs, Custodian: c})
-	if err != nil {
-		return "", err
-	}
-	return infoLine(info), nil
+	info, err := s.CombineComponents(pinblock.CombineRequest{ID: c.ID, Usage: u, Algorithm: a, Components: cs, Custodian: cu})
+	return printed(env, infoLine(info), err)
 }
 
-// keyGenerate: key generate --id --usage --alg --length BYTES.
-func keyGenerate(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key generate")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	usage := fs.String("usage", "", "ZPK, TPK, TAK, PVK or ZMK")
-	alg := fs.String("alg", "aes", "tdes, aes or sm4")
-	length := fs.Int("length", 0, "key length in bytes (TDES 16 or 24; AES 16, 24 or 32; SM4 16); default 16 for TDES and SM4, 32 for AES")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyGenerateCmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
+	ID           string `name:"id" help:"key id (required)"`
+	Usage        string `name:"usage" help:"ZPK, TPK, TAK, PVK or ZMK"`
+	Alg          string `name:"alg" default:"aes" help:"tdes, aes or sm4"`
+	Length       int    `name:"length" placeholder:"BYTES" help:"key length in bytes (TDES 16 or 24; AES 16, 24 or 32; SM4 16); default 16 for TDES and SM4, 32 for AES"`
+}
+
+func (*keyGenerateCmd) Help() string {
+	return cli.Example("pingate key generate --id pvk-1 --usage PVK --alg tdes " + storeExample + " --who alice --why 'new PVK'")
+}
+
+func (c *keyGenerateCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	u, err := parseUsage(*usage)
+	u, err := parseUsage(c.Usage)
 	if err != nil {
-		return "", err
+		return err
 	}
-	a, err := parseAlg(*alg)
+	a, err := parseAlg(c.Alg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" {
-		return "", fmt.Errorf("%w: --id is required", errUsage)
+	if c.ID == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	n := *length
+	n := c.Length
 	if n == 0 {
 		n = map[pinblock.Algorithm]int{pinblock.TDES: 16, pinblock.AES: 32, pinblock.SM4: 16}[a]
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
-	info, err := s.Generate(pinblock.GenerateRequest{ID: *id, Usage: u, Algorithm: a, Length: n, Custodian: c})
-	if err != nil {
-		return "", err
-	}
-	return infoLine(info), nil
+	info, err := s.Generate(pinblock.GenerateRequest{ID: c.ID, Usage: u, Algorithm: a, Length: n, Custodian: cu})
+	return printed(env, infoLine(info), err)
 }
 
-// keyRotate: key rotate --id [--under ZMK (--key -|@FILE --kcv KCV | --block TEXT) | --component.. --kcv..].
-// With no source, a random new version is generated.
-func keyRotate(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key rotate")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	under := fs.String("under", "", "ZMK the new version is enciphered under (with --key and --kcv, or --block)")
-	keyHex := secretRef(fs, "key", "new version enciphered under --under (hex)")
-	block := secretString(fs, "block", "new version as a TR-31 key block under --under")
-	comps := componentFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+// keyRotateCmd: with no source, a random new version is generated.
+type keyRotateCmd struct {
+	storeFlags     `embed:""`
+	custodyFlags   `embed:""`
+	componentFlags `embed:""`
+	ID             string        `name:"id" help:"key id (required)"`
+	Under          string        `name:"under" placeholder:"ZMK" help:"ZMK the new version is enciphered under (with --key and --kcv, or --block)"`
+	Key            cli.SecretRef `name:"key" placeholder:"-|@FILE" help:"new version enciphered under --under (hex): - or @FILE"`
+	Block          cli.Secret    `name:"block" placeholder:"TEXT|@FILE|-" help:"new version as a TR-31 key block under --under; or @FILE, or -"`
+}
+
+func (*keyRotateCmd) Help() string {
+	return cli.Example(
+		"pingate key rotate --id zpk-acq1 "+storeExample+" --who alice --why 'yearly rotation'",
+		"pingate key rotate --id zpk-acq1 --under zmk-acq1 --block @zpk-v2.tr31 "+storeExample+" --who alice --why 'new ZPK from acquirer 1'")
+}
+
+func (c *keyRotateCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" {
-		return "", fmt.Errorf("%w: --id is required", errUsage)
+	if c.ID == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	req := pinblock.RotateRequest{ID: *id, Custodian: c}
+	req := pinblock.RotateRequest{ID: c.ID, Custodian: cu}
 	// --kcv is shared: with --key it is the key's KCV, with --component
 	// one per component.
-	var kcvs []string
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "kcv" {
-			kcvs = *(f.Value.(*listFlag))
-		}
-	})
+	kcvs, keyHex, block := c.KCV, c.Key.Value(), c.Block.Value()
 	switch {
-	case *keyHex != "" && *block != "":
-		return "", fmt.Errorf("%w: give --key or --block, not both", errUsage)
-	case *keyHex != "":
-		if *under == "" || len(kcvs) != 1 {
-			return "", fmt.Errorf("%w: --key needs --under and one --kcv", errUsage)
+	case keyHex != "" && block != "":
+		return fmt.Errorf("%w: give --key or --block, not both", errUsage)
+	case keyHex != "":
+		if c.Under == "" || len(kcvs) != 1 {
+			return fmt.Errorf("%w: --key needs --under and one --kcv", errUsage)
 		}
-		enc, err := hex.DecodeString(strings.TrimSpace(*keyHex))
+		enc, err := hex.DecodeString(strings.TrimSpace(keyHex))
 		if err != nil {
-			return "", fmt.Errorf("%w: --key is not hexadecimal", errUsage)
+			return fmt.Errorf("%w: --key is not hexadecimal", errUsage)
 		}
-		req.Enciphered, req.ZMK, req.KCV = enc, *under, kcvs[0]
-	case *block != "":
-		if *under == "" {
-			return "", fmt.Errorf("%w: --block needs --under", errUsage)
+		req.Enciphered, req.ZMK, req.KCV = enc, c.Under, kcvs[0]
+	case block != "":
+		if c.Under == "" {
+			return fmt.Errorf("%w: --block needs --under", errUsage)
 		}
-		req.Block, req.KBPK = strings.TrimSpace(*block), *under
+		req.Block, req.KBPK = strings.TrimSpace(block), c.Under
 	default:
-		if req.Components, err = comps(); err != nil {
-			return "", err
+		if req.Components, err = c.components(); err != nil {
+			return err
 		}
 		if req.Components == nil && len(kcvs) > 0 {
-			return "", fmt.Errorf("%w: --kcv without --key or --component", errUsage)
+			return fmt.Errorf("%w: --kcv without --key or --component", errUsage)
 		}
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
 		for _, x := range req.Components {
 			x.Zeroize()
 		}
-		return "", err
+		return err
 	}
 	defer s.Close()
 	info, err := s.Rotate(req)
-	if err != nil {
-		return "", err
-	}
-	return infoLine(info), nil
+	return printed(env, infoLine(info), err)
 }
 
-// keyRemove: key remove --id.
-func keyRemove(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key remove")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyRemoveCmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
+	ID           string `name:"id" help:"key id (required)"`
+}
+
+func (*keyRemoveCmd) Help() string {
+	return cli.Example("pingate key remove --id zpk-old " + storeExample + " --who alice --why 'acquirer 2 gone'")
+}
+
+func (c *keyRemoveCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" {
-		return "", fmt.Errorf("%w: --id is required", errUsage)
+	if c.ID == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
-	if err := s.Remove(*id, c); err != nil {
-		return "", err
+	if err := s.Remove(c.ID, cu); err != nil {
+		return err
 	}
-	return "removed " + *id, nil
+	return printed(env, "removed "+c.ID, nil)
 }
 
-// keyExport: key export-tr31 --id --under ZMK → the key block.
-func keyExport(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key export-tr31")
-	sf.register(fs, true)
-	id := fs.String("id", "", "key id")
-	under := fs.String("under", "", "ZMK to export under")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
+type keyExportCmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
+	ID           string `name:"id" help:"key id (required)"`
+	Under        string `name:"under" placeholder:"ZMK" help:"ZMK to export under (required)"`
+}
+
+func (*keyExportCmd) Help() string {
+	return cli.Example("pingate key export-tr31 --id zpk-acq1 --under zmk-acq1 " + storeExample + " --who alice --why 'ZPK for acquirer 1'")
+}
+
+func (c *keyExportCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *id == "" || *under == "" {
-		return "", fmt.Errorf("%w: --id and --under are required", errUsage)
+	if c.ID == "" || c.Under == "" {
+		return fmt.Errorf("%w: --id and --under are required", errUsage)
 	}
-	s, err := sf.open()
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
-	return s.ExportTR31(*id, *under, c)
+	block, err := s.ExportTR31(c.ID, c.Under, cu)
+	return printed(env, block, err)
 }
 
-// keyList: key list [--json]: id usage vN KCV, one per line.
-func keyList(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key list")
-	sf.register(fs, false)
-	asJSON := fs.Bool("json", false, "print a JSON array")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	s, err := sf.open()
+type keyListCmd struct {
+	storeFlags `embed:""`
+	JSON       bool `name:"json" help:"print a JSON array"`
+}
+
+func (*keyListCmd) Help() string { return cli.Example("pingate key list " + storeExample) }
+
+func (c *keyListCmd) Run(env *cli.Env) error {
+	s, err := c.open()
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer s.Close()
 	keys, err := s.List()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if *asJSON {
+	if c.JSON {
 		b, err := json.Marshal(keys)
 		if err != nil {
-			return "", err
+			return err
 		}
-		return string(b), nil
+		return printed(env, string(b), nil)
 	}
 	lines := make([]string, 0, len(keys))
 	for _, k := range keys {
 		lines = append(lines, infoLine(k.KeyInfo))
 	}
 	if len(lines) == 0 {
-		return "no keys", nil
+		return printed(env, "no keys", nil)
 	}
-	return strings.Join(lines, "\n"), nil
+	return printed(env, strings.Join(lines, "\n"), nil)
 }
 
-// keyLogMigrate: key log migrate --store --log --lmk-file --who --why. Keys
-// a custody log written by an older pingate (records without a MAC).
-func keyLogMigrate(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key log migrate")
-	sf.register(fs, true)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	c, err := sf.custodian()
-	if err != nil {
-		return "", err
-	}
-	if err := sf.check(); err != nil {
-		return "", err
-	}
-	st, err := pinblock.MigrateCustodyLog(sf.config(), c)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("custody log keyed: ok %d records", st.Records), nil
+type keyLogMigrateCmd struct {
+	storeFlags   `embed:""`
+	custodyFlags `embed:""`
 }
 
-// keyLogVerify: key log verify --log FILE [--store FILE --lmk-file F | --lmk-env VAR].
-// With the store, records removed from the end of the log are caught too.
-func keyLogVerify(args []string) (string, error) {
-	var sf storeFlags
-	fs := newFlagSet("key log verify")
-	sf.register(fs, false)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
+func (*keyLogMigrateCmd) Help() string {
+	return cli.Example("pingate key log migrate " + storeExample + " --who alice --why 'upgrade to a keyed custody log'")
+}
+
+func (c *keyLogMigrateCmd) Run(env *cli.Env) error {
+	cu, err := c.custodian()
+	if err != nil {
+		return err
 	}
-	if sf.log == "" {
-		return "", fmt.Errorf("%w: --log is required", errUsage)
+	if err := c.check(); err != nil {
+		return err
 	}
-	if sf.store != "" {
-		s, err := sf.open() // verifies the log against the store's head and tail
+	st, err := pinblock.MigrateCustodyLog(c.config(), cu)
+	if err != nil {
+		return err
+	}
+	return printed(env, fmt.Sprintf("custody log keyed: ok %d records", st.Records), nil)
+}
+
+// keyLogVerifyCmd: with the store, records removed from the end of the log
+// are caught too.
+type keyLogVerifyCmd struct {
+	storeFlags `embed:""`
+}
+
+func (*keyLogVerifyCmd) Help() string {
+	return cli.Example("pingate key log verify --log custody.log", "pingate key log verify "+storeExample)
+}
+
+func (c *keyLogVerifyCmd) Run(env *cli.Env) error {
+	if c.Log == "" {
+		return fmt.Errorf("%w: --log is required", errUsage)
+	}
+	if c.Store != "" {
+		s, err := c.open() // verifies the log against the store's head and tail
 		if err != nil {
-			return "", err
+			return err
 		}
 		defer s.Close()
 		st, err := s.CheckLog()
 		if err != nil {
-			return "", err
+			return err
 		}
 		out := fmt.Sprintf("ok %d records", st.Records)
 		if st.Pending > 0 {
@@ -638,15 +605,15 @@ func keyLogVerify(args []string) (string, error) {
 		if st.Unacknowledged > 0 {
 			out += fmt.Sprintf("; the last %d records were never acknowledged by the key store and are marked not applied by the next change", st.Unacknowledged)
 		}
-		return out, nil
+		return printed(env, out, nil)
 	}
-	head, err := pinblock.VerifyCustodyLog(sf.log)
+	head, err := pinblock.VerifyCustodyLog(c.Log)
 	if err != nil {
 		var ce *pinblock.CustodyError
 		if errors.As(err, &ce) {
-			return "", fmt.Errorf("custody log %s: first bad record at seq %d: %s", sf.log, ce.Seq, ce.Reason)
+			return fmt.Errorf("custody log %s: first bad record at seq %d: %s", c.Log, ce.Seq, ce.Reason)
 		}
-		return "", err
+		return err
 	}
-	return fmt.Sprintf("ok %d records", head.Seq), nil
+	return printed(env, fmt.Sprintf("ok %d records", head.Seq), nil)
 }

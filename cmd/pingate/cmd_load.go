@@ -22,10 +22,6 @@ import (
 	"pingate/pinblock"
 )
 
-func init() {
-	register(command{name: "load", usage: "drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency", run: runLoad})
-}
-
 // The load tool plays an ATM network switch (acquirer 100001: PIN changes in
 // format 0 under the development ATM zone key) and a branch front end
 // (acquirer 200001: resets and unblocks in format 4 under the development

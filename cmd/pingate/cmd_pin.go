@@ -1,204 +1,186 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"strings"
 
+	"pingate/cmd/internal/cli"
 	"pingate/pinblock"
 )
 
-func init() {
-	register(command{
-		name:  "pin",
-		usage: "encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)",
-		run:   runPin,
-	})
+// pinCmd is "pingate pin encode|decode|translate". Keys are given in clear
+// hex (on the command line, from a file or from standard input: see
+// cli.Secret), so this is a tool for test data and simulation, never for
+// live keys. The result alone is printed on stdout.
+type pinCmd struct {
+	Encode    pinEncodeCmd    `cmd:"" help:"encode (and encipher) a PIN block"`
+	Decode    pinDecodeCmd    `cmd:"" help:"decipher a PIN block and print the clear PIN (reveals the PIN: test data only)"`
+	Translate pinTranslateCmd `cmd:"" help:"translate a PIN block from one key and format to another"`
 }
 
-// runPin dispatches "pin encode|decode|translate". Keys are given in clear
-// hex (on the command line, from a file or from standard input: see
-// secretString), so this is a tool for test data and simulation, never for
-// live keys. The result alone is printed on stdout.
-func runPin(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: pin needs a sub-command: encode, decode or translate", errUsage)
-	}
-	var (
-		out string
-		err error
-	)
-	switch args[0] {
-	case "encode":
-		out, err = pinEncode(args[1:])
-	case "decode":
-		out, err = pinDecode(args[1:])
-	case "translate":
-		out, err = pinTranslate(args[1:])
-	default:
-		return fmt.Errorf("%w: unknown pin sub-command %q (encode, decode, translate)", errUsage, args[0])
-	}
+const pinFormatHelp = "ISO 9564-1 format 0-4 (or SM4-0, SM4-4)"
+
+// pinEncodeCmd: the block in upper hex (enciphered; the clear block for
+// format 2).
+type pinEncodeCmd struct {
+	Format string     `name:"format" placeholder:"N" help:"${pinformat} (required)"`
+	Alg    string     `name:"alg" help:"${pinalg}"`
+	PIN    cli.Secret `name:"pin" placeholder:"PIN|@FILE|-" help:"clear PIN, 4-12 digits; or @FILE, or - for a line of standard input"`
+	PAN    string     `name:"pan" help:"PAN (formats 0, 3, 4)"`
+	Key    cli.Secret `name:"key" placeholder:"HEX|@FILE|-" help:"PIN key in hex: TDES for formats 0, 1, 3; AES for 4; SM4 with --alg sm4; none for 2; or @FILE, or -"`
+}
+
+func (*pinEncodeCmd) Help() string {
+	return cli.Example("pingate pin encode --format 0 --pin - --pan 4111111111111111 --key @zpk.hex")
+}
+
+func (c *pinEncodeCmd) Run(env *cli.Env) error {
+	f, err := pinFormatFlag("format", c.Format, "alg", c.Alg)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, out)
-	return err
-}
-
-// pinEncode: --format N [--alg sm4] --pin P [--pan PAN] [--key HEX] -> the
-// block in upper hex (enciphered; the clear block for format 2).
-func pinEncode(args []string) (string, error) {
-	fs := newFlagSet("pin encode")
-	formatS := fs.String("format", "", "ISO 9564-1 format 0-4 (or SM4-0, SM4-4)")
-	algS := fs.String("alg", "", algFlagHelp)
-	pinS := secretString(fs, "pin", "clear PIN, 4-12 digits")
-	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
-	keyS := secretString(fs, "key", "PIN key in hex: TDES for formats 0, 1, 3; AES for 4; SM4 with --alg sm4; none for 2")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
+	if err := needPAN(f, c.PAN); err != nil {
+		return err
 	}
-	f, err := pinFormatFlag("format", *formatS, "alg", *algS)
+	pin, err := pinblock.NewSecretPIN(c.PIN.Value())
 	if err != nil {
-		return "", err
-	}
-	if err := needPAN(f, *pan); err != nil {
-		return "", err
-	}
-	pin, err := pinblock.NewSecretPIN(*pinS)
-	if err != nil {
-		return "", err
+		return err
 	}
 	defer pin.Zeroize()
 	if f == pinblock.Format2 {
-		if *keyS != "" {
-			return "", fmt.Errorf("%w: format 2 blocks are never enciphered: drop --key", errUsage)
+		if c.Key.Value() != "" {
+			return fmt.Errorf("%w: format 2 blocks are never enciphered: drop --key", errUsage)
 		}
-		b, err := pinblock.EncodeClear(f, pin, *pan)
+		b, err := pinblock.EncodeClear(f, pin, c.PAN)
 		if err != nil {
-			return "", err
+			return err
 		}
 		defer clear(b)
-		return strings.ToUpper(hex.EncodeToString(b)), nil
+		return printed(env, strings.ToUpper(hex.EncodeToString(b)), nil)
 	}
-	k, err := pinKeyFlag("key", f, *keyS)
+	k, err := pinKeyFlag("key", f, c.Key.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer k.Zeroize()
-	b, err := pinblock.Encipher(f, pin, *pan, k)
+	b, err := pinblock.Encipher(f, pin, c.PAN, k)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return strings.ToUpper(hex.EncodeToString(b)), nil
+	return printed(env, strings.ToUpper(hex.EncodeToString(b)), nil)
 }
 
-// pinDecode: --format N [--alg sm4] [--pan PAN] [--key HEX] --block HEX ->
-// the PIN.
-func pinDecode(args []string) (string, error) {
-	fs := newFlagSet("pin decode")
-	formatS := fs.String("format", "", "ISO 9564-1 format 0-4 (or SM4-0, SM4-4)")
-	algS := fs.String("alg", "", algFlagHelp)
-	pan := fs.String("pan", "", "PAN (formats 0, 3, 4)")
-	keyS := secretString(fs, "key", "PIN key in hex (none for format 2)")
-	blockS := secretString(fs, "block", "PIN block in hex")
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	f, err := pinFormatFlag("format", *formatS, "alg", *algS)
+// pinDecodeCmd: the PIN.
+type pinDecodeCmd struct {
+	Format string     `name:"format" placeholder:"N" help:"${pinformat} (required)"`
+	Alg    string     `name:"alg" help:"${pinalg}"`
+	PAN    string     `name:"pan" help:"PAN (formats 0, 3, 4)"`
+	Key    cli.Secret `name:"key" placeholder:"HEX|@FILE|-" help:"PIN key in hex (none for format 2); or @FILE, or -"`
+	Block  cli.Secret `name:"block" placeholder:"HEX|@FILE|-" help:"PIN block in hex; or @FILE, or - (required)"`
+}
+
+func (*pinDecodeCmd) Help() string {
+	return cli.Example("pingate pin decode --format 4 --pan 4111111111111111 --key @zpk-aes.hex --block -")
+}
+
+func (c *pinDecodeCmd) Run(env *cli.Env) error {
+	f, err := pinFormatFlag("format", c.Format, "alg", c.Alg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	if err := needPAN(f, *pan); err != nil {
-		return "", err
+	if err := needPAN(f, c.PAN); err != nil {
+		return err
 	}
-	block, err := pinBlockFlag("block", *blockS)
+	block, err := pinBlockFlag("block", c.Block.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer clear(block)
 	var pin pinblock.SecretPIN
 	if f == pinblock.Format2 {
-		if *keyS != "" {
-			return "", fmt.Errorf("%w: format 2 blocks are never enciphered: drop --key", errUsage)
+		if c.Key.Value() != "" {
+			return fmt.Errorf("%w: format 2 blocks are never enciphered: drop --key", errUsage)
 		}
-		pin, err = pinblock.DecodeClear(f, block, *pan)
+		pin, err = pinblock.DecodeClear(f, block, c.PAN)
 	} else {
 		var k pinblock.Key
-		if k, err = pinKeyFlag("key", f, *keyS); err != nil {
-			return "", err
+		if k, err = pinKeyFlag("key", f, c.Key.Value()); err != nil {
+			return err
 		}
 		defer k.Zeroize()
-		pin, err = pinblock.Decipher(f, block, *pan, k)
+		pin, err = pinblock.Decipher(f, block, c.PAN, k)
 	}
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer pin.Zeroize()
-	return pin.Reveal(), nil
+	return printed(env, pin.Reveal(), nil)
 }
 
-// pinTranslate: --pan --block --from-format [--from-alg] --from-key
-// --to-format [--to-alg] --to-key [--alg] -> the new block in upper hex.
-// --alg sets the cipher of both sides; --from-alg and --to-alg override it.
-func pinTranslate(args []string) (string, error) {
-	fs := newFlagSet("pin translate")
-	pan := fs.String("pan", "", "PAN; it does not change")
-	blockS := secretString(fs, "block", "source PIN block in hex")
-	fromS := fs.String("from-format", "", "source format 0-4 (or SM4-0, SM4-4)")
-	fromAlgS := fs.String("from-alg", "", "source cipher (default --alg); "+algFlagHelp)
-	fromKeyS := secretString(fs, "from-key", "source PIN key in hex")
-	toS := fs.String("to-format", "", "destination format 0-4 (or SM4-0, SM4-4)")
-	toAlgS := fs.String("to-alg", "", "destination cipher (default --alg); "+algFlagHelp)
-	toKeyS := secretString(fs, "to-key", "destination PIN key in hex")
-	algS := fs.String("alg", "", "cipher of both sides; "+algFlagHelp)
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
+// pinTranslateCmd: the new block in upper hex. --alg sets the cipher of both
+// sides; --from-alg and --to-alg override it.
+type pinTranslateCmd struct {
+	PAN        string     `name:"pan" help:"PAN; it does not change"`
+	Block      cli.Secret `name:"block" placeholder:"HEX|@FILE|-" help:"source PIN block in hex; or @FILE, or - (required)"`
+	FromFormat string     `name:"from-format" placeholder:"N" help:"source format 0-4 (or SM4-0, SM4-4) (required)"`
+	FromAlg    string     `name:"from-alg" help:"source cipher (default --alg); ${pinalg}"`
+	FromKey    cli.Secret `name:"from-key" placeholder:"HEX|@FILE|-" help:"source PIN key in hex; or @FILE, or - (required)"`
+	ToFormat   string     `name:"to-format" placeholder:"N" help:"destination format 0-4 (or SM4-0, SM4-4) (required)"`
+	ToAlg      string     `name:"to-alg" help:"destination cipher (default --alg); ${pinalg}"`
+	ToKey      cli.Secret `name:"to-key" placeholder:"HEX|@FILE|-" help:"destination PIN key in hex; or @FILE, or - (required)"`
+	Alg        string     `name:"alg" help:"cipher of both sides; ${pinalg}"`
+}
+
+func (*pinTranslateCmd) Help() string {
+	return cli.Example("pingate pin translate --pan 4111111111111111 --block - --from-format 0 --from-key @tpk.hex --to-format 4 --to-key @zpk-aes.hex")
+}
+
+func (c *pinTranslateCmd) Run(env *cli.Env) error {
+	fromAlg, toAlg := c.FromAlg, c.ToAlg
 	fromAlgName, toAlgName := "from-alg", "to-alg"
-	if *fromAlgS == "" {
-		*fromAlgS, fromAlgName = *algS, "alg"
+	if fromAlg == "" {
+		fromAlg, fromAlgName = c.Alg, "alg"
 	}
-	if *toAlgS == "" {
-		*toAlgS, toAlgName = *algS, "alg"
+	if toAlg == "" {
+		toAlg, toAlgName = c.Alg, "alg"
 	}
-	from, err := pinFormatFlag("from-format", *fromS, fromAlgName, *fromAlgS)
+	from, err := pinFormatFlag("from-format", c.FromFormat, fromAlgName, fromAlg)
 	if err != nil {
-		return "", err
+		return err
 	}
-	to, err := pinFormatFlag("to-format", *toS, toAlgName, *toAlgS)
+	to, err := pinFormatFlag("to-format", c.ToFormat, toAlgName, toAlg)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if !pinblock.TranslationAllowed(from, to) {
-		return "", fmt.Errorf("%w: %s to %s", pinblock.ErrForbiddenTranslation, from, to)
+		return fmt.Errorf("%w: %s to %s", pinblock.ErrForbiddenTranslation, from, to)
 	}
-	if err := needPAN(from, *pan); err != nil {
-		return "", err
+	if err := needPAN(from, c.PAN); err != nil {
+		return err
 	}
-	if err := needPAN(to, *pan); err != nil {
-		return "", err
+	if err := needPAN(to, c.PAN); err != nil {
+		return err
 	}
-	block, err := pinBlockFlag("block", *blockS)
+	block, err := pinBlockFlag("block", c.Block.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
-	fk, err := pinKeyFlag("from-key", from, *fromKeyS)
+	fk, err := pinKeyFlag("from-key", from, c.FromKey.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer fk.Zeroize()
-	tk, err := pinKeyFlag("to-key", to, *toKeyS)
+	tk, err := pinKeyFlag("to-key", to, c.ToKey.Value())
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer tk.Zeroize()
-	out, err := pinblock.TranslateBlock(block, *pan, fk, from, tk, to)
+	out, err := pinblock.TranslateBlock(block, c.PAN, fk, from, tk, to)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return strings.ToUpper(hex.EncodeToString(out)), nil
+	return printed(env, strings.ToUpper(hex.EncodeToString(out)), nil)
 }
 
 const algFlagHelp = "cipher: tdes (formats 0, 1, 3), aes (4) or sm4 (0 and 4 as SM4-0 and SM4-4); default the format's own"

@@ -92,7 +92,7 @@ func TestPinCLIErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"no sub-command", nil, 2, "sub-command"},
-		{"unknown sub-command", []string{"frob"}, 2, "unknown pin sub-command"},
+		{"unknown sub-command", []string{"frob"}, 2, "unexpected argument frob"},
 		{"missing format", []string{"encode", "--pin", "1234", "--pan", devPAN, "--key", devKey}, 2, "--format is required"},
 		{"bad format", []string{"encode", "--format", "7", "--pin", "1234", "--pan", devPAN, "--key", devKey}, 2, "unsupported PIN block format"},
 		{"missing PAN", []string{"encode", "--format", "0", "--pin", "1234", "--key", devKey}, 2, "--pan is required"},
@@ -105,7 +105,7 @@ func TestPinCLIErrors(t *testing.T) {
 		{"wrong key", []string{"decode", "--format", "0", "--pan", devPAN, "--key", aesKey, "--block", devBlock}, 1, "invalid PIN block"},
 		{"bad block hex", []string{"decode", "--format", "0", "--pan", devPAN, "--key", devKey, "--block", "ABC5E23474210DAZ"}, 2, "not hexadecimal"},
 		{"forbidden translation", []string{"translate", "--pan", devPAN, "--block", devBlock, "--from-format", "0", "--from-key", devKey, "--to-format", "1", "--to-key", devKey}, 1, "translation not permitted"},
-		{"unknown flag", []string{"encode", "--frob"}, 2, "flag provided but not defined"},
+		{"unknown flag", []string{"encode", "--frob"}, 2, "unknown flag --frob"},
 		{"stray argument", []string{"encode", "--format", "0", "extra"}, 2, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-func init() {
-	register(command{name: "serve-pprof", usage: "serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)", run: runServePprof})
-}
-
 // runServePprof runs `pingate serve` with the remaining flags and, while it
 // runs, net/http/pprof on its own listener: profiles are never served on the
 // gateway's HTTP or admin ports, and only when asked for. The address must be

@@ -17,15 +17,6 @@ import (
 	"pingate/integration/records"
 )
 
-func init() {
-	register(command{
-		name: "records",
-		usage: "records service (PostgreSQL): records migrate|run|statements|replay --postgres URL ...; " +
-			"see docs/records.md",
-		run: runRecords,
-	})
-}
-
 // postgresEnv is read when --postgres is not given.
 const postgresEnv = "PINGATE_RECORDS_POSTGRES"
 

@@ -13,11 +13,6 @@ import (
 	"time"
 )
 
-func init() {
-	register(command{name: "serve", usage: "run the gateway (embedded defaults without --config)", run: runServe})
-	register(command{name: "check-config", usage: "validate a config file and name every problem", run: runCheckConfig})
-}
-
 // serveFlags are the flags that shape the configuration.
 type serveFlags struct {
 	config, redis, kafka, topic, acqAddr, httpAddr, adminAddr, instance string

@@ -465,7 +465,7 @@ func TestDeployDeploymentMatchesConfig(t *testing.T) {
 	if len(c.Args) < 3 || c.Args[0] != "serve" {
 		t.Fatalf("args %q: want serve --config …", c.Args)
 	}
-	if _, ok := commands[c.Args[0]]; !ok {
+	if !commandExists(c.Args[0]) {
 		t.Errorf("args: no subcommand %q", c.Args[0])
 	}
 	checkServeFlags(t, "deployment args", c.Args[1:])
@@ -743,7 +743,7 @@ func TestDeploySystemdUnit(t *testing.T) {
 	}
 	if pre := strings.Fields(kv["ExecStartPre"]); len(pre) < 2 || pre[1] != "check-config" {
 		t.Errorf("ExecStartPre %q: want pingate check-config", kv["ExecStartPre"])
-	} else if _, ok := commands[pre[1]]; !ok {
+	} else if !commandExists(pre[1]) {
 		t.Errorf("ExecStartPre: no subcommand %s", pre[1])
 	}
 	cfg, err := loadConfig(opsPath("deploy/systemd/pingate.yaml"))

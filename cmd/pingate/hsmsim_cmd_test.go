@@ -23,7 +23,7 @@ func TestHSMSimCommand(t *testing.T) {
 	var stderr bytes.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, []string{"hsm-sim", "-addr", "127.0.0.1:0", "-header", "4"}, pw, &stderr)
+		code <- run(ctx, []string{"hsm-sim", "--addr", "127.0.0.1:0", "--header", "4"}, pw, &stderr)
 		pw.Close()
 	}()
 	line := make(chan string, 1)

@@ -1,42 +1,68 @@
 // Command pingate is the PIN-operation gateway and its operator tools.
 //
-// Usage: pingate <command> [flags]. Run "pingate help" for the list.
+// Usage: pingate <command> [flags]. Run "pingate help" for the list and
+// "pingate help CMD" (or "pingate CMD --help") for a command's flags.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
-	"strings"
 	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"pingate/cmd/internal/cli"
+	"pingate/pinblock"
 )
 
-// command is one sub-command. run returns an error to print on one line of
-// stderr; it never exits the process itself.
-type command struct {
-	name  string
-	usage string
-	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+// pingateCLI is the command line of pingate: one field per command, its flags
+// declared on the command's struct in the command's cmd_*.go file.
+type pingateCLI struct {
+	Serve         legacyCmd `cmd:"" help:"run the gateway (embedded defaults without --config)"`
+	CheckConfig   legacyCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
+	ServePprof    legacyCmd `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
+	Key           keyCmd    `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
+	HSMKey        legacyCmd `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	Events        legacyCmd `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
+	Records       legacyCmd `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
+	Pin           pinCmd    `cmd:"" help:"encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)"`
+	Demo          legacyCmd `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
+	Load          legacyCmd `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline legacyCmd `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	IssuerSim     legacyCmd `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
+	HSMSim        legacyCmd `cmd:"" name:"hsm-sim" help:"run a payShield host-command simulator (public Thales test LMK) until SIGTERM"`
+	DevCerts      legacyCmd `cmd:"" name:"dev-certs" help:"make a development CA, server and branch client certificates for the branch API: dev-certs DIR"`
 }
 
-// commands is filled by the init functions of the cmd_*.go files, one file per
-// command family.
-var commands = map[string]command{}
-
-func register(c command) {
-	if _, dup := commands[c.name]; dup {
-		panic("pingate: command registered twice: " + c.name)
+func newCLI() any {
+	return &pingateCLI{
+		Serve:         legacyCmd{run: runServe},
+		CheckConfig:   legacyCmd{run: runCheckConfig},
+		ServePprof:    legacyCmd{run: runServePprof},
+		HSMKey:        legacyCmd{run: runHSMKey},
+		Events:        legacyCmd{run: runEvents},
+		Records:       legacyCmd{run: runRecords},
+		Demo:          legacyCmd{run: runDemo},
+		Load:          legacyCmd{run: runLoad},
+		BenchBaseline: legacyCmd{run: runBaseline},
+		IssuerSim:     legacyCmd{run: runIssuerSim},
+		HSMSim:        legacyCmd{run: runHSMSim},
+		DevCerts:      legacyCmd{run: runDevCerts},
 	}
-	commands[c.name] = c
+}
+
+// app is pingate's command line for cli.Run.
+var app = cli.App{
+	Name:        "pingate",
+	Description: "pingate — PIN change, reset and unblock gateway",
+	Grammar:     newCLI,
+	Vars:        cliVars,
 }
 
 // errUsage marks an error as a usage problem: exit status 2 instead of 1.
-var errUsage = errors.New("usage")
+var errUsage = cli.ErrUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,90 +71,26 @@ func main() {
 	os.Exit(code)
 }
 
-// run executes one command line and returns the exit status. Errors are printed
-// as a single line on stderr; a panic inside a command is turned into a
-// one-line error too, so no stack trace reaches an operator's terminal.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		printHelp(stdout)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	c, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "pingate: unknown command %q (run \"pingate help\")\n", args[0])
-		return 2
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			fmt.Fprintf(stderr, "pingate %s: internal error\n", c.name)
-			code = 1
-		}
-	}()
-	if err := c.run(ctx, args[1:], stdout, stderr); err != nil {
-		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-		fmt.Fprintf(stderr, "pingate %s: %s\n", c.name, msg)
-		if errors.Is(err, errUsage) {
-			return 2
-		}
-		return 1
-	}
-	return 0
+// run executes one command line and returns the exit status (cli.Run).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cli.Run(ctx, app, args, stdout, stderr)
 }
 
-func printHelp(w io.Writer) {
-	fmt.Fprintln(w, "pingate — PIN change, reset and unblock gateway")
-	fmt.Fprintln(w, "\nCommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].usage)
-	}
+// commandExists reports whether pingate has a top-level command name.
+func commandExists(name string) bool { return cli.HasCommand(app, name) }
+
+// legacyCmd runs a command whose flags are still parsed by package flag
+// (newFlagSet); its arguments pass through kong untouched.
+type legacyCmd struct {
+	Args []string `arg:"" optional:"" passthrough:"all" help:"the command's flags"`
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-// newFlagSet returns a flag set that reports errors to the caller instead of
-// printing usage text and exiting.
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return fs
-}
+func (c *legacyCmd) Run(env *cli.Env) error { return c.run(env.Ctx, c.Args, env.Stdout, env.Stderr) }
 
-// parseFlags parses args into fs; a bad flag is a usage error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %s", errUsage, flagProblem(err))
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument (%d extra)", errUsage, fs.NArg())
-	}
-	return nil
-}
-
-// flagProblem describes a flag parse error without repeating the value given:
-// flag's own message quotes it, and a value may be a PIN or a key.
-func flagProblem(err error) string {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, errSecretSource.Error()):
-		// A secret flag's own error names the flag and where the secret was
-		// to come from, never the secret (readSecret).
-		return msg[strings.Index(msg, errSecretSource.Error()):]
-	case strings.HasPrefix(msg, "invalid value "):
-		if i := strings.LastIndex(msg, " for flag "); i >= 0 {
-			name, _, _ := strings.Cut(msg[i+len(" for flag "):], ":")
-			return "invalid value for flag " + name
-		}
-		return "invalid flag value"
-	case strings.HasPrefix(msg, "flag provided but not defined: "),
-		strings.HasPrefix(msg, "flag needs an argument: "),
-		strings.HasPrefix(msg, "bad flag syntax: "):
-		return msg
-	}
-	return "bad flags"
+// cliVars fill the ${name} references in the commands' tags.
+var cliVars = kong.Vars{
+	"grace":     pinblock.DefaultGrace.String(),
+	"pinformat": pinFormatHelp,
+	"pinalg":    algFlagHelp,
 }

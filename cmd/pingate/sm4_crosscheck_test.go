@@ -102,14 +102,14 @@ func TestCLISM4AgainstPython(t *testing.T) {
 	var in bytes.Buffer
 	for i := 0; i < 48; i++ {
 		c := cse{Format: []string{"SM4-0", "SM4-4"}[i%2], Key: randHex(t, 16), PIN: randDigits(t, 4, 12), PAN: randDigits(t, 13, 19), AESKey: randHex(t, 16)}
-		c.Ours = cli(t, "pin", "encode", "--format", number[c.Format], "--alg", "sm4", "--pin", c.PIN, "--pan", c.PAN, "--key", c.Key)
+		c.Ours = runLast(t, "pin", "encode", "--format", number[c.Format], "--alg", "sm4", "--pin", c.PIN, "--pan", c.PAN, "--key", c.Key)
 		c.ToFormat = []string{"0", "4", "SM4-0", "SM4-4"}[(i/2)%4]
 		toFormat, toAlg := c.ToFormat, map[string]string{"0": "tdes", "4": "aes", "SM4-0": "sm4", "SM4-4": "sm4"}[c.ToFormat]
 		if n, ok := number[toFormat]; ok {
 			toFormat = n
 		}
 		c.ToKey = randHex(t, 16)
-		c.Translated = cli(t, "pin", "translate", "--pan", c.PAN, "--block", c.Ours,
+		c.Translated = runLast(t, "pin", "translate", "--pan", c.PAN, "--block", c.Ours,
 			"--from-format", number[c.Format], "--from-alg", "sm4", "--from-key", c.Key,
 			"--to-format", toFormat, "--to-alg", toAlg, "--to-key", c.ToKey)
 		cases = append(cases, c)
@@ -132,10 +132,10 @@ func TestCLISM4AgainstPython(t *testing.T) {
 		if r.PINOfOurs != c.PIN {
 			t.Errorf("case %d (%s): `pin encode --alg sm4` block deciphers to another PIN in Python", i, c.Format)
 		}
-		if got := cli(t, "pin", "decode", "--format", number[c.Format], "--alg", "sm4", "--pan", c.PAN, "--key", c.Key, "--block", r.Theirs); got != c.PIN {
+		if got := runLast(t, "pin", "decode", "--format", number[c.Format], "--alg", "sm4", "--pan", c.PAN, "--key", c.Key, "--block", r.Theirs); got != c.PIN {
 			t.Errorf("case %d (%s): `pin decode --alg sm4` of Python's block gives another PIN", i, c.Format)
 		}
-		if got := cli(t, "key", "kcv", "--key", secretFile(t, c.Key), "--alg", "sm4"); !strings.EqualFold(got, r.KCV) {
+		if got := runLast(t, "key", "kcv", "--key", secretFile(t, c.Key), "--alg", "sm4"); !strings.EqualFold(got, r.KCV) {
 			t.Errorf("case %d: `key kcv --alg sm4` = %s, independent KCV %s", i, got, strings.ToUpper(r.KCV))
 		}
 		if r.PINOfTranslated != c.PIN {
@@ -144,7 +144,7 @@ func TestCLISM4AgainstPython(t *testing.T) {
 		// Into SM4 from an AES zone: psec's format 4 block to this case's
 		// format under a fresh SM4 key, checked by Python in a second round.
 		k := randHex(t, 16)
-		got := cli(t, "pin", "translate", "--pan", c.PAN, "--block", r.AESBlock, "--from-format", "4", "--from-key", c.AESKey,
+		got := runLast(t, "pin", "translate", "--pan", c.PAN, "--block", r.AESBlock, "--from-format", "4", "--from-key", c.AESKey,
 			"--to-format", c.Format, "--to-key", k)
 		line, _ := json.Marshal(map[string]string{"format": c.Format, "key": k, "pin": "", "pan": c.PAN, "check": got})
 		again.Write(append(line, '\n'))
