@@ -666,3 +666,140 @@ func TestLinksReverse(t *testing.T) {
 		}
 	})
 }
+
+// TestLinksReversalWorkerSendsUntilAcknowledged: a reversal the issuer did
+// not acknowledge, that the journal did not record, or that the store did
+// not delete is sent again, until it is acknowledged, recorded and deleted.
+func TestLinksReversalWorkerSendsUntilAcknowledged(t *testing.T) {
+	tests := []struct {
+		name string
+		// fail arranges the first attempt's failure, before the advice is
+		// released; afterFirst runs once the issuer got the first advice.
+		fail       func(rig *linkRig)
+		afterFirst func(t *testing.T, rig *linkRig)
+		// wantRecorded is how many times the advice is recorded.
+		wantRecorded int
+	}{
+		{
+			name: "no answer: the link closes under it",
+			fail: func(rig *linkRig) {
+				rig.net.host("A").setPolicy(func(f *iso8583.Fields) string {
+					if f.MTI == iso8583.MTIReversalAdvice {
+						return ""
+					}
+					return iso8583.RCApproved
+				})
+			},
+			afterFirst: func(t *testing.T, rig *linkRig) {
+				host := rig.net.host("A")
+				host.setPolicy(nil)
+				host.closeConns()
+				rig.store.ops.wait(t, "the advice stored again with an attempt counted", 1, func(o storeOp) bool {
+					return o.op == "put" && o.rev.Attempts == 1
+				})
+			},
+			wantRecorded: 1,
+		},
+		{
+			name: "the journal refuses the record",
+			fail: func(rig *linkRig) {
+				rig.mu.Lock()
+				rig.recordErrs = 1
+				rig.mu.Unlock()
+			},
+			afterFirst: func(t *testing.T, rig *linkRig) {
+				rig.log.waitLine(t, 1, "acknowledged reversal not recorded")
+				rig.links.kickWorker()
+			},
+			wantRecorded: 1,
+		},
+		{
+			name: "the store does not delete it",
+			fail: func(rig *linkRig) {
+				// The next Delete is the worker's, after the
+				// acknowledgement: Reverse of a held advice deletes nothing.
+				rig.store.mu.Lock()
+				rig.store.deleteErrs = 1
+				rig.store.mu.Unlock()
+			},
+			afterFirst: func(t *testing.T, rig *linkRig) {
+				rig.log.waitLine(t, 1, "acknowledged reversal not deleted")
+				rig.links.kickWorker()
+			},
+			// Recorded at each acknowledgement; the event id is the same
+			// both times, so consumers take it once.
+			wantRecorded: 2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+			host := rig.net.host("A")
+			l := rig.start(t)
+			rig.waitUp(t, 1, "A")
+			req := unblockRequest("T0000001")
+			if code, err := l.Send(context.Background(), "ssbank", req); err != nil || code != iso8583.RCApproved {
+				t.Fatalf("Send() = %q, %v, want 00", code, err)
+			}
+			orig := host.waitMsg(t, 1, iso8583.MTIAuthRequest, "")
+			rev := rig.putFor(t, orig.STAN)
+			tt.fail(rig)
+			if err := l.Reverse(context.Background(), req); err != nil {
+				t.Fatalf("Reverse() = %v", err)
+			}
+			host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
+			tt.afterFirst(t, rig)
+			checkAdvice(t, host.waitMsg(t, 2, iso8583.MTIReversalAdvice, ""), orig)
+			rig.store.waitDeleted(t, rev.ID)
+			if n := len(rig.recorded.all()); n != tt.wantRecorded {
+				t.Errorf("recorded %d times, want %d", n, tt.wantRecorded)
+			}
+		})
+	}
+}
+
+// TestLinksReversalWorkerLeavesWhatItCannotSend: advices left by an
+// earlier run are sent at start and recorded; one for an issuer no longer
+// configured, or one the dialect cannot pack, stays stored; a store that
+// cannot be read is logged and read again later.
+func TestLinksReversalWorkerLeavesWhatItCannotSend(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	left := []Reversal{
+		{ID: "gone", Issuer: "oldbank", Operation: OpChange, PAN: testPAN, STAN: "000001", Transmit: "1125120000", Terminal: "T0000001", RRN: "000000000001", Merchant: "TEST MERCHANT  ", Created: t0},
+		{ID: "unpackable", Issuer: "ssbank", Operation: OpChange, PAN: testPAN, STAN: "x", Transmit: "1125120000", Terminal: "T0000001", RRN: "000000000001", Merchant: "TEST MERCHANT  ", Created: t0.Add(time.Second)},
+		{ID: "owed", Issuer: "ssbank", Operation: OpChange, PAN: testPAN, STAN: "000003", Transmit: "1125120000", Terminal: "T0000001", RRN: "000000000001", Merchant: "TEST MERCHANT  ", Created: t0.Add(2 * time.Second), Record: true, EventID: "ev-earlier"},
+	}
+	for _, r := range left {
+		if err := rig.store.MemoryReversalStore.Put(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := rig.start(t)
+	rig.store.waitDeleted(t, "owed")
+	adv := host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
+	if od, err := iso8583.ParseOriginalData(adv.OriginalData); err != nil || od.STAN != "000003" {
+		t.Errorf("the issuer got a 0420 for STAN %s (%v), want 000003", od.STAN, err)
+	}
+	if rec := rig.recorded.all(); len(rec) != 1 || rec[0].ID != "owed" || rec[0].EventID != "ev-earlier" {
+		t.Errorf("recorded %+v, want the advice owed by the earlier run", rec)
+	}
+	rig.log.waitLine(t, 1, "reversal unpackable")
+	var ids []string
+	for _, r := range rig.store.pending(t) {
+		ids = append(ids, r.ID)
+	}
+	if strings.Join(ids, ",") != "gone,unpackable" {
+		t.Errorf("store holds %v, want [gone unpackable]", ids)
+	}
+	if n := host.countMsg(iso8583.MTIReversalAdvice, ""); n != 1 {
+		t.Errorf("the issuer got %d reversals, want 1", n)
+	}
+
+	rig.store.mu.Lock()
+	rig.store.pendingErr = errors.New("store unreadable")
+	rig.store.mu.Unlock()
+	l.kickWorker()
+	rig.log.waitLine(t, 1, "reversal store unreadable")
+}
