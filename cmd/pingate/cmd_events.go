@@ -14,62 +14,64 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/events"
 	"pingate/integration/outbox"
 	"pingate/routing"
 )
 
-func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "tail" {
-		return fmt.Errorf("%w: events needs a subcommand: tail", errUsage)
-	}
-	return runEventsTail(ctx, args[1:], stdout)
+// eventsCmd is "pingate events".
+type eventsCmd struct {
+	Tail tailOptions `cmd:"" help:"print outcome events from a journal, a running gateway or the Kafka topic"`
 }
 
 // tailOptions are the flags of "events tail".
 type tailOptions struct {
-	journal, brokers, topic, admin string
-	json, follow, fromStart        bool
-	n                              int
+	Journal   string `name:"journal" placeholder:"DIR" help:"journal directory of a stopped gateway"`
+	Admin     string `name:"admin" placeholder:"HOST:PORT" help:"admin address of a running gateway (its journal's newest events)"`
+	Brokers   string `name:"kafka" placeholder:"BROKERS" help:"bootstrap brokers, host:port[,host:port]"`
+	Topic     string `name:"topic" help:"topic to read (with --kafka)"`
+	JSON      bool   `name:"json" help:"print JSON lines instead of text"`
+	Follow    bool   `name:"follow" help:"keep printing new events (--kafka only)"`
+	FromStart bool   `name:"from-beginning" help:"print the oldest events instead of the newest"`
+	N         int    `name:"n" short:"n" default:"10" help:"number of events to print first (0: all)"`
 }
 
-// runEventsTail prints outcome events, one per line: from a stopped gateway's
-// journal (--journal), from a running gateway's journal through its admin
-// listener (--admin), or from the Kafka topic (--kafka, --topic). Without
+func (*tailOptions) Help() string {
+	return cli.Example(
+		"pingate events tail --journal /var/lib/pingate/journal -n 20",
+		"pingate events tail --admin 127.0.0.1:9090 --json",
+		"pingate events tail --kafka 127.0.0.1:9092 --topic pingate.outcomes --follow")
+}
+
+// Run prints outcome events, one per line: from a stopped gateway's journal
+// (--journal), from a running gateway's journal through its admin listener
+// (--admin), or from the Kafka topic (--kafka, --topic). Without
 // --from-beginning it prints the newest N (for Kafka, the newest N across
 // partitions by ce_time); with it, the oldest N. --follow (Kafka only) then
 // keeps printing new events until interrupted.
-func runEventsTail(ctx context.Context, args []string, stdout io.Writer) error {
-	var o tailOptions
-	fs := newFlagSet("events tail")
-	fs.StringVar(&o.journal, "journal", "", "journal directory of a stopped gateway")
-	fs.StringVar(&o.admin, "admin", "", "admin address of a running gateway (its journal's newest events)")
-	fs.StringVar(&o.brokers, "kafka", "", "bootstrap brokers, host:port[,host:port]")
-	fs.StringVar(&o.topic, "topic", "", "topic to read (with --kafka)")
-	fs.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
-	fs.BoolVar(&o.follow, "follow", false, "keep printing new events (--kafka only)")
-	fs.BoolVar(&o.fromStart, "from-beginning", false, "print the oldest events instead of the newest")
-	fs.IntVar(&o.n, "n", 10, "number of events to print first (0: all)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+func (o *tailOptions) Run(env *cli.Env) error {
+	return runEventsTail(env.Ctx, *o, env.Stdout)
+}
+
+func runEventsTail(ctx context.Context, o tailOptions, stdout io.Writer) error {
 	switch {
-	case countSet(o.journal, o.brokers, o.admin) != 1:
+	case countSet(o.Journal, o.Brokers, o.Admin) != 1:
 		return fmt.Errorf("%w: give exactly one of --journal, --kafka or --admin", errUsage)
-	case o.admin != "" && (o.topic != "" || o.follow || o.fromStart || o.n < 1 || o.n > maxAdminEvents):
+	case o.Admin != "" && (o.Topic != "" || o.Follow || o.FromStart || o.N < 1 || o.N > maxAdminEvents):
 		return fmt.Errorf("%w: --admin prints the newest 1 to %d events (-n), without --topic, --follow or --from-beginning", errUsage, maxAdminEvents)
-	case o.brokers != "" && o.topic == "":
+	case o.Brokers != "" && o.Topic == "":
 		return fmt.Errorf("%w: --kafka needs --topic", errUsage)
-	case o.journal != "" && (o.topic != "" || o.follow):
+	case o.Journal != "" && (o.Topic != "" || o.Follow):
 		return fmt.Errorf("%w: --topic and --follow need --kafka (a running gateway locks its journal)", errUsage)
-	case o.n < 0:
+	case o.N < 0:
 		return fmt.Errorf("%w: -n must be >= 0", errUsage)
 	}
-	p := &eventPrinter{w: stdout, json: o.json}
+	p := &eventPrinter{w: stdout, json: o.JSON}
 	switch {
-	case o.journal != "":
+	case o.Journal != "":
 		return tailJournal(o, p)
-	case o.admin != "":
+	case o.Admin != "":
 		return tailAdmin(ctx, o, p)
 	}
 	return tailKafka(ctx, o, p)
@@ -90,9 +92,9 @@ func countSet(vs ...string) int {
 func tailAdmin(ctx context.Context, o tailOptions, p *eventPrinter) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/admin/events?n=%d", o.admin, o.n), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/admin/events?n=%d", o.Admin, o.N), nil)
 	if err != nil {
-		return fmt.Errorf("%w: --admin %q is not a host:port", errUsage, o.admin)
+		return fmt.Errorf("%w: --admin %q is not a host:port", errUsage, o.Admin)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -169,16 +171,16 @@ func orDash(s string) string {
 }
 
 func tailJournal(o tailOptions, p *eventPrinter) error {
-	r, err := outbox.OpenReader(o.journal)
+	r, err := outbox.OpenReader(o.Journal)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	var es []outbox.Entry
-	if o.fromStart {
-		es, err = r.First(o.n)
+	if o.FromStart {
+		es, err = r.First(o.N)
 	} else {
-		es, err = r.Last(o.n)
+		es, err = r.Last(o.N)
 	}
 	if err != nil {
 		return err
@@ -216,20 +218,20 @@ type partitionRange struct {
 }
 
 func tailKafka(ctx context.Context, o tailOptions, p *eventPrinter) error {
-	brokers := strings.Split(o.brokers, ",")
+	brokers := strings.Split(o.Brokers, ",")
 	dialer := &kafka.Dialer{Timeout: 10 * time.Second}
 	conn, err := dialer.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return fmt.Errorf("connect to kafka: %w", err)
 	}
-	parts, err := conn.ReadPartitions(o.topic)
+	parts, err := conn.ReadPartitions(o.Topic)
 	conn.Close()
 	if err != nil {
-		return fmt.Errorf("read partitions of %s: %w", o.topic, err)
+		return fmt.Errorf("read partitions of %s: %w", o.Topic, err)
 	}
 	var ranges []partitionRange
 	for _, pt := range parts {
-		lc, err := dialer.DialLeader(ctx, "tcp", brokers[0], o.topic, pt.ID)
+		lc, err := dialer.DialLeader(ctx, "tcp", brokers[0], o.Topic, pt.ID)
 		if err != nil {
 			return fmt.Errorf("connect to leader of partition %d: %w", pt.ID, err)
 		}
@@ -239,11 +241,11 @@ func tailKafka(ctx context.Context, o tailOptions, p *eventPrinter) error {
 			return fmt.Errorf("read offsets of partition %d: %w", pt.ID, err)
 		}
 		r := partitionRange{id: pt.ID, start: first, stop: last}
-		if o.n > 0 {
-			if o.fromStart {
-				r.stop = min(last, first+int64(o.n))
+		if o.N > 0 {
+			if o.FromStart {
+				r.stop = min(last, first+int64(o.N))
 			} else {
-				r.start = max(first, last-int64(o.n))
+				r.start = max(first, last-int64(o.N))
 			}
 		}
 		ranges = append(ranges, r)
@@ -253,18 +255,18 @@ func tailKafka(ctx context.Context, o tailOptions, p *eventPrinter) error {
 	// The first events: read each partition's range, merge by time, cut to N.
 	var evs []routing.Event
 	for _, r := range ranges {
-		got, err := readRange(ctx, brokers, o.topic, r)
+		got, err := readRange(ctx, brokers, o.Topic, r)
 		if err != nil {
 			return err
 		}
 		evs = append(evs, got...)
 	}
 	sort.SliceStable(evs, func(a, b int) bool { return evs[a].Time.Before(evs[b].Time) })
-	if o.n > 0 && len(evs) > o.n {
-		if o.fromStart {
-			evs = evs[:o.n]
+	if o.N > 0 && len(evs) > o.N {
+		if o.FromStart {
+			evs = evs[:o.N]
 		} else {
-			evs = evs[len(evs)-o.n:]
+			evs = evs[len(evs)-o.N:]
 		}
 	}
 	for _, ev := range evs {
@@ -272,10 +274,10 @@ func tailKafka(ctx context.Context, o tailOptions, p *eventPrinter) error {
 			return err
 		}
 	}
-	if !o.follow {
+	if !o.Follow {
 		return nil
 	}
-	return follow(ctx, brokers, o.topic, ranges, p)
+	return follow(ctx, brokers, o.Topic, ranges, p)
 }
 
 func newPartitionReader(brokers []string, topic string, partition int) *kafka.Reader {

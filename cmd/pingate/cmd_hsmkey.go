@@ -1,17 +1,16 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/payshield"
 	"pingate/pinblock"
 )
@@ -25,26 +24,96 @@ import (
 //	pingate hsm-key import   --config F --id ID --usage ZPK --zmk ZMK --key-under-zmk HEX --kcv KCV [--rotate] --who W --why Y
 //	pingate hsm-key kcv      --config F --id ID
 //	pingate hsm-key list     --config F
-func runHSMKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: hsm-key generate|import|kcv|list --config FILE ...", errUsage)
-	}
-	sub := args[0]
-	fs := newFlagSet("hsm-key " + sub)
-	cfgPath := fs.String("config", "", "YAML config with security.module payshield")
-	id := fs.String("id", "", "key id")
-	usage := fs.String("usage", "", "ZMK, ZPK, TPK, PVK or TAK")
-	length := fs.Int("length", 16, "key length in bytes: 16 or 24")
-	exportUnder := fs.String("export-under", "", "generate: also print the key under this held ZMK, for the other zone")
-	zmk := fs.String("zmk", "", "import: the held ZMK the key is enciphered under")
-	under := fs.String("key-under-zmk", "", "import: the key under the ZMK, hex (TDES-ECB)")
-	kcv := fs.String("kcv", "", "import: the key's check value")
-	rotate := fs.Bool("rotate", false, "import: the next version of a held id")
-	who := fs.String("who", "", "who performs the ceremony (custody log)")
-	why := fs.String("why", "", "why (custody log)")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
+type hsmKeyCmd struct {
+	Generate hsmKeyGenerateCmd `cmd:"" help:"generate a key in the HSM (its LMK token into the key file)"`
+	Import   hsmKeyImportCmd   `cmd:"" help:"import a key enciphered under a held ZMK"`
+	KCV      hsmKeyKCVCmd      `cmd:"" name:"kcv" help:"print a held key's check value, computed by the HSM"`
+	List     hsmKeyListCmd     `cmd:"" help:"list the held keys: id usage version KCV"`
+}
+
+// hsmKeyConfig is the flag every hsm-key command takes.
+type hsmKeyConfig struct {
+	Config string `name:"config" placeholder:"FILE" help:"YAML config with security.module payshield (required)"`
+}
+
+type hsmKeyID struct {
+	ID string `name:"id" help:"key id (required)"`
+}
+
+type hsmKeyGenerateCmd struct {
+	hsmKeyConfig `embed:""`
+	hsmKeyID     `embed:""`
+	custodyFlags `embed:""`
+	Usage        string `name:"usage" help:"ZMK, ZPK, TPK, PVK or TAK"`
+	Length       int    `name:"length" default:"16" help:"key length in bytes: 16 or 24"`
+	ExportUnder  string `name:"export-under" placeholder:"ZMK" help:"also print the key under this held ZMK, for the other zone"`
+}
+
+func (*hsmKeyGenerateCmd) Help() string {
+	return cli.Example("pingate hsm-key generate --config pingate.yaml --id zpk-acq1 --usage ZPK --export-under zmk-acq1 --who alice --why 'new ZPK'")
+}
+
+func (c *hsmKeyGenerateCmd) Run(env *cli.Env) error {
+	return runHSMKey(env, "generate", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, length: c.Length, exportUnder: c.ExportUnder, who: c.Who, why: c.Why})
+}
+
+type hsmKeyImportCmd struct {
+	hsmKeyConfig `embed:""`
+	hsmKeyID     `embed:""`
+	custodyFlags `embed:""`
+	Usage        string `name:"usage" help:"ZMK, ZPK, TPK, PVK or TAK"`
+	ZMK          string `name:"zmk" help:"the held ZMK the key is enciphered under"`
+	KeyUnderZMK  string `name:"key-under-zmk" placeholder:"HEX" help:"the key under the ZMK, hex (TDES-ECB)"`
+	KCV          string `name:"kcv" help:"the key's check value"`
+	Rotate       bool   `name:"rotate" help:"the next version of a held id"`
+}
+
+func (*hsmKeyImportCmd) Help() string {
+	return cli.Example("pingate hsm-key import --config pingate.yaml --id zpk-acq1 --usage ZPK --zmk zmk-acq1 --key-under-zmk 0123…CDEF --kcv 08D7B4 --who alice --why 'ZPK from acquirer 1'")
+}
+
+func (c *hsmKeyImportCmd) Run(env *cli.Env) error {
+	return runHSMKey(env, "import", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, zmk: c.ZMK, under: c.KeyUnderZMK, kcv: c.KCV, rotate: c.Rotate, who: c.Who, why: c.Why, length: 16})
+}
+
+type hsmKeyKCVCmd struct {
+	hsmKeyConfig `embed:""`
+	hsmKeyID     `embed:""`
+}
+
+func (*hsmKeyKCVCmd) Help() string {
+	return cli.Example("pingate hsm-key kcv --config pingate.yaml --id zpk-acq1")
+}
+
+func (c *hsmKeyKCVCmd) Run(env *cli.Env) error {
+	return runHSMKey(env, "kcv", hsmKeyOpts{config: c.Config, id: c.ID, length: 16})
+}
+
+type hsmKeyListCmd struct {
+	hsmKeyConfig `embed:""`
+}
+
+func (*hsmKeyListCmd) Help() string { return cli.Example("pingate hsm-key list --config pingate.yaml") }
+
+func (c *hsmKeyListCmd) Run(env *cli.Env) error {
+	return runHSMKey(env, "list", hsmKeyOpts{config: c.Config, length: 16})
+}
+
+// hsmKeyOpts are the flags of the hsm-key commands, together.
+type hsmKeyOpts struct {
+	config, id, usage, exportUnder, zmk, under, kcv, who, why string
+	length                                                    int
+	rotate                                                    bool
+}
+
+// runHSMKey runs a key ceremony through the HSMs of a config with
+// security.module payshield: the keys exist in clear only inside the HSM;
+// the key file gets their LMK tokens and the custody log (security.custody_log,
+// when set) the same records `pingate key` writes.
+func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
+	ctx, stdout := env.Ctx, env.Stdout
+	cfgPath, id, usage, length, exportUnder := &o.config, &o.id, &o.usage, &o.length, &o.exportUnder
+	zmk, under, kcv, rotate, who, why := &o.zmk, &o.under, &o.kcv, &o.rotate, &o.who, &o.why
 	if *cfgPath == "" {
 		return fmt.Errorf("%w: --config is required", errUsage)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/branchapi"
 	"pingate/integration/records"
 )
@@ -20,22 +20,15 @@ import (
 // postgresEnv is read when --postgres is not given.
 const postgresEnv = "PINGATE_RECORDS_POSTGRES"
 
-func runRecords(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: records needs a subcommand: migrate, run, statements or replay", errUsage)
-	}
-	switch args[0] {
-	case "migrate":
-		return runRecordsMigrate(ctx, args[1:], stdout)
-	case "run":
-		return runRecordsRun(ctx, args[1:], stdout, stderr)
-	case "statements":
-		return runRecordsStatements(ctx, args[1:], stdout)
-	case "replay":
-		return runRecordsReplay(ctx, args[1:], stdout)
-	}
-	return fmt.Errorf("%w: unknown records subcommand (migrate, run, statements, replay)", errUsage)
+// recordsCmd is "pingate records": the records service.
+type recordsCmd struct {
+	Migrate    recordsMigrateCmd    `cmd:"" help:"create or upgrade the records schema"`
+	Run        recordsRunCmd        `cmd:"" help:"consume the outcome topic into PostgreSQL and answer the inquiry API"`
+	Statements recordsStatementsCmd `cmd:"" help:"write a month's customer statements (JSON and HTML per card)"`
+	Replay     recordsReplayCmd     `cmd:"" help:"set the consumer group's stored offsets back to the start of the topic"`
 }
+
+const pgExample = "--postgres postgres://pingate@127.0.0.1:5432/records"
 
 // postgresURL returns the --postgres value or $PINGATE_RECORDS_POSTGRES. No
 // database is a usage error: the records service has no embedded default.
@@ -50,13 +43,15 @@ func postgresURL(flagValue string) (string, error) {
 	return u, nil
 }
 
-func runRecordsMigrate(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("records migrate")
-	pg := fs.String("postgres", "", "PostgreSQL URL (password from PGPASSWORD or PGPASSFILE, never in the URL)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	u, err := postgresURL(*pg)
+type recordsMigrateCmd struct {
+	Postgres string `name:"postgres" placeholder:"URL" help:"PostgreSQL URL (or env ${pgenv}); password from PGPASSWORD or PGPASSFILE, never in the URL"`
+}
+
+func (*recordsMigrateCmd) Help() string { return cli.Example("pingate records migrate " + pgExample) }
+
+func (c *recordsMigrateCmd) Run(env *cli.Env) error {
+	ctx, stdout := env.Ctx, env.Stdout
+	u, err := postgresURL(c.Postgres)
 	if err != nil {
 		return err
 	}
@@ -75,14 +70,26 @@ func runRecordsMigrate(ctx context.Context, args []string, stdout io.Writer) err
 	return nil
 }
 
-// recordsRunOptions are the flags of "records run".
-type recordsRunOptions struct {
-	postgres, brokers, topic, group string
-	listen, admin                   string
-	cert, key, clientCA, devCerts   string
-	logLevel                        string
-	batch                           int
-	session                         time.Duration
+// recordsRunCmd: lines on stdout: "records api listening on ADDR", "records
+// admin listening on ADDR", then "records stopped" after a clean shutdown.
+type recordsRunCmd struct {
+	Postgres string        `name:"postgres" placeholder:"URL" help:"PostgreSQL URL (or env ${pgenv}); required: there is no embedded default"`
+	Brokers  string        `name:"kafka" placeholder:"BROKERS" help:"Kafka bootstrap brokers, host:port[,host:port] (required)"`
+	Topic    string        `name:"topic" default:"${recordstopic}" help:"outcome topic"`
+	Group    string        `name:"group" default:"${recordsgroup}" help:"consumer group id (keys the offsets in the database)"`
+	Listen   string        `name:"listen" placeholder:"HOST:PORT" help:"inquiry API HTTPS address (mutual TLS); empty: no API"`
+	Admin    string        `name:"admin" placeholder:"HOST:PORT" help:"plain-HTTP address for /healthz, /readyz and /metrics; empty: none"`
+	Cert     string        `name:"tls-cert" placeholder:"FILE" help:"inquiry API server certificate (PEM)"`
+	Key      string        `name:"tls-key" placeholder:"FILE" help:"inquiry API server key (PEM file)"`
+	ClientCA string        `name:"client-ca" placeholder:"FILE" help:"CA bundle of the clients allowed to call the inquiry API (PEM)"`
+	DevCerts string        `name:"dev-certs" placeholder:"DIR" help:"directory of development certificates (made when missing); replaces --tls-cert, --tls-key, --client-ca"`
+	LogLevel string        `name:"log-level" default:"info" help:"debug, info, warn, error"`
+	Batch    int           `name:"batch" default:"200" help:"records per transaction, at most"`
+	Session  time.Duration `name:"session-timeout" default:"10s" help:"consumer group session timeout (>= 6s)"`
+}
+
+func (*recordsRunCmd) Help() string {
+	return cli.Example("pingate records run " + pgExample + " --kafka 127.0.0.1:9092 --listen 127.0.0.1:8443 --dev-certs ./dev-certs --admin 127.0.0.1:9091")
 }
 
 // recordsDevClient is the client identity of --dev-certs: a front end that
@@ -93,44 +100,27 @@ const recordsDevClient = "records-client"
 // answers the inquiry API until interrupted. Lines on stdout: "records api
 // listening on ADDR", "records admin listening on ADDR", then "records
 // stopped" after a clean shutdown.
-func runRecordsRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o recordsRunOptions
-	fs := newFlagSet("records run")
-	fs.StringVar(&o.postgres, "postgres", "", "PostgreSQL URL (or $"+postgresEnv+"); required: there is no embedded default")
-	fs.StringVar(&o.brokers, "kafka", "", "Kafka bootstrap brokers, host:port[,host:port] (required)")
-	fs.StringVar(&o.topic, "topic", records.DefaultTopic, "outcome topic")
-	fs.StringVar(&o.group, "group", records.DefaultGroup, "consumer group id (keys the offsets in the database)")
-	fs.StringVar(&o.listen, "listen", "", "inquiry API HTTPS address (mutual TLS); empty: no API")
-	fs.StringVar(&o.admin, "admin", "", "plain-HTTP address for /healthz, /readyz and /metrics; empty: none")
-	fs.StringVar(&o.cert, "tls-cert", "", "inquiry API server certificate (PEM)")
-	fs.StringVar(&o.key, "tls-key", "", "inquiry API server key (PEM file)")
-	fs.StringVar(&o.clientCA, "client-ca", "", "CA bundle of the clients allowed to call the inquiry API (PEM)")
-	fs.StringVar(&o.devCerts, "dev-certs", "", "directory of development certificates (made when missing); replaces --tls-cert, --tls-key, --client-ca")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn, error")
-	fs.IntVar(&o.batch, "batch", 200, "records per transaction, at most")
-	fs.DurationVar(&o.session, "session-timeout", 10*time.Second, "consumer group session timeout (>= 6s)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	u, err := postgresURL(o.postgres)
+func (o *recordsRunCmd) Run(env *cli.Env) error {
+	ctx, stdout, stderr := env.Ctx, env.Stdout, env.Stderr
+	u, err := postgresURL(o.Postgres)
 	if err != nil {
 		return err
 	}
-	if o.brokers == "" {
+	if o.Brokers == "" {
 		return fmt.Errorf("%w: records run needs --kafka", errUsage)
 	}
-	if o.devCerts != "" {
-		if o.cert != "" || o.key != "" || o.clientCA != "" {
+	if o.DevCerts != "" {
+		if o.Cert != "" || o.Key != "" || o.ClientCA != "" {
 			return fmt.Errorf("%w: --dev-certs replaces --tls-cert, --tls-key and --client-ca", errUsage)
 		}
-		if err := ensureRecordsDevCerts(o.devCerts); err != nil {
+		if err := ensureRecordsDevCerts(o.DevCerts); err != nil {
 			return fmt.Errorf("dev certs: %w", err)
 		}
-		o.cert = filepath.Join(o.devCerts, branchapi.DevServerCertFile)
-		o.key = filepath.Join(o.devCerts, branchapi.DevServerKeyFile)
-		o.clientCA = filepath.Join(o.devCerts, branchapi.DevCAFile)
+		o.Cert = filepath.Join(o.DevCerts, branchapi.DevServerCertFile)
+		o.Key = filepath.Join(o.DevCerts, branchapi.DevServerKeyFile)
+		o.ClientCA = filepath.Join(o.DevCerts, branchapi.DevCAFile)
 	}
-	log := newLogger(LogConfig{Level: o.logLevel}, stderr)
+	log := newLogger(LogConfig{Level: o.LogLevel}, stderr)
 
 	store, err := records.Open(ctx, u, 0)
 	if err != nil {
@@ -139,8 +129,8 @@ func runRecordsRun(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer store.Close()
 	metrics := records.NewMetrics()
 	cons, err := records.NewConsumer(records.ConsumerConfig{
-		Brokers: strings.Split(o.brokers, ","), Topic: o.topic, Group: o.group,
-		BatchSize: o.batch, SessionTimeout: o.session,
+		Brokers: strings.Split(o.Brokers, ","), Topic: o.Topic, Group: o.Group,
+		BatchSize: o.Batch, SessionTimeout: o.Session,
 	}, store, metrics, log)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -165,25 +155,25 @@ func runRecordsRun(ctx context.Context, args []string, stdout, stderr io.Writer)
 			_ = s(sctx)
 		}
 	}
-	if o.listen != "" {
-		api, err := records.NewAPI(records.APIConfig{Addr: o.listen, CertFile: o.cert, KeyFile: o.key, ClientCAFile: o.clientCA},
+	if o.Listen != "" {
+		api, err := records.NewAPI(records.APIConfig{Addr: o.Listen, CertFile: o.Cert, KeyFile: o.Key, ClientCAFile: o.ClientCA},
 			store, metrics, log)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", o.listen)
+		ln, err := net.Listen("tcp", o.Listen)
 		if err != nil {
 			return fmt.Errorf("records api: %w", err)
 		}
 		servers = append(servers, api.Shutdown)
 		serve("api", ln, api.Serve)
 		fmt.Fprintf(stdout, "records api listening on %s\n", ln.Addr())
-	} else if o.cert != "" || o.clientCA != "" {
+	} else if o.Cert != "" || o.ClientCA != "" {
 		shutdownAll()
 		return fmt.Errorf("%w: TLS flags given without --listen", errUsage)
 	}
-	if o.admin != "" {
-		ln, err := net.Listen("tcp", o.admin)
+	if o.Admin != "" {
+		ln, err := net.Listen("tcp", o.Admin)
 		if err != nil {
 			shutdownAll()
 			return fmt.Errorf("records admin: %w", err)
@@ -216,14 +206,19 @@ func ensureRecordsDevCerts(dir string) error {
 	return branchapi.WriteDevCerts(dir, []branchapi.DevIdentity{id}, time.Now())
 }
 
-func runRecordsStatements(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("records statements")
-	pg := fs.String("postgres", "", "PostgreSQL URL (or $"+postgresEnv+")")
-	month := fs.String("month", "", "month, YYYY-MM (required)")
-	out := fs.String("out", "", "output directory (required); statements go to OUT/YYYY-MM/<card token>.json and .html")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+type recordsStatementsCmd struct {
+	Postgres string `name:"postgres" placeholder:"URL" help:"PostgreSQL URL (or env ${pgenv})"`
+	Month    string `name:"month" placeholder:"YYYY-MM" help:"month (required)"`
+	Out      string `name:"out" placeholder:"DIR" help:"output directory (required); statements go to OUT/YYYY-MM/<card token>.json and .html"`
+}
+
+func (*recordsStatementsCmd) Help() string {
+	return cli.Example("pingate records statements " + pgExample + " --month 2026-11 --out ./statements")
+}
+
+func (c *recordsStatementsCmd) Run(env *cli.Env) error {
+	ctx, stdout := env.Ctx, env.Stdout
+	pg, month, out := &c.Postgres, &c.Month, &c.Out
 	if *month == "" || *out == "" {
 		return fmt.Errorf("%w: records statements needs --month YYYY-MM and --out DIR", errUsage)
 	}
@@ -250,14 +245,17 @@ func runRecordsStatements(ctx context.Context, args []string, stdout io.Writer) 
 // runRecordsReplay sets the group's stored offsets back to the beginning of
 // the topic: the running (or next) consumer re-reads everything; stored
 // events are skipped as duplicates.
-func runRecordsReplay(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("records replay")
-	pg := fs.String("postgres", "", "PostgreSQL URL (or $"+postgresEnv+")")
-	topic := fs.String("topic", records.DefaultTopic, "outcome topic")
-	group := fs.String("group", records.DefaultGroup, "consumer group id")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+type recordsReplayCmd struct {
+	Postgres string `name:"postgres" placeholder:"URL" help:"PostgreSQL URL (or env ${pgenv})"`
+	Topic    string `name:"topic" default:"${recordstopic}" help:"outcome topic"`
+	Group    string `name:"group" default:"${recordsgroup}" help:"consumer group id"`
+}
+
+func (*recordsReplayCmd) Help() string { return cli.Example("pingate records replay " + pgExample) }
+
+func (c *recordsReplayCmd) Run(env *cli.Env) error {
+	ctx, stdout := env.Ctx, env.Stdout
+	pg, topic, group := &c.Postgres, &c.Topic, &c.Group
 	u, err := postgresURL(*pg)
 	if err != nil {
 		return err

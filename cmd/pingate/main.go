@@ -14,26 +14,27 @@ import (
 	"github.com/alecthomas/kong"
 
 	"pingate/cmd/internal/cli"
+	"pingate/integration/records"
 	"pingate/pinblock"
 )
 
 // pingateCLI is the command line of pingate: one field per command, its flags
 // declared on the command's struct in the command's cmd_*.go file.
 type pingateCLI struct {
-	Serve         legacyCmd `cmd:"" help:"run the gateway (embedded defaults without --config)"`
-	CheckConfig   legacyCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
-	ServePprof    legacyCmd `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
-	Key           keyCmd    `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
-	HSMKey        legacyCmd `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
-	Events        legacyCmd `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
-	Records       legacyCmd `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
-	Pin           pinCmd    `cmd:"" help:"encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)"`
-	Demo          legacyCmd `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
-	Load          legacyCmd `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
-	BenchBaseline legacyCmd `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
-	IssuerSim     legacyCmd `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
-	HSMSim        legacyCmd `cmd:"" name:"hsm-sim" help:"run a payShield host-command simulator (public Thales test LMK) until SIGTERM"`
-	DevCerts      legacyCmd `cmd:"" name:"dev-certs" help:"make a development CA, server and branch client certificates for the branch API: dev-certs DIR"`
+	Serve         legacyCmd  `cmd:"" help:"run the gateway (embedded defaults without --config)"`
+	CheckConfig   legacyCmd  `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
+	ServePprof    legacyCmd  `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
+	Key           keyCmd     `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
+	HSMKey        hsmKeyCmd  `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	Events        eventsCmd  `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
+	Records       recordsCmd `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
+	Pin           pinCmd     `cmd:"" help:"encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)"`
+	Demo          legacyCmd  `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
+	Load          legacyCmd  `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline legacyCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	IssuerSim     legacyCmd  `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
+	HSMSim        legacyCmd  `cmd:"" name:"hsm-sim" help:"run a payShield host-command simulator (public Thales test LMK) until SIGTERM"`
+	DevCerts      legacyCmd  `cmd:"" name:"dev-certs" help:"make a development CA, server and branch client certificates for the branch API: dev-certs DIR"`
 }
 
 func newCLI() any {
@@ -41,9 +42,6 @@ func newCLI() any {
 		Serve:         legacyCmd{run: runServe},
 		CheckConfig:   legacyCmd{run: runCheckConfig},
 		ServePprof:    legacyCmd{run: runServePprof},
-		HSMKey:        legacyCmd{run: runHSMKey},
-		Events:        legacyCmd{run: runEvents},
-		Records:       legacyCmd{run: runRecords},
 		Demo:          legacyCmd{run: runDemo},
 		Load:          legacyCmd{run: runLoad},
 		BenchBaseline: legacyCmd{run: runBaseline},
@@ -93,4 +91,8 @@ var cliVars = kong.Vars{
 	"grace":     pinblock.DefaultGrace.String(),
 	"pinformat": pinFormatHelp,
 	"pinalg":    algFlagHelp,
+
+	"pgenv":        postgresEnv,
+	"recordstopic": records.DefaultTopic,
+	"recordsgroup": records.DefaultGroup,
 }

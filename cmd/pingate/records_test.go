@@ -518,7 +518,7 @@ func TestRecordsRefusesWithoutPostgres(t *testing.T) {
 		{[]string{"records", "migrate"}, "records needs PostgreSQL"},
 		{[]string{"records", "migrate", "--postgres", "postgres://u:s3cret@127.0.0.1:1/db"}, "must not carry a password"},
 		{[]string{"records", "statements", "--month", "2026-13", "--out", "x", "--postgres", "postgres://u@127.0.0.1:1/db"}, "YYYY-MM"},
-		{[]string{"records"}, "needs a subcommand"},
+		{[]string{"records"}, "missing sub-command"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
