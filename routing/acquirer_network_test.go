@@ -43,7 +43,7 @@ func networkConfig() Config {
 	cfg := testConfig()
 	cfg.Acquirers[0].ZMK = pinblock.DevATMZMK
 	cfg.Acquirers = append(cfg.Acquirers,
-		AcquirerConfig{ID: "100002", Terminals: []string{"*"}, Keys: map[int]string{1: "acq2-zpk"}, ZMK: "acq2-zmk",
+		AcquirerConfig{ID: "100002", Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: "acq2-zmk",
 			RequireSignOn: true, LegacyKeyChange: true},
 		AcquirerConfig{ID: "100003", Terminals: []string{"*"}, Keys: map[int]string{1: "acq3-zpk"}, ZMK: "acq3-zmk",
 			PINAlgorithm: pinblock.SM4},
@@ -195,8 +195,8 @@ func TestHandleFrameKeyChangeImports(t *testing.T) {
 		wantBlock bool
 	}{
 		{"TR-31", "100001", iso8583.KeyExchange{KeyBlock: tr31Shaped}, pinblock.DevATMZPK, pinblock.DevATMZMK, "", true},
-		{"legacy TDES (6-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B4"}, "acq2-zpk", "acq2-zmk", pinblock.TDES, false},
-		{"legacy AES (10-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123"}, "acq2-zpk", "acq2-zmk", pinblock.AES, false},
+		{"legacy TDES (6-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B4"}, pinblock.DevATMZPK, "acq2-zmk", pinblock.TDES, false},
+		{"legacy AES (10-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123"}, pinblock.DevATMZPK, "acq2-zmk", pinblock.AES, false},
 		{"SM4 under the SM4 ZMK", "100003", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123456789"}, "acq3-zpk", "acq3-zmk", pinblock.SM4, false},
 	}
 	for _, tt := range tests {
@@ -243,6 +243,7 @@ func TestHandleFrameSessionRules(t *testing.T) {
 			{"echo before sign-on", netFrame(t, "100002", iso8583.NMIEcho, nil, 0), iso8583.MTINetworkResponse, "00", false},
 			{"sign-on", netFrame(t, "100002", iso8583.NMISignOn, nil, 0), iso8583.MTINetworkResponse, "00", false},
 			{"key change", netFrame(t, "100002", iso8583.NMIKeyChange, legacy, 1), iso8583.MTINetworkResponse, "00", false},
+			{"change after sign-on", changeFrameFrom(t, "100002", "000813"), iso8583.MTIAuthResponse, "00", false},
 			{"sign-off", netFrame(t, "100002", iso8583.NMISignOff, nil, 0), iso8583.MTINetworkResponse, "00", false},
 			{"change after sign-off", changeFrameFrom(t, "100002", "000812"), iso8583.MTIAuthResponse, "91", false},
 		})
