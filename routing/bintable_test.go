@@ -101,3 +101,43 @@ func BenchmarkBINLookup(b *testing.B) {
 		})
 	}
 }
+
+func TestParseRoutes(t *testing.T) {
+	tests := []struct {
+		give string
+		want []Route
+	}{
+		{"", nil},
+		{"# comment only\n\n", nil},
+		{"622848 abc\n  62284812\tabc-social  \n# x\n4 visa", []Route{{"622848", "abc"}, {"62284812", "abc-social"}, {"4", "visa"}}},
+	}
+	for _, tt := range tests {
+		got, err := ParseRoutes(tt.give)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("ParseRoutes(%q) = %v, %v, want %v", tt.give, got, err, tt.want)
+		}
+	}
+	for _, give := range []string{"622848", "622848 abc extra", "ok abc\n622848"} {
+		if _, err := ParseRoutes(give); err == nil {
+			t.Errorf("ParseRoutes(%q) = nil error, want one naming the line", give)
+		}
+	}
+}
+
+func TestBINTableIssuersAndLen(t *testing.T) {
+	table, err := NewBINTable([]Route{{"622848", "abc"}, {"62284812", "abc"}, {"4", "visa"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := table.Issuers(); fmt.Sprint(got) != "[abc visa]" || table.Len() != 3 {
+		t.Errorf("Issuers() = %v, Len() = %d, want [abc visa] and 3", got, table.Len())
+	}
+	table.Issuers()[0] = "changed"
+	if got, _ := table.Lookup("6228480000000001"); got != "abc" {
+		t.Errorf("Lookup after changing Issuers()'s result = %q, want abc (a copy)", got)
+	}
+	var none *BINTable
+	if _, err := none.Lookup("6228480000000001"); !errors.Is(err, ErrNoRoute) {
+		t.Errorf("nil table Lookup() = %v, want ErrNoRoute", err)
+	}
+}
