@@ -214,10 +214,17 @@ func TestLinksSendRefusals(t *testing.T) {
 		issuer  string
 		prepare func(rig *linkRig)
 		want    error
+		// retryDelete: the delete of the advice that may have landed
+		// failed, and the worker deletes it later.
+		retryDelete bool
 	}{
 		{name: "issuer not configured", issuer: "nobank", want: ErrIssuerUnavailable},
 		{name: "no link signed on", issuer: "ssbank", prepare: func(rig *linkRig) { rig.net.host("A").setRefuse(true) }, want: ErrIssuerUnavailable},
 		{name: "store refuses the reversal", issuer: "ssbank", prepare: func(rig *linkRig) { rig.store.putErr = errors.New("disk failed") }, want: ErrReversalStore},
+		{name: "store refuses the reversal and its delete", issuer: "ssbank", prepare: func(rig *linkRig) {
+			rig.store.putErr = errors.New("disk failed")
+			rig.store.deleteErrs = 1
+		}, want: ErrReversalStore, retryDelete: true},
 		{name: "store does not answer", issuer: "ssbank", prepare: func(rig *linkRig) {
 			rig.store.putBlocks = true
 			rig.storeTimeout = time.Millisecond
@@ -242,6 +249,10 @@ func TestLinksSendRefusals(t *testing.T) {
 			}
 			if n := host.countMsg(iso8583.MTIAuthRequest, ""); n != 0 {
 				t.Errorf("the issuer got %d requests, want none", n)
+			}
+			if tt.retryDelete {
+				l.kickWorker()
+				rig.store.ops.wait(t, "the delete retried", 1, func(o storeOp) bool { return o.op == "delete" && o.err == nil })
 			}
 			if p := rig.store.pending(t); len(p) != 0 {
 				t.Errorf("the store holds %d reversals for a request never written, want none", len(p))
