@@ -296,6 +296,11 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	}
 	// What a reversal of this request names: the message the issuer got.
 	req.sent = rev
+	if err == nil && !validCode(code) {
+		// An answer without a readable DE 39 is no decline: it may be an
+		// approval we cannot read.
+		err = fmt.Errorf("%w: answer without a valid response code", ErrIssuerMalformed)
+	}
 	if err == nil {
 		if code != iso8583.RCApproved {
 			// Declined: nothing stands at the issuer.

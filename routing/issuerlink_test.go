@@ -324,6 +324,30 @@ func TestLinksRequestWithContextDoneIsNotWritten(t *testing.T) {
 	}
 }
 
+// TestLinksAnswerWithoutACodeIsNotADecline: an answer that matches the
+// request but carries no DE 39 (the one malformed code the issuer dialect
+// unpacks) may be an approval we cannot read: Send fails with
+// ErrIssuerMalformed and the reversal owed ahead is sent, where a decline
+// would have discharged it.
+func TestLinksAnswerWithoutACodeIsNotADecline(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	host.setPolicy(holdRequests)
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	res := sendAsync(context.Background(), l, unblockRequest(holdTerminal))
+	orig := host.waitMsg(t, 1, iso8583.MTIAuthRequest, "")
+	host.conn(t).deliver(t, reply(t, orig, ""))
+	if r := recv(t, res); !errors.Is(r.err, ErrIssuerMalformed) {
+		t.Fatalf("Send() = %q, %v, want ErrIssuerMalformed", r.code, r.err)
+	}
+	checkAdvice(t, host.waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
+	rig.store.waitDeleted(t, rig.putFor(t, orig.STAN).ID)
+	if n := len(rig.recorded.all()); n != 0 {
+		t.Errorf("%d reversals recorded, want none (the flow records the failure)", n)
+	}
+}
+
 // TestLinksLateAnswerIsNotMatched: an approval that arrives after its
 // request timed out matches nothing: the reversal is sent all the same and
 // the next request on the link gets its own answer.
