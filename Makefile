@@ -1,9 +1,12 @@
 # The one build line: CI, deploy/Dockerfile and the built-binary tests use it
 # (cmd/pingate/deploy_test.go checks that the Dockerfile carries it verbatim).
+# The second line builds the development and test tools, never deployed
+# (docs/operations.md, "Two binaries").
 .PHONY: build test image bench
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingate ./cmd/pingate
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingate-dev ./cmd/pingate-dev
 
 test:
 	./scripts/test.sh

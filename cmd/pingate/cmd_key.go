@@ -87,15 +87,6 @@ func (cf *custodyFlags) custodian() (pinblock.Custodian, error) {
 	return pinblock.Custodian{Who: cf.Who, Why: cf.Why}, nil
 }
 
-// printed prints a command's one result on stdout.
-func printed(env *cli.Env, out string, err error) error {
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(env.Stdout, out)
-	return err
-}
-
 const storeExample = "--store keys.json --log custody.log --lmk-file lmk.key"
 
 func infoLine(i pinblock.KeyInfo) string {
@@ -140,7 +131,7 @@ func (c *keyKCVCmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer k.Zeroize()
-	return printed(env, k.KCV(), nil)
+	return env.Result(k.KCV(), nil)
 }
 
 type keyLMKGenerateCmd struct {
@@ -161,7 +152,7 @@ func (c *keyLMKGenerateCmd) Run(env *cli.Env) error {
 		return err
 	}
 	out, err := pinblock.WriteLMKFile(c.Out, a)
-	return printed(env, out, err)
+	return env.Result(out, err)
 }
 
 // keyInitCmd: creating a store is explicit: every other command refuses a
@@ -182,7 +173,7 @@ func (c *keyInitCmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer s.Close()
-	return printed(env, fmt.Sprintf("created key store %s (LMK %s), custody log %s", c.Store, s.LMKKCV(), c.Log), nil)
+	return env.Result(fmt.Sprintf("created key store %s (LMK %s), custody log %s", c.Store, s.LMKKCV(), c.Log), nil)
 }
 
 type keyImportCmd struct {
@@ -227,7 +218,7 @@ func (c *keyImportCmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	info, err := s.ImportUnderZMK(pinblock.ImportRequest{ID: c.ID, Usage: u, Algorithm: a, Enciphered: enc, ZMK: pinblock.KeyRef{ID: c.Under}, KCV: c.KCV, Who: cu.Who, Why: cu.Why})
-	return printed(env, infoLine(info), err)
+	return env.Result(infoLine(info), err)
 }
 
 type keyImportTR31Cmd struct {
@@ -263,7 +254,7 @@ func (c *keyImportTR31Cmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	info, err := s.ImportTR31(pinblock.TR31ImportRequest{ID: c.ID, Usage: u, Block: strings.TrimSpace(c.Block.Value()), KBPK: c.Under, Custodian: cu})
-	return printed(env, infoLine(info), err)
+	return env.Result(infoLine(info), err)
 }
 
 // componentFlags are the --component/--kcv pairs of a key made from clear
@@ -345,7 +336,7 @@ func (c *keyCombineCmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	info, err := s.CombineComponents(pinblock.CombineRequest{ID: c.ID, Usage: u, Algorithm: a, Components: cs, Custodian: cu})
-	return printed(env, infoLine(info), err)
+	return env.Result(infoLine(info), err)
 }
 
 type keyGenerateCmd struct {
@@ -387,7 +378,7 @@ func (c *keyGenerateCmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	info, err := s.Generate(pinblock.GenerateRequest{ID: c.ID, Usage: u, Algorithm: a, Length: n, Custodian: cu})
-	return printed(env, infoLine(info), err)
+	return env.Result(infoLine(info), err)
 }
 
 // keyRotateCmd: with no source, a random new version is generated.
@@ -453,7 +444,7 @@ func (c *keyRotateCmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	info, err := s.Rotate(req)
-	return printed(env, infoLine(info), err)
+	return env.Result(infoLine(info), err)
 }
 
 type keyRemoveCmd struct {
@@ -482,7 +473,7 @@ func (c *keyRemoveCmd) Run(env *cli.Env) error {
 	if err := s.Remove(c.ID, cu); err != nil {
 		return err
 	}
-	return printed(env, "removed "+c.ID, nil)
+	return env.Result("removed "+c.ID, nil)
 }
 
 type keyExportCmd struct {
@@ -510,7 +501,7 @@ func (c *keyExportCmd) Run(env *cli.Env) error {
 	}
 	defer s.Close()
 	block, err := s.ExportTR31(c.ID, c.Under, cu)
-	return printed(env, block, err)
+	return env.Result(block, err)
 }
 
 type keyListCmd struct {
@@ -535,16 +526,16 @@ func (c *keyListCmd) Run(env *cli.Env) error {
 		if err != nil {
 			return err
 		}
-		return printed(env, string(b), nil)
+		return env.Result(string(b), nil)
 	}
 	lines := make([]string, 0, len(keys))
 	for _, k := range keys {
 		lines = append(lines, infoLine(k.KeyInfo))
 	}
 	if len(lines) == 0 {
-		return printed(env, "no keys", nil)
+		return env.Result("no keys", nil)
 	}
-	return printed(env, strings.Join(lines, "\n"), nil)
+	return env.Result(strings.Join(lines, "\n"), nil)
 }
 
 type keyLogMigrateCmd struct {
@@ -568,7 +559,7 @@ func (c *keyLogMigrateCmd) Run(env *cli.Env) error {
 	if err != nil {
 		return err
 	}
-	return printed(env, fmt.Sprintf("custody log keyed: ok %d records", st.Records), nil)
+	return env.Result(fmt.Sprintf("custody log keyed: ok %d records", st.Records), nil)
 }
 
 // keyLogVerifyCmd: with the store, records removed from the end of the log
@@ -605,7 +596,7 @@ func (c *keyLogVerifyCmd) Run(env *cli.Env) error {
 		if st.Unacknowledged > 0 {
 			out += fmt.Sprintf("; the last %d records were never acknowledged by the key store and are marked not applied by the next change", st.Unacknowledged)
 		}
-		return printed(env, out, nil)
+		return env.Result(out, nil)
 	}
 	head, err := pinblock.VerifyCustodyLog(c.Log)
 	if err != nil {
@@ -615,5 +606,5 @@ func (c *keyLogVerifyCmd) Run(env *cli.Env) error {
 		}
 		return err
 	}
-	return printed(env, fmt.Sprintf("ok %d records", head.Seq), nil)
+	return env.Result(fmt.Sprintf("ok %d records", head.Seq), nil)
 }

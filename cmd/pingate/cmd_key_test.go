@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"pingate/cmd/internal/clitest"
 	"pingate/pinblock"
 )
 
@@ -30,32 +31,11 @@ const (
 	tr31AESKCV6 = "08793E"
 )
 
-// tdesKCV is the KCV of a TDES key in hex, through pinblock (itself checked
-// against published KCVs and psec).
-func tdesKCV(t *testing.T, keyHex string) string {
-	t.Helper()
-	k, err := pinblock.ParseHexKey("kcv", pinblock.UsageZMK, pinblock.TDES, 1, keyHex)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Zeroize()
-	return k.KCV()
-}
-
-// secretFile writes value to a new mode-0600 file and returns "@FILE", the
-// way a key ceremony hands a secret to pingate key.
-func secretFile(t *testing.T, value string) string {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "secret-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(value + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return "@" + f.Name()
-}
+// tdesKCV and secretFile: see clitest.TDESKCV and clitest.SecretFile.
+var (
+	tdesKCV    = clitest.TDESKCV
+	secretFile = clitest.SecretFile
+)
 
 func runKeyCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()

@@ -28,13 +28,10 @@ type pingateCLI struct {
 	HSMKey        hsmKeyCmd  `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
 	Events        eventsCmd  `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
 	Records       recordsCmd `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
-	Pin           pinCmd     `cmd:"" help:"encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (development and test tool)"`
 	Demo          legacyCmd  `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
 	Load          legacyCmd  `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
 	BenchBaseline legacyCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
 	IssuerSim     legacyCmd  `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
-	HSMSim        legacyCmd  `cmd:"" name:"hsm-sim" help:"run a payShield host-command simulator (public Thales test LMK) until SIGTERM"`
-	DevCerts      legacyCmd  `cmd:"" name:"dev-certs" help:"make a development CA, server and branch client certificates for the branch API: dev-certs DIR"`
 }
 
 func newCLI() any {
@@ -46,8 +43,6 @@ func newCLI() any {
 		Load:          legacyCmd{run: runLoad},
 		BenchBaseline: legacyCmd{run: runBaseline},
 		IssuerSim:     legacyCmd{run: runIssuerSim},
-		HSMSim:        legacyCmd{run: runHSMSim},
-		DevCerts:      legacyCmd{run: runDevCerts},
 	}
 }
 
@@ -88,9 +83,7 @@ func (c *legacyCmd) Run(env *cli.Env) error { return c.run(env.Ctx, c.Args, env.
 
 // cliVars fill the ${name} references in the commands' tags.
 var cliVars = kong.Vars{
-	"grace":     pinblock.DefaultGrace.String(),
-	"pinformat": pinFormatHelp,
-	"pinalg":    algFlagHelp,
+	"grace": pinblock.DefaultGrace.String(),
 
 	"pgenv":        postgresEnv,
 	"recordstopic": records.DefaultTopic,

@@ -288,3 +288,13 @@ func Commands(app App) []Command {
 	walk(parser.Model.Node, nil)
 	return out
 }
+
+// Result prints a command's one-line (or multi-line) result on Stdout, or
+// returns err when there is one: the usual end of a Run method.
+func (e *Env) Result(out string, err error) error {
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.Stdout, out)
+	return err
+}

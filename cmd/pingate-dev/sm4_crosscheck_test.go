@@ -200,7 +200,7 @@ func TestCLISM4Refusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
-		if code := run(context.Background(), tt.give, &out, &errOut); code == 0 {
+		if code := runAny(t, tt.give, &out, &errOut); code == 0 {
 			t.Errorf("%s: exit 0, want an error", tt.name)
 			continue
 		}

@@ -134,7 +134,7 @@ func TestPinBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := opsBinary(t) // built once per test run, with the Makefile's line
+	bin := devBinary(t) // built once per test run, with the Makefile's line
 	out, err := exec.Command(bin, "pin", "decode", "--format", "4", "--pan", aesPAN, "--key", aesKey, "--block", aesBlock).Output()
 	if err != nil || lastLine(string(out)) != "1234" {
 		t.Errorf("pingate pin decode = %q, %v; want 1234", out, err)
@@ -164,7 +164,7 @@ func TestSecretFlagsFromStdinAndFiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := opsBinary(t)
+	bin := devBinary(t)
 	dir := t.TempDir()
 	fromFile := filepath.Join(dir, "from.key")
 	if err := os.WriteFile(fromFile, []byte(thalesFrom+"\n"), 0o600); err != nil {
@@ -179,7 +179,7 @@ func TestSecretFlagsFromStdinAndFiles(t *testing.T) {
 	}
 
 	literal := tdesKCV(t, devKey) // `key kcv` refuses a literal --key
-	cmd = exec.Command(bin, "key", "kcv", "--key", "-", "--alg", "tdes")
+	cmd = exec.Command(pingateBinary(t), "key", "kcv", "--key", "-", "--alg", "tdes")
 	cmd.Stdin = strings.NewReader(devKey + "\n")
 	if out, err := cmd.Output(); err != nil || lastLine(string(out)) != literal {
 		t.Errorf("key kcv --key - = %q, %v; want %q", out, err, literal)
@@ -193,7 +193,7 @@ func TestSecretFlagsFromStdinAndFiles(t *testing.T) {
 		{"missing file", []string{"key", "kcv", "--key", "@" + filepath.Join(dir, "nope"), "--alg", "tdes"}, ""},
 		{"empty stdin", []string{"pin", "encode", "--format", "0", "--pin", "-", "--pan", devPAN, "--key", devKey}, ""},
 	} {
-		cmd := exec.Command(bin, tt.args...)
+		cmd := exec.Command(binFor(t, tt.args), tt.args...)
 		cmd.Stdin = strings.NewReader(tt.stdin)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

@@ -32,7 +32,7 @@ type pinEncodeCmd struct {
 }
 
 func (*pinEncodeCmd) Help() string {
-	return cli.Example("pingate pin encode --format 0 --pin - --pan 4111111111111111 --key @zpk.hex")
+	return cli.Example("pingate-dev pin encode --format 0 --pin - --pan 4111111111111111 --key @zpk.hex")
 }
 
 func (c *pinEncodeCmd) Run(env *cli.Env) error {
@@ -57,7 +57,7 @@ func (c *pinEncodeCmd) Run(env *cli.Env) error {
 			return err
 		}
 		defer clear(b)
-		return printed(env, strings.ToUpper(hex.EncodeToString(b)), nil)
+		return env.Result(strings.ToUpper(hex.EncodeToString(b)), nil)
 	}
 	k, err := pinKeyFlag("key", f, c.Key.Value())
 	if err != nil {
@@ -68,7 +68,7 @@ func (c *pinEncodeCmd) Run(env *cli.Env) error {
 	if err != nil {
 		return err
 	}
-	return printed(env, strings.ToUpper(hex.EncodeToString(b)), nil)
+	return env.Result(strings.ToUpper(hex.EncodeToString(b)), nil)
 }
 
 // pinDecodeCmd: the PIN.
@@ -81,7 +81,7 @@ type pinDecodeCmd struct {
 }
 
 func (*pinDecodeCmd) Help() string {
-	return cli.Example("pingate pin decode --format 4 --pan 4111111111111111 --key @zpk-aes.hex --block -")
+	return cli.Example("pingate-dev pin decode --format 4 --pan 4111111111111111 --key @zpk-aes.hex --block -")
 }
 
 func (c *pinDecodeCmd) Run(env *cli.Env) error {
@@ -115,7 +115,7 @@ func (c *pinDecodeCmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer pin.Zeroize()
-	return printed(env, pin.Reveal(), nil)
+	return env.Result(pin.Reveal(), nil)
 }
 
 // pinTranslateCmd: the new block in upper hex. --alg sets the cipher of both
@@ -133,7 +133,7 @@ type pinTranslateCmd struct {
 }
 
 func (*pinTranslateCmd) Help() string {
-	return cli.Example("pingate pin translate --pan 4111111111111111 --block - --from-format 0 --from-key @tpk.hex --to-format 4 --to-key @zpk-aes.hex")
+	return cli.Example("pingate-dev pin translate --pan 4111111111111111 --block - --from-format 0 --from-key @tpk.hex --to-format 4 --to-key @zpk-aes.hex")
 }
 
 func (c *pinTranslateCmd) Run(env *cli.Env) error {
@@ -180,7 +180,7 @@ func (c *pinTranslateCmd) Run(env *cli.Env) error {
 	if err != nil {
 		return err
 	}
-	return printed(env, strings.ToUpper(hex.EncodeToString(out)), nil)
+	return env.Result(strings.ToUpper(hex.EncodeToString(out)), nil)
 }
 
 const algFlagHelp = "cipher: tdes (formats 0, 1, 3), aes (4) or sm4 (0 and 4 as SM4-0 and SM4-4); default the format's own"
