@@ -286,3 +286,47 @@ func TestHandleFrameReversalAdvice(t *testing.T) {
 		})
 	}
 }
+
+// TestHandleFramePINOperations: branch operations carry their teller and
+// identity check in DE 48; a request missing a mandatory element is a
+// format error.
+func TestHandleFramePINOperations(t *testing.T) {
+	branch := func(f *iso8583.Fields) {
+		f.AcquirerID, f.PINBlock = "200001", nil
+		f.SecurityControl = iso8583.SecurityControl{Format: 4, KeyIndex: 1}.String()
+		f.Additional = &iso8583.AdditionalData{TellerID: "T1", IdentityRef: "ID1"}
+	}
+	tests := []struct {
+		name   string
+		change func(f *iso8583.Fields)
+		want   string
+	}{
+		{"reset from a branch", func(f *iso8583.Fields) {
+			branch(f)
+			f.ProcessingCode, f.NewPINBlock = iso8583.ProcPINReset, encipher(t, pinblock.Format4, pinblock.DevBranchZPK, "7391", testPAN)
+		}, "00"},
+		{"unblock from a branch", func(f *iso8583.Fields) {
+			branch(f)
+			f.ProcessingCode, f.NewPINBlock, f.SecurityControl = iso8583.ProcPINUnblock, nil, ""
+		}, "00"},
+		{"unblock without DE 48", func(f *iso8583.Fields) {
+			branch(f)
+			f.ProcessingCode, f.NewPINBlock, f.SecurityControl, f.Additional = iso8583.ProcPINUnblock, nil, "", nil
+		}, "30"},
+		{"change without DE 41", func(f *iso8583.Fields) { f.TerminalID = "" }, "30"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var teller string
+			issuer := issuerFunc(func(_ context.Context, _ string, req *IssuerRequest) (string, error) {
+				teller = req.Teller
+				return iso8583.RCApproved, nil
+			})
+			front := networkFront(t, issuer, &memSink{}, &fakeImporter{})
+			runSteps(t, front, []frameStep{{tt.name, repack(t, changeFrame(t, "001101"), tt.change), iso8583.MTIAuthResponse, tt.want, false}})
+			if tt.want == "00" && teller != "T1" {
+				t.Errorf("the issuer got teller %q, want T1 from DE 48", teller)
+			}
+		})
+	}
+}

@@ -128,10 +128,11 @@ func (n *fakeNet) dial(ctx context.Context, addr, framing string, onFrame func([
 type fakeHost struct {
 	addr string
 
-	mu     sync.Mutex
-	refuse bool                           // refuse dials
-	policy func(f *iso8583.Fields) string // the DE 39 to answer f with; "" holds the answer
-	conns  []*fakeConn
+	mu        sync.Mutex
+	refuse    bool // refuse dials
+	failSends int
+	policy    func(f *iso8583.Fields) string // the DE 39 to answer f with; "" holds the answer
+	conns     []*fakeConn
 
 	dials events[struct{}]        // every dial attempt, accepted or not
 	got   events[*iso8583.Fields] // every message received, in order
@@ -251,6 +252,15 @@ func (c *fakeConn) Send(frame []byte) error {
 	case <-c.done:
 		return errConnClosed
 	default:
+	}
+	c.host.mu.Lock()
+	fail := c.host.failSends > 0
+	if fail {
+		c.host.failSends--
+	}
+	c.host.mu.Unlock()
+	if fail {
+		return errors.New("write: broken pipe")
 	}
 	select {
 	case c.in <- append([]byte(nil), frame...):

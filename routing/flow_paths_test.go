@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -253,5 +254,57 @@ func TestFlowConfig(t *testing.T) {
 	}
 	if got := f.Config(); len(got.Routes) != 2 || got.DuplicateWindow != DefaultDuplicateWindow {
 		t.Errorf("after Reload: %d routes, duplicate window %v; want 2 and the default", len(got.Routes), got.DuplicateWindow)
+	}
+}
+
+// recordingLimiter allows or refuses every request and records the codes
+// the flow reports.
+type recordingLimiter struct {
+	mu      sync.Mutex
+	refuse  error
+	allowed []string
+}
+
+func (l *recordingLimiter) Allow(context.Context, *Request) (Decision, error) {
+	if l.refuse != nil {
+		return Decision{Refusal: l.refuse, Limit: "card_daily"}, nil
+	}
+	return Decision{Allowed: true}, nil
+}
+
+func (l *recordingLimiter) Record(_ context.Context, _ *Request, code string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.allowed = append(l.allowed, code)
+	return nil
+}
+
+// TestFlowTellsTheLimiterEveryFinalCode: the limiter learns the final code
+// of every request it let through (a wrong PIN counts against the card),
+// and nothing of one it refused.
+func TestFlowTellsTheLimiterEveryFinalCode(t *testing.T) {
+	tests := []struct {
+		name       string
+		issuerCode string
+		refuse     error
+		wantCode   string
+		wantSeen   []string
+	}{
+		{"approved", iso8583.RCApproved, nil, "00", []string{"00"}},
+		{"wrong PIN", iso8583.RCIncorrectPIN, nil, "55", []string{"55"}},
+		{"refused by the limit", iso8583.RCApproved, ErrCardDailyLimit, "65", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim := &recordingLimiter{refuse: tt.refuse}
+			issuer := issuerFunc(func(context.Context, string, *IssuerRequest) (string, error) { return tt.issuerCode, nil })
+			f := testFlow(t, issuer, &memSink{}, lim)
+			if out := f.Handle(context.Background(), changeRequest(t, "000551")); out.Code != tt.wantCode {
+				t.Fatalf("Handle() = %s, want %s", out.Code, tt.wantCode)
+			}
+			if fmt.Sprint(lim.allowed) != fmt.Sprint(tt.wantSeen) {
+				t.Errorf("limiter recorded %v, want %v", lim.allowed, tt.wantSeen)
+			}
+		})
 	}
 }

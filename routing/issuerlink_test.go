@@ -303,6 +303,27 @@ func TestLinksTimeoutOwesAndSendsTheReversal(t *testing.T) {
 	}
 }
 
+// TestLinksFailedWriteOwesTheReversal: a write that fails may still have
+// put the request on the wire, so it is a timeout and its reversal is sent.
+func TestLinksFailedWriteOwesTheReversal(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	host.mu.Lock()
+	host.failSends = 1
+	host.mu.Unlock()
+	if code, err := l.Send(context.Background(), "ssbank", unblockRequest("T0000001")); !errors.Is(err, ErrIssuerTimeout) {
+		t.Fatalf("Send() with a failed write = %q, %v, want ErrIssuerTimeout", code, err)
+	}
+	adv := host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
+	od, err := iso8583.ParseOriginalData(adv.OriginalData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.store.waitDeleted(t, rig.putFor(t, od.STAN).ID)
+}
+
 // TestLinksRequestWithContextDoneIsNotWritten: a request whose caller has
 // already given up is not written to the issuer, so no reversal is owed.
 func TestLinksRequestWithContextDoneIsNotWritten(t *testing.T) {
