@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,6 +180,13 @@ func (h *fakeHost) closeConns() {
 	}
 }
 
+// connections are the host's open connections, oldest first.
+func (h *fakeHost) connections() []*fakeConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*fakeConn(nil), h.conns...)
+}
+
 // conn is the host's newest connection.
 func (h *fakeHost) conn(t *testing.T) *fakeConn {
 	t.Helper()
@@ -243,6 +251,7 @@ type fakeConn struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+	got     atomic.Int32 // PIN operations (0100) received on this connection
 }
 
 var errConnClosed = errors.New("fake issuer connection closed")
@@ -304,6 +313,9 @@ func (c *fakeConn) loop() {
 				f = &iso8583.Fields{MTI: "unreadable"}
 			}
 			c.host.got.add(f)
+			if f.MTI == iso8583.MTIAuthRequest {
+				c.got.Add(1)
+			}
 			if err != nil {
 				continue
 			}

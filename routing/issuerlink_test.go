@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -858,4 +859,100 @@ func TestLinksReversalWorkerLeavesWhatItCannotSend(t *testing.T) {
 	rig.store.mu.Unlock()
 	l.kickWorker()
 	rig.log.waitLine(t, 1, "reversal store unreadable")
+}
+
+// TestLinksMatchConcurrentRequests: requests in flight together on one
+// link each get their own answer, whatever order the issuer answers in.
+func TestLinksMatchConcurrentRequests(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	// Odd terminals are declined 14, even ones approved.
+	host.setPolicy(func(f *iso8583.Fields) string {
+		if f.MTI == iso8583.MTIAuthRequest && (f.TerminalID[len(f.TerminalID)-1]-'0')%2 == 1 {
+			return iso8583.RCNoSuchCard
+		}
+		return iso8583.RCApproved
+	})
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan string, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			want := iso8583.RCApproved
+			if i%2 == 1 {
+				want = iso8583.RCNoSuchCard
+			}
+			req := unblockRequest(fmt.Sprintf("T%07d", i))
+			code, err := l.Send(context.Background(), "ssbank", req)
+			if err != nil || code != want {
+				errs <- fmt.Sprintf("request %d: Send() = %q, %v, want %s", i, code, err, want)
+			}
+			l.Discharge(context.Background(), req)
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if p := rig.store.pending(t); len(p) != 0 {
+		t.Errorf("%d reversals left after every request was answered and discharged, want none", len(p))
+	}
+}
+
+// TestLinksSpreadOverConnections: with several connections to a host,
+// requests go round the connections.
+func TestLinksSpreadOverConnections(t *testing.T) {
+	ic := linkIssuer("A")
+	ic.Connections = 2
+	rig := newLinkRig(t, []IssuerConfig{ic}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 2, "A")
+	for i := 0; i < 4; i++ {
+		if code, err := l.Send(context.Background(), "ssbank", unblockRequest(fmt.Sprintf("T%07d", i))); err != nil || code != iso8583.RCApproved {
+			t.Fatalf("Send() = %q, %v, want 00", code, err)
+		}
+	}
+	conns := host.connections()
+	if len(conns) != 2 || conns[0].got.Load() != 2 || conns[1].got.Load() != 2 {
+		var got []int32
+		for _, c := range conns {
+			got = append(got, c.got.Load())
+		}
+		t.Errorf("requests per connection = %v, want [2 2]", got)
+	}
+}
+
+// TestLinksShutdownLeavesTheReversalOwed: a request in flight when the
+// links shut down fails as a timeout, its advice stays in the store, and
+// the next start sends it.
+func TestLinksShutdownLeavesTheReversalOwed(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	host.setPolicy(holdRequests)
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	res := sendAsync(context.Background(), l, unblockRequest(holdTerminal))
+	orig := host.waitMsg(t, 1, iso8583.MTIAuthRequest, "")
+	if err := l.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+	if r := recv(t, res); !errors.Is(r.err, ErrIssuerTimeout) {
+		t.Fatalf("Send() in flight at Shutdown = %q, %v, want ErrIssuerTimeout", r.code, r.err)
+	}
+	rev := rig.putFor(t, orig.STAN)
+	if p := rig.store.pending(t); len(p) != 1 || p[0].ID != rev.ID {
+		t.Fatalf("after Shutdown the store holds %d reversals, want the one owed", len(p))
+	}
+
+	next := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	next.store = rig.store
+	next.start(t)
+	checkAdvice(t, next.net.host("A").waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
+	rig.store.waitDeleted(t, rev.ID)
 }
