@@ -218,9 +218,10 @@ func TestLinksSendRefusals(t *testing.T) {
 		// retryDelete: the delete of the advice that may have landed
 		// failed, and the worker deletes it later.
 		retryDelete bool
+		noLink      bool // the host refuses every dial
 	}{
 		{name: "issuer not configured", issuer: "nobank", want: ErrIssuerUnavailable},
-		{name: "no link signed on", issuer: "ssbank", prepare: func(rig *linkRig) { rig.net.host("A").setRefuse(true) }, want: ErrIssuerUnavailable},
+		{name: "no link signed on", issuer: "ssbank", prepare: func(rig *linkRig) { rig.net.host("A").setRefuse(true) }, want: ErrIssuerUnavailable, noLink: true},
 		{name: "store refuses the reversal", issuer: "ssbank", prepare: func(rig *linkRig) { rig.store.putErr = errors.New("disk failed") }, want: ErrReversalStore},
 		{name: "store refuses the reversal and its delete", issuer: "ssbank", prepare: func(rig *linkRig) {
 			rig.store.putErr = errors.New("disk failed")
@@ -239,7 +240,7 @@ func TestLinksSendRefusals(t *testing.T) {
 				tt.prepare(rig)
 			}
 			l := rig.start(t)
-			if host.refuse {
+			if tt.noLink {
 				host.dials.wait(t, "a dial attempt", 1, func(struct{}) bool { return true })
 			} else {
 				rig.waitUp(t, 1, "A")
