@@ -1,423 +1,59 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	moov "github.com/moov-io/iso8583"
-
-	"pingate/iso8583"
-	"pingate/pinblock"
+	"pingate/cmd/internal/cli"
+	"pingate/integration/loadgen"
 )
 
-// The baseline is what a PIN change round trip costs with nothing but
-// moov-io/iso8583 and TCP: a client packs the same 0100 the load tool sends
-// (acquirer dialect, same fields and sizes), writes it with the same 2-byte
-// length framing, and an echo server unpacks it, answers 0110 with code 00
-// and no PIN blocks (as the gateway answers), and packs that. No routing, no
-// security module, no issuer, no limits, no journal. It uses moov directly
-// (moov.NewMessage, Marshal, Pack, Unpack, Unmarshal), not pingate's iso8583
-// helpers, so that it measures the library and the network alone.
-//
-// `pingate bench-baseline --listen ADDR` runs the echo server until
-// interrupted; without --listen it is the client, against --target or, when
-// that is empty, an echo server of its own in the same process. The client
-// takes the load tool's --concurrency, --rate, --duration, --warmup,
-// --requests and --json, and reports in the same form.
+// baselineCmd: with --listen, the echo server until interrupted; without, the
+// client, against --target or, when that is empty, an echo server of its own
+// in the same process (loadgen.RunBaseline).
+type baselineCmd struct {
+	Listen       string `name:"listen" placeholder:"ADDR" help:"run the echo server on ADDR until interrupted"`
+	Target       string `name:"target" placeholder:"HOST:PORT" help:"echo server (empty: one in this process)"`
+	trafficFlags `embed:""`
+}
 
-func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench-baseline")
-	var (
-		lc     loadParams
-		listen = fs.String("listen", "", "run the echo server on ADDR until interrupted")
-		conc   = fs.String("concurrency", "4x8", "requests in flight: N, or CxI = C connections × I in flight on each")
-		asJSON = fs.Bool("json", false, "print one JSON object on one line instead of the report")
-		quiet  = fs.Bool("quiet", false, "no live progress on stderr")
-	)
-	fs.StringVar(&lc.target, "target", "", "echo server HOST:PORT (empty: one in this process)")
-	fs.Float64Var(&lc.rate, "rate", 0, "open loop: start this many requests per second (0: closed loop)")
-	fs.DurationVar(&lc.duration, "duration", 10*time.Second, "how long to measure (after the warm-up)")
-	fs.DurationVar(&lc.warmup, "warmup", time.Second, "traffic before measuring starts, not counted")
-	fs.Int64Var(&lc.maxRequests, "requests", 0, "stop after this many measured requests (0: no limit)")
-	fs.DurationVar(&lc.timeout, "timeout", 5*time.Second, "a request not answered within this is an error")
-	fs.DurationVar(&lc.progress, "progress", time.Second, "live progress interval on stderr")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *listen != "" {
-		ln, err := net.Listen("tcp", *listen)
+func (*baselineCmd) Help() string {
+	return cli.Example("pingate bench-baseline --listen 127.0.0.1:9600",
+		"pingate bench-baseline --target 127.0.0.1:9600 --duration 30s --json")
+}
+
+func (c *baselineCmd) Run(env *cli.Env) error {
+	ctx := env.Ctx
+	if c.Listen != "" {
+		ln, err := net.Listen("tcp", c.Listen)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "echo server on %s\n", ln.Addr())
-		return serveEcho(ctx, ln)
+		fmt.Fprintf(env.Stdout, "echo server on %s\n", ln.Addr())
+		return loadgen.ServeEcho(ctx, ln)
 	}
-	var err error
-	if lc.conns, lc.inFlight, err = parseConcurrency(*conc); err != nil {
+	p, err := c.params(c.Target)
+	if err != nil {
+		return err
+	}
+	if err := p.ValidateTraffic(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	switch {
-	case lc.rate < 0:
-		return fmt.Errorf("%w: rate %v: must not be negative", errUsage, lc.rate)
-	case lc.duration <= 0 && lc.maxRequests <= 0:
-		return fmt.Errorf("%w: give a positive --duration or --requests", errUsage)
-	case lc.timeout <= 0:
-		return fmt.Errorf("%w: timeout %v: must be positive", errUsage, lc.timeout)
-	}
-	if lc.target == "" {
+	if p.Target == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- serveEcho(sctx, ln) }()
+		go func() { done <- loadgen.ServeEcho(sctx, ln) }()
 		defer func() { cancel(); <-done }()
-		lc.target = ln.Addr().String()
+		p.Target = ln.Addr().String()
 	}
-	var progress io.Writer = stderr
-	if *quiet || lc.progress <= 0 {
-		progress = nil
-	}
-	rep, err := runBaselineClient(ctx, lc, progress)
+	rep, err := loadgen.RunBaseline(ctx, p, c.progressTo(env.Stderr))
 	if err != nil {
 		return err
 	}
-	return rep.write(stdout, *asJSON)
-}
-
-// readFrame2 reads one 2-byte big-endian length-framed message into buf
-// (grown as needed) and returns it.
-func readFrame2(r *bufio.Reader, buf []byte) ([]byte, error) {
-	var h [2]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(h[:]))
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	_, err := io.ReadFull(r, buf)
-	return buf, err
-}
-
-// serveEcho answers every 0100 on every connection of ln until ctx ends:
-// unpack, answer 0110/00 without PIN blocks, pack, write. Each connection is
-// served by one goroutine, frames in order.
-func serveEcho(ctx context.Context, ln net.Listener) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	go func() {
-		<-ctx.Done()
-		_ = ln.Close()
-		mu.Lock()
-		for c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-	}()
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		mu.Lock()
-		conns[c] = true
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				_ = c.Close()
-			}()
-			echoConn(c)
-		}()
-	}
-}
-
-func echoConn(c net.Conn) {
-	r := bufio.NewReaderSize(c, 4096)
-	var buf, out []byte
-	for {
-		frame, err := readFrame2(r, buf)
-		if err != nil {
-			return
-		}
-		buf = frame[:0]
-		req := moov.NewMessage(iso8583.AcquirerSpec)
-		if err := req.Unpack(frame); err != nil {
-			return
-		}
-		var f iso8583.Fields
-		if err := req.Unmarshal(&f); err != nil {
-			return
-		}
-		f.MTI, f.ResponseCode = iso8583.MTIAuthResponse, iso8583.RCApproved
-		f.PINBlock, f.NewPINBlock, f.SecurityControl, f.Additional = nil, nil, "", nil
-		resp := moov.NewMessage(iso8583.AcquirerSpec)
-		if err := resp.Marshal(&f); err != nil {
-			return
-		}
-		b, err := resp.Pack()
-		if err != nil {
-			return
-		}
-		out = binary.BigEndian.AppendUint16(out[:0], uint16(len(b)))
-		out = append(out, b...)
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
-}
-
-// baselineConn is one client connection: requests are matched to answers
-// by STAN.
-type baselineConn struct {
-	nc      net.Conn
-	wmu     sync.Mutex
-	stan    atomic.Uint32
-	pending sync.Map // STAN → chan struct{}
-	done    chan struct{}
-}
-
-func (c *baselineConn) readLoop() {
-	defer close(c.done)
-	r := bufio.NewReaderSize(c.nc, 4096)
-	var buf []byte
-	for {
-		frame, err := readFrame2(r, buf)
-		if err != nil {
-			return
-		}
-		buf = frame[:0]
-		m := moov.NewMessage(iso8583.AcquirerSpec)
-		if err := m.Unpack(frame); err != nil {
-			return
-		}
-		var f iso8583.Fields
-		if err := m.Unmarshal(&f); err != nil {
-			return
-		}
-		if ch, ok := c.pending.LoadAndDelete(f.STAN); ok {
-			ch.(chan struct{}) <- struct{}{}
-		}
-	}
-}
-
-// do sends tmpl with a fresh STAN and waits for its answer.
-func (c *baselineConn) do(ctx context.Context, tmpl iso8583.Fields) error {
-	f := tmpl
-	f.STAN = fmt.Sprintf("%06d", c.stan.Add(1)%999999+1)
-	now := time.Now().UTC()
-	f.TransmissionTime = now.Format("0102150405")
-	f.LocalTime, f.LocalDate = now.Format("150405"), now.Format("0102")
-	m := moov.NewMessage(iso8583.AcquirerSpec)
-	if err := m.Marshal(&f); err != nil {
-		return err
-	}
-	b, err := m.Pack()
-	if err != nil {
-		return err
-	}
-	ch := make(chan struct{}, 1)
-	c.pending.Store(f.STAN, ch)
-	frame := binary.BigEndian.AppendUint16(make([]byte, 0, len(b)+2), uint16(len(b)))
-	frame = append(frame, b...)
-	c.wmu.Lock()
-	_, err = c.nc.Write(frame)
-	c.wmu.Unlock()
-	if err != nil {
-		c.pending.Delete(f.STAN)
-		return errNoAnswer
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		c.pending.Delete(f.STAN)
-		return ctx.Err()
-	case <-c.done:
-		return errNoAnswer
-	}
-}
-
-// baselineRequest is the load tool's PIN change request, with fixed PIN blocks.
-func baselineRequest() (iso8583.Fields, error) {
-	o := pinOp{acquirer: devATMAcquirer, terminal: "LT000001", proc: iso8583.ProcPINChange, pan: "6228481200000017",
-		oldPIN: "4826", newPIN: "5931", format: pinblock.Format0}
-	key, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
-	if err != nil {
-		return iso8583.Fields{}, err
-	}
-	defer key.Zeroize()
-	f, err := loadFields(o, key)
-	if err != nil {
-		return iso8583.Fields{}, err
-	}
-	return *f, nil
-}
-
-// runBaselineClient drives cfg.target like runLoadTest drives a gateway.
-func runBaselineClient(ctx context.Context, cfg loadParams, progress io.Writer) (*loadReport, error) {
-	tmpl, err := baselineRequest()
-	if err != nil {
-		return nil, err
-	}
-	var conns []*baselineConn
-	defer func() {
-		for _, c := range conns {
-			_ = c.nc.Close()
-			<-c.done
-		}
-	}()
-	for range cfg.conns {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		nc, err := d.DialContext(ctx, "tcp", cfg.target)
-		if err != nil {
-			return nil, fmt.Errorf("connect to %s: %w", cfg.target, err)
-		}
-		c := &baselineConn{nc: nc, done: make(chan struct{})}
-		go c.readLoop()
-		conns = append(conns, c)
-	}
-	workers := cfg.conns * cfg.inFlight
-	stats := make([]*workerStats, workers)
-	for i := range stats {
-		stats[i] = &workerStats{codes: map[string]int64{}, errs: map[string]int64{}}
-	}
-	var (
-		measuring atomic.Bool
-		total     atomic.Int64
-		stop      = make(chan struct{})
-		stopOnce  sync.Once
-		halt      = func() { stopOnce.Do(func() { close(stop) }) }
-		slots     chan time.Time
-		missed    atomic.Int64
-		wg, pwg   sync.WaitGroup
-	)
-	if cfg.rate > 0 {
-		slots = make(chan time.Time, workers)
-		lr := &loadRun{cfg: cfg, stop: stop}
-		lr.measuring.Store(true)
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			defer close(slots)
-			lr.pace(ctx, slots, &missed)
-		}()
-	}
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, st := conns[i%cfg.conns], stats[i]
-			for {
-				var begin time.Time
-				if slots != nil {
-					t, ok := <-slots
-					if !ok {
-						return
-					}
-					begin = t
-				} else {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					begin = time.Now()
-				}
-				m := measuring.Load()
-				rctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-				err := c.do(rctx, tmpl)
-				cancel()
-				if !m {
-					continue
-				}
-				kind := ""
-				switch {
-				case err == nil:
-				case errors.Is(err, context.DeadlineExceeded):
-					kind = errKindTimeout
-				default:
-					kind = errKindConn
-				}
-				st.record(opChange, time.Since(begin), iso8583.RCApproved, kind)
-				if n := total.Add(1); cfg.maxRequests > 0 && n >= cfg.maxRequests {
-					halt()
-				}
-				if kind == errKindConn {
-					select {
-					case <-stop:
-						return
-					case <-time.After(100 * time.Millisecond):
-					}
-				}
-			}
-		}()
-	}
-	if cfg.warmup > 0 {
-		select {
-		case <-time.After(cfg.warmup):
-		case <-ctx.Done():
-		}
-	}
-	missed.Store(0)
-	measuring.Store(true)
-	start := time.Now()
-	var deadline <-chan time.Time
-	if cfg.duration > 0 {
-		t := time.NewTimer(cfg.duration)
-		defer t.Stop()
-		deadline = t.C
-	}
-	var tick <-chan time.Time
-	if progress != nil {
-		t := time.NewTicker(cfg.progress)
-		defer t.Stop()
-		tick = t.C
-	}
-loop:
-	for {
-		select {
-		case <-deadline:
-			break loop
-		case <-ctx.Done():
-			break loop
-		case <-stop:
-			break loop
-		case now := <-tick:
-			n := total.Load()
-			fmt.Fprintf(progress, "baseline: %5.1fs  %8d requests  %8.1f/s\n", now.Sub(start).Seconds(), n, float64(n)/now.Sub(start).Seconds())
-		}
-	}
-	elapsed := time.Since(start)
-	halt()
-	pwg.Wait()
-	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	lr := &loadRun{stats: stats}
-	s := lr.merge()
-	rep := &loadReport{Mix: "echo 0100→0110", ByOperation: map[string]int64{"change": s.ops[opChange]}}
-	rep.finish(cfg, s, missed.Load(), elapsed)
-	return rep, nil
+	return rep.Write(env.Stdout, c.JSON)
 }

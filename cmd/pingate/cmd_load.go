@@ -1,828 +1,89 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/bits"
 	"math/rand/v2"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
-	"pingate/iso8583"
-	"pingate/pinblock"
+	"pingate/integration/loadgen"
 )
 
-// The load tool plays an ATM network switch (acquirer 100001: PIN changes in
-// format 0 under the development ATM zone key) and a branch front end
-// (acquirer 200001: resets and unblocks in format 4 under the development
-// branch key), as the embedded default configures them. It knows every card
-// and its initial PIN from the issuer simulator's population (seed, BINs,
-// cards per BIN) and follows each card's PIN as its own requests change it.
-//
-// Limits: the gateway's default limits (one terminal 1 request/s, burst 5;
-// one acquirer 200 requests/s; one card 10 operations a day) are a person's
-// pace, not a load test's. A load run is meant for a gateway configured for
-// it (the config scripts/bench.sh writes raises the acquirer and card limits); the tool also
-// spreads requests round-robin over --terminals terminal ids so that no
-// terminal exceeds 1 request/s up to that many requests/s.
-
-// loadParams is what one run does; flags fill it.
-type loadParams struct {
-	target      string
-	conns       int // connections per acquirer
-	inFlight    int // requests in flight per connection
-	rate        float64
-	duration    time.Duration
-	warmup      time.Duration
-	maxRequests int64
-	timeout     time.Duration
-	mix         opMix
-	pop         issuersim.Population
-	offset      int // first card of the population used
-	cards       int // cards used, from offset
-	terminals   int
-	progress    time.Duration
-	seed        uint64
-	// sm4Share is the percentage of PIN changes the SM4 ATM network
-	// (devSM4Acquirer) sends, as SM4-0 blocks under dev-sm4-atm-zpk, on
-	// connections of its own; the rest come from the TDES ATM network.
-	sm4Share int
+// trafficFlags are the flags load and bench-baseline share.
+type trafficFlags struct {
+	Concurrency string        `name:"concurrency" default:"4x8" help:"requests in flight: N, or CxI = C connections per acquirer × I in flight on each"`
+	Rate        float64       `name:"rate" help:"open loop: start this many requests per second (0: closed loop, each slot sends again when answered)"`
+	Duration    time.Duration `name:"duration" default:"10s" help:"how long to measure (after the warm-up)"`
+	Warmup      time.Duration `name:"warmup" default:"1s" help:"traffic before measuring starts, not counted"`
+	Requests    int64         `name:"requests" help:"stop after this many measured requests (0: no limit)"`
+	Timeout     time.Duration `name:"timeout" default:"5s" help:"a request not answered within this is an error"`
+	Progress    time.Duration `name:"progress" default:"1s" help:"live progress interval on stderr"`
+	JSON        bool          `name:"json" help:"print one JSON object on one line instead of the report"`
+	Quiet       bool          `name:"quiet" help:"no live progress on stderr"`
 }
 
-// Operation kinds of the mix.
-const (
-	opChange = iota
-	opReset
-	opUnblock
-	numOps
-)
-
-var opNames = [numOps]string{"change", "reset", "unblock"}
-
-// opMix is the share of each operation, in percent-like weights.
-type opMix [numOps]int
-
-// parseMix reads "change=80,reset=10,unblock=10"; weights are non-negative
-// integers with a positive sum. The error names the bad entry.
-func parseMix(s string) (opMix, error) {
-	var m opMix
-	seen := [numOps]bool{}
-	for part := range strings.SplitSeq(s, ",") {
-		name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		i := slices.Index(opNames[:], name)
-		if !ok || i < 0 {
-			return m, fmt.Errorf("mix entry %q: want change=N, reset=N or unblock=N", part)
-		}
-		n, err := strconv.Atoi(val)
-		if err != nil || n < 0 {
-			return m, fmt.Errorf("mix entry %q: weight must be a non-negative integer", part)
-		}
-		if seen[i] {
-			return m, fmt.Errorf("mix entry %q: %s given twice", part, name)
-		}
-		seen[i] = true
-		m[i] = n
-	}
-	if m[0]+m[1]+m[2] == 0 {
-		return m, errors.New("mix: weights sum to 0")
-	}
-	return m, nil
-}
-
-func (m opMix) String() string {
-	return fmt.Sprintf("change=%d,reset=%d,unblock=%d", m[0], m[1], m[2])
-}
-
-// pick maps r in [0, sum) to an operation.
-func (m opMix) pick(r int) int {
-	for i, w := range m {
-		if r < w {
-			return i
-		}
-		r -= w
-	}
-	return opChange
-}
-
-func (m opMix) sum() int { return m[0] + m[1] + m[2] }
-
-// parseConcurrency reads N (N requests in flight over min(N, 4) connections
-// per acquirer, rounded up to fill them evenly) or CxI (C connections per
-// acquirer, I requests in flight on each).
-func parseConcurrency(s string) (conns, inFlight int, err error) {
-	if c, i, ok := strings.Cut(s, "x"); ok {
-		conns, err1 := strconv.Atoi(c)
-		inFlight, err2 := strconv.Atoi(i)
-		if err1 != nil || err2 != nil || conns < 1 || inFlight < 1 {
-			return 0, 0, fmt.Errorf("concurrency %q: want N or CxI with positive integers", s)
-		}
-		return conns, inFlight, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		return 0, 0, fmt.Errorf("concurrency %q: want N or CxI with positive integers", s)
-	}
-	conns = min(n, 4)
-	return conns, (n + conns - 1) / conns, nil
-}
-
-func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("load")
-	var (
-		lc       loadParams
-		conc     = fs.String("concurrency", "4x8", "requests in flight: N, or CxI = C connections per acquirer × I in flight on each")
-		mix      = fs.String("mix", "change=80,reset=10,unblock=10", "operation mix (weights)")
-		bins     = fs.String("bins", strings.Join(devBINs, ","), "card ranges of the issuer simulator's population, comma-separated")
-		asJSON   = fs.Bool("json", false, "print one JSON object on one line instead of the report")
-		quiet    = fs.Bool("quiet", false, "no live progress on stderr")
-		popSeed  int64
-		popPer   int
-		popLen   int
-		randSeed uint64
-	)
-	fs.StringVar(&lc.target, "target", "127.0.0.1:8583", "gateway acquirer listener HOST:PORT")
-	fs.Float64Var(&lc.rate, "rate", 0, "open loop: start this many requests per second (0: closed loop, each slot sends again when answered)")
-	fs.DurationVar(&lc.duration, "duration", 10*time.Second, "how long to measure (after the warm-up)")
-	fs.DurationVar(&lc.warmup, "warmup", time.Second, "traffic before measuring starts, not counted")
-	fs.Int64Var(&lc.maxRequests, "requests", 0, "stop after this many measured requests (0: no limit)")
-	fs.DurationVar(&lc.timeout, "timeout", 5*time.Second, "a request not answered within this is an error")
-	fs.Int64Var(&popSeed, "seed", 1, "issuer simulator population seed")
-	fs.IntVar(&popPer, "per-bin", 10000, "cards per BIN in the simulator's population")
-	fs.IntVar(&popLen, "pan-length", 16, "PAN length of the population")
-	fs.IntVar(&lc.offset, "card-offset", 0, "first card of the population to use (runs against one simulator should use disjoint cards)")
-	fs.IntVar(&lc.cards, "cards", 0, "cards to use from --card-offset (0: the rest of the population)")
-	fs.IntVar(&lc.terminals, "terminals", 10000, "distinct terminal ids per acquirer, used round-robin")
-	fs.DurationVar(&lc.progress, "progress", time.Second, "live progress interval on stderr")
-	fs.Uint64Var(&randSeed, "rand-seed", 0, "seed of the operation/card choice (0: random)")
-	fs.IntVar(&lc.sm4Share, "sm4-share", 20, "percent of PIN changes sent by the SM4 ATM network (acquirer "+devSM4Acquirer+", SM4-0 blocks); 0 sends none")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+// params fills the traffic part of loadgen.Params; a bad --concurrency is a
+// usage error.
+func (f *trafficFlags) params(target string) (loadgen.Params, error) {
+	p := loadgen.Params{Target: target, Rate: f.Rate, Duration: f.Duration, Warmup: f.Warmup,
+		MaxRequests: f.Requests, Timeout: f.Timeout, Progress: f.Progress}
 	var err error
-	if lc.conns, lc.inFlight, err = parseConcurrency(*conc); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if p.Conns, p.InFlight, err = loadgen.ParseConcurrency(f.Concurrency); err != nil {
+		return p, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if lc.mix, err = parseMix(*mix); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	return p, nil
+}
+
+// progressTo is where live progress goes: stderr, unless --quiet.
+func (f *trafficFlags) progressTo(stderr io.Writer) io.Writer {
+	if f.Quiet || f.Progress <= 0 {
+		return nil
 	}
-	lc.pop = issuersim.Population{Seed: popSeed, BINs: strings.Split(*bins, ","), PerBIN: popPer, Length: popLen}
-	if err := lc.pop.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	switch {
-	case lc.offset < 0 || lc.offset >= lc.pop.Size():
-		return fmt.Errorf("%w: card-offset %d outside the population of %d cards", errUsage, lc.offset, lc.pop.Size())
-	case lc.cards < 0:
-		return fmt.Errorf("%w: cards %d: must not be negative", errUsage, lc.cards)
-	case lc.cards == 0:
-		lc.cards = lc.pop.Size() - lc.offset
-	case lc.offset+lc.cards > lc.pop.Size():
-		return fmt.Errorf("%w: card-offset %d + cards %d exceed the population of %d cards", errUsage, lc.offset, lc.cards, lc.pop.Size())
-	}
-	if lc.cards < lc.conns*lc.inFlight*2 {
-		return fmt.Errorf("%w: %d cards for %d requests in flight: use at least twice as many cards", errUsage, lc.cards, lc.conns*lc.inFlight)
-	}
-	switch {
-	case lc.rate < 0:
-		return fmt.Errorf("%w: rate %v: must not be negative", errUsage, lc.rate)
-	case lc.duration <= 0 && lc.maxRequests <= 0:
-		return fmt.Errorf("%w: give a positive --duration or --requests", errUsage)
-	case lc.timeout <= 0:
-		return fmt.Errorf("%w: timeout %v: must be positive", errUsage, lc.timeout)
-	case lc.terminals < 1 || lc.terminals > 999999:
-		return fmt.Errorf("%w: terminals %d: want 1–999999", errUsage, lc.terminals)
-	case lc.warmup < 0:
-		return fmt.Errorf("%w: warmup %v: must not be negative", errUsage, lc.warmup)
-	case lc.sm4Share < 0 || lc.sm4Share > 100:
-		return fmt.Errorf("%w: sm4-share %d: want 0 to 100", errUsage, lc.sm4Share)
-	}
-	lc.seed = randSeed
-	if lc.seed == 0 {
-		lc.seed = rand.Uint64()
-	}
-	var progress io.Writer = stderr
-	if *quiet || lc.progress <= 0 {
-		progress = nil
-	}
-	rep, err := runLoadTest(ctx, lc, progress)
+	return stderr
+}
+
+// loadCmd drives a gateway with the traffic of integration/loadgen.
+type loadCmd struct {
+	Target       string `name:"target" default:"127.0.0.1:8583" placeholder:"HOST:PORT" help:"gateway acquirer listener"`
+	trafficFlags `embed:""`
+	Mix          string `name:"mix" default:"change=80,reset=10,unblock=10" help:"operation mix (weights)"`
+	BINs         string `name:"bins" default:"${devbins}" help:"card ranges of the issuer simulator's population, comma-separated"`
+	Seed         int64  `name:"seed" default:"1" help:"issuer simulator population seed"`
+	PerBIN       int    `name:"per-bin" default:"10000" help:"cards per BIN in the simulator's population"`
+	PANLength    int    `name:"pan-length" default:"16" help:"PAN length of the population"`
+	CardOffset   int    `name:"card-offset" help:"first card of the population to use (runs against one simulator should use disjoint cards)"`
+	Cards        int    `name:"cards" help:"cards to use from --card-offset (0: the rest of the population)"`
+	Terminals    int    `name:"terminals" default:"10000" help:"distinct terminal ids per acquirer, used round-robin"`
+	RandSeed     uint64 `name:"rand-seed" help:"seed of the operation/card choice (0: random)"`
+	SM4Share     int    `name:"sm4-share" default:"20" help:"percent of PIN changes sent by the SM4 ATM network (acquirer ${sm4acquirer}, SM4-0 blocks); 0 sends none"`
+}
+
+func (*loadCmd) Help() string {
+	return cli.Example("pingate load --target 127.0.0.1:8583 --duration 30s --concurrency 4x8 --mix change=80,reset=10,unblock=10")
+}
+
+func (c *loadCmd) Run(env *cli.Env) error {
+	p, err := c.params(c.Target)
 	if err != nil {
 		return err
 	}
-	return rep.write(stdout, *asJSON)
-}
-
-// loadReport is the result of a run; its JSON is the --json output.
-type loadReport struct {
-	Target      string           `json:"target"`
-	Mode        string           `json:"mode"` // closed or open
-	Rate        float64          `json:"rate,omitempty"`
-	Connections int              `json:"connections"` // per acquirer
-	InFlight    int              `json:"in_flight"`   // per connection
-	Mix         string           `json:"mix"`
-	Cards       int              `json:"cards"`
-	DurationS   float64          `json:"duration_s"`
-	Requests    int64            `json:"requests"`
-	TPS         float64          `json:"tps"`
-	LatencyMS   latencySummary   `json:"latency_ms"`
-	Codes       map[string]int64 `json:"codes"`
-	Errors      int64            `json:"errors"`
-	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
-	ByOperation map[string]int64 `json:"by_operation"`
-	// SM4Changes is how many of the measured PIN changes the SM4 ATM
-	// network sent (--sm4-share).
-	SM4Changes int64 `json:"sm4_changes"`
-}
-
-type latencySummary struct {
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p999"`
-	Max  float64 `json:"max"`
-}
-
-// write prints the report: one JSON object with asJSON, else the readable form.
-func (r *loadReport) write(w io.Writer, asJSON bool) error {
-	if asJSON {
-		b, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+	if p.Mix, err = loadgen.ParseMix(c.Mix); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	p.Pop = issuersim.Population{Seed: c.Seed, BINs: strings.Split(c.BINs, ","), PerBIN: c.PerBIN, Length: c.PANLength}
+	p.Offset, p.Cards, p.Terminals, p.SM4Share = c.CardOffset, c.Cards, c.Terminals, c.SM4Share
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if p.Seed = c.RandSeed; p.Seed == 0 {
+		p.Seed = rand.Uint64()
+	}
+	rep, err := loadgen.Run(env.Ctx, p, c.progressTo(env.Stderr))
+	if err != nil {
 		return err
 	}
-	r.print(w)
-	return nil
-}
-
-func (r *loadReport) print(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	mode := "closed loop"
-	if r.Mode == "open" {
-		mode = fmt.Sprintf("open loop at %.0f/s", r.Rate)
-	}
-	fmt.Fprintf(tw, "target\t%s\n", r.Target)
-	fmt.Fprintf(tw, "load\t%s, %d connection(s) per acquirer × %d in flight, mix %s, %d cards\n", mode, r.Connections, r.InFlight, r.Mix, r.Cards)
-	fmt.Fprintf(tw, "measured\t%.1f s, %d requests\n", r.DurationS, r.Requests)
-	fmt.Fprintf(tw, "latency ms\tp50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", r.LatencyMS.P50, r.LatencyMS.P90, r.LatencyMS.P99, r.LatencyMS.P999, r.LatencyMS.Max)
-	codes := slices.Sorted(mapKeys(r.Codes))
-	var cs []string
-	for _, c := range codes {
-		cs = append(cs, fmt.Sprintf("%s %s: %d", c, iso8583.ResponseText(c), r.Codes[c]))
-	}
-	fmt.Fprintf(tw, "response codes\t%s\n", strings.Join(cs, "; "))
-	var ops []string
-	for _, o := range opNames {
-		ops = append(ops, fmt.Sprintf("%s %d", o, r.ByOperation[o]))
-	}
-	fmt.Fprintf(tw, "operations\t%s\n", strings.Join(ops, ", "))
-	if r.Errors > 0 {
-		var es []string
-		for _, k := range slices.Sorted(mapKeys(r.ErrorKinds)) {
-			es = append(es, fmt.Sprintf("%s: %d", k, r.ErrorKinds[k]))
-		}
-		fmt.Fprintf(tw, "errors\t%d (%s)\n", r.Errors, strings.Join(es, "; "))
-	}
-	_ = tw.Flush()
-	fmt.Fprintf(w, "tps %.1f  p99 %.3f ms  errors %d\n", r.TPS, r.LatencyMS.P99, r.Errors)
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-// Error kinds: a request that failed without a response code.
-const (
-	errKindTimeout  = "timeout"       // no answer within --timeout
-	errKindConn     = "connection"    // the connection failed
-	errKindOverload = "not sent"      // open loop: every slot busy when the request was due
-	errKindBuild    = "build request" // the request could not be built or packed
-)
-
-// cardState follows one card's PIN. A card is used by one request at a time
-// (busy); its PIN is unknown after an unanswered change or reset, and the
-// next operation on it is then a branch reset, which makes it known again.
-type cardState struct {
-	busy    atomic.Bool
-	pan     string // "" before first use
-	pin     string // current PIN
-	unknown bool
-}
-
-// loadRun is the state of one run shared by its workers.
-type loadRun struct {
-	cfg       loadParams
-	atm, br   []*atmClient
-	sm4       []*atmClient // the SM4 ATM network's connections; none with sm4Share 0
-	atmKey    pinblock.Key
-	brKey     pinblock.Key
-	sm4Key    pinblock.Key
-	policy    pinblock.PINPolicy
-	cards     []cardState
-	terminal  atomic.Uint64
-	measuring atomic.Bool
-	sm4Sent   atomic.Int64 // measured PIN changes from the SM4 ATM network
-	stats     []*workerStats
-	total     atomic.Int64 // measured requests finished
-	stop      chan struct{}
-	stopOnce  sync.Once
-}
-
-type workerStats struct {
-	mu     sync.Mutex
-	hist   latencyHist
-	codes  map[string]int64
-	errs   map[string]int64
-	ops    [numOps]int64
-	count  int64
-	errCnt int64
-}
-
-func (s *workerStats) record(op int, lat time.Duration, code, errKind string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.count++
-	s.ops[op]++
-	if errKind != "" {
-		s.errCnt++
-		s.errs[errKind]++
-		return
-	}
-	s.hist.add(lat)
-	s.codes[code]++
-}
-
-// runLoadTest dials the connections, runs the warm-up and the measured
-// phase, and returns the report. progress, if not nil, gets a line per
-// interval. Requests in flight when the measured phase ends are waited for
-// (up to --timeout) and counted.
-func runLoadTest(ctx context.Context, cfg loadParams, progress io.Writer) (*loadReport, error) {
-	r := &loadRun{cfg: cfg, policy: pinblock.DefaultPINPolicy(), cards: make([]cardState, cfg.cards), stop: make(chan struct{})}
-	var err error
-	if r.atmKey, err = pinblock.DevelopmentKey(pinblock.DevATMZPK); err != nil {
-		return nil, err
-	}
-	defer r.atmKey.Zeroize()
-	if r.brKey, err = pinblock.DevelopmentKey(pinblock.DevBranchZPK); err != nil {
-		return nil, err
-	}
-	defer r.brKey.Zeroize()
-	if r.sm4Key, err = pinblock.DevelopmentKey(pinblock.DevSM4ATMZPK); err != nil {
-		return nil, err
-	}
-	defer r.sm4Key.Zeroize()
-	defer func() {
-		for _, c := range slices.Concat(r.atm, r.br, r.sm4) {
-			_ = c.Close()
-		}
-	}()
-	lists := []*[]*atmClient{&r.atm, &r.br}
-	if cfg.sm4Share > 0 {
-		lists = append(lists, &r.sm4)
-	}
-	for range cfg.conns {
-		for _, list := range lists {
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			c, err := dialATM(dctx, cfg.target)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("connect to %s: %w", cfg.target, err)
-			}
-			*list = append(*list, c)
-		}
-	}
-
-	workers := cfg.conns * cfg.inFlight
-	for range workers {
-		r.stats = append(r.stats, &workerStats{codes: map[string]int64{}, errs: map[string]int64{}})
-	}
-	var slots chan time.Time // open loop: intended start times
-	if cfg.rate > 0 {
-		slots = make(chan time.Time, workers)
-	}
-	var wg sync.WaitGroup
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.worker(ctx, i, slots)
-		}()
-	}
-	var missed atomic.Int64
-	var pwg sync.WaitGroup
-	if slots != nil {
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			defer close(slots)
-			r.pace(ctx, slots, &missed)
-		}()
-	}
-
-	// Warm-up, then the measured phase.
-	if cfg.warmup > 0 {
-		select {
-		case <-time.After(cfg.warmup):
-		case <-ctx.Done():
-		case <-r.stop:
-		}
-	}
-	missed.Store(0)
-	r.measuring.Store(true)
-	start := time.Now()
-	var deadline <-chan time.Time
-	if cfg.duration > 0 {
-		t := time.NewTimer(cfg.duration)
-		defer t.Stop()
-		deadline = t.C
-	}
-	var tick <-chan time.Time
-	if progress != nil {
-		t := time.NewTicker(cfg.progress)
-		defer t.Stop()
-		tick = t.C
-	}
-	last, lastT := int64(0), start
-loop:
-	for {
-		select {
-		case <-deadline:
-			break loop
-		case <-ctx.Done():
-			break loop
-		case <-r.stop:
-			break loop
-		case now := <-tick:
-			n := r.total.Load()
-			s := r.merge()
-			fmt.Fprintf(progress, "load: %5.1fs  %8d requests  %8.1f/s (last %.0f/s)  p99 %.2f ms  errors %d\n",
-				now.Sub(start).Seconds(), n, float64(n)/now.Sub(start).Seconds(),
-				float64(n-last)/now.Sub(lastT).Seconds(), s.hist.quantile(0.99).Seconds()*1000, s.errCnt+missed.Load())
-			last, lastT = n, now
-		}
-	}
-	elapsed := time.Since(start)
-	r.halt()
-	pwg.Wait()
-	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	s := r.merge()
-	rep := &loadReport{Mix: cfg.mix.String(), Cards: cfg.cards, ByOperation: map[string]int64{}}
-	rep.finish(cfg, s, missed.Load(), elapsed)
-	for i, o := range opNames {
-		rep.ByOperation[o] = s.ops[i]
-	}
-	rep.SM4Changes = r.sm4Sent.Load()
-	return rep, nil
-}
-
-// finish fills what every run reports from its merged statistics: requests
-// that missed their open-loop slot count as overload errors.
-func (rep *loadReport) finish(cfg loadParams, s *workerStats, missed int64, elapsed time.Duration) {
-	if missed > 0 {
-		s.errCnt += missed
-		s.errs[errKindOverload] += missed
-	}
-	rep.Target, rep.Mode, rep.Connections, rep.InFlight = cfg.target, "closed", cfg.conns, cfg.inFlight
-	if cfg.rate > 0 {
-		rep.Mode, rep.Rate = "open", cfg.rate
-	}
-	rep.DurationS, rep.Requests, rep.Codes, rep.Errors = elapsed.Seconds(), s.count, s.codes, s.errCnt
-	if len(s.errs) > 0 {
-		rep.ErrorKinds = s.errs
-	}
-	rep.TPS = float64(s.count-s.errCnt) / elapsed.Seconds()
-	ms := func(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1000 }
-	rep.LatencyMS = latencySummary{
-		P50: ms(s.hist.quantile(0.5)), P90: ms(s.hist.quantile(0.9)), P99: ms(s.hist.quantile(0.99)),
-		P999: ms(s.hist.quantile(0.999)), Max: ms(s.hist.max),
-	}
-}
-
-func (r *loadRun) halt() { r.stopOnce.Do(func() { close(r.stop) }) }
-
-// merge sums the workers' statistics.
-func (r *loadRun) merge() *workerStats {
-	out := &workerStats{codes: map[string]int64{}, errs: map[string]int64{}}
-	for _, s := range r.stats {
-		s.mu.Lock()
-		out.hist.merge(&s.hist)
-		for k, v := range s.codes {
-			out.codes[k] += v
-		}
-		for k, v := range s.errs {
-			out.errs[k] += v
-		}
-		for i := range out.ops {
-			out.ops[i] += s.ops[i]
-		}
-		out.count += s.count
-		out.errCnt += s.errCnt
-		s.mu.Unlock()
-	}
-	return out
-}
-
-// pace sends intended start times at cfg.rate per second until stop; a
-// start that finds every slot busy is counted in missed instead of waiting,
-// so a slow gateway cannot slow the offered load (no coordinated omission:
-// latency runs from the intended start).
-func (r *loadRun) pace(ctx context.Context, slots chan<- time.Time, missed *atomic.Int64) {
-	start := time.Now()
-	interval := time.Duration(float64(time.Second) / r.cfg.rate)
-	var sent int64
-	for {
-		now := time.Now()
-		due := int64(now.Sub(start).Seconds() * r.cfg.rate)
-		for ; sent < due; sent++ {
-			t := start.Add(time.Duration(sent) * interval)
-			select {
-			case slots <- t:
-			default:
-				if r.measuring.Load() {
-					missed.Add(1)
-				}
-			}
-		}
-		next := start.Add(time.Duration(sent+1) * interval)
-		select {
-		case <-time.After(max(time.Until(next), 200*time.Microsecond)):
-		case <-r.stop:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// worker sends requests on connection slot i%conns: in the closed loop one
-// after another, in the open loop one per start time received.
-func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
-	rng := rand.New(rand.NewPCG(r.cfg.seed, uint64(i)))
-	st := r.stats[i]
-	atm, br := r.atm[i%r.cfg.conns], r.br[i%r.cfg.conns]
-	var sm4 *atmClient
-	if len(r.sm4) > 0 {
-		sm4 = r.sm4[i%r.cfg.conns]
-	}
-	for {
-		var begin time.Time
-		if slots != nil {
-			t, ok := <-slots
-			if !ok {
-				return
-			}
-			begin = t
-		} else {
-			select {
-			case <-r.stop:
-				return
-			default:
-			}
-			begin = time.Now()
-		}
-		measured := r.measuring.Load()
-		op, code, errKind := r.one(ctx, rng, atm, br, sm4)
-		if measured {
-			st.record(op, time.Since(begin), code, errKind)
-			if n := r.total.Add(1); r.cfg.maxRequests > 0 && n >= r.cfg.maxRequests {
-				r.halt()
-			}
-		}
-		if errKind == errKindConn {
-			select { // the connection is gone: do not spin on it
-			case <-r.stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-}
-
-// one makes one request on a card no other worker is using.
-func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *atmClient) (op int, code, errKind string) {
-	op = r.cfg.mix.pick(rng.IntN(r.cfg.mix.sum()))
-	var idx int
-	for {
-		idx = rng.IntN(len(r.cards))
-		// The simulator answers 2 cards in 1000 with a fixed 96 or 57 (for
-		// demos and tests of those codes); a load run leaves them out.
-		if r.cfg.pop.Usable(r.cfg.offset+idx) && r.cards[idx].busy.CompareAndSwap(false, true) {
-			break
-		}
-	}
-	cs := &r.cards[idx]
-	defer cs.busy.Store(false)
-	if cs.pan == "" {
-		card := r.cfg.pop.Card(r.cfg.offset + idx)
-		cs.pan, cs.pin = card.PAN, card.PIN
-	}
-	card := issuersim.Card{PAN: cs.pan, PIN: cs.pin}
-	if cs.unknown && op != opReset {
-		op = opReset // re-establish a known PIN first
-	}
-	term := r.terminal.Add(1) % uint64(r.cfg.terminals)
-	o := pinOp{pan: card.PAN, teller: "LOADTEST-TELLER", idRef: "LOADTEST-IDCHECK"}
-	var key pinblock.Key
-	client := br
-	switch op {
-	case opChange:
-		o.acquirer, o.terminal, o.proc, o.format = devATMAcquirer, fmt.Sprintf("LT%06d", term), iso8583.ProcPINChange, pinblock.Format0
-		o.teller, o.idRef = "", ""
-		o.oldPIN, o.newPIN = cs.pin, r.newPIN(rng, card.PAN, cs.pin)
-		key, client = r.atmKey, atm
-		if sm4 != nil && rng.IntN(100) < r.cfg.sm4Share {
-			o.acquirer, o.terminal, o.format = devSM4Acquirer, fmt.Sprintf("LS%06d", term), pinblock.Format0SM4
-			key, client = r.sm4Key, sm4
-			if r.measuring.Load() {
-				r.sm4Sent.Add(1)
-			}
-		}
-	case opReset:
-		o.acquirer, o.terminal, o.proc, o.format = devBranchAcquirer, fmt.Sprintf("LB%06d", term), iso8583.ProcPINReset, pinblock.Format4
-		o.newPIN = r.newPIN(rng, card.PAN, cs.pin)
-		key = r.brKey
-	default:
-		o.acquirer, o.terminal, o.proc, o.format = devBranchAcquirer, fmt.Sprintf("LB%06d", term), iso8583.ProcPINUnblock, pinblock.Format4
-	}
-	f, err := loadFields(o, key)
-	if err != nil {
-		return op, "", errKindBuild
-	}
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.timeout)
-	ans, err := client.Do(rctx, f)
-	cancel()
-	switch {
-	case err == nil:
-	case errors.Is(err, errNoAnswer) && rctx.Err() != nil:
-		if op != opUnblock {
-			cs.unknown = true // the issuer may or may not have applied it
-		}
-		return op, "", errKindTimeout
-	case errors.Is(err, errNoAnswer):
-		if op != opUnblock {
-			cs.unknown = true
-		}
-		return op, "", errKindConn
-	default:
-		var fe *iso8583.FieldError
-		if errors.As(err, &fe) {
-			return op, "", errKindBuild
-		}
-		return op, "", errKindConn
-	}
-	if op != opUnblock {
-		switch ans.ResponseCode {
-		case iso8583.RCApproved:
-			cs.pin, cs.unknown = o.newPIN, false
-		case iso8583.RCIssuerUnavailable, iso8583.RCSystemMalfunction:
-			// The issuer may have applied it; a reversal undoes it later.
-			cs.unknown = true
-		}
-	}
-	return op, ans.ResponseCode, ""
-}
-
-// newPIN draws a 4-digit PIN the default PIN policy accepts for pan, other
-// than cur.
-func (r *loadRun) newPIN(rng *rand.Rand, pan, cur string) string {
-	for {
-		s := fmt.Sprintf("%04d", rng.IntN(10000))
-		if s == cur {
-			continue
-		}
-		p, err := pinblock.NewSecretPIN(s)
-		if err != nil {
-			continue
-		}
-		if r.policy.Check(p, pan) == nil { // Check zeroizes p
-			return s
-		}
-	}
-}
-
-// loadFields builds the 0100 of o like pinOp.fields, enciphering under key
-// (loaded once per run: pinOp.fields expands the development key on every
-// call, which would make the load tool measure itself).
-func loadFields(o pinOp, key pinblock.Key) (*iso8583.Fields, error) {
-	oldPIN, newPIN := o.oldPIN, o.newPIN
-	o.oldPIN, o.newPIN = "", ""
-	f, err := o.fields()
-	if err != nil {
-		return nil, err
-	}
-	f.CardAcceptorID = "PINGATE LOAD   "
-	enc := func(pin string) ([]byte, error) {
-		p, err := pinblock.NewSecretPIN(pin)
-		if err != nil {
-			return nil, err
-		}
-		return pinblock.Encipher(o.format, p, o.pan, key) // Encipher zeroizes p
-	}
-	if oldPIN != "" {
-		if f.PINBlock, err = enc(oldPIN); err != nil {
-			return nil, err
-		}
-	}
-	if newPIN != "" {
-		if f.NewPINBlock, err = enc(newPIN); err != nil {
-			return nil, err
-		}
-	}
-	if oldPIN != "" || newPIN != "" {
-		f.SecurityControl = iso8583.SecurityControl{Format: o.format.Number(), KeyIndex: 1}.String()
-	}
-	return f, nil
-}
-
-// latencyHist counts durations in log-linear buckets of microseconds: exact
-// below 1024 µs, then 64 buckets per power of two (relative error under
-// 1.6 %). The zero value is empty and ready.
-type latencyHist struct {
-	counts []int64
-	n      int64
-	max    time.Duration
-}
-
-const histLinear = 1024
-
-func histBucket(us int64) int {
-	if us < histLinear {
-		return int(max(us, 0))
-	}
-	e := bits.Len64(uint64(us)) - 1 // ≥ 10
-	sub := (us >> (e - 6)) & 63
-	return histLinear + (e-10)*64 + int(sub)
-}
-
-// histLow is the smallest value (µs) of bucket i; histLow(i+1) is the next.
-func histLow(i int) int64 {
-	if i < histLinear {
-		return int64(i)
-	}
-	e := (i-histLinear)/64 + 10
-	sub := int64((i - histLinear) % 64)
-	return (64 + sub) << (e - 6)
-}
-
-func (h *latencyHist) add(d time.Duration) {
-	b := histBucket(d.Microseconds())
-	if b >= len(h.counts) {
-		h.counts = slices.Grow(h.counts, b+1-len(h.counts))[:b+1]
-	}
-	h.counts[b]++
-	h.n++
-	h.max = max(h.max, d)
-}
-
-func (h *latencyHist) merge(o *latencyHist) {
-	if len(o.counts) > len(h.counts) {
-		h.counts = slices.Grow(h.counts, len(o.counts)-len(h.counts))[:len(o.counts)]
-	}
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
-// quantile is the q-quantile (0 < q ≤ 1): the middle of the bucket holding
-// the ceil(q·n)-th smallest value, capped at the maximum; 0 when empty.
-func (h *latencyHist) quantile(q float64) time.Duration {
-	if h.n == 0 {
-		return 0
-	}
-	rank := int64(math.Ceil(q * float64(h.n)))
-	rank = min(max(rank, 1), h.n)
-	var seen int64
-	for i, c := range h.counts {
-		seen += c
-		if seen >= rank {
-			lo, hi := histLow(i), histLow(i+1)
-			mid := time.Duration(lo+hi) * time.Microsecond / 2
-			if i < histLinear {
-				mid = time.Duration(lo) * time.Microsecond
-			}
-			return min(mid, h.max)
-		}
-	}
-	return h.max
+	return rep.Write(env.Stdout, c.JSON)
 }

@@ -5,109 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"math"
-	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"pingate/integration/loadgen"
 )
-
-func TestParseMix(t *testing.T) {
-	tests := []struct {
-		give string
-		want opMix
-	}{
-		{"change=80,reset=10,unblock=10", opMix{80, 10, 10}},
-		{"change=1", opMix{1, 0, 0}},
-		{" unblock=3 , change=0", opMix{0, 0, 3}},
-	}
-	for _, tt := range tests {
-		got, err := parseMix(tt.give)
-		if err != nil || got != tt.want {
-			t.Errorf("parseMix(%q) = %v, %v; want %v", tt.give, got, err, tt.want)
-		}
-	}
-	for _, give := range []string{"", "change", "change=-1", "change=x", "swap=1", "change=0", "change=1,change=2"} {
-		if _, err := parseMix(give); err == nil {
-			t.Errorf("parseMix(%q) = nil error, want an error", give)
-		}
-	}
-}
-
-func TestOpMixPick(t *testing.T) {
-	m := opMix{2, 0, 1}
-	var got []int
-	for r := range m.sum() {
-		got = append(got, m.pick(r))
-	}
-	if want := []int{opChange, opChange, opUnblock}; !slices.Equal(got, want) {
-		t.Errorf("pick over 0..%d = %v, want %v", m.sum()-1, got, want)
-	}
-}
-
-func TestParseConcurrency(t *testing.T) {
-	tests := []struct {
-		give            string
-		conns, inFlight int
-	}{
-		{"1", 1, 1},
-		{"3", 3, 1},
-		{"32", 4, 8},
-		{"10", 4, 3},
-		{"2x16", 2, 16},
-	}
-	for _, tt := range tests {
-		c, i, err := parseConcurrency(tt.give)
-		if err != nil || c != tt.conns || i != tt.inFlight {
-			t.Errorf("parseConcurrency(%q) = %d, %d, %v; want %d, %d", tt.give, c, i, err, tt.conns, tt.inFlight)
-		}
-	}
-	for _, give := range []string{"", "0", "-1", "x", "2x", "0x4", "ax2"} {
-		if _, _, err := parseConcurrency(give); err == nil {
-			t.Errorf("parseConcurrency(%q) = nil error, want an error", give)
-		}
-	}
-}
-
-// TestLatencyHistQuantiles compares the histogram with exact quantiles of
-// the same samples: within the bucket resolution (1 µs, then 1/64 of a
-// power of two).
-func TestLatencyHistQuantiles(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 9))
-	var h, a, b latencyHist
-	var all []time.Duration
-	for i := range 20000 {
-		// log-uniform from 5 µs to 5 s
-		d := time.Duration(math.Exp(math.Log(5e3)+rng.Float64()*(math.Log(5e9)-math.Log(5e3)))) / time.Microsecond * time.Microsecond
-		all = append(all, d)
-		h.add(d)
-		if i%2 == 0 {
-			a.add(d)
-		} else {
-			b.add(d)
-		}
-	}
-	a.merge(&b)
-	slices.Sort(all)
-	for _, q := range []float64{0.01, 0.5, 0.9, 0.99, 0.999, 1} {
-		want := all[int(math.Ceil(q*float64(len(all))))-1]
-		for name, hist := range map[string]*latencyHist{"single": &h, "merged": &a} {
-			got := hist.quantile(q)
-			tol := max(time.Duration(float64(want)/64)+time.Microsecond, time.Microsecond)
-			if diff := got - want; diff > tol || diff < -tol {
-				t.Errorf("%s quantile(%v) = %v, want %v ± %v", name, q, got, want, tol)
-			}
-		}
-	}
-	if h.max != all[len(all)-1] || h.n != int64(len(all)) {
-		t.Errorf("max, n = %v, %d; want %v, %d", h.max, h.n, all[len(all)-1], len(all))
-	}
-	var empty latencyHist
-	if got := empty.quantile(0.99); got != 0 {
-		t.Errorf("empty quantile = %v, want 0", got)
-	}
-}
 
 // startLoadGateway runs the embedded development gateway in-process with
 // limits raised for load (the defaults allow a person's pace).
@@ -137,14 +40,14 @@ func startLoadGateway(t *testing.T) *gateway {
 }
 
 // lastJSON runs a command line and decodes the JSON object on stdout's last line.
-func lastJSON(t *testing.T, args ...string) loadReport {
+func lastJSON(t *testing.T, args ...string) loadgen.Report {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	if code := run(context.Background(), args, &out, &errOut); code != 0 {
 		t.Fatalf("pingate %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var rep loadReport
+	var rep loadgen.Report
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
 		t.Fatalf("last line of stdout is not the JSON report: %v", err)
 	}
@@ -227,5 +130,17 @@ func TestLoadFlagErrors(t *testing.T) {
 		if lines := strings.Count(errOut.String(), "\n"); lines != 1 {
 			t.Errorf("pingate %s: %d lines on stderr, want 1", strings.Join(args, " "), lines)
 		}
+	}
+}
+
+// TestLoadgenPlaysTheEmbeddedIdentities: the acquirers and card ranges the
+// load tool plays are the embedded development config's.
+func TestLoadgenPlaysTheEmbeddedIdentities(t *testing.T) {
+	if loadgen.ATMAcquirer != devATMAcquirer || loadgen.BranchAcquirer != devBranchAcquirer || loadgen.SM4Acquirer != devSM4Acquirer {
+		t.Errorf("loadgen acquirers %s, %s, %s; the embedded config's are %s, %s, %s", loadgen.ATMAcquirer, loadgen.BranchAcquirer,
+			loadgen.SM4Acquirer, devATMAcquirer, devBranchAcquirer, devSM4Acquirer)
+	}
+	if strings.Join(loadgen.DevBINs, ",") != strings.Join(devBINs, ",") {
+		t.Errorf("loadgen.DevBINs = %v, the embedded config's are %v", loadgen.DevBINs, devBINs)
 	}
 }

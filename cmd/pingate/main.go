@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
 	"pingate/cmd/internal/cli"
+	"pingate/integration/loadgen"
 	"pingate/integration/records"
 	"pingate/pinblock"
 )
@@ -29,8 +31,8 @@ type pingateCLI struct {
 	Events        eventsCmd  `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
 	Records       recordsCmd `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
 	Demo          legacyCmd  `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
-	Load          legacyCmd  `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
-	BenchBaseline legacyCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	Load          loadCmd  `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline baselineCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
 	IssuerSim     legacyCmd  `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
 }
 
@@ -40,8 +42,6 @@ func newCLI() any {
 		CheckConfig:   legacyCmd{run: runCheckConfig},
 		ServePprof:    legacyCmd{run: runServePprof},
 		Demo:          legacyCmd{run: runDemo},
-		Load:          legacyCmd{run: runLoad},
-		BenchBaseline: legacyCmd{run: runBaseline},
 		IssuerSim:     legacyCmd{run: runIssuerSim},
 	}
 }
@@ -86,6 +86,8 @@ var cliVars = kong.Vars{
 	"grace": pinblock.DefaultGrace.String(),
 
 	"pgenv":        postgresEnv,
+	"devbins":      strings.Join(loadgen.DevBINs, ","),
+	"sm4acquirer":  loadgen.SM4Acquirer,
 	"recordstopic": records.DefaultTopic,
 	"recordsgroup": records.DefaultGroup,
 }

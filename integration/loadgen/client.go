@@ -1,0 +1,129 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pingate/iso8583"
+	"pingate/pinblock"
+)
+
+// Client speaks the acquirer dialect to a gateway, as an ATM switch or a
+// branch front end would: the demo and the load tool use it. Answers are
+// matched by STAN and transmission time; many requests may be in flight.
+type Client struct {
+	conn    *iso8583.Conn
+	pending sync.Map // STAN|DE7 → chan *iso8583.Fields
+	stan    atomic.Uint32
+}
+
+func Dial(ctx context.Context, addr string) (*Client, error) {
+	c := &Client{}
+	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: c.onFrame})
+	if err != nil {
+		return nil, err
+	}
+	c.conn = conn
+	return c, nil
+}
+
+func (c *Client) Close() error { return c.conn.Close() }
+
+func (c *Client) onFrame(frame []byte) {
+	f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
+	if err != nil {
+		return
+	}
+	if ch, ok := c.pending.Load(f.STAN + "|" + f.TransmissionTime); ok {
+		ch.(chan *iso8583.Fields) <- f
+	}
+}
+
+var ErrNoAnswer = errors.New("no answer from the gateway")
+
+// Do sends f (STAN and times are set here) and waits for its answer.
+func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, error) {
+	now := time.Now().UTC()
+	f.STAN = fmt.Sprintf("%06d", c.stan.Add(1)%999999+1)
+	f.TransmissionTime = now.Format("0102150405")
+	if f.MTI == iso8583.MTIAuthRequest {
+		f.LocalTime, f.LocalDate = now.Format("150405"), now.Format("0102")
+	}
+	frame, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+	if err != nil {
+		return nil, err
+	}
+	key := f.STAN + "|" + f.TransmissionTime
+	ch := make(chan *iso8583.Fields, 1)
+	c.pending.Store(key, ch)
+	defer c.pending.Delete(key)
+	if err := c.conn.Send(frame); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ErrNoAnswer
+	case <-c.conn.Done():
+		return nil, ErrNoAnswer
+	}
+}
+
+// Op describes one PIN operation as a terminal builds it.
+type Op struct {
+	Acquirer, Terminal string
+	Proc               string // processing code: iso8583.ProcPINChange, ProcPINReset, ProcPINUnblock
+	PAN                string
+	OldPIN, NewPIN     string // clear test PINs, enciphered by Fields
+	Format             pinblock.Format
+	KeyID              string       // the development key the PINs are enciphered under
+	Key                pinblock.Key // when valid, used instead of the development key KeyID (a key changed online)
+	Teller, IDRef      string       // branch: the teller and identity check of field 48
+}
+
+// Fields enciphers the PINs under the terminal's zone key and builds the 0100.
+func (op Op) Fields() (*iso8583.Fields, error) {
+	f := &iso8583.Fields{
+		MTI: iso8583.MTIAuthRequest, PAN: op.PAN, ProcessingCode: op.Proc, AcquirerID: op.Acquirer,
+		TerminalID: op.Terminal, CardAcceptorID: "PINGATE DEMO   ", RRN: "000000000001",
+	}
+	if op.Teller != "" {
+		f.Additional = &iso8583.AdditionalData{TellerID: op.Teller, IdentityRef: op.IDRef}
+	}
+	if op.OldPIN == "" && op.NewPIN == "" {
+		return f, nil
+	}
+	key := op.Key
+	if !key.Valid() {
+		var err error
+		if key, err = pinblock.DevelopmentKey(op.KeyID); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	enc := func(pin string) ([]byte, error) {
+		p, err := pinblock.NewSecretPIN(pin)
+		if err != nil {
+			return nil, err
+		}
+		defer p.Zeroize()
+		return pinblock.Encipher(op.Format, p, op.PAN, key)
+	}
+	if op.OldPIN != "" {
+		if f.PINBlock, err = enc(op.OldPIN); err != nil {
+			return nil, err
+		}
+	}
+	if op.NewPIN != "" {
+		if f.NewPINBlock, err = enc(op.NewPIN); err != nil {
+			return nil, err
+		}
+	}
+	f.SecurityControl = iso8583.SecurityControl{Format: op.Format.Number(), KeyIndex: 1}.String()
+	return f, nil
+}
