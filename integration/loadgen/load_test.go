@@ -103,4 +103,3 @@ func TestLatencyHistQuantiles(t *testing.T) {
 		t.Errorf("empty quantile = %v, want 0", got)
 	}
 }
-
