@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
@@ -194,14 +195,22 @@ const (
 	demoDownPAN    = "6217009900000016"
 )
 
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo")
-	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	verbose := fs.Bool("v", false, "show the gateway's log")
-	withHSM := fs.Bool("hsm", false, "translate in a payShield (security.module payshield) against an in-process pingate hsm-sim: the ATM steps only")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+// demoCmd runs the gateway and an issuer simulator in-process and plays a
+// scripted day of PIN operations.
+type demoCmd struct {
+	JSON    bool `name:"json" help:"print one JSON object instead of a table"`
+	Verbose bool `name:"verbose" short:"v" help:"show the gateway's log"`
+	HSM     bool `name:"hsm" help:"translate in a payShield (security.module payshield) against an in-process payShield simulator: the ATM steps only"`
+}
+
+func (*demoCmd) Help() string { return cli.Example("pingate demo", "pingate demo --hsm --json") }
+
+func (c *demoCmd) Run(env *cli.Env) error {
+	return runDemo(env.Ctx, c.JSON, c.Verbose, c.HSM, env.Stdout, env.Stderr)
+}
+
+func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr io.Writer) error {
+	asJSON, verbose, withHSM := &jsonOut, &verboseLog, &hsm
 	dir, err := os.MkdirTemp("", "pingate-demo-")
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 )
@@ -20,21 +21,30 @@ import (
 // address it listens on as the only line of stdout once it accepts
 // connections, and on SIGTERM or SIGINT stops accepting, lets in-flight
 // answers finish (at most --grace) and returns.
-func runIssuerSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("issuer-sim")
-	addr := fs.String("addr", "127.0.0.1:9583", "listen address")
-	framing := fs.String("framing", "binary2", "framing: binary2 or ascii4")
-	seed := fs.Int64("seed", 1, "seed of the card population")
-	bins := fs.String("bins", strings.Join(devBINs, ","), "card ranges, comma-separated")
-	perBIN := fs.Int("per-bin", 10000, "cards per range")
-	latency := fs.Duration("latency", 0, "delay before every answer to a PIN operation")
-	failRate := fs.Float64("fail-rate", 0, "share of PIN operations answered 96 (0–1)")
-	dropRate := fs.Float64("drop-rate", 0, "share of PIN operations never answered (0–1)")
-	grace := fs.Duration("grace", 10*time.Second, "how long in-flight answers get on SIGTERM")
-	verbose := fs.Bool("v", false, "log to stderr")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+type issuerSimCmd struct {
+	Addr     string        `name:"addr" default:"127.0.0.1:9583" help:"listen address"`
+	Framing  string        `name:"framing" default:"binary2" help:"framing: binary2 or ascii4"`
+	Seed     int64         `name:"seed" default:"1" help:"seed of the card population"`
+	BINs     string        `name:"bins" default:"${devbins}" help:"card ranges, comma-separated"`
+	PerBIN   int           `name:"per-bin" default:"10000" help:"cards per range"`
+	Latency  time.Duration `name:"latency" help:"delay before every answer to a PIN operation"`
+	FailRate float64       `name:"fail-rate" help:"share of PIN operations answered 96 (0–1)"`
+	DropRate float64       `name:"drop-rate" help:"share of PIN operations never answered (0–1)"`
+	Grace    time.Duration `name:"grace" default:"10s" help:"how long in-flight answers get on SIGTERM"`
+	Verbose  bool          `name:"verbose" short:"v" help:"log to stderr"`
+}
+
+func (*issuerSimCmd) Help() string {
+	return cli.Example("pingate issuer-sim --addr 127.0.0.1:9583 --seed 1 --per-bin 10000 --latency 20ms -v")
+}
+
+func (c *issuerSimCmd) Run(env *cli.Env) error {
+	return runIssuerSim(env.Ctx, *c, env.Stdout, env.Stderr)
+}
+
+func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer) error {
+	addr, framing, seed, bins, perBIN := &c.Addr, &c.Framing, &c.Seed, &c.BINs, &c.PerBIN
+	latency, failRate, dropRate, grace, verbose := &c.Latency, &c.FailRate, &c.DropRate, &c.Grace, &c.Verbose
 	fr, err := iso8583.ParseFraming(*framing)
 	if err != nil {
 		return fmt.Errorf("%w: --framing: want binary2 or ascii4", errUsage)

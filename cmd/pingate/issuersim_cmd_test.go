@@ -107,7 +107,8 @@ func TestIssuerSimCommandUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"--fail-rate", "2"}, "fail_rate"},
-		{[]string{"--drop-rate", "-1"}, "drop_rate"},
+		{[]string{"--drop-rate=-1"}, "drop_rate"},
+		{[]string{"--drop-rate", "-1"}, "--drop-rate=VALUE"},
 		{[]string{"--framing", "bcd9"}, "--framing"},
 		{[]string{"--latency", "-1s"}, "--latency"},
 		{[]string{"--per-bin", "0"}, "issuer-sim"},

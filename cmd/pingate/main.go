@@ -23,17 +23,17 @@ import (
 // pingateCLI is the command line of pingate: one field per command, its flags
 // declared on the command's struct in the command's cmd_*.go file.
 type pingateCLI struct {
-	Serve         legacyCmd   `cmd:"" help:"run the gateway (embedded defaults without --config)"`
-	CheckConfig   legacyCmd   `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
-	ServePprof    legacyCmd   `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
-	Key           keyCmd      `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
-	HSMKey        hsmKeyCmd   `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
-	Events        eventsCmd   `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
-	Records       recordsCmd  `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
-	Demo          legacyCmd   `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
-	Load          loadCmd     `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
-	BenchBaseline baselineCmd `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
-	IssuerSim     legacyCmd   `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
+	Serve         legacyCmd    `cmd:"" help:"run the gateway (embedded defaults without --config)"`
+	CheckConfig   legacyCmd    `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
+	ServePprof    legacyCmd    `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
+	Key           keyCmd       `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
+	HSMKey        hsmKeyCmd    `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	Events        eventsCmd    `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
+	Records       recordsCmd   `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
+	Demo          demoCmd      `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
+	Load          loadCmd      `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline baselineCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	IssuerSim     issuerSimCmd `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
 }
 
 func newCLI() any {
@@ -41,8 +41,6 @@ func newCLI() any {
 		Serve:       legacyCmd{run: runServe},
 		CheckConfig: legacyCmd{run: runCheckConfig},
 		ServePprof:  legacyCmd{run: runServePprof},
-		Demo:        legacyCmd{run: runDemo},
-		IssuerSim:   legacyCmd{run: runIssuerSim},
 	}
 }
 

@@ -176,9 +176,12 @@ func problem(err error, args []string) string {
 		return msg[strings.Index(msg, ErrSecretSource.Error()):]
 	case valueError.MatchString(msg):
 		name := valueError.FindStringSubmatch(msg)[1]
-		if strings.Contains(msg, "expected value value but got") || strings.Contains(msg, `but got "EOL"`) {
+		switch {
+		case strings.Contains(msg, "; perhaps try "):
+			msgOut = "flag " + name + " needs a value (a value that starts with - is written " + name + "=VALUE)"
+		case strings.Contains(msg, "expected value value but got") || strings.Contains(msg, `but got "EOL"`):
 			msgOut = "flag " + name + " needs a value"
-		} else {
+		default:
 			msgOut = "invalid value for " + name
 		}
 	case strings.HasPrefix(msg, "unknown flag "):
