@@ -16,6 +16,8 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // docs/iso8583-acquirer.md has a section printed from the embedded default
@@ -64,7 +66,7 @@ var devKeyValues = map[string]string{
 
 func renderDevSetup(t *testing.T) string {
 	t.Helper()
-	cfg := embeddedConfig().withDefaults()
+	cfg := gateway.EmbeddedConfig().WithDefaults()
 	rc := cfg.Routing.WithDefaults()
 	var b strings.Builder
 	key := func(label string) string {

@@ -20,7 +20,7 @@ func TestFormatErrorEchoesReadableFieldsOverTCP(t *testing.T) {
 	if bytes.Equal(bad, golden) {
 		t.Fatal("the golden 0100-change-format0 no longer has DE 42 followed by DE 52 of 16 digits")
 	}
-	c := dialRaw(t, g.acqAddr)
+	c := dialRaw(t, g.AcquirerAddr())
 	ans := c.exchange("0100 with a bad DE 52", bad)
 	want := iso8583.Fields{MTI: "0110", PAN: "4012345678909", ProcessingCode: "700000", TransmissionTime: "0612143015",
 		STAN: "000001", LocalTime: "163015", LocalDate: "0612", AcquirerID: "100001", RRN: "416314000001",

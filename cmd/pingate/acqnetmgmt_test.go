@@ -7,6 +7,8 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // TestNetworkManagementWithoutDE32OverTCP sends the document's own golden
@@ -17,7 +19,7 @@ import (
 func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 	g := opsGateway(t, nil)
 	golden := docGolden(t)
-	c := dialRaw(t, g.acqAddr)
+	c := dialRaw(t, g.AcquirerAddr())
 
 	want := func(name string, ans *iso8583.Fields, mti, code string) {
 		t.Helper()
@@ -40,7 +42,7 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 	want("0800-sign-off", c.exchange("sign-off", goldenNamed(t, golden, "0800-sign-off")), "0810", "00")
 	want("0800-echo after sign-off", c.exchange("echo", echo), "0810", "00")
 
-	op := opsChange(opsPopulation(g.cfg.IssuerSim), 7500, "4826")
+	op := opsChange(opsPopulation(g.Config().IssuerSim), 7500, "4826")
 	f, err := op.fields()
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +57,7 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 	// The key the golden key change delivered is the one the document names:
 	// PIN blocks under it translate.
 	docKey := docNewZPK(t)
-	f = opsFieldsUnder(t, opsPopulation(g.cfg.IssuerSim).Card(7501), "KCH07501", docKey)
+	f = opsFieldsUnder(t, opsPopulation(g.Config().IssuerSim).Card(7501), "KCH07501", docKey)
 	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "007501", "0612150001", "150001", "0612"
 	if b, err = iso8583.Pack(iso8583.AcquirerSpec, f); err != nil {
 		t.Fatal(err)
@@ -67,20 +69,20 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 // for byte, is taken (0810 00) by an acquirer with key_change_legacy_ecb,
 // after the golden sign-on, and PIN blocks under the key it names translate.
 func TestGoldenLegacyKeyChangeOverTCP(t *testing.T) {
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
 		acqs[0].LegacyKeyChange = true
 		c.Routing.Acquirers = acqs
 	})
 	golden := docGolden(t)
-	c := dialRaw(t, g.acqAddr)
+	c := dialRaw(t, g.AcquirerAddr())
 	if ans := c.exchange("sign-on", goldenNamed(t, golden, "0800-sign-on")); ans.ResponseCode != "00" {
 		t.Fatalf("sign-on = %s", ans.ResponseCode)
 	}
 	if ans := c.exchange("key change", goldenNamed(t, golden, "0800-key-change-legacy")); ans.MTI != "0810" || ans.ResponseCode != "00" {
 		t.Fatalf("0800-key-change-legacy = %s %s, want 0810 00", ans.MTI, ans.ResponseCode)
 	}
-	f := opsFieldsUnder(t, opsPopulation(g.cfg.IssuerSim).Card(7502), "KCH07502", docNewZPK(t))
+	f := opsFieldsUnder(t, opsPopulation(g.Config().IssuerSim).Card(7502), "KCH07502", docNewZPK(t))
 	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = "007502", "0612150002", "150002", "0612"
 	b, err := iso8583.Pack(iso8583.AcquirerSpec, f)
 	if err != nil {
@@ -117,7 +119,7 @@ func docNewZPK(t *testing.T) pinblock.Key {
 func TestKeyChangeWithoutDE32OnUnboundConnection(t *testing.T) {
 	g := opsGateway(t, nil)
 	golden := docGolden(t)
-	c := dialRaw(t, g.acqAddr)
+	c := dialRaw(t, g.AcquirerAddr())
 	if ans := c.exchange("key change", goldenNamed(t, golden, "0800-key-change")); ans.MTI != "0810" || ans.ResponseCode != iso8583.RCNotPermittedTerm {
 		t.Fatalf("unbound key change = %s %s, want 0810 58", ans.MTI, ans.ResponseCode)
 	}
@@ -130,14 +132,14 @@ func TestKeyChangeWithoutDE32OnUnboundConnection(t *testing.T) {
 // after sign-off is refused 91 and reaches no issuer; between them it is
 // served. A 0420 is taken without sign-on.
 func TestSignOnRequiredOverTCP(t *testing.T) {
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
 		acqs[0].RequireSignOn = true
 		c.Routing.Acquirers = acqs
 	})
 	golden := docGolden(t)
-	c := dialRaw(t, g.acqAddr)
-	pop := opsPopulation(g.cfg.IssuerSim)
+	c := dialRaw(t, g.AcquirerAddr())
+	pop := opsPopulation(g.Config().IssuerSim)
 	n := 0
 	change := func() *iso8583.Fields {
 		t.Helper()
@@ -179,7 +181,7 @@ func TestSignOnRequiredOverTCP(t *testing.T) {
 func TestRefusalCodesOverTCP(t *testing.T) {
 	g := opsGateway(t, nil)
 	ctx, c := atmSession(t, g)
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	tests := []struct {
 		name string
 		give iso8583.SecurityControl

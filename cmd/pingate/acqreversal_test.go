@@ -8,6 +8,8 @@ import (
 	"pingate/integration/events"
 	"pingate/iso8583"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // TestAcquirerReversalUndoesApprovalOverTCP: an ATM changes a PIN (00), then
@@ -18,7 +20,7 @@ import (
 func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 	g := opsGateway(t, nil)
 	ctx, c := atmSession(t, g)
-	card := opsPopulation(g.cfg.IssuerSim).Card(7400)
+	card := opsPopulation(g.Config().IssuerSim).Card(7400)
 	atm := devATMKey(t)
 	change := opsFieldsUnder(t, card, "REV07400", atm) // the card's PIN to 4826
 	ans, err := c.Do(ctx, change)
@@ -26,14 +28,14 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 		t.Fatalf("PIN change = %v, %v; want 00", ans, err)
 	}
 	de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
-		Acquirer: devATMAcquirer}.Encode()
+		Acquirer: gateway.DevATMAcquirer}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
 	reversal := func() *iso8583.Fields {
 		t.Helper()
 		ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
-			AcquirerID: devATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
+			AcquirerID: gateway.DevATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
 			ResponseCode: "68", OriginalData: de90})
 		if err != nil {
 			t.Fatal(err)
@@ -44,10 +46,10 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 		t.Fatalf("reversal advice = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for g.sim.Reversals.Load() < 1 && time.Now().Before(deadline) {
+	for g.Sim().Reversals.Load() < 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := g.sim.Reversals.Load(); n != 1 {
+	if n := g.Sim().Reversals.Load(); n != 1 {
 		t.Fatalf("the issuer got %d reversal advices, want 1", n)
 	}
 	if ans := reversal(); ans.ResponseCode != iso8583.RCApproved {
@@ -56,11 +58,11 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 	if ans, err := c.Do(ctx, opsFieldsUnder(t, card, "REV07400", atm)); err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("PIN change from the card's old PIN after the reversal = %v, %v; want 00", ans, err)
 	}
-	if n := g.sim.Reversals.Load(); n != 1 {
+	if n := g.Sim().Reversals.Load(); n != 1 {
 		t.Errorf("the issuer got %d reversal advices after a repeated advice, want 1", n)
 	}
 
-	entries, err := g.journal.Entries(1, 100)
+	entries, err := g.Journal().Entries(1, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +92,11 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 // atmSession dials the gateway's acquirer listener as an ATM network and
 // returns the client with a context bounding the test's exchanges; both end
 // with the test.
-func atmSession(t *testing.T, g *gateway) (context.Context, *atmClient) {
+func atmSession(t *testing.T, g *gateway.Gateway) (context.Context, *atmClient) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	c, err := dialATM(ctx, g.acqAddr)
+	c, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

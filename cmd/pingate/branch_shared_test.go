@@ -16,6 +16,8 @@ import (
 	"pingate/integration/redislimit"
 	"pingate/integration/testservers"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // sharedAnswer is one branch API answer as the test sees it.
@@ -69,8 +71,8 @@ func branchCall(ctx context.Context, c *branchClient, path string, body []byte, 
 func TestBranchSharedStoreTwoGateways(t *testing.T) {
 	redisAddr, _ := testservers.StartRedis(t)
 	certs := filepath.Join(t.TempDir(), "certs")
-	start := func(name string) *gateway {
-		return startTestGateway(t, func(c *Config) {
+	start := func(name string) *gateway.Gateway {
+		return startTestGateway(t, func(c *gateway.Config) {
 			c.Instance = name
 			c.Limits.Backend = "redis"
 			c.Limits.Mode, c.Limits.Addrs = redislimit.ModeStandalone, []string{redisAddr}
@@ -80,16 +82,16 @@ func TestBranchSharedStoreTwoGateways(t *testing.T) {
 	}
 	g1, g2 := start("gw1"), start("gw2")
 	ctx := context.Background()
-	for _, g := range []*gateway{g1, g2} {
+	for _, g := range []*gateway.Gateway{g1, g2} {
 		if err := waitReady(ctx, g); err != nil {
 			t.Fatal(err)
 		}
-		if rt, ok := branchOf(g); !ok || rt.shared == nil {
-			t.Fatalf("%s: branch API without the Redis store", g.cfg.Instance)
+		if rt, ok := g.Branch(); !ok || !rt.Shared {
+			t.Fatalf("%s: branch API without the Redis store", g.Config().Instance)
 		}
 	}
-	client := func(g *gateway, who string) *branchClient {
-		rt, _ := branchOf(g)
+	client := func(g *gateway.Gateway, who string) *branchClient {
+		rt, _ := g.Branch()
 		c, err := newBranchClient(rt, who)
 		if err != nil {
 			t.Fatal(err)
@@ -97,8 +99,8 @@ func TestBranchSharedStoreTwoGateways(t *testing.T) {
 		return c
 	}
 	teller1, teller2 := client(g1, "teller"), client(g2, "teller")
-	issuerRequests := func() int64 { return g1.sim.Requests.Load() + g2.sim.Requests.Load() }
-	sc := g1.cfg.IssuerSim
+	issuerRequests := func() int64 { return g1.Sim().Requests.Load() + g2.Sim().Requests.Load() }
+	sc := g1.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	k, err := pinblock.DevelopmentKey(pinblock.DevBranchZPK)
 	if err != nil {
@@ -203,7 +205,7 @@ func TestBranchSharedStoreTwoGateways(t *testing.T) {
 		if r.status != http.StatusOK || res.Status != branchapi.StatusCompleted || res.ResponseCode != "00" || res.Supervisor != "S0117-01" {
 			t.Errorf("approval on gw2 = %d %+v, want 200 completed 00 by S0117-01", r.status, res)
 		}
-		if got := g1.sim.Requests.Load() + g2.sim.Requests.Load() - before; got != 1 {
+		if got := g1.Sim().Requests.Load() + g2.Sim().Requests.Load() - before; got != 1 {
 			t.Errorf("the issuers saw %d requests for one approved reset, want 1", got)
 		}
 		r, err = branchCall(ctx, teller2, "/v1/operations/"+pend.OperationID, nil, "")

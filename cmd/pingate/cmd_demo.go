@@ -18,6 +18,10 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/logredact"
 )
 
 // demoStep is one scripted request and what the script expects of it.
@@ -65,11 +69,11 @@ func demoScript(pop issuersim.Population) []demoStep {
 	n := 0
 	atm := func(pan, oldPIN, newPIN string) pinOp {
 		n++
-		return pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 40+n), proc: iso8583.ProcPINChange, pan: pan,
+		return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 40+n), proc: iso8583.ProcPINChange, pan: pan,
 			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 	}
 	branch := func(proc, pan, newPIN string) pinOp {
-		op := pinOp{acquirer: devBranchAcquirer, terminal: "BR0117T1", proc: proc, pan: pan, newPIN: newPIN,
+		op := pinOp{acquirer: gateway.DevBranchAcquirer, terminal: "BR0117T1", proc: proc, pan: pan, newPIN: newPIN,
 			format: pinblock.Format4, keyID: pinblock.DevBranchZPK, teller: "TELLER-0117-07", idRef: "IDCHK-2026-000123"}
 		return op
 	}
@@ -77,10 +81,10 @@ func demoScript(pop issuersim.Population) []demoStep {
 	// key its 0800/161 delivered (sm4KeyChange).
 	sm4ATM := func(pan, oldPIN, newPIN string) pinOp {
 		o := atm(pan, oldPIN, newPIN)
-		o.acquirer, o.format, o.keyID, o.key = devSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
+		o.acquirer, o.format, o.keyID, o.key = gateway.DevSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
 		return o
 	}
-	// Cards 3×5000+2 and 3×5001+2 are in devSM4Prefix (the SM4 issuer),
+	// Cards 3×5000+2 and 3×5001+2 are in gateway.DevSM4Prefix (the SM4 issuer),
 	// card 9 is not.
 	h, sm4Card, sm4Card2 := card(9), card(3*5000+2), card(3*5001+2)
 	unknown := pop.BINs[0] + "99999990" // in the issuer's range, not one of its cards
@@ -105,7 +109,7 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() pinOp { o := atm(a.PAN, "4826", "5930"); o.acquirer = "777777"; return o }(), want: "58"},
 		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() pinOp {
 			o := branch(iso8583.ProcPINReset, a.PAN, "5930")
-			o.acquirer, o.format, o.keyID = devATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
+			o.acquirer, o.format, o.keyID = gateway.DevATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
 			return o
 		}(), want: "58"},
 		{what: "ATM: account restricted by the issuer", channel: "atm", op: atm(restricted.PAN, restricted.PIN, "5931"), want: "57"},
@@ -114,7 +118,7 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "branch: 6th request in a second from one terminal", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 6, want: "61"},
 		{what: "branch: 11th operation on one card today", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 11, spread: true, want: "65"},
 		{what: "SM4 ATM: sign on, then an SM4 working key arrives online (0800/161)", channel: "atm",
-			op: pinOp{acquirer: devSM4Acquirer}, network: sm4KeyChange(), want: "00", sm4: true},
+			op: pinOp{acquirer: gateway.DevSM4Acquirer}, network: sm4KeyChange(), want: "00", sm4: true},
 		{what: "SM4 ATM: change PIN, SM4-0 to the SM4 issuer (SM4-4)", channel: "atm", op: sm4ATM(sm4Card.PAN, sm4Card.PIN, "3860"), want: "00", sm4: true},
 		{what: "SM4 ATM: change PIN, SM4-0 to the AES issuer (ISO-4)", channel: "atm", op: sm4ATM(h.PAN, h.PIN, "2975"), want: "00", sm4: true},
 		{what: "ATM: change PIN, TDES ISO-0 to the SM4 issuer (SM4-4)", channel: "atm", op: atm(sm4Card2.PAN, sm4Card2.PIN, "6419"), want: "00", sm4: true},
@@ -153,8 +157,8 @@ func sm4KeyChange() []*iso8583.Fields {
 		panic(err) // constants
 	}
 	return []*iso8583.Fields{
-		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: devSM4Acquirer},
-		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devSM4Acquirer,
+		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: gateway.DevSM4Acquirer},
+		{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevSM4Acquirer,
 			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123},
 	}
 }
@@ -163,14 +167,14 @@ func sm4KeyChange() []*iso8583.Fields {
 // on, and returns the 0430's code. With the in-process issuer simulator it
 // waits until the issuer has the reversal advice, so the next step sees its
 // effect.
-func reverseDemoStep(ctx context.Context, g *gateway, client *atmClient, f *iso8583.Fields) (string, error) {
+func reverseDemoStep(ctx context.Context, g *gateway.Gateway, client *atmClient, f *iso8583.Fields) (string, error) {
 	de90, err := iso8583.OriginalData{MTI: f.MTI, STAN: f.STAN, Transmission: f.TransmissionTime, Acquirer: f.AcquirerID}.Encode()
 	if err != nil {
 		return "", err
 	}
 	var before int64
-	if g.sim != nil {
-		before = g.sim.Reversals.Load()
+	if g.Sim() != nil {
+		before = g.Sim().Reversals.Load()
 	}
 	ans, err := client.Do(ctx, &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: f.PAN, ProcessingCode: f.ProcessingCode,
 		AcquirerID: f.AcquirerID, TerminalID: f.TerminalID, CardAcceptorID: f.CardAcceptorID, RRN: f.RRN,
@@ -178,7 +182,7 @@ func reverseDemoStep(ctx context.Context, g *gateway, client *atmClient, f *iso8
 	if err != nil {
 		return "", err
 	}
-	for g.sim != nil && ans.ResponseCode == iso8583.RCApproved && g.sim.Reversals.Load() == before {
+	for g.Sim() != nil && ans.ResponseCode == iso8583.RCApproved && g.Sim().Reversals.Load() == before {
 		select {
 		case <-ctx.Done():
 			return "", errors.New("the issuer simulator got no reversal advice")
@@ -216,7 +220,7 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cfg := embeddedConfig()
+	cfg := gateway.EmbeddedConfig()
 	cfg.Instance = "demo"
 	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
@@ -229,25 +233,29 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 			return err
 		}
 		defer stop()
-		cfg.usePayShieldSim(addr)
+		cfg.UsePayShieldSim(addr)
 	}
 	log := slog.New(slog.DiscardHandler)
 	if *verbose {
-		log = newLogger(LogConfig{Format: "text"}, stderr)
+		log = logredact.New(logredact.Config{Format: "text"}, stderr)
 	}
-	g, err := startGateway(ctx, cfg, log)
+	cfg.Admin.Disabled = true
+	g, err := gateway.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(ctx) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = g.Shutdown(sctx)
+		<-ran
 	}()
 	if err := waitReady(ctx, g); err != nil {
 		return err
 	}
-	sc := cfg.withDefaults().IssuerSim
+	sc := cfg.WithDefaults().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 
 	// One connection per acquirer, as each institution has its own link.
@@ -272,7 +280,7 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 		}
 		client := clients[st.op.acquirer]
 		if client == nil && st.raw == nil {
-			if client, err = dialATM(ctx, g.acqAddr); err != nil {
+			if client, err = dialATM(ctx, g.AcquirerAddr()); err != nil {
 				return err
 			}
 			clients[st.op.acquirer] = client
@@ -331,12 +339,12 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 
 // simHosted reports whether the issuer id is served by the gateway's
 // in-process simulator.
-func simHosted(g *gateway, id string) bool {
-	if g.sim == nil {
+func simHosted(g *gateway.Gateway, id string) bool {
+	if g.Sim() == nil {
 		return false
 	}
-	for _, is := range g.cfg.Routing.Issuers {
-		if is.ID == id && slices.Contains(is.Hosts, g.simAddr) {
+	for _, is := range g.Config().Routing.Issuers {
+		if is.ID == id && slices.Contains(is.Hosts, g.SimAddr()) {
 			return true
 		}
 	}
@@ -344,11 +352,11 @@ func simHosted(g *gateway, id string) bool {
 }
 
 // waitReady waits until the issuer links of the embedded default have signed on.
-func waitReady(ctx context.Context, g *gateway) error {
+func waitReady(ctx context.Context, g *gateway.Gateway) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		on := g.links.SignedOn()
-		if on[devIssuer] && (!simHosted(g, devSM4Issuer) || on[devSM4Issuer]) {
+		on := g.SignedOn()
+		if on[gateway.DevIssuer] && (!simHosted(g, gateway.DevSM4Issuer) || on[gateway.DevSM4Issuer]) {
 			return nil
 		}
 		select {
@@ -360,14 +368,14 @@ func waitReady(ctx context.Context, g *gateway) error {
 	return fmt.Errorf("the issuer link did not sign on within 10s")
 }
 
-func playStep(ctx context.Context, g *gateway, client *atmClient, st demoStep) (demoResult, error) {
+func playStep(ctx context.Context, g *gateway.Gateway, client *atmClient, st demoStep) (demoResult, error) {
 	r := demoResult{Step: st.what, Channel: st.channel, Expected: st.want}
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if st.raw != nil {
 		r.Operation = "change"
-		code, err := rawExchange(rctx, g.acqAddr, st.raw)
+		code, err := rawExchange(rctx, g.AcquirerAddr(), st.raw)
 		if err != nil {
 			return r, err
 		}
@@ -459,12 +467,12 @@ func rawExchange(ctx context.Context, addr string, msg []byte) (string, error) {
 }
 
 // seenEvents remembers events across calls: the journal is read from the start each time.
-func journalEvents(g *gateway) ([]eventView, error) {
-	entries, err := g.journal.Entries(1, 10000)
+func journalEvents(g *gateway.Gateway) ([]eventView, error) {
+	entries, err := g.Journal().Entries(1, 10000)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := decodeEntries(entries)
+	evs, err := gateway.DecodeEntries(entries)
 	if err != nil {
 		return nil, err
 	}

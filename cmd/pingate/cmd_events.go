@@ -18,6 +18,8 @@ import (
 	"pingate/integration/events"
 	"pingate/integration/outbox"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // eventsCmd is "pingate events".
@@ -58,8 +60,8 @@ func runEventsTail(ctx context.Context, o tailOptions, stdout io.Writer) error {
 	switch {
 	case countSet(o.Journal, o.Brokers, o.Admin) != 1:
 		return fmt.Errorf("%w: give exactly one of --journal, --kafka or --admin", errUsage)
-	case o.Admin != "" && (o.Topic != "" || o.Follow || o.FromStart || o.N < 1 || o.N > maxAdminEvents):
-		return fmt.Errorf("%w: --admin prints the newest 1 to %d events (-n), without --topic, --follow or --from-beginning", errUsage, maxAdminEvents)
+	case o.Admin != "" && (o.Topic != "" || o.Follow || o.FromStart || o.N < 1 || o.N > gateway.MaxAdminEvents):
+		return fmt.Errorf("%w: --admin prints the newest 1 to %d events (-n), without --topic, --follow or --from-beginning", errUsage, gateway.MaxAdminEvents)
 	case o.Brokers != "" && o.Topic == "":
 		return fmt.Errorf("%w: --kafka needs --topic", errUsage)
 	case o.Journal != "" && (o.Topic != "" || o.Follow):
@@ -104,7 +106,7 @@ func tailAdmin(ctx context.Context, o tailOptions, p *eventPrinter) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("admin listener: GET /admin/events: %s", resp.Status)
 	}
-	var lines []eventLine
+	var lines []gateway.EventLine
 	if err := json.NewDecoder(resp.Body).Decode(&lines); err != nil {
 		return fmt.Errorf("admin listener: GET /admin/events: %w", err)
 	}
@@ -116,14 +118,6 @@ func tailAdmin(ctx context.Context, o tailOptions, p *eventPrinter) error {
 		}
 	}
 	return nil
-}
-
-// eventLine is an event as `events tail --json` and GET /admin/events show
-// it. Reverses travels as a header (ce_reverses), not in the body: the line
-// carries it beside the body's fields.
-type eventLine struct {
-	routing.Event
-	Reverses string `json:"reverses,omitempty"`
 }
 
 // eventPrinter writes one line per event; safe for concurrent use.
@@ -138,7 +132,7 @@ type eventPrinter struct {
 func (p *eventPrinter) print(ev routing.Event) error {
 	var line string
 	if p.json {
-		b, err := json.Marshal(eventLine{ev, ev.Reverses})
+		b, err := json.Marshal(gateway.EventLine{Event: ev, Reverses: ev.Reverses})
 		if err != nil {
 			return err
 		}
@@ -185,7 +179,7 @@ func tailJournal(o tailOptions, p *eventPrinter) error {
 	if err != nil {
 		return err
 	}
-	evs, err := decodeEntries(es)
+	evs, err := gateway.DecodeEntries(es)
 	if err != nil {
 		return err
 	}
@@ -195,20 +189,6 @@ func tailJournal(o tailOptions, p *eventPrinter) error {
 		}
 	}
 	return nil
-}
-
-// decodeEntries decodes journal entries into events; an entry that does not
-// decode is named by its sequence number.
-func decodeEntries(es []outbox.Entry) ([]routing.Event, error) {
-	evs := make([]routing.Event, 0, len(es))
-	for _, e := range es {
-		ev, err := events.Decode(e.Message)
-		if err != nil {
-			return nil, fmt.Errorf("journal entry %d: %w", e.Seq, err)
-		}
-		evs = append(evs, ev)
-	}
-	return evs, nil
 }
 
 // partitionRange is the offsets of one partition to read first.

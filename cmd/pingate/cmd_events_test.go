@@ -17,6 +17,8 @@ import (
 	"pingate/integration/outbox"
 	"pingate/integration/testservers"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 var tailT0 = time.Date(2025, 11, 25, 9, 0, 0, 0, time.UTC)
@@ -277,12 +279,9 @@ func (s *syncBuffer) String() string {
 // GET /admin/events refuses an out-of-range n.
 func TestEventsTailAdmin(t *testing.T) {
 	g := opsGateway(t, nil)
-	if err := g.startAdmin(AdminConfig{Addr: "127.0.0.1:0"}); err != nil {
-		t.Fatal(err)
-	}
-	admin := g.adminAddrOrOff()
+	admin := g.AdminAddr()
 	ctx, c := atmSession(t, g)
-	card := opsPopulation(g.cfg.IssuerSim).Card(7500)
+	card := opsPopulation(g.Config().IssuerSim).Card(7500)
 	if ans, err := c.Do(ctx, opsFieldsUnder(t, card, "ADM07500", devATMKey(t))); err != nil || ans.ResponseCode != "00" {
 		t.Fatalf("PIN change = %v, %v; want 00", ans, err)
 	}
@@ -300,7 +299,7 @@ func TestEventsTailAdmin(t *testing.T) {
 		t.Error("events tail --admin printed a full PAN")
 	}
 	code, out, _ = runTail(t, ctx, "--admin", admin, "-n", "1", "--json")
-	var l eventLine
+	var l gateway.EventLine
 	if code != 0 || json.Unmarshal([]byte(strings.TrimSpace(out)), &l) != nil || l.Type != "pingate.pin.changed.v1" || l.MaskedPAN != masked {
 		t.Errorf("events tail --admin --json = exit %d, %q", code, out)
 	}

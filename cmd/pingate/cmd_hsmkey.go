@@ -13,6 +13,8 @@ import (
 	"pingate/cmd/internal/cli"
 	"pingate/integration/payshield"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // runHSMKey runs a key ceremony through the HSMs of a config with
@@ -117,17 +119,17 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if *cfgPath == "" {
 		return fmt.Errorf("%w: --config is required", errUsage)
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := gateway.LoadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	sec := cfg.withDefaults().Security
+	sec := cfg.WithDefaults().Security
 	if sec.Module != "payshield" || sec.PayShield.KeyFile == "" {
 		return fmt.Errorf("%w: %s: needs security.module payshield and security.payshield.key_file", errUsage, *cfgPath)
 	}
 	keys := payshield.NewKeys(sec.RotationGrace)
 	if _, err := os.Stat(sec.PayShield.KeyFile); err == nil {
-		if keys, err = payShieldKeys(SecurityConfig{PayShield: sec.PayShield, RotationGrace: sec.RotationGrace}, slog.New(slog.DiscardHandler)); err != nil {
+		if keys, err = gateway.PayShieldKeys(gateway.SecurityConfig{PayShield: sec.PayShield, RotationGrace: sec.RotationGrace}, slog.New(slog.DiscardHandler)); err != nil {
 			return err
 		}
 	}
@@ -140,7 +142,7 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if *id == "" {
 		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	pc, err := sec.PayShield.client(slog.New(slog.DiscardHandler))
+	pc, err := sec.PayShield.Client(slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

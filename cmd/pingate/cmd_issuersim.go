@@ -12,6 +12,8 @@ import (
 	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
+
+	"pingate/integration/logredact"
 )
 
 // runIssuerSim runs integration/issuersim as its own process: the issuer
@@ -60,9 +62,9 @@ func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	log := newLogger(LogConfig{}, io.Discard)
+	log := logredact.New(logredact.Config{}, io.Discard)
 	if *verbose {
-		log = newLogger(LogConfig{}, stderr)
+		log = logredact.New(logredact.Config{}, stderr)
 	}
 	var binList []string
 	for _, b := range strings.Split(*bins, ",") {

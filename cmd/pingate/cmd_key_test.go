@@ -17,6 +17,10 @@ import (
 
 	"pingate/cmd/internal/clitest"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/gateway/gatewaytest"
 )
 
 // Published keys and blocks (pinblock/testdata/tr31-vectors.json names the
@@ -422,25 +426,14 @@ func (e keyEnv) runWithStore(t *testing.T, store string, sub string, args ...str
 
 // keyGatewayStart starts the gateway on the embedded config with e's key store,
 // as `pingate serve` does.
-func keyGatewayStart(t *testing.T, e keyEnv, store string) (*gateway, error) {
+func keyGatewayStart(t *testing.T, e keyEnv, store string) (*gateway.Gateway, error) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := embeddedConfig()
-	cfg.Instance = "key-test"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
-	off := false
-	cfg.Branch.Enabled = &off
-	cfg.Security.KeyStore, cfg.Security.CustodyLog, cfg.Security.LMKFile = store, e.log, e.lmk
-	g, err := startGateway(context.Background(), cfg, nil)
-	if err == nil {
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			g.Shutdown(ctx)
-		})
-	}
-	return g, err
+	return gatewaytest.New(t, func(cfg *gateway.Config) {
+		cfg.Instance = "key-test"
+		off := false
+		cfg.Branch.Enabled = &off
+		cfg.Security.KeyStore, cfg.Security.CustodyLog, cfg.Security.LMKFile = store, e.log, e.lmk
+	})
 }
 
 // TestKeyStoreMissingIsRefused (issue 13 item 10): a store file that does

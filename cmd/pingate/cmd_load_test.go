@@ -4,36 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"pingate/integration/loadgen"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/gateway/gatewaytest"
 )
 
 // startLoadGateway runs the embedded development gateway in-process with
 // limits raised for load (the defaults allow a person's pace).
-func startLoadGateway(t *testing.T) *gateway {
+func startLoadGateway(t *testing.T) *gateway.Gateway {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := embeddedConfig()
-	cfg.Instance = "loadtest"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
-	cfg.Limits.CardOpsPerDay = 1_000_000
-	cfg.Limits.AcquirerRPS, cfg.Limits.AcquirerBurst = 1e6, 1_000_000
-	ctx := context.Background()
-	g, err := startGateway(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("startGateway: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = g.Shutdown(sctx)
+	g := gatewaytest.Start(t, func(cfg *gateway.Config) {
+		cfg.Instance = "loadtest"
+		raiseLimitsForLoad(cfg)
 	})
-	if err := waitReady(ctx, g); err != nil {
+	if err := waitReady(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
 	return g
@@ -62,7 +51,7 @@ func lastJSON(t *testing.T, args ...string) loadgen.Report {
 func TestLoadAgainstGateway(t *testing.T) {
 	g := startLoadGateway(t)
 	const n, inFlight = 400, 8
-	rep := lastJSON(t, "load", "--target", g.acqAddr, "--requests", "400", "--duration", "60s", "--warmup", "0",
+	rep := lastJSON(t, "load", "--target", g.AcquirerAddr(), "--requests", "400", "--duration", "60s", "--warmup", "0",
 		"--concurrency", "2x4", "--cards", "100", "--card-offset", "2950", "--json", "--quiet", "--rand-seed", "3")
 	if rep.Requests < n || rep.Requests > n+inFlight {
 		t.Errorf("requests = %d, want %d to %d", rep.Requests, n, n+inFlight)
@@ -82,7 +71,7 @@ func TestLoadAgainstGateway(t *testing.T) {
 	if rep.SM4Changes == 0 || rep.SM4Changes >= ops["change"] {
 		t.Errorf("sm4 changes = %d of %d changes, want some but not all", rep.SM4Changes, ops["change"])
 	}
-	if got := g.sim.Requests.Load(); got < rep.Requests {
+	if got := g.Sim().Requests.Load(); got < rep.Requests {
 		t.Errorf("issuer simulator saw %d PIN operations, want at least %d", got, rep.Requests)
 	}
 	if rep.TPS <= 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.P50 > rep.LatencyMS.P99 || rep.LatencyMS.P99 > rep.LatencyMS.Max {
@@ -93,7 +82,7 @@ func TestLoadAgainstGateway(t *testing.T) {
 // TestLoadOpenLoop offers a fixed rate and reports it as such.
 func TestLoadOpenLoop(t *testing.T) {
 	g := startLoadGateway(t)
-	rep := lastJSON(t, "load", "--target", g.acqAddr, "--rate", "100", "--duration", "1s", "--warmup", "0",
+	rep := lastJSON(t, "load", "--target", g.AcquirerAddr(), "--rate", "100", "--duration", "1s", "--warmup", "0",
 		"--concurrency", "1x8", "--cards", "100", "--mix", "unblock=1", "--json", "--quiet")
 	if rep.Mode != "open" || rep.Rate != 100 {
 		t.Errorf("mode, rate = %q, %v; want open, 100", rep.Mode, rep.Rate)
@@ -136,11 +125,18 @@ func TestLoadFlagErrors(t *testing.T) {
 // TestLoadgenPlaysTheEmbeddedIdentities: the acquirers and card ranges the
 // load tool plays are the embedded development config's.
 func TestLoadgenPlaysTheEmbeddedIdentities(t *testing.T) {
-	if loadgen.ATMAcquirer != devATMAcquirer || loadgen.BranchAcquirer != devBranchAcquirer || loadgen.SM4Acquirer != devSM4Acquirer {
+	if loadgen.ATMAcquirer != gateway.DevATMAcquirer || loadgen.BranchAcquirer != gateway.DevBranchAcquirer || loadgen.SM4Acquirer != gateway.DevSM4Acquirer {
 		t.Errorf("loadgen acquirers %s, %s, %s; the embedded config's are %s, %s, %s", loadgen.ATMAcquirer, loadgen.BranchAcquirer,
-			loadgen.SM4Acquirer, devATMAcquirer, devBranchAcquirer, devSM4Acquirer)
+			loadgen.SM4Acquirer, gateway.DevATMAcquirer, gateway.DevBranchAcquirer, gateway.DevSM4Acquirer)
 	}
-	if strings.Join(loadgen.DevBINs, ",") != strings.Join(devBINs, ",") {
-		t.Errorf("loadgen.DevBINs = %v, the embedded config's are %v", loadgen.DevBINs, devBINs)
+	if strings.Join(loadgen.DevBINs, ",") != strings.Join(gateway.DevBINs(), ",") {
+		t.Errorf("loadgen.DevBINs = %v, the embedded config's are %v", loadgen.DevBINs, gateway.DevBINs())
 	}
+}
+
+// raiseLimitsForLoad lifts the per-card and per-acquirer limits far above
+// what a load run sends.
+func raiseLimitsForLoad(cfg *gateway.Config) {
+	cfg.Limits.CardOpsPerDay = 1_000_000
+	cfg.Limits.AcquirerRPS, cfg.Limits.AcquirerBurst = 1e6, 1_000_000
 }

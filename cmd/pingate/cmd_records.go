@@ -15,6 +15,8 @@ import (
 	"pingate/cmd/internal/cli"
 	"pingate/integration/branchapi"
 	"pingate/integration/records"
+
+	"pingate/integration/logredact"
 )
 
 // postgresEnv is read when --postgres is not given.
@@ -120,7 +122,7 @@ func (o *recordsRunCmd) Run(env *cli.Env) error {
 		o.Key = filepath.Join(o.DevCerts, branchapi.DevServerKeyFile)
 		o.ClientCA = filepath.Join(o.DevCerts, branchapi.DevCAFile)
 	}
-	log := newLogger(LogConfig{Level: o.LogLevel}, stderr)
+	log := logredact.New(logredact.Config{Level: o.LogLevel}, stderr)
 
 	store, err := records.Open(ctx, u, 0)
 	if err != nil {

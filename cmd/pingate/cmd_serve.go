@@ -9,8 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
-	"time"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/logredact"
 )
 
 // serveFlags are the flags that shape the configuration.
@@ -19,12 +23,12 @@ type serveFlags struct {
 	production                                                          bool
 }
 
-func (sf *serveFlags) config0() (Config, error) {
-	cfg := embeddedConfig()
+func (sf *serveFlags) config0() (gateway.Config, error) {
+	cfg := gateway.EmbeddedConfig()
 	if sf.config != "" {
 		var err error
-		if cfg, err = loadConfig(sf.config); err != nil {
-			return Config{}, err
+		if cfg, err = gateway.LoadConfig(sf.config); err != nil {
+			return gateway.Config{}, err
 		}
 	}
 	if sf.production {
@@ -77,14 +81,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := cfg.withDefaults().Validate(); err != nil {
+	if err := cfg.WithDefaults().Validate(); err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := logredact.New(cfg.Log, stderr)
 	// Packages that log through slog's default logger (storage failures in
 	// the journal) get the same handler: JSON, redaction, request ids.
 	slog.SetDefault(log)
-	for _, w := range cfg.withDefaults().productionWarnings() {
+	for _, w := range cfg.WithDefaults().ProductionWarnings() {
 		log.Warn("production: " + w)
 	}
 	// SIGTERM or SIGINT starts a graceful shutdown; another one forces exit.
@@ -97,19 +101,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	signal.Notify(hups, syscall.SIGHUP)
 	defer signal.Stop(hups)
 
-	g, err := startGateway(ctx, cfg, log)
+	g, err := gateway.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	g.setReloadSource(sf.config0)
-	if err := g.startAdmin(cfg.Admin); err != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return errors.Join(err, g.Shutdown(sctx))
-	}
-	reloads := g.reloadOnSignal(ctx, hups)
+	g.SetReloadSource(sf.config0)
+	runCtx, stopRun := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(runCtx) }()
+	reloads := reloadOnSignal(runCtx, g, hups)
 
-	fmt.Fprintf(stdout, "pingate serving: acquirer %s, http %s, admin %s\n", g.acqAddr, g.httpAddr, g.adminAddrOrOff())
+	admin := g.AdminAddr()
+	if admin == "" {
+		admin = "off"
+	}
+	fmt.Fprintf(stdout, "pingate serving: acquirer %s, http %s, admin %s\n", g.AcquirerAddr(), g.HTTPAddr(), admin)
 	var runErr error
 	// pendingSame is how many signals still to arrive on sigs are the one
 	// that already started the shutdown: when main's signal context saw the
@@ -124,11 +130,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("shutting down", "cause", context.Cause(ctx).Error())
 	case s := <-sigs:
 		log.Info("shutting down", "signal", s.String())
-	case runErr = <-g.Err():
+	case runErr = <-ran:
 		log.Error("listener failed", "err", runErr)
+		ran <- nil // put back for the drain below
 	}
+	stopRun()
 	reloads()
-	grace := cfg.withDefaults().Acquirer.ShutdownGrace
+	grace := cfg.WithDefaults().Acquirer.ShutdownGrace
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	log.Info("draining", "grace", grace.String())
@@ -137,6 +145,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for {
 		select {
 		case err = <-done:
+			<-ran
 			if err != nil {
 				log.Error("shutdown incomplete", "err", err)
 			} else {
@@ -155,6 +164,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
+// reloadOnSignal reloads g on every signal from hups until ctx ends or the
+// returned stop function is called; stop waits for a reload in progress.
+func reloadOnSignal(ctx context.Context, g *gateway.Gateway, hups <-chan os.Signal) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-hups:
+				_, _ = g.Reload("sighup") // logged and counted by Reload
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
+}
+
 func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("check-config")
 	if err := fs.Parse(args); err != nil {
@@ -163,14 +198,14 @@ func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: pingate check-config FILE", errUsage)
 	}
-	cfg, err := loadConfig(fs.Arg(0))
+	cfg, err := gateway.LoadConfig(fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	if err := cfg.withDefaults().Validate(); err != nil {
+	if err := cfg.WithDefaults().Validate(); err != nil {
 		return err
 	}
-	for _, w := range cfg.withDefaults().productionWarnings() {
+	for _, w := range cfg.WithDefaults().ProductionWarnings() {
 		fmt.Fprintln(stdout, "warning: production: "+w)
 	}
 	fmt.Fprintln(stdout, "ok")

@@ -19,6 +19,8 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // branchClient calls the branch API as one development identity.
@@ -27,8 +29,8 @@ type branchClient struct {
 	http *http.Client
 }
 
-func newBranchClient(rt *branchRuntime, who string) (*branchClient, error) {
-	ca, err := os.ReadFile(filepath.Join(rt.certDir, branchapi.DevCAFile))
+func newBranchClient(rt gateway.BranchInfo, who string) (*branchClient, error) {
+	ca, err := os.ReadFile(filepath.Join(rt.CertDir, branchapi.DevCAFile))
 	if err != nil {
 		return nil, err
 	}
@@ -36,11 +38,11 @@ func newBranchClient(rt *branchRuntime, who string) (*branchClient, error) {
 	if !pool.AppendCertsFromPEM(ca) {
 		return nil, errors.New("development CA does not parse")
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(rt.certDir, who+".pem"), filepath.Join(rt.certDir, who+"-key.pem"))
+	cert, err := tls.LoadX509KeyPair(filepath.Join(rt.CertDir, who+".pem"), filepath.Join(rt.CertDir, who+"-key.pem"))
 	if err != nil {
 		return nil, err
 	}
-	return &branchClient{base: "https://" + rt.addr, http: &http.Client{
+	return &branchClient{base: "https://" + rt.Addr, http: &http.Client{
 		Timeout: 20 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{
 			RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
@@ -85,12 +87,12 @@ var demoMailerPIN = regexp.MustCompile(`(?m)^Your new PIN: ([0-9]+)$`)
 // submits, the supervisor approves), a reset with a generated PIN and its
 // mailer, the cardholder changing that PIN (read from the mailer, as the
 // cardholder would), and an unblock.
-func branchDemoSteps(ctx context.Context, g *gateway) ([]demoResult, error) {
-	rt, ok := branchOf(g)
+func branchDemoSteps(ctx context.Context, g *gateway.Gateway) ([]demoResult, error) {
+	rt, ok := g.Branch()
 	if !ok {
 		return nil, nil // the branch API is off in this configuration
 	}
-	if rt.certDir == "" {
+	if rt.CertDir == "" {
 		return nil, errors.New("the demo needs the development certificates (no branch.tls files)")
 	}
 	teller, err := newBranchClient(rt, "teller")
@@ -101,7 +103,7 @@ func branchDemoSteps(ctx context.Context, g *gateway) ([]demoResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := g.cfg.IssuerSim
+	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	k, err := pinblock.DevelopmentKey(pinblock.DevBranchZPK)
 	if err != nil {
@@ -173,7 +175,7 @@ func branchDemoSteps(ctx context.Context, g *gateway) ([]demoResult, error) {
 	// 3. The cardholder opens the mailer and changes the PIN at the branch.
 	if mailerRef != "" {
 		if err := step("branch HTTPS: change the PIN from the mailer", "change", func() (branchapi.OperationResult, error) {
-			text, err := os.ReadFile(filepath.Join(rt.spool, mailerRef+pinblock.MailerFileSuffix))
+			text, err := os.ReadFile(filepath.Join(rt.Spool, mailerRef+pinblock.MailerFileSuffix))
 			if err != nil {
 				return branchapi.OperationResult{}, err
 			}

@@ -26,6 +26,8 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // Tests of deploy/: every manifest, the compose file, the systemd unit and
@@ -39,9 +41,9 @@ func opsPath(parts ...string) string { return filepath.Join(append([]string{opsR
 
 // opsGateway is startTestGateway without the branch channel (it has its own
 // tests), once its issuer link has signed on.
-func opsGateway(t *testing.T, mutate func(*Config)) *gateway {
+func opsGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gateway {
 	t.Helper()
-	g := startTestGateway(t, func(c *Config) {
+	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Instance = "ops-test"
 		off := false
 		c.Branch.Enabled = &off
@@ -59,11 +61,11 @@ func opsGateway(t *testing.T, mutate func(*Config)) *gateway {
 // terminal (terminal limits are per terminal: one request each stays inside).
 func opsChange(pop issuersim.Population, i int, newPIN string) pinOp {
 	c := pop.Card(i)
-	return pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("OPS%05d", i), proc: iso8583.ProcPINChange, pan: c.PAN,
+	return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("OPS%05d", i), proc: iso8583.ProcPINChange, pan: c.PAN,
 		oldPIN: c.PIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 }
 
-func opsPopulation(sc *IssuerSimConfig) issuersim.Population {
+func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {
 	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 }
 
@@ -335,7 +337,7 @@ type k8sService struct {
 
 // k8sConfig decodes the ConfigMap's pingate.yaml with the gateway's own
 // strict loader.
-func k8sConfig(t *testing.T) Config {
+func k8sConfig(t *testing.T) gateway.Config {
 	t.Helper()
 	var cm struct {
 		Data map[string]string `yaml:"data"`
@@ -349,7 +351,7 @@ func k8sConfig(t *testing.T) Config {
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(p)
+	cfg, err := gateway.LoadConfig(p)
 	if err != nil {
 		t.Fatalf("ConfigMap pingate.yaml: %v", err)
 	}
@@ -371,9 +373,9 @@ func addrPort(t *testing.T, what, addr string) int {
 
 // acquirerWarnings are the production warnings about acquirers: a shipped
 // production config requires sign-on and takes key blocks only.
-func acquirerWarnings(c Config) []string {
+func acquirerWarnings(c gateway.Config) []string {
 	var out []string
-	for _, w := range c.withDefaults().productionWarnings() {
+	for _, w := range c.WithDefaults().ProductionWarnings() {
 		if strings.HasPrefix(w, "routing.acquirers") {
 			out = append(out, w)
 		}
@@ -385,7 +387,7 @@ func acquirerWarnings(c Config) []string {
 // the strict loader (no unknown key) and Validate.
 func TestDeployConfigsValidate(t *testing.T) {
 	cfg := k8sConfig(t)
-	if err := cfg.withDefaults().Validate(); err != nil {
+	if err := cfg.WithDefaults().Validate(); err != nil {
 		t.Errorf("ConfigMap pingate.yaml: Validate: %v", err)
 	}
 	if !cfg.Production {
@@ -395,12 +397,12 @@ func TestDeployConfigsValidate(t *testing.T) {
 		t.Errorf("ConfigMap pingate.yaml: production warnings %q", w)
 	}
 	for _, p := range []string{"deploy/compose/gateway.yaml", "deploy/systemd/pingate.yaml"} {
-		c, err := loadConfig(opsPath(p))
+		c, err := gateway.LoadConfig(opsPath(p))
 		if err != nil {
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		if err := c.withDefaults().Validate(); err != nil {
+		if err := c.WithDefaults().Validate(); err != nil {
 			t.Errorf("%s: Validate: %v", p, err)
 		}
 		if w := acquirerWarnings(c); len(w) != 0 {
@@ -414,7 +416,7 @@ func TestDeployConfigsValidate(t *testing.T) {
 // ConfigMap's pingate config: ports, probes, mounts of every path the config
 // names.
 func TestDeployDeploymentMatchesConfig(t *testing.T) {
-	cfg := k8sConfig(t).withDefaults()
+	cfg := k8sConfig(t).WithDefaults()
 	var d k8sDeployment
 	decodeYAML(t, opsPath("deploy/kubernetes/base/deployment.yaml"), &d)
 	if d.Spec.Replicas < 3 {
@@ -671,11 +673,11 @@ func TestDeployCompose(t *testing.T) {
 		if cfgFile == "" {
 			t.Fatalf("compose %s: --config %s is not mounted from a file", name, s.Command[2])
 		}
-		cfg, err := loadConfig(opsPath(cfgFile))
+		cfg, err := gateway.LoadConfig(opsPath(cfgFile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg = cfg.withDefaults()
+		cfg = cfg.WithDefaults()
 		published := false
 		for _, p := range s.Ports {
 			parts := strings.Split(p, ":")
@@ -746,11 +748,11 @@ func TestDeploySystemdUnit(t *testing.T) {
 	} else if !commandExists(pre[1]) {
 		t.Errorf("ExecStartPre: no subcommand %s", pre[1])
 	}
-	cfg, err := loadConfig(opsPath("deploy/systemd/pingate.yaml"))
+	cfg, err := gateway.LoadConfig(opsPath("deploy/systemd/pingate.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	stop, err := strconv.Atoi(kv["TimeoutStopSec"])
 	if err != nil || time.Duration(stop)*time.Second <= cfg.Acquirer.ShutdownGrace {
 		t.Errorf("TimeoutStopSec %q must exceed shutdown_grace %s", kv["TimeoutStopSec"], cfg.Acquirer.ShutdownGrace)
@@ -898,21 +900,21 @@ func sourceMetricNames(t *testing.T) map[string]bool {
 // this short run) created in the Go sources under that name.
 func TestDeployMetricNamesExist(t *testing.T) {
 	g := opsGateway(t, nil)
-	g.setReloadSource(func() (Config, error) {
-		c := embeddedConfig()
-		c.Instance = g.cfg.Instance
-		c.Acquirer.Addr, c.HTTP.Addr = g.cfg.Acquirer.Addr, g.cfg.HTTP.Addr
-		c.Events.JournalDir, c.Reversals.Dir = g.cfg.Events.JournalDir, g.cfg.Reversals.Dir
-		c.Branch = g.cfg.Branch
+	g.SetReloadSource(func() (gateway.Config, error) {
+		c := gateway.EmbeddedConfig()
+		c.Instance = g.Config().Instance
+		c.Acquirer.Addr, c.HTTP.Addr = g.Config().Acquirer.Addr, g.Config().HTTP.Addr
+		c.Events.JournalDir, c.Reversals.Dir = g.Config().Events.JournalDir, g.Config().Reversals.Dir
+		c.Branch, c.Admin = g.Config().Branch, g.Config().Admin
 		return c, nil
 	})
 	ctx := context.Background()
-	client, err := dialATM(ctx, g.acqAddr)
+	client, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	for i := 0; i < 3; i++ {
 		if _, err := opsDo(ctx, client, opsChange(pop, 300+i, "4826")); err != nil {
 			t.Fatal(err)
@@ -921,7 +923,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	if _, err := g.Reload("test"); err != nil {
 		t.Fatal(err)
 	}
-	scraped := metricNames(t, g.httpAddr)
+	scraped := metricNames(t, g.HTTPAddr())
 	for _, must := range []string{"pingate_requests_total", "pingate_request_duration_seconds_bucket", "pingate_config_reloads_total",
 		"pingate_issuer_links_up", "pingate_key_created_timestamp_seconds"} {
 		if !scraped[must] {
@@ -1048,7 +1050,7 @@ func operationsAnchors(t *testing.T) map[string]bool {
 func TestReadyzReflectsRealReadiness(t *testing.T) {
 	g := opsGateway(t, nil)
 	ready := func() (int, map[string]any) {
-		resp, err := http.Get("http://" + g.httpAddr + "/readyz")
+		resp, err := http.Get("http://" + g.HTTPAddr() + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1062,14 +1064,14 @@ func TestReadyzReflectsRealReadiness(t *testing.T) {
 	if code, body := ready(); code != http.StatusOK {
 		t.Fatalf("readyz = %d %v, want 200", code, body)
 	}
-	live, err := http.Get("http://" + g.httpAddr + "/healthz")
+	live, err := http.Get("http://" + g.HTTPAddr() + "/healthz")
 	if err != nil || live.StatusCode != http.StatusOK {
 		t.Fatalf("healthz: %v %v", live, err)
 	}
 	live.Body.Close()
 
 	// The journal directory becomes unwritable: a plain file takes its place.
-	dir := g.cfg.Events.JournalDir
+	dir := g.Config().Events.JournalDir
 	moved := dir + ".away"
 	if err := os.Rename(dir, moved); err != nil {
 		t.Fatal(err)
@@ -1096,7 +1098,7 @@ func TestReadyzReflectsRealReadiness(t *testing.T) {
 	// The issuer host goes down: the link loses its sign-on.
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := g.sim.Server().Shutdown(sctx); err != nil {
+	if err := g.Sim().Server().Shutdown(sctx); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -1104,7 +1106,7 @@ func TestReadyzReflectsRealReadiness(t *testing.T) {
 		code, body = ready()
 		if code == http.StatusServiceUnavailable {
 			checks, _ := body["checks"].(map[string]any)
-			if checks["issuer:"+devIssuer] == "signed on" {
+			if checks["issuer:"+gateway.DevIssuer] == "signed on" {
 				t.Errorf("readyz 503 but checks %v still show the issuer signed on", checks)
 			}
 			break
@@ -1151,8 +1153,8 @@ func configKeys(prefix string, v reflect.Value, out map[string]reflect.Value) {
 }
 
 // TestConfigurationDocIsTrue: docs/configuration.md has a row for every key
-// of Config and no row for a key that does not exist, and where
-// Config.withDefaults (or the limiter's defaults) fills a value, the row's
+// of gateway.Config and no row for a key that does not exist, and where
+// gateway.Config.withDefaults (or the limiter's defaults) fills a value, the row's
 // default column shows it.
 func TestConfigurationDocIsTrue(t *testing.T) {
 	raw, err := os.ReadFile(opsPath("docs/configuration.md"))
@@ -1167,7 +1169,7 @@ func TestConfigurationDocIsTrue(t *testing.T) {
 		}
 		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = cells[2]
 	}
-	def := Config{}.withDefaults()
+	def := gateway.Config{}.WithDefaults()
 	def.Limits.Config = def.Limits.Config.WithDefaults()
 	keys := map[string]reflect.Value{}
 	configKeys("", reflect.ValueOf(def), keys)

@@ -25,6 +25,8 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // startAuditSim runs an issuer simulator in the test process, with its
@@ -145,7 +147,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the binary")
 	}
-	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	sim, simAddr := startAuditSim(t, pop, 3*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
@@ -272,23 +274,23 @@ func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	free := int64(st.Bavail) * st.Bsize
-	g := startTestGateway(t, func(c *Config) { c.Events.MinFree = free + free/2 })
+	g := startTestGateway(t, func(c *gateway.Config) { c.Events.MinFree = free + free/2 })
 	waitIssuer(t, g)
-	c, err := dialATM(context.Background(), g.acqAddr)
+	c, err := dialATM(context.Background(), g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pop := opsPopulation(g.cfg.IssuerSim)
-	before := g.sim.Requests.Load()
+	pop := opsPopulation(g.Config().IssuerSim)
+	before := g.Sim().Requests.Load()
 	code, err := opsDo(context.Background(), c, opsChange(pop, 7, "4826"))
 	if err != nil || code != iso8583.RCIssuerUnavailable {
 		t.Fatalf("change with the journal disk below its reserve = %s, %v; want 91", code, err)
 	}
-	if n := g.sim.Requests.Load() - before; n != 0 {
+	if n := g.Sim().Requests.Load() - before; n != 0 {
 		t.Fatalf("issuer got %d requests, want none: the journal refuses before the issuer is called", n)
 	}
-	resp, err := http.Get("http://" + g.httpAddr + "/readyz")
+	resp, err := http.Get("http://" + g.HTTPAddr() + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +300,7 @@ func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
 		t.Fatalf("readyz = %d %s, want 503 naming the reserve", resp.StatusCode, body)
 	}
 	// The refusal itself is an outcome, recorded in the reserve.
-	es, err := g.journal.Entries(1, 10)
+	es, err := g.Journal().Entries(1, 10)
 	if err != nil || len(es) != 1 {
 		t.Fatalf("journal holds %d entries (%v), want the refusal's event", len(es), err)
 	}
@@ -309,12 +311,12 @@ func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
 }
 
 // waitIssuer waits until the gateway's issuer links are signed on.
-func waitIssuer(t *testing.T, g *gateway) {
+func waitIssuer(t *testing.T, g *gateway.Gateway) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		all := true
-		for _, up := range g.links.SignedOn() {
+		for _, up := range g.SignedOn() {
 			all = all && up
 		}
 		if all {
@@ -371,7 +373,7 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs here (%v: %s): this test needs mount permission", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	sim, simAddr := startAuditSim(t, pop, 2*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
@@ -516,31 +518,31 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 // the next PIN change over TCP is answered 91 journal_full and never reaches
 // the issuer (the journal-depth guard, routing.Admitter).
 func TestJournalDepthLimitRefusesBeforeTheIssuer(t *testing.T) {
-	g := startTestGateway(t, func(c *Config) {
+	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Events.MaxDepth = 3
 		c.Events.KafkaBrokers = []string{freeAddr(t)} // nothing listens there
 	})
 	waitIssuer(t, g)
-	c, err := dialATM(context.Background(), g.acqAddr)
+	c, err := dialATM(context.Background(), g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	for i := 0; i < 3; i++ {
 		if code, err := opsDo(context.Background(), c, opsChange(pop, 20+i, "4826")); err != nil || code != iso8583.RCApproved {
 			t.Fatalf("change %d below the depth limit = %s, %v; want 00", i, code, err)
 		}
 	}
-	before := g.sim.Requests.Load()
+	before := g.Sim().Requests.Load()
 	code, err := opsDo(context.Background(), c, opsChange(pop, 30, "4826"))
 	if err != nil || code != iso8583.RCIssuerUnavailable {
 		t.Fatalf("change at the depth limit = %s, %v; want 91", code, err)
 	}
-	if n := g.sim.Requests.Load() - before; n != 0 {
+	if n := g.Sim().Requests.Load() - before; n != 0 {
 		t.Fatalf("issuer got %d requests at the depth limit, want none", n)
 	}
-	if err := g.journal.Admit(); !errors.Is(err, outbox.ErrJournalFull) {
+	if err := g.Journal().Admit(); !errors.Is(err, outbox.ErrJournalFull) {
 		t.Fatalf("Admit at the depth limit = %v, want ErrJournalFull", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,39 +13,30 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/gateway/gatewaytest"
 )
 
-// startTestGateway runs a gateway in-process on loopback ports with its own
-// journal and reversal directories, and stops it in t.Cleanup.
-func startTestGateway(t *testing.T, mutate func(*Config)) *gateway {
+// startTestGateway runs a gateway in-process (gatewaytest.Start): every
+// listener on a loopback port of its own, its own journal and reversal
+// directories, stopped in t.Cleanup.
+func startTestGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gateway {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := embeddedConfig()
-	cfg.Instance = "e2e"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	g, err := startGateway(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatalf("startGateway: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := g.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
+	return gatewaytest.Start(t, func(c *gateway.Config) {
+		c.Instance = "e2e"
+		if mutate != nil {
+			mutate(c)
 		}
 	})
-	return g
 }
 
 // TestEndToEndEveryOperationAndCode plays the demo script over real TCP:
 // every operation and every response code, each answered request that
 // reached routing with exactly one event carrying the same code.
 func TestEndToEndEveryOperationAndCode(t *testing.T) {
-	g := startTestGateway(t, func(c *Config) {
+	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Routing.Issuers = append(c.Routing.Issuers, routing.IssuerConfig{ID: demoDownIssuer, Institution: "300002",
 			Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK})
 		c.Routing.Routes = append(c.Routing.Routes, routing.Route{Prefix: demoDownPrefix, Issuer: demoDownIssuer})
@@ -55,14 +45,14 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	sc := g.cfg.IssuerSim
+	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	clients := map[string]*atmClient{}
 	seen := map[string]bool{}
 	for _, st := range demoScript(pop) {
 		client := clients[st.op.acquirer]
 		if client == nil && st.raw == nil {
-			c, err := dialATM(ctx, g.acqAddr)
+			c, err := dialATM(ctx, g.AcquirerAddr())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +80,7 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 	ids := map[string]bool{}
 	sm4Changes := 0
 	for _, e := range evs {
-		if e.Issuer == devSM4Issuer && e.Code == iso8583.RCApproved {
+		if e.Issuer == gateway.DevSM4Issuer && e.Code == iso8583.RCApproved {
 			sm4Changes++
 		}
 		if ids[e.ID] {
@@ -105,7 +95,7 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 	// to the SM4 issuer and a TDES block to it (the SM4 issuer's cards also
 	// take part in the steps before).
 	if sm4Changes < 2 {
-		t.Errorf("%d approved events at the SM4 issuer %s, want at least 2", sm4Changes, devSM4Issuer)
+		t.Errorf("%d approved events at the SM4 issuer %s, want at least 2", sm4Changes, gateway.DevSM4Issuer)
 	}
 	// Every request but the unknown acquirer and the malformed frame reached
 	// routing; repeated steps add one event per try.
@@ -118,13 +108,13 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 // an oversized frame and one that sends half a frame and stalls do not delay
 // or break a well-behaved client on the same listener.
 func TestBadClientsDoNotDisturbOthers(t *testing.T) {
-	g := startTestGateway(t, func(c *Config) { c.Acquirer.ReadTimeout = 500 * time.Millisecond })
+	g := startTestGateway(t, func(c *gateway.Config) { c.Acquirer.ReadTimeout = 500 * time.Millisecond })
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
 	dial := func() net.Conn {
-		c, err := net.Dial("tcp", g.acqAddr)
+		c, err := net.Dial("tcp", g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,16 +128,16 @@ func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 	slow := dial()
 	_, _ = slow.Write([]byte{0x00, 0x40, '0', '1'})
 
-	sc := g.cfg.IssuerSim
+	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	good, err := dialATM(ctx, g.acqAddr)
+	good, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer good.Close()
 	for i := 0; i < 5; i++ {
 		card := pop.Card(100 + i)
-		f, err := pinOp{acquirer: devATMAcquirer, terminal: "ATM7000" + string(rune('0'+i)), proc: iso8583.ProcPINChange,
+		f, err := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM7000" + string(rune('0'+i)), proc: iso8583.ProcPINChange,
 			pan: card.PAN, oldPIN: card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +178,7 @@ func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 func TestAcquirerMismatchOnConnection(t *testing.T) {
 	g := startTestGateway(t, nil)
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.acqAddr)
+	c, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,10 +190,10 @@ func TestAcquirerMismatchOnConnection(t *testing.T) {
 		}
 		return ans.ResponseCode
 	}
-	if code := signOn(devATMAcquirer); code != "00" {
+	if code := signOn(gateway.DevATMAcquirer); code != "00" {
 		t.Fatalf("sign-on answered %s, want 00", code)
 	}
-	if code := signOn(devBranchAcquirer); code != "58" {
+	if code := signOn(gateway.DevBranchAcquirer); code != "58" {
 		t.Fatalf("sign-on of a second acquirer on the same connection answered %s, want 58", code)
 	}
 }

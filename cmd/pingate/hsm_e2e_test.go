@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"pingate/integration/branchapi"
 	"pingate/integration/issuersim"
@@ -23,6 +22,12 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/logredact"
+
+	"pingate/integration/gateway/gatewaytest"
 )
 
 // startHSMSim runs a payShield simulator on a loopback port.
@@ -40,9 +45,9 @@ func startHSMSim(t *testing.T) (*hsmsim.Server, string) {
 }
 
 // payShieldMode is the embedded default with security.module payshield on
-// the given HSMs (Config.usePayShieldSim).
-func payShieldMode(hosts ...string) func(*Config) {
-	return func(c *Config) { c.usePayShieldSim(hosts...) }
+// the given HSMs (gateway.Config.usePayShieldSim).
+func payShieldMode(hosts ...string) func(*gateway.Config) {
+	return func(c *gateway.Config) { c.UsePayShieldSim(hosts...) }
 }
 
 // TestPayShieldModeATMChange: with security.module payshield the ATM PIN
@@ -51,21 +56,21 @@ func payShieldMode(hosts ...string) func(*Config) {
 func TestPayShieldModeATMChange(t *testing.T) {
 	_, addr := startHSMSim(t)
 	g := startTestGateway(t, payShieldMode(addr))
-	if _, ok := g.sm.(*pinblock.SoftwareModule); ok {
+	if _, ok := g.SecurityModule().(*pinblock.SoftwareModule); ok {
 		t.Fatal("security.module payshield runs the software module")
 	}
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	sc := g.cfg.IssuerSim
+	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	a, b, c := pop.Card(0), pop.Card(1), pop.Card(2)
 	atm := func(i int, pan, oldPIN, newPIN string) pinOp {
-		return pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 100+i), proc: iso8583.ProcPINChange, pan: pan,
+		return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 100+i), proc: iso8583.ProcPINChange, pan: pan,
 			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 	}
-	client, err := dialATM(ctx, g.acqAddr)
+	client, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +99,7 @@ func TestPayShieldModeATMChange(t *testing.T) {
 		t.Errorf("%d events for %d answered steps", len(evs), len(steps))
 	}
 	// Each change is two CC commands (old and new block) in the HSM.
-	if st := g.ps.Stats(); st[0].Commands < uint64(2*len(steps)) {
+	if st := payShieldStats(g); st[0].Commands < uint64(2*len(steps)) {
 		t.Errorf("the HSM saw %d commands for %d PIN changes", st[0].Commands, len(steps))
 	}
 }
@@ -110,7 +115,7 @@ func TestPayShieldModeFailover(t *testing.T) {
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	sc := g.cfg.IssuerSim
+	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	const n = 24
 	var wg sync.WaitGroup
@@ -123,13 +128,13 @@ func TestPayShieldModeFailover(t *testing.T) {
 			defer wg.Done()
 			<-start
 			card := pop.Card(10 + i)
-			client, err := dialATM(ctx, g.acqAddr)
+			client, err := dialATM(ctx, g.AcquirerAddr())
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			defer client.Close()
-			op := pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 200+i), proc: iso8583.ProcPINChange, pan: card.PAN,
+			op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 200+i), proc: iso8583.ProcPINChange, pan: card.PAN,
 				oldPIN: card.PIN, newPIN: fmt.Sprintf("%04d", 3000+i), format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 			r, err := playStep(ctx, g, client, demoStep{what: "change", op: op, want: "00"})
 			codes[i], errs[i] = r.ResponseCode, err
@@ -152,7 +157,7 @@ func TestPayShieldModeFailover(t *testing.T) {
 	if len(evs) != n {
 		t.Errorf("%d events for %d changes", len(evs), n)
 	}
-	if st := g.ps.Stats(); st[1].Commands == 0 {
+	if st := payShieldStats(g); st[1].Commands == 0 {
 		t.Error("the surviving HSM took no command")
 	}
 }
@@ -274,7 +279,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := startTestGateway(t, func(c *Config) {
+	g := startTestGateway(t, func(c *gateway.Config) {
 		payShieldMode(addr)(c)
 		c.Security.PayShield.KeyFile = keyFile
 		c.Routing.Issuers[0].Key = "iss-zpk"
@@ -295,28 +300,28 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, c := atmSession(t, g)
-	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("key change through FA = %v, %v; want 0810 00", ans, err)
 	}
-	k, err := g.psKeys.Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK})
+	k, err := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK})
 	if err != nil || k.Version != 2 || k.KCV != v2.KCV() {
 		t.Fatalf("after the key change the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
 	}
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	ans, err = c.Do(ctx, opsFieldsUnder(t, pop.Card(7300), "KCH07300", v2))
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("PIN change under the new key = %v, %v; want 00", ans, err)
 	}
 	// A wrong KCV is refused by the module and changes nothing.
 	bad, _ := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: "000000"}.Encode()
-	ans, err = c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+	ans, err = c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: bad})
 	if err != nil || ans.ResponseCode == iso8583.RCApproved {
 		t.Fatalf("key change with a wrong KCV = %v, %v; want a refusal", ans, err)
 	}
-	if k, _ := g.psKeys.Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
+	if k, _ := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
 		t.Fatalf("a refused key change moved the key to version %d", k.Version)
 	}
 }
@@ -353,7 +358,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	_, addr := startHSMSim(t)
 	dir := t.TempDir()
 	acqHex := "0123456789ABCDEFFEDCBA9876543210" // the ATM's ZPK (the published dev-atm-zpk value)
-	issHex := "0123456789ABCDEFFEDCBA9876543210" // the issuer simulator's ZPK (dev-atm-zpk, see usePayShieldSim)
+	issHex := "0123456789ABCDEFFEDCBA9876543210" // the issuer simulator's ZPK (dev-atm-zpk, see gateway.UsePayShieldSim)
 	var keys []payshield.Key
 	clearKeys := map[string]pinblock.Key{}
 	for _, k := range []struct{ id, h string }{{pinblock.DevATMZPK, acqHex}, {"iss-zpk", issHex}} {
@@ -371,32 +376,22 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := embeddedConfig()
-	cfg.Instance = "e2e"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
-	cfg.usePayShieldSim(addr)
-	cfg.Security.DevKeys = false
-	cfg.Security.PayShield.KeyFile = keyFile
-	iss := append([]routing.IssuerConfig(nil), cfg.Routing.Issuers...)
-	iss[0].Key = "iss-zpk"
-	cfg.Routing.Issuers = iss
 	var logBuf syncBuffer
-	g, err := startGateway(context.Background(), cfg, newLogger(LogConfig{Level: "debug"}, &logBuf))
-	if err != nil {
-		t.Fatalf("startGateway: %v", err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = g.Shutdown(ctx)
-	}()
+	g := gatewaytest.Start(t, func(cfg *gateway.Config) {
+		cfg.Instance = "e2e"
+		cfg.UsePayShieldSim(addr)
+		cfg.Security.DevKeys = false
+		cfg.Security.PayShield.KeyFile = keyFile
+		iss := append([]routing.IssuerConfig(nil), cfg.Routing.Issuers...)
+		iss[0].Key = "iss-zpk"
+		cfg.Routing.Issuers = iss
+	}, gatewaytest.WithLogger(logredact.New(logredact.Config{Level: "debug"}, &logBuf)), gatewaytest.WithDir(dir))
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	pop := opsPopulation(g.cfg.IssuerSim)
-	client, err := dialATM(ctx, g.acqAddr)
+	pop := opsPopulation(g.Config().IssuerSim)
+	client, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +400,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	for i := range 4 {
 		card := pop.Card(40 + i)
 		newPIN := fmt.Sprintf("%06d", 739105+i*111)
-		op := pinOp{acquirer: devATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 300+i), proc: iso8583.ProcPINChange, pan: card.PAN,
+		op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 300+i), proc: iso8583.ProcPINChange, pan: card.PAN,
 			oldPIN: card.PIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 		f, err := op.fields()
 		if err != nil {
@@ -462,16 +457,16 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	go func() { defer close(done); _ = sim.Serve(ln) }()
 	t.Cleanup(func() { sim.Close(); <-done })
 
-	branchAcq := embeddedConfig().Routing.Acquirers[1]
-	g := startTestGateway(t, func(c *Config) {
-		c.usePayShieldSim(ln.Addr().String())
+	branchAcq := gateway.EmbeddedConfig().Routing.Acquirers[1]
+	g := startTestGateway(t, func(c *gateway.Config) {
+		c.UsePayShieldSim(ln.Addr().String())
 		c.Routing.Acquirers = append(c.Routing.Acquirers, branchAcq) // no branch PIN block is translated here
 	})
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	rt, ok := branchOf(g)
+	rt, ok := g.Branch()
 	if !ok {
 		t.Fatal("the branch API is off")
 	}
@@ -483,7 +478,7 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	card := pop.Card(31)
 	body := map[string]any{"pan": card.PAN, "branch": branchapi.DevBranch, "terminal": "BR0117H2", "teller": "T0117-07",
 		"identity_check_ref": "IDCHK-2026-000202", "mode": branchapi.ModeGenerated}
@@ -503,15 +498,15 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	if m == nil {
 		t.Fatal("the mailer has no PIN line")
 	}
-	if entries, _ := os.ReadDir(rt.spool); len(entries) != 0 {
+	if entries, _ := os.ReadDir(rt.Spool); len(entries) != 0 {
 		t.Errorf("the gateway's own spool has %d files: the mailer must come from the HSM", len(entries))
 	}
-	client, err := dialATM(ctx, g.acqAddr)
+	client, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	op := pinOp{acquirer: devATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
+	op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
 		oldPIN: string(m[1]), newPIN: "7305", format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
 		t.Fatalf("ATM change from the mailer's PIN = %q, %v; want 00", code, err)
@@ -582,4 +577,14 @@ func TestHSMKeyCeremony(t *testing.T) {
 	if head.Seq != 3 {
 		t.Errorf("custody log has %d records, want 3 (two generations, one import)", head.Seq)
 	}
+}
+
+func payShieldStats(g *gateway.Gateway) []payshield.HostStats {
+	c, _ := g.PayShield()
+	return c.Stats()
+}
+
+func payShieldKeys(g *gateway.Gateway) *payshield.Keys {
+	_, k := g.PayShield()
+	return k
 }

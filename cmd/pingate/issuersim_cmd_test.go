@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"pingate/iso8583"
+
+	"pingate/integration/gateway"
 )
 
 // runSimInProcess runs `pingate issuer-sim ARGS` in-process until the
@@ -74,19 +76,19 @@ func TestIssuerSimCommand(t *testing.T) {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				t.Fatalf("issuer-sim printed %q, want its address", addr)
 			}
-			g := opsGateway(t, func(c *Config) {
+			g := opsGateway(t, func(c *gateway.Config) {
 				c.IssuerSim = nil // the standalone simulator is the issuer
 				c.Routing.Issuers = append(c.Routing.Issuers[:0:0], c.Routing.Issuers...)
 				c.Routing.Issuers[0].Hosts = []string{addr}
 				c.Routing.Issuers[0].Timeout = 300 * time.Millisecond
 			})
-			client, err := dialATM(context.Background(), g.acqAddr)
+			client, err := dialATM(context.Background(), g.AcquirerAddr())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer client.Close()
 			// The simulator's default population is the embedded default's.
-			pop := opsPopulation(embeddedConfig().withDefaults().IssuerSim)
+			pop := opsPopulation(gateway.EmbeddedConfig().WithDefaults().IssuerSim)
 			code, err := opsDo(context.Background(), client, opsChange(pop, 600+i, "4826"))
 			if err != nil {
 				t.Fatal(err)

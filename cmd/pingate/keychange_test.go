@@ -13,6 +13,8 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // TestOnlineKeyChangeOverTCP: an ATM network changes its zone PIN key online
@@ -33,7 +35,7 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 func testOnlineKeyChange(t *testing.T, legacy bool) {
 	dir := t.TempDir()
 	ks := newOpsKeyStore(t, dir)
-	st, err := openKeyStore(ks.sec)
+	st, err := gateway.OpenKeyStore(ks.sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +67,14 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 	}
 	underZMK := underTDES(t, zmk, v2Clear)
 
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		c.Security = ks.sec
 		acq := c.Routing.Acquirers[0]
 		acq.Keys, acq.ZMK, acq.LegacyKeyChange = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store", legacy
 		c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
 	})
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.acqAddr)
+	c, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +89,12 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 		}
 		return ans
 	}
-	if ans := do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: devATMAcquirer}); ans.ResponseCode != iso8583.RCApproved {
+	if ans := do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: gateway.DevATMAcquirer}); ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("sign-on = %s", ans.ResponseCode)
 	}
 	send := func(de123 string) *iso8583.Fields {
 		t.Helper()
-		return do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+		return do(&iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
 	}
 	legacyForm := func(kcv string) string {
@@ -128,7 +130,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 			t.Fatalf("legacy key change from an acquirer without key_change_legacy_ecb = %s, want 30", ans.ResponseCode)
 		}
 	}
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	n := 7100
 	change := func(key pinblock.Key) string {
 		t.Helper()
@@ -175,7 +177,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 		t.Fatal(err)
 	}
 	log := string(raw)
-	if !strings.Contains(log, "acquirer "+devATMAcquirer) || !strings.Contains(log, "key change (0800/161)") || !strings.Contains(log, v2.KCV()) {
+	if !strings.Contains(log, "acquirer "+gateway.DevATMAcquirer) || !strings.Contains(log, "key change (0800/161)") || !strings.Contains(log, v2.KCV()) {
 		t.Error("custody log has no record of the online key change")
 	}
 	if strings.Contains(strings.ToUpper(log), newZPK) || strings.Contains(strings.ToUpper(log), strings.ToUpper(hex.EncodeToString(underZMK))) ||
@@ -190,7 +192,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 	ks := newOpsKeyStore(t, t.TempDir())
 	before := listStore(t, ks.sec)
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		c.Security = ks.sec
 		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
 		acqs[0].LegacyKeyChange = true
@@ -216,12 +218,12 @@ func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 	}
 
 	ctx, c := atmSession(t, g)
-	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: devATMAcquirer,
+	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("key change of the development key = %v, %v; want 0810 00", ans, err)
 	}
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	ans, err = c.Do(ctx, opsFieldsUnder(t, pop.Card(7300), "KCH07300", v2))
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("PIN change under the new development key = %v, %v; want 00", ans, err)
@@ -263,9 +265,9 @@ func underTDES(t *testing.T, kek, key []byte) []byte {
 }
 
 // listStore lists the key store of sec.
-func listStore(t *testing.T, sec SecurityConfig) []pinblock.StoredKey {
+func listStore(t *testing.T, sec gateway.SecurityConfig) []pinblock.StoredKey {
 	t.Helper()
-	st, err := openKeyStore(sec)
+	st, err := gateway.OpenKeyStore(sec)
 	if err != nil {
 		t.Fatal(err)
 	}

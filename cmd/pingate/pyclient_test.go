@@ -33,7 +33,7 @@ func TestPyISO8583Client(t *testing.T) {
 	g := opsGateway(t, nil)
 	script, _ := filepath.Abs("../../scripts/pyiso8583_client.py")
 	doc, _ := filepath.Abs(acqDocPath)
-	cmd := exec.Command(py, script, "--addr", g.acqAddr, "--doc", doc)
+	cmd := exec.Command(py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -23,23 +23,25 @@ import (
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // These tests run whole gateways against a real redis-server and a real
 // Kafka broker (integration/testservers; skipped without them, failed under CI).
 
 func embeddedPopulation() issuersim.Population {
-	sc := embeddedConfig().withDefaults().IssuerSim
+	sc := gateway.EmbeddedConfig().WithDefaults().IssuerSim
 	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 }
 
 func branchUnblock(pan, terminal string) pinOp {
-	return pinOp{acquirer: devBranchAcquirer, terminal: terminal, proc: iso8583.ProcPINUnblock, pan: pan,
+	return pinOp{acquirer: gateway.DevBranchAcquirer, terminal: terminal, proc: iso8583.ProcPINUnblock, pan: pan,
 		teller: "TELLER-1", idRef: "IDCHK-1"}
 }
 
 func atmChange(pan, terminal, oldPIN, newPIN string) pinOp {
-	return pinOp{acquirer: devATMAcquirer, terminal: terminal, proc: iso8583.ProcPINChange, pan: pan,
+	return pinOp{acquirer: gateway.DevATMAcquirer, terminal: terminal, proc: iso8583.ProcPINChange, pan: pan,
 		oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
 }
 
@@ -65,14 +67,14 @@ func TestLimitsAcrossTwoGateways(t *testing.T) {
 	ctx := context.Background()
 	var clients []*atmClient
 	for i := 0; i < 2; i++ {
-		g := startTestGateway(t, func(c *Config) {
+		g := startTestGateway(t, func(c *gateway.Config) {
 			c.Limits.Backend = "redis"
 			c.Limits.Addrs = []string{addr}
 		})
 		if err := waitReady(ctx, g); err != nil {
 			t.Fatal(err)
 		}
-		c, err := dialATM(ctx, g.acqAddr)
+		c, err := dialATM(ctx, g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +194,7 @@ func TestEveryAnsweredRequestLandsOnKafka(t *testing.T) {
 	redisAddr, _ := testservers.StartRedis(t)
 	const topic, partitions = "pingate.e2e.v1", 3
 	testservers.CreateTopic(t, k.Brokers, topic, partitions)
-	g := startTestGateway(t, func(c *Config) {
+	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Limits.Backend = "redis"
 		c.Limits.Addrs = []string{redisAddr}
 		c.Events.KafkaBrokers = []string{k.Brokers}
@@ -203,7 +205,7 @@ func TestEveryAnsweredRequestLandsOnKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	pop := embeddedPopulation()
-	atm, err := dialATM(ctx, g.acqAddr)
+	atm, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,10 @@ import (
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
+
+	"pingate/integration/gateway/gatewaytest"
 )
 
 // The records service against a real Kafka broker and a real PostgreSQL
@@ -538,30 +542,18 @@ func TestRecordsUnderLoad(t *testing.T) {
 	const topic, partitions = "records-load", 3
 	testservers.CreateTopic(t, k.Brokers, topic, partitions)
 	pgURL := recordsDB(t, testservers.PostgresURL(t))
-	dir := t.TempDir()
-	cfg := embeddedConfig()
-	cfg.Instance = "recordsload"
-	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
-	cfg.Events.KafkaBrokers, cfg.Events.KafkaTopic = []string{k.Brokers}, topic
-	cfg.Limits.CardOpsPerDay = 1_000_000
-	cfg.Limits.AcquirerRPS, cfg.Limits.AcquirerBurst = 1e6, 1_000_000
-	ctx := context.Background()
-	g, err := startGateway(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("startGateway: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = g.Shutdown(sctx)
+	g := gatewaytest.Start(t, func(cfg *gateway.Config) {
+		cfg.Instance = "recordsload"
+		cfg.Events.KafkaBrokers, cfg.Events.KafkaTopic = []string{k.Brokers}, topic
+		raiseLimitsForLoad(cfg)
 	})
+	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
 	svc := startRecords(t, pgURL, k.Brokers, topic)
 
-	rep := lastJSON(t, "load", "--target", g.acqAddr, "--requests", "300", "--duration", "60s", "--warmup", "0",
+	rep := lastJSON(t, "load", "--target", g.AcquirerAddr(), "--requests", "300", "--duration", "60s", "--warmup", "0",
 		"--concurrency", "2x4", "--cards", "60", "--card-offset", "2950", "--json", "--quiet", "--rand-seed", "5")
 	if rep.Requests < 300 || rep.Errors != 0 {
 		t.Fatalf("load: %d requests, %d errors; want 300+ answered, none failed", rep.Requests, rep.Errors)

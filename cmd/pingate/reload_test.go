@@ -20,6 +20,8 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
+
+	"pingate/integration/gateway"
 )
 
 // Hot reload: routes, acquirers, limits and keys swap while requests are in
@@ -29,17 +31,17 @@ import (
 // opsSource is a reload source the test changes between reloads.
 type opsSource struct {
 	mu  sync.Mutex
-	cfg Config
+	cfg gateway.Config
 	err error
 }
 
-func (s *opsSource) set(c Config, err error) {
+func (s *opsSource) set(c gateway.Config, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg, s.err = c, err
 }
 
-func (s *opsSource) get() (Config, error) {
+func (s *opsSource) get() (gateway.Config, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg, s.err
@@ -49,7 +51,7 @@ func (s *opsSource) get() (Config, error) {
 func reloadCounts(t *testing.T, httpAddr string) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, r := range []string{reloadOK, reloadRefused, reloadFailed} {
+	for _, r := range []string{gateway.ReloadOK, gateway.ReloadRefused, gateway.ReloadFailed} {
 		out[r] = metricValue(t, httpAddr, `pingate_config_reloads_total{otel_scope_name="pingate/cmd",otel_scope_schema_url="",otel_scope_version="",result="`+r+`"}`)
 	}
 	return out
@@ -58,7 +60,7 @@ func reloadCounts(t *testing.T, httpAddr string) map[string]float64 {
 // secondATMAcquirer is an acquirer the reloads add and remove.
 const secondATMAcquirer = "100002"
 
-func withSecondAcquirer(c Config) Config {
+func withSecondAcquirer(c gateway.Config) gateway.Config {
 	c.Routing.Acquirers = append(append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...), routing.AcquirerConfig{
 		ID: secondATMAcquirer, Channel: routing.ChannelATM, Terminals: []string{"*"},
 		Keys: map[int]string{1: pinblock.DevATMZPK}, Formats: []int{0}})
@@ -66,7 +68,7 @@ func withSecondAcquirer(c Config) Config {
 }
 
 // withoutRoute drops the route of prefix.
-func withoutRoute(c Config, prefix string) Config {
+func withoutRoute(c gateway.Config, prefix string) gateway.Config {
 	var rs []routing.Route
 	for _, r := range c.Routing.Routes {
 		if r.Prefix != prefix {
@@ -85,20 +87,20 @@ func withoutRoute(c Config, prefix string) Config {
 // answers and after each refusal the previous one still does; the counter
 // matches the attempts.
 func TestReloadUnderLoad(t *testing.T) {
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		// The load runs as fast as it can from one acquirer.
 		c.Limits.AcquirerRPS, c.Limits.AcquirerBurst = 1e6, 1e6
 	})
-	base := g.cfg // the running configuration, as startGateway got it
+	base := g.Config() // the running configuration, as gateway.New got it
 	base.Routing.Issuers = append([]routing.IssuerConfig(nil), base.Routing.Issuers...)
 	for i := range base.Routing.Issuers {
 		base.Routing.Issuers[i].Hosts = []string{"issuer-sim"}
 	}
 	src := &opsSource{cfg: base}
-	g.setReloadSource(src.get)
+	g.SetReloadSource(src.get)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 
 	var (
 		next     atomic.Int64
@@ -108,7 +110,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	)
 	next.Store(5000)
 	for w := 0; w < 8; w++ {
-		c, err := dialATM(ctx, g.acqAddr)
+		c, err := dialATM(ctx, g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +135,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		}()
 	}
 
-	probe, err := dialATM(ctx, g.acqAddr)
+	probe, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	tryOn := func(acq string, bin int) string {
 		t.Helper()
 		old := probe
-		if probe, err = dialATM(ctx, g.acqAddr); err != nil {
+		if probe, err = dialATM(ctx, g.AcquirerAddr()); err != nil {
 			t.Fatal(err)
 		}
 		old.Close()
@@ -174,7 +176,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	for round := 0; round < 4; round++ {
 		waitLoad()
 		// Add an acquirer, drop the route of the second BIN, tighten a limit.
-		c := withoutRoute(withSecondAcquirer(base), devBINs[1])
+		c := withoutRoute(withSecondAcquirer(base), gateway.DevBINs()[1])
 		c.Limits.CardOpsPerDay = 20 + round
 		src.set(c, nil)
 		rep, err := g.Reload("test")
@@ -188,7 +190,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		if code := tryOn(secondATMAcquirer, 0); code != iso8583.RCApproved {
 			t.Errorf("round %d: added acquirer answered %s, want 00", round, code)
 		}
-		if code := tryOn(devATMAcquirer, 1); code != "14" {
+		if code := tryOn(gateway.DevATMAcquirer, 1); code != "14" {
 			t.Errorf("round %d: card of the removed route answered %s, want 14", round, code)
 		}
 
@@ -196,23 +198,27 @@ func TestReloadUnderLoad(t *testing.T) {
 		// that is not loaded; an unreadable source.
 		for _, bad := range []struct {
 			name string
-			cfg  func() (Config, error)
+			cfg  func() (gateway.Config, error)
 		}{
-			{"unknown issuer", func() (Config, error) {
+			{"unknown issuer", func() (gateway.Config, error) {
 				x := withSecondAcquirer(base)
 				x.Routing.Routes = append(x.Routing.Routes, routing.Route{Prefix: "4000", Issuer: "nobody"})
 				return x, nil
 			}},
-			{"http address", func() (Config, error) { x := withSecondAcquirer(base); x.HTTP.Addr = "127.0.0.1:1"; return x, nil }},
-			{"key not loaded", func() (Config, error) {
+			{"http address", func() (gateway.Config, error) {
+				x := withSecondAcquirer(base)
+				x.HTTP.Addr = "127.0.0.1:1"
+				return x, nil
+			}},
+			{"key not loaded", func() (gateway.Config, error) {
 				x := withSecondAcquirer(base)
 				x.Routing.Acquirers[2].Keys = map[int]string{1: "no-such-key"}
 				return x, nil
 			}},
-			{"unreadable", func() (Config, error) { return Config{}, errors.New("file gone") }},
+			{"unreadable", func() (gateway.Config, error) { return gateway.Config{}, errors.New("file gone") }},
 		} {
 			src.set(bad.cfg())
-			if _, err := g.Reload("test"); !errors.Is(err, errReloadRefused) {
+			if _, err := g.Reload("test"); !errors.Is(err, gateway.ErrReloadRefused) {
 				t.Errorf("round %d: reload with %s: %v, want a refusal", round, bad.name, err)
 			}
 			wantRefused++
@@ -221,7 +227,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		if code := tryOn(secondATMAcquirer, 0); code != iso8583.RCApproved {
 			t.Errorf("round %d: after refusals the added acquirer answered %s, want 00", round, code)
 		}
-		if code := tryOn(devATMAcquirer, 1); code != "14" {
+		if code := tryOn(gateway.DevATMAcquirer, 1); code != "14" {
 			t.Errorf("round %d: after refusals the removed route answered %s, want 14", round, code)
 		}
 
@@ -235,7 +241,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		if code := tryOn(secondATMAcquirer, 0); code != iso8583.RCNotPermittedTerm {
 			t.Errorf("round %d: removed acquirer answered %s, want %s", round, code, iso8583.RCNotPermittedTerm)
 		}
-		if code := tryOn(devATMAcquirer, 1); code != iso8583.RCApproved {
+		if code := tryOn(gateway.DevATMAcquirer, 1); code != iso8583.RCApproved {
 			t.Errorf("round %d: restored route answered %s, want 00", round, code)
 		}
 	}
@@ -248,8 +254,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	if answered.Load() < 8 {
 		t.Errorf("only %d requests answered during the reloads", answered.Load())
 	}
-	got := reloadCounts(t, g.httpAddr)
-	if got[reloadOK] != float64(wantOK) || got[reloadRefused] != float64(wantRefused) || got[reloadFailed] != 0 {
+	got := reloadCounts(t, g.HTTPAddr())
+	if got[gateway.ReloadOK] != float64(wantOK) || got[gateway.ReloadRefused] != float64(wantRefused) || got[gateway.ReloadFailed] != 0 {
 		t.Errorf("pingate_config_reloads_total = %v, want ok %d, refused %d", got, wantOK, wantRefused)
 	}
 	t.Logf("%d requests answered 00 across %d reloads and %d refusals", answered.Load(), wantOK, wantRefused)
@@ -257,7 +263,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 // opsKeyStore is a key store with an LMK file and custody log in dir.
 type opsKeyStore struct {
-	sec SecurityConfig
+	sec gateway.SecurityConfig
 }
 
 func newOpsKeyStore(t *testing.T, dir string) opsKeyStore {
@@ -266,7 +272,7 @@ func newOpsKeyStore(t *testing.T, dir string) opsKeyStore {
 	if _, err := pinblock.WriteLMKFile(lmk, pinblock.AES); err != nil {
 		t.Fatal(err)
 	}
-	ks := opsKeyStore{sec: SecurityConfig{DevKeys: true, KeyStore: filepath.Join(dir, "keystore.json"),
+	ks := opsKeyStore{sec: gateway.SecurityConfig{DevKeys: true, KeyStore: filepath.Join(dir, "keystore.json"),
 		CustodyLog: filepath.Join(dir, "custody.log"), LMKFile: lmk, RotationGrace: time.Hour}}
 	st, err := pinblock.InitStore(pinblock.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog, LMK: pinblock.LMKRef{File: lmk}})
 	if err != nil {
@@ -322,7 +328,7 @@ func opsFieldsUnder(t *testing.T, c issuersim.Card, terminal string, key pinbloc
 		return b
 	}
 	return &iso8583.Fields{
-		MTI: iso8583.MTIAuthRequest, PAN: c.PAN, ProcessingCode: iso8583.ProcPINChange, AcquirerID: devATMAcquirer,
+		MTI: iso8583.MTIAuthRequest, PAN: c.PAN, ProcessingCode: iso8583.ProcPINChange, AcquirerID: gateway.DevATMAcquirer,
 		TerminalID: terminal, CardAcceptorID: "PINGATE TEST   ", RRN: "000000000001",
 		PINBlock: enc(c.PIN), NewPINBlock: enc("4826"),
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(),
@@ -354,39 +360,36 @@ func TestReloadKeysFromStore(t *testing.T) {
 	v1 := xorKey(t, "zpk-atm-store", 1, c1a, c1b)
 	v2 := xorKey(t, "zpk-atm-store", 2, c2a, c2b)
 
-	storeCfg := func(grace time.Duration) Config {
-		c := embeddedConfig()
+	storeCfg := func(grace time.Duration) gateway.Config {
+		c := gateway.EmbeddedConfig()
 		c.Security = ks.sec
 		c.Security.RotationGrace = grace
 		c.Routing.Acquirers = append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
 		c.Routing.Acquirers[0].Keys = map[int]string{1: "zpk-atm-store"}
 		return c
 	}
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		s := storeCfg(time.Hour)
 		c.Security, c.Routing = s.Security, s.Routing
 	})
 	src := &opsSource{}
-	g.setReloadSource(src.get)
-	running := func(grace time.Duration) Config {
+	g.SetReloadSource(src.get)
+	running := func(grace time.Duration) gateway.Config {
 		c := storeCfg(grace)
-		c.Instance, c.Acquirer.Addr, c.HTTP.Addr = g.cfg.Instance, g.cfg.Acquirer.Addr, g.cfg.HTTP.Addr
-		c.Events.JournalDir, c.Reversals.Dir = g.cfg.Events.JournalDir, g.cfg.Reversals.Dir
-		c.Branch = g.cfg.Branch
+		c.Instance, c.Acquirer.Addr, c.HTTP.Addr = g.Config().Instance, g.Config().Acquirer.Addr, g.Config().HTTP.Addr
+		c.Events.JournalDir, c.Reversals.Dir = g.Config().Events.JournalDir, g.Config().Reversals.Dir
+		c.Branch, c.Admin = g.Config().Branch, g.Config().Admin
 		return c
 	}
-	if err := g.startAdmin(AdminConfig{Addr: "127.0.0.1:0"}); err != nil {
-		t.Fatal(err)
-	}
-	adminAddr := g.adminAddrOrOff()
+	adminAddr := g.AdminAddr()
 
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.acqAddr)
+	c, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pop := opsPopulation(g.cfg.IssuerSim)
+	pop := opsPopulation(g.Config().IssuerSim)
 	n := 7000
 	send := func(key pinblock.Key) string {
 		t.Helper()
@@ -428,10 +431,10 @@ func TestReloadKeysFromStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep reloadReport
+	var rep gateway.ReloadReport
 	_ = json.NewDecoder(resp.Body).Decode(&rep)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || rep.Result != reloadOK || rep.Trigger != "admin" {
+	if resp.StatusCode != http.StatusOK || rep.Result != gateway.ReloadOK || rep.Trigger != "admin" {
 		t.Fatalf("POST /admin/reload = %d %+v, want 200 ok", resp.StatusCode, rep)
 	}
 	if code := send(v2); code != iso8583.RCApproved {
@@ -509,7 +512,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	ctx := context.Background()
 	tryAcq := func(i int) string {
 		t.Helper()
@@ -547,7 +550,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(reloadOK, 1)
+	waitCount(gateway.ReloadOK, 1)
 	if code := tryAcq(4001); code != iso8583.RCApproved {
 		t.Errorf("acquirer added by SIGHUP answered %s, want 00", code)
 	}
@@ -558,7 +561,7 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(reloadRefused, 1)
+	waitCount(gateway.ReloadRefused, 1)
 	if code := tryAcq(4002); code != iso8583.RCApproved {
 		t.Errorf("after a refused reload the added acquirer answered %s, want 00", code)
 	}

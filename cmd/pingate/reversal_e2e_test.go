@@ -10,6 +10,8 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+
+	"pingate/integration/gateway"
 )
 
 // startSim runs an issuer simulator on a loopback port until the test ends.
@@ -43,13 +45,13 @@ func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuer
 // gateway stops before any issuer could acknowledge it, and the next gateway
 // run on the same reversal store sends it until acknowledged.
 func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
-	pop := issuersim.Population{Seed: 7, BINs: devBINs, PerBIN: 1000}
+	pop := issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}
 	silent, silentAddr := startSim(t, pop, 1) // takes every request, answers none
 	revDir := filepath.Join(t.TempDir(), "reversals")
 	ctx := context.Background()
 
-	gw := func(host string) *gateway {
-		g := startTestGateway(t, func(c *Config) {
+	gw := func(host string) *gateway.Gateway {
+		g := startTestGateway(t, func(c *gateway.Config) {
 			c.IssuerSim = nil
 			c.Reversals.Dir = revDir
 			c.Routing.Issuers[0].Hosts = []string{host}
@@ -62,11 +64,11 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 	}
 	g1 := gw(silentAddr)
 	card := pop.Card(3)
-	client, err := dialATM(ctx, g1.acqAddr)
+	client, err := dialATM(ctx, g1.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := pinOp{acquirer: devATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
+	f, err := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
 		oldPIN: card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +110,7 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 		t.Fatalf("the restarted gateway sent %d reversal advices, want 1", healthy.Reversals.Load())
 	}
 	for time.Now().Before(deadline) {
-		left, err := g2.reversals.Pending(ctx)
+		left, err := g2.Reversals().Pending(ctx)
 		if err == nil && len(left) == 0 {
 			return
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,8 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/integration/outbox"
 	"pingate/iso8583"
+
+	"pingate/integration/gateway"
 )
 
 // Graceful shutdown of the built binary under load: `pingate serve` in
@@ -65,24 +66,6 @@ func opsBinary(t *testing.T) string {
 	return opsBin.path
 }
 
-// opsBuffer is a goroutine-safe bytes.Buffer for a child's stderr.
-type opsBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *opsBuffer) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *opsBuffer) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
 // opsTail returns the last n bytes of s.
 func opsTail(s string, n int) string {
 	if len(s) > n {
@@ -95,7 +78,7 @@ func opsTail(s string, n int) string {
 type opsProc struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout, line by line
-	stderr *opsBuffer
+	stderr *syncBuffer
 	exited chan struct{}
 	err    error // Wait's result, once exited is closed
 }
@@ -104,7 +87,7 @@ type opsProc struct {
 // not stop it.
 func opsStart(t *testing.T, args ...string) *opsProc {
 	t.Helper()
-	p := &opsProc{cmd: exec.Command(opsBinary(t), args...), lines: make(chan string, 16), stderr: &opsBuffer{}, exited: make(chan struct{})}
+	p := &opsProc{cmd: exec.Command(opsBinary(t), args...), lines: make(chan string, 16), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -297,7 +280,7 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
 
 	ctx := context.Background()
-	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	const conns, inflight = 4, 48
 	clients := make([]*atmClient, conns)
 	for i := range clients {
@@ -418,7 +401,7 @@ func TestShutdownSecondSignalForcesExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pop := issuersim.Population{Seed: 1, BINs: devBINs, PerBIN: 10000}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	answered := make(chan error, 1)
 	go func() {
 		_, err := opsDo(ctx, c, opsChange(pop, 2000, "4826"))
@@ -483,7 +466,7 @@ func TestShutdownSignsOffIssuerLinks(t *testing.T) {
 	go func() { _ = issuer.Serve(context.Background(), ln) }()
 	t.Cleanup(func() { _ = issuer.Close() })
 
-	g := opsGateway(t, func(c *Config) {
+	g := opsGateway(t, func(c *gateway.Config) {
 		c.IssuerSim = nil
 		c.Routing.Issuers = append(c.Routing.Issuers[:0:0], c.Routing.Issuers...)
 		c.Routing.Issuers[0].Hosts = []string{ln.Addr().String()}

@@ -28,7 +28,7 @@ func TestOneTracePerRequest(t *testing.T) {
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dialATM(ctx, g.acqAddr)
+	c, err := dialATM(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

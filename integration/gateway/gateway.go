@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -28,9 +28,10 @@ import (
 	"pingate/routing"
 )
 
-// gateway is one running pingate: every component, wired, with the order in
-// which they stop.
-type gateway struct {
+// Gateway is one pingate: every component, wired, with the order in which
+// they start and stop. New builds it and binds its listeners, Run serves,
+// Shutdown drains and stops.
+type Gateway struct {
 	cfg       Config
 	log       *slog.Logger
 	tel       *telemetry.Telemetry
@@ -54,26 +55,44 @@ type gateway struct {
 	httpAddr  string
 	ops       *reloader // hot reload and the admin listener (reload.go, admin.go)
 	wg        sync.WaitGroup
-	errc      chan error
+	errc      chan error // the first listener failure
 	stopOnce  sync.Once
 	stopErr   error
+
+	// runMu guards the start of serving against Shutdown: starts are what
+	// Run starts, in order; listeners are closed by a Shutdown that comes
+	// before Run.
+	runMu     sync.Mutex
+	running   bool
+	stopped   bool
+	starts    []func(ctx context.Context)
+	listeners []net.Listener
+	done      chan struct{} // closed when Shutdown begins
 }
+
+// ErrClosed is returned by Run on a gateway that was shut down.
+var ErrClosed = errors.New("gateway closed")
 
 // devTokenKey is the card-token HMAC key of the embedded default: public, so
 // its tokens protect nothing; refused under production like the dev keys.
 const devTokenKey = "70696e676174652d6465762d63617264746f6b656e2d6b65792d303030303030"
 
-// startGateway builds and starts everything cfg describes. On error, what was
-// started is stopped again.
-func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway, err error) {
-	cfg = cfg.withDefaults()
+// New builds everything cfg describes and binds every listener (acquirer,
+// HTTP, admin, branch API, in-process issuer simulator), so that their
+// addresses are known when it returns (a ":0" port is chosen here); nothing
+// is served until Run. cfg is validated first (Config.Validate, after
+// WithDefaults). log receives the gateway's log lines; nil discards them.
+// ctx bounds the start-up work only (telemetry set-up, creating the Kafka
+// topic). On error, what was built is closed again.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g = &gateway{cfg: cfg, log: log, errc: make(chan error, 4)}
+	g = &Gateway{cfg: cfg, log: log, errc: make(chan error, 1), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -204,10 +223,10 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, err
 	}
 	// Reversals owed ahead that the issuer acknowledges are recorded as
-	// events; the links start only now, so the advices a killed process
-	// left are sent with their record.
+	// events; the links start only in Run, after the simulator serves, so
+	// the advices a killed process left are sent with their record.
 	g.links.SetRecorder(g.flow.RecordReversal)
-	g.links.Start()
+	g.starts = append(g.starts, func(context.Context) { g.links.Start() })
 
 	if err := g.startBranchAPI(ctx); err != nil {
 		return g, fmt.Errorf("branch api: %w", err)
@@ -226,7 +245,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 		return g, fmt.Errorf("acquirer listener: %w", err)
 	}
 	g.acqAddr = ln.Addr().String()
-	g.serve("acquirer listener", func() error { return g.acq.Serve(context.WithoutCancel(ctx), ln) })
+	g.serve("acquirer listener", ln, func(ctx context.Context) error { return g.acq.Serve(ctx, ln) })
 
 	hln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
@@ -234,22 +253,66 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (g *gateway
 	}
 	g.httpAddr = hln.Addr().String()
 	g.httpSrv = &http.Server{Handler: g.ops.notReadyWhileDraining(g.httpHandler()), ReadHeaderTimeout: 5 * time.Second}
-	g.serve("http listener", func() error { return g.httpSrv.Serve(hln) })
-	log.Info("pingate started", "acquirer", g.acqAddr, "http", g.httpAddr, "instance", cfg.Instance)
+	g.serve("http listener", hln, func(context.Context) error { return g.httpSrv.Serve(hln) })
+	if err := g.startAdmin(cfg.Admin); err != nil {
+		return g, err
+	}
 	return g, nil
 }
 
-func (g *gateway) serve(name string, run func() error) {
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		if err := run(); err != nil && !errors.Is(err, iso8583.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
-			g.errc <- fmt.Errorf("%s: %w", name, err)
-		}
-	}()
+// Run serves every listener New bound and returns when ctx is done (nil), a
+// listener fails (its error), or Shutdown begins (nil). It does not drain:
+// call Shutdown, whatever Run returned. Run serves once; a second call, or a
+// call after Shutdown, returns an error at once.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.runMu.Lock()
+	switch {
+	case g.stopped:
+		g.runMu.Unlock()
+		return ErrClosed
+	case g.running:
+		g.runMu.Unlock()
+		return errors.New("gateway: Run called twice")
+	}
+	g.running = true
+	// The listeners serve until Shutdown, not until ctx ends: ending ctx
+	// only returns Run, so that Shutdown can drain what is in flight.
+	sctx := context.WithoutCancel(ctx)
+	for _, start := range g.starts {
+		start(sctx)
+	}
+	g.starts = nil
+	g.runMu.Unlock()
+	g.log.Info("pingate started", "acquirer", g.acqAddr, "http", g.httpAddr, "admin", g.AdminAddr(), "instance", g.cfg.Instance)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-g.errc:
+		return err
+	case <-g.done:
+		return nil
+	}
 }
 
-func (g *gateway) startSim(ctx context.Context) error {
+// serve registers a listener's serving loop for Run. A loop that ends with an
+// error other than its server's closing reports it to Run (the first only).
+func (g *Gateway) serve(name string, ln net.Listener, run func(ctx context.Context) error) {
+	g.listeners = append(g.listeners, ln)
+	g.starts = append(g.starts, func(ctx context.Context) {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := run(ctx); err != nil && !errors.Is(err, iso8583.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case g.errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
+			}
+		}()
+	})
+}
+
+func (g *Gateway) startSim(ctx context.Context) error {
 	sc := g.cfg.IssuerSim
 	zpk, pvk, err := issuersim.DevelopmentKeys()
 	if err != nil {
@@ -277,7 +340,7 @@ func (g *gateway) startSim(ctx context.Context) error {
 		return fmt.Errorf("issuer simulator listener: %w", err)
 	}
 	g.simAddr = ln.Addr().String()
-	g.serve("issuer simulator", func() error { return g.sim.Server().Serve(context.WithoutCancel(ctx), ln) })
+	g.serve("issuer simulator", ln, func(ctx context.Context) error { return g.sim.Server().Serve(ctx, ln) })
 	// The in-process simulator is the default route's issuer host.
 	for i := range g.cfg.Routing.Issuers {
 		for j, h := range g.cfg.Routing.Issuers[i].Hosts {
@@ -293,7 +356,7 @@ func (g *gateway) startSim(ctx context.Context) error {
 // "memory" backend to an in-process Redis stand-in (miniredis), so that both
 // run the same limiter code; memory limits are per instance and lost on
 // restart.
-func (g *gateway) startLimiter() error {
+func (g *Gateway) startLimiter() error {
 	lc := g.cfg.Limits.Config
 	if g.cfg.Limits.Backend == "memory" {
 		mr, err := miniredis.Run()
@@ -320,19 +383,28 @@ func tcpDialer(ctx context.Context, addr, framing string, onFrame func([]byte)) 
 	return iso8583.Dial(ctx, addr, iso8583.ClientConfig{Framing: fr, OnFrame: onFrame})
 }
 
-// Err reports the first failure of a listener.
-func (g *gateway) Err() <-chan error { return g.errc }
-
 // Shutdown stops accepting, lets in-flight requests finish within ctx,
-// flushes the journal, signs off issuer links, and closes everything. Calls
-// after the first return the first call's result.
-func (g *gateway) Shutdown(ctx context.Context) error {
+// flushes the journal, signs off issuer links, and closes everything; it
+// returns when every goroutine the gateway started has ended. When ctx ends
+// first, what is still in flight is cut off and the error says which part
+// did not drain. Calls after the first return the first call's result.
+func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() { g.stopErr = g.shutdown(ctx) })
 	return g.stopErr
 }
 
-func (g *gateway) shutdown(ctx context.Context) error {
+func (g *Gateway) shutdown(ctx context.Context) error {
 	var errs []error
+	g.runMu.Lock()
+	g.stopped = true
+	close(g.done)
+	if !g.running {
+		// Never served: the servers never took their listeners over.
+		for _, ln := range g.listeners {
+			_ = ln.Close()
+		}
+	}
+	g.runMu.Unlock()
 	if g.ops != nil {
 		if err := g.ops.stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin listener: %w", err))

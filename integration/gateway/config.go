@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"pingate/integration/logredact"
 	"pingate/integration/redislimit"
 	"pingate/routing"
 )
@@ -143,11 +144,8 @@ type TelemetryConfig struct {
 	SampleRatio  float64 `yaml:"sample_ratio"`  // default 1
 }
 
-// LogConfig is the structured log.
-type LogConfig struct {
-	Format string `yaml:"format"` // json (default) or text
-	Level  string `yaml:"level"`  // debug, info (default), warn, error
-}
+// LogConfig is the structured log: format and level (logredact.New).
+type LogConfig = logredact.Config
 
 // IssuerSimConfig runs an in-process issuer simulator.
 type IssuerSimConfig struct {
@@ -163,9 +161,9 @@ type IssuerSimConfig struct {
 	ZPK string `yaml:"zpk"`
 }
 
-// loadConfig reads a YAML file strictly: an unknown key is an error, so a typo
+// LoadConfig reads a YAML file strictly: an unknown key is an error, so a typo
 // cannot silently leave a default in force.
-func loadConfig(path string) (Config, error) {
+func LoadConfig(path string) (Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, err
@@ -179,10 +177,10 @@ func loadConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// productionWarnings lists what a production gateway runs with although
+// ProductionWarnings lists what a production gateway runs with although
 // it should not, each line naming the setting: serve logs them as warnings
 // under production (they are allowed, for a migration, but not safe).
-func (c Config) productionWarnings() []string {
+func (c Config) ProductionWarnings() []string {
 	if !c.Production {
 		return nil
 	}

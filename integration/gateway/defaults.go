@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"time"
@@ -10,56 +10,59 @@ import (
 
 // Identities of the embedded default.
 const (
-	devInstitution    = "999001" // pingate
-	devATMAcquirer    = "100001" // an ATM network
-	devBranchAcquirer = "200001" // a bank's branch front end
-	devSM4Acquirer    = "100003" // an ATM network with SM4 PIN pads
-	devIssuer         = "ssbank" // the simulated card issuer
+	DevInstitution    = "999001" // pingate
+	DevATMAcquirer    = "100001" // an ATM network
+	DevBranchAcquirer = "200001" // a bank's branch front end
+	DevSM4Acquirer    = "100003" // an ATM network with SM4 PIN pads
+	DevIssuer         = "ssbank" // the simulated card issuer
 	devIssuerInst     = "300001"
-	devSM4Issuer      = "sm4bank" // the simulated issuer's SM4 host: the same simulator, its SM4 zone key
+	DevSM4Issuer      = "sm4bank" // the simulated issuer's SM4 host: the same simulator, its SM4 zone key
 	devSM4IssuerInst  = "300003"
 )
 
-// devSM4Prefix is the card range the embedded default routes to the SM4
+// DevSM4Prefix is the card range the embedded default routes to the SM4
 // issuer: cards 5000–5999 of the simulator's BIN 621700 (the longest
 // prefix wins), so that the rest of the range, and every test that uses
 // the first cards of each BIN, stays with the AES issuer.
-const devSM4Prefix = "621700000005"
+const DevSM4Prefix = "621700000005"
 
 // devBINs are the simulated issuer's card ranges.
 var devBINs = []string{"62284812", "62284813", "621700"}
 
-// embeddedConfig is what `pingate serve` runs with no config file: safe for
+// DevBINs returns the card ranges of the embedded default's simulated issuer.
+func DevBINs() []string { return append([]string(nil), devBINs...) }
+
+// EmbeddedConfig is what `pingate serve` runs with no config file: safe for
 // a laptop — loopback only, the published development keys, an in-process
 // issuer simulator as the only route (its SM4 host sm4bank takes the card
-// range devSM4Prefix), per-instance limits, and a local
+// range DevSM4Prefix), per-instance limits, and a local
 // journal. It is refused under --production.
-func embeddedConfig() Config {
+func EmbeddedConfig() Config {
 	routes := make([]routing.Route, 0, len(devBINs))
 	for _, b := range devBINs {
-		routes = append(routes, routing.Route{Prefix: b, Issuer: devIssuer})
+		routes = append(routes, routing.Route{Prefix: b, Issuer: DevIssuer})
 	}
-	routes = append(routes, routing.Route{Prefix: devSM4Prefix, Issuer: devSM4Issuer})
+	routes = append(routes, routing.Route{Prefix: DevSM4Prefix, Issuer: DevSM4Issuer})
 	return Config{
 		Instance: "local",
 		Acquirer: ListenConfig{Addr: "127.0.0.1:8583"},
 		HTTP:     HTTPConfig{Addr: "127.0.0.1:8080"},
 		Security: SecurityConfig{DevKeys: true},
 		Routing: routing.Config{
-			Institution: devInstitution,
+			Institution: DevInstitution,
 			Acquirers: []routing.AcquirerConfig{
-				{ID: devATMAcquirer, Name: "development ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
+				{ID: DevATMAcquirer, Name: "development ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
 					Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: pinblock.DevATMZMK, Formats: []int{0, 3}},
-				{ID: devBranchAcquirer, Name: "development branch front end", Channel: routing.ChannelBranch, Terminals: []string{"*"},
+				{ID: DevBranchAcquirer, Name: "development branch front end", Channel: routing.ChannelBranch, Terminals: []string{"*"},
 					Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
-				{ID: devSM4Acquirer, Name: "development SM4 ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
+				{ID: DevSM4Acquirer, Name: "development SM4 ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
 					Keys: map[int]string{1: pinblock.DevSM4ATMZPK}, ZMK: pinblock.DevSM4ATMZMK, Formats: []int{0, 4},
 					PINAlgorithm: pinblock.SM4},
 			},
 			Issuers: []routing.IssuerConfig{
-				{ID: devIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
+				{ID: DevIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
 					PINFormat: 4, Key: pinblock.DevIssuerZPK, KeyIndex: 1},
-				{ID: devSM4Issuer, Institution: devSM4IssuerInst, Hosts: []string{"issuer-sim"},
+				{ID: DevSM4Issuer, Institution: devSM4IssuerInst, Hosts: []string{"issuer-sim"},
 					PINFormat: 4, PINAlgorithm: pinblock.SM4, Key: pinblock.DevSM4IssuerZPK, KeyIndex: issuersim.DevSM4KeyIndex},
 			},
 			Routes: routes,
@@ -71,8 +74,8 @@ func embeddedConfig() Config {
 	}
 }
 
-// withDefaults fills zero fields.
-func (c Config) withDefaults() Config {
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
 	if c.Instance == "" {
 		c.Instance = "pingate"
 	}

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -61,11 +61,6 @@ func (b *branchShared) close() {
 	_ = b.rdb.Close()
 }
 
-// branchOf returns g's running branch API, if any.
-func branchOf(g *gateway) (*branchRuntime, bool) {
-	return g.branch, g.branch != nil
-}
-
 func (c Config) branchEnabled() bool {
 	if c.Branch.Enabled != nil {
 		return *c.Branch.Enabled
@@ -101,10 +96,10 @@ func (c Config) branchAPIConfig(now time.Time) (api branchapi.Config, certDir, s
 	if certDir == "" {
 		certDir = filepath.Join(base, "dev-certs")
 	}
-	if err := branchapi.EnsureDevCerts(certDir, devBranchAcquirer, now); err != nil {
+	if err := branchapi.EnsureDevCerts(certDir, DevBranchAcquirer, now); err != nil {
 		return api, "", "", fmt.Errorf("development certificates in %s: %w", certDir, err)
 	}
-	dev := branchapi.DevConfig(certDir, api.Addr, devBranchAcquirer)
+	dev := branchapi.DevConfig(certDir, api.Addr, DevBranchAcquirer)
 	crl, serials := api.TLS.CRLFile, api.TLS.RevokedSerials
 	api.TLS = dev.TLS
 	api.TLS.CRLFile, api.TLS.RevokedSerials = crl, serials
@@ -120,7 +115,7 @@ func (c Config) branchAPIConfig(now time.Time) (api branchapi.Config, certDir, s
 // startBranchAPI starts the branch HTTPS API over g.flow, if enabled: the
 // security module prints PIN mailers into the spool, and the API listens on
 // its address until stopBranchAPI.
-func (g *gateway) startBranchAPI(ctx context.Context) error {
+func (g *Gateway) startBranchAPI(ctx context.Context) error {
 	if !g.cfg.branchEnabled() {
 		return nil
 	}
@@ -153,7 +148,7 @@ func (g *gateway) startBranchAPI(ctx context.Context) error {
 	}
 	rt := &branchRuntime{srv: srv, addr: ln.Addr().String(), certDir: certDir, spool: spool, shared: shared}
 	g.branch = rt
-	g.serve("branch api", func() error { return srv.Serve(ln) })
+	g.serve("branch api", ln, func(context.Context) error { return srv.Serve(ln) })
 	attrs := []any{"addr", rt.addr, "mailer_spool", spool, "store", "memory"}
 	if shared != nil {
 		attrs[len(attrs)-1] = "redis"
@@ -168,7 +163,7 @@ func (g *gateway) startBranchAPI(ctx context.Context) error {
 
 // stopBranchAPI drains and stops the branch API: requests in flight run to
 // their recorded outcome within ctx.
-func (g *gateway) stopBranchAPI(ctx context.Context) error {
+func (g *Gateway) stopBranchAPI(ctx context.Context) error {
 	rt := g.branch
 	if rt == nil {
 		return nil
@@ -186,7 +181,7 @@ func (g *gateway) stopBranchAPI(ctx context.Context) error {
 // instances"). Otherwise it returns nil: the in-memory store. Request
 // fingerprints are keyed by a key derived from the card token key, which
 // every instance holds and Redis never sees.
-func (g *gateway) branchStore() (*branchShared, error) {
+func (g *Gateway) branchStore() (*branchShared, error) {
 	if g.cfg.Limits.Backend != "redis" {
 		return nil, nil
 	}

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 
 func TestBranchAPIConfig(t *testing.T) {
 	base := t.TempDir()
-	cfg := embeddedConfig()
+	cfg := EmbeddedConfig()
 	cfg.Events.JournalDir = filepath.Join(base, "journal")
 	if !cfg.branchEnabled() {
 		t.Fatal("the embedded default does not enable the branch API")

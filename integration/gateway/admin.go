@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -30,22 +30,15 @@ import (
 
 const defaultAdminAddr = "127.0.0.1:8081"
 
-// adminServer is a running admin listener.
+// adminServer is the admin listener.
 type adminServer struct {
 	srv  *http.Server
 	addr string
-	done chan struct{}
 }
 
-func (a *adminServer) shutdown(ctx context.Context) error {
-	err := a.srv.Shutdown(ctx)
-	<-a.done
-	return err
-}
-
-// startAdmin starts the admin listener c describes, unless it is disabled.
-// Shutdown stops it.
-func (g *gateway) startAdmin(c AdminConfig) error {
+// startAdmin binds the admin listener c describes, unless it is disabled;
+// Run serves it and Shutdown stops it.
+func (g *Gateway) startAdmin(c AdminConfig) error {
 	if c.Disabled {
 		return nil
 	}
@@ -60,42 +53,32 @@ func (g *gateway) startAdmin(c AdminConfig) error {
 	a := &adminServer{
 		srv:  &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 5 * time.Second},
 		addr: ln.Addr().String(),
-		done: make(chan struct{}),
 	}
 	g.ops.mu.Lock()
 	g.ops.admin = a
 	g.ops.mu.Unlock()
-	go func() {
-		defer close(a.done)
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			select {
-			case g.errc <- errors.Join(errors.New("admin listener"), err):
-			default:
-			}
-		}
-	}()
-	g.log.Info("admin listener started", "addr", a.addr)
+	g.serve("admin listener", ln, func(context.Context) error { return a.srv.Serve(ln) })
 	return nil
 }
 
-// adminAddrOrOff is the admin listener's address, or "off".
-func (g *gateway) adminAddrOrOff() string {
+// AdminAddr is the admin listener's address, or "" when it is disabled.
+func (g *Gateway) AdminAddr() string {
 	g.ops.mu.Lock()
 	defer g.ops.mu.Unlock()
 	if g.ops.admin == nil {
-		return "off"
+		return ""
 	}
 	return g.ops.admin.addr
 }
 
-func (g *gateway) adminHandler() http.Handler {
+func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := g.Reload("admin")
 		if err != nil {
-			status, result := http.StatusInternalServerError, reloadFailed
-			if errors.Is(err, errReloadRefused) {
-				status, result = http.StatusUnprocessableEntity, reloadRefused
+			status, result := http.StatusInternalServerError, ReloadFailed
+			if errors.Is(err, ErrReloadRefused) {
+				status, result = http.StatusUnprocessableEntity, ReloadRefused
 			}
 			adminJSON(w, status, map[string]string{"result": result, "error": err.Error()})
 			return
@@ -106,8 +89,8 @@ func (g *gateway) adminHandler() http.Handler {
 		n := 10
 		if v := r.URL.Query().Get("n"); v != "" {
 			var err error
-			if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxAdminEvents {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("n must be 1 to %d", maxAdminEvents)})
+			if n, err = strconv.Atoi(v); err != nil || n < 1 || n > MaxAdminEvents {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("n must be 1 to %d", MaxAdminEvents)})
 				return
 			}
 		}
@@ -136,12 +119,12 @@ func (g *gateway) adminHandler() http.Handler {
 	return mux
 }
 
-// maxAdminEvents bounds one GET /admin/events.
-const maxAdminEvents = 1000
+// MaxAdminEvents bounds one GET /admin/events (?n=).
+const MaxAdminEvents = 1000
 
 // recentEvents decodes the newest n events of the running journal, oldest
 // first.
-func (g *gateway) recentEvents(n int) ([]eventLine, error) {
+func (g *Gateway) recentEvents(n int) ([]EventLine, error) {
 	st := g.journal.Stats()
 	floor := st.Last - uint64(st.Depth) // entries floor+1 .. Last are held
 	from := floor + 1
@@ -152,13 +135,13 @@ func (g *gateway) recentEvents(n int) ([]eventLine, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, err := decodeEntries(entries)
+	evs, err := DecodeEntries(entries)
 	if err != nil {
 		return nil, err
 	}
-	lines := make([]eventLine, 0, len(evs))
+	lines := make([]EventLine, 0, len(evs))
 	for _, ev := range evs {
-		lines = append(lines, eventLine{ev, ev.Reverses})
+		lines = append(lines, EventLine{ev, ev.Reverses})
 	}
 	return lines, nil
 }

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -18,7 +18,7 @@ func loadKeyStore(cfg SecurityConfig, ring *pinblock.Keyring) error {
 	if cfg.KeyStore == "" {
 		return nil
 	}
-	st, err := openKeyStore(cfg)
+	st, err := OpenKeyStore(cfg)
 	if err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 	if !req.Rotate {
 		return s.hsm.Import(ctx, req)
 	}
-	st, err := openKeyStore(s.sec)
+	st, err := OpenKeyStore(s.sec)
 	if err != nil {
 		return pinblock.KeyInfo{}, err
 	}

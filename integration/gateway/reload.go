@@ -1,11 +1,10 @@
-package main
+package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"reflect"
 	"sort"
 	"strconv"
@@ -44,15 +43,15 @@ import (
 // echo_interval, connections). An issuer's key, key_index, pin_format and
 // pin_algorithm are reloadable.
 
-// errReloadRefused marks a reload refused for its configuration; the
+// ErrReloadRefused marks a reload refused for its configuration; the
 // running configuration stays in force.
-var errReloadRefused = errors.New("reload refused")
+var ErrReloadRefused = errors.New("reload refused")
 
 // Reload results, the values of the result attribute of pingate.config.reloads.
 const (
-	reloadOK      = "ok"
-	reloadRefused = "refused"
-	reloadFailed  = "failed"
+	ReloadOK      = "ok"
+	ReloadRefused = "refused"
+	ReloadFailed  = "failed"
 )
 
 // MetricConfigReloads counts reload attempts by result.
@@ -95,7 +94,7 @@ type keyMeta struct {
 
 // newReloader builds the reload state of g, whose configuration and limiter
 // are in place. The limiter becomes swappable: the flow must use r.limits.
-func newReloader(g *gateway) *reloader {
+func newReloader(g *Gateway) *reloader {
 	cur := g.cfg
 	cur.Routing.Issuers = append([]routing.IssuerConfig(nil), cur.Routing.Issuers...)
 	for i := range cur.Routing.Issuers {
@@ -125,16 +124,17 @@ func newReloader(g *gateway) *reloader {
 	return r
 }
 
-// setReloadSource sets where Reload reads the configuration from.
-func (g *gateway) setReloadSource(src func() (Config, error)) {
+// SetReloadSource sets where Reload reads the configuration from (serve:
+// the --config file and the serve flags). Without one, Reload refuses.
+func (g *Gateway) SetReloadSource(src func() (Config, error)) {
 	g.ops.mu.Lock()
 	defer g.ops.mu.Unlock()
 	g.ops.source = src
 }
 
-// reloadReport is the result of a successful reload, as POST /admin/reload
+// ReloadReport is the result of a successful reload, as POST /admin/reload
 // returns it.
-type reloadReport struct {
+type ReloadReport struct {
 	Result        string `json:"result"`
 	Trigger       string `json:"trigger"`
 	Acquirers     int    `json:"acquirers"`
@@ -145,18 +145,18 @@ type reloadReport struct {
 
 // Reload re-reads the configuration and swaps it in (see the top of this
 // file). trigger names the cause in the log ("sighup", "admin"). Errors
-// wrapping errReloadRefused leave everything as it was; so does any other
+// wrapping ErrReloadRefused leave everything as it was; so does any other
 // error (a key store or Redis that cannot be read).
-func (g *gateway) Reload(trigger string) (rep reloadReport, err error) {
+func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 	r := g.ops
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	result := reloadOK
+	result := ReloadOK
 	defer func() {
 		if err != nil {
-			result = reloadFailed
-			if errors.Is(err, errReloadRefused) {
-				result = reloadRefused
+			result = ReloadFailed
+			if errors.Is(err, ErrReloadRefused) {
+				result = ReloadRefused
 			}
 			g.log.Error("config reload "+result+"; the running configuration stays", "trigger", trigger, "err", err)
 		} else {
@@ -166,22 +166,22 @@ func (g *gateway) Reload(trigger string) (rep reloadReport, err error) {
 		r.reloads.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", result)))
 	}()
 	if r.closed {
-		return rep, fmt.Errorf("%w: shutting down", errReloadRefused)
+		return rep, fmt.Errorf("%w: shutting down", ErrReloadRefused)
 	}
 	if r.source == nil {
-		return rep, fmt.Errorf("%w: no configuration source", errReloadRefused)
+		return rep, fmt.Errorf("%w: no configuration source", ErrReloadRefused)
 	}
 	next, err := r.source()
 	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
-	next = next.withDefaults()
+	next = next.WithDefaults()
 	if err := next.Validate(); err != nil {
-		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
 	g.resolveSimHosts(&next)
 	if err := restartNeeded(r.current, next); err != nil {
-		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
 
 	// Load and check everything before swapping anything.
@@ -191,7 +191,7 @@ func (g *gateway) Reload(trigger string) (rep reloadReport, err error) {
 	}
 	if err := checkKeyLabels(next.Routing, ring); err != nil {
 		ring.Zeroize()
-		return rep, fmt.Errorf("%w: %v", errReloadRefused, err)
+		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
 	var lim *redislimit.Limiter
 	if !reflect.DeepEqual(r.current.Limits, next.Limits) {
@@ -215,13 +215,13 @@ func (g *gateway) Reload(trigger string) (rep reloadReport, err error) {
 	}
 	r.current = next
 	r.setKeyMeta(g.ring, stored)
-	return reloadReport{Result: reloadOK, Trigger: trigger, Acquirers: len(next.Routing.Acquirers), Routes: len(next.Routing.Routes),
+	return ReloadReport{Result: ReloadOK, Trigger: trigger, Acquirers: len(next.Routing.Acquirers), Routes: len(next.Routing.Routes),
 		Keys: len(g.ring.List()), LimitsChanged: lim != nil}, nil
 }
 
 // resolveSimHosts points the issuer host "issuer-sim" at the in-process
 // simulator, as startSim did for the configuration the gateway started with.
-func (g *gateway) resolveSimHosts(c *Config) {
+func (g *Gateway) resolveSimHosts(c *Config) {
 	if g.simAddr == "" {
 		return
 	}
@@ -291,7 +291,7 @@ func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []pinblock.StoredKey, e
 	if sec.KeyStore == "" {
 		return ring, nil, nil
 	}
-	st, err := openKeyStore(sec)
+	st, err := OpenKeyStore(sec)
 	if err != nil {
 		ring.Zeroize()
 		return nil, nil, err
@@ -309,7 +309,7 @@ func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []pinblock.StoredKey, e
 	return ring, stored, nil
 }
 
-func openKeyStore(sec SecurityConfig) (*pinblock.Store, error) {
+func OpenKeyStore(sec SecurityConfig) (*pinblock.Store, error) {
 	st, err := pinblock.OpenStore(pinblock.StoreConfig{
 		Path: sec.KeyStore, LogPath: sec.CustodyLog, Grace: sec.RotationGrace,
 		LMK: pinblock.LMKRef{File: sec.LMKFile, Env: sec.LMKEnv},
@@ -327,7 +327,7 @@ func storedKeys(sec SecurityConfig) []pinblock.StoredKey {
 	if sec.KeyStore == "" {
 		return nil
 	}
-	st, err := openKeyStore(sec)
+	st, err := OpenKeyStore(sec)
 	if err != nil {
 		return nil
 	}
@@ -423,7 +423,7 @@ func (r *reloader) stop(ctx context.Context) error {
 	adm := r.admin
 	r.mu.Unlock()
 	if adm != nil {
-		return adm.shutdown(ctx)
+		return adm.srv.Shutdown(ctx)
 	}
 	return nil
 }
@@ -477,7 +477,7 @@ func (s *swapLimiter) swap(next *redislimit.Limiter) (old *redislimit.Limiter) {
 
 // newLimiter connects a limiter for lc; the memory backend uses the
 // gateway's in-process Redis stand-in, so its counts survive the reload.
-func (g *gateway) newLimiter(lc LimitsConfig) (*redislimit.Limiter, error) {
+func (g *Gateway) newLimiter(lc LimitsConfig) (*redislimit.Limiter, error) {
 	c := lc.Config
 	if lc.Backend == "memory" {
 		if g.memRedis == nil {
@@ -486,31 +486,6 @@ func (g *gateway) newLimiter(lc LimitsConfig) (*redislimit.Limiter, error) {
 		c.Mode, c.Addrs = redislimit.ModeStandalone, []string{g.memRedis.Addr()}
 	}
 	return redislimit.New(c)
-}
-
-// reloadOnSignal reloads on every signal from hups until ctx ends or the
-// returned stop function is called; stop waits for a reload in progress.
-func (g *gateway) reloadOnSignal(ctx context.Context, hups <-chan os.Signal) (stop func()) {
-	done := make(chan struct{})
-	g.ops.signalsWG.Add(1)
-	go func() {
-		defer g.ops.signalsWG.Done()
-		for {
-			select {
-			case <-hups:
-				_, _ = g.Reload("sighup") // logged and counted by Reload
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() { close(done) })
-		g.ops.signalsWG.Wait()
-	}
 }
 
 // notReadyWhileDraining answers GET /readyz with 503 once Shutdown has begun,

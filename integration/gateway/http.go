@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 )
 
 // httpHandler serves the HTTP port: liveness, readiness and metrics.
-func (g *gateway) httpHandler() http.Handler {
+func (g *Gateway) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -24,7 +24,7 @@ func (g *gateway) httpHandler() http.Handler {
 // link, the journal directory is writable, and the journal admits work (no
 // stalled or failed write, free space above its reserve, depth below its
 // limit): the reason it does not is shown under "journal".
-func (g *gateway) readyz(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) {
 	checks := map[string]string{}
 	ready := true
 	switch {

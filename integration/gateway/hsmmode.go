@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"crypto/tls"
@@ -43,7 +43,8 @@ type PayShieldConfig struct {
 	KeyFile string `yaml:"key_file"`
 }
 
-func (c PayShieldConfig) client(log *slog.Logger) (payshield.Config, error) {
+// Client is the payshield.Config of these HSMs, with their TLS files read.
+func (c PayShieldConfig) Client(log *slog.Logger) (payshield.Config, error) {
 	pc := payshield.Config{
 		Hosts: c.Hosts, HeaderLen: c.HeaderLen, NoHeader: c.NoHeader, Connections: c.Connections,
 		Timeout: c.Timeout, HealthInterval: c.HealthInterval, Logger: log,
@@ -101,10 +102,10 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 	}
 }
 
-// payShieldKeys loads the module's keys: the key file, and with dev_keys the
+// PayShieldKeys loads the module's keys: the key file, and with dev_keys the
 // TDES development keys under the public test LMK of pingate hsm-sim (the
 // AES ones have no place on a variant-LMK payShield and are left out).
-func payShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) {
+func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) {
 	grace := c.RotationGrace
 	keys := payshield.NewKeys(grace)
 	if c.PayShield.KeyFile != "" {
@@ -168,12 +169,12 @@ func devKeyBytes(id string) []byte {
 
 // startPayShield builds the payShield module of security.module payshield;
 // the flow uses it in place of the software module.
-func (g *gateway) startPayShield() error {
-	pc, err := g.cfg.Security.PayShield.client(g.log)
+func (g *Gateway) startPayShield() error {
+	pc, err := g.cfg.Security.PayShield.Client(g.log)
 	if err != nil {
 		return err
 	}
-	g.psKeys, err = payShieldKeys(g.cfg.Security, g.log)
+	g.psKeys, err = PayShieldKeys(g.cfg.Security, g.log)
 	if err != nil {
 		return err
 	}
@@ -185,12 +186,12 @@ func (g *gateway) startPayShield() error {
 	return nil
 }
 
-// usePayShieldSim turns the embedded default into security.module payshield
+// UsePayShieldSim turns the embedded default into security.module payshield
 // on hosts running pingate hsm-sim: the development keys under the public
 // test LMK, the TDES ATM network only (the branch front end's key is AES,
 // which a variant-LMK payShield does not hold; SM4 it refuses), and issuers on the TDES ATM zone key
 // in ISO 3, which the issuer simulator is given too.
-func (c *Config) usePayShieldSim(hosts ...string) {
+func (c *Config) UsePayShieldSim(hosts ...string) {
 	c.Security.Module = "payshield"
 	c.Security.PayShield = PayShieldConfig{Hosts: hosts}
 	// The SM4 ATM network and the SM4 issuer go too: the payShield module
