@@ -34,12 +34,13 @@ type charsetEncoder struct {
 
 var (
 	// asciiN is ISO 8583 "n" in ASCII: the digits 0-9 only.
-	asciiN encoding.Encoder = charsetEncoder{ok: isDigit, err: errNotDigits}
+	// (Pointers, so that two specs using the same encoder compare equal.)
+	asciiN encoding.Encoder = &charsetEncoder{ok: isDigit, err: errNotDigits}
 	// asciiAN is "an": the letters A-Z, a-z and the digits.
-	asciiAN encoding.Encoder = charsetEncoder{ok: isAlnum, err: errNotAlnum}
+	asciiAN encoding.Encoder = &charsetEncoder{ok: isAlnum, err: errNotAlnum}
 	// asciiANS is "ans" restricted to printable ASCII (0x20-0x7E): control
 	// characters would let a sender forge lines in our logs.
-	asciiANS encoding.Encoder = charsetEncoder{ok: isPrintable, err: errNotPrintable}
+	asciiANS encoding.Encoder = &charsetEncoder{ok: isPrintable, err: errNotPrintable}
 )
 
 func isDigit(b byte) bool     { return b >= '0' && b <= '9' }
@@ -121,12 +122,12 @@ func (p asciiLen) DecodeLength(maxLen int, data []byte) (int, int, error) {
 	return n, p.digits, nil
 }
 
-// Inspect names the prefix as moov's describe output does.
+// Inspect returns the prefix's name in spec files (dialect.go).
 func (p asciiLen) Inspect() string {
 	if p.digits == 2 {
-		return "ASCII.LL"
+		return "pingate.ASCII.LL"
 	}
-	return "ASCII.LLL"
+	return "pingate.ASCII.LLL"
 }
 
 // pinBlockCodec packs and unpacks a PIN block field (DE 52, DE 125): an
@@ -292,10 +293,10 @@ func (p bcdLen) DecodeLength(maxLen int, data []byte) (int, int, error) {
 	return n, read, nil
 }
 
-// Inspect names the prefix as moov's describe output does.
+// Inspect returns the prefix's name in spec files (dialect.go).
 func (p bcdLen) Inspect() string {
 	if p.digits == 2 {
-		return "BCD.LL"
+		return "pingate.BCD.LL"
 	}
-	return "BCD.LLL"
+	return "pingate.BCD.LLL"
 }
