@@ -24,11 +24,13 @@ import (
 //
 //	pingate hsm-key generate --config F --id ID --usage ZPK [--length 16] [--export-under ZMK] --who W --why Y
 //	pingate hsm-key import   --config F --id ID --usage ZPK --zmk ZMK --key-under-zmk HEX --kcv KCV [--rotate] --who W --why Y
+//	pingate hsm-key combine  --config F --id ID [--usage ZMK] --component -|@FILE --kcv KCV (2 to 9 times) [--rotate] --who W --why Y
 //	pingate hsm-key kcv      --config F --id ID
 //	pingate hsm-key list     --config F
 type hsmKeyCmd struct {
 	Generate hsmKeyGenerateCmd `cmd:"" help:"generate a key in the HSM (its LMK token into the key file)"`
 	Import   hsmKeyImportCmd   `cmd:"" help:"import a key enciphered under a held ZMK"`
+	Combine  hsmKeyCombineCmd  `cmd:"" help:"form a key (a ZMK by default) in the HSM from 2 to 9 components under its LMK (A4)"`
 	KCV      hsmKeyKCVCmd      `cmd:"" name:"kcv" help:"print a held key's check value, computed by the HSM"`
 	List     hsmKeyListCmd     `cmd:"" help:"list the held keys: id usage version KCV"`
 }
@@ -78,6 +80,24 @@ func (c *hsmKeyImportCmd) Run(env *cli.Env) error {
 	return runHSMKey(env, "import", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, zmk: c.ZMK, under: c.KeyUnderZMK, kcv: c.KCV, rotate: c.Rotate, who: c.Who, why: c.Why, length: 16})
 }
 
+type hsmKeyCombineCmd struct {
+	hsmKeyConfig `embed:""`
+	hsmKeyID     `embed:""`
+	custodyFlags `embed:""`
+	Usage        string            `name:"usage" default:"ZMK" help:"usage of the formed key: ZMK, ZPK, TPK, PVK or TAK"`
+	Component    cli.SecretRefList `name:"component" placeholder:"-|@FILE" help:"a custodian's component enciphered under the HSM's LMK (U or T token, as the HSM's console encrypts a clear component): - for a line of standard input, or @FILE; repeat 2 to 9 times"`
+	KCV          []string          `name:"kcv" sep:"none" help:"check value of each component as its custodian read it, in the same order"`
+	Rotate       bool              `name:"rotate" help:"the next version of a held id"`
+}
+
+func (*hsmKeyCombineCmd) Help() string {
+	return cli.Example("pingate hsm-key combine --config pingate.yaml --id zmk-acq1 --component - --kcv 4A1C2E --component - --kcv 77F0D1 --component - --kcv 0C2B11 --who 'alice,bob,carol' --why 'ZMK ceremony'")
+}
+
+func (c *hsmKeyCombineCmd) Run(env *cli.Env) error {
+	return runHSMKey(env, "combine", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, components: c.Component.Values(), kcvs: c.KCV, rotate: c.Rotate, who: c.Who, why: c.Why, length: 16})
+}
+
 type hsmKeyKCVCmd struct {
 	hsmKeyConfig `embed:""`
 	hsmKeyID     `embed:""`
@@ -106,6 +126,7 @@ type hsmKeyOpts struct {
 	config, id, usage, exportUnder, zmk, under, kcv, who, why string
 	length                                                    int
 	rotate                                                    bool
+	components, kcvs                                          []string
 }
 
 // runHSMKey runs a key ceremony through the HSMs of a config with
@@ -176,9 +197,10 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		return fmt.Errorf("%w: --usage %q", errUsage, *usage)
 	}
 	var (
-		info   pinblock.KeyInfo
-		action = pinblock.ActionGenerate
-		from   = "lmk"
+		info     pinblock.KeyInfo
+		action   = pinblock.ActionGenerate
+		from     = "lmk"
+		compKCVs []string
 	)
 	switch sub {
 	case "generate":
@@ -202,8 +224,20 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		}
 		info, err = m.Import(ctx, pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: pinblock.TDES, Enciphered: enc,
 			ZMK: pinblock.KeyRef{ID: *zmk}, KCV: *kcv, Who: *who, Why: *why, Rotate: *rotate})
+	case "combine":
+		action, from = pinblock.ActionCombine, pinblock.UnderComponents
+		if *rotate {
+			action = pinblock.ActionRotate
+		}
+		if len(o.components) != len(o.kcvs) {
+			return fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(o.components), len(o.kcvs))
+		}
+		info, compKCVs, err = m.FormKey(ctx, payshield.FormRequest{ID: *id, Usage: u, Components: o.components, KCVs: o.kcvs, Rotate: *rotate})
+		for i, k := range compKCVs {
+			fmt.Fprintf(stdout, "component %d kcv=%s (the HSM agrees)\n", i+1, k)
+		}
 	default:
-		return fmt.Errorf("%w: hsm-key %s: want generate, import, kcv or list", errUsage, sub)
+		return fmt.Errorf("%w: hsm-key %s: want generate, import, combine, kcv or list", errUsage, sub)
 	}
 	if err != nil {
 		return err
@@ -217,7 +251,7 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 			return err
 		}
 		_, err = l.Append(pinblock.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
-			Version: info.Version, KCV: info.KCV, Under: from})
+			Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs})
 		if cerr := l.Close(); err == nil {
 			err = cerr
 		}

@@ -588,3 +588,105 @@ func payShieldKeys(g *gateway.Gateway) *payshield.Keys {
 	_, k := g.PayShield()
 	return k
 }
+
+// TestHSMKeyCombine: `pingate hsm-key combine` forms a ZMK in the HSM (A4)
+// from three components under its LMK, read from files; it prints the
+// HSM's check value of each component and of the ZMK, which is the payShield
+// 10k example key of openemv/tr31 (published KCV 5C9405). The key file gets
+// the LMK token, the custody log a combine record with the component KCVs,
+// and a component whose KCV its custodian misread stops the ceremony.
+func TestHSMKeyCombine(t *testing.T) {
+	_, addr := startHSMSim(t)
+	dir := t.TempDir()
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+	cfgFile := filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n", custody, addr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const published = "5DB50B454F8389ADCE573BE50861F2BF" // openemv/tr31 test1 (payShield 10k), KCV 5C9405
+	clearComps := []string{"0123456789ABCDEFFEDCBA9876543210", "0E1F2A3B4C5D6E7F8091A2B3C4D5E6F7"}
+	third := make([]byte, 16)
+	for _, h := range append([]string{published}, clearComps...) {
+		b, _ := hex.DecodeString(h)
+		for i := range third {
+			third[i] ^= b[i]
+		}
+	}
+	clearComps = append(clearComps, strings.ToUpper(hex.EncodeToString(third)))
+	var args, kcvs []string
+	for i, h := range clearComps {
+		raw, _ := hex.DecodeString(h)
+		tok, err := hsmsim.EncipherUnderTestLMK("000", raw) // as the HSM's console encrypts a custodian's component
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("component-%d", i+1))
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		k, _ := pinblock.NewKey("c", pinblock.UsageZMK, pinblock.TDES, 1, raw)
+		kcvs = append(kcvs, k.KCV())
+		args = append(args, "--component", "@"+p, "--kcv", k.KCV())
+	}
+	combine := func(kcvArgs []string, id string) (string, string, int) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"hsm-key", "combine", "--config", cfgFile, "--id", id, "--who", "alice,bob,carol", "--why", "ZMK ceremony"}, kcvArgs...), &out, &errOut)
+		return out.String(), errOut.String(), code
+	}
+	bad := append([]string(nil), args...)
+	bad[7] = kcvs[0] // component 2's --kcv
+	if _, errOut, code := combine(bad, "zmk-bad"); code == 0 || !strings.Contains(errOut, "component 2") {
+		t.Errorf("combine with a misread KCV on component 2: exit %d, %q; want a refusal naming component 2", code, errOut)
+	}
+	out, errOut, code := combine(args, "zmk-a")
+	if code != 0 {
+		t.Fatalf("hsm-key combine exited %d: %s", code, errOut)
+	}
+	for i, k := range kcvs {
+		if want := fmt.Sprintf("component %d kcv=%s", i+1, k); !strings.Contains(out, want) {
+			t.Errorf("combine printed %q, want %q", out, want)
+		}
+	}
+	if !strings.Contains(out, "zmk-a v1 ZMK kcv=5C9405") {
+		t.Errorf("combine printed %q, want the formed ZMK's published KCV 5C9405", out)
+	}
+	kf, _ := os.ReadFile(keyFile)
+	if strings.Contains(string(kf), "zmk-bad") {
+		t.Error("the refused ceremony's key is in the key file")
+	}
+	for _, h := range append([]string{published}, clearComps...) {
+		if strings.Contains(strings.ToUpper(string(kf)), h) {
+			t.Error("the key file holds a clear component or the clear ZMK")
+		}
+	}
+	if _, err := pinblock.VerifyCustodyLog(custody); err != nil {
+		t.Fatalf("custody log: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(mustRead(t, custody)), "\n")
+	var rec pinblock.CustodyRecord
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 || rec.Action != pinblock.ActionCombine || rec.Under != pinblock.UnderComponents || rec.KCV != "5C9405" ||
+		strings.Join(rec.ComponentKCVs, ",") != strings.Join(kcvs, ",") || rec.Who != "alice,bob,carol" {
+		t.Errorf("custody log: %d records, last %+v; want one combine record with the component KCVs %v", len(lines), rec, kcvs)
+	}
+	// The formed ZMK is the published key: a ZPK enciphered under it imports.
+	zpkRaw, _ := hex.DecodeString("89ABCDEF01234567FEDCBA9876543210")
+	zpk, _ := pinblock.NewKey("zpk", pinblock.UsageZPK, pinblock.TDES, 1, zpkRaw)
+	under := tdesECB(t, published, hex.EncodeToString(zpkRaw))
+	var errBuf bytes.Buffer
+	if code := run(context.Background(), []string{"hsm-key", "import", "--config", cfgFile, "--id", "zpk-a", "--usage", "ZPK", "--zmk", "zmk-a",
+		"--key-under-zmk", under, "--kcv", zpk.KCV(), "--who", "alice", "--why", "zone key"}, io.Discard, &errBuf); code != 0 {
+		t.Errorf("import under the formed ZMK exited %d: %s", code, errBuf.String())
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

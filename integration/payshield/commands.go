@@ -295,3 +295,27 @@ func (c *Client) printMailer(ctx context.Context, acct, pinLMK string, fields []
 	_, err := c.do(ctx, "PE", []byte(b.String()), false)
 	return err
 }
+
+// formKey sends A4: form a key of type typ from 2 to 9 components, each
+// enciphered under the LMK pair of that type, and returns the key under the
+// LMK in scheme and its check value.
+func (c *Client) formKey(ctx context.Context, typ string, scheme byte, comps []string) (tok, kcv string, err error) {
+	f := make([]byte, 0, 5+len(comps)*49)
+	f = append(f, byte('0'+len(comps)))
+	f = append(f, typ...)
+	f = append(f, scheme)
+	for _, t := range comps {
+		f = append(f, t...)
+	}
+	r, err := c.do(ctx, "A4", f, false)
+	if err != nil {
+		return "", "", err
+	}
+	if tok, r, err = takeToken("A4", r); err != nil {
+		return "", "", err
+	}
+	if len(r) < 6 || !isHex(r[:6]) {
+		return "", "", fmt.Errorf("%w: A4 response has no check value", ErrProtocol)
+	}
+	return tok, strings.ToUpper(string(r[:6])), nil
+}

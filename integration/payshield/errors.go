@@ -55,6 +55,7 @@ type codeRow struct {
 var codeTable = map[string]codeRow{
 	"01": {"verification failure or warning", pinblock.ErrKCVMismatch, false},
 	"02": {"key inappropriate length for algorithm", pinblock.ErrInvalidKey, true},
+	"03": {"invalid number of components", pinblock.ErrInvalidKey, false},
 	"04": {"invalid key type code", pinblock.ErrKeyUsage, true},
 	"05": {"invalid key length flag", pinblock.ErrInvalidKey, true},
 	"10": {"source key parity error", pinblock.ErrInvalidKey, true},

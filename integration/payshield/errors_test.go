@@ -17,6 +17,7 @@ func TestErrorCodeTable(t *testing.T) {
 	}{
 		{"01", pinblock.ErrKCVMismatch, false},
 		{"02", pinblock.ErrInvalidKey, true},
+		{"03", pinblock.ErrInvalidKey, false},
 		{"04", pinblock.ErrKeyUsage, true},
 		{"05", pinblock.ErrInvalidKey, true},
 		{"10", pinblock.ErrInvalidKey, true},

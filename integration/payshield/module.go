@@ -530,3 +530,87 @@ func printable(s string) string {
 		return r
 	}, s)
 }
+
+// MinComponents and MaxComponents bound the components of FormKey (A4
+// takes 2 to 9).
+const (
+	MinComponents = 2
+	MaxComponents = 9
+)
+
+// FormRequest forms a key from components inside the HSM.
+type FormRequest struct {
+	ID    string
+	Usage pinblock.Usage
+	// Components are the key components, each enciphered under the LMK as
+	// the key type (a ZMK component under LMK pair 04-05), as a custodian
+	// brings it from the HSM's console (Encrypt Clear Component) or from
+	// A2. A payShield takes no clear component over the host port.
+	Components []string
+	// KCVs are the check values the custodians read for their components,
+	// in the same order: each is compared with the HSM's (BU) before the
+	// key is formed.
+	KCVs   []string
+	Rotate bool
+}
+
+// FormKey checks each component's check value (BU) and forms the key by
+// XOR inside the HSM (A4), keeping its LMK token. It returns the key's info
+// (with the HSM's KCV of the formed key) and the HSM's KCV of each
+// component. A component whose KCV differs from its custodian's is
+// ErrKCVMismatch naming the component, and nothing is formed. Never retried
+// on another HSM.
+func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo, []string, error) {
+	if err := ctx.Err(); err != nil {
+		return pinblock.KeyInfo{}, nil, err
+	}
+	n := len(req.Components)
+	if n < MinComponents || n > MaxComponents {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: %d components, want %d to %d", pinblock.ErrInvalidKey, req.ID, n, MinComponents, MaxComponents)
+	}
+	if len(req.KCVs) != n {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: %d components, %d check values", pinblock.ErrKCVMismatch, req.ID, n, len(req.KCVs))
+	}
+	typ, ok := keyType(req.Usage)
+	if !ok {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: usage %s", pinblock.ErrKeyUsage, req.ID, req.Usage)
+	}
+	if !req.Rotate {
+		if _, err := m.keys.Lookup(pinblock.KeyRef{ID: req.ID}); err == nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: %s", pinblock.ErrKeyExists, req.ID)
+		}
+	}
+	comps := make([]string, n)
+	for i, c := range req.Components {
+		tok, rest, err := takeToken("component", []byte(strings.ToUpper(strings.TrimSpace(c))))
+		if err != nil || len(rest) != 0 || len(tok) == 17 || (i > 0 && len(tok) != len(comps[0])) {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d is not a key under the LMK (a double- or triple-length token, all of one length)", pinblock.ErrInvalidKey, req.ID, i+1)
+		}
+		comps[i] = tok
+	}
+	length := 16
+	if len(comps[0]) == 49 {
+		length = 24
+	}
+	sc, _ := scheme(length)
+	kcvs := make([]string, n)
+	for i, tok := range comps {
+		kcv, err := m.c.checkValue(ctx, typ, tok)
+		if err != nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: component %d check value: %w", req.ID, i+1, err)
+		}
+		if !kcvMatches(kcv, req.KCVs[i]) {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d: the HSM computes %s", pinblock.ErrKCVMismatch, req.ID, i+1, kcv)
+		}
+		kcvs[i] = kcv
+	}
+	tok, kcv, err := m.c.formKey(ctx, typ, sc, comps)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
+	}
+	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: pinblock.TDES, Length: length, Token: tok, KCV: kcv}, req.Rotate)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
+	}
+	return k.Info(), kcvs, nil
+}

@@ -451,3 +451,83 @@ func TestHealthRemovesAndReadmits(t *testing.T) {
 		t.Errorf("Stats errors = %v, want the transport failures counted", st.Errors)
 	}
 }
+
+// xorHex XORs equal-length hex strings.
+func xorHex(t *testing.T, hs ...string) []byte {
+	t.Helper()
+	out := mustHexB(hs[0])
+	for _, h := range hs[1:] {
+		b := mustHexB(h)
+		for i := range out {
+			out[i] ^= b[i]
+		}
+	}
+	return out
+}
+
+// TestSimFormKeyFromComponents: three ZMK components under the LMK, whose
+// XOR is the payShield 10k example key of openemv/tr31 (KCV 5C9405,
+// published), form that key through A4; each component's check value is
+// the HSM's (BU), and a wrong one stops the ceremony before A4.
+func TestSimFormKeyFromComponents(t *testing.T) {
+	s, addr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}})
+	const (
+		published    = "5DB50B454F8389ADCE573BE50861F2BF" // openemv/tr31 test1, KCV 5C9405
+		publishedKCV = "5C9405"
+		c1           = zmkHex                             // KCV 08D7B4 (published, see pinblock/kcv_test.go)
+		c2           = "0E1F2A3B4C5D6E7F8091A2B3C4D5E6F7" // odd parity
+	)
+	c3 := strings.ToUpper(hex.EncodeToString(xorHex(t, published, c1, c2)))
+	var toks, kcvs []string
+	for _, h := range []string{c1, c2, c3} {
+		tok, err := s.EncipherUnderLMK("000", mustHexB(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+		kcvs = append(kcvs, clearKey(t, "c", pinblock.UsageZMK, h).KCV())
+	}
+	if kcvs[0] != "08D7B4" {
+		t.Fatalf("component 1 KCV = %s, want the published 08D7B4", kcvs[0])
+	}
+	ctx := context.Background()
+
+	bad := append([]string(nil), kcvs...)
+	bad[1] = kcvs[0]
+	if _, _, err := m.FormKey(ctx, payshield.FormRequest{ID: "zmk-x", Usage: pinblock.UsageZMK, Components: toks, KCVs: bad}); !errors.Is(err, pinblock.ErrKCVMismatch) || !strings.Contains(err.Error(), "component 2") {
+		t.Errorf("FormKey with a wrong KCV on component 2 = %v, want ErrKCVMismatch naming component 2", err)
+	}
+	if _, err := m.Keys().Lookup(pinblock.KeyRef{ID: "zmk-x"}); err == nil {
+		t.Error("a refused ceremony left a key behind")
+	}
+	if _, _, err := m.FormKey(ctx, payshield.FormRequest{ID: "zmk-x", Usage: pinblock.UsageZMK, Components: toks[:1], KCVs: kcvs[:1]}); !errors.Is(err, pinblock.ErrInvalidKey) {
+		t.Errorf("FormKey with one component = %v, want ErrInvalidKey", err)
+	}
+	even, _ := s.EncipherUnderLMK("000", xorHex(t, c1, c2)) // two odd-parity keys XOR to even parity
+	if _, _, err := m.FormKey(ctx, payshield.FormRequest{ID: "zmk-x", Usage: pinblock.UsageZMK, Components: []string{toks[0], even}, KCVs: []string{kcvs[0], clearKey(t, "c", pinblock.UsageZMK, strings.ToUpper(hex.EncodeToString(xorHex(t, c1, c2)))).KCV()}}); !errors.Is(err, pinblock.ErrInvalidKey) {
+		t.Errorf("FormKey with a component of even parity = %v, want ErrInvalidKey (HSM error 11)", err)
+	}
+
+	info, got, err := m.FormKey(ctx, payshield.FormRequest{ID: "zmk-x", Usage: pinblock.UsageZMK, Components: toks, KCVs: []string{kcvs[0], strings.ToLower(kcvs[1][:4]), kcvs[2]}})
+	if err != nil {
+		t.Fatalf("FormKey = %v", err)
+	}
+	if info.KCV != publishedKCV || info.Usage != pinblock.UsageZMK || info.Version != 1 {
+		t.Errorf("FormKey = %+v, want ZMK v1 with the published KCV %s", info, publishedKCV)
+	}
+	for i := range kcvs {
+		if got[i] != kcvs[i] {
+			t.Errorf("component %d: the HSM's KCV %s, want %s", i+1, got[i], kcvs[i])
+		}
+	}
+	// The formed ZMK works: a ZPK under the published key imports with FA.
+	zpk := clearKey(t, "zpk", pinblock.UsageZPK, zpkHex)
+	enc := ecb(t, published, mustHexB(zpkHex), false)
+	if _, err := m.Import(ctx, pinblock.ImportRequest{ID: "zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Enciphered: enc, ZMK: pinblock.KeyRef{ID: "zmk-x"}, KCV: zpk.KCV()}); err != nil {
+		t.Errorf("Import under the formed ZMK = %v", err)
+	}
+	if kcv, err := m.KCV(ctx, pinblock.KeyRef{ID: "zmk-x"}); err != nil || kcv != publishedKCV {
+		t.Errorf("KCV(formed ZMK) = %s, %v; want %s", kcv, err, publishedKCV)
+	}
+}

@@ -4,7 +4,7 @@
 // cryptography with pinblock's software functions under the published
 // Thales test variant LMK. It is not a security device: its LMK is public.
 //
-// Commands: NC, B2, CA, CC, A0 (modes 0 and 1), A6, FA, BU, JA, JG, PE.
+// Commands: NC, B2, CA, CC, A0 (modes 0 and 1), A4, A6, FA, BU, JA, JG, PE.
 // Keys under a ZMK are TDES-ECB (ANSI X9.17, schemes X and Y; U is read the
 // same way — the simulator applies no ZMK variants). The PIN under LMK of JA
 // (LN+1 digits) is the simulator's own reversible encoding under LMK pair
@@ -193,6 +193,8 @@ func (s *Server) handle(m string) string {
 		}
 	case "BU":
 		out, err = s.checkValue(f)
+	case "A4":
+		out, err = s.formKey(f)
 	case "JA":
 		out, err = s.randomPIN(f)
 	case "JG":
@@ -355,16 +357,22 @@ func randomKey(n int) []byte {
 	k := make([]byte, n)
 	for {
 		_, _ = rand.Read(k)
-		for i, c := range k {
-			c &^= 1
-			p := c ^ c>>4
-			p ^= p >> 2
-			p ^= p >> 1
-			k[i] = c | ^p&1
-		}
+		setOddParity(k)
 		if string(k[:8]) != string(k[8:16]) {
 			return k
 		}
+	}
+}
+
+// setOddParity sets the low bit of each byte so that it has an odd number
+// of 1 bits (DES key parity).
+func setOddParity(k []byte) {
+	for i, c := range k {
+		c &^= 1
+		p := c ^ c>>4
+		p ^= p >> 2
+		p ^= p >> 1
+		k[i] = c | ^p&1
 	}
 }
 
@@ -647,4 +655,65 @@ func (s *Server) EncipherUnderLMK(typ string, clearKey []byte) (string, error) {
 func EncipherUnderTestLMK(typ string, clearKey []byte) (string, error) {
 	l := testLMKSet()
 	return (&Server{lmk: l}).EncipherUnderLMK(typ, clearKey)
+}
+
+// combine deciphers components of key type typ (each a token) and XORs
+// them; the result gets odd parity, as a payShield sets it. A component
+// without odd parity is error 10 (the first) or 11 (another).
+func (s *Server) combine(typ string, toks []string) ([]byte, error) {
+	var out []byte
+	for i, t := range toks {
+		raw, err := s.lmk.decipher(typ, t)
+		if err != nil {
+			return nil, codeErr("26")
+		}
+		if !oddParity(raw) || (out != nil && len(raw) != len(out)) {
+			clear(raw)
+			clear(out)
+			if i == 0 {
+				return nil, codeErr("10")
+			}
+			return nil, codeErr("11")
+		}
+		if out == nil {
+			out = raw
+			continue
+		}
+		for j := range out {
+			out[j] ^= raw[j]
+		}
+		clear(raw)
+	}
+	setOddParity(out)
+	return out, nil
+}
+
+// formKey handles A4: number of components (1N, 2-9), key type (3H), key
+// scheme LMK (1A), the components under the LMK; it answers the key under
+// the LMK and its check value (6H).
+func (s *Server) formKey(f string) (string, error) {
+	if len(f) < 5 {
+		return "", codeErr("15")
+	}
+	n, typ, scheme, f := int(f[0]-'0'), f[1:4], f[4], f[5:]
+	if n < 2 || n > 9 {
+		return "", codeErr("03")
+	}
+	toks := make([]string, n)
+	for i := range toks {
+		var err error
+		if toks[i], f, err = token(f); err != nil {
+			return "", err
+		}
+	}
+	raw, err := s.combine(typ, toks)
+	if err != nil {
+		return "", err
+	}
+	defer clear(raw)
+	under, err := s.lmk.encipher(typ, scheme, raw)
+	if err != nil {
+		return "", codeErr("26")
+	}
+	return under + kcv(raw), nil
 }
