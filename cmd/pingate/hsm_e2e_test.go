@@ -518,18 +518,27 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	}
 }
 
+// hsmKeySetup starts a simulator and writes a config for hsm-key on it:
+// security.module payshield, a key file and a custody log in a new
+// directory.
+func hsmKeySetup(t *testing.T) (dir, cfgFile, keyFile, custody string) {
+	t.Helper()
+	_, addr := startHSMSim(t)
+	dir = t.TempDir()
+	keyFile, custody = filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+	cfgFile = filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n", custody, addr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfgFile, keyFile, custody
+}
+
 // TestHSMKeyCeremony: `pingate hsm-key` generates a ZMK and a ZPK in the HSM
 // (A0, the ZPK also under the ZMK), checks a KCV (BU), imports a key under
 // the ZMK (FA) with its KCV, and lists them; the key file holds LMK tokens
 // and the custody log one verified record per ceremony.
 func TestHSMKeyCeremony(t *testing.T) {
-	_, addr := startHSMSim(t)
-	dir := t.TempDir()
-	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
-	cfgFile := filepath.Join(dir, "pingate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n", custody, addr, keyFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, cfgFile, _, custody := hsmKeySetup(t)
 	hk := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -596,13 +605,7 @@ func payShieldKeys(g *gateway.Gateway) *payshield.Keys {
 // the LMK token, the custody log a combine record with the component KCVs,
 // and a component whose KCV its custodian misread stops the ceremony.
 func TestHSMKeyCombine(t *testing.T) {
-	_, addr := startHSMSim(t)
-	dir := t.TempDir()
-	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
-	cfgFile := filepath.Join(dir, "pingate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n", custody, addr, keyFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfgFile, keyFile, custody := hsmKeySetup(t)
 	const published = "5DB50B454F8389ADCE573BE50861F2BF" // openemv/tr31 test1 (payShield 10k), KCV 5C9405
 	clearComps := []string{"0123456789ABCDEFFEDCBA9876543210", "0E1F2A3B4C5D6E7F8091A2B3C4D5E6F7"}
 	third := make([]byte, 16)
