@@ -4,31 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"pingate/cmd/internal/cli"
 )
 
-// runServePprof runs `pingate serve` with the remaining flags and, while it
+// servePprofCmd runs `pingate serve` with the serve flags and, while it
 // runs, net/http/pprof on its own listener: profiles are never served on the
 // gateway's HTTP or admin ports, and only when asked for. The address must be
 // a loopback one: a profile shows memory contents' shapes and timings that an
 // outsider has no business seeing.
-//
-//	pingate serve-pprof --pprof 127.0.0.1:6060 [serve flags]
-func runServePprof(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 || (args[0] != "--pprof" && args[0] != "-pprof") {
-		return fmt.Errorf("%w: pingate serve-pprof --pprof ADDR [serve flags]", errUsage)
-	}
-	addr := args[1]
+type servePprofCmd struct {
+	Pprof      string `name:"pprof" required:"" placeholder:"HOST:PORT" help:"loopback address for net/http/pprof (required)"`
+	serveFlags `embed:""`
+}
+
+func (*servePprofCmd) Help() string {
+	return cli.Example("pingate serve-pprof --pprof 127.0.0.1:6060 --config pingate.yaml")
+}
+
+func (c *servePprofCmd) Run(env *cli.Env) error {
+	ctx, stdout, stderr, addr := env.Ctx, env.Stdout, env.Stderr, c.Pprof
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: --pprof %q: want HOST:PORT", errUsage, addr)
+		return fmt.Errorf("%w: --pprof: want HOST:PORT", errUsage)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("%w: --pprof %q: only a loopback address is allowed", errUsage, addr)
+		return fmt.Errorf("%w: --pprof: only a loopback address is allowed", errUsage)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -44,7 +49,7 @@ func runServePprof(ctx context.Context, args []string, stdout, stderr io.Writer)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	fmt.Fprintf(stderr, "pprof on http://%s/debug/pprof/\n", ln.Addr())
-	runErr := runServe(ctx, args[2:], stdout, stderr)
+	runErr := runServe(ctx, c.serveFlags, stdout, stderr)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)

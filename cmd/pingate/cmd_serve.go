@@ -12,71 +12,79 @@ import (
 	"sync"
 	"syscall"
 
+	"pingate/cmd/internal/cli"
 	"pingate/integration/gateway"
 
 	"pingate/integration/logredact"
 )
 
-// serveFlags are the flags that shape the configuration.
+// serveFlags are the flags that shape the configuration; each overrides
+// the config file (or the embedded development config without --config).
 type serveFlags struct {
-	config, redis, kafka, topic, acqAddr, httpAddr, adminAddr, instance string
-	production                                                          bool
+	Config     string `name:"config" placeholder:"FILE" help:"YAML config file (default: the embedded development config)"`
+	Production bool   `name:"production" help:"refuse development keys and the in-process issuer simulator"`
+	Redis      string `name:"redis" placeholder:"HOST:PORT,..." help:"Redis address(es) for shared limits, comma-separated"`
+	Kafka      string `name:"kafka" placeholder:"HOST:PORT,..." help:"Kafka broker(s) for outcome events, comma-separated"`
+	Topic      string `name:"kafka-topic" placeholder:"TOPIC" help:"Kafka topic for outcome events"`
+	AcqAddr    string `name:"acquirer-addr" placeholder:"HOST:PORT" help:"ISO 8583 acquirer listener address"`
+	HTTPAddr   string `name:"http-addr" placeholder:"HOST:PORT" help:"HTTP address (health, metrics)"`
+	AdminAddr  string `name:"admin-addr" placeholder:"HOST:PORT" help:"admin HTTP address (POST /admin/reload)"`
+	Instance   string `name:"instance" help:"instance name in events and logs (overrides the config; e.g. the pod name)"`
+}
+
+// serveCmd runs the gateway until SIGTERM or SIGINT; SIGHUP reloads.
+type serveCmd struct {
+	serveFlags `embed:""`
+}
+
+func (*serveCmd) Help() string {
+	return cli.Example("pingate serve", "pingate serve --config /etc/pingate/pingate.yaml --production --instance $(hostname)")
+}
+
+func (c *serveCmd) Run(env *cli.Env) error {
+	return runServe(env.Ctx, c.serveFlags, env.Stdout, env.Stderr)
 }
 
 func (sf *serveFlags) config0() (gateway.Config, error) {
 	cfg := gateway.EmbeddedConfig()
-	if sf.config != "" {
+	if sf.Config != "" {
 		var err error
-		if cfg, err = gateway.LoadConfig(sf.config); err != nil {
+		if cfg, err = gateway.LoadConfig(sf.Config); err != nil {
 			return gateway.Config{}, err
 		}
 	}
-	if sf.production {
+	if sf.Production {
 		cfg.Production = true
 	}
-	if sf.redis != "" {
+	if sf.Redis != "" {
 		cfg.Limits.Backend = "redis"
-		cfg.Limits.Addrs = strings.Split(sf.redis, ",")
+		cfg.Limits.Addrs = strings.Split(sf.Redis, ",")
 	}
-	if sf.kafka != "" {
-		cfg.Events.KafkaBrokers = strings.Split(sf.kafka, ",")
+	if sf.Kafka != "" {
+		cfg.Events.KafkaBrokers = strings.Split(sf.Kafka, ",")
 		if cfg.Events.KafkaTopicPartitions == 0 {
 			cfg.Events.KafkaTopicPartitions = 3 // --kafka is for trying things out: make the topic if missing
 		}
 	}
-	if sf.topic != "" {
-		cfg.Events.KafkaTopic = sf.topic
+	if sf.Topic != "" {
+		cfg.Events.KafkaTopic = sf.Topic
 	}
-	if sf.acqAddr != "" {
-		cfg.Acquirer.Addr = sf.acqAddr
+	if sf.AcqAddr != "" {
+		cfg.Acquirer.Addr = sf.AcqAddr
 	}
-	if sf.httpAddr != "" {
-		cfg.HTTP.Addr = sf.httpAddr
+	if sf.HTTPAddr != "" {
+		cfg.HTTP.Addr = sf.HTTPAddr
 	}
-	if sf.adminAddr != "" {
-		cfg.Admin.Addr = sf.adminAddr
+	if sf.AdminAddr != "" {
+		cfg.Admin.Addr = sf.AdminAddr
 	}
-	if sf.instance != "" {
-		cfg.Instance = sf.instance
+	if sf.Instance != "" {
+		cfg.Instance = sf.Instance
 	}
 	return cfg, nil
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve")
-	var sf serveFlags
-	fs.StringVar(&sf.config, "config", "", "YAML config file (default: the embedded development config)")
-	fs.BoolVar(&sf.production, "production", false, "refuse development keys and the in-process issuer simulator")
-	fs.StringVar(&sf.redis, "redis", "", "Redis address(es) for shared limits, comma-separated")
-	fs.StringVar(&sf.kafka, "kafka", "", "Kafka broker(s) for outcome events, comma-separated")
-	fs.StringVar(&sf.topic, "kafka-topic", "", "Kafka topic for outcome events")
-	fs.StringVar(&sf.acqAddr, "acquirer-addr", "", "ISO 8583 acquirer listener address")
-	fs.StringVar(&sf.httpAddr, "http-addr", "", "HTTP address (health, metrics)")
-	fs.StringVar(&sf.adminAddr, "admin-addr", "", "admin HTTP address (POST /admin/reload)")
-	fs.StringVar(&sf.instance, "instance", "", "instance name in events and logs (overrides the config; e.g. the pod name)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+func runServe(ctx context.Context, sf serveFlags, stdout, stderr io.Writer) error {
 	cfg, err := sf.config0()
 	if err != nil {
 		return err
@@ -190,15 +198,18 @@ func reloadOnSignal(ctx context.Context, g *gateway.Gateway, hups <-chan os.Sign
 	}
 }
 
-func runCheckConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("check-config")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: pingate check-config FILE", errUsage)
-	}
-	cfg, err := gateway.LoadConfig(fs.Arg(0))
+// checkConfigCmd validates a config file and names every problem.
+type checkConfigCmd struct {
+	File string `arg:"" name:"file" help:"the YAML config file to check"`
+}
+
+func (*checkConfigCmd) Help() string {
+	return cli.Example("pingate check-config /etc/pingate/pingate.yaml")
+}
+
+func (c *checkConfigCmd) Run(env *cli.Env) error {
+	stdout := env.Stdout
+	cfg, err := gateway.LoadConfig(c.File)
 	if err != nil {
 		return err
 	}

@@ -23,32 +23,24 @@ import (
 // pingateCLI is the command line of pingate: one field per command, its flags
 // declared on the command's struct in the command's cmd_*.go file.
 type pingateCLI struct {
-	Serve         legacyCmd    `cmd:"" help:"run the gateway (embedded defaults without --config)"`
-	CheckConfig   legacyCmd    `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
-	ServePprof    legacyCmd    `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
-	Key           keyCmd       `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
-	HSMKey        hsmKeyCmd    `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
-	Events        eventsCmd    `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
-	Records       recordsCmd   `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
-	Demo          demoCmd      `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
-	Load          loadCmd      `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
-	BenchBaseline baselineCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
-	IssuerSim     issuerSimCmd `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
-}
-
-func newCLI() any {
-	return &pingateCLI{
-		Serve:       legacyCmd{run: runServe},
-		CheckConfig: legacyCmd{run: runCheckConfig},
-		ServePprof:  legacyCmd{run: runServePprof},
-	}
+	Serve         serveCmd       `cmd:"" help:"run the gateway (embedded defaults without --config)"`
+	CheckConfig   checkConfigCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
+	ServePprof    servePprofCmd  `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
+	Key           keyCmd         `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
+	HSMKey        hsmKeyCmd      `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	Events        eventsCmd      `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
+	Records       recordsCmd     `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
+	Demo          demoCmd        `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
+	Load          loadCmd        `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline baselineCmd    `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	IssuerSim     issuerSimCmd   `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
 }
 
 // app is pingate's command line for cli.Run.
 var app = cli.App{
 	Name:        "pingate",
 	Description: "pingate — PIN change, reset and unblock gateway",
-	Grammar:     newCLI,
+	Grammar:     func() any { return &pingateCLI{} },
 	Vars:        cliVars,
 }
 
@@ -69,15 +61,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // commandExists reports whether pingate has a top-level command name.
 func commandExists(name string) bool { return cli.HasCommand(app, name) }
-
-// legacyCmd runs a command whose flags are still parsed by package flag
-// (newFlagSet); its arguments pass through kong untouched.
-type legacyCmd struct {
-	Args []string `arg:"" optional:"" passthrough:"all" help:"the command's flags"`
-	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-}
-
-func (c *legacyCmd) Run(env *cli.Env) error { return c.run(env.Ctx, c.Args, env.Stdout, env.Stderr) }
 
 // cliVars fill the ${name} references in the commands' tags.
 var cliVars = kong.Vars{
