@@ -92,8 +92,9 @@ type SecurityConfig struct {
 	WeakPINs *bool `yaml:"weak_pins"`
 }
 
-// LimitsConfig selects the limiter: "memory" (an in-process Redis stand-in,
-// per instance: the embedded default) or "redis" (shared by every instance).
+// LimitsConfig selects the limiter: "memory" (redislimit.Memory, in this
+// process, per instance: the embedded default) or "redis" (shared by every
+// instance).
 // The limit settings themselves are redislimit.Config's, inline.
 type LimitsConfig struct {
 	Backend           string `yaml:"backend"` // memory (default) or redis

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"pingate/integration/issuersim"
 	"pingate/integration/kafkatopic"
 	"pingate/integration/outbox"
@@ -45,9 +43,8 @@ type Gateway struct {
 	reversals *reversalstore.Store
 	links     *routing.IssuerLinks
 	journal   *outbox.Journal
-	limiter   *redislimit.Limiter
+	limiter   limiter
 	branch    *branchRuntime // nil when the branch API is off
-	memRedis  *miniredis.Miniredis
 	flow      *routing.Flow
 	acq       *iso8583.Server
 	acqAddr   string
@@ -352,21 +349,25 @@ func (g *Gateway) startSim(ctx context.Context) error {
 	return nil
 }
 
-// startLimiter connects the limiter: to the configured Redis, or for the
-// "memory" backend to an in-process Redis stand-in (miniredis), so that both
-// run the same limiter code; memory limits are per instance and lost on
-// restart.
+// limiter is the gateway's limiter: a redislimit.Limiter on Redis, or for
+// the "memory" backend a redislimit.Memory in this process (no connection,
+// no listener; per instance and lost on restart).
+type limiter interface {
+	routing.Limiter
+	Close() error
+}
+
+// startLimiter builds the limiter of the configured backend.
 func (g *Gateway) startLimiter() error {
-	lc := g.cfg.Limits.Config
+	var (
+		l   limiter
+		err error
+	)
 	if g.cfg.Limits.Backend == "memory" {
-		mr, err := miniredis.Run()
-		if err != nil {
-			return fmt.Errorf("in-memory limits: %w", err)
-		}
-		g.memRedis = mr
-		lc.Mode, lc.Addrs = redislimit.ModeStandalone, []string{mr.Addr()}
+		l, err = redislimit.NewMemory(g.cfg.Limits.Config)
+	} else {
+		l, err = redislimit.New(g.cfg.Limits.Config)
 	}
-	l, err := redislimit.New(lc)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
@@ -436,9 +437,6 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 	if g.limiter != nil {
 		_ = g.limiter.Close()
-	}
-	if g.memRedis != nil {
-		g.memRedis.Close()
 	}
 	if g.reversals != nil {
 		_ = g.reversals.Close()

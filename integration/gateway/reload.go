@@ -193,7 +193,7 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 		ring.Zeroize()
 		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
-	var lim *redislimit.Limiter
+	var lim limiter
 	if !reflect.DeepEqual(r.current.Limits, next.Limits) {
 		if lim, err = g.newLimiter(next.Limits); err != nil {
 			ring.Zeroize()
@@ -205,9 +205,10 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 	retired := g.ring.Replace(ring)
 	r.retire(retired, max(r.current.Routing.WithDefaults().RequestTimeout, next.Routing.WithDefaults().RequestTimeout)+time.Second)
 	if lim != nil {
-		old := r.limits.swap(lim)
+		if old := r.limits.swap(lim); old != lim {
+			_ = old.Close()
+		}
 		g.limiter = lim
-		_ = old.Close()
 	}
 	if err := g.flow.Reload(next.Routing); err != nil {
 		// Unreachable: next.Validate ran the same checks.
@@ -443,13 +444,13 @@ func (r *reloader) zeroize() {
 	}
 }
 
-// swapLimiter is the flow's limiter: it forwards to the current
-// redislimit.Limiter, which a reload replaces. swap waits for the calls in
-// progress on the old limiter (each bounded by its Redis timeouts and the
-// request's deadline), so the old one can be closed as soon as swap returns.
+// swapLimiter is the flow's limiter: it forwards to the current limiter,
+// which a reload replaces. swap waits for the calls in progress on the old
+// limiter (each bounded by its Redis timeouts and the request's deadline),
+// so the old one can be closed as soon as swap returns.
 type swapLimiter struct {
 	mu  sync.RWMutex
-	cur *redislimit.Limiter
+	cur limiter
 }
 
 var _ routing.Limiter = (*swapLimiter)(nil)
@@ -468,24 +469,28 @@ func (s *swapLimiter) Record(ctx context.Context, req *routing.Request, code str
 	return s.cur.Record(ctx, req, code)
 }
 
-func (s *swapLimiter) swap(next *redislimit.Limiter) (old *redislimit.Limiter) {
+func (s *swapLimiter) swap(next limiter) (old limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, s.cur = s.cur, next
 	return old
 }
 
-// newLimiter connects a limiter for lc; the memory backend uses the
-// gateway's in-process Redis stand-in, so its counts survive the reload.
-func (g *Gateway) newLimiter(lc LimitsConfig) (*redislimit.Limiter, error) {
-	c := lc.Config
+// newLimiter builds the limiter of lc for a reload: a new Redis limiter, or
+// for the memory backend (a reload cannot change the backend) the gateway's
+// own, reconfigured, so that its counts survive the reload.
+func (g *Gateway) newLimiter(lc LimitsConfig) (limiter, error) {
 	if lc.Backend == "memory" {
-		if g.memRedis == nil {
-			return nil, errors.New("memory limits: no in-process store")
+		mem, ok := g.limiter.(*redislimit.Memory)
+		if !ok {
+			return nil, errors.New("memory limits: the gateway runs no in-process limiter")
 		}
-		c.Mode, c.Addrs = redislimit.ModeStandalone, []string{g.memRedis.Addr()}
+		if err := mem.Reconfigure(lc.Config); err != nil {
+			return nil, err
+		}
+		return mem, nil
 	}
-	return redislimit.New(c)
+	return redislimit.New(lc.Config)
 }
 
 // notReadyWhileDraining answers GET /readyz with 503 once Shutdown has begun,
