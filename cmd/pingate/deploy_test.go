@@ -502,8 +502,9 @@ func TestDeployDeploymentMatchesConfig(t *testing.T) {
 		t.Errorf("--config %s is not in the ConfigMap mount", cfgPath)
 	}
 	for what, p := range map[string]string{
-		"security.key_store": cfg.Security.KeyStore, "security.custody_log": cfg.Security.CustodyLog,
-		"security.lmk_file": cfg.Security.LMKFile, "security.card_token_key_file": cfg.Security.CardTokenKeyFile,
+		"security.payshield.key_file": cfg.Security.PayShield.KeyFile, "security.custody_log": cfg.Security.CustodyLog,
+		"security.card_token_key_file": cfg.Security.CardTokenKeyFile, "security.payshield.tls.ca_file": cfg.Security.PayShield.TLS.CAFile,
+		"security.payshield.tls.cert_file": cfg.Security.PayShield.TLS.CertFile, "security.payshield.tls.key_file": cfg.Security.PayShield.TLS.KeyFile,
 	} {
 		if v, ro := mountOf(p); kind[v] != "secret" || !ro {
 			t.Errorf("%s %s: not in a read-only Secret mount", what, p)

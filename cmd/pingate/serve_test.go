@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"pingate/cmd/internal/clitest"
 )
 
 // TestServeProductionRefusesDevelopmentSetup: the embedded default runs on
@@ -85,8 +88,10 @@ func TestProductionWarnsAboutLegacyAcquirerSettings(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`
 production: true
 security:
-  key_store: /var/lib/pingate/keys.json
-  lmk_env: PINGATE_LMK
+  module: payshield
+  payshield:
+    hosts: ["127.0.0.1:1"]
+    key_file: /nonexistent/pingate/hsm-keys.json
   card_token_key_env: PINGATE_TOKEN_KEY
 branch:
   enabled: false
@@ -131,8 +136,7 @@ routing:
 	}
 
 	// serve --production logs the same warnings before it starts (here it
-	// then stops: the key store of this config does not exist).
-	t.Setenv("PINGATE_LMK", "")
+	// then stops: the key file of this config does not exist).
 	out.Reset()
 	errOut.Reset()
 	run(context.Background(), []string{"serve", "--production", "--config", path, "--acquirer-addr", "127.0.0.1:0",
@@ -141,5 +145,69 @@ routing:
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("serve --production does not warn %q: %q", want, errOut.String())
 		}
+	}
+}
+
+// TestServeProductionRequiresPayShield: through the built binary, serve
+// --production and check-config refuse a production config on the software
+// module with one line naming security.module, whether production comes
+// from the file or the flag; the same config on module payshield passes
+// check-config.
+func TestServeProductionRequiresPayShield(t *testing.T) {
+	bin := opsBinary(t)
+	dir := t.TempDir()
+	body := `
+security:
+  %s
+  card_token_key_env: PINGATE_TOKEN_KEY
+branch:
+  enabled: false
+routing:
+  institution: "999001"
+  acquirers:
+    - id: "100001"
+      channel: atm
+      terminals: ["*"]
+      keys: {1: zpk-atm}
+      require_sign_on: true
+  issuers:
+    - id: ssbank
+      institution: "300001"
+      hosts: ["127.0.0.1:1"]
+      pin_format: 3
+      key: zpk-issuer
+  routes:
+    - prefix: "62284812"
+      issuer: ssbank
+`
+	write := func(name, production, security string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(production+fmt.Sprintf(body, security)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	software := "key_store: " + filepath.Join(dir, "keystore.json") + "\n  lmk_env: PINGATE_LMK"
+	const want = "security.module software: production requires payshield"
+	prodSoftware := write("prod-software.yaml", "production: true\n", software)
+	if _, errOut, code := clitest.Exec(t, bin, "check-config", prodSoftware); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("check-config of production on the software module: exit %d, %q; want 1 and %q", code, errOut, want)
+	}
+	for _, args := range [][]string{
+		{"serve", "--config", prodSoftware},
+		{"serve", "--production", "--config", write("software.yaml", "", software)},
+	} {
+		args = append(args, "--acquirer-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+		_, errOut, code := clitest.Exec(t, bin, args...)
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("pingate %v: exit %d, %q; want 1 and %q", args, code, errOut, want)
+		}
+		if n := strings.Count(strings.TrimSpace(errOut), "\n"); n != 0 {
+			t.Errorf("pingate %v: refusal spans %d lines, want one", args, n+1)
+		}
+	}
+	hsm := "module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: " + filepath.Join(dir, "hsm-keys.json")
+	if out, errOut, code := clitest.Exec(t, bin, "check-config", write("prod-hsm.yaml", "production: true\n", hsm)); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("check-config of production on module payshield: exit %d, %q %q; want ok", code, out, errOut)
 	}
 }

@@ -21,7 +21,7 @@ type Config struct {
 	// Instance names this gateway in events (CloudEvents source) and logs.
 	Instance string `yaml:"instance"`
 	// Production refuses the published development keys and the in-process
-	// issuer simulator.
+	// issuer simulator, and requires security.module payshield.
 	Production bool            `yaml:"production"`
 	Acquirer   ListenConfig    `yaml:"acquirer_listener"`
 	HTTP       HTTPConfig      `yaml:"http"`
@@ -186,9 +186,6 @@ func (c Config) ProductionWarnings() []string {
 		return nil
 	}
 	var w []string
-	if c.Security.Module != "payshield" {
-		w = append(w, "security.module is software: PCI PIN requires PIN translation inside an approved HSM (security.module: payshield, docs/hsm.md)")
-	}
 	for i, a := range c.Routing.Acquirers {
 		where := fmt.Sprintf("routing.acquirers[%d] (%s)", i, a.ID)
 		if !a.RequireSignOn {
@@ -215,14 +212,21 @@ func (c Config) Validate() error {
 		if c.Security.CardTokenKeyFile == "" && c.Security.CardTokenKeyEnv == "" {
 			bad("security: production needs card_token_key_file or card_token_key_env")
 		}
-		if c.Security.KeyStore == "" {
-			bad("security.key_store: production needs a key store")
+		if c.Security.Module != "payshield" {
+			m := c.Security.Module
+			if m == "" {
+				m = "software"
+			}
+			bad("security.module %s: production requires payshield (PCI PIN allows a clear PIN only inside an approved HSM; docs/hsm.md)", m)
 		}
 	}
 	if !c.Security.DevKeys && c.Security.KeyStore == "" && c.Security.Module != "payshield" {
 		bad("security: set dev_keys or key_store")
 	}
 	c.Security.validatePayShield(bad)
+	if c.Security.Module == "payshield" && c.Reversals.DataKey != "" {
+		bad("reversals.data_key %q: with security.module payshield the module's keys stay in the HSM; leave it empty (the reversal store's data key then derives from the card-token key, docs/hsm.md)", c.Reversals.DataKey)
+	}
 	if c.Security.KeyStore != "" && c.Security.LMKFile == "" && c.Security.LMKEnv == "" {
 		bad("security: key_store needs lmk_file or lmk_env (a reference, never the key)")
 	}
