@@ -17,16 +17,11 @@ import (
 	"pingate/iso8583"
 )
 
-// TestEmbeddedLimitsInProcess: a gateway on the embedded default (limits
-// backend memory, redislimit.Memory) applies the documented card limit:
-// over the ISO 8583 listener, one card's first ten operations of the day are
-// answered 00 and the eleventh is refused 65, recorded with the reason
-// card_daily_limit (docs/rate-limits.md).
-func TestEmbeddedLimitsInProcess(t *testing.T) {
-	g := gatewaytest.Start(t, nil)
-	if b := g.Config().Limits.Backend; b != "memory" {
-		t.Fatalf("the embedded default's limits backend is %q, want memory", b)
-	}
+// unblocks sends one card's unblocks over the ISO 8583 listener, each from
+// its own branch terminal (the terminal limit, burst 5, does not bind; the
+// card's does), numbered from first, and returns their codes.
+func unblocks(t *testing.T, g *gateway.Gateway, card string, first, n int) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for !g.SignedOn()[gateway.DevIssuer] {
@@ -40,16 +35,11 @@ func TestEmbeddedLimitsInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
-
-	sc := g.Config().IssuerSim
-	card := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}.Card(21)
-	n := redislimit.DefaultCardOpsPerDay
-	for i := range n + 1 {
-		// Each unblock from its own branch terminal: the terminal limit
-		// (burst 5) does not bind, the card's does.
+	defer client.Close()
+	var codes []string
+	for i := first; i < first+n; i++ {
 		f, err := loadgen.Op{Acquirer: gateway.DevBranchAcquirer, Terminal: fmt.Sprintf("BR0117%02d", i),
-			Proc: iso8583.ProcPINUnblock, PAN: card.PAN, Teller: "TELLER-0117-07", IDRef: "IDCHK-2026-000123"}.Fields()
+			Proc: iso8583.ProcPINUnblock, PAN: card, Teller: "TELLER-0117-07", IDRef: "IDCHK-2026-000123"}.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,12 +47,35 @@ func TestEmbeddedLimitsInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("operation %d: %v", i+1, err)
 		}
+		codes = append(codes, ans.ResponseCode)
+	}
+	return codes
+}
+
+func testCard(g *gateway.Gateway, i int) string {
+	sc := g.Config().IssuerSim
+	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}.Card(i).PAN
+}
+
+// TestEmbeddedLimitsInProcess: a gateway on the embedded default (limits
+// backend memory, redislimit.Memory) applies the documented card limit:
+// over the ISO 8583 listener, one card's first ten operations of the day are
+// answered 00 and the eleventh is refused 65, recorded with the reason
+// card_daily_limit (docs/rate-limits.md).
+func TestEmbeddedLimitsInProcess(t *testing.T) {
+	g := gatewaytest.Start(t, nil)
+	if b := g.Config().Limits.Backend; b != "memory" {
+		t.Fatalf("the embedded default's limits backend is %q, want memory", b)
+	}
+	n := redislimit.DefaultCardOpsPerDay
+	codes := unblocks(t, g, testCard(g, 21), 0, n+1)
+	for i, code := range codes {
 		want := iso8583.RCApproved
 		if i == n {
 			want = iso8583.RCExceedsFrequency
 		}
-		if ans.ResponseCode != want {
-			t.Fatalf("operation %d of the card today answered %s, want %s", i+1, ans.ResponseCode, want)
+		if code != want {
+			t.Fatalf("operation %d of the card today answered %s, want %s", i+1, code, want)
 		}
 	}
 	entries, err := g.Journal().Entries(1, 1000)
@@ -78,6 +91,26 @@ func TestEmbeddedLimitsInProcess(t *testing.T) {
 	}
 	if last.Code != iso8583.RCExceedsFrequency || last.Reason != "card_daily_limit" || last.Outcome != "limited" {
 		t.Errorf("the refusal's event = %s %s (%s), want 65 limited (card_daily_limit)", last.Code, last.Outcome, last.Reason)
+	}
+}
+
+// TestMemoryLimitsSurviveAReload: a reload that raises the card limit keeps
+// the counts of the in-process limiter: a card at its limit of 3 gets one
+// more operation under a limit of 4, not four.
+func TestMemoryLimitsSurviveAReload(t *testing.T) {
+	g := gatewaytest.Start(t, func(c *gateway.Config) { c.Limits.CardOpsPerDay = 3 })
+	card := testCard(g, 22)
+	if got := unblocks(t, g, card, 0, 4); got[2] != iso8583.RCApproved || got[3] != iso8583.RCExceedsFrequency {
+		t.Fatalf("under a limit of 3: %v, want the 4th refused 65", got)
+	}
+	next := g.Config()
+	next.Limits.CardOpsPerDay = 4
+	g.SetReloadSource(func() (gateway.Config, error) { return next, nil })
+	if rep, err := g.Reload("test"); err != nil || !rep.LimitsChanged {
+		t.Fatalf("Reload() = %+v, %v; want the limits changed", rep, err)
+	}
+	if got := unblocks(t, g, card, 4, 2); got[0] != iso8583.RCApproved || got[1] != iso8583.RCExceedsFrequency {
+		t.Errorf("after the reload to a limit of 4: %v, want one more answered, then 65", got)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,5 +295,33 @@ func TestMemoryConfigValidated(t *testing.T) {
 	}
 	if c := m.Config(); c.CardOpsPerDay != DefaultCardOpsPerDay || c.TerminalBurst != DefaultTerminalBurst {
 		t.Errorf("Config() = %+v, want the defaults", c)
+	}
+}
+
+// TestMemoryConcurrent: 40 operations of one card at once, from 40
+// terminals, are allowed exactly the daily limit, whatever their order.
+func TestMemoryConcurrent(t *testing.T) {
+	cfg := wide
+	cfg.CardOpsPerDay = 7
+	m := newTestMemory(t, cfg)
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := m.Allow(context.Background(), req(routing.OpUnblock, "conc", "acq1", fmt.Sprint("T", i)))
+			if err == nil && d.Allowed {
+				ok.Add(1)
+			}
+			_ = m.Record(context.Background(), req(routing.OpChange, "conc", "acq1", "T1"), "55")
+		}()
+	}
+	wg.Wait()
+	if got := ok.Load(); got != 7 {
+		t.Errorf("%d of 40 concurrent operations allowed, want exactly 7", got)
+	}
+	if s := m.Stats(); s.Allowed != 7 || s.Refused != 33 {
+		t.Errorf("Stats() = %+v, want 7 allowed, 33 refused", s)
 	}
 }
