@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"pingate/integration/branchapi"
 	"pingate/integration/issuersim"
@@ -692,4 +693,141 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// scrape returns the /metrics lines of the metric name (any labels).
+func scrape(t *testing.T, httpAddr, name string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, name+"{") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// hasSample reports whether one of lines carries every label pair in labels
+// and, when value is not empty, ends in that value.
+func hasSample(lines []string, value string, labels ...string) bool {
+next:
+	for _, l := range lines {
+		for _, lb := range labels {
+			if !strings.Contains(l, lb) {
+				continue next
+			}
+		}
+		if value == "" || strings.HasSuffix(l, " "+value) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPayShieldModeMetricsAndReadiness: after PIN changes through two HSMs
+// (one with a PIN block the HSM refuses, error 20), /metrics shows each
+// HSM's command latency histogram, in-flight gauge, errors by HSM error
+// code and pool state, labelled with its address; with every HSM killed,
+// /readyz answers 503 "no reachable HSM" and both are reported down.
+func TestPayShieldModeMetricsAndReadiness(t *testing.T) {
+	a, addrA := startHSMSim(t)
+	b, addrB := startHSMSim(t)
+	g := startTestGateway(t, func(c *gateway.Config) {
+		c.UsePayShieldSim(addrA, addrB)
+		c.Security.PayShield.HealthInterval = 50 * time.Millisecond
+	})
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	pop := opsPopulation(g.Config().IssuerSim)
+	client, err := dialATM(ctx, g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for i := range 4 {
+		card := pop.Card(60 + i)
+		op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 600+i), proc: iso8583.ProcPINChange, pan: card.PAN,
+			oldPIN: card.PIN, newPIN: fmt.Sprintf("%04d", 6100+i), format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+		f, err := op.fields()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := iso8583.RCApproved
+		if i == 3 {
+			// A format-0 block whose control nibble is F: the HSM answers 20.
+			f.PINBlock = mustHexBytes(t, tdesECB(t, "0123456789ABCDEFFEDCBA9876543210", "FFFFFFFFFFFFFFFF"))
+			want = ""
+		}
+		ans, err := client.Do(ctx, f)
+		if err != nil || (want != "" && ans.ResponseCode != want) {
+			t.Fatalf("change %d = %v, %v; want %q", i, ans, err, want)
+		}
+	}
+	for _, addr := range []string{addrA, addrB} {
+		hsm := fmt.Sprintf("hsm=%q", addr)
+		// Commands go round the healthy HSMs: both served some.
+		if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_command_duration_seconds_count"), "", hsm) {
+			t.Errorf("/metrics has no latency histogram for HSM %s", addr)
+		}
+		if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_commands_in_flight"), "0", hsm) {
+			t.Errorf("/metrics has no in-flight gauge (at 0) for HSM %s", addr)
+		}
+		if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_up"), "1", hsm) {
+			t.Errorf("/metrics does not show HSM %s up", addr)
+		}
+	}
+	if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_command_duration_seconds_count"), "", `command="CC"`) {
+		t.Error("/metrics has no CC latency histogram after PIN changes")
+	}
+	if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_errors_total"), "1", `command="CC"`, `code="20"`) {
+		t.Errorf("/metrics does not count the HSM's error 20: %q", scrape(t, g.HTTPAddr(), "pingate_hsm_errors_total"))
+	}
+
+	a.Close()
+	b.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.HTTPAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Ready  bool              `json:"ready"`
+			Checks map[string]string `json:"checks"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && body.Checks["hsm"] == "no reachable HSM" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz with every HSM down: %d %+v, want 503 with hsm \"no reachable HSM\"", resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, addr := range []string{addrA, addrB} {
+		if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_up"), "0", fmt.Sprintf("hsm=%q", addr)) {
+			t.Errorf("/metrics does not show HSM %s down", addr)
+		}
+	}
+	if !hasSample(scrape(t, g.HTTPAddr(), "pingate_hsm_errors_total"), "", `command="NC"`, `code="transport"`) {
+		t.Error("/metrics does not count the failed health checks as transport errors")
+	}
+}
+
+func mustHexBytes(t *testing.T, h string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"pingate/pinblock"
 )
 
@@ -97,6 +100,7 @@ type Client struct {
 	cfg   Config
 	hosts []*host
 	rr    atomic.Uint64
+	m     *metrics
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -105,6 +109,8 @@ type Client struct {
 // host is one HSM and its connections.
 type host struct {
 	addr    string
+	attr    attribute.KeyValue // hsm=addr, on every metric
+	m       *metrics
 	cfg     *Config
 	mu      sync.Mutex
 	conns   []*conn // fixed length; nil or dead slots are dialled on use
@@ -125,9 +131,13 @@ func New(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, stop: make(chan struct{})}
 	for _, a := range cfg.Hosts {
-		h := &host{addr: a, cfg: &c.cfg, conns: make([]*conn, cfg.Connections), codes: map[string]uint64{}}
+		h := &host{addr: a, attr: attribute.String("hsm", a), cfg: &c.cfg, conns: make([]*conn, cfg.Connections), codes: map[string]uint64{}}
 		h.healthy.Store(true)
 		c.hosts = append(c.hosts, h)
+	}
+	c.m = newMetrics(c)
+	for _, h := range c.hosts {
+		h.m = c.m
 	}
 	if cfg.HealthInterval > 0 {
 		c.wg.Add(1)
@@ -145,6 +155,7 @@ func (c *Client) Close() error {
 		close(c.stop)
 	}
 	c.wg.Wait()
+	c.m.close()
 	for _, h := range c.hosts {
 		h.mu.Lock()
 		for i, cn := range h.conns {
@@ -280,10 +291,19 @@ func (h *host) conn(ctx context.Context) (*conn, error) {
 }
 
 func (h *host) exchange(ctx context.Context, code string, fields []byte) ([]byte, error) {
+	// Metrics are recorded without ctx: a caller's trace or cancellation
+	// has no bearing on them.
+	mctx := context.Background()
+	hsmAttr := metric.WithAttributes(h.attr)
 	start := time.Now()
 	h.commands.Add(1)
+	h.m.inFlight.Add(mctx, 1, hsmAttr)
 	resp, err := h.send(ctx, code, fields)
-	h.latencyNanos.Add(uint64(time.Since(start)))
+	took := time.Since(start)
+	h.m.inFlight.Add(mctx, -1, hsmAttr)
+	h.latencyNanos.Add(uint64(took))
+	cmdAttr := attribute.String("command", code)
+	h.m.duration.Record(mctx, took.Seconds(), metric.WithAttributes(h.attr, cmdAttr))
 	if err != nil {
 		h.failures.Add(1)
 		var he *Error
@@ -294,6 +314,7 @@ func (h *host) exchange(ctx context.Context, code string, fields []byte) ([]byte
 		h.codesMu.Lock()
 		h.codes[key]++
 		h.codesMu.Unlock()
+		h.m.errors.Add(mctx, 1, metric.WithAttributes(h.attr, cmdAttr, attribute.String("code", key)))
 	}
 	return resp, err
 }
