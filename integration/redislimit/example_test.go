@@ -50,3 +50,25 @@ func ExampleLimiter_Allow() {
 	// pg:{c:k7Qx}:wp
 	// pg:{t:bank1:ATM00042}
 }
+
+// The in-process limiter of the embedded default: the same limits without
+// Redis. The eleventh operation of a card in one day is refused, and the
+// flow answers it 65.
+func ExampleMemory() {
+	l, err := redislimit.NewMemory(redislimit.Config{}) // the defaults: 10 operations per card per day
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	for i := range 11 {
+		req := &routing.Request{Operation: routing.OpUnblock, Acquirer: "bank1", Terminal: fmt.Sprintf("BR%06d", i),
+			CardToken: "k7Qx"}
+		d, _ := l.Allow(ctx, req)
+		if !d.Allowed {
+			r := routing.ResponseFor(&routing.LimitError{Limit: d.Limit, Err: d.Refusal})
+			fmt.Printf("operation %d: refused by %s, code %s, reason %s\n", i+1, d.Limit, r.Code, r.Reason)
+		}
+	}
+	// Output:
+	// operation 11: refused by card_daily, code 65, reason card_daily_limit
+}
