@@ -2,12 +2,9 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"pingate/cmd/internal/cli"
@@ -242,7 +239,7 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if err != nil {
 		return err
 	}
-	if err := writeHSMKeyFile(sec.PayShield.KeyFile, keys.List()); err != nil {
+	if err := payshield.SaveKeyFile(sec.PayShield.KeyFile, keys.List()); err != nil {
 		return err
 	}
 	if sec.CustodyLog != "" {
@@ -260,33 +257,5 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		}
 	}
 	fmt.Fprintf(stdout, "%s v%d %s kcv=%s\n", info.ID, info.Version, info.Usage, info.KCV)
-	return nil
-}
-
-// writeHSMKeyFile replaces the key file with keys (0600, through a rename).
-func writeHSMKeyFile(path string, keys []payshield.Key) error {
-	b, err := json.MarshalIndent(keys, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".hsm-keys-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return errors.Join(fmt.Errorf("key file: %w", err))
-	}
 	return nil
 }

@@ -256,18 +256,21 @@ func oddParity(k []byte) []byte {
 // TestPayShieldModeOnlineKeyChange: an acquirer's 0800/161 in the legacy
 // form (key under the ZMK, KCV) goes to the HSM as FA; the new key's LMK
 // token replaces the old in the running module, and a PIN change under the
-// new key is approved. The keys come from security.payshield.key_file:
-// tokens under the LMK, no clear key in the gateway.
+// new key is approved. The keys come from security.payshield.key_file
+// (tokens under the LMK, no clear key in the gateway, no development keys):
+// the change is written to the key file, with a rotate record in the
+// custody log, GET /admin/keys lists the keys as id and KCV, and a gateway
+// started again on the key file translates under the new key.
 func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	_, addr := startHSMSim(t)
 	zmkClear := oddParity([]byte{0x13, 0x57, 0x9B, 0xDF, 0x24, 0x68, 0xAC, 0xE0, 0x31, 0x75, 0xB9, 0xFD, 0x42, 0x86, 0xCA, 0x0E})
-	issClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // dev-atm-zpk, which the issuer simulator holds
+	zpkClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // dev-atm-zpk's published value, which the issuer simulator holds
 	var keys []payshield.Key
 	for _, k := range []struct {
 		id, typ string
 		u       pinblock.Usage
 		raw     []byte
-	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
+	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {"iss-zpk", "001", pinblock.UsageZPK, zpkClear}, {pinblock.DevATMZPK, "001", pinblock.UsageZPK, zpkClear}} {
 		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
 		if err != nil {
 			t.Fatal(err)
@@ -276,18 +279,21 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: k.u, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
 	}
 	b, _ := json.Marshal(keys)
-	keyFile := filepath.Join(t.TempDir(), "hsm-keys.json")
+	dir := t.TempDir()
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
 	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := startTestGateway(t, func(c *gateway.Config) {
+	mode := func(c *gateway.Config) {
 		payShieldMode(addr)(c)
-		c.Security.PayShield.KeyFile = keyFile
+		c.Security.DevKeys = false
+		c.Security.PayShield.KeyFile, c.Security.CustodyLog = keyFile, custody
 		c.Routing.Issuers[0].Key = "iss-zpk"
 		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
 		acqs[0].ZMK, acqs[0].LegacyKeyChange = "zmk-hsm", true
 		c.Routing.Acquirers = acqs
-	})
+	}
+	g := startTestGateway(t, mode)
 	if err := waitReady(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
@@ -324,6 +330,71 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	}
 	if k, _ := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
 		t.Fatalf("a refused key change moved the key to version %d", k.Version)
+	}
+
+	// The key file holds both versions, as LMK tokens; the custody log one
+	// rotate record for the change.
+	var stored []payshield.Key
+	if err := json.Unmarshal([]byte(mustRead(t, keyFile)), &stored); err != nil {
+		t.Fatal(err)
+	}
+	var versions []string
+	for _, sk := range stored {
+		if sk.ID == pinblock.DevATMZPK {
+			versions = append(versions, fmt.Sprintf("v%d %s", sk.Version, sk.KCV))
+		}
+	}
+	if want := []string{"v1 " + keys[2].KCV, "v2 " + v2.KCV()}; strings.Join(versions, ",") != strings.Join(want, ",") {
+		t.Errorf("key file holds %s versions %v, want %v", pinblock.DevATMZPK, versions, want)
+	}
+	if strings.Contains(strings.ToUpper(mustRead(t, keyFile)), strings.ToUpper(hex.EncodeToString(newClear))) {
+		t.Error("the key file holds the new key in clear")
+	}
+	lines, rec := lastCustodyRecord(t, custody)
+	if lines != 1 || rec.Action != pinblock.ActionRotate || rec.KeyID != pinblock.DevATMZPK || rec.Version != 2 || rec.KCV != v2.KCV() || rec.Under != "zmk-hsm" {
+		t.Errorf("custody log: %d records, last %+v; want one rotate of %s to v2 under zmk-hsm", lines, rec, pinblock.DevATMZPK)
+	}
+
+	// GET /admin/keys lists the module's keys: id, usage, version, KCV.
+	resp, err := http.Get("http://" + g.AdminAddr() + "/admin/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var listed []struct {
+		ID, Usage, KCV string
+		Version        int
+	}
+	if err := json.Unmarshal(raw, &listed); err != nil {
+		t.Fatalf("/admin/keys: %v: %s", err, raw)
+	}
+	got := map[string]bool{}
+	for _, l := range listed {
+		got[fmt.Sprintf("%s %s v%d %s", l.ID, l.Usage, l.Version, l.KCV)] = true
+	}
+	for _, want := range []string{"zmk-hsm ZMK v1 " + keys[0].KCV, "iss-zpk ZPK v1 " + keys[1].KCV, pinblock.DevATMZPK + " ZPK v2 " + v2.KCV()} {
+		if !got[want] {
+			t.Errorf("/admin/keys = %s, want an entry %q", raw, want)
+		}
+	}
+	for _, k := range stored {
+		if strings.Contains(string(raw), k.Token) {
+			t.Error("/admin/keys shows a key's LMK token")
+		}
+	}
+
+	// A restart keeps the new key.
+	g2 := startTestGateway(t, mode)
+	if err := waitReady(context.Background(), g2); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := payShieldKeys(g2).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); err != nil || k.Version != 2 || k.KCV != v2.KCV() {
+		t.Fatalf("after a restart the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
+	}
+	ctx2, c2 := atmSession(t, g2)
+	if ans, err := c2.Do(ctx2, opsFieldsUnder(t, pop.Card(7301), "KCH07301", v2)); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change under the new key after a restart = %v, %v; want 00", ans, err)
 	}
 }
 
@@ -663,17 +734,10 @@ func TestHSMKeyCombine(t *testing.T) {
 			t.Error("the key file holds a clear component or the clear ZMK")
 		}
 	}
-	if _, err := pinblock.VerifyCustodyLog(custody); err != nil {
-		t.Fatalf("custody log: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(mustRead(t, custody)), "\n")
-	var rec pinblock.CustodyRecord
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
-		t.Fatal(err)
-	}
-	if len(lines) != 1 || rec.Action != pinblock.ActionCombine || rec.Under != pinblock.UnderComponents || rec.KCV != "5C9405" ||
+	lines, rec := lastCustodyRecord(t, custody)
+	if lines != 1 || rec.Action != pinblock.ActionCombine || rec.Under != pinblock.UnderComponents || rec.KCV != "5C9405" ||
 		strings.Join(rec.ComponentKCVs, ",") != strings.Join(kcvs, ",") || rec.Who != "alice,bob,carol" {
-		t.Errorf("custody log: %d records, last %+v; want one combine record with the component KCVs %v", len(lines), rec, kcvs)
+		t.Errorf("custody log: %d records, last %+v; want one combine record with the component KCVs %v", lines, rec, kcvs)
 	}
 	// The formed ZMK is the published key: a ZPK enciphered under it imports.
 	zpkRaw, _ := hex.DecodeString("89ABCDEF01234567FEDCBA9876543210")
@@ -684,6 +748,21 @@ func TestHSMKeyCombine(t *testing.T) {
 		"--key-under-zmk", under, "--kcv", zpk.KCV(), "--who", "alice", "--why", "zone key"}, io.Discard, &errBuf); code != 0 {
 		t.Errorf("import under the formed ZMK exited %d: %s", code, errBuf.String())
 	}
+}
+
+// lastCustodyRecord verifies the custody log at path and returns how many
+// records it holds and the last one.
+func lastCustodyRecord(t *testing.T, path string) (int, pinblock.CustodyRecord) {
+	t.Helper()
+	if _, err := pinblock.VerifyCustodyLog(path); err != nil {
+		t.Fatalf("custody log: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(mustRead(t, path)), "\n")
+	var rec pinblock.CustodyRecord
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return len(lines), rec
 }
 
 func mustRead(t *testing.T, p string) string {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"pingate/pinblock"
 )
 
 // The admin listener of `pingate serve` (admin.addr, default
@@ -109,7 +111,15 @@ func (g *Gateway) adminHandler() http.Handler {
 			KCV     string    `json:"kcv"`
 			Loaded  time.Time `json:"loaded"`
 		}
-		list := g.ring.List()
+		var list []pinblock.KeyInfo
+		if g.ps != nil {
+			// HSM mode: the module's keys, under the HSMs' LMK.
+			for _, k := range g.psKeys.List() {
+				list = append(list, k.Info())
+			}
+		} else {
+			list = g.ring.List()
+		}
 		out := make([]key, 0, len(list))
 		for _, k := range list {
 			out = append(out, key{ID: k.ID, Usage: string(k.Usage), Version: k.Version, KCV: k.KCV, Loaded: k.Created})

@@ -212,8 +212,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		HSM: g.sm, Sink: loggedSink{Journal: g.journal, log: log}, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
 		Limiter: g.ops.limits,
 	}
-	if cfg.Security.KeyStore != "" {
+	switch {
+	case cfg.Security.KeyStore != "":
 		deps.Keys = &keyChanges{sec: cfg.Security, hsm: g.sm, log: log}
+	case g.ps != nil:
+		deps.Keys = &hsmKeyChanges{m: g.sm, custodyLog: cfg.Security.CustodyLog, log: log}
 	}
 	g.flow, err = routing.NewFlow(cfg.Routing, deps)
 	if err != nil {

@@ -1,15 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"time"
 
 	"pingate/integration/payshield"
@@ -109,27 +108,8 @@ func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) 
 	grace := c.RotationGrace
 	keys := payshield.NewKeys(grace)
 	if c.PayShield.KeyFile != "" {
-		b, err := os.ReadFile(c.PayShield.KeyFile)
-		if err != nil {
+		if err := keys.LoadFile(c.PayShield.KeyFile); err != nil {
 			return nil, fmt.Errorf("security.payshield.key_file: %w", err)
-		}
-		var list []payshield.Key
-		if err := json.Unmarshal(b, &list); err != nil {
-			return nil, fmt.Errorf("security.payshield.key_file: not a JSON array of keys: %w", err)
-		}
-		sort.Slice(list, func(i, j int) bool {
-			if list[i].ID != list[j].ID {
-				return list[i].ID < list[j].ID
-			}
-			return list[i].Version < list[j].Version
-		})
-		for i, k := range list {
-			// The first version of an id is added as it is; later ones
-			// rotate it, the earlier staying in its grace window.
-			rotate := i > 0 && list[i-1].ID == k.ID
-			if _, err := keys.Add(k, rotate); err != nil {
-				return nil, fmt.Errorf("security.payshield.key_file: %w", err)
-			}
 		}
 	}
 	if c.DevKeys {
@@ -183,7 +163,51 @@ func (g *Gateway) startPayShield() error {
 		return fmt.Errorf("security.payshield: %w", err)
 	}
 	g.sm = payshield.NewModule(g.ps, g.psKeys)
+	if sec := g.cfg.Security; sec.PayShield.KeyFile != "" && !sec.DevKeys {
+		// An online key change (FA) is taken only once the key file holds
+		// it, so a restart keeps it; with dev_keys it stays in memory.
+		path := sec.PayShield.KeyFile
+		g.psKeys.SetPersist(func(list []payshield.Key) error { return payshield.SaveKeyFile(path, list) })
+	}
 	return nil
+}
+
+// hsmKeyChanges takes acquirers' online key changes (0800/161) in HSM mode:
+// the module imports the key under the ZMK (FA), the key file is replaced
+// with it before it is used (Keys.SetPersist; a key file that cannot be
+// written refuses the change), and security.custody_log, when set, gets
+// the rotation's record, as `pingate hsm-key import --rotate` writes it.
+type hsmKeyChanges struct {
+	m          pinblock.SecurityModule
+	custodyLog string
+	log        *slog.Logger
+}
+
+var _ routing.KeyImporter = (*hsmKeyChanges)(nil)
+
+func (s *hsmKeyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
+	info, err := s.m.Import(ctx, req)
+	if err != nil || s.custodyLog == "" {
+		return info, err
+	}
+	action := pinblock.ActionImport
+	if req.Rotate {
+		action = pinblock.ActionRotate
+	}
+	rec := pinblock.CustodyRecord{Who: req.Who, Why: req.Why, Action: action, KeyID: info.ID, Usage: info.Usage,
+		Version: info.Version, KCV: info.KCV, Under: req.ZMK.ID}
+	l, err := pinblock.OpenCustodyLog(s.custodyLog)
+	if err == nil {
+		_, err = l.Append(rec)
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		// The key is in the key file and in use; only its record is missing.
+		s.log.ErrorContext(ctx, "key change taken and in the key file, but its custody record was not written", "key", info.ID, "version", info.Version, "kcv", info.KCV, "err", err)
+	}
+	return info, nil
 }
 
 // UsePayShieldSim turns the embedded default into security.module payshield

@@ -48,9 +48,20 @@ type Keys struct {
 	grace time.Duration
 	now   func() time.Time
 
-	mu   sync.RWMutex
-	byID map[string][]Key // ascending version
-	gen  atomic.Uint64
+	mu      sync.RWMutex
+	byID    map[string][]Key // ascending version
+	gen     atomic.Uint64
+	persist func([]Key) error // see SetPersist; under mu
+}
+
+// SetPersist has every later Add hand save the whole key set as it will be
+// after the change (List order) before the change is made: a failing save
+// fails the Add, and the set stays as it was. SaveKeyFile is the usual
+// save. Keys added before SetPersist are not saved until the next Add.
+func (s *Keys) SetPersist(save func([]Key) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.persist = save
 }
 
 // NewKeys returns an empty set whose rotated-out versions decipher for grace.
@@ -79,20 +90,33 @@ func (s *Keys) Add(k Key, rotate bool) (Key, error) {
 		if len(vs) == 0 {
 			return Key{}, fmt.Errorf("%w: %s", pinblock.ErrUnknownKey, k.ID)
 		}
-		cur := &vs[len(vs)-1]
+		cur := vs[len(vs)-1]
 		if cur.Usage != k.Usage {
 			return Key{}, fmt.Errorf("%w: %s is a %s, not a %s", pinblock.ErrKeyUsage, k.ID, cur.Usage, k.Usage)
 		}
 		if cur.Algorithm != k.Algorithm {
 			return Key{}, fmt.Errorf("%w: %s", pinblock.ErrKeyAlgorithmMismatch, k.ID)
 		}
-		cur.Until = s.now().Add(s.grace)
+		// A copy: the held versions change only once the save succeeded.
+		vs = append([]Key(nil), vs...)
+		vs[len(vs)-1].Until = s.now().Add(s.grace)
 		k.Version = cur.Version + 1
 	}
 	if k.Created.IsZero() {
 		k.Created = s.now().UTC()
 	}
-	s.byID[k.ID] = append(vs, k)
+	vs = append(vs, k)
+	if s.persist != nil {
+		next := make(map[string][]Key, len(s.byID)+1)
+		for id, v := range s.byID {
+			next[id] = v
+		}
+		next[k.ID] = vs
+		if err := s.persist(sortedKeys(next)); err != nil {
+			return Key{}, fmt.Errorf("%s v%d not taken: save the key set: %w", k.ID, k.Version, err)
+		}
+	}
+	s.byID[k.ID] = vs
 	s.gen.Add(1)
 	return k, nil
 }
@@ -144,8 +168,12 @@ func (s *Keys) candidates(ref pinblock.KeyRef) ([]Key, error) {
 func (s *Keys) List() []Key {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return sortedKeys(s.byID)
+}
+
+func sortedKeys(byID map[string][]Key) []Key {
 	var out []Key
-	for _, vs := range s.byID {
+	for _, vs := range byID {
 		out = append(out, vs...)
 	}
 	sort.Slice(out, func(i, j int) bool {
