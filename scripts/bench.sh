@@ -17,10 +17,10 @@
 #
 # What runs, all on this machine and sharing its cores: Redis and a
 # single-node Kafka broker (scripts/services.sh), the issuer simulator as its
-# own process (`pingate issuer-sim`; the gateway's in-process simulator when
+# own process (`pingate-dev issuer-sim`; the gateway's in-process simulator when
 # that command is missing), the gateway (`pingate serve --redis --kafka`), the
-# baseline echo server (`pingate bench-baseline --listen`), and the load
-# clients (`pingate load`, `pingate bench-baseline`). Every gateway run uses
+# baseline echo server (`pingate-dev bench-baseline --listen`), and the load
+# clients (`pingate-dev load`, `pingate-dev bench-baseline`). Every gateway run uses
 # cards no earlier run touched (--card-offset), so each knows every PIN.
 #
 # Limits: the gateway runs on a config written here that raises the acquirer
@@ -93,9 +93,11 @@ wait_line() {
   die "timed out waiting for '$2' in $1"
 }
 
-log "building pingate"
+log "building pingate and pingate-dev"
 go build -o "$WORK/pingate" ./cmd/pingate
+go build -o "$WORK/pingate-dev" ./cmd/pingate-dev
 PG="$WORK/pingate"
+PGDEV="$WORK/pingate-dev" # the development tools: issuer-sim, load, bench-baseline
 machine
 snapshot start
 
@@ -121,16 +123,16 @@ set -a; . "$SVCROOT/.services.env"; set +a
 # write, and events wait in the journal meanwhile.
 TOPIC="pingate.bench.$(date +%s)"
 
-# Issuer simulator: its own process when `pingate issuer-sim` exists.
+# Issuer simulator: its own process when `pingate-dev issuer-sim` exists.
 SIM_PROC=0
-if "$PG" help | grep -q '^  issuer-sim '; then
+if "$PGDEV" help | grep -q '^  issuer-sim '; then
   SIM_PROC=1
-  "$PG" issuer-sim --addr 127.0.0.1:0 --seed 1 --per-bin "$PER_BIN" >"$WORK/sim.out" 2>"$WORK/sim.err" &
+  "$PGDEV" issuer-sim --addr 127.0.0.1:0 --seed 1 --per-bin "$PER_BIN" >"$WORK/sim.out" 2>"$WORK/sim.err" &
   PIDS+=($!)
   SIM_ADDR="$(wait_line "$WORK/sim.out" '^[0-9.]+:[0-9]+$')"
   log "issuer simulator (own process) on $SIM_ADDR"
 else
-  log "pingate issuer-sim not available: the gateway runs the simulator in-process"
+  log "pingate-dev issuer-sim not available: the gateway runs the simulator in-process"
 fi
 echo "sim_process=$SIM_PROC" >>"$RES/machine.txt"
 echo "dup_window=$DUP_WINDOW" >>"$RES/machine.txt"
@@ -208,7 +210,7 @@ stop_gateway() {
   wait "$GW_PID" 2>/dev/null || true
 }
 
-"$PG" bench-baseline --listen 127.0.0.1:0 >"$WORK/echo.out" 2>"$WORK/echo.err" &
+"$PGDEV" bench-baseline --listen 127.0.0.1:0 >"$WORK/echo.out" 2>"$WORK/echo.err" &
 PIDS+=($!)
 ECHO_ADDR="$(wait_line "$WORK/echo.out" '^echo server on' | awk '{print $4}')"
 log "baseline echo server on $ECHO_ADDR"
@@ -218,14 +220,14 @@ OFFSET=0
 gw_load() {
   local file="$1" cards="$2"
   shift 2
-  "$PG" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
+  "$PGDEV" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
     --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
   OFFSET=$((OFFSET + cards))
 }
 base_load() {
   local file="$1"
   shift
-  "$PG" bench-baseline --target "$ECHO_ADDR" --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
+  "$PGDEV" bench-baseline --target "$ECHO_ADDR" --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
 }
 
 start_gateway 0
@@ -254,7 +256,7 @@ for cards in 1000 100000 1000000; do
 done
 
 log "soak: $SOAK closed loop at $CONC, gateway memory sampled every 5 s"
-"$PG" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards 100000 \
+"$PGDEV" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards 100000 \
   --duration "$SOAK" --json --quiet --concurrency "$CONC" >"$RES/soak.jsonl" &
 SOAK_PID=$!
 OFFSET=$((OFFSET + 100000))

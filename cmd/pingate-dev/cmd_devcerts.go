@@ -8,10 +8,6 @@ import (
 	"pingate/integration/branchapi"
 )
 
-// devBranchAcquirer is the acquirer id of the branch front end in pingate's
-// embedded development config, whom the development identities act for.
-const devBranchAcquirer = "200001"
-
 // devCertsCmd writes fresh development certificates into DIR: ca.pem (and
 // its key), server.pem for localhost and the loopback addresses, and one
 // client certificate per development identity (teller, teller2, supervisor,

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"pingate/integration/branchapi"
+	"pingate/integration/gateway"
 )
 
 // TestDevCertsCommand: dev-certs writes a CA, a server certificate for the
@@ -28,7 +29,7 @@ func TestDevCertsCommand(t *testing.T) {
 	ca := readPEMCert(t, filepath.Join(dir, branchapi.DevCAFile))
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	for _, id := range branchapi.DevIdentities(devBranchAcquirer) {
+	for _, id := range branchapi.DevIdentities(gateway.DevBranchAcquirer) {
 		c := readPEMCert(t, filepath.Join(dir, id.File+".pem"))
 		if c.Subject.String() != id.Client.Subject {
 			t.Errorf("%s subject %q, want %q", id.File, c.Subject.String(), id.Client.Subject)

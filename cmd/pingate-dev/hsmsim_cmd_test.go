@@ -14,7 +14,7 @@ import (
 	"pingate/pinblock"
 )
 
-// TestHSMSimCommand: `pingate hsm-sim` prints its address and answers the
+// TestHSMSimCommand: `pingate-dev hsm-sim` prints its address and answers the
 // payShield client: NC, B2, and a CC translation on keys it generated (A0)
 // that decodes to the original PIN.
 func TestHSMSimCommand(t *testing.T) {

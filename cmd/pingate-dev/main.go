@@ -1,6 +1,7 @@
 // Command pingate-dev holds pingate's development and test tools, kept out of
 // the production binary: tools that reveal a PIN or take clear keys (pin),
-// simulators that answer under published test keys (hsm-sim), and
+// simulators that answer under published test keys (issuer-sim, hsm-sim),
+// the load generator and its baseline (integration/loadgen), and
 // development certificates (dev-certs). docs/operations.md ("Two binaries")
 // says why. Nothing here is needed to run a gateway.
 //
@@ -13,11 +14,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
 	"pingate/cmd/internal/cli"
+	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // devCLI is the command line of pingate-dev.
@@ -25,6 +29,10 @@ type devCLI struct {
 	Pin      pinCmd      `cmd:"" help:"encode, decode or translate an ISO 9564-1 PIN block, TDES, AES or SM4 (clear keys and PINs: test data only)"`
 	HSMSim   hsmSimCmd   `cmd:"" name:"hsm-sim" help:"run a payShield host-command simulator (public Thales test LMK) until SIGTERM"`
 	DevCerts devCertsCmd `cmd:"" name:"dev-certs" help:"make a development CA, server and branch client certificates for the branch API"`
+
+	Load          loadCmd      `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
+	BenchBaseline baselineCmd  `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
+	IssuerSim     issuerSimCmd `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
 }
 
 // app is pingate-dev's command line for cli.Run.
@@ -35,7 +43,9 @@ var app = cli.App{
 	Vars: kong.Vars{
 		"pinformat":   pinFormatHelp,
 		"pinalg":      algFlagHelp,
-		"institution": devBranchAcquirer,
+		"institution": gateway.DevBranchAcquirer,
+		"devbins":     strings.Join(loadgen.DevBINs, ","),
+		"sm4acquirer": loadgen.SM4Acquirer,
 	},
 }
 

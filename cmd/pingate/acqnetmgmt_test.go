@@ -43,7 +43,7 @@ func TestNetworkManagementWithoutDE32OverTCP(t *testing.T) {
 	want("0800-echo after sign-off", c.exchange("echo", echo), "0810", "00")
 
 	op := opsChange(opsPopulation(g.Config().IssuerSim), 7500, "4826")
-	f, err := op.fields()
+	f, err := op.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestSignOnRequiredOverTCP(t *testing.T) {
 	change := func() *iso8583.Fields {
 		t.Helper()
 		n++
-		f, err := opsChange(pop, 7600+n, "4826").fields()
+		f, err := opsChange(pop, 7600+n, "4826").Fields()
 		if err != nil {
 			t.Fatal(err)
 		}

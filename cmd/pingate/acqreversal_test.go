@@ -10,6 +10,7 @@ import (
 	"pingate/pinblock"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // TestAcquirerReversalUndoesApprovalOverTCP: an ATM changes a PIN (00), then
@@ -92,11 +93,11 @@ func TestAcquirerReversalUndoesApprovalOverTCP(t *testing.T) {
 // atmSession dials the gateway's acquirer listener as an ATM network and
 // returns the client with a context bounding the test's exchanges; both end
 // with the test.
-func atmSession(t *testing.T, g *gateway.Gateway) (context.Context, *atmClient) {
+func atmSession(t *testing.T, g *gateway.Gateway) (context.Context, *loadgen.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	c, err := dialATM(ctx, g.AcquirerAddr())
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

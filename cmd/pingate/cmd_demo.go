@@ -15,6 +15,7 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
@@ -28,7 +29,7 @@ import (
 type demoStep struct {
 	what    string
 	channel string
-	op      pinOp
+	op      loadgen.Op
 	raw     []byte // a malformed frame instead of op
 	want    string
 	// repeat sends op up to this many times and reports the first answer
@@ -41,7 +42,7 @@ type demoStep struct {
 	// 0430's code.
 	reverse bool
 	// network is an 0800 (sign-on, key change) sent instead of op, on the
-	// connection of op.acquirer; the step reports the 0810's code.
+	// connection of op.Acquirer; the step reports the 0810's code.
 	network []*iso8583.Fields
 	// sm4 marks the steps of the SM4 ATM network and the SM4 issuer, left
 	// out in HSM mode: the payShield module refuses SM4.
@@ -67,21 +68,21 @@ func demoScript(pop issuersim.Population) []demoStep {
 	// Each step is another cardholder at another ATM: an ATM's own
 	// throughput limit is a person's pace (1 request/s, burst 5).
 	n := 0
-	atm := func(pan, oldPIN, newPIN string) pinOp {
+	atm := func(pan, oldPIN, newPIN string) loadgen.Op {
 		n++
-		return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 40+n), proc: iso8583.ProcPINChange, pan: pan,
-			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+		return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 40+n), Proc: iso8583.ProcPINChange, PAN: pan,
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 	}
-	branch := func(proc, pan, newPIN string) pinOp {
-		op := pinOp{acquirer: gateway.DevBranchAcquirer, terminal: "BR0117T1", proc: proc, pan: pan, newPIN: newPIN,
-			format: pinblock.Format4, keyID: pinblock.DevBranchZPK, teller: "TELLER-0117-07", idRef: "IDCHK-2026-000123"}
+	branch := func(proc, pan, newPIN string) loadgen.Op {
+		op := loadgen.Op{Acquirer: gateway.DevBranchAcquirer, Terminal: "BR0117T1", Proc: proc, PAN: pan, NewPIN: newPIN,
+			Format: pinblock.Format4, KeyID: pinblock.DevBranchZPK, Teller: "TELLER-0117-07", IDRef: "IDCHK-2026-000123"}
 		return op
 	}
 	// The SM4 ATM network's PIN pads encipher SM4-0 blocks under the working
 	// key its 0800/161 delivered (sm4KeyChange).
-	sm4ATM := func(pan, oldPIN, newPIN string) pinOp {
+	sm4ATM := func(pan, oldPIN, newPIN string) loadgen.Op {
 		o := atm(pan, oldPIN, newPIN)
-		o.acquirer, o.format, o.keyID, o.key = gateway.DevSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
+		o.Acquirer, o.Format, o.KeyID, o.Key = gateway.DevSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
 		return o
 	}
 	// Cards 3×5000+2 and 3×5001+2 are in gateway.DevSM4Prefix (the SM4 issuer),
@@ -106,10 +107,10 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "ATM: the reversed change left the old PIN", channel: "atm", op: atm(g.PAN, g.PIN, "7205"), want: "00"},
 		{what: "ATM: card unknown to the issuer", channel: "atm", op: atm(unknown, "4826", "5931"), want: "14"},
 		{what: "ATM: card range with no route", channel: "atm", op: atm("5555555555554444", "4826", "5931"), want: "14"},
-		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() pinOp { o := atm(a.PAN, "4826", "5930"); o.acquirer = "777777"; return o }(), want: "58"},
-		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() pinOp {
+		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() loadgen.Op { o := atm(a.PAN, "4826", "5930"); o.Acquirer = "777777"; return o }(), want: "58"},
+		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() loadgen.Op {
 			o := branch(iso8583.ProcPINReset, a.PAN, "5930")
-			o.acquirer, o.format, o.keyID = gateway.DevATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
+			o.Acquirer, o.Format, o.KeyID = gateway.DevATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
 			return o
 		}(), want: "58"},
 		{what: "ATM: account restricted by the issuer", channel: "atm", op: atm(restricted.PAN, restricted.PIN, "5931"), want: "57"},
@@ -118,7 +119,7 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "branch: 6th request in a second from one terminal", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 6, want: "61"},
 		{what: "branch: 11th operation on one card today", channel: "branch", op: branch(iso8583.ProcPINUnblock, f.PAN, ""), repeat: 11, spread: true, want: "65"},
 		{what: "SM4 ATM: sign on, then an SM4 working key arrives online (0800/161)", channel: "atm",
-			op: pinOp{acquirer: gateway.DevSM4Acquirer}, network: sm4KeyChange(), want: "00", sm4: true},
+			op: loadgen.Op{Acquirer: gateway.DevSM4Acquirer}, network: sm4KeyChange(), want: "00", sm4: true},
 		{what: "SM4 ATM: change PIN, SM4-0 to the SM4 issuer (SM4-4)", channel: "atm", op: sm4ATM(sm4Card.PAN, sm4Card.PIN, "3860"), want: "00", sm4: true},
 		{what: "SM4 ATM: change PIN, SM4-0 to the AES issuer (ISO-4)", channel: "atm", op: sm4ATM(h.PAN, h.PIN, "2975"), want: "00", sm4: true},
 		{what: "ATM: change PIN, TDES ISO-0 to the SM4 issuer (SM4-4)", channel: "atm", op: atm(sm4Card2.PAN, sm4Card2.PIN, "6419"), want: "00", sm4: true},
@@ -167,7 +168,7 @@ func sm4KeyChange() []*iso8583.Fields {
 // on, and returns the 0430's code. With the in-process issuer simulator it
 // waits until the issuer has the reversal advice, so the next step sees its
 // effect.
-func reverseDemoStep(ctx context.Context, g *gateway.Gateway, client *atmClient, f *iso8583.Fields) (string, error) {
+func reverseDemoStep(ctx context.Context, g *gateway.Gateway, client *loadgen.Client, f *iso8583.Fields) (string, error) {
 	de90, err := iso8583.OriginalData{MTI: f.MTI, STAN: f.STAN, Transmission: f.TransmissionTime, Acquirer: f.AcquirerID}.Encode()
 	if err != nil {
 		return "", err
@@ -259,7 +260,7 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 
 	// One connection per acquirer, as each institution has its own link.
-	clients := map[string]*atmClient{}
+	clients := map[string]*loadgen.Client{}
 	defer func() {
 		for _, c := range clients {
 			_ = c.Close()
@@ -268,22 +269,22 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 	var results []demoResult
 	skipped := map[string]bool{} // cards whose branch step did not run
 	for _, st := range demoScript(pop) {
-		if *withHSM && (st.sm4 || st.channel == "branch" || st.want == iso8583.RCNewPINRejected || skipped[st.op.pan]) {
+		if *withHSM && (st.sm4 || st.channel == "branch" || st.want == iso8583.RCNewPINRejected || skipped[st.op.PAN]) {
 			// No branch front end in HSM mode (its key is AES), nor the
 			// ATM steps that follow a branch step on the same card; the
 			// weak-PIN list is the issuer's there (docs/hsm.md).
 			// Nor the SM4 steps: the payShield module refuses SM4.
 			if st.channel == "branch" {
-				skipped[st.op.pan] = true
+				skipped[st.op.PAN] = true
 			}
 			continue
 		}
-		client := clients[st.op.acquirer]
+		client := clients[st.op.Acquirer]
 		if client == nil && st.raw == nil {
-			if client, err = dialATM(ctx, g.AcquirerAddr()); err != nil {
+			if client, err = loadgen.Dial(ctx, g.AcquirerAddr()); err != nil {
 				return err
 			}
-			clients[st.op.acquirer] = client
+			clients[st.op.Acquirer] = client
 		}
 		r, err := playStep(ctx, g, client, st)
 		if err != nil {
@@ -368,7 +369,7 @@ func waitReady(ctx context.Context, g *gateway.Gateway) error {
 	return fmt.Errorf("the issuer link did not sign on within 10s")
 }
 
-func playStep(ctx context.Context, g *gateway.Gateway, client *atmClient, st demoStep) (demoResult, error) {
+func playStep(ctx context.Context, g *gateway.Gateway, client *loadgen.Client, st demoStep) (demoResult, error) {
 	r := demoResult{Step: st.what, Channel: st.channel, Expected: st.want}
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -395,9 +396,9 @@ func playStep(ctx context.Context, g *gateway.Gateway, client *atmClient, st dem
 		for i := 0; i < max(st.repeat, 1); i++ {
 			op := st.op
 			if st.spread {
-				op.terminal = fmt.Sprintf("%s%02d", op.terminal[:6], i)
+				op.Terminal = fmt.Sprintf("%s%02d", op.Terminal[:6], i)
 			}
-			f, err := op.fields()
+			f, err := op.Fields()
 			if err != nil {
 				return r, err
 			}
@@ -415,7 +416,7 @@ func playStep(ctx context.Context, g *gateway.Gateway, client *atmClient, st dem
 				break
 			}
 		}
-		switch st.op.proc {
+		switch st.op.Proc {
 		case iso8583.ProcPINChange:
 			r.Operation = "change"
 		case iso8583.ProcPINReset:
@@ -462,7 +463,7 @@ func rawExchange(ctx context.Context, addr string, msg []byte) (string, error) {
 	case c := <-got:
 		return c, nil
 	case <-ctx.Done():
-		return "", errNoAnswer
+		return "", loadgen.ErrNoAnswer
 	}
 }
 

@@ -27,7 +27,9 @@ import (
 	"pingate/iso8583"
 	"pingate/pinblock"
 
+	"pingate/cmd/internal/clitest"
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // Tests of deploy/: every manifest, the compose file, the systemd unit and
@@ -59,10 +61,10 @@ func opsGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gateway {
 
 // opsChange is a PIN change by card i of the embedded population from its own
 // terminal (terminal limits are per terminal: one request each stays inside).
-func opsChange(pop issuersim.Population, i int, newPIN string) pinOp {
+func opsChange(pop issuersim.Population, i int, newPIN string) loadgen.Op {
 	c := pop.Card(i)
-	return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("OPS%05d", i), proc: iso8583.ProcPINChange, pan: c.PAN,
-		oldPIN: c.PIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange, PAN: c.PAN,
+		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 }
 
 func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {
@@ -70,8 +72,8 @@ func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {
 }
 
 // opsDo sends op and returns the response code.
-func opsDo(ctx context.Context, c *atmClient, op pinOp) (string, error) {
-	f, err := op.fields()
+func opsDo(ctx context.Context, c *loadgen.Client, op loadgen.Op) (string, error) {
+	f, err := op.Fields()
 	if err != nil {
 		return "", err
 	}
@@ -633,6 +635,7 @@ func TestDeployCompose(t *testing.T) {
 			Build       *struct {
 				Context    string `yaml:"context"`
 				Dockerfile string `yaml:"dockerfile"`
+				Target     string `yaml:"target"`
 			} `yaml:"build"`
 		} `yaml:"services"`
 	}
@@ -648,6 +651,14 @@ func TestDeployCompose(t *testing.T) {
 	sim := cf.Services["issuer-sim"]
 	if len(sim.Command) == 0 || sim.Command[0] != "issuer-sim" {
 		t.Fatalf("compose issuer-sim: command %q", sim.Command)
+	}
+	// The simulator is a development tool: the dev target of the Dockerfile
+	// (pingate-dev), which must take the command line compose gives it.
+	if sim.Build == nil || sim.Build.Target != "dev" {
+		t.Errorf("compose issuer-sim: build %+v, want deploy/Dockerfile's target dev (pingate-dev)", sim.Build)
+	}
+	if out, errOut, code := clitest.Exec(t, devBinary(t), append(append([]string{}, sim.Command...), "--help")...); code != 0 || !strings.Contains(out, "Usage: pingate-dev issuer-sim") {
+		t.Errorf("compose issuer-sim: pingate-dev %s --help = exit %d, %q", strings.Join(sim.Command, " "), code, errOut)
 	}
 	simPort := 0
 	for i, a := range sim.Command {
@@ -910,7 +921,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 		return c, nil
 	})
 	ctx := context.Background()
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

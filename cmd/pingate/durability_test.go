@@ -27,6 +27,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // startAuditSim runs an issuer simulator in the test process, with its
@@ -162,7 +163,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := dialATM(context.Background(), acq)
+				c, err := loadgen.Dial(context.Background(), acq)
 				if err != nil {
 					return
 				}
@@ -183,7 +184,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 						return // the gateway died
 					}
 					mu.Lock()
-					answered[op.terminal] = code
+					answered[op.Terminal] = code
 					mu.Unlock()
 				}
 			}()
@@ -276,7 +277,7 @@ func TestJournalBelowReserveRefusesBeforeTheIssuer(t *testing.T) {
 	free := int64(st.Bavail) * st.Bsize
 	g := startTestGateway(t, func(c *gateway.Config) { c.Events.MinFree = free + free/2 })
 	waitIssuer(t, g)
-	c, err := dialATM(context.Background(), g.AcquirerAddr())
+	c, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +408,7 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := dialATM(context.Background(), acq)
+			c, err := loadgen.Dial(context.Background(), acq)
 			if err != nil {
 				unanswered.Add(1)
 				return
@@ -430,7 +431,7 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				answered[op.terminal] = code
+				answered[op.Terminal] = code
 				mu.Unlock()
 				if code == iso8583.RCApproved {
 					approvals.Add(1)
@@ -523,7 +524,7 @@ func TestJournalDepthLimitRefusesBeforeTheIssuer(t *testing.T) {
 		c.Events.KafkaBrokers = []string{freeAddr(t)} // nothing listens there
 	})
 	waitIssuer(t, g)
-	c, err := dialATM(context.Background(), g.AcquirerAddr())
+	c, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

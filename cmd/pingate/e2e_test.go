@@ -15,6 +15,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 
 	"pingate/integration/gateway/gatewaytest"
 )
@@ -47,17 +48,17 @@ func TestEndToEndEveryOperationAndCode(t *testing.T) {
 	}
 	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	clients := map[string]*atmClient{}
+	clients := map[string]*loadgen.Client{}
 	seen := map[string]bool{}
 	for _, st := range demoScript(pop) {
-		client := clients[st.op.acquirer]
+		client := clients[st.op.Acquirer]
 		if client == nil && st.raw == nil {
-			c, err := dialATM(ctx, g.AcquirerAddr())
+			c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Close() })
-			clients[st.op.acquirer], client = c, c
+			clients[st.op.Acquirer], client = c, c
 		}
 		r, err := playStep(ctx, g, client, st)
 		if err != nil {
@@ -130,15 +131,15 @@ func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 
 	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	good, err := dialATM(ctx, g.AcquirerAddr())
+	good, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer good.Close()
 	for i := 0; i < 5; i++ {
 		card := pop.Card(100 + i)
-		f, err := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM7000" + string(rune('0'+i)), proc: iso8583.ProcPINChange,
-			pan: card.PAN, oldPIN: card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
+		f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM7000" + string(rune('0'+i)), Proc: iso8583.ProcPINChange,
+			PAN: card.PAN, OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +179,7 @@ func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 func TestAcquirerMismatchOnConnection(t *testing.T) {
 	g := startTestGateway(t, nil)
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.AcquirerAddr())
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 
 	"pingate/integration/logredact"
 
@@ -67,11 +68,11 @@ func TestPayShieldModeATMChange(t *testing.T) {
 	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	a, b, c := pop.Card(0), pop.Card(1), pop.Card(2)
-	atm := func(i int, pan, oldPIN, newPIN string) pinOp {
-		return pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 100+i), proc: iso8583.ProcPINChange, pan: pan,
-			oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+	atm := func(i int, pan, oldPIN, newPIN string) loadgen.Op {
+		return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 100+i), Proc: iso8583.ProcPINChange, PAN: pan,
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 	}
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,14 +130,14 @@ func TestPayShieldModeFailover(t *testing.T) {
 			defer wg.Done()
 			<-start
 			card := pop.Card(10 + i)
-			client, err := dialATM(ctx, g.AcquirerAddr())
+			client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			defer client.Close()
-			op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 200+i), proc: iso8583.ProcPINChange, pan: card.PAN,
-				oldPIN: card.PIN, newPIN: fmt.Sprintf("%04d", 3000+i), format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+			op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 200+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
+				OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 3000+i), Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 			r, err := playStep(ctx, g, client, demoStep{what: "change", op: op, want: "00"})
 			codes[i], errs[i] = r.ResponseCode, err
 		}()
@@ -463,7 +464,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	pop := opsPopulation(g.Config().IssuerSim)
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,9 +473,9 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	for i := range 4 {
 		card := pop.Card(40 + i)
 		newPIN := fmt.Sprintf("%06d", 739105+i*111)
-		op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 300+i), proc: iso8583.ProcPINChange, pan: card.PAN,
-			oldPIN: card.PIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
-		f, err := op.fields()
+		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 300+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
+			OldPIN: card.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -573,13 +574,13 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	if entries, _ := os.ReadDir(rt.Spool); len(entries) != 0 {
 		t.Errorf("the gateway's own spool has %d files: the mailer must come from the HSM", len(entries))
 	}
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
-		oldPIN: string(m[1]), newPIN: "7305", format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+	op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00777", Proc: iso8583.ProcPINChange, PAN: card.PAN,
+		OldPIN: string(m[1]), NewPIN: "7305", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
 		t.Fatalf("ATM change from the mailer's PIN = %q, %v; want 00", code, err)
 	}

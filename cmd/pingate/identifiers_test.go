@@ -10,6 +10,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // TestISOChannelRefusesIdentifiersAnEventRefuses: a 0100 whose DE 48 teller
@@ -24,15 +25,15 @@ func TestISOChannelRefusesIdentifiersAnEventRefuses(t *testing.T) {
 	}
 	sc := g.Config().IssuerSim
 	c := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}.Card(40)
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
 	before := g.Sim().Requests.Load()
-	op := pinOp{acquirer: gateway.DevBranchAcquirer, terminal: "BR0117T1", proc: iso8583.ProcPINUnblock, pan: c.PAN,
-		teller: "123456789012", idRef: "IDCHK-2026-000777"}
-	f, err := op.fields()
+	op := loadgen.Op{Acquirer: gateway.DevBranchAcquirer, Terminal: "BR0117T1", Proc: iso8583.ProcPINUnblock, PAN: c.PAN,
+		Teller: "123456789012", IDRef: "IDCHK-2026-000777"}
+	f, err := op.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // TestOnlineKeyChangeOverTCP: an ATM network changes its zone PIN key online
@@ -74,7 +75,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 		c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
 	})
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.AcquirerAddr())
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

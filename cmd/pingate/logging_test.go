@@ -10,6 +10,7 @@ import (
 
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
+	"pingate/integration/loadgen"
 	"pingate/integration/logredact"
 	"pingate/iso8583"
 )
@@ -33,13 +34,13 @@ func TestRequestPathLogLines(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		// An acquirer pingate does not know: refused and logged.
 		op := opsChange(pop, 8000+i, "4826")
-		op.acquirer = "777777"
-		f, err := op.fields()
+		op.Acquirer = "777777"
+		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
 		blocks = append(blocks, strings.ToUpper(hex.EncodeToString(f.PINBlock)), strings.ToUpper(hex.EncodeToString(f.NewPINBlock)))
-		c, err := dialATM(ctx, g.AcquirerAddr())
+		c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}

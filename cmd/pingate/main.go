@@ -9,13 +9,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
 	"pingate/cmd/internal/cli"
-	"pingate/integration/loadgen"
 	"pingate/integration/records"
 	"pingate/pinblock"
 )
@@ -23,17 +21,14 @@ import (
 // pingateCLI is the command line of pingate: one field per command, its flags
 // declared on the command's struct in the command's cmd_*.go file.
 type pingateCLI struct {
-	Serve         serveCmd       `cmd:"" help:"run the gateway (embedded defaults without --config)"`
-	CheckConfig   checkConfigCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
-	ServePprof    servePprofCmd  `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
-	Key           keyCmd         `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
-	HSMKey        hsmKeyCmd      `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
-	Events        eventsCmd      `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
-	Records       recordsCmd     `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
-	Demo          demoCmd        `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
-	Load          loadCmd        `cmd:"" help:"drive a gateway with ATM/branch PIN traffic over TCP and report throughput and latency"`
-	BenchBaseline baselineCmd    `cmd:"" name:"bench-baseline" help:"benchmark baseline: bare moov-io/iso8583 echo server and client, the gateway's round trip without the gateway"`
-	IssuerSim     issuerSimCmd   `cmd:"" name:"issuer-sim" help:"run a standalone issuer simulator (development keys) until SIGTERM"`
+	Serve       serveCmd       `cmd:"" help:"run the gateway (embedded defaults without --config)"`
+	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
+	ServePprof  servePprofCmd  `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
+	Key         keyCmd         `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
+	HSMKey      hsmKeyCmd      `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	Events      eventsCmd      `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
+	Records     recordsCmd     `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
+	Demo        demoCmd        `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`
 }
 
 // app is pingate's command line for cli.Run.
@@ -67,8 +62,6 @@ var cliVars = kong.Vars{
 	"grace": pinblock.DefaultGrace.String(),
 
 	"pgenv":        postgresEnv,
-	"devbins":      strings.Join(loadgen.DevBINs, ","),
-	"sm4acquirer":  loadgen.SM4Acquirer,
 	"recordstopic": records.DefaultTopic,
 	"recordsgroup": records.DefaultGroup,
 }

@@ -25,6 +25,7 @@ import (
 	"pingate/pinblock"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // These tests run whole gateways against a real redis-server and a real
@@ -35,19 +36,19 @@ func embeddedPopulation() issuersim.Population {
 	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 }
 
-func branchUnblock(pan, terminal string) pinOp {
-	return pinOp{acquirer: gateway.DevBranchAcquirer, terminal: terminal, proc: iso8583.ProcPINUnblock, pan: pan,
-		teller: "TELLER-1", idRef: "IDCHK-1"}
+func branchUnblock(pan, terminal string) loadgen.Op {
+	return loadgen.Op{Acquirer: gateway.DevBranchAcquirer, Terminal: terminal, Proc: iso8583.ProcPINUnblock, PAN: pan,
+		Teller: "TELLER-1", IDRef: "IDCHK-1"}
 }
 
-func atmChange(pan, terminal, oldPIN, newPIN string) pinOp {
-	return pinOp{acquirer: gateway.DevATMAcquirer, terminal: terminal, proc: iso8583.ProcPINChange, pan: pan,
-		oldPIN: oldPIN, newPIN: newPIN, format: pinblock.Format0, keyID: pinblock.DevATMZPK}
+func atmChange(pan, terminal, oldPIN, newPIN string) loadgen.Op {
+	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: terminal, Proc: iso8583.ProcPINChange, PAN: pan,
+		OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 }
 
-func do(t *testing.T, c *atmClient, op pinOp) string {
+func do(t *testing.T, c *loadgen.Client, op loadgen.Op) string {
 	t.Helper()
-	f, err := op.fields()
+	f, err := op.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func do(t *testing.T, c *atmClient, op pinOp) string {
 	defer cancel()
 	ans, err := c.Do(ctx, f)
 	if err != nil {
-		t.Fatalf("%s at %s: %v", op.proc, op.terminal, err)
+		t.Fatalf("%s at %s: %v", op.Proc, op.Terminal, err)
 	}
 	return ans.ResponseCode
 }
@@ -65,7 +66,7 @@ func do(t *testing.T, c *atmClient, op pinOp) string {
 func TestLimitsAcrossTwoGateways(t *testing.T) {
 	addr, _ := testservers.StartRedis(t)
 	ctx := context.Background()
-	var clients []*atmClient
+	var clients []*loadgen.Client
 	for i := 0; i < 2; i++ {
 		g := startTestGateway(t, func(c *gateway.Config) {
 			c.Limits.Backend = "redis"
@@ -74,7 +75,7 @@ func TestLimitsAcrossTwoGateways(t *testing.T) {
 		if err := waitReady(ctx, g); err != nil {
 			t.Fatal(err)
 		}
-		c, err := dialATM(ctx, g.AcquirerAddr())
+		c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +206,7 @@ func TestEveryAnsweredRequestLandsOnKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	pop := embeddedPopulation()
-	atm, err := dialATM(ctx, g.AcquirerAddr())
+	atm, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestEveryAnsweredRequestLandsOnKafka(t *testing.T) {
 				card := pop.Card(200 + i)
 				op := atmChange(card.PAN, fmt.Sprintf("ATK%05d", i), card.PIN, "4826")
 				if i%4 == 1 {
-					op.oldPIN = "0000" // declined 55
+					op.OldPIN = "0000" // declined 55
 				}
 				if code := do(t, atm, op); code != "00" && code != "55" {
 					t.Errorf("request %d answered %s", i, code)
@@ -276,10 +277,10 @@ func TestKilledGatewayLosesNoEvent(t *testing.T) {
 	}
 	cmd := start()
 	ctx := context.Background()
-	var atm *atmClient
+	var atm *loadgen.Client
 	deadline := time.Now().Add(60 * time.Second) // a loaded CI machine
 	for {
-		c, err := dialATM(ctx, acqAddr)
+		c, err := loadgen.Dial(ctx, acqAddr)
 		if err == nil {
 			atm = c
 			break
@@ -303,7 +304,7 @@ func TestKilledGatewayLosesNoEvent(t *testing.T) {
 			for i := range jobs {
 				card := pop.Card(3000 + i)
 				term := fmt.Sprintf("KIL%05d", i)
-				f, err := atmChange(card.PAN, term, card.PIN, "4826").fields()
+				f, err := atmChange(card.PAN, term, card.PIN, "4826").Fields()
 				if err != nil {
 					continue
 				}
@@ -413,7 +414,7 @@ func tail(s string, n int) string {
 }
 
 // TestServeUnderLoadOneEventPerAnswer is issue 4's acceptance run: the
-// pingate binary serves on a real Redis and Kafka, `pingate load` drives it,
+// pingate binary serves on a real Redis and Kafka, `pingate-dev load` drives it,
 // and an independent consumer finds exactly one event per answered request on
 // the topic, each with CloudEvents headers and trace context and no secret.
 func TestServeUnderLoadOneEventPerAnswer(t *testing.T) {
@@ -488,11 +489,11 @@ log: {level: warn}
 
 	// A modest load with a long per-request timeout: on a busy CI machine a
 	// slow answer must not turn into an unanswered request.
-	out, err := exec.Command(bin, "load", "--target", acq, "--duration", "3s", "--warmup", "0", "--concurrency", "2x4",
+	out, err := exec.Command(devBinary(t), "load", "--target", acq, "--duration", "3s", "--warmup", "0", "--concurrency", "2x4",
 		"--timeout", "30s", "--json", "--progress", "1h").Output()
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
-		t.Fatalf("pingate load: %v; the gateway's log:\n%s", err, tail(string(log), 2000))
+		t.Fatalf("pingate-dev load: %v; the gateway's log:\n%s", err, tail(string(log), 2000))
 	}
 	var rep struct {
 		Requests int            `json:"requests"`

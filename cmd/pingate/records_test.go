@@ -533,7 +533,7 @@ func TestRecordsRefusesWithoutPostgres(t *testing.T) {
 	}
 }
 
-// TestRecordsUnderLoad: "pingate load" drives the gateway (real Kafka relay)
+// TestRecordsUnderLoad: "pingate-dev load" drives the gateway (real Kafka relay)
 // while "pingate records run" consumes its topic; afterwards every answered
 // request's event is in the records database exactly once, and a card's
 // history and statement come back through the API for its token.

@@ -22,6 +22,7 @@ import (
 	"pingate/routing"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // Hot reload: routes, acquirers, limits and keys swap while requests are in
@@ -110,7 +111,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	)
 	next.Store(5000)
 	for w := 0; w < 8; w++ {
-		c, err := dialATM(ctx, g.AcquirerAddr())
+		c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,9 +126,9 @@ func TestReloadUnderLoad(t *testing.T) {
 				code, err := opsDo(context.Background(), c, op)
 				switch {
 				case err != nil:
-					bad.Store(op.terminal, err.Error())
+					bad.Store(op.Terminal, err.Error())
 				case code != iso8583.RCApproved:
-					bad.Store(op.terminal, code)
+					bad.Store(op.Terminal, code)
 				default:
 					answered.Add(1)
 				}
@@ -135,7 +136,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		}()
 	}
 
-	probe, err := dialATM(ctx, g.AcquirerAddr())
+	probe, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Helper()
 		probeN++
 		op := opsChange(pop, 3*probeN+bin, "4826")
-		op.acquirer = acq
+		op.Acquirer = acq
 		code, err := opsDo(ctx, probe, op)
 		if err != nil {
 			t.Fatal(err)
@@ -157,7 +158,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	tryOn := func(acq string, bin int) string {
 		t.Helper()
 		old := probe
-		if probe, err = dialATM(ctx, g.AcquirerAddr()); err != nil {
+		if probe, err = loadgen.Dial(ctx, g.AcquirerAddr()); err != nil {
 			t.Fatal(err)
 		}
 		old.Close()
@@ -384,7 +385,7 @@ func TestReloadKeysFromStore(t *testing.T) {
 	adminAddr := g.AdminAddr()
 
 	ctx := context.Background()
-	c, err := dialATM(ctx, g.AcquirerAddr())
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,13 +517,13 @@ func TestReloadSIGHUPBinary(t *testing.T) {
 	ctx := context.Background()
 	tryAcq := func(i int) string {
 		t.Helper()
-		c, err := dialATM(ctx, acq)
+		c, err := loadgen.Dial(ctx, acq)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		op := opsChange(pop, i, "4826")
-		op.acquirer = secondATMAcquirer
+		op.Acquirer = secondATMAcquirer
 		code, err := opsDo(ctx, c, op)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"pingate/pinblock"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // startSim runs an issuer simulator on a loopback port until the test ends.
@@ -64,12 +65,12 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 	}
 	g1 := gw(silentAddr)
 	card := pop.Card(3)
-	client, err := dialATM(ctx, g1.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g1.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM00777", proc: iso8583.ProcPINChange, pan: card.PAN,
-		oldPIN: card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
+	f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00777", Proc: iso8583.ProcPINChange, PAN: card.PAN,
+		OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}

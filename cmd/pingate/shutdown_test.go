@@ -24,10 +24,11 @@ import (
 	"pingate/iso8583"
 
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // Graceful shutdown of the built binary under load: `pingate serve` in
-// front of a standalone `pingate issuer-sim` with latency, requests in
+// front of a standalone `pingate-dev issuer-sim` with latency, requests in
 // flight over TCP, SIGTERM mid-flight.
 
 // opsBin is the pingate binary built once per test run with the Makefile's
@@ -87,7 +88,11 @@ type opsProc struct {
 // not stop it.
 func opsStart(t *testing.T, args ...string) *opsProc {
 	t.Helper()
-	p := &opsProc{cmd: exec.Command(opsBinary(t), args...), lines: make(chan string, 16), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	bin := opsBinary(t)
+	if devCommands[args[0]] {
+		bin = devBinary(t)
+	}
+	p := &opsProc{cmd: exec.Command(bin, args...), lines: make(chan string, 16), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -282,9 +287,9 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	const conns, inflight = 4, 48
-	clients := make([]*atmClient, conns)
+	clients := make([]*loadgen.Client, conns)
 	for i := range clients {
-		c, err := dialATM(ctx, acq)
+		c, err := loadgen.Dial(ctx, acq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +306,7 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 		op := opsChange(pop, 1000+i, "4826")
 		code, err := opsDo(ctx, clients[i%conns], op)
 		mu.Lock()
-		results = append(results, opsResult{terminal: op.terminal, code: code, err: err})
+		results = append(results, opsResult{terminal: op.Terminal, code: code, err: err})
 		mu.Unlock()
 	}
 	for i := 0; i < inflight; i++ {
@@ -338,7 +343,7 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 		wg.Add(1)
 		go send(i)
 		if i%8 == 0 {
-			if c, err := dialATM(ctx, acq); err == nil {
+			if c, err := loadgen.Dial(ctx, acq); err == nil {
 				c.Close()
 			}
 		}
@@ -396,7 +401,7 @@ func TestShutdownSecondSignalForcesExit(t *testing.T) {
 	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
 
 	ctx := context.Background()
-	c, err := dialATM(ctx, acq)
+	c, err := loadgen.Dial(ctx, acq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"pingate/integration/loadgen"
 )
 
 // TestOneTracePerRequest: a PIN change over TCP makes one trace from the
@@ -28,14 +30,14 @@ func TestOneTracePerRequest(t *testing.T) {
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dialATM(ctx, g.AcquirerAddr())
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	card := embeddedPopulation().Card(77)
 	op := atmChange(card.PAN, "ATMTRACE", card.PIN, "4826")
-	f, err := op.fields()
+	f, err := op.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}

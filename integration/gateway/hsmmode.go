@@ -97,12 +97,12 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 		bad("security.key_store: holds keys under a software LMK; with module payshield keys are in security.payshield.key_file")
 	}
 	if p.KeyFile == "" && !c.DevKeys {
-		bad("security.payshield.key_file: module payshield needs its keys under the HSM's LMK (or dev_keys against pingate hsm-sim)")
+		bad("security.payshield.key_file: module payshield needs its keys under the HSM's LMK (or dev_keys against pingate-dev hsm-sim)")
 	}
 }
 
 // PayShieldKeys loads the module's keys: the key file, and with dev_keys the
-// TDES development keys under the public test LMK of pingate hsm-sim (the
+// TDES development keys under the public test LMK of pingate-dev hsm-sim (the
 // AES ones have no place on a variant-LMK payShield and are left out).
 func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) {
 	grace := c.RotationGrace
@@ -132,7 +132,7 @@ func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) 
 			}
 			k.Zeroize()
 		}
-		log.Warn("payshield module on the development keys under the public Thales test LMK: pingate hsm-sim only")
+		log.Warn("payshield module on the development keys under the public Thales test LMK: pingate-dev hsm-sim only")
 	}
 	return keys, nil
 }
@@ -211,7 +211,7 @@ func (s *hsmKeyChanges) Import(ctx context.Context, req pinblock.ImportRequest) 
 }
 
 // UsePayShieldSim turns the embedded default into security.module payshield
-// on hosts running pingate hsm-sim: the development keys under the public
+// on hosts running pingate-dev hsm-sim: the development keys under the public
 // test LMK, the TDES ATM network only (the branch front end's key is AES,
 // which a variant-LMK payShield does not hold; SM4 it refuses), and issuers on the TDES ATM zone key
 // in ISO 3, which the issuer simulator is given too.

@@ -1,6 +1,6 @@
 // Command benchreport renders BENCHMARKS.md from the raw results that
 // scripts/bench.sh collects: load and baseline reports (one JSON object a
-// line, as `pingate load --json` prints them), gateway memory samples, Go
+// line, as `pingate-dev load --json` prints them), gateway memory samples, Go
 // benchmark output and a snapshot of what else ran on the machine. Every
 // figure is the median over the runs of one measurement, shown beside its
 // baseline and the ratio.
@@ -134,9 +134,9 @@ func render(w io.Writer, dir, notesPath string) error {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "- **When / what**: %s, commit %s, %s\n", m["date"], m["commit"], m["go"])
 	fmt.Fprintf(w, "- **Machine**: %s, %s cores, %s GiB, Linux %s\n", m["cpu"], m["cores"], m["mem_gib"], m["kernel"])
-	sim := "its own process (`pingate issuer-sim`)"
+	sim := "its own process (`pingate-dev issuer-sim`)"
 	if m["sim_process"] != "1" {
-		sim = "inside the gateway process (`pingate issuer-sim` was not available)"
+		sim = "inside the gateway process (`pingate-dev issuer-sim` was not available)"
 	}
 	fmt.Fprintf(w, "- **Topology**: everything on this one machine, sharing its cores: Redis, a single-node Kafka broker (JVM), the issuer simulator in %s, the gateway (`pingate serve --redis --kafka`), the baseline echo server, and the load clients. Loopback TCP, 2-byte length framing.\n", sim)
 	fmt.Fprintln(w, "- **Figures** are medians over the runs of each measurement (each run 1 s warm-up, then the measured time); the ratio is gateway ÷ baseline from the same `make bench`.")
@@ -146,7 +146,7 @@ func render(w io.Writer, dir, notesPath string) error {
 	g70, b70 := readRuns(dir, "gateway-70"), readRuns(dir, "baseline-70")
 	fmt.Fprintln(w, "## End to end: the gateway beside a bare moov-io/iso8583 round trip")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Gateway: a PIN change, reset or unblock (mix 80/10/10) from an ATM network or branch connection through the whole gateway — unpack, limits in Redis, PIN translation, issuer round trip to the simulator, outcome journal (fsynced, relayed to Kafka), pack. Baseline: `pingate bench-baseline`, a moov-io/iso8583 client and echo server exchanging the same 0100 (same spec, fields and framing) and a 0110, nothing else.")
+	fmt.Fprintln(w, "Gateway: a PIN change, reset or unblock (mix 80/10/10) from an ATM network or branch connection through the whole gateway — unpack, limits in Redis, PIN translation, issuer round trip to the simulator, outcome journal (fsynced, relayed to Kafka), pack. Baseline: `pingate-dev bench-baseline`, a moov-io/iso8583 client and echo server exchanging the same 0100 (same spec, fields and framing) and a 0110, nothing else.")
 	fmt.Fprintln(w)
 	if len(gp) > 0 && len(bp) > 0 {
 		r := gp[0]

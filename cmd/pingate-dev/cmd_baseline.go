@@ -19,8 +19,8 @@ type baselineCmd struct {
 }
 
 func (*baselineCmd) Help() string {
-	return cli.Example("pingate bench-baseline --listen 127.0.0.1:9600",
-		"pingate bench-baseline --target 127.0.0.1:9600 --duration 30s --json")
+	return cli.Example("pingate-dev bench-baseline --listen 127.0.0.1:9600",
+		"pingate-dev bench-baseline --target 127.0.0.1:9600 --duration 30s --json")
 }
 
 func (c *baselineCmd) Run(env *cli.Env) error {

@@ -37,7 +37,7 @@ type issuerSimCmd struct {
 }
 
 func (*issuerSimCmd) Help() string {
-	return cli.Example("pingate issuer-sim --addr 127.0.0.1:9583 --seed 1 --per-bin 10000 --latency 20ms -v")
+	return cli.Example("pingate-dev issuer-sim --addr 127.0.0.1:9583 --seed 1 --per-bin 10000 --latency 20ms -v")
 }
 
 func (c *issuerSimCmd) Run(env *cli.Env) error {

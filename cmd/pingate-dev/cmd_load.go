@@ -62,7 +62,7 @@ type loadCmd struct {
 }
 
 func (*loadCmd) Help() string {
-	return cli.Example("pingate load --target 127.0.0.1:8583 --duration 30s --concurrency 4x8 --mix change=80,reset=10,unblock=10")
+	return cli.Example("pingate-dev load --target 127.0.0.1:8583 --duration 30s --concurrency 4x8 --mix change=80,reset=10,unblock=10")
 }
 
 func (c *loadCmd) Run(env *cli.Env) error {

@@ -10,22 +10,16 @@ import (
 	"pingate/integration/loadgen"
 
 	"pingate/integration/gateway"
-
-	"pingate/integration/gateway/gatewaytest"
 )
 
 // startLoadGateway runs the embedded development gateway in-process with
 // limits raised for load (the defaults allow a person's pace).
 func startLoadGateway(t *testing.T) *gateway.Gateway {
 	t.Helper()
-	g := gatewaytest.Start(t, func(cfg *gateway.Config) {
+	return startGateway(t, func(cfg *gateway.Config) {
 		cfg.Instance = "loadtest"
 		raiseLimitsForLoad(cfg)
 	})
-	if err := waitReady(context.Background(), g); err != nil {
-		t.Fatal(err)
-	}
-	return g
 }
 
 // lastJSON runs a command line and decodes the JSON object on stdout's last line.

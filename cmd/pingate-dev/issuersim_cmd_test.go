@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"pingate/iso8583"
-
 	"pingate/integration/gateway"
+	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
+	"pingate/iso8583"
 )
 
-// runSimInProcess runs `pingate issuer-sim ARGS` in-process until the
+// runSimInProcess runs `pingate-dev issuer-sim ARGS` in-process until the
 // returned stop is called; it returns the printed address and stop, which
 // reports the command's exit code.
 func runSimInProcess(t *testing.T, args ...string) (addr string, stop func() int) {
@@ -76,20 +77,22 @@ func TestIssuerSimCommand(t *testing.T) {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				t.Fatalf("issuer-sim printed %q, want its address", addr)
 			}
-			g := opsGateway(t, func(c *gateway.Config) {
+			g := startGateway(t, func(c *gateway.Config) {
+				c.Instance = "issuersim-test"
 				c.IssuerSim = nil // the standalone simulator is the issuer
 				c.Routing.Issuers = append(c.Routing.Issuers[:0:0], c.Routing.Issuers...)
 				c.Routing.Issuers[0].Hosts = []string{addr}
 				c.Routing.Issuers[0].Timeout = 300 * time.Millisecond
 			})
-			client, err := dialATM(context.Background(), g.AcquirerAddr())
+			client, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer client.Close()
 			// The simulator's default population is the embedded default's.
-			pop := opsPopulation(gateway.EmbeddedConfig().WithDefaults().IssuerSim)
-			code, err := opsDo(context.Background(), client, opsChange(pop, 600+i, "4826"))
+			sc := gateway.EmbeddedConfig().WithDefaults().IssuerSim
+			pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
+			code, err := send(context.Background(), client, pinChange(pop, 600+i, "4826"))
 			if err != nil {
 				t.Fatal(err)
 			}
