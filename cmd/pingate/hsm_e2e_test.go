@@ -827,16 +827,16 @@ func TestPayShieldModeMetricsAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	pop := opsPopulation(g.Config().IssuerSim)
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
 	for i := range 4 {
 		card := pop.Card(60 + i)
-		op := pinOp{acquirer: gateway.DevATMAcquirer, terminal: fmt.Sprintf("ATM%05d", 600+i), proc: iso8583.ProcPINChange, pan: card.PAN,
-			oldPIN: card.PIN, newPIN: fmt.Sprintf("%04d", 6100+i), format: pinblock.Format0, keyID: pinblock.DevATMZPK}
-		f, err := op.fields()
+		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 600+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
+			OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 6100+i), Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
