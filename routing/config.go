@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"pingate/iso8583"
 	"pingate/pinblock"
 )
 
@@ -66,6 +67,11 @@ type IssuerConfig struct {
 	Hosts []string `yaml:"hosts" json:"hosts"`
 	// Framing of the link: "binary2" (default) or "ascii4".
 	Framing string `yaml:"framing" json:"framing"`
+	// Dialect names the ISO 8583 dialect the issuer speaks: a built-in one
+	// ("issuer", the default: binary/BCD; "acquirer": ASCII) or one loaded
+	// from a spec file listed under the configuration's dialects
+	// (docs/iso8583-issuer.md, "Dialect spec files").
+	Dialect string `yaml:"dialect" json:"dialect"`
 	// PINFormat is the ISO 9564 format the issuer expects (0, 3 or 4; with
 	// PINAlgorithm sm4, 0 or 4).
 	PINFormat int `yaml:"pin_format" json:"pin_format"`
@@ -149,6 +155,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if is.Framing == "" {
 			is.Framing = "binary2"
+		}
+		if is.Dialect == "" {
+			is.Dialect = iso8583.DefaultIssuerDialect
 		}
 	}
 	return c

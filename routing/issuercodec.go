@@ -6,10 +6,40 @@ import (
 	"pingate/iso8583"
 )
 
-// IssuerDialect packs and reads the issuer dialect (iso8583.IssuerSpec).
-type IssuerDialect struct{}
+// IssuerDialect packs and reads the messages of an issuer in its dialect.
+// The zero value speaks the built-in issuer dialect (iso8583.IssuerDialect).
+type IssuerDialect struct {
+	// Dialect is the issuer's dialect; nil is iso8583.IssuerDialect.
+	Dialect *iso8583.Dialect
+}
 
 var _ IssuerCodec = IssuerDialect{}
+
+func (d IssuerDialect) dialect() *iso8583.Dialect {
+	if d.Dialect == nil {
+		return iso8583.IssuerDialect
+	}
+	return d.Dialect
+}
+
+// NewIssuerCodecs builds the codec of every issuer from the dialect it
+// names (IssuerConfig.Dialect; empty is iso8583.DefaultIssuerDialect), for
+// LinksConfig.Codecs. An unknown name is an error naming the issuer.
+func NewIssuerCodecs(issuers []IssuerConfig, dialects *iso8583.Registry) (map[string]IssuerCodec, error) {
+	out := make(map[string]IssuerCodec, len(issuers))
+	for _, is := range issuers {
+		name := is.Dialect
+		if name == "" {
+			name = iso8583.DefaultIssuerDialect
+		}
+		d, err := dialects.Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("issuer %s: dialect: %w", is.ID, err)
+		}
+		out[is.ID] = IssuerDialect{Dialect: d}
+	}
+	return out, nil
+}
 
 // ProcessingCode is the DE 3 of an operation.
 func ProcessingCode(op Operation) string {
@@ -48,7 +78,7 @@ func header(f *iso8583.Fields, h MessageHeader) {
 }
 
 // PackRequest builds the 0100 of a PIN operation.
-func (IssuerDialect) PackRequest(h MessageHeader, req *IssuerRequest) ([]byte, error) {
+func (d IssuerDialect) PackRequest(h MessageHeader, req *IssuerRequest) ([]byte, error) {
 	f := iso8583.Fields{
 		MTI:            iso8583.MTIAuthRequest,
 		PAN:            req.PAN,
@@ -65,20 +95,20 @@ func (IssuerDialect) PackRequest(h MessageHeader, req *IssuerRequest) ([]byte, e
 	if req.Teller != "" || req.IdentityRef != "" || req.Supervisor != "" {
 		f.Additional = &iso8583.AdditionalData{TellerID: req.Teller, IdentityRef: req.IdentityRef, SupervisorID: req.Supervisor}
 	}
-	return iso8583.Pack(iso8583.IssuerSpec, &f)
+	return d.dialect().Pack(&f)
 }
 
 // PackNetwork builds an 0800 network management request.
-func (IssuerDialect) PackNetwork(h MessageHeader, nmi string) ([]byte, error) {
+func (d IssuerDialect) PackNetwork(h MessageHeader, nmi string) ([]byte, error) {
 	f := iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: nmi}
 	header(&f, h)
 	f.TerminalID = ""
 	f.LocalTime, f.LocalDate = "", ""
-	return iso8583.Pack(iso8583.IssuerSpec, &f)
+	return d.dialect().Pack(&f)
 }
 
 // PackReversal builds the 0420 reversal advice of a timed-out request.
-func (IssuerDialect) PackReversal(h MessageHeader, r *Reversal) ([]byte, error) {
+func (d IssuerDialect) PackReversal(h MessageHeader, r *Reversal) ([]byte, error) {
 	orig, err := iso8583.OriginalData{
 		MTI: iso8583.MTIAuthRequest, STAN: r.STAN, Transmission: r.Transmit, Acquirer: h.Institution,
 	}.Encode()
@@ -94,12 +124,12 @@ func (IssuerDialect) PackReversal(h MessageHeader, r *Reversal) ([]byte, error) 
 		OriginalData:   orig,
 	}
 	header(&f, h)
-	return iso8583.Pack(iso8583.IssuerSpec, &f)
+	return d.dialect().Pack(&f)
 }
 
 // Unpack reads an issuer answer.
-func (IssuerDialect) Unpack(frame []byte) (string, MessageHeader, string, error) {
-	f, err := iso8583.Unpack(iso8583.IssuerSpec, frame)
+func (d IssuerDialect) Unpack(frame []byte) (string, MessageHeader, string, error) {
+	f, err := d.dialect().Unpack(frame)
 	if err != nil {
 		return "", MessageHeader{}, "", fmt.Errorf("%w: %v", ErrIssuerMalformed, err)
 	}

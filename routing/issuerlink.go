@@ -71,7 +71,6 @@ func mtiClass(mti string) string {
 // for every request that timed out after it may have reached the issuer.
 type IssuerLinks struct {
 	institution string
-	codec       IssuerCodec
 	dial        DialFunc
 	reversals   ReversalStore
 	log         *slog.Logger
@@ -104,6 +103,7 @@ type IssuerLinks struct {
 
 type issuerState struct {
 	cfg   IssuerConfig
+	codec IssuerCodec // the issuer's dialect
 	links []*link
 	next  atomic.Uint32
 }
@@ -127,9 +127,13 @@ type answer struct {
 type LinksConfig struct {
 	Institution string // pingate's institution id (DE 32)
 	Issuers     []IssuerConfig
-	Codec       IssuerCodec
-	Dial        DialFunc
-	Reversals   ReversalStore
+	// Codec packs and reads the messages of every issuer not in Codecs.
+	Codec IssuerCodec
+	// Codecs are the codecs of issuers with a dialect of their own, by
+	// issuer ID (IssuerConfig.Dialect; NewIssuerCodecs builds them).
+	Codecs    map[string]IssuerCodec
+	Dial      DialFunc
+	Reversals ReversalStore
 	// StoreTimeout bounds every reversal-store write; default 2s. A write
 	// that fails or takes longer fails the request before the issuer is
 	// involved (ErrReversalStore, answered 91).
@@ -146,7 +150,7 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &IssuerLinks{
-		institution: cfg.Institution, codec: cfg.Codec, dial: cfg.Dial, reversals: cfg.Reversals, log: cfg.Logger,
+		institution: cfg.Institution, dial: cfg.Dial, reversals: cfg.Reversals, log: cfg.Logger,
 		issuers: map[string]*issuerState{}, stop: make(chan struct{}), kick: make(chan struct{}, 1),
 		storeTimeout: cfg.StoreTimeout,
 		held:         map[string]struct{}{}, undeleted: map[string]struct{}{}, unrecorded: map[string]struct{}{},
@@ -161,7 +165,10 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 	l.revs, _ = m.Int64Counter("pingate.issuer.reversals", metric.WithDescription("reversal advices by result"))
 	for _, ic := range cfg.Issuers {
 		ic := ic
-		st := &issuerState{cfg: ic}
+		st := &issuerState{cfg: ic, codec: cfg.Codec}
+		if c, ok := cfg.Codecs[ic.ID]; ok {
+			st.codec = c
+		}
 		for _, h := range ic.Hosts {
 			for i := 0; i < max(ic.Connections, 1); i++ {
 				st.links = append(st.links, &link{issuer: st, addr: h})
@@ -268,7 +275,7 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 		return "", fmt.Errorf("%w: %s has no signed-on link", ErrIssuerUnavailable, issuer)
 	}
 	h := l.nextHeader(req.Terminal, st.cfg.Institution)
-	frame, err := l.codec.PackRequest(h, req)
+	frame, err := st.codec.PackRequest(h, req)
 	if err != nil {
 		return "", fmt.Errorf("pack issuer request: %w", err)
 	}
@@ -499,7 +506,7 @@ func (l *IssuerLinks) roundTrip(ctx context.Context, lk *link, mti string, h Mes
 // onFrame matches an answer from the issuer to its request.
 func (l *IssuerLinks) onFrame(lk *link, frame []byte) {
 	lk.last.Store(time.Now().UnixNano())
-	mti, h, code, err := l.codec.Unpack(frame)
+	mti, h, code, err := lk.issuer.codec.Unpack(frame)
 	if err != nil {
 		l.log.Warn("unreadable issuer message", "issuer", lk.issuer.cfg.ID, "host", lk.addr, "err", err)
 		return
@@ -517,7 +524,7 @@ func (l *IssuerLinks) onFrame(lk *link, frame []byte) {
 // network sends an 0800 with the given network management code and waits for the 0810.
 func (l *IssuerLinks) network(ctx context.Context, lk *link, nmi string) (string, error) {
 	h := l.nextHeader("", lk.issuer.cfg.Institution)
-	frame, err := l.codec.PackNetwork(h, nmi)
+	frame, err := lk.issuer.codec.PackNetwork(h, nmi)
 	if err != nil {
 		return "", err
 	}
@@ -654,7 +661,7 @@ func (l *IssuerLinks) sendReversals() {
 			continue
 		}
 		h := l.nextHeader(r.Terminal, st.cfg.Institution)
-		frame, err := l.codec.PackReversal(h, &r)
+		frame, err := st.codec.PackReversal(h, &r)
 		if err != nil {
 			l.log.Error("reversal unpackable", "issuer", r.Issuer, "err", err)
 			continue
