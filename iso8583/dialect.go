@@ -104,7 +104,12 @@ func NewIssuerMessage() *moov.Message { return moov.NewMessage(IssuerSpec) }
 type Dialect struct {
 	name string
 	spec *moov.MessageSpec
+	long bool // DE 52 and DE 125 hold 16-byte blocks too
 }
+
+// Takes16BytePINBlocks reports whether DE 52 and DE 125 hold 16-byte PIN
+// blocks (ISO 9564-1 format 4, SM4) as well as 8-byte ones.
+func (d *Dialect) Takes16BytePINBlocks() bool { return d.long }
 
 // Name is the dialect's name in configuration (IssuerConfig.Dialect).
 func (d *Dialect) Name() string { return d.name }
@@ -327,7 +332,10 @@ func ParseDialect(name string, data []byte, format string) (*Dialect, error) {
 	if len(b.errs) > 0 {
 		return nil, errors.Join(b.errs...)
 	}
-	return &Dialect{name: name, spec: spec}, nil
+	long := issuerSamples()[0]
+	long.PINBlock, long.NewPINBlock = make([]byte, 16), make([]byte, 16)
+	_, err := Pack(spec, &long)
+	return &Dialect{name: name, spec: spec, long: err == nil}, nil
 }
 
 type specBuilder struct {

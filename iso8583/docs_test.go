@@ -160,3 +160,41 @@ func renderGolden(t *testing.T, spec *moov.MessageSpec, acquirer bool) string {
 	}
 	return sb.String()
 }
+
+// TestDocsDialectNeeds keeps the table "What pingate needs" of
+// docs/iso8583-issuer.md in step with issuerNeeds, which ParseDialect
+// enforces; -update rewrites it.
+func TestDocsDialectNeeds(t *testing.T) {
+	const path = "../docs/iso8583-issuer.md"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	sb.WriteString("| DE | carries | `type` | length |\n|---|---|---|---|\n")
+	for _, n := range issuerNeeds {
+		length := "8- and 16-byte blocks, or 8 only (see `pingate.PINBlock`)"
+		switch {
+		case n.size > 0:
+			length = fmt.Sprintf("exactly %d with a `Fixed` prefix, at least %d with a variable one", n.size, n.size)
+		case n.max > 0:
+			length = fmt.Sprintf("a variable prefix, `length` at least %d", n.max)
+		}
+		fmt.Fprintf(&sb, "| %s | %s | `%s` | %s |\n", n.id, n.carries, n.typ, length)
+	}
+	re := regexp.MustCompile(`(?s)(<!-- BEGIN generated:needs -->\n).*?(<!-- END generated:needs -->)`)
+	doc := string(b)
+	if !re.MatchString(doc) {
+		t.Fatalf("%s has no generated:needs section", path)
+	}
+	out := re.ReplaceAllString(doc, "${1}"+strings.ReplaceAll(sb.String(), "$", "$$")+"${2}")
+	if out != doc {
+		if *update {
+			if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("%s: the generated:needs table is stale; run go test ./iso8583 -run TestDocs -update", path)
+	}
+}

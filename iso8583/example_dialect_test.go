@@ -82,6 +82,10 @@ func TestExampleBankGolden(t *testing.T) {
 	if _, err := d.Pack(f); err == nil {
 		t.Error("Pack with a 16-byte PIN block: no error")
 	}
+	if d.Takes16BytePINBlocks() || !IssuerDialect.Takes16BytePINBlocks() || !AcquirerDialect.Takes16BytePINBlocks() {
+		t.Errorf("Takes16BytePINBlocks: example-bank %v, issuer %v, acquirer %v; want false, true, true",
+			d.Takes16BytePINBlocks(), IssuerDialect.Takes16BytePINBlocks(), AcquirerDialect.Takes16BytePINBlocks())
+	}
 }
 
 // TestExampleBankJSON: the same spec written as JSON builds the same

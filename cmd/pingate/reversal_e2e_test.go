@@ -26,6 +26,13 @@ func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuer
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sim, serveSim(t, sim)
+}
+
+// serveSim serves sim on a loopback port until the test ends and returns
+// the port's address.
+func serveSim(t *testing.T, sim *issuersim.Sim) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +45,7 @@ func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuer
 		_ = sim.Server().Shutdown(ctx)
 		<-done
 	})
-	return sim, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // TestReversalAfterTimeoutSurvivesRestart: the issuer takes a PIN change and

@@ -3,7 +3,9 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +13,8 @@ import (
 
 	"pingate/integration/logredact"
 	"pingate/integration/redislimit"
+	"pingate/iso8583"
+	"pingate/pinblock"
 	"pingate/routing"
 )
 
@@ -22,18 +26,23 @@ type Config struct {
 	Instance string `yaml:"instance"`
 	// Production refuses the published development keys and the in-process
 	// issuer simulator, and requires security.module payshield.
-	Production bool            `yaml:"production"`
-	Acquirer   ListenConfig    `yaml:"acquirer_listener"`
-	HTTP       HTTPConfig      `yaml:"http"`
-	Admin      AdminConfig     `yaml:"admin"`
-	Security   SecurityConfig  `yaml:"security"`
-	Routing    routing.Config  `yaml:"routing"`
-	Limits     LimitsConfig    `yaml:"limits"`
-	Events     EventsConfig    `yaml:"events"`
-	Reversals  ReversalsConfig `yaml:"reversals"`
-	Telemetry  TelemetryConfig `yaml:"telemetry"`
-	Branch     BranchConfig    `yaml:"branch"`
-	Log        LogConfig       `yaml:"log"`
+	Production bool           `yaml:"production"`
+	Acquirer   ListenConfig   `yaml:"acquirer_listener"`
+	HTTP       HTTPConfig     `yaml:"http"`
+	Admin      AdminConfig    `yaml:"admin"`
+	Security   SecurityConfig `yaml:"security"`
+	Routing    routing.Config `yaml:"routing"`
+	// Dialects are the ISO 8583 dialects of issuers loaded from spec files,
+	// by name: an issuer's routing dialect names one of them or a built-in
+	// one ("issuer", "acquirer"). A path is relative to the working
+	// directory; the files are read at start-up (a change needs a restart).
+	Dialects  map[string]string `yaml:"dialects"`
+	Limits    LimitsConfig      `yaml:"limits"`
+	Events    EventsConfig      `yaml:"events"`
+	Reversals ReversalsConfig   `yaml:"reversals"`
+	Telemetry TelemetryConfig   `yaml:"telemetry"`
+	Branch    BranchConfig      `yaml:"branch"`
+	Log       LogConfig         `yaml:"log"`
 	// IssuerSim runs an issuer simulator inside the gateway process: the
 	// embedded default's issuer. Refused under production.
 	IssuerSim *IssuerSimConfig `yaml:"issuer_sim"`
@@ -263,6 +272,7 @@ func (c Config) Validate() error {
 	if err := c.Routing.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateDialects())
 	if c.branchEnabled() {
 		tls := c.Branch.TLS
 		switch {
@@ -272,6 +282,42 @@ func (c Config) Validate() error {
 			}
 		case !c.Security.DevKeys || c.Production:
 			bad("branch.tls: cert_file, key_file and client_ca_file are required outside a development setup")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadDialects reads the spec file of every dialect c names (Dialects) into
+// a registry that also holds the built-in ones. The error names every file
+// and field at fault.
+func (c Config) LoadDialects() (*iso8583.Registry, error) {
+	r := iso8583.NewRegistry()
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(c.Dialects)) {
+		if err := r.Load(name, c.Dialects[name]); err != nil {
+			errs = append(errs, fmt.Errorf("dialects.%s (%s): %w", name, c.Dialects[name], err))
+		}
+	}
+	return r, errors.Join(errs...)
+}
+
+// validateDialects loads the dialect spec files and checks that every
+// issuer names a known dialect that holds its PIN blocks.
+func (c Config) validateDialects() error {
+	r, err := c.LoadDialects()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, is := range c.Routing.WithDefaults().Issuers {
+		where := fmt.Sprintf("routing.issuers[%d] (%s)", i, is.ID)
+		d, err := r.Lookup(is.Dialect)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: dialect: %w", where, err))
+			continue
+		}
+		if (is.PINFormat == 4 || is.PINAlgorithm == pinblock.SM4) && !d.Takes16BytePINBlocks() {
+			errs = append(errs, fmt.Errorf("%s: dialect %s holds only 8-byte PIN blocks in DE 52 and DE 125; pin_format %d (pin_algorithm %q) needs 16", where, is.Dialect, is.PINFormat, is.PINAlgorithm))
 		}
 	}
 	return errors.Join(errs...)

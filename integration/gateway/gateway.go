@@ -177,8 +177,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if err != nil {
 		return g, err
 	}
+	dialects, err := cfg.LoadDialects()
+	if err != nil {
+		return g, err
+	}
+	issuers := cfg.Routing.WithDefaults().Issuers
+	codecs, err := routing.NewIssuerCodecs(issuers, dialects)
+	if err != nil {
+		return g, err
+	}
 	g.links = routing.NewIssuerLinks(routing.LinksConfig{
-		Institution: cfg.Routing.Institution, Issuers: cfg.Routing.WithDefaults().Issuers, Codec: routing.IssuerDialect{},
+		Institution: cfg.Routing.Institution, Issuers: issuers, Codec: routing.IssuerDialect{}, Codecs: codecs,
 		Dial: tcpDialer, Reversals: g.reversals, StoreTimeout: cfg.Reversals.WriteTimeout, Logger: log,
 	})
 

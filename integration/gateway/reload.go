@@ -39,8 +39,9 @@ import (
 // Settings that need a restart: listeners, instance, production, events,
 // reversals, telemetry, log, issuer_sim, branch, limits.backend,
 // security.weak_pins and the card token key, routing.institution and each
-// issuer's link settings (id, institution, hosts, framing, timeout,
-// echo_interval, connections). An issuer's key, key_index, pin_format and
+// issuer's link settings (id, institution, hosts, framing, dialect, timeout,
+// echo_interval, connections), and dialects (the spec files are read at
+// start-up only). An issuer's key, key_index, pin_format and
 // pin_algorithm are reloadable.
 
 // ErrReloadRefused marks a reload refused for its configuration; the
@@ -261,7 +262,8 @@ func restartNeeded(cur, next Config) error {
 	diff("security.card_token_key_file", cur.Security.CardTokenKeyFile, next.Security.CardTokenKeyFile)
 	diff("security.card_token_key_env", cur.Security.CardTokenKeyEnv, next.Security.CardTokenKeyEnv)
 	diff("routing.institution", cur.Routing.Institution, next.Routing.Institution)
-	diff("routing.issuers (ids, institutions, hosts, framing, timeouts, connections)", issuerLinks(cur.Routing), issuerLinks(next.Routing))
+	diff("dialects", cur.Dialects, next.Dialects)
+	diff("routing.issuers (ids, institutions, hosts, framing, dialects, timeouts, connections)", issuerLinks(cur.Routing), issuerLinks(next.Routing))
 	if len(changed) == 0 {
 		return nil
 	}

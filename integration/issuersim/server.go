@@ -41,6 +41,9 @@ type Config struct {
 	// issuer's ledger against the gateway's records. Memory grows with the
 	// operations: for tests only.
 	Audit bool
+	// Dialect is the ISO 8583 dialect the simulated host speaks; nil is
+	// the built-in issuer dialect (iso8583.IssuerDialect).
+	Dialect *iso8583.Dialect
 	// Server configures the listener (address, framing, limits).
 	Server iso8583.Config
 	Logger *slog.Logger
@@ -74,10 +77,11 @@ func (c Config) Validate() error {
 
 // Sim is a running issuer simulator.
 type Sim struct {
-	cfg    Config
-	ledger *ledger
-	srv    *iso8583.Server
-	log    *slog.Logger
+	cfg     Config
+	dialect *iso8583.Dialect
+	ledger  *ledger
+	srv     *iso8583.Server
+	log     *slog.Logger
 	// Counters, for tests and the demo.
 	Requests, Reversals, Network atomic.Int64
 
@@ -116,13 +120,16 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.MaxTries == 0 {
 		cfg.MaxTries = 3
 	}
+	if cfg.Dialect == nil {
+		cfg.Dialect = iso8583.IssuerDialect
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Sim{cfg: cfg, log: cfg.Logger, reversed: map[string]bool{}}
+	s := &Sim{cfg: cfg, dialect: cfg.Dialect, log: cfg.Logger, reversed: map[string]bool{}}
 	s.ledger = newLedger(cfg.Population, func(pan, pin string) [32]byte {
 		p, err := pinblock.NewSecretPIN(pin)
 		if err != nil {
@@ -144,7 +151,7 @@ func New(cfg Config) (*Sim, error) {
 func (s *Sim) Server() *iso8583.Server { return s.srv }
 
 func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
-	f, err := iso8583.Unpack(iso8583.IssuerSpec, frame)
+	f, err := s.dialect.Unpack(frame)
 	if err != nil {
 		s.log.Warn("issuer-sim: malformed message", "err", err)
 		return
@@ -202,7 +209,7 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 		ResponseCode: code, TerminalID: f.TerminalID, CardAcceptorID: f.CardAcceptorID, NetworkCode: f.NetworkCode,
 		OriginalData: f.OriginalData, ReceivingInstitution: f.ReceivingInstitution,
 	}
-	b, err := iso8583.Pack(iso8583.IssuerSpec, &resp)
+	b, err := s.dialect.Pack(&resp)
 	if err != nil {
 		s.log.Warn("issuer-sim: answer does not pack", "err", err)
 		return
