@@ -11,6 +11,7 @@ import (
 
 	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
@@ -62,7 +63,7 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	}
 	sc := g.Config().IssuerSim
 	devPop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	client, err := dialATM(ctx, g.AcquirerAddr())
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +77,8 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		before := sim.Requests.Load()
-		f, err := pinOp{acquirer: gateway.DevATMAcquirer, terminal: "ATM00042", proc: iso8583.ProcPINChange, pan: tt.card.PAN,
-			oldPIN: tt.card.PIN, newPIN: "4826", format: pinblock.Format0, keyID: pinblock.DevATMZPK}.fields()
+		f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00042", Proc: iso8583.ProcPINChange, PAN: tt.card.PAN,
+			OldPIN: tt.card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
