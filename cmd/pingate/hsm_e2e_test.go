@@ -423,29 +423,38 @@ func TestDemoHSM(t *testing.T) {
 	}
 }
 
-// TestPayShieldModeHoldsNoClearSecrets: in HSM mode with keys from
-// security.payshield.key_file (tokens under the LMK) and no development
-// keys, the key file, the debug log and the journal carry none of the clear
-// keys, PIN blocks or new PINs a run of PIN changes used.
+// TestPayShieldModeHoldsNoClearSecrets is issue 15's done-when test: in
+// HSM mode with keys from security.payshield.key_file (tokens under the
+// LMK) and no development keys, the gateway runs PIN changes (a PIN changed
+// twice, so it is also an old PIN), a wrong current PIN, an online key
+// change through FA and PIN changes under the new key, with a debug log.
+// Then the key file, the custody log, the debug log, the journal and the
+// reversal store are searched for every clear key (the ZMK, the old and new
+// ATM ZPKs, the issuer's ZPK), PIN block and PIN it used: none is there.
+// (The in-process issuer simulator deciphers PINs, as the issuer's own HSM
+// would; it is not part of the gateway and logs no data.)
 func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	_, addr := startHSMSim(t)
 	dir := t.TempDir()
-	acqHex := "0123456789ABCDEFFEDCBA9876543210" // the ATM's ZPK (the published dev-atm-zpk value)
-	issHex := "0123456789ABCDEFFEDCBA9876543210" // the issuer simulator's ZPK (dev-atm-zpk, see gateway.UsePayShieldSim)
+	zmkClear := oddParity([]byte{0x15, 0x37, 0x59, 0x7B, 0x9D, 0xBF, 0xD0, 0xF2, 0x04, 0x26, 0x48, 0x6A, 0x8C, 0xAE, 0xC1, 0xE3})
+	acqClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // the ATM's ZPK (the published dev-atm-zpk value)
+	issClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // the issuer simulator's ZPK (dev-atm-zpk, see gateway.UsePayShieldSim)
+	newClear := oddParity([]byte{0x3D, 0x5F, 0x71, 0x93, 0xB5, 0xD7, 0xF9, 0x1B, 0x2A, 0x4C, 0x6E, 0x80, 0xA2, 0xC4, 0xE6, 0x08})
 	var keys []payshield.Key
-	clearKeys := map[string]pinblock.Key{}
-	for _, k := range []struct{ id, h string }{{pinblock.DevATMZPK, acqHex}, {"iss-zpk", issHex}} {
-		raw, _ := hex.DecodeString(k.h)
-		tok, err := hsmsim.EncipherUnderTestLMK("001", raw)
+	for _, k := range []struct {
+		id, typ string
+		u       pinblock.Usage
+		raw     []byte
+	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {pinblock.DevATMZPK, "001", pinblock.UsageZPK, acqClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
+		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ck, _ := pinblock.NewKey(k.id, pinblock.UsageZPK, pinblock.TDES, 1, raw)
-		clearKeys[k.id] = ck
-		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
+		ck, _ := pinblock.NewKey(k.id, k.u, pinblock.TDES, 1, k.raw)
+		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: k.u, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
 	}
 	b, _ := json.Marshal(keys)
-	keyFile := filepath.Join(dir, "hsm-keys.json")
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
 	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -454,11 +463,17 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		cfg.Instance = "e2e"
 		cfg.UsePayShieldSim(addr)
 		cfg.Security.DevKeys = false
-		cfg.Security.PayShield.KeyFile = keyFile
+		cfg.Security.PayShield.KeyFile, cfg.Security.CustodyLog = keyFile, custody
 		iss := append([]routing.IssuerConfig(nil), cfg.Routing.Issuers...)
 		iss[0].Key = "iss-zpk"
 		cfg.Routing.Issuers = iss
+		acqs := append([]routing.AcquirerConfig(nil), cfg.Routing.Acquirers...)
+		acqs[0].ZMK, acqs[0].LegacyKeyChange = "zmk-hsm", true
+		cfg.Routing.Acquirers = acqs
 	}, gatewaytest.WithLogger(logredact.New(logredact.Config{Level: "debug"}, &logBuf)), gatewaytest.WithDir(dir))
+	if _, ok := g.SecurityModule().(*payshield.Module); !ok {
+		t.Fatalf("security module %T, want the payShield module", g.SecurityModule())
+	}
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)
@@ -470,41 +485,78 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	}
 	defer client.Close()
 	var secrets []string
-	for i := range 4 {
-		card := pop.Card(40 + i)
-		newPIN := fmt.Sprintf("%06d", 739105+i*111)
-		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 300+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
-			OldPIN: card.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+	n := 0
+	change := func(pan, oldPIN, newPIN string, key pinblock.Key, want string) {
+		t.Helper()
+		n++
+		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 300+n), Proc: iso8583.ProcPINChange, PAN: pan,
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK, Key: key}
 		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}
 		secrets = append(secrets, newPIN, hex.EncodeToString(f.PINBlock), hex.EncodeToString(f.NewPINBlock))
 		ans, err := client.Do(ctx, f)
-		if err != nil || ans.ResponseCode != iso8583.RCApproved {
-			t.Fatalf("change %d = %v, %v; want 00", i, ans, err)
+		if err != nil || ans.ResponseCode != want {
+			t.Fatalf("change %d = %v, %v; want %s", n, ans, err, want)
 		}
 	}
-	secrets = append(secrets, acqHex, issHex)
-	var haystack []string
-	haystack = append(haystack, logBuf.String())
-	kf, _ := os.ReadFile(keyFile)
-	haystack = append(haystack, string(kf))
-	_ = filepath.WalkDir(filepath.Join(dir, "journal"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			b, _ := os.ReadFile(p)
-			haystack = append(haystack, string(b))
-		}
-		return nil
-	})
+	var pins []string
+	for i := range 3 {
+		card := pop.Card(40 + i)
+		p := fmt.Sprintf("%06d", 739105+i*111)
+		change(card.PAN, card.PIN, p, pinblock.Key{}, iso8583.RCApproved)
+		pins = append(pins, p)
+	}
+	first := pop.Card(40)
+	change(first.PAN, pins[0], "581736", pinblock.Key{}, iso8583.RCApproved) // the PIN set above is now the old one
+	change(pop.Card(41).PAN, "906417", "472958", pinblock.Key{}, "55")       // a wrong current PIN
+	secrets = append(secrets, "906417")
+
+	// The acquirer's online key change: the new ZPK under the ZMK, to FA.
+	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := client.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	if err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change through FA = %v, %v; want 0810 00", ans, err)
+	}
+	change(pop.Card(42).PAN, pins[2], "360482", v2, iso8583.RCApproved)
+	change(pop.Card(43).PAN, pop.Card(43).PIN, "815027", v2, iso8583.RCApproved)
+	for _, k := range [][]byte{zmkClear, acqClear, issClear, newClear} {
+		secrets = append(secrets, hex.EncodeToString(k))
+	}
+
+	if lines, rec := lastCustodyRecord(t, custody); lines != 1 || rec.KCV != v2.KCV() {
+		t.Fatalf("custody log: %d records, last %+v; want the key change's", lines, rec)
+	}
+	if !strings.Contains(mustRead(t, keyFile), v2.KCV()) {
+		t.Fatal("the key file does not hold the changed key: nothing of it was searched")
+	}
 	if len(logBuf.String()) == 0 {
 		t.Fatal("the debug log is empty: nothing was searched")
 	}
-	for i, h := range haystack {
+	haystack := map[string]string{"the debug log": logBuf.String(), "the key file": mustRead(t, keyFile), "the custody log": mustRead(t, custody)}
+	for _, sub := range []string{"journal", "reversals"} {
+		_ = filepath.WalkDir(filepath.Join(dir, sub), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				b, _ := os.ReadFile(p)
+				haystack[p] = string(b)
+			}
+			return nil
+		})
+	}
+	for where, h := range haystack {
 		low := strings.ToLower(h)
 		for j, s := range secrets {
 			if strings.Contains(low, strings.ToLower(s)) {
-				t.Errorf("secret %d (a clear key, PIN block or new PIN) found in searched file %d", j, i)
+				t.Errorf("secret %d (a clear key, PIN block or PIN) found in %s", j, where)
 			}
 		}
 	}
