@@ -1,5 +1,5 @@
 # The one build line: CI, deploy/Dockerfile and the built-binary tests use it
-# (cmd/pingate/deploy_test.go checks that the Dockerfile carries it verbatim).
+# (cmd/internal/deploycheck checks that the Dockerfile carries it verbatim).
 # The second line builds the development and test tools, never deployed
 # (docs/operations.md, "Two binaries").
 .PHONY: build test image bench

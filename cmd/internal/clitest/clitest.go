@@ -171,3 +171,22 @@ func RandHex(t *testing.T, n int) string {
 	}
 	return strings.ToUpper(hex.EncodeToString(b))
 }
+
+// MakeBuildLine returns the first recipe line of the Makefile's build target
+// (the production binary's build line, which deploy/Dockerfile repeats) in the
+// repository at root.
+func MakeBuildLine(t *testing.T, root string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "build:") && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t") {
+			return strings.TrimSpace(lines[i+1])
+		}
+	}
+	t.Fatal("Makefile: no build target")
+	return ""
+}

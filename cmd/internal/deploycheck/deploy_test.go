@@ -1,4 +1,4 @@
-package main
+package deploycheck
 
 import (
 	"bufio"
@@ -23,67 +23,66 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"pingate/integration/issuersim"
-	"pingate/iso8583"
-	"pingate/pinblock"
-
 	"pingate/cmd/internal/clitest"
 	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
+	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
+	"pingate/iso8583"
+	"pingate/pinblock"
 )
 
 // Tests of deploy/: every manifest, the compose file, the systemd unit and
 // the alert rules parse, and every port, config key, subcommand and metric
-// name they mention exists in the code. Also /readyz against real failures.
+// name they mention exists in the code.
 
-// opsRepo is the repository root (tests run in cmd/pingate).
-const opsRepo = "../.."
+// opsRepo is the repository root (tests run in cmd/internal/deploycheck).
+const opsRepo = "../../.."
 
 func opsPath(parts ...string) string { return filepath.Join(append([]string{opsRepo}, parts...)...) }
 
-// opsGateway is startTestGateway without the branch channel (it has its own
-// tests), once its issuer link has signed on.
-func opsGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gateway {
+func makeBuildLine(t *testing.T) string { return clitest.MakeBuildLine(t, opsRepo) }
+
+// hasCommand reports whether the built pingate has the command name: it
+// answers "name --help" with its usage.
+func hasCommand(t *testing.T, name string) bool {
 	t.Helper()
-	g := startTestGateway(t, func(c *gateway.Config) {
-		c.Instance = "ops-test"
+	out, _, code := clitest.Exec(t, clitest.Build(t, "pingate/cmd/pingate"), name, "--help")
+	return code == 0 && strings.Contains(out, "Usage: pingate "+name)
+}
+
+// startGateway runs the embedded development gateway in-process
+// (gatewaytest.Start), without the branch channel, once its issuer link has
+// signed on.
+func startGateway(t *testing.T) *gateway.Gateway {
+	t.Helper()
+	g := gatewaytest.Start(t, func(c *gateway.Config) {
+		c.Instance = "deploycheck"
 		off := false
 		c.Branch.Enabled = &off
-		if mutate != nil {
-			mutate(c)
-		}
 	})
-	if err := waitReady(context.Background(), g); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for !g.SignedOn()[gateway.DevIssuer] {
+		if time.Now().After(deadline) {
+			t.Fatal("the issuer link did not sign on within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return g
 }
 
-// opsChange is a PIN change by card i of the embedded population from its own
-// terminal (terminal limits are per terminal: one request each stays inside).
-func opsChange(pop issuersim.Population, i int, newPIN string) loadgen.Op {
-	c := pop.Card(i)
-	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange, PAN: c.PAN,
-		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
-}
-
-func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {
-	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-}
-
-// opsDo sends op and returns the response code.
-func opsDo(ctx context.Context, c *loadgen.Client, op loadgen.Op) (string, error) {
+// changePIN sends op and fails the test unless it is answered.
+func changePIN(t *testing.T, c *loadgen.Client, op loadgen.Op) {
+	t.Helper()
 	f, err := op.Fields()
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	ans, err := c.Do(rctx, f)
-	if err != nil {
-		return "", err
+	if _, err := c.Do(ctx, f); err != nil {
+		t.Fatal(err)
 	}
-	return ans.ResponseCode, nil
 }
 
 // yamlDocs decodes every document of a YAML file.
@@ -469,7 +468,7 @@ func TestDeployDeploymentMatchesConfig(t *testing.T) {
 	if len(c.Args) < 3 || c.Args[0] != "serve" {
 		t.Fatalf("args %q: want serve --config …", c.Args)
 	}
-	if !commandExists(c.Args[0]) {
+	if !hasCommand(t, c.Args[0]) {
 		t.Errorf("args: no subcommand %q", c.Args[0])
 	}
 	checkServeFlags(t, "deployment args", c.Args[1:])
@@ -613,10 +612,9 @@ func TestDeployDeploymentMatchesConfig(t *testing.T) {
 func checkServeFlags(t *testing.T, what string, args []string) {
 	t.Helper()
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
-	var out, errb bytes.Buffer
-	code := run(context.Background(), append(append([]string{"serve"}, args...), "--config", missing), &out, &errb)
-	if code != 1 || !strings.Contains(errb.String(), "missing.yaml") {
-		t.Errorf("%s: serve %q: exit %d (%s), want the flags accepted", what, args, code, strings.TrimSpace(errb.String()))
+	_, errOut, code := clitest.Exec(t, clitest.Build(t, "pingate/cmd/pingate"), append(append([]string{"serve"}, args...), "--config", missing)...)
+	if code != 1 || !strings.Contains(errOut, "missing.yaml") {
+		t.Errorf("%s: pingate serve %q: exit %d (%s), want the flags accepted", what, args, code, strings.TrimSpace(errOut))
 	}
 }
 
@@ -657,7 +655,7 @@ func TestDeployCompose(t *testing.T) {
 	if sim.Build == nil || sim.Build.Target != "dev" {
 		t.Errorf("compose issuer-sim: build %+v, want deploy/Dockerfile's target dev (pingate-dev)", sim.Build)
 	}
-	if out, errOut, code := clitest.Exec(t, devBinary(t), append(append([]string{}, sim.Command...), "--help")...); code != 0 || !strings.Contains(out, "Usage: pingate-dev issuer-sim") {
+	if out, errOut, code := clitest.Exec(t, clitest.Build(t, "pingate/cmd/pingate-dev"), append(append([]string{}, sim.Command...), "--help")...); code != 0 || !strings.Contains(out, "Usage: pingate-dev issuer-sim") {
 		t.Errorf("compose issuer-sim: pingate-dev %s --help = exit %d, %q", strings.Join(sim.Command, " "), code, errOut)
 	}
 	simPort := 0
@@ -757,7 +755,7 @@ func TestDeploySystemdUnit(t *testing.T) {
 	}
 	if pre := strings.Fields(kv["ExecStartPre"]); len(pre) < 2 || pre[1] != "check-config" {
 		t.Errorf("ExecStartPre %q: want pingate check-config", kv["ExecStartPre"])
-	} else if !commandExists(pre[1]) {
+	} else if !hasCommand(t, pre[1]) {
 		t.Errorf("ExecStartPre: no subcommand %s", pre[1])
 	}
 	cfg, err := gateway.LoadConfig(opsPath("deploy/systemd/pingate.yaml"))
@@ -775,23 +773,6 @@ func TestDeploySystemdUnit(t *testing.T) {
 	if !strings.HasPrefix(cfg.Events.JournalDir, "/var/lib/"+kv["StateDirectory"]+"/") {
 		t.Errorf("journal_dir %s is outside StateDirectory %s (ProtectSystem=strict leaves only it writable)", cfg.Events.JournalDir, kv["StateDirectory"])
 	}
-}
-
-// makeBuildLine returns the recipe of the Makefile's build target.
-func makeBuildLine(t *testing.T) string {
-	t.Helper()
-	raw, err := os.ReadFile(opsPath("Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(raw), "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "build:") && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t") {
-			return strings.TrimSpace(lines[i+1])
-		}
-	}
-	t.Fatal("Makefile: no build target")
-	return ""
 }
 
 // TestDockerfileBuildsWithTheMakefileLine: the image is built with exactly
@@ -911,7 +892,7 @@ func sourceMetricNames(t *testing.T) map[string]bool {
 // served requests and a reload, or (for instruments that recorded nothing in
 // this short run) created in the Go sources under that name.
 func TestDeployMetricNamesExist(t *testing.T) {
-	g := opsGateway(t, nil)
+	g := startGateway(t)
 	g.SetReloadSource(func() (gateway.Config, error) {
 		c := gateway.EmbeddedConfig()
 		c.Instance = g.Config().Instance
@@ -926,11 +907,12 @@ func TestDeployMetricNamesExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	pop := opsPopulation(g.Config().IssuerSim)
+	sc := g.Config().IssuerSim
+	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 	for i := 0; i < 3; i++ {
-		if _, err := opsDo(ctx, client, opsChange(pop, 300+i, "4826")); err != nil {
-			t.Fatal(err)
-		}
+		c := pop.Card(300 + i)
+		changePIN(t, client, loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange,
+			PAN: c.PAN, OldPIN: c.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK})
 	}
 	if _, err := g.Reload("test"); err != nil {
 		t.Fatal(err)
@@ -1053,81 +1035,6 @@ func operationsAnchors(t *testing.T) map[string]bool {
 		out[strings.ReplaceAll(drop.ReplaceAllString(h, ""), " ", "-")] = true
 	}
 	return out
-}
-
-// TestReadyzReflectsRealReadiness: /readyz is 200 only while the issuer link
-// is signed on and the journal directory is writable; it turns 503 when the
-// issuer host goes away or the journal directory is replaced by something
-// that cannot be written, and back once they recover.
-func TestReadyzReflectsRealReadiness(t *testing.T) {
-	g := opsGateway(t, nil)
-	ready := func() (int, map[string]any) {
-		resp, err := http.Get("http://" + g.HTTPAddr() + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
-	}
-	if code, body := ready(); code != http.StatusOK {
-		t.Fatalf("readyz = %d %v, want 200", code, body)
-	}
-	live, err := http.Get("http://" + g.HTTPAddr() + "/healthz")
-	if err != nil || live.StatusCode != http.StatusOK {
-		t.Fatalf("healthz: %v %v", live, err)
-	}
-	live.Body.Close()
-
-	// The journal directory becomes unwritable: a plain file takes its place.
-	dir := g.Config().Events.JournalDir
-	moved := dir + ".away"
-	if err := os.Rename(dir, moved); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	code, body := ready()
-	if code != http.StatusServiceUnavailable {
-		t.Errorf("readyz with the journal unwritable = %d %v, want 503", code, body)
-	} else if checks, _ := body["checks"].(map[string]any); checks["journal"] == "ok" {
-		t.Errorf("readyz checks %v: journal reported ok", checks)
-	}
-	if err := os.Remove(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(moved, dir); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := ready(); code != http.StatusOK {
-		t.Fatalf("readyz after the journal recovered = %d %v, want 200", code, body)
-	}
-
-	// The issuer host goes down: the link loses its sign-on.
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := g.Sim().Server().Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body = ready()
-		if code == http.StatusServiceUnavailable {
-			checks, _ := body["checks"].(map[string]any)
-			if checks["issuer:"+gateway.DevIssuer] == "signed on" {
-				t.Errorf("readyz 503 but checks %v still show the issuer signed on", checks)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("readyz with the issuer host down = %d %v, want 503", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // configKeys walks the YAML keys of Config: dotted paths, "[]." for the
