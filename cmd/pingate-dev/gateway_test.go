@@ -58,17 +58,9 @@ func pinChange(pop issuersim.Population, i int, newPIN string) loadgen.Op {
 		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
 }
 
-// send sends op and returns the response code.
+// send sends op and returns the response code, waiting 15 s at most.
 func send(ctx context.Context, c *loadgen.Client, op loadgen.Op) (string, error) {
-	f, err := op.Fields()
-	if err != nil {
-		return "", err
-	}
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ans, err := c.Do(rctx, f)
-	if err != nil {
-		return "", err
-	}
-	return ans.ResponseCode, nil
+	return c.Send(rctx, op)
 }

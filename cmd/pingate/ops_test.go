@@ -56,19 +56,11 @@ func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {
 	return issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
 }
 
-// opsDo sends op and returns the response code.
+// opsDo sends op and returns the response code, waiting 15 s at most.
 func opsDo(ctx context.Context, c *loadgen.Client, op loadgen.Op) (string, error) {
-	f, err := op.Fields()
-	if err != nil {
-		return "", err
-	}
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ans, err := c.Do(rctx, f)
-	if err != nil {
-		return "", err
-	}
-	return ans.ResponseCode, nil
+	return c.Send(rctx, op)
 }
 
 // makeBuildLine is the Makefile's build line (clitest.MakeBuildLine).

@@ -127,3 +127,18 @@ func (op Op) Fields() (*iso8583.Fields, error) {
 	f.SecurityControl = iso8583.SecurityControl{Format: op.Format.Number(), KeyIndex: 1}.String()
 	return f, nil
 }
+
+// Send builds op's 0100 (Op.Fields), sends it and returns the answer's
+// response code; ctx bounds the wait for the answer (ErrNoAnswer when it
+// ends first).
+func (c *Client) Send(ctx context.Context, op Op) (string, error) {
+	f, err := op.Fields()
+	if err != nil {
+		return "", err
+	}
+	ans, err := c.Do(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	return ans.ResponseCode, nil
+}

@@ -74,13 +74,9 @@ func startGateway(t *testing.T) *gateway.Gateway {
 // changePIN sends op and fails the test unless it is answered.
 func changePIN(t *testing.T, c *loadgen.Client, op loadgen.Op) {
 	t.Helper()
-	f, err := op.Fields()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if _, err := c.Do(ctx, f); err != nil {
+	if _, err := c.Send(ctx, op); err != nil {
 		t.Fatal(err)
 	}
 }
