@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -279,5 +280,72 @@ func TestLoadDialectFileNames(t *testing.T) {
 	}
 	if _, err := ParseDialect("Bad Name", nil, "json"); err == nil || !strings.Contains(err.Error(), "name") {
 		t.Errorf("ParseDialect(bad name) error = %v", err)
+	}
+}
+
+// FuzzParseDialect: no spec file, however broken, panics the loader; what
+// it accepts is a dialect whose samples round-trip, and what it refuses
+// comes back as *SpecError values.
+func FuzzParseDialect(f *testing.F) {
+	for _, name := range []string{"dialects/issuer.yaml", "dialects/acquirer.yaml"} {
+		b, err := builtinFiles.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, false)
+	}
+	if b, err := os.ReadFile(exampleBankSpec); err == nil {
+		f.Add(b, false)
+	}
+	if raw, err := specs.ExportJSON(specs.Spec87ASCII); err == nil {
+		f.Add(raw, true)
+	}
+	f.Add([]byte(`{"fields":{"48":{"type":"Composite","length":9,"prefix":"ASCII.LL","bitmap":{"type":"Bitmap","length":1,"enc":"Binary","prefix":"Binary.Fixed"},"subfields":{"x":{"type":"String","length":1,"enc":"ASCII","prefix":"ASCII.Fixed"}}}}}`), true)
+	f.Fuzz(func(t *testing.T, data []byte, isJSON bool) {
+		format := "yaml"
+		if isJSON {
+			format = "json"
+		}
+		parseAnything(t, data, format)
+	})
+}
+
+// parseAnything: ParseDialect on any input returns *SpecError values or a
+// dialect whose samples pack and unpack.
+func parseAnything(t *testing.T, data []byte, format string) {
+	d, err := ParseDialect("fuzz", data, format)
+	if err != nil {
+		var se *SpecError
+		if !errors.As(err, &se) {
+			t.Fatalf("ParseDialect error %T is not a *SpecError", err)
+		}
+		return
+	}
+	for _, want := range issuerSamples() {
+		b, err := d.Pack(&want)
+		if err != nil {
+			t.Fatalf("an accepted dialect does not pack its %s sample: %v", want.MTI, err)
+		}
+		if _, err := d.Unpack(b); err != nil {
+			t.Fatalf("an accepted dialect does not unpack its %s sample: %v", want.MTI, err)
+		}
+	}
+}
+
+// TestParseDialectMutations runs parseAnything on 3000 spec files, each the
+// issuer spec with up to four random bytes changed (a fixed seed, so a
+// failure repeats). It complements FuzzParseDialect in the ordinary test run.
+func TestParseDialectMutations(t *testing.T) {
+	b, err := builtinFiles.ReadFile("dialects/issuer.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 3000 {
+		m := append([]byte(nil), b...)
+		for range 1 + r.IntN(4) {
+			m[r.IntN(len(m))] = byte(r.IntN(256))
+		}
+		parseAnything(t, m, "yaml")
 	}
 }
