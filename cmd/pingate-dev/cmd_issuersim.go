@@ -18,7 +18,7 @@ import (
 
 // runIssuerSim runs integration/issuersim as its own process: the issuer
 // host of the compose stack and of the shutdown tests. It answers the issuer
-// dialect under the published development issuer keys (DevIssuerZPK,
+// dialect (or the one of --dialect) under the published development issuer keys (DevIssuerZPK,
 // DevIssuerPVK), so it is for development and test only. It prints the
 // address it listens on as the only line of stdout once it accepts
 // connections, and on SIGTERM or SIGINT stops accepting, lets in-flight
@@ -32,6 +32,7 @@ type issuerSimCmd struct {
 	Latency  time.Duration `name:"latency" help:"delay before every answer to a PIN operation"`
 	FailRate float64       `name:"fail-rate" help:"share of PIN operations answered 96 (0–1)"`
 	DropRate float64       `name:"drop-rate" help:"share of PIN operations never answered (0–1)"`
+	Dialect  string        `name:"dialect" placeholder:"FILE" help:"speak the issuer dialect of this spec file (.json, .yaml, .yml; docs/iso8583-issuer.md); default the built-in issuer dialect"`
 	Grace    time.Duration `name:"grace" default:"10s" help:"how long in-flight answers get on SIGTERM"`
 	Verbose  bool          `name:"verbose" short:"v" help:"log to stderr"`
 }
@@ -54,6 +55,12 @@ func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer)
 	if *latency < 0 || *grace < 0 {
 		return fmt.Errorf("%w: --latency and --grace must not be negative", errUsage)
 	}
+	dialect := iso8583.IssuerDialect
+	if c.Dialect != "" {
+		if dialect, err = iso8583.LoadDialect("issuer-sim", c.Dialect); err != nil {
+			return fmt.Errorf("%w: --dialect: %v", errUsage, err)
+		}
+	}
 	zpk, pvk, err := issuersim.DevelopmentKeys()
 	if err != nil {
 		return err
@@ -75,7 +82,7 @@ func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer)
 	sim, err := issuersim.New(issuersim.Config{
 		Population: issuersim.Population{Seed: *seed, BINs: binList, PerBIN: *perBIN},
 		ZPK:        zpk, KeyIndexZPKs: more, PVK: pvk, Latency: *latency, FailRate: *failRate, DropRate: *dropRate,
-		Server: iso8583.Config{Framing: fr}, Logger: log,
+		Dialect: dialect, Server: iso8583.Config{Framing: fr}, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,18 +86,7 @@ func TestIssuerSimCommand(t *testing.T) {
 				c.Routing.Issuers[0].Hosts = []string{addr}
 				c.Routing.Issuers[0].Timeout = 300 * time.Millisecond
 			})
-			client, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			// The simulator's default population is the embedded default's.
-			sc := gateway.EmbeddedConfig().WithDefaults().IssuerSim
-			pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-			code, err := send(context.Background(), client, pinChange(pop, 600+i, "4826"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			code := changeDevCard(t, g, 600+i)
 			if code != tt.want {
 				t.Errorf("PIN change through issuer-sim %v = %s, want %s", tt.args, code, tt.want)
 			}
@@ -129,5 +120,67 @@ func TestIssuerSimCommandUsage(t *testing.T) {
 		if out.Len() != 0 {
 			t.Errorf("issuer-sim %q printed %q on a usage error", tt.give, out.String())
 		}
+	}
+}
+
+// changeDevCard changes the PIN of card i of the simulator's default
+// population (the embedded default's) through g and returns DE 39.
+func changeDevCard(t *testing.T, g *gateway.Gateway, i int) string {
+	t.Helper()
+	client, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc := gateway.EmbeddedConfig().WithDefaults().IssuerSim
+	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
+	code, err := send(context.Background(), client, pinChange(pop, i, "4826"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// TestIssuerSimCommandDialect: with --dialect the standalone simulator
+// speaks the dialect of a spec file — here the built-in issuer dialect with
+// the MTI in ASCII — and serves a gateway whose issuer names that dialect;
+// a bad spec file is a usage error naming the field.
+func TestIssuerSimCommandDialect(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "iso8583", "dialects", "issuer.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	variant := strings.Replace(string(b), "enc: pingate.BCD.n\n    prefix: BCD.Fixed", "enc: pingate.ASCII.n\n    prefix: ASCII.Fixed", 1)
+	if variant == string(b) {
+		t.Fatal("the variant did not apply")
+	}
+	spec := filepath.Join(t.TempDir(), "ascii-mti.yaml")
+	if err := os.WriteFile(spec, []byte(variant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := runSimInProcess(t, "--addr", "127.0.0.1:0", "--dialect", spec)
+	g := startGateway(t, func(c *gateway.Config) {
+		c.Instance = "issuersim-dialect-test"
+		c.IssuerSim = nil
+		c.Dialects = map[string]string{"ascii-mti": spec}
+		c.Routing.Issuers = append(c.Routing.Issuers[:0:0], c.Routing.Issuers...)
+		c.Routing.Issuers[0].Hosts = []string{addr}
+		c.Routing.Issuers[0].Dialect = "ascii-mti"
+	})
+	if code := changeDevCard(t, g, 640); code != iso8583.RCApproved {
+		t.Errorf("PIN change through issuer-sim --dialect = %s, want 00", code)
+	}
+	if c := stop(); c != 0 {
+		t.Errorf("issuer-sim exited %d, want 0", c)
+	}
+
+	broken := filepath.Join(t.TempDir(), "broken.yaml")
+	if err := os.WriteFile(broken, []byte(strings.Replace(variant, "enc: pingate.ASCII.an\n", "enc: nope\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"issuer-sim", "--addr", "127.0.0.1:0", "--dialect", broken}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "field 37") {
+		t.Errorf("issuer-sim --dialect broken: exit %d %q, want 2 naming field 37", code, strings.TrimSpace(errb.String()))
 	}
 }
