@@ -28,7 +28,7 @@ import (
 // (specs.ImportJSON, specs.ImportYAML): a name and a map of fields, each
 // with a type, length, description, enc and prefix, composites with a tag
 // and subfields. The names a file may use are moov's builder tables plus
-// pingate's own encodings (SpecEncodings, SpecPrefixes, SpecFieldTypes).
+// pingate's own encodings (specEncodings, specPrefixes, specFieldTypes).
 //
 // pingate reads the files itself rather than calling moov's importer, for
 // four reasons: moov's importer cannot attach a field's Packer/Unpacker,
@@ -193,25 +193,31 @@ func (e *SpecError) Error() string {
 // once (moov's maps are never written), plus pingate's own. Ours carry the
 // "pingate." prefix so a reader tells them from moov's.
 var (
-	// SpecEncodings are the names of "enc".
-	SpecEncodings = withOurs(specs.EncodingsExtToInt, map[string]encoding.Encoder{
+	// specEncodings are the names of "enc".
+	specEncodings = withOurs(specs.EncodingsExtToInt, map[string]encoding.Encoder{
 		"pingate.ASCII.n":   asciiN,
 		"pingate.ASCII.an":  asciiAN,
 		"pingate.ASCII.ans": asciiANS,
 		"pingate.BCD.n":     bcdN,
 	})
-	// SpecPrefixes are the names of "prefix".
-	SpecPrefixes = withOurs(specs.PrefixesExtToInt, map[string]prefix.Prefixer{
+	// specPrefixes are the names of "prefix".
+	specPrefixes = withOurs(specs.PrefixesExtToInt, map[string]prefix.Prefixer{
 		"pingate.ASCII.LL":  asciiLL,
 		"pingate.ASCII.LLL": asciiLLL,
 		"pingate.BCD.LL":    bcdLL,
 		"pingate.BCD.LLL":   bcdLLL,
 	})
-	// SpecFieldTypes are the names of "type".
-	SpecFieldTypes = withOurs(specs.FieldConstructor, map[string]specs.FieldConstructorFunc{
+	// specFieldTypes are the names of "type".
+	specFieldTypes = withOurs(specs.FieldConstructor, map[string]specs.FieldConstructorFunc{
 		pinBlockType: newPINBlockField,
 	})
 )
+
+// SpecNames lists, sorted, the names a spec file may give a field's type,
+// enc and prefix.
+func SpecNames() (types, encodings, prefixes []string) {
+	return slices.Sorted(maps.Keys(specFieldTypes)), slices.Sorted(maps.Keys(specEncodings)), slices.Sorted(maps.Keys(specPrefixes))
+}
 
 // pinBlockType is a Binary field holding one ISO 9564-1 PIN block of 8 or
 // 16 bytes and nothing else (pinBlockCodec). With enc HexToASCII the block
@@ -375,16 +381,16 @@ func (b *specBuilder) field(path string, ff *fieldFile) field.Field {
 		return nil
 	}
 	n := len(b.errs)
-	construct, ok := SpecFieldTypes[ff.Type]
+	construct, ok := specFieldTypes[ff.Type]
 	if !ok {
-		b.bad(path, "unknown type %q (known: %s)", ff.Type, known(SpecFieldTypes))
+		b.bad(path, "unknown type %q (known: %s)", ff.Type, known(specFieldTypes))
 	}
 	spec := &field.Spec{Length: ff.Length, Description: ff.Description, DisableAutoExpand: ff.DisableAutoExpand}
 	if ff.Length <= 0 {
 		b.bad(path, "length %d: want a positive maximum (or the fixed length)", ff.Length)
 	}
-	if spec.Pref, ok = SpecPrefixes[ff.Prefix]; !ok {
-		b.bad(path, "unknown prefix %q (known: %s)", ff.Prefix, known(SpecPrefixes))
+	if spec.Pref, ok = specPrefixes[ff.Prefix]; !ok {
+		b.bad(path, "unknown prefix %q (known: %s)", ff.Prefix, known(specPrefixes))
 	} else if ff.Length > 0 && !isFixed(spec.Pref) {
 		if _, err := spec.Pref.EncodeLength(ff.Length, ff.Length); err != nil {
 			b.bad(path, "length %d does not fit prefix %s", ff.Length, ff.Prefix)
@@ -420,8 +426,8 @@ func (b *specBuilder) field(path string, ff *fieldFile) field.Field {
 		if len(ff.Subfields) > 0 || ff.Tag != nil || ff.Bitmap != nil {
 			b.bad(path, "subfields, tag and bitmap belong to a Composite, not a %s", ff.Type)
 		}
-		if spec.Enc, ok = SpecEncodings[ff.Enc]; !ok {
-			b.bad(path, "unknown enc %q (known: %s)", ff.Enc, known(SpecEncodings))
+		if spec.Enc, ok = specEncodings[ff.Enc]; !ok {
+			b.bad(path, "unknown enc %q (known: %s)", ff.Enc, known(specEncodings))
 		}
 		if ff.Type == pinBlockType && ok && spec.Enc != encoding.BytesToASCIIHex && spec.Enc != encoding.Binary {
 			b.bad(path, "a %s takes enc HexToASCII (hex digits) or Binary (raw bytes)", pinBlockType)
@@ -457,8 +463,8 @@ func (b *specBuilder) tag(path string, tf *tagFile) *field.TagSpec {
 	t := &field.TagSpec{Length: tf.Length, SkipUnknownTLVTags: tf.SkipUnknownTLVTags, StoreUnknownTLVTags: tf.StoreUnknownTLVTags}
 	if tf.Enc != "" {
 		var ok bool
-		if t.Enc, ok = SpecEncodings[tf.Enc]; !ok {
-			b.bad(path, "unknown enc %q (known: %s)", tf.Enc, known(SpecEncodings))
+		if t.Enc, ok = specEncodings[tf.Enc]; !ok {
+			b.bad(path, "unknown enc %q (known: %s)", tf.Enc, known(specEncodings))
 		}
 	}
 	if tf.Padding != nil {
@@ -469,8 +475,8 @@ func (b *specBuilder) tag(path string, tf *tagFile) *field.TagSpec {
 		b.bad(path, "unknown sort %q (known: %s)", tf.Sort, known(specs.SortExtToInt))
 	}
 	if tf.PrefUnknownTLV != "" {
-		if t.PrefUnknownTLV, ok = SpecPrefixes[tf.PrefUnknownTLV]; !ok {
-			b.bad(path, "unknown prefUnknownTLV %q (known: %s)", tf.PrefUnknownTLV, known(SpecPrefixes))
+		if t.PrefUnknownTLV, ok = specPrefixes[tf.PrefUnknownTLV]; !ok {
+			b.bad(path, "unknown prefUnknownTLV %q (known: %s)", tf.PrefUnknownTLV, known(specPrefixes))
 		}
 	}
 	return t

@@ -198,3 +198,52 @@ func TestDocsDialectNeeds(t *testing.T) {
 		t.Errorf("%s: the generated:needs table is stale; run go test ./iso8583 -run TestDocs -update", path)
 	}
 }
+
+// TestDocsSpecNames: every type, enc and prefix a spec file may name is in
+// the tables of docs/iso8583-issuer.md, singly (`pingate.BCD.n`) or in a
+// range (`ASCII.L` … `ASCII.LLLL`); and every name those tables give exists.
+func TestDocsSpecNames(t *testing.T) {
+	b, err := os.ReadFile("../docs/iso8583-issuer.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "### Types")
+	end := strings.Index(doc, "### What pingate needs")
+	if start < 0 || end < start {
+		t.Fatal("docs/iso8583-issuer.md has no Types … What pingate needs sections")
+	}
+	tables := doc[start:end]
+	types, encs, prefs := SpecNames()
+	all := map[string]bool{}
+	for _, n := range slices.Concat(types, encs, prefs) {
+		all[n] = true
+	}
+	ranges := regexp.MustCompile("`([A-Za-z.]+)\\.L` … `([A-Za-z.]+)\\.LLLL`")
+	documented := map[string]bool{}
+	for _, m := range ranges.FindAllStringSubmatch(tables, -1) {
+		for _, l := range []string{"L", "LL", "LLL", "LLLL"} {
+			documented[m[1]+"."+l] = true
+		}
+	}
+	for _, line := range strings.Split(tables, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first := strings.SplitN(line, "|", 3)[1]
+		if h := strings.TrimSpace(first); h == "`type`" || h == "`enc`" || h == "`prefix`" {
+			continue // a table's head
+		}
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+			documented[m[1]] = true
+			if !all[m[1]] && !ranges.MatchString(first) {
+				t.Errorf("docs/iso8583-issuer.md names %q, which no spec file may use", m[1])
+			}
+		}
+	}
+	for n := range all {
+		if !documented[n] {
+			t.Errorf("docs/iso8583-issuer.md does not document the spec name %q", n)
+		}
+	}
+}
