@@ -13,6 +13,8 @@
 #   BENCH_MICRO      0 skips the micro-benchmarks [1]
 #   BENCH_RANGES     filler BIN ranges added to the 3 real ones, one gateway per value [7 100000 1000000]
 #   BENCH_DUP_WINDOW the gateway's duplicate window [1m] (see below)
+#   BENCH_HSM        0 skips the payShield module's gateway runs [1]
+#   BENCH_HSM_CONNS  connections per HSM of that gateway [4]
 #   BENCH_OUT        report file [BENCHMARKS.md]
 #
 # What runs, all on this machine and sharing its cores: Redis and a
@@ -43,6 +45,8 @@ RANGES="${BENCH_RANGES:-7 100000 1000000}"
 # the soak shows the plateau; BENCH_DUP_WINDOW=10m for the default.
 DUP_WINDOW="${BENCH_DUP_WINDOW:-1m}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
+HSM="${BENCH_HSM:-1}"
+HSM_CONNS="${BENCH_HSM_CONNS:-4}"
 PER_BIN=2000000 # 6M cards over the three BINs: every run gets fresh ones
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -184,25 +188,78 @@ EOF
   fi
 }
 
+# hsm_config FILE HSM_ADDR: the bench config on security.module payshield
+# against the simulator at HSM_ADDR (`pingate-dev hsm-sim`, the public test
+# LMK): the development TDES keys under that LMK, the TDES ATM network only
+# (a variant-LMK payShield holds no AES or SM4 key), and the issuer on ISO 3
+# under dev-atm-zpk, which the issuer simulator takes at DE 53 key index 3.
+hsm_config() {
+  local f="$1" hsm="$2" hosts="[issuer-sim]"
+  [ "$SIM_PROC" = 1 ] && hosts="[\"$SIM_ADDR\"]"
+  cat >"$f" <<EOF
+instance: bench-hsm
+acquirer_listener: {addr: "127.0.0.1:0", max_conns: 1000, max_in_flight: 256}
+http: {addr: "127.0.0.1:0"}
+admin: {disabled: true}
+branch: {enabled: false}
+security:
+  dev_keys: true
+  module: payshield
+  payshield: {hosts: ["$hsm"], connections: $HSM_CONNS}
+routing:
+  institution: "999001"
+  duplicate_window: $DUP_WINDOW
+  acquirers:
+    - {id: "100001", name: "bench ATM network", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: $hosts, pin_format: 3, key: dev-atm-zpk, key_index: 3}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+    - {prefix: "62284813", issuer: ssbank}
+    - {prefix: "621700", issuer: ssbank}
+limits:
+  backend: redis
+  card_ops_per_day: 1000000
+  card_wrong_pin_per_hour: 1000000
+  terminal_rps: 1000
+  terminal_burst: 1000
+  acquirer_rps: 1000000
+  acquirer_burst: 1000000
+events: {journal_dir: "$WORK/journal-hsm", kafka_topic: "$TOPIC"}
+reversals: {dir: "$WORK/reversals-hsm"}
+log: {level: warn}
+EOF
+  if [ "$SIM_PROC" = 0 ]; then
+    echo "issuer_sim: {seed: 1, per_bin: $PER_BIN, zpk: dev-atm-zpk}" >>"$f"
+  fi
+}
+
 GW_PID=""
 GW_ADDR=""
-# start_gateway EXTRA_ROUTES
-start_gateway() {
-  local cfg="$WORK/gateway-$1.yaml"
-  gateway_config "$cfg" "$1"
-  "$PG" serve --config "$cfg" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS" --kafka-topic "$TOPIC" \
+# serve NAME CONFIG: start `pingate serve` on CONFIG and wait until it is
+# ready; sets SERVED_PID and SERVED_ADDR (its acquirer listener).
+serve() {
+  "$PG" serve --config "$2" --redis "$REDIS_ADDR" --kafka "$KAFKA_BROKERS" --kafka-topic "$TOPIC" \
     >"$WORK/gw-$1.out" 2>"$WORK/gw-$1.err" &
-  GW_PID=$!
-  PIDS+=("$GW_PID")
+  SERVED_PID=$!
+  PIDS+=("$SERVED_PID")
   local line
   line="$(wait_line "$WORK/gw-$1.out" '^pingate serving')"
-  GW_ADDR="$(sed -E 's/.*acquirer ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
+  SERVED_ADDR="$(sed -E 's/.*acquirer ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
   local http
   http="$(sed -E 's/.*http ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
   for _ in $(seq 100); do
     curl -sf "http://$http/readyz" >/dev/null 2>&1 && break
     sleep 0.1
   done
+}
+# start_gateway EXTRA_ROUTES
+start_gateway() {
+  local cfg="$WORK/gateway-$1.yaml"
+  gateway_config "$cfg" "$1"
+  serve "$1" "$cfg"
+  GW_PID="$SERVED_PID"
+  GW_ADDR="$SERVED_ADDR"
   log "gateway ($1 extra routes) on $GW_ADDR, pid $GW_PID"
 }
 stop_gateway() {
@@ -216,11 +273,12 @@ ECHO_ADDR="$(wait_line "$WORK/echo.out" '^echo server on' | awk '{print $4}')"
 log "baseline echo server on $ECHO_ADDR"
 
 OFFSET=0
-# gw_load FILE CARDS ARGS...: one gateway run on fresh cards, JSON appended to FILE.
+# gw_load FILE CARDS ARGS...: one gateway run on fresh cards, JSON appended
+# to FILE; the gateway is $GW_ADDR, or $LOAD_TARGET when set.
 gw_load() {
   local file="$1" cards="$2"
   shift 2
-  "$PGDEV" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
+  "$PGDEV" load --target "${LOAD_TARGET:-$GW_ADDR}" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
     --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
   OFFSET=$((OFFSET + cards))
 }
@@ -249,6 +307,31 @@ for i in $(seq "$RUNS"); do
   base_load baseline-70 --concurrency 4x64 --rate "$RATE70"
 done
 snapshot "after peak and 70 %"
+
+if [ "$HSM" != 0 ]; then
+  # The payShield module beside the software module, same run: a second
+  # gateway on security.module payshield against `pingate-dev hsm-sim`,
+  # runs alternating with the software gateway above. Both take only ATM PIN
+  # changes under TDES zone keys (mix change=100, no SM4 share): the traffic
+  # a variant-LMK payShield serves.
+  "$PGDEV" hsm-sim --addr 127.0.0.1:0 --header 4 >"$WORK/hsm.out" 2>"$WORK/hsm.err" &
+  HSM_PID=$!
+  PIDS+=("$HSM_PID")
+  HSM_ADDR="$(wait_line "$WORK/hsm.out" '^[0-9.]+:[0-9]+$')"
+  hsm_config "$WORK/gateway-hsm.yaml" "$HSM_ADDR"
+  serve hsm "$WORK/gateway-hsm.yaml"
+  HSM_GW_PID="$SERVED_PID"
+  log "payShield gateway on $SERVED_ADDR (hsm-sim on $HSM_ADDR, $HSM_CONNS connections): $RUNS runs, closed loop at $CONC, beside the software gateway"
+  echo "hsm_conns=$HSM_CONNS" >>"$RES/machine.txt"
+  for i in $(seq "$RUNS"); do
+    gw_load hsm-software 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
+    LOAD_TARGET="$SERVED_ADDR" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
+    log "  run $i: software $(grep -o '"tps":[0-9.]*' "$RES/hsm-software.jsonl" | tail -1), payshield $(grep -o '"tps":[0-9.]*' "$RES/hsm-payshield.jsonl" | tail -1)"
+  done
+  kill "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
+  wait "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
+  snapshot "after the payShield runs"
+fi
 
 log "cards: 1k, 100k and 1M cards"
 for cards in 1000 100000 1000000; do

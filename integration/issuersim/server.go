@@ -299,13 +299,24 @@ func DevelopmentKeys() (zpk, pvk pinblock.Key, err error) {
 // simulator takes SM4 blocks (the embedded default's SM4 issuer).
 const DevSM4KeyIndex = 2
 
+// DevTDESKeyIndex is the DE 53 key index under which the development
+// simulator takes blocks under the TDES zone key dev-atm-zpk: the issuer of
+// a gateway on security.module payshield, whose variant-LMK HSM holds no
+// AES key (scripts/bench.sh runs one).
+const DevTDESKeyIndex = 3
+
 // DevelopmentKeyIndexZPKs returns the simulator's further development zone
 // PIN keys by key index (Config.KeyIndexZPKs): the SM4 issuer key
-// dev-sm4-issuer-zpk at DevSM4KeyIndex.
+// dev-sm4-issuer-zpk at DevSM4KeyIndex and the TDES key dev-atm-zpk at
+// DevTDESKeyIndex.
 func DevelopmentKeyIndexZPKs() (map[int]pinblock.Key, error) {
 	k, err := pinblock.DevelopmentKey(pinblock.DevSM4IssuerZPK)
 	if err != nil {
 		return nil, err
 	}
-	return map[int]pinblock.Key{DevSM4KeyIndex: k}, nil
+	t, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	if err != nil {
+		return nil, err
+	}
+	return map[int]pinblock.Key{DevSM4KeyIndex: k, DevTDESKeyIndex: t}, nil
 }

@@ -168,7 +168,7 @@ func render(w io.Writer, dir, notesPath string) error {
 		var errs int64
 		codes := map[string]int64{}
 		var all []report
-		for _, name := range []string{"gateway-peak", "gateway-70", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"} {
+		for _, name := range []string{"gateway-peak", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"} {
 			all = append(all, readRuns(dir, name)...)
 		}
 		var total int64
@@ -191,6 +191,8 @@ func render(w io.Writer, dir, notesPath string) error {
 		fmt.Fprintln(w, "_No end-to-end results: the run did not get that far._")
 		fmt.Fprintln(w)
 	}
+
+	renderHSM(w, dir, m)
 
 	fmt.Fprintln(w, "## Cost per request against population size")
 	fmt.Fprintln(w)
@@ -223,7 +225,7 @@ func render(w io.Writer, dir, notesPath string) error {
 	fmt.Fprintln(w, "## Every run")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| measurement | run | requests | req/s | p50 | p99 | p99.9 | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "baseline-70", "gateway-70", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
+	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "baseline-70", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
 		for i, r := range readRuns(dir, name) {
 			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.1f | %d |\n", name, i+1, r.Requests, r.TPS, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.Errors)
 		}
@@ -248,6 +250,28 @@ func render(w io.Writer, dir, notesPath string) error {
 		fmt.Fprint(w, string(b))
 	}
 	return nil
+}
+
+// renderHSM is the gateway on security.module payshield (against
+// pingate-dev hsm-sim) beside the software module, from the same run.
+func renderHSM(w io.Writer, dir string, m map[string]string) {
+	sw, ps := readRuns(dir, "hsm-software"), readRuns(dir, "hsm-payshield")
+	fmt.Fprintln(w, "## The gateway on the payShield module beside the software module")
+	fmt.Fprintln(w)
+	if len(sw) == 0 || len(ps) == 0 {
+		fmt.Fprintln(w, "_No payShield results: the run skipped them (BENCH_HSM=0) or did not get that far._")
+		fmt.Fprintln(w)
+		return
+	}
+	fmt.Fprintf(w, "The same gateway twice, runs alternating: `security.module: software`, and `security.module: payshield` against `pingate-dev hsm-sim` over loopback TCP (%s connections, header-matched pipelining; every PIN change is two CC commands in flight at once). Both take ATM PIN changes only (mix change=100, no SM4 share) under TDES zone keys, the traffic a variant-LMK payShield serves; the simulator shares the machine's cores with the gateway and the load.\n\n", m["hsm_conns"])
+	r := ps[0]
+	st, pt := med(sw, tps), med(ps, tps)
+	s99, p99v := med(sw, p99), med(ps, p99)
+	fmt.Fprintf(w, "| measurement | software | payshield | payshield ÷ software | goal | |\n|---|---:|---:|---:|---|---|\n")
+	fmt.Fprintf(w, "| throughput, closed loop %d conn × %d in flight (req/s) | %.0f | %.0f | %.2f | ≥ 0.8 × software | %s |\n", r.Conns, r.InFlight, st, pt, pt/st, yes(pt >= 0.8*st))
+	fmt.Fprintf(w, "| p50 (ms) | %.2f | %.2f | %s | | |\n", med(sw, p50), med(ps, p50), ratio(med(ps, p50), med(sw, p50)))
+	fmt.Fprintf(w, "| p99 (ms) | %.2f | %.2f | %s | ≤ software + 1 ms | %s |\n", s99, p99v, ratio(p99v, s99), yes(p99v <= s99+1))
+	fmt.Fprintln(w)
 }
 
 func renderSoak(w io.Writer, dir string) {
