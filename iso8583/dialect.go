@@ -499,28 +499,28 @@ type need struct {
 // issuers (Usage: 0100/0110, 0420/0430, 0800/0810), plus DE 48 with the
 // subfields branch operations carry.
 var issuerNeeds = []need{
-	{"0", "String", 4, 0, "the MTI, n4"},
-	{"1", "Bitmap", 8, 0, "the bitmap, 8 bytes per 64 bits"},
-	{"2", "String", 0, 19, "the PAN, n..19"},
-	{"3", "String", 6, 0, "the processing code, n6"},
-	{"7", "String", 10, 0, "the transmission date and time, n10"},
-	{"11", "String", 6, 0, "the STAN, n6"},
-	{"12", "String", 6, 0, "the local time, n6"},
-	{"13", "String", 4, 0, "the local date, n4"},
-	{"32", "String", 0, 11, "the acquiring institution id, n..11"},
-	{"37", "String", 12, 0, "the retrieval reference number, an12"},
-	{"39", "String", 2, 0, "the response code, an2"},
-	{"41", "String", 8, 0, "the terminal id, ans8"},
-	{"42", "String", 15, 0, "the card acceptor id, ans15"},
+	{"0", "String", 4, 0, "the MTI (n4)"},
+	{"1", "Bitmap", 8, 0, "the bitmap (8 bytes per 64 bits)"},
+	{"2", "String", 0, 19, "the PAN (n..19)"},
+	{"3", "String", 6, 0, "the processing code (n6)"},
+	{"7", "String", 10, 0, "the transmission date and time (n10)"},
+	{"11", "String", 6, 0, "the STAN (n6)"},
+	{"12", "String", 6, 0, "the local time (n6)"},
+	{"13", "String", 4, 0, "the local date (n4)"},
+	{"32", "String", 0, 11, "the acquiring institution id (n..11)"},
+	{"37", "String", 12, 0, "the retrieval reference number (an12)"},
+	{"39", "String", 2, 0, "the response code (an2)"},
+	{"41", "String", 8, 0, "the terminal id (ans8)"},
+	{"42", "String", 15, 0, "the card acceptor id (ans15)"},
 	{"48", "Composite", 0, (2 + 2 + 16) + (2 + 2 + 32) + (2 + 2 + 16), "the branch data (three tagged subfields)"},
-	{"48.01", "String", 0, 16, "the teller id, ans..16"},
-	{"48.02", "String", 0, 32, "the identity-check reference, ans..32"},
-	{"48.03", "String", 0, 16, "the supervisor id, ans..16"},
+	{"48.01", "String", 0, 16, "the teller id (ans..16)"},
+	{"48.02", "String", 0, 32, "the identity-check reference (ans..32)"},
+	{"48.03", "String", 0, 16, "the supervisor id (ans..16)"},
 	{"52", pinBlockType, 0, 0, "the PIN block"},
-	{"53", "String", 16, 0, "the security control information, n16"},
-	{"70", "String", 3, 0, "the network management code, n3"},
-	{"90", "String", 42, 0, "the original data elements, n42"},
-	{"100", "String", 0, 11, "the receiving institution id, n..11"},
+	{"53", "String", 16, 0, "the security control information (n16)"},
+	{"70", "String", 3, 0, "the network management code (n3)"},
+	{"90", "String", 42, 0, "the original data elements (n42)"},
+	{"100", "String", 0, 11, "the receiving institution id (n..11)"},
 	{"125", pinBlockType, 0, 0, "the new PIN block"},
 }
 
@@ -558,7 +558,7 @@ func (b *specBuilder) checkNeeds(spec *moov.MessageSpec) {
 	for _, n := range issuerNeeds {
 		f := fieldAt(spec, n.id)
 		if f == nil {
-			b.bad(n.id, "missing: pingate sends or reads %s here", n.carries)
+			b.bad(n.id, "missing: pingate sends or reads %s in this field", n.carries)
 			continue
 		}
 		if t := typeName(f); t != n.typ {
