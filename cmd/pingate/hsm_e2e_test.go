@@ -963,3 +963,73 @@ func mustHexBytes(t *testing.T, h string) []byte {
 	}
 	return b
 }
+
+// TestPayShieldModeBranchPINPadReset: with security.module payshield and a
+// branch front end on a TDES zone key (ISO 3), a PIN-pad reset — the new PIN
+// keyed on the branch PIN pad — is translated by the HSM (CC) to the issuer;
+// the PIN then changes at an ATM, so the issuer holds the PIN the PIN pad
+// sent. (The development branch key is AES, which a variant-LMK payShield
+// does not hold: a payShield deployment's branch key is TDES.)
+func TestPayShieldModeBranchPINPadReset(t *testing.T) {
+	_, addr := startHSMSim(t)
+	branchAcq := gateway.EmbeddedConfig().Routing.Acquirers[1]
+	branchAcq.Keys = map[int]string{1: pinblock.DevATMZPK}
+	branchAcq.Formats = []int{3}
+	g := startTestGateway(t, func(c *gateway.Config) {
+		c.UsePayShieldSim(addr)
+		c.Routing.Acquirers = append(c.Routing.Acquirers, branchAcq)
+	})
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	rt, ok := g.Branch()
+	if !ok {
+		t.Fatal("the branch API is off")
+	}
+	teller, err := newBranchClient(rt, "teller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	supervisor, err := newBranchClient(rt, "supervisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	card := opsPopulation(g.Config().IssuerSim).Card(33)
+	zpk, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pinblock.NewSecretPIN("60418")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := pinblock.Encipher(pinblock.Format3, p, card.PAN, zpk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"pan": card.PAN, "branch": branchapi.DevBranch, "terminal": "BR0117P3", "teller": "T0117-07",
+		"identity_check_ref": "IDCHK-2026-000204", "mode": branchapi.ModePINPad, "pin_format": 3, "key_index": 1,
+		"new_pin_block": strings.ToUpper(hex.EncodeToString(block))}
+	pending, err := teller.post(ctx, "/v1/pin/resets", body, http.StatusAccepted)
+	if err != nil {
+		t.Fatalf("PIN-pad reset: %v", err)
+	}
+	res, err := supervisor.post(ctx, "/v1/operations/"+pending.OperationID+"/approval", map[string]string{"decision": branchapi.DecisionApprove}, http.StatusOK)
+	if err != nil || res.ResponseCode != "00" {
+		t.Fatalf("approval = %+v, %v; want 00", res, err)
+	}
+	if st := payShieldStats(g); st[0].Commands == 0 {
+		t.Error("the HSM saw no command for the PIN-pad reset")
+	}
+	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00778", Proc: iso8583.ProcPINChange, PAN: card.PAN,
+		OldPIN: "60418", NewPIN: "7306", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
+		t.Fatalf("ATM change from the PIN-pad PIN = %q, %v; want 00", code, err)
+	}
+}
