@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"reflect"
@@ -142,4 +143,31 @@ func toString(k any) string {
 		return strconv.Itoa(i)
 	}
 	return k.(string)
+}
+
+// A gateway's dialects: the built-in ones and a bank's, loaded from its
+// spec file; each issuer then packs with the dialect it names.
+func ExampleRegistry() {
+	r := NewRegistry()
+	if err := r.Load("example-bank", "../docs/dialects/example-bank.yaml"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	d, err := r.Lookup("example-bank")
+	fmt.Println(r.Names(), d.Name(), d.Takes16BytePINBlocks(), err)
+	_, err = r.Lookup("other-bank")
+	fmt.Println(err)
+	// Output:
+	// [acquirer example-bank issuer] example-bank false <nil>
+	// unknown dialect "other-bank" (known: acquirer, example-bank, issuer)
+}
+
+// A spec file's problems come back naming the dialect and the field.
+func ExampleParseDialect() {
+	_, err := ParseDialect("tiny", []byte(`{"name": "tiny", "fields": {
+		"0": {"type": "String", "length": 4, "enc": "pingate.ASCII.n", "prefix": "ASCII.Fixed"},
+		"2": {"type": "String", "length": 0, "enc": "pingate.ASCII.n", "prefix": "pingate.ASCII.LL"}}}`), "json")
+	fmt.Println(err)
+	// Output:
+	// dialect tiny: field 2: length 0: want a positive maximum (or the fixed length)
 }
