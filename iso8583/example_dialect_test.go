@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -82,6 +83,11 @@ func TestExampleBankGolden(t *testing.T) {
 	f := &Fields{MTI: MTIAuthRequest, PINBlock: make([]byte, 16)}
 	if _, err := d.Pack(f); err == nil {
 		t.Error("Pack with a 16-byte PIN block: no error")
+	}
+	// DE 123 is not in the dialect: packing it says so, naming the field.
+	_, err = d.Pack(&Fields{MTI: MTINetworkRequest, KeyExchange: "00/00"})
+	if fe := (*FieldError)(nil); !errors.As(err, &fe) || fe.Field != "123" || fe.Problem != "not in this dialect" {
+		t.Errorf("Pack(DE 123) error = %v, want field 123 not in this dialect", err)
 	}
 	if d.Takes16BytePINBlocks() || !IssuerDialect.Takes16BytePINBlocks() || !AcquirerDialect.Takes16BytePINBlocks() {
 		t.Errorf("Takes16BytePINBlocks: example-bank %v, issuer %v, acquirer %v; want false, true, true",

@@ -100,6 +100,9 @@ func Pack(spec *moov.MessageSpec, f *Fields) ([]byte, error) {
 	if v.Additional != nil && *v.Additional == (AdditionalData{}) {
 		v.Additional = nil
 	}
+	if id := missingFrom(spec, &v); id != "" {
+		return nil, &FieldError{Field: id, Problem: "not in this dialect"}
+	}
 	msg := moov.NewMessage(spec)
 	if err := marshalFields(msg, &v); err != nil {
 		// Marshal fails only when a value cannot be converted, e.g. a
@@ -353,6 +356,26 @@ var (
 // composite element: only branch messages have it.
 type additionalElem struct {
 	Additional *AdditionalData `iso8583:"48"`
+}
+
+// missingFrom names the first element f carries that spec does not define,
+// or returns "": a dialect may leave out elements pingate never sends it
+// (DE 123 to an issuer, say).
+func missingFrom(spec *moov.MessageSpec, f *Fields) string {
+	for _, e := range stringElems {
+		if _, ok := spec.Fields[e.id]; !ok && *e.ptr(f) != "" {
+			return strconv.Itoa(e.id)
+		}
+	}
+	for _, e := range binaryElems {
+		if _, ok := spec.Fields[e.id]; !ok && *e.ptr(f) != nil {
+			return strconv.Itoa(e.id)
+		}
+	}
+	if _, ok := spec.Fields[48]; !ok && f.Additional != nil {
+		return "48"
+	}
+	return ""
 }
 
 // marshalFields sets in msg every element of f that is not zero (an empty
