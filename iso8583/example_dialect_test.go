@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -46,12 +47,23 @@ func TestExampleBankGolden(t *testing.T) {
 	if len(doc.Messages) != 2 {
 		t.Fatalf("%d golden messages, want the 0100/0110 pair", len(doc.Messages))
 	}
+	readme, err := os.ReadFile("../docs/dialects/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range doc.Messages {
 		t.Run(m.Name, func(t *testing.T) {
 			g := goldenMessage{Name: m.Name, Fields: m.Fields, Issuer: m.Wire}
 			want, ids, starts := g.wire(t, false)
 			if packed, err := hex.DecodeString(m.Packed); err != nil || !bytes.Equal(packed, want) {
 				t.Fatalf("%s: packed is not the concatenation of wire", m.Name)
+			}
+			// The README prints the packed message, 32 bytes a line.
+			for i := 0; i < len(m.Packed); i += 64 {
+				line := fmt.Sprintf("%04x: %s", i/2, m.Packed[i:min(i+64, len(m.Packed))])
+				if !strings.Contains(string(readme), line) {
+					t.Errorf("docs/dialects/README.md lacks line %04x of %s", i/2, m.Name)
+				}
 			}
 			f := g.fields(t)
 			got, err := d.Pack(f)
