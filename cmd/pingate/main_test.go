@@ -5,7 +5,21 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if a goroutine outlives them: every
+// gateway, simulator, client and child process a test starts is stopped by
+// the test.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pebble starts one at init when built with invariants, and glog
+		// (pulled in by a dependency) its flush daemon; neither is ours.
+		goleak.IgnoreAnyFunction("github.com/cockroachdb/pebble/internal/invariants.init.0.func1"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+	)
+}
 
 func TestRunUsageErrorsDoNotEchoValues(t *testing.T) {
 	tests := []struct {

@@ -80,7 +80,8 @@ const devTokenKey = "70696e676174652d6465762d63617264746f6b656e2d6b65792d3030303
 // is served until Run. cfg is validated first (Config.Validate, after
 // WithDefaults). log receives the gateway's log lines; nil discards them.
 // ctx bounds the start-up work only (telemetry set-up, creating the Kafka
-// topic). On error, what was built is closed again.
+// topic). On error New returns a nil Gateway: what was built is closed
+// again and nothing listens.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -95,6 +96,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_ = g.Shutdown(sctx)
+			g = nil
 		}
 	}()
 

@@ -32,13 +32,14 @@ func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
 
 // Config is the configuration Start runs before mutate: the embedded
 // development default (gateway.EmbeddedConfig) with instance "test", every
-// listener (acquirer, HTTP, admin; the branch API and the issuer simulator
-// follow the acquirer's ":0") on 127.0.0.1:0, and the journal and reversal
-// store under dir.
+// listener (acquirer, HTTP, admin, branch API, issuer simulator) on
+// 127.0.0.1:0, and the journal, reversal store, development certificates
+// and mailer spool under dir.
 func Config(dir string) gateway.Config {
 	cfg := gateway.EmbeddedConfig()
 	cfg.Instance = "test"
 	cfg.Acquirer.Addr, cfg.HTTP.Addr, cfg.Admin.Addr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Branch.Addr = "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = filepath.Join(dir, "journal"), filepath.Join(dir, "reversals")
 	return cfg
 }
