@@ -11,9 +11,8 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/issuersim"
-	"pingate/iso8583"
-
 	"pingate/integration/logredact"
+	"pingate/iso8583"
 )
 
 // runIssuerSim runs integration/issuersim as its own process: the issuer

@@ -7,9 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"pingate/integration/loadgen"
-
 	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 )
 
 // startLoadGateway runs the embedded development gateway in-process with

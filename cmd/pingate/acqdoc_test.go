@@ -12,12 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
 )
 
 // docs/iso8583-acquirer.md has a section printed from the embedded default

@@ -4,11 +4,10 @@ import (
 	"encoding/hex"
 	"testing"
 
+	"pingate/integration/gateway"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
 )
 
 // TestNetworkManagementWithoutDE32OverTCP sends the document's own golden

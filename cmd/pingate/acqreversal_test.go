@@ -6,11 +6,10 @@ import (
 	"time"
 
 	"pingate/integration/events"
-	"pingate/iso8583"
-	"pingate/pinblock"
-
 	"pingate/integration/gateway"
 	"pingate/integration/loadgen"
+	"pingate/iso8583"
+	"pingate/pinblock"
 )
 
 // TestAcquirerReversalUndoesApprovalOverTCP: an ATM changes a PIN (00), then

@@ -12,12 +12,11 @@ import (
 	"testing"
 
 	"pingate/integration/branchapi"
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
 	"pingate/integration/redislimit"
 	"pingate/integration/testservers"
 	"pingate/pinblock"
-
-	"pingate/integration/gateway"
 )
 
 // sharedAnswer is one branch API answer as the test sees it.

@@ -14,15 +14,13 @@ import (
 	"time"
 
 	"pingate/cmd/internal/cli"
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
+	"pingate/integration/logredact"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-
-	"pingate/integration/logredact"
 )
 
 // demoStep is one scripted request and what the script expects of it.

@@ -16,10 +16,9 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/events"
+	"pingate/integration/gateway"
 	"pingate/integration/outbox"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
 )
 
 // eventsCmd is "pingate events".

@@ -14,11 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"pingate/integration/events"
+	"pingate/integration/gateway"
 	"pingate/integration/outbox"
 	"pingate/integration/testservers"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
 )
 
 var tailT0 = time.Date(2025, 11, 25, 9, 0, 0, 0, time.UTC)

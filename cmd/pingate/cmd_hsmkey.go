@@ -8,10 +8,9 @@ import (
 	"strings"
 
 	"pingate/cmd/internal/cli"
+	"pingate/integration/gateway"
 	"pingate/integration/payshield"
 	"pingate/pinblock"
-
-	"pingate/integration/gateway"
 )
 
 // runHSMKey runs a key ceremony through the HSMs of a config with

@@ -16,11 +16,9 @@ import (
 	"time"
 
 	"pingate/cmd/internal/clitest"
-	"pingate/pinblock"
-
 	"pingate/integration/gateway"
-
 	"pingate/integration/gateway/gatewaytest"
+	"pingate/pinblock"
 )
 
 // Published keys and blocks (pinblock/testdata/tr31-vectors.json names the

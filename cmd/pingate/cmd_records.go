@@ -14,9 +14,8 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/branchapi"
-	"pingate/integration/records"
-
 	"pingate/integration/logredact"
+	"pingate/integration/records"
 )
 
 // postgresEnv is read when --postgres is not given.

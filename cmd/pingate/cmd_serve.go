@@ -14,7 +14,6 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/gateway"
-
 	"pingate/integration/logredact"
 )
 

@@ -16,11 +16,10 @@ import (
 	"time"
 
 	"pingate/integration/branchapi"
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
-
-	"pingate/integration/gateway"
 )
 
 // branchClient calls the branch API as one development identity.

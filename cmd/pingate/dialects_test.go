@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
@@ -44,7 +45,7 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serveSim(t, sim)
+	addr := gatewaytest.ServeIssuer(t, sim)
 
 	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Dialects = map[string]string{"example-bank": exampleBankSpec}

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,44 +17,16 @@ import (
 	"time"
 
 	"pingate/integration/events"
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/integration/outbox"
 	"pingate/integration/reversalstore"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
-
-// startAuditSim runs an issuer simulator in the test process, with its
-// audit on, so the test can read the issuer's ledger after the gateway died.
-func startAuditSim(t *testing.T, pop issuersim.Population, latency time.Duration) (*issuersim.Sim, string) {
-	t.Helper()
-	zpk, pvk, err := issuersim.DevelopmentKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := issuersim.New(issuersim.Config{Population: pop, ZPK: zpk, PVK: pvk, Latency: latency, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sim.Server().Serve(context.Background(), ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = sim.Server().Shutdown(ctx)
-		<-done
-	})
-	return sim, ln.Addr().String()
-}
 
 // stoppedJournalEvents reads every event in the journal of a stopped gateway.
 func stoppedJournalEvents(t *testing.T, dir string) []routing.Event {
@@ -149,7 +119,8 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		t.Skip("builds and kills the binary")
 	}
 	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := startAuditSim(t, pop, 3*time.Millisecond)
+	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 3 * time.Millisecond, Audit: true,
+		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
 	var (
@@ -357,17 +328,16 @@ func fillTo(t *testing.T, dir string, leave int64) string {
 	}
 }
 
-// TestJournalDiskFillsUnderLoad: `pingate serve` with its journal on a
-// 20 MiB tmpfs runs PIN changes under load while the disk is filled, first
-// to below the reserve (events.min_free), then to the last byte, and freed
-// after each. Every request is answered (never a hang or a dropped
-// connection), approvals stop while the disk is short and resume by
-// themselves, the process does not panic and stops on SIGTERM within its
-// drain time, and after a restart the issuer's ledger matches the journal's
-// events and the reversals it received.
+// TestJournalDiskFillsUnderLoad: a gateway with its journal on a 20 MiB
+// tmpfs runs PIN changes under load while the disk is filled, first to below
+// the reserve (events.min_free), then to the last byte, and freed after
+// each. Every request is answered (never a hang or a dropped connection),
+// approvals stop while the disk is short and resume by themselves, nothing
+// panics, Shutdown drains within the grace, and after a restart the issuer's
+// ledger matches the journal's events and the reversals it received.
 func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the binary, mounts a tmpfs")
+		t.Skip("mounts a tmpfs and runs load")
 	}
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt).CombinedOutput(); err != nil {
@@ -375,25 +345,30 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
 	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := startAuditSim(t, pop, 2*time.Millisecond)
-	dir := t.TempDir()
-	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
-	raw, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
+	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 2 * time.Millisecond, Audit: true,
+		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	journalDir, revDir := filepath.Join(mnt, "journal"), filepath.Join(t.TempDir(), "reversals")
+	const grace = 5 * time.Second
+	onTmpfs := func(c *gateway.Config) {
+		gatewaytest.ExternalIssuer(simAddr)(c)
+		c.Instance = "ops-shutdown"
+		off := false
+		c.Branch.Enabled = &off // no development certificates on the small disk
+		c.Events.JournalDir, c.Reversals.Dir = journalDir, revDir
+		c.Events.MinFree, c.Events.JournalWriteTimeout = 4<<20, time.Second
+		c.Acquirer.ShutdownGrace = grace
 	}
-	journalDir := filepath.Join(mnt, "journal")
-	text := strings.Replace(string(raw), fmt.Sprintf("events: {journal_dir: %q}", filepath.Join(dir, "journal")),
-		fmt.Sprintf("events: {journal_dir: %q, min_free: 4194304, journal_write_timeout: 1s}", journalDir), 1)
-	if text == string(raw) {
-		t.Fatal("serve config has no events line to replace")
-	}
-	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
+	shutdown := func(g *gateway.Gateway) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown within the %s grace: %v", grace, err)
+		}
 	}
 
-	gw := opsStart(t, "serve", "--config", cfgPath)
-	acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+	g := gatewaytest.Start(t, onTmpfs)
+	acq, httpAddr := g.AcquirerAddr(), g.HTTPAddr()
 	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
 	var (
 		next              atomic.Int64
@@ -447,8 +422,8 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 		for !cond() {
 			if time.Now().After(deadline) {
 				close(stop)
-				t.Fatalf("%s: not within 30s (%d approvals, %d refusals, %d unanswered)\n%s", what,
-					approvals.Load(), refusd.Load(), unanswered.Load(), opsTail(gw.stderr.String(), 3000))
+				t.Fatalf("%s: not within 30s (%d approvals, %d refusals, %d unanswered)", what,
+					approvals.Load(), refusd.Load(), unanswered.Load())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -487,19 +462,13 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	if n := unanswered.Load(); n != 0 {
 		t.Errorf("%d requests got no answer from a running gateway, want 0", n)
 	}
-	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
-	gw.wait(t, 30*time.Second) // drain 5s, relay, close: well within
-	if strings.Contains(gw.stderr.String(), "panic") {
-		t.Fatalf("serve panicked:\n%s", opsTail(gw.stderr.String(), 3000))
-	}
+	shutdown(g)
 	for round := 0; ; round++ {
-		g2 := opsStart(t, "serve", "--config", cfgPath)
-		_, h2, _ := servingAddrs(t, g2.firstLine(t))
-		waitHTTP(t, "http://"+h2+"/readyz", http.StatusOK)
+		g2 := gatewaytest.Start(t, onTmpfs)
+		waitHTTP(t, "http://"+g2.HTTPAddr()+"/readyz", http.StatusOK)
 		time.Sleep(500 * time.Millisecond)
-		_ = g2.cmd.Process.Signal(syscall.SIGTERM)
-		g2.wait(t, 30*time.Second)
-		n := pendingReversals(t, filepath.Join(dir, "reversals"))
+		shutdown(g2)
+		n := pendingReversals(t, revDir)
 		if n == 0 {
 			break
 		}

@@ -9,15 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
-
-	"pingate/integration/gateway/gatewaytest"
 )
 
 // startTestGateway runs a gateway in-process (gatewaytest.Start): every

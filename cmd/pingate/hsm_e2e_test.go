@@ -17,19 +17,16 @@ import (
 	"time"
 
 	"pingate/integration/branchapi"
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
+	"pingate/integration/logredact"
 	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
-
-	"pingate/integration/logredact"
-
-	"pingate/integration/gateway/gatewaytest"
 )
 
 // startHSMSim runs a payShield simulator on a loopback port.

@@ -5,12 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
 
 // TestISOChannelRefusesIdentifiersAnEventRefuses: a 0100 whose DE 48 teller

@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
 
 // TestOnlineKeyChangeOverTCP: an ATM network changes its zone PIN key online

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,13 +18,15 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"pingate/integration/events"
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
+	"pingate/integration/logredact"
+	"pingate/integration/redislimit"
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/pinblock"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
 
 // These tests run whole gateways against a real redis-server and a real
@@ -413,102 +414,57 @@ func tail(s string, n int) string {
 	return s
 }
 
-// TestServeUnderLoadOneEventPerAnswer is issue 4's acceptance run: the
-// pingate binary serves on a real Redis and Kafka, `pingate-dev load` drives it,
-// and an independent consumer finds exactly one event per answered request on
-// the topic, each with CloudEvents headers and trace context and no secret.
+// TestServeUnderLoadOneEventPerAnswer is issue 4's acceptance run: a
+// gateway serves on a real Redis and Kafka, the load generator (integration/loadgen, `pingate-dev load`) drives it, and an
+// independent consumer finds exactly one event per answered request on the
+// topic, each with CloudEvents headers and trace context and no secret.
 func TestServeUnderLoadOneEventPerAnswer(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the binary and runs load")
+		t.Skip("runs load against real Redis and Kafka")
 	}
 	k := testservers.StartKafka(t)
 	redisAddr, _ := testservers.StartRedis(t)
 	const topic, partitions = "pingate.load.v1", 3
-	bin := buildPingate(t)
-	work := t.TempDir()
-	cfgPath := filepath.Join(work, "pingate.yaml")
-	// The embedded default's routes and keys with limits a load run does not
-	// trip (the defaults allow one ATM a request per second).
-	cfg := `instance: load-e2e
-acquirer_listener: {addr: "127.0.0.1:0"}
-http: {addr: "127.0.0.1:0"}
-admin: {addr: "127.0.0.1:0"}
-security: {dev_keys: true}
-routing:
-  institution: "999001"
-  acquirers:
-    - {id: "100001", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, formats: [0, 3]}
-    - {id: "200001", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
-    - {id: "100003", channel: atm, terminals: ["*"], keys: {1: dev-sm4-atm-zpk}, zmk: dev-sm4-atm-zmk, formats: [0, 4], pin_algorithm: sm4}
-  issuers:
-    - {id: ssbank, institution: "300001", hosts: [issuer-sim], pin_format: 4, key: dev-issuer-zpk, key_index: 1}
-    - {id: sm4bank, institution: "300003", hosts: [issuer-sim], pin_format: 4, pin_algorithm: sm4, key: dev-sm4-issuer-zpk, key_index: 2}
-  routes:
-    - {prefix: "62284812", issuer: ssbank}
-    - {prefix: "62284813", issuer: ssbank}
-    - {prefix: "621700", issuer: ssbank}
-    - {prefix: "621700000005", issuer: sm4bank}
-limits: {backend: redis, card_ops_per_day: 100000, terminal_rps: 100000, terminal_burst: 100000, acquirer_rps: 100000, acquirer_burst: 100000}
-events: {journal_dir: journal, kafka_topic_partitions: 3}
-reversals: {dir: reversals}
-issuer_sim: {seed: 1, per_bin: 10000}
-log: {level: warn}
-`
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	serve := exec.Command(bin, "serve", "--config", cfgPath, "--redis", redisAddr, "--kafka", k.Brokers, "--kafka-topic", topic)
-	serve.Dir = work
-	stdout, err := serve.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, _ := os.Create(filepath.Join(work, "serve.log"))
-	serve.Stderr = logf
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = serve.Process.Kill(); _, _ = serve.Process.Wait() })
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "pingate serving") {
-				line <- sc.Text()
-			}
+	// The embedded default's routes and keys, limits shared in Redis that a
+	// load run does not trip, and the topic made at start (as --kafka does).
+	var log syncBuffer // the gateway's warnings and errors, shown when the test fails
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the gateway's log:\n%s", tail(log.String(), 3000))
 		}
-	}()
-	var acq string
-	select {
-	case l := <-line:
-		acq = regexp.MustCompile(`acquirer ([0-9.]+:[0-9]+)`).FindStringSubmatch(l)[1]
-	case <-time.After(60 * time.Second):
-		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
-		t.Fatalf("serve did not start; its log:\n%s", tail(string(log), 2000))
+	})
+	g := gatewaytest.Start(t, func(c *gateway.Config) {
+		c.Instance = "load-e2e"
+		c.Limits.Backend, c.Limits.Mode, c.Limits.Addrs = "redis", redislimit.ModeStandalone, []string{redisAddr}
+		c.Limits.TerminalRPS, c.Limits.TerminalBurst = 100000, 100000
+		raiseLimitsForLoad(c)
+		c.Events.KafkaBrokers, c.Events.KafkaTopic, c.Events.KafkaTopicPartitions = []string{k.Brokers}, topic, partitions
+	}, gatewaytest.WithLogger(logredact.New(logredact.Config{Level: "warn"}, &log)))
+	if err := waitReady(context.Background(), g); err != nil {
+		t.Fatal(err)
 	}
 
 	// A modest load with a long per-request timeout: on a busy CI machine a
 	// slow answer must not turn into an unanswered request.
-	out, err := exec.Command(devBinary(t), "load", "--target", acq, "--duration", "3s", "--warmup", "0", "--concurrency", "2x4",
-		"--timeout", "30s", "--json", "--progress", "1h").Output()
+	mix, err := loadgen.ParseMix("change=80,reset=10,unblock=10")
 	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
-		t.Fatalf("pingate-dev load: %v; the gateway's log:\n%s", err, tail(string(log), 2000))
+		t.Fatal(err)
 	}
-	var rep struct {
-		Requests int            `json:"requests"`
-		Errors   int            `json:"errors"`
-		Codes    map[string]int `json:"codes"`
+	p := loadgen.Params{Target: g.AcquirerAddr(), Conns: 2, InFlight: 4, Duration: 3 * time.Second, Timeout: 30 * time.Second,
+		Mix: mix, Pop: embeddedPopulation(), Terminals: 10000, SM4Share: 20, Seed: 1}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
 	}
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("load --json output: %v", err)
+	rep, err := loadgen.Run(context.Background(), p, nil)
+	if err != nil {
+		t.Fatalf("load: %v", err)
 	}
 	if rep.Requests == 0 || rep.Errors != 0 {
 		t.Fatalf("load: %d requests, %d errors (%v)", rep.Requests, rep.Errors, rep.Codes)
 	}
 	answered := 0
 	for _, n := range rep.Codes {
-		answered += n
+		answered += int(n)
 	}
 
 	// Every answered request reached routing: its event must be on the topic.
@@ -523,8 +479,7 @@ log: {level: warn}
 	// duplication would exceed 1 %.
 	time.Sleep(time.Second)
 	if n := topicRecords(t, k.Brokers, topic, partitions); n < int64(answered) || n > int64(answered)+int64(answered)/100 {
-		log, _ := os.ReadFile(filepath.Join(work, "serve.log"))
-		t.Fatalf("topic holds %d records for %d answered requests; the gateway's log:\n%s", n, answered, tail(string(log), 3000))
+		t.Fatalf("topic holds %d records for %d answered requests", n, answered)
 	}
 	pans := map[string]bool{}
 	pop := embeddedPopulation()
@@ -552,7 +507,7 @@ log: {level: warn}
 		}
 	}
 	for code, n := range rep.Codes {
-		if codes[code] != n {
+		if int64(codes[code]) != n {
 			t.Errorf("code %s: %d answers, %d events", code, n, codes[code])
 		}
 	}

@@ -25,14 +25,12 @@ import (
 
 	"pingate/integration/branchapi"
 	"pingate/integration/events"
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/records"
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-
-	"pingate/integration/gateway/gatewaytest"
 )
 
 // The records service against a real Kafka broker and a real PostgreSQL
@@ -228,8 +226,12 @@ func makeEvents(t *testing.T, cards, perCard int, day time.Time) *testEvents {
 
 func writeEvents(t *testing.T, brokers, topic string, msgs []kafka.Message) {
 	t.Helper()
+	// A transport of its own: kafka.DefaultTransport keeps its connection
+	// pools' goroutines after the writer closes (goleak reports them).
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 5 * time.Millisecond}
+		BatchTimeout: 5 * time.Millisecond, Transport: tr}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -16,13 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/routing"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
 
 // Hot reload: routes, acquirers, limits and keys swap while requests are in

@@ -2,51 +2,17 @@ package main
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
-
-// startSim runs an issuer simulator on a loopback port until the test ends.
-func startSim(t *testing.T, pop issuersim.Population, dropRate float64) (*issuersim.Sim, string) {
-	t.Helper()
-	zpk, pvk, err := issuersim.DevelopmentKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := issuersim.New(issuersim.Config{Population: pop, ZPK: zpk, PVK: pvk, DropRate: dropRate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sim, serveSim(t, sim)
-}
-
-// serveSim serves sim on a loopback port until the test ends and returns
-// the port's address.
-func serveSim(t *testing.T, sim *issuersim.Sim) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sim.Server().Serve(context.Background(), ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = sim.Server().Shutdown(ctx)
-		<-done
-	})
-	return ln.Addr().String()
-}
 
 // TestReversalAfterTimeoutSurvivesRestart: the issuer takes a PIN change and
 // never answers; the acquirer gets 91, a reversal advice is persisted, the
@@ -54,7 +20,7 @@ func serveSim(t *testing.T, sim *issuersim.Sim) string {
 // run on the same reversal store sends it until acknowledged.
 func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 	pop := issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}
-	silent, silentAddr := startSim(t, pop, 1) // takes every request, answers none
+	silent, silentAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, DropRate: 1}) // takes every request, answers none
 	revDir := filepath.Join(t.TempDir(), "reversals")
 	ctx := context.Background()
 
@@ -108,7 +74,7 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 		t.Fatalf("after the first run %d reversals are stored (%v), want 1", len(owed), err)
 	}
 
-	healthy, healthyAddr := startSim(t, pop, 0)
+	healthy, healthyAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop})
 	g2 := gw(healthyAddr)
 	deadline := time.Now().Add(10 * time.Second)
 	for healthy.Reversals.Load() == 0 && time.Now().Before(deadline) {

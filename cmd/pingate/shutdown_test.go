@@ -19,12 +19,11 @@ import (
 	"time"
 
 	"pingate/integration/events"
+	"pingate/integration/gateway"
 	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
 	"pingate/integration/outbox"
 	"pingate/iso8583"
-
-	"pingate/integration/gateway"
-	"pingate/integration/loadgen"
 )
 
 // Graceful shutdown of the built binary under load: `pingate serve` in

@@ -7,11 +7,14 @@ package gatewaytest
 import (
 	"context"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"pingate/integration/gateway"
+	"pingate/integration/issuersim"
+	"pingate/routing"
 )
 
 // Option changes how Start starts a gateway.
@@ -88,4 +91,67 @@ func New(t testing.TB, mutate func(*gateway.Config), opts ...Option) (*gateway.G
 		}
 	})
 	return g, nil
+}
+
+// StartIssuer runs an issuer simulator outside any gateway, on a loopback
+// port of its own, until the test ends: the issuer host of a gateway whose
+// issuer_sim is off, which the test can stop, slow down or audit. c's zone
+// and verification keys default to the development ones (the keys the
+// embedded default's ssbank issuer is configured with).
+func StartIssuer(t testing.TB, c issuersim.Config) (*issuersim.Sim, string) {
+	t.Helper()
+	zpk, pvk, err := issuersim.DevelopmentKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ZPK, c.PVK = zpk, pvk
+	sim, err := issuersim.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim, ServeIssuer(t, sim)
+}
+
+// ServeIssuer serves sim on a loopback port of its own until the test ends
+// and returns the port's address: for a simulator built with keys or a
+// dialect of the test's own.
+func ServeIssuer(t testing.TB, sim *issuersim.Sim) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sim.Server().Serve(context.Background(), ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = sim.Server().Shutdown(ctx)
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// ExternalIssuer points the configuration at one issuer host, addr (a
+// simulator from StartIssuer): the in-process simulator is off, and the
+// embedded default's ssbank issuer, the only one left, takes every route.
+func ExternalIssuer(addr string) func(*gateway.Config) {
+	return func(c *gateway.Config) {
+		c.IssuerSim = nil
+		var iss []routing.IssuerConfig
+		for _, is := range c.Routing.Issuers {
+			if is.ID == gateway.DevIssuer {
+				is.Hosts = []string{addr}
+				iss = append(iss, is)
+			}
+		}
+		c.Routing.Issuers = iss
+		var routes []routing.Route
+		for _, r := range c.Routing.Routes {
+			if r.Issuer == gateway.DevIssuer {
+				routes = append(routes, r)
+			}
+		}
+		c.Routing.Routes = routes
+	}
 }
