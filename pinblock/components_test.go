@@ -210,3 +210,21 @@ func ExampleComponent() {
 	// component(kcv=CB9DEA)
 	// component(kcv=CB9DEA) component(kcv=CB9DEA)
 }
+
+// components splits target into two components, each with its own KCV.
+func components(t *testing.T, alg Algorithm, target []byte) []Component {
+	t.Helper()
+	c1 := make([]byte, len(target))
+	for i := range c1 {
+		c1[i] = byte(i*37 + 11)
+	}
+	c2 := xorAll(target, c1)
+	kcv := func(b []byte) string {
+		k, err := NewKey("c", UsageZMK, alg, 1, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.KCV()
+	}
+	return []Component{mustComponent(t, c1, kcv(c1)), mustComponent(t, c2, kcv(c2))}
+}

@@ -32,12 +32,12 @@
 //
 // # Key custody
 //
-// A Store keeps every key at rest as a TR-31 block under the local master key
-// (LMK), which configuration names by reference only (LMKRef: a file path or
-// an environment variable). Every import, rotation, export and removal appends
-// a record to a hash-chained custody log (CustodyLog); VerifyCustodyLog detects
-// an altered, reordered or removed record. docs/key-custody.md describes the
-// hierarchy and the ceremonies.
+// The key store and the custody log are package pinblock/keystore. This
+// package gives it the few cipher steps it needs without handing out key
+// bytes: UnwrapKey (a key enciphered under a ZMK), RandomKeyMaterial,
+// NewDerivedMAC (MACs under a key derived from the LMK), CheckKEKStrength and
+// the TR-31 functions. docs/key-custody.md describes the hierarchy and the
+// ceremonies.
 //
 // # Secrets
 //

@@ -141,14 +141,6 @@ func TestSM4KeyExchangeVector(t *testing.T) {
 			t.Errorf("%s: Import(3-byte KCV) error = %v, want ErrKCVMismatch (SM4 check values are at least 4 bytes)", v.Name, err)
 		}
 
-		ts := newTestStore(t, AES)
-		if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-sm4", Algorithm: SM4, Components: components(t, SM4, unhex(t, v.ZMK)), Custodian: alice}); err != nil {
-			t.Fatalf("%s: CombineComponents(SM4) error = %v", v.Name, err)
-		}
-		info, err = ts.ImportUnderZMK(ImportRequest{ID: "zpk-sm4", Usage: UsageZPK, Algorithm: SM4, Enciphered: unhex(t, v.KeyUnderZMK), ZMK: KeyRef{ID: "zmk-sm4"}, KCV: v.KCV, Who: "bob", Why: "sm4 key exchange"})
-		if err != nil || info.KCV != strings.ToUpper(v.KCV) {
-			t.Fatalf("%s: Store.ImportUnderZMK() = %+v, %v", v.Name, info, err)
-		}
 	}
 }
 
@@ -388,51 +380,6 @@ func TestSM4PreparedRoute(t *testing.T) {
 	}
 	if _, err := m.Prepare(context.Background(), Route{From: KeyRef{ID: "acq"}, FromFormat: Format0, To: KeyRef{ID: "iss"}, ToFormat: Format4SM4}); !errors.Is(err, ErrKeyAlgorithmMismatch) {
 		t.Errorf("Prepare(ISO-0 under an SM4 key) error = %v, want ErrKeyAlgorithmMismatch", err)
-	}
-}
-
-// TestSM4StoreCustody: SM4 keys are generated, rotated, kept under the LMK
-// (TR-31 algorithm '4') and logged like every other key; they do not go
-// under a weaker LMK, and no key block is protected by an SM4 key.
-func TestSM4StoreCustody(t *testing.T) {
-	ts := newTestStore(t, AES)
-	info, err := ts.Generate(GenerateRequest{ID: "zpk-sm4", Usage: UsageZPK, Algorithm: SM4, Length: 16, Custodian: alice})
-	if err != nil || info.Algorithm != SM4 || len(info.KCV) != 16 {
-		t.Fatalf("Generate(SM4) = %+v, %v", info, err)
-	}
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk-sm4-32", Usage: UsageZPK, Algorithm: SM4, Length: 32, Custodian: alice}); !errors.Is(err, ErrInvalidKey) {
-		t.Errorf("Generate(SM4, 32 bytes) error = %v, want ErrInvalidKey", err)
-	}
-	if _, err := ts.Generate(GenerateRequest{ID: "tpk-sm4", Usage: UsageTPK, Algorithm: SM4, Length: 16, Custodian: alice}); err != nil {
-		t.Fatal(err)
-	}
-	ts.now = ts.now.Add(time.Minute)
-	rot, err := ts.Rotate(RotateRequest{ID: "zpk-sm4", Custodian: alice})
-	if err != nil || rot.Version != 2 || rot.KCV == info.KCV {
-		t.Fatalf("Rotate(SM4) = %+v, %v", rot, err)
-	}
-	ts.reopen(t)
-	ring := NewKeyring(ts.Grace())
-	defer ring.Zeroize()
-	if n, err := ts.Load(ring, ts.now); err != nil || n != 3 {
-		t.Fatalf("Load() = %d, %v, want 3", n, err)
-	}
-	k, err := ring.Lookup(KeyRef{ID: "zpk-sm4"}, ts.now)
-	if err != nil || k.Algorithm() != SM4 || k.KCV() != rot.KCV {
-		t.Errorf("Lookup(zpk-sm4) = %v, %v", k, err)
-	}
-	if head, err := VerifyCustodyLog(ts.cfg.LogPath); err != nil || head.Seq != 3 {
-		t.Errorf("VerifyCustodyLog() = %+v, %v, want 3 records", head, err)
-	}
-
-	weak := newTestStore(t, TDES)
-	if _, err := weak.Generate(GenerateRequest{ID: "zpk-sm4", Usage: UsageZPK, Algorithm: SM4, Length: 16, Custodian: alice}); !errors.Is(err, ErrWeakKEK) {
-		t.Errorf("Generate(SM4 under a TDES LMK) error = %v, want ErrWeakKEK", err)
-	}
-
-	zmk := sm4Key(t, "zmk", UsageZMK, "1234567890ABCDEFABCDEF0987654321")
-	if _, err := NewKeyBlockHeader(k, zmk); !errors.Is(err, ErrKeyBlock) {
-		t.Errorf("NewKeyBlockHeader(under an SM4 KBPK) error = %v, want ErrKeyBlock", err)
 	}
 }
 

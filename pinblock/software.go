@@ -224,25 +224,6 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	if req.KeyBlock != "" {
 		return m.importKeyBlock(req, zmk)
 	}
-	b, err := zmk.blockCipher()
-	if err != nil {
-		return KeyInfo{}, err
-	}
-	var clearKey []byte
-	switch zmk.Algorithm() {
-	case TDES:
-		clearKey, err = ecbDecrypt(b, req.Enciphered)
-	case AES:
-		clearKey, err = aesKeyUnwrap(b, req.Enciphered)
-	case SM4:
-		clearKey, err = ecbDecrypt(b, req.Enciphered)
-	default:
-		err = fmt.Errorf("%w: ZMK %s", ErrInvalidKey, zmk.ID())
-	}
-	if err != nil {
-		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
-	}
-	defer clear(clearKey)
 	version := 1
 	if req.Rotate {
 		cur, err := m.ring.Lookup(KeyRef{ID: req.ID}, m.now())
@@ -251,7 +232,7 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 		}
 		version = cur.Version() + 1
 	}
-	k, err := NewKey(req.ID, req.Usage, req.Algorithm, version, clearKey)
+	k, err := UnwrapKey(zmk, req.ID, req.Usage, req.Algorithm, version, req.Enciphered)
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
@@ -294,7 +275,7 @@ func (m *SoftwareModule) importKeyBlock(req ImportRequest, zmk Key) (KeyInfo, er
 	if req.Algorithm != "" && k.Algorithm() != req.Algorithm {
 		return fail(fmt.Errorf("%w: key block carries %s, want %s", ErrKeyAlgorithmMismatch, k.Algorithm(), req.Algorithm))
 	}
-	if err := checkKEKStrength(zmk, k); err != nil {
+	if err := CheckKEKStrength(zmk, k); err != nil {
 		return fail(err)
 	}
 	if req.KCV != "" {
@@ -427,32 +408,12 @@ func (m *SoftwareModule) newRandomKey(id string, usage Usage, alg Algorithm, ver
 	default:
 		return Key{}, fmt.Errorf("%w: generate %s: %s key of %d bytes", ErrInvalidKey, id, alg, length)
 	}
-	raw := make([]byte, length)
+	raw, err := RandomKeyMaterial(m.rnd, alg, length)
+	if err != nil {
+		return Key{}, err
+	}
 	defer clear(raw)
-	for {
-		if err := readFill(m.rnd, raw); err != nil {
-			return Key{}, err
-		}
-		if alg == TDES {
-			oddDESParity(raw)
-			if weakTDES(raw) {
-				continue
-			}
-		}
-		return NewKey(id, usage, alg, version, raw)
-	}
-}
-
-// oddDESParity sets the low bit of every byte so that each has an odd
-// number of 1 bits (DES key parity, FIPS 46-3).
-func oddDESParity(k []byte) {
-	for i, c := range k {
-		c &^= 1
-		p := c ^ c>>4
-		p ^= p >> 2
-		p ^= p >> 1
-		k[i] = c | ^p&1
-	}
+	return NewKey(id, usage, alg, version, raw)
 }
 
 // weakTDES reports a TDES key whose 8-byte parts repeat (K1 = K2, or K2 = K3),

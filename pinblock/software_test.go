@@ -370,14 +370,3 @@ func TestModuleGenerate(t *testing.T) {
 		t.Errorf("Generate(existing id) = %v, want %v", err, ErrKeyExists)
 	}
 }
-
-func TestOddDESParity(t *testing.T) {
-	// Every byte value maps to one with odd parity that differs only in bit 0.
-	for c := range 256 {
-		b := []byte{byte(c)}
-		oddDESParity(b)
-		if bits.OnesCount8(b[0])%2 != 1 || b[0]&^1 != byte(c)&^1 {
-			t.Errorf("oddDESParity(%#02x) = %#02x", c, b[0])
-		}
-	}
-}

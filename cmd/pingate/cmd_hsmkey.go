@@ -11,6 +11,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/integration/payshield"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 )
 
 // runHSMKey runs a key ceremony through the HSMs of a config with
@@ -194,7 +195,7 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	}
 	var (
 		info     pinblock.KeyInfo
-		action   = pinblock.ActionGenerate
+		action   = keystore.ActionGenerate
 		from     = "lmk"
 		compKCVs []string
 	)
@@ -210,9 +211,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 			info, err = m.Generate(ctx, *id, u, pinblock.TDES, *length)
 		}
 	case "import":
-		action, from = pinblock.ActionImport, *zmk
+		action, from = keystore.ActionImport, *zmk
 		if *rotate {
-			action = pinblock.ActionRotate
+			action = keystore.ActionRotate
 		}
 		enc, herr := hex.DecodeString(*under)
 		if herr != nil {
@@ -221,9 +222,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		info, err = m.Import(ctx, pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: pinblock.TDES, Enciphered: enc,
 			ZMK: pinblock.KeyRef{ID: *zmk}, KCV: *kcv, Who: *who, Why: *why, Rotate: *rotate})
 	case "combine":
-		action, from = pinblock.ActionCombine, pinblock.UnderComponents
+		action, from = keystore.ActionCombine, keystore.UnderComponents
 		if *rotate {
-			action = pinblock.ActionRotate
+			action = keystore.ActionRotate
 		}
 		if len(o.components) != len(o.kcvs) {
 			return fmt.Errorf("%w: give one --kcv per --component (%d components, %d KCVs)", errUsage, len(o.components), len(o.kcvs))
@@ -242,11 +243,11 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		return err
 	}
 	if sec.CustodyLog != "" {
-		l, err := pinblock.OpenCustodyLog(sec.CustodyLog)
+		l, err := keystore.OpenCustodyLog(sec.CustodyLog)
 		if err != nil {
 			return err
 		}
-		_, err = l.Append(pinblock.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
+		_, err = l.Append(keystore.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
 			Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs})
 		if cerr := l.Close(); err == nil {
 			err = cerr

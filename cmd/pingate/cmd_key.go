@@ -10,6 +10,7 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 )
 
 // The key custody commands (docs/key-custody.md). Every change to the store
@@ -64,27 +65,27 @@ func (sf *storeFlags) check() error {
 	return nil
 }
 
-func (sf *storeFlags) config() pinblock.StoreConfig {
-	return pinblock.StoreConfig{
+func (sf *storeFlags) config() keystore.StoreConfig {
+	return keystore.StoreConfig{
 		Path: sf.Store, LogPath: sf.Log, Grace: sf.Grace,
-		LMK: pinblock.LMKRef{File: sf.LMKFile, Env: sf.LMKEnv},
+		LMK: keystore.LMKRef{File: sf.LMKFile, Env: sf.LMKEnv},
 	}
 }
 
-// open opens an existing store (pinblock.ErrNoStore when there is none:
+// open opens an existing store (keystore.ErrNoStore when there is none:
 // see key init).
-func (sf *storeFlags) open() (*pinblock.Store, error) {
+func (sf *storeFlags) open() (*keystore.Store, error) {
 	if err := sf.check(); err != nil {
 		return nil, err
 	}
-	return pinblock.OpenStore(sf.config())
+	return keystore.OpenStore(sf.config())
 }
 
-func (cf *custodyFlags) custodian() (pinblock.Custodian, error) {
+func (cf *custodyFlags) custodian() (keystore.Custodian, error) {
 	if strings.TrimSpace(cf.Who) == "" || strings.TrimSpace(cf.Why) == "" {
-		return pinblock.Custodian{}, fmt.Errorf("%w: --who and --why are required: they go into the custody log", errUsage)
+		return keystore.Custodian{}, fmt.Errorf("%w: --who and --why are required: they go into the custody log", errUsage)
 	}
-	return pinblock.Custodian{Who: cf.Who, Why: cf.Why}, nil
+	return keystore.Custodian{Who: cf.Who, Why: cf.Why}, nil
 }
 
 const storeExample = "--store keys.json --log custody.log --lmk-file lmk.key"
@@ -151,7 +152,7 @@ func (c *keyLMKGenerateCmd) Run(env *cli.Env) error {
 	if err != nil {
 		return err
 	}
-	out, err := pinblock.WriteLMKFile(c.Out, a)
+	out, err := keystore.WriteLMKFile(c.Out, a)
 	return env.Result(out, err)
 }
 
@@ -168,7 +169,7 @@ func (c *keyInitCmd) Run(env *cli.Env) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	s, err := pinblock.InitStore(c.config())
+	s, err := keystore.InitStore(c.config())
 	if err != nil {
 		return err
 	}
@@ -253,7 +254,7 @@ func (c *keyImportTR31Cmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer s.Close()
-	info, err := s.ImportTR31(pinblock.TR31ImportRequest{ID: c.ID, Usage: u, Block: strings.TrimSpace(c.Block.Value()), KBPK: c.Under, Custodian: cu})
+	info, err := s.ImportTR31(keystore.TR31ImportRequest{ID: c.ID, Usage: u, Block: strings.TrimSpace(c.Block.Value()), KBPK: c.Under, Custodian: cu})
 	return env.Result(infoLine(info), err)
 }
 
@@ -335,7 +336,7 @@ func (c *keyCombineCmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer s.Close()
-	info, err := s.CombineComponents(pinblock.CombineRequest{ID: c.ID, Usage: u, Algorithm: a, Components: cs, Custodian: cu})
+	info, err := s.CombineComponents(keystore.CombineRequest{ID: c.ID, Usage: u, Algorithm: a, Components: cs, Custodian: cu})
 	return env.Result(infoLine(info), err)
 }
 
@@ -377,7 +378,7 @@ func (c *keyGenerateCmd) Run(env *cli.Env) error {
 		return err
 	}
 	defer s.Close()
-	info, err := s.Generate(pinblock.GenerateRequest{ID: c.ID, Usage: u, Algorithm: a, Length: n, Custodian: cu})
+	info, err := s.Generate(keystore.GenerateRequest{ID: c.ID, Usage: u, Algorithm: a, Length: n, Custodian: cu})
 	return env.Result(infoLine(info), err)
 }
 
@@ -406,7 +407,7 @@ func (c *keyRotateCmd) Run(env *cli.Env) error {
 	if c.ID == "" {
 		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	req := pinblock.RotateRequest{ID: c.ID, Custodian: cu}
+	req := keystore.RotateRequest{ID: c.ID, Custodian: cu}
 	// --kcv is shared: with --key it is the key's KCV, with --component
 	// one per component.
 	kcvs, keyHex, block := c.KCV, c.Key.Value(), c.Block.Value()
@@ -555,7 +556,7 @@ func (c *keyLogMigrateCmd) Run(env *cli.Env) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	st, err := pinblock.MigrateCustodyLog(c.config(), cu)
+	st, err := keystore.MigrateCustodyLog(c.config(), cu)
 	if err != nil {
 		return err
 	}
@@ -598,9 +599,9 @@ func (c *keyLogVerifyCmd) Run(env *cli.Env) error {
 		}
 		return env.Result(out, nil)
 	}
-	head, err := pinblock.VerifyCustodyLog(c.Log)
+	head, err := keystore.VerifyCustodyLog(c.Log)
 	if err != nil {
-		var ce *pinblock.CustodyError
+		var ce *keystore.CustodyError
 		if errors.As(err, &ce) {
 			return fmt.Errorf("custody log %s: first bad record at seq %d: %s", c.Log, ce.Seq, ce.Reason)
 		}

@@ -19,6 +19,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 )
 
 // Published keys and blocks (pinblock/testdata/tr31-vectors.json names the
@@ -592,11 +593,11 @@ func readLogLines(t *testing.T, path string) []string {
 func forgeRecord(t *testing.T, path, mac string) {
 	t.Helper()
 	lines := readLogLines(t, path)
-	var last pinblock.CustodyRecord
+	var last keystore.CustodyRecord
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
 		t.Fatal(err)
 	}
-	rec := pinblock.CustodyRecord{Seq: last.Seq + 1, Time: last.Time.Add(time.Minute), Who: "mallory", Action: pinblock.ActionGenerate,
+	rec := keystore.CustodyRecord{Seq: last.Seq + 1, Time: last.Time.Add(time.Minute), Who: "mallory", Action: keystore.ActionGenerate,
 		KeyID: "zpk-evil", Usage: pinblock.UsageZPK, Version: 1, KCV: "0A1B2C", Why: "nothing to see", Under: "lmk", PrevHash: last.Hash}
 	b, _ := json.Marshal(rec)
 	sum := sha256.Sum256(b)
@@ -655,7 +656,7 @@ func TestKeyCustodyLogMigrate(t *testing.T) {
 	e := setupCeremony(t)
 	var legacy []string
 	for _, l := range readLogLines(t, e.log) {
-		var rec pinblock.CustodyRecord
+		var rec keystore.CustodyRecord
 		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.MAC == "" {
 			t.Fatalf("record without a MAC from this pingate: %s (%v)", l, err)
 		}

@@ -26,6 +26,7 @@ import (
 	"pingate/integration/payshield/hsmsim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -349,7 +350,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		t.Error("the key file holds the new key in clear")
 	}
 	lines, rec := lastCustodyRecord(t, custody)
-	if lines != 1 || rec.Action != pinblock.ActionRotate || rec.KeyID != pinblock.DevATMZPK || rec.Version != 2 || rec.KCV != v2.KCV() || rec.Under != "zmk-hsm" {
+	if lines != 1 || rec.Action != keystore.ActionRotate || rec.KeyID != pinblock.DevATMZPK || rec.Version != 2 || rec.KCV != v2.KCV() || rec.Under != "zmk-hsm" {
 		t.Errorf("custody log: %d records, last %+v; want one rotate of %s to v2 under zmk-hsm", lines, rec, pinblock.DevATMZPK)
 	}
 
@@ -701,7 +702,7 @@ func TestHSMKeyCeremony(t *testing.T) {
 	if strings.Contains(list, "zpk-d") {
 		t.Error("a key whose KCV did not match is in the key file")
 	}
-	head, err := pinblock.VerifyCustodyLog(custody)
+	head, err := keystore.VerifyCustodyLog(custody)
 	if err != nil {
 		t.Fatalf("custody log: %v", err)
 	}
@@ -785,7 +786,7 @@ func TestHSMKeyCombine(t *testing.T) {
 		}
 	}
 	lines, rec := lastCustodyRecord(t, custody)
-	if lines != 1 || rec.Action != pinblock.ActionCombine || rec.Under != pinblock.UnderComponents || rec.KCV != "5C9405" ||
+	if lines != 1 || rec.Action != keystore.ActionCombine || rec.Under != keystore.UnderComponents || rec.KCV != "5C9405" ||
 		strings.Join(rec.ComponentKCVs, ",") != strings.Join(kcvs, ",") || rec.Who != "alice,bob,carol" {
 		t.Errorf("custody log: %d records, last %+v; want one combine record with the component KCVs %v", lines, rec, kcvs)
 	}
@@ -802,13 +803,13 @@ func TestHSMKeyCombine(t *testing.T) {
 
 // lastCustodyRecord verifies the custody log at path and returns how many
 // records it holds and the last one.
-func lastCustodyRecord(t *testing.T, path string) (int, pinblock.CustodyRecord) {
+func lastCustodyRecord(t *testing.T, path string) (int, keystore.CustodyRecord) {
 	t.Helper()
-	if _, err := pinblock.VerifyCustodyLog(path); err != nil {
+	if _, err := keystore.VerifyCustodyLog(path); err != nil {
 		t.Fatalf("custody log: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(mustRead(t, path)), "\n")
-	var rec pinblock.CustodyRecord
+	var rec keystore.CustodyRecord
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -44,8 +45,8 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 		zpkA, zpkB = "89ABCDEF01234567F0E1D2C3B4A59687", "2A2A2A2A2A2A2A2A5B5B5B5B5B5B5B5B"
 		newZPK     = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
 	)
-	who := pinblock.Custodian{Who: "test", Why: "key change test"}
-	for _, c := range []pinblock.CombineRequest{
+	who := keystore.Custodian{Who: "test", Why: "key change test"}
+	for _, c := range []keystore.CombineRequest{
 		{ID: "zmk-atm-store", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zmkA), opsComponent(t, zmkB)}, Custodian: who},
 		{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zpkA), opsComponent(t, zpkB)}, Custodian: who},
 	} {
@@ -160,7 +161,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 
 	// The key store holds version 2 with the new key's KCV, and the custody
 	// log records the handover by the acquirer, without key material.
-	var current pinblock.StoredKey
+	var current keystore.StoredKey
 	for _, k := range listStore(t, ks.sec) {
 		if k.ID == "zpk-atm-store" && k.RetiredAt == nil {
 			current = k
@@ -169,7 +170,7 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 	if current.Version != 2 || current.KCV != v2.KCV() {
 		t.Fatalf("key store's current zpk-atm-store = v%d KCV %s, want v2 KCV %s", current.Version, current.KCV, v2.KCV())
 	}
-	if _, err := pinblock.VerifyCustodyLog(ks.sec.CustodyLog); err != nil {
+	if _, err := keystore.VerifyCustodyLog(ks.sec.CustodyLog); err != nil {
 		t.Fatalf("custody log: %v", err)
 	}
 	raw, err := os.ReadFile(ks.sec.CustodyLog)
@@ -265,7 +266,7 @@ func underTDES(t *testing.T, kek, key []byte) []byte {
 }
 
 // listStore lists the key store of sec.
-func listStore(t *testing.T, sec gateway.SecurityConfig) []pinblock.StoredKey {
+func listStore(t *testing.T, sec gateway.SecurityConfig) []keystore.StoredKey {
 	t.Helper()
 	st, err := gateway.OpenKeyStore(sec)
 	if err != nil {

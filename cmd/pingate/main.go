@@ -15,7 +15,7 @@ import (
 
 	"pingate/cmd/internal/cli"
 	"pingate/integration/records"
-	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 )
 
 // pingateCLI is the command line of pingate: one field per command, its flags
@@ -59,7 +59,7 @@ func commandExists(name string) bool { return cli.HasCommand(app, name) }
 
 // cliVars fill the ${name} references in the commands' tags.
 var cliVars = kong.Vars{
-	"grace": pinblock.DefaultGrace.String(),
+	"grace": keystore.DefaultGrace.String(),
 
 	"pgenv":        postgresEnv,
 	"recordstopic": records.DefaultTopic,

@@ -21,6 +21,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -269,12 +270,12 @@ type opsKeyStore struct {
 func newOpsKeyStore(t *testing.T, dir string) opsKeyStore {
 	t.Helper()
 	lmk := filepath.Join(dir, "lmk")
-	if _, err := pinblock.WriteLMKFile(lmk, pinblock.AES); err != nil {
+	if _, err := keystore.WriteLMKFile(lmk, pinblock.AES); err != nil {
 		t.Fatal(err)
 	}
 	ks := opsKeyStore{sec: gateway.SecurityConfig{DevKeys: true, KeyStore: filepath.Join(dir, "keystore.json"),
 		CustodyLog: filepath.Join(dir, "custody.log"), LMKFile: lmk, RotationGrace: time.Hour}}
-	st, err := pinblock.InitStore(pinblock.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog, LMK: pinblock.LMKRef{File: lmk}})
+	st, err := keystore.InitStore(keystore.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog, LMK: keystore.LMKRef{File: lmk}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +344,8 @@ func opsFieldsUnder(t *testing.T, c issuersim.Card, terminal string, key pinbloc
 func TestReloadKeysFromStore(t *testing.T) {
 	dir := t.TempDir()
 	ks := newOpsKeyStore(t, dir)
-	st, err := pinblock.OpenStore(pinblock.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog,
-		LMK: pinblock.LMKRef{File: ks.sec.LMKFile}, Grace: ks.sec.RotationGrace})
+	st, err := keystore.OpenStore(keystore.StoreConfig{Path: ks.sec.KeyStore, LogPath: ks.sec.CustodyLog,
+		LMK: keystore.LMKRef{File: ks.sec.LMKFile}, Grace: ks.sec.RotationGrace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,8 +353,8 @@ func TestReloadKeysFromStore(t *testing.T) {
 		c1a, c1b = "0123456789ABCDEFFEDCBA9876543210", "1C587F1C13924FEF0101010101010101"
 		c2a, c2b = "89ABCDEF01234567F0E1D2C3B4A59687", "2A2A2A2A2A2A2A2A5B5B5B5B5B5B5B5B"
 	)
-	who := pinblock.Custodian{Who: "test", Why: "reload test"}
-	if _, err := st.CombineComponents(pinblock.CombineRequest{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES,
+	who := keystore.Custodian{Who: "test", Why: "reload test"}
+	if _, err := st.CombineComponents(keystore.CombineRequest{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES,
 		Components: []pinblock.Component{opsComponent(t, c1a), opsComponent(t, c1b)}, Custodian: who}); err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +411,7 @@ func TestReloadKeysFromStore(t *testing.T) {
 	}
 
 	// Rotate in the store (as `pingate key rotate` would), then reload.
-	if _, err := st.Rotate(pinblock.RotateRequest{ID: "zpk-atm-store",
+	if _, err := st.Rotate(keystore.RotateRequest{ID: "zpk-atm-store",
 		Components: []pinblock.Component{opsComponent(t, c2a), opsComponent(t, c2b)}, Custodian: who}); err != nil {
 		t.Fatal(err)
 	}

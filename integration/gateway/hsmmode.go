@@ -14,6 +14,7 @@ import (
 	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -190,13 +191,13 @@ func (s *hsmKeyChanges) Import(ctx context.Context, req pinblock.ImportRequest) 
 	if err != nil || s.custodyLog == "" {
 		return info, err
 	}
-	action := pinblock.ActionImport
+	action := keystore.ActionImport
 	if req.Rotate {
-		action = pinblock.ActionRotate
+		action = keystore.ActionRotate
 	}
-	rec := pinblock.CustodyRecord{Who: req.Who, Why: req.Why, Action: action, KeyID: info.ID, Usage: info.Usage,
+	rec := keystore.CustodyRecord{Who: req.Who, Why: req.Why, Action: action, KeyID: info.ID, Usage: info.Usage,
 		Version: info.Version, KCV: info.KCV, Under: req.ZMK.ID}
-	l, err := pinblock.OpenCustodyLog(s.custodyLog)
+	l, err := keystore.OpenCustodyLog(s.custodyLog)
 	if err == nil {
 		_, err = l.Append(rec)
 		if cerr := l.Close(); err == nil {

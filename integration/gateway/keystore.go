@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -51,7 +52,7 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 		return pinblock.KeyInfo{}, err
 	}
 	stored, held, err := rotateStored(st, req)
-	if errors.Is(err, pinblock.ErrCustodyPending) {
+	if errors.Is(err, keystore.ErrCustodyPending) {
 		// The new version is in the store, its custody record with it; only
 		// the append to the log failed, and the next change completes it.
 		s.log.WarnContext(ctx, "key change stored; its custody record waits in the key store for the log", "key", req.ID, "error", err)
@@ -77,21 +78,21 @@ func (s *keyChanges) Import(ctx context.Context, req pinblock.ImportRequest) (pi
 
 // rotateStored rotates req.ID in st to the key req carries, if st holds that
 // id (held).
-func rotateStored(st *pinblock.Store, req pinblock.ImportRequest) (stored pinblock.KeyInfo, held bool, err error) {
+func rotateStored(st *keystore.Store, req pinblock.ImportRequest) (stored pinblock.KeyInfo, held bool, err error) {
 	keys, err := st.List()
 	if err != nil {
 		return stored, false, fmt.Errorf("security.key_store: %w", err)
 	}
-	if !slices.ContainsFunc(keys, func(k pinblock.StoredKey) bool { return k.ID == req.ID }) {
+	if !slices.ContainsFunc(keys, func(k keystore.StoredKey) bool { return k.ID == req.ID }) {
 		return stored, false, nil
 	}
-	rr := pinblock.RotateRequest{
+	rr := keystore.RotateRequest{
 		ID: req.ID, Enciphered: req.Enciphered, ZMK: req.ZMK.ID, KCV: req.KCV,
-		Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why},
+		Custodian: keystore.Custodian{Who: req.Who, Why: req.Why},
 	}
 	if req.KeyBlock != "" {
-		rr = pinblock.RotateRequest{ID: req.ID, Block: req.KeyBlock, KBPK: req.ZMK.ID,
-			Custodian: pinblock.Custodian{Who: req.Who, Why: req.Why}}
+		rr = keystore.RotateRequest{ID: req.ID, Block: req.KeyBlock, KBPK: req.ZMK.ID,
+			Custodian: keystore.Custodian{Who: req.Who, Why: req.Why}}
 	}
 	stored, err = st.Rotate(rr)
 	return stored, true, err

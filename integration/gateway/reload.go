@@ -18,6 +18,7 @@ import (
 
 	"pingate/integration/redislimit"
 	"pingate/pinblock"
+	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
 
@@ -283,7 +284,7 @@ func issuerLinks(c routing.Config) []routing.IssuerConfig {
 // loadKeyring loads the keys sec names into a fresh ring: the development
 // keys if sec.DevKeys, then the key store. It also returns the store's
 // description of its keys (nil without a store). On error nothing is kept.
-func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []pinblock.StoredKey, error) {
+func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []keystore.StoredKey, error) {
 	ring := pinblock.NewKeyring(sec.RotationGrace)
 	if sec.DevKeys {
 		if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
@@ -312,10 +313,10 @@ func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []pinblock.StoredKey, e
 	return ring, stored, nil
 }
 
-func OpenKeyStore(sec SecurityConfig) (*pinblock.Store, error) {
-	st, err := pinblock.OpenStore(pinblock.StoreConfig{
+func OpenKeyStore(sec SecurityConfig) (*keystore.Store, error) {
+	st, err := keystore.OpenStore(keystore.StoreConfig{
 		Path: sec.KeyStore, LogPath: sec.CustodyLog, Grace: sec.RotationGrace,
-		LMK: pinblock.LMKRef{File: sec.LMKFile, Env: sec.LMKEnv},
+		LMK: keystore.LMKRef{File: sec.LMKFile, Env: sec.LMKEnv},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("security.key_store: %w", err)
@@ -326,7 +327,7 @@ func OpenKeyStore(sec SecurityConfig) (*pinblock.Store, error) {
 // storedKeys lists the key store of sec for the key metrics; nil without a
 // store or when it cannot be read (the keys loaded at start-up were read
 // from it moments before).
-func storedKeys(sec SecurityConfig) []pinblock.StoredKey {
+func storedKeys(sec SecurityConfig) []keystore.StoredKey {
 	if sec.KeyStore == "" {
 		return nil
 	}
@@ -372,12 +373,12 @@ func checkKeyLabels(rc routing.Config, ring *pinblock.Keyring) error {
 // setKeyMeta records the loaded key versions for the key metrics: creation
 // times from the store where it has them, and the end of each rotated-out
 // version's grace window.
-func (r *reloader) setKeyMeta(ring *pinblock.Keyring, stored []pinblock.StoredKey) {
+func (r *reloader) setKeyMeta(ring *pinblock.Keyring, stored []keystore.StoredKey) {
 	type idv struct {
 		id string
 		v  int
 	}
-	byVersion := map[idv]pinblock.StoredKey{}
+	byVersion := map[idv]keystore.StoredKey{}
 	for _, s := range stored {
 		byVersion[idv{s.ID, s.Version}] = s
 	}

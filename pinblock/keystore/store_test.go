@@ -1,4 +1,4 @@
-package pinblock
+package keystore
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"pingate/pinblock"
 	"slices"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ type testStore struct {
 	now time.Time
 }
 
-func newTestStore(t *testing.T, alg Algorithm) *testStore {
+func newTestStore(t *testing.T, alg pinblock.Algorithm) *testStore {
 	t.Helper()
 	dir := t.TempDir()
 	lmkPath := filepath.Join(dir, "lmk")
@@ -60,7 +61,7 @@ var alice = Custodian{Who: "alice", Why: "test ceremony"}
 
 // components splits the published key target into two components whose
 // KCVs are computed through NewKey.
-func components(t *testing.T, alg Algorithm, target []byte) []Component {
+func components(t *testing.T, alg pinblock.Algorithm, target []byte) []pinblock.Component {
 	t.Helper()
 	c1 := make([]byte, len(target))
 	for i := range c1 {
@@ -68,25 +69,25 @@ func components(t *testing.T, alg Algorithm, target []byte) []Component {
 	}
 	c2 := xorAll(target, c1)
 	kcv := func(b []byte) string {
-		k, err := NewKey("c", UsageZMK, alg, 1, b)
+		k, err := pinblock.NewKey("c", pinblock.UsageZMK, alg, 1, b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return k.KCV()
 	}
-	return []Component{mustComponent(t, c1, kcv(c1)), mustComponent(t, c2, kcv(c2))}
+	return []pinblock.Component{mustComponent(t, c1, kcv(c1)), mustComponent(t, c2, kcv(c2))}
 }
 
 func TestStoreCeremonies(t *testing.T) {
-	ts := newTestStore(t, AES)
+	ts := newTestStore(t, pinblock.AES)
 
 	// A TDES ZMK from components: the TR-31:2018 A.7.2.2 KBPK.
 	zmkT := tr31Hex(t, "DD7515F2BFC17F85CE48F3CA25CB21F6")
-	info, err := ts.CombineComponents(CombineRequest{ID: "zmk-t", Algorithm: TDES, Components: components(t, TDES, zmkT), Custodian: alice})
+	info, err := ts.CombineComponents(CombineRequest{ID: "zmk-t", Algorithm: pinblock.TDES, Components: components(t, pinblock.TDES, zmkT), Custodian: alice})
 	if err != nil {
 		t.Fatalf("CombineComponents() error = %v", err)
 	}
-	if info.Usage != UsageZMK || info.Version != 1 || info.KCV != kcvOf(t, zmkT) {
+	if info.Usage != pinblock.UsageZMK || info.Version != 1 || info.KCV != kcvOf(t, zmkT) {
 		t.Errorf("CombineComponents() = %+v", info)
 	}
 
@@ -95,17 +96,17 @@ func TestStoreCeremonies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ImportTR31() error = %v", err)
 	}
-	if info.Usage != UsageZPK || !strings.HasPrefix(info.KCV, "57C409") {
+	if info.Usage != pinblock.UsageZPK || !strings.HasPrefix(info.KCV, "57C409") {
 		t.Errorf("ImportTR31() = %+v, want ZPK with the published KCV 57C409", info)
 	}
 
 	// An AES ZMK from components (the RFC 3394 KEK), then the RFC 3394 key
 	// imported under it with AES Key Wrap.
-	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-a", Algorithm: AES, Components: components(t, AES, tr31Hex(t, rfc3394KEK)), Custodian: alice}); err != nil {
+	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-a", Algorithm: pinblock.AES, Components: components(t, pinblock.AES, tr31Hex(t, rfc3394KEK)), Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
-	wantKCV := tr31Key(t, UsageZPK, AES, rfc3394Key).KCV()
-	info, err = ts.ImportUnderZMK(ImportRequest{ID: "zpk-iss", Usage: UsageZPK, Algorithm: AES, Enciphered: tr31Hex(t, rfc3394Wrapped), ZMK: KeyRef{ID: "zmk-a"}, KCV: wantKCV, Who: "bob", Why: "issuer key exchange"})
+	wantKCV := tr31Key(t, pinblock.UsageZPK, pinblock.AES, rfc3394Key).KCV()
+	info, err = ts.ImportUnderZMK(pinblock.ImportRequest{ID: "zpk-iss", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Enciphered: tr31Hex(t, rfc3394Wrapped), ZMK: pinblock.KeyRef{ID: "zmk-a"}, KCV: wantKCV, Who: "bob", Why: "issuer key exchange"})
 	if err != nil {
 		t.Fatalf("ImportUnderZMK(AES KW) error = %v", err)
 	}
@@ -119,15 +120,15 @@ func TestStoreCeremonies(t *testing.T) {
 	enc := make([]byte, 16)
 	c.Encrypt(enc[:8], tpk[:8])
 	c.Encrypt(enc[8:], tpk[8:])
-	if _, err := ts.ImportUnderZMK(ImportRequest{ID: "tpk-1", Usage: UsageTPK, Algorithm: TDES, Enciphered: enc, ZMK: KeyRef{ID: "zmk-t"}, KCV: "CB9DEA", Who: "bob", Why: "terminal key"}); err != nil {
+	if _, err := ts.ImportUnderZMK(pinblock.ImportRequest{ID: "tpk-1", Usage: pinblock.UsageTPK, Algorithm: pinblock.TDES, Enciphered: enc, ZMK: pinblock.KeyRef{ID: "zmk-t"}, KCV: "CB9DEA", Who: "bob", Why: "terminal key"}); err != nil {
 		t.Fatalf("ImportUnderZMK(TDES ECB) error = %v", err)
 	}
-	if _, err := ts.ImportUnderZMK(ImportRequest{ID: "tpk-2", Usage: UsageTPK, Algorithm: TDES, Enciphered: enc, ZMK: KeyRef{ID: "zmk-t"}, KCV: "CB9DEB", Who: "bob", Why: "terminal key"}); !errors.Is(err, ErrKCVMismatch) {
+	if _, err := ts.ImportUnderZMK(pinblock.ImportRequest{ID: "tpk-2", Usage: pinblock.UsageTPK, Algorithm: pinblock.TDES, Enciphered: enc, ZMK: pinblock.KeyRef{ID: "zmk-t"}, KCV: "CB9DEB", Who: "bob", Why: "terminal key"}); !errors.Is(err, pinblock.ErrKCVMismatch) {
 		t.Errorf("ImportUnderZMK(wrong KCV) error = %v, want ErrKCVMismatch", err)
 	}
 
 	// Generate and rotate a PVK.
-	if _, err := ts.Generate(GenerateRequest{ID: "pvk-1", Usage: UsagePVK, Algorithm: TDES, Length: 16, Custodian: alice}); err != nil {
+	if _, err := ts.Generate(GenerateRequest{ID: "pvk-1", Usage: pinblock.UsagePVK, Algorithm: pinblock.TDES, Length: 16, Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
 	rotatedAt := ts.now.Add(10 * time.Minute)
@@ -155,20 +156,20 @@ func TestStoreCeremonies(t *testing.T) {
 	}
 
 	// Load: within the grace window both PVK versions, after it only v2.
-	ring := NewKeyring(ts.Grace())
+	ring := pinblock.NewKeyring(ts.Grace())
 	n, err := ts.Load(ring, rotatedAt.Add(time.Minute))
 	if err != nil || n != 7 {
 		t.Fatalf("Load() = %d, %v, want 7", n, err)
 	}
-	k, err := ring.Lookup(KeyRef{ID: "zpk-acq"}, rotatedAt)
+	k, err := ring.Lookup(pinblock.KeyRef{ID: "zpk-acq"}, rotatedAt)
 	if err != nil || !strings.HasPrefix(k.KCV(), "57C409") {
 		t.Errorf("Lookup(zpk-acq) = %v, %v", k, err)
 	}
-	if _, err := ring.Lookup(KeyRef{ID: "pvk-1", Version: 1}, rotatedAt.Add(time.Minute)); err != nil {
+	if _, err := ring.Lookup(pinblock.KeyRef{ID: "pvk-1", Version: 1}, rotatedAt.Add(time.Minute)); err != nil {
 		t.Errorf("Lookup(pvk-1 v1) in grace error = %v", err)
 	}
 	ring.Zeroize()
-	ring = NewKeyring(ts.Grace())
+	ring = pinblock.NewKeyring(ts.Grace())
 	if n, err := ts.Load(ring, rotatedAt.Add(ts.Grace())); err != nil || n != 6 {
 		t.Errorf("Load(after grace) = %d, %v, want 6", n, err)
 	}
@@ -179,7 +180,7 @@ func TestStoreCeremonies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ExportTR31() error = %v", err)
 	}
-	back, _, err := UnwrapKeyBlock(tr31Key(t, UsageZMK, AES, rfc3394KEK), block, UnwrapOptions{ID: "x", Version: 1})
+	back, _, err := pinblock.UnwrapKeyBlock(tr31Key(t, pinblock.UsageZMK, pinblock.AES, rfc3394KEK), block, pinblock.UnwrapOptions{ID: "x", Version: 1})
 	if err != nil || !strings.HasPrefix(back.KCV(), "57C409") {
 		t.Errorf("exported block unwraps to %v, %v, want KCV 57C409", back, err)
 	}
@@ -187,7 +188,7 @@ func TestStoreCeremonies(t *testing.T) {
 	if err := ts.Remove("tpk-1", alice); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.Remove("tpk-1", alice); !errors.Is(err, ErrUnknownKey) {
+	if err := ts.Remove("tpk-1", alice); !errors.Is(err, pinblock.ErrUnknownKey) {
 		t.Errorf("Remove(twice) error = %v, want ErrUnknownKey", err)
 	}
 
@@ -215,30 +216,30 @@ func TestStoreCeremonies(t *testing.T) {
 func itoaVersion(v int) string { return tr31Itoa(v) }
 
 func TestStoreRefuses(t *testing.T) {
-	ts := newTestStore(t, TDES)
-	if _, err := ts.Generate(GenerateRequest{ID: "aes-zpk", Usage: UsageZPK, Algorithm: AES, Length: 32, Custodian: alice}); !errors.Is(err, ErrWeakKEK) {
+	ts := newTestStore(t, pinblock.TDES)
+	if _, err := ts.Generate(GenerateRequest{ID: "aes-zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 32, Custodian: alice}); !errors.Is(err, pinblock.ErrWeakKEK) {
 		t.Errorf("Generate(AES-256 under TDES LMK) error = %v, want ErrWeakKEK", err)
 	}
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: UsageZPK, Algorithm: TDES, Length: 16, Custodian: Custodian{Who: "alice"}}); err == nil {
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Custodian: Custodian{Who: "alice"}}); err == nil {
 		t.Error("Generate(no why) error = nil")
 	}
-	if _, err := ts.Generate(GenerateRequest{ID: "bad id", Usage: UsageZPK, Algorithm: TDES, Length: 16, Custodian: alice}); !errors.Is(err, ErrInvalidKey) {
+	if _, err := ts.Generate(GenerateRequest{ID: "bad id", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Custodian: alice}); !errors.Is(err, pinblock.ErrInvalidKey) {
 		t.Errorf("Generate(bad id) error = %v, want ErrInvalidKey", err)
 	}
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: UsageZPK, Algorithm: TDES, Length: 16, Custodian: alice}); err != nil {
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: UsageZPK, Algorithm: TDES, Length: 16, Custodian: alice}); !errors.Is(err, ErrKeyExists) {
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Custodian: alice}); !errors.Is(err, pinblock.ErrKeyExists) {
 		t.Errorf("Generate(existing id) error = %v, want ErrKeyExists", err)
 	}
-	if _, err := ts.Rotate(RotateRequest{ID: "nope", Custodian: alice}); !errors.Is(err, ErrUnknownKey) {
+	if _, err := ts.Rotate(RotateRequest{ID: "nope", Custodian: alice}); !errors.Is(err, pinblock.ErrUnknownKey) {
 		t.Errorf("Rotate(unknown) error = %v, want ErrUnknownKey", err)
 	}
-	if _, err := ts.ImportTR31(TR31ImportRequest{ID: "x", KBPK: "zpk", Block: "B0016P0TE00E0000", Custodian: alice}); !errors.Is(err, ErrKeyUsage) {
+	if _, err := ts.ImportTR31(TR31ImportRequest{ID: "x", KBPK: "zpk", Block: "B0016P0TE00E0000", Custodian: alice}); !errors.Is(err, pinblock.ErrKeyUsage) {
 		t.Errorf("ImportTR31(under a ZPK) error = %v, want ErrKeyUsage", err)
 	}
 	// An AES-256 key cannot come in under a double-length TDES ZMK.
-	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk", Algorithm: TDES, Components: components(t, TDES, tr31Hex(t, "DD7515F2BFC17F85CE48F3CA25CB21F6")), Custodian: alice}); err != nil {
+	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk", Algorithm: pinblock.TDES, Components: components(t, pinblock.TDES, tr31Hex(t, "DD7515F2BFC17F85CE48F3CA25CB21F6")), Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.ExportTR31("zpk", "zmk", alice); err != nil {
@@ -246,20 +247,20 @@ func TestStoreRefuses(t *testing.T) {
 	}
 	// A key that arrived marked non-exportable ('N': payShield 10k block
 	// from openemv/tr31, see tr31-vectors.json) stays in.
-	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-ps", Algorithm: TDES, Components: components(t, TDES, tr31Hex(t, "EFE0853B256B583D868F251CE99EA1D9")), Custodian: alice}); err != nil {
+	if _, err := ts.CombineComponents(CombineRequest{ID: "zmk-ps", Algorithm: pinblock.TDES, Components: components(t, pinblock.TDES, tr31Hex(t, "EFE0853B256B583D868F251CE99EA1D9")), Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
 	info, err := ts.ImportTR31(TR31ImportRequest{ID: "zmk-n", KBPK: "zmk-ps", Block: "B0080K0TN00N00001C414014375212C24995E405B5EE052CB92B67F455EA2680F6751088F9F1C228", Custodian: alice})
-	if err != nil || info.KCV != "5C9405" || info.Usage != UsageZMK {
+	if err != nil || info.KCV != "5C9405" || info.Usage != pinblock.UsageZMK {
 		t.Fatalf("ImportTR31(payShield K0) = %+v, %v, want ZMK 5C9405", info, err)
 	}
-	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, ErrKeyUsage) {
+	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, pinblock.ErrKeyUsage) {
 		t.Errorf("ExportTR31(non-exportable) error = %v, want ErrKeyUsage", err)
 	}
 	if _, err := ts.Rotate(RotateRequest{ID: "zmk-n", Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, ErrKeyUsage) {
+	if _, err := ts.ExportTR31("zmk-n", "zmk", alice); !errors.Is(err, pinblock.ErrKeyUsage) {
 		t.Errorf("ExportTR31(rotated non-exportable) error = %v, want ErrKeyUsage", err)
 	}
 	head, err := VerifyCustodyLog(ts.cfg.LogPath)
@@ -270,9 +271,9 @@ func TestStoreRefuses(t *testing.T) {
 
 func TestStoreDetectsTampering(t *testing.T) {
 	setup := func(t *testing.T) *testStore {
-		ts := newTestStore(t, AES)
+		ts := newTestStore(t, pinblock.AES)
 		for _, id := range []string{"zpk-a", "zpk-b"} {
-			if _, err := ts.Generate(GenerateRequest{ID: id, Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+			if _, err := ts.Generate(GenerateRequest{ID: id, Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Custodian: alice}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -297,14 +298,14 @@ func TestStoreDetectsTampering(t *testing.T) {
 		if err := ts.write(f); err != nil { // re-MACed: only the binding can tell
 			t.Fatal(err)
 		}
-		if _, err := ts.Load(NewKeyring(time.Hour), ts.now); !errors.Is(err, ErrStore) {
+		if _, err := ts.Load(pinblock.NewKeyring(time.Hour), ts.now); !errors.Is(err, ErrStore) {
 			t.Errorf("Load(swapped blocks) error = %v, want ErrStore", err)
 		}
 	})
 	t.Run("other LMK", func(t *testing.T) {
 		ts := setup(t)
 		other := filepath.Join(ts.dir, "lmk2")
-		if _, err := WriteLMKFile(other, AES); err != nil {
+		if _, err := WriteLMKFile(other, pinblock.AES); err != nil {
 			t.Fatal(err)
 		}
 		cfg := ts.cfg
@@ -331,7 +332,7 @@ func TestStoreDetectsTampering(t *testing.T) {
 		if st, err := ts.CheckLog(); err != nil || st.Pending != 1 || st.Records != 1 {
 			t.Fatalf("CheckLog() = %+v, %v; want 1 record and 1 pending", st, err)
 		}
-		if _, err := ts.Generate(GenerateRequest{ID: "zpk-c", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+		if _, err := ts.Generate(GenerateRequest{ID: "zpk-c", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Custodian: alice}); err != nil {
 			t.Fatal(err)
 		}
 		lines = readLines(t, ts.cfg.LogPath)
@@ -360,7 +361,7 @@ func TestLMKRef(t *testing.T) {
 		t.Errorf("json.Marshal(LMKRef) = %s shows the value", b)
 	}
 	k, err := r.Load()
-	if err != nil || k.Algorithm() != AES || k.Len() != 32 || k.Usage() != UsageLMK {
+	if err != nil || k.Algorithm() != pinblock.AES || k.Len() != 32 || k.Usage() != pinblock.UsageLMK {
 		t.Fatalf("Load() = %v, %v", k, err)
 	}
 	tests := []struct {
@@ -380,7 +381,7 @@ func TestLMKRef(t *testing.T) {
 				t.Setenv("PINGATE_TEST_LMK2", tt.env)
 			}
 			_, err := tt.give.Load()
-			if !errors.Is(err, ErrInvalidKey) {
+			if !errors.Is(err, pinblock.ErrInvalidKey) {
 				t.Fatalf("Load() error = %v, want ErrInvalidKey", err)
 			}
 			if tt.env != "" && strings.Contains(err.Error(), tt.env[8:20]) {
@@ -390,21 +391,21 @@ func TestLMKRef(t *testing.T) {
 	}
 	// Bare hex: 48 digits is TDES.
 	t.Setenv("PINGATE_TEST_LMK3", "0123456789ABCDEFFEDCBA987654321089ABCDEF01234567")
-	if k, err := (LMKRef{Env: "PINGATE_TEST_LMK3"}).Load(); err != nil || k.Algorithm() != TDES {
+	if k, err := (LMKRef{Env: "PINGATE_TEST_LMK3"}).Load(); err != nil || k.Algorithm() != pinblock.TDES {
 		t.Errorf("Load(48 hex digits) = %v, %v, want TDES", k, err)
 	}
 	// A world-readable file is refused.
 	p := filepath.Join(t.TempDir(), "lmk")
 	os.WriteFile(p, []byte(value), 0o644)
-	if _, err := (LMKRef{File: p}).Load(); !errors.Is(err, ErrInvalidKey) {
+	if _, err := (LMKRef{File: p}).Load(); !errors.Is(err, pinblock.ErrInvalidKey) {
 		t.Errorf("Load(mode 0644) error = %v, want ErrInvalidKey", err)
 	}
 	// WriteLMKFile refuses to overwrite and writes mode 0600.
-	if _, err := WriteLMKFile(p, AES); err == nil {
+	if _, err := WriteLMKFile(p, pinblock.AES); err == nil {
 		t.Error("WriteLMKFile(existing) error = nil")
 	}
 	p2 := filepath.Join(t.TempDir(), "lmk")
-	kcv, err := WriteLMKFile(p2, AES)
+	kcv, err := WriteLMKFile(p2, pinblock.AES)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func TestStoreConfigValidate(t *testing.T) {
 // processes would be) and several goroutines each; the lock serialises them
 // and no change is lost.
 func TestStoreConcurrentWriters(t *testing.T) {
-	ts := newTestStore(t, AES)
+	ts := newTestStore(t, pinblock.AES)
 	other, err := OpenStore(ts.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -445,7 +446,7 @@ func TestStoreConcurrentWriters(t *testing.T) {
 			s = other
 		}
 		go func(i int, s *Store) {
-			_, err := s.Generate(GenerateRequest{ID: "k" + tr31Itoa(i+1), Usage: UsageTAK, Algorithm: AES, Length: 16, Custodian: alice})
+			_, err := s.Generate(GenerateRequest{ID: "k" + tr31Itoa(i+1), Usage: pinblock.UsageTAK, Algorithm: pinblock.AES, Length: 16, Custodian: alice})
 			errs <- err
 		}(i, s)
 	}
@@ -468,8 +469,8 @@ func TestStoreConcurrentWriters(t *testing.T) {
 // (ErrCustodyPending), the log is untouched, and the next change appends
 // them and records the repair.
 func TestStoreCommitLogAppendFails(t *testing.T) {
-	ts := newTestStore(t, AES)
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk-a", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+	ts := newTestStore(t, pinblock.AES)
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk-a", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
 	before := readLines(t, ts.cfg.LogPath)
@@ -502,7 +503,7 @@ func TestStoreCommitLogAppendFails(t *testing.T) {
 	if st, err := ts.CheckLog(); err != nil || st.Records != 1 || st.Pending != 1 {
 		t.Errorf("CheckLog() = %+v, %v; want 1 record and 1 pending", st, err)
 	}
-	if _, err := ts.Generate(GenerateRequest{ID: "zpk-b", Usage: UsageZPK, Algorithm: AES, Length: 16, Custodian: alice}); err != nil {
+	if _, err := ts.Generate(GenerateRequest{ID: "zpk-b", Usage: pinblock.UsageZPK, Algorithm: pinblock.AES, Length: 16, Custodian: alice}); err != nil {
 		t.Fatal(err)
 	}
 	lines := readLines(t, ts.cfg.LogPath)

@@ -1,10 +1,9 @@
-package pinblock
+package keystore
 
 import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"pingate/pinblock"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,10 +46,6 @@ var (
 	// ErrStore: the store file is malformed, was altered, or was written under
 	// another LMK.
 	ErrStore = errors.New("key store does not verify")
-	// ErrWeakKEK: a key would be protected by a weaker key (ANSI X9.24-1 and
-	// PCI PIN requirement 18-3 forbid it), e.g. an AES-256 key under a
-	// double-length TDES ZMK.
-	ErrWeakKEK = errors.New("key-encrypting key is weaker than the key it protects")
 	// ErrNoStore: the store file does not exist. A store is created only by
 	// InitStore (pingate key init), and never over a custody log that
 	// already has records.
@@ -94,84 +90,84 @@ func (r LMKRef) String() string {
 // Validate requires exactly one of File and Env.
 func (r LMKRef) Validate() error {
 	if (r.File == "") == (r.Env == "") {
-		return fmt.Errorf("%w: LMK reference needs exactly one of a file or an env var, got %s", ErrInvalidKey, r)
+		return fmt.Errorf("%w: LMK reference needs exactly one of a file or an env var, got %s", pinblock.ErrInvalidKey, r)
 	}
 	return nil
 }
 
 // Load reads the LMK. A file readable by group or others is refused, like
 // ssh refuses such private keys. Errors never include the value.
-func (r LMKRef) Load() (Key, error) {
+func (r LMKRef) Load() (pinblock.Key, error) {
 	if err := r.Validate(); err != nil {
-		return Key{}, err
+		return pinblock.Key{}, err
 	}
 	var raw []byte
 	if r.File != "" {
 		st, err := os.Stat(r.File)
 		if err != nil {
-			return Key{}, fmt.Errorf("%w: %s: %w", ErrInvalidKey, r, err)
+			return pinblock.Key{}, fmt.Errorf("%w: %s: %w", pinblock.ErrInvalidKey, r, err)
 		}
 		if st.Mode().Perm()&0o077 != 0 {
-			return Key{}, fmt.Errorf("%w: %s is readable by group or others (mode %04o); chmod 600 it", ErrInvalidKey, r, st.Mode().Perm())
+			return pinblock.Key{}, fmt.Errorf("%w: %s is readable by group or others (mode %04o); chmod 600 it", pinblock.ErrInvalidKey, r, st.Mode().Perm())
 		}
 		if raw, err = os.ReadFile(r.File); err != nil {
-			return Key{}, fmt.Errorf("%w: %s: %w", ErrInvalidKey, r, err)
+			return pinblock.Key{}, fmt.Errorf("%w: %s: %w", pinblock.ErrInvalidKey, r, err)
 		}
 	} else {
 		v, ok := os.LookupEnv(r.Env)
 		if !ok || v == "" {
-			return Key{}, fmt.Errorf("%w: %s is unset or empty", ErrInvalidKey, r)
+			return pinblock.Key{}, fmt.Errorf("%w: %s is unset or empty", pinblock.ErrInvalidKey, r)
 		}
 		raw = []byte(v)
 	}
 	defer clear(raw)
 	k, err := parseLMK(raw)
 	if err != nil {
-		return Key{}, fmt.Errorf("%s: %w", r, err)
+		return pinblock.Key{}, fmt.Errorf("%s: %w", r, err)
 	}
 	return k, nil
 }
 
-func parseLMK(v []byte) (Key, error) {
+func parseLMK(v []byte) (pinblock.Key, error) {
 	s := bytes.TrimSpace(v)
-	var alg Algorithm
+	var alg pinblock.Algorithm
 	switch {
 	case bytes.HasPrefix(bytes.ToLower(s), []byte("aes:")):
-		alg, s = AES, s[4:]
+		alg, s = pinblock.AES, s[4:]
 	case bytes.HasPrefix(bytes.ToLower(s), []byte("tdes:")):
-		alg, s = TDES, s[5:]
+		alg, s = pinblock.TDES, s[5:]
 	case len(s) == 32 || len(s) == 48:
-		alg = TDES
+		alg = pinblock.TDES
 	case len(s) == 64:
-		alg = AES
+		alg = pinblock.AES
 	default:
-		return Key{}, fmt.Errorf("%w: LMK must be aes:HEX, tdes:HEX, or 32, 48 or 64 hex digits", ErrInvalidKey)
+		return pinblock.Key{}, fmt.Errorf("%w: LMK must be aes:HEX, tdes:HEX, or 32, 48 or 64 hex digits", pinblock.ErrInvalidKey)
 	}
 	raw := make([]byte, hex.DecodedLen(len(s)))
 	defer clear(raw)
 	if _, err := hex.Decode(raw, s); err != nil {
-		return Key{}, fmt.Errorf("%w: LMK is not hexadecimal", ErrInvalidKey)
+		return pinblock.Key{}, fmt.Errorf("%w: LMK is not hexadecimal", pinblock.ErrInvalidKey)
 	}
-	return NewKey("lmk", UsageLMK, alg, 1, raw)
+	return pinblock.NewKey("lmk", pinblock.UsageLMK, alg, 1, raw)
 }
 
 // WriteLMKFile writes a new random LMK ("aes:" + 64 hex digits for AES-256,
 // or "tdes:" + 48 for triple-length TDES) to path with mode 0600, refusing
 // to overwrite an existing file, and returns its KCV. It is a development
 // helper: a production LMK lives in an HSM or is entered as components.
-func WriteLMKFile(path string, alg Algorithm) (string, error) {
+func WriteLMKFile(path string, alg pinblock.Algorithm) (string, error) {
 	n := 32
-	if alg == TDES {
+	if alg == pinblock.TDES {
 		n = 24
-	} else if alg != AES {
-		return "", fmt.Errorf("%w: unknown algorithm %q", ErrInvalidKey, alg)
+	} else if alg != pinblock.AES {
+		return "", fmt.Errorf("%w: unknown algorithm %q", pinblock.ErrInvalidKey, alg)
 	}
-	raw, err := randomKeyBytes(alg, n)
+	raw, err := pinblock.RandomKeyMaterial(rand.Reader, alg, n)
 	if err != nil {
 		return "", err
 	}
 	defer clear(raw)
-	k, err := NewKey("lmk", UsageLMK, alg, 1, raw)
+	k, err := pinblock.NewKey("lmk", pinblock.UsageLMK, alg, 1, raw)
 	if err != nil {
 		return "", err
 	}
@@ -234,7 +230,7 @@ func (c StoreConfig) Validate() error {
 
 // StoredKey describes one stored key version without revealing it.
 type StoredKey struct {
-	KeyInfo
+	pinblock.KeyInfo
 	// RetiredAt is when a newer version replaced this one; nil for the
 	// current version.
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
@@ -249,9 +245,9 @@ type StoredKey struct {
 // concurrent use.
 type Store struct {
 	cfg    StoreConfig
-	lmk    Key
-	macKey []byte
-	logKey []byte // custody record MACs
+	lmk    pinblock.Key
+	macKey *pinblock.DerivedMAC // the store file's MAC
+	logKey *pinblock.DerivedMAC // custody record MACs
 	now    func() time.Time
 	rnd    io.Reader
 
@@ -275,8 +271,8 @@ func openStore(cfg StoreConfig, checkLog bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
-	if s.macKey, err = deriveLMKKey(lmk, "pingate key store MAC key"); err == nil {
-		s.logKey, err = deriveLMKKey(lmk, "pingate custody log MAC key")
+	if s.macKey, err = pinblock.NewDerivedMAC(lmk, "pingate key store MAC key"); err == nil {
+		s.logKey, err = pinblock.NewDerivedMAC(lmk, "pingate custody log MAC key")
 	}
 	if err != nil {
 		lmk.Zeroize()
@@ -319,8 +315,8 @@ func InitStore(cfg StoreConfig) (*Store, error) {
 		return nil, err
 	}
 	s = &Store{cfg: cfg, lmk: lmk, now: time.Now, rnd: rand.Reader}
-	if s.macKey, err = deriveLMKKey(lmk, "pingate key store MAC key"); err == nil {
-		s.logKey, err = deriveLMKKey(lmk, "pingate custody log MAC key")
+	if s.macKey, err = pinblock.NewDerivedMAC(lmk, "pingate key store MAC key"); err == nil {
+		s.logKey, err = pinblock.NewDerivedMAC(lmk, "pingate custody log MAC key")
 	}
 	if err != nil {
 		lmk.Zeroize()
@@ -433,8 +429,12 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lmk.Zeroize()
-	clear(s.macKey)
-	clear(s.logKey)
+	if s.macKey != nil {
+		s.macKey.Zeroize()
+	}
+	if s.logKey != nil {
+		s.logKey.Zeroize()
+	}
 	return nil
 }
 
@@ -456,19 +456,19 @@ type storeFile struct {
 }
 
 type storeLMK struct {
-	Algorithm Algorithm `json:"algorithm"`
-	KCV       string    `json:"kcv"`
+	Algorithm pinblock.Algorithm `json:"algorithm"`
+	KCV       string             `json:"kcv"`
 }
 
 type storeEntry struct {
-	ID        string     `json:"id"`
-	Usage     Usage      `json:"usage"`
-	Algorithm Algorithm  `json:"algorithm"`
-	Length    int        `json:"length"`
-	Version   int        `json:"version"`
-	KCV       string     `json:"kcv"`
-	Created   time.Time  `json:"created"`
-	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	ID        string             `json:"id"`
+	Usage     pinblock.Usage     `json:"usage"`
+	Algorithm pinblock.Algorithm `json:"algorithm"`
+	Length    int                `json:"length"`
+	Version   int                `json:"version"`
+	KCV       string             `json:"kcv"`
+	Created   time.Time          `json:"created"`
+	RetiredAt *time.Time         `json:"retired_at,omitempty"`
 	// NonExportable is set for a key that arrived in a TR-31 block marked
 	// non-exportable ('N') or sensitive ('S'), and kept across rotations.
 	NonExportable bool   `json:"non_exportable,omitempty"`
@@ -476,23 +476,7 @@ type storeEntry struct {
 }
 
 func (e storeEntry) info() StoredKey {
-	return StoredKey{KeyInfo: KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable}
-}
-
-// deriveLMKKey derives a 32-byte key from the LMK: CMAC(LMK, label ‖
-// counter) for counters 1, 2, ... The labels ("pingate key store MAC key",
-// "pingate custody log MAC key") make the keys distinct from each other and
-// their inputs distinct from the 8-byte TR-31 derivation inputs.
-func deriveLMKKey(lmk Key, label string) ([]byte, error) {
-	b, err := lmk.blockCipher()
-	if err != nil {
-		return nil, err
-	}
-	var out []byte
-	for i := byte(1); len(out) < 32; i++ {
-		out = append(out, cmac(b, append([]byte(label), i))...)
-	}
-	return out[:32], nil
+	return StoredKey{KeyInfo: pinblock.KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable}
 }
 
 func (s *Store) mac(f storeFile) (string, error) {
@@ -501,9 +485,7 @@ func (s *Store) mac(f storeFile) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	m := hmac.New(sha256.New, s.macKey)
-	m.Write(b)
-	return hex.EncodeToString(m.Sum(nil)), nil
+	return s.macKey.Sum(b), nil
 }
 
 // read loads and verifies the store file. A missing file is ErrNoStore,
@@ -628,7 +610,7 @@ func (s *Store) List() ([]StoredKey, error) {
 // block is checked against its entry (MAC, binding to id, usage and version,
 // KCV). It returns how many versions it added. On error, keys already added
 // stay in kr (owned by it); the caller normally discards kr.
-func (s *Store) Load(kr *Keyring, now time.Time) (int, error) {
+func (s *Store) Load(kr *pinblock.Keyring, now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, err := s.read()
@@ -660,10 +642,10 @@ func (s *Store) Load(kr *Keyring, now time.Time) (int, error) {
 }
 
 // unwrapEntry deciphers one entry and checks it against the entry.
-func (s *Store) unwrapEntry(e storeEntry) (Key, error) {
-	k, h, err := UnwrapKeyBlock(s.lmk, e.KeyUnderLMK, UnwrapOptions{ID: e.ID, Version: e.Version, Usage: e.Usage})
+func (s *Store) unwrapEntry(e storeEntry) (pinblock.Key, error) {
+	k, h, err := pinblock.UnwrapKeyBlock(s.lmk, e.KeyUnderLMK, pinblock.UnwrapOptions{ID: e.ID, Version: e.Version, Usage: e.Usage})
 	if err != nil {
-		return Key{}, fmt.Errorf("%w: key %s v%d: %w", ErrStore, e.ID, e.Version, err)
+		return pinblock.Key{}, fmt.Errorf("%w: key %s v%d: %w", ErrStore, e.ID, e.Version, err)
 	}
 	bound := ""
 	for _, ob := range h.Optional {
@@ -673,60 +655,40 @@ func (s *Store) unwrapEntry(e storeEntry) (Key, error) {
 	}
 	if bound != bindingFor(e.ID, e.Usage, e.Version) || k.Algorithm() != e.Algorithm || k.CheckKCV(e.KCV) != nil {
 		k.Zeroize()
-		return Key{}, fmt.Errorf("%w: key %s v%d: key block does not belong to this entry", ErrStore, e.ID, e.Version)
+		return pinblock.Key{}, fmt.Errorf("%w: key %s v%d: key block does not belong to this entry", ErrStore, e.ID, e.Version)
 	}
 	return k, nil
 }
 
-func bindingFor(id string, u Usage, version int) string {
+func bindingFor(id string, u pinblock.Usage, version int) string {
 	return string(u) + ":" + strconv.Itoa(version) + ":" + id
 }
 
 // wrapUnderLMK enciphers k under the LMK with the binding block.
-func (s *Store) wrapUnderLMK(k Key) (string, error) {
-	if err := checkKEKStrength(s.lmk, k); err != nil {
+func (s *Store) wrapUnderLMK(k pinblock.Key) (string, error) {
+	if err := pinblock.CheckKEKStrength(s.lmk, k); err != nil {
 		return "", err
 	}
-	h, err := NewKeyBlockHeader(k, s.lmk)
+	h, err := pinblock.NewKeyBlockHeader(k, s.lmk)
 	if err != nil {
 		return "", err
 	}
 	h.Exportability = 'N' // under the LMK the block itself never leaves
-	h.Optional = []OptionalBlock{{ID: bindingBlockID, Data: bindingFor(k.ID(), k.Usage(), k.Version())}}
-	return WrapKeyBlock(s.lmk, h, k)
-}
-
-// keyStrength is the security strength in bits (NIST SP 800-57 part 1).
-// SM4 is counted at its key length, 128 bits, like AES-128: no attack on it
-// is known better than exhaustive search.
-func keyStrength(k Key) int {
-	if k.Algorithm() == AES || k.Algorithm() == SM4 {
-		return 8 * k.Len()
-	}
-	if k.Len() == 24 {
-		return 112
-	}
-	return 80
-}
-
-func checkKEKStrength(kek, k Key) error {
-	if keyStrength(kek) < keyStrength(k) {
-		return fmt.Errorf("%w: %s (%d bits) under %s (%d bits)", ErrWeakKEK, k.ID(), keyStrength(k), kek.ID(), keyStrength(kek))
-	}
-	return nil
+	h.Optional = []pinblock.OptionalBlock{{ID: bindingBlockID, Data: bindingFor(k.ID(), k.Usage(), k.Version())}}
+	return pinblock.WrapKeyBlock(s.lmk, h, k)
 }
 
 // validKeyID: 1–64 characters of letters, digits, '.', '_' and '-',
 // starting with a letter or digit.
 func validKeyID(id string) error {
 	if id == "" || len(id) > 64 {
-		return fmt.Errorf("%w: key id must be 1 to 64 characters", ErrInvalidKey)
+		return fmt.Errorf("%w: key id must be 1 to 64 characters", pinblock.ErrInvalidKey)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
 		if !ok {
-			return fmt.Errorf("%w: key id %q: use letters, digits, '.', '_' and '-'", ErrInvalidKey, id)
+			return fmt.Errorf("%w: key id %q: use letters, digits, '.', '_' and '-'", pinblock.ErrInvalidKey, id)
 		}
 	}
 	return nil
@@ -748,7 +710,7 @@ func (c Custodian) validate() error {
 // the store holds.
 type TR31ImportRequest struct {
 	ID    string
-	Usage Usage // empty: the usage the block's key usage maps to (P0 → ZPK)
+	Usage pinblock.Usage // empty: the usage the block's key usage maps to (P0 → ZPK)
 	Block string
 	KBPK  string // id of the ZMK in the store; every version still in its grace window is tried
 	Custodian
@@ -757,17 +719,17 @@ type TR31ImportRequest struct {
 // CombineRequest makes a key from 2 or 3 clear components.
 type CombineRequest struct {
 	ID         string
-	Usage      Usage // empty: ZMK
-	Algorithm  Algorithm
-	Components []Component // cleared by the call
+	Usage      pinblock.Usage // empty: ZMK
+	Algorithm  pinblock.Algorithm
+	Components []pinblock.Component // cleared by the call
 	Custodian
 }
 
 // GenerateRequest makes a random key.
 type GenerateRequest struct {
 	ID        string
-	Usage     Usage
-	Algorithm Algorithm
+	Usage     pinblock.Usage
+	Algorithm pinblock.Algorithm
 	Length    int // bytes: TDES 16 or 24, AES 16, 24 or 32
 	Custodian
 }
@@ -784,13 +746,13 @@ type RotateRequest struct {
 	KCV        string
 	Block      string
 	KBPK       string
-	Components []Component
+	Components []pinblock.Component
 	Custodian
 }
 
 // obtained is new key material and how it arrived, for the custody record.
 type obtained struct {
-	key           Key
+	key           pinblock.Key
 	action        string
 	under         string
 	componentKCVs []string
@@ -803,7 +765,7 @@ type obtained struct {
 // ZMK's current version is tried first, then previous versions still in
 // their grace window, and the first whose result matches the KCV wins. Errors:
 // ErrKeyExists, ErrUnknownKey, ErrKeyUsage, ErrKCVMismatch, ErrWeakKEK.
-func (s *Store) ImportUnderZMK(req ImportRequest) (KeyInfo, error) {
+func (s *Store) ImportUnderZMK(req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
 	c := Custodian{Who: req.Who, Why: req.Why}
 	return s.put(req.ID, false, c, func(f *storeFile, version int) (obtained, error) {
 		return s.fromEnciphered(f, req.ID, req.Usage, req.Algorithm, version, req.Enciphered, req.ZMK.ID, req.KCV)
@@ -813,7 +775,7 @@ func (s *Store) ImportUnderZMK(req ImportRequest) (KeyInfo, error) {
 // ImportTR31 adds req.ID at version 1 from a TR-31 key block under a ZMK in
 // the store. Errors: ErrKeyExists, ErrUnknownKey, ErrKeyBlock (ErrKeyBlockMAC
 // when no version of the ZMK verifies it), ErrKeyUsage, ErrWeakKEK.
-func (s *Store) ImportTR31(req TR31ImportRequest) (KeyInfo, error) {
+func (s *Store) ImportTR31(req TR31ImportRequest) (pinblock.KeyInfo, error) {
 	return s.put(req.ID, false, req.Custodian, func(f *storeFile, version int) (obtained, error) {
 		return s.fromBlock(f, req.ID, req.Usage, version, req.Block, req.KBPK)
 	})
@@ -821,7 +783,7 @@ func (s *Store) ImportTR31(req TR31ImportRequest) (KeyInfo, error) {
 
 // CombineComponents adds req.ID at version 1 from clear components (see
 // CombineComponents); the custody record lists the components' KCVs.
-func (s *Store) CombineComponents(req CombineRequest) (KeyInfo, error) {
+func (s *Store) CombineComponents(req CombineRequest) (pinblock.KeyInfo, error) {
 	defer func() {
 		for _, c := range req.Components {
 			c.Zeroize()
@@ -829,7 +791,7 @@ func (s *Store) CombineComponents(req CombineRequest) (KeyInfo, error) {
 	}()
 	u := req.Usage
 	if u == "" {
-		u = UsageZMK
+		u = pinblock.UsageZMK
 	}
 	return s.put(req.ID, false, req.Custodian, func(_ *storeFile, version int) (obtained, error) {
 		return fromComponents(req.ID, u, req.Algorithm, version, req.Components)
@@ -838,7 +800,7 @@ func (s *Store) CombineComponents(req CombineRequest) (KeyInfo, error) {
 
 // Generate adds req.ID at version 1 with random bytes from crypto/rand (TDES
 // keys with odd parity and distinct halves).
-func (s *Store) Generate(req GenerateRequest) (KeyInfo, error) {
+func (s *Store) Generate(req GenerateRequest) (pinblock.KeyInfo, error) {
 	return s.put(req.ID, false, req.Custodian, func(_ *storeFile, version int) (obtained, error) {
 		return s.generated(req.ID, req.Usage, req.Algorithm, version, req.Length)
 	})
@@ -848,7 +810,7 @@ func (s *Store) Generate(req GenerateRequest) (KeyInfo, error) {
 // retired_at of now and stays usable for the grace window; versions whose
 // window is over are dropped from the store (each with an "expire" custody
 // record). Errors: ErrUnknownKey, and those of the material's source.
-func (s *Store) Rotate(req RotateRequest) (KeyInfo, error) {
+func (s *Store) Rotate(req RotateRequest) (pinblock.KeyInfo, error) {
 	defer func() {
 		for _, c := range req.Components {
 			c.Zeroize()
@@ -861,7 +823,7 @@ func (s *Store) Rotate(req RotateRequest) (KeyInfo, error) {
 		}
 	}
 	if sources > 1 {
-		return KeyInfo{}, fmt.Errorf("%w: rotate %s: give one source of key material", ErrInvalidKey, req.ID)
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: rotate %s: give one source of key material", pinblock.ErrInvalidKey, req.ID)
 	}
 	return s.put(req.ID, true, req.Custodian, func(f *storeFile, version int) (obtained, error) {
 		cur := current(f, req.ID)
@@ -884,7 +846,7 @@ func (s *Store) Rotate(req RotateRequest) (KeyInfo, error) {
 		}
 		if o.key.Usage() != cur.Usage || o.key.Algorithm() != cur.Algorithm {
 			o.key.Zeroize()
-			return o, fmt.Errorf("%w: rotate %s: new version is %s %s, current is %s %s", ErrKeyUsage, req.ID, o.key.Usage(), o.key.Algorithm(), cur.Usage, cur.Algorithm)
+			return o, fmt.Errorf("%w: rotate %s: new version is %s %s, current is %s %s", pinblock.ErrKeyUsage, req.ID, o.key.Usage(), o.key.Algorithm(), cur.Usage, cur.Algorithm)
 		}
 		o.action = ActionRotate
 		return o, nil
@@ -908,7 +870,7 @@ func (s *Store) Remove(id string, c Custodian) error {
 	defer ch.log.Close()
 	cur := current(&ch.f, id)
 	if cur == nil {
-		return fmt.Errorf("%w: %s", ErrUnknownKey, id)
+		return fmt.Errorf("%w: %s", pinblock.ErrUnknownKey, id)
 	}
 	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: cur.Usage, Version: cur.Version, KCV: cur.KCV, Under: "lmk"}
 	ch.f.Keys = slices.DeleteFunc(ch.f.Keys, func(e storeEntry) bool { return e.ID == id })
@@ -937,10 +899,10 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	f := &ch.f
 	cur := current(f, id)
 	if cur == nil {
-		return "", fmt.Errorf("%w: %s", ErrUnknownKey, id)
+		return "", fmt.Errorf("%w: %s", pinblock.ErrUnknownKey, id)
 	}
 	if cur.NonExportable {
-		return "", fmt.Errorf("%w: %s arrived marked non-exportable", ErrKeyUsage, id)
+		return "", fmt.Errorf("%w: %s arrived marked non-exportable", pinblock.ErrKeyUsage, id)
 	}
 	k, err := s.unwrapEntry(*cur)
 	if err != nil {
@@ -957,14 +919,14 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 			z.Zeroize()
 		}
 	}()
-	if err := checkKEKStrength(zmk, k); err != nil {
+	if err := pinblock.CheckKEKStrength(zmk, k); err != nil {
 		return "", err
 	}
-	h, err := NewKeyBlockHeader(k, zmk)
+	h, err := pinblock.NewKeyBlockHeader(k, zmk)
 	if err != nil {
 		return "", err
 	}
-	block, err := WrapKeyBlock(zmk, h, k)
+	block, err := pinblock.WrapKeyBlock(zmk, h, k)
 	if err != nil {
 		return "", err
 	}
@@ -1111,21 +1073,21 @@ func (s *Store) migrateLog(c Custodian) error {
 
 // put runs one add or rotation under the lock: it obtains the material,
 // wraps it under the LMK, appends the custody records, then writes the store.
-func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, version int) (obtained, error)) (KeyInfo, error) {
+func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, version int) (obtained, error)) (pinblock.KeyInfo, error) {
 	if err := validKeyID(id); err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	if err := c.validate(); err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	unlock, err := s.lock()
 	if err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	defer unlock()
 	ch, err := s.begin()
 	if err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	defer ch.log.Close()
 	f := &ch.f
@@ -1134,24 +1096,24 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 	version := 1
 	switch {
 	case rotate && cur == nil:
-		return KeyInfo{}, fmt.Errorf("%w: rotate %s: no such key", ErrUnknownKey, id)
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: rotate %s: no such key", pinblock.ErrUnknownKey, id)
 	case rotate:
 		version = cur.Version + 1
 	case cur != nil:
-		return KeyInfo{}, fmt.Errorf("%w: %s (use rotate)", ErrKeyExists, id)
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: %s (use rotate)", pinblock.ErrKeyExists, id)
 	}
 	o, err := get(f, version)
 	if err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	k := o.key
 	defer k.Zeroize()
-	if k.Usage() == UsageLMK {
-		return KeyInfo{}, fmt.Errorf("%w: an LMK is not stored in the key store", ErrKeyUsage)
+	if k.Usage() == pinblock.UsageLMK {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: an LMK is not stored in the key store", pinblock.ErrKeyUsage)
 	}
 	block, err := s.wrapUnderLMK(k)
 	if err != nil {
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	now := s.now().UTC().Truncate(time.Second)
 	recs := []CustodyRecord{{Time: now, Who: c.Who, Why: c.Why, Action: o.action, KeyID: id, Usage: k.Usage(), Version: version, KCV: k.KCV(), Under: o.under, ComponentKCVs: o.componentKCVs}}
@@ -1174,7 +1136,7 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 		if errors.Is(err, ErrCustodyPending) {
 			return e.info().KeyInfo, err
 		}
-		return KeyInfo{}, err
+		return pinblock.KeyInfo{}, err
 	}
 	return e.info().KeyInfo, nil
 }
@@ -1192,7 +1154,7 @@ func current(f *storeFile, id string) *storeEntry {
 
 // zmkVersions deciphers the versions of a ZMK still usable now, current
 // first. The caller zeroizes them.
-func (s *Store) zmkVersions(f *storeFile, id string) ([]Key, error) {
+func (s *Store) zmkVersions(f *storeFile, id string) ([]pinblock.Key, error) {
 	var es []storeEntry
 	now := s.now()
 	for _, e := range f.Keys {
@@ -1201,13 +1163,13 @@ func (s *Store) zmkVersions(f *storeFile, id string) ([]Key, error) {
 		}
 	}
 	if len(es) == 0 {
-		return nil, fmt.Errorf("%w: ZMK %s", ErrUnknownKey, id)
+		return nil, fmt.Errorf("%w: ZMK %s", pinblock.ErrUnknownKey, id)
 	}
 	slices.SortFunc(es, func(a, b storeEntry) int { return b.Version - a.Version })
-	if es[0].Usage != UsageZMK {
-		return nil, fmt.Errorf("%w: %s is a %s, not a ZMK", ErrKeyUsage, id, es[0].Usage)
+	if es[0].Usage != pinblock.UsageZMK {
+		return nil, fmt.Errorf("%w: %s is a %s, not a ZMK", pinblock.ErrKeyUsage, id, es[0].Usage)
 	}
-	var out []Key
+	var out []pinblock.Key
 	for _, e := range es {
 		k, err := s.unwrapEntry(e)
 		if err != nil {
@@ -1221,12 +1183,12 @@ func (s *Store) zmkVersions(f *storeFile, id string) ([]Key, error) {
 	return out, nil
 }
 
-func (s *Store) fromEnciphered(f *storeFile, id string, u Usage, alg Algorithm, version int, enc []byte, zmkID, kcv string) (obtained, error) {
+func (s *Store) fromEnciphered(f *storeFile, id string, u pinblock.Usage, alg pinblock.Algorithm, version int, enc []byte, zmkID, kcv string) (obtained, error) {
 	if !u.Valid() {
-		return obtained{}, fmt.Errorf("%w: import %s: unknown usage %q", ErrInvalidKey, id, u)
+		return obtained{}, fmt.Errorf("%w: import %s: unknown usage %q", pinblock.ErrInvalidKey, id, u)
 	}
 	if strings.TrimSpace(kcv) == "" {
-		return obtained{}, fmt.Errorf("%w: import %s: no KCV given", ErrKCVMismatch, id)
+		return obtained{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, id)
 	}
 	zmks, err := s.zmkVersions(f, zmkID)
 	if err != nil {
@@ -1239,22 +1201,7 @@ func (s *Store) fromEnciphered(f *storeFile, id string, u Usage, alg Algorithm, 
 	}()
 	lastErr := error(nil)
 	for _, zmk := range zmks {
-		b, err := zmk.blockCipher()
-		if err != nil {
-			return obtained{}, err
-		}
-		var raw []byte
-		if zmk.Algorithm() == AES {
-			raw, err = aesKeyUnwrap(b, enc)
-		} else {
-			raw, err = ecbDecrypt(b, enc)
-		}
-		if err != nil {
-			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
-			continue
-		}
-		k, err := NewKey(id, u, alg, version, raw)
-		clear(raw)
+		k, err := pinblock.UnwrapKey(zmk, id, u, alg, version, enc)
 		if err != nil {
 			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
 			continue
@@ -1264,7 +1211,7 @@ func (s *Store) fromEnciphered(f *storeFile, id string, u Usage, alg Algorithm, 
 			lastErr = fmt.Errorf("import %s under %s v%d: %w", id, zmkID, zmk.Version(), err)
 			continue
 		}
-		if err := checkKEKStrength(zmk, k); err != nil {
+		if err := pinblock.CheckKEKStrength(zmk, k); err != nil {
 			k.Zeroize()
 			return obtained{}, err
 		}
@@ -1273,7 +1220,7 @@ func (s *Store) fromEnciphered(f *storeFile, id string, u Usage, alg Algorithm, 
 	return obtained{}, lastErr
 }
 
-func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, kbpkID string) (obtained, error) {
+func (s *Store) fromBlock(f *storeFile, id string, u pinblock.Usage, version int, block, kbpkID string) (obtained, error) {
 	zmks, err := s.zmkVersions(f, kbpkID)
 	if err != nil {
 		return obtained{}, err
@@ -1285,15 +1232,15 @@ func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, 
 	}()
 	var lastErr error
 	for _, zmk := range zmks {
-		k, h, err := UnwrapKeyBlock(zmk, block, UnwrapOptions{ID: id, Version: version, Usage: u})
-		if errors.Is(err, ErrKeyBlockMAC) {
+		k, h, err := pinblock.UnwrapKeyBlock(zmk, block, pinblock.UnwrapOptions{ID: id, Version: version, Usage: u})
+		if errors.Is(err, pinblock.ErrKeyBlockMAC) {
 			lastErr = fmt.Errorf("import %s: %w under any version of %s", id, err, kbpkID)
 			continue
 		}
 		if err != nil {
 			return obtained{}, fmt.Errorf("import %s: %w", id, err)
 		}
-		if err := checkKEKStrength(zmk, k); err != nil {
+		if err := pinblock.CheckKEKStrength(zmk, k); err != nil {
 			k.Zeroize()
 			return obtained{}, err
 		}
@@ -1302,52 +1249,34 @@ func (s *Store) fromBlock(f *storeFile, id string, u Usage, version int, block, 
 	return obtained{}, lastErr
 }
 
-func fromComponents(id string, u Usage, alg Algorithm, version int, comps []Component) (obtained, error) {
+func fromComponents(id string, u pinblock.Usage, alg pinblock.Algorithm, version int, comps []pinblock.Component) (obtained, error) {
 	kcvs := make([]string, len(comps))
 	for i, c := range comps {
 		kcvs[i] = c.KCV()
 	}
-	k, err := CombineComponents(id, u, alg, version, comps)
+	k, err := pinblock.CombineComponents(id, u, alg, version, comps)
 	if err != nil {
 		return obtained{}, err
 	}
 	return obtained{key: k, action: ActionCombine, under: UnderComponents, componentKCVs: kcvs}, nil
 }
 
-func (s *Store) generated(id string, u Usage, alg Algorithm, version, length int) (obtained, error) {
+func (s *Store) generated(id string, u pinblock.Usage, alg pinblock.Algorithm, version, length int) (obtained, error) {
 	switch {
-	case alg == TDES && (length == 16 || length == 24):
-	case alg == AES && (length == 16 || length == 24 || length == 32):
-	case alg == SM4 && length == 16:
+	case alg == pinblock.TDES && (length == 16 || length == 24):
+	case alg == pinblock.AES && (length == 16 || length == 24 || length == 32):
+	case alg == pinblock.SM4 && length == 16:
 	default:
-		return obtained{}, fmt.Errorf("%w: generate %s: a %s key cannot be %d bytes", ErrInvalidKey, id, alg, length)
+		return obtained{}, fmt.Errorf("%w: generate %s: a %s key cannot be %d bytes", pinblock.ErrInvalidKey, id, alg, length)
 	}
-	raw, err := randomKeyBytes(alg, length)
+	raw, err := pinblock.RandomKeyMaterial(rand.Reader, alg, length)
 	if err != nil {
 		return obtained{}, err
 	}
 	defer clear(raw)
-	k, err := NewKey(id, u, alg, version, raw)
+	k, err := pinblock.NewKey(id, u, alg, version, raw)
 	if err != nil {
 		return obtained{}, err
 	}
 	return obtained{key: k, action: ActionGenerate, under: "lmk"}, nil
-}
-
-// randomKeyBytes reads a random key from crypto/rand; TDES keys get odd
-// parity and distinct 8-byte parts.
-func randomKeyBytes(alg Algorithm, n int) ([]byte, error) {
-	raw := make([]byte, n)
-	for {
-		if _, err := io.ReadFull(rand.Reader, raw); err != nil {
-			return nil, fmt.Errorf("random key: %w", err)
-		}
-		if alg != TDES {
-			return raw, nil
-		}
-		setOddParity(raw)
-		if !weakTDES(raw) {
-			return raw, nil
-		}
-	}
 }

@@ -1,9 +1,10 @@
-package pinblock
+package keystore
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
+	"pingate/pinblock"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func writeCustodyLog(t *testing.T, n int) (string, CustodyHead) {
 	for i := 0; i < n; i++ {
 		rec := CustodyRecord{
 			Time: base.Add(time.Duration(i) * time.Minute), Who: "alice", Action: ActionImport,
-			KeyID: "zpk-" + string(rune('a'+i)), Usage: UsageZPK, Version: 1, KCV: "CB9DEA",
+			KeyID: "zpk-" + string(rune('a'+i)), Usage: pinblock.UsageZPK, Version: 1, KCV: "CB9DEA",
 			Why: "ceremony 2024-03 <step " + string(rune('1'+i)) + ">", Under: "zmk-1",
 		}
 		if i == 1 {

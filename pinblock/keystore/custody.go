@@ -1,4 +1,4 @@
-package pinblock
+package keystore
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"pingate/pinblock"
 	"strings"
 	"sync"
 	"time"
@@ -75,15 +76,15 @@ func (e *CustodyError) Unwrap() error { return ErrCustodyLog }
 // CustodyRecord is one custody log entry. Append fills Seq, Time (when
 // zero), PrevHash and Hash.
 type CustodyRecord struct {
-	Seq     int64     `json:"seq"`
-	Time    time.Time `json:"time"`
-	Who     string    `json:"who"`
-	Action  string    `json:"action"`
-	KeyID   string    `json:"key_id"`
-	Usage   Usage     `json:"usage"`
-	Version int       `json:"version"`
-	KCV     string    `json:"kcv"`
-	Why     string    `json:"why"`
+	Seq     int64          `json:"seq"`
+	Time    time.Time      `json:"time"`
+	Who     string         `json:"who"`
+	Action  string         `json:"action"`
+	KeyID   string         `json:"key_id"`
+	Usage   pinblock.Usage `json:"usage"`
+	Version int            `json:"version"`
+	KCV     string         `json:"kcv"`
+	Why     string         `json:"why"`
 	// Under is what the key arrived or left under: a ZMK id, "lmk" for a
 	// generated key, or "components" (then ComponentKCVs lists their KCVs).
 	Under         string   `json:"under"`
@@ -110,15 +111,13 @@ func (r CustodyRecord) hash() (string, error) {
 }
 
 // mac is the hex HMAC-SHA256 under key of the record's JSON with MAC empty.
-func (r CustodyRecord) mac(key []byte) (string, error) {
+func (r CustodyRecord) mac(key *pinblock.DerivedMAC) (string, error) {
 	r.MAC = ""
 	b, err := json.Marshal(r)
 	if err != nil {
 		return "", err
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write(b)
-	return hex.EncodeToString(m.Sum(nil)), nil
+	return key.Sum(b), nil
 }
 
 // CustodyHead is the position of a log's last record: what a key store
@@ -191,7 +190,7 @@ func (l *CustodyLog) Append(rec CustodyRecord) (CustodyRecord, error) {
 // chainRecords validates recs and completes them (seq, time, chain hashes,
 // and with macKey the MAC) as the records that follow head, without writing
 // anything.
-func chainRecords(head CustodyHead, now func() time.Time, macKey []byte, recs []CustodyRecord) ([]CustodyRecord, error) {
+func chainRecords(head CustodyHead, now func() time.Time, macKey *pinblock.DerivedMAC, recs []CustodyRecord) ([]CustodyRecord, error) {
 	out := make([]CustodyRecord, 0, len(recs))
 	for _, rec := range recs {
 		if rec.Who == "" || rec.Action == "" || (rec.KeyID == "" && rec.Action != ActionRepair) {
@@ -282,7 +281,7 @@ func (l *CustodyLog) appendChained(recs []CustodyRecord) error {
 
 // openCustodyLogTolerant is OpenCustodyLog for the key store: a torn last
 // line does not stop it; Torn reports its length, and cutTorn removes it.
-func openCustodyLogTolerant(path string, macKey []byte) (*CustodyLog, custodyScan, error) {
+func openCustodyLogTolerant(path string, macKey *pinblock.DerivedMAC) (*CustodyLog, custodyScan, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, custodyScan{}, fmt.Errorf("open custody log: %w", err)
@@ -420,7 +419,7 @@ func checkHead(sc custodyScan, want CustodyHead) error {
 // was keyed), and the first keyed record after them must be a migrate
 // record; a record without a MAC after a keyed one, or with a MAC that does
 // not verify, is a *CustodyError.
-func scanCustody(r io.ReadSeeker, tolerant bool, macKey []byte) (custodyScan, error) {
+func scanCustody(r io.ReadSeeker, tolerant bool, macKey *pinblock.DerivedMAC) (custodyScan, error) {
 	sc := custodyScan{head: CustodyHead{Hash: genesisHash}}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return sc, fmt.Errorf("custody log: %w", err)
