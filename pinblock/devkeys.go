@@ -1,6 +1,9 @@
 package pinblock
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // DevKey is one key of the published development key set that the embedded
 // default runs on. These keys are public — they are printed in standards and
@@ -27,8 +30,9 @@ const (
 	DevSM4IssuerZPK = "dev-sm4-issuer-zpk" // zone PIN key shared with the simulated SM4 issuer (SM4-4 blocks)
 )
 
-// DevelopmentKeys is the published development key set.
-var DevelopmentKeys = []DevKey{
+// devKeys is the published development key set; DevelopmentKeys hands out
+// copies, so no caller can change the set another relies on.
+var devKeys = [...]DevKey{
 	{DevATMZPK, UsageZPK, TDES, "0123456789ABCDEFFEDCBA9876543210", "the classic double-length TDES test key (KCV 08D7B4), e.g. ANSI X9.24 examples"},
 	{DevBranchZPK, UsageZPK, AES, "000102030405060708090A0B0C0D0E0F", "FIPS-197 Appendix C.1 AES-128 example key"},
 	{DevATMZMK, UsageZMK, TDES, "89E88CF7931444F334BD7547FC3F380C", "ASC X9 TR-31:2018 Annex A key block protection key"},
@@ -39,9 +43,16 @@ var DevelopmentKeys = []DevKey{
 	{DevSM4IssuerZPK, UsageZPK, SM4, "FEDCBA98765432100123456789ABCDEF", "the GB/T 32907-2016 Appendix A example key, halves swapped"},
 }
 
-// DevelopmentKey returns the development key with the given label.
+// DevelopmentKeys returns a fresh copy of the published development key
+// set, for tests, demos and the embedded default only: the gateway refuses
+// these keys under production (security.dev_keys, see integration/gateway).
+func DevelopmentKeys() []DevKey { return slices.Clone(devKeys[:]) }
+
+// DevelopmentKey returns a new Key (its own copy of the bytes) for the
+// development key with the given label; test and demo use only, like
+// DevelopmentKeys.
 func DevelopmentKey(id string) (Key, error) {
-	for _, d := range DevelopmentKeys {
+	for _, d := range devKeys {
 		if d.ID == id {
 			return ParseHexKey(d.ID, d.Usage, d.Algorithm, 1, d.Hex)
 		}
@@ -49,9 +60,10 @@ func DevelopmentKey(id string) (Key, error) {
 	return Key{}, fmt.Errorf("%w: %s is not a development key", ErrUnknownKey, id)
 }
 
-// LoadDevelopmentKeys adds the whole development key set to ring.
+// LoadDevelopmentKeys adds the whole development key set to ring; test and
+// demo use only, like DevelopmentKeys.
 func LoadDevelopmentKeys(ring *Keyring) error {
-	for _, d := range DevelopmentKeys {
+	for _, d := range devKeys {
 		k, err := DevelopmentKey(d.ID)
 		if err != nil {
 			return err

@@ -285,7 +285,7 @@ func (s *Sim) audit(code, ref, terminal string) string {
 }
 
 // DevelopmentKeys returns the simulated issuer's keys from the published
-// development key set (pinblock.DevelopmentKeys): its zone PIN key and its
+// development key set (pinblock.DevelopmentKeys()): its zone PIN key and its
 // PIN verification key.
 func DevelopmentKeys() (zpk, pvk pinblock.Key, err error) {
 	if zpk, err = pinblock.DevelopmentKey(pinblock.DevIssuerZPK); err != nil {
