@@ -101,12 +101,20 @@ func recordValue(b *testing.B) []byte {
 	if err := j.Publish(context.Background(), testEvent(1)); err != nil {
 		b.Fatal(err)
 	}
-	v, c, err := j.db.Get(entryKey(1))
+	var v []byte
+	err := j.read(func(db *pebble.DB) error {
+		val, c, err := db.Get(entryKey(1))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		v = append([]byte(nil), val...)
+		return nil
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	return append([]byte(nil), v...)
+	return v
 }
 
 func parName(p int) string {

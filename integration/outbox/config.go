@@ -53,6 +53,9 @@ type Config struct {
 	// fs, when set (tests), is the file system under pebble instead of the
 	// disk: pebble's vfs/errorfs injects faults through it.
 	fs vfs.FS
+	// probeInterval, when set (tests), replaces the store's 1 s between
+	// recovery attempts after a fatal storage error.
+	probeInterval time.Duration
 }
 
 // RelayConfig configures the relay from the journal to Kafka.

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"pingate/integration/events"
+	"pingate/integration/pebblestore"
 	"pingate/routing"
 )
 
@@ -34,8 +35,9 @@ var (
 	// The journal refuses work until every stalled write has returned.
 	ErrStalled = fmt.Errorf("%w: journal write stalled", routing.ErrSinkUnavailable)
 	// ErrFailed: the store reported a fatal write error (pebble's commit
-	// pipeline or manifest): the journal refuses every write until the
-	// process restarts.
+	// pipeline or manifest): the journal refuses every write until it has
+	// reopened the store by itself (package pebblestore), once the
+	// directory can be written again.
 	ErrFailed = fmt.Errorf("%w: journal storage failed", routing.ErrSinkUnavailable)
 )
 
@@ -96,8 +98,8 @@ func decodeEntry(seq uint64, v []byte) (Entry, error) {
 // sequence below which every append has completed.
 type Journal struct {
 	cfg      Config
-	db       *pebble.DB
-	fsCloser io.Closer // stops the disk-health checker, after db.Close
+	store    *pebblestore.DB // reopens itself after a fatal storage error
+	fsCloser io.Closer       // stops the disk-health checker, after the store's Close
 	enc      *events.Encoder
 	m        *metrics
 
@@ -122,12 +124,12 @@ type Journal struct {
 	relay *Relay
 	wg    sync.WaitGroup
 
-	fs      vfs.FS
-	fault   atomic.Pointer[string] // a fatal storage error, sticky
-	stalled atomic.Int64           // writes past WriteTimeout not yet returned
-	free    atomic.Int64           // free bytes of the file system, last measured
-	commits sync.WaitGroup         // commit goroutines
-	stopMon chan struct{}
+	fs       vfs.FS
+	syncBase atomic.Uint64  // WAL fsyncs of the store's instances closed since Open
+	stalled  atomic.Int64   // writes past WriteTimeout not yet returned
+	free     atomic.Int64   // free bytes of the file system, last measured
+	commits  sync.WaitGroup // commit goroutines
+	stopMon  chan struct{}
 	// storeClosed is closed once Shutdown closed the store, which on a
 	// stalled disk happens only after Shutdown returned.
 	storeClosed chan struct{}
@@ -159,17 +161,17 @@ func Open(cfg Config) (*Journal, error) {
 		wake:    make(chan struct{}, 1),
 		stopMon: make(chan struct{}), storeClosed: make(chan struct{}),
 	}
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: fs, Logger: journalLogger{j}})
+	store, err := pebblestore.Open(cfg.Dir, pebblestore.Options{
+		Name: "event journal", FS: fs, MinFree: cfg.MinFree, ProbeInterval: cfg.probeInterval,
+		CloseWait: cfg.WriteTimeout, Ready: j.load,
+		Closing: func(db *pebble.DB) { j.syncBase.Add(dbSyncs(db)) },
+	})
 	if err != nil {
 		fsCloser.Close()
 		return nil, fmt.Errorf("open journal %s: %w", cfg.Dir, err)
 	}
-	j.db = db
+	j.store = store
 	j.measure()
-	if err := j.recover(); err != nil {
-		j.closeStore()
-		return nil, err
-	}
 	if j.m, err = newMetrics(cfg.MeterProvider, j); err != nil {
 		j.closeStore()
 		return nil, err
@@ -221,8 +223,9 @@ func (j *Journal) measure() {
 // is called, when the journal could not record its outcome: ErrClosed,
 // ErrFailed (a fatal storage error), ErrStalled (a write has not returned
 // within WriteTimeout), ErrLowSpace (free space below MinFree) or
-// ErrJournalFull (relay mode, MaxDepth entries waiting for Kafka). The
-// refusals lift by themselves when the condition does, except ErrFailed.
+// ErrJournalFull (relay mode, MaxDepth entries waiting for Kafka). Every
+// refusal lifts by itself when its condition does; ErrFailed once the store
+// has been reopened (pebblestore: probed every ProbeInterval, 1 s).
 func (j *Journal) Admit() error {
 	j.mu.Lock()
 	closed := j.closed
@@ -252,8 +255,8 @@ func (j *Journal) Admit() error {
 func (j *Journal) Health() error { return j.Admit() }
 
 func (j *Journal) health() error {
-	if f := j.fault.Load(); f != nil {
-		return fmt.Errorf("%w: %s", ErrFailed, *f)
+	if f := j.store.Fault(); f != "" {
+		return fmt.Errorf("%w: %s", ErrFailed, f)
 	}
 	if n := j.stalled.Load(); n > 0 {
 		return fmt.Errorf("%w: %d writes outstanding", ErrStalled, n)
@@ -261,25 +264,40 @@ func (j *Journal) health() error {
 	return nil
 }
 
-// commit commits b with o and closes it, waiting at most WriteTimeout.
+// write fills a batch of the store in use and commits it with o, waiting at
+// most WriteTimeout; after runs once with the commit's error, whatever the
+// path (the commit returned, or never started).
 //
 // pebble's Batch.Commit cannot be cut short: on a stalled disk (a memtable
 // that cannot flush, a WAL write that never returns) it blocks for as long as
 // the disk does. So the commit runs in a goroutine the journal owns, and the
 // caller gives up after WriteTimeout with ErrStalled. The write may still
 // land later; until it returns, the journal counts it as stalled, Admit
-// refuses new work and commit refuses new writes at once (no pile of blocked
+// refuses new work and write refuses new writes at once (no pile of blocked
 // goroutines). A caller that got ErrStalled must treat the write as failed
 // (the flow answers 91 and reverses); if the entry lands after all, the
 // relay sends it like any other, and the reversal's own event says the
 // operation did not stand.
 //
-// pebble reports a fatal commit error through its logger (journalLogger)
-// and then returns nil from Commit; the fault is sticky, and commit turns
-// that nil into ErrFailed.
-func (j *Journal) commit(b *pebble.Batch, o *pebble.WriteOptions, after func(error)) error {
+// pebble reports a fatal commit error through its logger (the store marks
+// itself failed) and then returns nil from Commit; write turns that nil into
+// ErrFailed. The commit holds the store instance until it returns, so the
+// store's recovery closes an instance only once no commit is running on it.
+func (j *Journal) write(fill func(*pebble.Batch) error, o *pebble.WriteOptions, after func(error)) error {
 	if err := j.health(); err != nil {
+		after(err)
+		return err
+	}
+	db, release, err := j.store.Acquire()
+	if err != nil {
+		err = fmt.Errorf("%w: %v", ErrFailed, err)
+		after(err)
+		return err
+	}
+	b := db.NewBatch()
+	if err := fill(b); err != nil {
 		b.Close()
+		release()
 		after(err)
 		return err
 	}
@@ -289,6 +307,7 @@ func (j *Journal) commit(b *pebble.Batch, o *pebble.WriteOptions, after func(err
 		defer j.commits.Done()
 		err := b.Commit(o)
 		b.Close()
+		release()
 		if err == nil {
 			err = j.health()
 			if errors.Is(err, ErrStalled) {
@@ -316,10 +335,28 @@ func (j *Journal) commit(b *pebble.Batch, o *pebble.WriteOptions, after func(err
 	}
 }
 
-// recover reads the relay progress and the last sequence from the store.
-func (j *Journal) recover() error {
+// read runs f on the store in use, or fails with ErrFailed while it is out
+// of use (being reopened).
+func (j *Journal) read(f func(db *pebble.DB) error) error {
+	db, release, err := j.store.Acquire()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	defer release()
+	return f(db)
+}
+
+// load reads the relay progress and the last sequence from an instance of
+// the store before it is put in use: at Open, and after every reopen
+// (pebblestore's Ready). On a reopen no write of the old instance is still
+// running (the store closed it first). Sequence numbers never go back:
+// those assigned to appends that failed with the fault and are not on disk
+// are skipped like any failed append's. The relay's progress may go back to
+// its last durable value; it then sends those entries again, with the same
+// bytes and ce_id (at-least-once delivery).
+func (j *Journal) load(db *pebble.DB) error {
 	get := func(k []byte) (uint64, error) {
-		v, c, err := j.db.Get(k)
+		v, c, err := db.Get(k)
 		if errors.Is(err, pebble.ErrNotFound) {
 			return 0, nil
 		}
@@ -341,7 +378,7 @@ func (j *Journal) recover() error {
 		return err
 	}
 	last := max(relayed, floor)
-	it, err := j.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(0), UpperBound: []byte{entryPrefix[0] + 1}})
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: entryKey(0), UpperBound: []byte{entryPrefix[0] + 1}})
 	if err != nil {
 		return fmt.Errorf("read journal: %w", err)
 	}
@@ -351,10 +388,15 @@ func (j *Journal) recover() error {
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("read journal: %w", err)
 	}
+	j.seqMu.Lock()
+	defer j.seqMu.Unlock()
+	j.doneMu.Lock()
+	defer j.doneMu.Unlock()
+	j.next = max(j.next, last)
+	clear(j.done)
 	j.relayed.Store(relayed)
 	j.floor.Store(floor)
-	j.last.Store(last)
-	j.next = last
+	j.last.Store(j.next)
 	return nil
 }
 
@@ -408,16 +450,11 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 	seq := j.next
 	j.seqMu.Unlock()
 
-	b := j.db.NewBatch()
-	if err = b.Set(entryKey(seq), v, nil); err != nil {
-		b.Close()
-		j.complete(seq)
-	} else {
-		// The watermark passes seq only when its commit has returned, also
-		// one the caller gave up on: an entry that lands late is relayed. A
-		// failed append leaves a hole in the sequence; the watermark passes it.
-		err = j.commit(b, pebble.Sync, func(error) { j.complete(seq) })
-	}
+	// The watermark passes seq only when its commit has returned, also one
+	// the caller gave up on: an entry that lands late is relayed. A failed
+	// append leaves a hole in the sequence; the watermark passes it.
+	err = j.write(func(b *pebble.Batch) error { return b.Set(entryKey(seq), v, nil) },
+		pebble.Sync, func(error) { j.complete(seq) })
 	if err != nil {
 		j.m.appended(ctx, "error")
 		return fmt.Errorf("journal append: %w", err)
@@ -453,6 +490,9 @@ func (j *Journal) complete(seq uint64) {
 	j.doneMu.Lock()
 	defer j.doneMu.Unlock()
 	last := j.last.Load()
+	if seq <= last {
+		return // passed by a reopen of the store (load)
+	}
 	if seq != last+1 {
 		j.done[seq] = struct{}{}
 		return
@@ -484,10 +524,11 @@ func (j *Journal) trim() error {
 		return nil
 	}
 	newFloor := last - uint64(j.cfg.Retain)
-	b := j.db.NewBatch()
-	_ = b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil)
-	_ = b.Set(metaFloor, u64(newFloor), nil)
-	if err := j.commit(b, pebble.NoSync, func(error) {}); err != nil {
+	fill := func(b *pebble.Batch) error {
+		return errors.Join(b.DeleteRange(entryKey(floor+1), entryKey(newFloor+1), nil),
+			b.Set(metaFloor, u64(newFloor), nil))
+	}
+	if err := j.write(fill, pebble.NoSync, func(error) {}); err != nil {
 		return err
 	}
 	j.floor.Store(newFloor)
@@ -515,9 +556,17 @@ func (j *Journal) Stats() Stats {
 	return s
 }
 
-// walSyncs counts the WAL fsyncs pebble made since Open.
+// walSyncs counts the WAL fsyncs pebble made since Open, over every
+// instance of the store.
 func (j *Journal) walSyncs() uint64 {
-	h := j.db.Metrics().LogWriter.FsyncLatency
+	n := j.syncBase.Load()
+	_ = j.read(func(db *pebble.DB) error { n += dbSyncs(db); return nil })
+	return n
+}
+
+// dbSyncs counts the WAL fsyncs of one pebble instance.
+func dbSyncs(db *pebble.DB) uint64 {
+	h := db.Metrics().LogWriter.FsyncLatency
 	if h == nil {
 		return 0
 	}
@@ -531,7 +580,12 @@ func (j *Journal) walSyncs() uint64 {
 // Entries returns up to max entries with sequence numbers from from on, in
 // order. The relay reads with it; so may tools.
 func (j *Journal) Entries(from uint64, max int) ([]Entry, error) {
-	return readEntries(j.db, from, j.last.Load(), max, 0)
+	var es []Entry
+	err := j.read(func(db *pebble.DB) (err error) {
+		es, err = readEntries(db, from, j.last.Load(), max, 0)
+		return err
+	})
+	return es, err
 }
 
 // readEntries reads entries from..through, at most max of them and, if
@@ -574,13 +628,15 @@ func readEntries(db *pebble.DB, from, through uint64, max int, maxBytes int64) (
 // entries are sent again, with the same ce_id (at-least-once delivery).
 func (j *Journal) markRelayed(seq uint64) error {
 	floor := j.floor.Load()
-	b := j.db.NewBatch()
-	_ = b.Set(metaRelayed, u64(seq), nil)
-	if seq > floor {
-		_ = b.DeleteRange(entryKey(floor+1), entryKey(seq+1), nil)
-		_ = b.Set(metaFloor, u64(seq), nil)
+	fill := func(b *pebble.Batch) error {
+		err := b.Set(metaRelayed, u64(seq), nil)
+		if seq > floor {
+			err = errors.Join(err, b.DeleteRange(entryKey(floor+1), entryKey(seq+1), nil),
+				b.Set(metaFloor, u64(seq), nil))
+		}
+		return err
 	}
-	if err := j.commit(b, pebble.NoSync, func(error) {}); err != nil {
+	if err := j.write(fill, pebble.NoSync, func(error) {}); err != nil {
 		return fmt.Errorf("record relay progress: %w", err)
 	}
 	j.relayed.Store(seq)
@@ -640,30 +696,10 @@ func (j *Journal) Shutdown(ctx context.Context) error {
 }
 
 func (j *Journal) closeStore() error {
-	err := j.db.Close()
+	err := j.store.Close()
 	j.fsCloser.Close()
 	if err != nil {
 		return fmt.Errorf("close journal: %w", err)
 	}
 	return nil
-}
-
-// journalLogger keeps pebble's routine messages (flushes, compactions) out of
-// the gateway's output. pebble calls Fatalf on a storage error it cannot
-// recover from (a failed WAL write in the commit pipeline, a failed MANIFEST
-// write) and expects the process to stop. It does not stop here: a panic on
-// ENOSPC or EIO would crash-loop a gateway on a full volume, with decided
-// outcomes unrecorded. Instead the journal is marked failed for good
-// (ErrFailed): every later write fails at once, Admit refuses work, readiness
-// reports it, and the operator restarts the process once the disk is fixed
-// (docs/operations.md). pebble's own state after Fatalf is not trusted.
-type journalLogger struct{ j *Journal }
-
-func (journalLogger) Infof(string, ...any) {}
-
-func (l journalLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if l.j.fault.CompareAndSwap(nil, &msg) {
-		slog.Error("event journal storage failure; the journal refuses writes until restart", "err", msg)
-	}
 }

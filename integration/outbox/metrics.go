@@ -107,16 +107,20 @@ func (j *Journal) lagAge(s Stats) time.Duration {
 	if s.Lag == 0 {
 		return 0
 	}
-	v, c, err := j.db.Get(entryKey(s.Relayed + 1))
-	if err == pebble.ErrNotFound || err != nil {
-		return 0
-	}
-	defer c.Close()
-	e, err := decodeEntry(s.Relayed+1, v)
-	if err != nil {
-		return 0
-	}
-	return time.Since(e.Appended)
+	var age time.Duration
+	_ = j.read(func(db *pebble.DB) error {
+		v, c, err := db.Get(entryKey(s.Relayed + 1))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		e, err := decodeEntry(s.Relayed+1, v)
+		if err == nil {
+			age = time.Since(e.Appended)
+		}
+		return err
+	})
+	return age
 }
 
 func (m *metrics) appended(ctx context.Context, result string) {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -161,7 +162,11 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 		return r.resend(ctx)
 	}
 	j := r.j
-	entries, err := readEntries(j.db, j.relayed.Load()+1, j.last.Load(), r.cfg.BatchSize, r.cfg.BatchBytes/2)
+	var entries []Entry
+	err := j.read(func(db *pebble.DB) (err error) {
+		entries, err = readEntries(db, j.relayed.Load()+1, j.last.Load(), r.cfg.BatchSize, r.cfg.BatchBytes/2)
+		return err
+	})
 	if err != nil || len(entries) == 0 {
 		return err
 	}
