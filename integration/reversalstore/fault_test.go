@@ -93,3 +93,50 @@ func TestStoreStalledWriteIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStoreRecoversAfterWriteError: after a fatal write error the store
+// reopens itself once the disk is healed, without a restart: Put works
+// again and every advice stored before the fault is still owed.
+func TestStoreRecoversAfterWriteError(t *testing.T) {
+	f := &faults{err: errors.New("no space left on device"), release: make(chan struct{})}
+	s, err := OpenWith(t.TempDir(), testSealer(t), Options{FS: errorfs.Wrap(vfs.Default, f), ProbeInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Put(ctx, routing.Reversal{ID: "a", Issuer: "ssbank"}); err != nil {
+		t.Fatal(err)
+	}
+	f.armed.Store(true)
+	if err := s.Put(ctx, routing.Reversal{ID: "b", Issuer: "ssbank"}); err == nil {
+		t.Fatal("Put on a failing disk = nil, want an error")
+	}
+	if err := s.Health(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Health = %v, want ErrFailed", err)
+	}
+	f.armed.Store(false)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Health() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Health after the disk was healed = %v, want nil (recovery by itself)", s.Health())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Put(ctx, routing.Reversal{ID: "c", Issuer: "ssbank"}); err != nil {
+		t.Fatalf("Put after recovery: %v", err)
+	}
+	got, err := s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, r := range got {
+		ids[r.ID] = true
+	}
+	if !ids["a"] || !ids["c"] {
+		t.Errorf("Pending after recovery = %v, want a and c", ids)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -45,7 +45,13 @@ func TestStoreFilesHoldNoClearPAN(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 150 {
-			if err := s.db.Flush(); err != nil {
+			db, release, err := s.db.Acquire()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Flush()
+			release()
+			if err != nil {
 				t.Fatal(err)
 			}
 		}

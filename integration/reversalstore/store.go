@@ -4,7 +4,8 @@
 // a write that fails or does not return within its context's deadline
 // returns an error (the request it was for is answered 91 without the issuer
 // being called); a fatal storage error marks the store failed instead of
-// panicking.
+// panicking, and the store reopens itself once its directory can be written
+// again (package pebblestore).
 package reversalstore
 
 import (
@@ -12,14 +13,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
 
+	"pingate/integration/pebblestore"
 	"pingate/routing"
 )
 
@@ -29,7 +31,7 @@ var (
 	// store refuses writes until it has.
 	ErrStalled = errors.New("reversal store write stalled")
 	// ErrFailed: pebble reported a fatal storage error; the store refuses
-	// writes until the process restarts.
+	// writes until it has reopened itself (probed every second).
 	ErrFailed = errors.New("reversal store failed")
 )
 
@@ -49,8 +51,7 @@ type Sealer interface {
 // (best-effort: the PAN also lives in the routing.Reversal string).
 type Store struct {
 	sealer  Sealer
-	db      *pebble.DB
-	fault   atomic.Pointer[string]
+	db      *pebblestore.DB
 	stalled atomic.Int64
 	writes  sync.WaitGroup
 }
@@ -62,6 +63,9 @@ type Options struct {
 	// FS is the file system under pebble; nil means the disk. Tests inject
 	// faults with pebble's vfs/errorfs.
 	FS vfs.FS
+	// ProbeInterval is the time between recovery attempts after a fatal
+	// storage error. Default 1s.
+	ProbeInterval time.Duration
 }
 
 // Open opens or creates the store in dir, sealing every advice with sealer
@@ -74,11 +78,7 @@ func OpenWith(dir string, sealer Sealer, opts Options) (*Store, error) {
 		return nil, errors.New("open reversal store: a sealer is required (advices carry PANs)")
 	}
 	s := &Store{sealer: sealer}
-	po := &pebble.Options{Logger: storeLogger{s}}
-	if opts.FS != nil {
-		po.FS = opts.FS
-	}
-	db, err := pebble.Open(dir, po)
+	db, err := pebblestore.Open(dir, pebblestore.Options{Name: "reversal store", FS: opts.FS, ProbeInterval: opts.ProbeInterval})
 	if err != nil {
 		return nil, fmt.Errorf("open reversal store: %w", err)
 	}
@@ -112,8 +112,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // Health reports whether the store can be written: nil, ErrFailed or
 // ErrStalled.
 func (s *Store) Health() error {
-	if f := s.fault.Load(); f != nil {
-		return fmt.Errorf("%w: %s", ErrFailed, *f)
+	if f := s.db.Fault(); f != "" {
+		return fmt.Errorf("%w: %s", ErrFailed, f)
 	}
 	if s.stalled.Load() > 0 {
 		return ErrStalled
@@ -128,9 +128,14 @@ func (s *Store) write(ctx context.Context, fill func(*pebble.Batch) error) error
 	if err := s.Health(); err != nil {
 		return err
 	}
-	b := s.db.NewBatch()
+	db, release, err := s.db.Acquire()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	b := db.NewBatch()
 	if err := fill(b); err != nil {
 		b.Close()
+		release()
 		return err
 	}
 	done := make(chan error, 1)
@@ -139,7 +144,8 @@ func (s *Store) write(ctx context.Context, fill func(*pebble.Batch) error) error
 		defer s.writes.Done()
 		err := b.Commit(pebble.Sync)
 		b.Close()
-		if err == nil && s.fault.Load() != nil {
+		release()
+		if err == nil && s.db.Fault() != "" {
 			err = s.Health() // pebble's Fatalf, then a nil from Commit
 		}
 		done <- err
@@ -161,7 +167,12 @@ func (s *Store) write(ctx context.Context, fill func(*pebble.Batch) error) error
 
 // Pending lists the stored reversals, oldest first.
 func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte("rev/"), UpperBound: []byte("rev0")})
+	db, release, err := s.db.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	defer release()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte("rev/"), UpperBound: []byte("rev0")})
 	if err != nil {
 		return nil, err
 	}
@@ -192,18 +203,4 @@ func (s *Store) Close() error {
 	}
 	s.writes.Wait()
 	return s.db.Close()
-}
-
-// storeLogger keeps pebble's routine messages quiet; pebble's Fatalf (a
-// storage error it cannot recover from) marks the store failed instead of
-// panicking: a panic on ENOSPC would crash-loop a gateway on a full disk.
-type storeLogger struct{ s *Store }
-
-func (storeLogger) Infof(string, ...any)  {}
-func (storeLogger) Errorf(string, ...any) {}
-func (l storeLogger) Fatalf(format string, a ...any) {
-	msg := fmt.Sprintf(format, a...)
-	if l.s.fault.CompareAndSwap(nil, &msg) {
-		slog.Error("reversal store storage failure; it refuses writes until restart", "err", msg)
-	}
 }
