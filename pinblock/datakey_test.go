@@ -1,33 +1,35 @@
-package pinblock
+package pinblock_test
 
 import (
 	"bytes"
 	"errors"
+	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"testing"
 )
 
-func devModule(t *testing.T) *SoftwareModule {
+func devModule(t *testing.T) *pinblock.SoftwareModule {
 	t.Helper()
-	ring := NewKeyring(0)
-	if err := LoadDevelopmentKeys(ring); err != nil {
+	ring := pinblock.NewKeyring(0)
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
-	return NewSoftwareModule(ring, PINPolicy{}, nil)
+	return pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil)
 }
 
 // TestDataSealerRoundTripAndSeparation: data sealed by one module opens in
 // another over the same base key (a restart), not under another purpose or
 // aad, and a PIN key is refused as a base.
 func TestDataSealerRoundTripAndSeparation(t *testing.T) {
-	a, err := devModule(t).DataSealer(KeyRef{ID: DevATMZMK}, "reversals")
+	a, err := devModule(t).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZMK}, "reversals")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := devModule(t).DataSealer(KeyRef{ID: DevATMZMK}, "reversals")
+	b, err := devModule(t).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZMK}, "reversals")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := devModule(t).DataSealer(KeyRef{ID: DevATMZMK}, "other")
+	other, err := devModule(t).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZMK}, "other")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,13 +45,13 @@ func TestDataSealerRoundTripAndSeparation(t *testing.T) {
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("Open in a second module = %v, want the plaintext", err)
 	}
-	if _, err := b.Open(sealed, []byte("rev/2")); !errors.Is(err, ErrSealedData) {
+	if _, err := b.Open(sealed, []byte("rev/2")); !errors.Is(err, pinblock.ErrSealedData) {
 		t.Fatalf("Open under another aad = %v, want ErrSealedData", err)
 	}
-	if _, err := other.Open(sealed, []byte("rev/1")); !errors.Is(err, ErrSealedData) {
+	if _, err := other.Open(sealed, []byte("rev/1")); !errors.Is(err, pinblock.ErrSealedData) {
 		t.Fatalf("Open under another purpose = %v, want ErrSealedData", err)
 	}
-	if _, err := devModule(t).DataSealer(KeyRef{ID: DevATMZPK}, "reversals"); !errors.Is(err, ErrKeyUsage) {
+	if _, err := devModule(t).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZPK}, "reversals"); !errors.Is(err, pinblock.ErrKeyUsage) {
 		t.Fatalf("DataSealer over a PIN key = %v, want ErrKeyUsage", err)
 	}
 }

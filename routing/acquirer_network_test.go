@@ -8,6 +8,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // fakeImporter stands for the security module in key changes: it records
@@ -41,9 +42,9 @@ func (k *fakeImporter) last(t *testing.T) pinblock.ImportRequest {
 // 100002 requires sign-on and takes the legacy form, 100003 is SM4.
 func networkConfig() Config {
 	cfg := testConfig()
-	cfg.Acquirers[0].ZMK = pinblock.DevATMZMK
+	cfg.Acquirers[0].ZMK = devkeys.ATMZMK
 	cfg.Acquirers = append(cfg.Acquirers,
-		AcquirerConfig{ID: "100002", Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: "acq2-zmk",
+		AcquirerConfig{ID: "100002", Terminals: []string{"*"}, Keys: map[int]string{1: devkeys.ATMZPK}, ZMK: "acq2-zmk",
 			RequireSignOn: true, LegacyKeyChange: true},
 		AcquirerConfig{ID: "100003", Terminals: []string{"*"}, Keys: map[int]string{1: "acq3-zpk"}, ZMK: "acq3-zmk",
 			PINAlgorithm: pinblock.SM4},
@@ -194,9 +195,9 @@ func TestHandleFrameKeyChangeImports(t *testing.T) {
 		wantAlg   pinblock.Algorithm
 		wantBlock bool
 	}{
-		{"TR-31", "100001", iso8583.KeyExchange{KeyBlock: tr31Shaped}, pinblock.DevATMZPK, pinblock.DevATMZMK, "", true},
-		{"legacy TDES (6-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B4"}, pinblock.DevATMZPK, "acq2-zmk", pinblock.TDES, false},
-		{"legacy AES (10-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123"}, pinblock.DevATMZPK, "acq2-zmk", pinblock.AES, false},
+		{"TR-31", "100001", iso8583.KeyExchange{KeyBlock: tr31Shaped}, devkeys.ATMZPK, devkeys.ATMZMK, "", true},
+		{"legacy TDES (6-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B4"}, devkeys.ATMZPK, "acq2-zmk", pinblock.TDES, false},
+		{"legacy AES (10-digit KCV)", "100002", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123"}, devkeys.ATMZPK, "acq2-zmk", pinblock.AES, false},
 		{"SM4 under the SM4 ZMK", "100003", iso8583.KeyExchange{KeyUnderZMK: keyHex, KCV: "08D7B40123456789"}, "acq3-zpk", "acq3-zmk", pinblock.SM4, false},
 	}
 	for _, tt := range tests {
@@ -231,8 +232,8 @@ func TestHandleFrameSessionRules(t *testing.T) {
 			{"sign-on from 200001 on the same connection", netFrame(t, "200001", iso8583.NMISignOn, nil, 0), iso8583.MTINetworkResponse, "58", false},
 			{"key change without DE 32: for the bound acquirer", netFrame(t, "", iso8583.NMIKeyChange, &iso8583.KeyExchange{KeyBlock: tr31Shaped}, 1), iso8583.MTINetworkResponse, "00", false},
 		})
-		if got := keys.last(t).ID; got != pinblock.DevATMZPK {
-			t.Errorf("key change imported %s, want 100001's %s", got, pinblock.DevATMZPK)
+		if got := keys.last(t).ID; got != devkeys.ATMZPK {
+			t.Errorf("key change imported %s, want 100001's %s", got, devkeys.ATMZPK)
 		}
 	})
 	t.Run("sign-on required", func(t *testing.T) {
@@ -303,7 +304,7 @@ func TestHandleFramePINOperations(t *testing.T) {
 	}{
 		{"reset from a branch", func(f *iso8583.Fields) {
 			branch(f)
-			f.ProcessingCode, f.NewPINBlock = iso8583.ProcPINReset, encipher(t, pinblock.Format4, pinblock.DevBranchZPK, "7391", testPAN)
+			f.ProcessingCode, f.NewPINBlock = iso8583.ProcPINReset, encipher(t, pinblock.Format4, devkeys.BranchZPK, "7391", testPAN)
 		}, "00"},
 		{"unblock from a branch", func(f *iso8583.Fields) {
 			branch(f)

@@ -6,6 +6,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 func approveAll() IssuerSender {
@@ -13,7 +14,7 @@ func approveAll() IssuerSender {
 }
 
 func changeFrame(t testing.TB, stan string) []byte {
-	k, _ := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	k, _ := devkeys.Key(devkeys.ATMZPK)
 	pin := func(s string) []byte {
 		p, _ := pinblock.NewSecretPIN(s)
 		b, err := pinblock.Encipher(pinblock.Format0, p, testPAN, k)

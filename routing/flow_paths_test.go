@@ -10,6 +10,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // TestFlowReversesWhatItCannotRecord: when the journal does not take the
@@ -90,7 +91,7 @@ func branchRequest(t *testing.T, op Operation) *Request {
 		Teller: "T1", IdentityRef: "ID1",
 	}
 	if op == OpReset {
-		r.NewBlock = encipher(t, pinblock.Format4, pinblock.DevBranchZPK, "7391", testPAN)
+		r.NewBlock = encipher(t, pinblock.Format4, devkeys.BranchZPK, "7391", testPAN)
 	}
 	return r
 }
@@ -98,7 +99,7 @@ func branchRequest(t *testing.T, op Operation) *Request {
 // TestFlowRefusesMalformedRequests: a request whose parts do not fit its
 // operation is refused 30 before the issuer is involved.
 func TestFlowRefusesMalformedRequests(t *testing.T) {
-	block := func() []byte { return encipher(t, pinblock.Format4, pinblock.DevBranchZPK, "7391", testPAN) }
+	block := func() []byte { return encipher(t, pinblock.Format4, devkeys.BranchZPK, "7391", testPAN) }
 	tests := []struct {
 		name   string
 		op     Operation
@@ -193,7 +194,7 @@ func TestFlowGeneratedPIN(t *testing.T) {
 				if req.OldBlock != nil {
 					t.Error("a generated reset carries a current PIN block")
 				}
-				atIssuer = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.NewBlock, req.PAN)
+				atIssuer = decipher(t, pinblock.Format4, devkeys.IssuerZPK, req.NewBlock, req.PAN)
 				return tt.issuerCode, nil
 			})
 			f := testFlow(t, issuer, &memSink{}, nil)

@@ -12,6 +12,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // issuerFunc is a fake issuer: unit tests only; the end-to-end tests run the
@@ -55,10 +56,10 @@ func testConfig() Config {
 	return Config{
 		Institution: "999001",
 		Acquirers: []AcquirerConfig{
-			{ID: "100001", Channel: ChannelATM, Terminals: []string{"ATM00001"}, Keys: map[int]string{1: pinblock.DevATMZPK}},
-			{ID: "200001", Channel: ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+			{ID: "100001", Channel: ChannelATM, Terminals: []string{"ATM00001"}, Keys: map[int]string{1: devkeys.ATMZPK}},
+			{ID: "200001", Channel: ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: devkeys.BranchZPK}, Formats: []int{4}},
 		},
-		Issuers: []IssuerConfig{{ID: "ssbank", Institution: "300001", Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK}},
+		Issuers: []IssuerConfig{{ID: "ssbank", Institution: "300001", Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: devkeys.IssuerZPK}},
 		Routes:  []Route{{Prefix: "62284812", Issuer: "ssbank"}},
 	}
 }
@@ -66,7 +67,7 @@ func testConfig() Config {
 func testFlow(t *testing.T, issuer IssuerSender, sink *memSink, lim Limiter) *Flow {
 	t.Helper()
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
 	f, err := NewFlow(testConfig(), Deps{
@@ -81,7 +82,7 @@ func testFlow(t *testing.T, issuer IssuerSender, sink *memSink, lim Limiter) *Fl
 
 func encipher(t *testing.T, f pinblock.Format, keyID, pin, pan string) []byte {
 	t.Helper()
-	k, err := pinblock.DevelopmentKey(keyID)
+	k, err := devkeys.Key(keyID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func encipher(t *testing.T, f pinblock.Format, keyID, pin, pan string) []byte {
 
 func decipher(t *testing.T, f pinblock.Format, keyID string, block []byte, pan string) string {
 	t.Helper()
-	k, err := pinblock.DevelopmentKey(keyID)
+	k, err := devkeys.Key(keyID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +114,8 @@ func changeRequest(t *testing.T, stan string) *Request {
 	return &Request{
 		Operation: OpChange, Acquirer: "100001", Terminal: "ATM00001", STAN: stan, Transmit: "1125120000",
 		PAN: testPAN, Format: 0, KeyIndex: 1,
-		OldBlock: encipher(t, pinblock.Format0, pinblock.DevATMZPK, "4826", testPAN),
-		NewBlock: encipher(t, pinblock.Format0, pinblock.DevATMZPK, "7391", testPAN),
+		OldBlock: encipher(t, pinblock.Format0, devkeys.ATMZPK, "4826", testPAN),
+		NewBlock: encipher(t, pinblock.Format0, devkeys.ATMZPK, "7391", testPAN),
 	}
 }
 
@@ -124,8 +125,8 @@ func TestFlowChangeTranslatesToIssuerKey(t *testing.T) {
 		if id != "ssbank" || req.Format != 4 {
 			t.Errorf("Send(%s, format %d), want ssbank format 4", id, req.Format)
 		}
-		gotOld = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.OldBlock, req.PAN)
-		gotNew = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.NewBlock, req.PAN)
+		gotOld = decipher(t, pinblock.Format4, devkeys.IssuerZPK, req.OldBlock, req.PAN)
+		gotNew = decipher(t, pinblock.Format4, devkeys.IssuerZPK, req.NewBlock, req.PAN)
 		return iso8583.RCApproved, nil
 	})
 	sink := &memSink{}
@@ -193,7 +194,7 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "teller id like a PAN", mutate: func(r *Request) { r.Teller = "123456789012" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "supervisor id like a PIN block", mutate: func(r *Request) { r.Supervisor = "DEADBEEF01234567" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "garbled PIN block", mutate: func(r *Request) { r.NewBlock = make([]byte, 8) }, wantCode: "30", wantOut: OutcomeRejected},
-		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, pinblock.DevATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
+		{name: "weak new PIN", mutate: func(r *Request) { r.NewBlock = encipher(t, pinblock.Format0, devkeys.ATMZPK, "1234", testPAN) }, wantCode: "P6", wantOut: OutcomeDeclined},
 		{name: "card limit", limiter: denyLimiter{dec: Decision{Refusal: ErrCardDailyLimit, Limit: "card_daily"}}, wantCode: "65", wantOut: OutcomeLimited, wantWhy: "card_daily_limit"},
 		{name: "wrong PINs", limiter: denyLimiter{dec: Decision{Refusal: fmt.Errorf("3 marks: %w", ErrCardWrongPINLimit), Limit: "card_wrong_pin"}}, wantCode: "75", wantOut: OutcomeLimited, wantWhy: "card_wrong_pin_limit"},
 		{name: "terminal throughput", limiter: denyLimiter{dec: Decision{Refusal: ErrTerminalLimit, Limit: "terminal"}}, wantCode: "61", wantOut: OutcomeLimited, wantWhy: "terminal_rate_limit"},
@@ -252,11 +253,11 @@ func TestFlowOutcomes(t *testing.T) {
 func TestFlowTranslatorFollowsKeyRotation(t *testing.T) {
 	var got string
 	issuer := issuerFunc(func(_ context.Context, _ string, req *IssuerRequest) (string, error) {
-		got = decipher(t, pinblock.Format4, pinblock.DevIssuerZPK, req.NewBlock, req.PAN)
+		got = decipher(t, pinblock.Format4, devkeys.IssuerZPK, req.NewBlock, req.PAN)
 		return iso8583.RCApproved, nil
 	})
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
 	f, err := NewFlow(testConfig(), Deps{
@@ -270,7 +271,7 @@ func TestFlowTranslatorFollowsKeyRotation(t *testing.T) {
 		t.Fatalf("before rotation: Handle() = %s, issuer got the right PIN: %v", out.Code, got == "7391")
 	}
 
-	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2,
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2,
 		[]byte{0x89, 0xAB, 0xCD, 0xEF, 0x01, 0x23, 0x45, 0x67, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // The load tool and the issuer simulator are tested against a real gateway,
@@ -55,7 +56,7 @@ func waitSignedOn(ctx context.Context, g *gateway.Gateway) error {
 func pinChange(pop issuersim.Population, i int, newPIN string) loadgen.Op {
 	c := pop.Card(i)
 	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange, PAN: c.PAN,
-		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 }
 
 // send sends op and returns the response code, waiting 15 s at most.

@@ -16,6 +16,7 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -56,11 +57,11 @@ func TestAcquirerDocDevelopmentSetup(t *testing.T) {
 
 // devKeyValues are the published clear values of docs/dev-keys.md.
 var devKeyValues = map[string]string{
-	pinblock.DevATMZPK:    "0123456789ABCDEFFEDCBA9876543210",
-	pinblock.DevBranchZPK: "000102030405060708090A0B0C0D0E0F",
-	pinblock.DevATMZMK:    "89E88CF7931444F334BD7547FC3F380C",
-	pinblock.DevSM4ATMZPK: "0123456789ABCDEFFEDCBA9876543210",
-	pinblock.DevSM4ATMZMK: "1234567890ABCDEFABCDEF0987654321",
+	devkeys.ATMZPK:    "0123456789ABCDEFFEDCBA9876543210",
+	devkeys.BranchZPK: "000102030405060708090A0B0C0D0E0F",
+	devkeys.ATMZMK:    "89E88CF7931444F334BD7547FC3F380C",
+	devkeys.SM4ATMZPK: "0123456789ABCDEFFEDCBA9876543210",
+	devkeys.SM4ATMZMK: "1234567890ABCDEFABCDEF0987654321",
 }
 
 func renderDevSetup(t *testing.T) string {
@@ -69,7 +70,7 @@ func renderDevSetup(t *testing.T) string {
 	rc := cfg.Routing.WithDefaults()
 	var b strings.Builder
 	key := func(label string) string {
-		k, err := pinblock.DevelopmentKey(label)
+		k, err := devkeys.Key(label)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -102,7 +103,7 @@ func docNewZPK(t *testing.T) pinblock.Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, raw)
+	k, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // TestAcquirerReversalUndoesApprovalOverTCP: an ATM changes a PIN (00), then
@@ -107,7 +108,7 @@ func atmSession(t *testing.T, g *gateway.Gateway) (context.Context, *loadgen.Cli
 // devATMKey is the development ATM network's zone PIN key.
 func devATMKey(t *testing.T) pinblock.Key {
 	t.Helper()
-	k, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	k, err := devkeys.Key(devkeys.ATMZPK)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"pingate/integration/redislimit"
 	"pingate/integration/testservers"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // sharedAnswer is one branch API answer as the test sees it.
@@ -101,7 +102,7 @@ func TestBranchSharedStoreTwoGateways(t *testing.T) {
 	issuerRequests := func() int64 { return g1.Sim().Requests.Load() + g2.Sim().Requests.Load() }
 	sc := g1.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	k, err := pinblock.DevelopmentKey(pinblock.DevBranchZPK)
+	k, err := devkeys.Key(devkeys.BranchZPK)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"pingate/integration/logredact"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -69,18 +70,18 @@ func demoScript(pop issuersim.Population) []demoStep {
 	atm := func(pan, oldPIN, newPIN string) loadgen.Op {
 		n++
 		return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 40+n), Proc: iso8583.ProcPINChange, PAN: pan,
-			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 	}
 	branch := func(proc, pan, newPIN string) loadgen.Op {
 		op := loadgen.Op{Acquirer: gateway.DevBranchAcquirer, Terminal: "BR0117T1", Proc: proc, PAN: pan, NewPIN: newPIN,
-			Format: pinblock.Format4, KeyID: pinblock.DevBranchZPK, Teller: "TELLER-0117-07", IDRef: "IDCHK-2026-000123"}
+			Format: pinblock.Format4, KeyID: devkeys.BranchZPK, Teller: "TELLER-0117-07", IDRef: "IDCHK-2026-000123"}
 		return op
 	}
 	// The SM4 ATM network's PIN pads encipher SM4-0 blocks under the working
 	// key its 0800/161 delivered (sm4KeyChange).
 	sm4ATM := func(pan, oldPIN, newPIN string) loadgen.Op {
 		o := atm(pan, oldPIN, newPIN)
-		o.Acquirer, o.Format, o.KeyID, o.Key = gateway.DevSM4Acquirer, pinblock.Format0SM4, pinblock.DevSM4ATMZPK, demoSM4WorkingKey
+		o.Acquirer, o.Format, o.KeyID, o.Key = gateway.DevSM4Acquirer, pinblock.Format0SM4, devkeys.SM4ATMZPK, demoSM4WorkingKey
 		return o
 	}
 	// Cards 3×5000+2 and 3×5001+2 are in gateway.DevSM4Prefix (the SM4 issuer),
@@ -108,7 +109,7 @@ func demoScript(pop issuersim.Population) []demoStep {
 		{what: "ATM: unknown acquirer refused", channel: "atm", op: func() loadgen.Op { o := atm(a.PAN, "4826", "5930"); o.Acquirer = "777777"; return o }(), want: "58"},
 		{what: "ATM: reset not permitted at an ATM", channel: "atm", op: func() loadgen.Op {
 			o := branch(iso8583.ProcPINReset, a.PAN, "5930")
-			o.Acquirer, o.Format, o.KeyID = gateway.DevATMAcquirer, pinblock.Format0, pinblock.DevATMZPK
+			o.Acquirer, o.Format, o.KeyID = gateway.DevATMAcquirer, pinblock.Format0, devkeys.ATMZPK
 			return o
 		}(), want: "58"},
 		{what: "ATM: account restricted by the issuer", channel: "atm", op: atm(restricted.PAN, restricted.PIN, "5931"), want: "57"},
@@ -138,7 +139,7 @@ const (
 // holds it after deciphering it under its master key. Its check value must be
 // the one the key change carries (checked in sm4KeyChange).
 var demoSM4WorkingKey = func() pinblock.Key {
-	k, err := pinblock.ParseHexKey(pinblock.DevSM4ATMZPK, pinblock.UsageZPK, pinblock.SM4, 2, "F351D490994603795C6EBEE8FAEBB481")
+	k, err := pinblock.ParseHexKey(devkeys.SM4ATMZPK, pinblock.UsageZPK, pinblock.SM4, 2, "F351D490994603795C6EBEE8FAEBB481")
 	if err != nil {
 		panic(err) // a constant
 	}
@@ -224,7 +225,7 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 	cfg.Acquirer.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Events.JournalDir, cfg.Reversals.Dir = dir+"/journal", dir+"/reversals"
 	cfg.Routing.Issuers = append(cfg.Routing.Issuers, routing.IssuerConfig{ID: demoDownIssuer, Institution: "300002",
-		Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK})
+		Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: devkeys.IssuerZPK})
 	cfg.Routing.Routes = append(cfg.Routing.Routes, routing.Route{Prefix: demoDownPrefix, Issuer: demoDownIssuer})
 	if *withHSM {
 		addr, stop, err := startDemoHSM()

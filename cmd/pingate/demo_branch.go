@@ -20,6 +20,7 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // branchClient calls the branch API as one development identity.
@@ -104,7 +105,7 @@ func branchDemoSteps(ctx context.Context, g *gateway.Gateway) ([]demoResult, err
 	}
 	sc := g.Config().IssuerSim
 	pop := issuersim.Population{Seed: sc.Seed, BINs: sc.BINs, PerBIN: sc.PerBIN}
-	k, err := pinblock.DevelopmentKey(pinblock.DevBranchZPK)
+	k, err := devkeys.Key(devkeys.BranchZPK)
 	if err != nil {
 		return nil, err
 	}

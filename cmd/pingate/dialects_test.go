@@ -15,6 +15,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -32,7 +33,7 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	}
 	// example-bank holds 8-byte PIN blocks only: it gets format 0 under a
 	// TDES zone PIN key (the development ATM ZPK, shared for the test).
-	zpk, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	zpk, err := devkeys.Key(devkeys.ATMZPK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Dialects = map[string]string{"example-bank": exampleBankSpec}
 		c.Routing.Issuers = append(c.Routing.Issuers, routing.IssuerConfig{ID: "example-bank", Institution: "40000001",
-			Hosts: []string{addr}, Dialect: "example-bank", PINFormat: 0, Key: pinblock.DevATMZPK, KeyIndex: 1})
+			Hosts: []string{addr}, Dialect: "example-bank", PINFormat: 0, Key: devkeys.ATMZPK, KeyIndex: 1})
 		c.Routing.Routes = append(c.Routing.Routes, routing.Route{Prefix: "67676700", Issuer: "example-bank"})
 	})
 	ctx := context.Background()
@@ -79,7 +80,7 @@ func TestTwoIssuersTwoDialects(t *testing.T) {
 	for _, tt := range tests {
 		before := sim.Requests.Load()
 		f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00042", Proc: iso8583.ProcPINChange, PAN: tt.card.PAN,
-			OldPIN: tt.card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
+			OldPIN: tt.card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}

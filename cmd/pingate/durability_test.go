@@ -25,6 +25,7 @@ import (
 	"pingate/integration/reversalstore"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -224,10 +225,10 @@ func pendingReversals(t *testing.T, dir string) int {
 // It derives the data key on the development keys, as the gateway does.
 func openTestReversalStore(dir string) (*reversalstore.Store, error) {
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		return nil, err
 	}
-	sealer, err := pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil).DataSealer(pinblock.KeyRef{ID: pinblock.DevATMZMK}, "reversals")
+	sealer, err := pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZMK}, "reversals")
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -37,7 +38,7 @@ func startTestGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gatew
 func TestEndToEndEveryOperationAndCode(t *testing.T) {
 	g := startTestGateway(t, func(c *gateway.Config) {
 		c.Routing.Issuers = append(c.Routing.Issuers, routing.IssuerConfig{ID: demoDownIssuer, Institution: "300002",
-			Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: pinblock.DevIssuerZPK})
+			Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: devkeys.IssuerZPK})
 		c.Routing.Routes = append(c.Routing.Routes, routing.Route{Prefix: demoDownPrefix, Issuer: demoDownIssuer})
 	})
 	ctx := context.Background()
@@ -137,7 +138,7 @@ func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		card := pop.Card(100 + i)
 		f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM7000" + string(rune('0'+i)), Proc: iso8583.ProcPINChange,
-			PAN: card.PAN, OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
+			PAN: card.PAN, OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}.Fields()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,6 +26,7 @@ import (
 	"pingate/integration/payshield/hsmsim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
@@ -68,7 +69,7 @@ func TestPayShieldModeATMChange(t *testing.T) {
 	a, b, c := pop.Card(0), pop.Card(1), pop.Card(2)
 	atm := func(i int, pan, oldPIN, newPIN string) loadgen.Op {
 		return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 100+i), Proc: iso8583.ProcPINChange, PAN: pan,
-			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 	}
 	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
@@ -135,7 +136,7 @@ func TestPayShieldModeFailover(t *testing.T) {
 			}
 			defer client.Close()
 			op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 200+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
-				OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 3000+i), Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+				OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 3000+i), Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 			r, err := playStep(ctx, g, client, demoStep{what: "change", op: op, want: "00"})
 			codes[i], errs[i] = r.ResponseCode, err
 		}()
@@ -269,7 +270,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		id, typ string
 		u       pinblock.Usage
 		raw     []byte
-	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {"iss-zpk", "001", pinblock.UsageZPK, zpkClear}, {pinblock.DevATMZPK, "001", pinblock.UsageZPK, zpkClear}} {
+	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {"iss-zpk", "001", pinblock.UsageZPK, zpkClear}, {devkeys.ATMZPK, "001", pinblock.UsageZPK, zpkClear}} {
 		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
 		if err != nil {
 			t.Fatal(err)
@@ -297,7 +298,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	newClear := oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
-	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +312,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	if err != nil || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("key change through FA = %v, %v; want 0810 00", ans, err)
 	}
-	k, err := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK})
+	k, err := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: devkeys.ATMZPK})
 	if err != nil || k.Version != 2 || k.KCV != v2.KCV() {
 		t.Fatalf("after the key change the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
 	}
@@ -327,7 +328,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	if err != nil || ans.ResponseCode == iso8583.RCApproved {
 		t.Fatalf("key change with a wrong KCV = %v, %v; want a refusal", ans, err)
 	}
-	if k, _ := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); k.Version != 2 {
+	if k, _ := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: devkeys.ATMZPK}); k.Version != 2 {
 		t.Fatalf("a refused key change moved the key to version %d", k.Version)
 	}
 
@@ -339,19 +340,19 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	}
 	var versions []string
 	for _, sk := range stored {
-		if sk.ID == pinblock.DevATMZPK {
+		if sk.ID == devkeys.ATMZPK {
 			versions = append(versions, fmt.Sprintf("v%d %s", sk.Version, sk.KCV))
 		}
 	}
 	if want := []string{"v1 " + keys[2].KCV, "v2 " + v2.KCV()}; strings.Join(versions, ",") != strings.Join(want, ",") {
-		t.Errorf("key file holds %s versions %v, want %v", pinblock.DevATMZPK, versions, want)
+		t.Errorf("key file holds %s versions %v, want %v", devkeys.ATMZPK, versions, want)
 	}
 	if strings.Contains(strings.ToUpper(mustRead(t, keyFile)), strings.ToUpper(hex.EncodeToString(newClear))) {
 		t.Error("the key file holds the new key in clear")
 	}
 	lines, rec := lastCustodyRecord(t, custody)
-	if lines != 1 || rec.Action != keystore.ActionRotate || rec.KeyID != pinblock.DevATMZPK || rec.Version != 2 || rec.KCV != v2.KCV() || rec.Under != "zmk-hsm" {
-		t.Errorf("custody log: %d records, last %+v; want one rotate of %s to v2 under zmk-hsm", lines, rec, pinblock.DevATMZPK)
+	if lines != 1 || rec.Action != keystore.ActionRotate || rec.KeyID != devkeys.ATMZPK || rec.Version != 2 || rec.KCV != v2.KCV() || rec.Under != "zmk-hsm" {
+		t.Errorf("custody log: %d records, last %+v; want one rotate of %s to v2 under zmk-hsm", lines, rec, devkeys.ATMZPK)
 	}
 
 	// GET /admin/keys lists the module's keys: id, usage, version, KCV.
@@ -372,7 +373,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	for _, l := range listed {
 		got[fmt.Sprintf("%s %s v%d %s", l.ID, l.Usage, l.Version, l.KCV)] = true
 	}
-	for _, want := range []string{"zmk-hsm ZMK v1 " + keys[0].KCV, "iss-zpk ZPK v1 " + keys[1].KCV, pinblock.DevATMZPK + " ZPK v2 " + v2.KCV()} {
+	for _, want := range []string{"zmk-hsm ZMK v1 " + keys[0].KCV, "iss-zpk ZPK v1 " + keys[1].KCV, devkeys.ATMZPK + " ZPK v2 " + v2.KCV()} {
 		if !got[want] {
 			t.Errorf("/admin/keys = %s, want an entry %q", raw, want)
 		}
@@ -388,7 +389,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	if err := waitReady(context.Background(), g2); err != nil {
 		t.Fatal(err)
 	}
-	if k, err := payShieldKeys(g2).Lookup(pinblock.KeyRef{ID: pinblock.DevATMZPK}); err != nil || k.Version != 2 || k.KCV != v2.KCV() {
+	if k, err := payShieldKeys(g2).Lookup(pinblock.KeyRef{ID: devkeys.ATMZPK}); err != nil || k.Version != 2 || k.KCV != v2.KCV() {
 		t.Fatalf("after a restart the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
 	}
 	ctx2, c2 := atmSession(t, g2)
@@ -443,7 +444,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		id, typ string
 		u       pinblock.Usage
 		raw     []byte
-	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {pinblock.DevATMZPK, "001", pinblock.UsageZPK, acqClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
+	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {devkeys.ATMZPK, "001", pinblock.UsageZPK, acqClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
 		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
 		if err != nil {
 			t.Fatal(err)
@@ -488,7 +489,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		t.Helper()
 		n++
 		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 300+n), Proc: iso8583.ProcPINChange, PAN: pan,
-			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK, Key: key}
+			OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK, Key: key}
 		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
@@ -512,7 +513,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 	secrets = append(secrets, "906417")
 
 	// The acquirer's online key change: the new ZPK under the ZMK, to FA.
-	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +631,7 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	}
 	defer client.Close()
 	op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00777", Proc: iso8583.ProcPINChange, PAN: card.PAN,
-		OldPIN: string(m[1]), NewPIN: "7305", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		OldPIN: string(m[1]), NewPIN: "7305", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
 		t.Fatalf("ATM change from the mailer's PIN = %q, %v; want 00", code, err)
 	}
@@ -885,7 +886,7 @@ func TestPayShieldModeMetricsAndReadiness(t *testing.T) {
 	for i := range 4 {
 		card := pop.Card(60 + i)
 		op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("ATM%05d", 600+i), Proc: iso8583.ProcPINChange, PAN: card.PAN,
-			OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 6100+i), Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+			OldPIN: card.PIN, NewPIN: fmt.Sprintf("%04d", 6100+i), Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 		f, err := op.Fields()
 		if err != nil {
 			t.Fatal(err)
@@ -971,7 +972,7 @@ func mustHexBytes(t *testing.T, h string) []byte {
 func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	_, addr := startHSMSim(t)
 	branchAcq := gateway.EmbeddedConfig().Routing.Acquirers[1]
-	branchAcq.Keys = map[int]string{1: pinblock.DevATMZPK}
+	branchAcq.Keys = map[int]string{1: devkeys.ATMZPK}
 	branchAcq.Formats = []int{3}
 	g := startTestGateway(t, func(c *gateway.Config) {
 		c.UsePayShieldSim(addr)
@@ -994,7 +995,7 @@ func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	card := opsPopulation(g.Config().IssuerSim).Card(33)
-	zpk, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	zpk, err := devkeys.Key(devkeys.ATMZPK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1026,7 +1027,7 @@ func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	}
 	defer client.Close()
 	op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00778", Proc: iso8583.ProcPINChange, PAN: card.PAN,
-		OldPIN: "60418", NewPIN: "7306", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		OldPIN: "60418", NewPIN: "7306", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
 		t.Fatalf("ATM change from the PIN-pad PIN = %q, %v; want 00", code, err)
 	}

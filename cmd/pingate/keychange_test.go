@@ -14,6 +14,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
@@ -199,13 +200,13 @@ func TestOnlineKeyChangeOutsideTheStore(t *testing.T) {
 		acqs[0].LegacyKeyChange = true
 		c.Routing.Acquirers = acqs
 	})
-	zmk, err := pinblock.DevelopmentKey(pinblock.DevATMZMK)
+	zmk, err := devkeys.Key(devkeys.ATMZMK)
 	if err != nil {
 		t.Fatal(err)
 	}
 	zmkClear, _ := hex.DecodeString("89E88CF7931444F334BD7547FC3F380C") // docs/dev-keys.md
 	newClear, _ := hex.DecodeString("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
-	v2, err := pinblock.NewKey(pinblock.DevATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // Helpers of the tests that run a gateway and drive it as an ATM network
@@ -49,7 +50,7 @@ func opsGateway(t *testing.T, mutate func(*gateway.Config)) *gateway.Gateway {
 func opsChange(pop issuersim.Population, i int, newPIN string) loadgen.Op {
 	c := pop.Card(i)
 	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange, PAN: c.PAN,
-		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		OldPIN: c.PIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 }
 
 func opsPopulation(sc *gateway.IssuerSimConfig) issuersim.Population {

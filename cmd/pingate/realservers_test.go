@@ -27,6 +27,7 @@ import (
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // These tests run whole gateways against a real redis-server and a real
@@ -44,7 +45,7 @@ func branchUnblock(pan, terminal string) loadgen.Op {
 
 func atmChange(pan, terminal, oldPIN, newPIN string) loadgen.Op {
 	return loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: terminal, Proc: iso8583.ProcPINChange, PAN: pan,
-		OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}
+		OldPIN: oldPIN, NewPIN: newPIN, Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 }
 
 func do(t *testing.T, c *loadgen.Client, op loadgen.Op) string {

@@ -21,6 +21,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
@@ -64,7 +65,7 @@ const secondATMAcquirer = "100002"
 func withSecondAcquirer(c gateway.Config) gateway.Config {
 	c.Routing.Acquirers = append(append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...), routing.AcquirerConfig{
 		ID: secondATMAcquirer, Channel: routing.ChannelATM, Terminals: []string{"*"},
-		Keys: map[int]string{1: pinblock.DevATMZPK}, Formats: []int{0}})
+		Keys: map[int]string{1: devkeys.ATMZPK}, Formats: []int{0}})
 	return c
 }
 

@@ -12,6 +12,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // TestReversalAfterTimeoutSurvivesRestart: the issuer takes a PIN change and
@@ -43,7 +44,7 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00777", Proc: iso8583.ProcPINChange, PAN: card.PAN,
-		OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK}.Fields()
+		OldPIN: card.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}.Fields()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ import (
 	"pingate/integration/redislimit"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -154,7 +155,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 	// The flow, over real components.
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ring.Zeroize)
@@ -165,8 +166,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	hsm.SetMailerPrinter(e.spool)
 
-	zpk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerZPK)
-	pvk, _ := pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	zpk, _ := devkeys.Key(devkeys.IssuerZPK)
+	pvk, _ := devkeys.Key(devkeys.IssuerPVK)
 	e.sim, err = issuersim.New(issuersim.Config{Population: testPop, ZPK: zpk, PVK: pvk, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -187,11 +188,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	rcfg := routing.Config{
 		Institution: "999001",
 		Acquirers: []routing.AcquirerConfig{
-			{ID: testAcquirer, Channel: routing.ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
-			{ID: otherInst, Channel: routing.ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+			{ID: testAcquirer, Channel: routing.ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: devkeys.BranchZPK}, Formats: []int{4}},
+			{ID: otherInst, Channel: routing.ChannelBranch, Terminals: []string{"*"}, Keys: map[int]string{1: devkeys.BranchZPK}, Formats: []int{4}},
 		},
 		Issuers: []routing.IssuerConfig{{ID: testIssuer, Institution: "300001", Hosts: []string{simLn.Addr().String()}, PINFormat: 4,
-			Key: pinblock.DevIssuerZPK, KeyIndex: 1, Timeout: 10 * time.Second}},
+			Key: devkeys.IssuerZPK, KeyIndex: 1, Timeout: 10 * time.Second}},
 		Routes: []routing.Route{{Prefix: "62284812", Issuer: testIssuer}},
 	}
 	links := routing.NewIssuerLinks(routing.LinksConfig{
@@ -478,7 +479,7 @@ func (e *env) eventByID(id string) (routing.Event, bool) {
 // branch zone PIN key.
 func block(t *testing.T, pin, pan string) string {
 	t.Helper()
-	k, err := pinblock.DevelopmentKey(pinblock.DevBranchZPK)
+	k, err := devkeys.Key(devkeys.BranchZPK)
 	if err != nil {
 		t.Fatal(err)
 	}

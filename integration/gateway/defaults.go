@@ -5,6 +5,7 @@ import (
 
 	"pingate/integration/issuersim"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -52,18 +53,18 @@ func EmbeddedConfig() Config {
 			Institution: DevInstitution,
 			Acquirers: []routing.AcquirerConfig{
 				{ID: DevATMAcquirer, Name: "development ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
-					Keys: map[int]string{1: pinblock.DevATMZPK}, ZMK: pinblock.DevATMZMK, Formats: []int{0, 3}},
+					Keys: map[int]string{1: devkeys.ATMZPK}, ZMK: devkeys.ATMZMK, Formats: []int{0, 3}},
 				{ID: DevBranchAcquirer, Name: "development branch front end", Channel: routing.ChannelBranch, Terminals: []string{"*"},
-					Keys: map[int]string{1: pinblock.DevBranchZPK}, Formats: []int{4}},
+					Keys: map[int]string{1: devkeys.BranchZPK}, Formats: []int{4}},
 				{ID: DevSM4Acquirer, Name: "development SM4 ATM network", Channel: routing.ChannelATM, Terminals: []string{"*"},
-					Keys: map[int]string{1: pinblock.DevSM4ATMZPK}, ZMK: pinblock.DevSM4ATMZMK, Formats: []int{0, 4},
+					Keys: map[int]string{1: devkeys.SM4ATMZPK}, ZMK: devkeys.SM4ATMZMK, Formats: []int{0, 4},
 					PINAlgorithm: pinblock.SM4},
 			},
 			Issuers: []routing.IssuerConfig{
 				{ID: DevIssuer, Institution: devIssuerInst, Hosts: []string{"issuer-sim"},
-					PINFormat: 4, Key: pinblock.DevIssuerZPK, KeyIndex: 1},
+					PINFormat: 4, Key: devkeys.IssuerZPK, KeyIndex: 1},
 				{ID: DevSM4Issuer, Institution: devSM4IssuerInst, Hosts: []string{"issuer-sim"},
-					PINFormat: 4, PINAlgorithm: pinblock.SM4, Key: pinblock.DevSM4IssuerZPK, KeyIndex: issuersim.DevSM4KeyIndex},
+					PINFormat: 4, PINAlgorithm: pinblock.SM4, Key: devkeys.SM4IssuerZPK, KeyIndex: issuersim.DevSM4KeyIndex},
 			},
 			Routes: routes,
 		},

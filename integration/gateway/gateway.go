@@ -23,6 +23,7 @@ import (
 	"pingate/integration/telemetry"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -110,7 +111,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 
 	g.ring = pinblock.NewKeyring(cfg.Security.RotationGrace)
 	if cfg.Security.DevKeys {
-		if err := pinblock.LoadDevelopmentKeys(g.ring); err != nil {
+		if err := devkeys.Load(g.ring); err != nil {
 			return g, err
 		}
 		log.Warn("running on the published development keys: for development and test only")
@@ -160,7 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	}
 	dataKey := cfg.Reversals.DataKey
 	if dataKey == "" && cfg.Security.DevKeys {
-		dataKey = pinblock.DevATMZMK
+		dataKey = devkeys.ATMZMK
 	}
 	var sealer *pinblock.DataSealer
 	switch {
@@ -331,7 +332,7 @@ func (g *Gateway) startSim(ctx context.Context) error {
 	}
 	if sc.ZPK != "" {
 		zpk.Zeroize()
-		if zpk, err = pinblock.DevelopmentKey(sc.ZPK); err != nil {
+		if zpk, err = devkeys.Key(sc.ZPK); err != nil {
 			return fmt.Errorf("issuer_sim.zpk: %w", err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"pingate/integration/payshield"
 	"pingate/integration/payshield/hsmsim"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
@@ -114,8 +115,8 @@ func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) 
 		}
 	}
 	if c.DevKeys {
-		for _, id := range []string{pinblock.DevATMZPK, pinblock.DevATMZMK, pinblock.DevIssuerPVK} {
-			k, err := pinblock.DevelopmentKey(id)
+		for _, id := range []string{devkeys.ATMZPK, devkeys.ATMZMK, devkeys.IssuerPVK} {
+			k, err := devkeys.Key(id)
 			if err != nil {
 				return nil, err
 			}
@@ -141,9 +142,9 @@ func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) 
 // devKeyBytes is a development key's published value (docs/dev-keys.md).
 func devKeyBytes(id string) []byte {
 	b, _ := hex.DecodeString(map[string]string{
-		pinblock.DevATMZPK:    "0123456789ABCDEFFEDCBA9876543210",
-		pinblock.DevATMZMK:    "89E88CF7931444F334BD7547FC3F380C",
-		pinblock.DevIssuerPVK: "FEDCBA98765432100123456789ABCDEF",
+		devkeys.ATMZPK:    "0123456789ABCDEFFEDCBA9876543210",
+		devkeys.ATMZMK:    "89E88CF7931444F334BD7547FC3F380C",
+		devkeys.IssuerPVK: "FEDCBA98765432100123456789ABCDEF",
 	}[id])
 	return b
 }
@@ -235,7 +236,7 @@ func (c *Config) UsePayShieldSim(hosts ...string) {
 			dropped[is.ID] = true
 			continue
 		}
-		is.PINFormat, is.Key = 3, pinblock.DevATMZPK
+		is.PINFormat, is.Key = 3, devkeys.ATMZPK
 		iss = append(iss, is)
 	}
 	c.Routing.Issuers = iss
@@ -247,6 +248,6 @@ func (c *Config) UsePayShieldSim(hosts ...string) {
 	}
 	c.Routing.Routes = routes
 	if c.IssuerSim != nil {
-		c.IssuerSim.ZPK = pinblock.DevATMZPK
+		c.IssuerSim.ZPK = devkeys.ATMZPK
 	}
 }

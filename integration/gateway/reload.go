@@ -18,6 +18,7 @@ import (
 
 	"pingate/integration/redislimit"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
 	"pingate/routing"
 )
@@ -287,7 +288,7 @@ func issuerLinks(c routing.Config) []routing.IssuerConfig {
 func loadKeyring(sec SecurityConfig) (*pinblock.Keyring, []keystore.StoredKey, error) {
 	ring := pinblock.NewKeyring(sec.RotationGrace)
 	if sec.DevKeys {
-		if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+		if err := devkeys.Load(ring); err != nil {
 			ring.Zeroize()
 			return nil, nil, err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -44,17 +45,17 @@ func (s *failingSink) set(err error) {
 func TestFlowReversesApprovalItCannotRecord(t *testing.T) {
 	pop := Population{Seed: 11, BINs: []string{"622848"}, PerBIN: 1000}
 	sim, addr := startTestSim(t, pop)
-	ic := routing.IssuerConfig{ID: "ssbank", Institution: "300001", Hosts: []string{addr}, PINFormat: 4, Key: pinblock.DevIssuerZPK}
+	ic := routing.IssuerConfig{ID: "ssbank", Institution: "300001", Hosts: []string{addr}, PINFormat: 4, Key: devkeys.IssuerZPK}
 	links := startLinks(t, ic)
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
 	sink := &failingSink{}
 	flow, err := routing.NewFlow(routing.Config{
 		Institution: "999001",
 		Acquirers: []routing.AcquirerConfig{{ID: "100001", Channel: routing.ChannelATM, Terminals: []string{"*"},
-			Keys: map[int]string{1: pinblock.DevATMZPK}, Formats: []int{0}}},
+			Keys: map[int]string{1: devkeys.ATMZPK}, Formats: []int{0}}},
 		Issuers: []routing.IssuerConfig{ic},
 		Routes:  []routing.Route{{Prefix: "622848", Issuer: "ssbank"}},
 	}, routing.Deps{
@@ -72,7 +73,7 @@ func TestFlowReversesApprovalItCannotRecord(t *testing.T) {
 	stan := 0
 	change := func(oldPIN, newPIN string) routing.Outcome {
 		t.Helper()
-		atm, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+		atm, err := devkeys.Key(devkeys.ATMZPK)
 		if err != nil {
 			t.Fatal(err)
 		}

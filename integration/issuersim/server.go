@@ -12,6 +12,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // Config is a simulated issuer host.
@@ -285,13 +286,13 @@ func (s *Sim) audit(code, ref, terminal string) string {
 }
 
 // DevelopmentKeys returns the simulated issuer's keys from the published
-// development key set (pinblock.DevelopmentKeys()): its zone PIN key and its
+// development key set (devkeys.All()): its zone PIN key and its
 // PIN verification key.
 func DevelopmentKeys() (zpk, pvk pinblock.Key, err error) {
-	if zpk, err = pinblock.DevelopmentKey(pinblock.DevIssuerZPK); err != nil {
+	if zpk, err = devkeys.Key(devkeys.IssuerZPK); err != nil {
 		return zpk, pvk, err
 	}
-	pvk, err = pinblock.DevelopmentKey(pinblock.DevIssuerPVK)
+	pvk, err = devkeys.Key(devkeys.IssuerPVK)
 	return zpk, pvk, err
 }
 
@@ -310,11 +311,11 @@ const DevTDESKeyIndex = 3
 // dev-sm4-issuer-zpk at DevSM4KeyIndex and the TDES key dev-atm-zpk at
 // DevTDESKeyIndex.
 func DevelopmentKeyIndexZPKs() (map[int]pinblock.Key, error) {
-	k, err := pinblock.DevelopmentKey(pinblock.DevSM4IssuerZPK)
+	k, err := devkeys.Key(devkeys.SM4IssuerZPK)
 	if err != nil {
 		return nil, err
 	}
-	t, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	t, err := devkeys.Key(devkeys.ATMZPK)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // The baseline is what a PIN change round trip costs with nothing but
@@ -199,7 +200,7 @@ func (c *baselineConn) do(ctx context.Context, tmpl iso8583.Fields) error {
 func baselineRequest() (iso8583.Fields, error) {
 	o := Op{Acquirer: ATMAcquirer, Terminal: "LT000001", Proc: iso8583.ProcPINChange, PAN: "6228481200000017",
 		OldPIN: "4826", NewPIN: "5931", Format: pinblock.Format0}
-	key, err := pinblock.DevelopmentKey(pinblock.DevATMZPK)
+	key, err := devkeys.Key(devkeys.ATMZPK)
 	if err != nil {
 		return iso8583.Fields{}, err
 	}

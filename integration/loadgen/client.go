@@ -10,6 +10,7 @@ import (
 
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // Client speaks the acquirer dialect to a gateway, as an ATM switch or a
@@ -101,7 +102,7 @@ func (op Op) Fields() (*iso8583.Fields, error) {
 	key := op.Key
 	if !key.Valid() {
 		var err error
-		if key, err = pinblock.DevelopmentKey(op.KeyID); err != nil {
+		if key, err = devkeys.Key(op.KeyID); err != nil {
 			return nil, err
 		}
 	}

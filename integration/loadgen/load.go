@@ -20,6 +20,7 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // The load tool plays an ATM network switch (acquirer 100001: PIN changes in
@@ -340,15 +341,15 @@ func (s *workerStats) record(op int, lat time.Duration, code, errKind string) {
 func Run(ctx context.Context, cfg Params, progress io.Writer) (*Report, error) {
 	r := &loadRun{cfg: cfg, policy: pinblock.DefaultPINPolicy(), cards: make([]cardState, cfg.Cards), stop: make(chan struct{})}
 	var err error
-	if r.atmKey, err = pinblock.DevelopmentKey(pinblock.DevATMZPK); err != nil {
+	if r.atmKey, err = devkeys.Key(devkeys.ATMZPK); err != nil {
 		return nil, err
 	}
 	defer r.atmKey.Zeroize()
-	if r.brKey, err = pinblock.DevelopmentKey(pinblock.DevBranchZPK); err != nil {
+	if r.brKey, err = devkeys.Key(devkeys.BranchZPK); err != nil {
 		return nil, err
 	}
 	defer r.brKey.Zeroize()
-	if r.sm4Key, err = pinblock.DevelopmentKey(pinblock.DevSM4ATMZPK); err != nil {
+	if r.sm4Key, err = devkeys.Key(devkeys.SM4ATMZPK); err != nil {
 		return nil, err
 	}
 	defer r.sm4Key.Zeroize()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -16,10 +17,10 @@ import (
 func testSealer(t *testing.T) *pinblock.DataSealer {
 	t.Helper()
 	ring := pinblock.NewKeyring(0)
-	if err := pinblock.LoadDevelopmentKeys(ring); err != nil {
+	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
-	s, err := pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil).DataSealer(pinblock.KeyRef{ID: pinblock.DevATMZMK}, "reversals")
+	s, err := pinblock.NewSoftwareModule(ring, pinblock.PINPolicy{}, nil).DataSealer(pinblock.KeyRef{ID: devkeys.ATMZMK}, "reversals")
 	if err != nil {
 		t.Fatal(err)
 	}

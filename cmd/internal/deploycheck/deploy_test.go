@@ -30,6 +30,7 @@ import (
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 )
 
 // Tests of deploy/: every manifest, the compose file, the systemd unit and
@@ -908,7 +909,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c := pop.Card(300 + i)
 		changePIN(t, client, loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: fmt.Sprintf("OPS%05d", i), Proc: iso8583.ProcPINChange,
-			PAN: c.PAN, OldPIN: c.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: pinblock.DevATMZPK})
+			PAN: c.PAN, OldPIN: c.PIN, NewPIN: "4826", Format: pinblock.Format0, KeyID: devkeys.ATMZPK})
 	}
 	if _, err := g.Reload("test"); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,7 @@
+package pinblock
+
+// Internals that the external tests (package pinblock_test, which can import
+// pinblock/devkeys) check.
+var ReadFill = readFill
+
+const MaxPINDraws = maxPINDraws
