@@ -16,13 +16,14 @@ const MeterName = "pingate/outbox"
 
 // Metric names. Gauges are observed at collection time.
 const (
-	MetricJournalDepth = "pingate.outbox.journal.depth"    // gauge {entry}: entries held
-	MetricAppends      = "pingate.outbox.journal.appends"  // counter {entry}, attribute result=ok|full|invalid|canceled|error
-	MetricSyncs        = "pingate.outbox.journal.syncs"    // counter {sync}: WAL fsyncs (appends/syncs = group-commit size)
-	MetricRelayLag     = "pingate.outbox.relay.lag"        // gauge {entry}: appended, not yet acknowledged
-	MetricRelayLagAge  = "pingate.outbox.relay.lag.age"    // gauge s: age of the oldest unacknowledged entry
-	MetricRelayBatch   = "pingate.outbox.relay.batch.size" // histogram {entry}: entries per acknowledged call
-	MetricRelayErrors  = "pingate.outbox.relay.errors"     // counter {call}: failed calls
+	MetricJournalDepth = "pingate.outbox.journal.depth"      // gauge {entry}: entries held
+	MetricAppends      = "pingate.outbox.journal.appends"    // counter {entry}, attribute result=ok|full|invalid|canceled|error
+	MetricSyncs        = "pingate.outbox.journal.syncs"      // counter {sync}: WAL fsyncs (appends/syncs = group-commit size)
+	MetricRelayLag     = "pingate.outbox.relay.lag"          // gauge {entry}: appended, not yet acknowledged
+	MetricRelayLagAge  = "pingate.outbox.relay.lag.age"      // gauge s: age of the oldest unacknowledged entry
+	MetricRelayBatch   = "pingate.outbox.relay.batch.size"   // histogram {entry}: entries per acknowledged call
+	MetricRelayErrors  = "pingate.outbox.relay.errors"       // counter {call}: failed calls
+	MetricRecoveries   = "pingate.outbox.journal.recoveries" // counter {reopen}: store reopened after a fatal storage error
 )
 
 type metrics struct {
@@ -84,17 +85,23 @@ func newMetrics(mp metric.MeterProvider, j *Journal) (*metrics, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
+	recoveries, err := m.Int64ObservableCounter(MetricRecoveries, metric.WithUnit("{reopen}"),
+		metric.WithDescription("Reopens of the journal store after a fatal storage error (ENOSPC, EIO), without a restart"))
+	if err != nil {
+		return nil, wrap(err)
+	}
 	x.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := j.Stats()
 		o.ObserveInt64(depth, int64(s.Depth))
 		o.ObserveInt64(syncs, int64(s.Syncs))
+		o.ObserveInt64(recoveries, int64(j.store.Recoveries()))
 		if j.cfg.JournalOnly() {
 			return nil
 		}
 		o.ObserveInt64(lag, int64(s.Lag))
 		o.ObserveFloat64(lagAge, j.lagAge(s).Seconds())
 		return nil
-	}, depth, syncs, lag, lagAge)
+	}, depth, syncs, recoveries, lag, lagAge)
 	if err != nil {
 		return nil, wrap(err)
 	}
