@@ -333,7 +333,8 @@ func fillTo(t *testing.T, dir string, leave int64) string {
 // tmpfs runs PIN changes under load while the disk is filled, first to below
 // the reserve (events.min_free), then to the last byte, and freed after
 // each. Every request is answered (never a hang or a dropped connection),
-// approvals stop while the disk is short and resume by themselves, nothing
+// approvals stop while the disk is short and resume by themselves after each
+// fill, the full one included (no restart), nothing
 // panics, Shutdown drains within the grace, and after a restart the issuer's
 // ledger matches the journal's events and the reversals it received.
 func TestJournalDiskFillsUnderLoad(t *testing.T) {
@@ -451,13 +452,18 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	a0 := approvals.Load()
 	waitFor("approvals resume by themselves", func() bool { return approvals.Load() >= a0+50 })
 
-	// To the last byte: still every request answered, no panic.
+	// To the last byte: still every request answered, no panic. Freed, the
+	// journal recovers in process (a fatal ENOSPC in pebble included:
+	// pebblestore reopens it) and approvals resume without a restart.
 	filler = fillTo(t, mnt, 0)
 	r0 = refusd.Load()
 	waitFor("refusals on a full disk", func() bool { return refusd.Load() >= r0+50 })
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
+	waitFor("readyz 200 once the full disk is freed", func() bool { return ready() == http.StatusOK })
+	a0 = approvals.Load()
+	waitFor("approvals resume by themselves after a full disk", func() bool { return approvals.Load() >= a0+50 })
 	close(stop)
 	wg.Wait()
 	if n := unanswered.Load(); n != 0 {
