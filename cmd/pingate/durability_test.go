@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/vfs/errorfs"
 
 	"pingate/integration/events"
 	"pingate/integration/gateway"
@@ -522,4 +526,95 @@ func TestJournalDepthLimitRefusesBeforeTheIssuer(t *testing.T) {
 	if err := g.Journal().Admit(); !errors.Is(err, outbox.ErrJournalFull) {
 		t.Fatalf("Admit at the depth limit = %v, want ErrJournalFull", err)
 	}
+}
+
+// syncBlocker holds every write-kind operation of the journal (its WAL
+// write and fsync; errorfs does not see pebble's fdatasync on its own) once
+// armed, until released: a disk whose commit never returns.
+type syncBlocker struct {
+	armed   atomic.Bool
+	release chan struct{}
+}
+
+func (b *syncBlocker) MaybeError(op errorfs.Op, _ string) error {
+	if b.armed.Load() && op.OpKind() == errorfs.OpKindWrite {
+		<-b.release
+	}
+	return nil
+}
+
+// TestStuckJournalSyncAnswers91: through the acquirer TCP listener, a PIN
+// change whose journal commit never returns (a write and Sync the disk holds, injected
+// with pebble's errorfs through the test-only Events.JournalFS) is answered
+// 91 after events.journal_write_timeout, not left hanging, later requests
+// are refused at once, and Shutdown returns within its drain time with the
+// disk still stuck.
+func TestStuckJournalSyncAnswers91(t *testing.T) {
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
+	_, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop})
+	blk := &syncBlocker{release: make(chan struct{})}
+	released := false
+	heal := func() {
+		if !released {
+			released = true
+			blk.armed.Store(false)
+			close(blk.release)
+		}
+	}
+	t.Cleanup(heal)
+	const grace = 3 * time.Second
+	// Not gatewaytest.Start: its cleanup's Shutdown would fail on the stuck
+	// disk; this test shuts the gateway down itself.
+	cfg := gatewaytest.Config(t.TempDir())
+	gatewaytest.ExternalIssuer(simAddr)(&cfg)
+	off := false
+	cfg.Branch.Enabled = &off
+	cfg.Events.JournalFS = errorfs.Wrap(vfs.Default, blk)
+	cfg.Events.JournalWriteTimeout = 500 * time.Millisecond
+	cfg.Acquirer.ShutdownGrace = grace
+	g, err := gateway.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(context.Background()) }()
+	waitHTTP(t, "http://"+g.HTTPAddr()+"/readyz", http.StatusOK)
+	c, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	i := 1
+	for !pop.Usable(i) {
+		i++
+	}
+	if code, err := opsDo(context.Background(), c, opsChange(pop, i, "4826")); err != nil || code != iso8583.RCApproved {
+		t.Fatalf("PIN change on a healthy disk = %q, %v; want %s", code, err, iso8583.RCApproved)
+	}
+	blk.armed.Store(true)
+	for k := 0; k < 2; k++ {
+		for i++; !pop.Usable(i); i++ {
+		}
+		code, err := opsDo(context.Background(), c, opsChange(pop, i, "4826"))
+		if err != nil {
+			t.Fatalf("PIN change %d with the journal's Sync stuck: no answer (%v), want 91", k, err)
+		}
+		if code != iso8583.RCIssuerUnavailable {
+			t.Fatalf("PIN change %d with the journal's Sync stuck = %q, want 91", k, code)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		done <- g.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Logf("Shutdown with the disk stuck: %v", err)
+	case <-time.After(grace + 30*time.Second):
+		t.Fatal("Shutdown with the journal's Sync stuck did not return")
+	}
+	heal() // the journal's store closes once the held write returns
+	<-ran
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"gopkg.in/yaml.v3"
 
 	"pingate/integration/logredact"
@@ -131,6 +132,9 @@ type EventsConfig struct {
 	// answered 91 and reversed, and the journal refuses work until the
 	// write returns. Default 2s.
 	JournalWriteTimeout time.Duration `yaml:"journal_write_timeout"`
+	// JournalFS, for tests only (no YAML key reaches it), replaces the disk
+	// under the journal: pebble's vfs/errorfs injects faults through it.
+	JournalFS vfs.FS `yaml:"-" json:"-"`
 }
 
 // ReversalsConfig is where owed reversal advices persist.

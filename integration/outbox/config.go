@@ -50,9 +50,10 @@ type Config struct {
 	// (otel.GetMeterProvider()).
 	MeterProvider metric.MeterProvider
 
-	// fs, when set (tests), is the file system under pebble instead of the
-	// disk: pebble's vfs/errorfs injects faults through it.
-	fs vfs.FS
+	// FS, when set (tests only: the gateway's config file cannot reach it),
+	// is the file system under pebble instead of the disk: pebble's
+	// vfs/errorfs injects faults through it.
+	FS vfs.FS
 	// probeInterval, when set (tests), replaces the store's 1 s between
 	// recovery attempts after a fatal storage error.
 	probeInterval time.Duration

@@ -148,7 +148,7 @@ func Open(cfg Config) (*Journal, error) {
 	}
 	// The disk-health-checking FS is built here, not by pebble's defaults,
 	// so its goroutine can be stopped when Open fails (pebble leaks it then).
-	base := cfg.fs
+	base := cfg.FS
 	if base == nil {
 		base = vfs.Default
 	}

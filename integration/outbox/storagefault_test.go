@@ -53,7 +53,7 @@ func (f *faultFS) heal() {
 func openFaulty(t *testing.T, inj *faultFS, mutate func(*Config)) *Journal {
 	t.Helper()
 	cfg := testConfig(t)
-	cfg.fs = errorfs.Wrap(vfs.Default, inj)
+	cfg.FS = errorfs.Wrap(vfs.Default, inj)
 	cfg.WriteTimeout = 200 * time.Millisecond
 	if mutate != nil {
 		mutate(&cfg)
@@ -283,7 +283,7 @@ func TestJournalRecoversAfterWriteError(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A restart on the plain disk reads the same journal.
-	cfg.fs = nil
+	cfg.FS = nil
 	j = mustOpen(t, cfg)
 	defer shutdown(t, j)
 	es, err = j.Entries(1, 100)
