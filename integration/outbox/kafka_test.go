@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/vfs/errorfs"
 	"github.com/segmentio/kafka-go"
 
 	"pingate/integration/events"
@@ -102,6 +105,64 @@ func TestKafka(t *testing.T) {
 	k := testservers.StartKafka(t)
 	t.Run("EveryEventType", func(t *testing.T) { testEveryEventType(t, k) })
 	t.Run("CrashDuplicates", func(t *testing.T) { testCrashDuplicates(t, k) })
+	t.Run("RecoversAfterStorageFault", func(t *testing.T) { testRecoversAfterStorageFault(t, k) })
+}
+
+// testRecoversAfterStorageFault: a WAL write error fails the journal while
+// the relay runs; once the disk is healed the journal reopens itself and the
+// relay delivers every entry acknowledged before and after the fault, each
+// under its own ce_id, and never two different records under one ce_id.
+func testRecoversAfterStorageFault(t *testing.T, k *testservers.Kafka) {
+	const topic = "pingate.events.storagefault"
+	testservers.CreateTopic(t, k.Brokers, topic, partitions)
+	inj := newFaultFS(errors.New("no space left on device"))
+	cfg := testConfig(t)
+	cfg.FS = errorfs.Wrap(vfs.Default, inj)
+	cfg.probeInterval = 20 * time.Millisecond
+	cfg.Relay = relayConfig(k.Brokers, topic)
+	j := mustOpen(t, cfg)
+	ctx := context.Background()
+	var acked []int
+	for i := range 5 {
+		if err := j.Publish(ctx, testEvent(i)); err != nil {
+			t.Fatalf("Publish(%d): %v", i, err)
+		}
+		acked = append(acked, i)
+	}
+	inj.armed.Store(true)
+	for i := 5; i < 8; i++ {
+		if err := j.Publish(ctx, testEvent(i)); err == nil {
+			t.Fatalf("Publish(%d) with the WAL failing = nil, want an error", i)
+		}
+	}
+	inj.heal()
+	waitHealthy(t, j)
+	for i := 8; i < 12; i++ {
+		if err := j.Publish(ctx, testEvent(i)); err != nil {
+			t.Fatalf("Publish(%d) after recovery: %v", i, err)
+		}
+		acked = append(acked, i)
+	}
+	waitDrained(t, j, 60*time.Second)
+	shutdown(t, j)
+	byID := map[string][]byte{}
+	for p, ms := range readTopic(t, k.Brokers, topic) {
+		for _, m := range ms {
+			ev, err := events.Decode(toMessage(m))
+			if err != nil {
+				t.Fatalf("partition %d offset %d: Decode() error = %v", p, m.Offset, err)
+			}
+			if prev, ok := byID[ev.ID]; ok && !bytes.Equal(prev, m.Value) {
+				t.Errorf("ce_id %s on the topic twice with different records", ev.ID)
+			}
+			byID[ev.ID] = m.Value
+		}
+	}
+	for _, i := range acked {
+		if _, ok := byID[testEvent(i).ID]; !ok {
+			t.Errorf("acknowledged event %d is not on the topic", i)
+		}
+	}
 }
 
 // testEveryEventType publishes every event type for several cards and reads
