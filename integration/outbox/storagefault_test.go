@@ -3,11 +3,13 @@ package outbox
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
 	"github.com/cockroachdb/pebble/vfs/errorfs"
 
@@ -328,6 +330,72 @@ func TestJournalRelayProgressFaultRecovers(t *testing.T) {
 	for _, e := range es {
 		if e.Seq <= 2 {
 			t.Errorf("entry %d still held after markRelayed(2)", e.Seq)
+		}
+	}
+}
+
+// manifestFaults fails writes to the store's MANIFEST once armed: the
+// flush and compaction that follow the delete path (retention's range
+// deletion, the relay's progress) record their result there, and pebble
+// calls a MANIFEST write error fatal.
+type manifestFaults struct{ armed atomic.Bool }
+
+func (f *manifestFaults) MaybeError(op errorfs.Op, path string) error {
+	if f.armed.Load() && op.OpKind() == errorfs.OpKindWrite && strings.Contains(path, "MANIFEST") {
+		return errors.New("no space left on device")
+	}
+	return nil
+}
+
+// TestJournalTrimFlushFaultRecovers: in journal-only mode retention deletes
+// old entries; the flush of those deletions fails on the MANIFEST write.
+// The journal reports the fault (no panic), and once the disk is healed it
+// recovers by itself: the retained entries are intact and retention goes on.
+func TestJournalTrimFlushFaultRecovers(t *testing.T) {
+	inj := &manifestFaults{}
+	cfg := testConfig(t)
+	cfg.FS = errorfs.Wrap(vfs.Default, inj)
+	cfg.MaxDepth, cfg.Retain = 100, 5
+	cfg.probeInterval = 20 * time.Millisecond
+	j := mustOpen(t, cfg)
+	defer shutdown(t, j)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := j.Publish(ctx, testEvent(i)); err != nil {
+			t.Fatalf("Publish(%d): %v", i, err)
+		}
+	}
+	inj.armed.Store(true)
+	// pebble retries a failed flush until it succeeds, so the flush is
+	// started, not awaited.
+	if err := j.read(func(db *pebble.DB) error { _, err := db.AsyncFlush(); return err }); err != nil {
+		t.Fatalf("AsyncFlush: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !errors.Is(j.Health(), ErrFailed) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Health with the MANIFEST write failing = %v, want ErrFailed", j.Health())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	inj.armed.Store(false)
+	waitHealthy(t, j)
+	for i := 20; i < 30; i++ {
+		if err := j.Publish(ctx, testEvent(i)); err != nil {
+			t.Fatalf("Publish(%d) after recovery: %v", i, err)
+		}
+	}
+	es, err := j.Entries(1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) > cfg.Retain+1 {
+		t.Errorf("%d entries held after recovery, want retention down to about %d", len(es), cfg.Retain)
+	}
+	n := countIDs(t, es)
+	for i := 30 - cfg.Retain; i < 30; i++ {
+		if n[testEvent(i).ID] != 1 {
+			t.Errorf("retained event %d is in the journal %d times, want 1", i, n[testEvent(i).ID])
 		}
 	}
 }
