@@ -618,3 +618,64 @@ func TestStuckJournalSyncAnswers91(t *testing.T) {
 	heal() // the journal's store closes once the held write returns
 	<-ran
 }
+
+// writeFaults fails every write-kind operation of the journal with ENOSPC
+// once armed (pebble's fatal commit error).
+type writeFaults struct{ armed atomic.Bool }
+
+func (f *writeFaults) MaybeError(op errorfs.Op, _ string) error {
+	if f.armed.Load() && op.OpKind() == errorfs.OpKindWrite {
+		return syscall.ENOSPC
+	}
+	return nil
+}
+
+// TestJournalFaultRecoversWithoutRestart: through the acquirer TCP listener
+// and /readyz, a journal whose writes fail with ENOSPC answers 91 and shows
+// the fault on readiness; once the disk is healed, the same running gateway
+// reports ready again and approves PIN changes.
+func TestJournalFaultRecoversWithoutRestart(t *testing.T) {
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
+	_, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop})
+	inj := &writeFaults{}
+	g := gatewaytest.Start(t, func(c *gateway.Config) {
+		gatewaytest.ExternalIssuer(simAddr)(c)
+		off := false
+		c.Branch.Enabled = &off
+		c.Events.JournalFS = errorfs.Wrap(vfs.Default, inj)
+	})
+	readyz := "http://" + g.HTTPAddr() + "/readyz"
+	waitHTTP(t, readyz, http.StatusOK)
+	c, err := loadgen.Dial(context.Background(), g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	i := 0
+	change := func() string {
+		t.Helper()
+		for i++; !pop.Usable(i); i++ {
+		}
+		code, err := opsDo(context.Background(), c, opsChange(pop, i, "4826"))
+		if err != nil {
+			t.Fatalf("PIN change %d: no answer: %v", i, err)
+		}
+		return code
+	}
+	if code := change(); code != iso8583.RCApproved {
+		t.Fatalf("PIN change on a healthy disk = %q, want %s", code, iso8583.RCApproved)
+	}
+	inj.armed.Store(true)
+	if code := change(); code != iso8583.RCIssuerUnavailable {
+		t.Fatalf("PIN change with the journal failing = %q, want 91", code)
+	}
+	waitHTTP(t, readyz, http.StatusServiceUnavailable)
+	if code := change(); code != iso8583.RCIssuerUnavailable {
+		t.Fatalf("PIN change with the journal failed = %q, want 91", code)
+	}
+	inj.armed.Store(false)
+	waitHTTP(t, readyz, http.StatusOK)
+	if code := change(); code != iso8583.RCApproved {
+		t.Fatalf("PIN change after the disk healed = %q, want %s (recovered without a restart)", code, iso8583.RCApproved)
+	}
+}
