@@ -160,15 +160,16 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 		subtle.XORBytes(out, out, c.material())
 	}
 	if alg == TDES {
-		setOddParity(out)
+		SetOddParity(out)
 	}
 	return NewKey(id, usage, alg, version, out)
 }
 
-// setOddParity sets the low bit of every byte so that the byte has an odd
+// SetOddParity sets the low bit of every byte so that the byte has an odd
 // number of one bits, as DES keys conventionally carry (FIPS 46-3). DES
-// ignores these bits, so the key's behaviour and KCV are unchanged.
-func setOddParity(b []byte) {
+// ignores these bits, so the key's behaviour and KCV are unchanged. It is
+// the one parity function of the module: the HSM simulator uses it too.
+func SetOddParity(b []byte) {
 	for i, c := range b {
 		c &^= 1
 		p := c ^ c>>4
@@ -176,4 +177,18 @@ func setOddParity(b []byte) {
 		p ^= p >> 1
 		b[i] = c | (^p & 1)
 	}
+}
+
+// OddParity reports whether every byte of b has an odd number of one bits
+// (DES key parity).
+func OddParity(b []byte) bool {
+	for _, c := range b {
+		c ^= c >> 4
+		c ^= c >> 2
+		c ^= c >> 1
+		if c&1 == 0 {
+			return false
+		}
+	}
+	return true
 }

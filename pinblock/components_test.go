@@ -185,12 +185,19 @@ func TestSetOddParity(t *testing.T) {
 	keys, kcvs := publishedTDESKeys(t)
 	for i, k := range keys {
 		b := bytes.Clone(k)
-		setOddParity(b)
+		SetOddParity(b)
 		for j, c := range b {
 			if bits.OnesCount8(c)%2 != 1 || c&^1 != k[j]&^1 {
-				t.Fatalf("setOddParity: byte %d of key %d has even parity or changed bits", j, i)
+				t.Fatalf("SetOddParity: byte %d of key %d has even parity or changed bits", j, i)
 			}
 		}
+		if !OddParity(b) {
+			t.Errorf("OddParity(key %d after SetOddParity) = false, want true", i)
+		}
+		if b[0] ^= 1; OddParity(b) {
+			t.Errorf("OddParity(key %d with one bit flipped) = true, want false", i)
+		}
+		b[0] ^= 1
 		if got := kcvOf(t, b); got != kcvs[i] {
 			t.Errorf("KCV after parity adjustment = %s, want published %s", got, kcvs[i])
 		}

@@ -97,7 +97,7 @@ func RandomKeyMaterial(rnd io.Reader, alg Algorithm, n int) ([]byte, error) {
 		if alg != TDES {
 			return raw, nil
 		}
-		setOddParity(raw)
+		SetOddParity(raw)
 		if !weakTDES(raw) {
 			return raw, nil
 		}

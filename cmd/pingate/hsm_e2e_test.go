@@ -237,19 +237,9 @@ security:
 	}
 }
 
-// oddParity sets DES odd parity on every byte of k.
+// oddParity sets DES odd parity on every byte of k and returns it.
 func oddParity(k []byte) []byte {
-	for i, c := range k {
-		c &^= 1
-		n := 0
-		for b := c; b != 0; b &= b - 1 {
-			n++
-		}
-		if n%2 == 0 {
-			c |= 1
-		}
-		k[i] = c
-	}
+	pinblock.SetOddParity(k)
 	return k
 }
 

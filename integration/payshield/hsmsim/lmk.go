@@ -167,19 +167,6 @@ func schemeVariants(scheme byte, n int) ([]byte, error) {
 	return nil, errToken
 }
 
-// oddParity reports whether every byte of k has an odd number of 1 bits.
-func oddParity(k []byte) bool {
-	for _, c := range k {
-		c ^= c >> 4
-		c ^= c >> 2
-		c ^= c >> 1
-		if c&1 == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func tdesFull(k24 []byte) cipher.Block {
 	b, err := des.NewTripleDESCipher(k24)
 	if err != nil {

@@ -276,7 +276,7 @@ func (s *Server) key(typ, tok string, usage pinblock.Usage, parity string) (pinb
 		return pinblock.Key{}, codeErr("26")
 	}
 	defer clear(raw)
-	if !oddParity(raw) {
+	if !pinblock.OddParity(raw) {
 		return pinblock.Key{}, codeErr(parity)
 	}
 	k, err := pinblock.NewKey("hsm", usage, pinblock.TDES, 1, raw)
@@ -357,22 +357,10 @@ func randomKey(n int) []byte {
 	k := make([]byte, n)
 	for {
 		_, _ = rand.Read(k)
-		setOddParity(k)
+		pinblock.SetOddParity(k)
 		if string(k[:8]) != string(k[8:16]) {
 			return k
 		}
-	}
-}
-
-// setOddParity sets the low bit of each byte so that it has an odd number
-// of 1 bits (DES key parity).
-func setOddParity(k []byte) {
-	for i, c := range k {
-		c &^= 1
-		p := c ^ c>>4
-		p ^= p >> 2
-		p ^= p >> 1
-		k[i] = c | ^p&1
 	}
 }
 
@@ -442,7 +430,7 @@ func (s *Server) generate(f string) (string, error) {
 		return "", codeErr("26")
 	}
 	defer clear(zmk)
-	if !oddParity(zmk) {
+	if !pinblock.OddParity(zmk) {
 		return "", codeErr("10")
 	}
 	zs := "X"
@@ -474,7 +462,7 @@ func (s *Server) importKey(typ, f string) (string, error) {
 		return "", codeErr("26")
 	}
 	defer clear(zmk)
-	if !oddParity(zmk) {
+	if !pinblock.OddParity(zmk) {
 		return "", codeErr("10")
 	}
 	enc, err := hex.DecodeString(kt[1:])
@@ -483,7 +471,7 @@ func (s *Server) importKey(typ, f string) (string, error) {
 	}
 	raw := ecb(zmk, enc, true)
 	defer clear(raw)
-	if !oddParity(raw) {
+	if !pinblock.OddParity(raw) {
 		return "", codeErr("11")
 	}
 	under, err := s.lmk.encipher(typ, scheme, raw)
@@ -667,7 +655,7 @@ func (s *Server) combine(typ string, toks []string) ([]byte, error) {
 		if err != nil {
 			return nil, codeErr("26")
 		}
-		if !oddParity(raw) || (out != nil && len(raw) != len(out)) {
+		if !pinblock.OddParity(raw) || (out != nil && len(raw) != len(out)) {
 			clear(raw)
 			clear(out)
 			if i == 0 {
@@ -684,7 +672,7 @@ func (s *Server) combine(typ string, toks []string) ([]byte, error) {
 		}
 		clear(raw)
 	}
-	setOddParity(out)
+	pinblock.SetOddParity(out)
 	return out, nil
 }
 
