@@ -42,6 +42,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Firmware is the NC firmware number; default "1500-0000".
 	Firmware string
+	// KeyBlock runs the published Thales test key-block LMK (LMK identifier
+	// 01) in place of the test variant LMK: keys under it are Thales key
+	// blocks (key scheme S), and the commands take the key-block fields
+	// (key type FFF, '#' key usage, mode of use, …; see docs/hsm.md).
+	KeyBlock bool
 }
 
 // Server is a running simulator. Create it with New, run Serve, stop it with
@@ -49,6 +54,7 @@ type Config struct {
 type Server struct {
 	cfg Config
 	lmk lmkSet
+	kb  []byte // the key-block LMK with Config.KeyBlock, else nil
 
 	mu    sync.Mutex
 	lns   []net.Listener
@@ -65,11 +71,22 @@ func New(cfg Config) *Server {
 	if cfg.Firmware == "" {
 		cfg.Firmware = "1500-0000"
 	}
-	return &Server{cfg: cfg, lmk: testLMKSet(), conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, lmk: testLMKSet(), conns: map[net.Conn]struct{}{}}
+	if cfg.KeyBlock {
+		s.kb, _ = hex.DecodeString(testKeyBlockLMK)
+	}
+	return s
 }
 
-// LMKCheckValue is the check value NC reports.
-func (s *Server) LMKCheckValue() string { return s.lmk.checkValue() }
+// LMKCheckValue is the check value NC reports: of pair 00-01 of the variant
+// LMK, or of the key-block LMK.
+func (s *Server) LMKCheckValue() string {
+	if s.kb == nil {
+		return s.lmk.checkValue()
+	}
+	out := ecb(s.kb, make([]byte, 8), false)
+	return strings.ToUpper(hex.EncodeToString(out))
+}
 
 // Serve accepts connections on ln until Close; it returns nil after Close.
 func (s *Server) Serve(ln net.Listener) error {
@@ -172,9 +189,35 @@ func (s *Server) handle(m string) string {
 		out string
 		err error
 	)
+	if code != "PE" && code != "B2" {
+		if f, err = s.cutLMKID(f); err != nil {
+			return rc + errCode(err)
+		}
+	}
+	if s.kb != nil {
+		switch code {
+		case "A0":
+			out, err = s.kbGenerate(f)
+		case "A6":
+			out, err = s.kbImport(f)
+		case "BU":
+			out, err = s.kbCheckValue(f)
+		case "A4":
+			out, err = s.kbFormKey(f)
+		case "FA":
+			err = codeErr("68") // the simulator's key-block mode imports ZPKs with A6
+		}
+		switch code {
+		case "A0", "A6", "BU", "A4", "FA":
+			if err != nil {
+				return rc + errCode(err)
+			}
+			return rc + "00" + out
+		}
+	}
 	switch code {
 	case "NC":
-		out = s.lmk.checkValue() + s.cfg.Firmware
+		out = s.LMKCheckValue() + s.cfg.Firmware
 	case "B2":
 		out, err = echo(f)
 	case "CA":
@@ -259,6 +302,15 @@ func token(f string) (string, string, error) {
 		n = 33
 	case 'T', 'Y':
 		n = 49
+	case 'S': // a key block: its length field counts what follows the S
+		if len(f) < 6 {
+			return "", "", codeErr("15")
+		}
+		l, err := strconv.Atoi(f[2:6])
+		if err != nil || l < 16 {
+			return "", "", codeErr("15")
+		}
+		n = 1 + l
 	default:
 		return "", "", codeErr("26")
 	}
@@ -269,10 +321,25 @@ func token(f string) (string, string, error) {
 }
 
 // key deciphers a token of key type typ into a pinblock.Key; parity is the
-// error code for a parity failure (10 source, 11 destination).
-func (s *Server) key(typ, tok string, usage pinblock.Usage, parity string) (pinblock.Key, error) {
-	raw, err := s.lmk.decipher(typ, tok)
-	if err != nil {
+// error code for a parity failure (10 source, 11 destination). Under the
+// key-block LMK the block's key usage must fit typ (002 TPK, 001 ZPK) and
+// its mode of use must permit decrypting (dec) or encrypting.
+func (s *Server) key(typ, tok string, usage pinblock.Usage, parity string, dec bool) (pinblock.Key, error) {
+	var (
+		raw []byte
+		err error
+	)
+	if s.kb != nil {
+		role := map[string]string{"002": "tpk", "001": "zpk"}[typ]
+		raw, err = s.kbOpen(tok, role)
+		if err != nil {
+			return pinblock.Key{}, err
+		}
+		if h, _, _ := kbParse(tok); !modeAllows(h.Mode, dec) {
+			clear(raw)
+			return pinblock.Key{}, codeErr("04")
+		}
+	} else if raw, err = s.lmk.decipher(typ, tok); err != nil {
 		return pinblock.Key{}, codeErr("26")
 	}
 	defer clear(raw)
@@ -330,12 +397,12 @@ func (s *Server) translate(f, srcType string) (string, error) {
 	if srcType == "001" {
 		usage = pinblock.UsageZPK
 	}
-	kf, err := s.key(srcType, src, usage, "10")
+	kf, err := s.key(srcType, src, usage, "10", true)
 	if err != nil {
 		return "", err
 	}
 	defer kf.Zeroize()
-	kt, err := s.key("001", dst, pinblock.UsageZPK, "11")
+	kt, err := s.key("001", dst, pinblock.UsageZPK, "11", false)
 	if err != nil {
 		return "", err
 	}
@@ -578,7 +645,7 @@ func (s *Server) pinToZPK(f string) (string, error) {
 		return "", err
 	}
 	defer pin.Zeroize()
-	k, err := s.key("001", zt, pinblock.UsageZPK, "10")
+	k, err := s.key("001", zt, pinblock.UsageZPK, "10", false)
 	if err != nil {
 		return "", err
 	}
