@@ -66,14 +66,22 @@ func testConfig() Config {
 
 func testFlow(t *testing.T, issuer IssuerSender, sink *memSink, lim Limiter) *Flow {
 	t.Helper()
+	return testFlowWith(t, issuer, sink, func(d *Deps) { d.Limiter = lim })
+}
+
+// testFlowWith is testFlow with the deps changed by more.
+func testFlowWith(t *testing.T, issuer IssuerSender, sink *memSink, more func(*Deps)) *Flow {
+	t.Helper()
 	ring := pinblock.NewKeyring(0)
 	if err := devkeys.Load(ring); err != nil {
 		t.Fatal(err)
 	}
-	f, err := NewFlow(testConfig(), Deps{
+	deps := Deps{
 		HSM: pinblock.NewSoftwareModule(ring, pinblock.DefaultPINPolicy(), nil), Sink: sink, Issuers: issuer,
-		Limiter: lim, Tokenizer: NewTokenizer([]byte("0123456789abcdef0123456789abcdef")),
-	})
+		Tokenizer: NewTokenizer([]byte("0123456789abcdef0123456789abcdef")),
+	}
+	more(&deps)
+	f, err := NewFlow(testConfig(), deps)
 	if err != nil {
 		t.Fatal(err)
 	}

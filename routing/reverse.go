@@ -24,18 +24,20 @@ type ReversalAdvice struct {
 	Reason string
 }
 
-// Reverse takes an acquirer's reversal advice. When this instance approved
-// the original request within the duplicate window, the approval is undone:
+// Reverse takes an acquirer's reversal advice. When a gateway instance
+// approved the original request within the duplicate window — this one, or,
+// with Deps.Approvals, any instance sharing them — the approval is undone:
 // the issuer is owed a 0420 for the message it approved (persisted and sent
-// by the issuer links), and the reversal is recorded as an outcome event —
-// outcome reversed, reason acquirer_reversal, the code the acquirer gave (68
-// when none: ResponseFor of an *AcquirerReversal), and the approved event's
-// id in Reverses — so the back office sees the operation did not stand. A
-// nil error means the advice is taken (answered 00), also when there is
-// nothing to undo (the original was not approved, is unknown here, or was
-// reversed already); an error wraps ErrReversalFailed when the reversal could
-// not be owed or recorded (answered 96, so the acquirer sends the advice
-// again).
+// by this instance's issuer links), and the reversal is recorded as an
+// outcome event — outcome reversed, reason acquirer_reversal, the code the
+// acquirer gave (68 when none: ResponseFor of an *AcquirerReversal), and the
+// approved event's id in Reverses — so the back office sees the operation did
+// not stand. Across instances the reversal is claimed once (Approvals.Claim),
+// so a repeated advice to another instance changes nothing. A nil error means
+// the advice is taken (answered 00), also when there is nothing to undo (the
+// original was not approved, is unknown, or was reversed already); an error
+// wraps ErrReversalFailed when the reversal could not be looked up, claimed,
+// owed or recorded (answered 96, so the acquirer sends the advice again).
 func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 	ctx, span := f.tracer.Start(ctx, "pingate.pin.reversal", trace.WithAttributes(
 		attribute.String("pingate.acquirer", adv.Acquirer)))
@@ -44,39 +46,79 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		span.SetAttributes(attribute.String("pingate.reversal.result", r))
 		f.m.acqReversals.Add(ctx, 1, metric.WithAttributes(attribute.String("result", r)))
 	}
-	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
-	o, found, err := f.dups.lookup(ctx, key)
-	switch {
-	case err != nil:
-		result("failed")
-		return fmt.Errorf("%w: look up the original: %w", ErrReversalFailed, err)
-	case !found:
-		result("original_unknown")
-		return nil
-	case o.undo == nil:
-		result("nothing_to_undo")
-		return nil
-	case !f.dups.claimReversal(key):
-		result("already_reversed")
-		return nil
-	}
-	if err := f.undoApproved(ctx, o.undo, adv.Reason); err != nil {
-		f.dups.releaseReversal(key)
+	failed := func(err error) error {
 		span.RecordError(err)
 		result("failed")
 		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
+	}
+	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
+	window := f.state.Load().cfg.DuplicateWindow
+	shared := f.deps.Approvals
+	o, local, err := f.dups.lookup(ctx, key)
+	if err != nil {
+		return failed(fmt.Errorf("look up the original: %w", err))
+	}
+	a := o.undo
+	switch {
+	case local && a == nil:
+		result("nothing_to_undo")
+		return nil
+	case !local && shared == nil:
+		result("original_unknown")
+		return nil
+	case !local:
+		sa, found, err := shared.Recall(ctx, key)
+		if err != nil {
+			return failed(fmt.Errorf("look up the original in the shared approvals: %w", err))
+		}
+		if !found {
+			result("original_unknown")
+			return nil
+		}
+		a = &sa
+	}
+	if local && !f.dups.claimReversal(key) {
+		result("already_reversed")
+		return nil
+	}
+	release := func() {
+		if local {
+			f.dups.releaseReversal(key)
+		}
+		if shared != nil {
+			_ = shared.Release(context.WithoutCancel(ctx), key)
+		}
+	}
+	if shared != nil {
+		claimed, err := shared.Claim(ctx, key, window)
+		if err != nil {
+			if local {
+				f.dups.releaseReversal(key)
+			}
+			return failed(fmt.Errorf("claim the reversal: %w", err))
+		}
+		if !claimed {
+			// Another instance took it; the local claim stays, it is reversed.
+			result("already_reversed")
+			return nil
+		}
+	}
+	if err := f.undoApproved(ctx, a, adv.Reason); err != nil {
+		release()
+		return failed(err)
 	}
 	result("reversed")
 	return nil
 }
 
-// undoApproved owes the issuer the reversal of u and records it.
-func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
+// undoApproved owes the issuer the reversal of the approval a and records it.
+func (f *Flow) undoApproved(ctx context.Context, a *Approval, reason string) error {
 	r, ok := f.deps.Issuers.(Reverser)
 	if !ok {
 		return errors.New("routing: the issuer sender cannot send reversals")
 	}
-	if err := r.Reverse(ctx, &IssuerRequest{sent: u.sent}); err != nil {
+	sent := a.Sent
+	if err := r.Reverse(ctx, &IssuerRequest{sent: &sent}); err != nil {
 		return err
 	}
 	rsp := ResponseFor(&AcquirerReversal{Code: reason})
@@ -84,11 +126,11 @@ func (f *Flow) undoApproved(ctx context.Context, u *undo, reason string) error {
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	ev := Event{
-		ID: eventID(u.eventID + "/reversal"), Type: EventType(u.operation, rsp.Outcome), Time: now,
-		Operation: u.operation, Outcome: rsp.Outcome, Code: rsp.Code, Reason: rsp.Reason,
-		Channel: u.channel, Acquirer: u.acquirer, Terminal: u.terminal, Issuer: u.issuer,
-		MaskedPAN: u.maskedPAN, CardToken: u.cardToken, Teller: u.teller, Supervisor: u.supervisor,
-		Received: now, Completed: now, TraceParent: carrier.Get("traceparent"), Reverses: u.eventID,
+		ID: eventID(a.EventID + "/reversal"), Type: EventType(a.Operation, rsp.Outcome), Time: now,
+		Operation: a.Operation, Outcome: rsp.Outcome, Code: rsp.Code, Reason: rsp.Reason,
+		Channel: a.Channel, Acquirer: a.Acquirer, Terminal: a.Terminal, Issuer: a.Issuer,
+		MaskedPAN: a.MaskedPAN, CardToken: a.CardToken, Teller: a.Teller, Supervisor: a.Supervisor,
+		Received: now, Completed: now, TraceParent: carrier.Get("traceparent"), Reverses: a.EventID,
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		ev.TraceID = sc.TraceID().String()

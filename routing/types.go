@@ -91,34 +91,7 @@ type Outcome struct {
 	// undo is kept with an outcome the issuer approved and the journal
 	// recorded, for the duplicate window: what an acquirer's reversal
 	// advice needs to undo it (Flow.Reverse).
-	undo *undo
-}
-
-// undo is the message the issuer approved and, from the event that recorded
-// the approval, what the event of its reversal repeats. It is kept for every
-// approved request for the duplicate window, so it holds only that (about
-// 0.5 KB with the message).
-type undo struct {
-	sent       *Reversal
-	eventID    string
-	operation  Operation
-	channel    Channel
-	acquirer   string
-	terminal   string
-	issuer     string
-	maskedPAN  string
-	cardToken  string
-	teller     string
-	supervisor string
-}
-
-// undoOf keeps what undoes the approval sent recorded by ev.
-func undoOf(sent *Reversal, ev Event) *undo {
-	return &undo{
-		sent: sent, eventID: ev.ID, operation: ev.Operation, channel: ev.Channel,
-		acquirer: ev.Acquirer, terminal: ev.Terminal, issuer: ev.Issuer, maskedPAN: ev.MaskedPAN,
-		cardToken: ev.CardToken, teller: ev.Teller, supervisor: ev.Supervisor,
-	}
+	undo *Approval
 }
 
 // Limiter decides whether a request may proceed. Implementations must make

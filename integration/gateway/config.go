@@ -94,6 +94,10 @@ type SecurityConfig struct {
 	// RotationGrace: after a rotation the previous key version still
 	// deciphers for this long (default 24h).
 	RotationGrace time.Duration `yaml:"rotation_grace"`
+	// KeySyncInterval: with limits.backend redis, how often this instance
+	// takes the online key changes (0800/161) other instances took
+	// (default 1s): a key change is in force on every instance within it.
+	KeySyncInterval time.Duration `yaml:"key_sync_interval"`
 	// CardTokenKeyFile / CardTokenKeyEnv name the HMAC key of card tokens
 	// (hex, at least 32 bytes). The embedded default uses a development key.
 	CardTokenKeyFile string `yaml:"card_token_key_file"`
@@ -239,6 +243,9 @@ func (c Config) Validate() error {
 	c.Security.validatePayShield(bad)
 	if c.Security.Module == "payshield" && c.Reversals.DataKey != "" {
 		bad("reversals.data_key %q: with security.module payshield the module's keys stay in the HSM; leave it empty (the reversal store's data key then derives from the card-token key, docs/hsm.md)", c.Reversals.DataKey)
+	}
+	if c.Security.KeySyncInterval < 0 {
+		bad("security.key_sync_interval %s: want a positive duration", c.Security.KeySyncInterval)
 	}
 	if c.Security.KeyStore != "" && c.Security.LMKFile == "" && c.Security.LMKEnv == "" {
 		bad("security: key_store needs lmk_file or lmk_env (a reference, never the key)")

@@ -92,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	if c.HTTP.Addr == "" {
 		c.HTTP.Addr = "127.0.0.1:8080"
 	}
+	if c.Security.KeySyncInterval == 0 {
+		c.Security.KeySyncInterval = time.Second
+	}
 	if c.Security.RotationGrace == 0 {
 		c.Security.RotationGrace = 24 * time.Hour
 	}

@@ -45,6 +45,7 @@ type Gateway struct {
 	links     *routing.IssuerLinks
 	journal   *outbox.Journal
 	limiter   limiter
+	shared    *shared        // limits.backend redis: approvals and key changes shared with the other instances
 	branch    *branchRuntime // nil when the branch API is off
 	flow      *routing.Flow
 	acq       *iso8583.Server
@@ -141,9 +142,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	tokenizer := routing.NewTokenizer(tokenKey)
 	// A payShield keeps its keys inside: without reversals.data_key the
 	// reversal store's data key derives from the card-token key instead.
-	var tokenSealer *pinblock.DataSealer
+	var tokenSealer, tokenApprovals *pinblock.DataSealer
 	if g.ps != nil && cfg.Reversals.DataKey == "" {
 		tokenSealer, err = pinblock.DataSealerFromSecret(tokenKey, "reversals")
+		if err == nil {
+			tokenApprovals, err = pinblock.DataSealerFromSecret(tokenKey, "approvals")
+		}
 	}
 	clear(tokenKey)
 	if err != nil {
@@ -163,15 +167,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if dataKey == "" && cfg.Security.DevKeys {
 		dataKey = devkeys.ATMZMK
 	}
-	var sealer *pinblock.DataSealer
+	// The approvals shared with the other instances (they carry PANs too)
+	// are sealed under a data key of their own from the same base key, which
+	// every instance holds: any instance opens what another sealed.
+	var sealer, approvalSealer *pinblock.DataSealer
 	switch {
 	case dataKey != "":
 		sealer, err = g.hsm.DataSealer(pinblock.KeyRef{ID: dataKey}, "reversals")
+		if err == nil {
+			approvalSealer, err = g.hsm.DataSealer(pinblock.KeyRef{ID: dataKey}, "approvals")
+		}
 		if err != nil {
 			return g, fmt.Errorf("reversals.data_key: %w", err)
 		}
 	case tokenSealer != nil:
-		sealer = tokenSealer
+		sealer, approvalSealer = tokenSealer, tokenApprovals
 		log.Warn("reversal store sealed under a data key derived from the card-token key: set reversals.data_key to a key-store key to use the security module's")
 	default:
 		return g, errors.New("reversals.data_key: name a key held by the security module; the reversal store seals PANs under a data key derived from it")
@@ -219,6 +229,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if err := g.startLimiter(); err != nil {
 		return g, err
 	}
+	if g.shared, err = g.startShared(approvalSealer, g.currentKey); err != nil {
+		return g, err
+	}
 	g.ops = newReloader(g)
 	deps := routing.Deps{
 		HSM: g.sm, Sink: loggedSink{Journal: g.journal, log: log}, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
@@ -229,6 +242,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		deps.Keys = &keyChanges{sec: cfg.Security, hsm: g.sm, log: log}
 	case g.ps != nil:
 		deps.Keys = &hsmKeyChanges{m: g.sm, custodyLog: cfg.Security.CustodyLog, log: log}
+	}
+	if g.shared != nil {
+		deps.Approvals = g.shared.approvals
+		inner := deps.Keys
+		if inner == nil {
+			inner = g.sm
+		}
+		deps.Keys = &sharedKeyChanges{inner: inner, sync: g.shared.keys}
+		// Before serving, take the key changes other instances took while
+		// this one was down; then keep up every key_sync_interval.
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		g.shared.keys.sync(sctx)
+		cancel()
+		g.starts = append(g.starts, func(context.Context) { g.shared.keys.run() })
 	}
 	g.flow, err = routing.NewFlow(cfg.Routing, deps)
 	if err != nil {
@@ -450,6 +477,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	if g.sim != nil {
 		_ = g.sim.Server().Shutdown(ctx)
 	}
+	g.shared.close()
 	if g.limiter != nil {
 		_ = g.limiter.Close()
 	}
@@ -498,4 +526,21 @@ func secretHex(file, env, fallback string) ([]byte, error) {
 		return nil, errors.New("not hexadecimal")
 	}
 	return b, nil
+}
+
+// currentKey returns the version and check value of the current version of
+// key id in the flow's module: what key-change sync compares a notice with.
+func (g *Gateway) currentKey(id string) (int, string, error) {
+	if g.psKeys != nil {
+		k, err := g.psKeys.Lookup(pinblock.KeyRef{ID: id})
+		if err != nil {
+			return 0, "", err
+		}
+		return k.Version, k.KCV, nil
+	}
+	k, err := g.ring.Lookup(pinblock.KeyRef{ID: id}, time.Now())
+	if err != nil {
+		return 0, "", err
+	}
+	return k.Version(), k.KCV(), nil
 }

@@ -261,6 +261,7 @@ func restartNeeded(cur, next Config) error {
 	diff("branch", cur.Branch, next.Branch)
 	diff("limits.backend", cur.Limits.Backend, next.Limits.Backend)
 	diff("security.weak_pins", cur.Security.WeakPINs == nil || *cur.Security.WeakPINs, next.Security.WeakPINs == nil || *next.Security.WeakPINs)
+	diff("security.key_sync_interval", cur.Security.KeySyncInterval, next.Security.KeySyncInterval)
 	diff("security.card_token_key_file", cur.Security.CardTokenKeyFile, next.Security.CardTokenKeyFile)
 	diff("security.card_token_key_env", cur.Security.CardTokenKeyEnv, next.Security.CardTokenKeyEnv)
 	diff("routing.institution", cur.Routing.Institution, next.Routing.Institution)
