@@ -4,11 +4,12 @@
 //
 // The journal is a cockroachdb/pebble store (an LSM with a write-ahead log;
 // pebble's own format, nothing invented here). Entries are keyed by a
-// big-endian sequence number, so key order is append order. Publish hands
-// the event to a single committer goroutine that writes every append waiting
-// at that moment as one batch with a synced commit (group commit) and
-// answers each caller only after the fsync: the acquirer is answered only
-// once the outcome is on disk (routing.OutcomeSink).
+// big-endian sequence number, so key order is append order. Publish commits
+// the event as its own batch with a synced commit; pebble's commit pipeline
+// makes concurrent synced commits share one fsync of the write-ahead log
+// (group commit). Each caller is answered only after that fsync, or with
+// ErrStalled once Config.WriteTimeout passes without it: the acquirer is
+// answered only once the outcome is on disk (routing.OutcomeSink).
 //
 // The relay sends entries in order with segmentio/kafka-go (acks from all
 // in-sync replicas, key-hash partitioning by card token), records the
