@@ -44,6 +44,15 @@ type Config struct {
 	// Logger receives alerts (command, error code, host; never data).
 	// Default slog.Default().
 	Logger *slog.Logger
+	// KeyBlockLMK says the HSMs run a key-block LMK: keys under it are
+	// Thales key blocks (key scheme S), generated and imported with key type
+	// FFF and the key-block fields (docs/hsm.md). Default: a variant LMK
+	// (schemes U, T).
+	KeyBlockLMK bool
+	// LMKID, when set (2 digits), names the LMK in every command that uses
+	// keys ('%' and the identifier), for HSMs holding several LMKs; empty
+	// uses the HSM's default LMK.
+	LMKID string
 }
 
 func (c Config) withDefaults() Config {
@@ -86,6 +95,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("payshield: timeout %s is negative", c.Timeout)
+	}
+	if id := c.LMKID; id != "" && (len(id) != 2 || id[0] < '0' || id[0] > '9' || id[1] < '0' || id[1] > '9') {
+		return fmt.Errorf("payshield: LMK identifier %q is not 2 digits", id)
 	}
 	return nil
 }

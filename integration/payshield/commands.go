@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"pingate/pinblock"
@@ -74,10 +75,24 @@ func tokenLen(s byte) int {
 	return 0
 }
 
-// takeToken splits a key token off the front of b.
+// takeToken splits a key token off the front of b: a variant-scheme token,
+// or a key block (S), whose length field counts what follows the S.
 func takeToken(code string, b []byte) (string, []byte, error) {
 	if len(b) == 0 {
 		return "", nil, fmt.Errorf("%w: %s response has no key", ErrProtocol, code)
+	}
+	if b[0] == 'S' {
+		if len(b) < 6 {
+			return "", nil, fmt.Errorf("%w: %s response key block is truncated", ErrProtocol, code)
+		}
+		n, err := strconv.Atoi(string(b[2:6]))
+		if err != nil || n < 16+16+8 || len(b) < 1+n {
+			return "", nil, fmt.Errorf("%w: %s response key block has a bad length", ErrProtocol, code)
+		}
+		if _, err := ParseBlockHeader(string(b[:1+n])); err != nil {
+			return "", nil, fmt.Errorf("%w: %s response key block: %v", ErrProtocol, code, err)
+		}
+		return string(b[:1+n]), b[1+n:], nil
 	}
 	n := tokenLen(b[0])
 	if n == 0 || len(b) < n || !isHex(b[1:n]) {
@@ -143,6 +158,7 @@ func (c *Client) translate(ctx context.Context, code, fromTok, toTok string, blo
 	f = append(f, fromCode...)
 	f = append(f, toCode...)
 	f = append(f, acct...)
+	f = append(f, c.lmkID()...)
 	r, err := c.do(ctx, code, f, true)
 	clear(f)
 	if err != nil {
@@ -171,9 +187,38 @@ type generated struct {
 	underLMK, underZMK, kcv string
 }
 
+// lmkID is the LMK identifier field of Config.LMKID ('%' and 2 digits), or
+// nothing.
+func (c *Client) lmkID() string {
+	if c.cfg.LMKID == "" {
+		return ""
+	}
+	return "%" + c.cfg.LMKID
+}
+
+// blockFields are the key-block fields of A0 and A6 under a key-block LMK
+// for a key of usage u: '#', key usage, [algorithm T2 or T3 for A0], mode
+// of use, key version number 00, exportability E, no optional blocks.
+func blockFields(u pinblock.Usage, length int, withAlg bool) (string, error) {
+	ku, mode, ok := blockUsage(u)
+	if !ok {
+		return "", fmt.Errorf("%w: no key-block usage for %s", pinblock.ErrKeyUsage, u)
+	}
+	alg := ""
+	if withAlg {
+		alg = "T2"
+		if length == 24 {
+			alg = "T3"
+		}
+	}
+	return "#" + ku + alg + string(mode) + "00" + "E" + "00", nil
+}
+
 // generateKey sends A0: mode 0 (under LMK only), or with zmkTok mode 1 (also
-// under that ZMK, ANSI X9.17 scheme X).
-func (c *Client) generateKey(ctx context.Context, typ string, scheme byte, zmkTok string) (generated, error) {
+// under that ZMK, ANSI X9.17 scheme X, or Y for a triple-length key). Under
+// a key-block LMK (kb not empty: the key-block fields) the key type is FFF
+// and the scheme S.
+func (c *Client) generateKey(ctx context.Context, typ string, scheme byte, zmkTok, kb string, length int) (generated, error) {
 	f := []byte{'0'}
 	if zmkTok != "" {
 		f[0] = '1'
@@ -182,7 +227,15 @@ func (c *Client) generateKey(ctx context.Context, typ string, scheme byte, zmkTo
 	f = append(f, scheme)
 	if zmkTok != "" {
 		f = append(f, zmkTok...)
-		f = append(f, 'X')
+		if length == 24 && kb != "" {
+			f = append(f, 'Y')
+		} else {
+			f = append(f, 'X')
+		}
+	}
+	if kb != "" {
+		f = append(f, c.lmkID()...)
+		f = append(f, kb...)
 	}
 	r, err := c.do(ctx, "A0", f, false)
 	if err != nil {
@@ -218,9 +271,14 @@ func (c *Client) importZPK(ctx context.Context, zmkTok, zpkUnderZMK string) (tok
 	return tok, string(r[:6]), nil
 }
 
-// importKey sends A6: a key of type typ under a ZMK to under the LMK.
-func (c *Client) importKey(ctx context.Context, typ, zmkTok, underZMK string, scheme byte) (tok, kcv string, err error) {
-	r, err := c.do(ctx, "A6", []byte(typ+zmkTok+underZMK+string(scheme)), false)
+// importKey sends A6: a key of type typ under a ZMK to under the LMK; under
+// a key-block LMK typ is FFF, scheme S and kb the key-block fields.
+func (c *Client) importKey(ctx context.Context, typ, zmkTok, underZMK string, scheme byte, kb string) (tok, kcv string, err error) {
+	f := typ + zmkTok + underZMK + string(scheme)
+	if kb != "" {
+		f += c.lmkID() + kb
+	}
+	r, err := c.do(ctx, "A6", []byte(f), false)
 	if err != nil {
 		return "", "", err
 	}
@@ -243,7 +301,18 @@ func (c *Client) checkValue(ctx context.Context, typ, tok string) (string, error
 	case 49:
 		flag = "2"
 	}
-	r, err := c.do(ctx, "BU", []byte(typ[1:]+flag+tok), true)
+	var f string
+	switch {
+	case tok != "" && tok[0] == 'S':
+		// Key type code FF and length flag F: the key block says what it
+		// is; key type FFF; KCV type 1 (6H).
+		f = "FFF" + tok + ";FFF;001" + c.lmkID()
+	case len(typ) == 3:
+		f = typ[1:] + flag + tok
+	default:
+		return "", fmt.Errorf("%w: no key type for the check value", pinblock.ErrKeyUsage)
+	}
+	r, err := c.do(ctx, "BU", []byte(f), true)
 	if err != nil {
 		return "", err
 	}
@@ -267,7 +336,7 @@ func (c *Client) randomPIN(ctx context.Context, acct string, length int) (string
 
 // pinToZPK sends JG: a PIN under the LMK to a PIN block under a ZPK.
 func (c *Client) pinToZPK(ctx context.Context, zpkTok, fmtCode, acct, pinLMK string) ([]byte, error) {
-	r, err := c.do(ctx, "JG", []byte(zpkTok+fmtCode+acct+pinLMK), true)
+	r, err := c.do(ctx, "JG", []byte(zpkTok+fmtCode+acct+pinLMK+c.lmkID()), true)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +367,9 @@ func (c *Client) printMailer(ctx context.Context, acct, pinLMK string, fields []
 
 // formKey sends A4: form a key of type typ from 2 to 9 components, each
 // enciphered under the LMK pair of that type, and returns the key under the
-// LMK in scheme and its check value.
+// LMK in scheme and its check value. Under a key-block LMK the components
+// are key blocks, typ FFF, scheme S, followed by '#', key version number 00
+// and no optional blocks.
 func (c *Client) formKey(ctx context.Context, typ string, scheme byte, comps []string) (tok, kcv string, err error) {
 	f := make([]byte, 0, 5+len(comps)*49)
 	f = append(f, byte('0'+len(comps)))
@@ -306,6 +377,10 @@ func (c *Client) formKey(ctx context.Context, typ string, scheme byte, comps []s
 	f = append(f, scheme)
 	for _, t := range comps {
 		f = append(f, t...)
+	}
+	if scheme == 'S' {
+		f = append(f, c.lmkID()...)
+		f = append(f, "#0000"...)
 	}
 	r, err := c.do(ctx, "A4", f, false)
 	if err != nil {

@@ -86,6 +86,9 @@ func (m *Module) resolve(r pinblock.Route) (*resolved, error) {
 		if k.Algorithm != pinblock.TDES {
 			return nil, fmt.Errorf("%w (key %s is %s)", ErrAlgorithm, k.ID, k.Algorithm)
 		}
+		if err := checkBlock(k, k.Usage, true); err != nil {
+			return nil, err
+		}
 		if !k.Until.IsZero() && (rs.until.IsZero() || k.Until.Before(rs.until)) {
 			rs.until = k.Until
 		}
@@ -98,6 +101,9 @@ func (m *Module) resolve(r pinblock.Route) (*resolved, error) {
 	}
 	if rs.to.Algorithm != pinblock.TDES {
 		return nil, fmt.Errorf("%w (key %s is %s)", ErrAlgorithm, rs.to.ID, rs.to.Algorithm)
+	}
+	if err := checkBlock(rs.to, pinblock.UsageZPK, false); err != nil {
+		return nil, err
 	}
 	return rs, nil
 }
@@ -307,9 +313,48 @@ func scheme(length int) (byte, error) {
 	return 0, fmt.Errorf("%w: payShield variant keys are 16 or 24 bytes, not %d", pinblock.ErrInvalidKey, length)
 }
 
+// keyBlockLMK reports whether the HSMs run a key-block LMK.
+func (m *Module) keyBlockLMK() bool { return m.c.cfg.KeyBlockLMK }
+
+// lmkScheme is the key type and LMK key scheme of a new key of usage u and
+// length bytes: the variant type code and U or T, or under a key-block LMK
+// FFF and S with the key-block fields kb.
+func (m *Module) lmkScheme(u pinblock.Usage, length int, withAlg bool) (typ string, sc byte, kb string, err error) {
+	if sc, err = scheme(length); err != nil {
+		return "", 0, "", err
+	}
+	if !m.keyBlockLMK() {
+		t, ok := keyType(u)
+		if !ok {
+			return "", 0, "", fmt.Errorf("%w: usage %s", pinblock.ErrKeyUsage, u)
+		}
+		return t, sc, "", nil
+	}
+	if kb, err = blockFields(u, length, withAlg); err != nil {
+		return "", 0, "", err
+	}
+	return "FFF", 'S', kb, nil
+}
+
+// checkNewBlock checks that a key block the HSM returned for a key of usage
+// u is one: the HSM answered another key usage than asked (ErrProtocol).
+func checkNewBlock(tok string, u pinblock.Usage) error {
+	if tok == "" || tok[0] != 'S' {
+		return nil
+	}
+	h, err := ParseBlockHeader(tok)
+	if err != nil || !blockUsageFits(h, u) {
+		return fmt.Errorf("%w: the HSM returned a key block that is not a %s", ErrProtocol, u)
+	}
+	return nil
+}
+
 // Import brings a key under a held ZMK in: FA for a ZPK (the online key
-// change), A6 for other usages. A TR-31 key block (req.KeyBlock) is
-// ErrNotSupported: this client does not yet send A6 with key scheme R. The HSM's check value must match req.KCV.
+// change), A6 for other usages; under a key-block LMK A6 for every usage,
+// with key type FFF, scheme S and the key-block fields (the key usage and
+// mode of use of blockUsage). A TR-31 key block (req.KeyBlock) is
+// ErrNotSupported: the public material gives no layout of A6 with key
+// scheme R (docs/hsm.md). The HSM's check value must match req.KCV.
 // Import is never retried on another HSM.
 func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
 	if err := ctx.Err(); err != nil {
@@ -324,10 +369,6 @@ func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblo
 	if req.Algorithm != pinblock.TDES {
 		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, ErrAlgorithm)
 	}
-	typ, ok := keyType(req.Usage)
-	if !ok {
-		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: usage %s", pinblock.ErrKeyUsage, req.ID, req.Usage)
-	}
 	zmk, err := m.keys.Lookup(req.ZMK)
 	if err != nil {
 		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
@@ -335,20 +376,26 @@ func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblo
 	if zmk.Usage != pinblock.UsageZMK {
 		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: %s key %s is not a ZMK", pinblock.ErrKeyUsage, req.ID, zmk.Usage, zmk.ID)
 	}
-	sc, err := scheme(len(req.Enciphered))
+	if err := checkBlock(zmk, pinblock.UsageZMK, true); err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	typ, sc, kb, err := m.lmkScheme(req.Usage, len(req.Enciphered), false)
 	if err != nil {
 		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
 	zmkScheme := "X"
-	if sc == 'T' {
+	if len(req.Enciphered) == 24 {
 		zmkScheme = "Y"
 	}
 	under := zmkScheme + strings.ToUpper(hex.EncodeToString(req.Enciphered))
 	var tok, kcv string
-	if req.Usage == pinblock.UsageZPK {
+	if req.Usage == pinblock.UsageZPK && kb == "" {
 		tok, kcv, err = m.c.importZPK(ctx, zmk.Token, under)
 	} else {
-		tok, kcv, err = m.c.importKey(ctx, typ, zmk.Token, under, sc)
+		tok, kcv, err = m.c.importKey(ctx, typ, zmk.Token, under, sc, kb)
+	}
+	if err == nil {
+		err = checkNewBlock(tok, req.Usage)
 	}
 	if err != nil {
 		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
@@ -396,11 +443,7 @@ func (m *Module) generate(ctx context.Context, id string, usage pinblock.Usage, 
 	if alg != pinblock.TDES {
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, ErrAlgorithm)
 	}
-	typ, ok := keyType(usage)
-	if !ok {
-		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: generate %s: usage %s", pinblock.ErrKeyUsage, id, usage)
-	}
-	sc, err := scheme(length)
+	typ, sc, kb, err := m.lmkScheme(usage, length, true)
 	if err != nil {
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
 	}
@@ -416,9 +459,15 @@ func (m *Module) generate(ctx context.Context, id string, usage pinblock.Usage, 
 		if zmk.Usage != pinblock.UsageZMK {
 			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: generate %s: %s is not a ZMK", pinblock.ErrKeyUsage, id, zmk.ID)
 		}
+		if err := checkBlock(zmk, pinblock.UsageZMK, false); err != nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
+		}
 		zmkTok = zmk.Token
 	}
-	g, err := m.c.generateKey(ctx, typ, sc, zmkTok)
+	g, err := m.c.generateKey(ctx, typ, sc, zmkTok, kb, length)
+	if err == nil {
+		err = checkNewBlock(g.underLMK, usage)
+	}
 	if err != nil {
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("generate %s: %w", id, err)
 	}
@@ -449,7 +498,7 @@ func (m *Module) KCV(ctx context.Context, ref pinblock.KeyRef) (string, error) {
 		return "", err
 	}
 	typ, ok := keyType(k.Usage)
-	if !ok {
+	if !ok && !strings.HasPrefix(k.Token, "S") {
 		return "", fmt.Errorf("%w: %s", pinblock.ErrKeyUsage, k.ID)
 	}
 	return m.c.checkValue(ctx, typ, k.Token)
@@ -482,6 +531,9 @@ func (m *Module) GeneratePIN(ctx context.Context, req pinblock.GeneratePINReques
 	}
 	if to.Algorithm != pinblock.TDES {
 		return pinblock.GeneratedPIN{}, ErrAlgorithm
+	}
+	if err := checkBlock(to, pinblock.UsageZPK, false); err != nil {
+		return pinblock.GeneratedPIN{}, err
 	}
 	acct, err := accountNumber(req.PAN)
 	if err != nil {
@@ -571,10 +623,6 @@ func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo
 	if len(req.KCVs) != n {
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: %d components, %d check values", pinblock.ErrKCVMismatch, req.ID, n, len(req.KCVs))
 	}
-	typ, ok := keyType(req.Usage)
-	if !ok {
-		return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: usage %s", pinblock.ErrKeyUsage, req.ID, req.Usage)
-	}
 	if !req.Rotate {
 		if _, err := m.keys.Lookup(pinblock.KeyRef{ID: req.ID}); err == nil {
 			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: %s", pinblock.ErrKeyExists, req.ID)
@@ -582,17 +630,27 @@ func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo
 	}
 	comps := make([]string, n)
 	for i, c := range req.Components {
-		tok, rest, err := takeToken("component", []byte(strings.ToUpper(strings.TrimSpace(c))))
-		if err != nil || len(rest) != 0 || len(tok) == 17 || (i > 0 && len(tok) != len(comps[0])) {
-			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d is not a key under the LMK (a double- or triple-length token, all of one length)", pinblock.ErrInvalidKey, req.ID, i+1)
+		c = strings.TrimSpace(c)
+		if !strings.HasPrefix(c, "S") {
+			c = strings.ToUpper(c) // a key block's header is case-sensitive
+		}
+		tok, rest, err := takeToken("component", []byte(c))
+		if err != nil || len(rest) != 0 || len(tok) == 17 || (i > 0 && len(tok) != len(comps[0])) || (tok[0] == 'S') != m.keyBlockLMK() {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d is not a key under the LMK (a double- or triple-length token, or under a key-block LMK a key block, all of one length)", pinblock.ErrInvalidKey, req.ID, i+1)
+		}
+		if err := checkBlock(Key{ID: fmt.Sprintf("component %d", i+1), Token: tok}, req.Usage, true); err != nil {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
 		}
 		comps[i] = tok
 	}
 	length := 16
-	if len(comps[0]) == 49 {
+	if len(comps[0]) == 49 || (comps[0][0] == 'S' && (len(comps[0])-1-16-8)/2 > 24) {
 		length = 24
 	}
-	sc, _ := scheme(length)
+	typ, sc, _, err := m.lmkScheme(req.Usage, length, false)
+	if err != nil {
+		return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
+	}
 	kcvs := make([]string, n)
 	for i, tok := range comps {
 		kcv, err := m.c.checkValue(ctx, typ, tok)
