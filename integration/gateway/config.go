@@ -124,9 +124,14 @@ type EventsConfig struct {
 	// KafkaTopicPartitions, when > 0, has pingate create the topic at start
 	// if it does not exist (with KafkaTopicReplication, default 1). Zero:
 	// the topic is created by the operators (the production norm).
-	KafkaTopicPartitions  int           `yaml:"kafka_topic_partitions"`
-	KafkaTopicReplication int           `yaml:"kafka_topic_replication"`
-	WriteTimeout          time.Duration `yaml:"write_timeout"`
+	KafkaTopicPartitions  int `yaml:"kafka_topic_partitions"`
+	KafkaTopicReplication int `yaml:"kafka_topic_replication"`
+	// KafkaTopicMinInSync is the min.insync.replicas of a topic pingate
+	// creates; 0: the brokers' default. The relay writes with acks from
+	// all in-sync replicas, so with replication 3 and 2 here an
+	// acknowledged event is on two brokers at least (docs/operations.md).
+	KafkaTopicMinInSync int           `yaml:"kafka_topic_min_insync_replicas"`
+	WriteTimeout        time.Duration `yaml:"write_timeout"`
 	// MinFree is the journal disk's free-space reserve in bytes: below it
 	// new requests are answered 91 journal_full before the issuer is
 	// called, while decided outcomes are still written. Default 64 MiB
@@ -266,6 +271,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("limits.backend %q: want memory or redis", c.Limits.Backend)
+	}
+	if ev := c.Events; ev.KafkaTopicMinInSync < 0 || ev.KafkaTopicMinInSync > max(ev.KafkaTopicReplication, 1) {
+		bad("events.kafka_topic_min_insync_replicas %d: must be in 0..kafka_topic_replication (%d)", ev.KafkaTopicMinInSync, max(ev.KafkaTopicReplication, 1))
 	}
 	if c.Events.MaxDepth < 0 {
 		bad("events.max_depth %d: must not be negative", c.Events.MaxDepth)

@@ -209,7 +209,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	}
 	if ev := cfg.Events; len(ev.KafkaBrokers) > 0 && ev.KafkaTopicPartitions > 0 {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := kafkatopic.EnsureTopic(tctx, ev.KafkaBrokers, ev.KafkaTopic, ev.KafkaTopicPartitions, max(ev.KafkaTopicReplication, 1))
+		err := kafkatopic.Ensure(tctx, ev.KafkaBrokers, kafkatopic.Spec{Topic: ev.KafkaTopic, Partitions: ev.KafkaTopicPartitions,
+			Replication: max(ev.KafkaTopicReplication, 1), MinInSync: ev.KafkaTopicMinInSync})
 		cancel()
 		if err != nil {
 			// The journal keeps every event; the relay retries until the
