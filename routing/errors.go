@@ -172,6 +172,9 @@ func responseFor(err error) (code, outcome, reason string) {
 		return iso8583.RCIssuerUnavailable, OutcomeLimited, "limiter_unavailable"
 	case errors.Is(err, ErrLimiterUnavailable):
 		return iso8583.RCIssuerUnavailable, OutcomeLimited, "limiter_unavailable"
+	case errors.Is(err, ErrDuplicateInFlight):
+		// Never sent again: the first request's instance answers for it.
+		return iso8583.RCDuplicate, OutcomeRejected, "duplicate_in_flight"
 	case errors.As(err, &kc):
 		switch {
 		case errors.Is(kc.Err, pinblock.ErrKCVMismatch), errors.Is(kc.Err, pinblock.ErrInvalidKey),

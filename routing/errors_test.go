@@ -56,6 +56,7 @@ func TestResponseFor(t *testing.T) {
 		{&LimitError{Limit: "limiter", Err: fmt.Errorf("%w: %w", ErrLimiterUnavailable, context.DeadlineExceeded)}, Response{"91", OutcomeLimited, "limiter_unavailable", 200}},
 		{&LimitError{Limit: "odd"}, Response{"91", OutcomeLimited, "limiter_unavailable", 200}},
 		{fmt.Errorf("card limits: %w", ErrLimiterUnavailable), Response{"91", OutcomeLimited, "limiter_unavailable", 200}},
+		{fmt.Errorf("window: %w", ErrDuplicateInFlight), Response{"94", OutcomeRejected, "duplicate_in_flight", 200}},
 
 		// The issuer.
 		{wrap(ErrIssuerTimeout), Response{"91", OutcomeReversed, "issuer_timeout", 200}},

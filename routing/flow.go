@@ -271,8 +271,17 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 
 	issuer, err := f.process(ctx, st, req)
+	if dup := (*duplicateError)(nil); errors.As(err, &dup) {
+		// The shared window knew it: another instance answered it first.
+		span.SetAttributes(attribute.Bool("pingate.duplicate", true))
+		f.m.duplicates.Add(ctx, 1)
+		if key != "" {
+			f.dups.finish(key, dup.first)
+		}
+		return dup.first
+	}
 	rsp := ResponseFor(err)
-	if f.deps.Limiter != nil && req.CardToken != "" && rsp.Outcome != OutcomeLimited {
+	if f.deps.Limiter != nil && req.CardToken != "" && rsp.Outcome != OutcomeLimited && !req.claimed {
 		// The limiter learns every final code of a card (a wrong PIN counts,
 		// an approved unblock or reset clears the count) and ignores the rest
 		// without a round trip. A failure to record is the limiter's to
@@ -304,6 +313,9 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		f.reverseApproved(ctx, req)
 	}
 	out.Duration = f.deps.Now().Sub(start)
+	if req.claimed {
+		f.finishShared(ctx, st, req, out, rsp)
+	}
 	span.SetAttributes(
 		attribute.String("iso8583.response_code", out.Code),
 		attribute.String("pingate.outcome", out.Outcome),
@@ -318,6 +330,45 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		f.dups.finish(key, out)
 	}
 	return out
+}
+
+// allow asks the limiter about req: through its shared duplicate window when
+// it keeps one and req can have duplicates (SharedWindow.Claim), else Allow.
+// A request the window knows comes back as a *duplicateError.
+func (f *Flow) allow(ctx context.Context, st *flowState, req *Request) (Decision, error) {
+	sw, ok := f.deps.Limiter.(SharedWindow)
+	if !ok || req.STAN == "" || req.Transmit == "" {
+		return f.deps.Limiter.Allow(ctx, req)
+	}
+	c, err := sw.Claim(ctx, req, st.cfg.DuplicateWindow)
+	if err != nil {
+		return Decision{}, err
+	}
+	if !c.First {
+		return Decision{}, &duplicateError{first: c.Previous}
+	}
+	req.claimed = true
+	return c.Decision, nil
+}
+
+// windowFinishTimeout bounds storing an outcome in the shared window, which
+// runs on a context of its own: the request's may have expired at the issuer.
+const windowFinishTimeout = time.Second
+
+// finishShared stores out, the final answer to the claimed req, in the shared
+// window, and feeds the limits with the result rsp (nothing for a refusal by
+// a limit). A failure leaves the window's record in flight: duplicates then
+// get 94 once the first's deadline has passed, never a second issuer request.
+func (f *Flow) finishShared(ctx context.Context, st *flowState, req *Request, out Outcome, rsp Response) {
+	entry := WindowEntry{Outcome: out}
+	if rsp.Outcome != OutcomeLimited {
+		entry.LimitCode = rsp.Code
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), windowFinishTimeout)
+	defer cancel()
+	if err := f.deps.Limiter.(SharedWindow).Finish(fctx, req, entry, st.cfg.DuplicateWindow); err != nil {
+		trace.SpanFromContext(ctx).RecordError(fmt.Errorf("store the outcome in the shared window: %w", err))
+	}
 }
 
 // process runs the steps up to the issuer's answer; a nil error is approval.
@@ -363,9 +414,13 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	if f.deps.Limiter != nil {
 		t := f.deps.Now()
 		lctx, span := f.tracer.Start(ctx, "pingate.limiter")
-		dec, err := f.deps.Limiter.Allow(lctx, req)
+		dec, err := f.allow(lctx, st, req)
 		var refused error
+		var dup *duplicateError
 		switch {
+		case errors.As(err, &dup), errors.Is(err, ErrDuplicateInFlight):
+			// Answered by the first request: its outcome, or 94.
+			refused = err
 		case err != nil:
 			// The limiter could not decide: refused (fail closed).
 			span.RecordError(err)
@@ -374,7 +429,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 			refused = &LimitError{Limit: dec.Limit, Err: dec.Refusal}
 		}
 		span.SetAttributes(attribute.Bool("pingate.limit.allowed", refused == nil))
-		if refused != nil {
+		if dup != nil {
+			span.SetAttributes(attribute.Bool("pingate.duplicate", true))
+		} else if refused != nil {
 			span.SetAttributes(attribute.String("pingate.limit.reason", ResponseFor(refused).Reason))
 		}
 		span.End()

@@ -68,6 +68,9 @@ type Request struct {
 	// approved is what the flow sent the issuer, once the issuer approved
 	// it: what a reversal must undo.
 	approved *IssuerRequest
+	// claimed is set once a SharedWindow holds the request for this
+	// instance: its outcome is owed to the window (SharedWindow.Finish).
+	claimed bool
 }
 
 // GenerateSpec asks for a system-generated PIN and its PIN mailer.

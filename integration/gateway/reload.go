@@ -474,6 +474,35 @@ func (s *swapLimiter) Record(ctx context.Context, req *routing.Request, code str
 	return s.cur.Record(ctx, req, code)
 }
 
+var _ routing.SharedWindow = (*swapLimiter)(nil)
+
+// Claim implements routing.SharedWindow: the current limiter's shared window
+// (Redis), or without one (memory) its Allow, the request claimed for the
+// flow's own in-memory window only.
+func (s *swapLimiter) Claim(ctx context.Context, req *routing.Request, window time.Duration) (routing.Claim, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.SharedWindow); ok {
+		return w.Claim(ctx, req, window)
+	}
+	d, err := s.cur.Allow(ctx, req)
+	return routing.Claim{First: err == nil, Decision: d}, err
+}
+
+// Finish implements routing.SharedWindow: the current limiter's, or without
+// a shared window its Record of entry.LimitCode.
+func (s *swapLimiter) Finish(ctx context.Context, req *routing.Request, entry routing.WindowEntry, window time.Duration) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.SharedWindow); ok {
+		return w.Finish(ctx, req, entry, window)
+	}
+	if entry.LimitCode == "" {
+		return nil
+	}
+	return s.cur.Record(ctx, req, entry.LimitCode)
+}
+
 func (s *swapLimiter) swap(next limiter) (old limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -30,28 +30,49 @@
 //
 // # One round trip
 //
-// The three checks are three Lua scripts, one per hash slot group (card,
-// terminal, acquirer), sent as one pipeline of EVALSHA commands: one network
-// round trip per Allow. Keys are hash-tagged so that each script's keys share
-// a slot: "<prefix>:{c:<card token>}:ops:<yyyymmdd>" and
-// "<prefix>:{c:<card token>}:wp" for the card, "<prefix>:{t:<acquirer>:<terminal>}"
-// and "<prefix>:{a:<acquirer>}" for throughput. In Redis Cluster mode go-redis
-// splits a pipeline by node and sends the parts in parallel, so the round trip
-// stays one (the slowest node's). Scripts are sent by SHA1 (EVALSHA); if the
-// server answers NOSCRIPT (after a restart or SCRIPT FLUSH) the affected
-// scripts are re-sent in full with EVAL in one more pipeline, which also
-// caches them again.
+// On a single Redis (standalone, or the primary Sentinel names) every
+// decision of a request — the shared duplicate window (Claim), the card
+// limits and both throughput limits — is one Lua script, one EVALSHA, one
+// round trip; the card is counted only when every limit allows. On Redis
+// Cluster a script may only touch keys of one slot, and the card's, the
+// terminal's and the acquirer's keys cannot share one (the terminal's
+// counter is shared by every card), so the card's script (which holds the
+// duplicate window: its key carries the card's hash tag) and one GCRA script
+// per throughput limit go as one pipeline, which go-redis splits by node and
+// sends in parallel: still one round trip (the slowest node's); a throughput
+// refusal then gives the card's count back in a second one. Keys are
+// hash-tagged: "<prefix>:{c:<card token>}:ops:<yyyymmdd>",
+// "<prefix>:{c:<card token>}:wp" and the window's
+// "<prefix>:{c:<card token>}:w:<acquirer>:<terminal>:<stan>:<transmit>" for
+// the card, "<prefix>:{t:<acquirer>:<terminal>}" and "<prefix>:{a:<acquirer>}"
+// for throughput. Scripts are sent by SHA1 (EVALSHA); if the server answers
+// NOSCRIPT (after a restart, a failover or SCRIPT FLUSH) the affected
+// scripts are re-sent in full with EVAL, which also caches them again.
 //
-// Record with code 55 (incorrect PIN) adds a wrong-PIN mark: a second round
-// trip, taken only on wrong-PIN results. Record with 00 for an unblock or a
-// reset clears the card's marks.
+// Finish stores a claimed request's outcome and feeds its result to the
+// card's wrong-PIN marks (55 adds one; 00 for an unblock or a reset clears
+// them) in one more script. Record does the same for a request outside the
+// window, only when its result feeds a limit.
+//
+// # The duplicate window
+//
+// Limiter is a routing.SharedWindow: a retransmission (same card token,
+// acquirer, terminal, STAN and DE 7) that reaches any gateway instance gets
+// the first request's outcome and is not sent to the issuer again. One
+// retransmitted while the first is in flight on another instance waits for
+// its outcome (reading the record every 20 ms) until 100 ms before its own
+// deadline or 2 s past the first's; then routing.ErrDuplicateInFlight,
+// answered 94 duplicate_in_flight. Lookup, ClaimReversal and ReleaseReversal
+// serve an instance taking the acquirer's reversal advice.
 //
 // # When Redis fails
 //
-// Card limits fail closed: if Redis cannot answer the card script (down,
-// timeout, cluster slot unavailable, context expired) the request is refused
-// with 91 "issuer or switch inoperative", reason "limiter_unavailable", and
-// Allow also returns an error wrapping ErrUnavailable. Throughput limits fail
+// Card limits and the duplicate window fail closed: if Redis cannot answer
+// the card script (down, timeout, cluster slot unavailable, context expired)
+// the request is refused with 91 "issuer or switch inoperative", reason
+// "limiter_unavailable", and Allow and Claim also return an error wrapping
+// ErrUnavailable: without the window a retransmission could reach the
+// issuer twice, so nothing is sent. Throughput limits fail
 // open to a local per-instance token bucket with the same rate and burst, so
 // with N gateway instances the effective limit during an outage is up to N
 // times the configured one. Counters of decisions and fallbacks are kept as

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -187,11 +189,13 @@ func BenchmarkAllow(b *testing.B) {
 	b.Run("allow", func(b *testing.B) {
 		b.ReportAllocs()
 		r := request(routing.OpChange, "bench", "acq1", "T1")
+		cpu := redisCPU(b, rdb)
 		for b.Loop() {
 			if d, err := l.Allow(ctx, r); err != nil || !d.Allowed {
 				b.Fatalf("Allow = %+v, %v", d, err)
 			}
 		}
+		reportRedisCPU(b, rdb, cpu)
 	})
 	b.Run("baseline-ping-parallel16", func(b *testing.B) {
 		b.ReportAllocs()
@@ -220,4 +224,34 @@ func BenchmarkAllow(b *testing.B) {
 			}
 		})
 	})
+}
+
+// redisCPU is the redis-server's CPU time so far (INFO cpu: used_cpu_sys +
+// used_cpu_user, the server's own /proc figures), for a benchmark to report
+// the server's cost per operation beside its own.
+func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatalf("INFO cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s=%q: %v", k, v, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// reportRedisCPU reports the redis-server's CPU per operation since since.
+func reportRedisCPU(b *testing.B, rdb *redis.Client, since time.Duration) {
+	b.Helper()
+	used := redisCPU(b, rdb) - since
+	b.ReportMetric(float64(used.Nanoseconds())/float64(b.N)/1e3, "redis-µs/op")
 }

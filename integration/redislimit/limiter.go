@@ -54,6 +54,9 @@ type Limiter struct {
 	termLoc *localBuckets
 	acqLoc  *localBuckets
 	now     func() time.Time
+	// split sends a request's decisions as one script per hash slot group
+	// (Redis Cluster) instead of one script (a single Redis).
+	split bool
 	*meter
 	esc *strings.Replacer
 }
@@ -86,6 +89,7 @@ func New(cfg Config) (*Limiter, error) {
 		termLoc: newLocalBuckets(cfg.TerminalRPS, cfg.TerminalBurst),
 		acqLoc:  newLocalBuckets(cfg.AcquirerRPS, cfg.AcquirerBurst),
 		now:     time.Now,
+		split:   cfg.Mode == ModeCluster,
 		meter:   newMeter(),
 		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
 	}, nil
@@ -196,76 +200,174 @@ func (l *Limiter) run(ctx context.Context, calls []*call) {
 	_, _ = pipe.Exec(ctx)
 }
 
-// Allow decides whether req may proceed, in one Redis round trip (see the
-// package documentation). A refusal is a Decision with Allowed false and nil
-// error. When Redis cannot answer, throughput limits are decided locally and
-// card limits refuse (routing.ErrLimiterUnavailable, answered 91): the
-// Decision is then that refusal and the error wraps ErrUnavailable. A request without CardToken is refused the
-// same way with ErrNoCardToken. An empty Terminal or Acquirer skips that
-// limit. Allow uses the card token only, never the PAN.
+// Allow decides whether req may proceed, in one Redis round trip: one script
+// on a single Redis (standalone, Sentinel), one script per hash slot group in
+// one pipeline on Redis Cluster (see the package documentation). A refusal is
+// a Decision with Allowed false and nil error. When Redis cannot answer,
+// throughput limits are decided locally and card limits refuse
+// (routing.ErrLimiterUnavailable, answered 91): the Decision is then that
+// refusal and the error wraps ErrUnavailable. A request without CardToken is
+// refused the same way with ErrNoCardToken. An empty Terminal or Acquirer
+// skips that limit. Allow uses the card token only, never the PAN.
 func (l *Limiter) Allow(ctx context.Context, req *routing.Request) (routing.Decision, error) {
+	d, _, err := l.decide(ctx, req, 0)
+	return d, err
+}
+
+// decide is Allow, and with window > 0 also the duplicate window's check and
+// claim in the same round trip: seen is then the window's record when req is
+// a duplicate (the limits untouched), nil when req was claimed.
+func (l *Limiter) decide(ctx context.Context, req *routing.Request, window time.Duration) (d routing.Decision, seen []any, err error) {
 	if req.CardToken == "" {
-		return l.noCardToken(ctx)
+		d, err := l.noCardToken(ctx)
+		return d, nil, err
 	}
 	now := l.now()
 	wpLimit := 0
 	if req.Operation == routing.OpChange {
 		wpLimit = l.cfg.CardWrongPINPerHour
 	}
-	card := &call{
-		script: cardScript,
-		keys:   []string{l.opsKey(req.CardToken, now), l.wrongPINKey(req.CardToken)},
-		args:   []any{l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds()},
+	opsKey, wpKey := l.opsKey(req.CardToken, now), l.wrongPINKey(req.CardToken)
+	winKey := opsKey // unused without a window, but in the card's slot
+	var winMS, leftMS int64
+	if window > 0 {
+		winKey, winMS, leftMS = l.windowKey(routing.WindowIDOf(req)), window.Milliseconds(), remaining(ctx)
 	}
+	cardArgs := []any{winMS, leftMS, l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds()}
+	term := req.Acquirer != "" && req.Terminal != ""
+	acq := req.Acquirer != ""
+	if !l.split {
+		return l.decideOne(ctx, req, now, []string{winKey, opsKey, wpKey, l.terminalKey(req.Acquirer, req.Terminal), l.acquirerKey(req.Acquirer)}, cardArgs, term, acq)
+	}
+	return l.decideSplit(ctx, req, now, []string{winKey, opsKey, wpKey}, cardArgs, term, acq)
+}
+
+// decideOne is decide on a single Redis: requestScript, one EVALSHA.
+func (l *Limiter) decideOne(ctx context.Context, req *routing.Request, now time.Time, keys []string, cardArgs []any, term, acq bool) (routing.Decision, []any, error) {
+	var termIv, acqIv int64
+	if term {
+		termIv = l.termIv
+	}
+	if acq {
+		acqIv = l.acqIv
+	}
+	c := &call{script: requestScript, keys: keys,
+		args: append(cardArgs, termIv, l.cfg.TerminalBurst, acqIv, l.cfg.AcquirerBurst)}
+	l.run(ctx, []*call{c})
+	res, err := result(c.cmd)
+	if err != nil {
+		d := refuse(routing.ErrLimiterUnavailable, LimitCard)
+		l.count(ctx, d)
+		// Throughput decided locally, to keep the local buckets honest.
+		if term {
+			l.fallback(ctx, LimitTerminal)
+			l.termLoc.allow(req.Acquirer+"\x00"+req.Terminal, now)
+		}
+		if acq {
+			l.fallback(ctx, LimitAcquirer)
+			l.acqLoc.allow(req.Acquirer, now)
+		}
+		return d, nil, fmt.Errorf("limits: %w: %w", ErrUnavailable, err)
+	}
+	var d routing.Decision
+	switch res[0] {
+	case verdictDuplicate:
+		return routing.Decision{}, c.cmd.Val().([]any), nil
+	case verdictAllowed:
+		d = routing.Decision{Allowed: true}
+	case verdictDaily:
+		d = refuse(routing.ErrCardDailyLimit, LimitCardDaily)
+	case verdictWrongPIN:
+		d = refuse(routing.ErrCardWrongPINLimit, LimitCardWrongPIN)
+	case verdictTerminal:
+		d = refuse(routing.ErrTerminalLimit, LimitTerminal)
+	case verdictAcquirer:
+		d = refuse(routing.ErrAcquirerLimit, LimitAcquirer)
+	default:
+		d = refuse(routing.ErrLimiterUnavailable, LimitCard)
+		l.count(ctx, d)
+		return d, nil, fmt.Errorf("limits: %w: verdict %d", ErrUnavailable, res[0])
+	}
+	l.count(ctx, d)
+	return d, nil, nil
+}
+
+// result reads a decision script's reply: its leading integers (the verdict
+// and its count; a duplicate's record follows as strings).
+func result(cmd *redis.Cmd) ([]int64, error) {
+	if err := cmd.Err(); err != nil {
+		return nil, err
+	}
+	vals, ok := cmd.Val().([]any)
+	if !ok || len(vals) < 2 {
+		return nil, fmt.Errorf("script returned %T %v", cmd.Val(), cmd.Val())
+	}
+	out := make([]int64, 0, 2)
+	for _, v := range vals[:2] {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("script returned %T", v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// decideSplit is decide on Redis Cluster, where the card's keys, the
+// terminal's and the acquirer's live in different slots: cardScript and one
+// gcraScript per throughput limit, as one pipeline.
+func (l *Limiter) decideSplit(ctx context.Context, req *routing.Request, now time.Time, keys []string, cardArgs []any, term, acq bool) (routing.Decision, []any, error) {
+	card := &call{script: cardScript, keys: keys, args: cardArgs}
 	calls := []*call{card}
-	var term, acq *call
-	if req.Acquirer != "" && req.Terminal != "" {
-		term = &call{script: gcraScript, keys: []string{l.terminalKey(req.Acquirer, req.Terminal)},
+	var tc, ac *call
+	if term {
+		tc = &call{script: gcraScript, keys: []string{l.terminalKey(req.Acquirer, req.Terminal)},
 			args: []any{l.termIv, l.cfg.TerminalBurst}}
-		calls = append(calls, term)
+		calls = append(calls, tc)
 	}
-	if req.Acquirer != "" {
-		acq = &call{script: gcraScript, keys: []string{l.acquirerKey(req.Acquirer)},
+	if acq {
+		ac = &call{script: gcraScript, keys: []string{l.acquirerKey(req.Acquirer)},
 			args: []any{l.acqIv, l.cfg.AcquirerBurst}}
-		calls = append(calls, acq)
+		calls = append(calls, ac)
 	}
 	l.run(ctx, calls)
 
 	// Card first: its refusals are the more specific answers.
-	cardRes, cardErr := card.cmd.Int64Slice()
-	if cardErr == nil && len(cardRes) != 2 {
-		cardErr = fmt.Errorf("card script returned %d values", len(cardRes))
-	}
+	cardRes, cardErr := result(card.cmd)
 	if cardErr != nil {
 		d := refuse(routing.ErrLimiterUnavailable, LimitCard)
 		l.count(ctx, d)
-		l.throughputOnly(ctx, term, acq, req, now) // keep the local buckets honest
-		return d, fmt.Errorf("card limits: %w: %w", ErrUnavailable, cardErr)
+		l.throughputOnly(ctx, tc, ac, req, now) // keep the local buckets honest
+		return d, nil, fmt.Errorf("card limits: %w: %w", ErrUnavailable, cardErr)
 	}
 	switch cardRes[0] {
-	case 1:
+	case verdictDuplicate:
+		// The throughput scripts of the pipeline have charged the
+		// retransmission: it did arrive.
+		return routing.Decision{}, card.cmd.Val().([]any), nil
+	case verdictDaily:
 		d := refuse(routing.ErrCardDailyLimit, LimitCardDaily)
 		l.count(ctx, d)
-		return d, nil
-	case 2:
+		return d, nil, nil
+	case verdictWrongPIN:
 		d := refuse(routing.ErrCardWrongPINLimit, LimitCardWrongPIN)
 		l.count(ctx, d)
-		return d, nil
+		return d, nil, nil
 	}
 
 	d := routing.Decision{Allowed: true}
-	if !l.throughput(ctx, term, LimitTerminal, l.termLoc, req.Acquirer+"\x00"+req.Terminal, now) {
+	if !l.throughput(ctx, tc, LimitTerminal, l.termLoc, req.Acquirer+"\x00"+req.Terminal, now) {
 		d = refuse(routing.ErrTerminalLimit, LimitTerminal)
-	} else if !l.throughput(ctx, acq, LimitAcquirer, l.acqLoc, req.Acquirer, now) {
+	} else if !l.throughput(ctx, ac, LimitAcquirer, l.acqLoc, req.Acquirer, now) {
 		d = refuse(routing.ErrAcquirerLimit, LimitAcquirer)
 	}
 	if !d.Allowed {
 		// The card's operation was counted but will not happen: give it
 		// back. Best effort, and a second round trip only on this refusal.
-		_ = refundScript.Run(ctx, l.rdb, card.keys[:1]).Err()
+		_ = refundScript.Run(ctx, l.rdb, card.keys[1:2]).Err()
 	}
 	l.count(ctx, d)
-	return d, nil
+	return d, nil, nil
 }
 
 // throughput reads a GCRA result, or decides with the local bucket when the
@@ -274,9 +376,9 @@ func (l *Limiter) throughput(ctx context.Context, c *call, limit string, loc *lo
 	if c == nil {
 		return true
 	}
-	res, err := c.cmd.Int64Slice()
-	if err == nil && len(res) == 2 {
-		return res[0] == 1
+	res, err := result(c.cmd)
+	if err == nil {
+		return res[0] == verdictAllowed
 	}
 	l.fallback(ctx, limit)
 	return loc.allow(localKey, now)
@@ -295,7 +397,8 @@ func (l *Limiter) throughputOnly(ctx context.Context, term, acq *call, req *rout
 	}
 }
 
-// Record feeds a result into the limits. Code 55 (incorrect PIN) adds a
+// Record feeds a result into the limits, for a request outside the duplicate
+// window (Finish does it for the others). Code 55 (incorrect PIN) adds a
 // wrong-PIN mark for the card — one Redis round trip. Code 00 for an unblock
 // or a reset clears the card's marks — one round trip. Other codes do
 // nothing and return nil. Errors wrap ErrUnavailable (or are ErrNoCardToken);
@@ -309,22 +412,20 @@ func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string)
 		l.recordError(ctx)
 		return ErrNoCardToken
 	}
-	key := l.wrongPINKey(req.CardToken)
-	var err error
-	if fed == feedsMark {
-		id := req.ID
-		if id == "" {
-			id = fmt.Sprintf("t%d", l.now().UnixNano())
-		}
-		err = wrongPINScript.Run(ctx, l.rdb, []string{key}, wrongPINWindow.Milliseconds(), id).Err()
-	} else {
-		err = l.rdb.Del(ctx, key).Err()
-	}
+	err := finishScript.Run(ctx, l.rdb, []string{l.wrongPINKey(req.CardToken)}, int(fed), wrongPINWindow.Milliseconds(), l.markID(req)).Err()
 	if err != nil {
 		l.recordError(ctx)
 		return fmt.Errorf("record code %s: %w: %w", code, ErrUnavailable, err)
 	}
 	return nil
+}
+
+// markID names req's wrong-PIN mark: its operation id.
+func (l *Limiter) markID(req *routing.Request) string {
+	if req.ID != "" {
+		return req.ID
+	}
+	return fmt.Sprintf("t%d", l.now().UnixNano())
 }
 
 // feed is what a result does to a card's wrong-PIN marks.
@@ -366,11 +467,12 @@ type Stats struct {
 	Refused      int64 // decisions that refused, fail-closed ones included
 	FailedClosed int64 // refusals because Redis could not check the card limits
 	Fallbacks    int64 // throughput decisions taken locally because Redis failed
-	RecordErrors int64 // Record calls that could not store their result
+	RecordErrors int64 // Record and Finish calls that could not store their result
+	Duplicates   int64 // Claims that found the request in the shared window
 }
 
 type counters struct {
-	allowed, refused, failedClosed, fallbacks, recordErrors atomic.Int64
+	allowed, refused, failedClosed, fallbacks, recordErrors, duplicates atomic.Int64
 }
 
 // meter keeps the counters and OTel instruments of a limiter (Limiter and
@@ -390,6 +492,7 @@ func (m *meter) Stats() Stats {
 		FailedClosed: m.stats.failedClosed.Load(),
 		Fallbacks:    m.stats.fallbacks.Load(),
 		RecordErrors: m.stats.recordErrors.Load(),
+		Duplicates:   m.stats.duplicates.Load(),
 	}
 }
 

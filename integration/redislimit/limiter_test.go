@@ -193,6 +193,7 @@ func TestRedisDownFailsClosedAndFallsBack(t *testing.T) {
 // mode: the terminal's node is down) is decided by the local bucket.
 func TestThroughputFallbackAlone(t *testing.T) {
 	l, m := newTestLimiter(t, Config{TerminalRPS: 1, TerminalBurst: 2, AcquirerRPS: 1000, AcquirerBurst: 1000})
+	l.split = true // the Cluster path: one script per slot
 	// A key of the wrong type makes the terminal's GCRA script fail.
 	if _, err := m.Lpush("pg:{t:acq1:T1}", "x"); err != nil {
 		t.Fatalf("LPUSH: %v", err)
@@ -231,27 +232,31 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 func TestAllowIsOneRoundTrip(t *testing.T) {
-	l, _ := newTestLimiter(t, Config{TerminalRPS: 1, TerminalBurst: 1, AcquirerRPS: 1000, AcquirerBurst: 1000})
-	// Load every script on the server (the first use of each is EVALSHA,
-	// NOSCRIPT, then EVAL).
-	mustAllow(t, l, req(routing.OpChange, "rt", "acq1", "T1"))
-	mustRefuse(t, l, req(routing.OpChange, "rt", "acq1", "T1"), wantTerminal)
 	tests := []struct {
-		name string
-		give *routing.Request
-		want roundTrips
+		name  string
+		split bool // Redis Cluster: one script per slot group
+		give  *routing.Request
+		want  roundTrips
 	}{
-		{"allowed", req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 3}},
-		{"no terminal", req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 2}},
+		{"allowed", false, req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 1}},
+		{"no terminal", false, req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 1}},
+		{"terminal refused", false, req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{pipelines: 1, cmds: 1}},
+		{"cluster allowed", true, req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 3}},
+		{"cluster no terminal", true, req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 2}},
 		// A throughput refusal gives the card's count back: the one extra trip.
-		{"terminal refused", req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{single: 1, pipelines: 1, cmds: 3}},
+		{"cluster terminal refused", true, req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{single: 1, pipelines: 1, cmds: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			l, _ := newTestLimiter(t, Config{TerminalRPS: 1, TerminalBurst: 1, AcquirerRPS: 1000, AcquirerBurst: 1000})
+			l.split = tt.split
+			// Load every script on the server (the first use of each is
+			// EVALSHA, NOSCRIPT, then EVAL), and spend T1's burst.
+			mustAllow(t, l, req(routing.OpChange, "rt", "acq1", "T1"))
+			mustRefuse(t, l, req(routing.OpChange, "rt", "acq1", "T1"), wantTerminal)
 			got := &roundTrips{}
 			l.rdb.AddHook(got)
 			l.Allow(context.Background(), tt.give)
-			// Hooks cannot be removed: later hooks see later calls only.
 			if *got != tt.want {
 				t.Errorf("Allow sent %+v, want %+v", *got, tt.want)
 			}

@@ -7,79 +7,232 @@ import "github.com/redis/go-redis/v9"
 // stored by a script are formatted with %.0f: Redis converts Lua numbers to
 // strings with "%.17g" or "%.14g" depending on version, and 14 digits would
 // round a microsecond timestamp.
+//
+// Every script is one of the bodies below after the shared prelude (the
+// clock and the checks as local functions), so the single-node script and the
+// per-slot scripts of Redis Cluster decide alike.
 
-// cardScript checks and counts one card operation.
-//
-//	KEYS[1] daily operations counter   KEYS[2] wrong-PIN sorted set
-//	ARGV[1] operations allowed per day ARGV[2] counter TTL, seconds
-//	ARGV[3] wrong PINs allowed in the window, 0 = do not check
-//	ARGV[4] window, milliseconds
-//
-// Returns {verdict, count}: verdict 0 = allowed (count = operations today
-// including this one), 1 = daily limit reached, 2 = wrong-PIN limit reached
-// (count = marks in the window). A refused operation is not counted.
-var cardScript = redis.NewScript(`
+// Verdicts, the first value every decision script returns.
+const (
+	verdictAllowed   = 0 // {0, operations today including this one}
+	verdictDaily     = 1 // {1, operations today}
+	verdictWrongPIN  = 2 // {2, wrong-PIN marks in the window}
+	verdictTerminal  = 3 // {3, retry after, µs}
+	verdictAcquirer  = 4 // {4, retry after, µs}
+	verdictDuplicate = 9 // {9, server time ms, s, dl, c, o, r, i, e}: the window's record
+)
+
+const prelude = `
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wp_limit = tonumber(ARGV[3])
-if wp_limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now_ms - tonumber(ARGV[4])))
-  local marks = redis.call('ZCARD', KEYS[2])
-  if marks >= wp_limit then
-    return {2, marks}
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+
+-- The window record of KEYS[i], if there is one: {9, now, s, dl, c, o, r, i, e}.
+local function window_seen(key)
+  local rec = redis.call('HMGET', key, 's', 'dl', 'c', 'o', 'r', 'i', 'e')
+  if not rec[1] then
+    return nil
+  end
+  return {9, now_ms, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7]}
+end
+
+-- Holds the request in flight until now + remaining ms, for window ms.
+local function window_claim(key, window, remaining)
+  redis.call('HSET', key, 's', 'f', 'dl', string.format('%.0f', now_ms + remaining))
+  redis.call('PEXPIRE', key, window)
+end
+
+-- Card limits, checked, not counted: verdict, count.
+local function card_check(ops_key, wp_key, ops_limit, wp_limit, wp_window)
+  if wp_limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', wp_key, '-inf', string.format('%.0f', now_ms - wp_window))
+    local marks = redis.call('ZCARD', wp_key)
+    if marks >= wp_limit then
+      return 2, marks
+    end
+  end
+  local ops = tonumber(redis.call('GET', ops_key) or '0')
+  if ops >= ops_limit then
+    return 1, ops
+  end
+  return 0, ops
+end
+
+local function card_count(ops_key, ttl)
+  local ops = redis.call('INCR', ops_key)
+  if ops == 1 then
+    redis.call('EXPIRE', ops_key, ttl)
+  end
+  return ops
+end
+
+-- GCRA (virtual scheduling): the key holds the theoretical arrival time
+-- (TAT) in µs. A request at now conforms when TAT - now <= (burst - 1) *
+-- interval; a conforming request moves TAT to max(TAT, now) + interval.
+-- Returns conforming, and the new TAT or the retry-after delay in µs.
+local function gcra_check(key, interval, burst)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now_us then
+    tat = now_us
+  end
+  local allow_at = tat - (burst - 1) * interval
+  if now_us < allow_at then
+    return false, allow_at - now_us
+  end
+  return true, tat + interval
+end
+
+local function gcra_set(key, tat)
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000))
+end
+`
+
+// requestScript is every decision of one request in one script, for a
+// single Redis (standalone or Sentinel), where a script may touch any key:
+// the duplicate window, the card limits and both throughput limits, checked
+// in that order. The card is counted only when every limit allows (no
+// refund needed); each throughput limit is charged whenever it conforms, the
+// card refused or not, as with the per-slot scripts of Redis Cluster (a
+// refused request is load on its terminal all the same). A duplicate
+// charges nothing.
+//
+//	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
+//	KEYS[4] terminal TAT   KEYS[5] acquirer TAT
+//	ARGV[1] window, ms (0 = no window)  ARGV[2] the request's remaining time, ms
+//	ARGV[3] operations per day  ARGV[4] counter TTL, s
+//	ARGV[5] wrong PINs allowed (0 = do not check)  ARGV[6] wrong-PIN window, ms
+//	ARGV[7] terminal interval, µs (0 = no terminal limit)  ARGV[8] terminal burst
+//	ARGV[9] acquirer interval, µs (0 = no acquirer limit)  ARGV[10] acquirer burst
+//
+// Returns {verdict, ...} (the verdict* constants). A request that is not a
+// duplicate is claimed in the window whatever the limits decide.
+var requestScript = redis.NewScript(prelude + `
+local window = tonumber(ARGV[1])
+if window > 0 then
+  local seen = window_seen(KEYS[1])
+  if seen then
+    return seen
   end
 end
-local ops = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ops >= tonumber(ARGV[1]) then
-  return {1, ops}
+local verdict, n = card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+-- Each throughput limit is charged when it conforms; the first refusal names
+-- the verdict.
+local function charge(key, interval, burst, refusal)
+  if interval <= 0 then
+    return
+  end
+  local ok, v = gcra_check(key, interval, burst)
+  if ok then
+    gcra_set(key, v)
+  elseif verdict == 0 then
+    verdict, n = refusal, v
+  end
 end
-ops = redis.call('INCR', KEYS[1])
-if ops == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+charge(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), 3)
+charge(KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]), 4)
+if window > 0 then
+  window_claim(KEYS[1], window, tonumber(ARGV[2]))
 end
-return {0, ops}
+if verdict ~= 0 then
+  return {verdict, n}
+end
+return {0, card_count(KEYS[2], ARGV[4])}
 `)
 
-// wrongPINScript adds one wrong-PIN mark for a card.
+// cardScript is the card's part of a request on Redis Cluster, where keys of
+// different hash tags live in different slots: the duplicate window and the
+// card limits, whose keys share the card's tag. It counts the operation when
+// the card limits allow it (a throughput refusal from the other slots' scripts
+// then gives it back with refundScript).
 //
-//	KEYS[1] wrong-PIN sorted set  ARGV[1] window, milliseconds  ARGV[2] mark id
-//
-// Returns the number of marks in the window, this one included. The set
-// expires one window after its newest mark.
-var wrongPINScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+//	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
+//	ARGV[1] to ARGV[6] as requestScript's
+var cardScript = redis.NewScript(prelude + `
 local window = tonumber(ARGV[1])
-redis.call('ZADD', KEYS[1], string.format('%.0f', now_ms), ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now_ms - window))
-redis.call('PEXPIRE', KEYS[1], window)
-return redis.call('ZCARD', KEYS[1])
+if window > 0 then
+  local seen = window_seen(KEYS[1])
+  if seen then
+    return seen
+  end
+  window_claim(KEYS[1], window, tonumber(ARGV[2]))
+end
+local verdict, n = card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+if verdict ~= 0 then
+  return {verdict, n}
+end
+return {0, card_count(KEYS[2], ARGV[4])}
 `)
 
-// gcraScript is one GCRA decision (virtual scheduling): the key holds the
-// theoretical arrival time (TAT) in microseconds. A request at time now is
-// conforming when TAT - now <= (burst - 1) * interval; a conforming request
-// moves TAT to max(TAT, now) + interval.
+// gcraScript is one throughput decision, charged when it conforms, for Redis
+// Cluster (one script per slot).
 //
 //	KEYS[1] TAT  ARGV[1] emission interval, µs (1e6 / rate)  ARGV[2] burst
 //
-// Returns {allowed (1/0), retry after in µs}.
-var gcraScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then
-  tat = now
+// Returns {0, 0} when allowed, {3, retry after in µs} when not.
+var gcraScript = redis.NewScript(prelude + `
+local ok, v = gcra_check(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+if not ok then
+  return {3, v}
 end
-local allow_at = tat - (burst - 1) * interval
-if now < allow_at then
-  return {0, allow_at - now}
+gcra_set(KEYS[1], v)
+return {0, 0}
+`)
+
+// finishScript stores a claimed request's outcome and feeds the card's
+// wrong-PIN marks; its keys share the card's tag, so it is one script on
+// Redis Cluster too. Record uses it without a window.
+//
+//	KEYS[1] wrong-PIN set  KEYS[2] window record (absent: no window)
+//	ARGV[1] feed: 0 nothing, 1 add a mark, 2 clear the marks
+//	ARGV[2] wrong-PIN window, ms  ARGV[3] mark id
+//	ARGV[4] window, ms  ARGV[5..9] code, outcome, reason, issuer, event id
+//	ARGV[10] reversal material ('' = none)
+//
+// Returns the wrong-PIN marks in the window after a mark, else 0. The record
+// expires one window after its outcome; a wrong-PIN set one window after its
+// newest mark.
+var finishScript = redis.NewScript(prelude + `
+if #KEYS > 1 then
+  redis.call('HSET', KEYS[2], 's', 'd', 'c', ARGV[5], 'o', ARGV[6], 'r', ARGV[7], 'i', ARGV[8], 'e', ARGV[9])
+  if ARGV[10] ~= '' then
+    redis.call('HSET', KEYS[2], 'rev', ARGV[10])
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, 0}
+local feed = ARGV[1]
+if feed == '1' then
+  local window = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now_ms), ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now_ms - window))
+  redis.call('PEXPIRE', KEYS[1], window)
+  return redis.call('ZCARD', KEYS[1])
+elseif feed == '2' then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// readScript reads a window record with the server's clock:
+//
+//	KEYS[1] window record
+//
+// Returns {now ms, s, dl, c, o, r, i, e, rev, rvd} (false for absent fields).
+var readScript = redis.NewScript(prelude + `
+local rec = redis.call('HMGET', KEYS[1], 's', 'dl', 'c', 'o', 'r', 'i', 'e', 'rev', 'rvd')
+return {now_ms, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7], rec[8], rec[9]}
+`)
+
+// claimReversalScript marks a finished record reversed, once.
+//
+//	KEYS[1] window record
+//
+// Returns 1 when this call claimed it, 0 when it was claimed already, -1
+// when there is no finished record.
+var claimReversalScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 's') ~= 'd' then
+  return -1
+end
+return redis.call('HSETNX', KEYS[1], 'rvd', '1')
 `)
 
 // refundScript gives back one counted operation (KEYS[1], the daily counter)
