@@ -35,45 +35,13 @@ func TestOnlineKeyChangeOverTCP(t *testing.T) {
 }
 
 func testOnlineKeyChange(t *testing.T, legacy bool) {
-	dir := t.TempDir()
-	ks := newOpsKeyStore(t, dir)
-	st, err := gateway.OpenKeyStore(ks.sec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const (
-		zmkA, zmkB = "0123456789ABCDEFFEDCBA9876543210", "1C587F1C13924FEF0101010101010101"
-		zpkA, zpkB = "89ABCDEF01234567F0E1D2C3B4A59687", "2A2A2A2A2A2A2A2A5B5B5B5B5B5B5B5B"
-		newZPK     = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
-	)
-	who := keystore.Custodian{Who: "test", Why: "key change test"}
-	for _, c := range []keystore.CombineRequest{
-		{ID: "zmk-atm-store", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zmkA), opsComponent(t, zmkB)}, Custodian: who},
-		{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zpkA), opsComponent(t, zpkB)}, Custodian: who},
-	} {
-		if _, err := st.CombineComponents(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st.Close()
-	v1 := xorKey(t, "zpk-atm-store", 1, zpkA, zpkB)
-	v2Clear, _ := hex.DecodeString(newZPK)
-	v2, err := pinblock.NewKey("zpk-atm-store", pinblock.UsageZPK, pinblock.TDES, 2, v2Clear)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zmk, _ := hex.DecodeString(zmkA)
-	zb, _ := hex.DecodeString(zmkB)
-	for i := range zmk {
-		zmk[i] ^= zb[i]
-	}
-	underZMK := underTDES(t, zmk, v2Clear)
+	k := newATMStoreKeys(t, t.TempDir())
+	ks, v1, v2, zmk := k.ks, k.v1, k.v2, k.zmk
+	underZMK := underTDES(t, zmk, k.v2Clear)
 
 	g := opsGateway(t, func(c *gateway.Config) {
 		c.Security = ks.sec
-		acq := c.Routing.Acquirers[0]
-		acq.Keys, acq.ZMK, acq.LegacyKeyChange = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store", legacy
-		c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
+		atmStoreAcquirer(c, legacy)
 	})
 	ctx := context.Background()
 	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
@@ -186,6 +154,63 @@ func testOnlineKeyChange(t *testing.T, legacy bool) {
 		strings.Contains(log, block[16:]) {
 		t.Error("custody log carries key material")
 	}
+}
+
+// newZPK is the clear value of the ATM network's next zone PIN key.
+const newZPK = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
+
+// atmStoreKeys is a key store (in dir) holding an ATM network's ZMK
+// (zmk-atm-store) and zone PIN key (zpk-atm-store, version 1, v1), each
+// combined from two components, and the next version of the zone PIN key
+// (v2, newZPK) that the network sends online; zmk is the ZMK in clear, to
+// build what the network sends, as the partner's HSM would.
+type atmStoreKeys struct {
+	ks      opsKeyStore
+	v1, v2  pinblock.Key
+	zmk     []byte
+	v2Clear []byte
+}
+
+func newATMStoreKeys(t *testing.T, dir string) atmStoreKeys {
+	t.Helper()
+	ks := newOpsKeyStore(t, dir)
+	st, err := gateway.OpenKeyStore(ks.sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		zmkA, zmkB = "0123456789ABCDEFFEDCBA9876543210", "1C587F1C13924FEF0101010101010101"
+		zpkA, zpkB = "89ABCDEF01234567F0E1D2C3B4A59687", "2A2A2A2A2A2A2A2A5B5B5B5B5B5B5B5B"
+	)
+	who := keystore.Custodian{Who: "test", Why: "key change test"}
+	for _, c := range []keystore.CombineRequest{
+		{ID: "zmk-atm-store", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zmkA), opsComponent(t, zmkB)}, Custodian: who},
+		{ID: "zpk-atm-store", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Components: []pinblock.Component{opsComponent(t, zpkA), opsComponent(t, zpkB)}, Custodian: who},
+	} {
+		if _, err := st.CombineComponents(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	k := atmStoreKeys{ks: ks, v1: xorKey(t, "zpk-atm-store", 1, zpkA, zpkB)}
+	k.v2Clear, _ = hex.DecodeString(newZPK)
+	if k.v2, err = pinblock.NewKey("zpk-atm-store", pinblock.UsageZPK, pinblock.TDES, 2, k.v2Clear); err != nil {
+		t.Fatal(err)
+	}
+	k.zmk, _ = hex.DecodeString(zmkA)
+	zb, _ := hex.DecodeString(zmkB)
+	for i := range k.zmk {
+		k.zmk[i] ^= zb[i]
+	}
+	return k
+}
+
+// atmStoreAcquirer has the development ATM network use the store's keys:
+// zone PIN key index 1 and the ZMK for online key changes.
+func atmStoreAcquirer(c *gateway.Config, legacy bool) {
+	acq := c.Routing.Acquirers[0]
+	acq.Keys, acq.ZMK, acq.LegacyKeyChange = map[int]string{1: "zpk-atm-store"}, "zmk-atm-store", legacy
+	c.Routing.Acquirers = append([]routing.AcquirerConfig{acq}, c.Routing.Acquirers[1:]...)
 }
 
 // TestOnlineKeyChangeOutsideTheStore: with a key store configured, a key

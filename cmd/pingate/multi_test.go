@@ -1,0 +1,396 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
+	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
+	"pingate/integration/testservers"
+	"pingate/iso8583"
+	"pingate/pinblock"
+	"pingate/routing"
+)
+
+// These tests run two or three gateways in-process behind one address — a
+// layer-4 balancer of the test's own, round robin per connection, as a bank
+// puts a TCP load balancer in front of its instances — on one real
+// redis-server (integration/testservers; skipped without it, failed under
+// CI) and one issuer simulator, whose ledger says what the issuer did.
+
+// balancer sends each connection it accepts to the next backend in turn and
+// copies bytes both ways until either side closes.
+type balancer struct {
+	ln       net.Listener
+	backends []string
+	next     atomic.Uint64
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
+}
+
+// startBalancer listens on a loopback port in front of backends until the
+// test ends.
+func startBalancer(t *testing.T, backends ...string) *balancer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &balancer{ln: ln, backends: backends, conns: map[net.Conn]struct{}{}}
+	b.wg.Add(1)
+	go b.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		for c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+func (b *balancer) addr() string { return b.ln.Addr().String() }
+
+func (b *balancer) track(c net.Conn, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on {
+		b.conns[c] = struct{}{}
+	} else {
+		delete(b.conns, c)
+	}
+}
+
+func (b *balancer) accept() {
+	defer b.wg.Done()
+	for {
+		in, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		backend := b.backends[(b.next.Add(1)-1)%uint64(len(b.backends))]
+		out, err := net.Dial("tcp", backend)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		b.track(in, true)
+		b.track(out, true)
+		b.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer b.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+			b.track(src, false)
+		}
+		go pipe(out, in)
+		go pipe(in, out)
+	}
+}
+
+// instances runs n gateways on one Redis and one issuer simulator behind a
+// balancer. mutate, if not nil, changes every gateway's configuration.
+type instances struct {
+	gws    []*gateway.Gateway
+	lb     *balancer
+	issuer *issuersim.Sim
+	pop    issuersim.Population
+}
+
+func startInstances(t *testing.T, n int, mutate func(*gateway.Config)) *instances {
+	t.Helper()
+	redisAddr, _ := testservers.StartRedis(t)
+	in := &instances{pop: issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}}
+	var addr string
+	in.issuer, addr = gatewaytest.StartIssuer(t, issuersim.Config{Population: in.pop})
+	var backends []string
+	for i := range n {
+		g := startTestGateway(t, func(c *gateway.Config) {
+			gatewaytest.ExternalIssuer(addr)(c)
+			c.Instance = fmt.Sprintf("gw-%d", i+1)
+			off := false
+			c.Branch.Enabled = &off
+			c.Limits.Backend, c.Limits.Addrs = "redis", []string{redisAddr}
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+		if err := waitReady(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+		in.gws = append(in.gws, g)
+		backends = append(backends, g.AcquirerAddr())
+	}
+	in.lb = startBalancer(t, backends...)
+	return in
+}
+
+// dial connects an ATM network to the balancer: connection k (from 0) of
+// the test reaches gateway k mod n.
+func (in *instances) dial(t *testing.T) *loadgen.Client {
+	t.Helper()
+	return loadgenDial(t, in.lb.addr())
+}
+
+func exchange(t *testing.T, c *loadgen.Client, f *iso8583.Fields) *iso8583.Fields {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ans, err := c.Do(ctx, f)
+	if err != nil {
+		t.Fatalf("%s on the balancer: %v", f.MTI, err)
+	}
+	return ans
+}
+
+// instanceEvents decodes every event in g's journal.
+func instanceEvents(t *testing.T, g *gateway.Gateway) []routing.Event {
+	t.Helper()
+	entries, err := g.Journal().Entries(1, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := gateway.DecodeEntries(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestAcquirerReversalOnAnotherInstance: behind the balancer, an ATM changes
+// a PIN on one instance (00), its connection drops, and its 0420 for the
+// change reaches the second instance. The second instance answers 0430 00
+// and sends the issuer the reversal of the message the first one sent; the
+// issuer's ledger holds the old PIN again. The advice repeated to the third
+// instance changes nothing more. The events tell the story once: the first
+// instance's journal has the approval, the second's the reversal naming it,
+// the third's nothing.
+func TestAcquirerReversalOnAnotherInstance(t *testing.T) {
+	in := startInstances(t, 3, nil)
+	card := in.pop.Card(410)
+	atm := devATMKey(t)
+
+	c1 := in.dial(t) // gw-1
+	change := opsFieldsUnder(t, card, "MULTI001", atm)
+	if ans := exchange(t, c1, change); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change on gw-1 = %s, want 00", ans.ResponseCode)
+	}
+	c1.Close() // the terminal gave up on it; the network reconnects
+	de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
+		Acquirer: gateway.DevATMAcquirer}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	advice := func() *iso8583.Fields {
+		return &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
+			AcquirerID: gateway.DevATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
+			ResponseCode: "68", OriginalData: de90}
+	}
+	c2 := in.dial(t) // gw-2
+	if ans := exchange(t, c2, advice()); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("reversal advice on gw-2 = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for in.issuer.Reversals.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := in.issuer.Reversals.Load(); n != 1 {
+		t.Fatalf("the issuer got %d reversal advices, want 1", n)
+	}
+	c3 := in.dial(t) // gw-3
+	if ans := exchange(t, c3, advice()); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("repeated reversal advice on gw-3 = %s, want 00", ans.ResponseCode)
+	}
+	if owed, err := in.gws[2].Reversals().Pending(context.Background()); err != nil || len(owed) != 0 {
+		t.Errorf("gw-3 owes %d reversals after a repeated advice (%v), want 0", len(owed), err)
+	}
+	// The issuer's ledger: the change was undone, so the old PIN changes
+	// the PIN again (on gw-1, the fourth connection).
+	c4 := in.dial(t)
+	if ans := exchange(t, c4, opsFieldsUnder(t, card, "MULTI002", atm)); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change from the old PIN after the reversal = %s, want 00 (the issuer still has the new PIN)", ans.ResponseCode)
+	}
+	if n := in.issuer.Reversals.Load(); n != 1 {
+		t.Errorf("the issuer got %d reversal advices in all, want 1", n)
+	}
+
+	var approvedID string
+	for _, ev := range instanceEvents(t, in.gws[0]) {
+		if ev.Terminal == "MULTI001" && ev.Outcome == routing.OutcomeApproved {
+			approvedID = ev.ID
+		}
+	}
+	if approvedID == "" {
+		t.Fatal("gw-1's journal has no approved event for the change")
+	}
+	var reversals []routing.Event
+	for i, g := range in.gws {
+		for _, ev := range instanceEvents(t, g) {
+			if ev.Reason == routing.ReasonAcquirerReversal {
+				if i != 1 {
+					t.Errorf("gw-%d recorded a reversal event, want only gw-2", i+1)
+				}
+				reversals = append(reversals, ev)
+			}
+		}
+	}
+	if len(reversals) != 1 {
+		t.Fatalf("%d reversal events in all, want 1", len(reversals))
+	}
+	if rev := reversals[0]; rev.Reverses != approvedID || rev.Outcome != routing.OutcomeReversed || rev.Code != "68" ||
+		rev.MaskedPAN != iso8583.MaskPAN(card.PAN) || rev.Terminal != "MULTI001" {
+		t.Errorf("gw-2's reversal event: reverses %q (want %q), outcome %s, code %s, terminal %s",
+			rev.Reverses, approvedID, rev.Outcome, rev.Code, rev.Terminal)
+	}
+}
+
+// TestKeyChangeOnEveryInstance: three gateways share one key store; an ATM
+// network changes its zone PIN key online (0800/161) through the balancer,
+// which sends it to the first. Within security.key_sync_interval the new
+// key is in force on all three: PIN changes under it are approved on the
+// second and third, and under the previous version still (grace window).
+// The custody log holds one record of the change, written by the instance
+// that took it. A fourth instance started afterwards on a key store of its
+// own, copied before the change, takes the new key from Redis before it
+// serves, and writes no custody record.
+func TestKeyChangeOnEveryInstance(t *testing.T) {
+	dir := t.TempDir()
+	k := newATMStoreKeys(t, dir)
+	// The fourth instance's own copy of the store, taken before the change.
+	lateDir := t.TempDir()
+	late := k.ks.sec
+	for _, f := range []struct{ from, to *string }{{&k.ks.sec.KeyStore, &late.KeyStore}, {&k.ks.sec.CustodyLog, &late.CustodyLog}, {&k.ks.sec.LMKFile, &late.LMKFile}} {
+		b, err := os.ReadFile(*f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*f.to = filepath.Join(lateDir, filepath.Base(*f.from))
+		if err := os.WriteFile(*f.to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storeConfig := func(c *gateway.Config) {
+		c.Security = k.ks.sec
+		atmStoreAcquirer(c, false)
+	}
+	in := startInstances(t, 3, storeConfig)
+
+	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := in.dial(t) // gw-1
+	if ans := exchange(t, c1, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: gateway.DevATMAcquirer}); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("sign-on = %s", ans.ResponseCode)
+	}
+	start := time.Now()
+	ans := exchange(t, c1, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: wrapTR31(t, zmk, k.v2)})
+	if ans.MTI != iso8583.MTINetworkResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change on gw-1 = %s %s, want 0810 00", ans.MTI, ans.ResponseCode)
+	}
+	// Wait (bounded) until every instance's module holds the new version.
+	inForce := func(g *gateway.Gateway) bool {
+		kcv, err := g.SecurityModule().KCV(context.Background(), pinblock.KeyRef{ID: "zpk-atm-store"})
+		return err == nil && kcv == k.v2.KCV()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for i, g := range in.gws {
+		for !inForce(g) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !inForce(g) {
+			t.Fatalf("gw-%d does not use the new key 15 s after the change", i+1)
+		}
+	}
+	t.Logf("the key change was in force on all 3 instances %v after its 0810", time.Since(start).Round(time.Millisecond))
+
+	// Through the balancer, the next connections reach gw-2, gw-3, gw-1, gw-2.
+	n := 420
+	changeUnder := func(key pinblock.Key) string {
+		t.Helper()
+		n++
+		c := in.dial(t)
+		return exchange(t, c, opsFieldsUnder(t, in.pop.Card(n), fmt.Sprintf("MKC%05d", n), key)).ResponseCode
+	}
+	for i, key := range []pinblock.Key{k.v2, k.v2, k.v1, k.v1} {
+		if code := changeUnder(key); code != iso8583.RCApproved {
+			t.Errorf("PIN change %d under key version %d on gw-%d = %s, want 00", i+1, key.Version(), (i+1)%3+1, code)
+		}
+	}
+
+	// One custody record of the change, from gw-1.
+	raw, err := os.ReadFile(k.ks.sec.CustodyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(raw), "key change (0800/161)"); got != 1 {
+		t.Errorf("the custody log has %d records of the key change, want 1", got)
+	}
+	for _, sk := range listStore(t, k.ks.sec) {
+		if sk.ID == "zpk-atm-store" && sk.RetiredAt == nil && (sk.Version != 2 || sk.KCV != k.v2.KCV()) {
+			t.Errorf("the key store's current zpk-atm-store is v%d %s, want v2 %s", sk.Version, sk.KCV, k.v2.KCV())
+		}
+	}
+
+	// A fourth instance on its own, older store takes the key before serving.
+	lateLog, err := os.ReadFile(late.CustodyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g4 := startTestGateway(t, func(c *gateway.Config) {
+		c.IssuerSim = nil
+		c.Routing = in.gws[0].Config().Routing
+		c.Instance = "gw-4"
+		off := false
+		c.Branch.Enabled = &off
+		c.Limits = in.gws[0].Config().Limits
+		c.Security = late
+		atmStoreAcquirer(c, false)
+	})
+	if !inForce(g4) {
+		t.Error("an instance started after the key change does not use the new key when it starts serving")
+	}
+	if err := waitReady(context.Background(), g4); err != nil {
+		t.Fatal(err)
+	}
+	c := loadgenDial(t, g4.AcquirerAddr())
+	if code := exchange(t, c, opsFieldsUnder(t, in.pop.Card(430), "MKC00430", k.v2)).ResponseCode; code != iso8583.RCApproved {
+		t.Errorf("PIN change under the new key on gw-4 = %s, want 00", code)
+	}
+	after, err := os.ReadFile(late.CustodyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(lateLog) {
+		t.Error("gw-4 wrote a custody record for a key change another instance took")
+	}
+}
+
+// loadgenDial connects to one gateway directly, past the balancer.
+func loadgenDial(t *testing.T, addr string) *loadgen.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := loadgen.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
