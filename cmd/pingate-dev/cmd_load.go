@@ -23,6 +23,7 @@ type trafficFlags struct {
 	Progress    time.Duration `name:"progress" default:"1s" help:"live progress interval on stderr"`
 	JSON        bool          `name:"json" help:"print one JSON object on one line instead of the report"`
 	Quiet       bool          `name:"quiet" help:"no live progress on stderr"`
+	CPU         string        `name:"cpu" placeholder:"NAME=PID,..." help:"also report the CPU per answered request of these processes (/proc/PID/stat over the measured time)"`
 }
 
 // params fills the traffic part of loadgen.Params; a bad --concurrency is a
@@ -32,6 +33,9 @@ func (f *trafficFlags) params(target string) (loadgen.Params, error) {
 		MaxRequests: f.Requests, Timeout: f.Timeout, Progress: f.Progress}
 	var err error
 	if p.Conns, p.InFlight, err = loadgen.ParseConcurrency(f.Concurrency); err != nil {
+		return p, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if p.CPU, err = loadgen.ParseWatched(f.CPU); err != nil {
 		return p, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return p, nil

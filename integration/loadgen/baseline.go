@@ -52,6 +52,14 @@ func readFrame2(r *bufio.Reader, buf []byte) ([]byte, error) {
 // unpack, answer 0110/00 without PIN blocks, pack, write. Each connection is
 // served by one goroutine, frames in order.
 func ServeEcho(ctx context.Context, ln net.Listener) error {
+	return serveEach(ctx, ln, echoConn)
+}
+
+// serveEach accepts connections on ln until ctx ends and runs serve on each
+// in a goroutine of its own; when ctx ends it closes ln and every connection
+// still open, and returns once every serve has returned. serve need not close
+// its connection.
+func serveEach(ctx context.Context, ln net.Listener, serve func(net.Conn)) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -85,13 +93,25 @@ func ServeEcho(ctx context.Context, ln net.Listener) error {
 				mu.Unlock()
 				_ = c.Close()
 			}()
-			echoConn(c)
+			serve(c)
 		}()
 	}
 }
 
+// echoConn answers each 0100 on c with its 0110.
 func echoConn(c net.Conn) {
-	r := bufio.NewReaderSize(c, 4096)
+	reframe(c, c, func(f *iso8583.Fields) {
+		f.MTI, f.ResponseCode = iso8583.MTIAuthResponse, iso8583.RCApproved
+		f.PINBlock, f.NewPINBlock, f.SecurityControl, f.Additional = nil, nil, "", nil
+	})
+}
+
+// reframe reads frames from src until it fails, and writes each to dst
+// unpacked and packed again with moov (the acquirer spec): moov.NewMessage,
+// Unpack, Unmarshal into iso8583.Fields, edit (when not nil), then a new
+// message's Marshal and Pack, one write per frame.
+func reframe(src, dst net.Conn, edit func(*iso8583.Fields)) {
+	r := bufio.NewReaderSize(src, 4096)
 	var buf, out []byte
 	for {
 		frame, err := readFrame2(r, buf)
@@ -99,27 +119,28 @@ func echoConn(c net.Conn) {
 			return
 		}
 		buf = frame[:0]
-		req := moov.NewMessage(iso8583.AcquirerSpec)
-		if err := req.Unpack(frame); err != nil {
+		in := moov.NewMessage(iso8583.AcquirerSpec)
+		if err := in.Unpack(frame); err != nil {
 			return
 		}
 		var f iso8583.Fields
-		if err := req.Unmarshal(&f); err != nil {
+		if err := in.Unmarshal(&f); err != nil {
 			return
 		}
-		f.MTI, f.ResponseCode = iso8583.MTIAuthResponse, iso8583.RCApproved
-		f.PINBlock, f.NewPINBlock, f.SecurityControl, f.Additional = nil, nil, "", nil
-		resp := moov.NewMessage(iso8583.AcquirerSpec)
-		if err := resp.Marshal(&f); err != nil {
+		if edit != nil {
+			edit(&f)
+		}
+		next := moov.NewMessage(iso8583.AcquirerSpec)
+		if err := next.Marshal(&f); err != nil {
 			return
 		}
-		b, err := resp.Pack()
+		b, err := next.Pack()
 		if err != nil {
 			return
 		}
 		out = binary.BigEndian.AppendUint16(out[:0], uint16(len(b)))
 		out = append(out, b...)
-		if _, err := c.Write(out); err != nil {
+		if _, err := dst.Write(out); err != nil {
 			return
 		}
 	}
@@ -319,6 +340,7 @@ func RunBaseline(ctx context.Context, cfg Params, progress io.Writer) (*Report, 
 	}
 	missed.Store(0)
 	measuring.Store(true)
+	cpu := startCPUWatch("client", cfg.CPU)
 	start := time.Now()
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
@@ -356,6 +378,8 @@ loop:
 	lr := &loadRun{stats: stats}
 	s := lr.merge()
 	rep := &Report{Mix: "echo 0100→0110", ByOperation: map[string]int64{"change": s.ops[opChange]}}
+	answered := s.count - s.errCnt // before finish counts the missed slots as errors
 	rep.finish(cfg, s, missed.Load(), elapsed)
+	rep.CPU = cpu.finish(answered)
 	return rep, nil
 }

@@ -58,6 +58,10 @@ type Params struct {
 	// (SM4Acquirer) sends, as SM4-0 blocks under dev-sm4-atm-zpk, on
 	// connections of its own; the rest come from the TDES ATM network.
 	SM4Share int
+	// CPU are further processes (the gateway, the simulator, Redis…) whose
+	// CPU per answered request the report gives beside the tool's own
+	// (Report.CPU).
+	CPU []WatchedProc
 }
 
 // Validate names the first problem with p for Run: the card window against
@@ -207,6 +211,10 @@ type Report struct {
 	// SM4Changes is how many of the measured PIN changes the SM4 ATM
 	// network sent (--sm4-share).
 	SM4Changes int64 `json:"sm4_changes"`
+	// CPU is the CPU each process spent over the measured phase, per
+	// answered request: this tool first ("load", or "client" for the
+	// baseline), then Params.CPU in order.
+	CPU []CPUUse `json:"cpu,omitempty"`
 }
 
 type latencySummary struct {
@@ -258,6 +266,17 @@ func (r *Report) print(w io.Writer) {
 			es = append(es, fmt.Sprintf("%s: %d", k, r.ErrorKinds[k]))
 		}
 		fmt.Fprintf(tw, "errors\t%d (%s)\n", r.Errors, strings.Join(es, "; "))
+	}
+	if len(r.CPU) > 0 {
+		var cs []string
+		for _, u := range r.CPU {
+			if u.Error != "" {
+				cs = append(cs, fmt.Sprintf("%s: unread (%s)", u.Name, u.Error))
+				continue
+			}
+			cs = append(cs, fmt.Sprintf("%s %.0f µs", u.Name, u.MicrosPerOp))
+		}
+		fmt.Fprintf(tw, "cpu per request\t%s\n", strings.Join(cs, ", "))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "tps %.1f  p99 %.3f ms  errors %d\n", r.TPS, r.LatencyMS.P99, r.Errors)
@@ -415,6 +434,7 @@ func Run(ctx context.Context, cfg Params, progress io.Writer) (*Report, error) {
 	}
 	missed.Store(0)
 	r.measuring.Store(true)
+	cpu := startCPUWatch("load", cfg.CPU)
 	start := time.Now()
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
@@ -456,11 +476,13 @@ loop:
 	}
 	s := r.merge()
 	rep := &Report{Mix: cfg.Mix.String(), Cards: cfg.Cards, ByOperation: map[string]int64{}}
+	answered := s.count - s.errCnt // before finish counts the missed slots as errors
 	rep.finish(cfg, s, missed.Load(), elapsed)
 	for i, o := range opNames {
 		rep.ByOperation[o] = s.ops[i]
 	}
 	rep.SM4Changes = r.sm4Sent.Load()
+	rep.CPU = cpu.finish(answered)
 	return rep, nil
 }
 
