@@ -10,6 +10,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"pingate/integration/gateway"
 	"pingate/integration/loadgen"
 )
 
@@ -19,7 +20,10 @@ import (
 // any attribute.
 func TestOneTracePerRequest(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
-	g := startTestGateway(t, nil)
+	// Without an OTLP endpoint spans are not recorded by default
+	// (telemetry.Config.SampleRatio); this gateway records every trace.
+	one := 1.0
+	g := startTestGateway(t, func(c *gateway.Config) { c.Telemetry.SampleRatio = &one })
 	// startGateway installed the global provider; add the in-memory exporter to it.
 	tp, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
 	if !ok {

@@ -132,6 +132,10 @@ type EventsConfig struct {
 	// acknowledged event is on two brokers at least (docs/operations.md).
 	KafkaTopicMinInSync int           `yaml:"kafka_topic_min_insync_replicas"`
 	WriteTimeout        time.Duration `yaml:"write_timeout"`
+	// RelayLinger is how long the relay lets events gather before a batch
+	// to Kafka that is not full (outbox.RelayConfig.Linger): default 10ms,
+	// at most 100ms, negative off. Answers never wait for it.
+	RelayLinger time.Duration `yaml:"relay_linger"`
 	// MinFree is the journal disk's free-space reserve in bytes: below it
 	// new requests are answered 91 journal_full before the issuer is
 	// called, while decided outcomes are still written. Default 64 MiB
@@ -163,8 +167,10 @@ type ReversalsConfig struct {
 // TelemetryConfig turns on OTLP trace export; metrics are always served in
 // Prometheus format at /metrics on the HTTP port.
 type TelemetryConfig struct {
-	OTLPEndpoint string  `yaml:"otlp_endpoint"` // host:port of an OTLP/HTTP collector; empty = off
-	SampleRatio  float64 `yaml:"sample_ratio"`  // default 1
+	OTLPEndpoint string `yaml:"otlp_endpoint"` // host:port of an OTLP/HTTP collector; empty = off
+	// SampleRatio is the share of new traces recorded, 0–1 (telemetry.Config):
+	// default 1 with an OTLP endpoint, 0 without one (ids only, no span data).
+	SampleRatio *float64 `yaml:"sample_ratio"`
 }
 
 // LogConfig is the structured log: format and level (logredact.New).

@@ -221,7 +221,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	g.journal, err = outbox.Open(outbox.Config{
 		Dir: cfg.Events.JournalDir, Source: "/pingate/" + cfg.Instance, MaxDepth: cfg.Events.MaxDepth,
 		MinFree: cfg.Events.MinFree, WriteTimeout: cfg.Events.JournalWriteTimeout, FS: cfg.Events.JournalFS,
-		Relay: outbox.RelayConfig{Brokers: cfg.Events.KafkaBrokers, Topic: cfg.Events.KafkaTopic, WriteTimeout: cfg.Events.WriteTimeout},
+		Relay: outbox.RelayConfig{Brokers: cfg.Events.KafkaBrokers, Topic: cfg.Events.KafkaTopic, WriteTimeout: cfg.Events.WriteTimeout,
+			Linger: cfg.Events.RelayLinger},
 	})
 	if err != nil {
 		return g, err

@@ -81,6 +81,15 @@ type RelayConfig struct {
 	// BatchTimeout is how long the writer waits to fill a partition batch.
 	// Default 2ms.
 	BatchTimeout time.Duration
+	// Linger is how long the relay lets entries gather before it reads a
+	// batch that is not full: from the moment it sees the first entry not
+	// yet sent, it waits until BatchSize entries are waiting or Linger has
+	// passed, so each WriteMessages call (and each produce request the
+	// broker handles) carries more events. It delays only the delivery to
+	// Kafka: an answer still waits for its entry's fsync, never for the
+	// relay. Default 10ms; at most 100ms; negative turns it off (each call
+	// takes what is waiting at once).
+	Linger time.Duration
 	// WriteTimeout and ReadTimeout bound one produce request and one
 	// metadata read. Default 10s each.
 	WriteTimeout, ReadTimeout time.Duration
@@ -106,6 +115,8 @@ const (
 	DefaultBatchSize    = 500
 	DefaultBatchBytes   = 1 << 20
 	DefaultBatchTimeout = 2 * time.Millisecond
+	DefaultLinger       = 10 * time.Millisecond
+	MaxLinger           = 100 * time.Millisecond
 	DefaultIOTimeout    = 10 * time.Second
 	DefaultMaxAttempts  = 3
 	DefaultCallTimeout  = 30 * time.Second
@@ -149,6 +160,7 @@ func (c *Config) Validate() error {
 		r.BatchBytes = DefaultBatchBytes
 	}
 	defd(&r.BatchTimeout, DefaultBatchTimeout)
+	defd(&r.Linger, DefaultLinger)
 	defd(&r.WriteTimeout, DefaultIOTimeout)
 	defd(&r.ReadTimeout, DefaultIOTimeout)
 	def(&r.MaxAttempts, DefaultMaxAttempts)
@@ -191,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if r.BatchTimeout < 0 || r.BatchTimeout > time.Second {
 		bad("relay batch_timeout %v must be in 0..1s", r.BatchTimeout)
+	}
+	if r.Linger > MaxLinger {
+		bad("relay linger %v must be at most %v", r.Linger, MaxLinger)
 	}
 	if r.WriteTimeout < 0 || r.ReadTimeout < 0 {
 		bad("relay write_timeout %v and read_timeout %v must be positive", r.WriteTimeout, r.ReadTimeout)

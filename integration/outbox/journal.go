@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,27 +61,11 @@ func entryKey(seq uint64) []byte {
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// record is the stored value of an entry: the exact record to send, so a
-// re-send after a crash is byte-for-byte the first one, and when it was
-// appended (for the relay lag).
-type record struct {
-	Appended int64          `json:"appended"` // Unix nanoseconds
-	Message  events.Message `json:"message"`
-}
-
 // Entry is one journal entry.
 type Entry struct {
 	Seq      uint64
 	Appended time.Time
 	Message  events.Message
-}
-
-func decodeEntry(seq uint64, v []byte) (Entry, error) {
-	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return Entry{}, fmt.Errorf("journal entry %d: undecodable value", seq)
-	}
-	return Entry{Seq: seq, Appended: time.Unix(0, r.Appended), Message: r.Message}, nil
 }
 
 // Journal is the durable outbox: an append-only log of outcome events in a
@@ -417,10 +400,7 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 		j.m.appended(ctx, "invalid")
 		return fmt.Errorf("journal event: %w", err)
 	}
-	v, err := json.Marshal(record{Appended: time.Now().UnixNano(), Message: m})
-	if err != nil {
-		return fmt.Errorf("journal event: %w", err)
-	}
+	v := appendRecord(make([]byte, 0, recordSize(m)), time.Now().UnixNano(), m)
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()

@@ -397,7 +397,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("Validate(minimal) = %v", err)
 	}
 	if c.MaxDepth != DefaultMaxDepth || c.Retain != DefaultRetain || c.Relay.BatchSize != DefaultBatchSize ||
-		c.Relay.CallTimeout != DefaultCallTimeout || !c.JournalOnly() {
+		c.Relay.CallTimeout != DefaultCallTimeout || c.Relay.Linger != DefaultLinger || !c.JournalOnly() {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	tests := []struct {
@@ -413,6 +413,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no topic", func(c *Config) { c.Relay.Brokers = []string{"k:9092"} }, "topic"},
 		{"call timeout too short", func(c *Config) { c.Relay.CallTimeout = time.Second }, "call_timeout"},
 		{"backoff reversed", func(c *Config) { c.Relay.BackoffMin, c.Relay.BackoffMax = time.Second, time.Millisecond }, "backoff"},
+		{"linger too long", func(c *Config) { c.Relay.Linger = time.Second }, "linger 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -126,6 +126,11 @@ func (r *Relay) loop(ctx context.Context) {
 			}
 			continue
 		}
+		if !stopping && r.retry == nil {
+			if r.linger(ctx) {
+				stopping = true
+			}
+		}
 		err := r.sendBatch(ctx)
 		if err == nil {
 			backoff = r.cfg.BackoffMin
@@ -149,6 +154,30 @@ func (r *Relay) loop(ctx context.Context) {
 			return
 		}
 		backoff = min(2*backoff, r.cfg.BackoffMax)
+	}
+}
+
+// linger waits cfg.Linger before a batch that is not full yet, so that a
+// call carries the entries of those milliseconds rather than the one or two
+// appended since the last call. It does not listen to the journal's wake-ups
+// meanwhile (a wake-up per append would cost a goroutine switch per event);
+// a batch that is full when the relay looks is sent at once. It reports
+// whether the relay was asked to stop meanwhile: the final drain does not
+// linger.
+func (r *Relay) linger(ctx context.Context) (stopping bool) {
+	j := r.j
+	if r.cfg.Linger <= 0 || j.last.Load()-min(j.relayed.Load(), j.last.Load()) >= uint64(r.cfg.BatchSize) {
+		return false
+	}
+	t := time.NewTimer(r.cfg.Linger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false
+	case <-r.draining:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -27,23 +27,41 @@ import (
 type Config struct {
 	// ServiceInstance names this gateway instance (service.instance.id).
 	ServiceInstance string
-	// OTLPEndpoint is host:port of an OTLP/HTTP trace collector; empty: spans
-	// are created (their trace ids reach logs and events) but not exported.
+	// OTLPEndpoint is host:port of an OTLP/HTTP trace collector; empty: no
+	// span is exported.
 	OTLPEndpoint string
 	// OTLPInsecure sends OTLP without TLS (a collector on loopback).
 	OTLPInsecure bool
-	// SampleRatio of new traces to sample, 0–1 (default 1).
-	SampleRatio float64
+	// SampleRatio is the share of new traces sampled (recorded and
+	// exported), 0–1; a trace an upstream caller sampled is sampled too.
+	// nil means 1 when a span exporter is configured (OTLPEndpoint or
+	// SpanExporter) and 0 when none is: with nothing to export them to,
+	// recording spans costs CPU on every request for nothing. An unsampled
+	// request still gets a trace id and span ids (non-recording spans), so
+	// its trace id reaches the logs, the events and the traceparent it sends
+	// on; only the span data is not kept.
+	SampleRatio *float64
 	// SpanExporter, if set, receives spans too (tests use an in-memory one).
 	SpanExporter sdktrace.SpanExporter
 }
 
 // Validate names bad values.
 func (c Config) Validate() error {
-	if c.SampleRatio < 0 || c.SampleRatio > 1 {
-		return fmt.Errorf("telemetry.sample_ratio %v: want 0–1", c.SampleRatio)
+	if r := c.SampleRatio; r != nil && (*r < 0 || *r > 1) {
+		return fmt.Errorf("telemetry.sample_ratio %v: want 0–1", *r)
 	}
 	return nil
+}
+
+// Ratio is the share of new traces sampled: SampleRatio, or its default.
+func (c Config) Ratio() float64 {
+	switch {
+	case c.SampleRatio != nil:
+		return *c.SampleRatio
+	case c.OTLPEndpoint != "" || c.SpanExporter != nil:
+		return 1
+	}
+	return 0
 }
 
 // Telemetry is the installed SDK.
@@ -58,10 +76,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ratio := cfg.SampleRatio
-	if ratio == 0 {
-		ratio = 1
-	}
+	ratio := cfg.Ratio()
 	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
 		semconv.ServiceName("pingate"), semconv.ServiceInstanceID(cfg.ServiceInstance)))
 	if err != nil {
