@@ -153,7 +153,11 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	}
 	if sub == "list" {
 		for _, k := range keys.List() {
-			fmt.Fprintf(stdout, "%s v%d %s %s kcv=%s\n", k.ID, k.Version, k.Usage, k.Algorithm, k.KCV)
+			blk := ""
+			if h, ok := k.BlockHeader(); ok { // under a key-block LMK: what the HSM enforces
+				blk = fmt.Sprintf(" key-block usage=%s mode=%c exportability=%c lmk=%s", h.KeyUsage, h.ModeOfUse, h.Exportability, h.LMKID)
+			}
+			fmt.Fprintf(stdout, "%s v%d %s %s kcv=%s%s\n", k.ID, k.Version, k.Usage, k.Algorithm, k.KCV, blk)
 		}
 		return nil
 	}

@@ -42,6 +42,11 @@ type PayShieldConfig struct {
 	// KeyFile is a JSON array of keys under the HSMs' LMK (id, version,
 	// usage, algorithm, length, token, kcv): no clear key, ever.
 	KeyFile string `yaml:"key_file"`
+	// KeyBlockLMK says the HSMs run a key-block LMK (keys are Thales key
+	// blocks, scheme S); LMKID, when set, names the LMK in each command
+	// (2 digits, e.g. "01").
+	KeyBlockLMK bool   `yaml:"key_block_lmk"`
+	LMKID       string `yaml:"lmk_id"`
 }
 
 // Client is the payshield.Config of these HSMs, with their TLS files read.
@@ -49,6 +54,7 @@ func (c PayShieldConfig) Client(log *slog.Logger) (payshield.Config, error) {
 	pc := payshield.Config{
 		Hosts: c.Hosts, HeaderLen: c.HeaderLen, NoHeader: c.NoHeader, Connections: c.Connections,
 		Timeout: c.Timeout, HealthInterval: c.HealthInterval, Logger: log,
+		KeyBlockLMK: c.KeyBlockLMK, LMKID: c.LMKID,
 	}
 	if t := c.TLS; t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
@@ -85,7 +91,7 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 		return
 	}
 	p := c.PayShield
-	pc := payshield.Config{Hosts: p.Hosts, HeaderLen: p.HeaderLen, NoHeader: p.NoHeader, Connections: p.Connections, Timeout: p.Timeout}
+	pc := payshield.Config{Hosts: p.Hosts, HeaderLen: p.HeaderLen, NoHeader: p.NoHeader, Connections: p.Connections, Timeout: p.Timeout, LMKID: p.LMKID}
 	if err := pc.Validate(); err != nil {
 		bad("security.payshield: %v", err)
 	}
@@ -104,8 +110,9 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 }
 
 // PayShieldKeys loads the module's keys: the key file, and with dev_keys the
-// TDES development keys under the public test LMK of pingate-dev hsm-sim (the
-// AES ones have no place on a variant-LMK payShield and are left out).
+// TDES development keys under the public test LMK of pingate-dev hsm-sim —
+// the test variant LMK, or with key_block_lmk the test key-block LMK (the
+// AES ones are left out: the module refuses AES keys).
 func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) {
 	grace := c.RotationGrace
 	keys := payshield.NewKeys(grace)
@@ -125,7 +132,17 @@ func PayShieldKeys(c SecurityConfig, log *slog.Logger) (*payshield.Keys, error) 
 				k.Zeroize()
 				continue
 			}
-			tok, err := hsmsim.EncipherUnderTestLMK(typ, devKeyBytes(id))
+			var tok string
+			if c.PayShield.KeyBlockLMK {
+				// The key usage and mode of use payshield gives new keys.
+				kb := map[pinblock.Usage]struct {
+					usage string
+					mode  byte
+				}{pinblock.UsageZPK: {"P0", 'B'}, pinblock.UsageZMK: {"K0", 'B'}, pinblock.UsagePVK: {"V2", 'C'}}[k.Usage()]
+				tok, err = hsmsim.WrapUnderTestKeyBlockLMK(kb.usage, kb.mode, devKeyBytes(id))
+			} else {
+				tok, err = hsmsim.EncipherUnderTestLMK(typ, devKeyBytes(id))
+			}
 			if err != nil {
 				return nil, err
 			}

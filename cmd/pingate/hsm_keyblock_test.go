@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"pingate/integration/gateway"
+	"pingate/integration/gateway/gatewaytest"
+	"pingate/integration/issuersim"
+	"pingate/integration/loadgen"
+	"pingate/integration/payshield"
+	"pingate/iso8583"
+	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
+	"pingate/pinblock/keystore"
+)
+
+// TestServeKeyBlockLMK runs the binaries: `pingate-dev hsm-sim --key-block`
+// (the published test key-block LMK), `pingate hsm-key` ceremonies against
+// it with security.payshield.key_block_lmk (A0 with the key-block fields,
+// also under a ZMK; A6 import; BU; list showing each key block's usage and
+// mode of use; custody records), and `pingate serve` with security.module
+// payshield on the development keys as key blocks: ATM PIN changes through
+// CC under key blocks are approved by the issuer, a wrong current PIN is 55,
+// and the HSM's CC commands show on /metrics.
+func TestServeKeyBlockLMK(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	hsm := opsStart(t, "hsm-sim", "--addr", "127.0.0.1:0", "--key-block")
+	hsmAddr := hsm.firstLine(t)
+	dir := t.TempDir()
+
+	// Key ceremonies through the HSM.
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+	cerCfg := filepath.Join(dir, "ceremony.yaml")
+	if err := os.WriteFile(cerCfg, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n    key_block_lmk: true\n    lmk_id: \"01\"\n", custody, hsmAddr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hk := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"hsm-key", args[0], "--config", cerCfg}, args[1:]...), &out, &errOut); code != 0 {
+			t.Fatalf("hsm-key %v exited %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "custodian-1", "--why", "ceremony")
+	out := hk("generate", "--id", "zpk-b", "--usage", "ZPK", "--export-under", "zmk-a", "--who", "custodian-1", "--why", "new zone key")
+	var under, kcv string
+	for _, l := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(l, "key under zmk-a: "); ok {
+			under = s
+		}
+		if i := strings.Index(l, "kcv="); i >= 0 && strings.HasPrefix(l, "zpk-b") {
+			kcv = l[i+4:]
+		}
+	}
+	if under == "" || len(kcv) != 6 {
+		t.Fatalf("generate --export-under printed %q", out)
+	}
+	if got := hk("kcv", "--id", "zpk-b"); !strings.Contains(got, "the HSM agrees") {
+		t.Fatalf("kcv = %q", got)
+	}
+	hk("import", "--id", "zpk-c", "--usage", "ZPK", "--zmk", "zmk-a", "--key-under-zmk", under, "--kcv", kcv, "--who", "custodian-2", "--why", "partner key")
+	list := hk("list")
+	for _, want := range []string{
+		"zmk-a v1 ZMK tdes kcv=", "key-block usage=K0 mode=B exportability=E lmk=01",
+		"zpk-c v1 ZPK tdes kcv=" + kcv + " key-block usage=P0 mode=B exportability=E lmk=01",
+	} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list = %q, want %q", list, want)
+		}
+	}
+	var held []payshield.Key
+	if err := json.Unmarshal([]byte(mustRead(t, keyFile)), &held); err != nil || len(held) != 3 {
+		t.Fatalf("key file: %d keys, %v; want 3", len(held), err)
+	}
+	for _, k := range held {
+		if _, ok := k.BlockHeader(); !ok {
+			t.Errorf("key file holds %s as %.1s…, want a key block (S)", k.ID, k.Token)
+		}
+	}
+	if head, err := keystore.VerifyCustodyLog(custody); err != nil || head.Seq != 3 {
+		t.Errorf("custody log: %d records, %v; want 3", head.Seq, err)
+	}
+
+	// pingate serve on the development keys as key blocks.
+	atmZPK, err := devkeys.Key(devkeys.ATMZPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 100}
+	_, issAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, KeyIndexZPKs: map[int]pinblock.Key{3: atmZPK}})
+	cfgPath := filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`instance: keyblock
+acquirer_listener: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+admin: {addr: "127.0.0.1:0"}
+security:
+  module: payshield
+  dev_keys: true
+  payshield: {hosts: [%q], key_block_lmk: true, lmk_id: "01", health_interval: 1s}
+routing:
+  institution: "999001"
+  acquirers:
+    - {id: "100001", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, zmk: dev-atm-zmk, formats: [0, 3]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: [%q], pin_format: 3, key: dev-atm-zpk, key_index: 3}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+    - {prefix: "62284813", issuer: ssbank}
+    - {prefix: "621700", issuer: ssbank}
+limits: {backend: memory}
+events: {journal_dir: %q}
+reversals: {dir: %q}
+log: {format: json, level: info}
+branch: {enabled: false}
+`, hsmAddr, issAddr, filepath.Join(dir, "journal"), filepath.Join(dir, "reversals"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := opsStart(t, "serve", "--config", cfgPath)
+	acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+	ctx := context.Background()
+	c, err := loadgen.Dial(ctx, acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, b := pop.Card(0), pop.Card(1)
+	for _, st := range []struct {
+		what string
+		op   loadgen.Op
+		want string
+	}{
+		{"change PIN", opsChange(pop, 0, "4826"), iso8583.RCApproved},
+		{"change the changed PIN", loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "KB000002", Proc: iso8583.ProcPINChange, PAN: a.PAN, OldPIN: "4826", NewPIN: "5937", Format: pinblock.Format3, KeyID: devkeys.ATMZPK}, iso8583.RCApproved},
+		{"wrong current PIN", loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "KB000003", Proc: iso8583.ProcPINChange, PAN: b.PAN, OldPIN: wrongPIN(b.PIN), NewPIN: "5931", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}, "55"},
+	} {
+		code, err := opsDo(ctx, c, st.op)
+		if err != nil {
+			t.Fatalf("%s: %v", st.what, err)
+		}
+		if code != st.want {
+			t.Errorf("%s: answered %s, want %s\n%s", st.what, code, st.want, opsTail(gw.stderr.String(), 2000))
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !hasSample(scrape(t, httpAddr, "pingate_hsm_command_duration_seconds_count"), "", `command="CC"`, `hsm="`+hsmAddr+`"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("no CC commands of the HSM on /metrics")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// wrongPIN is a 4-digit PIN other than pin.
+func wrongPIN(pin string) string {
+	if pin == "0007" {
+		return "0008"
+	}
+	return "0007"
+}
