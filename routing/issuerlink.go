@@ -213,6 +213,10 @@ func (l *IssuerLinks) Shutdown(ctx context.Context) error {
 	go func() { l.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		// A discharged reversal whose delete failed (a storage fault since
+		// healed) would be sent by the next start, reversing a change that
+		// is recorded and was answered 00: one more try before stopping.
+		l.deleteDischarged(ctx)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -353,9 +357,10 @@ func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
 
 // Discharge implements Discharger: req's outcome is recorded, its reversal
 // owed ahead is deleted. If the delete fails the advice stays held (this
-// process never sends it) and the reversal worker retries the delete; a
-// restart before that sends it, and the acknowledged reversal is recorded as
-// an event, so the record stays complete.
+// process never sends it) and the reversal worker retries the delete, as
+// Shutdown does once more; a crash before that leaves it to the next start,
+// which sends it, and the acknowledged reversal is recorded as an event, so
+// the record stays complete.
 func (l *IssuerLinks) Discharge(ctx context.Context, req *IssuerRequest) {
 	if req.sent == nil {
 		return

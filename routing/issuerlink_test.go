@@ -656,6 +656,41 @@ func TestLinksDischargeRetriesAFailedDelete(t *testing.T) {
 	}
 }
 
+// TestLinksShutdownDeletesDischarged: a discharged reversal whose delete
+// failed and whose store has healed since is deleted by Shutdown, not left
+// for the next start to send (which would reverse an approval answered 00).
+func TestLinksShutdownDeletesDischarged(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	req := unblockRequest("T0000001")
+	if code, err := l.Send(context.Background(), "ssbank", req); err != nil || code != iso8583.RCApproved {
+		t.Fatalf("Send() = %q, %v, want 00", code, err)
+	}
+	rev := rig.putFor(t, host.waitMsg(t, 1, iso8583.MTIAuthRequest, "").STAN)
+	rig.store.mu.Lock()
+	rig.store.deleteErrs = 1
+	rig.store.mu.Unlock()
+	l.Discharge(context.Background(), req)
+	rig.log.waitLine(t, 1, "discharged reversal not deleted")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+	p, err := rig.store.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p {
+		if r.ID == rev.ID {
+			t.Fatalf("after Shutdown the store still owes the discharged reversal %s", rev.ID)
+		}
+	}
+}
+
 // TestLinksReverse: Reverse releases a held reversal (recorded once
 // acknowledged: the flow could not record the outcome), owes a new one for
 // a discharged approval (not recorded: the flow records the acquirer's
