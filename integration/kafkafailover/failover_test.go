@@ -289,12 +289,22 @@ func checkTopic(t *testing.T, cl *kgo.Client, topic string) {
 	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeTopic, topic
 	res.ConfigNames = []string{"min.insync.replicas"}
 	req.Resources = append(req.Resources, res)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil || len(resp.Resources) != 1 || len(resp.Resources[0].Configs) != 1 {
-		t.Fatalf("describe configs of %s: %v %+v", topic, err, resp)
-	}
-	if v := resp.Resources[0].Configs[0].Value; v == nil || *v != "2" {
-		t.Fatalf("topic %s min.insync.replicas = %v, want 2", topic, v)
+	for {
+		// Unknown topic (3) from a broker that has not yet read the topic's
+		// creation from the metadata log: ask again.
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil && len(resp.Resources) == 1 && resp.Resources[0].ErrorCode == 0 {
+			cs := resp.Resources[0].Configs
+			if len(cs) != 1 || cs[0].Value == nil || *cs[0].Value != "2" {
+				t.Fatalf("topic %s configs %+v, want min.insync.replicas 2", topic, cs)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("describe configs of %s: %v %+v", topic, err, resp)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
