@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,10 +19,12 @@ import (
 	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
 	"pingate/integration/payshield"
+	"pingate/integration/payshield/hsmsim"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/pinblock/devkeys"
 	"pingate/pinblock/keystore"
+	"pingate/routing"
 )
 
 // TestServeKeyBlockLMK runs the binaries: `pingate-dev hsm-sim --key-block`
@@ -169,4 +173,80 @@ func wrongPIN(pin string) string {
 		return "0008"
 	}
 	return "0007"
+}
+
+// TestPayShieldKeyBlockOnlineKeyChange: on a key-block LMK an acquirer's
+// 0800/161 (legacy form: key under the ZMK, KCV) goes to the HSM as A6 with
+// the key-block fields; the module takes version 2 as a P0 key block and a
+// PIN change under it is approved; a wrong KCV changes nothing.
+func TestPayShieldKeyBlockOnlineKeyChange(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := hsmsim.New(hsmsim.Config{HeaderLen: 4, KeyBlock: true})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ln) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	// The issuer's key apart from the acquirer's, which the change rotates:
+	// the issuer simulator's ZPK (dev-atm-zpk's value) in a key file, beside
+	// the development keys.
+	tok, err := hsmsim.WrapUnderTestKeyBlockLMK("P0", 'B', mustHexBytes(t, "0123456789ABCDEFFEDCBA9876543210"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issKey, _ := devkeys.Key(devkeys.ATMZPK)
+	b, _ := json.Marshal([]payshield.Key{{ID: "iss-zpk", Version: 1, Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: issKey.KCV()}})
+	keyFile := filepath.Join(t.TempDir(), "hsm-keys.json")
+	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startTestGateway(t, func(c *gateway.Config) {
+		c.UsePayShieldSim(ln.Addr().String())
+		c.Security.PayShield.KeyBlockLMK, c.Security.PayShield.KeyFile = true, keyFile
+		c.Routing.Issuers[0].Key = "iss-zpk"
+		acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+		acqs[0].ZMK, acqs[0].LegacyKeyChange = devkeys.ATMZMK, true
+		c.Routing.Acquirers = acqs
+	})
+	if err := waitReady(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	zmkClear := mustHexBytes(t, "89E88CF7931444F334BD7547FC3F380C") // dev-atm-zmk's published value (docs/dev-keys.md)
+	newClear := oddParity([]byte{0x3D, 0x5F, 0x71, 0x93, 0xB5, 0xD7, 0xF9, 0x1B, 0x2A, 0x4C, 0x6E, 0x80, 0xA2, 0xC4, 0xE6, 0x08})
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, c := atmSession(t, g)
+	change := func(kcv string) *iso8583.Fields {
+		t.Helper()
+		de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: kcv}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
+			SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	if ans := change("000000"); ans.ResponseCode == iso8583.RCApproved {
+		t.Fatal("key change with a wrong KCV approved")
+	}
+	if ans := change(v2.KCV()); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change through A6 answered %s, want 00", ans.ResponseCode)
+	}
+	k, err := payShieldKeys(g).Lookup(pinblock.KeyRef{ID: devkeys.ATMZPK})
+	if err != nil || k.Version != 2 || k.KCV != v2.KCV() {
+		t.Fatalf("after the key change the module holds %v, %v; want version 2 with KCV %s", k, err, v2.KCV())
+	}
+	if h, ok := k.BlockHeader(); !ok || h.KeyUsage != "P0" {
+		t.Fatalf("the new key is %+v (key block %v), want a P0 key block", h, ok)
+	}
+	pop := opsPopulation(g.Config().IssuerSim)
+	if ans, err := c.Do(ctx, opsFieldsUnder(t, pop.Card(7310), "KBC07310", v2)); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change under the new key = %v, %v; want 00", ans, err)
+	}
 }
