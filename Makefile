@@ -14,8 +14,10 @@ test:
 image:
 	docker build -f deploy/Dockerfile -t pingate:dev .
 
-# The whole system under load beside a bare moov-io/iso8583 baseline, then the
-# micro-benchmarks; writes BENCHMARKS.md (~11 min; BENCH_SOAK=10m for the full
-# memory soak). Not part of test/CI.
+# The whole system under load beside two bare moov-io/iso8583 baselines (single
+# hop and relay) with every process's CPU per operation, then the
+# micro-benchmarks; writes BENCHMARKS.md (~15 min; BENCH_SOAK=10m for the full
+# memory soak; BENCH_QUICK=1 runs everything once, briefly, to check the
+# script). Not part of test/CI.
 bench:
 	./scripts/bench.sh

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# bench.sh — the whole gateway under load beside a bare moov-io/iso8583
-# baseline measured in the same run, then the micro-benchmarks; writes
+# bench.sh — the whole gateway under load beside two bare moov-io/iso8583
+# baselines measured in the same run (a single hop: client → echo issuer; and
+# a relay: client → relay → echo issuer, each its own process), with the CPU
+# per operation of every process, then the micro-benchmarks; writes
 # BENCHMARKS.md (scripts/benchreport renders it from the raw results).
 #
-#   ./scripts/bench.sh            (make bench) about 13 minutes
+#   ./scripts/bench.sh                 (make bench) about 15 minutes
+#   BENCH_QUICK=1 ./scripts/bench.sh   every measurement once, briefly (~4 min):
+#                                      checks the script end to end; figures not for publishing
 #
 # Environment (defaults in brackets):
+#   BENCH_QUICK      1: runs 1, duration 2s, warm-up 0.5s, soak 15s, micro-benchmarks once [0]
 #   BENCH_RUNS       runs of each end-to-end measurement; medians are reported [3]
-#   BENCH_DURATION   measured time of one run, after a 1 s warm-up [12s]
+#   BENCH_DURATION   measured time of one run, after the warm-up [10s]
+#   BENCH_WARMUP     warm-up of each run, not measured [1s]
 #   BENCH_CONC       load concurrency, connections per acquirer × in flight [4x8]
 #   BENCH_SOAK       the memory soak (closed loop at peak) [2m]; BENCH_SOAK=10m for the full one
 #   BENCH_MICRO      0 skips the micro-benchmarks [1]
@@ -21,9 +27,16 @@
 # single-node Kafka broker (scripts/services.sh), the issuer simulator as its
 # own process (`pingate-dev issuer-sim`; the gateway's in-process simulator when
 # that command is missing), the gateway (`pingate serve --redis --kafka`), the
-# baseline echo server (`pingate-dev bench-baseline --listen`), and the load
+# baseline echo server (`pingate-dev bench-baseline --listen`), the bare relay
+# in front of it (`pingate-dev bench-baseline --listen --relay`), and the load
 # clients (`pingate-dev load`, `pingate-dev bench-baseline`). Every gateway run uses
 # cards no earlier run touched (--card-offset), so each knows every PIN.
+#
+# CPU per operation: every load and baseline run is given the pids of the
+# processes it exercises (--cpu NAME=PID,…) and reports, from /proc/PID/stat
+# over its measured time, each one's user + system CPU divided by the answered
+# requests (the load client's own too); benchreport takes the medians over
+# the peak runs.
 #
 # Limits: the gateway runs on a config written here that raises the acquirer
 # (1e6/s) and card (1e6 operations a day) limits and keeps the terminal
@@ -33,10 +46,25 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-RUNS="${BENCH_RUNS:-3}"
-DUR="${BENCH_DURATION:-12s}"
+QUICK="${BENCH_QUICK:-0}"
+if [ "$QUICK" = 1 ]; then
+  RUNS="${BENCH_RUNS:-1}"
+  DUR="${BENCH_DURATION:-2s}"
+  WARMUP="${BENCH_WARMUP:-0.5s}"
+  SOAK="${BENCH_SOAK:-15s}"
+  MICRO_COUNT=1
+  MICRO_TIME=0.05s
+  SOAK_EVERY=1
+else
+  RUNS="${BENCH_RUNS:-3}"
+  DUR="${BENCH_DURATION:-10s}"
+  WARMUP="${BENCH_WARMUP:-1s}"
+  SOAK="${BENCH_SOAK:-2m}"
+  MICRO_COUNT=5
+  MICRO_TIME=""
+  SOAK_EVERY=5
+fi
 CONC="${BENCH_CONC:-4x8}"
-SOAK="${BENCH_SOAK:-2m}"
 MICRO="${BENCH_MICRO:-1}"
 RANGES="${BENCH_RANGES:-7 100000 1000000}"
 # The gateway remembers every request's outcome for the duplicate window
@@ -87,9 +115,10 @@ snapshot() {
   } >>"$RES/activity.txt"
 }
 
-# wait_line FILE PATTERN: wait up to 30 s for a line matching PATTERN.
+# wait_line FILE PATTERN [SECONDS]: wait up to SECONDS (30) for a line
+# matching PATTERN.
 wait_line() {
-  for _ in $(seq 300); do
+  for _ in $(seq "$((${3:-30} * 10))"); do
     if grep -qE "$2" "$1" 2>/dev/null; then grep -m1 -E "$2" "$1"; return 0; fi
     sleep 0.1
   done
@@ -133,6 +162,7 @@ if "$PGDEV" help | grep -q '^  issuer-sim '; then
   SIM_PROC=1
   "$PGDEV" issuer-sim --addr 127.0.0.1:0 --seed 1 --per-bin "$PER_BIN" >"$WORK/sim.out" 2>"$WORK/sim.err" &
   PIDS+=($!)
+  SIM_PID=$!
   SIM_ADDR="$(wait_line "$WORK/sim.out" '^[0-9.]+:[0-9]+$')"
   log "issuer simulator (own process) on $SIM_ADDR"
 else
@@ -140,6 +170,14 @@ else
 fi
 echo "sim_process=$SIM_PROC" >>"$RES/machine.txt"
 echo "dup_window=$DUP_WINDOW" >>"$RES/machine.txt"
+echo "quick=$QUICK" >>"$RES/machine.txt"
+echo "duration=$DUR" >>"$RES/machine.txt"
+echo "runs=$RUNS" >>"$RES/machine.txt"
+echo "micro_count=$MICRO_COUNT" >>"$RES/machine.txt"
+echo "soak_every=$SOAK_EVERY" >>"$RES/machine.txt"
+# The support processes whose CPU every gateway run reports.
+SUPPORT_CPU="redis=$(cat "$SVCROOT/.services/redis.pid"),kafka=$(cat "$SVCROOT/.services/kafka.pid")"
+[ "$SIM_PROC" = 1 ] && SUPPORT_CPU="sim=$SIM_PID,$SUPPORT_CPU"
 
 # gateway_config FILE EXTRA_ROUTES: the bench config with EXTRA_ROUTES filler
 # card ranges (prefixes starting with 4, not overlapping the simulator's).
@@ -244,7 +282,7 @@ serve() {
   SERVED_PID=$!
   PIDS+=("$SERVED_PID")
   local line
-  line="$(wait_line "$WORK/gw-$1.out" '^pingate serving')"
+  line="$(wait_line "$WORK/gw-$1.out" '^pingate serving' 180)"
   SERVED_ADDR="$(sed -E 's/.*acquirer ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
   local http
   http="$(sed -E 's/.*http ([0-9.]+:[0-9]+).*/\1/' <<<"$line")"
@@ -269,8 +307,14 @@ stop_gateway() {
 
 "$PGDEV" bench-baseline --listen 127.0.0.1:0 >"$WORK/echo.out" 2>"$WORK/echo.err" &
 PIDS+=($!)
+ECHO_PID=$!
 ECHO_ADDR="$(wait_line "$WORK/echo.out" '^echo server on' | awk '{print $4}')"
 log "baseline echo server on $ECHO_ADDR"
+"$PGDEV" bench-baseline --listen 127.0.0.1:0 --relay "$ECHO_ADDR" >"$WORK/relay.out" 2>"$WORK/relay.err" &
+PIDS+=($!)
+RELAY_PID=$!
+RELAY_ADDR="$(wait_line "$WORK/relay.out" '^relay on' | awk '{print $3}')"
+log "baseline relay on $RELAY_ADDR (to the echo server)"
 
 OFFSET=0
 # gw_load FILE CARDS ARGS...: one gateway run on fresh cards, JSON appended
@@ -279,25 +323,36 @@ gw_load() {
   local file="$1" cards="$2"
   shift 2
   "$PGDEV" load --target "${LOAD_TARGET:-$GW_ADDR}" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
-    --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
+    --duration "$DUR" --warmup "$WARMUP" --json --quiet --cpu "gateway=${LOAD_GW_PID:-$GW_PID},$SUPPORT_CPU" "$@" >>"$RES/$file.jsonl"
   OFFSET=$((OFFSET + cards))
 }
+# base_load FILE ARGS...: one single-hop baseline run (client → echo).
 base_load() {
   local file="$1"
   shift
-  "$PGDEV" bench-baseline --target "$ECHO_ADDR" --duration "$DUR" --json --quiet "$@" >>"$RES/$file.jsonl"
+  "$PGDEV" bench-baseline --target "$ECHO_ADDR" --duration "$DUR" --warmup "$WARMUP" --json --quiet \
+    --cpu "echo=$ECHO_PID" "$@" >>"$RES/$file.jsonl"
 }
+# relay_load FILE ARGS...: one relay baseline run (client → relay → echo).
+relay_load() {
+  local file="$1"
+  shift
+  "$PGDEV" bench-baseline --target "$RELAY_ADDR" --duration "$DUR" --warmup "$WARMUP" --json --quiet \
+    --cpu "relay=$RELAY_PID,echo=$ECHO_PID" "$@" >>"$RES/$file.jsonl"
+}
+tps_of() { grep -o '"tps":[0-9.]*' "$RES/$1.jsonl" | tail -1 | cut -d: -f2; }
 
 start_gateway 0
 snapshot "gateway started"
 
-log "peak: closed loop at $CONC, $RUNS runs each, baseline and gateway alternating"
+log "peak: closed loop at $CONC, $RUNS runs each, single hop, gateway and relay alternating"
 for i in $(seq "$RUNS"); do
   base_load baseline-peak --concurrency "$CONC"
   gw_load gateway-peak 100000 --concurrency "$CONC"
-  base_load baseline-c1 --concurrency 1
-  log "  run $i: baseline $(grep -o '"tps":[0-9.]*' "$RES/baseline-peak.jsonl" | tail -1), gateway $(grep -o '"tps":[0-9.]*' "$RES/gateway-peak.jsonl" | tail -1)"
+  relay_load relay-peak --concurrency "$CONC"
+  log "  run $i: single hop $(tps_of baseline-peak), gateway $(tps_of gateway-peak), relay $(tps_of relay-peak) req/s"
 done
+base_load baseline-c1 --concurrency 1
 PEAK="$(grep -o '"tps":[0-9.]*' "$RES/gateway-peak.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
 RATE70="$(awk -v p="$PEAK" 'BEGIN {printf "%d", p * 0.7}')"
 echo "rate70=$RATE70" >>"$RES/machine.txt"
@@ -305,6 +360,7 @@ log "latency at 70 % of the gateway's median peak ($PEAK/s): open loop at $RATE7
 for i in $(seq "$RUNS"); do
   gw_load gateway-70 100000 --concurrency 4x64 --rate "$RATE70"
   base_load baseline-70 --concurrency 4x64 --rate "$RATE70"
+  relay_load relay-70 --concurrency 4x64 --rate "$RATE70"
 done
 snapshot "after peak and 70 %"
 
@@ -325,8 +381,8 @@ if [ "$HSM" != 0 ]; then
   echo "hsm_conns=$HSM_CONNS" >>"$RES/machine.txt"
   for i in $(seq "$RUNS"); do
     gw_load hsm-software 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
-    LOAD_TARGET="$SERVED_ADDR" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
-    log "  run $i: software $(grep -o '"tps":[0-9.]*' "$RES/hsm-software.jsonl" | tail -1), payshield $(grep -o '"tps":[0-9.]*' "$RES/hsm-payshield.jsonl" | tail -1)"
+    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
+    log "  run $i: software $(tps_of hsm-software), payshield $(tps_of hsm-payshield) req/s"
   done
   kill "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
   wait "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
@@ -338,16 +394,16 @@ for cards in 1000 100000 1000000; do
   for i in $(seq "$RUNS"); do gw_load "cards-$cards" "$cards" --concurrency "$CONC"; done
 done
 
-log "soak: $SOAK closed loop at $CONC, gateway memory sampled every 5 s"
+log "soak: $SOAK closed loop at $CONC, gateway memory sampled every $SOAK_EVERY s"
 "$PGDEV" load --target "$GW_ADDR" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards 100000 \
-  --duration "$SOAK" --json --quiet --concurrency "$CONC" >"$RES/soak.jsonl" &
+  --duration "$SOAK" --warmup "$WARMUP" --json --quiet --concurrency "$CONC" --cpu "gateway=$GW_PID,$SUPPORT_CPU" >"$RES/soak.jsonl" &
 SOAK_PID=$!
 OFFSET=$((OFFSET + 100000))
 t0=$(date +%s)
 while kill -0 "$SOAK_PID" 2>/dev/null; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status" 2>/dev/null || echo 0)
   echo "$(($(date +%s) - t0)) $rss" >>"$RES/soak-rss.txt"
-  sleep 5
+  sleep "$SOAK_EVERY"
 done
 wait "$SOAK_PID"
 snapshot "after soak"
@@ -365,7 +421,7 @@ if [ "$MICRO" != 0 ]; then
   log "micro-benchmarks"
   micro() {
     local name="$1" pkg="$2" pat="$3" bt="$4"
-    go test -run '^$' -bench "$pat" -benchtime "$bt" -count 5 "$pkg" >"$RES/micro-$name.txt" 2>&1 ||
+    go test -run '^$' -bench "$pat" -benchtime "${MICRO_TIME:-$bt}" -count "$MICRO_COUNT" "$pkg" >"$RES/micro-$name.txt" 2>&1 ||
       log "micro-benchmark $name failed: $(tail -3 "$RES/micro-$name.txt")"
   }
   micro iso8583 ./iso8583/ 'BenchmarkPack|BenchmarkUnpack' 0.3s

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,5 +134,24 @@ func TestBaselineRelayUsage(t *testing.T) {
 		if code != 2 || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("pingate-dev %s: exit %d, stderr %q; want exit 2 and one line", strings.Join(args, " "), code, errOut)
 		}
+	}
+}
+
+// TestCPUProfileFlag: issuer-sim --cpu-profile leaves a pprof profile (a
+// gzip stream) once it stops; an unwritable path is refused before serving.
+func TestCPUProfileFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sim.pprof")
+	_, stop := runSimInProcess(t, "--addr", "127.0.0.1:0", "--cpu-profile", path)
+	if code := stop(); code != 0 {
+		t.Fatalf("issuer-sim exited %d", code)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("profile file: %d bytes, err %v; want a gzip-compressed pprof profile", len(b), err)
+	}
+	var out, errOut bytes.Buffer
+	bad := filepath.Join(t.TempDir(), "missing", "x.pprof")
+	if code := run(context.Background(), []string{"load", "--cpu-profile", bad, "--target", "127.0.0.1:1"}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "--cpu-profile") {
+		t.Errorf("load --cpu-profile into a missing directory: exit %d, %q; want a failure naming --cpu-profile", code, errOut.String())
 	}
 }

@@ -23,17 +23,18 @@ import (
 // connections, and on SIGTERM or SIGINT stops accepting, lets in-flight
 // answers finish (at most --grace) and returns.
 type issuerSimCmd struct {
-	Addr     string        `name:"addr" default:"127.0.0.1:9583" help:"listen address"`
-	Framing  string        `name:"framing" default:"binary2" help:"framing: binary2 or ascii4"`
-	Seed     int64         `name:"seed" default:"1" help:"seed of the card population"`
-	BINs     string        `name:"bins" default:"${devbins}" help:"card ranges, comma-separated"`
-	PerBIN   int           `name:"per-bin" default:"10000" help:"cards per range"`
-	Latency  time.Duration `name:"latency" help:"delay before every answer to a PIN operation"`
-	FailRate float64       `name:"fail-rate" help:"share of PIN operations answered 96 (0–1)"`
-	DropRate float64       `name:"drop-rate" help:"share of PIN operations never answered (0–1)"`
-	Dialect  string        `name:"dialect" placeholder:"FILE" help:"speak the issuer dialect of this spec file (.json, .yaml, .yml; docs/iso8583-issuer.md); default the built-in issuer dialect"`
-	Grace    time.Duration `name:"grace" default:"10s" help:"how long in-flight answers get on SIGTERM"`
-	Verbose  bool          `name:"verbose" short:"v" help:"log to stderr"`
+	Addr        string        `name:"addr" default:"127.0.0.1:9583" help:"listen address"`
+	Framing     string        `name:"framing" default:"binary2" help:"framing: binary2 or ascii4"`
+	Seed        int64         `name:"seed" default:"1" help:"seed of the card population"`
+	BINs        string        `name:"bins" default:"${devbins}" help:"card ranges, comma-separated"`
+	PerBIN      int           `name:"per-bin" default:"10000" help:"cards per range"`
+	Latency     time.Duration `name:"latency" help:"delay before every answer to a PIN operation"`
+	FailRate    float64       `name:"fail-rate" help:"share of PIN operations answered 96 (0–1)"`
+	DropRate    float64       `name:"drop-rate" help:"share of PIN operations never answered (0–1)"`
+	Dialect     string        `name:"dialect" placeholder:"FILE" help:"speak the issuer dialect of this spec file (.json, .yaml, .yml; docs/iso8583-issuer.md); default the built-in issuer dialect"`
+	Grace       time.Duration `name:"grace" default:"10s" help:"how long in-flight answers get on SIGTERM"`
+	Verbose     bool          `name:"verbose" short:"v" help:"log to stderr"`
+	profileFlag `embed:""`
 }
 
 func (*issuerSimCmd) Help() string {
@@ -41,7 +42,12 @@ func (*issuerSimCmd) Help() string {
 }
 
 func (c *issuerSimCmd) Run(env *cli.Env) error {
-	return runIssuerSim(env.Ctx, *c, env.Stdout, env.Stderr)
+	stop, err := c.start()
+	if err != nil {
+		return err
+	}
+	err = runIssuerSim(env.Ctx, *c, env.Stdout, env.Stderr)
+	return errors.Join(err, stop())
 }
 
 func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer) error {

@@ -63,6 +63,7 @@ type loadCmd struct {
 	Terminals    int    `name:"terminals" default:"10000" help:"distinct terminal ids per acquirer, used round-robin"`
 	RandSeed     uint64 `name:"rand-seed" help:"seed of the operation/card choice (0: random)"`
 	SM4Share     int    `name:"sm4-share" default:"20" help:"percent of PIN changes sent by the SM4 ATM network (acquirer ${sm4acquirer}, SM4-0 blocks); 0 sends none"`
+	profileFlag  `embed:""`
 }
 
 func (*loadCmd) Help() string {
@@ -85,7 +86,14 @@ func (c *loadCmd) Run(env *cli.Env) error {
 	if p.Seed = c.RandSeed; p.Seed == 0 {
 		p.Seed = rand.Uint64()
 	}
+	stop, err := c.start()
+	if err != nil {
+		return err
+	}
 	rep, err := loadgen.Run(env.Ctx, p, c.progressTo(env.Stderr))
+	if serr := stop(); err == nil {
+		err = serr
+	}
 	if err != nil {
 		return err
 	}

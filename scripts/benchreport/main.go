@@ -36,6 +36,30 @@ type report struct {
 	Latency   struct {
 		P50, P90, P99, P999, Max float64
 	} `json:"latency_ms"`
+	CPU []cpuUse `json:"cpu"`
+}
+
+// cpuUse is one process's CPU over a run's measured time (loadgen.CPUUse).
+type cpuUse struct {
+	Name  string  `json:"name"`
+	PID   int     `json:"pid"`
+	CPUS  float64 `json:"cpu_s"`
+	PerOp float64 `json:"us_per_op"`
+	Error string  `json:"error"`
+}
+
+// cpuOf is the median over runs of process name's CPU per answered request
+// (µs), and whether any run had it.
+func cpuOf(runs []report, name string) (float64, bool) {
+	var v []float64
+	for _, r := range runs {
+		for _, u := range r.CPU {
+			if u.Name == name && u.Error == "" {
+				v = append(v, u.PerOp)
+			}
+		}
+	}
+	return median(v), len(v) > 0
 }
 
 func main() {
@@ -138,96 +162,168 @@ func render(w io.Writer, dir, notesPath string) error {
 	if m["sim_process"] != "1" {
 		sim = "inside the gateway process (`pingate-dev issuer-sim` was not available)"
 	}
-	fmt.Fprintf(w, "- **Topology**: everything on this one machine, sharing its cores: Redis, a single-node Kafka broker (JVM), the issuer simulator in %s, the gateway (`pingate serve --redis --kafka`), the baseline echo server, and the load clients. Loopback TCP, 2-byte length framing.\n", sim)
-	fmt.Fprintln(w, "- **Figures** are medians over the runs of each measurement (each run 1 s warm-up, then the measured time); the ratio is gateway ÷ baseline from the same `make bench`.")
+	fmt.Fprintf(w, "- **Topology**: everything on this one machine, sharing its cores: Redis, a single-node Kafka broker (JVM), the issuer simulator in %s, the gateway (`pingate serve --redis --kafka`), the baselines' echo server and relay, and the load clients. Loopback TCP, 2-byte length framing.\n", sim)
+	fmt.Fprintf(w, "- **Figures** are medians over the %s runs of each measurement (each a warm-up, then %s measured); every ratio is gateway ÷ a baseline from the same `make bench`.\n", m["runs"], m["duration"])
 	fmt.Fprintln(w)
+	if m["quick"] == "1" {
+		fmt.Fprintln(w, "> **Quick mode** (`BENCH_QUICK=1`): every measurement ran once and briefly, to check the script end to end. These figures are not for publishing; `make bench` on a quiet machine writes those.")
+		fmt.Fprintln(w)
+	}
 
-	gp, bp, b1 := readRuns(dir, "gateway-peak"), readRuns(dir, "baseline-peak"), readRuns(dir, "baseline-c1")
-	g70, b70 := readRuns(dir, "gateway-70"), readRuns(dir, "baseline-70")
-	fmt.Fprintln(w, "## End to end: the gateway beside a bare moov-io/iso8583 round trip")
+	gp, bp, rp, b1 := readRuns(dir, "gateway-peak"), readRuns(dir, "baseline-peak"), readRuns(dir, "relay-peak"), readRuns(dir, "baseline-c1")
+	g70, b70, r70 := readRuns(dir, "gateway-70"), readRuns(dir, "baseline-70"), readRuns(dir, "relay-70")
+	fmt.Fprintln(w, "## End to end: the gateway beside two bare moov-io/iso8583 baselines")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Gateway: a PIN change, reset or unblock (mix 80/10/10) from an ATM network or branch connection through the whole gateway — unpack, limits in Redis, PIN translation, issuer round trip to the simulator, outcome journal (fsynced, relayed to Kafka), pack. Baseline: `pingate-dev bench-baseline`, a moov-io/iso8583 client and echo server exchanging the same 0100 (same spec, fields and framing) and a 0110, nothing else.")
+	fmt.Fprintln(w, "Gateway: a PIN change, reset or unblock (mix 80/10/10) from an ATM network or branch connection through the whole gateway — unpack, limits in Redis, PIN translation, issuer round trip to the simulator, outcome journal (fsynced, relayed to Kafka), pack. Single hop: `pingate-dev bench-baseline`, a moov-io/iso8583 client and echo server exchanging the same 0100 (same spec, fields and framing) and a 0110, nothing else. Relay: the same client → `pingate-dev bench-baseline --relay`, a moov server that unpacks each request, packs it towards the echo server over a persistent connection of its own, unpacks the answer and packs it back → the echo server: the gateway's four codec operations and two TCP hops without any of its features, each in its own process. Peak runs alternate single hop, gateway, relay.")
 	fmt.Fprintln(w)
 	if len(gp) > 0 && len(bp) > 0 {
 		r := gp[0]
-		fmt.Fprintf(w, "| measurement | gateway | baseline | gateway ÷ baseline | goal | |\n|---|---:|---:|---:|---|---|\n")
-		gt, bt := med(gp, tps), med(bp, tps)
-		fmt.Fprintf(w, "| peak throughput, closed loop %d conn × %d in flight (req/s) | %.0f | %.0f | %.2f | ≥ 0.5 of baseline | %s |\n", r.Conns, r.InFlight, gt, bt, gt/bt, yes(gt >= bt/2))
-		fmt.Fprintf(w, "| p50 / p99 at peak (ms) | %.2f / %.2f | %.2f / %.2f | %s / %s | | |\n", med(gp, p50), med(gp, p99), med(bp, p50), med(bp, p99), ratio(med(gp, p50), med(bp, p50)), ratio(med(gp, p99), med(bp, p99)))
+		gt, bt, rt := med(gp, tps), med(bp, tps), med(rp, tps)
+		fmt.Fprintf(w, "| measurement | gateway | single hop | relay | gateway ÷ single hop | gateway ÷ relay |\n|---|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "| peak throughput, closed loop %d conn × %d in flight (req/s) | %.0f | %.0f | %s | %s | %s |\n", r.Conns, r.InFlight, gt, bt, orDash(rp, rt, "%.0f"), ratio(gt, bt), ratio(gt, rt))
+		fmt.Fprintf(w, "| p50 / p99 at peak (ms) | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %s / %s | %s / %s |\n", med(gp, p50), med(gp, p99), med(bp, p50), med(bp, p99), med(rp, p50), med(rp, p99),
+			ratio(med(gp, p50), med(bp, p50)), ratio(med(gp, p99), med(bp, p99)), ratio(med(gp, p50), med(rp, p50)), ratio(med(gp, p99), med(rp, p99)))
 		if len(g70) > 0 {
 			rate := g70[0].Rate
-			gp99 := med(g70, p99)
-			fmt.Fprintf(w, "| p50 at 70 %% of peak, open loop %.0f/s (ms) | %.2f | %.2f | %s | | |\n", rate, med(g70, p50), med(b70, p50), ratio(med(g70, p50), med(b70, p50)))
-			fmt.Fprintf(w, "| p99 at 70 %% of peak (ms) | %.2f | %.2f | %s | < 10 ms | %s |\n", gp99, med(b70, p99), ratio(gp99, med(b70, p99)), yes(gp99 < 10))
-			fmt.Fprintf(w, "| p99.9 at 70 %% of peak (ms) | %.2f | %.2f | %s | | |\n", med(g70, p999), med(b70, p999), ratio(med(g70, p999), med(b70, p999)))
-			fmt.Fprintf(w, "| achieved rate at 70 %% (req/s) | %.0f | %.0f | | | |\n", med(g70, tps), med(b70, tps))
+			fmt.Fprintf(w, "| p50 at 70 %% of peak, open loop %.0f/s (ms) | %.2f | %.2f | %.2f | %s | %s |\n", rate, med(g70, p50), med(b70, p50), med(r70, p50), ratio(med(g70, p50), med(b70, p50)), ratio(med(g70, p50), med(r70, p50)))
+			fmt.Fprintf(w, "| p99 at 70 %% of peak (ms) | %.2f | %.2f | %.2f | %s | %s |\n", med(g70, p99), med(b70, p99), med(r70, p99), ratio(med(g70, p99), med(b70, p99)), ratio(med(g70, p99), med(r70, p99)))
+			fmt.Fprintf(w, "| p99.9 at 70 %% of peak (ms) | %.2f | %.2f | %.2f | %s | %s |\n", med(g70, p999), med(b70, p999), med(r70, p999), ratio(med(g70, p999), med(b70, p999)), ratio(med(g70, p999), med(r70, p999)))
+			fmt.Fprintf(w, "| achieved rate at 70 %% (req/s) | %.0f | %.0f | %.0f | | |\n", med(g70, tps), med(b70, tps), med(r70, tps))
 		}
 		if len(b1) > 0 {
-			fmt.Fprintf(w, "| baseline alone, 1 in flight (req/s; p50 / p99 ms) | | %.0f; %.3f / %.3f | | | |\n", med(b1, tps), med(b1, p50), med(b1, p99))
+			fmt.Fprintf(w, "| single hop alone, 1 in flight (req/s; p50 / p99 ms) | | %.0f; %.3f / %.3f | | | |\n", med(b1, tps), med(b1, p50), med(b1, p99))
 		}
-		var errs int64
-		codes := map[string]int64{}
-		var all []report
-		for _, name := range []string{"gateway-peak", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"} {
-			all = append(all, readRuns(dir, name)...)
-		}
-		var total int64
-		for _, r := range all {
-			errs += r.Errors
-			total += r.Requests
-			for c, n := range r.Codes {
-				codes[c] += n
-			}
-		}
-		fmt.Fprintf(w, "| errors over every gateway run (%d requests): no answer | %d | | | 0 | %s |\n", total, errs, yes(errs == 0))
-		failed := codes["91"] + codes["96"]
-		fmt.Fprintf(w, "| answered 91 or 96 (a gateway, Redis, journal or issuer failure) | %d | | | 0 | %s |\n", failed, yes(failed == 0))
-		var cs []string
-		for _, c := range slices.Sorted(mapKeys(codes)) {
-			cs = append(cs, fmt.Sprintf("%s: %d", c, codes[c]))
-		}
-		fmt.Fprintf(w, "\nResponse codes over every gateway run: %s. (A code other than 00 is the gateway's answer, not a load-tool error; errors are requests without an answer.)\n\n", strings.Join(cs, ", "))
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintln(w, "_No end-to-end results: the run did not get that far._")
 		fmt.Fprintln(w)
 	}
 
+	cores, _ := strconv.Atoi(m["cores"])
+	renderCPU(w, max(cores, 1), gp, bp, rp)
+
+	var all []report
+	for _, name := range gatewayRuns {
+		all = append(all, readRuns(dir, name)...)
+	}
+	var errs, total int64
+	codes := map[string]int64{}
+	for _, r := range all {
+		errs += r.Errors
+		total += r.Requests
+		for c, n := range r.Codes {
+			codes[c] += n
+		}
+	}
+	soak := soakStats(dir)
+	var gs []goal
+	if len(gp) > 0 {
+		gt := med(gp, tps)
+		if len(rp) > 0 {
+			rt := med(rp, tps)
+			gs = append(gs, atLeast("peak throughput ≥ 0.8 × the bare relay", fmt.Sprintf("%.0f ÷ %.0f req/s = %.2f", gt, rt, gt/rt), gt/rt, 0.8, "0.8"))
+		}
+		if len(bp) > 0 {
+			bt := med(bp, tps)
+			gs = append(gs, atLeast("peak throughput ≥ 0.5 × the bare single hop", fmt.Sprintf("%.0f ÷ %.0f req/s = %.2f", gt, bt, gt/bt), gt/bt, 0.5, "0.5"))
+		}
+	}
+	if len(g70) > 0 {
+		v := med(g70, p99)
+		g := atMost(fmt.Sprintf("p99 < 10 ms at 70 %% of peak (%.0f/s)", g70[0].Rate), fmt.Sprintf("%.2f ms", v), v, 10, "10 ms")
+		g.target, g.met = "< 10 ms", v < 10
+		gs = append(gs, g)
+	}
+	if total > 0 {
+		other := errs
+		for c, n := range codes {
+			if c != "00" {
+				other += n
+			}
+		}
+		var cs []string
+		for _, c := range slices.Sorted(mapKeys(codes)) {
+			cs = append(cs, fmt.Sprintf("%s: %d", c, codes[c]))
+		}
+		by := "every answer 00"
+		if other > 0 {
+			by = fmt.Sprintf("%d of %d not 00 (%.3f %%)", other, total, 100*float64(other)/float64(total))
+		}
+		gs = append(gs, goal{"every answer 00, over every gateway run", fmt.Sprintf("%s; %d without an answer", strings.Join(cs, ", "), errs), "all 00", other == 0, by})
+	}
+	if soak != nil {
+		growth := soak.slope * soak.halfMin // MiB over the second half
+		pct := 100 * growth / soak.midMiB
+		gs = append(gs, atMost("memory flat over the soak: growth over its second half ≤ 5 % of the RSS at half time", fmt.Sprintf("%+.1f MiB (%+.1f %%) of %.0f MiB", growth, pct, soak.midMiB), pct, 5, "5 %"))
+	}
+	for _, set := range populations {
+		small, large := readRuns(dir, set.names[0]), readRuns(dir, set.names[len(set.names)-1])
+		cs, ok1 := cpuOf(small, "gateway")
+		cl, ok2 := cpuOf(large, "gateway")
+		if ok1 && ok2 && cs > 0 {
+			gs = append(gs, atMost(fmt.Sprintf("cost flat from %s to %s: gateway CPU per operation ≤ 1.15 × the smallest's", set.labels[0], set.labels[len(set.labels)-1]),
+				fmt.Sprintf("%.0f → %.0f µs (%.2f×; req/s %.2f×)", cs, cl, cl/cs, med(large, tps)/med(small, tps)), cl/cs, 1.15, "1.15×"))
+		}
+	}
+	for _, c := range []struct{ name, label, what string }{
+		{"gateway", "gateway CPU ≤ 160 µs per operation (⅓ of 480)", "160"},
+		{"sim", "issuer simulator CPU ≤ 60 µs per operation", "60"},
+		{"load", "load tool CPU ≤ 60 µs per operation", "60"},
+	} {
+		if v, ok := cpuOf(gp, c.name); ok {
+			lim, _ := strconv.ParseFloat(c.what, 64)
+			gs = append(gs, atMost(c.label, fmt.Sprintf("%.0f µs", v), v, lim, c.what+" µs"))
+		}
+	}
+	renderGoals(w, gs)
+
 	renderHSM(w, dir, m)
 
 	fmt.Fprintln(w, "## Cost per request against population size")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Closed loop at the peak concurrency. Cards: the load tool's card window (each run fresh cards of a 6M-card simulator population). BIN ranges: routes in the gateway's table (3 real ones plus filler ranges), the gateway restarted for each size.")
+	fmt.Fprintln(w, "Closed loop at the peak concurrency. Cards: the load tool's card window (each run fresh cards of a 6M-card simulator population). BIN ranges: routes in the gateway's table (3 real ones plus filler ranges), the gateway restarted for each size. Gateway CPU per operation as in the CPU table.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| population | req/s | p50 ms | p99 ms | req/s ÷ smallest |\n|---|---:|---:|---:|---:|")
-	for _, set := range [][2][]string{
-		{{"cards-1000", "cards-100000", "cards-1000000"}, {"1k cards", "100k cards", "1M cards"}},
-		{{"ranges-10", "ranges-100003", "ranges-1000003"}, {"10 BIN ranges", "100k BIN ranges", "1M BIN ranges"}},
-	} {
-		var first float64
-		for i, name := range set[0] {
+	fmt.Fprintln(w, "| population | req/s | p50 ms | p99 ms | req/s ÷ smallest | gateway µs/op | µs/op ÷ smallest |\n|---|---:|---:|---:|---:|---:|---:|")
+	for _, set := range populations {
+		var first, firstCPU float64
+		for i, name := range set.names {
 			runs := readRuns(dir, name)
 			if len(runs) == 0 {
-				fmt.Fprintf(w, "| %s | — | — | — | — |\n", set[1][i])
+				fmt.Fprintf(w, "| %s | — | — | — | — | — | — |\n", set.labels[i])
 				continue
 			}
 			t := med(runs, tps)
+			c, _ := cpuOf(runs, "gateway")
 			if first == 0 {
-				first = t
+				first, firstCPU = t, c
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %s |\n", set[1][i], t, med(runs, p50), med(runs, p99), ratio(t, first))
+			fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %s | %.0f | %s |\n", set.labels[i], t, med(runs, p50), med(runs, p99), ratio(t, first), c, ratio(c, firstCPU))
 		}
 	}
 	fmt.Fprintln(w)
 
-	renderSoak(w, dir)
+	renderSoak(w, dir, soak)
 	renderMicro(w, dir)
 
 	fmt.Fprintln(w, "## Every run")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| measurement | run | requests | req/s | p50 | p99 | p99.9 | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "baseline-70", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
+	fmt.Fprintln(w, "CPU µs/op is that of the process under test: the gateway, the relay, or the echo server for the single hop.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| measurement | run | requests | req/s | p50 | p99 | p99.9 | max ms | errors | CPU µs/op |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "relay-peak", "baseline-70", "gateway-70", "relay-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
 		for i, r := range readRuns(dir, name) {
-			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.1f | %d |\n", name, i+1, r.Requests, r.TPS, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.Errors)
+			under := "gateway"
+			switch {
+			case strings.HasPrefix(name, "relay"):
+				under = "relay"
+			case strings.HasPrefix(name, "baseline"):
+				under = "echo"
+			}
+			c := "—"
+			if v, ok := cpuOf([]report{r}, under); ok {
+				c = fmt.Sprintf("%.0f", v)
+			}
+			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.1f | %d | %s |\n", name, i+1, r.Requests, r.TPS, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.Errors, c)
 		}
 	}
 	fmt.Fprintln(w)
@@ -274,12 +370,23 @@ func renderHSM(w io.Writer, dir string, m map[string]string) {
 	fmt.Fprintln(w)
 }
 
-func renderSoak(w io.Writer, dir string) {
+// soak is the gateway's memory over the soak run (soak-rss.txt).
+type soak struct {
+	samples         []sample
+	slope           float64 // MiB per minute, least squares over the second half
+	halfMin         float64 // minutes in the second half
+	midMiB, lastMiB float64
+	firstMiB, max   float64
+}
+
+type sample struct{ t, kb float64 }
+
+// soakStats reads the soak's samples; nil when there are fewer than two.
+func soakStats(dir string) *soak {
 	b, err := os.ReadFile(filepath.Join(dir, "soak-rss.txt"))
 	if err != nil {
-		return
+		return nil
 	}
-	type sample struct{ t, kb float64 }
 	var s []sample
 	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(line)
@@ -293,18 +400,8 @@ func renderSoak(w io.Writer, dir string) {
 		}
 	}
 	if len(s) < 2 {
-		return
+		return nil
 	}
-	soak := readRuns(dir, "soak")
-	fmt.Fprintln(w, "## Memory over a long run")
-	fmt.Fprintln(w)
-	dur := s[len(s)-1].t
-	fmt.Fprintf(w, "Gateway resident set size (VmRSS) every 5 s during a %.0f s closed-loop run at the peak concurrency", dur)
-	if len(soak) > 0 {
-		fmt.Fprintf(w, " (%d requests, %.0f req/s, p99 %.2f ms, %d errors)", soak[0].Requests, soak[0].TPS, soak[0].Latency.P99, soak[0].Errors)
-	}
-	fmt.Fprintf(w, ". `BENCH_SOAK=10m make bench` runs the 10-minute version. The gateway keeps every outcome for its duplicate window (%s here, 10 min by default) to answer retransmissions, so its memory grows with rate × window until the window is full and is flat after that; the slope is taken over the second half of the run, after the window filled.\n", keyvals(filepath.Join(dir, "machine.txt"))["dup_window"])
-	fmt.Fprintln(w)
 	// Least-squares slope over the second half: warm-up growth (pools, the
 	// journal's memtable, Redis connections) is over by then.
 	half := s[len(s)/2:]
@@ -316,17 +413,151 @@ func renderSoak(w io.Writer, dir string) {
 		sxy += p.t * p.kb
 	}
 	n := float64(len(half))
-	slope := 0.0
+	out := &soak{samples: s}
 	if d := n*sxx - sx*sx; d != 0 {
-		slope = (n*sxy - sx*sy) / d // kB per s
+		out.slope = (n*sxy - sx*sy) / d * 60 / 1024 // kB/s → MiB/min
 	}
-	maxKB := 0.0
+	out.halfMin = (half[len(half)-1].t - half[0].t) / 60
 	for _, p := range s {
-		maxKB = max(maxKB, p.kb)
+		out.max = max(out.max, p.kb/1024)
 	}
-	mid := s[len(s)/2]
+	out.firstMiB, out.midMiB, out.lastMiB = s[0].kb/1024, s[len(s)/2].kb/1024, s[len(s)-1].kb/1024
+	return out
+}
+
+func renderSoak(w io.Writer, dir string, sk *soak) {
+	if sk == nil {
+		return
+	}
+	m := keyvals(filepath.Join(dir, "machine.txt"))
+	runs := readRuns(dir, "soak")
+	fmt.Fprintln(w, "## Memory over a long run")
+	fmt.Fprintln(w)
+	every := m["soak_every"]
+	if every == "" {
+		every = "5"
+	}
+	fmt.Fprintf(w, "Gateway resident set size (VmRSS) every %s s during a %.0f s closed-loop run at the peak concurrency", every, sk.samples[len(sk.samples)-1].t)
+	if len(runs) > 0 {
+		fmt.Fprintf(w, " (%d requests, %.0f req/s, p99 %.2f ms, %d errors)", runs[0].Requests, runs[0].TPS, runs[0].Latency.P99, runs[0].Errors)
+	}
+	fmt.Fprintf(w, ". `BENCH_SOAK=10m make bench` runs the 10-minute version. The gateway keeps every outcome for its duplicate window (%s here, 10 min by default) to answer retransmissions, so its memory grows with rate × window until the window is full and is flat after that; the slope is taken over the second half of the run, after the window filled.\n", m["dup_window"])
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "| first sample | at half time | last | max | slope over the second half |\n|---:|---:|---:|---:|---:|\n")
-	fmt.Fprintf(w, "| %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %+.2f MiB/min |\n\n", s[0].kb/1024, mid.kb/1024, s[len(s)-1].kb/1024, maxKB/1024, slope*60/1024)
+	fmt.Fprintf(w, "| %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %+.2f MiB/min |\n\n", sk.firstMiB, sk.midMiB, sk.lastMiB, sk.max, sk.slope)
+}
+
+// The gateway's runs, and the population measurements.
+var (
+	gatewayRuns = []string{"gateway-peak", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"}
+	populations = []struct{ names, labels []string }{
+		{[]string{"cards-1000", "cards-100000", "cards-1000000"}, []string{"1k cards", "100k cards", "1M cards"}},
+		{[]string{"ranges-10", "ranges-100003", "ranges-1000003"}, []string{"10 BIN ranges", "100k BIN ranges", "1M BIN ranges"}},
+	}
+)
+
+// orDash formats v, or "—" when there were no runs.
+func orDash(runs []report, v float64, format string) string {
+	if len(runs) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// goal is one line of the goals table.
+type goal struct {
+	name, measured, target string
+	met                    bool
+	by                     string // how far above or below the target
+}
+
+// atLeast is a goal of v ≥ target.
+func atLeast(name, measured string, v, target float64, targetText string) goal {
+	g := goal{name: name, measured: measured, target: "≥ " + targetText, met: v >= target}
+	switch {
+	case g.met:
+		g.by = fmt.Sprintf("%.2f× the target", v/target)
+	case v <= 0:
+		g.by = "nothing measured"
+	default:
+		g.by = fmt.Sprintf("%.0f %% short: needs %.1f× more", 100*(1-v/target), target/v)
+	}
+	return g
+}
+
+// atMost is a goal of v ≤ target (v < target where the target says so).
+func atMost(name, measured string, v, target float64, targetText string) goal {
+	g := goal{name: name, measured: measured, target: "≤ " + targetText, met: v <= target}
+	switch {
+	case g.met && v > 0:
+		g.by = fmt.Sprintf("%.0f %% under", 100*(1-v/target))
+	case g.met:
+		g.by = "met"
+	default:
+		g.by = fmt.Sprintf("%.2f× the target: %.0f %% over", v/target, 100*(v/target-1))
+	}
+	return g
+}
+
+func renderGoals(w io.Writer, gs []goal) {
+	fmt.Fprintln(w, "## Goals (issue 16)")
+	fmt.Fprintln(w)
+	if len(gs) == 0 {
+		fmt.Fprintln(w, "_No results to read the goals against._")
+		fmt.Fprintln(w)
+		return
+	}
+	fmt.Fprintln(w, "| goal | measured | target | | by how much |\n|---|---|---|---|---|")
+	for _, g := range gs {
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", g.name, g.measured, g.target, yes(g.met), g.by)
+	}
+	fmt.Fprintln(w)
+}
+
+// renderCPU is the CPU per operation of every process, medians over the
+// peak runs: the gateway's system and both baselines'.
+func renderCPU(w io.Writer, cores int, gp, bp, rp []report) {
+	fmt.Fprintln(w, "## CPU per operation of every process")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "User + system CPU of each process (`/proc/PID/stat`, children included) over the measured time of each peak run, divided by the requests answered in it; the median over the peak runs. The load client reads its own the same way. One operation is one answered request: a PIN operation through the gateway, one round trip for the baselines.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| system | process | µs per operation | what it does per operation |\n|---|---|---:|---|")
+	rows := []struct {
+		runs             []report
+		system           string
+		name, label, doc string
+	}{
+		{gp, "gateway", "gateway", "gateway (`pingate serve`)", "acquirer unpack + pack, issuer pack + unpack, limits in Redis, PIN translation, journal append (fsync, group commit), Kafka relay, metrics, spans"},
+		{gp, "gateway", "sim", "issuer simulator (`pingate-dev issuer-sim`)", "unpack + pack, PIN decipher, PIN verification hashes, ledger"},
+		{gp, "gateway", "load", "load tool (`pingate-dev load`)", "PIN encipherment, pack + unpack, latency record"},
+		{gp, "gateway", "redis", "Redis (`redis-server`)", "the limit scripts"},
+		{gp, "gateway", "kafka", "Kafka broker (JVM)", "one event produced"},
+		{bp, "single hop", "client", "client (`pingate-dev bench-baseline`)", "pack + unpack"},
+		{bp, "single hop", "echo", "echo issuer (`bench-baseline --listen`)", "unpack + pack"},
+		{rp, "relay", "client", "client (`pingate-dev bench-baseline`)", "pack + unpack"},
+		{rp, "relay", "relay", "relay (`bench-baseline --listen --relay`)", "unpack + pack, then unpack + pack of the answer"},
+		{rp, "relay", "echo", "echo issuer (`bench-baseline --listen`)", "unpack + pack"},
+	}
+	totals := map[string]float64{}
+	var order []string
+	for _, r := range rows {
+		v, ok := cpuOf(r.runs, r.name)
+		if !ok {
+			continue
+		}
+		if _, seen := totals[r.system]; !seen {
+			order = append(order, r.system)
+		}
+		totals[r.system] += v
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s |\n", r.system, r.label, v, r.doc)
+	}
+	for _, sys := range order {
+		fmt.Fprintf(w, "| %s | **every process** | **%.0f** | ⇒ at most %.0f operations/s on %d cores with nothing else running |\n", sys, totals[sys], float64(cores)*1e6/totals[sys], cores)
+	}
+	if len(order) == 0 {
+		fmt.Fprintln(w, "| — | no CPU readings in the results | | |")
+	}
+	fmt.Fprintln(w)
 }
 
 type bench struct {
@@ -438,7 +669,7 @@ func renderMicro(w io.Writer, dir string) {
 	}
 	fmt.Fprintln(w, "## Micro-benchmarks")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "`go test -bench … -count 5`, median of the 5; run in the same `make bench`, after the end-to-end runs.")
+	fmt.Fprintf(w, "`go test -bench … -count %s`, the median; run in the same `make bench`, after the end-to-end runs.\n", keyvals(filepath.Join(dir, "machine.txt"))["micro_count"])
 	fmt.Fprintln(w)
 	for _, s := range sections {
 		bs := parseBench(filepath.Join(dir, "micro-"+s.file+".txt"))
