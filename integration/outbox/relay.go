@@ -208,9 +208,7 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 		msgs[i] = kafka.Message{Key: e.Message.Key, Value: e.Message.Value, Headers: hs, Time: e.Appended}
 	}
 	spans := r.publishSpans(ctx, entries)
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	err = r.w.WriteMessages(cctx, msgs...)
-	cancel()
+	err = r.write(ctx, msgs)
 	endSpans(spans, err)
 	if err != nil {
 		var werr kafka.WriteErrors
@@ -225,9 +223,7 @@ func (r *Relay) sendBatch(ctx context.Context) error {
 
 // resend sends the refused part of the last batch again.
 func (r *Relay) resend(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	err := r.w.WriteMessages(cctx, r.retry...)
-	cancel()
+	err := r.write(ctx, r.retry)
 	if err != nil {
 		var werr kafka.WriteErrors
 		if errors.As(err, &werr) {
@@ -238,6 +234,24 @@ func (r *Relay) resend(ctx context.Context) error {
 	last, n := r.retryLast, r.retryN
 	r.retry = nil
 	return r.batchDone(ctx, last, n)
+}
+
+// write makes one WriteMessages call of msgs, within CallTimeout.
+//
+// The writer's BatchSize is set to len(msgs) first (at most cfg.BatchSize,
+// as the relay reads): kafka-go hands a partition's batch to its producer
+// as soon as it holds BatchSize messages, else only after BatchTimeout, and
+// allocates room for BatchSize messages in every batch it starts. A call's
+// batch is complete once its messages are in it, so with the call's own
+// size a one-partition batch leaves at once, and a small call does not
+// allocate room for 500 (see docs/optimisation-log.md). kafka-go reads the
+// field only inside WriteMessages, and the relay loop is the writer's only
+// caller.
+func (r *Relay) write(ctx context.Context, msgs []kafka.Message) error {
+	r.w.BatchSize = max(1, len(msgs))
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	return r.w.WriteMessages(cctx, msgs...)
 }
 
 // batchDone records that Kafka holds every record of a batch up to last.
