@@ -65,6 +65,7 @@ type hsmKeyImportCmd struct {
 	Usage        string `name:"usage" help:"ZMK, ZPK, TPK, PVK or TAK"`
 	ZMK          string `name:"zmk" help:"the held ZMK the key is enciphered under"`
 	KeyUnderZMK  string `name:"key-under-zmk" placeholder:"HEX" help:"the key under the ZMK, hex (TDES-ECB)"`
+	KeyBlock     string `name:"key-block" placeholder:"S…" help:"instead of --key-under-zmk: the key as a Thales key block (S) under the ZMK, on a key-block LMK (TR-31 blocks are refused: docs/hsm.md)"`
 	KCV          string `name:"kcv" help:"the key's check value"`
 	Rotate       bool   `name:"rotate" help:"the next version of a held id"`
 }
@@ -74,7 +75,7 @@ func (*hsmKeyImportCmd) Help() string {
 }
 
 func (c *hsmKeyImportCmd) Run(env *cli.Env) error {
-	return runHSMKey(env, "import", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, zmk: c.ZMK, under: c.KeyUnderZMK, kcv: c.KCV, rotate: c.Rotate, who: c.Who, why: c.Why, length: 16})
+	return runHSMKey(env, "import", hsmKeyOpts{config: c.Config, id: c.ID, usage: c.Usage, zmk: c.ZMK, under: c.KeyUnderZMK, block: c.KeyBlock, kcv: c.KCV, rotate: c.Rotate, who: c.Who, why: c.Why, length: 16})
 }
 
 type hsmKeyCombineCmd struct {
@@ -120,10 +121,10 @@ func (c *hsmKeyListCmd) Run(env *cli.Env) error {
 
 // hsmKeyOpts are the flags of the hsm-key commands, together.
 type hsmKeyOpts struct {
-	config, id, usage, exportUnder, zmk, under, kcv, who, why string
-	length                                                    int
-	rotate                                                    bool
-	components, kcvs                                          []string
+	config, id, usage, exportUnder, zmk, under, block, kcv, who, why string
+	length                                                           int
+	rotate                                                           bool
+	components, kcvs                                                 []string
 }
 
 // runHSMKey runs a key ceremony through the HSMs of a config with
@@ -219,11 +220,14 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		if *rotate {
 			action = keystore.ActionRotate
 		}
+		if (*under == "") == (o.block == "") {
+			return fmt.Errorf("%w: give one of --key-under-zmk and --key-block", errUsage)
+		}
 		enc, herr := hex.DecodeString(*under)
 		if herr != nil {
 			return fmt.Errorf("%w: --key-under-zmk is not hexadecimal", errUsage)
 		}
-		info, err = m.Import(ctx, pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: pinblock.TDES, Enciphered: enc,
+		info, err = m.Import(ctx, pinblock.ImportRequest{ID: *id, Usage: u, Algorithm: pinblock.TDES, Enciphered: enc, KeyBlock: o.block,
 			ZMK: pinblock.KeyRef{ID: *zmk}, KCV: *kcv, Who: *who, Why: *why, Rotate: *rotate})
 	case "combine":
 		action, from = keystore.ActionCombine, keystore.UnderComponents

@@ -30,8 +30,9 @@ import (
 // TestServeKeyBlockLMK runs the binaries: `pingate-dev hsm-sim --key-block`
 // (the published test key-block LMK), `pingate hsm-key` ceremonies against
 // it with security.payshield.key_block_lmk (A0 with the key-block fields,
-// also under a ZMK; A6 import; BU; list showing each key block's usage and
-// mode of use; custody records), and `pingate serve` with security.module
+// also under a ZMK; A6 import of a key under the ZMK and of the key block
+// recorded from a payShield, with its recorded KCV; BU; list showing each
+// key block's usage and mode of use; custody records), and `pingate serve` with security.module
 // payshield on the development keys as key blocks: ATM PIN changes through
 // CC under key blocks are approved by the issuer, a wrong current PIN is 55,
 // and the HSM's CC commands show on /metrics.
@@ -47,6 +48,21 @@ func TestServeKeyBlockLMK(t *testing.T) {
 	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
 	cerCfg := filepath.Join(dir, "ceremony.yaml")
 	if err := os.WriteFile(cerCfg, []byte(fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    key_file: %s\n    key_block_lmk: true\n    lmk_id: \"01\"\n", custody, hsmAddr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The ZMK of an A6 recorded from a payShield on the test key-block LMK,
+	// as a key custodian would bring its token (docs/hsm.md).
+	var vec struct {
+		Blocks []struct{ Token, KCV string } `json:"blocks"`
+		A6     struct{ Request, KCV string } `json:"a6"`
+	}
+	if err := json.Unmarshal([]byte(mustRead(t, "../../integration/payshield/hsmsim/testdata/keyblock_vectors.json")), &vec); err != nil {
+		t.Fatal(err)
+	}
+	recZMK := vec.Blocks[1]
+	recBlock := strings.TrimSuffix(vec.A6.Request[5+len(recZMK.Token):], "S%01")
+	seed, _ := json.Marshal([]payshield.Key{{ID: "zmk-rec", Version: 1, Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Length: 16, Token: recZMK.Token, KCV: recZMK.KCV}})
+	if err := os.WriteFile(keyFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hk := func(args ...string) string {
@@ -75,26 +91,28 @@ func TestServeKeyBlockLMK(t *testing.T) {
 		t.Fatalf("kcv = %q", got)
 	}
 	hk("import", "--id", "zpk-c", "--usage", "ZPK", "--zmk", "zmk-a", "--key-under-zmk", under, "--kcv", kcv, "--who", "custodian-2", "--why", "partner key")
+	hk("import", "--id", "zpk-rec", "--usage", "ZPK", "--zmk", "zmk-rec", "--key-block", recBlock, "--kcv", vec.A6.KCV, "--who", "custodian-2", "--why", "partner key as a key block")
 	list := hk("list")
 	for _, want := range []string{
 		"zmk-a v1 ZMK tdes kcv=", "key-block usage=K0 mode=B exportability=E lmk=01",
 		"zpk-c v1 ZPK tdes kcv=" + kcv + " key-block usage=P0 mode=B exportability=E lmk=01",
+		"zpk-rec v1 ZPK tdes kcv=" + vec.A6.KCV + " key-block usage=P0 mode=B exportability=N lmk=01",
 	} {
 		if !strings.Contains(list, want) {
 			t.Errorf("list = %q, want %q", list, want)
 		}
 	}
 	var held []payshield.Key
-	if err := json.Unmarshal([]byte(mustRead(t, keyFile)), &held); err != nil || len(held) != 3 {
-		t.Fatalf("key file: %d keys, %v; want 3", len(held), err)
+	if err := json.Unmarshal([]byte(mustRead(t, keyFile)), &held); err != nil || len(held) != 5 {
+		t.Fatalf("key file: %d keys, %v; want 5", len(held), err)
 	}
 	for _, k := range held {
 		if _, ok := k.BlockHeader(); !ok {
 			t.Errorf("key file holds %s as %.1s…, want a key block (S)", k.ID, k.Token)
 		}
 	}
-	if head, err := keystore.VerifyCustodyLog(custody); err != nil || head.Seq != 3 {
-		t.Errorf("custody log: %d records, %v; want 3", head.Seq, err)
+	if head, err := keystore.VerifyCustodyLog(custody); err != nil || head.Seq != 4 {
+		t.Errorf("custody log: %d records, %v; want 4", head.Seq, err)
 	}
 
 	// pingate serve on the development keys as key blocks.

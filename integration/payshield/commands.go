@@ -275,7 +275,7 @@ func (c *Client) importZPK(ctx context.Context, zmkTok, zpkUnderZMK string) (tok
 // a key-block LMK typ is FFF, scheme S and kb the key-block fields.
 func (c *Client) importKey(ctx context.Context, typ, zmkTok, underZMK string, scheme byte, kb string) (tok, kcv string, err error) {
 	f := typ + zmkTok + underZMK + string(scheme)
-	if kb != "" {
+	if scheme == 'S' {
 		f += c.lmkID() + kb
 	}
 	r, err := c.do(ctx, "A6", []byte(f), false)

@@ -3,7 +3,9 @@ package payshield_test
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -152,5 +154,64 @@ func TestSimKeyBlockLMK(t *testing.T) {
 	addBlockKey(t, other, "zmk", pinblock.UsageZMK, "K0", 'B', zmkHex)
 	if _, err := other.KCV(ctx, pinblock.KeyRef{ID: "zmk"}); !errors.Is(err, payshield.ErrProtocol) {
 		t.Errorf("BU naming LMK 02 = %v, want ErrProtocol (HSM error 15)", err)
+	}
+}
+
+// TestImportThalesKeyBlockRecorded imports, through the module and the
+// simulator on the test key-block LMK, the ZPK key block under a ZMK of the
+// A6 recorded from a payShield (hsmsim/testdata/keyblock_vectors.json, from
+// softwaregroup-bg/ut-codec-payshield): the HSM's KCV is the recorded one,
+// the key block under the LMK keeps the block's usage and exportability; a
+// wrong KCV, a block of another usage and a TR-31 block are refused, and
+// under a variant LMK any key block is ErrNotSupported.
+func TestImportThalesKeyBlockRecorded(t *testing.T) {
+	raw, err := os.ReadFile("hsmsim/testdata/keyblock_vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Blocks []struct{ Token, KCV string } `json:"blocks"`
+		A6     struct{ Request, KCV string } `json:"a6"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	zmk := v.Blocks[1]                                                   // the recorded ZMK, KCV 2356F2
+	block := strings.TrimSuffix(v.A6.Request[5+len(zmk.Token):], "S%01") // the key block under it
+	_, addr := startSim(t, hsmsim.Config{HeaderLen: 4, KeyBlock: true})
+	m := newModule(t, payshield.Config{Hosts: []string{addr}, KeyBlockLMK: true})
+	ctx := context.Background()
+	if _, err := m.Keys().Add(payshield.Key{ID: "zmk", Usage: pinblock.UsageZMK, Algorithm: pinblock.TDES, Length: 16, Token: zmk.Token, KCV: zmk.KCV}, false); err != nil {
+		t.Fatal(err)
+	}
+	req := pinblock.ImportRequest{ID: "zpk", Usage: pinblock.UsageZPK, Algorithm: pinblock.TDES, KeyBlock: block, ZMK: pinblock.KeyRef{ID: "zmk"}, KCV: "000000"}
+	if _, err := m.Import(ctx, req); !errors.Is(err, pinblock.ErrKCVMismatch) {
+		t.Errorf("Import with a wrong KCV = %v, want ErrKCVMismatch", err)
+	}
+	req.Usage = pinblock.UsagePVK
+	req.KCV = v.A6.KCV
+	if _, err := m.Import(ctx, req); !errors.Is(err, pinblock.ErrKeyUsage) {
+		t.Errorf("Import of a P0 block as a PVK = %v, want ErrKeyUsage", err)
+	}
+	req.Usage = pinblock.UsageZPK
+	info, err := m.Import(ctx, req)
+	if err != nil || info.KCV != v.A6.KCV {
+		t.Fatalf("Import(recorded key block) = %+v, %v; want KCV %s", info, err, v.A6.KCV)
+	}
+	k, _ := m.Keys().Lookup(pinblock.KeyRef{ID: "zpk"})
+	if h, ok := k.BlockHeader(); !ok || h.KeyUsage != "P0" || h.Exportability != 'N' || h.LMKID != "01" {
+		t.Errorf("imported key block header %+v, want P0, not exportable, LMK 01", h)
+	}
+	if kcv, err := m.KCV(ctx, pinblock.KeyRef{ID: "zpk"}); err != nil || kcv != v.A6.KCV {
+		t.Errorf("BU(imported) = %s, %v; want %s", kcv, err, v.A6.KCV)
+	}
+	tr31 := pinblock.ImportRequest{ID: "k", Usage: pinblock.UsageZPK, KeyBlock: "A0072P0TE00E0000F5161ED902807AF26F1D62263644BD24D52C8D44AAEDA6D81752022B", ZMK: pinblock.KeyRef{ID: "zmk"}, KCV: "000000"}
+	if _, err := m.Import(ctx, tr31); !errors.Is(err, payshield.ErrNotSupported) {
+		t.Errorf("Import(TR-31 block) = %v, want ErrNotSupported", err)
+	}
+	_, vaddr := startSim(t, hsmsim.Config{HeaderLen: 4})
+	vm := newModule(t, payshield.Config{Hosts: []string{vaddr}})
+	if _, err := vm.Import(ctx, req); !errors.Is(err, payshield.ErrNotSupported) {
+		t.Errorf("Import(key block) under a variant LMK = %v, want ErrNotSupported", err)
 	}
 }

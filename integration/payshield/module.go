@@ -352,16 +352,16 @@ func checkNewBlock(tok string, u pinblock.Usage) error {
 // Import brings a key under a held ZMK in: FA for a ZPK (the online key
 // change), A6 for other usages; under a key-block LMK A6 for every usage,
 // with key type FFF, scheme S and the key-block fields (the key usage and
-// mode of use of blockUsage). A TR-31 key block (req.KeyBlock) is
-// ErrNotSupported: the public material gives no layout of A6 with key
-// scheme R (docs/hsm.md). The HSM's check value must match req.KCV.
+// mode of use of blockUsage). A key block (req.KeyBlock) is imported by
+// importBlock: a Thales key block under a key-block LMK; a TR-31 block is
+// ErrNotSupported (docs/hsm.md). The HSM's check value must match req.KCV.
 // Import is never retried on another HSM.
 func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return pinblock.KeyInfo{}, err
 	}
 	if req.KeyBlock != "" {
-		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w: a TR-31 key block (payShield A6 key scheme R)", req.ID, ErrNotSupported)
+		return m.importBlock(ctx, req)
 	}
 	if req.KCV == "" {
 		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, req.ID)
@@ -404,6 +404,59 @@ func (m *Module) Import(ctx context.Context, req pinblock.ImportRequest) (pinblo
 		return pinblock.KeyInfo{}, fmt.Errorf("%w: key %s", pinblock.ErrKCVMismatch, req.ID)
 	}
 	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: req.Algorithm, Length: len(req.Enciphered), Token: tok, KCV: strings.ToUpper(kcv)}, req.Rotate)
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	return k.Info(), nil
+}
+
+// importBlock imports a key block under a held ZMK. Under a key-block LMK a
+// Thales key block (S, the form a payShield exports under a ZMK) goes to the
+// HSM as A6 with key type FFF and scheme S and no key-block fields: the
+// block's own header (usage, mode of use, exportability) carries over. A
+// TR-31 block is ErrNotSupported, as is any block under a variant LMK: the
+// public material gives no layout of A6 with key scheme R (docs/hsm.md).
+func (m *Module) importBlock(ctx context.Context, req pinblock.ImportRequest) (pinblock.KeyInfo, error) {
+	if !m.keyBlockLMK() || req.KeyBlock[0] != 'S' {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w: a TR-31 key block (payShield A6 key scheme R)", req.ID, ErrNotSupported)
+	}
+	h, err := ParseBlockHeader(req.KeyBlock)
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if !blockUsageFits(h, req.Usage) {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: the key block's usage %s is not a %s", pinblock.ErrKeyUsage, req.ID, h.KeyUsage, req.Usage)
+	}
+	if h.Algorithm != 'T' {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, ErrAlgorithm)
+	}
+	if req.KCV == "" {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, req.ID)
+	}
+	zmk, err := m.keys.Lookup(req.ZMK)
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if err := checkBlock(zmk, pinblock.UsageZMK, true); err != nil || zmk.Usage != pinblock.UsageZMK {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: import %s: %s is not a ZMK that may decipher", pinblock.ErrKeyUsage, req.ID, zmk.ID)
+	}
+	tok, kcv, err := m.c.importKey(ctx, "FFF", zmk.Token, req.KeyBlock, 'S', "")
+	if err == nil {
+		err = checkNewBlock(tok, req.Usage)
+	}
+	if err != nil {
+		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if !kcvMatches(kcv, req.KCV) {
+		return pinblock.KeyInfo{}, fmt.Errorf("%w: key %s", pinblock.ErrKCVMismatch, req.ID)
+	}
+	// The key length is what the block's key field holds: 2 length bytes, the
+	// key, padding to 8 bytes.
+	length := 16
+	if (len(tok)-1-16-8)/2 > 24 {
+		length = 24
+	}
+	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: pinblock.TDES, Length: length, Token: tok, KCV: strings.ToUpper(kcv)}, req.Rotate)
 	if err != nil {
 		return pinblock.KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 	}
