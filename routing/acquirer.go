@@ -171,6 +171,7 @@ func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) error {
 	}
 	err = a.flow.Reverse(ctx, ReversalAdvice{
 		Acquirer: f.AcquirerID, Terminal: f.TerminalID, STAN: orig.STAN, Transmit: orig.Transmission, Reason: f.ResponseCode,
+		PAN: f.PAN,
 	})
 	a.log.InfoContext(ctx, "acquirer reversal advice", "acquirer", f.AcquirerID, "terminal", f.TerminalID,
 		"original_stan", orig.STAN, "code", ResponseFor(err).Code)

@@ -3,69 +3,110 @@ package routing
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"pingate/iso8583"
+	"pingate/pinblock"
 )
 
-// memApprovals is an in-memory Approvals shared by the flows of a unit test
-// (the Redis one is tested in integration/redislimit).
-type memApprovals struct {
-	mu      sync.Mutex
-	kept    map[string]Approval
-	claimed map[string]bool
-	fail    error
+// memWindow is an in-memory shared duplicate window with reversal claims,
+// shared by the flows of a unit test like redislimit.Limiter is by gateway
+// instances (that one is tested on a real Redis in integration/redislimit).
+// It allows every request.
+type memWindow struct {
+	mu   sync.Mutex
+	recs map[WindowID]*WindowRecord
+	fail error
 }
 
-func newMemApprovals() *memApprovals {
-	return &memApprovals{kept: map[string]Approval{}, claimed: map[string]bool{}}
-}
+var (
+	_ SharedWindow    = (*memWindow)(nil)
+	_ WindowReversals = (*memWindow)(nil)
+)
 
-func (m *memApprovals) Keep(_ context.Context, key string, a Approval, _ time.Duration) error {
+func newMemWindow() *memWindow { return &memWindow{recs: map[WindowID]*WindowRecord{}} }
+
+func (m *memWindow) Allow(context.Context, *Request) (Decision, error) {
+	return Decision{Allowed: true}, nil
+}
+func (m *memWindow) Record(context.Context, *Request, string) error { return nil }
+
+func (m *memWindow) Claim(_ context.Context, req *Request, _ time.Duration) (Claim, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
+	id := WindowIDOf(req)
+	if r, ok := m.recs[id]; ok {
+		return Claim{Previous: r.Outcome}, nil
 	}
-	m.kept[key] = a
+	m.recs[id] = &WindowRecord{}
+	return Claim{First: true, Decision: Decision{Allowed: true}}, nil
+}
+
+func (m *memWindow) Finish(_ context.Context, req *Request, e WindowEntry, _ time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs[WindowIDOf(req)] = &WindowRecord{Done: true, Outcome: e.Outcome, Reversal: e.Reversal}
 	return nil
 }
 
-func (m *memApprovals) Recall(_ context.Context, key string) (Approval, bool, error) {
+func (m *memWindow) Lookup(_ context.Context, id WindowID) (WindowRecord, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return Approval{}, false, m.fail
+		return WindowRecord{}, false, m.fail
 	}
-	a, ok := m.kept[key]
-	return a, ok, nil
+	r, ok := m.recs[id]
+	if !ok {
+		return WindowRecord{}, false, nil
+	}
+	return *r, true, nil
 }
 
-func (m *memApprovals) Claim(_ context.Context, key string, _ time.Duration) (bool, error) {
+func (m *memWindow) ClaimReversal(_ context.Context, id WindowID) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return false, m.fail
 	}
-	if m.claimed[key] {
+	r, ok := m.recs[id]
+	if !ok || !r.Done || r.Reversed {
 		return false, nil
 	}
-	m.claimed[key] = true
+	r.Reversed = true
 	return true, nil
 }
 
-func (m *memApprovals) Release(_ context.Context, key string) error {
+func (m *memWindow) ReleaseReversal(_ context.Context, id WindowID) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.claimed, key)
+	if r, ok := m.recs[id]; ok {
+		r.Reversed = false
+	}
 	return nil
 }
 
-func sharedFlow(t *testing.T, issuer IssuerSender, sink *memSink, shared Approvals) *Flow {
+// testSealer seals with AES-GCM under a data key from a fixed secret.
+func testSealer(t *testing.T, secret string) Sealer {
 	t.Helper()
-	return testFlowWith(t, issuer, sink, func(d *Deps) { d.Approvals = shared })
+	s, err := pinblock.DataSealerFromSecret([]byte(secret), "approvals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const testSealSecret = "0123456789abcdef0123456789abcdef"
+
+func sharedFlow(t *testing.T, issuer IssuerSender, sink *memSink, w *memWindow, sealer Sealer) *Flow {
+	t.Helper()
+	return testFlowWith(t, issuer, sink, func(d *Deps) { d.Limiter, d.ApprovalSealer = w, sealer })
+}
+
+func adviceFor(req *Request) ReversalAdvice {
+	return ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: "68", PAN: req.PAN}
 }
 
 // TestFlowReverseOnAnotherInstance: flow A approves; the acquirer's 0420
@@ -73,16 +114,26 @@ func sharedFlow(t *testing.T, issuer IssuerSender, sink *memSink, shared Approva
 // of the message A sent and records it, naming A's approved event. The same
 // advice to A, or again to B, changes nothing more.
 func TestFlowReverseOnAnotherInstance(t *testing.T) {
-	shared := newMemApprovals()
+	shared := newMemWindow()
 	issuerA, issuerB := &reversingIssuer{code: iso8583.RCApproved}, &reversingIssuer{code: iso8583.RCApproved}
 	sinkA, sinkB := &memSink{}, &memSink{}
-	a, b := sharedFlow(t, issuerA, sinkA, shared), sharedFlow(t, issuerB, sinkB, shared)
+	a := sharedFlow(t, issuerA, sinkA, shared, testSealer(t, testSealSecret))
+	b := sharedFlow(t, issuerB, sinkB, shared, testSealer(t, testSealSecret))
 	req := changeRequest(t, "000501")
 	if out := a.Handle(context.Background(), req); out.Code != iso8583.RCApproved {
 		t.Fatalf("A.Handle() = %s, want 00", out.Code)
 	}
-	adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: "68"}
+	adv := adviceFor(req)
+	for id, r := range shared.recs {
+		if strings.Contains(string(r.Reversal), req.PAN) || strings.Contains(string(r.Reversal), req.PAN[6:]) || id.CardToken == "" {
+			t.Fatal("the shared window's record holds the PAN in clear, or no card token")
+		}
+	}
 
+	other := sharedFlow(t, &reversingIssuer{code: iso8583.RCApproved}, &memSink{}, shared, testSealer(t, "another-secret-another-secret-xx"))
+	if err := other.Reverse(context.Background(), adv); !errors.Is(err, ErrReversalFailed) {
+		t.Fatalf("Reverse() on an instance with another data key = %v, want ErrReversalFailed (answered 96)", err)
+	}
 	shared.fail = errors.New("redis down")
 	if err := b.Reverse(context.Background(), adv); !errors.Is(err, ErrReversalFailed) {
 		t.Fatalf("B.Reverse() with the shared approvals down = %v, want ErrReversalFailed (answered 96)", err)
@@ -117,25 +168,43 @@ func TestFlowReverseOnAnotherInstance(t *testing.T) {
 // approved is acknowledged and nothing is owed; a declined original is not
 // shared at all.
 func TestFlowReverseUnknownEverywhere(t *testing.T) {
-	shared := newMemApprovals()
+	shared := newMemWindow()
 	issuer := &reversingIssuer{code: iso8583.RCIncorrectPIN}
-	a, b := sharedFlow(t, issuer, &memSink{}, shared), sharedFlow(t, issuer, &memSink{}, shared)
+	sealer := testSealer(t, testSealSecret)
+	a, b := sharedFlow(t, issuer, &memSink{}, shared, sealer), sharedFlow(t, issuer, &memSink{}, shared, sealer)
 	req := changeRequest(t, "000502")
 	if out := a.Handle(context.Background(), req); out.Code != iso8583.RCIncorrectPIN {
 		t.Fatalf("A.Handle() = %s, want 55", out.Code)
 	}
-	if len(shared.kept) != 0 {
-		t.Errorf("%d approvals shared after a decline, want 0", len(shared.kept))
+	for _, r := range shared.recs {
+		if r.Reversal != nil {
+			t.Error("a declined request's record carries an approval")
+		}
 	}
-	for _, adv := range []ReversalAdvice{
-		{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit},
-		{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: "999999", Transmit: req.Transmit},
-	} {
+	unknown := adviceFor(req)
+	unknown.STAN = "999999"
+	for _, adv := range []ReversalAdvice{adviceFor(req), unknown} {
 		if err := b.Reverse(context.Background(), adv); err != nil {
 			t.Errorf("B.Reverse(%s) = %v, want nil", adv.STAN, err)
 		}
 	}
 	if len(issuer.reversed) != 0 {
 		t.Errorf("%d reversals owed, want 0", len(issuer.reversed))
+	}
+}
+
+// TestFlowReverseOfAnOriginalInFlightElsewhere: a 0420 naming a request
+// another instance holds in flight is answered 96 (the acquirer sends it
+// again), not acknowledged with nothing done.
+func TestFlowReverseOfAnOriginalInFlightElsewhere(t *testing.T) {
+	shared := newMemWindow()
+	b := sharedFlow(t, &reversingIssuer{code: iso8583.RCApproved}, &memSink{}, shared, testSealer(t, testSealSecret))
+	req := changeRequest(t, "000503")
+	req.CardToken = b.deps.Tokenizer.Token(req.PAN)
+	if _, err := shared.Claim(context.Background(), req, time.Minute); err != nil { // in flight on "A"
+		t.Fatal(err)
+	}
+	if err := b.Reverse(context.Background(), adviceFor(req)); !errors.Is(err, ErrOriginalInFlight) || ResponseFor(err).Code != iso8583.RCSystemMalfunction {
+		t.Fatalf("Reverse() of an original in flight elsewhere = %v, want ErrOriginalInFlight answered 96", err)
 	}
 }

@@ -106,10 +106,12 @@ type Deps struct {
 	Sink      OutcomeSink
 	Issuers   IssuerSender
 	Tokenizer *Tokenizer
-	// Approvals shares what reverses each approval with the other gateway
-	// instances, so that an acquirer's 0420 reaching any of them undoes it;
-	// nil means this instance alone remembers its approvals.
-	Approvals Approvals
+	// ApprovalSealer seals what reverses an approval (the issuer's message,
+	// with the PAN) into the shared duplicate window's record, so that an
+	// acquirer's 0420 reaching any instance undoes it (Flow.Reverse); nil
+	// means only the approving instance can undo its approvals. It takes
+	// effect with a Limiter that is a SharedWindow.
+	ApprovalSealer Sealer
 	// Source names this instance in events (CloudEvents source); optional.
 	Source string
 	// Now is the clock; nil means time.Now.
@@ -204,21 +206,6 @@ func (f *Flow) reverseApproved(ctx context.Context, req *Request) {
 	f.m.reversals.Add(ctx, 1)
 }
 
-// share keeps the approval a under key in the shared Approvals, before the
-// acquirer is answered, so that a 0420 that follows the answer to another
-// instance finds it. A failure does not change the answer (the approval is
-// recorded and stands): it is counted (pingate.approvals.unshared) and marked
-// on the trace, and a 0420 for it is undone only by this instance.
-func (f *Flow) share(ctx context.Context, key string, a *Approval, ttl time.Duration) {
-	if f.deps.Approvals == nil {
-		return
-	}
-	if err := f.deps.Approvals.Keep(ctx, key, *a, ttl); err != nil {
-		trace.SpanFromContext(ctx).RecordError(fmt.Errorf("share approval: %w", err))
-		f.m.unshared.Add(ctx, 1)
-	}
-}
-
 // Config returns the configuration in force.
 func (f *Flow) Config() Config { return f.state.Load().cfg }
 
@@ -293,9 +280,6 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	ev, err := f.publish(ctx, req, &out)
 	if err == nil && req.approved != nil && req.approved.sent != nil {
 		out.undo = approvalOf(req.approved.sent, ev)
-		if key != "" {
-			f.share(ctx, key, out.undo, st.cfg.DuplicateWindow)
-		}
 		// The outcome is in the journal: the reversal owed ahead of the
 		// issuer call is no longer owed.
 		if d, ok := f.deps.Issuers.(Discharger); ok {
@@ -364,10 +348,22 @@ func (f *Flow) finishShared(ctx context.Context, st *flowState, req *Request, ou
 	if rsp.Outcome != OutcomeLimited {
 		entry.LimitCode = rsp.Code
 	}
+	if out.undo != nil && f.deps.ApprovalSealer != nil {
+		sealed, err := sealApproval(f.deps.ApprovalSealer, WindowIDOf(req), out.undo)
+		if err != nil {
+			// The approval stands; only this instance can undo it.
+			trace.SpanFromContext(ctx).RecordError(fmt.Errorf("seal the approval for the shared window: %w", err))
+			f.m.unshared.Add(ctx, 1)
+		}
+		entry.Reversal = sealed
+	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), windowFinishTimeout)
 	defer cancel()
 	if err := f.deps.Limiter.(SharedWindow).Finish(fctx, req, entry, st.cfg.DuplicateWindow); err != nil {
 		trace.SpanFromContext(ctx).RecordError(fmt.Errorf("store the outcome in the shared window: %w", err))
+		if entry.Reversal != nil {
+			f.m.unshared.Add(ctx, 1)
+		}
 	}
 }
 
@@ -657,7 +653,7 @@ type flowMetrics struct {
 	reversals  metric.Int64Counter
 	// acqReversals counts acquirers' reversal advices by result.
 	acqReversals metric.Int64Counter
-	// unshared counts approvals the shared Approvals could not keep.
+	// unshared counts approvals the shared window could not keep.
 	unshared metric.Int64Counter
 }
 
@@ -674,7 +670,7 @@ func newFlowMetrics() flowMetrics {
 	fm.duplicates, _ = m.Int64Counter("pingate.requests.duplicates", metric.WithDescription("duplicate requests answered with the first outcome"))
 	fm.reversals, _ = m.Int64Counter("pingate.requests.reversed", metric.WithDescription("issuer-approved requests reversed because their outcome could not be recorded"))
 	fm.acqReversals, _ = m.Int64Counter("pingate.acquirer.reversals", metric.WithDescription("acquirers' reversal advices (0420) by result: reversed, nothing_to_undo, original_unknown, already_reversed, failed"))
-	fm.unshared, _ = m.Int64Counter("pingate.approvals.unshared", metric.WithDescription("approvals the shared store (Redis) could not keep: an acquirer's 0420 for them is undone only by the instance that approved"))
+	fm.unshared, _ = m.Int64Counter("pingate.approvals.unshared", metric.WithDescription("approvals the shared duplicate window (Redis) could not keep: an acquirer's 0420 for them is undone only by the instance that approved"))
 	return fm
 }
 

@@ -20,24 +20,29 @@ type ReversalAdvice struct {
 	Acquirer, Terminal string
 	// STAN and Transmit identify the original request (DE 90).
 	STAN, Transmit string
+	// PAN is DE 2 of the advice: its card token finds the original in a
+	// shared duplicate window. Secret, like Request.PAN.
+	PAN string
 	// Reason is the acquirer's DE 39, if it gave one.
 	Reason string
 }
 
 // Reverse takes an acquirer's reversal advice. When a gateway instance
 // approved the original request within the duplicate window — this one, or,
-// with Deps.Approvals, any instance sharing them — the approval is undone:
-// the issuer is owed a 0420 for the message it approved (persisted and sent
-// by this instance's issuer links), and the reversal is recorded as an
-// outcome event — outcome reversed, reason acquirer_reversal, the code the
-// acquirer gave (68 when none: ResponseFor of an *AcquirerReversal), and the
-// approved event's id in Reverses — so the back office sees the operation did
-// not stand. Across instances the reversal is claimed once (Approvals.Claim),
-// so a repeated advice to another instance changes nothing. A nil error means
-// the advice is taken (answered 00), also when there is nothing to undo (the
-// original was not approved, is unknown, or was reversed already); an error
-// wraps ErrReversalFailed when the reversal could not be looked up, claimed,
-// owed or recorded (answered 96, so the acquirer sends the advice again).
+// with a shared window (WindowReversals) and Deps.ApprovalSealer, any
+// instance — the approval is undone: the issuer is owed a 0420 for the
+// message it approved (persisted and sent by this instance's issuer links),
+// and the reversal is recorded as an outcome event — outcome reversed, reason
+// acquirer_reversal, the code the acquirer gave (68 when none: ResponseFor
+// of an *AcquirerReversal), and the approved event's id in Reverses — so the
+// back office sees the operation did not stand. In a shared window the
+// reversal is claimed once across instances (ClaimReversal), so a repeated
+// advice to another instance changes nothing. A nil error means the advice is
+// taken (answered 00), also when there is nothing to undo (the original was
+// not approved, is unknown, or was reversed already); an error wraps
+// ErrReversalFailed when the reversal could not be looked up, claimed, owed
+// or recorded, or when the original is still in flight on another instance
+// (ErrOriginalInFlight): answered 96, so the acquirer sends the advice again.
 func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 	ctx, span := f.tracer.Start(ctx, "pingate.pin.reversal", trace.WithAttributes(
 		attribute.String("pingate.acquirer", adv.Acquirer)))
@@ -52,59 +57,78 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
 	}
 	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
-	window := f.state.Load().cfg.DuplicateWindow
-	shared := f.deps.Approvals
 	o, local, err := f.dups.lookup(ctx, key)
 	if err != nil {
 		return failed(fmt.Errorf("look up the original: %w", err))
 	}
-	a := o.undo
-	switch {
-	case local && a == nil:
+	if local && o.undo == nil {
 		result("nothing_to_undo")
 		return nil
-	case !local && shared == nil:
+	}
+	// The shared window's record, when there is one to read.
+	wr, _ := f.deps.Limiter.(WindowReversals)
+	if f.deps.ApprovalSealer == nil || adv.PAN == "" {
+		wr = nil
+	}
+	var (
+		id     WindowID
+		rec    WindowRecord
+		shared bool
+	)
+	if wr != nil {
+		id = WindowID{CardToken: f.deps.Tokenizer.Token(adv.PAN), Acquirer: adv.Acquirer, Terminal: adv.Terminal, STAN: adv.STAN, Transmit: adv.Transmit}
+		rec, shared, err = wr.Lookup(ctx, id)
+		if err != nil {
+			return failed(fmt.Errorf("look up the original in the shared window: %w", err))
+		}
+	}
+	a := o.undo
+	switch {
+	case shared && rec.Reversed:
+		result("already_reversed")
+		return nil
+	case local:
+		// This instance approved it. Another may reverse it too only once
+		// the shared record is done; then the claim there decides.
+		shared = shared && rec.Done
+	case !shared:
 		result("original_unknown")
 		return nil
-	case !local:
-		sa, found, err := shared.Recall(ctx, key)
-		if err != nil {
-			return failed(fmt.Errorf("look up the original in the shared approvals: %w", err))
+	case !rec.Done:
+		return failed(ErrOriginalInFlight)
+	case rec.Reversal == nil:
+		result("nothing_to_undo")
+		return nil
+	default:
+		if a, err = openApproval(f.deps.ApprovalSealer, id, rec.Reversal); err != nil {
+			return failed(err)
 		}
-		if !found {
-			result("original_unknown")
-			return nil
-		}
-		a = &sa
 	}
 	if local && !f.dups.claimReversal(key) {
 		result("already_reversed")
 		return nil
 	}
-	release := func() {
-		if local {
-			f.dups.releaseReversal(key)
-		}
-		if shared != nil {
-			_ = shared.Release(context.WithoutCancel(ctx), key)
-		}
-	}
-	if shared != nil {
-		claimed, err := shared.Claim(ctx, key, window)
-		if err != nil {
-			if local {
+	if shared {
+		claimed, err := wr.ClaimReversal(ctx, id)
+		if err != nil || !claimed {
+			if local && err != nil {
 				f.dups.releaseReversal(key)
 			}
-			return failed(fmt.Errorf("claim the reversal: %w", err))
-		}
-		if !claimed {
+			if err != nil {
+				return failed(fmt.Errorf("claim the reversal: %w", err))
+			}
 			// Another instance took it; the local claim stays, it is reversed.
 			result("already_reversed")
 			return nil
 		}
 	}
 	if err := f.undoApproved(ctx, a, adv.Reason); err != nil {
-		release()
+		if local {
+			f.dups.releaseReversal(key)
+		}
+		if shared {
+			_ = wr.ReleaseReversal(context.WithoutCancel(ctx), id)
+		}
 		return failed(err)
 	}
 	result("reversed")

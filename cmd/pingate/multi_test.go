@@ -103,8 +103,9 @@ func (b *balancer) accept() {
 	}
 }
 
-// instances runs n gateways on one Redis and one issuer simulator behind a
-// balancer. mutate, if not nil, changes every gateway's configuration.
+// instances runs n gateways on one Redis and one issuer simulator (sc, its
+// population set here) behind a balancer. mutate, if not nil, changes every
+// gateway's configuration.
 type instances struct {
 	gws    []*gateway.Gateway
 	lb     *balancer
@@ -112,12 +113,13 @@ type instances struct {
 	pop    issuersim.Population
 }
 
-func startInstances(t *testing.T, n int, mutate func(*gateway.Config)) *instances {
+func startInstances(t *testing.T, n int, sc issuersim.Config, mutate func(*gateway.Config)) *instances {
 	t.Helper()
 	redisAddr, _ := testservers.StartRedis(t)
 	in := &instances{pop: issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}}
+	sc.Population = in.pop
 	var addr string
-	in.issuer, addr = gatewaytest.StartIssuer(t, issuersim.Config{Population: in.pop})
+	in.issuer, addr = gatewaytest.StartIssuer(t, sc)
 	var backends []string
 	for i := range n {
 		g := startTestGateway(t, func(c *gateway.Config) {
@@ -158,6 +160,20 @@ func exchange(t *testing.T, c *loadgen.Client, f *iso8583.Fields) *iso8583.Field
 	return ans
 }
 
+// reversalAdvice is the ATM network's 0420 for the PIN change orig (sent,
+// its STAN and DE 7 set): DE 90 names it, DE 39 68 (answer too late).
+func reversalAdvice(t *testing.T, orig *iso8583.Fields) *iso8583.Fields {
+	t.Helper()
+	de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: orig.STAN, Transmission: orig.TransmissionTime,
+		Acquirer: gateway.DevATMAcquirer}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: orig.PAN, ProcessingCode: iso8583.ProcPINChange,
+		AcquirerID: gateway.DevATMAcquirer, TerminalID: orig.TerminalID, CardAcceptorID: orig.CardAcceptorID, RRN: orig.RRN,
+		ResponseCode: "68", OriginalData: de90}
+}
+
 // instanceEvents decodes every event in g's journal.
 func instanceEvents(t *testing.T, g *gateway.Gateway) []routing.Event {
 	t.Helper()
@@ -181,7 +197,7 @@ func instanceEvents(t *testing.T, g *gateway.Gateway) []routing.Event {
 // instance's journal has the approval, the second's the reversal naming it,
 // the third's nothing.
 func TestAcquirerReversalOnAnotherInstance(t *testing.T) {
-	in := startInstances(t, 3, nil)
+	in := startInstances(t, 3, issuersim.Config{}, nil)
 	card := in.pop.Card(410)
 	atm := devATMKey(t)
 
@@ -191,16 +207,7 @@ func TestAcquirerReversalOnAnotherInstance(t *testing.T) {
 		t.Fatalf("PIN change on gw-1 = %s, want 00", ans.ResponseCode)
 	}
 	c1.Close() // the terminal gave up on it; the network reconnects
-	de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
-		Acquirer: gateway.DevATMAcquirer}.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	advice := func() *iso8583.Fields {
-		return &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
-			AcquirerID: gateway.DevATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
-			ResponseCode: "68", OriginalData: de90}
-	}
+	advice := func() *iso8583.Fields { return reversalAdvice(t, change) }
 	c2 := in.dial(t) // gw-2
 	if ans := exchange(t, c2, advice()); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != iso8583.RCApproved {
 		t.Fatalf("reversal advice on gw-2 = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
@@ -288,7 +295,7 @@ func TestKeyChangeOnEveryInstance(t *testing.T) {
 		c.Security = k.ks.sec
 		atmStoreAcquirer(c, false)
 	}
-	in := startInstances(t, 3, storeConfig)
+	in := startInstances(t, 3, issuersim.Config{}, storeConfig)
 
 	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
 	if err != nil {
@@ -393,4 +400,106 @@ func loadgenDial(t *testing.T, addr string) *loadgen.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// stampedChange is a PIN change by card from terminal with its STAN and
+// DE 7 set here, and its frame: what an ATM network sends, and sends again
+// unchanged when it retransmits.
+func stampedChange(t *testing.T, card issuersim.Card, terminal, stan string) (*iso8583.Fields, []byte) {
+	t.Helper()
+	f := opsFieldsUnder(t, card, terminal, devATMKey(t))
+	now := time.Now().UTC()
+	f.STAN, f.TransmissionTime = stan, now.Format("0102150405")
+	f.LocalTime, f.LocalDate = now.Format("150405"), now.Format("0102")
+	frame, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, frame
+}
+
+// TestRetransmissionToAnotherInstanceMidOperation: two gateways behind the
+// balancer, an issuer that takes 300 ms per answer. An ATM network's PIN
+// change is on its way to the issuer through gw-1 when the network, on a
+// new connection (gw-2), retransmits it (same STAN and DE 7). Both get the
+// one answer, 00; the issuer sees one request, and the journals of both
+// instances together hold one event for it, as on one instance.
+func TestRetransmissionToAnotherInstanceMidOperation(t *testing.T) {
+	in := startInstances(t, 2, issuersim.Config{Latency: 300 * time.Millisecond}, nil)
+	_, frame := stampedChange(t, in.pop.Card(510), "MULTI510", "000510")
+	before := in.issuer.Requests.Load()
+
+	first, again := dialRaw(t, in.lb.addr()), dialRaw(t, in.lb.addr()) // gw-1, gw-2
+	first.send(frame)
+	again.send(frame) // while gw-1's is at the issuer
+	answer := func(c *rawATM, what string) *iso8583.Fields {
+		t.Helper()
+		b, err := c.recv()
+		if err != nil {
+			t.Fatalf("%s: no answer: %v", what, err)
+		}
+		ans, err := iso8583.Unpack(iso8583.AcquirerSpec, b)
+		if err != nil {
+			t.Fatalf("%s: answer does not unpack: %v", what, err)
+		}
+		return ans
+	}
+	a, b := answer(first, "request on gw-1"), answer(again, "retransmission on gw-2")
+	if a.ResponseCode != iso8583.RCApproved || b.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("request on gw-1 = %s, retransmission on gw-2 = %s; want 00 and 00", a.ResponseCode, b.ResponseCode)
+	}
+	if n := in.issuer.Requests.Load() - before; n != 1 {
+		t.Errorf("the issuer saw %d requests, want 1", n)
+	}
+	var evs int
+	for _, g := range in.gws {
+		for _, ev := range instanceEvents(t, g) {
+			if ev.Terminal == "MULTI510" {
+				evs++
+			}
+		}
+	}
+	if evs != 1 {
+		t.Errorf("%d events for the request across both instances, want 1", evs)
+	}
+}
+
+// TestReversalWhileTheOriginalIsInFlightElsewhere: two gateways behind the
+// balancer, an issuer that takes 300 ms per answer. The ATM network's 0420
+// for a PIN change reaches gw-2 while the change is still at the issuer
+// through gw-1: gw-2 cannot know yet whether there is anything to undo and
+// answers 0430 96, so the network sends the advice again. Once gw-1 has
+// answered 00, the repeated advice to gw-2 is 00 and the issuer gets the
+// reversal, once.
+func TestReversalWhileTheOriginalIsInFlightElsewhere(t *testing.T) {
+	in := startInstances(t, 2, issuersim.Config{Latency: 300 * time.Millisecond}, nil)
+	f, frame := stampedChange(t, in.pop.Card(520), "MULTI520", "000520")
+	before := in.issuer.Requests.Load()
+	first := dialRaw(t, in.lb.addr()) // gw-1
+	first.send(frame)
+	deadline := time.Now().Add(10 * time.Second)
+	for in.issuer.Requests.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	advice := func() *iso8583.Fields { return reversalAdvice(t, f) }
+	c2 := in.dial(t) // gw-2
+	if ans := exchange(t, c2, advice()); ans.ResponseCode != iso8583.RCSystemMalfunction {
+		t.Fatalf("0420 on gw-2 while the original is at the issuer through gw-1 = %s, want 96 (send it again)", ans.ResponseCode)
+	}
+	b, err := first.recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := iso8583.Unpack(iso8583.AcquirerSpec, b); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("PIN change on gw-1 = %v, %v; want 00", ans, err)
+	}
+	if ans := exchange(t, c2, advice()); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("repeated 0420 on gw-2 = %s, want 00", ans.ResponseCode)
+	}
+	for in.issuer.Reversals.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := in.issuer.Reversals.Load(); n != 1 {
+		t.Fatalf("the issuer got %d reversal advices, want 1", n)
+	}
 }

@@ -167,9 +167,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if dataKey == "" && cfg.Security.DevKeys {
 		dataKey = devkeys.ATMZMK
 	}
-	// The approvals shared with the other instances (they carry PANs too)
-	// are sealed under a data key of their own from the same base key, which
-	// every instance holds: any instance opens what another sealed.
+	// The approvals kept in the shared duplicate window (they carry PANs
+	// too) are sealed under a data key of their own from the same base key,
+	// which every instance holds: any instance opens what another sealed.
 	var sealer, approvalSealer *pinblock.DataSealer
 	switch {
 	case dataKey != "":
@@ -231,7 +231,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if err := g.startLimiter(); err != nil {
 		return g, err
 	}
-	if g.shared, err = g.startShared(approvalSealer, g.currentKey); err != nil {
+	if g.shared, err = g.startShared(g.currentKey); err != nil {
 		return g, err
 	}
 	g.ops = newReloader(g)
@@ -246,7 +246,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		deps.Keys = &hsmKeyChanges{m: g.sm, custodyLog: cfg.Security.CustodyLog, log: log}
 	}
 	if g.shared != nil {
-		deps.Approvals = g.shared.approvals
+		// An approval is sealed into the shared duplicate window's record,
+		// for a 0420 that reaches another instance.
+		deps.ApprovalSealer = approvalSealer
 		inner := deps.Keys
 		if inner == nil {
 			inner = g.sm

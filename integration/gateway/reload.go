@@ -503,6 +503,41 @@ func (s *swapLimiter) Finish(ctx context.Context, req *routing.Request, entry ro
 	return s.cur.Record(ctx, req, entry.LimitCode)
 }
 
+var _ routing.WindowReversals = (*swapLimiter)(nil)
+
+// Lookup implements routing.WindowReversals: the current limiter's shared
+// window, or without one (memory) nothing found: the flow's own window is
+// all there is.
+func (s *swapLimiter) Lookup(ctx context.Context, id routing.WindowID) (routing.WindowRecord, bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.WindowReversals); ok {
+		return w.Lookup(ctx, id)
+	}
+	return routing.WindowRecord{}, false, nil
+}
+
+// ClaimReversal implements routing.WindowReversals (the flow claims only a
+// record Lookup found).
+func (s *swapLimiter) ClaimReversal(ctx context.Context, id routing.WindowID) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.WindowReversals); ok {
+		return w.ClaimReversal(ctx, id)
+	}
+	return false, nil
+}
+
+// ReleaseReversal implements routing.WindowReversals.
+func (s *swapLimiter) ReleaseReversal(ctx context.Context, id routing.WindowID) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.WindowReversals); ok {
+		return w.ReleaseReversal(ctx, id)
+	}
+	return nil
+}
+
 func (s *swapLimiter) swap(next limiter) (old limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -20,19 +20,18 @@ import (
 )
 
 // shared is what gateway instances share through the limits' Redis besides
-// the limits (limits.backend redis only): the approvals an acquirer's 0420
-// may reverse on any instance, and the acquirers' online key changes, which
-// every instance takes (docs/design.md, "Many instances"). It uses the Redis
-// of start-up: a reload that moves limits.addrs moves the limits only.
+// the limits and the duplicate window (limits.backend redis only): the
+// acquirers' online key changes, which every instance takes (docs/design.md,
+// "Many instances"). It uses the Redis of start-up: a reload that moves
+// limits.addrs moves the limits only.
 type shared struct {
-	rdb       redis.UniversalClient
-	approvals *redislimit.Approvals
-	keys      *keySync
+	rdb  redis.UniversalClient
+	keys *keySync
 }
 
 // startShared connects the shared state when the limits are in Redis; nil
 // otherwise (one instance: its memory is all there is).
-func (g *Gateway) startShared(sealer redislimit.Sealer, current func(id string) (int, string, error)) (*shared, error) {
+func (g *Gateway) startShared(current func(id string) (int, string, error)) (*shared, error) {
 	if g.cfg.Limits.Backend != "redis" {
 		return nil, nil
 	}
@@ -42,10 +41,6 @@ func (g *Gateway) startShared(sealer redislimit.Sealer, current func(id string) 
 	}
 	prefix := g.cfg.Limits.Config.WithDefaults().KeyPrefix
 	s := &shared{rdb: rdb}
-	if s.approvals, err = redislimit.NewApprovals(rdb, prefix, sealer); err != nil {
-		_ = rdb.Close()
-		return nil, err
-	}
 	kc, err := redislimit.NewKeyChanges(rdb, prefix)
 	if err != nil {
 		_ = rdb.Close()
@@ -251,3 +246,6 @@ func (s *sharedKeyChanges) Import(ctx context.Context, req pinblock.ImportReques
 	}
 	return info, err
 }
+
+// The Redis limiter's shared window lets any instance take a 0420.
+var _ routing.WindowReversals = (*redislimit.Limiter)(nil)
