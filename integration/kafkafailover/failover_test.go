@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -240,6 +242,10 @@ func TestTwoBrokersKilledJournalHolds(t *testing.T) {
 	// so the relay must hold at least all of them.
 	during := load(t, g, 3*time.Second, 200)
 	answered += during
+	// Readiness does not hang on Kafka: the balancer keeps the instance.
+	if code, body := readyz(t, g); code != http.StatusOK {
+		t.Fatalf("GET /readyz with two of three brokers down = %d %s, want 200", code, body)
+	}
 	st := g.Journal().Stats()
 	if st.Lag < during || st.Depth < st.Lag {
 		t.Fatalf("with two of three brokers down: relay lag %d, journal depth %d; want both at least the %d outcomes answered while they were down",
@@ -475,6 +481,19 @@ func endOffsets(ctx context.Context, t *testing.T, cl *kgo.Client, topic string)
 }
 
 // ---------------------------------------------------------------- helpers
+
+func readyz(t *testing.T, g *gateway.Gateway) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + g.HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	c.CloseIdleConnections()
+	return resp.StatusCode, string(b)
+}
 
 type syncBuffer struct {
 	mu sync.Mutex
