@@ -7,16 +7,17 @@
 // (CA → CB) and a 2-digit error code.
 //
 // The gateway never holds a clear key or a clear PIN in this mode: keys are
-// held as tokens enciphered under the HSM's LMK (variant scheme U, T or X),
-// with the check values the HSM reported, and PIN blocks are handed to the
-// HSM as they arrived.
+// held as tokens enciphered under the HSM's LMK (variant scheme U, T or X,
+// or under a key-block LMK Thales key blocks, scheme S, whose header the
+// client checks for key usage and mode of use), with the check values the
+// HSM reported, and PIN blocks are handed to the HSM as they arrived.
 //
 // Commands used: NC (diagnostics) and B2 (echo) for health; CA (TPK → ZPK)
 // and CC (ZPK → ZPK) for translation; A0 (generate), A6 (import under ZMK),
 // FA (ZPK from ZMK to LMK), BU (check value) for keys; JA (random PIN), JG
 // (PIN from LMK to ZPK) and PE (print a PIN mailer) for generated-PIN resets.
 // PIN block format codes: ISO 0 = 01, ISO 1 = 05, ISO 3 = 47; ISO 4 (48)
-// needs AES keys under a key-block LMK, which this client does not support:
+// needs AES keys under an AES key-block LMK, which this client does not support:
 // such routes are refused with pinblock.ErrUnsupportedFormat. Keys of any
 // algorithm other than TDES (AES, SM4) are refused with ErrAlgorithm: the
 // module never falls back to software.

@@ -21,7 +21,8 @@ type Key struct {
 	Length    int                `json:"length"` // bytes: 16 double, 24 triple
 	// Token is the key under the LMK as the HSM writes it: a scheme letter
 	// (U double-length variant, T triple-length variant, X double-length
-	// X9.17) and hex, e.g. "U" + 32 hex digits.
+	// X9.17) and hex, e.g. "U" + 32 hex digits; under a key-block LMK a
+	// Thales key block, "S" and the block (see BlockHeader).
 	Token   string    `json:"token"`
 	KCV     string    `json:"kcv"`
 	Created time.Time `json:"created"`

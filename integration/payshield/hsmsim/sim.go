@@ -2,7 +2,9 @@
 // demo and CI: it speaks the protocol package payshield speaks (2-byte
 // length, echoed header, command/response codes, error codes) and does the
 // cryptography with pinblock's software functions under the published
-// Thales test variant LMK. It is not a security device: its LMK is public.
+// Thales test variant LMK, or with Config.KeyBlock the published test
+// key-block LMK (keys as Thales key blocks, key scheme S; keyblock.go). It is
+// not a security device: its LMKs are public.
 //
 // Commands: NC, B2, CA, CC, A0 (modes 0 and 1), A4, A6, FA, BU, JA, JG, PE.
 // Keys under a ZMK are TDES-ECB (ANSI X9.17, schemes X and Y; U is read the
