@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
@@ -111,13 +113,14 @@ type instances struct {
 	lb     *balancer
 	issuer *issuersim.Sim
 	pop    issuersim.Population
+	redis  string // address of the instances' Redis
 }
 
 func startInstances(t *testing.T, n int, sc issuersim.Config, mutate func(*gateway.Config)) *instances {
 	t.Helper()
 	redisAddr, _ := testservers.StartRedis(t)
 	in := &instances{pop: issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}}
-	sc.Population = in.pop
+	sc.Population, in.redis = in.pop, redisAddr
 	var addr string
 	in.issuer, addr = gatewaytest.StartIssuer(t, sc)
 	var backends []string
@@ -234,6 +237,25 @@ func TestAcquirerReversalOnAnotherInstance(t *testing.T) {
 	}
 	if n := in.issuer.Reversals.Load(); n != 1 {
 		t.Errorf("the issuer got %d reversal advices in all, want 1", n)
+	}
+
+	// Redis holds the approval sealed: no key or value has the PAN, or its
+	// last ten digits, in clear.
+	rdb := redis.NewClient(&redis.Options{Addr: in.redis})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		dump, _ := rdb.Dump(context.Background(), k).Result()
+		if strings.Contains(k+dump, card.PAN[6:]) {
+			t.Errorf("Redis key %s holds the card number in clear", k)
+		}
+		if strings.Contains(k, ":w:") {
+			mem, _ := rdb.MemoryUsage(context.Background(), k).Result()
+			t.Logf("the approved request's window record, with its sealed approval, takes %d bytes in Redis", mem)
+		}
 	}
 
 	var approvedID string

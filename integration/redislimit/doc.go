@@ -63,7 +63,18 @@
 // its outcome (reading the record every 20 ms) until 100 ms before its own
 // deadline or 2 s past the first's; then routing.ErrDuplicateInFlight,
 // answered 94 duplicate_in_flight. Lookup, ClaimReversal and ReleaseReversal
-// serve an instance taking the acquirer's reversal advice.
+// serve an instance taking the acquirer's reversal advice: the record's
+// reversal field carries the approval sealed by the flow (routing.Sealer), so
+// the instance that takes a 0420 can build the issuer's advice without a
+// clear PAN in Redis.
+//
+// # Key changes
+//
+// KeyChanges is the latest online key change (0800/161) of every key, one
+// hash (P:{keys}), the key under the ZMK as the acquirer sent it: the
+// instance that took the change publishes it, every instance reads it every
+// security.key_sync_interval and takes what is newer than it holds
+// (integration/gateway).
 //
 // # When Redis fails
 //
