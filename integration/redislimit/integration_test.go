@@ -158,7 +158,8 @@ func TestRealRedisStoppedAndRestarted(t *testing.T) {
 	}
 }
 
-// BenchmarkAllow measures one Allow (three EVALSHA in one pipeline) against a
+// BenchmarkAllow measures one Allow (one EVALSHA on a single Redis) and one
+// Claim+Finish (the shared window's two scripts) against a
 // real redis-server, beside a bare PING round trip on the same server as the
 // baseline, serially and from parallel goroutines.
 func BenchmarkAllow(b *testing.B) {
@@ -180,11 +181,13 @@ func BenchmarkAllow(b *testing.B) {
 
 	b.Run("baseline-ping", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := redisCPU(b, rdb)
 		for b.Loop() {
 			if err := rdb.Ping(ctx).Err(); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportRedisCPU(b, rdb, cpu)
 	})
 	b.Run("allow", func(b *testing.B) {
 		b.ReportAllocs()
@@ -193,6 +196,27 @@ func BenchmarkAllow(b *testing.B) {
 		for b.Loop() {
 			if d, err := l.Allow(ctx, r); err != nil || !d.Allowed {
 				b.Fatalf("Allow = %+v, %v", d, err)
+			}
+		}
+		reportRedisCPU(b, rdb, cpu)
+	})
+	b.Run("claim-finish", func(b *testing.B) {
+		// A request with a STAN: the window's check and every limit in one
+		// script, then its outcome stored (Finish) — the limiter's whole
+		// cost per request on the acquirer channel.
+		b.ReportAllocs()
+		r := request(routing.OpChange, "bench-w", "acq1", "T1")
+		r.Transmit = "1203061500"
+		entry := routing.WindowEntry{Outcome: routing.Outcome{Code: "00", Outcome: routing.OutcomeApproved, Reason: "approved", Issuer: "ssbank", EventID: "ev"}, LimitCode: "00"}
+		cpu := redisCPU(b, rdb)
+		for b.Loop() {
+			r.STAN = strconv.FormatInt(seq.Add(1), 10) // a new request each time
+			c, err := l.Claim(ctx, r, time.Minute)
+			if err != nil || !c.First || !c.Decision.Allowed {
+				b.Fatalf("Claim = %+v, %v", c, err)
+			}
+			if err := l.Finish(ctx, r, entry, time.Minute); err != nil {
+				b.Fatal(err)
 			}
 		}
 		reportRedisCPU(b, rdb, cpu)
