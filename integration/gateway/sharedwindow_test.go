@@ -1,9 +1,7 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,81 +13,6 @@ import (
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 )
-
-// acquirerLink is an acquirer's raw ISO 8583 connection to one gateway: it
-// sends frames as they are, so a test can retransmit a request (same STAN and
-// DE 7) to another instance, as an ATM switch does after reconnecting.
-type acquirerLink struct {
-	conn *iso8583.Conn
-	mu   sync.Mutex
-	got  map[string]chan *iso8583.Fields // STAN|DE7 → answer
-}
-
-func dialAcquirer(t *testing.T, addr string) *acquirerLink {
-	t.Helper()
-	l := &acquirerLink{got: map[string]chan *iso8583.Fields{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: func(frame []byte) {
-		f, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
-		if err != nil {
-			return
-		}
-		l.mu.Lock()
-		ch := l.got[f.STAN+"|"+f.TransmissionTime]
-		l.mu.Unlock()
-		if ch != nil {
-			ch <- f
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.conn = conn
-	t.Cleanup(func() { conn.Close() })
-	return l
-}
-
-// send sends the frame of f (STAN and DE 7 already set) and returns a
-// channel that gets its answer.
-func (l *acquirerLink) send(t *testing.T, f *iso8583.Fields) <-chan *iso8583.Fields {
-	t.Helper()
-	frame, err := iso8583.Pack(iso8583.AcquirerSpec, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan *iso8583.Fields, 1)
-	l.mu.Lock()
-	l.got[f.STAN+"|"+f.TransmissionTime] = ch
-	l.mu.Unlock()
-	if err := l.conn.Send(frame); err != nil {
-		t.Fatal(err)
-	}
-	return ch
-}
-
-func answer(t *testing.T, ch <-chan *iso8583.Fields) *iso8583.Fields {
-	t.Helper()
-	select {
-	case f := <-ch:
-		return f
-	case <-time.After(15 * time.Second):
-		t.Fatal("no answer from the gateway")
-		return nil
-	}
-}
-
-// waitSignedOn waits for g's issuer link to the development issuer.
-func waitSignedOn(t *testing.T, g *gateway.Gateway) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !g.SignedOn()[gateway.DevIssuer] {
-		if time.Now().After(deadline) {
-			t.Fatal("the issuer link did not sign on")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestSharedWindowAcrossTwoGateways: two gateways on one real Redis
 // (limits.backend redis) and one issuer. A request retransmitted to the
@@ -105,7 +28,7 @@ func TestSharedWindowAcrossTwoGateways(t *testing.T) {
 	// to reach the other instance while the first is in flight.
 	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 150 * time.Millisecond})
 	var gws [2]*gateway.Gateway
-	var links [2]*acquirerLink
+	var links [2]*gatewaytest.AcquirerLink
 	for i := range gws {
 		gws[i] = gatewaytest.Start(t, func(c *gateway.Config) {
 			gatewaytest.ExternalIssuer(simAddr)(c)
@@ -115,8 +38,8 @@ func TestSharedWindowAcrossTwoGateways(t *testing.T) {
 		})
 	}
 	for i, g := range gws {
-		waitSignedOn(t, g)
-		links[i] = dialAcquirer(t, g.AcquirerAddr())
+		gatewaytest.WaitSignedOn(t, g)
+		links[i] = gatewaytest.DialAcquirer(t, g.AcquirerAddr())
 	}
 
 	var stan int
@@ -145,11 +68,11 @@ func TestSharedWindowAcrossTwoGateways(t *testing.T) {
 	t.Run("after the first answer", func(t *testing.T) {
 		before := sim.Requests.Load()
 		f := request(31, "BR011701")
-		first := answer(t, links[0].send(t, f))
+		first := gatewaytest.Answer(t, links[0].Send(t, f))
 		if first.ResponseCode != iso8583.RCApproved {
 			t.Fatalf("first request answered %s, want 00", first.ResponseCode)
 		}
-		again := answer(t, links[1].send(t, f))
+		again := gatewaytest.Answer(t, links[1].Send(t, f))
 		same(t, first, again)
 		if n := sim.Requests.Load() - before; n != 1 {
 			t.Errorf("the issuer got %d requests for one request and its retransmission, want 1", n)
@@ -159,9 +82,9 @@ func TestSharedWindowAcrossTwoGateways(t *testing.T) {
 	t.Run("while the first is in flight", func(t *testing.T) {
 		before := sim.Requests.Load()
 		f := request(32, "BR011702")
-		cha := links[0].send(t, f)
-		chb := links[1].send(t, f) // whichever instance claims it first, the other waits
-		a, b := answer(t, cha), answer(t, chb)
+		cha := links[0].Send(t, f)
+		chb := links[1].Send(t, f) // whichever instance claims it first, the other waits
+		a, b := gatewaytest.Answer(t, cha), gatewaytest.Answer(t, chb)
 		if a.ResponseCode != iso8583.RCApproved {
 			t.Errorf("answer = %s, want 00", a.ResponseCode)
 		}
@@ -175,7 +98,7 @@ func TestSharedWindowAcrossTwoGateways(t *testing.T) {
 		rs.Stop()
 		defer rs.Start()
 		before := sim.Requests.Load()
-		got := answer(t, links[1].send(t, request(33, "BR011703")))
+		got := gatewaytest.Answer(t, links[1].Send(t, request(33, "BR011703")))
 		if got.ResponseCode != iso8583.RCIssuerUnavailable {
 			t.Errorf("with Redis down a request answered %s, want 91", got.ResponseCode)
 		}

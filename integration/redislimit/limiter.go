@@ -136,11 +136,38 @@ func NewClient(cfg Config) (redis.UniversalClient, error) {
 	}
 	switch cfg.Mode {
 	case ModeCluster:
-		return redis.NewClusterClient(opts.Cluster()), nil
+		co := opts.Cluster()
+		// After a failover the client learns the new slot map on a MOVED
+		// answer, which a dead master never gives: re-read it every few
+		// seconds (go-redis's default is a minute), and at once when a
+		// command fails (Limiter.failed).
+		co.ClusterStateReloadInterval = clusterStateReload
+		return redis.NewClusterClient(co), nil
 	case ModeSentinel:
 		return redis.NewFailoverClient(opts.Failover()), nil
 	}
 	return redis.NewClient(opts.Simple()), nil
+}
+
+// clusterStateReload is how often a Cluster client re-reads the slot map
+// even when nothing failed.
+const clusterStateReload = 5 * time.Second
+
+// failed notes err, a command's failure: on Redis Cluster a node that stops
+// answering may have been replaced by its replica, so the slot map is read
+// again (in the background, at most every 200 ms whatever the rate of
+// failures). A script error or the caller's expired context says nothing of
+// the cluster and is ignored.
+func (l *Limiter) failed(err error) {
+	cc, ok := l.rdb.(*redis.ClusterClient)
+	if !ok || err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "CLUSTERDOWN") && !strings.HasPrefix(rerr.Error(), "TRYAGAIN") {
+		return // the server answered: the node is alive
+	}
+	cc.ReloadState(context.Background())
 }
 
 // Close closes the Redis connections. Allow and Record fail afterwards.
@@ -186,6 +213,7 @@ func (l *Limiter) run(ctx context.Context, calls []*call) {
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var again []*call
 	for _, c := range calls {
+		l.failed(c.cmd.Err())
 		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			again = append(again, c)
 		}
@@ -414,6 +442,7 @@ func (l *Limiter) Record(ctx context.Context, req *routing.Request, code string)
 	}
 	err := finishScript.Run(ctx, l.rdb, []string{l.wrongPINKey(req.CardToken)}, int(fed), wrongPINWindow.Milliseconds(), l.markID(req)).Err()
 	if err != nil {
+		l.failed(err)
 		l.recordError(ctx)
 		return fmt.Errorf("record code %s: %w: %w", code, ErrUnavailable, err)
 	}

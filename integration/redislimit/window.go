@@ -115,6 +115,7 @@ func (l *Limiter) Finish(ctx context.Context, req *routing.Request, entry routin
 		int(feeds(req, entry.LimitCode)), wrongPINWindow.Milliseconds(), l.markID(req),
 		window.Milliseconds(), o.Code, o.Outcome, o.Reason, o.Issuer, o.EventID, string(entry.Reversal)).Err()
 	if err != nil {
+		l.failed(err)
 		l.recordError(ctx)
 		return fmt.Errorf("finish: %w: %w", ErrUnavailable, err)
 	}
@@ -164,6 +165,7 @@ type windowRec struct {
 func (l *Limiter) read(ctx context.Context, key string) (windowRec, error) {
 	v, err := readScript.Run(ctx, l.rdb, []string{key}).Slice()
 	if err != nil {
+		l.failed(err)
 		return windowRec{}, fmt.Errorf("read the window: %w: %w", ErrUnavailable, err)
 	}
 	return parseRecord(v), nil

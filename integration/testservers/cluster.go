@@ -3,7 +3,6 @@ package testservers
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -102,20 +101,9 @@ func (c *KafkaCluster) NodeLog(n int) string {
 }
 
 func (c *KafkaCluster) run(d time.Duration, args ...string) error {
-	out, err := c.output(d, args...)
-	if err != nil {
-		return fmt.Errorf("kafka-cluster.sh %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return runScript(c.script, "KAFKA_CLUSTER_DIR="+c.dir, d, args...)
 }
 
 func (c *KafkaCluster) output(d time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", append([]string{c.script}, args...)...)
-	cmd.Env = append(os.Environ(), "KAFKA_CLUSTER_DIR="+c.dir)
-	// The nodes outlive this command (they run until stop or kill): their
-	// output goes to their logs, so no pipe of ours is held open by them.
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return scriptOutput(c.script, "KAFKA_CLUSTER_DIR="+c.dir, d, args...)
 }
