@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
+	"pingate/integration/kafkatopic"
 	"pingate/integration/loadgen"
 	"pingate/integration/logredact"
 	"pingate/integration/testservers"
@@ -214,8 +216,9 @@ func TestOneBrokerKilledUnderLoad(t *testing.T) {
 	drain := waitDrained(t, g, 2*time.Minute)
 	got := countTopic(t, c.Brokers, topic, "/pingate/kafka-one-down")
 	got.check(t, answered)
-	t.Logf("node %d killed under load: %d PIN changes all answered 00; relay lag %d when the load ended, drained in %v; topic: %d records, %d distinct ce_id, %d re-sent",
-		victim, answered, lag, drain.Round(10*time.Millisecond), got.records, len(got.ids), got.records-len(got.ids))
+	rs := g.Journal().Relay().Stats()
+	t.Logf("node %d killed under load: %d PIN changes all answered 00; relay lag %d when the load ended, drained in %v; topic: %d records, %d distinct ce_id, %d re-sent; relay: %d failed calls, the last: %s",
+		victim, answered, lag, drain.Round(10*time.Millisecond), got.records, len(got.ids), got.records-len(got.ids), rs.Failures, rs.LastError[:min(len(rs.LastError), 160)])
 	restart(t, c, victim)
 }
 
@@ -261,6 +264,26 @@ func TestTwoBrokersKilledJournalHolds(t *testing.T) {
 	t.Logf("nodes %d and %d killed under load: %d PIN changes all answered 00 (%d with both down); backlog %d events in the journal; nodes serving again after %v, backlog delivered %v later; topic: %d records, %d distinct ce_id, %d re-sent",
 		victim, other, answered, during, st.Lag, back.Round(10*time.Millisecond), drain.Round(10*time.Millisecond),
 		got.records, len(got.ids), got.records-len(got.ids))
+}
+
+// TestEnsureTopicPastADeadBootstrapBroker: the topic creation at start
+// tries the bootstrap brokers in turn, so a gateway whose first listed broker
+// is down still creates its topic, with the settings asked for.
+func TestEnsureTopicPastADeadBootstrapBroker(t *testing.T) {
+	c := needCluster(t)
+	const topic = "pingate.failover.bootstrap.v1"
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	// Port 1 on loopback: nothing listens there, the dial is refused.
+	brokers := append([]string{"127.0.0.1:1"}, c.Brokers...)
+	if err := kafkatopic.Ensure(ctx, brokers, kafkatopic.Spec{Topic: topic, Partitions: partitions, Replication: 3, MinInSync: 2}); err != nil {
+		t.Fatalf("Ensure with a dead first broker: %v", err)
+	}
+	checkTopic(t, newClient(t, c.Brokers), topic)
+	err := kafkatopic.Ensure(ctx, c.Brokers, kafkatopic.Spec{Topic: "pingate.failover.bad.v1", Partitions: 1, Replication: 3, MinInSync: 4})
+	if err == nil || !strings.Contains(err.Error(), "min.insync.replicas 4") {
+		t.Fatalf("Ensure with min.insync.replicas 4 of 3 replicas = %v, want an error naming it", err)
+	}
 }
 
 // ---------------------------------------------------------------- the independent client
