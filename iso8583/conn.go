@@ -80,8 +80,14 @@ type Conn struct {
 	cfg  ClientConfig
 	nc   net.Conn
 	br   *bufio.Reader
-	wmu  sync.Mutex
 	done chan struct{}
+
+	// Writes: one Send at a time writes; frames sent meanwhile are queued
+	// and written by it in one call (see Send).
+	wmu     sync.Mutex // guards writing, queue and spare
+	writing bool       // a Send is writing
+	queue   []byte     // frames waiting for the writing Send
+	spare   []byte     // the last written queue, reused
 
 	mu     sync.Mutex
 	closed bool
@@ -118,28 +124,57 @@ func newConn(nc net.Conn, cfg ClientConfig) *Conn {
 	return c
 }
 
-// Send writes one framed message. Concurrent calls are serialized, each
-// within WriteTimeout. A failed write closes the link (the stream may hold
-// half a frame) and returns the error; after the link ended Send returns
-// ErrConnClosed.
+// Send writes one framed message. A frame sent while another Send is
+// writing is queued, and that Send writes every queued frame in one call
+// when its own write has returned: frames ready together cost one write
+// (a syscall, a TCP segment) instead of one each (docs/optimisation-log.md).
+// Each write is bounded by WriteTimeout. Send returns nil once its frame is
+// written or queued behind a write in progress; a failed write closes the
+// link (the stream may hold half a frame) with every frame queued behind it,
+// returns the error to the Send that wrote, and shows in Done and Err for
+// the others, as a link lost after the write would. After the link ended
+// Send returns ErrConnClosed.
 func (c *Conn) Send(msg []byte) error {
-	b, err := AppendFrame(make([]byte, 0, c.cfg.Framing.HeaderLen()+len(msg)), c.cfg.Framing, msg)
-	if err != nil {
-		return err
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
 		return ErrConnClosed
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	if _, err := c.nc.Write(b); err != nil {
-		c.fail(err)
-		return fmt.Errorf("iso8583: write: %w", err)
+	c.wmu.Lock()
+	if c.writing {
+		q, err := AppendFrame(c.queue, c.cfg.Framing, msg)
+		if err == nil {
+			c.queue = q
+		}
+		c.wmu.Unlock()
+		return err
 	}
+	b, err := AppendFrame(c.spare[:0], c.cfg.Framing, msg)
+	if err != nil {
+		c.wmu.Unlock()
+		return err
+	}
+	c.spare = nil
+	c.writing = true
+	for {
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		_, err := c.nc.Write(b)
+		c.wmu.Lock()
+		if err != nil {
+			c.writing, c.queue = false, c.queue[:0]
+			c.wmu.Unlock()
+			c.fail(err)
+			return fmt.Errorf("iso8583: write: %w", err)
+		}
+		if len(c.queue) == 0 {
+			break
+		}
+		b, c.queue = c.queue, b[:0]
+	}
+	c.writing, c.spare = false, b[:0]
+	c.wmu.Unlock()
 	return nil
 }
 

@@ -503,3 +503,113 @@ func TestClientConfigValidate(t *testing.T) {
 		t.Error("negative read timeout accepted")
 	}
 }
+
+// gatedConn holds its first Write until release is closed and records the
+// bytes of every Write call.
+type gatedConn struct {
+	net.Conn
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	writes  [][]byte
+}
+
+func (g *gatedConn) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	first := len(g.writes) == 0
+	g.writes = append(g.writes, append([]byte(nil), b...))
+	g.mu.Unlock()
+	if first {
+		close(g.entered)
+		<-g.release
+	}
+	return g.Conn.Write(b)
+}
+
+// TestClientConnCoalescesSends: frames sent while a write is in progress
+// are written together, in one Write call, right after it, and each is
+// answered.
+func TestClientConnCoalescesSends(t *testing.T) {
+	_, addr, _ := testServer(t, Config{}, echo, nil)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedConn{Conn: nc, entered: make(chan struct{}), release: make(chan struct{})}
+	got := make(chan string, 8)
+	c, err := NewConn(g, ClientConfig{OnFrame: func(f []byte) { got <- string(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); <-c.Done() }()
+	first := make(chan error, 1)
+	go func() { first <- c.Send([]byte("first")) }()
+	<-g.entered
+	for _, m := range []string{"b", "cc", "ddd"} {
+		if err := c.Send([]byte(m)); err != nil { // queued: returns at once
+			t.Fatalf("Send(%q) during a write = %v", m, err)
+		}
+	}
+	close(g.release)
+	if err := <-first; err != nil {
+		t.Fatalf("Send(first) = %v", err)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		select {
+		case s := <-got:
+			seen[s] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("answers so far %v, want 4", seen)
+		}
+	}
+	for _, m := range []string{"re:first", "re:b", "re:cc", "re:ddd"} {
+		if !seen[m] {
+			t.Errorf("answers %v lack %q", seen, m)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var want []byte
+	for _, m := range []string{"b", "cc", "ddd"} {
+		want, _ = AppendFrame(want, Binary2, []byte(m))
+	}
+	if len(g.writes) != 2 || string(g.writes[1]) != string(want) {
+		t.Errorf("writes = %q, want the first frame, then the three queued ones in one write %q", g.writes, want)
+	}
+}
+
+// TestClientConnQueuedSendsOnFailedWrite: when the write in progress fails,
+// the link closes, and frames queued behind it are not written.
+func TestClientConnQueuedSendsOnFailedWrite(t *testing.T) {
+	_, addr, _ := testServer(t, Config{}, echo, nil)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedConn{Conn: nc, entered: make(chan struct{}), release: make(chan struct{})}
+	c, err := NewConn(g, ClientConfig{OnFrame: func([]byte) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- c.Send([]byte("first")) }()
+	<-g.entered
+	if err := c.Send([]byte("queued")); err != nil {
+		t.Fatalf("Send during a write = %v", err)
+	}
+	nc.Close() // the held write fails once released
+	close(g.release)
+	if err := <-first; err == nil {
+		t.Fatal("Send(first) on a closed socket = nil, want an error")
+	}
+	<-c.Done()
+	if err := c.Send([]byte("after")); !errors.Is(err, ErrConnClosed) {
+		t.Errorf("Send after the failed write = %v, want ErrConnClosed", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.writes) != 1 {
+		t.Errorf("%d writes, want 1: the queued frame must not follow a failed write", len(g.writes))
+	}
+}
