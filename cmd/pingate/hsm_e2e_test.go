@@ -220,6 +220,11 @@ security:
 	if code := run(context.Background(), []string{"check-config", unknown}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `security.module "thales"`) {
 		t.Errorf("check-config on module thales: exit %d, %q", code, errOut.String())
 	}
+	errOut.Reset()
+	badLMK := write("badlmk.yaml", "security:\n  module: payshield\n  dev_keys: true\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_block_lmk: true\n    lmk_id: \"1\"\n"+routingYAML)
+	if code := run(context.Background(), []string{"check-config", badLMK}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `LMK identifier "1"`) {
+		t.Errorf("check-config on lmk_id 1: exit %d, %q", code, errOut.String())
+	}
 	good := write("good.yaml", `
 security:
   module: payshield
@@ -229,6 +234,8 @@ security:
     connections: 4
     timeout: 500ms
     key_file: /etc/pingate/hsm-keys.json
+    key_block_lmk: true
+    lmk_id: "01"
 `+routingYAML)
 	out.Reset()
 	errOut.Reset()
