@@ -34,11 +34,17 @@ import (
 // startHSMSim runs a payShield simulator on a loopback port.
 func startHSMSim(t *testing.T) (*hsmsim.Server, string) {
 	t.Helper()
+	return startHSMSimWith(t, hsmsim.Config{HeaderLen: 4})
+}
+
+// startHSMSimWith runs a payShield simulator of config cfg on a loopback port.
+func startHSMSimWith(t *testing.T, cfg hsmsim.Config) (*hsmsim.Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := hsmsim.New(hsmsim.Config{HeaderLen: 4})
+	s := hsmsim.New(cfg)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Serve(ln) }()
 	t.Cleanup(func() { s.Close(); <-done })
@@ -423,14 +429,21 @@ func TestDemoHSM(t *testing.T) {
 // HSM mode with keys from security.payshield.key_file (tokens under the
 // LMK) and no development keys, the gateway runs PIN changes (a PIN changed
 // twice, so it is also an old PIN), a wrong current PIN, an online key
-// change through FA and PIN changes under the new key, with a debug log.
+// change through FA (A6 on a key-block LMK) and PIN changes under the new
+// key, with a debug log.
 // Then the key file, the custody log, the debug log, the journal and the
 // reversal store are searched for every clear key (the ZMK, the old and new
 // ATM ZPKs, the issuer's ZPK), PIN block and PIN it used: none is there.
 // (The in-process issuer simulator deciphers PINs, as the issuer's own HSM
-// would; it is not part of the gateway and logs no data.)
+// would; it is not part of the gateway and logs no data.) It runs on a
+// variant LMK and on a key-block LMK (the key change then goes through A6).
 func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
-	_, addr := startHSMSim(t)
+	t.Run("variant-lmk", func(t *testing.T) { holdsNoClearSecrets(t, false) })
+	t.Run("key-block-lmk", func(t *testing.T) { holdsNoClearSecrets(t, true) })
+}
+
+func holdsNoClearSecrets(t *testing.T, keyBlock bool) {
+	_, addr := startHSMSimWith(t, hsmsim.Config{HeaderLen: 4, KeyBlock: keyBlock})
 	dir := t.TempDir()
 	zmkClear := oddParity([]byte{0x15, 0x37, 0x59, 0x7B, 0x9D, 0xBF, 0xD0, 0xF2, 0x04, 0x26, 0x48, 0x6A, 0x8C, 0xAE, 0xC1, 0xE3})
 	acqClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // the ATM's ZPK (the published dev-atm-zpk value)
@@ -443,6 +456,9 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		raw     []byte
 	}{{"zmk-hsm", "000", pinblock.UsageZMK, zmkClear}, {devkeys.ATMZPK, "001", pinblock.UsageZPK, acqClear}, {"iss-zpk", "001", pinblock.UsageZPK, issClear}} {
 		tok, err := hsmsim.EncipherUnderTestLMK(k.typ, k.raw)
+		if keyBlock {
+			tok, err = hsmsim.WrapUnderTestKeyBlockLMK(map[string]string{"000": "K0", "001": "P0"}[k.typ], 'B', k.raw)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,6 +476,7 @@ func TestPayShieldModeHoldsNoClearSecrets(t *testing.T) {
 		cfg.UsePayShieldSim(addr)
 		cfg.Security.DevKeys = false
 		cfg.Security.PayShield.KeyFile, cfg.Security.CustodyLog = keyFile, custody
+		cfg.Security.PayShield.KeyBlockLMK = keyBlock
 		iss := append([]routing.IssuerConfig(nil), cfg.Routing.Issuers...)
 		iss[0].Key = "iss-zpk"
 		cfg.Routing.Issuers = iss
