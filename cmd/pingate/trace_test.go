@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -101,4 +104,38 @@ func hexOf(b []byte) string {
 		out = append(out, digits[c>>4], digits[c&15])
 	}
 	return string(out)
+}
+
+// TestStageMetrics: a PIN change over TCP is timed in every stage it goes
+// through, each under its own stage label on /metrics.
+func TestStageMetrics(t *testing.T) {
+	g := startTestGateway(t, nil)
+	ctx := context.Background()
+	if err := waitReady(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadgen.Dial(ctx, g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := embeddedPopulation().Card(78)
+	if code := do(t, c, atmChange(card.PAN, "ATMSTAGE", card.PIN, "4826")); code != "00" {
+		t.Fatalf("change answered %s", code)
+	}
+	resp, err := http.Get("http://" + g.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"limiter", "hsm", "issuer", "journal"} {
+		re := regexp.MustCompile(`(?m)^pingate_stage_duration_seconds_count\{[^}]*stage="` + stage + `"[^}]*\} [1-9]`)
+		if !re.Match(body) {
+			t.Errorf("/metrics has no pingate_stage_duration_seconds_count for stage %q", stage)
+		}
+	}
 }
