@@ -441,13 +441,13 @@ func stampedChange(t *testing.T, card issuersim.Card, terminal, stan string) (*i
 }
 
 // TestRetransmissionToAnotherInstanceMidOperation: two gateways behind the
-// balancer, an issuer that takes 300 ms per answer. An ATM network's PIN
+// balancer, an issuer that takes 1 s per answer. An ATM network's PIN
 // change is on its way to the issuer through gw-1 when the network, on a
 // new connection (gw-2), retransmits it (same STAN and DE 7). Both get the
 // one answer, 00; the issuer sees one request, and the journals of both
 // instances together hold one event for it, as on one instance.
 func TestRetransmissionToAnotherInstanceMidOperation(t *testing.T) {
-	in := startInstances(t, 2, issuersim.Config{Latency: 300 * time.Millisecond}, nil)
+	in := startInstances(t, 2, issuersim.Config{Latency: time.Second}, nil)
 	_, frame := stampedChange(t, in.pop.Card(510), "MULTI510", "000510")
 	before := in.issuer.Requests.Load()
 
@@ -487,14 +487,15 @@ func TestRetransmissionToAnotherInstanceMidOperation(t *testing.T) {
 }
 
 // TestReversalWhileTheOriginalIsInFlightElsewhere: two gateways behind the
-// balancer, an issuer that takes 300 ms per answer. The ATM network's 0420
+// balancer, an issuer that takes 2 s per answer. The ATM network's 0420
 // for a PIN change reaches gw-2 while the change is still at the issuer
 // through gw-1: gw-2 cannot know yet whether there is anything to undo and
 // answers 0430 96, so the network sends the advice again. Once gw-1 has
 // answered 00, the repeated advice to gw-2 is 00 and the issuer gets the
 // reversal, once.
 func TestReversalWhileTheOriginalIsInFlightElsewhere(t *testing.T) {
-	in := startInstances(t, 2, issuersim.Config{Latency: 300 * time.Millisecond}, nil)
+	// 2 s at the issuer: ample for the 0420 to reach gw-2 first on a loaded machine.
+	in := startInstances(t, 2, issuersim.Config{Latency: 2 * time.Second}, nil)
 	f, frame := stampedChange(t, in.pop.Card(520), "MULTI520", "000520")
 	before := in.issuer.Requests.Load()
 	first := dialRaw(t, in.lb.addr()) // gw-1
