@@ -205,15 +205,20 @@ type demoCmd struct {
 	JSON    bool `name:"json" help:"print one JSON object instead of a table"`
 	Verbose bool `name:"verbose" short:"v" help:"show the gateway's log"`
 	HSM     bool `name:"hsm" help:"translate in a payShield (security.module payshield) against an in-process payShield simulator: the ATM steps only"`
+	// KeyBlock runs that simulator on the test key-block LMK.
+	KeyBlock bool `name:"key-block" help:"with --hsm: the simulator runs the test key-block LMK (keys as Thales key blocks)"`
 }
 
 func (*demoCmd) Help() string { return cli.Example("pingate demo", "pingate demo --hsm --json") }
 
 func (c *demoCmd) Run(env *cli.Env) error {
-	return runDemo(env.Ctx, c.JSON, c.Verbose, c.HSM, env.Stdout, env.Stderr)
+	if c.KeyBlock && !c.HSM {
+		return fmt.Errorf("%w: --key-block goes with --hsm", errUsage)
+	}
+	return runDemo(env.Ctx, c.JSON, c.Verbose, c.HSM, c.KeyBlock, env.Stdout, env.Stderr)
 }
 
-func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, jsonOut, verboseLog, hsm, keyBlock bool, stdout, stderr io.Writer) error {
 	asJSON, verbose, withHSM := &jsonOut, &verboseLog, &hsm
 	dir, err := os.MkdirTemp("", "pingate-demo-")
 	if err != nil {
@@ -228,12 +233,13 @@ func runDemo(ctx context.Context, jsonOut, verboseLog, hsm bool, stdout, stderr 
 		Hosts: []string{"127.0.0.1:1"}, PINFormat: 4, Key: devkeys.IssuerZPK})
 	cfg.Routing.Routes = append(cfg.Routing.Routes, routing.Route{Prefix: demoDownPrefix, Issuer: demoDownIssuer})
 	if *withHSM {
-		addr, stop, err := startDemoHSM()
+		addr, stop, err := startDemoHSM(keyBlock)
 		if err != nil {
 			return err
 		}
 		defer stop()
 		cfg.UsePayShieldSim(addr)
+		cfg.Security.PayShield.KeyBlockLMK = keyBlock
 	}
 	log := slog.New(slog.DiscardHandler)
 	if *verbose {

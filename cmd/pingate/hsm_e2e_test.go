@@ -402,26 +402,37 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 }
 
 // TestDemoHSM: `pingate demo --hsm` plays the ATM steps with the payShield
-// module against an in-process simulator, every step answered as expected.
+// module against an in-process simulator, every step answered as expected;
+// with --key-block the simulator runs the test key-block LMK and the keys
+// are key blocks.
 func TestDemoHSM(t *testing.T) {
-	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"demo", "--hsm", "--json"}, &out, &errOut); code != 0 {
-		t.Fatalf("demo --hsm exited %d: %s", code, errOut.String())
-	}
-	var res struct {
-		Results []demoResult `json:"results"`
-		Events  int          `json:"events"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Results) < 10 || res.Events < 10 {
-		t.Fatalf("demo --hsm played %d steps with %d events", len(res.Results), res.Events)
-	}
-	for _, r := range res.Results {
-		if r.Channel != "atm" {
-			t.Errorf("demo --hsm played a %s step", r.Channel)
+	for _, args := range [][]string{{"demo", "--hsm", "--json"}, {"demo", "--hsm", "--key-block", "--json"}} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 0 {
+			t.Fatalf("%v exited %d: %s", args, code, errOut.String())
 		}
+		var res struct {
+			Results []demoResult `json:"results"`
+			Events  int          `json:"events"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Results) < 10 || res.Events < 10 {
+			t.Fatalf("%v played %d steps with %d events", args, len(res.Results), res.Events)
+		}
+		for _, r := range res.Results {
+			if r.Channel != "atm" {
+				t.Errorf("%v played a %s step", args, r.Channel)
+			}
+			if r.ResponseCode != r.Expected {
+				t.Errorf("%v: %s answered %s, want %s", args, r.Step, r.ResponseCode, r.Expected)
+			}
+		}
+	}
+	var errOut bytes.Buffer
+	if code := run(context.Background(), []string{"demo", "--key-block"}, io.Discard, &errOut); code == 0 {
+		t.Error("demo --key-block without --hsm succeeded")
 	}
 }
 
