@@ -13,7 +13,8 @@ import (
 
 // TestKeySyncTakesOnlyNewerVersions: a notice of a version the instance
 // holds, or an older one, changes nothing; a newer one is imported as the
-// next version under the ZMK; the same notice twice is imported once. (The
+// next version under the ZMK; the same notice twice is imported once; one
+// whose import failed is tried again. (The
 // Redis side is tested in integration/redislimit, the whole path across
 // three gateways in cmd/pingate TestKeyChangeOnEveryInstance.)
 func TestKeySyncTakesOnlyNewerVersions(t *testing.T) {
@@ -69,7 +70,26 @@ func TestKeySyncTakesOnlyNewerVersions(t *testing.T) {
 	if v, _, _ := current(devkeys.ATMZPK); v != v1+1 {
 		t.Fatalf("the same notice again made v%d, want v%d", v, v1+1)
 	}
-	// The previous version still deciphers (grace window).
+	// A notice whose import fails (its ZMK is not loaded here yet) is
+	// tried again at the next sync, and taken once the ZMK is there.
+	k3, late := next(v1+2, "1C587F1C13924FEF0101010101010101")
+	late.ZMK = "zmk-late"
+	ks.take(ctx, late)
+	if v, _, _ := current(devkeys.ATMZPK); v != v1+1 {
+		t.Fatalf("a notice under a ZMK not held made v%d, want v%d unchanged", v, v1+1)
+	}
+	lateZMK, err := pinblock.ParseHexKey("zmk-late", pinblock.UsageZMK, pinblock.TDES, 1, "89E88CF7931444F334BD7547FC3F380C") // devkeys.ATMZMK's value
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ring.Add(lateZMK); err != nil {
+		t.Fatal(err)
+	}
+	ks.take(ctx, late)
+	if v, kcv, _ := current(devkeys.ATMZPK); v != v1+2 || kcv != k3.KCV() {
+		t.Fatalf("the failed notice tried again: v%d %s, want v%d %s", v, kcv, v1+2, k3.KCV())
+	}
+	// The previous versions still decipher (grace window).
 	if got, err := sm.KCV(ctx, pinblock.KeyRef{ID: devkeys.ATMZPK, Version: v1}); err != nil || got != kcv1 {
 		t.Errorf("previous version after the sync: %s, %v; want %s", got, err, kcv1)
 	}

@@ -77,7 +77,8 @@ type keySync struct {
 
 	mu      sync.Mutex
 	pending []redislimit.KeyChange // taken here, not yet published
-	noted   map[string]string      // key id → notice (NewKCV) already looked at and left
+	noted   map[string]string      // key id → notice (NewKCV) taken or left for good
+	failed  map[string]string      // key id → notice whose import failed (logged once, retried)
 
 	quit    chan struct{}
 	done    chan struct{}
@@ -90,7 +91,7 @@ func newKeySync(store *redislimit.KeyChanges, sm pinblock.SecurityModule, curren
 	taken, _ := otel.Meter("pingate/gateway").Int64Counter("pingate.keys.synced",
 		metric.WithDescription("online key changes taken from another instance (result: taken, failed) or published (result: published, publish_failed)"))
 	return &keySync{store: store, sm: sm, current: current, instance: instance, interval: interval, log: log, taken: taken,
-		noted: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
+		noted: map[string]string{}, failed: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
 }
 
 // run syncs every interval until stop. Its goroutine is owned by keySync:
@@ -217,13 +218,21 @@ func (k *keySync) take(ctx context.Context, c redislimit.KeyChange) {
 		defer clear(req.Enciphered)
 	}
 	info, err := k.sm.Import(ctx, req)
-	note()
 	if err != nil {
+		// Tried again at the next sync (the module may be unreachable for
+		// a while); logged once per notice.
 		k.count(ctx, "failed")
-		k.log.ErrorContext(ctx, "key change of another instance not taken", "key", c.ID, "version", c.Version, "kcv", c.NewKCV,
-			"instance", c.Instance, "err", err)
+		k.mu.Lock()
+		first := k.failed[c.ID] != c.NewKCV
+		k.failed[c.ID] = c.NewKCV
+		k.mu.Unlock()
+		if first {
+			k.log.ErrorContext(ctx, "key change of another instance not taken; retrying every sync", "key", c.ID, "version", c.Version,
+				"kcv", c.NewKCV, "instance", c.Instance, "err", err)
+		}
 		return
 	}
+	note()
 	k.count(ctx, "taken")
 	k.log.InfoContext(ctx, "key change of another instance taken", "key", c.ID, "version", info.Version, "kcv", info.KCV,
 		"instance", c.Instance)
