@@ -137,8 +137,31 @@ func TestKeyBlockModeRecordedCommands(t *testing.T) {
 	if got := exchange(t, c, "BUFFF"+zmk.Token+"%00"); got != "BV15" {
 		t.Errorf("BU naming LMK 00 = %q, want BV15", got)
 	}
+	// A ZMK key block as a translation's source, and a ZPK that may only
+	// decipher as its destination: error 04; the ZPK both ways translates.
+	const tail = "12" + "0123456789ABCDEF" + "01" + "01" + "400000123456"
+	if got := exchange(t, c, "CC"+zmk.Token+tok+tail); got != "CD04" {
+		t.Errorf("CC from a ZMK key block = %q, want CD04", got)
+	}
+	dec, _ := WrapUnderTestKeyBlockLMK("P0", 'D', mustHex(t, "89ABCDEF01234567FEDCBA9876543210"))
+	if got := exchange(t, c, "CC"+tok+dec+tail); got != "CD04" {
+		t.Errorf("CC to a decipher-only ZPK = %q, want CD04", got)
+	}
+	both, _ := WrapUnderTestKeyBlockLMK("P0", 'B', mustHex(t, "89ABCDEF01234567FEDCBA9876543210"))
+	if got := exchange(t, c, "CC"+tok+both+tail); strings.HasPrefix(got, "CD04") || !strings.HasPrefix(got, "CD") {
+		t.Errorf("CC between ZPK key blocks = %q, want no usage error", got)
+	}
 	lmk, _ := hex.DecodeString(testKeyBlockLMK)
 	if got := exchange(t, c, "NC"); !strings.HasPrefix(got, "ND00"+strings.ToUpper(hex.EncodeToString(ecb(lmk, make([]byte, 8), false)))) {
 		t.Errorf("NC = %q, want the key-block LMK's check value", got)
 	}
+}
+
+func mustHex(t *testing.T, h string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
