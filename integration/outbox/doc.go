@@ -4,7 +4,9 @@
 //
 // The journal is a cockroachdb/pebble store (an LSM with a write-ahead log;
 // pebble's own format, nothing invented here). Entries are keyed by a
-// big-endian sequence number, so key order is append order. Publish commits
+// big-endian sequence number, so key order is append order; a value is the
+// exact Kafka record in a length-prefixed binary form (record.go; values in
+// the first, JSON, form are still read). Publish commits
 // the event as its own batch with a synced commit; pebble's commit pipeline
 // makes concurrent synced commits share one fsync of the write-ahead log
 // (group commit). Each caller is answered only after that fsync, or with
@@ -12,7 +14,8 @@
 // answered only once the outcome is on disk (routing.OutcomeSink).
 //
 // The relay sends entries in order with segmentio/kafka-go (acks from all
-// in-sync replicas, key-hash partitioning by card token), records the
+// in-sync replicas, key-hash partitioning by card token), letting them gather
+// for RelayConfig.Linger before a batch that is not full, records the
 // acknowledged sequence number in the store after each batch and deletes the
 // delivered entries. Delivery is at least once: after a crash between a
 // Kafka acknowledgement and the progress write, the batch is sent again with
