@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 )
 
@@ -30,4 +32,21 @@ func (p profileFlag) start() (stop func() error, err error) {
 		pprof.StopCPUProfile()
 		return f.Close()
 	}, nil
+}
+
+// lightRuntime sets the Go runtime of a tool that shares the machine with
+// what it measures (load, issuer-sim) for the least CPU per operation: one
+// P (no idle Ms spinning for work, no wake-ups across Ps: −12 % of each
+// tool's CPU per operation in the bench) and a GC target of 400 % (the heap
+// is small, so GC ran often: −8 % more for the simulator). The environment's
+// GOMAXPROCS and GOGC, when set, win. One core still carries ~10 000
+// operations a second for either tool, several times the gateway's peak on
+// the bench machine (scripts/benchreport/notes.md).
+func lightRuntime() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }

@@ -152,10 +152,18 @@ func New(cfg Config) (*Sim, error) {
 func (s *Sim) Server() *iso8583.Server { return s.srv }
 
 func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
+	if b := s.respond(ctx, frame); b != nil {
+		_ = c.WriteFrame(b)
+	}
+}
+
+// respond is the answer to frame, or nil when there is none to send (a
+// malformed message, a dropped one, ctx ending during the latency).
+func (s *Sim) respond(ctx context.Context, frame []byte) []byte {
 	f, err := s.dialect.Unpack(frame)
 	if err != nil {
 		s.log.Warn("issuer-sim: malformed message", "err", err)
-		return
+		return nil
 	}
 	defer f.Clear()
 	var code string
@@ -168,7 +176,7 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 		r := rand.Float64()
 		switch {
 		case r < s.cfg.DropRate:
-			return
+			return nil
 		case r < s.cfg.DropRate+s.cfg.FailRate:
 			code = iso8583.RCSystemMalfunction
 		default:
@@ -178,12 +186,12 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 			select {
 			case <-time.After(s.cfg.Latency):
 			case <-ctx.Done():
-				return
+				return nil
 			}
 		}
 	case iso8583.MTIReversalAdvice:
 		if rand.Float64() < s.cfg.DropRate {
-			return
+			return nil
 		}
 		s.Reversals.Add(1)
 		if orig, err := iso8583.ParseOriginalData(f.OriginalData); err == nil {
@@ -213,9 +221,9 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 	b, err := s.dialect.Pack(&resp)
 	if err != nil {
 		s.log.Warn("issuer-sim: answer does not pack", "err", err)
-		return
+		return nil
 	}
-	_ = c.WriteFrame(b)
+	return b
 }
 
 // operation runs a PIN operation on the ledger. The PIN is deciphered here,

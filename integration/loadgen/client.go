@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,12 +17,16 @@ import (
 // matched by STAN and transmission time; many requests may be in flight.
 type Client struct {
 	conn    *iso8583.Conn
-	pending sync.Map // STAN|DE7 → chan *iso8583.Fields
+	mu      sync.Mutex
+	pending map[matchKey]chan *iso8583.Fields
 	stan    atomic.Uint32
 }
 
+// matchKey is how an answer finds its request: STAN and DE 7.
+type matchKey struct{ stan, transmission string }
+
 func Dial(ctx context.Context, addr string) (*Client, error) {
-	c := &Client{}
+	c := &Client{pending: map[matchKey]chan *iso8583.Fields{}}
 	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: c.onFrame})
 	if err != nil {
 		return nil, err
@@ -39,8 +42,11 @@ func (c *Client) onFrame(frame []byte) {
 	if err != nil {
 		return
 	}
-	if ch, ok := c.pending.Load(f.STAN + "|" + f.TransmissionTime); ok {
-		ch.(chan *iso8583.Fields) <- f
+	c.mu.Lock()
+	ch, ok := c.pending[matchKey{f.STAN, f.TransmissionTime}]
+	c.mu.Unlock()
+	if ok {
+		ch <- f
 	}
 }
 
@@ -48,20 +54,25 @@ var ErrNoAnswer = errors.New("no answer from the gateway")
 
 // Do sends f (STAN and times are set here) and waits for its answer.
 func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, error) {
-	now := time.Now().UTC()
-	f.STAN = fmt.Sprintf("%06d", c.stan.Add(1)%999999+1)
-	f.TransmissionTime = now.Format("0102150405")
+	f.STAN = zeroPad(uint64(c.stan.Add(1)%999999+1), 6)
+	f.TransmissionTime = time.Now().UTC().Format("0102150405") // MMDDhhmmss
 	if f.MTI == iso8583.MTIAuthRequest {
-		f.LocalTime, f.LocalDate = now.Format("150405"), now.Format("0102")
+		f.LocalTime, f.LocalDate = f.TransmissionTime[4:], f.TransmissionTime[:4]
 	}
 	frame, err := iso8583.Pack(iso8583.AcquirerSpec, f)
 	if err != nil {
 		return nil, err
 	}
-	key := f.STAN + "|" + f.TransmissionTime
+	key := matchKey{f.STAN, f.TransmissionTime}
 	ch := make(chan *iso8583.Fields, 1)
-	c.pending.Store(key, ch)
-	defer c.pending.Delete(key)
+	c.mu.Lock()
+	c.pending[key] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, key)
+		c.mu.Unlock()
+	}()
 	if err := c.conn.Send(frame); err != nil {
 		return nil, err
 	}
@@ -142,4 +153,21 @@ func (c *Client) Send(ctx context.Context, op Op) (string, error) {
 		return "", err
 	}
 	return ans.ResponseCode, nil
+}
+
+// zeroPad is n in decimal, left-padded with zeros to width digits (the
+// STAN, terminal ids, PINs of the load): fmt.Sprintf("%0*d", width, n)
+// without fmt's cost on every request.
+func zeroPad(n uint64, width int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 && len(b)-i >= width {
+			break
+		}
+	}
+	return string(b[i:])
 }

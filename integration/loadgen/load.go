@@ -637,23 +637,23 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client)
 	client := br
 	switch op {
 	case opChange:
-		o.Acquirer, o.Terminal, o.Proc, o.Format = ATMAcquirer, fmt.Sprintf("LT%06d", term), iso8583.ProcPINChange, pinblock.Format0
+		o.Acquirer, o.Terminal, o.Proc, o.Format = ATMAcquirer, "LT"+zeroPad(term, 6), iso8583.ProcPINChange, pinblock.Format0
 		o.Teller, o.IDRef = "", ""
 		o.OldPIN, o.NewPIN = cs.pin, r.newPIN(rng, card.PAN, cs.pin)
 		key, client = r.atmKey, atm
 		if sm4 != nil && rng.IntN(100) < r.cfg.SM4Share {
-			o.Acquirer, o.Terminal, o.Format = SM4Acquirer, fmt.Sprintf("LS%06d", term), pinblock.Format0SM4
+			o.Acquirer, o.Terminal, o.Format = SM4Acquirer, "LS"+zeroPad(term, 6), pinblock.Format0SM4
 			key, client = r.sm4Key, sm4
 			if r.measuring.Load() {
 				r.sm4Sent.Add(1)
 			}
 		}
 	case opReset:
-		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, fmt.Sprintf("LB%06d", term), iso8583.ProcPINReset, pinblock.Format4
+		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, "LB"+zeroPad(term, 6), iso8583.ProcPINReset, pinblock.Format4
 		o.NewPIN = r.newPIN(rng, card.PAN, cs.pin)
 		key = r.brKey
 	default:
-		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, fmt.Sprintf("LB%06d", term), iso8583.ProcPINUnblock, pinblock.Format4
+		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, "LB"+zeroPad(term, 6), iso8583.ProcPINUnblock, pinblock.Format4
 	}
 	f, err := loadFields(o, key)
 	if err != nil {
@@ -697,7 +697,7 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client)
 // than cur.
 func (r *loadRun) newPIN(rng *rand.Rand, pan, cur string) string {
 	for {
-		s := fmt.Sprintf("%04d", rng.IntN(10000))
+		s := zeroPad(uint64(rng.IntN(10000)), 4)
 		if s == cur {
 			continue
 		}
