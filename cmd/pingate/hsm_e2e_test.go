@@ -688,31 +688,8 @@ func hsmKeySetup(t *testing.T) (dir, cfgFile, keyFile, custody string) {
 // and the custody log one verified record per ceremony.
 func TestHSMKeyCeremony(t *testing.T) {
 	_, cfgFile, _, custody := hsmKeySetup(t)
-	hk := func(args ...string) string {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		if code := run(context.Background(), append([]string{"hsm-key", args[0], "--config", cfgFile}, args[1:]...), &out, &errOut); code != 0 {
-			t.Fatalf("hsm-key %v exited %d: %s", args, code, errOut.String())
-		}
-		return out.String()
-	}
-	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "custodian-1", "--why", "ceremony")
-	out := hk("generate", "--id", "zpk-b", "--usage", "ZPK", "--export-under", "zmk-a", "--who", "custodian-1", "--why", "new zone key")
-	var under, kcv string
-	for _, l := range strings.Split(out, "\n") {
-		if s, ok := strings.CutPrefix(l, "key under zmk-a: "); ok {
-			under = s
-		}
-		if i := strings.Index(l, "kcv="); i >= 0 && strings.HasPrefix(l, "zpk-b") {
-			kcv = l[i+4:]
-		}
-	}
-	if under == "" || len(kcv) != 6 {
-		t.Fatalf("generate --export-under printed %q", out)
-	}
-	if got := hk("kcv", "--id", "zpk-b"); !strings.Contains(got, "the HSM agrees") {
-		t.Fatalf("kcv = %q", got)
-	}
+	hk := hsmKeyRunner(t, cfgFile)
+	under, kcv := hsmKeyGenerateExported(t, hk)
 	hk("import", "--id", "zpk-c", "--usage", "ZPK", "--zmk", "zmk-a", "--key-under-zmk", under, "--kcv", kcv, "--who", "custodian-2", "--why", "partner key")
 	var errOut bytes.Buffer
 	if code := run(context.Background(), []string{"hsm-key", "import", "--config", cfgFile, "--id", "zpk-d", "--usage", "ZPK", "--zmk", "zmk-a",
@@ -735,6 +712,43 @@ func TestHSMKeyCeremony(t *testing.T) {
 	if head.Seq != 3 {
 		t.Errorf("custody log has %d records, want 3 (two generations, one import)", head.Seq)
 	}
+}
+
+// hsmKeyRunner runs `pingate hsm-key SUB --config cfgFile ARGS…` and returns
+// its standard output; a non-zero exit fails the test.
+func hsmKeyRunner(t *testing.T, cfgFile string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"hsm-key", args[0], "--config", cfgFile}, args[1:]...), &out, &errOut); code != 0 {
+			t.Fatalf("hsm-key %v exited %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+}
+
+// hsmKeyGenerateExported generates ZMK zmk-a and ZPK zpk-b, the ZPK also
+// under the ZMK, checks zpk-b's KCV with the HSM, and returns the ZPK under
+// the ZMK (hex) and its KCV as hsm-key printed them.
+func hsmKeyGenerateExported(t *testing.T, hk func(args ...string) string) (under, kcv string) {
+	t.Helper()
+	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "custodian-1", "--why", "ceremony")
+	out := hk("generate", "--id", "zpk-b", "--usage", "ZPK", "--export-under", "zmk-a", "--who", "custodian-1", "--why", "new zone key")
+	for _, l := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(l, "key under zmk-a: "); ok {
+			under = s
+		}
+		if i := strings.Index(l, "kcv="); i >= 0 && strings.HasPrefix(l, "zpk-b") {
+			kcv = l[i+4:]
+		}
+	}
+	if under == "" || len(kcv) != 6 {
+		t.Fatalf("generate --export-under printed %q", out)
+	}
+	if got := hk("kcv", "--id", "zpk-b"); !strings.Contains(got, "the HSM agrees") {
+		t.Fatalf("kcv = %q", got)
+	}
+	return under, kcv
 }
 
 func payShieldStats(g *gateway.Gateway) []payshield.HostStats {

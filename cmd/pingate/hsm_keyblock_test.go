@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -65,31 +64,8 @@ func TestServeKeyBlockLMK(t *testing.T) {
 	if err := os.WriteFile(keyFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	hk := func(args ...string) string {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		if code := run(context.Background(), append([]string{"hsm-key", args[0], "--config", cerCfg}, args[1:]...), &out, &errOut); code != 0 {
-			t.Fatalf("hsm-key %v exited %d: %s", args, code, errOut.String())
-		}
-		return out.String()
-	}
-	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "custodian-1", "--why", "ceremony")
-	out := hk("generate", "--id", "zpk-b", "--usage", "ZPK", "--export-under", "zmk-a", "--who", "custodian-1", "--why", "new zone key")
-	var under, kcv string
-	for _, l := range strings.Split(out, "\n") {
-		if s, ok := strings.CutPrefix(l, "key under zmk-a: "); ok {
-			under = s
-		}
-		if i := strings.Index(l, "kcv="); i >= 0 && strings.HasPrefix(l, "zpk-b") {
-			kcv = l[i+4:]
-		}
-	}
-	if under == "" || len(kcv) != 6 {
-		t.Fatalf("generate --export-under printed %q", out)
-	}
-	if got := hk("kcv", "--id", "zpk-b"); !strings.Contains(got, "the HSM agrees") {
-		t.Fatalf("kcv = %q", got)
-	}
+	hk := hsmKeyRunner(t, cerCfg)
+	under, kcv := hsmKeyGenerateExported(t, hk)
 	hk("import", "--id", "zpk-c", "--usage", "ZPK", "--zmk", "zmk-a", "--key-under-zmk", under, "--kcv", kcv, "--who", "custodian-2", "--why", "partner key")
 	hk("import", "--id", "zpk-rec", "--usage", "ZPK", "--zmk", "zmk-rec", "--key-block", recBlock, "--kcv", vec.A6.KCV, "--who", "custodian-2", "--why", "partner key as a key block")
 	list := hk("list")

@@ -159,6 +159,8 @@ func usageIs(h kbHeader, role string) bool {
 }
 
 // modeAllows reports whether mode of use m permits decrypt (dec) or encrypt.
+// It repeats payshield's blockModeAllows on purpose: the simulator shares no
+// code with the client it tests.
 func modeAllows(m byte, dec bool) bool {
 	switch m {
 	case 'B', 'N':
