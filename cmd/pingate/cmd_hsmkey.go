@@ -83,7 +83,7 @@ type hsmKeyCombineCmd struct {
 	hsmKeyID     `embed:""`
 	custodyFlags `embed:""`
 	Usage        string            `name:"usage" default:"ZMK" help:"usage of the formed key: ZMK, ZPK, TPK, PVK or TAK"`
-	Component    cli.SecretRefList `name:"component" placeholder:"-|@FILE" help:"a custodian's component enciphered under the HSM's LMK (U or T token, as the HSM's console encrypts a clear component): - for a line of standard input, or @FILE; repeat 2 to 9 times"`
+	Component    cli.SecretRefList `name:"component" placeholder:"-|@FILE" help:"a custodian's component enciphered under the HSM's LMK (U or T token, or a key block S… on a key-block LMK, as the HSM's console encrypts a clear component): - for a line of standard input, or @FILE; repeat 2 to 9 times"`
 	KCV          []string          `name:"kcv" sep:"none" help:"check value of each component as its custodian read it, in the same order"`
 	Rotate       bool              `name:"rotate" help:"the next version of a held id"`
 }
