@@ -264,11 +264,15 @@ func oddParity(k []byte) []byte {
 // the change is written to the key file, with a rotate record in the
 // custody log, GET /admin/keys lists the keys as id and KCV, and a gateway
 // started again on the key file translates under the new key.
-func TestPayShieldModeOnlineKeyChange(t *testing.T) {
-	_, addr := startHSMSim(t)
-	zmkClear := oddParity([]byte{0x13, 0x57, 0x9B, 0xDF, 0x24, 0x68, 0xAC, 0xE0, 0x31, 0x75, 0xB9, 0xFD, 0x42, 0x86, 0xCA, 0x0E})
-	zpkClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // dev-atm-zpk's published value, which the issuer simulator holds
-	var keys []payshield.Key
+// writeHSMKeyChangeKeys writes a key file under the simulator's test LMK
+// for an online key change in HSM mode: the ATM network's ZMK (zmk-hsm,
+// returned in clear to build what the network sends), the issuer's zone key
+// (iss-zpk) and the ATM network's (dev-atm-zpk), both the published
+// dev-atm-zpk value the issuer simulator holds.
+func writeHSMKeyChangeKeys(t *testing.T, keyFile string) (zmkClear []byte, keys []payshield.Key) {
+	t.Helper()
+	zmkClear = oddParity([]byte{0x13, 0x57, 0x9B, 0xDF, 0x24, 0x68, 0xAC, 0xE0, 0x31, 0x75, 0xB9, 0xFD, 0x42, 0x86, 0xCA, 0x0E})
+	zpkClear, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210")
 	for _, k := range []struct {
 		id, typ string
 		u       pinblock.Usage
@@ -282,12 +286,16 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		keys = append(keys, payshield.Key{ID: k.id, Version: 1, Usage: k.u, Algorithm: pinblock.TDES, Length: 16, Token: tok, KCV: ck.KCV()})
 	}
 	b, _ := json.Marshal(keys)
-	dir := t.TempDir()
-	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
 	if err := os.WriteFile(keyFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mode := func(c *gateway.Config) {
+	return zmkClear, keys
+}
+
+// hsmKeyChangeMode is HSM mode on addr with keyFile and custody, the ATM
+// network's key changes under zmk-hsm in the legacy form.
+func hsmKeyChangeMode(addr, keyFile, custody string) func(*gateway.Config) {
+	return func(c *gateway.Config) {
 		payShieldMode(addr)(c)
 		c.Security.DevKeys = false
 		c.Security.PayShield.KeyFile, c.Security.CustodyLog = keyFile, custody
@@ -296,6 +304,14 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 		acqs[0].ZMK, acqs[0].LegacyKeyChange = "zmk-hsm", true
 		c.Routing.Acquirers = acqs
 	}
+}
+
+func TestPayShieldModeOnlineKeyChange(t *testing.T) {
+	_, addr := startHSMSim(t)
+	dir := t.TempDir()
+	keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+	zmkClear, keys := writeHSMKeyChangeKeys(t, keyFile)
+	mode := hsmKeyChangeMode(addr, keyFile, custody)
 	g := startTestGateway(t, mode)
 	if err := waitReady(context.Background(), g); err != nil {
 		t.Fatal(err)
@@ -347,7 +363,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 			versions = append(versions, fmt.Sprintf("v%d %s", sk.Version, sk.KCV))
 		}
 	}
-	if want := []string{"v1 " + keys[2].KCV, "v2 " + v2.KCV()}; strings.Join(versions, ",") != strings.Join(want, ",") {
+	if want := []string{"v1 " + devATMKey(t).KCV(), "v2 " + v2.KCV()}; strings.Join(versions, ",") != strings.Join(want, ",") {
 		t.Errorf("key file holds %s versions %v, want %v", devkeys.ATMZPK, versions, want)
 	}
 	if strings.Contains(strings.ToUpper(mustRead(t, keyFile)), strings.ToUpper(hex.EncodeToString(newClear))) {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +24,7 @@ import (
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
 	"pingate/routing"
 )
 
@@ -524,5 +527,76 @@ func TestReversalWhileTheOriginalIsInFlightElsewhere(t *testing.T) {
 	}
 	if n := in.issuer.Reversals.Load(); n != 1 {
 		t.Fatalf("the issuer got %d reversal advices, want 1", n)
+	}
+}
+
+// TestKeyChangeOnEveryInstanceHSMMode: with security.module payshield, two
+// gateways on one payShield simulator and one Redis, each with its own key
+// file and custody log. A key change (0800/161, the key under the ZMK) on
+// gw-1 is imported there through the HSM and recorded in gw-1's custody log;
+// gw-2 takes it through its own import within the sync interval, keeps it in
+// its key file (as LMK tokens), translates under it, and writes no custody
+// record.
+func TestKeyChangeOnEveryInstanceHSMMode(t *testing.T) {
+	_, hsmAddr := startHSMSim(t)
+	redisAddr, _ := testservers.StartRedis(t)
+	var (
+		gws                []*gateway.Gateway
+		keyFiles, custodys []string
+		zmkClear           []byte
+	)
+	for i := range 2 {
+		dir := t.TempDir()
+		keyFile, custody := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log")
+		zmkClear, _ = writeHSMKeyChangeKeys(t, keyFile)
+		g := startTestGateway(t, func(c *gateway.Config) {
+			hsmKeyChangeMode(hsmAddr, keyFile, custody)(c)
+			c.Instance = fmt.Sprintf("hsm-gw-%d", i+1)
+			c.Limits.Backend, c.Limits.Addrs = "redis", []string{redisAddr}
+		})
+		if err := waitReady(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+		gws, keyFiles, custodys = append(gws, g), append(keyFiles, keyFile), append(custodys, custody)
+	}
+	newClear := oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := loadgenDial(t, gws[0].AcquirerAddr())
+	ans := exchange(t, c1, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
+	if ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change on hsm-gw-1 = %s, want 00", ans.ResponseCode)
+	}
+	taken := func() bool {
+		k, err := payShieldKeys(gws[1]).Lookup(pinblock.KeyRef{ID: devkeys.ATMZPK})
+		return err == nil && k.Version == 2 && k.KCV == v2.KCV()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !taken() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !taken() {
+		t.Fatal("hsm-gw-2 does not hold the new key 15 s after the change")
+	}
+	c2 := loadgenDial(t, gws[1].AcquirerAddr())
+	pop := opsPopulation(gws[1].Config().IssuerSim)
+	if code := exchange(t, c2, opsFieldsUnder(t, pop.Card(7310), "KCH07310", v2)).ResponseCode; code != iso8583.RCApproved {
+		t.Errorf("PIN change under the new key on hsm-gw-2 = %s, want 00", code)
+	}
+	if !strings.Contains(mustRead(t, keyFiles[1]), v2.KCV()) {
+		t.Error("hsm-gw-2's key file does not hold the new version")
+	}
+	if lines, _ := lastCustodyRecord(t, custodys[0]); lines != 1 {
+		t.Errorf("hsm-gw-1's custody log has %d records, want 1", lines)
+	}
+	if _, err := os.Stat(custodys[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("hsm-gw-2 has a custody log (%v): the change is recorded once, by hsm-gw-1", err)
 	}
 }
