@@ -31,6 +31,7 @@ const (
 	DefaultTerminalBurst       = 5
 	DefaultAcquirerRPS         = 200.0
 	DefaultAcquirerBurst       = 400
+	DefaultReplicaAckTimeout   = 50 * time.Millisecond
 )
 
 // Config configures a Limiter. Zero fields take the Default* values. It holds
@@ -59,6 +60,15 @@ type Config struct {
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// KeyPrefix starts every key (default "pg"); it must not contain '{' or '}'.
 	KeyPrefix string `yaml:"key_prefix"`
+	// ReplicaAcks is how many replicas must have a request's card count and
+	// duplicate-window claim before it may proceed (Redis WAIT, in the same
+	// round trip; on Redis Cluster on the card's master). 0, the default,
+	// does not wait: Redis replicates asynchronously, so a master's crash
+	// may forget the last writes. A request whose writes fewer replicas
+	// acknowledged within ReplicaAckTimeout is refused (fail closed).
+	ReplicaAcks int `yaml:"replica_acks"`
+	// ReplicaAckTimeout bounds that wait (default 50ms).
+	ReplicaAckTimeout time.Duration `yaml:"replica_ack_timeout"`
 	// DayZone is the IANA time zone whose calendar day CardOpsPerDay counts
 	// (default "UTC").
 	DayZone string `yaml:"day_zone"`
@@ -93,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.ReplicaAckTimeout == 0 {
+		c.ReplicaAckTimeout = DefaultReplicaAckTimeout
 	}
 	if c.DayZone == "" {
 		c.DayZone = DefaultDayZone
@@ -159,6 +172,12 @@ func (c Config) Validate() error {
 	}
 	if c.ReadTimeout < 0 {
 		bad("read_timeout %v: must be > 0", c.ReadTimeout)
+	}
+	if c.ReplicaAcks < 0 {
+		bad("replica_acks %d: must be >= 0", c.ReplicaAcks)
+	}
+	if c.ReplicaAckTimeout < 0 {
+		bad("replica_ack_timeout %v: must be > 0", c.ReplicaAckTimeout)
 	}
 	if strings.ContainsAny(c.KeyPrefix, "{}") {
 		bad("key_prefix %q: must not contain '{' or '}' (they delimit hash tags)", c.KeyPrefix)

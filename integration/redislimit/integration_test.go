@@ -279,3 +279,41 @@ func reportRedisCPU(b *testing.B, rdb *redis.Client, since time.Duration) {
 	used := redisCPU(b, rdb) - since
 	b.ReportMetric(float64(used.Nanoseconds())/float64(b.N)/1e3, "redis-µs/op")
 }
+
+// TestRealRedisReplicaAcks: with replica_acks 1 a request proceeds only once
+// a replica has its writes; a Redis without one refuses it, fail closed.
+func TestRealRedisReplicaAcks(t *testing.T) {
+	addr, _ := testservers.StartRedis(t)
+	l := newLimiter(t, addr, redislimit.Config{ReplicaAcks: 1, ReplicaAckTimeout: 10 * time.Millisecond})
+	d, err := l.Allow(context.Background(), request(routing.OpChange, "acks", "acq1", "T1"))
+	if !errors.Is(err, redislimit.ErrUnavailable) || d.Allowed || d.Refusal != routing.ErrLimiterUnavailable {
+		t.Errorf("Allow without a replica = %+v, %v; want the fail-closed refusal", d, err)
+	}
+	c, err := l.Claim(context.Background(), &routing.Request{ID: "acks-1", Operation: routing.OpUnblock, CardToken: "acks-w",
+		Acquirer: "acq1", Terminal: "T1", STAN: "000001", Transmit: "1203070000"}, time.Minute)
+	if !errors.Is(err, redislimit.ErrUnavailable) || c.First {
+		t.Errorf("Claim without a replica = %+v, %v; want ErrUnavailable", c, err)
+	}
+	if !strings.Contains(fmt.Sprint(err), "0 of 1 replicas") {
+		t.Errorf("error %q does not say how many replicas acknowledged", err)
+	}
+	// The refused claim spent nothing and holds nothing in flight. (Allow's
+	// card, which no window guards, may have been counted twice and
+	// refunded once, should the client have retried the script after a
+	// slow answer: the refusal errs on the safe side.)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "pg:{c:acks-w}*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if v, _ := rdb.Get(context.Background(), k).Result(); !strings.Contains(k, ":ops:") || v != "0" {
+			t.Errorf("after the refusals %s = %q, want only the day's counter at 0 (refunded; the claim removed)", k, v)
+		}
+	}
+	ok := newLimiter(t, addr, redislimit.Config{})
+	if d, err := ok.Allow(context.Background(), request(routing.OpChange, "acks2", "acq1", "T1")); err != nil || !d.Allowed {
+		t.Errorf("Allow with replica_acks 0 = %+v, %v; want allowed", d, err)
+	}
+}

@@ -202,15 +202,33 @@ type call struct {
 	cmd    *redis.Cmd
 }
 
+// pipeliner is a client that pipelines: the limiter's, or on Redis Cluster
+// one node's.
+type pipeliner interface{ Pipeline() redis.Pipeliner }
+
 // run sends calls as one pipeline of EVALSHA; calls the server does not have
 // the script for are re-sent with EVAL in one more pipeline. Each call's
-// result or error is in its cmd.
-func (l *Limiter) run(ctx context.Context, calls []*call) {
-	pipe := l.rdb.Pipeline()
-	for _, c := range calls {
-		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+// result or error is in its cmd. With wait, a WAIT for Config.ReplicaAcks
+// replicas closes the pipeline (the same round trip) and its answer is
+// returned; nil without wait.
+func (l *Limiter) run(ctx context.Context, rdb pipeliner, calls []*call, wait bool) *redis.Cmd {
+	send := func(calls []*call, full bool) *redis.Cmd {
+		pipe := rdb.Pipeline()
+		for _, c := range calls {
+			if full {
+				c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+			} else {
+				c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+			}
+		}
+		var w *redis.Cmd
+		if wait {
+			w = pipe.Do(ctx, "WAIT", l.cfg.ReplicaAcks, l.cfg.ReplicaAckTimeout.Milliseconds())
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command
+		return w
 	}
-	_, _ = pipe.Exec(ctx) // errors are per command
+	w := send(calls, false)
 	var again []*call
 	for _, c := range calls {
 		l.failed(c.cmd.Err())
@@ -218,14 +236,37 @@ func (l *Limiter) run(ctx context.Context, calls []*call) {
 			again = append(again, c)
 		}
 	}
-	if len(again) == 0 {
-		return
+	if len(again) > 0 {
+		w = send(again, true)
 	}
-	pipe = l.rdb.Pipeline()
-	for _, c := range again {
-		c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+	return w
+}
+
+// unclaim undoes the writes of c, a card or request script whose writes did
+// not reach enough replicas, so that the refused request neither holds its
+// window record in flight nor spends the card's count. Best effort.
+func (l *Limiter) unclaim(ctx context.Context, c *call, counted bool) {
+	flag := "0"
+	if counted {
+		flag = "1"
 	}
-	_, _ = pipe.Exec(ctx)
+	_ = unclaimScript.Run(ctx, l.rdb, c.keys[:2], c.args[6], flag).Err()
+}
+
+// replicated checks a WAIT's answer (nil: none asked): an error when fewer
+// replicas than Config.ReplicaAcks acknowledged the writes before it.
+func (l *Limiter) replicated(w *redis.Cmd) error {
+	if w == nil {
+		return nil
+	}
+	n, err := w.Int64()
+	if err != nil {
+		return fmt.Errorf("wait for replicas: %w", err)
+	}
+	if n < int64(l.cfg.ReplicaAcks) {
+		return fmt.Errorf("%d of %d replicas acknowledged within %v", n, l.cfg.ReplicaAcks, l.cfg.ReplicaAckTimeout)
+	}
+	return nil
 }
 
 // Allow decides whether req may proceed, in one Redis round trip: one script
@@ -261,7 +302,7 @@ func (l *Limiter) decide(ctx context.Context, req *routing.Request, window time.
 	if window > 0 {
 		winKey, winMS, leftMS = l.windowKey(routing.WindowIDOf(req)), window.Milliseconds(), remaining(ctx)
 	}
-	cardArgs := []any{winMS, leftMS, l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds()}
+	cardArgs := []any{winMS, leftMS, l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds(), l.markID(req)}
 	term := req.Acquirer != "" && req.Terminal != ""
 	acq := req.Acquirer != ""
 	if !l.split {
@@ -281,8 +322,14 @@ func (l *Limiter) decideOne(ctx context.Context, req *routing.Request, now time.
 	}
 	c := &call{script: requestScript, keys: keys,
 		args: append(cardArgs, termIv, l.cfg.TerminalBurst, acqIv, l.cfg.AcquirerBurst)}
-	l.run(ctx, []*call{c})
+	w := l.run(ctx, l.rdb, []*call{c}, l.cfg.ReplicaAcks > 0)
 	res, err := result(c.cmd)
+	if err == nil && res[0] != verdictDuplicate {
+		// A duplicate wrote nothing: no replica has anything to take.
+		if err = l.replicated(w); err != nil {
+			l.unclaim(ctx, c, res[0] == verdictAllowed)
+		}
+	}
 	if err != nil {
 		d := refuse(routing.ErrLimiterUnavailable, LimitCard)
 		l.count(ctx, d)
@@ -358,10 +405,45 @@ func (l *Limiter) decideSplit(ctx context.Context, req *routing.Request, now tim
 			args: []any{l.acqIv, l.cfg.AcquirerBurst}}
 		calls = append(calls, ac)
 	}
-	l.run(ctx, calls)
+	var w *redis.Cmd
+	if cc, ok := l.rdb.(*redis.ClusterClient); ok && l.cfg.ReplicaAcks > 0 {
+		// WAIT counts the replicas of the node it is sent to: the card's
+		// script goes to the card's master with its WAIT, the throughput
+		// scripts (not waited for) alongside, in parallel.
+		node, err := cc.MasterForKey(ctx, keys[1])
+		if err != nil {
+			l.failed(err)
+			d := refuse(routing.ErrLimiterUnavailable, LimitCard)
+			l.count(ctx, d)
+			card.cmd = redis.NewCmd(ctx)
+			card.cmd.SetErr(err)
+			for _, c := range calls[1:] {
+				c.cmd = redis.NewCmd(ctx)
+				c.cmd.SetErr(err)
+			}
+			l.throughputOnly(ctx, tc, ac, req, now)
+			return d, nil, fmt.Errorf("card limits: %w: %w", ErrUnavailable, err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if len(calls) > 1 {
+				l.run(ctx, l.rdb, calls[1:], false)
+			}
+		}()
+		w = l.run(ctx, node, calls[:1], true)
+		<-done
+	} else {
+		l.run(ctx, l.rdb, calls, false)
+	}
 
 	// Card first: its refusals are the more specific answers.
 	cardRes, cardErr := result(card.cmd)
+	if cardErr == nil && cardRes[0] != verdictDuplicate {
+		if cardErr = l.replicated(w); cardErr != nil {
+			l.unclaim(ctx, card, cardRes[0] == verdictAllowed)
+		}
+	}
 	if cardErr != nil {
 		d := refuse(routing.ErrLimiterUnavailable, LimitCard)
 		l.count(ctx, d)

@@ -27,18 +27,26 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 
--- The window record of KEYS[i], if there is one: {9, now, s, dl, c, o, r, i, e}.
-local function window_seen(key)
-  local rec = redis.call('HMGET', key, 's', 'dl', 'c', 'o', 'r', 'i', 'e')
+-- The window record of key, if there is one: {9, now, s, dl, c, o, r, i, e}.
+-- A record still in flight for claimer itself is this script run again (the
+-- client retried after losing the first answer): its first verdict,
+-- {v, n}, is returned instead, and nothing is charged twice.
+local function window_seen(key, claimer)
+  local rec = redis.call('HMGET', key, 's', 'dl', 'c', 'o', 'r', 'i', 'e', 'id', 'v', 'n')
   if not rec[1] then
     return nil
+  end
+  if rec[1] == 'f' and rec[8] == claimer then
+    return {tonumber(rec[9]), tonumber(rec[10])}
   end
   return {9, now_ms, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7]}
 end
 
--- Holds the request in flight until now + remaining ms, for window ms.
-local function window_claim(key, window, remaining)
-  redis.call('HSET', key, 's', 'f', 'dl', string.format('%.0f', now_ms + remaining))
+-- Holds the request in flight for claimer until now + remaining ms, for
+-- window ms, with the verdict it was given.
+local function window_claim(key, window, remaining, claimer, verdict, n)
+  redis.call('HSET', key, 's', 'f', 'dl', string.format('%.0f', now_ms + remaining), 'id', claimer,
+    'v', verdict, 'n', string.format('%.0f', n))
   redis.call('PEXPIRE', key, window)
 end
 
@@ -101,15 +109,16 @@ end
 //	ARGV[1] window, ms (0 = no window)  ARGV[2] the request's remaining time, ms
 //	ARGV[3] operations per day  ARGV[4] counter TTL, s
 //	ARGV[5] wrong PINs allowed (0 = do not check)  ARGV[6] wrong-PIN window, ms
-//	ARGV[7] terminal interval, µs (0 = no terminal limit)  ARGV[8] terminal burst
-//	ARGV[9] acquirer interval, µs (0 = no acquirer limit)  ARGV[10] acquirer burst
+//	ARGV[7] claimer: the request's operation id
+//	ARGV[8] terminal interval, µs (0 = no terminal limit)  ARGV[9] terminal burst
+//	ARGV[10] acquirer interval, µs (0 = no acquirer limit)  ARGV[11] acquirer burst
 //
 // Returns {verdict, ...} (the verdict* constants). A request that is not a
 // duplicate is claimed in the window whatever the limits decide.
 var requestScript = redis.NewScript(prelude + `
 local window = tonumber(ARGV[1])
 if window > 0 then
-  local seen = window_seen(KEYS[1])
+  local seen = window_seen(KEYS[1], ARGV[7])
   if seen then
     return seen
   end
@@ -128,15 +137,19 @@ local function charge(key, interval, burst, refusal)
     verdict, n = refusal, v
   end
 end
-charge(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), 3)
-charge(KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]), 4)
-if window > 0 then
-  window_claim(KEYS[1], window, tonumber(ARGV[2]))
-end
+charge(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), 3)
+charge(KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[11]), 4)
 if verdict ~= 0 then
+  if window > 0 then
+    window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], verdict, n)
+  end
   return {verdict, n}
 end
-return {0, card_count(KEYS[2], ARGV[4])}
+n = card_count(KEYS[2], ARGV[4])
+if window > 0 then
+  window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], 0, n)
+end
+return {0, n}
 `)
 
 // cardScript is the card's part of a request on Redis Cluster, where keys of
@@ -146,21 +159,23 @@ return {0, card_count(KEYS[2], ARGV[4])}
 // then gives it back with refundScript).
 //
 //	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
-//	ARGV[1] to ARGV[6] as requestScript's
+//	ARGV[1] to ARGV[7] as requestScript's
 var cardScript = redis.NewScript(prelude + `
 local window = tonumber(ARGV[1])
 if window > 0 then
-  local seen = window_seen(KEYS[1])
+  local seen = window_seen(KEYS[1], ARGV[7])
   if seen then
     return seen
   end
-  window_claim(KEYS[1], window, tonumber(ARGV[2]))
 end
 local verdict, n = card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-if verdict ~= 0 then
-  return {verdict, n}
+if verdict == 0 then
+  n = card_count(KEYS[2], ARGV[4])
 end
-return {0, card_count(KEYS[2], ARGV[4])}
+if window > 0 then
+  window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], verdict, n)
+end
+return {verdict, n}
 `)
 
 // gcraScript is one throughput decision, charged when it conforms, for Redis
@@ -235,6 +250,24 @@ if redis.call('HGET', KEYS[1], 's') ~= 'd' then
   return -1
 end
 return redis.call('HSETNX', KEYS[1], 'rvd', '1')
+`)
+
+// unclaimScript undoes a request's decision that could not be made durable
+// (fewer replicas than Config.ReplicaAcks took it): its window claim, if the
+// claim is still this request's and in flight, and its count, if counted.
+// Both keys share the card's tag.
+//
+//	KEYS[1] window record (or the counter again: no window)  KEYS[2] daily operations
+//	ARGV[1] claimer  ARGV[2] 1 = the operation was counted
+var unclaimScript = redis.NewScript(`
+if redis.call('TYPE', KEYS[1])['ok'] == 'hash' and redis.call('HGET', KEYS[1], 'id') == ARGV[1]
+    and redis.call('HGET', KEYS[1], 's') == 'f' then
+  redis.call('DEL', KEYS[1])
+end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DECR', KEYS[2])
+end
+return 0
 `)
 
 // refundScript gives back one counted operation (KEYS[1], the daily counter)

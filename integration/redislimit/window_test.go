@@ -194,3 +194,20 @@ func TestWindowKeyHoldsNoPANAndSharesTheCardSlot(t *testing.T) {
 		}
 	}
 }
+
+// A Claim sent again by the client (it lost the first answer and retried)
+// finds its own claim: it gets the same decision and is not charged twice.
+func TestClaimRetriedBySameRequest(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		l, m := newTestLimiter(t, Config{CardOpsPerDay: 5, TerminalRPS: 1000, TerminalBurst: 1000, AcquirerRPS: 1000, AcquirerBurst: 1000})
+		l.split = split
+		r := windowed("w1", "000006")
+		c1, c2 := claim(t, l, r), claim(t, l, r)
+		if !c1.First || !c2.First || c2.Decision != c1.Decision {
+			t.Errorf("split=%v: Claim, Claim again = %+v, %+v; want first twice with one decision", split, c1, c2)
+		}
+		if got, _ := m.Get("pg:{c:w1}:ops:20260314"); got != "1" {
+			t.Errorf("split=%v: operations counted = %q, want 1", split, got)
+		}
+	}
+}
