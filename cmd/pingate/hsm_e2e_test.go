@@ -292,6 +292,23 @@ func writeHSMKeyChangeKeys(t *testing.T, keyFile string) (zmkClear []byte, keys 
 	return zmkClear, keys
 }
 
+// hsmNextZPK is the ATM network's next zone PIN key (version 2 of
+// dev-atm-zpk), in clear, as a key, and as the DE 123 of its key change in
+// the legacy form under zmkClear.
+func hsmNextZPK(t *testing.T, zmkClear []byte) (newClear []byte, v2 pinblock.Key, de123 string) {
+	t.Helper()
+	newClear = oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
+	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	de123, err = iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newClear, v2, de123
+}
+
 // hsmKeyChangeMode is HSM mode on addr with keyFile and custody, the ATM
 // network's key changes under zmk-hsm in the legacy form.
 func hsmKeyChangeMode(addr, keyFile, custody string) func(*gateway.Config) {
@@ -316,15 +333,7 @@ func TestPayShieldModeOnlineKeyChange(t *testing.T) {
 	if err := waitReady(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	newClear := oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
-	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
-	if err != nil {
-		t.Fatal(err)
-	}
-	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	newClear, v2, de123 := hsmNextZPK(t, zmkClear)
 	ctx, c := atmSession(t, g)
 	ans, err := c.Do(ctx, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -559,15 +558,7 @@ func TestKeyChangeOnEveryInstanceHSMMode(t *testing.T) {
 		}
 		gws, keyFiles, custodys = append(gws, g), append(keyFiles, keyFile), append(custodys, custody)
 	}
-	newClear := oddParity([]byte{0x2C, 0x4E, 0x6A, 0x8C, 0xAE, 0xC0, 0xE2, 0x04, 0x1A, 0x3C, 0x5E, 0x70, 0x92, 0xB4, 0xD6, 0xF8})
-	v2, err := pinblock.NewKey(devkeys.ATMZPK, pinblock.UsageZPK, pinblock.TDES, 2, newClear)
-	if err != nil {
-		t.Fatal(err)
-	}
-	de123, err := iso8583.KeyExchange{KeyUnderZMK: hex.EncodeToString(underTDES(t, zmkClear, newClear)), KCV: v2.KCV()}.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, v2, de123 := hsmNextZPK(t, zmkClear)
 	c1 := loadgenDial(t, gws[0].AcquirerAddr())
 	ans := exchange(t, c1, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
 		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: de123})
