@@ -33,8 +33,8 @@
 #
 # Nodes keep no data on disk (save '', appendonly no): a killed node restarted
 # comes back empty and, in the cluster (its nodes.conf keeps its identity) or
-# under the sentinels, as a replica of whichever node took over, from which it
-# resynchronises. Needs redis-server and redis-cli (./scripts/services.sh start
+# under the sentinels (start-node starts a data node as the replica of the other one),
+# as a replica of whichever node took over, from which it resynchronises. Needs redis-server and redis-cli (./scripts/services.sh start
 # installs them).
 set -euo pipefail
 
@@ -130,10 +130,25 @@ write_conf() {
 }
 
 start_node() {
-  local name="$1"
+  local name="$1" other
   pid_alive "$name" && { log "$name already running"; return 0; }
   case "$name" in
   s*) redis-server "$DIR/$name.conf" --sentinel >/dev/null ;;
+  m | r)
+    # A data node without persistence must never come back as a master while
+    # the other one holds the data: an empty master that the sentinels adopt
+    # again (a failover that timed out or was not complete everywhere) would
+    # have its replica resynchronise from it and wipe every count (Redis
+    # replication docs, "Safety of replication when master has persistence
+    # turned off"). Its supervisor restarts it as a replica of the other data
+    # node, as this does; the sentinels then see it for what it is.
+    other=r; [ "$name" = r ] && other=m
+    if pid_alive "$other"; then
+      redis-server "$DIR/$name.conf" --replicaof 127.0.0.1 "$(port_of "$other")" >/dev/null
+    else
+      redis-server "$DIR/$name.conf" >/dev/null
+    fi
+    ;;
   *) redis-server "$DIR/$name.conf" >/dev/null ;;
   esac
   wait_for 20 "$name answering PING" ping_ok "$name"
