@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +20,18 @@ type Client struct {
 	conn    *iso8583.Conn
 	mu      sync.Mutex
 	pending map[matchKey]chan *iso8583.Fields
-	stan    atomic.Uint32
 }
+
+// stans numbers the requests of every Client of this process: a STAN (with
+// DE 7, the terminal and the acquirer) identifies a request to the gateway,
+// which answers a repeat from its duplicate window without sending it on.
+// One counter per connection would give two connections' requests the same
+// STAN in the same second, and one terminal drawn by both would make the
+// second a "retransmission" of the first. It starts at a random value so
+// that two load processes rarely meet either.
+var stans atomic.Uint32
+
+func init() { stans.Store(rand.Uint32N(999999)) }
 
 // matchKey is how an answer finds its request: STAN and DE 7.
 type matchKey struct{ stan, transmission string }
@@ -54,7 +65,7 @@ var ErrNoAnswer = errors.New("no answer from the gateway")
 
 // Do sends f (STAN and times are set here) and waits for its answer.
 func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, error) {
-	f.STAN = zeroPad(uint64(c.stan.Add(1)%999999+1), 6)
+	f.STAN = zeroPad(uint64(stans.Add(1)%999999+1), 6)
 	f.TransmissionTime = time.Now().UTC().Format("0102150405") // MMDDhhmmss
 	if f.MTI == iso8583.MTIAuthRequest {
 		f.LocalTime, f.LocalDate = f.TransmissionTime[4:], f.TransmissionTime[:4]
