@@ -377,6 +377,9 @@ type watchedStore struct {
 	putBlocks  bool // Put waits for its context to end
 	deleteErrs int  // the next deleteErrs Deletes fail
 	pendingErr error
+	// afterList, when set, runs once after a listing was taken and before
+	// it is returned: a change to the store while the worker walks it.
+	afterList func()
 }
 
 func newWatchedStore() *watchedStore {
@@ -421,7 +424,15 @@ func (s *watchedStore) Pending(ctx context.Context) ([]Reversal, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.MemoryReversalStore.Pending(ctx)
+	p, err := s.MemoryReversalStore.Pending(ctx)
+	s.mu.Lock()
+	hook := s.afterList
+	s.afterList = nil
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return p, err
 }
 
 // waitDeleted waits until id is deleted from the store.

@@ -81,11 +81,15 @@ type IssuerLinks struct {
 	// held are the advices owed ahead whose request is in flight or whose
 	// outcome is recorded but not yet deleted: the worker never sends them.
 	// undeleted (a subset of held) are the ones to delete; unrecorded are
-	// released advices the flow records itself.
+	// released advices the flow records itself. gone are advices deleted
+	// from the store since the worker's last look: a worker that listed the
+	// store before the delete must not take one for owed once it is no
+	// longer held.
 	heldMu     sync.Mutex
 	held       map[string]struct{}
 	undeleted  map[string]struct{}
 	unrecorded map[string]struct{}
+	gone       map[string]struct{}
 
 	mu      sync.RWMutex
 	issuers map[string]*issuerState
@@ -154,6 +158,7 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 		issuers: map[string]*issuerState{}, stop: make(chan struct{}), kick: make(chan struct{}, 1),
 		storeTimeout: cfg.StoreTimeout,
 		held:         map[string]struct{}{}, undeleted: map[string]struct{}{}, unrecorded: map[string]struct{}{},
+		gone: map[string]struct{}{},
 	}
 	if l.storeTimeout <= 0 {
 		l.storeTimeout = DefaultStoreTimeout
@@ -387,10 +392,13 @@ func (l *IssuerLinks) hold(id string) {
 	l.heldMu.Unlock()
 }
 
+// unhold forgets id once the store has deleted it: marked gone, so a
+// worker holding an older listing of the store does not send it.
 func (l *IssuerLinks) unhold(id string) {
 	l.heldMu.Lock()
 	delete(l.held, id)
 	delete(l.undeleted, id)
+	l.gone[id] = struct{}{}
 	l.heldMu.Unlock()
 }
 
@@ -637,11 +645,31 @@ func (l *IssuerLinks) sendReversals() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l.deleteDischarged(ctx)
+	// What was deleted before this listing is not in it and cannot come
+	// back: forget it after the listing. What is deleted while the listing
+	// is walked is skipped below.
+	l.heldMu.Lock()
+	goneBefore := make([]string, 0, len(l.gone))
+	for id := range l.gone {
+		goneBefore = append(goneBefore, id)
+	}
+	l.heldMu.Unlock()
 	pending, err := l.reversals.Pending(ctx)
 	if err != nil {
 		l.log.Error("reversal store unreadable", "err", err)
 		return
 	}
+	listed := make(map[string]struct{}, len(pending))
+	for _, r := range pending {
+		listed[r.ID] = struct{}{}
+	}
+	l.heldMu.Lock()
+	for _, id := range goneBefore {
+		if _, ok := listed[id]; !ok {
+			delete(l.gone, id)
+		}
+	}
+	l.heldMu.Unlock()
 	for _, r := range pending {
 		select {
 		case <-l.stop:
@@ -651,8 +679,9 @@ func (l *IssuerLinks) sendReversals() {
 		l.heldMu.Lock()
 		_, held := l.held[r.ID]
 		_, unrecorded := l.unrecorded[r.ID]
+		_, gone := l.gone[r.ID]
 		l.heldMu.Unlock()
-		if held {
+		if held || gone {
 			continue
 		}
 		l.mu.RLock()

@@ -691,6 +691,39 @@ func TestLinksShutdownDeletesDischarged(t *testing.T) {
 	}
 }
 
+// TestLinksWorkerSkipsAdviceDischargedWhileListed: an approval's reversal
+// discharged after the worker listed the store, and before it reached the
+// advice, is not sent (it was, under load: the issuer reverted PIN changes
+// answered 00).
+func TestLinksWorkerSkipsAdviceDischargedWhileListed(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	req := unblockRequest("T0000001")
+	if code, err := l.Send(context.Background(), "ssbank", req); err != nil || code != iso8583.RCApproved {
+		t.Fatalf("Send() = %q, %v, want 00", code, err)
+	}
+	rev := rig.putFor(t, host.waitMsg(t, 1, iso8583.MTIAuthRequest, "").STAN)
+	ran := make(chan struct{})
+	rig.store.mu.Lock()
+	rig.store.afterList = func() {
+		l.Discharge(context.Background(), req)
+		close(ran)
+	}
+	rig.store.mu.Unlock()
+	l.kickWorker()
+	<-ran
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil { // waits for the worker's round
+		t.Fatalf("Shutdown() = %v", err)
+	}
+	if n := host.countMsg(iso8583.MTIReversalAdvice, ""); n != 0 {
+		t.Errorf("the issuer got %d reversals of approval %s discharged during the worker's walk, want none", n, rev.ID)
+	}
+}
+
 // TestLinksReverse: Reverse releases a held reversal (recorded once
 // acknowledged: the flow could not record the outcome), owes a new one for
 // a discharged approval (not recorded: the flow records the acquirer's
