@@ -207,12 +207,15 @@ func render(w io.Writer, dir, notesPath string) error {
 		all = append(all, readRuns(dir, name)...)
 	}
 	var errs, total int64
-	codes := map[string]int64{}
+	codes, kinds := map[string]int64{}, map[string]int64{}
 	for _, r := range all {
 		errs += r.Errors
 		total += r.Requests
 		for c, n := range r.Codes {
 			codes[c] += n
+		}
+		for k, n := range r.Kinds {
+			kinds[k] += n
 		}
 	}
 	soak := soakStats(dir)
@@ -249,7 +252,18 @@ func render(w io.Writer, dir, notesPath string) error {
 		if other > 0 {
 			by = fmt.Sprintf("%d of %d not 00 (%.3f %%)", other, total, 100*float64(other)/float64(total))
 		}
-		gs = append(gs, goal{"every answer 00, over every gateway run", fmt.Sprintf("%s; %d without an answer", strings.Join(cs, ", "), errs), "all 00", other == 0, by})
+		unanswered := fmt.Sprintf("%d without an answer", errs)
+		if len(kinds) > 0 {
+			// The load tool's kinds: a request "not sent" (open loop, every
+			// slot busy) never reached the gateway; a timeout or a
+			// connection error did.
+			var ks []string
+			for _, k := range slices.Sorted(mapKeys(kinds)) {
+				ks = append(ks, fmt.Sprintf("%s %d", k, kinds[k]))
+			}
+			unanswered += " (" + strings.Join(ks, ", ") + ")"
+		}
+		gs = append(gs, goal{"every answer 00, over every gateway run", strings.Join(cs, ", ") + "; " + unanswered, "all 00", other == 0, by})
 	}
 	if soak != nil {
 		growth := soak.slope * soak.halfMin // MiB over the second half
