@@ -632,9 +632,11 @@ func TestLinksHoldTheReversalOfAnApproval(t *testing.T) {
 	l.Discharge(context.Background(), &IssuerRequest{}) // never sent: nothing to do
 }
 
-// TestLinksDischargeRetriesAFailedDelete: a discharged reversal the store
-// could not delete stays held — never sent — and the worker deletes it.
-func TestLinksDischargeRetriesAFailedDelete(t *testing.T) {
+// approvedHeld starts links to one issuer host and sends it an unblock it
+// approves: the request's reversal, owed ahead, is stored and still held
+// (the flow has neither discharged nor released it).
+func approvedHeld(t *testing.T) (*linkRig, *fakeHost, *IssuerLinks, *IssuerRequest, Reversal) {
+	t.Helper()
 	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
 	host := rig.net.host("A")
 	l := rig.start(t)
@@ -644,6 +646,13 @@ func TestLinksDischargeRetriesAFailedDelete(t *testing.T) {
 		t.Fatalf("Send() = %q, %v, want 00", code, err)
 	}
 	rev := rig.putFor(t, host.waitMsg(t, 1, iso8583.MTIAuthRequest, "").STAN)
+	return rig, host, l, req, rev
+}
+
+// TestLinksDischargeRetriesAFailedDelete: a discharged reversal the store
+// could not delete stays held — never sent — and the worker deletes it.
+func TestLinksDischargeRetriesAFailedDelete(t *testing.T) {
+	rig, host, l, req, rev := approvedHeld(t)
 	rig.store.mu.Lock()
 	rig.store.deleteErrs = 1
 	rig.store.mu.Unlock()
@@ -660,15 +669,7 @@ func TestLinksDischargeRetriesAFailedDelete(t *testing.T) {
 // failed and whose store has healed since is deleted by Shutdown, not left
 // for the next start to send (which would reverse an approval answered 00).
 func TestLinksShutdownDeletesDischarged(t *testing.T) {
-	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
-	host := rig.net.host("A")
-	l := rig.start(t)
-	rig.waitUp(t, 1, "A")
-	req := unblockRequest("T0000001")
-	if code, err := l.Send(context.Background(), "ssbank", req); err != nil || code != iso8583.RCApproved {
-		t.Fatalf("Send() = %q, %v, want 00", code, err)
-	}
-	rev := rig.putFor(t, host.waitMsg(t, 1, iso8583.MTIAuthRequest, "").STAN)
+	rig, _, l, req, rev := approvedHeld(t)
 	rig.store.mu.Lock()
 	rig.store.deleteErrs = 1
 	rig.store.mu.Unlock()
@@ -696,15 +697,7 @@ func TestLinksShutdownDeletesDischarged(t *testing.T) {
 // advice, is not sent (it was, under load: the issuer reverted PIN changes
 // answered 00).
 func TestLinksWorkerSkipsAdviceDischargedWhileListed(t *testing.T) {
-	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
-	host := rig.net.host("A")
-	l := rig.start(t)
-	rig.waitUp(t, 1, "A")
-	req := unblockRequest("T0000001")
-	if code, err := l.Send(context.Background(), "ssbank", req); err != nil || code != iso8583.RCApproved {
-		t.Fatalf("Send() = %q, %v, want 00", code, err)
-	}
-	rev := rig.putFor(t, host.waitMsg(t, 1, iso8583.MTIAuthRequest, "").STAN)
+	rig, host, l, req, rev := approvedHeld(t)
 	ran := make(chan struct{})
 	rig.store.mu.Lock()
 	rig.store.afterList = func() {
