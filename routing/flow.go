@@ -43,6 +43,9 @@ type IssuerRequest struct {
 	// (Reversal.EventID, Reversal.Channel).
 	eventID string
 	channel Channel
+	// dischargeTried: the write of the outcome event with the delete of
+	// sent's advice failed (DischargingSink), and may land later.
+	dischargeTried bool
 }
 
 // KeyImporter takes a key enciphered under a zone master key: an acquirer's
@@ -77,8 +80,27 @@ type Reverser interface {
 // flow has the outcome event of an approved request in the journal, it
 // discharges that reversal. Discharge does not fail: a reversal it could not
 // delete stays held (never sent by this process) and is deleted later.
+//
+// With a DischargingSink the sink deletes the advice itself, in the outcome
+// entry's own write, and the flow tells the Discharger with Discharged.
 type Discharger interface {
 	Discharge(ctx context.Context, req *IssuerRequest)
+	// Discharged: req's advice was deleted with its outcome event
+	// (DischargingSink); forget it. When that write failed the flow calls
+	// Reverse instead, which owes the advice again.
+	Discharged(req *IssuerRequest)
+}
+
+// DischargingSink is implemented by an OutcomeSink that keeps the reversal
+// advices owed ahead in its own store (the gateway's journal, which holds
+// the Discharger's ReversalStore): PublishDischarging makes ev durable and
+// deletes advice adviceID in one atomic synced write, so an approval is
+// never recorded with its advice still owed, nor its advice deleted without
+// the record. An error before the write leaves neither done; a write whose
+// fate is unknown (stalled, or a storage failure once it began) may still
+// land whole. Wire it only with a Discharger whose store is the sink's.
+type DischargingSink interface {
+	PublishDischarging(ctx context.Context, ev Event, adviceID string) error
 }
 
 // ReversalRecorder records a reversal the issuer acknowledged as an outcome
@@ -277,13 +299,17 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 	out := Outcome{Code: rsp.Code, Outcome: rsp.Outcome, Reason: rsp.Reason, Issuer: issuer}
 	out.EventID = eventID(req.ID)
-	ev, err := f.publish(ctx, req, &out)
+	ev, discharged, err := f.publish(ctx, req, &out)
 	if err == nil && req.approved != nil && req.approved.sent != nil {
 		out.undo = approvalOf(req.approved.sent, ev)
 		// The outcome is in the journal: the reversal owed ahead of the
 		// issuer call is no longer owed.
 		if d, ok := f.deps.Issuers.(Discharger); ok {
-			d.Discharge(ctx, req.approved)
+			if discharged {
+				d.Discharged(req.approved)
+			} else {
+				d.Discharge(ctx, req.approved)
+			}
 		}
 	}
 	if err != nil {
@@ -511,13 +537,18 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	return issuer, nil
 }
 
-func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (Event, error) {
+// publish records out's event in the sink. The event of an approval whose advice is owed ahead goes with the delete
+// of that advice when the sink can write both at once (DischargingSink);
+// discharged says it did. A failed write of both marks the request
+// (IssuerRequest.dischargeTried): its Reverse owes the advice again, since
+// the write may still land and delete it.
+func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (ev Event, discharged bool, err error) {
 	t := f.deps.Now()
 	ctx, span := f.tracer.Start(ctx, "pingate.journal.append")
 	defer span.End()
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
-	ev := Event{
+	ev = Event{
 		ID:          out.EventID,
 		Type:        EventType(req.Operation, out.Outcome),
 		Time:        t,
@@ -543,9 +574,18 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (Event, 
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		ev.TraceID = sc.TraceID().String()
 	}
-	err := f.deps.Sink.Publish(ctx, ev)
+	ds, dischargeable := f.deps.Sink.(DischargingSink)
+	if _, ok := f.deps.Issuers.(Discharger); !ok || req.approved == nil || req.approved.sent == nil {
+		dischargeable = false
+	}
+	if dischargeable {
+		err = ds.PublishDischarging(ctx, ev, req.approved.sent.ID)
+		req.approved.dischargeTried = err != nil
+	} else {
+		err = f.deps.Sink.Publish(ctx, ev)
+	}
 	f.m.stage(ctx, "journal", t, f.deps.Now())
-	return ev, err
+	return ev, dischargeable && err == nil, err
 }
 
 // eventNamespace derives event ids from operation ids (UUID v5), so a retried

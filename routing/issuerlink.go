@@ -80,14 +80,17 @@ type IssuerLinks struct {
 
 	// held are the advices owed ahead whose request is in flight or whose
 	// outcome is recorded but not yet deleted: the worker never sends them.
-	// undeleted (a subset of held) are the ones to delete; unrecorded are
-	// released advices the flow records itself. gone are advices deleted
-	// from the store since the worker's last look: a worker that listed the
-	// store before the delete must not take one for owed once it is no
-	// longer held.
+	// undeleted (a subset of held) are the ones to delete; unstored (also
+	// held) are advices to store again before they are released (Reverse
+	// after a failed write of the outcome with the advice's delete);
+	// unrecorded are released advices the flow records itself. gone are
+	// advices deleted from the store since the worker's last look: a worker
+	// that listed the store before the delete must not take one for owed
+	// once it is no longer held.
 	heldMu     sync.Mutex
 	held       map[string]struct{}
 	undeleted  map[string]struct{}
+	unstored   map[string]Reversal
 	unrecorded map[string]struct{}
 	gone       map[string]struct{}
 
@@ -158,7 +161,7 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 		issuers: map[string]*issuerState{}, stop: make(chan struct{}), kick: make(chan struct{}, 1),
 		storeTimeout: cfg.StoreTimeout,
 		held:         map[string]struct{}{}, undeleted: map[string]struct{}{}, unrecorded: map[string]struct{}{},
-		gone: map[string]struct{}{},
+		unstored: map[string]Reversal{}, gone: map[string]struct{}{},
 	}
 	if l.storeTimeout <= 0 {
 		l.storeTimeout = DefaultStoreTimeout
@@ -347,6 +350,9 @@ func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
 	if req.sent == nil {
 		return ErrNothingToReverse
 	}
+	if req.dischargeTried && l.isHeld(req.sent.ID) {
+		return l.restore(ctx, *req.sent)
+	}
 	if l.release(req.sent.ID, true) {
 		return nil
 	}
@@ -381,6 +387,42 @@ func (l *IssuerLinks) Discharge(ctx context.Context, req *IssuerRequest) {
 	l.unhold(id)
 }
 
+// Discharged implements Discharger: req's advice was deleted from the
+// store with its outcome event (DischargingSink); it is forgotten, and
+// marked gone for a worker that listed the store before the delete.
+func (l *IssuerLinks) Discharged(req *IssuerRequest) {
+	if req.sent != nil {
+		l.unhold(req.sent.ID)
+	}
+}
+
+// restore owes r, a held advice, again after the write of its operation's
+// outcome with the advice's delete failed: that write may land later (or
+// be replayed when the store reopens) and delete the advice, so the advice
+// is stored once more — a write the store orders after it — and only then
+// released. If the store does not take it, the advice stays held (never
+// sent without its record) and the worker stores it again before it
+// releases it; a crash before that leaves either the advice (the write did
+// not land: a start sends it) or the approval recorded and standing.
+func (l *IssuerLinks) restore(ctx context.Context, r Reversal) error {
+	if err := l.put(ctx, r); err != nil {
+		l.heldMu.Lock()
+		l.unstored[r.ID] = r
+		l.heldMu.Unlock()
+		l.kickWorker()
+		return fmt.Errorf("persist reversal for issuer %s again: %w", r.Issuer, err)
+	}
+	l.release(r.ID, true)
+	return nil
+}
+
+func (l *IssuerLinks) isHeld(id string) bool {
+	l.heldMu.Lock()
+	defer l.heldMu.Unlock()
+	_, ok := l.held[id]
+	return ok
+}
+
 // SetRecorder sets the function that records acknowledged reversals owed
 // ahead (Reversal.Record) as outcome events; call it before Start. Without a
 // recorder they are acknowledged without an event.
@@ -398,6 +440,7 @@ func (l *IssuerLinks) unhold(id string) {
 	l.heldMu.Lock()
 	delete(l.held, id)
 	delete(l.undeleted, id)
+	delete(l.unstored, id)
 	l.gone[id] = struct{}{}
 	l.heldMu.Unlock()
 }
@@ -732,17 +775,30 @@ func (l *IssuerLinks) sendReversals() {
 	}
 }
 
-// deleteDischarged retries the deletes Discharge and forget could not make.
+// deleteDischarged retries the deletes Discharge and forget could not make,
+// and the writes restore could not make (those advices are then released).
 func (l *IssuerLinks) deleteDischarged(ctx context.Context) {
 	l.heldMu.Lock()
 	ids := make([]string, 0, len(l.undeleted))
 	for id := range l.undeleted {
 		ids = append(ids, id)
 	}
+	again := make([]Reversal, 0, len(l.unstored))
+	for _, r := range l.unstored {
+		again = append(again, r)
+	}
 	l.heldMu.Unlock()
 	for _, id := range ids {
 		if err := l.del(ctx, id); err == nil {
 			l.unhold(id)
+		}
+	}
+	for _, r := range again {
+		if err := l.put(ctx, r); err == nil {
+			l.heldMu.Lock()
+			delete(l.unstored, r.ID)
+			l.heldMu.Unlock()
+			l.release(r.ID, true)
 		}
 	}
 }

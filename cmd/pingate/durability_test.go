@@ -192,7 +192,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		if code := gw.wait(t, 30*time.Second); code != 0 {
 			t.Fatalf("serve exited %d after SIGTERM\n%s", code, opsTail(gw.stderr.String(), 3000))
 		}
-		n := pendingReversals(t, filepath.Join(dir, "reversals"))
+		n := pendingReversals(t, filepath.Join(dir, "journal"))
 		if n == 0 {
 			break
 		}
@@ -210,7 +210,8 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		kills, len(answered), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
 }
 
-// pendingReversals counts the reversals a stopped gateway still owes.
+// pendingReversals counts the reversals a stopped gateway still owes: the
+// advices kept in its journal's database (dir, events.journal_dir).
 func pendingReversals(t *testing.T, dir string) int {
 	t.Helper()
 	s, err := openTestReversalStore(dir)
@@ -225,7 +226,8 @@ func pendingReversals(t *testing.T, dir string) int {
 	return len(p)
 }
 
-// openTestReversalStore opens a stopped gateway's reversal store.
+// openTestReversalStore opens the reversal store of a stopped gateway, kept
+// in its journal's database (dir: events.journal_dir).
 // It derives the data key on the development keys, as the gateway does.
 func openTestReversalStore(dir string) (*reversalstore.Store, error) {
 	ring := pinblock.NewKeyring(0)
@@ -353,14 +355,16 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
 	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 2 * time.Millisecond, Audit: true,
 		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
-	journalDir, revDir := filepath.Join(mnt, "journal"), filepath.Join(t.TempDir(), "reversals")
+	// The advices owed ahead live in the journal's database, on the small
+	// disk too.
+	journalDir := filepath.Join(mnt, "journal")
 	const grace = 5 * time.Second
 	onTmpfs := func(c *gateway.Config) {
 		gatewaytest.ExternalIssuer(simAddr)(c)
 		c.Instance = "ops-shutdown"
 		off := false
 		c.Branch.Enabled = &off // no development certificates on the small disk
-		c.Events.JournalDir, c.Reversals.Dir = journalDir, revDir
+		c.Events.JournalDir = journalDir
 		c.Events.MinFree, c.Events.JournalWriteTimeout = 4<<20, time.Second
 		c.Acquirer.ShutdownGrace = grace
 	}
@@ -479,7 +483,7 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 		waitHTTP(t, "http://"+g2.HTTPAddr()+"/readyz", http.StatusOK)
 		time.Sleep(500 * time.Millisecond)
 		shutdown(g2)
-		n := pendingReversals(t, revDir)
+		n := pendingReversals(t, journalDir)
 		if n == 0 {
 			break
 		}

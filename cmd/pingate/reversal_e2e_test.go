@@ -22,13 +22,14 @@ import (
 func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 	pop := issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}
 	silent, silentAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, DropRate: 1}) // takes every request, answers none
-	revDir := filepath.Join(t.TempDir(), "reversals")
+	// The advices live in the journal's database: both runs share it.
+	journalDir := filepath.Join(t.TempDir(), "journal")
 	ctx := context.Background()
 
 	gw := func(host string) *gateway.Gateway {
 		g := startTestGateway(t, func(c *gateway.Config) {
 			c.IssuerSim = nil
-			c.Reversals.Dir = revDir
+			c.Events.JournalDir = journalDir
 			c.Routing.Issuers[0].Hosts = []string{host}
 			c.Routing.Issuers[0].Timeout = 300 * time.Millisecond
 		})
@@ -65,7 +66,7 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	store, err := openTestReversalStore(revDir)
+	store, err := openTestReversalStore(journalDir)
 	if err != nil {
 		t.Fatal(err)
 	}

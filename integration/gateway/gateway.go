@@ -160,9 +160,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		}
 	}
 
-	if err := os.MkdirAll(cfg.Reversals.Dir, 0o700); err != nil {
-		return g, err
-	}
 	dataKey := cfg.Reversals.DataKey
 	if dataKey == "" && cfg.Security.DevKeys {
 		dataKey = devkeys.ATMZMK
@@ -186,24 +183,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	default:
 		return g, errors.New("reversals.data_key: name a key held by the security module; the reversal store seals PANs under a data key derived from it")
 	}
-	g.reversals, err = reversalstore.Open(cfg.Reversals.Dir, sealer)
-	if err != nil {
-		return g, err
-	}
-	dialects, err := cfg.LoadDialects()
-	if err != nil {
-		return g, err
-	}
-	issuers := cfg.Routing.WithDefaults().Issuers
-	codecs, err := routing.NewIssuerCodecs(issuers, dialects)
-	if err != nil {
-		return g, err
-	}
-	g.links = routing.NewIssuerLinks(routing.LinksConfig{
-		Institution: cfg.Routing.Institution, Issuers: issuers, Codec: routing.IssuerDialect{}, Codecs: codecs,
-		Dial: tcpDialer, Reversals: g.reversals, StoreTimeout: cfg.Reversals.WriteTimeout, Logger: log,
-	})
-
 	if err := os.MkdirAll(cfg.Events.JournalDir, 0o700); err != nil {
 		return g, err
 	}
@@ -228,6 +207,40 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		return g, err
 	}
 
+	// The advices owed ahead live in the journal's database, so an
+	// approval's entry and the delete of its advice are one synced write
+	// (loggedSink.PublishDischarging). Advices an older gateway left in a
+	// reversals.dir of their own are moved over first, before the links
+	// start.
+	if g.reversals, err = reversalstore.New(g.journal.Store(), sealer); err != nil {
+		return g, err
+	}
+	if dir := cfg.Reversals.Dir; dir != "" && filepath.Clean(dir) != filepath.Clean(cfg.Events.JournalDir) {
+		mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := g.reversals.MoveFrom(mctx, dir, reversalstore.Options{})
+		cancel()
+		if err != nil {
+			return g, fmt.Errorf("reversals.dir: %w", err)
+		}
+		if n > 0 {
+			log.Warn("held reversal advices moved from reversals.dir into the journal's database; the directory is now empty",
+				"moved", n, "from", dir, "to", cfg.Events.JournalDir)
+		}
+	}
+	dialects, err := cfg.LoadDialects()
+	if err != nil {
+		return g, err
+	}
+	issuers := cfg.Routing.WithDefaults().Issuers
+	codecs, err := routing.NewIssuerCodecs(issuers, dialects)
+	if err != nil {
+		return g, err
+	}
+	g.links = routing.NewIssuerLinks(routing.LinksConfig{
+		Institution: cfg.Routing.Institution, Issuers: issuers, Codec: routing.IssuerDialect{}, Codecs: codecs,
+		Dial: tcpDialer, Reversals: g.reversals, StoreTimeout: cfg.Reversals.WriteTimeout, Logger: log,
+	})
+
 	if err := g.startLimiter(); err != nil {
 		return g, err
 	}
@@ -236,7 +249,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	}
 	g.ops = newReloader(g)
 	deps := routing.Deps{
-		HSM: g.sm, Sink: loggedSink{Journal: g.journal, log: log}, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
+		HSM: g.sm, Sink: loggedSink{Journal: g.journal, revs: g.reversals, log: log}, Issuers: g.links, Tokenizer: tokenizer, Source: cfg.Instance,
 		Limiter: g.ops.limits,
 	}
 	switch {
@@ -468,14 +481,20 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	if g.httpSrv != nil {
 		_ = g.httpSrv.Shutdown(ctx)
 	}
-	if g.journal != nil {
-		if err := g.journal.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("journal: %w", err))
-		}
-	}
+	// The links stop before the journal: their reversal store lives in the
+	// journal's database, which the journal's Shutdown closes, and their
+	// last retries of deletes (Shutdown) and records go into it.
 	if g.links != nil {
 		if err := g.links.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("issuer links: %w", err))
+		}
+	}
+	if g.reversals != nil {
+		_ = g.reversals.Close()
+	}
+	if g.journal != nil {
+		if err := g.journal.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("journal: %w", err))
 		}
 	}
 	if g.sim != nil {
@@ -484,9 +503,6 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.shared.close()
 	if g.limiter != nil {
 		_ = g.limiter.Close()
-	}
-	if g.reversals != nil {
-		_ = g.reversals.Close()
 	}
 	if g.ops != nil {
 		g.ops.zeroize()

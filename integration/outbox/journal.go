@@ -318,6 +318,13 @@ func (j *Journal) write(fill func(*pebble.Batch) error, o *pebble.WriteOptions, 
 	}
 }
 
+// Store is the journal's database. Other stores may keep their keys in it
+// under a prefix of their own (reversalstore.New: "rev/"), to commit their
+// writes with an entry's (PublishWith); the journal never reads, trims or
+// relays a key outside "e" and "m/". The journal owns it: Shutdown closes
+// it, so those stores must be done with it (closed) before.
+func (j *Journal) Store() *pebblestore.DB { return j.store }
+
 // read runs f on the store in use, or fails with ErrFailed while it is out
 // of use (being reopened).
 func (j *Journal) read(f func(db *pebble.DB) error) error {
@@ -391,6 +398,21 @@ func (j *Journal) load(db *pebble.DB) error {
 // or a storage error. Once the commit has started it is awaited whatever ctx
 // does: an fsync is short, and an answer must not contradict the journal.
 func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
+	return j.PublishWith(ctx, ev, nil)
+}
+
+// PublishWith is Publish with also's writes in the entry's own batch: one
+// synced commit, so the entry and those writes land together or not at all
+// (pebble applies a batch atomically, and its WAL record is replayed whole
+// or not at all). The gateway deletes an approval's owed reversal advice
+// this way (reversalstore.Store.Discharge, on the store New built on Store).
+// also must write only keys outside the journal's own ("e" entries, "m/"
+// progress), which the journal never reads or deletes; nil adds nothing.
+//
+// An error before the commit leaves neither written. ErrStalled, and
+// ErrFailed once the commit has begun, leave the outcome unknown: the batch
+// may still land (late, or replayed after the store reopens), whole.
+func (j *Journal) PublishWith(ctx context.Context, ev routing.Event, also func(*pebble.Batch) error) error {
 	if err := ctx.Err(); err != nil {
 		j.m.appended(ctx, "canceled")
 		return err
@@ -433,8 +455,13 @@ func (j *Journal) Publish(ctx context.Context, ev routing.Event) error {
 	// The watermark passes seq only when its commit has returned, also one
 	// the caller gave up on: an entry that lands late is relayed. A failed
 	// append leaves a hole in the sequence; the watermark passes it.
-	err = j.write(func(b *pebble.Batch) error { return b.Set(entryKey(seq), v, nil) },
-		pebble.Sync, func(error) { j.complete(seq) })
+	fill := func(b *pebble.Batch) error {
+		if err := b.Set(entryKey(seq), v, nil); err != nil || also == nil {
+			return err
+		}
+		return also(b)
+	}
+	err = j.write(fill, pebble.Sync, func(error) { j.complete(seq) })
 	if err != nil {
 		j.m.appended(ctx, "error")
 		return fmt.Errorf("journal append: %w", err)

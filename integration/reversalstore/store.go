@@ -1,6 +1,11 @@
 // Package reversalstore persists the reversal advices pingate owes issuers
 // (routing.ReversalStore) in an embedded pebble database, so that a restart
-// resends what was not yet acknowledged. Every write is synced and bounded:
+// resends what was not yet acknowledged. The gateway keeps them in the
+// outcome journal's database (New on outbox.Journal.Store), under keys of
+// their own ("rev/" + advice id) that the journal never reads or deletes, so
+// an approval's entry and the delete of its advice go in one synced batch
+// (Discharge); Open gives a store a database of its own (tools, tests, and
+// the directory MoveFrom empties). Every write is synced and bounded:
 // a write that fails or does not return within its context's deadline
 // returns an error (the request it was for is answered 91 without the issuer
 // being called); a fatal storage error marks the store failed instead of
@@ -52,6 +57,7 @@ type Sealer interface {
 type Store struct {
 	sealer  Sealer
 	db      *pebblestore.DB
+	ownsDB  bool // Open's: Close closes it; New's belongs to its opener
 	stalled atomic.Int64
 	writes  sync.WaitGroup
 }
@@ -77,14 +83,33 @@ func OpenWith(dir string, sealer Sealer, opts Options) (*Store, error) {
 	if sealer == nil {
 		return nil, errors.New("open reversal store: a sealer is required (advices carry PANs)")
 	}
-	s := &Store{sealer: sealer}
 	db, err := pebblestore.Open(dir, pebblestore.Options{Name: "reversal store", FS: opts.FS, ProbeInterval: opts.ProbeInterval})
 	if err != nil {
 		return nil, fmt.Errorf("open reversal store: %w", err)
 	}
-	s.db = db
-	return s, nil
+	return &Store{sealer: sealer, db: db, ownsDB: true}, nil
 }
+
+// New returns a store kept in db, a database opened and closed by another
+// owner (the outcome journal's: outbox.Journal.Store). Its advices live
+// under their own key prefix; Close waits for the store's writes and leaves
+// db open. The owner must close db only after Close.
+func New(db *pebblestore.DB, sealer Sealer) (*Store, error) {
+	if sealer == nil {
+		return nil, errors.New("open reversal store: a sealer is required (advices carry PANs)")
+	}
+	if db == nil {
+		return nil, errors.New("open reversal store: no database")
+	}
+	return &Store{sealer: sealer, db: db}, nil
+}
+
+// Advice keys: "rev/" + the advice id. Every key of the prefix sorts
+// between keyLow and keyHigh.
+var (
+	keyLow  = []byte("rev/")
+	keyHigh = []byte("rev0")
+)
 
 func key(id string) []byte { return []byte("rev/" + id) }
 
@@ -106,7 +131,15 @@ func (s *Store) Put(ctx context.Context, r routing.Reversal) error {
 
 // Delete removes an acknowledged reversal, bounded like Put.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	return s.write(ctx, func(b *pebble.Batch) error { return b.Delete(key(id), nil) })
+	return s.write(ctx, s.Discharge(id))
+}
+
+// Discharge returns the batch operation that deletes advice id, for the
+// owner of the store's database to commit with its own write: the journal
+// commits an approval's entry and the delete of its advice in one synced
+// batch (outbox.Journal.PublishWith), so both land or neither does.
+func (s *Store) Discharge(id string) func(*pebble.Batch) error {
+	return func(b *pebble.Batch) error { return b.Delete(key(id), nil) }
 }
 
 // Health reports whether the store can be written: nil, ErrFailed or
@@ -172,7 +205,7 @@ func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
 		return nil, fmt.Errorf("%w: %v", ErrFailed, err)
 	}
 	defer release()
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte("rev/"), UpperBound: []byte("rev0")})
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: keyLow, UpperBound: keyHigh})
 	if err != nil {
 		return nil, err
 	}
@@ -195,12 +228,16 @@ func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
 	return out, it.Error()
 }
 
-// Close closes the database. With a write stalled it returns ErrStalled
-// without waiting (pebble's Close would wait for the write).
+// Close waits for the store's writes and closes the database if the store
+// opened it (Open). With a write stalled it returns ErrStalled without
+// waiting (pebble's Close would wait for the write).
 func (s *Store) Close() error {
 	if s.stalled.Load() > 0 {
 		return ErrStalled
 	}
 	s.writes.Wait()
+	if !s.ownsDB {
+		return nil
+	}
 	return s.db.Close()
 }
