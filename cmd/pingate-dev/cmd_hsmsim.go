@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
@@ -20,7 +21,8 @@ type hsmSimCmd struct {
 	Spool  string `name:"mailer-spool" placeholder:"DIR" help:"directory for PIN mailers printed by PE (empty: PE answers 16, printer not ready)"`
 	// KeyBlock runs the test key-block LMK (LMK identifier 01): keys are
 	// Thales key blocks, key scheme S.
-	KeyBlock bool `name:"key-block" help:"run the published Thales test key-block LMK (keys are key blocks, scheme S; LMK id 01) instead of the test variant LMK"`
+	KeyBlock    bool `name:"key-block" help:"run the published Thales test key-block LMK (keys are key blocks, scheme S; LMK id 01) instead of the test variant LMK"`
+	profileFlag `embed:""`
 }
 
 func (*hsmSimCmd) Help() string {
@@ -31,6 +33,14 @@ func (c *hsmSimCmd) Run(env *cli.Env) error {
 	if c.Header < 0 || c.Header > 32 {
 		return fmt.Errorf("%w: --header must be 0-32", errUsage)
 	}
+	stop, err := c.start()
+	if err != nil {
+		return err
+	}
+	return errors.Join(c.serve(env), stop())
+}
+
+func (c *hsmSimCmd) serve(env *cli.Env) error {
 	cfg := hsmsim.Config{HeaderLen: c.Header, KeyBlock: c.KeyBlock}
 	if c.Spool != "" {
 		p, err := pinblock.NewSpoolPrinter(c.Spool)

@@ -55,7 +55,7 @@ var errUsage = cli.ErrUsage
 func main() {
 	// Here, not in the commands' Run: the tests run commands in their own
 	// process, which must keep its runtime settings.
-	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "issuer-sim") {
+	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "issuer-sim" || os.Args[1] == "hsm-sim") {
 		lightRuntime()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -35,7 +35,7 @@ func (p profileFlag) start() (stop func() error, err error) {
 }
 
 // lightRuntime sets the Go runtime of a tool that shares the machine with
-// what it measures (load, issuer-sim) for the least CPU per operation: one
+// what it measures (load, issuer-sim, hsm-sim) for the least CPU per operation: one
 // P (no idle Ms spinning for work, no wake-ups across Ps: −12 % of each
 // tool's CPU per operation in the bench) and a GC target of 400 % (the heap
 // is small, so GC ran often: −8 % more for the simulator). The environment's

@@ -58,6 +58,12 @@ type Server struct {
 	lmk lmkSet
 	kb  []byte // the key-block LMK with Config.KeyBlock, else nil
 
+	// keys are the working keys (TPKs, ZPKs) deciphered from their tokens
+	// under the LMK, kept so that a translation pays no LMK decryption and
+	// no TDES key schedule per command; zeroized by Close.
+	keysMu sync.RWMutex
+	keys   map[keyID]pinblock.Key
+
 	mu    sync.Mutex
 	lns   []net.Listener
 	conns map[net.Conn]struct{}
@@ -73,7 +79,7 @@ func New(cfg Config) *Server {
 	if cfg.Firmware == "" {
 		cfg.Firmware = "1500-0000"
 	}
-	s := &Server{cfg: cfg, lmk: testLMKSet(), conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, lmk: testLMKSet(), conns: map[net.Conn]struct{}{}, keys: map[keyID]pinblock.Key{}}
 	if cfg.KeyBlock {
 		s.kb, _ = hex.DecodeString(testKeyBlockLMK)
 	}
@@ -137,6 +143,12 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.keysMu.Lock()
+	for _, k := range s.keys {
+		k.Zeroize()
+	}
+	clear(s.keys)
+	s.keysMu.Unlock()
 	return nil
 }
 
@@ -149,37 +161,79 @@ func (s *Server) serveConn(c net.Conn) {
 		c.Close()
 	}()
 	var (
-		wmu sync.Mutex
+		wmu sync.Mutex // bw: the reader's answers and PE's
 		cwg sync.WaitGroup
 	)
 	defer cwg.Wait()
 	br := bufio.NewReader(c)
+	bw := bufio.NewWriter(c)
 	var p [2]byte
+	buf := make([]byte, 0, 512)
 	for {
 		if _, err := io.ReadFull(br, p[:]); err != nil {
 			return
 		}
-		msg := make([]byte, binary.BigEndian.Uint16(p[:]))
+		n := int(binary.BigEndian.Uint16(p[:]))
+		if cap(buf) < n {
+			buf = make([]byte, 0, n)
+		}
+		msg := buf[:n]
 		if _, err := io.ReadFull(br, msg); err != nil {
 			return
 		}
 		if len(msg) < s.cfg.HeaderLen+2 {
 			return
 		}
-		cwg.Add(1)
-		go func() { // commands of one connection run concurrently, like a payShield's
-			defer cwg.Done()
-			h := msg[:s.cfg.HeaderLen]
-			resp := s.handle(string(msg[len(h):]))
-			out := make([]byte, 2, 2+len(h)+len(resp))
-			binary.BigEndian.PutUint16(out, uint16(len(h)+len(resp)))
-			out = append(out, h...)
-			out = append(out, resp...)
-			wmu.Lock()
-			_, _ = c.Write(out)
-			wmu.Unlock()
-		}()
+		h := string(msg[:s.cfg.HeaderLen])
+		m := string(msg[len(h):])
+		if m[:2] == "PE" {
+			// A mailer waits for the printer: it runs on its own, like a
+			// payShield's print queue, and the commands behind it go on.
+			cwg.Add(1)
+			go func() {
+				defer cwg.Done()
+				resp := s.handle(m)
+				wmu.Lock()
+				writeFrame(bw, h, resp)
+				_ = bw.Flush()
+				wmu.Unlock()
+			}()
+			continue
+		}
+		// Every other command is answered in turn, and answers to commands
+		// that arrived together go out in one write: flush only when no
+		// whole command is waiting in the read buffer.
+		resp := s.handle(m)
+		wmu.Lock()
+		writeFrame(bw, h, resp)
+		var err error
+		if !frameBuffered(br) {
+			err = bw.Flush()
+		}
+		wmu.Unlock()
+		if err != nil {
+			return
+		}
 	}
+}
+
+// writeFrame writes one response: the 2-byte length, the header, resp.
+func writeFrame(bw *bufio.Writer, h, resp string) {
+	var p [2]byte
+	binary.BigEndian.PutUint16(p[:], uint16(len(h)+len(resp)))
+	_, _ = bw.Write(p[:])
+	_, _ = bw.WriteString(h)
+	_, _ = bw.WriteString(resp)
+}
+
+// frameBuffered reports whether br holds a whole frame, so reading it will
+// not block.
+func frameBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < 2 {
+		return false
+	}
+	p, _ := br.Peek(2)
+	return br.Buffered() >= 2+int(binary.BigEndian.Uint16(p))
 }
 
 // handle answers one command (code and fields) with response code, error
@@ -325,8 +379,54 @@ func token(f string) (string, string, error) {
 // key deciphers a token of key type typ into a pinblock.Key; parity is the
 // error code for a parity failure (10 source, 11 destination). Under the
 // key-block LMK the block's key usage must fit typ (002 TPK, 001 ZPK) and
-// its mode of use must permit decrypting (dec) or encrypting.
+// its mode of use must permit decrypting (dec) or encrypting. The key is
+// the simulator's cached one (Server.keys): callers must not zeroize it.
 func (s *Server) key(typ, tok string, usage pinblock.Usage, parity string, dec bool) (pinblock.Key, error) {
+	id := keyID{typ: typ, usage: usage, dec: dec, tok: tok}
+	s.keysMu.RLock()
+	k, ok := s.keys[id]
+	s.keysMu.RUnlock()
+	if ok {
+		return k, nil
+	}
+	k, err := s.openKey(typ, tok, usage, parity, dec)
+	if err != nil {
+		return pinblock.Key{}, err
+	}
+	id.tok = strings.Clone(tok) // tok is a slice of the command's message
+	s.keysMu.Lock()
+	if len(s.keys) >= maxCachedKeys {
+		for _, old := range s.keys {
+			old.Zeroize()
+		}
+		clear(s.keys)
+	}
+	if held, ok := s.keys[id]; ok {
+		k.Zeroize()
+		k = held
+	} else {
+		s.keys[id] = k
+	}
+	s.keysMu.Unlock()
+	return k, nil
+}
+
+// keyID names a deciphered working key in the cache: the token under the
+// LMK and everything key checked it against.
+type keyID struct {
+	typ   string
+	usage pinblock.Usage
+	dec   bool
+	tok   string
+}
+
+// maxCachedKeys bounds the working-key cache; when it is full it is emptied
+// (zeroized) and refills with the keys in use.
+const maxCachedKeys = 4096
+
+// openKey is key without the cache: the LMK decryption, the checks and the
+// TDES key schedule a translation would otherwise pay per command.
+func (s *Server) openKey(typ, tok string, usage pinblock.Usage, parity string, dec bool) (pinblock.Key, error) {
 	var (
 		raw []byte
 		err error
@@ -403,12 +503,10 @@ func (s *Server) translate(f, srcType string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer kf.Zeroize()
 	kt, err := s.key("001", dst, pinblock.UsageZPK, "11", false)
 	if err != nil {
 		return "", err
 	}
-	defer kt.Zeroize()
 	pan := acct + "0" // the account field is what formats 0 and 3 use
 	pin, err := pinblock.Decipher(from, block, pan, kf)
 	if err != nil {
@@ -651,7 +749,6 @@ func (s *Server) pinToZPK(f string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer k.Zeroize()
 	out, err := pinblock.Encipher(format, pin, acct+"0", k)
 	if err != nil {
 		return "", err
