@@ -122,6 +122,8 @@ type Client struct {
 type host struct {
 	addr    string
 	attr    attribute.KeyValue // hsm=addr, on every metric
+	addOpts []metric.AddOption // the attribute set {hsm}, made once
+	cmdOpts sync.Map           // command code → []metric.RecordOption {hsm, command} (commandOpts)
 	m       *metrics
 	cfg     *Config
 	mu      sync.Mutex
@@ -143,7 +145,8 @@ func New(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, stop: make(chan struct{})}
 	for _, a := range cfg.Hosts {
-		h := &host{addr: a, attr: attribute.String("hsm", a), cfg: &c.cfg, conns: make([]*conn, cfg.Connections), codes: map[string]uint64{}}
+		attr := attribute.String("hsm", a)
+		h := &host{addr: a, attr: attr, addOpts: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attr))}, cfg: &c.cfg, conns: make([]*conn, cfg.Connections), codes: map[string]uint64{}}
 		h.healthy.Store(true)
 		c.hosts = append(c.hosts, h)
 	}
@@ -193,7 +196,14 @@ func (c *Client) healthLoop() {
 		}
 		for _, h := range c.hosts {
 			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
-			_, err := h.exchange(ctx, "NC", nil)
+			var (
+				resp [1][]byte
+				errs [1]error
+			)
+			err := h.exchange(ctx, "NC", [][]byte{nil}, resp[:], errs[:])
+			if err == nil {
+				err = errs[0]
+			}
 			cancel()
 			was := h.healthy.Swap(err == nil)
 			switch {
@@ -217,8 +227,12 @@ func (c *Client) Ready() error {
 	return fmt.Errorf("%w: no reachable HSM", pinblock.ErrModuleUnavailable)
 }
 
-// order lists the hosts to try: healthy ones first, round-robin among them.
-func (c *Client) order() []*host {
+// order lists the hosts to try: healthy ones first, round-robin among them
+// (with one host, just it).
+func (c *Client) order(one bool) []*host {
+	if one {
+		return c.hosts
+	}
 	n := len(c.hosts)
 	start := int(c.rr.Add(1) % uint64(n))
 	out := make([]*host, 0, n)
@@ -235,47 +249,71 @@ func (c *Client) order() []*host {
 }
 
 // do sends one command (code plus fields) and returns the response fields
-// after the error code. With retry, a transport failure moves the command
-// to the next HSM; an HSM's error code never does (another HSM with the same
-// LMK would answer the same).
+// after the error code (doN with one command).
 func (c *Client) do(ctx context.Context, code string, fields []byte, retry bool) ([]byte, error) {
-	if _, ok := ctx.Deadline(); !ok || c.cfg.Timeout > 0 {
+	var resp [1][]byte
+	err := c.doN(ctx, code, [][]byte{fields}, resp[:], retry)
+	return resp[0], err
+}
+
+// doN sends the commands code+fields[i] (at most maxBatch) together, in
+// one write on one connection, and sets resp[i] to each response's fields
+// after the error code. The error is the first command's that failed, and
+// resp holds what the others answered. With retry, a transport failure
+// moves the commands to the next HSM; an HSM's error code never does
+// (another HSM with the same LMK would answer the same).
+func (c *Client) doN(ctx context.Context, code string, fields, resp [][]byte, retry bool) error {
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > c.cfg.Timeout {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
 		defer cancel()
 	}
-	var lastErr error
-	for _, h := range c.order() {
-		resp, err := h.exchange(ctx, code, fields)
+	var (
+		lastErr error
+		errs    [maxBatch]error
+	)
+	if len(fields) > maxBatch {
+		return fmt.Errorf("%w: %d commands in one batch", ErrProtocol, len(fields))
+	}
+	one := len(c.hosts) == 1
+	for _, h := range c.order(one) {
+		err := h.exchange(ctx, code, fields, resp, errs[:len(fields)])
 		if err == nil {
-			return resp, nil
+			var first error
+			for _, e := range errs[:len(fields)] {
+				if e == nil {
+					continue
+				}
+				var he *Error
+				switch {
+				case errors.As(e, &he):
+					if he.Alert {
+						c.cfg.Logger.Error("payshield: HSM error needs attention", "hsm", h.addr, "command", code, "code", he.Code, "meaning", codeText(he.Code))
+					}
+				case errors.Is(e, ErrProtocol):
+					c.cfg.Logger.Error("payshield: unreadable HSM response", "hsm", h.addr, "command", code, "err", e)
+				}
+				if first == nil {
+					first = e
+				}
+			}
+			return first
 		}
 		if ctx.Err() != nil {
-			return nil, err
-		}
-		var he *Error
-		if errors.As(err, &he) {
-			if he.Alert {
-				c.cfg.Logger.Error("payshield: HSM error needs attention", "hsm", h.addr, "command", code, "code", he.Code, "meaning", codeText(he.Code))
-			}
-			return nil, err
-		}
-		if errors.Is(err, ErrProtocol) {
-			c.cfg.Logger.Error("payshield: unreadable HSM response", "hsm", h.addr, "command", code, "err", err)
-			return nil, err
+			return err
 		}
 		lastErr = err
 		if h.healthy.Swap(false) {
 			c.cfg.Logger.Error("payshield: HSM removed from the pool", "hsm", h.addr, "err", err)
 		}
 		if !retry {
-			return nil, fmt.Errorf("%s not retried on another HSM (it may have acted): %w", code, err)
+			return fmt.Errorf("%s not retried on another HSM (it may have acted): %w", code, err)
 		}
 	}
 	if lastErr == nil {
 		lastErr = fmt.Errorf("%w: no HSM configured", pinblock.ErrModuleUnavailable)
 	}
-	return nil, lastErr
+	return lastErr
 }
 
 // conn returns a live connection, dialling the slot it picks if needed.
@@ -302,57 +340,84 @@ func (h *host) conn(ctx context.Context) (*conn, error) {
 	return nc, nil
 }
 
-func (h *host) exchange(ctx context.Context, code string, fields []byte) ([]byte, error) {
+// exchange sends the commands on one connection (roundTrip) and sets
+// resp[i] to each response's fields, errs[i] to its error (the HSM's error
+// code, or ErrProtocol for a response that is not the command's). The
+// error returned is a transport failure, which every command shares.
+func (h *host) exchange(ctx context.Context, code string, fields, resp [][]byte, errs []error) error {
 	// Metrics are recorded without ctx: a caller's trace or cancellation
 	// has no bearing on them.
 	mctx := context.Background()
-	hsmAttr := metric.WithAttributes(h.attr)
+	n := int64(len(fields))
 	start := time.Now()
-	h.commands.Add(1)
-	h.m.inFlight.Add(mctx, 1, hsmAttr)
-	resp, err := h.send(ctx, code, fields)
+	h.commands.Add(uint64(n))
+	h.m.inFlight.Add(mctx, n, h.addOpts...)
+	err := h.send(ctx, code, fields, resp, errs)
 	took := time.Since(start)
-	h.m.inFlight.Add(mctx, -1, hsmAttr)
-	h.latencyNanos.Add(uint64(took))
-	cmdAttr := attribute.String("command", code)
-	h.m.duration.Record(mctx, took.Seconds(), metric.WithAttributes(h.attr, cmdAttr))
-	if err != nil {
+	h.m.inFlight.Add(mctx, -n, h.addOpts...)
+	h.latencyNanos.Add(uint64(took) * uint64(n))
+	cmdOpts := h.commandOpts(code)
+	for i := range fields {
+		h.m.duration.Record(mctx, took.Seconds(), cmdOpts...)
+		e := err
+		if e == nil {
+			e = errs[i]
+		}
+		if e == nil {
+			continue
+		}
 		h.failures.Add(1)
 		var he *Error
 		key := "transport"
-		if errors.As(err, &he) {
+		if errors.As(e, &he) {
 			key = he.Code
 		}
 		h.codesMu.Lock()
 		h.codes[key]++
 		h.codesMu.Unlock()
-		h.m.errors.Add(mctx, 1, metric.WithAttributes(h.attr, cmdAttr, attribute.String("code", key)))
+		h.m.errors.Add(mctx, 1, metric.WithAttributes(h.attr, attribute.String("command", code), attribute.String("code", key)))
 	}
-	return resp, err
+	return err
 }
 
-func (h *host) send(ctx context.Context, code string, fields []byte) ([]byte, error) {
+// commandOpts are the metric attribute set {hsm, command}, made once per
+// command code (building a set per command cost more than the rest of the
+// client's bookkeeping).
+func (h *host) commandOpts(code string) []metric.RecordOption {
+	if o, ok := h.cmdOpts.Load(code); ok {
+		return o.([]metric.RecordOption)
+	}
+	o := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(h.attr, attribute.String("command", code)))}
+	h.cmdOpts.Store(code, o)
+	return o
+}
+
+func (h *host) send(ctx context.Context, code string, fields, resp [][]byte, errs []error) error {
 	cn, err := h.conn(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	body := make([]byte, 0, 2+len(fields))
-	body = append(body, code...)
-	body = append(body, fields...)
-	resp, err := cn.roundTrip(ctx, body)
-	if err != nil {
-		return nil, err
+	if err := cn.roundTrip(ctx, code, fields, resp); err != nil {
+		return err
 	}
-	want := responseCode(code)
-	if len(resp) < 4 || string(resp[:2]) != want {
+	for i, r := range resp {
+		resp[i], errs[i] = checkResponse(code, r)
+	}
+	return nil
+}
+
+// checkResponse splits a response into its fields after the error code, or
+// the error it reports.
+func checkResponse(code string, resp []byte) ([]byte, error) {
+	if len(resp) < 4 || resp[0] != code[0] || resp[1] != code[1]+1 {
 		got := ""
 		if len(resp) >= 2 {
 			got = string(resp[:2])
 		}
-		return nil, fmt.Errorf("%w: %s answered %q, want %s", ErrProtocol, code, got, want)
+		return nil, fmt.Errorf("%w: %s answered %q, want %s", ErrProtocol, code, got, responseCode(code))
 	}
-	if ec := string(resp[2:4]); ec != "00" {
-		return nil, errorFor(code, ec)
+	if resp[2] != '0' || resp[3] != '0' {
+		return nil, errorFor(code, string(resp[2:4]))
 	}
 	return resp[4:], nil
 }

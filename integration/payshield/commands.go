@@ -144,34 +144,59 @@ func (c *Client) Echo(ctx context.Context, data string) error {
 	return nil
 }
 
-// translate sends CA or CC and returns the destination PIN block.
-func (c *Client) translate(ctx context.Context, code, fromTok, toTok string, block []byte, fromCode, toCode, acct string) ([]byte, error) {
-	if len(block) != 8 {
-		return nil, fmt.Errorf("%w: block of %d bytes", pinblock.ErrInvalidPINBlock, len(block))
+// translate sends CA or CC for each of blocks (one, or a PIN change's two
+// together in one write) and decodes each destination PIN block into out[i]
+// (8 bytes; allocated when nil). The error is the first block's that
+// failed; out holds the others' results.
+func (c *Client) translate(ctx context.Context, code, fromTok, toTok string, blocks [][]byte, fromCode, toCode, acct string, out [][]byte) error {
+	var (
+		fb     [maxBatch][192]byte
+		fields [maxBatch][]byte
+		resp   [maxBatch][]byte
+	)
+	n := len(blocks)
+	if n > maxBatch || len(out) != n {
+		return fmt.Errorf("%w: %d blocks in one batch", ErrProtocol, n)
 	}
-	f := make([]byte, 0, len(fromTok)+len(toTok)+34)
-	f = append(f, fromTok...)
-	f = append(f, toTok...)
-	f = append(f, "12"...)
-	f = hex.AppendEncode(f, block)
-	upper(f[len(f)-16:])
-	f = append(f, fromCode...)
-	f = append(f, toCode...)
-	f = append(f, acct...)
-	f = append(f, c.lmkID()...)
-	r, err := c.do(ctx, code, f, true)
-	clear(f)
-	if err != nil {
-		return nil, err
+	for i, block := range blocks {
+		if len(block) != 8 {
+			return fmt.Errorf("%w: block of %d bytes", pinblock.ErrInvalidPINBlock, len(block))
+		}
+		f := fb[i][:0]
+		f = append(f, fromTok...)
+		f = append(f, toTok...)
+		f = append(f, "12"...)
+		f = hex.AppendEncode(f, block)
+		upper(f[len(f)-16:])
+		f = append(f, fromCode...)
+		f = append(f, toCode...)
+		f = append(f, acct...)
+		f = append(f, c.lmkID()...)
+		fields[i] = f
 	}
-	// PIN length (2N), destination PIN block (16H), format (2N).
-	if len(r) < 20 || !isHex(r[2:18]) {
-		return nil, fmt.Errorf("%w: %s response of %d bytes", ErrProtocol, code, len(r))
+	err := c.doN(ctx, code, fields[:n], resp[:n], true)
+	for i := range n {
+		clear(fields[i])
 	}
-	out := make([]byte, 8)
-	_, _ = hex.Decode(out, r[2:18])
-	clear(r)
-	return out, nil
+	for i, r := range resp[:n] {
+		if r == nil {
+			continue // that command failed
+		}
+		// PIN length (2N), destination PIN block (16H), format (2N).
+		if len(r) < 20 || !isHex(r[2:18]) {
+			clear(r)
+			if err == nil {
+				err = fmt.Errorf("%w: %s response of %d bytes", ErrProtocol, code, len(r))
+			}
+			continue
+		}
+		if out[i] == nil {
+			out[i] = make([]byte, 8)
+		}
+		_, _ = hex.Decode(out[i][:8], r[2:18])
+		clear(r)
+	}
+	return err
 }
 
 func upper(b []byte) {

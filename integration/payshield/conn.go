@@ -43,8 +43,8 @@ type conn struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	pending map[string]chan []byte
-	err     error // set once, when the reader stops
+	pending map[uint64]chan []byte // by header (its decimal value)
+	err     error                  // set once, when the reader stops
 	done    chan struct{}
 }
 
@@ -64,7 +64,7 @@ func dialConn(ctx context.Context, addr string, hdrLen int, tlsConf *tls.Config)
 	}
 	c := &conn{
 		addr: addr, nc: nc, hdrLen: hdrLen, bw: bufio.NewWriter(nc),
-		pending: make(map[string]chan []byte), done: make(chan struct{}),
+		pending: make(map[uint64]chan []byte), done: make(chan struct{}),
 	}
 	if hdrLen == 0 {
 		c.serial = make(chan struct{}, 1)
@@ -78,78 +78,106 @@ func dialConn(ctx context.Context, addr string, hdrLen int, tlsConf *tls.Config)
 	return c, nil
 }
 
-// header returns the next free header; the caller holds c.mu.
-func (c *conn) header() string {
+// header returns the next free header (as its decimal value); the caller
+// holds c.mu.
+func (c *conn) header() uint64 {
 	for {
 		c.seq++
 		n := c.seq
 		if c.modulus != 0 {
 			n %= c.modulus
 		}
-		s := strconv.FormatUint(n, 10)
-		for len(s) < c.hdrLen {
-			s = "0" + s
-		}
-		if _, busy := c.pending[s]; !busy {
-			return s
+		if _, busy := c.pending[n]; !busy {
+			return n
 		}
 	}
 }
 
-// roundTrip sends body (command code and fields) and returns the response
-// after the header (response code, error code, fields). It stops waiting
-// when ctx ends and returns ctx.Err(); a response that arrives later is
-// dropped (on a header-less connection the connection is closed instead,
-// since later responses could no longer be paired). Transport failures are
-// ErrModuleUnavailable.
-func (c *conn) roundTrip(ctx context.Context, body []byte) ([]byte, error) {
-	if c.serial != nil {
-		select {
-		case c.serial <- struct{}{}:
-			defer func() { <-c.serial }()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-c.done:
-			return nil, c.deadErr()
-		}
+// maxBatch is the most commands roundTrip sends in one write (a PIN
+// change's two translations).
+const maxBatch = 2
+
+// roundTrip sends the commands code+fields[i], all in one write, and sets
+// resp[i] to each response after the header (response code, error code,
+// fields). It stops waiting when ctx ends and returns ctx.Err(); a response
+// that arrives later is dropped (on a header-less connection the connection
+// is closed instead, since later responses could no longer be paired).
+// Transport failures are ErrModuleUnavailable. A header-less connection
+// sends the commands one at a time.
+func (c *conn) roundTrip(ctx context.Context, code string, fields, resp [][]byte) error {
+	if len(fields) > maxBatch || len(resp) != len(fields) {
+		return fmt.Errorf("%w: %d commands in one batch", ErrProtocol, len(fields))
 	}
-	ch := make(chan []byte, 1)
+	if c.serial != nil {
+		for i := range fields {
+			if err := c.serialTrip(ctx, code, fields[i:i+1], resp[i:i+1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return c.pipelined(ctx, code, fields, resp)
+}
+
+// serialTrip is roundTrip on a header-less connection: one command at a
+// time.
+func (c *conn) serialTrip(ctx context.Context, code string, fields, resp [][]byte) error {
+	select {
+	case c.serial <- struct{}{}:
+		defer func() { <-c.serial }()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.deadErr()
+	}
+	err := c.pipelined(ctx, code, fields, resp)
+	if err != nil && ctx.Err() != nil {
+		c.fail(errors.New("abandoned a command on a connection without headers"))
+	}
+	return err
+}
+
+func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte) error {
+	var (
+		hs  [maxBatch]uint64
+		chs [maxBatch]chan []byte
+	)
+	n := len(fields)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return nil, c.deadErr()
+		return c.deadErr()
 	}
-	h := ""
-	if c.hdrLen > 0 {
-		h = c.header()
+	for i := range n {
+		if c.hdrLen > 0 {
+			hs[i] = c.header()
+		}
+		chs[i] = make(chan []byte, 1)
+		c.pending[hs[i]] = chs[i]
 	}
-	c.pending[h] = ch
 	c.mu.Unlock()
 
-	if err := c.write(ctx, h, body); err != nil {
-		c.forget(h)
+	if err := c.write(ctx, code, hs[:n], fields); err != nil {
+		c.forget(hs[:n])
 		c.fail(err)
-		return nil, c.deadErr()
+		return c.deadErr()
 	}
-	select {
-	case resp := <-ch:
-		return resp, nil
-	case <-c.done:
-		return nil, c.deadErr()
-	case <-ctx.Done():
-		c.forget(h)
-		if c.serial != nil {
-			c.fail(errors.New("abandoned a command on a connection without headers"))
+	for i := range n {
+		select {
+		case resp[i] = <-chs[i]:
+		case <-c.done:
+			return c.deadErr()
+		case <-ctx.Done():
+			c.forget(hs[i:n])
+			return ctx.Err()
 		}
-		return nil, ctx.Err()
 	}
+	return nil
 }
 
-func (c *conn) write(ctx context.Context, h string, body []byte) error {
-	n := len(h) + len(body)
-	if n > maxFrame {
-		return fmt.Errorf("message of %d bytes exceeds the length prefix", n)
-	}
+// write sends one frame per command (2-byte length, header, code, fields)
+// in one flush.
+func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if dl, ok := ctx.Deadline(); ok {
@@ -157,18 +185,54 @@ func (c *conn) write(ctx context.Context, h string, body []byte) error {
 	} else {
 		_ = c.nc.SetWriteDeadline(time.Time{})
 	}
-	var p [2]byte
-	binary.BigEndian.PutUint16(p[:], uint16(n))
-	c.bw.Write(p[:])
-	c.bw.WriteString(h)
-	c.bw.Write(body)
+	for i, f := range fields {
+		n := c.hdrLen + len(code) + len(f)
+		if n > maxFrame {
+			return fmt.Errorf("message of %d bytes exceeds the length prefix", n)
+		}
+		// Built in the writer's free space: no copy of the frame elsewhere.
+		b := c.bw.AvailableBuffer()
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+		b = appendHeader(b, hs[i], c.hdrLen)
+		b = append(b, code...)
+		b = append(b, f...)
+		c.bw.Write(b)
+	}
 	return c.bw.Flush()
 }
 
-func (c *conn) forget(h string) {
+// appendHeader appends h as hdrLen decimal digits, zero-padded on the left.
+func appendHeader(b []byte, h uint64, hdrLen int) []byte {
+	if hdrLen == 0 {
+		return b
+	}
+	var d [20]byte
+	digits := strconv.AppendUint(d[:0], h, 10)
+	for range hdrLen - len(digits) {
+		b = append(b, '0')
+	}
+	return append(b, digits...)
+}
+
+func (c *conn) forget(hs []uint64) {
 	c.mu.Lock()
-	delete(c.pending, h)
+	for _, h := range hs {
+		delete(c.pending, h)
+	}
 	c.mu.Unlock()
+}
+
+// parseHeader is the decimal value of a response header; ok is false when
+// it is not all digits (no command of ours has that header).
+func parseHeader(b []byte) (uint64, bool) {
+	var n uint64
+	for _, d := range b {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(d-'0') // a header over 19 digits wraps, as the sequence never reaches it
+	}
+	return n, true
 }
 
 func (c *conn) readLoop() {
@@ -189,7 +253,10 @@ func (c *conn) readLoop() {
 			c.fail(errors.New("response shorter than its header"))
 			return
 		}
-		h := string(msg[:c.hdrLen])
+		h, ok := parseHeader(msg[:c.hdrLen])
+		if !ok {
+			continue // not a header we sent
+		}
 		c.mu.Lock()
 		ch, ok := c.pending[h]
 		delete(c.pending, h)

@@ -119,17 +119,23 @@ func (m *Module) one(ctx context.Context, rs *resolved, pan string, block []byte
 		return nil, err
 	}
 	for i, k := range rs.from {
-		out, err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, block, rs.fromFmt, rs.toFmt, acct)
-		if err == nil || !errors.Is(err, pinblock.ErrInvalidPINBlock) || i == len(rs.from)-1 {
-			return out, err
+		var out [1][]byte
+		err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, [][]byte{block}, rs.fromFmt, rs.toFmt, acct, out[:])
+		if err == nil {
+			return out[0], nil
+		}
+		clear(out[0])
+		if !errors.Is(err, pinblock.ErrInvalidPINBlock) || i == len(rs.from)-1 {
+			return nil, err
 		}
 	}
 	panic("unreachable")
 }
 
-// pair translates old and new as two commands in flight at once, under the
-// same key version.
-func (m *Module) pair(ctx context.Context, rs *resolved, pan string, old, nw []byte) ([]byte, []byte, error) {
+// pair translates old and new as two commands sent together (one write, in
+// flight at once), under the same key version. With both blocks the results
+// are dst[0:8] and dst[8:16] (dst is allocated when nil).
+func (m *Module) pair(ctx context.Context, rs *resolved, pan string, old, nw, dst []byte) ([]byte, []byte, error) {
 	if old == nil && nw == nil {
 		return nil, nil, fmt.Errorf("%w: no block to translate", pinblock.ErrInvalidPINBlock)
 	}
@@ -151,27 +157,17 @@ func (m *Module) pair(ctx context.Context, rs *resolved, pan string, old, nw []b
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(dst) < 16 {
+		dst = make([]byte, 16)
+	}
+	dst = dst[:16]
 	for i, k := range rs.from {
-		type res struct {
-			b   []byte
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			b, err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, nw, rs.fromFmt, rs.toFmt, acct)
-			ch <- res{b, err}
-		}()
-		o, oerr := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, old, rs.fromFmt, rs.toFmt, acct)
-		n := <-ch
-		err := oerr
+		out := [2][]byte{dst[0:8:8], dst[8:16:16]}
+		err := m.c.translate(ctx, rs.code, k.Token, rs.to.Token, [][]byte{old, nw}, rs.fromFmt, rs.toFmt, acct, out[:])
 		if err == nil {
-			err = n.err
+			return out[0], out[1], nil
 		}
-		if err == nil {
-			return o, n.b, nil
-		}
-		clear(o)
-		clear(n.b)
+		clear(dst)
 		if !errors.Is(err, pinblock.ErrInvalidPINBlock) || i == len(rs.from)-1 {
 			return nil, nil, err
 		}
@@ -202,7 +198,7 @@ func (m *Module) TranslatePair(ctx context.Context, req pinblock.PairRequest) ([
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.pair(ctx, rs, req.PAN, req.Old, req.New)
+	return m.pair(ctx, rs, req.PAN, req.Old, req.New, nil)
 }
 
 // translator is a prepared route: its LMK tokens are looked up once and
@@ -291,12 +287,18 @@ func (t *translator) TranslatePair(ctx context.Context, buf []byte, req pinblock
 	if err != nil {
 		return nil, nil, err
 	}
-	o, n, err := t.m.pair(ctx, rs, req.PAN, req.Old, req.New)
+	var dst []byte
+	if cap(buf) >= pinblock.BufferSize {
+		dst = buf[:pinblock.BufferSize]
+		clear(dst)
+	}
+	o, n, err := t.m.pair(ctx, rs, req.PAN, req.Old, req.New, dst)
 	if err != nil {
-		if cap(buf) >= pinblock.BufferSize {
-			clear(buf[:pinblock.BufferSize])
-		}
+		clear(dst)
 		return nil, nil, err
+	}
+	if req.Old != nil && req.New != nil {
+		return o, n, nil // decoded into dst (buf) already
 	}
 	o, n = place(buf, o, n)
 	return o, n, nil

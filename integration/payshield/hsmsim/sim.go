@@ -20,7 +20,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -219,11 +218,11 @@ func (s *Server) serveConn(c net.Conn) {
 
 // writeFrame writes one response: the 2-byte length, the header, resp.
 func writeFrame(bw *bufio.Writer, h, resp string) {
-	var p [2]byte
-	binary.BigEndian.PutUint16(p[:], uint16(len(h)+len(resp)))
-	_, _ = bw.Write(p[:])
-	_, _ = bw.WriteString(h)
-	_, _ = bw.WriteString(resp)
+	b := bw.AvailableBuffer()
+	b = binary.BigEndian.AppendUint16(b, uint16(len(h)+len(resp)))
+	b = append(b, h...)
+	b = append(b, resp...)
+	_, _ = bw.Write(b)
 }
 
 // frameBuffered reports whether br holds a whole frame, so reading it will
@@ -482,8 +481,8 @@ func (s *Server) translate(f, srcType string) (string, error) {
 	if f[:2] != "12" {
 		return "", codeErr("15")
 	}
-	block, err := hex.DecodeString(f[2:18])
-	if err != nil {
+	var block [8]byte
+	if _, err := hex.Decode(block[:], []byte(f[2:18])); err != nil {
 		return "", codeErr("15")
 	}
 	from, ok1 := formats[f[18:20]]
@@ -508,7 +507,7 @@ func (s *Server) translate(f, srcType string) (string, error) {
 		return "", err
 	}
 	pan := acct + "0" // the account field is what formats 0 and 3 use
-	pin, err := pinblock.Decipher(from, block, pan, kf)
+	pin, err := pinblock.Decipher(from, block[:], pan, kf)
 	if err != nil {
 		return "", err
 	}
@@ -517,7 +516,12 @@ func (s *Server) translate(f, srcType string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%02d%s%s", pin.Len(), strings.ToUpper(hex.EncodeToString(out)), formatCode(to)), nil
+	r := make([]byte, 0, 2+16+2)
+	r = append(r, byte('0'+pin.Len()/10), byte('0'+pin.Len()%10))
+	r = hex.AppendEncode(r, out)
+	clear(out)
+	r = append(r, formatCode(to)...)
+	return strings.ToUpper(string(r)), nil
 }
 
 func randomKey(n int) []byte {
