@@ -89,19 +89,23 @@ var (
 
 // EncodeLength writes n as digits zero-padded digits.
 func (p asciiLen) EncodeLength(maxLen, n int) ([]byte, error) {
+	return p.appendLength(make([]byte, 0, p.digits), maxLen, n)
+}
+
+// appendLength appends n as digits zero-padded digits to dst.
+func (p asciiLen) appendLength(dst []byte, maxLen, n int) ([]byte, error) {
 	if n < 0 || n > maxLen {
 		return nil, fmt.Errorf("length %d exceeds maximum %d", n, maxLen)
 	}
-	s := strconv.Itoa(n)
+	var buf [20]byte
+	s := strconv.AppendInt(buf[:0], int64(n), 10)
 	if len(s) > p.digits {
 		return nil, fmt.Errorf("length %d does not fit %d digits", n, p.digits)
 	}
-	out := make([]byte, p.digits)
-	for i := range out {
-		out[i] = '0'
+	for range p.digits - len(s) {
+		dst = append(dst, '0')
 	}
-	copy(out[p.digits-len(s):], s)
-	return out, nil
+	return append(dst, s...), nil
 }
 
 // DecodeLength reads digits ASCII digits.
@@ -209,36 +213,40 @@ var bcdN encoding.Encoder = bcdEncoder{}
 
 // Encode packs decimal digits as BCD.
 func (bcdEncoder) Encode(data []byte) ([]byte, error) {
-	out := make([]byte, (len(data)+1)/2)
-	j := len(data) - 1
-	for i := len(out) - 1; i >= 0; i-- {
-		var lo, hi byte
-		if j >= 0 {
-			if !isDigit(data[j]) {
-				return nil, errNotDigits
-			}
-			lo = data[j] - '0'
-			j--
-		}
-		if j >= 0 {
-			if !isDigit(data[j]) {
-				return nil, errNotDigits
-			}
-			hi = data[j] - '0'
-			j--
-		}
-		out[i] = hi<<4 | lo
+	if !allDigits(string(data)) {
+		return nil, errNotDigits
 	}
-	return out, nil
+	return appendBCD(make([]byte, 0, (len(data)+1)/2), string(data)), nil
+}
+
+// appendBCD appends the digits of s (which must all be 0-9) as BCD to dst.
+func appendBCD(dst []byte, s string) []byte {
+	i := 0
+	if len(s)%2 == 1 {
+		dst = append(dst, s[0]-'0')
+		i = 1
+	}
+	for ; i < len(s); i += 2 {
+		dst = append(dst, (s[i]-'0')<<4|(s[i+1]-'0'))
+	}
+	return dst
 }
 
 // Decode unpacks length digits from (length+1)/2 bytes.
 func (bcdEncoder) Decode(data []byte, length int) ([]byte, int, error) {
+	if length < 0 {
+		return nil, 0, errShortData
+	}
+	return appendBCDDigits(make([]byte, 0, length), data, length)
+}
+
+// appendBCDDigits appends length digits read from (length+1)/2 bytes of data
+// to dst and returns them with the bytes read.
+func appendBCDDigits(dst, data []byte, length int) ([]byte, int, error) {
 	n := (length + 1) / 2
 	if length < 0 || n > len(data) {
 		return nil, 0, errShortData
 	}
-	out := make([]byte, 0, length)
 	for i, b := range data[:n] {
 		hi, lo := b>>4, b&0x0f
 		if hi > 9 || lo > 9 {
@@ -249,11 +257,11 @@ func (bcdEncoder) Decode(data []byte, length int) ([]byte, int, error) {
 				return nil, 0, errNotDigits
 			}
 		} else {
-			out = append(out, '0'+hi)
+			dst = append(dst, '0'+hi)
 		}
-		out = append(out, '0'+lo)
+		dst = append(dst, '0'+lo)
 	}
-	return out, n, nil
+	return dst, n, nil
 }
 
 // bcdLen is a BCD length prefix of digits digits: LL in 1 byte, LLL in 2
@@ -267,19 +275,23 @@ var (
 
 // EncodeLength packs n as BCD.
 func (p bcdLen) EncodeLength(maxLen, n int) ([]byte, error) {
-	if n < 0 || n > maxLen {
-		return nil, fmt.Errorf("length %d exceeds maximum %d", n, maxLen)
-	}
-	digits, err := asciiLen(p).EncodeLength(maxLen, n)
+	return p.appendLength(make([]byte, 0, (p.digits+1)/2), maxLen, n)
+}
+
+// appendLength appends n packed as BCD to dst.
+func (p bcdLen) appendLength(dst []byte, maxLen, n int) ([]byte, error) {
+	var buf [20]byte
+	digits, err := asciiLen(p).appendLength(buf[:0], maxLen, n)
 	if err != nil {
 		return nil, err
 	}
-	return bcdN.Encode(digits)
+	return appendBCD(dst, string(digits)), nil
 }
 
 // DecodeLength unpacks a BCD length.
 func (p bcdLen) DecodeLength(maxLen int, data []byte) (int, int, error) {
-	digits, read, err := bcdN.Decode(data, p.digits)
+	var buf [4]byte
+	digits, read, err := appendBCDDigits(buf[:0], data, p.digits)
 	if err != nil {
 		return 0, 0, errBadLength
 	}

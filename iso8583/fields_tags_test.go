@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestFieldsTags keeps marshalFields and unmarshalFields in step with the
+// TestFieldsTags keeps the element tables (Pack, Unpack, FieldsOf) in step with the
 // iso8583 tags of Fields: every tagged element is in exactly one table, under
 // its tag's number, and the table's accessor reaches that very struct field.
 func TestFieldsTags(t *testing.T) {

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
-	"strings"
 
 	moov "github.com/moov-io/iso8583"
 	moovErrors "github.com/moov-io/iso8583/errors"
-	"github.com/moov-io/iso8583/field"
 )
 
 // ErrFormat is wrapped by every error about a message's bytes or fields: a
@@ -103,46 +100,7 @@ func Pack(spec *moov.MessageSpec, f *Fields) ([]byte, error) {
 	if id := missingFrom(spec, &v); id != "" {
 		return nil, &FieldError{Field: id, Problem: "not in this dialect"}
 	}
-	msg := moov.NewMessage(spec)
-	if err := marshalFields(msg, &v); err != nil {
-		// Marshal fails only when a value cannot be converted, e.g. a
-		// struct of the wrong type, or when spec lacks an element v
-		// carries; no value is quoted.
-		return nil, &FieldError{Problem: "cannot marshal"}
-	}
-	b, err := msg.Pack()
-	if err != nil {
-		return nil, packError(msg)
-	}
-	return b, nil
-}
-
-// packError finds the first field of msg that does not pack and describes it.
-func packError(msg *moov.Message) error {
-	fields := msg.GetFields()
-	for _, id := range slices.Sorted(mapsKeys(fields)) {
-		if id == 1 {
-			continue
-		}
-		if _, err := fields[id].Pack(); err != nil {
-			fe := &FieldError{Field: strconv.Itoa(id), Problem: problem(err)}
-			if c, ok := fields[id].(*field.Composite); ok {
-				subs := c.GetSubfields()
-				for _, tag := range slices.Sorted(mapsKeys(subs)) {
-					if _, err := subs[tag].Pack(); err != nil {
-						fe.Field += "." + tag
-						fe.Problem = problem(err)
-						break
-					}
-				}
-			}
-			if fe.Problem == "malformed" {
-				fe.Problem = "invalid value or length"
-			}
-			return fe
-		}
-	}
-	return &FieldError{Problem: "cannot pack"}
+	return packFields(spec, &v)
 }
 
 func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
@@ -155,48 +113,45 @@ func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 	}
 }
 
-// UnpackMessage decodes a frame into a moov message of spec. Any bytes after
-// the last field make it a format error. Errors are *FieldError; they never
-// contain the frame's bytes (moov's own *UnpackError carries the raw message
-// and is not returned).
+// UnpackMessage decodes a frame into a moov message of spec, with the checks
+// of Unpack: any bytes after the last field make it a format error. Errors
+// are *FieldError; they never contain the frame's bytes (moov's own
+// *UnpackError carries the raw message and is not returned). The request
+// path uses Unpack, which builds no moov message.
 func UnpackMessage(spec *moov.MessageSpec, frame []byte) (*moov.Message, error) {
+	if err := unpackFields(spec, frame, ElementSet{}, new(Fields)); err != nil {
+		return nil, err
+	}
 	msg := moov.NewMessage(spec)
 	if err := msg.Unpack(frame); err != nil {
-		fe := &FieldError{Problem: problem(err)}
-		var ue *moovErrors.UnpackError
-		if errors.As(err, &ue) {
-			ids := ue.FieldIDs()
-			// Drop empty trailing ids (moov reports "" for the innermost
-			// level when it has no subfield) and join the path.
-			ids = slices.DeleteFunc(ids, func(s string) bool { return s == "" })
-			fe.Field = strings.Join(ids, ".")
-		}
-		return nil, fe
-	}
-	// moov stops after the last field the bitmap names and ignores the
-	// rest; a correctly framed message has no rest.
-	n := 0
-	for _, f := range msg.GetFields() {
-		b, err := f.Pack()
-		if err != nil {
-			return nil, &FieldError{Problem: "malformed"}
-		}
-		n += len(b)
-	}
-	if n != len(frame) {
-		return nil, &FieldError{Problem: "length does not match its fields"}
+		// unpackFields read the same elements with the same codecs.
+		return nil, &FieldError{Problem: "malformed"}
 	}
 	return msg, nil
 }
 
-// Unpack decodes a frame of spec's dialect into Fields. See UnpackMessage
-// for the errors.
+// Unpack decodes a frame of spec's dialect into Fields. Every element the
+// bitmap names is read and checked (character set, length, PIN block size),
+// and the frame must end where its last element does: bytes after it, which
+// moov-io/iso8583 itself would ignore, make it a format error. Errors are
+// *FieldError naming the element ("2", "48.01", or "" for the message as a
+// whole) and never contain the frame's bytes.
 func Unpack(spec *moov.MessageSpec, frame []byte) (*Fields, error) {
-	msg, err := UnpackMessage(spec, frame)
-	if err != nil {
+	f := new(Fields)
+	if err := unpackFields(spec, frame, allElements, f); err != nil {
 		return nil, err
 	}
-	return FieldsOf(msg)
+	return f, nil
+}
+
+// UnpackSelected decodes a frame like Unpack, with every element read and
+// checked, but copies into f only the elements in want (Fields' elements by
+// number: 0 the MTI, 48 the whole of Additional); the others are left as
+// they are. It is for a reader that needs a few elements of a message, such
+// as the issuer link reading an 0110: it does not copy the PAN and the rest
+// into new strings. On error f may hold some of the elements.
+func UnpackSelected(spec *moov.MessageSpec, frame []byte, want ElementSet, f *Fields) error {
+	return unpackFields(spec, frame, want, f)
 }
 
 // UnpackReadable decodes what can be read of a frame that Unpack refused, to
@@ -314,12 +269,12 @@ func (f Fields) GoString() string { return f.String() }
 // LogValue shows f in slog as its String.
 func (f Fields) LogValue() slog.Value { return slog.StringValue(f.String()) }
 
-// The elements of Fields by number, for marshalFields and unmarshalFields.
-// They do what moov's Message.Marshal and Unmarshal do with Fields' iso8583
-// tags — set every non-zero element, read every present one — without
-// reflection: moov parses the struct tags of every field on every call, which
-// cost about a third of a pack or an unpack. TestFieldsTags keeps these
-// tables and the tags in step.
+// The elements of Fields by number, for Pack, Unpack and FieldsOf. They do
+// what moov's Message.Marshal and Unmarshal do with Fields' iso8583 tags —
+// set every non-zero element, read every present one — without reflection:
+// moov parses the struct tags of every field on every call, which cost about
+// a third of a pack or an unpack. TestFieldsTags keeps these tables and the
+// tags in step.
 var (
 	stringElems = [...]struct {
 		id  int
@@ -376,29 +331,6 @@ func missingFrom(spec *moov.MessageSpec, f *Fields) string {
 		return "48"
 	}
 	return ""
-}
-
-// marshalFields sets in msg every element of f that is not zero (an empty
-// string, a nil slice or a nil Additional), as msg.Marshal(f) would.
-func marshalFields(msg *moov.Message, f *Fields) error {
-	for _, e := range stringElems {
-		if v := *e.ptr(f); v != "" {
-			if err := msg.Field(e.id, v); err != nil {
-				return err
-			}
-		}
-	}
-	for _, e := range binaryElems {
-		if v := *e.ptr(f); v != nil {
-			if err := msg.BinaryField(e.id, v); err != nil {
-				return err
-			}
-		}
-	}
-	if f.Additional != nil {
-		return msg.Marshal(&additionalElem{f.Additional})
-	}
-	return nil
 }
 
 // unmarshalFields copies every element present in msg into f, as

@@ -127,13 +127,19 @@ func (d IssuerDialect) PackReversal(h MessageHeader, r *Reversal) ([]byte, error
 	return d.dialect().Pack(&f)
 }
 
-// Unpack reads an issuer answer.
+// answerElements are the elements of an issuer's answer the links read:
+// the MTI, the header that matches it to its request, and the response code.
+var answerElements = iso8583.Elements(0, 7, 11, 32, 39, 41, 100)
+
+// Unpack reads an issuer answer. Every element of the frame is checked as
+// iso8583.Unpack checks it (a malformed element anywhere, or bytes after the
+// last one, is ErrIssuerMalformed), but only answerElements are copied out:
+// the PAN and the rest are not.
 func (d IssuerDialect) Unpack(frame []byte) (string, MessageHeader, string, error) {
-	f, err := d.dialect().Unpack(frame)
-	if err != nil {
+	var f iso8583.Fields
+	if err := iso8583.UnpackSelected(d.dialect().Spec(), frame, answerElements, &f); err != nil {
 		return "", MessageHeader{}, "", fmt.Errorf("%w: %v", ErrIssuerMalformed, err)
 	}
-	defer f.Clear()
 	h := MessageHeader{
 		STAN: f.STAN, Transmit: f.TransmissionTime, Institution: f.AcquirerID,
 		Receiver: f.ReceivingInstitution, Terminal: f.TerminalID,

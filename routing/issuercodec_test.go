@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -48,5 +49,33 @@ func TestNewIssuerCodecs(t *testing.T) {
 	}
 	if _, err := NewIssuerCodecs([]IssuerConfig{{ID: "x", Dialect: "nope"}}, reg); !errors.Is(err, iso8583.ErrUnknownDialect) {
 		t.Errorf("NewIssuerCodecs(unknown dialect) error = %v, want ErrUnknownDialect", err)
+	}
+}
+
+// TestIssuerDialectUnpack: an issuer's 0110 gives its MTI, header and
+// response code; a frame with bytes after its last element, or with a
+// malformed element the links do not read (the PAN), is ErrIssuerMalformed.
+func TestIssuerDialectUnpack(t *testing.T) {
+	h := MessageHeader{STAN: "000123", Transmit: "1203061500", Institution: "999001", Receiver: "300001",
+		Terminal: "ATM00042", LocalTime: time.Date(2026, 12, 3, 6, 15, 0, 0, time.UTC)}
+	f := iso8583.Fields{MTI: iso8583.MTIAuthResponse, PAN: "6228481200000000017", ProcessingCode: iso8583.ProcPINChange,
+		RRN: "416314000001", ResponseCode: iso8583.RCIncorrectPIN}
+	header(&f, h)
+	frame, err := iso8583.IssuerDialect.Pack(&f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mti, got, code, err := IssuerDialect{}.Unpack(frame)
+	want := MessageHeader{STAN: h.STAN, Transmit: h.Transmit, Institution: h.Institution, Receiver: h.Receiver, Terminal: h.Terminal}
+	if err != nil || mti != iso8583.MTIAuthResponse || got != want || code != iso8583.RCIncorrectPIN {
+		t.Fatalf("Unpack(0110) = %s, %+v, %s, %v; want 0110, %+v, 55, nil", mti, got, code, err, want)
+	}
+	// The PAN is BCD after the MTI (2 bytes), the bitmap (8) and its length (1).
+	badPAN := bytes.Clone(frame)
+	badPAN[2+8+1] = 0xAF
+	for name, bad := range map[string][]byte{"trailing byte": append(bytes.Clone(frame), 0), "PAN digit F": badPAN} {
+		if _, _, _, err := (IssuerDialect{}).Unpack(bad); !errors.Is(err, ErrIssuerMalformed) {
+			t.Errorf("Unpack(%s) error = %v, want ErrIssuerMalformed", name, err)
+		}
 	}
 }
