@@ -695,11 +695,13 @@ type flowMetrics struct {
 	acqReversals metric.Int64Counter
 	// unshared counts approvals the shared window could not keep.
 	unshared metric.Int64Counter
+	// requestAttrs are the attribute sets of requests and duration.
+	requestAttrs *requestAttrCache
 }
 
 func newFlowMetrics() flowMetrics {
 	m := otel.Meter("pingate/routing")
-	var fm flowMetrics
+	fm := flowMetrics{requestAttrs: new(requestAttrCache)}
 	// Instrument creation fails only for invalid names, which are static here.
 	fm.requests, _ = m.Int64Counter("pingate.requests", metric.WithDescription("PIN operations by operation, channel, outcome and response code"))
 	fm.duration, _ = m.Float64Histogram("pingate.request.duration", metric.WithUnit("s"), metric.WithDescription("time from request to answer"),
@@ -733,12 +735,47 @@ func (m flowMetrics) stage(ctx context.Context, name string, from, to time.Time)
 }
 
 func (m flowMetrics) record(ctx context.Context, req *Request, out *Outcome) {
-	attrs := metric.WithAttributes(
-		attribute.String("operation", string(req.Operation)),
-		attribute.String("channel", string(req.Channel)),
-		attribute.String("outcome", out.Outcome),
-		attribute.String("code", out.Code),
-	)
+	attrs := m.requestAttrs.of(requestLabels{req.Operation, req.Channel, out.Outcome, out.Code})
 	m.requests.Add(ctx, 1, attrs)
 	m.duration.Record(ctx, out.Duration.Seconds(), attrs)
+}
+
+// requestLabels are the attributes of pingate.requests and
+// pingate.request.duration.
+type requestLabels struct {
+	operation Operation
+	channel   Channel
+	outcome   string
+	code      string
+}
+
+// maxRequestAttrSets bounds requestAttrCache: the operations, channels and
+// outcomes are few, but an issuer may answer any two-character code.
+const maxRequestAttrSets = 512
+
+// requestAttrCache keeps the attribute set of each combination of request
+// labels seen: building a set sorts and copies its attributes, twice a
+// request otherwise. Past maxRequestAttrSets combinations, new ones are
+// built per call and not kept.
+type requestAttrCache struct {
+	sets sync.Map // requestLabels → metric.MeasurementOption
+	n    atomic.Int32
+}
+
+func (c *requestAttrCache) of(l requestLabels) metric.MeasurementOption {
+	if o, ok := c.sets.Load(l); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributes(
+		attribute.String("operation", string(l.operation)),
+		attribute.String("channel", string(l.channel)),
+		attribute.String("outcome", l.outcome),
+		attribute.String("code", l.code),
+	)
+	if c.n.Load() < maxRequestAttrSets {
+		if _, loaded := c.sets.LoadOrStore(l, o); !loaded {
+			c.n.Add(1)
+		}
+	}
+	return o
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/pinblock/devkeys"
@@ -311,5 +314,34 @@ func TestFlowTranslatorFollowsKeyRotation(t *testing.T) {
 	}
 	if out := f.Handle(context.Background(), old); out.Code == iso8583.RCApproved {
 		t.Fatalf("after rotation with no grace, block under v1: Handle() = %s, want a refusal", out.Code)
+	}
+}
+
+// TestRequestAttrCache: the attribute set of pingate.requests carries the
+// four labels of the request it is built for, the same labels give the kept
+// set, and past the cap new combinations are still labelled right.
+func TestRequestAttrCache(t *testing.T) {
+	attrsOf := func(o metric.MeasurementOption) attribute.Set {
+		return metric.NewAddConfig([]metric.AddOption{o}).Attributes()
+	}
+	c := new(requestAttrCache)
+	l := requestLabels{OpChange, ChannelATM, OutcomeDeclined, "55"}
+	want := attribute.NewSet(attribute.String("operation", string(OpChange)), attribute.String("channel", string(ChannelATM)),
+		attribute.String("outcome", OutcomeDeclined), attribute.String("code", "55"))
+	if got := attrsOf(c.of(l)); !got.Equals(&want) {
+		t.Errorf("of(%v) = %v, want %v", l, got.Encoded(attribute.DefaultEncoder()), want.Encoded(attribute.DefaultEncoder()))
+	}
+	if got := attrsOf(c.of(l)); !got.Equals(&want) || c.n.Load() != 1 {
+		t.Errorf("of(%v) again = %v with %d sets kept, want the same set, 1 kept", l, got.Encoded(attribute.DefaultEncoder()), c.n.Load())
+	}
+	for i := range maxRequestAttrSets + 10 {
+		l := requestLabels{OpReset, ChannelBranch, OutcomeDeclined, fmt.Sprintf("%04d", i)}
+		set := attrsOf(c.of(l))
+		if v, _ := set.Value("code"); v.AsString() != l.code {
+			t.Fatalf("of(%v) has code %q", l, v.AsString())
+		}
+	}
+	if n := c.n.Load(); n != maxRequestAttrSets {
+		t.Errorf("%d sets kept, want the cap %d", n, maxRequestAttrSets)
 	}
 }
