@@ -110,8 +110,15 @@ func (p Population) Size() int { return len(p.BINs) * p.PerBIN }
 func (p Population) Card(i int) Card {
 	bin := p.BINs[i%len(p.BINs)]
 	idx := i / len(p.BINs)
-	body := bin + fmt.Sprintf("%0*d", p.length()-1-len(bin), idx)
-	pan := body + strconv.Itoa(LuhnDigit(body))
+	var b [19]byte // Validate keeps PANs within 19 digits
+	n := copy(b[:], bin)
+	for i := p.length() - 2; i >= n; i-- {
+		b[i] = byte('0' + idx%10)
+		idx /= 10
+	}
+	body := b[:p.length()-1]
+	b[len(body)] = byte('0' + LuhnDigit(string(body)))
+	pan := string(b[:len(body)+1])
 	return Card{PAN: pan, PIN: p.InitialPIN(pan)}
 }
 
@@ -135,19 +142,20 @@ func (p Population) InitialPIN(pan string) string {
 	binary.BigEndian.PutUint64(seed[:], uint64(p.Seed))
 	m := hmac.New(sha256.New, seed[:])
 	m.Write([]byte(pan))
-	sum := m.Sum(nil)
+	var buf [sha256.Size]byte
+	sum := m.Sum(buf[:0])
 	for i := 0; i+4 <= len(sum); i += 2 {
 		v := binary.BigEndian.Uint32(sum[i:i+4]) % 10000
-		pin := fmt.Sprintf("%04d", v)
-		if !plainPattern(pin) {
-			return pin
+		pin := [4]byte{byte('0' + v/1000), byte('0' + v/100%10), byte('0' + v/10%10), byte('0' + v%10)}
+		if !plainPattern(pin[:]) {
+			return string(pin[:])
 		}
 	}
 	return "5821"
 }
 
 // plainPattern: one digit repeated or a step-by-one sequence either way.
-func plainPattern(pin string) bool {
+func plainPattern[S ~string | ~[]byte](pin S) bool {
 	same, up, down := true, true, true
 	for i := 1; i < len(pin); i++ {
 		d := int(pin[i]) - int(pin[i-1])

@@ -10,9 +10,13 @@ import (
 
 // ledger keeps each card's PIN verification data — a keyed hash of PAN and
 // PIN under the simulator's PIN verification key, never the PIN — and its
-// wrong-PIN counter. Cards never touched since start are not stored: their
-// verification data derives from the population's initial PIN on first use,
-// so memory grows with the cards used, not with the population.
+// wrong-PIN counter. Cards never touched since start are not stored, so
+// memory grows with the cards used, not with the population; a touched card
+// whose PIN was never changed keeps no verification data either: its PIN is
+// still the population's initial PIN, derived again (one keyed hash) only
+// when a PIN is verified against it. A change or reset of a card that was
+// never touched thus costs one hash (the new PIN's verification data), a
+// change of one two.
 type ledger struct {
 	pop      Population
 	pvdOf    func(pan, pin string) [32]byte
@@ -27,10 +31,11 @@ type shard struct {
 }
 
 type cardState struct {
-	pvd   [32]byte // HMAC-SHA-256(PVK, PAN "|" PIN)
-	tries int
-	prev  *cardState // state before the last change or reset, for a reversal
-	ref   string     // match key of the request that made the last change
+	pvd     [32]byte // HMAC-SHA-256(PVK, PAN "|" PIN); unused while initial
+	initial bool     // the PIN is the population's initial PIN (pvd not computed)
+	tries   int
+	prev    *cardState // state before the last change or reset, for a reversal
+	ref     string     // match key of the request that made the last change
 }
 
 // newLedger keeps PIN verification data computed by pvd.
@@ -54,7 +59,7 @@ func (l *ledger) card(pan string) (*cardState, *shard) {
 		if !l.pop.Contains(pan) {
 			return nil, sh
 		}
-		c = &cardState{pvd: l.pvd(pan, l.pop.InitialPIN(pan))}
+		c = &cardState{initial: true}
 		sh.cards[pan] = c
 	}
 	return c, sh
@@ -70,8 +75,7 @@ func (l *ledger) change(pan, oldPIN, newPIN, ref string) string {
 	if c.tries >= l.maxTries {
 		return iso8583.RCPINTriesExceeded
 	}
-	want := l.pvd(pan, oldPIN)
-	if subtle.ConstantTimeCompare(want[:], c.pvd[:]) != 1 {
+	if !l.verify(c, pan, oldPIN) {
 		c.tries++
 		if c.tries >= l.maxTries {
 			return iso8583.RCPINTriesExceeded
@@ -81,9 +85,20 @@ func (l *ledger) change(pan, oldPIN, newPIN, ref string) string {
 	prev := *c
 	prev.prev = nil
 	c.prev, c.ref = &prev, ref
-	c.pvd = l.pvd(pan, newPIN)
+	c.pvd, c.initial = l.pvd(pan, newPIN), false
 	c.tries = 0
 	return iso8583.RCApproved
+}
+
+// verify reports whether pin is the card's PIN, in constant time: against
+// the initial PIN of a card never changed, else against its verification
+// data.
+func (l *ledger) verify(c *cardState, pan, pin string) bool {
+	if c.initial {
+		return subtle.ConstantTimeCompare([]byte(pin), []byte(l.pop.InitialPIN(pan))) == 1
+	}
+	want := l.pvd(pan, pin)
+	return subtle.ConstantTimeCompare(want[:], c.pvd[:]) == 1
 }
 
 // reset sets a new PIN and unlocks, after the branch's identity check.
@@ -96,7 +111,7 @@ func (l *ledger) reset(pan, newPIN, ref string) string {
 	prev := *c
 	prev.prev = nil
 	c.prev, c.ref = &prev, ref
-	c.pvd = l.pvd(pan, newPIN)
+	c.pvd, c.initial = l.pvd(pan, newPIN), false
 	c.tries = 0
 	return iso8583.RCApproved
 }

@@ -3,6 +3,9 @@ package issuersim
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strconv"
 	"testing"
 
 	"pingate/iso8583"
@@ -29,6 +32,27 @@ func TestPopulationCards(t *testing.T) {
 		seen[c.PAN] = true
 		if len(c.PIN) != 4 || plainPattern(c.PIN) {
 			t.Fatalf("Card(%d) has an unusable initial PIN", i)
+		}
+	}
+	// The layout and the PIN derivation as documented on Population, built
+	// here the slow way.
+	for i := range 50 {
+		bin := p.BINs[i%len(p.BINs)]
+		body := bin + fmt.Sprintf("%0*d", 15-len(bin), i/len(p.BINs))
+		pan := body + strconv.Itoa(LuhnDigit(body))
+		var seed [8]byte
+		binary.BigEndian.PutUint64(seed[:], uint64(p.Seed))
+		m := hmac.New(sha256.New, seed[:])
+		m.Write([]byte(pan))
+		sum, pin := m.Sum(nil), "5821"
+		for j := 0; j+4 <= len(sum); j += 2 {
+			if s := fmt.Sprintf("%04d", binary.BigEndian.Uint32(sum[j:j+4])%10000); !plainPattern(s) {
+				pin = s
+				break
+			}
+		}
+		if got := p.Card(i); got.PAN != pan || got.PIN != pin {
+			t.Fatalf("Card(%d) is not BIN + zero-padded index + Luhn digit with its documented initial PIN", i)
 		}
 	}
 	usable := 0
@@ -96,6 +120,55 @@ func TestLedger(t *testing.T) {
 	}
 	if l.reverse(card.PAN, "r8") {
 		t.Fatal("reverse of a change that was not the last one succeeded")
+	}
+}
+
+// TestLedgerUntouchedCards: a card the ledger has not seen yet, or has seen
+// but never changed, is verified against the population's initial PIN; a
+// wrong PIN counts on it; a reversal of its first change brings the initial
+// PIN back; a reset replaces the initial PIN.
+func TestLedgerUntouchedCards(t *testing.T) {
+	p := testPopulation()
+	l := newLedger(p, hmacPVD([]byte("pvk-for-tests-only-0123456789abc")), 3)
+	a, b := p.Card(11), p.Card(12)
+	wrong := "4826"
+	if a.PIN == wrong {
+		wrong = "4827"
+	}
+	steps := []struct {
+		name string
+		do   func() string
+		want string
+	}{
+		{"unblock of a card never seen", func() string { return l.unblock(a.PAN) }, iso8583.RCApproved},
+		{"wrong PIN on a card never changed", func() string { return l.change(a.PAN, wrong, "3917", "a1") }, iso8583.RCIncorrectPIN},
+		{"second wrong PIN", func() string { return l.change(a.PAN, wrong, "3917", "a2") }, iso8583.RCIncorrectPIN},
+		{"third wrong PIN locks", func() string { return l.change(a.PAN, wrong, "3917", "a3") }, iso8583.RCPINTriesExceeded},
+		{"locked with the initial PIN", func() string { return l.change(a.PAN, a.PIN, "3917", "a4") }, iso8583.RCPINTriesExceeded},
+		{"unblock", func() string { return l.unblock(a.PAN) }, iso8583.RCApproved},
+		{"initial PIN after unblock", func() string { return l.change(a.PAN, a.PIN, "3917", "a5") }, iso8583.RCApproved},
+		{"new PIN works", func() string { return l.change(a.PAN, "3917", "7305", "a6") }, iso8583.RCApproved},
+		{"reset of a card never seen", func() string { return l.reset(b.PAN, "8162", "b1") }, iso8583.RCApproved},
+		{"initial PIN gone after the reset", func() string { return l.change(b.PAN, b.PIN, "3917", "b2") }, iso8583.RCIncorrectPIN},
+		{"reset PIN works", func() string { return l.change(b.PAN, "8162", "3917", "b3") }, iso8583.RCApproved},
+	}
+	for _, s := range steps {
+		if got := s.do(); got != s.want {
+			t.Fatalf("%s: got %s, want %s", s.name, got, s.want)
+		}
+	}
+	c := p.Card(13)
+	if got := l.change(c.PAN, c.PIN, "3917", "c1"); got != iso8583.RCApproved {
+		t.Fatalf("first change of card 13: got %s, want 00", got)
+	}
+	if !l.reverse(c.PAN, "c1") {
+		t.Fatal("reverse(c1) = false, want true")
+	}
+	if got := l.change(c.PAN, "3917", "7305", "c2"); got != iso8583.RCIncorrectPIN {
+		t.Fatalf("reversed PIN still verifies: got %s, want 55", got)
+	}
+	if got := l.change(c.PAN, c.PIN, "7305", "c3"); got != iso8583.RCApproved {
+		t.Fatalf("initial PIN after the reversal of the first change: got %s, want 00", got)
 	}
 }
 

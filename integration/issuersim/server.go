@@ -89,6 +89,8 @@ type Sim struct {
 	// ahead holds the references of reversal advices that undid nothing.
 	ahead sync.Map
 
+	workersMu sync.Mutex // guards the start of a connection's worker (workerOf)
+
 	auditMu  sync.Mutex
 	applied  []Applied
 	reversed map[string]bool // match references of reversal advices received
@@ -151,19 +153,82 @@ func New(cfg Config) (*Sim, error) {
 // Server is the simulator's listener.
 func (s *Sim) Server() *iso8583.Server { return s.srv }
 
+// serveFrame answers one frame. The server calls it on a new goroutine per
+// frame, whose stack starts small and is grown (copied) two or three times
+// through the codec and the ledger: a tenth of the simulator's CPU in the
+// bench (docs/optimisation-log.md). The work is done on the connection's
+// own goroutine instead (connWorker), whose stack grew once; this goroutine
+// waits for it, so that the server's drain on Shutdown still waits for
+// every answer, then waits out Config.Latency and writes.
 func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
-	if b := s.respond(ctx, frame); b != nil {
-		_ = c.WriteFrame(b)
+	w := s.workerOf(ctx, c)
+	j := &job{frame: frame, done: make(chan struct{})}
+	select {
+	case w <- j:
+	case <-ctx.Done():
+		return
 	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return
+	}
+	if j.answer == nil {
+		return
+	}
+	if j.delay && s.cfg.Latency > 0 {
+		t := time.NewTimer(s.cfg.Latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+	_ = c.WriteFrame(j.answer)
+}
+
+// job is one frame for a connection's worker, and its answer once done is
+// closed.
+type job struct {
+	frame  []byte
+	answer []byte
+	delay  bool // a PIN operation: its answer waits Config.Latency
+	done   chan struct{}
+}
+
+// workerOf returns the job queue of c's worker, starting the worker on c's
+// first frame. The worker stops when ctx (the connection's, canceled once
+// its handlers have returned) ends.
+func (s *Sim) workerOf(ctx context.Context, c *iso8583.ServerConn) chan<- *job {
+	s.workersMu.Lock()
+	defer s.workersMu.Unlock()
+	if w, ok := c.Value().(chan *job); ok {
+		return w
+	}
+	w := make(chan *job)
+	c.SetValue(w)
+	go func() {
+		for {
+			select {
+			case j := <-w:
+				j.answer, j.delay = s.respond(j.frame)
+				close(j.done)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return w
 }
 
 // respond is the answer to frame, or nil when there is none to send (a
-// malformed message, a dropped one, ctx ending during the latency).
-func (s *Sim) respond(ctx context.Context, frame []byte) []byte {
+// malformed message, a dropped one); delay: it answers a PIN operation.
+func (s *Sim) respond(frame []byte) (answer []byte, delay bool) {
 	f, err := s.dialect.Unpack(frame)
 	if err != nil {
 		s.log.Warn("issuer-sim: malformed message", "err", err)
-		return nil
+		return nil, false
 	}
 	defer f.Clear()
 	var code string
@@ -176,22 +241,16 @@ func (s *Sim) respond(ctx context.Context, frame []byte) []byte {
 		r := rand.Float64()
 		switch {
 		case r < s.cfg.DropRate:
-			return nil
+			return nil, false
 		case r < s.cfg.DropRate+s.cfg.FailRate:
 			code = iso8583.RCSystemMalfunction
 		default:
 			code = s.operation(f)
 		}
-		if s.cfg.Latency > 0 {
-			select {
-			case <-time.After(s.cfg.Latency):
-			case <-ctx.Done():
-				return nil
-			}
-		}
+		delay = true
 	case iso8583.MTIReversalAdvice:
 		if rand.Float64() < s.cfg.DropRate {
-			return nil
+			return nil, false
 		}
 		s.Reversals.Add(1)
 		if orig, err := iso8583.ParseOriginalData(f.OriginalData); err == nil {
@@ -221,9 +280,9 @@ func (s *Sim) respond(ctx context.Context, frame []byte) []byte {
 	b, err := s.dialect.Pack(&resp)
 	if err != nil {
 		s.log.Warn("issuer-sim: answer does not pack", "err", err)
-		return nil
+		return nil, false
 	}
-	return b
+	return b, delay
 }
 
 // operation runs a PIN operation on the ledger. The PIN is deciphered here,
