@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -65,8 +66,7 @@ var ErrNoAnswer = errors.New("no answer from the gateway")
 
 // Do sends f (STAN and times are set here) and waits for its answer.
 func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, error) {
-	f.STAN = zeroPad(uint64(stans.Add(1)%999999+1), 6)
-	f.TransmissionTime = time.Now().UTC().Format("0102150405") // MMDDhhmmss
+	f.STAN, f.TransmissionTime = nextSTAN(), transmissionTime(time.Now())
 	if f.MTI == iso8583.MTIAuthRequest {
 		f.LocalTime, f.LocalDate = f.TransmissionTime[4:], f.TransmissionTime[:4]
 	}
@@ -74,7 +74,20 @@ func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, er
 	if err != nil {
 		return nil, err
 	}
-	key := matchKey{f.STAN, f.TransmissionTime}
+	return c.roundTrip(ctx, matchKey{f.STAN, f.TransmissionTime}, frame, nil)
+}
+
+// nextSTAN is the STAN of this process's next request (stans).
+func nextSTAN() string { return zeroPad(uint64(stans.Add(1)%999999+1), 6) }
+
+// errExpired: the answer did not come before roundTrip's expired fired.
+var errExpired = fmt.Errorf("%w: timed out", ErrNoAnswer)
+
+// roundTrip sends frame, a packed request with the STAN and DE 7 of key,
+// and waits for its answer until ctx ends or expired (nil: never) fires
+// (errExpired): the load tool's workers keep one timer each rather than a
+// context.WithTimeout per request.
+func (c *Client) roundTrip(ctx context.Context, key matchKey, frame []byte, expired <-chan time.Time) (*iso8583.Fields, error) {
 	ch := make(chan *iso8583.Fields, 1)
 	c.mu.Lock()
 	c.pending[key] = ch
@@ -90,6 +103,8 @@ func (c *Client) Do(ctx context.Context, f *iso8583.Fields) (*iso8583.Fields, er
 	select {
 	case r := <-ch:
 		return r, nil
+	case <-expired:
+		return nil, errExpired
 	case <-ctx.Done():
 		return nil, ErrNoAnswer
 	case <-c.conn.Done():

@@ -320,6 +320,7 @@ type loadRun struct {
 	sm4Key    pinblock.Key
 	policy    pinblock.PINPolicy
 	cards     []cardState
+	tmpl      [numKinds]*requestTemplate
 	terminal  atomic.Uint64
 	measuring atomic.Bool
 	sm4Sent   atomic.Int64 // measured PIN changes from the SM4 ATM network
@@ -372,6 +373,9 @@ func Run(ctx context.Context, cfg Params, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer r.sm4Key.Zeroize()
+	if err := r.templates(); err != nil {
+		return nil, fmt.Errorf("load requests: %w", err)
+	}
 	defer func() {
 		for _, c := range slices.Concat(r.atm, r.br, r.sm4) {
 			_ = c.Close()
@@ -568,7 +572,8 @@ func (r *loadRun) pace(ctx context.Context, slots chan<- time.Time, missed *atom
 // worker sends requests on connection slot i%conns: in the closed loop one
 // after another, in the open loop one per start time received.
 func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
-	rng := rand.New(rand.NewPCG(r.cfg.Seed, uint64(i)))
+	w := &workerState{rng: rand.New(rand.NewPCG(r.cfg.Seed, uint64(i))), timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
 	st := r.stats[i]
 	atm, br := r.atm[i%r.cfg.Conns], r.br[i%r.cfg.Conns]
 	var sm4 *Client
@@ -592,7 +597,7 @@ func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
 			begin = time.Now()
 		}
 		measured := r.measuring.Load()
-		op, code, errKind := r.one(ctx, rng, atm, br, sm4)
+		op, code, errKind := r.one(ctx, w, atm, br, sm4)
 		if measured {
 			st.record(op, time.Since(begin), code, errKind)
 			if n := r.total.Add(1); r.cfg.MaxRequests > 0 && n >= r.cfg.MaxRequests {
@@ -610,7 +615,8 @@ func (r *loadRun) worker(ctx context.Context, i int, slots <-chan time.Time) {
 }
 
 // one makes one request on a card no other worker is using.
-func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client) (op int, code, errKind string) {
+func (r *loadRun) one(ctx context.Context, w *workerState, atm, br, sm4 *Client) (op int, code, errKind string) {
+	rng := w.rng
 	op = r.cfg.Mix.pick(rng.IntN(r.cfg.Mix.sum()))
 	var idx int
 	for {
@@ -632,18 +638,19 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client)
 		op = opReset // re-establish a known PIN first
 	}
 	term := r.terminal.Add(1) % uint64(r.cfg.Terminals)
-	o := Op{PAN: card.PAN, Teller: "LOADTEST-TELLER", IDRef: "LOADTEST-IDCHECK"}
+	o := Op{PAN: card.PAN, Teller: loadTeller, IDRef: loadIDRef}
 	var key pinblock.Key
 	client := br
+	var kind int
 	switch op {
 	case opChange:
 		o.Acquirer, o.Terminal, o.Proc, o.Format = ATMAcquirer, "LT"+zeroPad(term, 6), iso8583.ProcPINChange, pinblock.Format0
 		o.Teller, o.IDRef = "", ""
 		o.OldPIN, o.NewPIN = cs.pin, r.newPIN(rng, card.PAN, cs.pin)
-		key, client = r.atmKey, atm
+		key, client, kind = r.atmKey, atm, kindChange
 		if sm4 != nil && rng.IntN(100) < r.cfg.SM4Share {
 			o.Acquirer, o.Terminal, o.Format = SM4Acquirer, "LS"+zeroPad(term, 6), pinblock.Format0SM4
-			key, client = r.sm4Key, sm4
+			key, client, kind = r.sm4Key, sm4, kindChangeSM4
 			if r.measuring.Load() {
 				r.sm4Sent.Add(1)
 			}
@@ -651,20 +658,21 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client)
 	case opReset:
 		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, "LB"+zeroPad(term, 6), iso8583.ProcPINReset, pinblock.Format4
 		o.NewPIN = r.newPIN(rng, card.PAN, cs.pin)
-		key = r.brKey
+		key, kind = r.brKey, kindReset
 	default:
 		o.Acquirer, o.Terminal, o.Proc, o.Format = BranchAcquirer, "LB"+zeroPad(term, 6), iso8583.ProcPINUnblock, pinblock.Format4
+		kind = kindUnblock
 	}
-	f, err := loadFields(o, key)
+	mk, err := r.request(w, o, kind, key)
 	if err != nil {
 		return op, "", errKindBuild
 	}
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	ans, err := client.Do(rctx, f)
-	cancel()
+	w.timer.Reset(r.cfg.Timeout)
+	ans, err := client.roundTrip(ctx, mk, w.frame, w.timer.C)
+	w.timer.Stop()
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrNoAnswer) && rctx.Err() != nil:
+	case errors.Is(err, errExpired):
 		if op != opUnblock {
 			cs.unknown = true // the issuer may or may not have applied it
 		}
@@ -693,6 +701,78 @@ func (r *loadRun) one(ctx context.Context, rng *rand.Rand, atm, br, sm4 *Client)
 	return op, ans.ResponseCode, ""
 }
 
+// Kinds of request, each built from its template (requestTemplate).
+const (
+	kindChange    = iota // ATM network, format 0 under the ATM zone key
+	kindChangeSM4        // SM4 ATM network, SM4-0
+	kindReset            // branch, format 4
+	kindUnblock          // branch, no PIN block
+	numKinds
+)
+
+// workerState is what a worker reuses from one request to the next.
+type workerState struct {
+	rng   *rand.Rand
+	timer *time.Timer // the answer's deadline
+	frame []byte      // the request being sent
+}
+
+// templates builds the request template of each kind from a sample request
+// of the run's first card.
+func (r *loadRun) templates() error {
+	pan := r.cfg.Pop.Card(r.cfg.Offset).PAN
+	samples := [numKinds]Op{
+		kindChange:    {Acquirer: ATMAcquirer, Terminal: "LT000000", Proc: iso8583.ProcPINChange, Format: pinblock.Format0, OldPIN: "1357", NewPIN: "2468"},
+		kindChangeSM4: {Acquirer: SM4Acquirer, Terminal: "LS000000", Proc: iso8583.ProcPINChange, Format: pinblock.Format0SM4, OldPIN: "1357", NewPIN: "2468"},
+		kindReset:     {Acquirer: BranchAcquirer, Terminal: "LB000000", Proc: iso8583.ProcPINReset, Format: pinblock.Format4, NewPIN: "2468"},
+		kindUnblock:   {Acquirer: BranchAcquirer, Terminal: "LB000000", Proc: iso8583.ProcPINUnblock, Format: pinblock.Format4},
+	}
+	keys := [numKinds]pinblock.Key{r.atmKey, r.sm4Key, r.brKey, r.brKey}
+	for k, o := range samples {
+		o.PAN = pan
+		if o.Acquirer == BranchAcquirer {
+			o.Teller, o.IDRef = loadTeller, loadIDRef
+		}
+		f, err := loadFields(o, keys[k])
+		if err != nil {
+			return err
+		}
+		if r.tmpl[k], err = newRequestTemplate(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// request enciphers o's PINs under key and builds its 0100 from the
+// template of kind into w.frame, with a new STAN and DE 7; it returns the
+// answer's match key.
+func (r *loadRun) request(w *workerState, o Op, kind int, key pinblock.Key) (matchKey, error) {
+	enc := func(pin string) ([]byte, error) {
+		if pin == "" {
+			return nil, nil
+		}
+		p, err := pinblock.NewSecretPIN(pin)
+		if err != nil {
+			return nil, err
+		}
+		return pinblock.Encipher(o.Format, p, o.PAN, key) // Encipher zeroizes p
+	}
+	oldBlock, err := enc(o.OldPIN)
+	if err != nil {
+		return matchKey{}, err
+	}
+	newBlock, err := enc(o.NewPIN)
+	if err != nil {
+		return matchKey{}, err
+	}
+	mk := matchKey{nextSTAN(), transmissionTime(time.Now())}
+	w.frame, err = r.tmpl[kind].build(w.frame[:0], o.PAN, mk.stan, mk.transmission, o.Terminal, oldBlock, newBlock)
+	clear(oldBlock)
+	clear(newBlock)
+	return mk, err
+}
+
 // newPIN draws a 4-digit PIN the default PIN policy accepts for pan, other
 // than cur.
 func (r *loadRun) newPIN(rng *rand.Rand, pan, cur string) string {
@@ -710,6 +790,12 @@ func (r *loadRun) newPIN(rng *rand.Rand, pan, cur string) string {
 		}
 	}
 }
+
+// The teller and identity check reference of the load's branch requests.
+const (
+	loadTeller = "LOADTEST-TELLER"
+	loadIDRef  = "LOADTEST-IDCHECK"
+)
 
 // loadFields builds the 0100 of o like Op.fields, enciphering under key
 // (loaded once per run: Op.fields expands the development key on every
