@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -690,6 +691,97 @@ func TestLinksShutdownDeletesDischarged(t *testing.T) {
 			t.Fatalf("after Shutdown the store still owes the discharged reversal %s", rev.ID)
 		}
 	}
+}
+
+// failedDischarge is approvedHeld after the flow's write of the approval
+// with the delete of its advice failed (DischargingSink) — a write whose
+// fate is unknown, taken here as landed late: the advice is gone from the
+// store though the approval is not recorded.
+func failedDischarge(t *testing.T) (*linkRig, *fakeHost, *IssuerLinks, *IssuerRequest, Reversal) {
+	t.Helper()
+	rig, host, l, req, rev := approvedHeld(t)
+	req.dischargeTried = true
+	if err := rig.store.MemoryReversalStore.Delete(context.Background(), rev.ID); err != nil {
+		t.Fatal(err)
+	}
+	return rig, host, l, req, rev
+}
+
+// TestLinksReverseAfterFailedDischargeStoresAdviceAgain: the flow reverses
+// an approval whose combined write failed; Reverse stores the advice again
+// before it releases it, so the issuer gets the 0420 even though that write
+// deleted the advice when it landed.
+func TestLinksReverseAfterFailedDischargeStoresAdviceAgain(t *testing.T) {
+	rig, host, l, req, rev := failedDischarge(t)
+	if err := l.Reverse(context.Background(), req); err != nil {
+		t.Fatalf("Reverse() = %v", err)
+	}
+	rig.store.ops.wait(t, "the advice stored again", 2, func(o storeOp) bool { return o.op == "put" && o.id == rev.ID && o.err == nil })
+	l.kickWorker()
+	host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
+}
+
+// TestLinksReverseAfterFailedDischargeHoldsUntilStored: when the store also
+// refuses the advice again, Reverse says so and the advice stays held: the
+// worker stores it once the store takes writes, and only then sends it.
+func TestLinksReverseAfterFailedDischargeHoldsUntilStored(t *testing.T) {
+	rig, host, l, req, rev := failedDischarge(t)
+	rig.store.mu.Lock()
+	rig.store.putErr = errors.New("store disk failed")
+	rig.store.mu.Unlock()
+	if err := l.Reverse(context.Background(), req); err == nil {
+		t.Fatal("Reverse() with the store refusing the advice = nil, want an error")
+	}
+	l.kickWorker()
+	rig.store.ops.wait(t, "the worker's retry of the put", 2, func(o storeOp) bool { return o.op == "put" && o.id == rev.ID && o.err != nil })
+	if n := host.countMsg(iso8583.MTIReversalAdvice, ""); n != 0 {
+		t.Fatalf("the issuer got %d reversals while the advice was not stored, want none", n)
+	}
+	rig.store.mu.Lock()
+	rig.store.putErr = nil
+	rig.store.mu.Unlock()
+	l.kickWorker()
+	rig.store.ops.wait(t, "the advice stored again", 2, func(o storeOp) bool { return o.op == "put" && o.id == rev.ID && o.err == nil })
+	l.kickWorker()
+	host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
+}
+
+// lateDischargeSink is a DischargingSink whose combined write reports a
+// failure although it landed: the advice's delete reached the store.
+type lateDischargeSink struct {
+	memSink
+	store *watchedStore
+	tried atomic.Int32
+}
+
+func (s *lateDischargeSink) PublishDischarging(ctx context.Context, _ Event, adviceID string) error {
+	s.tried.Add(1)
+	if err := s.store.MemoryReversalStore.Delete(ctx, adviceID); err != nil {
+		return err
+	}
+	return errors.New("journal append: fatal commit error")
+}
+
+// TestFlowReversesApprovalWhoseDischargingWriteFailed: through the flow, an
+// approved PIN change whose outcome could not be written with its advice's
+// delete is answered as not recorded, not 00, and the issuer gets its 0420
+// although the failed write deleted the advice: the advice was stored again.
+func TestFlowReversesApprovalWhoseDischargingWriteFailed(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	sink := &lateDischargeSink{store: rig.store}
+	f := testFlowWith(t, l, nil, func(d *Deps) { d.Sink = sink })
+	out := f.Handle(context.Background(), changeRequest(t, "000201"))
+	if sink.tried.Load() != 1 {
+		t.Fatalf("PublishDischarging calls = %d, want 1 (the approval's event with its advice's delete)", sink.tried.Load())
+	}
+	if out.Code == iso8583.RCApproved || out.Reason == "" {
+		t.Fatalf("Handle() = %s (%s), want a refusal saying the outcome was not recorded", out.Code, out.Reason)
+	}
+	l.kickWorker()
+	host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
 }
 
 // TestLinksWorkerSkipsAdviceDischargedWhileListed: an approval's reversal
