@@ -116,12 +116,14 @@ type instances struct {
 	issuer *issuersim.Sim
 	pop    issuersim.Population
 	redis  string // address of the instances' Redis
+	// stopRedis stops that Redis.
+	stopRedis func()
 }
 
 func startInstances(t *testing.T, n int, sc issuersim.Config, mutate func(*gateway.Config)) *instances {
 	t.Helper()
-	redisAddr, _ := testservers.StartRedis(t)
-	in := &instances{pop: issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}}
+	redisAddr, stopRedis := testservers.StartRedis(t)
+	in := &instances{pop: issuersim.Population{Seed: 7, BINs: gateway.DevBINs(), PerBIN: 1000}, stopRedis: stopRedis}
 	sc.Population, in.redis = in.pop, redisAddr
 	var addr string
 	in.issuer, addr = gatewaytest.StartIssuer(t, sc)
@@ -589,5 +591,51 @@ func TestKeyChangeOnEveryInstanceHSMMode(t *testing.T) {
 	}
 	if _, err := os.Stat(custodys[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("hsm-gw-2 has a custody log (%v): the change is recorded once, by hsm-gw-1", err)
+	}
+}
+
+// TestKeyChangeFollowsTheLimitsRedisAcrossAReload: two gateways share key
+// changes through the limits' Redis; both are reloaded onto another Redis
+// (limits.addrs changed) and the first is stopped. A key change (0800/161)
+// on gw-1 then reaches gw-2 through the new Redis within the sync interval:
+// the key changes moved with the limits, not only the limits.
+func TestKeyChangeFollowsTheLimitsRedisAcrossAReload(t *testing.T) {
+	dir := t.TempDir()
+	k := newATMStoreKeys(t, dir)
+	in := startInstances(t, 2, issuersim.Config{}, func(c *gateway.Config) {
+		c.Security = k.ks.sec
+		atmStoreAcquirer(c, false)
+	})
+	movedTo, _ := testservers.StartRedis(t)
+	for i, g := range in.gws {
+		next := g.Config()
+		next.Limits.Addrs = []string{movedTo}
+		g.SetReloadSource(func() (gateway.Config, error) { return next, nil })
+		if rep, err := g.Reload("test"); err != nil || !rep.LimitsChanged {
+			t.Fatalf("gw-%d: Reload() onto the second Redis = %+v, %v; want the limits changed", i+1, rep, err)
+		}
+	}
+	in.stopRedis()
+
+	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := loadgenDial(t, in.gws[0].AcquirerAddr())
+	ans := exchange(t, c1, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange, AcquirerID: gateway.DevATMAcquirer,
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: wrapTR31(t, zmk, k.v2)})
+	if ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("key change on gw-1 = %s, want 00", ans.ResponseCode)
+	}
+	inForce := func() bool {
+		kcv, err := in.gws[1].SecurityModule().KCV(context.Background(), pinblock.KeyRef{ID: "zpk-atm-store"})
+		return err == nil && kcv == k.v2.KCV()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !inForce() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !inForce() {
+		t.Fatal("gw-2 does not use the new key 15 s after the change: the key changes did not follow the reload onto the second Redis")
 	}
 }

@@ -203,6 +203,19 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 			return rep, fmt.Errorf("limits: %w", err)
 		}
 	}
+	// The key changes shared through the limits' Redis follow it when a
+	// connection setting changed (addresses, credentials, TLS, prefix), not
+	// when only a limit did.
+	var moved *sharedConn
+	if g.shared != nil && lim != nil && redisMoved(r.current.Limits.Config, next.Limits.Config) {
+		c, err := connectShared(next.Limits.Config)
+		if err != nil {
+			_ = lim.Close()
+			ring.Zeroize()
+			return rep, fmt.Errorf("limits: %w", err)
+		}
+		moved = &c
+	}
 
 	// Swap: keys first, so that routes naming new keys find them.
 	retired := g.ring.Replace(ring)
@@ -212,6 +225,9 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 			_ = old.Close()
 		}
 		g.limiter = lim
+	}
+	if moved != nil {
+		g.shared.move(*moved)
 	}
 	if err := g.flow.Reload(next.Routing); err != nil {
 		// Unreachable: next.Validate ran the same checks.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,11 +23,33 @@ import (
 // shared is what gateway instances share through the limits' Redis besides
 // the limits and the duplicate window (limits.backend redis only): the
 // acquirers' online key changes, which every instance takes (docs/design.md,
-// "Many instances"). It uses the Redis of start-up: a reload that moves
-// limits.addrs moves the limits only.
+// "Many instances"). It follows the limits' Redis: a reload that moves
+// limits.addrs (or any other Redis setting) moves it too (sharedConn).
 type shared struct {
-	rdb  redis.UniversalClient
+	mu   sync.Mutex
+	conn sharedConn
 	keys *keySync
+}
+
+// sharedConn is a connection to the limits' Redis and the key changes kept
+// in it.
+type sharedConn struct {
+	rdb  redis.UniversalClient
+	keys *redislimit.KeyChanges
+}
+
+// connectShared connects to the Redis of lc.
+func connectShared(lc redislimit.Config) (sharedConn, error) {
+	rdb, err := redislimit.NewClient(lc)
+	if err != nil {
+		return sharedConn{}, fmt.Errorf("limits: %w", err)
+	}
+	kc, err := redislimit.NewKeyChanges(rdb, lc.WithDefaults().KeyPrefix)
+	if err != nil {
+		_ = rdb.Close()
+		return sharedConn{}, err
+	}
+	return sharedConn{rdb: rdb, keys: kc}, nil
 }
 
 // startShared connects the shared state when the limits are in Redis; nil
@@ -35,19 +58,26 @@ func (g *Gateway) startShared(current func(id string) (int, string, error)) (*sh
 	if g.cfg.Limits.Backend != "redis" {
 		return nil, nil
 	}
-	rdb, err := redislimit.NewClient(g.cfg.Limits.Config)
+	c, err := connectShared(g.cfg.Limits.Config)
 	if err != nil {
-		return nil, fmt.Errorf("limits: %w", err)
-	}
-	prefix := g.cfg.Limits.Config.WithDefaults().KeyPrefix
-	s := &shared{rdb: rdb}
-	kc, err := redislimit.NewKeyChanges(rdb, prefix)
-	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
-	s.keys = newKeySync(kc, g.sm, current, g.cfg.Instance, g.cfg.Security.KeySyncInterval, g.log)
+	s := &shared{conn: c}
+	s.keys = newKeySync(c.keys, g.sm, current, g.cfg.Instance, g.cfg.Security.KeySyncInterval, g.log)
 	return s, nil
+}
+
+// move makes c the shared state's connection (a reload that changed the
+// limits' Redis) and closes the previous one: a sync or publish in progress
+// on it fails and is tried again on c (a notice not published stays
+// pending).
+func (s *shared) move(c sharedConn) {
+	s.mu.Lock()
+	old := s.conn
+	s.conn = c
+	s.mu.Unlock()
+	s.keys.use(c.keys)
+	_ = old.rdb.Close()
 }
 
 func (s *shared) close() {
@@ -55,7 +85,9 @@ func (s *shared) close() {
 		return
 	}
 	s.keys.stop()
-	_ = s.rdb.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.conn.rdb.Close()
 }
 
 // keySync carries online key changes (0800/161) between instances. The
@@ -67,7 +99,7 @@ func (s *shared) close() {
 // once, by the instance that took the 0800; the others only load the key,
 // as a reload of the shared key store would.
 type keySync struct {
-	store    *redislimit.KeyChanges
+	store    atomic.Pointer[redislimit.KeyChanges] // moved by a reload (shared.move)
 	sm       pinblock.SecurityModule
 	current  func(id string) (version int, kcv string, err error)
 	instance string
@@ -90,9 +122,14 @@ func newKeySync(store *redislimit.KeyChanges, sm pinblock.SecurityModule, curren
 	instance string, interval time.Duration, log *slog.Logger) *keySync {
 	taken, _ := otel.Meter("pingate/gateway").Int64Counter("pingate.keys.synced",
 		metric.WithDescription("online key changes taken from another instance (result: taken, failed) or published (result: published, publish_failed)"))
-	return &keySync{store: store, sm: sm, current: current, instance: instance, interval: interval, log: log, taken: taken,
+	k := &keySync{sm: sm, current: current, instance: instance, interval: interval, log: log, taken: taken,
 		noted: map[string]string{}, failed: map[string]string{}, quit: make(chan struct{}), done: make(chan struct{})}
+	k.store.Store(store)
+	return k
 }
+
+// use makes the key changes in store the ones published and read from now.
+func (k *keySync) use(store *redislimit.KeyChanges) { k.store.Store(store) }
 
 // run syncs every interval until stop. Its goroutine is owned by keySync:
 // stop ends it and waits.
@@ -135,7 +172,7 @@ func (k *keySync) publish(ctx context.Context, req pinblock.ImportRequest, info 
 	k.mu.Lock()
 	k.noted[c.ID] = c.NewKCV
 	k.mu.Unlock()
-	if err := k.store.Publish(ctx, c); err != nil {
+	if err := k.store.Load().Publish(ctx, c); err != nil {
 		k.mu.Lock()
 		k.pending = append(k.pending, c)
 		k.mu.Unlock()
@@ -159,7 +196,7 @@ func (k *keySync) sync(ctx context.Context) {
 	k.pending = nil
 	k.mu.Unlock()
 	for i, c := range pending {
-		if err := k.store.Publish(ctx, c); err != nil {
+		if err := k.store.Load().Publish(ctx, c); err != nil {
 			k.mu.Lock()
 			k.pending = append(pending[i:], k.pending...)
 			k.mu.Unlock()
@@ -168,7 +205,7 @@ func (k *keySync) sync(ctx context.Context) {
 		k.count(ctx, "published")
 		k.log.InfoContext(ctx, "key change shared with the other instances", "key", c.ID, "version", c.Version, "kcv", c.NewKCV)
 	}
-	changes, err := k.store.Latest(ctx)
+	changes, err := k.store.Load().Latest(ctx)
 	if err != nil {
 		k.log.WarnContext(ctx, "key changes of other instances not read", "err", err)
 		return
@@ -258,3 +295,15 @@ func (s *sharedKeyChanges) Import(ctx context.Context, req pinblock.ImportReques
 
 // The Redis limiter's shared window lets any instance take a 0420.
 var _ routing.WindowReversals = (*redislimit.Limiter)(nil)
+
+// redisMoved reports whether a and b connect differently: another server,
+// credentials, database, timeouts or key prefix (the limits themselves do
+// not count).
+func redisMoved(a, b redislimit.Config) bool {
+	conn := func(c redislimit.Config) redislimit.Config {
+		c = c.WithDefaults()
+		return redislimit.Config{Mode: c.Mode, Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username,
+			PasswordEnv: c.PasswordEnv, DB: c.DB, DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, KeyPrefix: c.KeyPrefix}
+	}
+	return !reflect.DeepEqual(conn(a), conn(b))
+}
