@@ -537,6 +537,18 @@ func (r *loadRun) merge() *workerStats {
 	return out
 }
 
+// startsBy is how many requests of an open loop at rate per second are due
+// after elapsed: those whose intended start, k / rate for k = 0, 1, …, is
+// not later than elapsed. The first is due at once. (Counting only whole
+// intervals elapsed sent each request one interval after its intended start,
+// and its latency, measured from that start, carried the interval.)
+func startsBy(elapsed time.Duration, rate float64) int64 {
+	if elapsed < 0 {
+		return 0
+	}
+	return int64(elapsed.Seconds()*rate) + 1
+}
+
 // pace sends intended start times at cfg.Rate per second until stop; a
 // start that finds every slot busy is counted in missed instead of waiting,
 // so a slow gateway cannot slow the offered load (no coordinated omission:
@@ -547,7 +559,7 @@ func (r *loadRun) pace(ctx context.Context, slots chan<- time.Time, missed *atom
 	var sent int64
 	for {
 		now := time.Now()
-		due := int64(now.Sub(start).Seconds() * r.cfg.Rate)
+		due := startsBy(now.Sub(start), r.cfg.Rate)
 		for ; sent < due; sent++ {
 			t := start.Add(time.Duration(sent) * interval)
 			select {
@@ -558,7 +570,7 @@ func (r *loadRun) pace(ctx context.Context, slots chan<- time.Time, missed *atom
 				}
 			}
 		}
-		next := start.Add(time.Duration(sent+1) * interval)
+		next := start.Add(time.Duration(sent) * interval) // the next start not yet sent
 		select {
 		case <-time.After(max(time.Until(next), 200*time.Microsecond)):
 		case <-r.stop:

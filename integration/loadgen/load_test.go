@@ -103,3 +103,25 @@ func TestLatencyHistQuantiles(t *testing.T) {
 		t.Errorf("empty quantile = %v, want 0", got)
 	}
 }
+
+// TestStartsBy: an open loop at 200/s has its first request due at once,
+// the second at 5 ms, and 200 due within the first second (the last at
+// 995 ms). Counting whole intervals only sent each request one interval
+// after its intended start, adding 1/rate to every latency measured.
+func TestStartsBy(t *testing.T) {
+	for _, c := range []struct {
+		elapsed time.Duration
+		want    int64
+	}{
+		{-time.Millisecond, 0},
+		{0, 1},
+		{4900 * time.Microsecond, 1},
+		{5100 * time.Microsecond, 2},
+		{995100 * time.Microsecond, 200},
+		{1000100 * time.Microsecond, 201},
+	} {
+		if got := startsBy(c.elapsed, 200); got != c.want {
+			t.Errorf("startsBy(%v, 200/s) = %d, want %d", c.elapsed, got, c.want)
+		}
+	}
+}
