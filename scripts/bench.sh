@@ -384,6 +384,18 @@ if [ "$HSM" != 0 ]; then
     LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
     log "  run $i: software $(tps_of hsm-software), payshield $(tps_of hsm-payshield) req/s"
   done
+  # The latency the module adds, read where neither gateway is saturated:
+  # both open loop at one rate, half the software gateway's median peak
+  # above (at 70 % the open loop's smaller batches already fill the cores,
+  # and at peak p99 is queueing, which says nothing about the module).
+  HSM_PEAK="$(grep -o '"tps":[0-9.]*' "$RES/hsm-software.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  HSM_RATE="$(awk -v p="$HSM_PEAK" 'BEGIN {printf "%d", p * 0.5}')"
+  echo "hsm_rate=$HSM_RATE" >>"$RES/machine.txt"
+  log "payShield beside software, open loop at $HSM_RATE/s (half the software gateway's $HSM_PEAK/s)"
+  for i in $(seq "$RUNS"); do
+    gw_load hsm-software-open 100000 --concurrency 4x64 --rate "$HSM_RATE" --mix change=100 --sm4-share 0
+    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" gw_load hsm-payshield-open 100000 --concurrency 4x64 --rate "$HSM_RATE" --mix change=100 --sm4-share 0
+  done
   kill "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
   wait "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
   snapshot "after the payShield runs"

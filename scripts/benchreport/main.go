@@ -324,7 +324,7 @@ func render(w io.Writer, dir, notesPath string) error {
 	fmt.Fprintln(w, "CPU µs/op is that of the process under test: the gateway, the relay, or the echo server for the single hop.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| measurement | run | requests | req/s | p50 | p99 | p99.9 | max ms | errors | CPU µs/op |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "relay-peak", "baseline-70", "gateway-70", "relay-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
+	for _, name := range []string{"baseline-c1", "baseline-peak", "gateway-peak", "relay-peak", "baseline-70", "gateway-70", "relay-70", "hsm-software", "hsm-payshield", "hsm-software-open", "hsm-payshield-open", "cards-1000", "cards-100000", "cards-1000000", "ranges-10", "ranges-100003", "ranges-1000003", "soak"} {
 		for i, r := range readRuns(dir, name) {
 			under := "gateway"
 			switch {
@@ -379,8 +379,16 @@ func renderHSM(w io.Writer, dir string, m map[string]string) {
 	s99, p99v := med(sw, p99), med(ps, p99)
 	fmt.Fprintf(w, "| measurement | software | payshield | payshield ÷ software | goal | |\n|---|---:|---:|---:|---|---|\n")
 	fmt.Fprintf(w, "| throughput, closed loop %d conn × %d in flight (req/s) | %.0f | %.0f | %.2f | ≥ 0.8 × software | %s |\n", r.Conns, r.InFlight, st, pt, pt/st, yes(pt >= 0.8*st))
-	fmt.Fprintf(w, "| p50 (ms) | %.2f | %.2f | %s | | |\n", med(sw, p50), med(ps, p50), ratio(med(ps, p50), med(sw, p50)))
-	fmt.Fprintf(w, "| p99 (ms) | %.2f | %.2f | %s | ≤ software + 1 ms | %s |\n", s99, p99v, ratio(p99v, s99), yes(p99v <= s99+1))
+	fmt.Fprintf(w, "| p50 at that peak (ms) | %.2f | %.2f | %s | | |\n", med(sw, p50), med(ps, p50), ratio(med(ps, p50), med(sw, p50)))
+	fmt.Fprintf(w, "| p99 at that peak (ms; queueing on saturated cores) | %.2f | %.2f | %s | | |\n", s99, p99v, ratio(p99v, s99))
+	so, po := readRuns(dir, "hsm-software-open"), readRuns(dir, "hsm-payshield-open")
+	if len(so) > 0 && len(po) > 0 {
+		s99, p99v = med(so, p99), med(po, p99)
+		fmt.Fprintf(w, "| p50 open loop at %s/s, half the software peak (ms) | %.2f | %.2f | %s | | |\n", m["hsm_rate"], med(so, p50), med(po, p50), ratio(med(po, p50), med(so, p50)))
+		fmt.Fprintf(w, "| p99 open loop at %s/s (ms) | %.2f | %.2f | %s | ≤ software + 1 ms | %s |\n", m["hsm_rate"], s99, p99v, ratio(p99v, s99), yes(p99v <= s99+1))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "The p99 goal is read open loop at one rate for both, half the software gateway's peak: at closed-loop peak both gateways saturate the two cores and p99 is queueing behind the load, and at 70 % open loop the smaller batches (group commit, relay, pipelines) already fill them, so neither says what the module adds to a request.")
 	fmt.Fprintln(w)
 }
 
@@ -463,7 +471,7 @@ func renderSoak(w io.Writer, dir string, sk *soak) {
 
 // The gateway's runs, and the population measurements.
 var (
-	gatewayRuns = []string{"gateway-peak", "gateway-70", "hsm-software", "hsm-payshield", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"}
+	gatewayRuns = []string{"gateway-peak", "gateway-70", "hsm-software", "hsm-payshield", "hsm-software-open", "hsm-payshield-open", "cards-1000", "cards-100000", "cards-1000000", "soak", "ranges-10", "ranges-100003", "ranges-1000003"}
 	populations = []struct{ names, labels []string }{
 		{[]string{"cards-1000", "cards-100000", "cards-1000000"}, []string{"1k cards", "100k cards", "1M cards"}},
 		{[]string{"ranges-10", "ranges-100003", "ranges-1000003"}, []string{"10 BIN ranges", "100k BIN ranges", "1M BIN ranges"}},
