@@ -204,8 +204,8 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 		}
 	}
 	// The key changes shared through the limits' Redis follow it when a
-	// connection setting changed (addresses, credentials, TLS, prefix), not
-	// when only a limit did.
+	// connection setting changed (addresses, credentials, database,
+	// timeouts, key prefix), not when only a limit did.
 	var moved *sharedConn
 	if g.shared != nil && lim != nil && redisMoved(r.current.Limits.Config, next.Limits.Config) {
 		c, err := connectShared(next.Limits.Config)
