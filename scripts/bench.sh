@@ -158,7 +158,9 @@ TOPIC="pingate.bench.$(date +%s)"
 
 # Issuer simulator: its own process when `pingate-dev issuer-sim` exists.
 SIM_PROC=0
-if "$PGDEV" help | grep -q '^  issuer-sim '; then
+# The help is read whole before grep: in `help | grep -q` grep may exit first, and
+# under pipefail pingate-dev's SIGPIPE then read as a missing command.
+if grep -q '^  issuer-sim ' <<<"$("$PGDEV" help 2>&1)"; then
   SIM_PROC=1
   "$PGDEV" issuer-sim --addr 127.0.0.1:0 --seed 1 --per-bin "$PER_BIN" >"$WORK/sim.out" 2>"$WORK/sim.err" &
   PIDS+=($!)
