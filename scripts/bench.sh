@@ -343,6 +343,8 @@ relay_load() {
     --cpu "relay=$RELAY_PID,echo=$ECHO_PID" "$@" >>"$RES/$file.jsonl"
 }
 tps_of() { grep -o '"tps":[0-9.]*' "$RES/$1.jsonl" | tail -1 | cut -d: -f2; }
+# median_tps NAME: the median req/s over the runs of NAME.
+median_tps() { grep -o '"tps":[0-9.]*' "$RES/$1.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 start_gateway 0
 snapshot "gateway started"
@@ -355,7 +357,7 @@ for i in $(seq "$RUNS"); do
   log "  run $i: single hop $(tps_of baseline-peak), gateway $(tps_of gateway-peak), relay $(tps_of relay-peak) req/s"
 done
 base_load baseline-c1 --concurrency 1
-PEAK="$(grep -o '"tps":[0-9.]*' "$RES/gateway-peak.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+PEAK="$(median_tps gateway-peak)"
 RATE70="$(awk -v p="$PEAK" 'BEGIN {printf "%d", p * 0.7}')"
 echo "rate70=$RATE70" >>"$RES/machine.txt"
 log "latency at 70 % of the gateway's median peak ($PEAK/s): open loop at $RATE70/s"
@@ -390,7 +392,7 @@ if [ "$HSM" != 0 ]; then
   # both open loop at one rate, half the software gateway's median peak
   # above (at 70 % the open loop's smaller batches already fill the cores,
   # and at peak p99 is queueing, which says nothing about the module).
-  HSM_PEAK="$(grep -o '"tps":[0-9.]*' "$RES/hsm-software.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  HSM_PEAK="$(median_tps hsm-software)"
   HSM_RATE="$(awk -v p="$HSM_PEAK" 'BEGIN {printf "%d", p * 0.5}')"
   echo "hsm_rate=$HSM_RATE" >>"$RES/machine.txt"
   log "payShield beside software, open loop at $HSM_RATE/s (half the software gateway's $HSM_PEAK/s)"

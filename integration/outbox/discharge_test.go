@@ -127,21 +127,6 @@ func journalSealer(t *testing.T) *pinblock.DataSealer {
 	return s
 }
 
-// owed reports whether the store still owes advice id.
-func owed(t *testing.T, revs *reversalstore.Store, id string) bool {
-	t.Helper()
-	rs, err := revs.Pending(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rs {
-		if r.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
 // journaled reports whether the journal holds event id.
 func journaled(t *testing.T, j *Journal, id string) bool {
 	t.Helper()
@@ -179,7 +164,7 @@ func TestPublishWithDischargeSurvivesACrashAtEverySync(t *testing.T) {
 			t.Fatal(err)
 		}
 		j, revs = c.restart(t, j, cfg)
-		isOwed, isJournaled := owed(t, revs, adv.ID), journaled(t, j, ev.ID)
+		isOwed, isJournaled := pendingIDs(t, revs)[adv.ID] > 0, journaled(t, j, ev.ID)
 		if err := revs.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +217,7 @@ func TestPublishWithFailedWriteLandsWholeOrNotAtAll(t *testing.T) {
 	j, revs = openWithAdvices(t, cfg)
 	defer shutdown(t, j)
 	defer revs.Close()
-	if isOwed, isJournaled := owed(t, revs, adv.ID), journaled(t, j, ev.ID); isOwed == isJournaled {
+	if isOwed, isJournaled := pendingIDs(t, revs)[adv.ID] > 0, journaled(t, j, ev.ID); isOwed == isJournaled {
 		t.Fatalf("after a failed combined write and a restart: journaled = %v, owed = %v; want exactly one", isJournaled, isOwed)
 	}
 }
