@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -27,12 +26,12 @@ func TestOneTracePerRequest(t *testing.T) {
 	// (telemetry.Config.SampleRatio); this gateway records every trace.
 	one := 1.0
 	g := startTestGateway(t, func(c *gateway.Config) { c.Telemetry.SampleRatio = &one })
-	// startGateway installed the global provider; add the in-memory exporter to it.
-	tp, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
-	if !ok {
+	// startGateway installed the SDK; add the in-memory exporter to it.
+	tel := g.Telemetry()
+	if tel == nil {
 		t.Fatal("no SDK tracer provider installed")
 	}
-	tp.RegisterSpanProcessor(sdktrace.NewSimpleSpanProcessor(exp))
+	tel.Tracer.RegisterSpanProcessor(sdktrace.NewSimpleSpanProcessor(exp))
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
 		t.Fatal(err)

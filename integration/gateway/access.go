@@ -5,6 +5,7 @@ import (
 	"pingate/integration/outbox"
 	"pingate/integration/payshield"
 	"pingate/integration/reversalstore"
+	"pingate/integration/telemetry"
 	"pingate/pinblock"
 )
 
@@ -66,3 +67,6 @@ func (g *Gateway) Branch() (b BranchInfo, ok bool) {
 	}
 	return BranchInfo{Addr: g.branch.addr, CertDir: g.branch.certDir, Spool: g.branch.spool, Shared: g.branch.shared != nil}, true
 }
+
+// Telemetry is the installed OpenTelemetry SDK (nil before Run set it up).
+func (g *Gateway) Telemetry() *telemetry.Telemetry { return g.tel }

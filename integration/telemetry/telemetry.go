@@ -109,7 +109,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 
-	otel.SetTracerProvider(tp)
+	otel.SetTracerProvider(unsampledProvider{sdk: tp})
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	return &Telemetry{Tracer: tp, Meter: mp, Registry: reg}, nil

@@ -5,8 +5,10 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func ratio(v float64) *float64 { return &v }
@@ -57,4 +59,70 @@ func TestValidateRatio(t *testing.T) {
 			t.Errorf("Validate(sample_ratio %v) = nil, want an error", r)
 		}
 	}
+}
+
+// TestUnsampledChildren: under an unsampled parent a child span costs
+// nothing (the parent stands in, no allocation) and keeps the trace id; under
+// a sampled parent, and for the first span under a remote parent, a span of
+// its own is started and, when sampled, exported with its parent.
+func TestUnsampledChildren(t *testing.T) {
+	ctx := context.Background()
+	t.Run("unsampled", func(t *testing.T) {
+		tel, err := Setup(ctx, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tel.Shutdown(ctx)
+		tr := otel.Tracer("test")
+		pctx, parent := tr.Start(ctx, "parent")
+		defer parent.End()
+		cctx, child := tr.Start(pctx, "child")
+		if !child.SpanContext().Equal(parent.SpanContext()) || cctx != pctx {
+			t.Errorf("child of an unsampled parent: span context %v, want the parent's %v", child.SpanContext(), parent.SpanContext())
+		}
+		child.SetAttributes(attribute.String("k", "v"))
+		child.End()
+		if parent.IsRecording() {
+			t.Error("the parent records after its stand-in child ended")
+		}
+		if n := testing.AllocsPerRun(100, func() { _, s := tr.Start(pctx, "child"); s.End() }); n != 0 {
+			t.Errorf("a child of an unsampled parent allocates %v times, want 0", n)
+		}
+	})
+	t.Run("sampled", func(t *testing.T) {
+		exp := tracetest.NewInMemoryExporter()
+		tel, err := Setup(ctx, Config{SpanExporter: exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tel.Shutdown(ctx)
+		tr := otel.Tracer("test")
+		pctx, parent := tr.Start(ctx, "parent")
+		_, child := tr.Start(pctx, "child")
+		if child.SpanContext().SpanID() == parent.SpanContext().SpanID() || !child.IsRecording() {
+			t.Errorf("child of a sampled parent: %v recording %v, want a recording span of its own", child.SpanContext(), child.IsRecording())
+		}
+		child.End()
+		parent.End()
+		got := exp.GetSpans()
+		if len(got) != 2 || got[0].Name != "child" || got[0].Parent.SpanID() != parent.SpanContext().SpanID() {
+			t.Errorf("exported %d spans (%v), want the child under its parent and the parent", len(got), got.Snapshots())
+		}
+	})
+	t.Run("remote unsampled parent", func(t *testing.T) {
+		tel, err := Setup(ctx, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tel.Shutdown(ctx)
+		rctx := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier{
+			"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}) // W3C Trace Context's example ids
+		remote := trace.SpanContextFromContext(rctx)
+		_, span := otel.Tracer("test").Start(rctx, "server")
+		defer span.End()
+		sc := span.SpanContext()
+		if sc.TraceID() != remote.TraceID() || sc.SpanID() == remote.SpanID() || sc.IsRemote() || sc.IsSampled() {
+			t.Errorf("server span under a remote unsampled parent: %v, want a local unsampled span of its own in trace %s", sc, remote.TraceID())
+		}
+	})
 }
