@@ -220,19 +220,25 @@ func (c *Conn) fail(err error) {
 func (c *Conn) readLoop() {
 	defer close(c.done)
 	for {
-		if c.cfg.IdleTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
-		}
-		if _, err := c.br.Peek(1); err != nil {
-			if isTimeout(err) {
-				err = ErrIdle
+		// Deadlines only for reads that can block: a frame the last read
+		// brought in whole is taken from the buffer without one.
+		if c.br.Buffered() == 0 {
+			if c.cfg.IdleTimeout > 0 {
+				_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
+			} else {
+				_ = c.nc.SetReadDeadline(time.Time{})
 			}
-			c.fail(err)
-			return
+			if _, err := c.br.Peek(1); err != nil {
+				if isTimeout(err) {
+					err = ErrIdle
+				}
+				c.fail(err)
+				return
+			}
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
+		if !FrameBuffered(c.br, c.cfg.Framing) {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
+		}
 		frame, err := ReadFrame(c.br, c.cfg.Framing, c.cfg.MaxFrame, nil)
 		if err != nil {
 			if isTimeout(err) {

@@ -77,6 +77,29 @@ func (f Framing) Limit() int {
 // Valid reports whether f is a known framing.
 func (f Framing) Valid() bool { return f == Binary2 || f == ASCII4 }
 
+// FrameBuffered reports whether r's buffer holds a whole frame (or a header
+// ReadFrame refuses without reading on), so that reading it makes no read
+// call.
+func FrameBuffered(r *bufio.Reader, f Framing) bool {
+	n := f.HeaderLen()
+	if r.Buffered() < n {
+		return false
+	}
+	h, _ := r.Peek(n)
+	l := 0
+	if f == ASCII4 {
+		for _, c := range h {
+			if !isDigit(c) {
+				return true
+			}
+			l = l*10 + int(c-'0')
+		}
+	} else {
+		l = int(binary.BigEndian.Uint16(h))
+	}
+	return r.Buffered() >= n+l
+}
+
 // ReadFrame reads one framed message from r. max is the largest message
 // accepted (DefaultMaxFrame if max <= 0). The message is read into buf when
 // it fits its capacity, into a new slice otherwise; the caller owns the

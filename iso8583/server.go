@@ -274,6 +274,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		ctx:    cctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlightPerConn),
+		work:   make(chan []byte),
 	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
@@ -355,14 +356,21 @@ type ServerConn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	sem    chan struct{}
-	wg     sync.WaitGroup // handlers
+	wg     sync.WaitGroup // handler goroutines
+
+	// work hands a frame to an idle handler goroutine (one blocked
+	// receiving); readLoop starts a new goroutine only when none is idle.
+	// A goroutine that handled a frame stays for the next one, so its grown
+	// stack serves again, up to maxIdleHandlers idle per connection.
+	work chan []byte
+	idle atomic.Int32 // handler goroutines waiting on work
 
 	wmu sync.Mutex // serializes writes
 
-	smu    sync.Mutex // guards idle and the read deadline changes
-	idle   bool       // waiting for the first byte of a frame
-	closed bool
-	reason error // first reason the connection was torn down
+	smu     sync.Mutex // guards waiting and the read deadline changes
+	waiting bool       // waiting for the first byte of a frame
+	closed  bool
+	reason  error // first reason the connection was torn down
 
 	vmu   sync.Mutex
 	value any
@@ -442,7 +450,7 @@ func (c *ServerConn) abort(reason error) {
 func (c *ServerConn) interruptIdle() {
 	c.smu.Lock()
 	defer c.smu.Unlock()
-	if c.idle && !c.closed {
+	if c.waiting && !c.closed {
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 	}
 }
@@ -456,13 +464,26 @@ func (c *ServerConn) setIdle(idle bool) bool {
 	if idle && c.srv.draining.Load() {
 		return false
 	}
-	c.idle = idle
+	c.waiting = idle
 	d := c.srv.cfg.ReadTimeout
 	if idle {
 		d = c.srv.cfg.IdleTimeout
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(d))
 	return true
+}
+
+// setBusy records that the reader is past a frame's first byte; deadline
+// false keeps the read deadline as it is, for a frame already whole in the
+// buffer (reading it makes no read call).
+func (c *ServerConn) setBusy(deadline bool) {
+	if !deadline {
+		c.smu.Lock()
+		c.waiting = false
+		c.smu.Unlock()
+		return
+	}
+	c.setIdle(false)
 }
 
 // serve is the connection's goroutine: it reads frames and starts their
@@ -475,6 +496,7 @@ func (c *ServerConn) serve() {
 		// Protocol or network failure: nothing more can be written.
 		c.abort(reason)
 	}
+	close(c.work) // idle handler goroutines return
 	c.wg.Wait()
 	c.abort(nil)
 	c.smu.Lock()
@@ -494,21 +516,27 @@ func (c *ServerConn) serve() {
 func (c *ServerConn) readLoop() error {
 	s := c.srv
 	for {
-		if !c.setIdle(true) {
+		// Deadlines only for reads that can block: a frame the last read
+		// brought in whole is taken from the buffer without one.
+		if c.br.Buffered() == 0 {
+			if !c.setIdle(true) {
+				return nil
+			}
+			if _, err := c.br.Peek(1); err != nil {
+				switch {
+				case errors.Is(err, io.EOF):
+					return nil
+				case s.draining.Load() && isTimeout(err):
+					return nil
+				case isTimeout(err):
+					return ErrIdle
+				}
+				return err
+			}
+		} else if s.draining.Load() {
 			return nil
 		}
-		if _, err := c.br.Peek(1); err != nil {
-			switch {
-			case errors.Is(err, io.EOF):
-				return nil
-			case s.draining.Load() && isTimeout(err):
-				return nil
-			case isTimeout(err):
-				return ErrIdle
-			}
-			return err
-		}
-		c.setIdle(false)
+		c.setBusy(!FrameBuffered(c.br, s.cfg.Framing))
 		frame, err := ReadFrame(c.br, s.cfg.Framing, s.cfg.MaxFrame, nil)
 		if err != nil {
 			if isTimeout(err) {
@@ -521,8 +549,35 @@ func (c *ServerConn) readLoop() error {
 		case <-c.ctx.Done():
 			return nil
 		}
-		c.wg.Add(1)
-		go c.handle(frame)
+		select {
+		case c.work <- frame:
+		default:
+			c.wg.Add(1)
+			go c.handler(frame)
+		}
+	}
+}
+
+// maxIdleHandlers bounds the handler goroutines of one connection kept
+// waiting for its next frame.
+const maxIdleHandlers = 16
+
+// handler handles frame, then the frames readLoop hands it while it stays
+// (see ServerConn.work).
+func (c *ServerConn) handler(frame []byte) {
+	defer c.wg.Done()
+	for {
+		c.handle(frame)
+		if c.idle.Add(1) > maxIdleHandlers {
+			c.idle.Add(-1)
+			return
+		}
+		f, ok := <-c.work
+		c.idle.Add(-1)
+		if !ok {
+			return
+		}
+		frame = f
 	}
 }
 
@@ -532,7 +587,6 @@ func (c *ServerConn) handle(frame []byte) {
 			c.abort(ErrHandlerPanic)
 		}
 		<-c.sem
-		c.wg.Done()
 	}()
 	c.srv.handler.ServeFrame(c.ctx, c, frame)
 }

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,6 +185,9 @@ func TestServerBadClientsDoNotDisturbOthers(t *testing.T) {
 		{"zero length", "\x00\x00", ErrBadFrame},
 		{"oversized length", "\xff\xff", ErrFrameTooLarge},
 		{"slow: frame never completes", "\x00\x10abc", ErrSlowClient},
+		// The first frame is whole in the buffer and read without a
+		// deadline; the second still gets one.
+		{"slow: second frame of one write never completes", "\x00\x02ab\x00\x10abc", ErrSlowClient},
 		{"silent: nothing at all", "", ErrIdle},
 	}
 	for _, tt := range tests {
@@ -209,8 +215,10 @@ func TestServerBadClientsDoNotDisturbOthers(t *testing.T) {
 			if !errors.Is(reason, tt.want) {
 				t.Errorf("bad connection closed with %v, want %v", reason, tt.want)
 			}
+			// Closed: what it was answered (the whole first frame of
+			// one case) then the end, not a read that times out.
 			_ = bad.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := bad.br.ReadByte(); err == nil {
+			if _, err := io.Copy(io.Discard, bad.br); isTimeout(err) {
 				t.Error("bad connection still open")
 			}
 		})
@@ -611,5 +619,146 @@ func TestClientConnQueuedSendsOnFailedWrite(t *testing.T) {
 	defer g.mu.Unlock()
 	if len(g.writes) != 1 {
 		t.Errorf("%d writes, want 1: the queued frame must not follow a failed write", len(g.writes))
+	}
+}
+
+// goroutineID is the running goroutine's number, from its stack header.
+func goroutineID() string {
+	var b [64]byte
+	f := strings.Fields(string(b[:runtime.Stack(b[:], false)]))
+	return f[1]
+}
+
+// TestServerReusesHandlerGoroutines: frames of one connection answered one
+// after the other are handled by a goroutine that stays for the next frame,
+// not by a new goroutine each (whose stack grows anew every time).
+func TestServerReusesHandlerGoroutines(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		mu.Lock()
+		ids[goroutineID()] = true
+		mu.Unlock()
+		_ = c.WriteFrame(frame)
+	})
+	_, addr, _ := testServer(t, Config{}, h, nil)
+	c := dialRaw(t, addr)
+	const n = 50
+	for i := range n {
+		c.send(fmt.Sprint(i))
+		if got := c.recv(); got != fmt.Sprint(i) {
+			t.Fatalf("answer %q to frame %d", got, i)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) > n/5 {
+		t.Errorf("%d frames answered one at a time ran on %d goroutines, want them reused", n, len(ids))
+	}
+}
+
+// deadlineCounter counts the read deadlines set on the conns it accepts.
+type deadlineCounter struct {
+	net.Listener
+	reads *atomic.Int64
+}
+
+type countedConn struct {
+	net.Conn
+	reads *atomic.Int64
+}
+
+func (l deadlineCounter) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{Conn: nc, reads: l.reads}, nil
+}
+
+func (c countedConn) SetReadDeadline(t time.Time) error {
+	c.reads.Add(1)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// TestServerFramesOfOneWriteNeedNoDeadlines: frames that arrive in one
+// segment are read from the buffer without a read deadline each (two per
+// frame before): only reads that can block get one.
+func TestServerFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
+	s, err := NewServer(Config{}, echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int64
+	go func() { _ = s.Serve(context.Background(), deadlineCounter{Listener: ln, reads: &reads}) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		s.Wait()
+	}()
+	c := dialRaw(t, ln.Addr().String())
+	const n = 20
+	var batch []byte
+	for i := range n {
+		if batch, err = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.nc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range n {
+		seen[c.recv()] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct answers to %d frames", len(seen), n)
+	}
+	// The idle wait before the batch, its first frame's read (if the
+	// segment came in parts), and the idle wait after it.
+	if got := reads.Load(); got > 6 {
+		t.Errorf("%d frames of one write set %d read deadlines, want a few, not two a frame", n, got)
+	}
+}
+
+// TestClientConnFramesOfOneWriteNeedNoDeadlines: the client link, too, reads
+// frames that came in one segment without a read deadline each.
+func TestClientConnFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
+	peer, ours := net.Pipe()
+	defer peer.Close()
+	var reads atomic.Int64
+	got := make(chan string, 32)
+	c, err := NewConn(countedConn{Conn: ours, reads: &reads}, ClientConfig{OnFrame: func(f []byte) { got <- string(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); <-c.Done() }()
+	const n = 20
+	var batch []byte
+	for i := range n {
+		if batch, err = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := peer.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		select {
+		case f := <-got:
+			if want := fmt.Sprintf("f%02d", i); f != want {
+				t.Fatalf("frame %d = %q, want %q", i, f, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("frame %d never arrived", i)
+		}
+	}
+	if r := reads.Load(); r > 6 {
+		t.Errorf("%d frames of one write set %d read deadlines, want a few, not two a frame", n, r)
 	}
 }

@@ -89,8 +89,6 @@ type Sim struct {
 	// ahead holds the references of reversal advices that undid nothing.
 	ahead sync.Map
 
-	workersMu sync.Mutex // guards the start of a connection's worker (workerOf)
-
 	auditMu  sync.Mutex
 	applied  []Applied
 	reversed map[string]bool // match references of reversal advices received
@@ -153,30 +151,15 @@ func New(cfg Config) (*Sim, error) {
 // Server is the simulator's listener.
 func (s *Sim) Server() *iso8583.Server { return s.srv }
 
-// serveFrame answers one frame. The server calls it on a new goroutine per
-// frame, whose stack starts small and is grown (copied) two or three times
-// through the codec and the ledger: a tenth of the simulator's CPU in the
-// bench (docs/optimisation-log.md). The work is done on the connection's
-// own goroutine instead (connWorker), whose stack grew once; this goroutine
-// waits for it, so that the server's drain on Shutdown still waits for
-// every answer, then waits out Config.Latency and writes.
+// serveFrame answers one frame, on the server's handler goroutine of the
+// connection (reused from frame to frame, so its stack grows once), then
+// waits out Config.Latency and writes.
 func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
-	w := s.workerOf(ctx, c)
-	j := &job{frame: frame, done: make(chan struct{})}
-	select {
-	case w <- j:
-	case <-ctx.Done():
+	answer, delay := s.respond(frame)
+	if answer == nil {
 		return
 	}
-	select {
-	case <-j.done:
-	case <-ctx.Done():
-		return
-	}
-	if j.answer == nil {
-		return
-	}
-	if j.delay && s.cfg.Latency > 0 {
+	if delay && s.cfg.Latency > 0 {
 		t := time.NewTimer(s.cfg.Latency)
 		defer t.Stop()
 		select {
@@ -185,41 +168,7 @@ func (s *Sim) serveFrame(ctx context.Context, c *iso8583.ServerConn, frame []byt
 			return
 		}
 	}
-	_ = c.WriteFrame(j.answer)
-}
-
-// job is one frame for a connection's worker, and its answer once done is
-// closed.
-type job struct {
-	frame  []byte
-	answer []byte
-	delay  bool // a PIN operation: its answer waits Config.Latency
-	done   chan struct{}
-}
-
-// workerOf returns the job queue of c's worker, starting the worker on c's
-// first frame. The worker stops when ctx (the connection's, canceled once
-// its handlers have returned) ends.
-func (s *Sim) workerOf(ctx context.Context, c *iso8583.ServerConn) chan<- *job {
-	s.workersMu.Lock()
-	defer s.workersMu.Unlock()
-	if w, ok := c.Value().(chan *job); ok {
-		return w
-	}
-	w := make(chan *job)
-	c.SetValue(w)
-	go func() {
-		for {
-			select {
-			case j := <-w:
-				j.answer, j.delay = s.respond(j.frame)
-				close(j.done)
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return w
+	_ = c.WriteFrame(answer)
 }
 
 // respond is the answer to frame, or nil when there is none to send (a
