@@ -82,12 +82,7 @@ type Conn struct {
 	br   *bufio.Reader
 	done chan struct{}
 
-	// Writes: one Send at a time writes; frames sent meanwhile are queued
-	// and written by it in one call (see Send).
-	wmu     sync.Mutex // guards writing, queue and spare
-	writing bool       // a Send is writing
-	queue   []byte     // frames waiting for the writing Send
-	spare   []byte     // the last written queue, reused
+	w coalescer // one Send at a time writes; frames sent meanwhile are queued
 
 	mu     sync.Mutex
 	closed bool
@@ -141,41 +136,7 @@ func (c *Conn) Send(msg []byte) error {
 	if closed {
 		return ErrConnClosed
 	}
-	c.wmu.Lock()
-	if c.writing {
-		q, err := AppendFrame(c.queue, c.cfg.Framing, msg)
-		if err == nil {
-			c.queue = q
-		}
-		c.wmu.Unlock()
-		return err
-	}
-	b, err := AppendFrame(c.spare[:0], c.cfg.Framing, msg)
-	if err != nil {
-		c.wmu.Unlock()
-		return err
-	}
-	c.spare = nil
-	c.writing = true
-	for {
-		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		_, err := c.nc.Write(b)
-		c.wmu.Lock()
-		if err != nil {
-			c.writing, c.queue = false, c.queue[:0]
-			c.wmu.Unlock()
-			c.fail(err)
-			return fmt.Errorf("iso8583: write: %w", err)
-		}
-		if len(c.queue) == 0 {
-			break
-		}
-		b, c.queue = c.queue, b[:0]
-	}
-	c.writing, c.spare = false, b[:0]
-	c.wmu.Unlock()
-	return nil
+	return c.w.write(c.nc, c.cfg.Framing, c.cfg.WriteTimeout, msg, c.fail)
 }
 
 // Close ends the link at once. It does not wait for the read goroutine (it

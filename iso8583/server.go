@@ -365,7 +365,7 @@ type ServerConn struct {
 	work chan []byte
 	idle atomic.Int32 // handler goroutines waiting on work
 
-	wmu sync.Mutex // serializes writes
+	w coalescer // writes; answers ready while one is written go out with it
 
 	smu     sync.Mutex // guards waiting and the read deadline changes
 	waiting bool       // waiting for the first byte of a frame
@@ -400,29 +400,21 @@ func (c *ServerConn) SetValue(v any) {
 	c.vmu.Unlock()
 }
 
-// WriteFrame writes one framed message. Concurrent calls are serialized, each
-// within Config.WriteTimeout. A failed write closes the connection (the
-// stream may hold half a frame). After the connection closed it returns
-// ErrConnClosed.
+// WriteFrame writes one framed message, each write call within
+// Config.WriteTimeout. A frame written while another is being written is
+// queued and goes out with the next write of the one in progress (answers
+// ready together cost one syscall); WriteFrame then returns nil at once. A
+// failed write closes the connection (the stream may hold half a frame),
+// with whatever was queued behind it. After the connection closed it
+// returns ErrConnClosed.
 func (c *ServerConn) WriteFrame(msg []byte) error {
-	b, err := AppendFrame(make([]byte, 0, c.srv.cfg.Framing.HeaderLen()+len(msg)), c.srv.cfg.Framing, msg)
-	if err != nil {
-		return err
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.smu.Lock()
 	closed := c.closed
 	c.smu.Unlock()
 	if closed {
 		return ErrConnClosed
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-	if _, err := c.nc.Write(b); err != nil {
-		c.abort(err)
-		return fmt.Errorf("iso8583: write: %w", err)
-	}
-	return nil
+	return c.w.write(c.nc, c.srv.cfg.Framing, c.srv.cfg.WriteTimeout, msg, c.abort)
 }
 
 // Close closes the connection at once, e.g. after a sign-off or a refused

@@ -762,3 +762,82 @@ func TestClientConnFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
 		t.Errorf("%d frames of one write set %d read deadlines, want a few, not two a frame", n, r)
 	}
 }
+
+// gatedListener wraps the first connection it accepts in g.
+type gatedListener struct {
+	net.Listener
+	g *gatedConn
+}
+
+func (l gatedListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.g.Conn = nc
+	return l.g, nil
+}
+
+// TestServerCoalescesAnswers: answers written while the connection's write
+// is in progress go out together, in one Write call, right after it.
+func TestServerCoalescesAnswers(t *testing.T) {
+	g := &gatedConn{entered: make(chan struct{}), release: make(chan struct{})}
+	var queued sync.WaitGroup // the answers after the first
+	queued.Add(3)
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		first := string(frame) == "first"
+		if !first {
+			<-g.entered // answered while the first answer's write is held
+		}
+		if err := c.WriteFrame(frame); err != nil {
+			t.Errorf("WriteFrame(%q) = %v", frame, err)
+		}
+		if !first {
+			queued.Done()
+		}
+	})
+	s, err := NewServer(Config{}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(context.Background(), gatedListener{Listener: ln, g: g}) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		s.Wait()
+	}()
+	c := dialRaw(t, ln.Addr().String())
+	c.send("first")
+	<-g.entered
+	for _, m := range []string{"b", "cc", "ddd"} {
+		c.send(m)
+	}
+	// The three queued answers return from WriteFrame before the held
+	// write is let go.
+	waited := make(chan struct{})
+	go func() { queued.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		close(g.release)
+		t.Fatal("answers written while an answer's write is held waited for it")
+	}
+	close(g.release)
+	seen := map[string]bool{}
+	for range 4 {
+		seen[c.recv()] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("answers %v, want first, b, cc, ddd", seen)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.writes) != 2 {
+		t.Errorf("%d Write calls %q, want the first answer, then the three queued ones in one", len(g.writes), g.writes)
+	}
+}

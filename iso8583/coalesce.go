@@ -1,0 +1,66 @@
+package iso8583
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// coalescer writes the frames of one connection, one writer at a time: a
+// frame written while another write is in progress is queued, and the
+// writer in progress writes every queued frame in one call once its own
+// write has returned (repeating while frames keep arriving). Frames ready
+// together cost one write — a syscall, a TCP segment — instead of one each
+// (docs/optimisation-log.md). The client link's Send and the server
+// connection's WriteFrame share it.
+type coalescer struct {
+	mu      sync.Mutex // guards writing, queue and spare
+	writing bool       // a write is in progress
+	queue   []byte     // frames waiting for the writer in progress
+	spare   []byte     // the last written queue, reused
+}
+
+// write writes msg framed on nc, or queues it behind the write in progress
+// and returns nil. Each write call is bounded by timeout. A failed write
+// drops what was queued behind it, calls fail (which must close nc: the
+// stream may hold half a frame) and returns the error to the writer; the
+// queued writers see the connection end as if it had failed after their
+// write.
+func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, msg []byte, fail func(error)) error {
+	w.mu.Lock()
+	if w.writing {
+		q, err := AppendFrame(w.queue, f, msg)
+		if err == nil {
+			w.queue = q
+		}
+		w.mu.Unlock()
+		return err
+	}
+	b, err := AppendFrame(w.spare[:0], f, msg)
+	if err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.spare = nil
+	w.writing = true
+	for {
+		w.mu.Unlock()
+		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := nc.Write(b)
+		w.mu.Lock()
+		if err != nil {
+			w.writing, w.queue = false, w.queue[:0]
+			w.mu.Unlock()
+			fail(err)
+			return fmt.Errorf("iso8583: write: %w", err)
+		}
+		if len(w.queue) == 0 {
+			break
+		}
+		b, w.queue = w.queue, b[:0]
+	}
+	w.writing, w.spare = false, b[:0]
+	w.mu.Unlock()
+	return nil
+}
