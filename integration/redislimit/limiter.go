@@ -202,9 +202,12 @@ type call struct {
 	cmd    *redis.Cmd
 }
 
-// pipeliner is a client that pipelines: the limiter's, or on Redis Cluster
-// one node's.
-type pipeliner interface{ Pipeline() redis.Pipeliner }
+// pipeliner is a client that pipelines and runs scripts: the limiter's, or
+// on Redis Cluster one node's.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+	redis.Scripter
+}
 
 // run sends calls as one pipeline of EVALSHA; calls the server does not have
 // the script for are re-sent with EVAL in one more pipeline. Each call's
@@ -213,6 +216,17 @@ type pipeliner interface{ Pipeline() redis.Pipeliner }
 // returned; nil without wait.
 func (l *Limiter) run(ctx context.Context, rdb pipeliner, calls []*call, wait bool) *redis.Cmd {
 	send := func(calls []*call, full bool) *redis.Cmd {
+		if len(calls) == 1 && !wait {
+			// One command: sent as it is, without a pipeline's
+			// bookkeeping (the same round trip).
+			c := calls[0]
+			if full {
+				c.cmd = c.script.Eval(ctx, rdb, c.keys, c.args...)
+			} else {
+				c.cmd = c.script.EvalSha(ctx, rdb, c.keys, c.args...)
+			}
+			return nil
+		}
 		pipe := rdb.Pipeline()
 		for _, c := range calls {
 			if full {

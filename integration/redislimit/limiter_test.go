@@ -238,9 +238,10 @@ func TestAllowIsOneRoundTrip(t *testing.T) {
 		give  *routing.Request
 		want  roundTrips
 	}{
-		{"allowed", false, req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 1}},
-		{"no terminal", false, req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 1}},
-		{"terminal refused", false, req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{pipelines: 1, cmds: 1}},
+		// A single Redis: one script, sent as a single command.
+		{"allowed", false, req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{single: 1}},
+		{"no terminal", false, req(routing.OpChange, "rt", "acq1", ""), roundTrips{single: 1}},
+		{"terminal refused", false, req(routing.OpChange, "rt", "acq1", "T1"), roundTrips{single: 1}},
 		{"cluster allowed", true, req(routing.OpChange, "rt", "acq1", "T2"), roundTrips{pipelines: 1, cmds: 3}},
 		{"cluster no terminal", true, req(routing.OpChange, "rt", "acq1", ""), roundTrips{pipelines: 1, cmds: 2}},
 		// A throughput refusal gives the card's count back: the one extra trip.
