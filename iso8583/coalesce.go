@@ -19,6 +19,29 @@ type coalescer struct {
 	writing bool       // a write is in progress
 	queue   []byte     // frames waiting for the writer in progress
 	spare   []byte     // the last written queue, reused
+	idle    *sync.Cond // on mu: broadcast when writing ends (flush)
+}
+
+// flush waits until no write is in progress: every frame write accepted
+// before it has been written, or has failed with the connection. Each
+// write call is bounded by its timeout, so flush is too.
+func (w *coalescer) flush() {
+	w.mu.Lock()
+	for w.writing {
+		if w.idle == nil {
+			w.idle = sync.NewCond(&w.mu)
+		}
+		w.idle.Wait()
+	}
+	w.mu.Unlock()
+}
+
+// done ends a write; w.mu is held.
+func (w *coalescer) done() {
+	w.writing = false
+	if w.idle != nil {
+		w.idle.Broadcast()
+	}
 }
 
 // write writes msg framed on nc, or queues it behind the write in progress
@@ -50,7 +73,8 @@ func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, msg []b
 		_, err := nc.Write(b)
 		w.mu.Lock()
 		if err != nil {
-			w.writing, w.queue = false, w.queue[:0]
+			w.queue = w.queue[:0]
+			w.done()
 			w.mu.Unlock()
 			fail(err)
 			return fmt.Errorf("iso8583: write: %w", err)
@@ -60,7 +84,8 @@ func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, msg []b
 		}
 		b, w.queue = w.queue, b[:0]
 	}
-	w.writing, w.spare = false, b[:0]
+	w.spare = b[:0]
+	w.done()
 	w.mu.Unlock()
 	return nil
 }

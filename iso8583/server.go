@@ -417,9 +417,11 @@ func (c *ServerConn) WriteFrame(msg []byte) error {
 	return c.w.write(c.nc, c.srv.cfg.Framing, c.srv.cfg.WriteTimeout, msg, c.abort)
 }
 
-// Close closes the connection at once, e.g. after a sign-off or a refused
-// sign-on; the handlers' contexts are canceled and later writes fail.
+// Close closes the connection, e.g. after a sign-off or a refused sign-on,
+// once the answers already written (WriteFrame returned nil) are out; the
+// handlers' contexts are canceled and later writes fail.
 func (c *ServerConn) Close() error {
+	c.w.flush()
 	c.abort(ErrConnClosed)
 	return nil
 }

@@ -841,3 +841,57 @@ func TestServerCoalescesAnswers(t *testing.T) {
 		t.Errorf("%d Write calls %q, want the first answer, then the three queued ones in one", len(g.writes), g.writes)
 	}
 }
+
+// TestServerCloseSendsQueuedAnswers: an answer queued behind a write in
+// progress still goes out when its handler closes the connection right
+// after it (a sign-off, a refused sign-on), before the connection closes.
+func TestServerCloseSendsQueuedAnswers(t *testing.T) {
+	g := &gatedConn{entered: make(chan struct{}), release: make(chan struct{})}
+	closed := make(chan struct{})
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		if string(frame) == "first" {
+			_ = c.WriteFrame(frame) // held by g until release
+			return
+		}
+		<-g.entered
+		if err := c.WriteFrame([]byte("bye")); err != nil {
+			t.Errorf("WriteFrame(bye) = %v", err)
+		}
+		_ = c.Close()
+		close(closed)
+	})
+	s, err := NewServer(Config{}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(context.Background(), gatedListener{Listener: ln, g: g}) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		s.Wait()
+	}()
+	c := dialRaw(t, ln.Addr().String())
+	c.send("first")
+	<-g.entered
+	c.send("signoff")
+	select {
+	case <-closed:
+		close(g.release)
+		t.Fatal("Close returned while an answer it must send waited behind a held write")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(g.release)
+	if a, b := c.recv(), c.recv(); a != "first" || b != "bye" {
+		t.Errorf("answers %q, %q; want first, bye", a, b)
+	}
+	<-closed
+	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.br.ReadByte(); err == nil || isTimeout(err) {
+		t.Errorf("after Close the connection reads %v, want its end", err)
+	}
+}
