@@ -3,6 +3,7 @@ package iso8583
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -50,7 +51,11 @@ func (w *coalescer) done() {
 // stream may hold half a frame) and returns the error to the writer; the
 // queued writers see the connection end as if it had failed after their
 // write.
-func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, msg []byte, fail func(error)) error {
+//
+// With gather, the writer first yields its P for one scheduling round, so
+// that goroutines made ready with it (the answers to one segment read) add
+// their frames to the same write; see Config.GatherWrites.
+func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, gather bool, msg []byte, fail func(error)) error {
 	w.mu.Lock()
 	if w.writing {
 		q, err := AppendFrame(w.queue, f, msg)
@@ -67,6 +72,12 @@ func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, msg []b
 	}
 	w.spare = nil
 	w.writing = true
+	if gather {
+		w.mu.Unlock()
+		runtime.Gosched()
+		w.mu.Lock()
+		b, w.queue = append(b, w.queue...), w.queue[:0]
+	}
 	for {
 		w.mu.Unlock()
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))

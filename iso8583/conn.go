@@ -28,6 +28,8 @@ type ClientConfig struct {
 	IdleTimeout time.Duration
 	// WriteTimeout bounds the writing of one frame. Default 10s.
 	WriteTimeout time.Duration
+	// GatherWrites: as Config.GatherWrites, for the frames Send writes.
+	GatherWrites bool
 
 	// OnFrame receives every frame read, in order, on the link's read
 	// goroutine; it owns the frame. It must not block for long: the link is
@@ -136,7 +138,7 @@ func (c *Conn) Send(msg []byte) error {
 	if closed {
 		return ErrConnClosed
 	}
-	return c.w.write(c.nc, c.cfg.Framing, c.cfg.WriteTimeout, msg, c.fail)
+	return c.w.write(c.nc, c.cfg.Framing, c.cfg.WriteTimeout, c.cfg.GatherWrites, msg, c.fail)
 }
 
 // Close ends the link at once. It does not wait for the read goroutine (it

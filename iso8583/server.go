@@ -35,6 +35,13 @@ type Config struct {
 	// MaxConns bounds the open connections; one accepted beyond it is closed
 	// at once. Default 1024.
 	MaxConns int
+	// GatherWrites makes a writer yield for one scheduling round before it
+	// writes, so that answers made ready with its own (frames of one
+	// segment) go out in the same write. For a process with one P (the
+	// load tool, the simulators), where a write otherwise holds the P and
+	// no other answer can queue behind it; a gateway with several Ps
+	// coalesces without it and keeps it off.
+	GatherWrites bool
 }
 
 // Config defaults.
@@ -414,7 +421,7 @@ func (c *ServerConn) WriteFrame(msg []byte) error {
 	if closed {
 		return ErrConnClosed
 	}
-	return c.w.write(c.nc, c.srv.cfg.Framing, c.srv.cfg.WriteTimeout, msg, c.abort)
+	return c.w.write(c.nc, c.srv.cfg.Framing, c.srv.cfg.WriteTimeout, c.srv.cfg.GatherWrites, msg, c.abort)
 }
 
 // Close closes the connection, e.g. after a sign-off or a refused sign-on,

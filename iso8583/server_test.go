@@ -895,3 +895,70 @@ func TestServerCloseSendsQueuedAnswers(t *testing.T) {
 		t.Errorf("after Close the connection reads %v, want its end", err)
 	}
 }
+
+// writeCountingListener counts the Write calls of the conns it accepts.
+type writeCountingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+type writeCountedConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (l writeCountingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return writeCountedConn{Conn: nc, writes: l.writes}, nil
+}
+
+func (c writeCountedConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestServerGatherWrites: on one P, the answers to frames that arrived in
+// one segment go out in one write with Config.GatherWrites (a write holds
+// the P, so without it nothing queues behind it: one write per answer).
+func TestServerGatherWrites(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, tt := range []struct {
+		gather    bool
+		maxWrites int64
+	}{{true, 2}, {false, 1 << 30}} {
+		s, err := NewServer(Config{GatherWrites: tt.gather}, echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var writes atomic.Int64
+		go func() { _ = s.Serve(context.Background(), writeCountingListener{Listener: ln, writes: &writes}) }()
+		c := dialRaw(t, ln.Addr().String())
+		const n = 8
+		var batch []byte
+		for i := range n {
+			batch, _ = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%d", i)))
+		}
+		if _, err := c.nc.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			c.recv()
+		}
+		if got := writes.Load(); got > tt.maxWrites {
+			t.Errorf("GatherWrites %v: %d answers to one segment took %d writes, want at most %d", tt.gather, n, got, tt.maxWrites)
+		}
+		t.Logf("GatherWrites %v: %d answers, %d writes", tt.gather, n, writes.Load())
+		c.nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.Shutdown(ctx)
+		cancel()
+		s.Wait()
+	}
+}

@@ -87,7 +87,9 @@ func runIssuerSim(ctx context.Context, c issuerSimCmd, stdout, stderr io.Writer)
 	sim, err := issuersim.New(issuersim.Config{
 		Population: issuersim.Population{Seed: *seed, BINs: binList, PerBIN: *perBIN},
 		ZPK:        zpk, KeyIndexZPKs: more, PVK: pvk, Latency: *latency, FailRate: *failRate, DropRate: *dropRate,
-		Dialect: dialect, Server: iso8583.Config{Framing: fr}, Logger: log,
+		// GatherWrites: answers to one segment of requests in one write
+		// (the tool runs on one P, lightRuntime).
+		Dialect: dialect, Server: iso8583.Config{Framing: fr, GatherWrites: true}, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

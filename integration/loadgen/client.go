@@ -39,7 +39,9 @@ type matchKey struct{ stan, transmission string }
 
 func Dial(ctx context.Context, addr string) (*Client, error) {
 	c := &Client{pending: map[matchKey]chan *iso8583.Fields{}}
-	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: c.onFrame})
+	// GatherWrites: the requests of workers woken by one segment of
+	// answers go out in one write (the tool runs on one P).
+	conn, err := iso8583.Dial(ctx, addr, iso8583.ClientConfig{OnFrame: c.onFrame, GatherWrites: true})
 	if err != nil {
 		return nil, err
 	}
