@@ -569,6 +569,7 @@ func (c *ServerConn) handler(frame []byte) {
 	defer c.wg.Done()
 	for {
 		c.handle(frame)
+		frame = nil // an idle goroutine keeps no frame alive (PAN, PIN block)
 		if c.idle.Add(1) > maxIdleHandlers {
 			c.idle.Add(-1)
 			return
