@@ -131,7 +131,7 @@ func runServe(ctx context.Context, sf serveFlags, stdout, stderr io.Writer) erro
 	pendingSame := 0
 	select {
 	case <-ctx.Done():
-		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, context.DeadlineExceeded) {
+		if bySignal(ctx) {
 			pendingSame = 1
 		}
 		log.Info("shutting down", "cause", context.Cause(ctx).Error())
@@ -169,6 +169,17 @@ func runServe(ctx context.Context, sf serveFlags, stdout, stderr io.Writer) erro
 			return errors.New("second signal: exited without draining")
 		}
 	}
+}
+
+// bySignal reports whether ctx, done, was canceled by main's
+// signal.NotifyContext: its cause is then the signal's error, not
+// context.Canceled or DeadlineExceeded themselves. Compared by identity: the
+// signal's error claims to be context.Canceled under errors.Is, which once
+// made the one SIGTERM's second delivery read as a second signal and cut the
+// drain short.
+func bySignal(ctx context.Context) bool {
+	c := context.Cause(ctx)
+	return c != nil && c != context.Canceled && c != context.DeadlineExceeded
 }
 
 // reloadOnSignal reloads g on every signal from hups until ctx ends or the

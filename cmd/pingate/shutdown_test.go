@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -492,5 +493,39 @@ func TestShutdownSignsOffIssuerLinks(t *testing.T) {
 	}
 	if len(nmis) > 0 && nmis[len(nmis)-1] != iso8583.NMISignOff {
 		t.Errorf("last network message %s, want the sign-off", nmis[len(nmis)-1])
+	}
+}
+
+// TestBySignal: a context that main's signal.NotifyContext canceled is told
+// apart from one canceled or timed out otherwise, so that serve skips the
+// second delivery of the signal that started the shutdown instead of
+// reading it as a second signal (the signal's cause error reports itself as
+// context.Canceled under errors.Is).
+func TestBySignal(t *testing.T) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR1)
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGUSR1 did not cancel the signal context")
+	}
+	if !errors.Is(context.Cause(ctx), context.Canceled) {
+		t.Log("the signal's cause no longer claims to be context.Canceled")
+	}
+	if !bySignal(ctx) {
+		t.Errorf("bySignal = false for a context canceled by %v", context.Cause(ctx))
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	timedOut, cancel2 := context.WithTimeout(context.Background(), 0)
+	defer cancel2()
+	<-timedOut.Done()
+	for name, c := range map[string]context.Context{"canceled": canceled, "timed out": timedOut} {
+		if bySignal(c) {
+			t.Errorf("bySignal = true for a context %s without a signal", name)
+		}
 	}
 }
