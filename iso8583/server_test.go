@@ -23,6 +23,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // It returns the address and a channel that receives Serve's result.
 func testServer(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error)) (*Server, string, <-chan error) {
 	t.Helper()
+	return testServerOn(t, cfg, h, onClose, nil)
+}
+
+// testServerOn is testServer on the listener wrap makes of the loopback one
+// (nil: that one itself), for tests that watch the accepted connections.
+func testServerOn(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error), wrap func(net.Listener) net.Listener) (*Server, string, <-chan error) {
+	t.Helper()
 	s, err := NewServer(cfg, h)
 	if err != nil {
 		t.Fatal(err)
@@ -32,15 +39,19 @@ func testServer(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, e
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(context.Background(), ln) }()
+	var served net.Listener = ln
+	if wrap != nil {
+		served = wrap(ln)
+	}
+	result := make(chan error, 1)
+	go func() { result <- s.Serve(context.Background(), served) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Shutdown(ctx)
 		s.Wait()
 	})
-	return s, ln.Addr().String(), served
+	return s, ln.Addr().String(), result
 }
 
 // echo answers every frame with "re:" + frame.
@@ -681,35 +692,28 @@ func (c countedConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// framesOf is n Binary2 frames "f00", "f01", … back to back, for one write.
+func framesOf(t *testing.T, n int) []byte {
+	t.Helper()
+	var b []byte
+	for i := range n {
+		var err error
+		if b, err = AppendFrame(b, Binary2, []byte(fmt.Sprintf("f%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
 // TestServerFramesOfOneWriteNeedNoDeadlines: frames that arrive in one
 // segment are read from the buffer without a read deadline each (two per
 // frame before): only reads that can block get one.
 func TestServerFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
-	s, err := NewServer(Config{}, echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var reads atomic.Int64
-	go func() { _ = s.Serve(context.Background(), deadlineCounter{Listener: ln, reads: &reads}) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		s.Wait()
-	}()
-	c := dialRaw(t, ln.Addr().String())
+	_, addr, _ := testServerOn(t, Config{}, echo, nil, func(ln net.Listener) net.Listener { return deadlineCounter{Listener: ln, reads: &reads} })
+	c := dialRaw(t, addr)
 	const n = 20
-	var batch []byte
-	for i := range n {
-		if batch, err = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.nc.Write(batch); err != nil {
+	if _, err := c.nc.Write(framesOf(t, n)); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
@@ -739,13 +743,7 @@ func TestClientConnFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
 	}
 	defer func() { c.Close(); <-c.Done() }()
 	const n = 20
-	var batch []byte
-	for i := range n {
-		if batch, err = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := peer.Write(batch); err != nil {
+	if _, err := peer.Write(framesOf(t, n)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
@@ -796,22 +794,8 @@ func TestServerCoalescesAnswers(t *testing.T) {
 			queued.Done()
 		}
 	})
-	s, err := NewServer(Config{}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = s.Serve(context.Background(), gatedListener{Listener: ln, g: g}) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		s.Wait()
-	}()
-	c := dialRaw(t, ln.Addr().String())
+	_, addr, _ := testServerOn(t, Config{}, h, nil, func(ln net.Listener) net.Listener { return gatedListener{Listener: ln, g: g} })
+	c := dialRaw(t, addr)
 	c.send("first")
 	<-g.entered
 	for _, m := range []string{"b", "cc", "ddd"} {
@@ -860,22 +844,8 @@ func TestServerCloseSendsQueuedAnswers(t *testing.T) {
 		_ = c.Close()
 		close(closed)
 	})
-	s, err := NewServer(Config{}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = s.Serve(context.Background(), gatedListener{Listener: ln, g: g}) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		s.Wait()
-	}()
-	c := dialRaw(t, ln.Addr().String())
+	_, addr, _ := testServerOn(t, Config{}, h, nil, func(ln net.Listener) net.Listener { return gatedListener{Listener: ln, g: g} })
+	c := dialRaw(t, addr)
 	c.send("first")
 	<-g.entered
 	c.send("signoff")
@@ -929,23 +899,13 @@ func TestServerGatherWrites(t *testing.T) {
 		gather    bool
 		maxWrites int64
 	}{{true, 2}, {false, 1 << 30}} {
-		s, err := NewServer(Config{GatherWrites: tt.gather}, echo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
 		var writes atomic.Int64
-		go func() { _ = s.Serve(context.Background(), writeCountingListener{Listener: ln, writes: &writes}) }()
-		c := dialRaw(t, ln.Addr().String())
+		_, addr, _ := testServerOn(t, Config{GatherWrites: tt.gather}, echo, nil, func(ln net.Listener) net.Listener {
+			return writeCountingListener{Listener: ln, writes: &writes}
+		})
+		c := dialRaw(t, addr)
 		const n = 8
-		var batch []byte
-		for i := range n {
-			batch, _ = AppendFrame(batch, Binary2, []byte(fmt.Sprintf("f%d", i)))
-		}
-		if _, err := c.nc.Write(batch); err != nil {
+		if _, err := c.nc.Write(framesOf(t, n)); err != nil {
 			t.Fatal(err)
 		}
 		for range n {
@@ -955,10 +915,5 @@ func TestServerGatherWrites(t *testing.T) {
 			t.Errorf("GatherWrites %v: %d answers to one segment took %d writes, want at most %d", tt.gather, n, got, tt.maxWrites)
 		}
 		t.Logf("GatherWrites %v: %d answers, %d writes", tt.gather, n, writes.Load())
-		c.nc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = s.Shutdown(ctx)
-		cancel()
-		s.Wait()
 	}
 }
