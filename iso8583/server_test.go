@@ -19,6 +19,20 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// wrappingListener passes every connection it accepts through wrap.
+type wrappingListener struct {
+	net.Listener
+	wrap func(net.Conn) net.Conn
+}
+
+func (l *wrappingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.wrap(nc), nil
+}
+
 // testServer starts s on a loopback port and stops it when the test ends.
 // It returns the address and a channel that receives Serve's result.
 func testServer(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error)) (*Server, string, <-chan error) {
@@ -26,9 +40,9 @@ func testServer(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, e
 	return testServerOn(t, cfg, h, onClose, nil)
 }
 
-// testServerOn is testServer on the listener wrap makes of the loopback one
-// (nil: that one itself), for tests that watch the accepted connections.
-func testServerOn(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error), wrap func(net.Listener) net.Listener) (*Server, string, <-chan error) {
+// testServerOn is testServer with every accepted connection passed through
+// wrap (nil: as accepted), for tests that watch what the server does on it.
+func testServerOn(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn, error), wrap func(net.Conn) net.Conn) (*Server, string, <-chan error) {
 	t.Helper()
 	s, err := NewServer(cfg, h)
 	if err != nil {
@@ -41,7 +55,7 @@ func testServerOn(t *testing.T, cfg Config, h Handler, onClose func(*ServerConn,
 	}
 	var served net.Listener = ln
 	if wrap != nil {
-		served = wrap(ln)
+		served = &wrappingListener{Listener: ln, wrap: wrap} // a pointer: Serve keeps its listeners in a map
 	}
 	result := make(chan error, 1)
 	go func() { result <- s.Serve(context.Background(), served) }()
@@ -668,23 +682,10 @@ func TestServerReusesHandlerGoroutines(t *testing.T) {
 	}
 }
 
-// deadlineCounter counts the read deadlines set on the conns it accepts.
-type deadlineCounter struct {
-	net.Listener
-	reads *atomic.Int64
-}
-
+// countedConn counts the read deadlines set on it.
 type countedConn struct {
 	net.Conn
 	reads *atomic.Int64
-}
-
-func (l deadlineCounter) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return countedConn{Conn: nc, reads: l.reads}, nil
 }
 
 func (c countedConn) SetReadDeadline(t time.Time) error {
@@ -710,7 +711,7 @@ func framesOf(t *testing.T, n int) []byte {
 // frame before): only reads that can block get one.
 func TestServerFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
 	var reads atomic.Int64
-	_, addr, _ := testServerOn(t, Config{}, echo, nil, func(ln net.Listener) net.Listener { return deadlineCounter{Listener: ln, reads: &reads} })
+	_, addr, _ := testServerOn(t, Config{}, echo, nil, func(nc net.Conn) net.Conn { return countedConn{Conn: nc, reads: &reads} })
 	c := dialRaw(t, addr)
 	const n = 20
 	if _, err := c.nc.Write(framesOf(t, n)); err != nil {
@@ -761,19 +762,11 @@ func TestClientConnFramesOfOneWriteNeedNoDeadlines(t *testing.T) {
 	}
 }
 
-// gatedListener wraps the first connection it accepts in g.
-type gatedListener struct {
-	net.Listener
-	g *gatedConn
-}
-
-func (l gatedListener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.g.Conn = nc
-	return l.g, nil
+// gate puts g in front of the connection the server accepts (the tests
+// make one).
+func (g *gatedConn) gate(nc net.Conn) net.Conn {
+	g.Conn = nc
+	return g
 }
 
 // TestServerCoalescesAnswers: answers written while the connection's write
@@ -794,7 +787,7 @@ func TestServerCoalescesAnswers(t *testing.T) {
 			queued.Done()
 		}
 	})
-	_, addr, _ := testServerOn(t, Config{}, h, nil, func(ln net.Listener) net.Listener { return gatedListener{Listener: ln, g: g} })
+	_, addr, _ := testServerOn(t, Config{}, h, nil, g.gate)
 	c := dialRaw(t, addr)
 	c.send("first")
 	<-g.entered
@@ -844,7 +837,7 @@ func TestServerCloseSendsQueuedAnswers(t *testing.T) {
 		_ = c.Close()
 		close(closed)
 	})
-	_, addr, _ := testServerOn(t, Config{}, h, nil, func(ln net.Listener) net.Listener { return gatedListener{Listener: ln, g: g} })
+	_, addr, _ := testServerOn(t, Config{}, h, nil, g.gate)
 	c := dialRaw(t, addr)
 	c.send("first")
 	<-g.entered
@@ -866,23 +859,10 @@ func TestServerCloseSendsQueuedAnswers(t *testing.T) {
 	}
 }
 
-// writeCountingListener counts the Write calls of the conns it accepts.
-type writeCountingListener struct {
-	net.Listener
-	writes *atomic.Int64
-}
-
+// writeCountedConn counts the Write calls on it.
 type writeCountedConn struct {
 	net.Conn
 	writes *atomic.Int64
-}
-
-func (l writeCountingListener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return writeCountedConn{Conn: nc, writes: l.writes}, nil
 }
 
 func (c writeCountedConn) Write(b []byte) (int, error) {
@@ -900,8 +880,8 @@ func TestServerGatherWrites(t *testing.T) {
 		maxWrites int64
 	}{{true, 2}, {false, 1 << 30}} {
 		var writes atomic.Int64
-		_, addr, _ := testServerOn(t, Config{GatherWrites: tt.gather}, echo, nil, func(ln net.Listener) net.Listener {
-			return writeCountingListener{Listener: ln, writes: &writes}
+		_, addr, _ := testServerOn(t, Config{GatherWrites: tt.gather}, echo, nil, func(nc net.Conn) net.Conn {
+			return writeCountedConn{Conn: nc, writes: &writes}
 		})
 		c := dialRaw(t, addr)
 		const n = 8
