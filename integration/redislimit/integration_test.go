@@ -221,6 +221,33 @@ func BenchmarkAllow(b *testing.B) {
 		}
 		reportRedisCPU(b, rdb, cpu)
 	})
+	b.Run("claim-finish-parallel16", func(b *testing.B) {
+		// As claim-finish, from 16 goroutines: their scripts share
+		// pipelines (the batcher), as concurrent requests of a gateway do.
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		entry := routing.WindowEntry{Outcome: routing.Outcome{Code: "00", Outcome: routing.OutcomeApproved, Reason: "approved", Issuer: "ssbank", EventID: "ev"}, LimitCode: "00"}
+		var n atomic.Int64
+		cpu := redisCPU(b, rdb)
+		b.RunParallel(func(pb *testing.PB) {
+			i := n.Add(1)
+			r := request(routing.OpChange, fmt.Sprint("bench-wp", i), "acq1", fmt.Sprint("T", i))
+			r.Transmit = "1203061500"
+			for pb.Next() {
+				r.STAN = strconv.FormatInt(seq.Add(1), 10)
+				c, err := l.Claim(ctx, r, time.Minute)
+				if err != nil || !c.First || !c.Decision.Allowed {
+					b.Errorf("Claim = %+v, %v", c, err)
+					return
+				}
+				if err := l.Finish(ctx, r, entry, time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRedisCPU(b, rdb, cpu)
+	})
 	b.Run("baseline-ping-parallel16", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(8) // 8 x GOMAXPROCS goroutines: 16 on this 2-core machine

@@ -57,6 +57,13 @@ type Limiter struct {
 	// split sends a request's decisions as one script per hash slot group
 	// (Redis Cluster) instead of one script (a single Redis).
 	split bool
+	// args are the scripts' arguments that are the same for every request,
+	// boxed once (an int boxed into an interface per call is an
+	// allocation each).
+	args struct{ opsPerDay, counterTTL, noLimit, wpLimit, wpWindow, termIv, termBurst, acqIv, acqBurst any }
+	// batch sends the scripts of concurrent requests together (single
+	// Redis only: unused on Redis Cluster).
+	batch *batcher
 	*meter
 	esc *strings.Replacer
 }
@@ -80,7 +87,7 @@ func New(cfg Config) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Limiter{
+	l := &Limiter{
 		cfg:     cfg,
 		rdb:     rdb,
 		zone:    zone,
@@ -92,7 +99,12 @@ func New(cfg Config) (*Limiter, error) {
 		split:   cfg.Mode == ModeCluster,
 		meter:   newMeter(),
 		esc:     strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A"),
-	}, nil
+	}
+	l.args.opsPerDay, l.args.counterTTL = cfg.CardOpsPerDay, int64(48*time.Hour/time.Second)
+	l.args.noLimit, l.args.wpLimit, l.args.wpWindow = 0, cfg.CardWrongPINPerHour, wrongPINWindow.Milliseconds()
+	l.args.termIv, l.args.termBurst, l.args.acqIv, l.args.acqBurst = l.termIv, cfg.TerminalBurst, l.acqIv, cfg.AcquirerBurst
+	l.batch = &batcher{l: l}
+	return l, nil
 }
 
 // interval is the GCRA emission interval in whole microseconds for rate
@@ -171,7 +183,13 @@ func (l *Limiter) failed(err error) {
 }
 
 // Close closes the Redis connections. Allow and Record fail afterwards.
-func (l *Limiter) Close() error { return l.rdb.Close() }
+func (l *Limiter) Close() error {
+	err := l.rdb.Close()
+	if l.batch != nil {
+		l.batch.close()
+	}
+	return err
+}
 
 // Config returns the configuration in effect, defaults applied.
 func (l *Limiter) Config() Config { return l.cfg }
@@ -306,17 +324,19 @@ func (l *Limiter) decide(ctx context.Context, req *routing.Request, window time.
 		return d, nil, err
 	}
 	now := l.now()
-	wpLimit := 0
-	if req.Operation == routing.OpChange {
-		wpLimit = l.cfg.CardWrongPINPerHour
-	}
 	opsKey, wpKey := l.opsKey(req.CardToken, now), l.wrongPINKey(req.CardToken)
 	winKey := opsKey // unused without a window, but in the card's slot
 	var winMS, leftMS int64
 	if window > 0 {
 		winKey, winMS, leftMS = l.windowKey(routing.WindowIDOf(req)), window.Milliseconds(), remaining(ctx)
 	}
-	cardArgs := []any{winMS, leftMS, l.cfg.CardOpsPerDay, int64(48 * time.Hour / time.Second), wpLimit, wrongPINWindow.Milliseconds(), l.markID(req)}
+	// Room for requestScript's four more: one slice, built once.
+	cardArgs := make([]any, 7, 11)
+	cardArgs[0], cardArgs[1], cardArgs[2], cardArgs[3] = winMS, leftMS, l.args.opsPerDay, l.args.counterTTL
+	cardArgs[4], cardArgs[5], cardArgs[6] = l.args.noLimit, l.args.wpWindow, l.markID(req)
+	if req.Operation == routing.OpChange {
+		cardArgs[4] = l.args.wpLimit // the only operation that verifies a PIN
+	}
 	term := req.Acquirer != "" && req.Terminal != ""
 	acq := req.Acquirer != ""
 	if !l.split {
@@ -325,18 +345,19 @@ func (l *Limiter) decide(ctx context.Context, req *routing.Request, window time.
 	return l.decideSplit(ctx, req, now, []string{winKey, opsKey, wpKey}, cardArgs, term, acq)
 }
 
-// decideOne is decide on a single Redis: requestScript, one EVALSHA.
+// decideOne is decide on a single Redis: requestScript, one EVALSHA, in the
+// pipeline of the requests deciding at the same time (batcher).
 func (l *Limiter) decideOne(ctx context.Context, req *routing.Request, now time.Time, keys []string, cardArgs []any, term, acq bool) (routing.Decision, []any, error) {
-	var termIv, acqIv int64
+	termIv, acqIv := l.args.noLimit, l.args.noLimit
 	if term {
-		termIv = l.termIv
+		termIv = l.args.termIv
 	}
 	if acq {
-		acqIv = l.acqIv
+		acqIv = l.args.acqIv
 	}
 	c := &call{script: requestScript, keys: keys,
-		args: append(cardArgs, termIv, l.cfg.TerminalBurst, acqIv, l.cfg.AcquirerBurst)}
-	w := l.run(ctx, l.rdb, []*call{c}, l.cfg.ReplicaAcks > 0)
+		args: append(cardArgs, termIv, l.args.termBurst, acqIv, l.args.acqBurst)}
+	c, w := l.batch.do(ctx, c, l.cfg.ReplicaAcks > 0)
 	res, err := result(c.cmd)
 	if err == nil && res[0] != verdictDuplicate {
 		// A duplicate wrote nothing: no replica has anything to take.

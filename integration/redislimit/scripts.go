@@ -53,8 +53,9 @@ end
 -- Card limits, checked, not counted: verdict, count.
 local function card_check(ops_key, wp_key, ops_limit, wp_limit, wp_window)
   if wp_limit > 0 then
-    redis.call('ZREMRANGEBYSCORE', wp_key, '-inf', string.format('%.0f', now_ms - wp_window))
-    local marks = redis.call('ZCARD', wp_key)
+    -- The marks of the window, read only: finishScript drops the older
+    -- ones when it adds a mark, and the set expires with its newest.
+    local marks = redis.call('ZCOUNT', wp_key, string.format('(%.0f', now_ms - wp_window), '+inf')
     if marks >= wp_limit then
       return 2, marks
     end
@@ -95,6 +96,46 @@ local function gcra_set(key, tat)
 end
 `
 
+// cardPart is what requestScript and cardScript share: the duplicate
+// window's check, the card limits', and the end of a request's decision —
+// the card counted when the verdict allows, the window claimed with the
+// verdict. Its KEYS and ARGV are requestScript's first ones:
+//
+//	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
+//	ARGV[1] window, ms (0 = no window)  ARGV[2] the request's remaining time, ms
+//	ARGV[3] operations per day  ARGV[4] counter TTL, s
+//	ARGV[5] wrong PINs allowed (0 = do not check)  ARGV[6] wrong-PIN window, ms
+//	ARGV[7] claimer: the request's operation id
+const cardPart = `
+local window = tonumber(ARGV[1])
+
+-- The window's record when the request is a duplicate (nothing else is
+-- done then), else nil.
+local function request_seen()
+  if window > 0 then
+    return window_seen(KEYS[1], ARGV[7])
+  end
+  return nil
+end
+
+-- The card limits' verdict and count.
+local function request_card()
+  return card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+end
+
+-- The reply to a request decided verdict: the card counted if allowed, the
+-- window claimed either way.
+local function request_end(verdict, n)
+  if verdict == 0 then
+    n = card_count(KEYS[2], ARGV[4])
+  end
+  if window > 0 then
+    window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], verdict, n)
+  end
+  return {verdict, n}
+end
+`
+
 // requestScript is every decision of one request in one script, for a
 // single Redis (standalone or Sentinel), where a script may touch any key:
 // the duplicate window, the card limits and both throughput limits, checked
@@ -104,26 +145,19 @@ end
 // refused request is load on its terminal all the same). A duplicate
 // charges nothing.
 //
-//	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
+//	KEYS[1] to KEYS[3], ARGV[1] to ARGV[7] as cardPart's
 //	KEYS[4] terminal TAT   KEYS[5] acquirer TAT
-//	ARGV[1] window, ms (0 = no window)  ARGV[2] the request's remaining time, ms
-//	ARGV[3] operations per day  ARGV[4] counter TTL, s
-//	ARGV[5] wrong PINs allowed (0 = do not check)  ARGV[6] wrong-PIN window, ms
-//	ARGV[7] claimer: the request's operation id
 //	ARGV[8] terminal interval, µs (0 = no terminal limit)  ARGV[9] terminal burst
 //	ARGV[10] acquirer interval, µs (0 = no acquirer limit)  ARGV[11] acquirer burst
 //
 // Returns {verdict, ...} (the verdict* constants). A request that is not a
 // duplicate is claimed in the window whatever the limits decide.
-var requestScript = redis.NewScript(prelude + `
-local window = tonumber(ARGV[1])
-if window > 0 then
-  local seen = window_seen(KEYS[1], ARGV[7])
-  if seen then
-    return seen
-  end
+var requestScript = redis.NewScript(prelude + cardPart + `
+local seen = request_seen()
+if seen then
+  return seen
 end
-local verdict, n = card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+local verdict, n = request_card()
 -- Each throughput limit is charged when it conforms; the first refusal names
 -- the verdict.
 local function charge(key, interval, burst, refusal)
@@ -139,17 +173,7 @@ local function charge(key, interval, burst, refusal)
 end
 charge(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), 3)
 charge(KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[11]), 4)
-if verdict ~= 0 then
-  if window > 0 then
-    window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], verdict, n)
-  end
-  return {verdict, n}
-end
-n = card_count(KEYS[2], ARGV[4])
-if window > 0 then
-  window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], 0, n)
-end
-return {0, n}
+return request_end(verdict, n)
 `)
 
 // cardScript is the card's part of a request on Redis Cluster, where keys of
@@ -158,24 +182,13 @@ return {0, n}
 // the card limits allow it (a throughput refusal from the other slots' scripts
 // then gives it back with refundScript).
 //
-//	KEYS[1] window record  KEYS[2] daily operations  KEYS[3] wrong-PIN set
-//	ARGV[1] to ARGV[7] as requestScript's
-var cardScript = redis.NewScript(prelude + `
-local window = tonumber(ARGV[1])
-if window > 0 then
-  local seen = window_seen(KEYS[1], ARGV[7])
-  if seen then
-    return seen
-  end
+//	KEYS[1] to KEYS[3], ARGV[1] to ARGV[7] as cardPart's
+var cardScript = redis.NewScript(prelude + cardPart + `
+local seen = request_seen()
+if seen then
+  return seen
 end
-local verdict, n = card_check(KEYS[2], KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-if verdict == 0 then
-  n = card_count(KEYS[2], ARGV[4])
-end
-if window > 0 then
-  window_claim(KEYS[1], window, tonumber(ARGV[2]), ARGV[7], verdict, n)
-end
-return {verdict, n}
+return request_end(request_card())
 `)
 
 // gcraScript is one throughput decision, charged when it conforms, for Redis
@@ -208,9 +221,10 @@ return {0, 0}
 // newest mark.
 var finishScript = redis.NewScript(`
 if #KEYS > 1 then
-  redis.call('HSET', KEYS[2], 's', 'd', 'c', ARGV[5], 'o', ARGV[6], 'r', ARGV[7], 'i', ARGV[8], 'e', ARGV[9])
   if ARGV[10] ~= '' then
-    redis.call('HSET', KEYS[2], 'rev', ARGV[10])
+    redis.call('HSET', KEYS[2], 's', 'd', 'c', ARGV[5], 'o', ARGV[6], 'r', ARGV[7], 'i', ARGV[8], 'e', ARGV[9], 'rev', ARGV[10])
+  else
+    redis.call('HSET', KEYS[2], 's', 'd', 'c', ARGV[5], 'o', ARGV[6], 'r', ARGV[7], 'i', ARGV[8], 'e', ARGV[9])
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end

@@ -102,7 +102,8 @@ func (l *Limiter) Claim(ctx context.Context, req *routing.Request, window time.D
 
 // Finish implements routing.SharedWindow: it stores entry for window as the
 // outcome of the claimed req and feeds entry.LimitCode to the card's
-// wrong-PIN marks as Record does — one script, one round trip. Errors wrap
+// wrong-PIN marks as Record does — one script, one round trip (on a single
+// Redis in the pipeline of the other requests' scripts of the moment). Errors wrap
 // ErrUnavailable; the record then stays in flight (see Claim).
 func (l *Limiter) Finish(ctx context.Context, req *routing.Request, entry routing.WindowEntry, window time.Duration) error {
 	if req.CardToken == "" {
@@ -110,10 +111,18 @@ func (l *Limiter) Finish(ctx context.Context, req *routing.Request, entry routin
 		return ErrNoCardToken
 	}
 	o := entry.Outcome
-	err := finishScript.Run(ctx, l.rdb,
-		[]string{l.wrongPINKey(req.CardToken), l.windowKey(routing.WindowIDOf(req))},
-		int(feeds(req, entry.LimitCode)), wrongPINWindow.Milliseconds(), l.markID(req),
-		window.Milliseconds(), o.Code, o.Outcome, o.Reason, o.Issuer, o.EventID, string(entry.Reversal)).Err()
+	c := &call{script: finishScript,
+		keys: []string{l.wrongPINKey(req.CardToken), l.windowKey(routing.WindowIDOf(req))},
+		args: []any{int(feeds(req, entry.LimitCode)), wrongPINWindow.Milliseconds(), l.markID(req),
+			window.Milliseconds(), o.Code, o.Outcome, o.Reason, o.Issuer, o.EventID, string(entry.Reversal)}}
+	var err error
+	if l.split {
+		err = finishScript.Run(ctx, l.rdb, c.keys, c.args...).Err()
+	} else {
+		// With the other requests' scripts of the moment (batcher).
+		c, _ = l.batch.do(ctx, c, false)
+		err = c.cmd.Err()
+	}
 	if err != nil {
 		l.failed(err)
 		l.recordError(ctx)
