@@ -2,9 +2,11 @@ package routing
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Approval is what reverses an approval an issuer gave: the message the
@@ -63,19 +65,18 @@ func approvalAAD(id WindowID) []byte {
 	return []byte("pingate approval|" + id.CardToken + "|" + id.Acquirer + "|" + id.Terminal + "|" + id.STAN + "|" + id.Transmit)
 }
 
-// sealApproval is what WindowEntry.Reversal carries for a: its JSON sealed
-// by s. The clear JSON is cleared after use (best-effort: the PAN also
-// lives in a's strings).
+// sealApproval is what WindowEntry.Reversal carries for a: its binary form
+// (appendApproval) sealed by s. The clear form is cleared after use
+// (best-effort: the PAN also lives in a's strings).
 func sealApproval(s Sealer, id WindowID, a *Approval) ([]byte, error) {
-	plain, err := json.Marshal(a)
-	if err != nil {
-		return nil, err
-	}
+	plain := appendApproval(make([]byte, 0, 512), a)
 	defer clear(plain)
 	return s.Seal(plain, approvalAAD(id))
 }
 
-// openApproval reverses sealApproval.
+// openApproval reverses sealApproval. It also opens the JSON form that
+// instances before the binary one sealed, so that instances of both
+// versions share one window during a rolling upgrade.
 func openApproval(s Sealer, id WindowID, sealed []byte) (*Approval, error) {
 	plain, err := s.Open(sealed, approvalAAD(id))
 	if err != nil {
@@ -83,10 +84,80 @@ func openApproval(s Sealer, id WindowID, sealed []byte) (*Approval, error) {
 	}
 	defer clear(plain)
 	var a Approval
-	if err := json.Unmarshal(plain, &a); err != nil {
+	if len(plain) > 0 && plain[0] == '{' {
+		err = json.Unmarshal(plain, &a)
+	} else {
+		err = parseApproval(plain, &a)
+	}
+	if err != nil {
 		return nil, errors.New("the shared approval does not decode")
 	}
 	return &a, nil
+}
+
+// approvalV1 is the first byte of an approval's binary form. After it, in
+// this order: every string field of Sent and of the Approval as a uvarint
+// length and its bytes, Sent.Created as time.Time's binary form behind its
+// length, Sent.Attempts as a uvarint, Sent.Record as one byte (0 or 1).
+// Encoding it by hand instead of with encoding/json took ~3 % of the
+// gateway's CPU off the request path (docs/optimisation-log.md).
+const approvalV1 = 0x01
+
+// approvalStrings are the string fields of a, in the order of the form.
+func approvalStrings(a *Approval) []*string {
+	r := &a.Sent
+	return []*string{&r.ID, &r.Issuer, (*string)(&r.Operation), &r.PAN, &r.STAN, &r.Transmit, &r.Terminal,
+		&r.Merchant, &r.RRN, &r.EventID, (*string)(&r.Channel), &r.Acquirer, &r.Teller, &r.Supervisor,
+		&a.EventID, (*string)(&a.Operation), (*string)(&a.Channel), &a.Acquirer, &a.Terminal, &a.Issuer,
+		&a.MaskedPAN, &a.CardToken, &a.Teller, &a.Supervisor}
+}
+
+// appendApproval appends a's binary form to dst.
+func appendApproval(dst []byte, a *Approval) []byte {
+	dst = append(dst, approvalV1)
+	for _, f := range approvalStrings(a) {
+		dst = binary.AppendUvarint(dst, uint64(len(*f)))
+		dst = append(dst, *f...)
+	}
+	at := len(dst)
+	dst = append(dst, 0)                      // the time's length, set below
+	dst, _ = a.Sent.Created.AppendBinary(dst) // fails only for a zone offset outside ±32767 min
+	dst[at] = byte(len(dst) - at - 1)
+	dst = binary.AppendUvarint(dst, uint64(max(a.Sent.Attempts, 0)))
+	if a.Sent.Record {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+
+var errApprovalForm = errors.New("routing: truncated or unknown approval form")
+
+// parseApproval reads appendApproval's form into a.
+func parseApproval(b []byte, a *Approval) error {
+	if len(b) == 0 || b[0] != approvalV1 {
+		return errApprovalForm
+	}
+	b = b[1:]
+	for _, f := range approvalStrings(a) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return errApprovalForm
+		}
+		*f, b = string(b[k:k+int(n)]), b[k+int(n):]
+	}
+	if len(b) == 0 || int(b[0]) > len(b)-1 {
+		return errApprovalForm
+	}
+	if err := a.Sent.Created.UnmarshalBinary(b[1 : 1+int(b[0])]); err != nil {
+		return errApprovalForm
+	}
+	b = b[1+int(b[0]):]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > math.MaxInt32 || len(b) != k+1 || b[k] > 1 {
+		return errApprovalForm
+	}
+	a.Sent.Attempts, a.Sent.Record = int(n), b[k] == 1
+	return nil
 }
 
 // approvalOf keeps what undoes the approval sent recorded by ev.

@@ -2,7 +2,9 @@ package routing
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -207,4 +209,124 @@ func TestFlowReverseOfAnOriginalInFlightElsewhere(t *testing.T) {
 	if err := b.Reverse(context.Background(), adviceFor(req)); !errors.Is(err, ErrOriginalInFlight) || ResponseFor(err).Code != iso8583.RCSystemMalfunction {
 		t.Fatalf("Reverse() of an original in flight elsewhere = %v, want ErrOriginalInFlight answered 96", err)
 	}
+}
+
+// fullApproval is an Approval with every field set, each to a value of its
+// own, so that a field the binary form leaves out fails the round trip. A
+// field of a kind it does not know fails the test: the form must learn it.
+func fullApproval(t *testing.T) *Approval {
+	t.Helper()
+	a := &Approval{}
+	var fill func(v reflect.Value, name string)
+	fill = func(v reflect.Value, name string) {
+		for i := range v.NumField() {
+			f, n := v.Field(i), name+"."+v.Type().Field(i).Name
+			switch {
+			case f.Type() == reflect.TypeOf(time.Time{}):
+				f.Set(reflect.ValueOf(time.Date(2026, 12, 3, 19, 4, 5, 123456789, time.FixedZone("CST", 8*3600))))
+			case f.Kind() == reflect.String:
+				f.SetString(n + " ü")
+			case f.Kind() == reflect.Int:
+				f.SetInt(int64(3 + i))
+			case f.Kind() == reflect.Bool:
+				f.SetBool(true)
+			case f.Kind() == reflect.Struct:
+				fill(f, n)
+			default:
+				t.Fatalf("%s: a field of kind %s the approval's binary form does not encode", n, f.Kind())
+			}
+		}
+	}
+	fill(reflect.ValueOf(a).Elem(), "Approval")
+	return a
+}
+
+// sameApproval compares two approvals, their times by instant and offset.
+func sameApproval(t *testing.T, got, want *Approval) {
+	t.Helper()
+	_, gotOff := got.Sent.Created.Zone()
+	_, wantOff := want.Sent.Created.Zone()
+	if !got.Sent.Created.Equal(want.Sent.Created) || gotOff != wantOff {
+		t.Errorf("Created = %v, want %v", got.Sent.Created, want.Sent.Created)
+	}
+	g, w := *got, *want
+	g.Sent.Created, w.Sent.Created = time.Time{}, time.Time{}
+	// Field names only: the values include a PAN.
+	var diff func(g, w reflect.Value, name string)
+	diff = func(g, w reflect.Value, name string) {
+		for i := range g.NumField() {
+			n := name + "." + g.Type().Field(i).Name
+			if g.Field(i).Kind() == reflect.Struct && g.Field(i).Type() != reflect.TypeOf(time.Time{}) {
+				diff(g.Field(i), w.Field(i), n)
+			} else if !reflect.DeepEqual(g.Field(i).Interface(), w.Field(i).Interface()) {
+				t.Errorf("%s differs after the round trip", n)
+			}
+		}
+	}
+	diff(reflect.ValueOf(g), reflect.ValueOf(w), "Approval")
+}
+
+func TestApprovalBinaryFormRoundTrips(t *testing.T) {
+	s := testSealer(t, testSealSecret)
+	id := WindowID{CardToken: "tok", Acquirer: "100001", Terminal: "T1", STAN: "000001", Transmit: "1203190405"}
+	for _, a := range []*Approval{fullApproval(t), {}} {
+		sealed, err := sealApproval(s, id, a)
+		if err != nil {
+			t.Fatalf("sealApproval: %v", err)
+		}
+		got, err := openApproval(s, id, sealed)
+		if err != nil {
+			t.Fatalf("openApproval: %v", err)
+		}
+		sameApproval(t, got, a)
+	}
+}
+
+// Instances before the binary form sealed JSON; their approvals still open.
+func TestApprovalJSONFormStillOpens(t *testing.T) {
+	s := testSealer(t, testSealSecret)
+	id := WindowID{CardToken: "tok", Acquirer: "100001", Terminal: "T1", STAN: "000001", Transmit: "1203190405"}
+	a := fullApproval(t)
+	plain, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := s.Seal(plain, approvalAAD(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := openApproval(s, id, sealed)
+	if err != nil {
+		t.Fatalf("openApproval(JSON form): %v", err)
+	}
+	sameApproval(t, got, a)
+}
+
+// Every cut of the binary form, and trailing bytes, is refused.
+func TestApprovalBinaryFormRefusesCuts(t *testing.T) {
+	b := appendApproval(nil, fullApproval(t))
+	for n := range len(b) {
+		if err := parseApproval(b[:n], &Approval{}); err == nil {
+			t.Fatalf("parseApproval(the first %d of %d bytes) = nil, want an error", n, len(b))
+		}
+	}
+	if err := parseApproval(append(b, 0), &Approval{}); err == nil {
+		t.Error("parseApproval(form + a trailing byte) = nil, want an error")
+	}
+}
+
+func FuzzParseApproval(f *testing.F) {
+	f.Add(appendApproval(nil, &Approval{}))
+	f.Add(appendApproval(nil, &Approval{Sent: Reversal{PAN: "6228480000000000001", Attempts: 2, Record: true}, Issuer: "ssbank"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var a Approval
+		if parseApproval(b, &a) != nil {
+			return
+		}
+		var again Approval
+		if err := parseApproval(appendApproval(nil, &a), &again); err != nil {
+			t.Fatalf("a parsed approval's form does not parse again: %v", err)
+		}
+		sameApproval(t, &again, &a)
+	})
 }
