@@ -49,6 +49,11 @@
 // NOSCRIPT (after a restart, a failover or SCRIPT FLUSH) the affected
 // scripts are re-sent in full with EVAL, which also caches them again.
 //
+// On a single Redis the scripts of concurrent requests share pipelines: a
+// script that finds two pipelines out waits and leaves with the next one,
+// with every other waiting script (batch.go). Each is still one atomic
+// script with its own answer; nothing waits to fill a batch.
+//
 // Finish stores a claimed request's outcome and feeds its result to the
 // card's wrong-PIN marks (55 adds one; 00 for an unblock or a reset clears
 // them) in one more script. Record does the same for a request outside the
