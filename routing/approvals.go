@@ -103,10 +103,11 @@ func openApproval(s Sealer, id WindowID, sealed []byte) (*Approval, error) {
 // gateway's CPU off the request path (docs/optimisation-log.md).
 const approvalV1 = 0x01
 
-// approvalStrings are the string fields of a, in the order of the form.
-func approvalStrings(a *Approval) []*string {
+// approvalStrings are the string fields of a, in the order of the form (an
+// array, so that no slice is allocated per seal or open).
+func approvalStrings(a *Approval) [24]*string {
 	r := &a.Sent
-	return []*string{&r.ID, &r.Issuer, (*string)(&r.Operation), &r.PAN, &r.STAN, &r.Transmit, &r.Terminal,
+	return [...]*string{&r.ID, &r.Issuer, (*string)(&r.Operation), &r.PAN, &r.STAN, &r.Transmit, &r.Terminal,
 		&r.Merchant, &r.RRN, &r.EventID, (*string)(&r.Channel), &r.Acquirer, &r.Teller, &r.Supervisor,
 		&a.EventID, (*string)(&a.Operation), (*string)(&a.Channel), &a.Acquirer, &a.Terminal, &a.Issuer,
 		&a.MaskedPAN, &a.CardToken, &a.Teller, &a.Supervisor}
