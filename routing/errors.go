@@ -143,15 +143,18 @@ func ResponseFor(err error) Response {
 }
 
 func responseFor(err error) (code, outcome, reason string) {
-	// Causes that wrap others come first: what they wrap does not decide.
+	if err == nil {
+		return iso8583.RCApproved, OutcomeApproved, "approved"
+	}
+	// Declared after the approval's return: errors.As moves them to the
+	// heap, and most calls are approvals.
 	var (
 		le *LimitError
 		kc *KeyChangeError
 		ar *AcquirerReversal
 	)
+	// Causes that wrap others come first: what they wrap does not decide.
 	switch {
-	case err == nil:
-		return iso8583.RCApproved, OutcomeApproved, "approved"
 	case errors.Is(err, ErrNotRecorded):
 		// The acquirer must not believe in an outcome the back office will
 		// never see.

@@ -254,12 +254,17 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 	ctx, cancel := context.WithTimeout(ctx, st.cfg.RequestTimeout)
 	defer cancel()
-	ctx, span := f.tracer.Start(ctx, "pingate.pin."+string(req.Operation), trace.WithAttributes(
-		attribute.String("pingate.operation", string(req.Operation)),
-		attribute.String("pingate.channel", string(req.Channel)),
-		attribute.String("pingate.acquirer", req.Acquirer),
-		attribute.String("pingate.operation_id", req.ID),
-	))
+	ctx, span := f.tracer.Start(ctx, "pingate.pin."+string(req.Operation))
+	// Attributes only on a span that records them (the samplers here decide
+	// without attributes): an unsampled request builds none.
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("pingate.operation", string(req.Operation)),
+			attribute.String("pingate.channel", string(req.Channel)),
+			attribute.String("pingate.acquirer", req.Acquirer),
+			attribute.String("pingate.operation_id", req.ID),
+		)
+	}
 	defer span.End()
 	f.m.inflight.Add(ctx, 1)
 	defer f.m.inflight.Add(ctx, -1)
@@ -506,8 +511,10 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 
 	t := f.deps.Now()
-	ictx, span := f.tracer.Start(ctx, "pingate.issuer.roundtrip", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("pingate.issuer", issuer)))
+	ictx, span := f.tracer.Start(ctx, "pingate.issuer.roundtrip", clientSpan)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("pingate.issuer", issuer))
+	}
 	code, err := f.deps.Issuers.Send(ictx, issuer, ireq)
 	span.SetAttributes(attribute.String("iso8583.response_code", code))
 	span.End()
@@ -779,3 +786,6 @@ func (c *requestAttrCache) of(l requestLabels) metric.MeasurementOption {
 	}
 	return o
 }
+
+// clientSpan is the start option of an issuer round trip's span, made once.
+var clientSpan = trace.WithSpanKind(trace.SpanKindClient)

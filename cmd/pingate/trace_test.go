@@ -94,6 +94,27 @@ func TestOneTracePerRequest(t *testing.T) {
 	if attrs["iso8583.mti"] != "0100" || attrs["iso8583.processing_code"] != "700000" || attrs["iso8583.response_code"] != "00" {
 		t.Errorf("message span attributes = %v", attrs)
 	}
+	// The attributes set only on a recording span are there on a sampled one.
+	for name, keys := range map[string][]string{
+		"pingate.acquirer.frame":   {"pingate.request_id"},
+		"pingate.pin.change":       {"pingate.operation", "pingate.channel", "pingate.acquirer", "pingate.operation_id"},
+		"pingate.issuer.roundtrip": {"pingate.issuer", "iso8583.response_code"},
+	} {
+		for _, s := range spans {
+			if s.Name != name || s.SpanContext.TraceID() != root.SpanContext.TraceID() {
+				continue
+			}
+			have := map[string]string{}
+			for _, kv := range s.Attributes {
+				have[string(kv.Key)] = kv.Value.Emit()
+			}
+			for _, k := range keys {
+				if _, ok := have[k]; !ok {
+					t.Errorf("span %s lacks attribute %s (has %v)", name, k, have)
+				}
+			}
+		}
+	}
 }
 
 func hexOf(b []byte) string {

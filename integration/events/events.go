@@ -167,24 +167,33 @@ func (e *Encoder) Encode(ev routing.Event) (Message, error) {
 	if t.IsZero() {
 		t = ev.Completed
 	}
-	m := Message{Key: []byte(key), Value: value, Headers: []Header{
-		{HeaderSpecVersion, []byte(SpecVersion)},
-		{HeaderID, []byte(ev.ID)},
-		{HeaderType, []byte(ev.Type)},
-		{HeaderSource, []byte(e.source)},
-		{HeaderTime, []byte(t.UTC().Format(time.RFC3339Nano))},
-		{HeaderContentType, []byte(ContentType)},
-	}}
+	// The key and every header value are cut from one buffer, each with
+	// its capacity capped, so a record costs two allocations beside its
+	// body rather than one per field.
+	buf := make([]byte, 0, len(key)+len(SpecVersion)+len(ev.ID)+len(ev.Type)+len(e.source)+
+		len(time.RFC3339Nano)+len(ContentType)+2*len(ev.CardToken)+len(ev.TraceParent)+len(ev.Reverses))
+	cut := func(b []byte) []byte {
+		v := b[len(buf):len(b):len(b)]
+		buf = b
+		return v
+	}
+	m := Message{Key: cut(append(buf, key...)), Value: value, Headers: make([]Header, 0, 10)}
+	add := func(k string, v []byte) { m.Headers = append(m.Headers, Header{k, v}) }
+	add(HeaderSpecVersion, cut(append(buf, SpecVersion...)))
+	add(HeaderID, cut(append(buf, ev.ID...)))
+	add(HeaderType, cut(append(buf, ev.Type...)))
+	add(HeaderSource, cut(append(buf, e.source...)))
+	add(HeaderTime, cut(t.UTC().AppendFormat(buf, time.RFC3339Nano)))
+	add(HeaderContentType, cut(append(buf, ContentType...)))
 	if ev.CardToken != "" {
-		m.Headers = append(m.Headers,
-			Header{HeaderSubject, []byte(ev.CardToken)},
-			Header{HeaderPartitionKey, []byte(ev.CardToken)})
+		add(HeaderSubject, cut(append(buf, ev.CardToken...)))
+		add(HeaderPartitionKey, cut(append(buf, ev.CardToken...)))
 	}
 	if ev.TraceParent != "" {
-		m.Headers = append(m.Headers, Header{HeaderTraceParent, []byte(ev.TraceParent)})
+		add(HeaderTraceParent, cut(append(buf, ev.TraceParent...)))
 	}
 	if ev.Reverses != "" {
-		m.Headers = append(m.Headers, Header{HeaderReverses, []byte(ev.Reverses)})
+		add(HeaderReverses, cut(append(buf, ev.Reverses...)))
 	}
 	return m, nil
 }

@@ -513,3 +513,35 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The key and the header values share one buffer: appending to one of them
+// must not write into the next.
+func TestEncodedValuesAreIndependent(t *testing.T) {
+	e := mustEncoder(t)
+	ev := sampleEvent(Operations[0], Outcomes[0])
+	ev.Reverses = "f3c1a5f0-2d2b-4f53-9d2e-1b7a1d7e9c11"
+	m, err := e.Encode(ev)
+	if err != nil {
+		t.Fatalf("Encode() error = %v", err)
+	}
+	before := make([]string, len(m.Headers))
+	for i, h := range m.Headers {
+		before[i] = string(h.Value)
+	}
+	key := string(m.Key)
+	_ = append(m.Key, "XXXXXXXX"...)
+	for _, h := range m.Headers {
+		_ = append(h.Value, "XXXXXXXX"...)
+	}
+	if string(m.Key) != key {
+		t.Errorf("key changed to %q", m.Key)
+	}
+	for i, h := range m.Headers {
+		if string(h.Value) != before[i] {
+			t.Errorf("header %s changed from %q to %q by an append to another value", h.Key, before[i], h.Value)
+		}
+	}
+	if got, _ := m.Header(HeaderReverses); got != ev.Reverses {
+		t.Errorf("%s = %q, want %q", HeaderReverses, got, ev.Reverses)
+	}
+}

@@ -30,8 +30,13 @@ func newTracedFrames(next iso8583.Handler) tracedFrames {
 func (t tracedFrames) ServeFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
 	id := uuid.NewString()
 	ctx = logredact.WithRequestID(ctx, id)
-	ctx, span := t.tracer.Start(ctx, "pingate.acquirer.frame", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("pingate.request_id", id)))
+	ctx, span := t.tracer.Start(ctx, "pingate.acquirer.frame", serverSpan)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("pingate.request_id", id))
+	}
 	defer span.End()
 	t.next.ServeFrame(ctx, c, frame)
 }
+
+// serverSpan is the start option of an acquirer frame's span, made once.
+var serverSpan = trace.WithSpanKind(trace.SpanKindServer)

@@ -103,10 +103,38 @@ func parseRecord(v []byte) (int64, events.Message, error) {
 		if !ok1 || !ok2 {
 			return 0, m, errRecord
 		}
-		m.Headers[i] = events.Header{Key: string(key), Value: val}
+		m.Headers[i] = events.Header{Key: headerKey(key), Value: val}
 	}
 	m.Value = b
 	return appended, m, nil
+}
+
+// headerKey returns the key as a string, the headers every event carries
+// without an allocation.
+func headerKey(k []byte) string {
+	switch string(k) {
+	case events.HeaderSpecVersion:
+		return events.HeaderSpecVersion
+	case events.HeaderID:
+		return events.HeaderID
+	case events.HeaderType:
+		return events.HeaderType
+	case events.HeaderSource:
+		return events.HeaderSource
+	case events.HeaderTime:
+		return events.HeaderTime
+	case events.HeaderContentType:
+		return events.HeaderContentType
+	case events.HeaderSubject:
+		return events.HeaderSubject
+	case events.HeaderPartitionKey:
+		return events.HeaderPartitionKey
+	case events.HeaderTraceParent:
+		return events.HeaderTraceParent
+	case events.HeaderReverses:
+		return events.HeaderReverses
+	}
+	return string(k)
 }
 
 func decodeEntry(seq uint64, v []byte) (Entry, error) {

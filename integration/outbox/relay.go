@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"pingate/integration/events"
 )
 
 // Relay drains the journal to Kafka in sequence order, one WriteMessages call
@@ -285,8 +288,15 @@ func (r *Relay) publishSpans(ctx context.Context, entries []Entry) []trace.Span 
 	tracer := otel.Tracer("pingate/outbox")
 	spans := make([]trace.Span, len(entries))
 	for i, e := range entries {
+		tp, ok := e.Message.Header(events.HeaderTraceParent)
+		if ok && unsampledTraceParent(tp) {
+			// Under the parent-based sampler a child of an unsampled
+			// remote parent records nothing: skip making one.
+			spans[i] = noSpan
+			continue
+		}
 		carrier := propagation.MapCarrier{}
-		if tp, ok := e.Message.Header("traceparent"); ok {
+		if ok {
 			carrier["traceparent"] = tp
 		}
 		id, _ := e.Message.Header("ce_id")
@@ -299,6 +309,22 @@ func (r *Relay) publishSpans(ctx context.Context, entries []Entry) []trace.Span 
 			))
 	}
 	return spans
+}
+
+// noSpan stands in for the span of a record whose trace is not sampled.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// unsampledTraceParent reports whether a W3C traceparent of version 00
+// ("00-" trace id "-" parent id "-" flags) has its sampled flag clear.
+// Anything else (another version, a malformed value) is left to the
+// propagator and the sampler.
+func unsampledTraceParent(tp string) bool {
+	const n = len("00-") + 32 + 1 + 16 + 1 + 2
+	if len(tp) != n || tp[:3] != "00-" || tp[n-3] != '-' {
+		return false
+	}
+	flags, err := strconv.ParseUint(tp[n-2:], 16, 8)
+	return err == nil && flags&1 == 0
 }
 
 func endSpans(spans []trace.Span, err error) {
