@@ -8,14 +8,16 @@ import (
 	"time"
 )
 
-// coalescer writes the frames of one connection, one writer at a time: a
+// Coalescer writes the frames of one connection, one writer at a time: a
 // frame written while another write is in progress is queued, and the
 // writer in progress writes every queued frame in one call once its own
 // write has returned (repeating while frames keep arriving). Frames ready
 // together cost one write — a syscall, a TCP segment — instead of one each
 // (docs/optimisation-log.md). The client link's Send and the server
-// connection's WriteFrame share it.
-type coalescer struct {
+// connection's WriteFrame share it, and so may any other stream of
+// length-prefixed frames (WriteFrames: the payShield host-command link).
+// The zero value is ready; a Coalescer must not be copied after first use.
+type Coalescer struct {
 	mu      sync.Mutex // guards writing, queue and spare
 	writing bool       // a write is in progress
 	queue   []byte     // frames waiting for the writer in progress
@@ -26,7 +28,7 @@ type coalescer struct {
 // flush waits until no write is in progress: every frame write accepted
 // before it has been written, or has failed with the connection. Each
 // write call is bounded by its timeout, so flush is too.
-func (w *coalescer) flush() {
+func (w *Coalescer) flush() {
 	w.mu.Lock()
 	for w.writing {
 		if w.idle == nil {
@@ -38,7 +40,7 @@ func (w *coalescer) flush() {
 }
 
 // done ends a write; w.mu is held.
-func (w *coalescer) done() {
+func (w *Coalescer) done() {
 	w.writing = false
 	if w.idle != nil {
 		w.idle.Broadcast()
@@ -55,7 +57,7 @@ func (w *coalescer) done() {
 // With gather, the writer first yields its P for one scheduling round, so
 // that goroutines made ready with it (the answers to one segment read) add
 // their frames to the same write; see Config.GatherWrites.
-func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, gather bool, msg []byte, fail func(error)) error {
+func (w *Coalescer) write(nc net.Conn, f Framing, timeout time.Duration, gather bool, msg []byte, fail func(error)) error {
 	w.mu.Lock()
 	if w.writing {
 		q, err := AppendFrame(w.queue, f, msg)
@@ -70,6 +72,27 @@ func (w *coalescer) write(nc net.Conn, f Framing, timeout time.Duration, gather 
 		w.mu.Unlock()
 		return err
 	}
+	return w.lead(nc, timeout, gather, b, fail)
+}
+
+// WriteFrames is write for frames the caller has framed itself (each with
+// its length prefix): it writes them, and whatever is queued behind them,
+// or queues them behind the write in progress and returns nil. frames is
+// copied; the caller may reuse it once WriteFrames returns. Failures are as
+// for write.
+func (w *Coalescer) WriteFrames(nc net.Conn, timeout time.Duration, frames []byte, fail func(error)) error {
+	w.mu.Lock()
+	if w.writing {
+		w.queue = append(w.queue, frames...)
+		w.mu.Unlock()
+		return nil
+	}
+	return w.lead(nc, timeout, false, append(w.spare[:0], frames...), fail)
+}
+
+// lead writes b, then the frames queued meanwhile, until the queue stays
+// empty; w.mu is held on entry and released on return.
+func (w *Coalescer) lead(nc net.Conn, timeout time.Duration, gather bool, b []byte, fail func(error)) error {
 	w.spare = nil
 	w.writing = true
 	if gather {

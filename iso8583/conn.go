@@ -84,7 +84,7 @@ type Conn struct {
 	br   *bufio.Reader
 	done chan struct{}
 
-	w coalescer // one Send at a time writes; frames sent meanwhile are queued
+	w Coalescer // one Send at a time writes; frames sent meanwhile are queued
 
 	mu     sync.Mutex
 	closed bool

@@ -372,7 +372,7 @@ type ServerConn struct {
 	work chan []byte
 	idle atomic.Int32 // handler goroutines waiting on work
 
-	w coalescer // writes; answers ready while one is written go out with it
+	w Coalescer // writes; answers ready while one is written go out with it
 
 	smu     sync.Mutex // guards waiting and the read deadline changes
 	waiting bool       // waiting for the first byte of a frame

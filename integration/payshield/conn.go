@@ -13,11 +13,15 @@ import (
 	"sync"
 	"time"
 
+	"pingate/iso8583"
 	"pingate/pinblock"
 )
 
 // maxFrame is the largest message the 2-byte length prefix can carry.
 const maxFrame = 0xFFFF
+
+// errTooLong is a command longer than the length prefix can carry.
+var errTooLong = errors.New("message exceeds the length prefix")
 
 // errClosed is the cause of ErrModuleUnavailable once a connection is closed.
 var errClosed = errors.New("connection closed")
@@ -36,8 +40,7 @@ type conn struct {
 	hdrLen  int
 	modulus uint64 // 10^hdrLen, 0 when hdrLen is 0 or ≥ 19
 
-	wmu sync.Mutex // serializes writes
-	bw  *bufio.Writer
+	w iso8583.Coalescer // commands written while another write is in progress go out with it
 
 	serial chan struct{} // hdrLen 0: one command at a time
 
@@ -63,7 +66,7 @@ func dialConn(ctx context.Context, addr string, hdrLen int, tlsConf *tls.Config)
 		nc = tc
 	}
 	c := &conn{
-		addr: addr, nc: nc, hdrLen: hdrLen, bw: bufio.NewWriter(nc),
+		addr: addr, nc: nc, hdrLen: hdrLen,
 		pending: make(map[uint64]chan []byte), done: make(chan struct{}),
 	}
 	if hdrLen == 0 {
@@ -159,7 +162,9 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 
 	if err := c.write(ctx, code, hs[:n], fields); err != nil {
 		c.forget(hs[:n])
-		c.fail(err)
+		if errors.Is(err, errTooLong) {
+			return fmt.Errorf("%w: %v", ErrProtocol, err) // nothing was written: the connection lives
+		}
 		return c.deadErr()
 	}
 	for i := range n {
@@ -176,30 +181,33 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 }
 
 // write sends one frame per command (2-byte length, header, code, fields)
-// in one flush.
+// in one write call, together with the commands other callers send
+// meanwhile on this connection (iso8583.Coalescer): commands ready together
+// cost one syscall and one TCP segment. The write is bounded by ctx's
+// deadline; a write that fails kills the connection.
 func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.nc.SetWriteDeadline(dl)
-	} else {
-		_ = c.nc.SetWriteDeadline(time.Time{})
-	}
+	var scratch [512]byte // a PIN change's two commands fit
+	b := scratch[:0]
 	for i, f := range fields {
 		n := c.hdrLen + len(code) + len(f)
 		if n > maxFrame {
-			return fmt.Errorf("message of %d bytes exceeds the length prefix", n)
+			return fmt.Errorf("%w: %d bytes", errTooLong, n)
 		}
-		// Built in the writer's free space: no copy of the frame elsewhere.
-		b := c.bw.AvailableBuffer()
 		b = binary.BigEndian.AppendUint16(b, uint16(n))
 		b = appendHeader(b, hs[i], c.hdrLen)
 		b = append(b, code...)
 		b = append(b, f...)
-		c.bw.Write(b)
 	}
-	return c.bw.Flush()
+	timeout := defaultWriteTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return c.w.WriteFrames(c.nc, timeout, b, c.fail)
 }
+
+// defaultWriteTimeout bounds a write whose ctx has no deadline (the client
+// always gives one: Config.Timeout).
+const defaultWriteTimeout = 2 * time.Second
 
 // appendHeader appends h as hdrLen decimal digits, zero-padded on the left.
 func appendHeader(b []byte, h uint64, hdrLen int) []byte {
