@@ -320,12 +320,13 @@ log "baseline relay on $RELAY_ADDR (to the echo server)"
 
 OFFSET=0
 # gw_load FILE CARDS ARGS...: one gateway run on fresh cards, JSON appended
-# to FILE; the gateway is $GW_ADDR, or $LOAD_TARGET when set.
+# to FILE; the gateway is $GW_ADDR, or $LOAD_TARGET when set; LOAD_CPU_EXTRA
+# (name=PID,...) adds processes to those whose CPU the run reports.
 gw_load() {
   local file="$1" cards="$2"
   shift 2
   "$PGDEV" load --target "${LOAD_TARGET:-$GW_ADDR}" --per-bin "$PER_BIN" --card-offset "$OFFSET" --cards "$cards" \
-    --duration "$DUR" --warmup "$WARMUP" --json --quiet --cpu "gateway=${LOAD_GW_PID:-$GW_PID},$SUPPORT_CPU" "$@" >>"$RES/$file.jsonl"
+    --duration "$DUR" --warmup "$WARMUP" --json --quiet --cpu "gateway=${LOAD_GW_PID:-$GW_PID},$SUPPORT_CPU${LOAD_CPU_EXTRA:+,$LOAD_CPU_EXTRA}" "$@" >>"$RES/$file.jsonl"
   OFFSET=$((OFFSET + cards))
 }
 # base_load FILE ARGS...: one single-hop baseline run (client → echo).
@@ -385,7 +386,7 @@ if [ "$HSM" != 0 ]; then
   echo "hsm_conns=$HSM_CONNS" >>"$RES/machine.txt"
   for i in $(seq "$RUNS"); do
     gw_load hsm-software 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
-    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
+    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" LOAD_CPU_EXTRA="hsm=$HSM_PID" gw_load hsm-payshield 100000 --concurrency "$CONC" --mix change=100 --sm4-share 0
     log "  run $i: software $(tps_of hsm-software), payshield $(tps_of hsm-payshield) req/s"
   done
   # The latency the module adds, read where neither gateway is saturated:
@@ -398,7 +399,7 @@ if [ "$HSM" != 0 ]; then
   log "payShield beside software, open loop at $HSM_RATE/s (half the software gateway's $HSM_PEAK/s)"
   for i in $(seq "$RUNS"); do
     gw_load hsm-software-open 30000 --concurrency 4x64 --rate "$HSM_RATE" --mix change=100 --sm4-share 0
-    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" gw_load hsm-payshield-open 30000 --concurrency 4x64 --rate "$HSM_RATE" --mix change=100 --sm4-share 0
+    LOAD_TARGET="$SERVED_ADDR" LOAD_GW_PID="$HSM_GW_PID" LOAD_CPU_EXTRA="hsm=$HSM_PID" gw_load hsm-payshield-open 30000 --concurrency 4x64 --rate "$HSM_RATE" --mix change=100 --sm4-share 0
   done
   kill "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true
   wait "$HSM_GW_PID" "$HSM_PID" 2>/dev/null || true

@@ -13,7 +13,11 @@ import (
 // of itself) when its measured phase starts and when it ends, and reports
 // the CPU time spent in between — user + system, plus that of the process's
 // waited-for children — divided by the answered requests. The same window
-// as the throughput figure, so the warm-up is left out.
+// as the throughput figure, so the warm-up is left out. It also reads
+// /proc/PID/io for the read- and write-family system calls (syscr + syscw:
+// read, write, readv, writev and their positioned forms, which is how Go
+// reads and writes sockets and files), per answered request; fsync and the
+// poller's calls are not among them.
 
 // WatchedProc is a process whose CPU a run reports (Params.CPU).
 type WatchedProc struct {
@@ -52,6 +56,10 @@ type CPUUse struct {
 	// MicrosPerOp is CPUS over the run's answered requests, in µs; 0 when
 	// nothing was answered.
 	MicrosPerOp float64 `json:"us_per_op"`
+	// SyscallsPerOp is the read and write system calls over the answered
+	// requests; absent when /proc/PID/io could not be read (another user's
+	// process without the right to trace it).
+	SyscallsPerOp *float64 `json:"syscalls_per_op,omitempty"`
 	// Error says why the process could not be read (it had exited, say);
 	// the figures are then 0.
 	Error string `json:"error,omitempty"`
@@ -90,11 +98,39 @@ func procTicks(pid string) (int64, error) {
 	return sum, nil
 }
 
+// procSyscalls is syscr + syscw of /proc/PID/io.
+func procSyscalls(pid string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/io")
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	seen := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, errors.New("unreadable /proc io counts")
+		}
+		sum += n
+		seen++
+	}
+	if seen != 2 {
+		return 0, errors.New("no syscr and syscw in /proc io")
+	}
+	return sum, nil
+}
+
 // cpuWatch holds the readings at the start of the measured phase.
 type cpuWatch struct {
-	procs []WatchedProc
-	start []int64
-	errs  []error
+	procs   []WatchedProc
+	start   []int64
+	errs    []error
+	sys     []int64
+	sysErrs []error
 }
 
 // startCPUWatch reads self (under selfName) and procs.
@@ -102,8 +138,11 @@ func startCPUWatch(selfName string, procs []WatchedProc) *cpuWatch {
 	w := &cpuWatch{procs: append([]WatchedProc{{Name: selfName}}, procs...)}
 	w.start = make([]int64, len(w.procs))
 	w.errs = make([]error, len(w.procs))
+	w.sys = make([]int64, len(w.procs))
+	w.sysErrs = make([]error, len(w.procs))
 	for i := range w.procs {
 		w.start[i], w.errs[i] = procTicks(w.pidString(i))
+		w.sys[i], w.sysErrs[i] = procSyscalls(w.pidString(i))
 	}
 	return w
 }
@@ -135,6 +174,10 @@ func (w *cpuWatch) finish(answered int64) []CPUUse {
 		u.CPUS = float64(end-w.start[i]) / clockTicks
 		if answered > 0 {
 			u.MicrosPerOp = u.CPUS * 1e6 / float64(answered)
+			if n, err := procSyscalls(w.pidString(i)); err == nil && w.sysErrs[i] == nil {
+				v := float64(n-w.sys[i]) / float64(answered)
+				u.SyscallsPerOp = &v
+			}
 		}
 		out[i] = u
 	}

@@ -41,11 +41,12 @@ type report struct {
 
 // cpuUse is one process's CPU over a run's measured time (loadgen.CPUUse).
 type cpuUse struct {
-	Name  string  `json:"name"`
-	PID   int     `json:"pid"`
-	CPUS  float64 `json:"cpu_s"`
-	PerOp float64 `json:"us_per_op"`
-	Error string  `json:"error"`
+	Name  string   `json:"name"`
+	PID   int      `json:"pid"`
+	CPUS  float64  `json:"cpu_s"`
+	PerOp float64  `json:"us_per_op"`
+	Sys   *float64 `json:"syscalls_per_op"`
+	Error string   `json:"error"`
 }
 
 // cpuOf is the median over runs of process name's CPU per answered request
@@ -56,6 +57,20 @@ func cpuOf(runs []report, name string) (float64, bool) {
 		for _, u := range r.CPU {
 			if u.Name == name && u.Error == "" {
 				v = append(v, u.PerOp)
+			}
+		}
+	}
+	return median(v), len(v) > 0
+}
+
+// syscallsOf is the median over runs of process name's read and write
+// system calls per answered request, and whether any run had them.
+func syscallsOf(runs []report, name string) (float64, bool) {
+	var v []float64
+	for _, r := range runs {
+		for _, u := range r.CPU {
+			if u.Name == name && u.Error == "" && u.Sys != nil {
+				v = append(v, *u.Sys)
 			}
 		}
 	}
@@ -381,6 +396,21 @@ func renderHSM(w io.Writer, dir string, m map[string]string) {
 	fmt.Fprintf(w, "| throughput, closed loop %d conn × %d in flight (req/s) | %.0f | %.0f | %.2f | ≥ 0.8 × software | %s |\n", r.Conns, r.InFlight, st, pt, pt/st, yes(pt >= 0.8*st))
 	fmt.Fprintf(w, "| p50 at that peak (ms) | %.2f | %.2f | %s | | |\n", med(sw, p50), med(ps, p50), ratio(med(ps, p50), med(sw, p50)))
 	fmt.Fprintf(w, "| p99 at that peak (ms; queueing on saturated cores) | %.2f | %.2f | %s | | |\n", s99, p99v, ratio(p99v, s99))
+	if g, ok := cpuOf(ps, "gateway"); ok {
+		sg, _ := cpuOf(sw, "gateway")
+		h, hok := cpuOf(ps, "hsm")
+		fmt.Fprintf(w, "| gateway CPU per operation at that peak (µs) | %.0f | %.0f | %s | | |\n", sg, g, ratio(g, sg))
+		if hok {
+			fmt.Fprintf(w, "| HSM simulator CPU per operation, its two commands (µs) | — | %.0f | | | |\n", h)
+		}
+		if pn, ok := syscallsOf(ps, "gateway"); ok {
+			sn, _ := syscallsOf(sw, "gateway")
+			fmt.Fprintf(w, "| gateway read + write syscalls per operation | %.1f | %.1f | %s | | |\n", sn, pn, ratio(pn, sn))
+		}
+		if hn, ok := syscallsOf(ps, "hsm"); ok {
+			fmt.Fprintf(w, "| HSM simulator read + write syscalls per operation | — | %.1f | | | |\n", hn)
+		}
+	}
 	so, po := readRuns(dir, "hsm-software-open"), readRuns(dir, "hsm-payshield-open")
 	if len(so) > 0 && len(po) > 0 {
 		s99, p99v = med(so, p99), med(po, p99)
@@ -541,9 +571,9 @@ func renderGoals(w io.Writer, gs []goal) {
 func renderCPU(w io.Writer, cores int, gp, bp, rp []report) {
 	fmt.Fprintln(w, "## CPU per operation of every process")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "User + system CPU of each process (`/proc/PID/stat`, children included) over the measured time of each peak run, divided by the requests answered in it; the median over the peak runs. The load client reads its own the same way. One operation is one answered request: a PIN operation through the gateway, one round trip for the baselines.")
+	fmt.Fprintln(w, "User + system CPU of each process (`/proc/PID/stat`, children included) over the measured time of each peak run, divided by the requests answered in it; the median over the peak runs. The load client reads its own the same way. One operation is one answered request: a PIN operation through the gateway, one round trip for the baselines. Syscalls are the read- and write-family system calls over the same time (`/proc/PID/io` syscr + syscw: how Go reads and writes sockets and files; fsync and the poller's calls are not among them).")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| system | process | µs per operation | what it does per operation |\n|---|---|---:|---|")
+	fmt.Fprintln(w, "| system | process | µs per operation | read + write syscalls per operation | what it does per operation |\n|---|---|---:|---:|---|")
 	rows := []struct {
 		runs             []report
 		system           string
@@ -571,13 +601,17 @@ func renderCPU(w io.Writer, cores int, gp, bp, rp []report) {
 			order = append(order, r.system)
 		}
 		totals[r.system] += v
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s |\n", r.system, r.label, v, r.doc)
+		sc := "—"
+		if n, ok := syscallsOf(r.runs, r.name); ok {
+			sc = fmt.Sprintf("%.1f", n)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s |\n", r.system, r.label, v, sc, r.doc)
 	}
 	for _, sys := range order {
-		fmt.Fprintf(w, "| %s | **every process** | **%.0f** | ⇒ at most %.0f operations/s on %d cores with nothing else running |\n", sys, totals[sys], float64(cores)*1e6/totals[sys], cores)
+		fmt.Fprintf(w, "| %s | **every process** | **%.0f** | | ⇒ at most %.0f operations/s on %d cores with nothing else running |\n", sys, totals[sys], float64(cores)*1e6/totals[sys], cores)
 	}
 	if len(order) == 0 {
-		fmt.Fprintln(w, "| — | no CPU readings in the results | | |")
+		fmt.Fprintln(w, "| — | no CPU readings in the results | | | |")
 	}
 	fmt.Fprintln(w)
 }
