@@ -260,10 +260,12 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String("pingate.operation", string(req.Operation)),
-			attribute.String("pingate.channel", string(req.Channel)),
 			attribute.String("pingate.acquirer", req.Acquirer),
 			attribute.String("pingate.operation_id", req.ID),
 		)
+		if req.Channel != "" { // else process sets it from the acquirer's
+			span.SetAttributes(attribute.String("pingate.channel", string(req.Channel)))
+		}
 	}
 	defer span.End()
 	f.m.inflight.Add(ctx, 1)
@@ -406,6 +408,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	if req.Channel == "" {
 		req.Channel = acq.Channel
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.SetAttributes(attribute.String("pingate.channel", string(req.Channel)))
+		}
 	}
 	if !slices.Contains(acq.Terminals, "*") && !slices.Contains(acq.Terminals, req.Terminal) {
 		return "", ErrTerminalRefused

@@ -49,7 +49,6 @@ func (c *servePprofCmd) Run(env *cli.Env) error {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	fmt.Fprintf(stderr, "pprof on http://%s/debug/pprof/\n", ln.Addr())
-	serveRuntime()
 	runErr := runServe(ctx, c.serveFlags, stdout, stderr)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,23 +41,7 @@ func (*serveCmd) Help() string {
 }
 
 func (c *serveCmd) Run(env *cli.Env) error {
-	serveRuntime()
 	return runServe(env.Ctx, c.serveFlags, env.Stdout, env.Stderr)
-}
-
-// serveGCPercent is the gateway's GC target when GOGC is not set. Its live
-// heap is small (~13 MB at 2 400 operations a second) and nearly all it
-// allocates dies within a request, so the default 100 % ran a cycle every
-// few milliseconds under load; 400 % lets the heap reach ~5x the live set
-// (tens of MB) for fewer cycles (docs/operations.md, optimisation log).
-const serveGCPercent = 400
-
-// serveRuntime sets the GC target of serve and serve-pprof. GOGC (and
-// GOMEMLIMIT, which the runtime reads itself) in the environment win.
-func serveRuntime() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(serveGCPercent)
-	}
 }
 
 func (sf *serveFlags) config0() (gateway.Config, error) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -210,22 +209,5 @@ routing:
 	hsm := "module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: " + filepath.Join(dir, "hsm-keys.json")
 	if out, errOut, code := clitest.Exec(t, bin, "check-config", write("prod-hsm.yaml", "production: true\n", hsm)); code != 0 || !strings.Contains(out, "ok") {
 		t.Errorf("check-config of production on module payshield: exit %d, %q %q; want ok", code, out, errOut)
-	}
-}
-
-// TestServeGCTarget: serve raises the GC target when GOGC is unset and
-// leaves an operator's GOGC alone.
-func TestServeGCTarget(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetGCPercent(prev) })
-	t.Setenv("GOGC", "")
-	serveRuntime()
-	if got := debug.SetGCPercent(100); got != serveGCPercent {
-		t.Errorf("GC target with GOGC unset = %d %%, want %d %%", got, serveGCPercent)
-	}
-	t.Setenv("GOGC", "150")
-	serveRuntime()
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GC target with GOGC set = %d %%, want it untouched (100 %%)", got)
 	}
 }
