@@ -310,7 +310,7 @@ func render(w io.Writer, dir, notesPath string) error {
 
 	fmt.Fprintln(w, "## Cost per request against population size")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Closed loop at the peak concurrency. Cards: the load tool's card window (each run fresh cards of a 7.5M-card simulator population). BIN ranges: routes in the gateway's table (3 real ones plus filler ranges), the gateway restarted for each size. Gateway CPU per operation as in the CPU table.")
+	fmt.Fprintln(w, "Closed loop at the peak concurrency. Cards: the load tool's card window (each run fresh cards of a 7.5M-card simulator population; the three sizes interleaved, round by round). BIN ranges: routes in the gateway's table (3 real ones plus filler ranges), the gateway restarted for each size. Gateway CPU per operation as in the CPU table.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| population | req/s | p50 ms | p99 ms | req/s ÷ smallest | gateway µs/op | µs/op ÷ smallest |\n|---|---:|---:|---:|---:|---:|---:|")
 	for _, set := range populations {
