@@ -23,6 +23,9 @@ const maxFrame = 0xFFFF
 // errTooLong is a command longer than the length prefix can carry.
 var errTooLong = errors.New("message exceeds the length prefix")
 
+// errExpired is a command whose ctx ended before it was written.
+var errExpired = errors.New("deadline passed before the write")
+
 // errClosed is the cause of ErrModuleUnavailable once a connection is closed.
 var errClosed = errors.New("connection closed")
 
@@ -162,8 +165,11 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 
 	if err := c.write(ctx, code, hs[:n], fields); err != nil {
 		c.forget(hs[:n])
-		if errors.Is(err, errTooLong) {
+		switch {
+		case errors.Is(err, errTooLong):
 			return fmt.Errorf("%w: %v", ErrProtocol, err) // nothing was written: the connection lives
+		case errors.Is(err, errExpired):
+			return ctx.Err() // nor here
 		}
 		return c.deadErr()
 	}
@@ -184,7 +190,8 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 // in one write call, together with the commands other callers send
 // meanwhile on this connection (iso8583.Coalescer): commands ready together
 // cost one syscall and one TCP segment. The write is bounded by ctx's
-// deadline; a write that fails kills the connection.
+// deadline; a write that fails kills the connection. A ctx already ended
+// writes nothing (errExpired) and leaves the connection alone.
 func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]byte) error {
 	var scratch [512]byte // a PIN change's two commands fit
 	b := scratch[:0]
@@ -201,6 +208,11 @@ func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]b
 	timeout := defaultWriteTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
+	}
+	if timeout <= 0 || ctx.Err() != nil {
+		// A write with its deadline passed would fail at once and close the
+		// connection under every other command on it.
+		return errExpired
 	}
 	return c.w.WriteFrames(c.nc, timeout, b, c.fail)
 }
