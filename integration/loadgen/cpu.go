@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -124,25 +125,31 @@ func procSyscalls(pid string) (int64, error) {
 	return sum, nil
 }
 
+// reading is one process's counters at the start of the measured phase.
+type reading struct {
+	ticks, syscalls       int64
+	ticksErr, syscallsErr error
+}
+
+func read(pid string) reading {
+	var r reading
+	r.ticks, r.ticksErr = procTicks(pid)
+	r.syscalls, r.syscallsErr = procSyscalls(pid)
+	return r
+}
+
 // cpuWatch holds the readings at the start of the measured phase.
 type cpuWatch struct {
-	procs   []WatchedProc
-	start   []int64
-	errs    []error
-	sys     []int64
-	sysErrs []error
+	procs []WatchedProc
+	start []reading
 }
 
 // startCPUWatch reads self (under selfName) and procs.
 func startCPUWatch(selfName string, procs []WatchedProc) *cpuWatch {
 	w := &cpuWatch{procs: append([]WatchedProc{{Name: selfName}}, procs...)}
-	w.start = make([]int64, len(w.procs))
-	w.errs = make([]error, len(w.procs))
-	w.sys = make([]int64, len(w.procs))
-	w.sysErrs = make([]error, len(w.procs))
+	w.start = make([]reading, len(w.procs))
 	for i := range w.procs {
-		w.start[i], w.errs[i] = procTicks(w.pidString(i))
-		w.sys[i], w.sysErrs[i] = procSyscalls(w.pidString(i))
+		w.start[i] = read(w.pidString(i))
 	}
 	return w
 }
@@ -162,20 +169,17 @@ func (w *cpuWatch) finish(answered int64) []CPUUse {
 		if i == 0 {
 			u.PID = os.Getpid()
 		}
-		end, err := procTicks(w.pidString(i))
-		if err == nil {
-			err = w.errs[i]
-		}
-		if err != nil {
+		start, end := w.start[i], read(w.pidString(i))
+		if err := cmp.Or(end.ticksErr, start.ticksErr); err != nil {
 			u.Error = err.Error()
 			out[i] = u
 			continue
 		}
-		u.CPUS = float64(end-w.start[i]) / clockTicks
+		u.CPUS = float64(end.ticks-start.ticks) / clockTicks
 		if answered > 0 {
 			u.MicrosPerOp = u.CPUS * 1e6 / float64(answered)
-			if n, err := procSyscalls(w.pidString(i)); err == nil && w.sysErrs[i] == nil {
-				v := float64(n-w.sys[i]) / float64(answered)
+			if start.syscallsErr == nil && end.syscallsErr == nil {
+				v := float64(end.syscalls-start.syscalls) / float64(answered)
 				u.SyscallsPerOp = &v
 			}
 		}

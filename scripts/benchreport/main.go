@@ -52,25 +52,23 @@ type cpuUse struct {
 // cpuOf is the median over runs of process name's CPU per answered request
 // (µs), and whether any run had it.
 func cpuOf(runs []report, name string) (float64, bool) {
-	var v []float64
-	for _, r := range runs {
-		for _, u := range r.CPU {
-			if u.Name == name && u.Error == "" {
-				v = append(v, u.PerOp)
-			}
-		}
-	}
-	return median(v), len(v) > 0
+	return medianUse(runs, name, func(u cpuUse) *float64 { return &u.PerOp })
 }
 
 // syscallsOf is the median over runs of process name's read and write
 // system calls per answered request, and whether any run had them.
 func syscallsOf(runs []report, name string) (float64, bool) {
+	return medianUse(runs, name, func(u cpuUse) *float64 { return u.Sys })
+}
+
+// medianUse is the median of field (nil: not read) over the runs' readings
+// of process name, and whether any run had it.
+func medianUse(runs []report, name string, field func(cpuUse) *float64) (float64, bool) {
 	var v []float64
 	for _, r := range runs {
 		for _, u := range r.CPU {
-			if u.Name == name && u.Error == "" && u.Sys != nil {
-				v = append(v, *u.Sys)
+			if f := field(u); u.Name == name && u.Error == "" && f != nil {
+				v = append(v, *f)
 			}
 		}
 	}
