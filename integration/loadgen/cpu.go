@@ -125,7 +125,8 @@ func procSyscalls(pid string) (int64, error) {
 	return sum, nil
 }
 
-// reading is one process's counters at the start of the measured phase.
+// reading is one process's counters at one moment: the start or the end
+// of the measured phase.
 type reading struct {
 	ticks, syscalls       int64
 	ticksErr, syscallsErr error

@@ -193,6 +193,15 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 // deadline; a write that fails kills the connection. A ctx already ended
 // writes nothing (errExpired) and leaves the connection alone.
 func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]byte) error {
+	timeout := defaultWriteTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if timeout <= 0 || ctx.Err() != nil {
+		// A write with its deadline passed would fail at once and close the
+		// connection under every other command on it.
+		return errExpired
+	}
 	var scratch [512]byte // a PIN change's two commands fit
 	b := scratch[:0]
 	for i, f := range fields {
@@ -204,15 +213,6 @@ func (c *conn) write(ctx context.Context, code string, hs []uint64, fields [][]b
 		b = appendHeader(b, hs[i], c.hdrLen)
 		b = append(b, code...)
 		b = append(b, f...)
-	}
-	timeout := defaultWriteTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	if timeout <= 0 || ctx.Err() != nil {
-		// A write with its deadline passed would fail at once and close the
-		// connection under every other command on it.
-		return errExpired
 	}
 	return c.w.WriteFrames(c.nc, timeout, b, c.fail)
 }
