@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,9 +98,10 @@ func TestFlowDuplicateWaitsForTheFirst(t *testing.T) {
 	}
 }
 
-// TestDedupeExpiry: entries leave the window once it has passed, except
-// one still in flight, which stays until it has finished and passed it
-// again; the expiry queue does not grow without bound.
+// TestDedupeExpiry: an outcome is remembered for the window from the time
+// its request finished, also one that was still in flight when the window
+// from its start had passed; finished records leave the index and the log
+// once past it, so neither grows without bound.
 func TestDedupeExpiry(t *testing.T) {
 	const w = time.Minute
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -120,34 +122,139 @@ func TestDedupeExpiry(t *testing.T) {
 	if !begin("done", t0) {
 		t.Fatal("begin(new key) = not first")
 	}
-	d.finish("done", Outcome{Code: iso8583.RCApproved})
+	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0)
 	if begin("done", t0.Add(w)) {
 		t.Error("begin(done) within the window = first, want the duplicate")
 	}
 	if !begin("done", t0.Add(w+time.Second)) {
 		t.Error("begin(done) after the window = duplicate, want first")
 	}
-	d.finish("done", Outcome{Code: iso8583.RCApproved})
+	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0.Add(w+time.Second))
 	// Still in flight after its window: a duplicate still waits for it.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, _, err := d.begin(cctx, "inflight", t0.Add(w+2*time.Second)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("begin(in flight past its window) = %v, want it to wait (context.Canceled)", err)
 	}
-	d.finish("inflight", Outcome{Code: iso8583.RCApproved})
-	if !begin("inflight", t0.Add(3*w+2*time.Second)) {
-		t.Error("begin(inflight) once finished and past the window again = duplicate, want first")
+	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(w+2*time.Second))
+	if begin("inflight", t0.Add(2*w+2*time.Second)) {
+		t.Error("begin(inflight) within the window from its finish = first, want the duplicate")
 	}
-	d.finish("inflight", Outcome{Code: iso8583.RCApproved})
+	if !begin("inflight", t0.Add(2*w+3*time.Second)) {
+		t.Error("begin(inflight) past the window from its finish = duplicate, want first")
+	}
+	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(2*w+3*time.Second))
 
-	const n = 3000
+	// Enough records for several of the log's chunks.
+	n := 3 * dupChunkSize / 40
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("k%d", i)
 		begin(key, t0)
-		d.finish(key, Outcome{})
+		d.finish(key, Outcome{}, t0)
+	}
+	if len(d.log.chunks) < 3 {
+		t.Fatalf("%d records in %d chunks, want at least 3", n, len(d.log.chunks))
 	}
 	begin("last", t0.Add(10*w))
-	if len(d.m) != 1 || len(d.order)-d.head > 1 || len(d.order) > n/2 {
-		t.Errorf("after every entry expired: %d entries, queue of %d from %d, want 1 entry in a compacted queue", len(d.m), len(d.order), d.head)
+	if len(d.done) != 0 || len(d.flying) != 1 || len(d.log.chunks) != 1 {
+		t.Errorf("after every record expired: %d indexed, %d in flight, %d chunks; want 0, 1 (last), 1 (the one written)", len(d.done), len(d.flying), len(d.log.chunks))
+	}
+}
+
+// TestDedupeRemembersTheWholeOutcome: a duplicate of a finished request,
+// and an acquirer's reversal looking it up, get its outcome as it was, the
+// approval to undo included; the reversal mark is taken once and can be
+// released.
+func TestDedupeRemembersTheWholeOutcome(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	d := newDedupe(time.Minute)
+	want := fullOutcome(t)
+	if first, _, _ := d.begin(ctx, "k", t0); !first {
+		t.Fatal("begin(new key) = not first")
+	}
+	d.finish("k", want, t0)
+
+	_, got, err := d.begin(ctx, "k", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameOutcome(t, got, want)
+	got, found, err := d.lookup(ctx, "k", t0)
+	if err != nil || !found {
+		t.Fatalf("lookup(k) = found %v, %v; want found", found, err)
+	}
+	sameOutcome(t, got, want)
+
+	if !d.claimReversal("k", t0) || d.claimReversal("k", t0) {
+		t.Error("claimReversal twice = not true then false")
+	}
+	d.releaseReversal("k", t0)
+	if !d.claimReversal("k", t0) {
+		t.Error("claimReversal after releaseReversal = false, want true")
+	}
+	if d.claimReversal("unknown", t0) {
+		t.Error("claimReversal(unknown key) = true")
+	}
+}
+
+// TestDedupeChecksTheKey: a record found by its key's hash is the key's
+// only if the key it holds is the same; a colliding hash is a miss.
+func TestDedupeChecksTheKey(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	d := newDedupe(time.Minute)
+	d.begin(context.Background(), "a", t0)
+	d.finish("a", Outcome{Code: iso8583.RCApproved}, t0)
+	d.done[d.hash("b")] = d.done[d.hash("a")] // b's hash now leads to a's record
+	if first, o, _ := d.begin(context.Background(), "b", t0); !first {
+		t.Fatalf("begin(b) with a's record under its hash = duplicate answered %q, want first", o.Code)
+	}
+	if _, found, _ := d.lookup(context.Background(), "a", t0); !found {
+		t.Error("lookup(a) = not found")
+	}
+}
+
+// TestOutcomeCodecRoundTrip: the window's binary form of an outcome keeps
+// every field: fullOutcome sets each, and a field of a kind it does not know
+// fails the test.
+func TestOutcomeCodecRoundTrip(t *testing.T) {
+	want := fullOutcome(t)
+	sameOutcome(t, readOutcome(&fieldReader{b: appendOutcome(nil, &want)}), want)
+	want.undo = nil
+	sameOutcome(t, readOutcome(&fieldReader{b: appendOutcome(nil, &want)}), want)
+}
+
+func fullOutcome(t *testing.T) Outcome {
+	t.Helper()
+	var o Outcome
+	v := reflect.ValueOf(&o).Elem()
+	for i := range v.NumField() {
+		f, n := v.Field(i), v.Type().Field(i).Name
+		switch {
+		case f.Type() == reflect.TypeOf(&Approval{}):
+			o.undo = fullApproval(t)
+		case f.Kind() == reflect.String:
+			f.SetString(n + " ü")
+		case f.Kind() == reflect.Int64:
+			f.SetInt(int64(7 + i))
+		default:
+			t.Fatalf("Outcome.%s: a field of kind %s the window's form does not encode", n, f.Kind())
+		}
+	}
+	return o
+}
+
+// sameOutcome compares two outcomes, their approvals with sameApproval.
+func sameOutcome(t *testing.T, got, want Outcome) {
+	t.Helper()
+	if (got.undo == nil) != (want.undo == nil) {
+		t.Fatalf("undo = %v, want %v", got.undo != nil, want.undo != nil)
+	}
+	if want.undo != nil {
+		sameApproval(t, got.undo, want.undo)
+	}
+	got.undo, want.undo = nil, nil
+	if got != want {
+		t.Errorf("outcome = %+v, want %+v", got, want)
 	}
 }

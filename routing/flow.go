@@ -292,7 +292,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		span.SetAttributes(attribute.Bool("pingate.duplicate", true))
 		f.m.duplicates.Add(ctx, 1)
 		if key != "" {
-			f.dups.finish(key, dup.first)
+			f.dups.finish(key, dup.first, f.deps.Now())
 		}
 		return dup.first
 	}
@@ -344,7 +344,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 	f.m.record(ctx, req, &out)
 	if key != "" {
-		f.dups.finish(key, out)
+		f.dups.finish(key, out, f.deps.Now())
 	}
 	return out
 }

@@ -57,7 +57,8 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
 	}
 	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
-	o, local, err := f.dups.lookup(ctx, key)
+	now := f.deps.Now()
+	o, local, err := f.dups.lookup(ctx, key, now)
 	if err != nil {
 		return failed(fmt.Errorf("look up the original: %w", err))
 	}
@@ -104,7 +105,7 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 			return failed(err)
 		}
 	}
-	if local && !f.dups.claimReversal(key) {
+	if local && !f.dups.claimReversal(key, now) {
 		result("already_reversed")
 		return nil
 	}
@@ -112,7 +113,7 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		claimed, err := wr.ClaimReversal(ctx, id)
 		if err != nil || !claimed {
 			if local && err != nil {
-				f.dups.releaseReversal(key)
+				f.dups.releaseReversal(key, now)
 			}
 			if err != nil {
 				return failed(fmt.Errorf("claim the reversal: %w", err))
@@ -124,7 +125,7 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 	}
 	if err := f.undoApproved(ctx, a, adv.Reason); err != nil {
 		if local {
-			f.dups.releaseReversal(key)
+			f.dups.releaseReversal(key, now)
 		}
 		if shared {
 			_ = wr.ReleaseReversal(context.WithoutCancel(ctx), id)
