@@ -330,3 +330,25 @@ func FuzzParseApproval(f *testing.F) {
 		sameApproval(t, &again, &a)
 	})
 }
+
+// TestReversalBinaryForm: a reversal's binary form keeps every field (the
+// full approval's Sent sets each), and an approval's form with its own
+// fields set is not a reversal's.
+func TestReversalBinaryForm(t *testing.T) {
+	a := fullApproval(t)
+	b, err := a.Sent.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Reversal
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatalf("UnmarshalBinary(AppendBinary(r)) = %v", err)
+	}
+	sameApproval(t, &Approval{Sent: got}, &Approval{Sent: a.Sent})
+	if err := got.UnmarshalBinary(appendApproval(nil, a)); err == nil {
+		t.Error("UnmarshalBinary(an approval's form) = nil, want an error")
+	}
+	if err := got.UnmarshalBinary(b[:len(b)-1]); err == nil {
+		t.Error("UnmarshalBinary(a truncated form) = nil, want an error")
+	}
+}

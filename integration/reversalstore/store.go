@@ -115,11 +115,12 @@ func key(id string) []byte { return []byte("rev/" + id) }
 
 // Put stores r durably. It returns when the synced write has returned, or
 // ErrStalled when ctx ends first.
+//
+// The value is the advice's binary form (routing.Reversal.AppendBinary),
+// sealed; stores written before it hold JSON, which Pending still reads.
 func (s *Store) Put(ctx context.Context, r routing.Reversal) error {
-	plain, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
+	var buf [256]byte
+	plain, _ := r.AppendBinary(buf[:0]) // never fails
 	k := key(r.ID)
 	v, err := s.sealer.Seal(plain, k)
 	clear(plain)
@@ -217,7 +218,11 @@ func (s *Store) Pending(context.Context) ([]routing.Reversal, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reversal store entry does not open (another data key?): %w", err)
 		}
-		err = json.Unmarshal(plain, &r)
+		if len(plain) > 0 && plain[0] == '{' {
+			err = json.Unmarshal(plain, &r) // written before the binary form
+		} else {
+			err = r.UnmarshalBinary(plain)
+		}
 		clear(plain)
 		if err != nil {
 			return nil, errors.New("reversal store entry unreadable")
