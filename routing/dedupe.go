@@ -21,7 +21,6 @@ import (
 // scans the finished outcomes: as one pointer-rich entry each they made GC
 // marking a seventh of the gateway's CPU (docs/optimisation-log.md, change 24).
 type dedupe struct {
-	window time.Duration
 	seed   maphash.Seed
 	mu     sync.Mutex
 	flying map[string]*dupEntry
@@ -38,8 +37,8 @@ type dupEntry struct {
 	reversed bool
 }
 
-func newDedupe(window time.Duration) *dedupe {
-	return &dedupe{window: window, seed: maphash.MakeSeed(), flying: map[string]*dupEntry{}, done: map[uint64]uint64{}}
+func newDedupe() *dedupe {
+	return &dedupe{seed: maphash.MakeSeed(), flying: map[string]*dupEntry{}, done: map[uint64]uint64{}}
 }
 
 func dedupeKey(r *Request) string {
@@ -124,9 +123,12 @@ func (d *dedupe) setReversed(key string, now time.Time, to bool) bool {
 	return true
 }
 
-// finish stores o as key's outcome, remembered for the window from now, and
-// releases the duplicates waiting for it.
-func (d *dedupe) finish(key string, o Outcome, now time.Time) {
+// finish stores o as key's outcome, remembered for window from now, and
+// releases the duplicates waiting for it. The window is the configuration's
+// of the moment (Flow.Reload may change it): a record expires at its own
+// time, checked on every read, and leaves memory once the ones before it
+// have (expire).
+func (d *dedupe) finish(key string, o Outcome, now time.Time, window time.Duration) {
 	d.mu.Lock()
 	e := d.flying[key]
 	if e == nil {
@@ -134,7 +136,7 @@ func (d *dedupe) finish(key string, o Outcome, now time.Time) {
 		return
 	}
 	delete(d.flying, key)
-	d.buf = appendDupRecord(d.buf[:0], now.Add(d.window).UnixNano(), d.hash(key), e.reversed, key, &o)
+	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), d.hash(key), e.reversed, key, &o)
 	// A key whose hash another one's record holds takes the index entry:
 	// the older key is forgotten (a 2^-64 chance per pair with a seed no
 	// client knows), and no request is ever answered with another's outcome.
@@ -161,8 +163,10 @@ func (d *dedupe) record(key string, now time.Time) (dupRecord, uint64, bool) {
 	return rec, pos, true
 }
 
-// expire drops records past the window; called with mu held. Records are in
-// the order they finished, and so (the window being fixed) of their expiry.
+// expire drops records past their window; called with mu held. Records are
+// in the order they finished, and so of their expiry while the window is
+// not shortened; after a shorter one is loaded, the newer records leave
+// memory behind the older ones.
 func (d *dedupe) expire(now time.Time) {
 	t := now.UnixNano()
 	for {

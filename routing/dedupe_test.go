@@ -67,6 +67,39 @@ func TestFlowDuplicateWindowExpires(t *testing.T) {
 	}
 }
 
+// TestFlowDuplicateWindowReloads: a duplicate_window loaded by Reload holds
+// for the requests answered after it; one answered before keeps its own.
+func TestFlowDuplicateWindowReloads(t *testing.T) {
+	var calls atomic.Int32
+	issuer := issuerFunc(func(context.Context, string, *IssuerRequest) (string, error) {
+		calls.Add(1)
+		return iso8583.RCApproved, nil
+	})
+	f := testFlow(t, issuer, &memSink{}, nil)
+	clock := &fakeClock{t: time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC)}
+	f.deps.Now = clock.now
+	cfg := f.Config()
+	cfg.DuplicateWindow = 10 * time.Minute
+	if err := f.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.Handle(context.Background(), changeRequest(t, "000611")) // remembered for 10 minutes
+	cfg.DuplicateWindow = time.Minute
+	if err := f.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.Handle(context.Background(), changeRequest(t, "000612")) // for 1 minute
+	clock.advance(2 * time.Minute)
+	f.Handle(context.Background(), changeRequest(t, "000611"))
+	if calls.Load() != 2 {
+		t.Errorf("duplicate of a request answered under the 10-minute window, 2 minutes on: %d issuer calls, want 2 (answered from the window)", calls.Load())
+	}
+	f.Handle(context.Background(), changeRequest(t, "000612"))
+	if calls.Load() != 3 {
+		t.Errorf("the same request 2 minutes after one answered under the reloaded 1-minute window: %d issuer calls, want 3 (a new request)", calls.Load())
+	}
+}
+
 // TestFlowDuplicateWaitsForTheFirst: a duplicate that arrives while the
 // first is at the issuer waits for the first's outcome; one whose caller
 // gives up meanwhile is answered as a deadline, not sent.
@@ -106,7 +139,7 @@ func TestDedupeExpiry(t *testing.T) {
 	const w = time.Minute
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
-	d := newDedupe(w)
+	d := newDedupe()
 	begin := func(key string, at time.Time) bool {
 		t.Helper()
 		first, _, err := d.begin(ctx, key, at)
@@ -122,35 +155,35 @@ func TestDedupeExpiry(t *testing.T) {
 	if !begin("done", t0) {
 		t.Fatal("begin(new key) = not first")
 	}
-	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0)
+	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0, w)
 	if begin("done", t0.Add(w)) {
 		t.Error("begin(done) within the window = first, want the duplicate")
 	}
 	if !begin("done", t0.Add(w+time.Second)) {
 		t.Error("begin(done) after the window = duplicate, want first")
 	}
-	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0.Add(w+time.Second))
+	d.finish("done", Outcome{Code: iso8583.RCApproved}, t0.Add(w+time.Second), w)
 	// Still in flight after its window: a duplicate still waits for it.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, _, err := d.begin(cctx, "inflight", t0.Add(w+2*time.Second)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("begin(in flight past its window) = %v, want it to wait (context.Canceled)", err)
 	}
-	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(w+2*time.Second))
+	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(w+2*time.Second), w)
 	if begin("inflight", t0.Add(2*w+2*time.Second)) {
 		t.Error("begin(inflight) within the window from its finish = first, want the duplicate")
 	}
 	if !begin("inflight", t0.Add(2*w+3*time.Second)) {
 		t.Error("begin(inflight) past the window from its finish = duplicate, want first")
 	}
-	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(2*w+3*time.Second))
+	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(2*w+3*time.Second), w)
 
 	// Enough records for several of the log's chunks.
 	n := 3 * dupChunkSize / 40
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("k%d", i)
 		begin(key, t0)
-		d.finish(key, Outcome{}, t0)
+		d.finish(key, Outcome{}, t0, w)
 	}
 	if len(d.log.chunks) < 3 {
 		t.Fatalf("%d records in %d chunks, want at least 3", n, len(d.log.chunks))
@@ -168,12 +201,12 @@ func TestDedupeExpiry(t *testing.T) {
 func TestDedupeRemembersTheWholeOutcome(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
-	d := newDedupe(time.Minute)
+	d := newDedupe()
 	want := fullOutcome(t)
 	if first, _, _ := d.begin(ctx, "k", t0); !first {
 		t.Fatal("begin(new key) = not first")
 	}
-	d.finish("k", want, t0)
+	d.finish("k", want, t0, time.Minute)
 
 	_, got, err := d.begin(ctx, "k", t0)
 	if err != nil {
@@ -202,9 +235,9 @@ func TestDedupeRemembersTheWholeOutcome(t *testing.T) {
 // only if the key it holds is the same; a colliding hash is a miss.
 func TestDedupeChecksTheKey(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	d := newDedupe(time.Minute)
+	d := newDedupe()
 	d.begin(context.Background(), "a", t0)
-	d.finish("a", Outcome{Code: iso8583.RCApproved}, t0)
+	d.finish("a", Outcome{Code: iso8583.RCApproved}, t0, time.Minute)
 	d.done[d.hash("b")] = d.done[d.hash("a")] // b's hash now leads to a's record
 	if first, o, _ := d.begin(context.Background(), "b", t0); !first {
 		t.Fatalf("begin(b) with a's record under its hash = duplicate answered %q, want first", o.Code)

@@ -188,7 +188,7 @@ func NewFlow(cfg Config, deps Deps) (*Flow, error) {
 	if err := f.Reload(cfg); err != nil {
 		return nil, err
 	}
-	f.dups = newDedupe(f.state.Load().cfg.DuplicateWindow)
+	f.dups = newDedupe()
 	return f, nil
 }
 
@@ -292,7 +292,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		span.SetAttributes(attribute.Bool("pingate.duplicate", true))
 		f.m.duplicates.Add(ctx, 1)
 		if key != "" {
-			f.dups.finish(key, dup.first, f.deps.Now())
+			f.dups.finish(key, dup.first, f.deps.Now(), st.cfg.DuplicateWindow)
 		}
 		return dup.first
 	}
@@ -344,7 +344,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	}
 	f.m.record(ctx, req, &out)
 	if key != "" {
-		f.dups.finish(key, out, f.deps.Now())
+		f.dups.finish(key, out, f.deps.Now(), st.cfg.DuplicateWindow)
 	}
 	return out
 }
