@@ -52,7 +52,7 @@ func (d *dedupe) begin(ctx context.Context, key string, now time.Time) (first bo
 	d.expire(now)
 	e, ok := d.flying[key]
 	if !ok {
-		if rec, _, found := d.record(key, now); found {
+		if rec, found := d.record(key, now); found {
 			o := rec.outcome()
 			d.mu.Unlock()
 			return false, o, nil
@@ -76,7 +76,7 @@ func (d *dedupe) lookup(ctx context.Context, key string, now time.Time) (o Outco
 	d.mu.Lock()
 	e, ok := d.flying[key]
 	if !ok {
-		rec, _, found := d.record(key, now)
+		rec, found := d.record(key, now)
 		if found {
 			o = rec.outcome()
 		}
@@ -115,7 +115,7 @@ func (d *dedupe) setReversed(key string, now time.Time, to bool) bool {
 		e.reversed = to
 		return true
 	}
-	rec, _, ok := d.record(key, now)
+	rec, ok := d.record(key, now)
 	if !ok || rec.reversed() == to {
 		return false
 	}
@@ -136,11 +136,12 @@ func (d *dedupe) finish(key string, o Outcome, now time.Time, window time.Durati
 		return
 	}
 	delete(d.flying, key)
-	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), d.hash(key), e.reversed, key, &o)
+	h := d.hash(key)
+	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), h, e.reversed, key, &o)
 	// A key whose hash another one's record holds takes the index entry:
 	// the older key is forgotten (a 2^-64 chance per pair with a seed no
 	// client knows), and no request is ever answered with another's outcome.
-	d.done[d.hash(key)] = d.log.append(d.buf)
+	d.done[h] = d.log.append(d.buf)
 	d.mu.Unlock()
 	e.outcome = o
 	close(e.done)
@@ -148,19 +149,18 @@ func (d *dedupe) finish(key string, o Outcome, now time.Time, window time.Durati
 
 func (d *dedupe) hash(key string) uint64 { return maphash.String(d.seed, key) }
 
-// record returns key's finished record if it is within the window at now,
-// with its position; called with mu held.
-func (d *dedupe) record(key string, now time.Time) (dupRecord, uint64, bool) {
-	h := d.hash(key)
-	pos, ok := d.done[h]
+// record returns key's finished record if it is within the window at now;
+// called with mu held.
+func (d *dedupe) record(key string, now time.Time) (dupRecord, bool) {
+	pos, ok := d.done[d.hash(key)]
 	if !ok {
-		return nil, 0, false
+		return nil, false
 	}
 	rec := d.log.at(pos)
 	if !rec.hasKey(key) || now.UnixNano() > rec.expires() {
-		return nil, 0, false
+		return nil, false
 	}
-	return rec, pos, true
+	return rec, true
 }
 
 // expire drops records past their window; called with mu held. Records are
@@ -269,9 +269,6 @@ func appendDupRecord(b []byte, expires int64, hash uint64, reversed bool, key st
 func (r dupRecord) expires() int64 { return int64(binary.BigEndian.Uint64(r)) }
 func (r dupRecord) hash() uint64   { return binary.BigEndian.Uint64(r[8:]) }
 func (r dupRecord) reversed() bool { return r[16]&1 != 0 }
-func (r dupRecord) body() *fieldReader {
-	return &fieldReader{b: r[dupHeader:]}
-}
 
 func (r dupRecord) setReversed(to bool) {
 	if to {
@@ -287,7 +284,7 @@ func (r dupRecord) hasKey(key string) bool {
 }
 
 func (r dupRecord) outcome() Outcome {
-	f := r.body()
-	f.string() // the key
+	f := &fieldReader{b: r[dupHeader:]}
+	f.bytes() // the key
 	return readOutcome(f)
 }
