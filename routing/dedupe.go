@@ -41,8 +41,10 @@ func newDedupe() *dedupe {
 	return &dedupe{seed: maphash.MakeSeed(), flying: map[string]*dupEntry{}, done: map[uint64]uint64{}}
 }
 
-func dedupeKey(r *Request) string {
-	return r.Acquirer + "|" + r.Terminal + "|" + r.STAN + "|" + r.Transmit
+// dedupeKey is the window's key of a request, and of the reversal advice
+// that names it: acquirer, terminal, STAN and transmission time.
+func dedupeKey(acquirer, terminal, stan, transmit string) string {
+	return acquirer + "|" + terminal + "|" + stan + "|" + transmit
 }
 
 // begin registers key. If it is new, first is true and the caller must call

@@ -273,7 +273,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 
 	var key string
 	if req.STAN != "" && req.Transmit != "" {
-		key = dedupeKey(req)
+		key = dedupeKey(req.Acquirer, req.Terminal, req.STAN, req.Transmit)
 		first, prev, err := f.dups.begin(ctx, key, start)
 		if err != nil {
 			r := ResponseFor(err)

@@ -56,7 +56,7 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		result("failed")
 		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
 	}
-	key := adv.Acquirer + "|" + adv.Terminal + "|" + adv.STAN + "|" + adv.Transmit
+	key := dedupeKey(adv.Acquirer, adv.Terminal, adv.STAN, adv.Transmit)
 	now := f.deps.Now()
 	o, local, err := f.dups.lookup(ctx, key, now)
 	if err != nil {
