@@ -83,6 +83,15 @@ alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$(node_dir "$1")/server.properties"
 }
 
+# starting N: true while node N's pid has not exited, whatever its command
+# line says: just after spawn_node the child may still be the forked shell
+# that has not yet exec'd java (the race scripts/services.sh's starting names).
+starting() {
+  local st
+  st="$(sed 's/.*) //' "/proc/$(cat "$(node_dir "$1")/pid" 2>/dev/null)/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
 # brokers_listed PORT: the number of brokers a Metadata v0 request to
 # 127.0.0.1:PORT lists (the same raw request scripts/services.sh sends).
 brokers_listed() {
@@ -107,7 +116,7 @@ wait_serving() {
   local deadline=$((SECONDS + secs))
   for n in "$@"; do
     until serving "$n" "$want"; do
-      alive "$n" || fail_with_log "node $n exited during start-up" "$(node_dir "$n")/kafka.log"
+      starting "$n" || fail_with_log "node $n exited during start-up" "$(node_dir "$n")/kafka.log"
       [ "$SECONDS" -lt "$deadline" ] ||
         fail_with_log "node $n did not list $want brokers within ${secs}s" "$(node_dir "$n")/kafka.log"
       sleep 0.2

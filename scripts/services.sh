@@ -138,17 +138,31 @@ kafka_ready() {
   [ $(((b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11])) -ge 1 ]
 }
 
+# starting NAME: true while the process .services/NAME.pid names has not
+# exited. Unlike alive it does not read the command line: just after `cmd &`
+# the child may still be the forked shell, not yet the server it execs (CI
+# once failed on that race), and a pid we started this second is not recycled.
+starting() {
+  local pid st
+  pid="$(cat "$SVC/$1.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] || return 1
+  st="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
 # wait_until SECONDS PIDNAME MATCH LOG CHECK...: poll CHECK every 0.1 s until it
-# succeeds; fail with the log tail when the process dies or time runs out.
+# succeeds; fail with the log tail when the process dies or time runs out, or
+# when, once CHECK succeeds, the pid is not the server MATCH names.
 wait_until() {
   local secs="$1" name="$2" match="$3" logf="$4"
   shift 4
   local deadline=$((SECONDS + secs))
   until "$@"; do
-    alive "$name" "$match" || fail_with_log "$name exited during start-up" "$logf"
+    starting "$name" || fail_with_log "$name exited during start-up" "$logf"
     [ "$SECONDS" -lt "$deadline" ] || fail_with_log "$name did not answer within ${secs}s" "$logf"
     sleep 0.1
   done
+  alive "$name" "$match" || fail_with_log "$name answered, but its pid is not a $match" "$logf"
 }
 
 # stop_one NAME MATCH: TERM the process, wait up to 30 s, then KILL.
