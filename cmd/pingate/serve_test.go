@@ -55,6 +55,8 @@ routing:
   routes:
     - prefix: "62284812"
       issuer: nobank
+events:
+  journal_sync_interval: 50ms
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ routing:
 	if code := run(context.Background(), []string{"check-config", bad}, &out, &errOut); code != 1 {
 		t.Fatalf("check-config on a bad file exited %d, want 1", code)
 	}
-	for _, want := range []string{"dev_keys", "framing", "institution \"99x\"", "hosts", "pin_format 1", "unknown issuer \"nobank\""} {
+	for _, want := range []string{"dev_keys", "framing", "institution \"99x\"", "hosts", "pin_format 1", "unknown issuer \"nobank\"", "journal_sync_interval 50ms"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("check-config does not name %q; it said %q", want, errOut.String())
 		}

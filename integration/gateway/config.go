@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pingate/integration/logredact"
+	"pingate/integration/outbox"
 	"pingate/integration/redislimit"
 	"pingate/iso8583"
 	"pingate/pinblock"
@@ -145,6 +146,10 @@ type EventsConfig struct {
 	// answered 91 and reversed, and the journal refuses work until the
 	// write returns. Default 2s.
 	JournalWriteTimeout time.Duration `yaml:"journal_write_timeout"`
+	// JournalSyncInterval is the least time between two fsyncs of the
+	// journal (outbox.Config.SyncInterval): default 1ms, at most 10ms,
+	// negative off.
+	JournalSyncInterval time.Duration `yaml:"journal_sync_interval"`
 	// JournalFS, for tests only (no YAML key reaches it), replaces the disk
 	// under the journal: pebble's vfs/errorfs injects faults through it.
 	JournalFS vfs.FS `yaml:"-" json:"-"`
@@ -283,6 +288,9 @@ func (c Config) Validate() error {
 	}
 	if c.Events.MaxDepth < 0 {
 		bad("events.max_depth %d: must not be negative", c.Events.MaxDepth)
+	}
+	if c.Events.JournalSyncInterval > outbox.MaxSyncInterval {
+		bad("events.journal_sync_interval %v: must be at most %v", c.Events.JournalSyncInterval, outbox.MaxSyncInterval)
 	}
 	switch c.Log.Format {
 	case "", "json", "text":

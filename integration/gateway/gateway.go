@@ -200,6 +200,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	g.journal, err = outbox.Open(outbox.Config{
 		Dir: cfg.Events.JournalDir, Source: "/pingate/" + cfg.Instance, MaxDepth: cfg.Events.MaxDepth,
 		MinFree: cfg.Events.MinFree, WriteTimeout: cfg.Events.JournalWriteTimeout, FS: cfg.Events.JournalFS,
+		SyncInterval: cfg.Events.JournalSyncInterval,
 		Relay: outbox.RelayConfig{Brokers: cfg.Events.KafkaBrokers, Topic: cfg.Events.KafkaTopic, WriteTimeout: cfg.Events.WriteTimeout,
 			Linger: cfg.Events.RelayLinger},
 	})

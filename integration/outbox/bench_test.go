@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -14,32 +15,40 @@ import (
 // returns after its entry is fsynced, batched with concurrent ones into one
 // commit. Compare with the baselines below: one pebble Set with Sync per
 // event, and a raw file write + fsync per event. Read ns/op as the cost per
-// event at that concurrency; entries/fsync shows the grouping achieved.
+// event at that concurrency; entries/fsync shows the grouping achieved. Each
+// concurrency runs twice: with fsyncs as soon as the last one returns
+// (interval=off, pebble's default, as the baselines run) and with the
+// gateway's default Config.SyncInterval between them (interval=1ms).
 func BenchmarkJournalAppend(b *testing.B) {
 	for _, par := range []int{1, 16, 64} {
-		b.Run(parName(par), func(b *testing.B) {
-			j := mustOpen(b, Config{Dir: b.TempDir(), Source: "/pingate/bench"})
-			ev := testEvent(1)
-			if err := j.Publish(context.Background(), ev); err != nil { // correctness once
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.SetParallelism(par)
-			before := j.Stats()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := j.Publish(context.Background(), ev); err != nil {
-						b.Error(err)
-						return
-					}
+		for _, iv := range []struct {
+			name string
+			d    time.Duration
+		}{{"off", -1}, {"1ms", DefaultSyncInterval}} {
+			b.Run(parName(par)+"/interval="+iv.name, func(b *testing.B) {
+				j := mustOpen(b, Config{Dir: b.TempDir(), Source: "/pingate/bench", SyncInterval: iv.d})
+				ev := testEvent(1)
+				if err := j.Publish(context.Background(), ev); err != nil { // correctness once
+					b.Fatal(err)
 				}
+				b.ReportAllocs()
+				b.SetParallelism(par)
+				before := j.Stats()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := j.Publish(context.Background(), ev); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.StopTimer()
+				s := j.Stats()
+				b.ReportMetric(float64(s.Appends-before.Appends)/float64(s.Syncs-before.Syncs), "entries/fsync")
+				shutdown(b, j)
 			})
-			b.StopTimer()
-			s := j.Stats()
-			b.ReportMetric(float64(s.Appends-before.Appends)/float64(s.Syncs-before.Syncs), "entries/fsync")
-			shutdown(b, j)
-		})
+		}
 	}
 }
 

@@ -43,6 +43,16 @@ type Config struct {
 	// 4 MiB) plus the in-flight outcomes (~1.2 KB each) with room to spare;
 	// see docs/operations.md. Default 64 MiB; negative disables the check.
 	MinFree int64
+	// SyncInterval is the least time between two fsyncs of the journal's
+	// write-ahead log (pebble's WALMinSyncInterval): a synced write that
+	// arrives while the last fsync is younger than this waits for the next
+	// one, so more writes share each fsync. Every approved PIN change waits
+	// for two synced writes (the reversal owed before the issuer call, and
+	// its outcome), so it adds at most twice this to an answer, and
+	// nothing when fsyncs are slower than it anyway. Default 1ms
+	// (docs/optimisation-log.md, change 26); at most 10ms; negative turns it
+	// off (an fsync as soon as the last one returns).
+	SyncInterval time.Duration
 	// Relay configures delivery to Kafka. Without brokers the journal runs
 	// in journal-only mode.
 	Relay RelayConfig
@@ -112,6 +122,8 @@ const (
 	DefaultWriteTimeout = 2 * time.Second
 	DefaultMinFree      = 64 << 20
 	DefaultRetain       = 100_000
+	DefaultSyncInterval = time.Millisecond
+	MaxSyncInterval     = 10 * time.Millisecond
 	DefaultBatchSize    = 500
 	DefaultBatchBytes   = 1 << 20
 	DefaultBatchTimeout = 2 * time.Millisecond
@@ -151,6 +163,7 @@ func (c *Config) Validate() error {
 		c.MinFree = DefaultMinFree
 	}
 	def(&c.Retain, min(DefaultRetain, max(c.MaxDepth, 1)))
+	defd(&c.SyncInterval, DefaultSyncInterval)
 	r := &c.Relay
 	if r.ClientID == "" {
 		r.ClientID = "pingate"
@@ -178,6 +191,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteTimeout < 0 {
 		bad("write_timeout %v must be positive", c.WriteTimeout)
+	}
+	if c.SyncInterval > MaxSyncInterval {
+		bad("sync_interval %v must be at most %v", c.SyncInterval, MaxSyncInterval)
 	}
 	if c.MaxDepth < 1 {
 		bad("max_depth %d must be positive", c.MaxDepth)

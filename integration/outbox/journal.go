@@ -148,6 +148,7 @@ func Open(cfg Config) (*Journal, error) {
 		Name: "event journal", FS: fs, MinFree: cfg.MinFree, ProbeInterval: cfg.probeInterval,
 		CloseWait: cfg.WriteTimeout, Ready: j.load,
 		Closing: func(db *pebble.DB) { j.syncBase.Add(dbSyncs(db)) },
+		Pebble:  pebble.Options{WALMinSyncInterval: minSyncInterval(cfg.SyncInterval)},
 	})
 	if err != nil {
 		fsCloser.Close()
@@ -316,6 +317,15 @@ func (j *Journal) write(fill func(*pebble.Batch) error, o *pebble.WriteOptions, 
 		slog.Error("event journal write stalled; refusing new work until it returns", "timeout", j.cfg.WriteTimeout)
 		return ErrStalled
 	}
+}
+
+// minSyncInterval is pebble's WALMinSyncInterval for Config.SyncInterval:
+// nil (no wait between fsyncs) when it is negative.
+func minSyncInterval(d time.Duration) func() time.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return func() time.Duration { return d }
 }
 
 // Store is the journal's database. Other stores may keep their keys in it

@@ -397,7 +397,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("Validate(minimal) = %v", err)
 	}
 	if c.MaxDepth != DefaultMaxDepth || c.Retain != DefaultRetain || c.Relay.BatchSize != DefaultBatchSize ||
-		c.Relay.CallTimeout != DefaultCallTimeout || c.Relay.Linger != DefaultLinger || !c.JournalOnly() {
+		c.Relay.CallTimeout != DefaultCallTimeout || c.Relay.Linger != DefaultLinger || c.SyncInterval != DefaultSyncInterval || !c.JournalOnly() {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	tests := []struct {
@@ -414,6 +414,7 @@ func TestConfigValidate(t *testing.T) {
 		{"call timeout too short", func(c *Config) { c.Relay.CallTimeout = time.Second }, "call_timeout"},
 		{"backoff reversed", func(c *Config) { c.Relay.BackoffMin, c.Relay.BackoffMax = time.Second, time.Millisecond }, "backoff"},
 		{"linger too long", func(c *Config) { c.Relay.Linger = time.Second }, "linger 1s"},
+		{"sync interval too long", func(c *Config) { c.SyncInterval = 11 * time.Millisecond }, "sync_interval 11ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,5 +491,28 @@ func TestConfigDefaultsFollowLimits(t *testing.T) {
 	}
 	if c.Retain != 1000 || c.Relay.CallTimeout != 60*time.Second {
 		t.Errorf("Retain = %d, CallTimeout = %v; want 1000, 1m0s", c.Retain, c.Relay.CallTimeout)
+	}
+}
+
+// TestSyncIntervalOff: a negative Config.SyncInterval leaves pebble without
+// a wait between fsyncs (its option nil), a positive one is passed as is.
+func TestSyncIntervalOff(t *testing.T) {
+	c := testConfig(t)
+	c.SyncInterval = -1
+	if err := c.Validate(); err != nil || c.SyncInterval != -1 {
+		t.Fatalf("Validate() = %v with sync interval %v, want nil with -1 kept", err, c.SyncInterval)
+	}
+	if f := minSyncInterval(c.SyncInterval); f != nil {
+		t.Errorf("sync interval -1 gives pebble a minimum of %v, want none", f())
+	}
+	if f := minSyncInterval(3 * time.Millisecond); f == nil || f() != 3*time.Millisecond {
+		t.Error("sync interval 3ms is not passed to pebble")
+	}
+	j := mustOpen(t, c)
+	defer shutdown(t, j)
+	for i := range 3 {
+		if err := j.Publish(context.Background(), testEvent(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

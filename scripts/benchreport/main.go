@@ -693,7 +693,10 @@ func baselineOf(pkg, name string, have map[string]bool) string {
 			return n
 		}
 	case "outbox":
-		if n := "BaselinePebbleSetSync/" + sub; have[n] {
+		// JournalAppend/goroutines=N/interval=X against the pebble Set
+		// with Sync at the same concurrency.
+		par, _, _ := strings.Cut(sub, "/")
+		if n := "BaselinePebbleSetSync/" + par; have[n] {
 			return n
 		}
 	case "routing":
@@ -719,7 +722,7 @@ func renderMicro(w io.Writer, dir string) {
 		{"routing", "Route lookup at 1k / 100k / 1M ranges", "`routing` BenchmarkBINLookup; the ratio is to the 1k-range table."},
 		{"redislimit", "Limiter round trip", "`integration/redislimit` BenchmarkAllow against a real redis-server; the baseline is a bare PING round trip."},
 		{"payshield", "PIN change through the payShield module beside the software module", "`integration/payshield` BenchmarkPair: a PIN change's two translations (ISO 0 → ISO 3) on a prepared route, callers in parallel. `Pair/payshield-sim` goes over loopback TCP to the in-process `hsmsim` (4 connections, both commands of a pair in flight at once, responses matched by header); its baseline `Pair/software` is the software module doing the same cryptography in process. The simulator shares the machine's cores with the benchmark, so this is the protocol's cost on one host, not a payShield's latency."},
-		{"outbox", "Journal append with group commit", "`integration/outbox` BenchmarkJournalAppend (each call returns once its entry is fsynced, grouped with concurrent ones); baselines: one pebble Set with Sync per event, and a raw write + fsync."},
+		{"outbox", "Journal append with group commit", "`integration/outbox` BenchmarkJournalAppend (each call returns once its entry is fsynced, grouped with concurrent ones), with fsyncs as soon as the last returns (interval=off) and at most one per millisecond (interval=1ms, `events.journal_sync_interval`'s default); baselines: one pebble Set with Sync per event, and a raw write + fsync."},
 	}
 	fmt.Fprintln(w, "## Micro-benchmarks")
 	fmt.Fprintln(w)
