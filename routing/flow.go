@@ -728,28 +728,29 @@ func newFlowMetrics() flowMetrics {
 	return fm
 }
 
-// stageAttrs are the attribute sets of the stages, built once: building a
-// set sorts and copies its attributes, four times a request otherwise.
-var stageAttrs = func() map[string]metric.MeasurementOption {
-	m := map[string]metric.MeasurementOption{}
+// stageAttrs are the options of each stage's measurement, built once:
+// building a set sorts and copies its attributes, and a variadic option
+// makes a slice, four times a request otherwise.
+var stageAttrs = func() map[string][]metric.RecordOption {
+	m := map[string][]metric.RecordOption{}
 	for _, n := range []string{"limiter", "hsm", "issuer", "journal"} {
-		m[n] = metric.WithAttributes(attribute.String("stage", n))
+		m[n] = []metric.RecordOption{metric.WithAttributes(attribute.String("stage", n))}
 	}
 	return m
 }()
 
 func (m flowMetrics) stage(ctx context.Context, name string, from, to time.Time) {
-	attrs, ok := stageAttrs[name]
+	opts, ok := stageAttrs[name]
 	if !ok {
-		attrs = metric.WithAttributes(attribute.String("stage", name))
+		opts = []metric.RecordOption{metric.WithAttributes(attribute.String("stage", name))}
 	}
-	m.stages.Record(ctx, to.Sub(from).Seconds(), attrs)
+	m.stages.Record(ctx, to.Sub(from).Seconds(), opts...)
 }
 
 func (m flowMetrics) record(ctx context.Context, req *Request, out *Outcome) {
-	attrs := m.requestAttrs.of(requestLabels{req.Operation, req.Channel, out.Outcome, out.Code})
-	m.requests.Add(ctx, 1, attrs)
-	m.duration.Record(ctx, out.Duration.Seconds(), attrs)
+	o := m.requestAttrs.of(requestLabels{req.Operation, req.Channel, out.Outcome, out.Code})
+	m.requests.Add(ctx, 1, o.add...)
+	m.duration.Record(ctx, out.Duration.Seconds(), o.record...)
 }
 
 // requestLabels are the attributes of pingate.requests and
@@ -765,25 +766,33 @@ type requestLabels struct {
 // outcomes are few, but an issuer may answer any two-character code.
 const maxRequestAttrSets = 512
 
-// requestAttrCache keeps the attribute set of each combination of request
-// labels seen: building a set sorts and copies its attributes, twice a
-// request otherwise. Past maxRequestAttrSets combinations, new ones are
+// requestAttrCache keeps the measurement options of each combination of
+// request labels seen: building a set sorts and copies its attributes, and a
+// variadic option makes a slice, twice a request otherwise. Past maxRequestAttrSets combinations, new ones are
 // built per call and not kept.
 type requestAttrCache struct {
-	sets sync.Map // requestLabels → metric.MeasurementOption
+	sets sync.Map // requestLabels → *requestOpts
 	n    atomic.Int32
 }
 
-func (c *requestAttrCache) of(l requestLabels) metric.MeasurementOption {
+// requestOpts are one label combination's options, as the counter's Add
+// and the histogram's Record take them.
+type requestOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func (c *requestAttrCache) of(l requestLabels) *requestOpts {
 	if o, ok := c.sets.Load(l); ok {
-		return o.(metric.MeasurementOption)
+		return o.(*requestOpts)
 	}
-	o := metric.WithAttributes(
+	attrs := metric.WithAttributes(
 		attribute.String("operation", string(l.operation)),
 		attribute.String("channel", string(l.channel)),
 		attribute.String("outcome", l.outcome),
 		attribute.String("code", l.code),
 	)
+	o := &requestOpts{add: []metric.AddOption{attrs}, record: []metric.RecordOption{attrs}}
 	if c.n.Load() < maxRequestAttrSets {
 		if _, loaded := c.sets.LoadOrStore(l, o); !loaded {
 			c.n.Add(1)

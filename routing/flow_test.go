@@ -321,8 +321,12 @@ func TestFlowTranslatorFollowsKeyRotation(t *testing.T) {
 // four labels of the request it is built for, the same labels give the kept
 // set, and past the cap new combinations are still labelled right.
 func TestRequestAttrCache(t *testing.T) {
-	attrsOf := func(o metric.MeasurementOption) attribute.Set {
-		return metric.NewAddConfig([]metric.AddOption{o}).Attributes()
+	attrsOf := func(o *requestOpts) attribute.Set {
+		add, rec := metric.NewAddConfig(o.add).Attributes(), metric.NewRecordConfig(o.record).Attributes()
+		if !add.Equals(&rec) {
+			t.Fatalf("the counter's labels %v differ from the histogram's %v", add.Encoded(attribute.DefaultEncoder()), rec.Encoded(attribute.DefaultEncoder()))
+		}
+		return add
 	}
 	c := new(requestAttrCache)
 	l := requestLabels{OpChange, ChannelATM, OutcomeDeclined, "55"}

@@ -70,8 +70,8 @@ func OperationOf(proc string) (Operation, bool) {
 func header(f *iso8583.Fields, h MessageHeader) {
 	f.STAN = h.STAN
 	f.TransmissionTime = h.Transmit
-	f.LocalTime = h.LocalTime.Format("150405")
-	f.LocalDate = h.LocalTime.Format("0102")
+	dt := h.LocalTime.Format("0102150405") // DE 13 and DE 12 from one string
+	f.LocalDate, f.LocalTime = dt[:4], dt[4:]
 	f.AcquirerID = h.Institution
 	f.ReceivingInstitution = h.Receiver
 	f.TerminalID = h.Terminal

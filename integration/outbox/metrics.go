@@ -34,14 +34,16 @@ type metrics struct {
 }
 
 var (
-	attrOK       = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
-	resultAttrs  = map[string]metric.AddOption{"ok": attrOK}
+	attrOK = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
+	// resultAttrs are the append counter's options by result, each a slice
+	// made once: a variadic option would make one per append.
+	resultAttrs  = map[string][]metric.AddOption{"ok": {attrOK}}
 	batchBuckets = metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 )
 
 func init() {
 	for _, r := range []string{"full", "invalid", "canceled", "error"} {
-		resultAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))
+		resultAttrs[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))}
 	}
 }
 
@@ -131,7 +133,7 @@ func (j *Journal) lagAge(s Stats) time.Duration {
 }
 
 func (m *metrics) appended(ctx context.Context, result string) {
-	m.appends.Add(ctx, 1, resultAttrs[result])
+	m.appends.Add(ctx, 1, resultAttrs[result]...)
 }
 
 func (m *metrics) relayed(ctx context.Context, n int) {

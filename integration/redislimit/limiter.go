@@ -197,7 +197,8 @@ func (l *Limiter) Config() Config { return l.cfg }
 // Keys of one request. Identifiers are escaped so that none can close a hash
 // tag or fake a separator.
 func (l *Limiter) opsKey(token string, day time.Time) string {
-	return l.cfg.KeyPrefix + ":{c:" + l.esc.Replace(token) + "}:ops:" + day.In(l.zone).Format("20060102")
+	var d [8]byte // the concatenation copies it: no string is made for the date
+	return l.cfg.KeyPrefix + ":{c:" + l.esc.Replace(token) + "}:ops:" + string(day.In(l.zone).AppendFormat(d[:0], "20060102"))
 }
 
 func (l *Limiter) wrongPINKey(token string) string {
@@ -264,7 +265,8 @@ func (l *Limiter) run(ctx context.Context, rdb pipeliner, calls []*call, wait bo
 	var again []*call
 	for _, c := range calls {
 		l.failed(c.cmd.Err())
-		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+		// HasErrorPrefix allocates even for a nil error: most calls have one.
+		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			again = append(again, c)
 		}
 	}
@@ -658,7 +660,9 @@ func (m *meter) noCardToken(ctx context.Context) (routing.Decision, error) {
 // A limiter_unavailable refusal is a decision with that reason.
 type instruments struct {
 	decisions, fallbacks, recordErrors metric.Int64Counter
-	byReason                           map[string]metric.MeasurementOption
+	// byReason are the counters' options by reason, each a slice made
+	// once: a variadic option would make one per decision.
+	byReason map[string][]metric.AddOption
 }
 
 func newInstruments(m metric.Meter) instruments {
@@ -671,17 +675,17 @@ func newInstruments(m metric.Meter) instruments {
 		metric.WithDescription("throughput decisions taken by the local fallback because Redis failed"))
 	in.recordErrors, _ = m.Int64Counter("pingate.limiter.record_errors",
 		metric.WithDescription("wrong-PIN marks or clears that could not be stored"))
-	in.byReason = map[string]metric.MeasurementOption{
-		"": metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "allowed"))),
+	in.byReason = map[string][]metric.AddOption{
+		"": {metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "allowed")))},
 	}
 	for _, e := range []error{routing.ErrCardDailyLimit, routing.ErrCardWrongPINLimit, routing.ErrTerminalLimit,
 		routing.ErrAcquirerLimit, routing.ErrLimiterUnavailable} {
 		r := reasonOf(refuse(e, ""))
-		in.byReason[r] = metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("result", "refused"), attribute.String("reason", r)))
+		in.byReason[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("result", "refused"), attribute.String("reason", r)))}
 	}
 	for _, lim := range []string{LimitTerminal, LimitAcquirer} {
-		in.byReason["fallback:"+lim] = metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", lim)))
+		in.byReason["fallback:"+lim] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", lim)))}
 	}
 	return in
 }
@@ -695,12 +699,12 @@ func (m *meter) count(ctx context.Context, d routing.Decision) {
 			m.stats.failedClosed.Add(1)
 		}
 	}
-	m.metrics.decisions.Add(ctx, 1, m.metrics.byReason[reasonOf(d)])
+	m.metrics.decisions.Add(ctx, 1, m.metrics.byReason[reasonOf(d)]...)
 }
 
 func (m *meter) fallback(ctx context.Context, limit string) {
 	m.stats.fallbacks.Add(1)
-	m.metrics.fallbacks.Add(ctx, 1, m.metrics.byReason["fallback:"+limit])
+	m.metrics.fallbacks.Add(ctx, 1, m.metrics.byReason["fallback:"+limit]...)
 }
 
 func (m *meter) recordError(ctx context.Context) {
