@@ -1061,8 +1061,9 @@ func mustHexBytes(t *testing.T, h string) []byte {
 // TestPayShieldModeBranchPINPadReset: with security.module payshield and a
 // branch front end on a TDES zone key (ISO 3), a PIN-pad reset — the new PIN
 // keyed on the branch PIN pad — is translated by the HSM (CC) to the issuer;
-// the PIN then changes at an ATM, so the issuer holds the PIN the PIN pad
-// sent. (The development branch key is AES, which a variant-LMK payShield
+// the cardholder then changes it at the branch (both blocks through CC; a
+// wrong current PIN is declined 55) and at an ATM, so the issuer holds each
+// PIN the PIN pad sent. (The development branch key is AES, which a variant-LMK payShield
 // does not hold: a payShield deployment's branch key is TDES.)
 func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	_, addr := startHSMSim(t)
@@ -1094,17 +1095,22 @@ func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := pinblock.NewSecretPIN("60418")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := pinblock.Encipher(pinblock.Format3, p, card.PAN, zpk)
-	if err != nil {
-		t.Fatal(err)
+	// blockOf is pin as the branch PIN pad sends it: ISO 3 under its key.
+	blockOf := func(pin string) string {
+		t.Helper()
+		p, err := pinblock.NewSecretPIN(pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pinblock.Encipher(pinblock.Format3, p, card.PAN, zpk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.ToUpper(hex.EncodeToString(b))
 	}
 	body := map[string]any{"pan": card.PAN, "branch": branchapi.DevBranch, "terminal": "BR0117P3", "teller": "T0117-07",
 		"identity_check_ref": "IDCHK-2026-000204", "mode": branchapi.ModePINPad, "pin_format": 3, "key_index": 1,
-		"new_pin_block": strings.ToUpper(hex.EncodeToString(block))}
+		"new_pin_block": blockOf("60418")}
 	pending, err := teller.post(ctx, "/v1/pin/resets", body, http.StatusAccepted)
 	if err != nil {
 		t.Fatalf("PIN-pad reset: %v", err)
@@ -1113,8 +1119,26 @@ func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	if err != nil || res.ResponseCode != "00" {
 		t.Fatalf("approval = %+v, %v; want 00", res, err)
 	}
-	if st := payShieldStats(g); st[0].Commands == 0 {
+	afterReset := payShieldStats(g)[0].Commands
+	if afterReset == 0 {
 		t.Error("the HSM saw no command for the PIN-pad reset")
+	}
+	// The cardholder changes it at the branch: the old and the new block
+	// from the PIN pad, each translated by the HSM (CC). A wrong current
+	// PIN is declined by the issuer, which sees it only translated.
+	change := func(oldPIN, newPIN string) (branchapi.OperationResult, error) {
+		return teller.post(ctx, "/v1/pin/changes", map[string]any{"pan": card.PAN, "branch": branchapi.DevBranch,
+			"terminal": "BR0117P3", "teller": "T0117-07", "pin_format": 3, "key_index": 1,
+			"old_pin_block": blockOf(oldPIN), "new_pin_block": blockOf(newPIN)}, http.StatusOK)
+	}
+	if res, err := change("11111", "82715"); err != nil || res.ResponseCode != "55" {
+		t.Errorf("branch change from a wrong current PIN = %+v, %v; want 55", res, err)
+	}
+	if res, err := change("60418", "82715"); err != nil || res.ResponseCode != "00" {
+		t.Fatalf("branch change from the PIN-pad PIN = %+v, %v; want 00", res, err)
+	}
+	if n := payShieldStats(g)[0].Commands - afterReset; n < 4 {
+		t.Errorf("the HSM saw %d commands for two branch PIN changes, want at least 4 (two CC each)", n)
 	}
 	client, err := loadgen.Dial(ctx, g.AcquirerAddr())
 	if err != nil {
@@ -1122,9 +1146,9 @@ func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	}
 	defer client.Close()
 	op := loadgen.Op{Acquirer: gateway.DevATMAcquirer, Terminal: "ATM00778", Proc: iso8583.ProcPINChange, PAN: card.PAN,
-		OldPIN: "60418", NewPIN: "7306", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
+		OldPIN: "82715", NewPIN: "7306", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
 	if code, err := opsDo(ctx, client, op); err != nil || code != "00" {
-		t.Fatalf("ATM change from the PIN-pad PIN = %q, %v; want 00", code, err)
+		t.Fatalf("ATM change from the PIN changed at the branch = %q, %v; want 00", code, err)
 	}
 }
 
