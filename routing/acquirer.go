@@ -337,7 +337,7 @@ func (a *AcquirerFront) answer(ctx context.Context, f *iso8583.Fields, err error
 func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code string) []byte {
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("iso8583.response_code", code))
 	r := iso8583.Fields{
-		MTI:                  iso8583.ResponseMTI(f.MTI),
+		MTI:                  answerMTI(f.MTI),
 		PAN:                  f.PAN,
 		ProcessingCode:       f.ProcessingCode,
 		TransmissionTime:     f.TransmissionTime,
@@ -353,6 +353,11 @@ func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code strin
 		OriginalData:         f.OriginalData,
 		ReceivingInstitution: f.ReceivingInstitution,
 	}
+	if r.MTI == iso8583.MTIReversalResponse {
+		// The 0430 carries no local date and time (the field use, docs/
+		// iso8583-acquirer.md), though the 0420 may.
+		r.LocalTime, r.LocalDate = "", ""
+	}
 	b, err := iso8583.Pack(iso8583.AcquirerSpec, &r)
 	if err != nil {
 		// An echoed field did not pack (its request was malformed in a way
@@ -364,15 +369,23 @@ func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code strin
 
 // formatError answers a frame that does not unpack: 30, echoing every
 // element that could be read (iso8583.UnpackReadable) so that the acquirer
-// can match the answer, with the response MTI of a readable request MTI,
-// else 0110.
+// can match the answer, under answerMTI's MTI.
 func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error) []byte {
 	f := iso8583.UnpackReadable(iso8583.AcquirerSpec, frame)
-	if len(f.MTI) != 4 || !isDigits(f.MTI) || f.MTI[2] != '0' {
-		f.MTI = iso8583.MTIAuthRequest
-	}
 	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
 	return a.answer(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err))
+}
+
+// answerMTI is the MTI of the answer to a message of mti: the response MTI
+// of a request or advice (third digit 0 or 2: 0100 → 0110, 0420 → 0430,
+// 0800 → 0810), and 0110 for anything else — an MTI that does not read, or a
+// response sent to the gateway, which is never answered with a response of
+// its own kind.
+func answerMTI(mti string) string {
+	if len(mti) == 4 && isDigits(mti) && (mti[2] == '0' || mti[2] == '2') {
+		return iso8583.ResponseMTI(mti)
+	}
+	return iso8583.MTIAuthResponse
 }
 
 func validOr(s string, n int) string {

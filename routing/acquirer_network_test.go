@@ -140,6 +140,13 @@ func runSteps(t *testing.T, front *AcquirerFront, steps []frameStep) {
 		if err != nil {
 			t.Fatalf("%s: the answer does not unpack: %v", st.name, err)
 		}
+		// An answer keeps its kind's field use (a format error's echoes
+		// whatever of the request could be read, documented so).
+		if st.wantCode != iso8583.RCFormatError {
+			if err := got.Check(); err != nil {
+				t.Errorf("%s: the %s answer breaks its field use: %v", st.name, got.MTI, err)
+			}
+		}
 		if got.MTI != st.wantMTI || got.ResponseCode != st.wantCode || closeAfter != st.wantClose {
 			t.Errorf("%s: HandleFrame() = %s/%s close=%v, want %s/%s close=%v", st.name, got.MTI, got.ResponseCode, closeAfter, st.wantMTI, st.wantCode, st.wantClose)
 		}
@@ -330,4 +337,31 @@ func TestHandleFramePINOperations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFormatErrorAnswerMTI: a message that does not unpack is answered 30
+// under the response MTI of its request or advice MTI (an 0420 cut short
+// gets an 0430), and a response sent to the gateway, even one that
+// unpacks, gets an 0110 (docs/iso8583-acquirer.md, "Framing and encoding").
+func TestFormatErrorAnswerMTI(t *testing.T) {
+	cut := func(b []byte) []byte { return b[:len(b)-3] }
+	unsolicited := func(mti string, f *iso8583.Fields) []byte {
+		f.MTI = mti
+		b, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	front := networkFront(t, &reversingIssuer{code: iso8583.RCApproved}, &memSink{}, &fakeImporter{})
+	runSteps(t, front, []frameStep{
+		{"an 0100 cut short", cut(changeFrame(t, "000201")), iso8583.MTIAuthResponse, "30", false},
+		{"an 0420 cut short", cut(reversalFrame(t, "000202", iso8583.MTIAuthRequest, "100001", "68")), iso8583.MTIReversalResponse, "30", false},
+		{"an 0800 cut short", cut(netFrame(t, "100001", iso8583.NMIEcho, nil, 0)), iso8583.MTINetworkResponse, "30", false},
+		{"an 0810 sent to the gateway", unsolicited(iso8583.MTINetworkResponse, &iso8583.Fields{TransmissionTime: "1125120000",
+			STAN: "000203", AcquirerID: "100001", NetworkCode: iso8583.NMIEcho, ResponseCode: "00"}), iso8583.MTIAuthResponse, "30", false},
+		{"an 0110 sent to the gateway", repack(t, changeFrame(t, "000204"), func(f *iso8583.Fields) {
+			f.MTI, f.ResponseCode, f.PINBlock, f.NewPINBlock, f.SecurityControl, f.Additional = iso8583.MTIAuthResponse, "00", nil, nil, "", nil
+		}), iso8583.MTIAuthResponse, "30", false},
+	})
 }
