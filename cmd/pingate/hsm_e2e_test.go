@@ -578,6 +578,22 @@ func holdsNoClearSecrets(t *testing.T, keyBlock bool) {
 	}
 	change(pop.Card(42).PAN, pins[2], "360482", v2, iso8583.RCApproved)
 	change(pop.Card(43).PAN, pop.Card(43).PIN, "815027", v2, iso8583.RCApproved)
+	// A reload checks the routes' keys against the HSM keys the module
+	// holds (no software key is loaded in this mode): the running config
+	// reloads, and one naming a key the HSM does not hold is refused.
+	cur := g.Config()
+	g.SetReloadSource(func() (gateway.Config, error) { return cur, nil })
+	if rep, err := g.Reload("test"); err != nil || rep.Result != gateway.ReloadOK {
+		t.Fatalf("reload of the running config in payShield mode = %+v, %v; want ok", rep, err)
+	}
+	bad := cur
+	bad.Routing.Issuers = append([]routing.IssuerConfig(nil), cur.Routing.Issuers...)
+	bad.Routing.Issuers[0].Key = "no-such-key"
+	g.SetReloadSource(func() (gateway.Config, error) { return bad, nil })
+	if _, err := g.Reload("test"); err == nil || !strings.Contains(err.Error(), "no-such-key") {
+		t.Fatalf("reload naming a key the HSM does not hold = %v; want refused naming it", err)
+	}
+	change(pop.Card(44).PAN, pop.Card(44).PIN, "604173", v2, iso8583.RCApproved)
 	for _, k := range [][]byte{zmkClear, acqClear, issClear, newClear} {
 		secrets = append(secrets, hex.EncodeToString(k))
 	}

@@ -192,7 +192,17 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 	if err != nil {
 		return rep, fmt.Errorf("keys: %w", err)
 	}
-	if err := checkKeyLabels(next.Routing, ring); err != nil {
+	// The routes name the keys of the module that translates: in payShield
+	// mode the HSM keys the module holds (the key file as read at start,
+	// with every key change since), not the software ring.
+	held := ring.List()
+	if g.psKeys != nil {
+		held = nil
+		for _, k := range g.psKeys.List() {
+			held = append(held, pinblock.KeyInfo{ID: k.ID})
+		}
+	}
+	if err := checkKeyLabels(next.Routing, held); err != nil {
 		ring.Zeroize()
 		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
@@ -277,6 +287,14 @@ func restartNeeded(cur, next Config) error {
 	diff("branch", cur.Branch, next.Branch)
 	diff("limits.backend", cur.Limits.Backend, next.Limits.Backend)
 	diff("security.weak_pins", cur.Security.WeakPINs == nil || *cur.Security.WeakPINs, next.Security.WeakPINs == nil || *next.Security.WeakPINs)
+	module := func(c Config) string {
+		if c.Security.Module == "" {
+			return "software"
+		}
+		return c.Security.Module
+	}
+	diff("security.module", module(cur), module(next))
+	diff("security.payshield", cur.Security.PayShield, next.Security.PayShield)
 	diff("security.key_sync_interval", cur.Security.KeySyncInterval, next.Security.KeySyncInterval)
 	diff("security.card_token_key_file", cur.Security.CardTokenKeyFile, next.Security.CardTokenKeyFile)
 	diff("security.card_token_key_env", cur.Security.CardTokenKeyEnv, next.Security.CardTokenKeyEnv)
@@ -358,10 +376,10 @@ func storedKeys(sec SecurityConfig) []keystore.StoredKey {
 	return ks
 }
 
-// checkKeyLabels names every key label of rc that ring does not hold.
-func checkKeyLabels(rc routing.Config, ring *pinblock.Keyring) error {
+// checkKeyLabels names every key label of rc that is not among keys.
+func checkKeyLabels(rc routing.Config, keys []pinblock.KeyInfo) error {
 	held := map[string]bool{}
-	for _, k := range ring.List() {
+	for _, k := range keys {
 		held[k.ID] = true
 	}
 	var errs []error
