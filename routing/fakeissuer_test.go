@@ -132,8 +132,11 @@ type fakeHost struct {
 	mu        sync.Mutex
 	refuse    bool // refuse dials
 	failSends int
-	policy    func(f *iso8583.Fields) string // the DE 39 to answer f with; "" holds the answer
-	conns     []*fakeConn
+	// bareNetwork: answer 0800s without DE 32 and DE 100, which the
+	// 0810's field use leaves optional.
+	bareNetwork bool
+	policy      func(f *iso8583.Fields) string // the DE 39 to answer f with; "" holds the answer
+	conns       []*fakeConn
 
 	dials events[struct{}]        // every dial attempt, accepted or not
 	got   events[*iso8583.Fields] // every message received, in order
@@ -320,7 +323,13 @@ func (c *fakeConn) loop() {
 				continue
 			}
 			if code := c.host.answer(f); code != "" {
-				b, err := iso8583.Pack(iso8583.IssuerSpec, replyFields(f, code))
+				r := replyFields(f, code)
+				c.host.mu.Lock()
+				if c.host.bareNetwork && f.MTI == iso8583.MTINetworkRequest {
+					r.AcquirerID, r.ReceivingInstitution = "", ""
+				}
+				c.host.mu.Unlock()
+				b, err := iso8583.Pack(iso8583.IssuerSpec, r)
 				if err == nil {
 					c.onFrame(b)
 				}

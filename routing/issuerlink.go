@@ -51,9 +51,15 @@ type MessageHeader struct {
 }
 
 // matchKey is MTI class + STAN + DE 7 + DE 32 + DE 41: STAN alone repeats
-// within a day at a few thousand requests per second.
+// within a day at a few thousand requests per second. Network management
+// (0800/0810) is matched on STAN + DE 7 alone: it has no DE 41, the 0810's
+// DE 32 is optional in its field use, and pingate sends a few a minute.
 func matchKey(mti string, h MessageHeader) string {
-	return mtiClass(mti) + "|" + h.STAN + "|" + h.Transmit + "|" + h.Institution + "|" + h.Terminal
+	c := mtiClass(mti)
+	if c == "080" {
+		return c + "|" + h.STAN + "|" + h.Transmit
+	}
+	return c + "|" + h.STAN + "|" + h.Transmit + "|" + h.Institution + "|" + h.Terminal
 }
 
 // mtiClass pairs a request with its answer: version, class and the function

@@ -570,6 +570,32 @@ func TestLinksEchoWhenIdle(t *testing.T) {
 	rig.waitUp(t, 2, "A")
 }
 
+// TestLinksNetworkAnswersWithoutInstitution: an issuer that leaves DE 32
+// and DE 100 out of its 0810s, as their field use allows, still signs the
+// link on and answers its echo tests: network answers are matched on
+// DE 11 and DE 7.
+func TestLinksNetworkAnswersWithoutInstitution(t *testing.T) {
+	ic := linkIssuer("A")
+	ic.EchoInterval = time.Millisecond
+	rig := newLinkRig(t, []IssuerConfig{ic}, "A")
+	host := rig.net.host("A")
+	host.mu.Lock()
+	host.bareNetwork = true
+	host.mu.Unlock()
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	host.waitMsg(t, 3, iso8583.MTINetworkRequest, iso8583.NMIEcho)
+	if got := l.SignedOn(); !got["ssbank"] {
+		t.Fatalf("SignedOn() = %v after the echo tests, want ssbank true", got)
+	}
+	if n := host.dials.count(func(struct{}) bool { return true }); n != 1 {
+		t.Errorf("%d dials: the link went down on an answer without DE 32", n)
+	}
+	if code, err := l.Send(context.Background(), "ssbank", unblockRequest("T0000001")); err != nil || code != iso8583.RCApproved {
+		t.Fatalf("Send() = %q, %v, want 00", code, err)
+	}
+}
+
 // TestLinksShutdownSignsOff: Shutdown signs off every signed-on link, waits
 // for the links' goroutines, and may be called again.
 func TestLinksShutdownSignsOff(t *testing.T) {
