@@ -768,8 +768,8 @@ const maxRequestAttrSets = 512
 
 // requestAttrCache keeps the measurement options of each combination of
 // request labels seen: building a set sorts and copies its attributes, and a
-// variadic option makes a slice, twice a request otherwise. Past maxRequestAttrSets combinations, new ones are
-// built per call and not kept.
+// variadic option makes a slice, twice a request otherwise. Past
+// maxRequestAttrSets combinations, new ones are built per call and not kept.
 type requestAttrCache struct {
 	sets sync.Map // requestLabels → *requestOpts
 	n    atomic.Int32

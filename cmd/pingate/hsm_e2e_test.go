@@ -1079,8 +1079,9 @@ func mustHexBytes(t *testing.T, h string) []byte {
 // keyed on the branch PIN pad — is translated by the HSM (CC) to the issuer;
 // the cardholder then changes it at the branch (both blocks through CC; a
 // wrong current PIN is declined 55) and at an ATM, so the issuer holds each
-// PIN the PIN pad sent. (The development branch key is AES, which a variant-LMK payShield
-// does not hold: a payShield deployment's branch key is TDES.)
+// PIN the PIN pad sent. (The development branch key is AES, which a
+// variant-LMK payShield does not hold: a payShield deployment's branch key
+// is TDES.)
 func TestPayShieldModeBranchPINPadReset(t *testing.T) {
 	_, addr := startHSMSim(t)
 	branchAcq := gateway.EmbeddedConfig().Routing.Acquirers[1]
