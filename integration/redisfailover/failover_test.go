@@ -111,8 +111,8 @@ func clusterMasters(t *testing.T, h *testservers.RedisHA) []string {
 }
 
 func sentinelTopology(h *testservers.RedisHA) topology {
-	masterAddr := func() (string, error) {
-		s := redis.NewSentinelClient(&redis.Options{Addr: h.SentinelAddrs[0], DisableIdentity: true})
+	masterAt := func(sentinel string) (string, error) {
+		s := redis.NewSentinelClient(&redis.Options{Addr: sentinel, DisableIdentity: true})
 		defer s.Close()
 		a, err := s.GetMasterAddrByName(context.Background(), h.SentinelMaster).Result()
 		if err != nil {
@@ -120,6 +120,7 @@ func sentinelTopology(h *testservers.RedisHA) topology {
 		}
 		return a[0] + ":" + a[1], nil
 	}
+	masterAddr := func() (string, error) { return masterAt(h.SentinelAddrs[0]) }
 	return topology{
 		name: "sentinel", mode: redislimit.ModeSentinel, addrs: h.SentinelAddrs, masterName: h.SentinelMaster,
 		master: func(t *testing.T) string {
@@ -129,10 +130,19 @@ func sentinelTopology(h *testservers.RedisHA) topology {
 			}
 			return h.NodeOf(a)
 		},
+		// Failed over once every sentinel names the new master: a sentinel
+		// still on the old configuration when the killed node comes back
+		// (empty, no persistence) could take it for the master again and
+		// have the node holding the counts resynchronise from it.
 		failedOver: func(killed string) bool {
 			a, err := masterAddr()
 			if err != nil || a == h.Nodes[killed] {
 				return false
+			}
+			for _, s := range h.SentinelAddrs[1:] {
+				if b, err := masterAt(s); err != nil || b != a {
+					return false
+				}
 			}
 			rdb := redis.NewClient(&redis.Options{Addr: a, DisableIdentity: true})
 			defer rdb.Close()
