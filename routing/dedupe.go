@@ -9,7 +9,7 @@ import (
 )
 
 // dedupe remembers each request's outcome for a window so that a duplicate
-// (same acquirer, terminal, STAN, transmission time) is answered with the first
+// (same card, acquirer, terminal, STAN, transmission time) is answered with the first
 // outcome and never sent to the issuer twice. A duplicate that arrives while
 // the first is still in flight waits for it.
 //
@@ -42,9 +42,11 @@ func newDedupe() *dedupe {
 }
 
 // dedupeKey is the window's key of a request, and of the reversal advice
-// that names it: acquirer, terminal, STAN and transmission time.
-func dedupeKey(acquirer, terminal, stan, transmit string) string {
-	return acquirer + "|" + terminal + "|" + stan + "|" + transmit
+// that names it: acquirer, terminal, STAN, transmission time and the card's
+// token (WindowID's fields): two cards sent under one STAN by a terminal are
+// two requests, on this instance's window as on the shared one.
+func dedupeKey(acquirer, terminal, stan, transmit, cardToken string) string {
+	return acquirer + "|" + terminal + "|" + stan + "|" + transmit + "|" + cardToken
 }
 
 // begin registers key. If it is new, first is true and the caller must call

@@ -273,7 +273,8 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 
 	var key string
 	if req.STAN != "" && req.Transmit != "" {
-		key = dedupeKey(req.Acquirer, req.Terminal, req.STAN, req.Transmit)
+		req.CardToken = f.deps.Tokenizer.Token(req.PAN)
+		key = dedupeKey(req.Acquirer, req.Terminal, req.STAN, req.Transmit, req.CardToken)
 		first, prev, err := f.dups.begin(ctx, key, start)
 		if err != nil {
 			r := ResponseFor(err)
@@ -428,7 +429,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 		}
 		req.AcquirerKey = label
 	}
-	req.CardToken = f.deps.Tokenizer.Token(req.PAN)
+	if req.CardToken == "" { // Handle sets it for a request it keeps in the window
+		req.CardToken = f.deps.Tokenizer.Token(req.PAN)
+	}
 
 	issuer, err = st.table.Lookup(req.PAN)
 	if err != nil {

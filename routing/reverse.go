@@ -20,8 +20,9 @@ type ReversalAdvice struct {
 	Acquirer, Terminal string
 	// STAN and Transmit identify the original request (DE 90).
 	STAN, Transmit string
-	// PAN is DE 2 of the advice: its card token finds the original in a
-	// shared duplicate window. Secret, like Request.PAN.
+	// PAN is DE 2 of the advice (mandatory in an 0420): its card token is
+	// part of the original's identity in the duplicate window, this
+	// instance's and the shared one. Secret, like Request.PAN.
 	PAN string
 	// Reason is the acquirer's DE 39, if it gave one.
 	Reason string
@@ -56,7 +57,8 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		result("failed")
 		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
 	}
-	key := dedupeKey(adv.Acquirer, adv.Terminal, adv.STAN, adv.Transmit)
+	card := f.deps.Tokenizer.Token(adv.PAN) // DE 2 is mandatory in an 0420
+	key := dedupeKey(adv.Acquirer, adv.Terminal, adv.STAN, adv.Transmit, card)
 	now := f.deps.Now()
 	o, local, err := f.dups.lookup(ctx, key, now)
 	if err != nil {
@@ -77,7 +79,7 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		shared bool
 	)
 	if wr != nil {
-		id = WindowID{CardToken: f.deps.Tokenizer.Token(adv.PAN), Acquirer: adv.Acquirer, Terminal: adv.Terminal, STAN: adv.STAN, Transmit: adv.Transmit}
+		id = WindowID{CardToken: card, Acquirer: adv.Acquirer, Terminal: adv.Terminal, STAN: adv.STAN, Transmit: adv.Transmit}
 		rec, shared, err = wr.Lookup(ctx, id)
 		if err != nil {
 			return failed(fmt.Errorf("look up the original in the shared window: %w", err))

@@ -43,7 +43,13 @@ func TestFlowReverseUndoesAnApprovalOnce(t *testing.T) {
 	if out.Code != iso8583.RCApproved {
 		t.Fatalf("Handle() = %s, want 00", out.Code)
 	}
-	adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: "68"}
+	adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: "68", PAN: req.PAN}
+
+	other := adv
+	other.PAN = "6228481200000025" // the same STAN and DE 7 from another card
+	if err := f.Reverse(context.Background(), other); err != nil || len(issuer.reversed) != 0 {
+		t.Fatalf("Reverse() naming another card = %v with %d reversals owed, want nil and none (original unknown)", err, len(issuer.reversed))
+	}
 
 	issuer.fail = errors.New("reversal store down")
 	if err := f.Reverse(context.Background(), adv); !errors.Is(err, ErrReversalFailed) || ResponseFor(err).Code != iso8583.RCSystemMalfunction {
@@ -82,9 +88,9 @@ func TestFlowReverseWithNothingToUndo(t *testing.T) {
 		name string
 		give ReversalAdvice
 	}{
-		{"declined original", ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit}},
-		{"unknown original", ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: "999999", Transmit: req.Transmit}},
-		{"another terminal's", ReversalAdvice{Acquirer: req.Acquirer, Terminal: "ATM00099", STAN: req.STAN, Transmit: req.Transmit}},
+		{"declined original", ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, PAN: req.PAN}},
+		{"unknown original", ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: "999999", Transmit: req.Transmit, PAN: req.PAN}},
+		{"another terminal's", ReversalAdvice{Acquirer: req.Acquirer, Terminal: "ATM00099", STAN: req.STAN, Transmit: req.Transmit, PAN: req.PAN}},
 	}
 	for _, tt := range tests {
 		if err := f.Reverse(context.Background(), tt.give); err != nil {
@@ -111,7 +117,7 @@ func TestFlowReverseReasonCode(t *testing.T) {
 		if out := f.Handle(context.Background(), req); out.Code != iso8583.RCApproved {
 			t.Fatalf("Handle() = %s, want 00", out.Code)
 		}
-		adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: tt.give}
+		adv := ReversalAdvice{Acquirer: req.Acquirer, Terminal: req.Terminal, STAN: req.STAN, Transmit: req.Transmit, Reason: tt.give, PAN: req.PAN}
 		if err := f.Reverse(context.Background(), adv); err != nil {
 			t.Fatalf("Reverse(reason %q) = %v, want nil", tt.give, err)
 		}
