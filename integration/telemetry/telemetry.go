@@ -77,10 +77,13 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		return nil, err
 	}
 	ratio := cfg.Ratio()
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+	// Schemaless: the default resource carries the SDK's semconv schema
+	// URL, and Merge refuses a resource under any other (the semconv import
+	// here is older than the SDK's).
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		semconv.ServiceName("pingate"), semconv.ServiceInstanceID(cfg.ServiceInstance)))
 	if err != nil {
-		res = resource.Default()
+		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(res),

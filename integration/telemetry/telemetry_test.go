@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"context"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -125,4 +127,49 @@ func TestUnsampledChildren(t *testing.T) {
 			t.Errorf("server span under a remote unsampled parent: %v, want a local unsampled span of its own in trace %s", sc, remote.TraceID())
 		}
 	})
+}
+
+// TestResourceNamesServiceAndInstance: spans and the Prometheus target_info
+// series carry service.name "pingate" and the configured instance, so that
+// an operator can tell the instances' telemetry apart.
+func TestResourceNamesServiceAndInstance(t *testing.T) {
+	ctx := context.Background()
+	exp := tracetest.NewInMemoryExporter()
+	tel, err := Setup(ctx, Config{ServiceInstance: "gw-7", SpanExporter: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(ctx)
+
+	_, span := otel.Tracer("test").Start(ctx, "op")
+	span.End()
+	spans := exp.GetSpans()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans exported, want 1", len(spans))
+	}
+	attrs := map[attribute.Key]string{}
+	for _, kv := range spans[0].Resource.Attributes() {
+		attrs[kv.Key] = kv.Value.Emit()
+	}
+	for k, want := range map[attribute.Key]string{"service.name": "pingate", "service.instance.id": "gw-7"} {
+		if attrs[k] != want {
+			t.Errorf("span resource %s = %q, want %q", k, attrs[k], want)
+		}
+	}
+
+	c, _ := otel.Meter("test").Int64Counter("pingate.test")
+	c.Add(ctx, 1)
+	rec := httptest.NewRecorder()
+	tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var info string
+	for _, l := range strings.Split(rec.Body.String(), "\n") {
+		if strings.HasPrefix(l, "target_info{") {
+			info = l
+		}
+	}
+	for _, want := range []string{`service_name="pingate"`, `service_instance_id="gw-7"`} {
+		if !strings.Contains(info, want) {
+			t.Errorf("/metrics target_info = %q, want it to carry %s", info, want)
+		}
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
+	"pingate/integration/redislimit"
 	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/pinblock/devkeys"
@@ -1128,5 +1129,44 @@ func TestConfigurationDocIsTrue(t *testing.T) {
 		if _, ok := keys[k]; !ok {
 			t.Errorf("docs/configuration.md: row for %s, which is no config key", k)
 		}
+	}
+}
+
+// TestRateLimitsConfigExample: the configuration example of
+// docs/rate-limits.md loads with the strict loader, selects the Redis
+// backend (a copy without backend: redis would run the per-instance memory
+// limits and ignore its Redis), and every limit it shows is the code's
+// default, as the page says.
+func TestRateLimitsConfigExample(t *testing.T) {
+	raw, err := os.ReadFile(opsPath("docs/rate-limits.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("docs/rate-limits.md: no Configuration section")
+	}
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	if block, _, ok = strings.Cut(block, "```"); !ok {
+		t.Fatal("docs/rate-limits.md: no yaml block in Configuration")
+	}
+	path := filepath.Join(t.TempDir(), "limits.yaml")
+	if err := os.WriteFile(path, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the example does not load: %v", err)
+	}
+	if cfg.Limits.Backend != "redis" {
+		t.Errorf("the example's limits.backend = %q, want redis: its Redis settings would be ignored", cfg.Limits.Backend)
+	}
+	if err := cfg.Limits.Config.Validate(); err != nil {
+		t.Errorf("the example does not validate: %v", err)
+	}
+	want := cfg.Limits.Config
+	want.Addrs, want.Username, want.PasswordEnv = nil, "", ""
+	if def := (redislimit.Config{}).WithDefaults(); !reflect.DeepEqual(want, def) {
+		t.Errorf("the example's values %+v, the defaults %+v", want, def)
 	}
 }
