@@ -45,3 +45,18 @@ func TestTypeLabel(t *testing.T) {
 		}
 	}
 }
+
+func TestColumnText(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"pingate.pin.changed.v1", "pingate.pin.changed.v1"},
+		{"a\x00b", "a\uFFFDb"},
+		{"a\xff\xfeb", "a\uFFFDb"},
+		{strings.Repeat("a", 300), strings.Repeat("a", 256)},
+		{strings.Repeat("a", 255) + "é", strings.Repeat("a", 255)},
+	}
+	for _, tt := range tests {
+		if got := columnText(tt.give); got != tt.want {
+			t.Errorf("columnText(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}

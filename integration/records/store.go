@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -215,12 +216,14 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 	m := events.Message{Key: r.Key, Headers: r.Headers, Value: r.Value}
 	ev, decErr := events.Decode(m)
 	id, _ := m.Header(events.HeaderID)
-	if id == "" {
+	if !storable(id, maxIDLen) {
+		// Missing, or no id PostgreSQL can key a row by: kept by position.
 		id = fmt.Sprintf("kafka:%s/%d/%d", r.Topic, r.Partition, r.Offset)
 	}
 	typ, _ := m.Header(events.HeaderType)
 	src, _ := m.Header(events.HeaderSource)
-	known := decErr == nil
+	typ, src = columnText(typ), columnText(src)
+	known := decErr == nil && ev.ID == id && storableEvent(ev)
 	var (
 		ceTime   *time.Time
 		card     *string
@@ -294,4 +297,48 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		res.Reversals += int(tag.RowsAffected())
 	}
 	return nil
+}
+
+// Bounds on the text taken from a record. An event id or a body field longer
+// than the producer's encoder allows (128 bytes) is not a pingate event; a
+// header kept for a record not understood is cut to maxHeaderText. Both stay
+// far below the size of a B-tree index entry (about 2.7 kB), which PostgreSQL
+// refuses to exceed.
+const (
+	maxIDLen      = 128
+	maxHeaderText = 256
+)
+
+// storable reports whether s fits a text column as it is: valid UTF-8
+// without NUL (PostgreSQL's text refuses both) and at most n bytes. An empty
+// s is not storable as an id.
+func storable(s string, n int) bool {
+	return s != "" && len(s) <= n && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// columnText returns header value s fit for a text column: invalid UTF-8
+// and NUL replaced by U+FFFD, cut to maxHeaderText bytes at a rune boundary.
+func columnText(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) <= maxHeaderText {
+		return s
+	}
+	n := maxHeaderText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// storableEvent reports whether every text field of a decoded event fits
+// its column. One that does not is kept as a record not understood: a record
+// the database refuses would be retried forever and stall its partition.
+func storableEvent(ev routing.Event) bool {
+	for _, f := range []string{ev.Code, ev.Reason, ev.Acquirer, ev.Terminal, ev.Issuer, ev.CardToken,
+		ev.Teller, ev.Supervisor, ev.Reverses, string(ev.Channel)} {
+		if f != "" && !storable(f, maxIDLen) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+
+	"pingate/integration/events"
+	"pingate/integration/records"
+	"pingate/integration/testservers"
+	"pingate/routing"
+)
+
+// writePartition writes msgs to one partition of topic, in order.
+func writePartition(t *testing.T, brokers, topic string, partition int, msgs ...kafka.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := kafka.DialLeader(ctx, "tcp", brokers, topic, partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.WriteMessages(msgs...); err != nil {
+		t.Fatalf("write partition %d: %v", partition, err)
+	}
+}
+
+// encodedEvent is an approved change of card, encoded by the producer's
+// encoder, as a kafka message.
+func encodedEvent(t *testing.T, card string, at time.Time) (kafka.Message, string) {
+	t.Helper()
+	enc, err := events.NewEncoder(events.Source("records-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := routing.Event{ID: uuid.NewString(), Operation: routing.OpChange, Outcome: routing.OutcomeApproved, Code: "00",
+		Channel: routing.ChannelATM, Acquirer: "ACQ1", Terminal: "ATM00042", Issuer: "ISS1",
+		MaskedPAN: "424242******4242", CardToken: card, Received: at, Completed: at.Add(time.Second)}
+	ev.Type = routing.EventType(ev.Operation, ev.Outcome)
+	m, err := enc.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	km := kafka.Message{Key: m.Key, Value: m.Value}
+	for _, h := range m.Headers {
+		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return km, ev.ID
+}
+
+// setHeader replaces (or adds) header k of m.
+func setHeader(m kafka.Message, k string, v []byte) kafka.Message {
+	hs := make([]kafka.Header, 0, len(m.Headers)+1)
+	for _, h := range m.Headers {
+		if h.Key != k {
+			hs = append(hs, h)
+		}
+	}
+	m.Headers = append(hs, kafka.Header{Key: k, Value: v})
+	return m
+}
+
+// TestRecordsPoisonRecordsKept: records that PostgreSQL cannot store as they
+// are — a ce_type that is not UTF-8 text, a ce_id longer than a B-tree
+// index entry may be, a body string holding a NUL character — are kept as
+// records not understood (docs/records.md, "Unknown types are kept"), and the
+// records after them on the same partition are applied: a poison record
+// does not stall its partition. Each poison record leads its own partition.
+func TestRecordsPoisonRecordsKept(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic, partitions = "records-poison", 3
+	testservers.CreateTopic(t, k.Brokers, topic, partitions)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+
+	day := time.Date(2026, 11, 5, 9, 0, 0, 0, time.UTC)
+	card := randomToken(t)
+	long := make([]byte, 4096)
+	if _, err := rand.Read(long); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := encodedEvent(t, card, day)
+	badType := setHeader(base, events.HeaderType, []byte("pingate.pin.\xff\x00new.v2"))
+	badTypeID := uuid.NewString()
+	badType = setHeader(badType, events.HeaderID, []byte(badTypeID))
+	longID, _ := encodedEvent(t, card, day.Add(time.Minute))
+	longID = setHeader(longID, events.HeaderID, []byte(hex.EncodeToString(long)))
+	nul, nulID := encodedEvent(t, card, day.Add(2*time.Minute))
+	nul.Value = []byte(strings.Replace(string(nul.Value), `"channel"`, `"reason":"a\u0000b","channel"`, 1))
+
+	var good []string
+	for p, poison := range []kafka.Message{badType, longID, nul} {
+		m, id := encodedEvent(t, card, day.Add(time.Duration(10+p)*time.Minute))
+		good = append(good, id)
+		writePartition(t, k.Brokers, topic, p, poison, m)
+	}
+	svc := startRecords(t, pgURL, k.Brokers, topic)
+
+	// Six records, six events: the long ce_id is kept under its position.
+	st := waitForDB(t, pgURL, 6)
+	for _, id := range append([]string{badTypeID, nulID, "kafka:" + topic + "/1/0"}, good...) {
+		if !st.ids[id] {
+			t.Errorf("event %s not stored; database holds %d events", id, len(st.ids))
+		}
+	}
+	if len(st.ids) != 6 || st.history != len(good) {
+		t.Errorf("database holds %d events, %d history rows; want 6 events, %d history rows (the poison records not understood)",
+			len(st.ids), st.history, len(good))
+	}
+	if got := recordsMetric(t, svc.admin, "pingate_records_unknown_events_total"); got != 3 {
+		t.Errorf("unknown events metric = %v, want 3", got)
+	}
+	var page struct {
+		Operations []records.Operation `json:"operations"`
+	}
+	getJSON(t, svc.client(t), "https://"+svc.api+"/v1/cards/"+card+"/operations", http.StatusOK, &page)
+	if len(page.Operations) != len(good) {
+		t.Errorf("history of the card: %d operations, want %d", len(page.Operations), len(good))
+	}
+}
