@@ -1,6 +1,7 @@
 package records
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pingate/integration/events"
+	"pingate/iso8583"
 	"pingate/routing"
 )
 
@@ -223,7 +225,12 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 	typ, _ := m.Header(events.HeaderType)
 	src, _ := m.Header(events.HeaderSource)
 	typ, src = columnText(typ), columnText(src)
-	known := decErr == nil && ev.ID == id && storableEvent(ev)
+	// Understood: what pingate's encoder could have written, naming its
+	// card by a card token. Anything else is kept as a record not
+	// understood, so that a PAN in a field never reaches the history, the
+	// API or a statement's file name.
+	known := decErr == nil && ev.ID == id && events.Check(ev) == nil &&
+		(ev.CardToken == "" || cardTokenRE.MatchString(ev.CardToken)) && storableEvent(ev)
 	var (
 		ceTime   *time.Time
 		card     *string
@@ -239,7 +246,7 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 			reverses = &ev.Reverses
 		}
 	} else {
-		value = r.Value
+		value = maskPANs(r.Value)
 		if value == nil {
 			value = []byte{}
 		}
@@ -341,4 +348,31 @@ func storableEvent(ev routing.Event) bool {
 		}
 	}
 	return true
+}
+
+// maskPANs returns value with every run of 12 to 19 decimal digits that no
+// other letter or digit touches — the shape of a PAN — masked as
+// iso8583.MaskPAN masks a PAN (first 6 and last 4 digits kept). It returns
+// value itself when there is none, else a masked copy.
+func maskPANs(value []byte) []byte {
+	alnum := func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+	out, copied := value, false
+	for i := 0; i < len(value); {
+		if value[i] < '0' || value[i] > '9' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(value) && value[j] >= '0' && value[j] <= '9' {
+			j++
+		}
+		if n := j - i; n >= 12 && n <= 19 && (i == 0 || !alnum(value[i-1])) && (j == len(value) || !alnum(value[j])) {
+			if !copied {
+				out, copied = bytes.Clone(value), true
+			}
+			copy(out[i:j], iso8583.MaskPAN(string(value[i:j])))
+		}
+		i = j
+	}
+	return out
 }
