@@ -281,10 +281,12 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		return err
 	}
 	if reverses != nil {
-		// This event undoes another: mark it, unless a reversal already did.
+		// This event undoes another: mark it when it is an approved
+		// operation, unless a reversal already did (the same rule as when
+		// the reversal is read first, below).
 		tag, err := tx.Exec(ctx, `UPDATE card_history SET reversed_by = $1, reversed_at = $2
-			WHERE ce_id = $3 AND card_token = $4 AND reversed_by IS NULL AND reverses IS NULL`,
-			ev.ID, ev.Completed, *reverses, ev.CardToken)
+			WHERE ce_id = $3 AND card_token = $4 AND outcome = $5 AND reversed_by IS NULL AND reverses IS NULL`,
+			ev.ID, ev.Completed, *reverses, ev.CardToken, routing.OutcomeApproved)
 		if err != nil {
 			return err
 		}

@@ -56,11 +56,16 @@ func encodedEvent(t *testing.T, card string, at time.Time) (kafka.Message, strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kafkaMessage(m), ev.ID
+}
+
+// kafkaMessage is m as kafka-go writes it.
+func kafkaMessage(m events.Message) kafka.Message {
 	km := kafka.Message{Key: m.Key, Value: m.Value}
 	for _, h := range m.Headers {
 		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
 	}
-	return km, ev.ID
+	return km
 }
 
 // setHeader replaces (or adds) header k of m.
@@ -213,5 +218,66 @@ func TestRecordsStoresNoPAN(t *testing.T) {
 	}
 	if got := strings.TrimSpace(out.String()); got != "statements 2026-11: 1 written, 0 already sent" {
 		t.Errorf("records statements printed %q, want one statement (the card token's)", maskDigitRuns(got))
+	}
+}
+
+// TestRecordsReversalMarksApprovedOnly: a reversal marks the approved
+// operation it undoes (docs/records.md, "Reversals"); one that names a
+// declined operation gets its own history row and leaves the declined one
+// unmarked, whichever of the two is read first.
+func TestRecordsReversalMarksApprovedOnly(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic = "records-rev-declined"
+	testservers.CreateTopic(t, k.Brokers, topic, 1)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	enc, err := events.NewEncoder(events.Source("records-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	card := randomToken(t)
+	at := time.Date(2026, 11, 7, 9, 0, 0, 0, time.UTC)
+	msg := func(ev routing.Event) kafka.Message {
+		ev.Type = routing.EventType(ev.Operation, ev.Outcome)
+		m, err := enc.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kafkaMessage(m)
+	}
+	declined := func() routing.Event {
+		return routing.Event{ID: uuid.NewString(), Operation: routing.OpChange, Outcome: routing.OutcomeDeclined, Code: "55",
+			Channel: routing.ChannelATM, Acquirer: "ACQ1", Terminal: "ATM00042", Issuer: "ISS1",
+			MaskedPAN: "424242******4242", CardToken: card, Received: at, Completed: at.Add(time.Second)}
+	}
+	reversal := func(of routing.Event) routing.Event {
+		r := of
+		r.ID, r.Outcome, r.Code, r.Reason, r.Reverses = uuid.NewString(), routing.OutcomeReversed, "91", "outcome_not_recorded", of.ID
+		r.Completed = of.Completed.Add(time.Second)
+		return r
+	}
+	first, second := declined(), declined() // the first read before its reversal, the second after
+	rf, rs := reversal(first), reversal(second)
+	writePartition(t, k.Brokers, topic, 0, msg(first), msg(rf), msg(rs), msg(second))
+	svc := startRecords(t, pgURL, k.Brokers, topic)
+
+	waitForDB(t, pgURL, 4)
+	c := svc.client(t)
+	for _, ev := range []routing.Event{first, second} {
+		var o records.Operation
+		getJSON(t, c, "https://"+svc.api+"/v1/operations/"+ev.ID, http.StatusOK, &o)
+		if o.Outcome != routing.OutcomeDeclined || o.ReversedBy != "" || o.ReversedAt != nil || o.Stands {
+			t.Errorf("declined operation %s: outcome %s, reversed_by %q, stands %v; want declined, not marked reversed",
+				ev.ID, o.Outcome, o.ReversedBy, o.Stands)
+		}
+	}
+	for _, r := range []routing.Event{rf, rs} {
+		var o records.Operation
+		getJSON(t, c, "https://"+svc.api+"/v1/operations/"+r.ID, http.StatusOK, &o)
+		if o.Outcome != routing.OutcomeReversed || o.Reverses != r.Reverses {
+			t.Errorf("reversal %s: outcome %s, reverses %q; want reversed, reverses %s", r.ID, o.Outcome, o.Reverses, r.Reverses)
+		}
+	}
+	if got := recordsMetric(t, svc.admin, "pingate_records_reversals_applied_total"); got != 0 {
+		t.Errorf("reversals applied metric = %v, want 0", got)
 	}
 }
