@@ -213,6 +213,11 @@ func (s *Store) ApplyBatch(ctx context.Context, group string, expect int64, recs
 	return res, nil
 }
 
+// cardLockClass is the first key of the per-card transaction advisory locks
+// of applyOne (the second is the hash of the card token), apart from the
+// single-key lock that goose takes while it migrates.
+const cardLockClass int32 = 0x7265 // "re"
+
 // applyOne stores one record inside the batch transaction.
 func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error {
 	m := events.Message{Key: r.Key, Headers: r.Headers, Value: r.Value}
@@ -279,6 +284,18 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		ev.Acquirer, ev.Terminal, ev.Issuer, ev.Teller, ev.Supervisor, ev.Received, ev.Completed, reverses)
 	if err != nil {
 		return err
+	}
+	if reverses != nil || ev.Outcome == routing.OutcomeApproved {
+		// An operation and its reversal on two partitions (the topic was
+		// repartitioned between them) are applied by two transactions
+		// that may run at once; under READ COMMITTED neither sees the
+		// other's uncommitted row, and the reversal would never be
+		// applied. A lock per card, held to the commit, orders them: the
+		// later one's UPDATE sees the earlier one's row. Cards do not
+		// share partitions otherwise, so the lock is never contended then.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cardLockClass, ev.CardToken); err != nil {
+			return err
+		}
 	}
 	if reverses != nil {
 		// This event undoes another: mark it when it is an approved
