@@ -2,6 +2,11 @@ package records
 
 import (
 	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +72,7 @@ func lockWaiters(t *testing.T, conn *pgx.Conn) int {
 // holds an uncommitted row the batch inserts next, while the operation's
 // batch runs.
 func TestApplyBatchReversalOnAnotherPartitionConcurrently(t *testing.T) {
-	s, url := pgStore(t)
+	s, dbURL := pgStore(t)
 	ctx := context.Background()
 	const topic, group = "records-race", "g"
 	at := time.Date(2026, 11, 8, 9, 0, 0, 0, time.UTC)
@@ -86,12 +91,12 @@ func TestApplyBatchReversalOnAnotherPartitionConcurrently(t *testing.T) {
 		}
 	}
 
-	blocker, err := pgx.Connect(ctx, url)
+	blocker, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer blocker.Close(ctx)
-	watch, err := pgx.Connect(ctx, url)
+	watch, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,5 +164,38 @@ func TestApplyBatchReversalOnAnotherPartitionConcurrently(t *testing.T) {
 	if o.ReversedBy != rev.ID || o.Stands {
 		t.Errorf("operation after its reversal on another partition: reversed_by %q, stands %v; want reversed by %s",
 			o.ReversedBy, o.Stands, rev.ID)
+	}
+}
+
+// TestHistoryCursorFollowsContract: ?after= is the `next` of a previous page,
+// `^[0-9]{1,18}$` in docs/records-openapi.yaml; anything else is a 400
+// invalid-parameter problem, as a schema-violating request must be.
+func TestHistoryCursorFollowsContract(t *testing.T) {
+	s, _ := pgStore(t)
+	h := (&API{cfg: APIConfig{MaxPageSize: 100}, store: s, log: slog.New(slog.DiscardHandler)}).Handler()
+	const card = "0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		give string
+		want int
+	}{
+		{"1", http.StatusOK},
+		{"000000000000000000", http.StatusOK},
+		{"999999999999999999", http.StatusOK},
+		{"-0", http.StatusBadRequest},
+		{"+1", http.StatusBadRequest},
+		{"0000000000000000001", http.StatusBadRequest},
+		{"", http.StatusBadRequest},
+		{"1.5", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet,
+			"/v1/cards/"+card+"/operations?after="+url.QueryEscape(tt.give), nil))
+		if rec.Code != tt.want {
+			t.Errorf("GET …/operations?after=%q = %d, want %d", tt.give, rec.Code, tt.want)
+		}
+		if tt.want == http.StatusBadRequest && !strings.Contains(rec.Body.String(), ProblemTypeBase+"invalid-parameter") {
+			t.Errorf("GET …/operations?after=%q: body %s, want an invalid-parameter problem", tt.give, rec.Body)
+		}
 	}
 }
