@@ -306,6 +306,13 @@ func TraceID(traceparent string) (string, bool) {
 	return p[1], true
 }
 
+// Check reports whether Encode would accept ev: its required fields
+// (ErrInvalidEvent) and nothing in it that looks like a full PAN or PIN block
+// (ErrUnsafeEvent). A consumer takes for an event only what the encoder could
+// have written; a record from another producer may carry anything. ev is not
+// changed. Errors name the field, never its value.
+func Check(ev routing.Event) error { return check(&ev) }
+
 // check validates ev in place: it normalises the masked PAN's mask character
 // and drops an invalid traceparent.
 func check(ev *routing.Event) error {

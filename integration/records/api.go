@@ -123,6 +123,9 @@ var OpenAPI []byte
 var (
 	cardTokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 	eventIDRE   = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	// cursorRE is the `after` parameter's pattern in the OpenAPI document:
+	// strconv alone would also take a sign and 19 digits.
+	cursorRE = regexp.MustCompile(`^[0-9]{1,18}$`)
 )
 
 // Handler returns the API's routes (without TLS: Serve adds it). Health,
@@ -218,7 +221,7 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	var after int64
 	if v := q.Get("after"); v != "" || q.Has("after") {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || !cursorRE.MatchString(v) {
 			problem(w, http.StatusBadRequest, "invalid-parameter", "A query parameter is invalid",
 				"after must be the next cursor of a previous page")
 			return

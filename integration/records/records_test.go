@@ -2,6 +2,7 @@ package records
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -42,6 +43,41 @@ func TestTypeLabel(t *testing.T) {
 	for _, tt := range tests {
 		if got := typeLabel(tt.give); got != tt.want {
 			t.Errorf("typeLabel(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestColumnText(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"pingate.pin.changed.v1", "pingate.pin.changed.v1"},
+		{"a\x00b", "a\uFFFDb"},
+		{"a\xff\xfeb", "a\uFFFDb"},
+		{strings.Repeat("a", 300), strings.Repeat("a", 256)},
+		{strings.Repeat("a", 255) + "é", strings.Repeat("a", 255)},
+	}
+	for _, tt := range tests {
+		if got := columnText(tt.give); got != tt.want {
+			t.Errorf("columnText(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestMaskPANs(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{`{"card_token":"4111111111111111"}`, `{"card_token":"411111******1111"}`},
+		{`{"n":123456789012}`, `{"n":********9012}`},
+		{`4111111111111111`, `411111******1111`},
+		// not PAN-shaped: too short, too long, part of a token
+		{`{"n":12345678901}`, `{"n":12345678901}`},
+		{`{"n":12345678901234567890}`, `{"n":12345678901234567890}`},
+		{`{"t":"a4111111111111111"}`, `{"t":"a4111111111111111"}`},
+		{``, ``},
+	}
+	// Failure messages show no digit run that could be a PAN.
+	hide := regexp.MustCompile(`[0-9]{12,19}`)
+	for i, tt := range tests {
+		if got := string(maskPANs([]byte(tt.give))); got != tt.want {
+			t.Errorf("maskPANs(tests[%d]) = %q, want %q", i, hide.ReplaceAllString(got, "<digits>"), tt.want)
 		}
 	}
 }

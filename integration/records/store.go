@@ -1,6 +1,7 @@
 package records
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,13 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pingate/integration/events"
+	"pingate/iso8583"
 	"pingate/routing"
 )
 
@@ -210,17 +213,29 @@ func (s *Store) ApplyBatch(ctx context.Context, group string, expect int64, recs
 	return res, nil
 }
 
+// cardLockClass is the first key of the per-card transaction advisory locks
+// of applyOne (the second is the hash of the card token), apart from the
+// single-key lock that goose takes while it migrates.
+const cardLockClass int32 = 0x7265 // "re"
+
 // applyOne stores one record inside the batch transaction.
 func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error {
 	m := events.Message{Key: r.Key, Headers: r.Headers, Value: r.Value}
 	ev, decErr := events.Decode(m)
 	id, _ := m.Header(events.HeaderID)
-	if id == "" {
+	if !storable(id, maxIDLen) {
+		// Missing, or no id PostgreSQL can key a row by: kept by position.
 		id = fmt.Sprintf("kafka:%s/%d/%d", r.Topic, r.Partition, r.Offset)
 	}
 	typ, _ := m.Header(events.HeaderType)
 	src, _ := m.Header(events.HeaderSource)
-	known := decErr == nil
+	typ, src = columnText(typ), columnText(src)
+	// Understood: what pingate's encoder could have written, naming its
+	// card by a card token. Anything else is kept as a record not
+	// understood, so that a PAN in a field never reaches the history, the
+	// API or a statement's file name.
+	known := decErr == nil && ev.ID == id && events.Check(ev) == nil &&
+		(ev.CardToken == "" || cardTokenRE.MatchString(ev.CardToken)) && storableEvent(ev)
 	var (
 		ceTime   *time.Time
 		card     *string
@@ -236,7 +251,7 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 			reverses = &ev.Reverses
 		}
 	} else {
-		value = r.Value
+		value = maskPANs(r.Value)
 		if value == nil {
 			value = []byte{}
 		}
@@ -270,11 +285,25 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 	if err != nil {
 		return err
 	}
+	if reverses != nil || ev.Outcome == routing.OutcomeApproved {
+		// An operation and its reversal on two partitions (the topic was
+		// repartitioned between them) are applied by two transactions
+		// that may run at once; under READ COMMITTED neither sees the
+		// other's uncommitted row, and the reversal would never be
+		// applied. A lock per card, held to the commit, orders them: the
+		// later one's UPDATE sees the earlier one's row. Cards do not
+		// share partitions otherwise, so the lock is never contended then.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cardLockClass, ev.CardToken); err != nil {
+			return err
+		}
+	}
 	if reverses != nil {
-		// This event undoes another: mark it, unless a reversal already did.
+		// This event undoes another: mark it when it is an approved
+		// operation, unless a reversal already did (the same rule as when
+		// the reversal is read first, below).
 		tag, err := tx.Exec(ctx, `UPDATE card_history SET reversed_by = $1, reversed_at = $2
-			WHERE ce_id = $3 AND card_token = $4 AND reversed_by IS NULL AND reverses IS NULL`,
-			ev.ID, ev.Completed, *reverses, ev.CardToken)
+			WHERE ce_id = $3 AND card_token = $4 AND outcome = $5 AND reversed_by IS NULL AND reverses IS NULL`,
+			ev.ID, ev.Completed, *reverses, ev.CardToken, routing.OutcomeApproved)
 		if err != nil {
 			return err
 		}
@@ -294,4 +323,75 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		res.Reversals += int(tag.RowsAffected())
 	}
 	return nil
+}
+
+// Bounds on the text taken from a record. An event id or a body field longer
+// than the producer's encoder allows (128 bytes) is not a pingate event; a
+// header kept for a record not understood is cut to maxHeaderText. Both stay
+// far below the size of a B-tree index entry (about 2.7 kB), which PostgreSQL
+// refuses to exceed.
+const (
+	maxIDLen      = 128
+	maxHeaderText = 256
+)
+
+// storable reports whether s fits a text column as it is: valid UTF-8
+// without NUL (PostgreSQL's text refuses both) and at most n bytes. An empty
+// s is not storable as an id.
+func storable(s string, n int) bool {
+	return s != "" && len(s) <= n && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// columnText returns header value s fit for a text column: invalid UTF-8
+// and NUL replaced by U+FFFD, cut to maxHeaderText bytes at a rune boundary.
+func columnText(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) <= maxHeaderText {
+		return s
+	}
+	n := maxHeaderText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// storableEvent reports whether every text field of a decoded event fits
+// its column. One that does not is kept as a record not understood: a record
+// the database refuses would be retried forever and stall its partition.
+func storableEvent(ev routing.Event) bool {
+	for _, f := range []string{ev.Code, ev.Reason, ev.Acquirer, ev.Terminal, ev.Issuer, ev.CardToken,
+		ev.Teller, ev.Supervisor, ev.Reverses, string(ev.Channel)} {
+		if f != "" && !storable(f, maxIDLen) {
+			return false
+		}
+	}
+	return true
+}
+
+// maskPANs returns value with every run of 12 to 19 decimal digits that no
+// other letter or digit touches — the shape of a PAN — masked as
+// iso8583.MaskPAN masks a PAN (first 6 and last 4 digits kept). It returns
+// value itself when there is none, else a masked copy.
+func maskPANs(value []byte) []byte {
+	alnum := func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+	out, copied := value, false
+	for i := 0; i < len(value); {
+		if value[i] < '0' || value[i] > '9' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(value) && value[j] >= '0' && value[j] <= '9' {
+			j++
+		}
+		if n := j - i; n >= 12 && n <= 19 && (i == 0 || !alnum(value[i-1])) && (j == len(value) || !alnum(value[j])) {
+			if !copied {
+				out, copied = bytes.Clone(value), true
+			}
+			copy(out[i:j], iso8583.MaskPAN(string(value[i:j])))
+		}
+		i = j
+	}
+	return out
 }
