@@ -21,7 +21,8 @@ type ConsumerConfig struct {
 	// Group is the consumer group id; it also keys the offsets in the
 	// database. Default "pingate-records".
 	Group string
-	// BatchSize is the most records applied in one transaction. Default 200.
+	// BatchSize is the most records applied in one transaction. Default 200,
+	// at most MaxBatchSize.
 	BatchSize int
 	// BatchWait is how long a batch waits for more records after its first.
 	// Default 20ms.
@@ -69,13 +70,21 @@ func (c *ConsumerConfig) defaults() {
 }
 
 // Validate names the offending values.
+// MaxBatchSize bounds ConsumerConfig.BatchSize. A batch's transaction holds
+// one PostgreSQL lock per approved operation or reversal in it, to the
+// commit (applyOne), and every partition applies its own batches at once;
+// PostgreSQL's shared lock table holds max_locks_per_transaction ×
+// max_connections of them (6 400 by default), and a transaction that finds
+// it full fails, and would fail again on every retry.
+const MaxBatchSize = 1000
+
 func (c ConsumerConfig) Validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka brokers: at least one host:port required"))
 	}
-	if c.BatchSize > 10000 {
-		errs = append(errs, fmt.Errorf("batch size %d: at most 10000", c.BatchSize))
+	if c.BatchSize > MaxBatchSize {
+		errs = append(errs, fmt.Errorf("batch size %d: at most %d", c.BatchSize, MaxBatchSize))
 	}
 	if c.SessionTimeout != 0 && c.SessionTimeout < 6*time.Second {
 		errs = append(errs, fmt.Errorf("session timeout %s: at least 6s (the broker's minimum)", c.SessionTimeout))

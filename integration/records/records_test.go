@@ -2,6 +2,7 @@ package records
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -78,6 +79,27 @@ func TestMaskPANs(t *testing.T) {
 	for i, tt := range tests {
 		if got := string(maskPANs([]byte(tt.give))); got != tt.want {
 			t.Errorf("maskPANs(tests[%d]) = %q, want %q", i, hide.ReplaceAllString(got, "<digits>"), tt.want)
+		}
+	}
+}
+
+// TestConsumerConfigBatchBound: --batch is refused above MaxBatchSize, the
+// bound that keeps a batch's per-card locks inside PostgreSQL's default lock
+// table.
+func TestConsumerConfigBatchBound(t *testing.T) {
+	tests := []struct {
+		give    int
+		wantErr bool
+	}{
+		{give: 0}, {give: 200}, {give: MaxBatchSize}, {give: MaxBatchSize + 1, wantErr: true}, {give: 10000, wantErr: true},
+	}
+	for _, tt := range tests {
+		err := ConsumerConfig{Brokers: []string{"127.0.0.1:9092"}, BatchSize: tt.give}.Validate()
+		if (err != nil) != tt.wantErr {
+			t.Errorf("Validate(batch %d) = %v, want error %v", tt.give, err, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprint(tt.give)) {
+			t.Errorf("Validate(batch %d) = %q, does not name the value", tt.give, err)
 		}
 	}
 }
