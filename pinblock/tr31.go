@@ -345,7 +345,9 @@ type UnwrapOptions struct {
 // UnwrapKeyBlock verifies block under the key block protection key kbpk (a
 // ZMK or the LMK) and returns the key it carries with its header. The MAC is
 // checked in constant time before the key is used; a block made under another
-// key, or altered, is ErrKeyBlockMAC. Versions A, B, C and D are accepted;
+// key, or altered, is ErrKeyBlockMAC. A block whose key version number
+// marks a key component ("c1", "c2", ...) is ErrKeyBlock: a component is not
+// a key. Versions A, B, C and D are accepted;
 // the key must be TDES ('T', 16 or 24 bytes) or AES ('A', 16, 24 or 32
 // bytes). The clear key bytes are zeroized before returning.
 func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHeader, error) {
@@ -354,6 +356,11 @@ func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHea
 		return Key{}, h, err
 	}
 	defer clear(raw)
+	if h.KeyVersion[0] == 'c' {
+		// TR-31:2018 A.5.4, ANSI X9.143 6.2: a key version number "cN"
+		// marks the block's key as component N of a key, not the key.
+		return Key{}, h, fmt.Errorf("%w: key version number %s: the block carries a key component, not a key (combine components with key combine)", ErrKeyBlock, safeField(h.KeyVersion))
+	}
 	u := opt.Usage
 	if u == "" {
 		if u, err = h.Usage(); err != nil {
