@@ -115,7 +115,10 @@ func NewKey(id string, usage Usage, alg Algorithm, version int, material []byte)
 	if !usage.Valid() {
 		return Key{}, fmt.Errorf("%w: key %s: unknown usage %q", ErrInvalidKey, id, usage)
 	}
-	m := append([]byte(nil), material...)
+	// Room for the K1 K2 K1 expansion of a double-length TDES key, so that
+	// the append below does not leave an uncleared copy of the key behind.
+	m := make([]byte, len(material), max(len(material), 24))
+	copy(m, material)
 	var (
 		b   cipher.Block
 		err error

@@ -40,3 +40,28 @@ func TestNewKeyRefusesSingleDES(t *testing.T) {
 		}
 	}
 }
+
+// TestNewKeyDoubleLengthExpandsInPlace: the K1 K2 K1 expansion of a
+// double-length TDES key is built in the key's own buffer (which Zeroize
+// clears whole), not in a second allocation that would leave the first copy
+// of the key uncleared: NewKey allocates for a double-length key no more
+// than for a triple-length one.
+func TestNewKeyDoubleLengthExpandsInPlace(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	double := tr31Hex(t, "0123456789ABCDEFFEDCBA9876543210")
+	triple := tr31Hex(t, "0123456789ABCDEFFEDCBA987654321089E88CF7931444F3")
+	allocs := func(raw []byte) float64 {
+		return testing.AllocsPerRun(20, func() {
+			k, err := NewKey("k", UsageZPK, TDES, 1, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.Zeroize()
+		})
+	}
+	if d, tr := allocs(double), allocs(triple); d > tr {
+		t.Errorf("NewKey(double-length TDES) = %v allocations, NewKey(triple-length) = %v; want no more: an extra one is a copy of the key left uncleared", d, tr)
+	}
+}
