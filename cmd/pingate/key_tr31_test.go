@@ -25,3 +25,29 @@ func TestKeyImportTR31RefusesComponentBlock(t *testing.T) {
 		t.Errorf("key log verify --store = %q, want ok 3 records (nothing recorded)", got)
 	}
 }
+
+// TestKeyExportTR31Header: key export-tr31 writes the header fields
+// docs/key-custody.md lists ("TR-31 key blocks"), which the partner's
+// system reads: version B under a TDES ZMK, the usage and mode of use for
+// the key's usage, key version number 00, exportable, no optional blocks.
+func TestKeyExportTR31Header(t *testing.T) {
+	e := setupCeremony(t)
+	e.do(t, "generate", "--id", "tak-1", "--usage", "TAK", "--alg", "tdes")
+	e.do(t, "combine", "--id", "zmk-2", "--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA,
+		"--component", secretFile(t, xorHex(t, tr31KeyA, tr31AESKey)), "--kcv", tdesKCV(t, xorHex(t, tr31KeyA, tr31AESKey)))
+	tests := []struct {
+		give string
+		want string // the header after the length field
+	}{
+		{"zpk-1", "P0TB00E0000"}, // arrived as P0 E: the mode of use is not kept
+		{"zmk-2", "K0TB00E0000"},
+		{"tak-1", "M3TC00E0000"},
+		{"pvk-1", "V2TC00E0000"},
+	}
+	for _, tt := range tests {
+		block := e.do(t, "export-tr31", "--id", tt.give, "--under", "zmk-1")
+		if len(block) < 16 || block[0] != 'B' || block[5:16] != tt.want {
+			t.Errorf("key export-tr31 --id %s = header %.16q, want B….%s", tt.give, block, tt.want)
+		}
+	}
+}
