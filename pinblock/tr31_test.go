@@ -556,3 +556,24 @@ func TestUnwrapKeyBlockChecksKCVBlocks(t *testing.T) {
 		})
 	}
 }
+
+// TestVariantKeyBlockKeysLeaveNoCopy: the version A/C keys are derived from
+// a double-length KBPK without a second, uncleared copy of the KBPK (an
+// append that moves it): no more allocations than for a triple-length KBPK.
+func TestVariantKeyBlockKeysLeaveNoCopy(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	allocs := func(kbpk Key) float64 {
+		return testing.AllocsPerRun(20, func() {
+			if _, _, err := variantKeyBlockKeys(kbpk); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	double := tr31KBPK(t, TDES, "89E88CF7931444F334BD7547FC3F380C")                 // TR-31:2018 A.7.2.1
+	triple := tr31KBPK(t, TDES, "89E88CF7931444F334BD7547FC3F380C0123456789ABCDEF") // the same, K3 added
+	if d, tr := allocs(double), allocs(triple); d > tr {
+		t.Errorf("variantKeyBlockKeys(double-length KBPK) = %v allocations, triple-length %v; want no more: an extra one is a copy of the KBPK left uncleared", d, tr)
+	}
+}
