@@ -119,12 +119,14 @@ func ParseComponent(hexComponent, kcv string) (Component, error) {
 
 // CombineComponents checks each component against its own KCV, refuses
 // repeated components (two equal components cancel out and defeat split
-// knowledge), XORs them into a key of the given id, usage, algorithm and
+// knowledge; TDES components are compared without their parity bits) and
+// an all-zero component (which adds nothing), XORs them into a key of the given id, usage, algorithm and
 // version, and returns it; its KCV is the one to read back to the
 // custodians. TDES results are set to odd parity, which does not change the
 // KCV. Every component's bytes are cleared before CombineComponents
 // returns, whatever the outcome. Errors: ErrInvalidKey (count, lengths,
-// repeats), ErrKCVMismatch naming the component's position.
+// repeats, an all-zero component, a result NewKey refuses), ErrKCVMismatch
+// naming the component's position.
 func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps []Component) (Key, error) {
 	defer func() {
 		for _, c := range comps {
@@ -148,8 +150,11 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 		if err != nil {
 			return Key{}, fmt.Errorf("key %s: component %d: %w", id, i+1, err)
 		}
+		if zeroComponent(alg, c.material()) {
+			return Key{}, fmt.Errorf("%w: key %s: component %d is all zeros", ErrInvalidKey, id, i+1)
+		}
 		for j := 0; j < i; j++ {
-			if subtle.ConstantTimeCompare(c.material(), comps[j].material()) == 1 {
+			if sameComponent(alg, c.material(), comps[j].material()) {
 				return Key{}, fmt.Errorf("%w: key %s: components %d and %d are identical", ErrInvalidKey, id, j+1, i+1)
 			}
 		}
@@ -163,6 +168,39 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 		SetOddParity(out)
 	}
 	return NewKey(id, usage, alg, version, out)
+}
+
+// sameComponent reports, in constant time, whether two components are the
+// same key material: for TDES the parity bits are ignored, since DES does not
+// use them and two components differing only there cancel out when XORed
+// (and share a KCV), which would leave the key known to the other
+// custodians.
+func sameComponent(alg Algorithm, a, b []byte) bool {
+	if alg != TDES {
+		return subtle.ConstantTimeCompare(a, b) == 1
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	var diff byte
+	for i := range a {
+		diff |= (a[i] ^ b[i]) &^ 1
+	}
+	return subtle.ConstantTimeByteEq(diff, 0) == 1
+}
+
+// zeroComponent reports, in constant time, whether a component is all zeros
+// (for TDES, ignoring the parity bits): such a component adds nothing to the
+// XOR, so the other components alone would make the key.
+func zeroComponent(alg Algorithm, m []byte) bool {
+	var or byte
+	for _, c := range m {
+		if alg == TDES {
+			c &^= 1
+		}
+		or |= c
+	}
+	return subtle.ConstantTimeByteEq(or, 0) == 1
 }
 
 // SetOddParity sets the low bit of every byte so that the byte has an odd

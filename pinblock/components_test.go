@@ -121,6 +121,20 @@ func TestCombineComponentsErrors(t *testing.T) {
 			return []Component{comp(0), mustComponent(t, keys[1], kcvs[0])}
 		}, ErrKCVMismatch, "component 2"},
 		{"identical components", func() []Component { return []Component{comp(0), comp(1), comp(0)} }, ErrInvalidKey, "components 1 and 3"},
+		// The same component with its parity bits flipped has the same KCV
+		// and cancels out the same way: the key would be component 1 alone.
+		{"identical but for parity", func() []Component {
+			return []Component{comp(0), comp(1), mustComponent(t, flipParity(keys[1]), kcvs[1])}
+		}, ErrInvalidKey, "components 2 and 3"},
+		// Two components whose XOR makes a triple-length key with K1 = K2,
+		// parity aside: single DES under K3.
+		{"single-DES result", func() []Component {
+			k1, k3 := keys[0][:8], keys[1][:8]
+			weak := append(append(append([]byte{}, k1...), flipParity(k1)...), k3...)
+			c1 := append(bytes.Clone(keys[2]), keys[0][8:]...)
+			c2 := xorAll(c1, weak)
+			return []Component{mustComponent(t, c1, kcvOf(t, c1)), mustComponent(t, c2, kcvOf(t, c2))}
+		}, ErrInvalidKey, "single DES"},
 		{"lengths differ", func() []Component {
 			return []Component{comp(0), mustComponent(t, append(bytes.Clone(keys[1]), keys[2][:8]...), kcvs[1])}
 		}, ErrInvalidKey, "component 2"},
@@ -138,6 +152,31 @@ func TestCombineComponentsErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// flipParity returns b with the low (DES parity) bit of every byte flipped.
+func flipParity(b []byte) []byte {
+	out := bytes.Clone(b)
+	for i := range out {
+		out[i] ^= 1
+	}
+	return out
+}
+
+// TestCombineComponentsRefusesZeroAES: an all-zero AES component (its KCV
+// correct) adds nothing to the XOR, so the other custodian alone knows the
+// key.
+func TestCombineComponentsRefusesZeroAES(t *testing.T) {
+	c1 := tr31Hex(t, "3F419E1CB7079442AA37474C2EFBF8B8") // TR-31:2018 A.7.4 key, KCV 08793E
+	zero := make([]byte, 16)
+	zk, err := NewKey("zero", UsageZMK, AES, 1, zero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = CombineComponents("zmk", UsageZMK, AES, 1, []Component{mustComponent(t, c1, "08793E"), mustComponent(t, zero, zk.KCV())})
+	if !errors.Is(err, ErrInvalidKey) || !strings.Contains(fmt.Sprint(err), "component 2 is all zeros") {
+		t.Errorf("CombineComponents(AES, zero component 2) = %v, want %v naming component 2", err, ErrInvalidKey)
 	}
 }
 

@@ -103,9 +103,11 @@ type key struct {
 
 // NewKey copies material into a new key. TDES keys must be 16 or 24 bytes and
 // AES keys 16, 24 or 32. DES parity is not enforced (many published test keys
-// ignore it), but the three 8-byte parts of a TDES key may not all be equal,
-// which would make it single DES. SM4 keys are 16 bytes; the cipher is
-// github.com/emmansun/gmsm/sm4 (constant-time, assembly on amd64 and arm64).
+// ignore it), but a TDES key whose adjacent 8-byte parts are equal (K1 = K2,
+// or K2 = K3 in a triple-length key), parity bits ignored, is refused: EDE
+// then cancels to single DES under the remaining part. SM4 keys are 16 bytes;
+// the cipher is github.com/emmansun/gmsm/sm4 (constant-time, assembly on
+// amd64 and arm64).
 func NewKey(id string, usage Usage, alg Algorithm, version int, material []byte) (Key, error) {
 	if id == "" {
 		return Key{}, fmt.Errorf("%w: empty key id", ErrInvalidKey)
@@ -113,24 +115,26 @@ func NewKey(id string, usage Usage, alg Algorithm, version int, material []byte)
 	if !usage.Valid() {
 		return Key{}, fmt.Errorf("%w: key %s: unknown usage %q", ErrInvalidKey, id, usage)
 	}
-	m := append([]byte(nil), material...)
+	// Room for the K1 K2 K1 expansion of a double-length TDES key, so that
+	// the append below does not leave an uncleared copy of the key behind.
+	m := make([]byte, len(material), max(len(material), 24))
+	copy(m, material)
 	var (
 		b   cipher.Block
 		err error
 	)
 	switch alg {
 	case TDES:
-		switch len(m) {
-		case 16:
-			m = append(m, m[:8]...) // K1 K2 K1
-		case 24:
-		default:
+		if len(m) != 16 && len(m) != 24 {
 			clear(m)
 			return Key{}, fmt.Errorf("%w: key %s: TDES key must be 16 or 24 bytes, got %d", ErrInvalidKey, id, len(material))
 		}
-		if subtle.ConstantTimeCompare(m[:8], m[8:16]) == 1 && subtle.ConstantTimeCompare(m[8:16], m[16:]) == 1 {
+		if weakTDES(m) {
 			clear(m)
-			return Key{}, fmt.Errorf("%w: key %s: TDES key degenerates to single DES", ErrInvalidKey, id)
+			return Key{}, fmt.Errorf("%w: key %s: TDES key degenerates to single DES (equal 8-byte parts)", ErrInvalidKey, id)
+		}
+		if len(m) == 16 {
+			m = append(m, m[:8]...) // K1 K2 K1
 		}
 		b, err = des.NewTripleDESCipher(m)
 		m = m[:len(material)]

@@ -416,13 +416,22 @@ func (m *SoftwareModule) newRandomKey(id string, usage Usage, alg Algorithm, ver
 	return NewKey(id, usage, alg, version, raw)
 }
 
-// weakTDES reports a TDES key whose 8-byte parts repeat (K1 = K2, or K2 = K3),
-// which would weaken it; NewKey refuses only the all-equal case.
+// weakTDES reports a 16- or 24-byte TDES key whose adjacent 8-byte parts are
+// equal (K1 = K2, or K2 = K3), comparing in constant time and ignoring the
+// parity bits DES does not use: encrypt-decrypt-encrypt then cancels to
+// single DES. NewKey refuses such keys.
 func weakTDES(k []byte) bool {
-	if subtle.ConstantTimeCompare(k[:8], k[8:16]) == 1 {
-		return true
+	var p [24]byte
+	defer clear(p[:])
+	n := copy(p[:], k)
+	for i := range p[:n] {
+		p[i] &^= 1
 	}
-	return len(k) == 24 && subtle.ConstantTimeCompare(k[8:16], k[16:]) == 1
+	weak := subtle.ConstantTimeCompare(p[:8], p[8:16])
+	if n == 24 {
+		weak |= subtle.ConstantTimeCompare(p[8:16], p[16:24])
+	}
+	return weak == 1
 }
 
 // KCV returns the check value of a held key (6 hex digits for TDES, 10 for

@@ -345,7 +345,9 @@ type UnwrapOptions struct {
 // UnwrapKeyBlock verifies block under the key block protection key kbpk (a
 // ZMK or the LMK) and returns the key it carries with its header. The MAC is
 // checked in constant time before the key is used; a block made under another
-// key, or altered, is ErrKeyBlockMAC. Versions A, B, C and D are accepted;
+// key, or altered, is ErrKeyBlockMAC. A block whose key version number
+// marks a key component ("c1", "c2", ...) is ErrKeyBlock: a component is not
+// a key. Versions A, B, C and D are accepted;
 // the key must be TDES ('T', 16 or 24 bytes) or AES ('A', 16, 24 or 32
 // bytes). The clear key bytes are zeroized before returning.
 func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHeader, error) {
@@ -354,6 +356,11 @@ func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHea
 		return Key{}, h, err
 	}
 	defer clear(raw)
+	if h.KeyVersion[0] == 'c' {
+		// TR-31:2018 A.5.4, ANSI X9.143 6.2: a key version number "cN"
+		// marks the block's key as component N of a key, not the key.
+		return Key{}, h, fmt.Errorf("%w: key version number %s: the block carries a key component, not a key (combine components with key combine)", ErrKeyBlock, safeField(h.KeyVersion))
+	}
 	u := opt.Usage
 	if u == "" {
 		if u, err = h.Usage(); err != nil {
@@ -625,22 +632,20 @@ func deriveKeyBlockKeys(kbpk Key) (kbek, kbak cipher.Block, err error) {
 		return nil, nil, fmt.Errorf("%w: KBPK %s has an unsupported length", ErrKeyBlock, kbpk.ID())
 	}
 	derive := func(usage uint16) (cipher.Block, error) {
-		var out []byte
+		// One buffer, sized up front, so that no partial copy of the derived
+		// key is left behind by a growing append; every copy is cleared.
+		out := make([]byte, 0, n+b.BlockSize())
+		defer func() { clear(out[:cap(out)]) }()
 		for i := byte(1); len(out) < n; i++ {
 			in := []byte{i, byte(usage >> 8), byte(usage), 0, byte(alg >> 8), byte(alg), byte(bits >> 8), byte(bits)}
-			out = append(out, cmac(b, in)...)
+			blk := cmac(b, in)
+			out = append(out, blk...)
+			clear(blk)
 		}
-		out = out[:n]
-		defer clear(out)
 		if kbpk.Algorithm() == AES {
-			return aes.NewCipher(out)
+			return aes.NewCipher(out[:n])
 		}
-		k := append(append([]byte(nil), out...), out[:8]...)[:24]
-		if n == 24 {
-			k = append([]byte(nil), out...)
-		}
-		defer clear(k)
-		return des.NewTripleDESCipher(k)
+		return tripleDESCipher(out[:n])
 	}
 	if kbek, err = derive(0); err != nil {
 		return nil, nil, fmt.Errorf("%w: derive KBEK: %w", ErrKeyBlock, err)
@@ -654,14 +659,13 @@ func deriveKeyBlockKeys(kbpk Key) (kbek, kbak cipher.Block, err error) {
 // variantKeyBlockKeys are the version A/C keys: the KBPK XOR 0x45 (KBEK) and
 // XOR 0x4D (KBAK) in every byte.
 func variantKeyBlockKeys(kbpk Key) (kbek, kbak cipher.Block, err error) {
-	raw, err := keyBytes(kbpk)
+	k, err := keyBytes(kbpk)
 	if err != nil {
 		return nil, nil, err
 	}
+	raw := expandTDES(k)
+	clear(k)
 	defer clear(raw)
-	if len(raw) == 16 {
-		raw = append(raw, raw[:8]...)
-	}
 	v := make([]byte, len(raw))
 	defer clear(v)
 	for i := range raw {
@@ -677,6 +681,25 @@ func variantKeyBlockKeys(kbpk Key) (kbek, kbak cipher.Block, err error) {
 		return nil, nil, fmt.Errorf("%w: KBPK %s: %w", ErrKeyBlock, kbpk.ID(), err)
 	}
 	return kbek, kbak, nil
+}
+
+// expandTDES returns a new 24-byte TDES key from a 16-byte (K1 K2 → K1 K2
+// K1) or 24-byte one, built in one allocation the caller clears.
+func expandTDES(k []byte) []byte {
+	out := make([]byte, 24)
+	copy(out, k)
+	if len(k) == 16 {
+		copy(out[16:], k[:8])
+	}
+	return out
+}
+
+// tripleDESCipher is des.NewTripleDESCipher for a 16- or 24-byte key,
+// clearing its expanded copy of the key.
+func tripleDESCipher(k []byte) (cipher.Block, error) {
+	k24 := expandTDES(k)
+	defer clear(k24)
+	return des.NewTripleDESCipher(k24)
 }
 
 // cbcMAC is the ISO 9797-1 MAC algorithm 1 (CBC-MAC, zero IV) over msg,

@@ -286,6 +286,9 @@ func TestUnwrapKeyBlockErrors(t *testing.T) {
 		{"zero key length", tr31RawBlock(t, kbpk, []byte{0, 0, 1, 2, 3, 4, 5, 6}), kbpk, ErrKeyBlock},
 		{"key length past payload", tr31RawBlock(t, kbpk, []byte{0, 128, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}), kbpk, ErrKeyBlock},
 		{"key length not whole bytes", tr31RawBlock(t, kbpk, []byte{0, 7, 1, 2, 3, 4, 5, 6}), kbpk, ErrKeyBlock},
+		// Key version number c1: component 1 of a key (TR-31:2018 A.5.4).
+		// The A.7.2.2 KBPK and A.7.2.1 key, wrapped by psec 1.3.0 tr31.wrap.
+		{"key component (version number c1)", tr31ComponentBlock, kbpk, ErrKeyBlock},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,6 +311,10 @@ func TestUnwrapKeyBlockErrors(t *testing.T) {
 		t.Errorf("zero-length block: error = %v, want a key length error", err)
 	}
 }
+
+// tr31ComponentBlock is a valid version B block (MAC and all) whose key
+// version number "c1" says it carries component 1 of a key.
+const tr31ComponentBlock = "B0096P0TEc1E00002F74123B84D681D213A0F2AF46C7F8A5F5D9A2521660DD737FD0CAEB3662EC098373F2D987DB36BB"
 
 // tr31RawBlock builds a version B block around an arbitrary clear payload (key
 // length field included), to reach the checks that follow the MAC.
@@ -547,5 +554,26 @@ func TestUnwrapKeyBlockChecksKCVBlocks(t *testing.T) {
 				t.Fatalf("UnwrapKeyBlock() gave KCV %s, want %s", got.KCV(), k.KCV())
 			}
 		})
+	}
+}
+
+// TestVariantKeyBlockKeysLeaveNoCopy: the version A/C keys are derived from
+// a double-length KBPK without a second, uncleared copy of the KBPK (an
+// append that moves it): no more allocations than for a triple-length KBPK.
+func TestVariantKeyBlockKeysLeaveNoCopy(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	allocs := func(kbpk Key) float64 {
+		return testing.AllocsPerRun(20, func() {
+			if _, _, err := variantKeyBlockKeys(kbpk); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	double := tr31KBPK(t, TDES, "89E88CF7931444F334BD7547FC3F380C")                 // TR-31:2018 A.7.2.1
+	triple := tr31KBPK(t, TDES, "89E88CF7931444F334BD7547FC3F380C0123456789ABCDEF") // the same, K3 added
+	if d, tr := allocs(double), allocs(triple); d > tr {
+		t.Errorf("variantKeyBlockKeys(double-length KBPK) = %v allocations, triple-length %v; want no more: an extra one is a copy of the KBPK left uncleared", d, tr)
 	}
 }

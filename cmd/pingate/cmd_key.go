@@ -414,6 +414,8 @@ func (c *keyRotateCmd) Run(env *cli.Env) error {
 	switch {
 	case keyHex != "" && block != "":
 		return fmt.Errorf("%w: give --key or --block, not both", errUsage)
+	case (keyHex != "" || block != "") && len(c.Component.Values()) > 0:
+		return fmt.Errorf("%w: give --key, --block or --component, not more than one", errUsage)
 	case keyHex != "":
 		if c.Under == "" || len(kcvs) != 1 {
 			return fmt.Errorf("%w: --key needs --under and one --kcv", errUsage)

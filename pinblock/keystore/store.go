@@ -853,7 +853,9 @@ func (s *Store) Rotate(req RotateRequest) (pinblock.KeyInfo, error) {
 	})
 }
 
-// Remove deletes every version of id, recording it.
+// Remove deletes every version of id, recording each version removed (one
+// remove record per version, oldest first, with its KCV): a retired version
+// still in its grace window is a key in use too.
 func (s *Store) Remove(id string, c Custodian) error {
 	if err := c.validate(); err != nil {
 		return err
@@ -872,9 +874,15 @@ func (s *Store) Remove(id string, c Custodian) error {
 	if cur == nil {
 		return fmt.Errorf("%w: %s", pinblock.ErrUnknownKey, id)
 	}
-	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: cur.Usage, Version: cur.Version, KCV: cur.KCV, Under: "lmk"}
+	now := s.now()
+	var recs []CustodyRecord
+	for _, e := range ch.f.Keys { // sorted by id, then version
+		if e.ID == id {
+			recs = append(recs, CustodyRecord{Time: now, Who: c.Who, Why: c.Why, Action: ActionRemove, KeyID: id, Usage: e.Usage, Version: e.Version, KCV: e.KCV, Under: "lmk"})
+		}
+	}
 	ch.f.Keys = slices.DeleteFunc(ch.f.Keys, func(e storeEntry) bool { return e.ID == id })
-	_, err = s.commit(ch, rec)
+	_, err = s.commit(ch, recs...)
 	return err
 }
 
