@@ -28,6 +28,7 @@ type serveFlags struct {
 	AcqAddr    string `name:"acquirer-addr" placeholder:"HOST:PORT" help:"ISO 8583 acquirer listener address"`
 	HTTPAddr   string `name:"http-addr" placeholder:"HOST:PORT" help:"HTTP address (health, metrics)"`
 	AdminAddr  string `name:"admin-addr" placeholder:"HOST:PORT" help:"admin HTTP address (POST /admin/reload)"`
+	BranchAddr string `name:"branch-addr" placeholder:"HOST:PORT" help:"branch API (HTTPS) listener address"`
 	Instance   string `name:"instance" help:"instance name in events and logs (overrides the config; e.g. the pod name)"`
 }
 
@@ -76,6 +77,9 @@ func (sf *serveFlags) config0() (gateway.Config, error) {
 	}
 	if sf.AdminAddr != "" {
 		cfg.Admin.Addr = sf.AdminAddr
+	}
+	if sf.BranchAddr != "" {
+		cfg.Branch.Addr = sf.BranchAddr
 	}
 	if sf.Instance != "" {
 		cfg.Instance = sf.Instance

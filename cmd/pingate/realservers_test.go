@@ -264,7 +264,7 @@ func TestKilledGatewayLosesNoEvent(t *testing.T) {
 	acqAddr := freeAddr(t)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "serve", "--acquirer-addr", acqAddr, "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-			"--kafka", k.Brokers, "--kafka-topic", topic)
+			"--branch-addr", "127.0.0.1:0", "--kafka", k.Brokers, "--kafka-topic", topic)
 		cmd.Dir = work
 		logf, err := os.OpenFile(filepath.Join(work, "pingate.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
