@@ -90,7 +90,7 @@ type recordsRunCmd struct {
 }
 
 func (*recordsRunCmd) Help() string {
-	return cli.Example("pingate records run " + pgExample + " --kafka 127.0.0.1:9092 --listen 127.0.0.1:8443 --dev-certs ./dev-certs --admin 127.0.0.1:9091")
+	return cli.Example("pingate records run " + pgExample + " --kafka 127.0.0.1:9092 --listen 127.0.0.1:8445 --dev-certs ./dev-certs --admin 127.0.0.1:9091")
 }
 
 // recordsDevClient is the client identity of --dev-certs: a front end that
@@ -109,6 +109,9 @@ func (o *recordsRunCmd) Run(env *cli.Env) error {
 	}
 	if o.Brokers == "" {
 		return fmt.Errorf("%w: records run needs --kafka", errUsage)
+	}
+	if o.Listen == "" && (o.Cert != "" || o.Key != "" || o.ClientCA != "" || o.DevCerts != "") {
+		return fmt.Errorf("%w: TLS flags given without --listen", errUsage)
 	}
 	if o.DevCerts != "" {
 		if o.Cert != "" || o.Key != "" || o.ClientCA != "" {
@@ -169,9 +172,6 @@ func (o *recordsRunCmd) Run(env *cli.Env) error {
 		servers = append(servers, api.Shutdown)
 		serve("api", ln, api.Serve)
 		fmt.Fprintf(stdout, "records api listening on %s\n", ln.Addr())
-	} else if o.Cert != "" || o.ClientCA != "" {
-		shutdownAll()
-		return fmt.Errorf("%w: TLS flags given without --listen", errUsage)
 	}
 	if o.Admin != "" {
 		ln, err := net.Listen("tcp", o.Admin)

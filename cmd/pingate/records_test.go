@@ -525,6 +525,8 @@ func TestRecordsRefusesWithoutPostgres(t *testing.T) {
 		{[]string{"records", "migrate", "--postgres", "postgres://u:s3cret@127.0.0.1:1/db"}, "must not carry a password"},
 		{[]string{"records", "statements", "--month", "2026-13", "--out", "x", "--postgres", "postgres://u@127.0.0.1:1/db"}, "YYYY-MM"},
 		{[]string{"records"}, "missing sub-command"},
+		{[]string{"records", "run", "--kafka", "127.0.0.1:1", "--postgres", "postgres://u@127.0.0.1:1/db", "--tls-key", "k.pem"}, "TLS flags given without --listen"},
+		{[]string{"records", "run", "--kafka", "127.0.0.1:1", "--postgres", "postgres://u@127.0.0.1:1/db", "--dev-certs", "dc"}, "TLS flags given without --listen"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
