@@ -16,13 +16,21 @@ import (
 // (docs/optimisation-log.md). The client link's Send and the server
 // connection's WriteFrame share it, and so may any other stream of
 // length-prefixed frames (WriteFrames: the payShield host-command link).
-// The zero value is ready; a Coalescer must not be copied after first use.
+// The zero value is ready and queues without limit (the client links, whose
+// peers are our issuers and HSMs); a Coalescer must not be copied after
+// first use.
 type Coalescer struct {
 	mu      sync.Mutex // guards writing, queue and spare
 	writing bool       // a write is in progress
 	queue   []byte     // frames waiting for the writer in progress
 	spare   []byte     // the last written queue, reused
-	idle    *sync.Cond // on mu: broadcast when writing ends (flush)
+	idle    *sync.Cond // on mu: broadcast when writing ends (flush) or the queue is taken (limit)
+
+	// limit, if positive, is the queued bytes at which a write waits for
+	// the writer in progress to take the queue, instead of adding to it:
+	// a peer that does not read then holds up its writers, not memory.
+	// Each wait is bounded by the write in progress, hence by its timeout.
+	limit int
 }
 
 // flush waits until no write is in progress: every frame write accepted
@@ -31,34 +39,49 @@ type Coalescer struct {
 func (w *Coalescer) flush() {
 	w.mu.Lock()
 	for w.writing {
-		if w.idle == nil {
-			w.idle = sync.NewCond(&w.mu)
-		}
-		w.idle.Wait()
+		w.wait()
 	}
 	w.mu.Unlock()
 }
 
-// done ends a write; w.mu is held.
-func (w *Coalescer) done() {
-	w.writing = false
+// wait waits for the end of the write in progress or for its writer to take
+// the queue; w.mu is held.
+func (w *Coalescer) wait() {
+	if w.idle == nil {
+		w.idle = sync.NewCond(&w.mu)
+	}
+	w.idle.Wait()
+}
+
+// wake wakes the waiters of wait; w.mu is held.
+func (w *Coalescer) wake() {
 	if w.idle != nil {
 		w.idle.Broadcast()
 	}
 }
 
+// done ends a write; w.mu is held.
+func (w *Coalescer) done() {
+	w.writing = false
+	w.wake()
+}
+
 // write writes msg framed on nc, or queues it behind the write in progress
-// and returns nil. Each write call is bounded by timeout. A failed write
-// drops what was queued behind it, calls fail (which must close nc: the
-// stream may hold half a frame) and returns the error to the writer; the
-// queued writers see the connection end as if it had failed after their
-// write.
+// and returns nil; with a limit, once limit bytes are queued it first waits
+// for the writer to take them. Each write call is bounded by timeout. A
+// failed write drops what was queued behind it, calls fail (which must
+// close nc: the stream may hold half a frame) and returns the error to the
+// writer; the queued writers see the connection end as if it had failed
+// after their write, and a waiting one gets the closed connection's error.
 //
 // With gather, the writer first yields its P for one scheduling round, so
 // that goroutines made ready with it (the answers to one segment read) add
 // their frames to the same write; see Config.GatherWrites.
 func (w *Coalescer) write(nc net.Conn, f Framing, timeout time.Duration, gather bool, msg []byte, fail func(error)) error {
 	w.mu.Lock()
+	for w.writing && w.limit > 0 && len(w.queue) >= w.limit {
+		w.wait()
+	}
 	if w.writing {
 		q, err := AppendFrame(w.queue, f, msg)
 		if err == nil {
@@ -100,6 +123,7 @@ func (w *Coalescer) lead(nc net.Conn, timeout time.Duration, gather bool, b []by
 		runtime.Gosched()
 		w.mu.Lock()
 		b, w.queue = append(b, w.queue...), w.queue[:0]
+		w.wake()
 	}
 	for {
 		w.mu.Unlock()
@@ -117,6 +141,7 @@ func (w *Coalescer) lead(nc net.Conn, timeout time.Duration, gather bool, b []by
 			break
 		}
 		b, w.queue = w.queue, b[:0]
+		w.wake()
 	}
 	w.spare = b[:0]
 	w.done()

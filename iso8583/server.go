@@ -284,6 +284,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlightPerConn),
 		work:   make(chan []byte),
+		w:      Coalescer{limit: maxQueuedAnswers},
 	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
@@ -412,7 +413,10 @@ func (c *ServerConn) SetValue(v any) {
 // WriteFrame writes one framed message, each write call within
 // Config.WriteTimeout. A frame written while another is being written is
 // queued and goes out with the next write of the one in progress (answers
-// ready together cost one syscall); WriteFrame then returns nil at once. A
+// ready together cost one syscall); WriteFrame then returns nil at once,
+// unless 64 KiB of answers are queued already: then it first waits for the
+// write in progress to take them (at most WriteTimeout), so a client that
+// does not read its answers stops being read rather than filling memory. A
 // failed write closes the connection (the stream may hold half a frame),
 // with whatever was queued behind it. After the connection closed it
 // returns ErrConnClosed.
@@ -560,6 +564,13 @@ func (c *ServerConn) readLoop() error {
 		}
 	}
 }
+
+// maxQueuedAnswers is the bytes of answers one connection queues behind
+// its write in progress before its handlers wait for that write (and so,
+// past MaxInFlightPerConn of them, its reader stops). Writes that take long
+// mean a full socket buffer, a client that does not read; answers to a
+// client that reads never come near it.
+const maxQueuedAnswers = 64 << 10
 
 // maxIdleHandlers bounds the handler goroutines of one connection kept
 // waiting for its next frame.

@@ -353,6 +353,58 @@ func TestServerMaxConns(t *testing.T) {
 	}
 }
 
+// TestServerStopsReadingClientThatDoesNotRead: a client that sends
+// requests and never reads the answers is not read either once its unread
+// answers back up, so the answers the server holds for it stay bounded
+// (they used to queue without limit until the write timeout), and it is cut
+// off after the write timeout; other clients are served meanwhile.
+func TestServerStopsReadingClientThatDoesNotRead(t *testing.T) {
+	const (
+		requests = 4000
+		answer   = 32 << 10 // each answer far larger than its request
+	)
+	var handled atomic.Int64
+	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {
+		handled.Add(1)
+		if string(frame) == "ping" {
+			_ = c.WriteFrame([]byte("pong"))
+			return
+		}
+		_ = c.WriteFrame(make([]byte, answer))
+	})
+	reasons := newCloseReasons()
+	_, addr, _ := testServer(t, Config{WriteTimeout: time.Second}, h, reasons.hook)
+	good := dialRaw(t, addr)
+
+	bad := dialRaw(t, addr)
+	if err := bad.nc.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	// Under 30 kB of requests: the kernel takes them all at once, whether
+	// the server reads them or not.
+	if _, err := bad.nc.Write(framesOf(t, requests)); err != nil {
+		t.Fatal(err)
+	}
+	good.send("ping")
+	if got := good.recv(); got != "pong" {
+		t.Errorf("another client got %q while one did not read its answers", got)
+	}
+	if err := reasons.next(t); !isTimeout(err) {
+		t.Errorf("the client that does not read was cut off with %v, want a write timeout", err)
+	}
+	// Answers the kernel buffers take (some MB), plus those queued and in
+	// flight: far fewer than the requests sent.
+	got := handled.Load() - 1
+	t.Logf("read %d of %d requests from the client that does not read", got, requests)
+	if got > requests/4 {
+		t.Errorf("the server read %d of %d requests from a client that reads no answer (%d MB of answers held), want it to stop reading", got, requests, got*answer>>20)
+	}
+	good.send("ping")
+	if got := good.recv(); got != "pong" {
+		t.Errorf("another client got %q after", got)
+	}
+}
+
 func TestServerHandlerPanic(t *testing.T) {
 	reasons := newCloseReasons()
 	h := HandlerFunc(func(_ context.Context, c *ServerConn, frame []byte) {

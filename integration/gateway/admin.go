@@ -53,7 +53,7 @@ func (g *Gateway) startAdmin(c AdminConfig) error {
 		return errors.Join(errors.New("admin listener"), err)
 	}
 	a := &adminServer{
-		srv:  &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 5 * time.Second},
+		srv:  opsServer(g.adminHandler()),
 		addr: ln.Addr().String(),
 	}
 	g.ops.mu.Lock()

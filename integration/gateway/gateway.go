@@ -310,7 +310,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 		return g, fmt.Errorf("http listener: %w", err)
 	}
 	g.httpAddr = hln.Addr().String()
-	g.httpSrv = &http.Server{Handler: g.ops.notReadyWhileDraining(g.httpHandler()), ReadHeaderTimeout: 5 * time.Second}
+	g.httpSrv = opsServer(g.ops.notReadyWhileDraining(g.httpHandler()))
 	g.serve("http listener", hln, func(context.Context) error { return g.httpSrv.Serve(hln) })
 	if err := g.startAdmin(cfg.Admin); err != nil {
 		return g, err

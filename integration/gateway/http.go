@@ -6,7 +6,21 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 )
+
+// opsIdleTimeout closes a keep-alive connection of the health or the admin
+// listener that stays idle this long (longer than a Prometheus scrape
+// interval), so that no client holds one, and its file descriptor, for
+// ever. A variable for the tests.
+var opsIdleTimeout = 2 * time.Minute
+
+// opsServer is the HTTP server of the health or the admin listener: a
+// request's headers within 5 s and the whole request within 10 s, and an idle
+// keep-alive connection closed after opsIdleTimeout.
+func opsServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: opsIdleTimeout}
+}
 
 // httpHandler serves the HTTP port: liveness, readiness and metrics.
 func (g *Gateway) httpHandler() http.Handler {
