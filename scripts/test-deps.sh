@@ -2,9 +2,10 @@
 # Test-only dependencies outside Go. psec (knovichikhin, PyPI) is the
 # independent implementation pinblock's cross-check test compares against;
 # pyiso8583 (knovichikhin, PyPI) is the ISO 8583 library of the independent
-# acquirer client scripts/pyiso8583_client.py, which cmd/pingate's
-# TestPyISO8583Client runs against a gateway. Without them those tests skip
-# (and fail under CI=true).
+# acquirer client scripts/pyiso8583_client.py and of the independent issuer
+# host scripts/pyiso8583_issuer.py, which cmd/pingate's TestPyISO8583Client
+# and TestPyISO8583Issuer run against a gateway. Without them those tests
+# skip (and fail under CI=true).
 set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import psec' 2>/dev/null || python3 -m pip install --quiet 'psec==1.3.0'

@@ -15,6 +15,23 @@ import (
 // installs the libraries; without python3 or them the test skips, and fails
 // under CI=true.
 func TestPyISO8583Client(t *testing.T) {
+	py := needPyISO8583(t)
+	g := opsGateway(t, nil)
+	script, _ := filepath.Abs("../../scripts/pyiso8583_client.py")
+	doc, _ := filepath.Abs(acqDocPath)
+	cmd := exec.Command(py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pyiso8583 client: %v\n%s", err, out)
+	}
+	t.Logf("pyiso8583 client:\n%s", out)
+}
+
+// needPyISO8583 returns the path of a python3 that imports pyiso8583, psec
+// and cryptography. Without one the test skips, and fails under CI=true.
+func needPyISO8583(t *testing.T) string {
+	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err == nil {
 		probe := exec.Command(py, "-c", "import iso8583.encoder, psec, cryptography")
@@ -30,14 +47,5 @@ func TestPyISO8583Client(t *testing.T) {
 		}
 		t.Skipf("python3 with pyiso8583 and psec not available (scripts/test-deps.sh installs them): %v", err)
 	}
-	g := opsGateway(t, nil)
-	script, _ := filepath.Abs("../../scripts/pyiso8583_client.py")
-	doc, _ := filepath.Abs(acqDocPath)
-	cmd := exec.Command(py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
-	cmd.Dir = t.TempDir()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("pyiso8583 client: %v\n%s", err, out)
-	}
-	t.Logf("pyiso8583 client:\n%s", out)
+	return py
 }
