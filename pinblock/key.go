@@ -99,6 +99,10 @@ type key struct {
 	// pruning) while another goroutine is translating with the same key.
 	block atomic.Pointer[cipher.Block]
 	kcv   string
+	// mode is the TR-31 mode of use the key's block carried; zero for a
+	// key that came another way (see ModeOfUse). Set before the key is
+	// shared, never changed after.
+	mode ModeOfUse
 }
 
 // NewKey copies material into a new key. TDES keys must be 16 or 24 bytes and

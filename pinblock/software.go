@@ -221,13 +221,16 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	if zmk.Usage() != UsageZMK {
 		return KeyInfo{}, fmt.Errorf("%w: import %s: %s key %s is not a ZMK", ErrKeyUsage, req.ID, zmk.Usage(), zmk.ID())
 	}
+	if err := zmk.Permits(OpUnwrap); err != nil {
+		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
 	if req.KeyBlock != "" {
 		return m.importKeyBlock(req, zmk)
 	}
 	version := 1
+	var cur Key
 	if req.Rotate {
-		cur, err := m.ring.Lookup(KeyRef{ID: req.ID}, m.now())
-		if err != nil {
+		if cur, err = m.ring.Lookup(KeyRef{ID: req.ID}, m.now()); err != nil {
 			return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
 		}
 		version = cur.Version() + 1
@@ -235,6 +238,11 @@ func (m *SoftwareModule) Import(ctx context.Context, req ImportRequest) (KeyInfo
 	k, err := UnwrapKey(zmk, req.ID, req.Usage, req.Algorithm, version, req.Enciphered)
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("import %s: %w", req.ID, err)
+	}
+	if cur.k != nil {
+		// A key enciphered under a ZMK carries no mode of use: the new
+		// version keeps the current one's, so a rotation never widens it.
+		k.k.mode = cur.k.mode
 	}
 	if err := k.CheckKCV(req.KCV); err != nil {
 		k.Zeroize()

@@ -111,10 +111,12 @@ func (h KeyBlockHeader) UsageAllowed(u Usage) bool {
 const TR31AlgorithmSM4 byte = '4'
 
 // NewKeyBlockHeader returns the header pingate uses to wrap k under kbpk:
-// version B for a TDES KBPK, D for an AES one; the TR-31 key usage and mode
-// of use for k's usage (ZPK/TPK → P0 B, ZMK → K0 B, TAK → M3 or M6 C,
-// PVK → V2 or V0 C); key version number "00"; exportable only under a KEK
-// ('E'). An LMK is never wrapped (ErrKeyUsage).
+// version B for a TDES KBPK, D for an AES one; the TR-31 key usage for k's
+// usage (ZPK/TPK → P0, ZMK → K0, TAK → M3 or M6, PVK → V2 or V0) and k's
+// own mode of use (Key.ModeOfUse: the mode its block arrived with; for a key
+// that came another way B, or C for a TAK or PVK); key
+// version number "00"; exportable only under a KEK ('E'). An LMK is never
+// wrapped (ErrKeyUsage).
 func NewKeyBlockHeader(k, kbpk Key) (KeyBlockHeader, error) {
 	h := KeyBlockHeader{KeyVersion: "00", Exportability: 'E'}
 	switch kbpk.Algorithm() {
@@ -139,16 +141,16 @@ func NewKeyBlockHeader(k, kbpk Key) (KeyBlockHeader, error) {
 	}
 	switch k.Usage() {
 	case UsageZPK, UsageTPK:
-		h.KeyUsage, h.ModeOfUse = "P0", 'B'
+		h.KeyUsage, h.ModeOfUse = "P0", byte(k.ModeOfUse())
 	case UsageZMK:
-		h.KeyUsage, h.ModeOfUse = "K0", 'B'
+		h.KeyUsage, h.ModeOfUse = "K0", byte(k.ModeOfUse())
 	case UsageTAK:
-		h.KeyUsage, h.ModeOfUse = "M3", 'C' // ISO 9797-1 MAC algorithm 3
+		h.KeyUsage, h.ModeOfUse = "M3", byte(k.ModeOfUse()) // ISO 9797-1 MAC algorithm 3
 		if k.Algorithm() == AES {
 			h.KeyUsage = "M6" // ISO 9797-1:2011 MAC algorithm 5 (CMAC)
 		}
 	case UsagePVK:
-		h.KeyUsage, h.ModeOfUse = "V2", 'C' // Visa PVV
+		h.KeyUsage, h.ModeOfUse = "V2", byte(k.ModeOfUse()) // Visa PVV
 		if k.Algorithm() == AES {
 			h.KeyUsage = "V0"
 		}
@@ -347,7 +349,9 @@ type UnwrapOptions struct {
 // checked in constant time before the key is used; a block made under another
 // key, or altered, is ErrKeyBlockMAC. A block whose key version number
 // marks a key component ("c1", "c2", ...) is ErrKeyBlock: a component is not
-// a key. Versions A, B, C and D are accepted;
+// a key. The key keeps the block's mode of use (Key.ModeOfUse); a PIN key or
+// ZMK whose mode is not B, D, E or N is ErrModeOfUse. Versions A, B, C and D
+// are accepted;
 // the key must be TDES ('T', 16 or 24 bytes) or AES ('A', 16, 24 or 32
 // bytes). The clear key bytes are zeroized before returning.
 func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHeader, error) {
@@ -369,6 +373,9 @@ func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHea
 	} else if !h.UsageAllowed(u) {
 		return Key{}, h, fmt.Errorf("%w: TR-31 key usage %s does not permit %s", ErrKeyUsage, h.KeyUsage, u)
 	}
+	if err := errModeForUsage(ModeOfUse(h.ModeOfUse), u); err != nil {
+		return Key{}, h, err
+	}
 	alg, err := h.keyAlgorithm()
 	if err != nil {
 		return Key{}, h, err
@@ -377,6 +384,7 @@ func UnwrapKeyBlock(kbpk Key, block string, opt UnwrapOptions) (Key, KeyBlockHea
 	if err != nil {
 		return Key{}, h, fmt.Errorf("%w: %w", ErrKeyBlock, err)
 	}
+	k.k.mode = ModeOfUse(h.ModeOfUse) // before k is shared
 	if err := h.checkKCVBlocks(k, kbpk); err != nil {
 		k.Zeroize()
 		return Key{}, h, err

@@ -239,7 +239,10 @@ func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerCon
 // in that second form, SM4-ECB under its SM4 ZMK with the 8-byte check
 // value. Refusals of the message are ErrKeyBlockRequired, ErrUnknownKeyIndex
 // and ErrFormat; the security module's are a *KeyChangeError; both are
-// answered through ResponseFor.
+// answered through ResponseFor. pingate deciphers the acquirer's PIN blocks
+// under this key, so a block whose mode of use does not permit decrypting
+// (P0 E) is refused from its clear header before the module is asked: a
+// *KeyChangeError wrapping pinblock.ErrModeOfUse, answered 30.
 func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *iso8583.Fields) error {
 	req, err := a.keyChangeRequest(acq, f)
 	if err != nil {
@@ -247,6 +250,16 @@ func (a *AcquirerFront) keyChange(ctx context.Context, acq AcquirerConfig, f *is
 		return err
 	}
 	defer clear(req.Enciphered)
+	if req.KeyBlock != "" {
+		// pingate deciphers the acquirer's PIN blocks under this key: a
+		// block that may only encipher (P0 E) is refused before anything
+		// is unwrapped.
+		if err := pinblock.BlockPermits(req.KeyBlock, pinblock.OpDecrypt); err != nil {
+			err = &KeyChangeError{Err: fmt.Errorf("key %s: %w", req.ID, err)}
+			a.log.WarnContext(ctx, "acquirer key change refused", "acquirer", acq.ID, "key", req.ID, "form", keyForm(req), "err", err)
+			return err
+		}
+	}
 	info, err := a.keys.Import(ctx, req)
 	if err == nil {
 		a.log.InfoContext(ctx, "acquirer zone PIN key changed", "acquirer", acq.ID, "key", req.ID,

@@ -63,8 +63,11 @@ func networkFront(t *testing.T, issuer IssuerSender, sink *memSink, keys *fakeIm
 }
 
 const (
-	tr31Shaped = "D0032P0TE00N00000123456789ABCDEF" // the shape of a TR-31 block; the fake module takes it
-	keyHex     = "0123456789ABCDEF0123456789ABCDEF"
+	tr31Shaped = "D0032P0TB00N00000123456789ABCDEF" // the shape of a TR-31 block (P0, mode of use B); the fake module takes it
+	// tr31EncryptOnly is that shape with mode of use E: pingate deciphers
+	// under an acquirer's zone PIN key, so a key change to it is refused.
+	tr31EncryptOnly = "D0032P0TE00N00000123456789ABCDEF"
+	keyHex          = "0123456789ABCDEF0123456789ABCDEF"
 )
 
 // netFrame is an 0800 from acq (none when acq is empty) with network code
@@ -180,6 +183,7 @@ func TestHandleFrameNetworkManagement(t *testing.T) {
 		{"key change, KCV mismatch", netFrame(t, "100001", iso8583.NMIKeyChange, &iso8583.KeyExchange{KeyBlock: tr31Shaped}, 1), pinblock.ErrKCVMismatch, "30", false},
 		{"key change, key block refused", netFrame(t, "100001", iso8583.NMIKeyChange, &iso8583.KeyExchange{KeyBlock: tr31Shaped}, 1), pinblock.ErrKeyBlock, "30", false},
 		{"key change, module fails", netFrame(t, "100001", iso8583.NMIKeyChange, &iso8583.KeyExchange{KeyBlock: tr31Shaped}, 1), errors.New("module fault"), "96", false},
+		{"key change, block may only encipher (P0 E)", netFrame(t, "100001", iso8583.NMIKeyChange, &iso8583.KeyExchange{KeyBlock: tr31EncryptOnly}, 1), nil, "30", false},
 		{"key change, legacy, sign-on required", netFrame(t, "100002", iso8583.NMIKeyChange, legacy, 1), nil, "91", false},
 	}
 	for _, tt := range tests {

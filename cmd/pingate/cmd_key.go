@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -533,7 +534,7 @@ func (c *keyListCmd) Run(env *cli.Env) error {
 	}
 	lines := make([]string, 0, len(keys))
 	for _, k := range keys {
-		lines = append(lines, infoLine(k.KeyInfo))
+		lines = append(lines, fmt.Sprintf("%s mode %c", infoLine(k.KeyInfo), byte(cmp.Or(k.ModeOfUse, '?'))))
 	}
 	if len(lines) == 0 {
 		return env.Result("no keys", nil)

@@ -186,7 +186,7 @@ func TestKeyCeremonyCLI(t *testing.T) {
 
 	out, _, code := runKeyCLI(t, append([]string{"list"}, e.flags(false)...)...)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 6 || lines[0] != "pvk-1 PVK v1 "+strings.Fields(lines[0])[3] || lines[3] != "tpk-1 TPK v2 "+tr31KCVB || lines[5] != "zpk-1 ZPK v1 "+tr31KCVB {
+	if code != 0 || len(lines) != 6 || lines[0] != "pvk-1 PVK v1 "+strings.Fields(lines[0])[3]+" mode C" || lines[3] != "tpk-1 TPK v2 "+tr31KCVB+" mode B" || lines[5] != "zpk-1 ZPK v1 "+tr31KCVB+" mode E" {
 		t.Errorf("key list = %q, exit %d", out, code)
 	}
 	out, _, code = runKeyCLI(t, append([]string{"list", "--json"}, e.flags(false)...)...)

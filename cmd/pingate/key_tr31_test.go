@@ -39,7 +39,7 @@ func TestKeyExportTR31Header(t *testing.T) {
 		give string
 		want string // the header after the length field
 	}{
-		{"zpk-1", "P0TB00E0000"}, // arrived as P0 E: the mode of use is not kept
+		{"zpk-1", "P0TE00E0000"}, // arrived as P0 E: the mode of use is kept
 		{"zmk-2", "K0TB00E0000"},
 		{"tak-1", "M3TC00E0000"},
 		{"pvk-1", "V2TC00E0000"},

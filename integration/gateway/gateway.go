@@ -120,6 +120,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 	if err := loadKeyStore(cfg.Security, g.ring); err != nil {
 		return g, err
 	}
+	if cfg.Security.Module != "payshield" {
+		// Once, here and on reload: the translation path never checks modes.
+		if err := checkKeyModes(cfg.Routing, ringModes(g.ring, time.Now())); err != nil {
+			return g, err
+		}
+	}
 	policy := pinblock.DefaultPINPolicy()
 	if cfg.Security.WeakPINs != nil && !*cfg.Security.WeakPINs {
 		policy = pinblock.PINPolicy{}

@@ -206,6 +206,12 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 		ring.Zeroize()
 		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
+	if g.psKeys == nil {
+		if err := checkKeyModes(next.Routing, ringModes(ring, time.Now())); err != nil {
+			ring.Zeroize()
+			return rep, fmt.Errorf("%w: %w", ErrReloadRefused, err)
+		}
+	}
 	var lim limiter
 	if !reflect.DeepEqual(r.current.Limits, next.Limits) {
 		if lim, err = g.newLimiter(next.Limits); err != nil {
@@ -364,16 +370,25 @@ func OpenKeyStore(sec SecurityConfig) (*keystore.Store, error) {
 // store or when it cannot be read (the keys loaded at start-up were read
 // from it moments before).
 func storedKeys(sec SecurityConfig) []keystore.StoredKey {
+	ks, _ := listKeyStore(sec)
+	return ks
+}
+
+// listKeyStore lists the key store of sec (nil without one).
+func listKeyStore(sec SecurityConfig) ([]keystore.StoredKey, error) {
 	if sec.KeyStore == "" {
-		return nil
+		return nil, nil
 	}
 	st, err := OpenKeyStore(sec)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer st.Close()
-	ks, _ := st.List()
-	return ks
+	ks, err := st.List()
+	if err != nil {
+		return nil, fmt.Errorf("security.key_store: %w", err)
+	}
+	return ks, nil
 }
 
 // checkKeyLabels names every key label of rc that is not among keys.

@@ -89,8 +89,12 @@ type CustodyRecord struct {
 	// generated key, or "components" (then ComponentKCVs lists their KCVs).
 	Under         string   `json:"under"`
 	ComponentKCVs []string `json:"component_kcvs,omitempty"`
-	PrevHash      string   `json:"prev_hash"`
-	Hash          string   `json:"hash"`
+	// ModeOfUse is the TR-31 mode of use of the version an import-tr31 or
+	// rotate record adds, or that an export record wrote; absent in other
+	// records and in records written before pingate kept it.
+	ModeOfUse pinblock.ModeOfUse `json:"mode_of_use,omitempty"`
+	PrevHash  string             `json:"prev_hash"`
+	Hash      string             `json:"hash"`
 	// MAC is the hex HMAC-SHA256 of the record's JSON encoding with MAC
 	// empty (so it covers Hash and PrevHash), under a key derived from the
 	// LMK. Only a holder of the LMK can write a record that verifies.

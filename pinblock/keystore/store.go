@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/subtle"
@@ -236,6 +237,12 @@ type StoredKey struct {
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
 	// NonExportable keys are refused by ExportTR31.
 	NonExportable bool `json:"non_exportable,omitempty"`
+	// ModeOfUse is the version's TR-31 mode of use: the one its block
+	// arrived with (import-tr31, rotate --block, an online key change), kept
+	// by a rotation from another source; B (C for a TAK or PVK) for a key
+	// that never came in a block, and for every version stored before
+	// pingate kept it.
+	ModeOfUse pinblock.ModeOfUse `json:"mode_of_use"`
 }
 
 // Store is the persistent key store. Every method re-reads and verifies the
@@ -476,7 +483,23 @@ type storeEntry struct {
 }
 
 func (e storeEntry) info() StoredKey {
-	return StoredKey{KeyInfo: pinblock.KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable}
+	return StoredKey{KeyInfo: pinblock.KeyInfo{ID: e.ID, Usage: e.Usage, Algorithm: e.Algorithm, Length: e.Length, Version: e.Version, KCV: e.KCV, Created: e.Created}, RetiredAt: e.RetiredAt, NonExportable: e.NonExportable,
+		ModeOfUse: e.modeOfUse()}
+}
+
+// modeOfUse is the mode of use in the clear header of the entry's block
+// under the LMK, read without deciphering anything. The store file's MAC
+// covers it, and the block's own MAC binds it to the key. An entry written
+// before pingate kept the mode carries the header pingate always wrote
+// then: B for a PIN key or a ZMK, C for a TAK or PVK, the unrestricted
+// modes. A header that does not parse reads as no mode (0), which permits
+// nothing; Load refuses such a block anyway.
+func (e storeEntry) modeOfUse() pinblock.ModeOfUse {
+	h, err := pinblock.ParseKeyBlockHeader(e.KeyUnderLMK)
+	if err != nil {
+		return 0
+	}
+	return pinblock.ModeOfUse(h.ModeOfUse)
 }
 
 func (s *Store) mac(f storeFile) (string, error) {
@@ -664,8 +687,9 @@ func bindingFor(id string, u pinblock.Usage, version int) string {
 	return string(u) + ":" + strconv.Itoa(version) + ":" + id
 }
 
-// wrapUnderLMK enciphers k under the LMK with the binding block.
-func (s *Store) wrapUnderLMK(k pinblock.Key) (string, error) {
+// wrapUnderLMK enciphers k under the LMK with the binding block, its header
+// carrying mode as the key's mode of use (the store keeps it there).
+func (s *Store) wrapUnderLMK(k pinblock.Key, mode pinblock.ModeOfUse) (string, error) {
 	if err := pinblock.CheckKEKStrength(s.lmk, k); err != nil {
 		return "", err
 	}
@@ -673,6 +697,7 @@ func (s *Store) wrapUnderLMK(k pinblock.Key) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	h.ModeOfUse = byte(mode)
 	h.Exportability = 'N' // under the LMK the block itself never leaves
 	h.Optional = []pinblock.OptionalBlock{{ID: bindingBlockID, Data: bindingFor(k.ID(), k.Usage(), k.Version())}}
 	return pinblock.WrapKeyBlock(s.lmk, h, k)
@@ -757,6 +782,9 @@ type obtained struct {
 	under         string
 	componentKCVs []string
 	nonExportable bool
+	// fromBlock: the material came in a TR-31 block, whose mode of use
+	// the key carries (Key.ModeOfUse).
+	fromBlock bool
 }
 
 // ImportUnderZMK adds req.ID at version 1 from a key enciphered under a ZMK
@@ -887,8 +915,10 @@ func (s *Store) Remove(id string, c Custodian) error {
 }
 
 // ExportTR31 returns the current version of id as a TR-31 key block under
-// the ZMK zmkID (version B or D by the ZMK's algorithm), recording the
-// export. A key that arrived marked non-exportable is refused. Errors:
+// the ZMK zmkID (version B or D by the ZMK's algorithm), with the key's
+// stored mode of use, recording the export. A key that arrived marked
+// non-exportable is refused, and so is a ZMK whose current version's mode of
+// use does not permit wrapping (ErrModeOfUse: a K0 D). Errors:
 // ErrUnknownKey, ErrKeyUsage, ErrWeakKEK.
 func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	if err := c.validate(); err != nil {
@@ -927,6 +957,9 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 			z.Zeroize()
 		}
 	}()
+	if err := zmk.Permits(pinblock.OpWrap); err != nil {
+		return "", fmt.Errorf("export %s under %s: %w", id, zmkID, err)
+	}
 	if err := pinblock.CheckKEKStrength(zmk, k); err != nil {
 		return "", err
 	}
@@ -938,7 +971,8 @@ func (s *Store) ExportTR31(id, zmkID string, c Custodian) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionExport, KeyID: id, Usage: k.Usage(), Version: k.Version(), KCV: k.KCV(), Under: zmkID}
+	rec := CustodyRecord{Time: s.now(), Who: c.Who, Why: c.Why, Action: ActionExport, KeyID: id, Usage: k.Usage(), Version: k.Version(), KCV: k.KCV(), Under: zmkID,
+		ModeOfUse: pinblock.ModeOfUse(h.ModeOfUse)}
 	if _, err := s.commit(ch, rec); err != nil {
 		if errors.Is(err, ErrCustodyPending) {
 			return block, err
@@ -1119,12 +1153,21 @@ func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, 
 	if k.Usage() == pinblock.UsageLMK {
 		return pinblock.KeyInfo{}, fmt.Errorf("%w: an LMK is not stored in the key store", pinblock.ErrKeyUsage)
 	}
-	block, err := s.wrapUnderLMK(k)
+	// The block's mode of use, or, for material that came without one, the
+	// current version's: a rotation never widens what the key may do.
+	mode := k.ModeOfUse()
+	if !o.fromBlock && cur != nil {
+		mode = cur.modeOfUse()
+	}
+	block, err := s.wrapUnderLMK(k, mode)
 	if err != nil {
 		return pinblock.KeyInfo{}, err
 	}
 	now := s.now().UTC().Truncate(time.Second)
 	recs := []CustodyRecord{{Time: now, Who: c.Who, Why: c.Why, Action: o.action, KeyID: id, Usage: k.Usage(), Version: version, KCV: k.KCV(), Under: o.under, ComponentKCVs: o.componentKCVs}}
+	if o.action == ActionImportTR31 || o.action == ActionRotate {
+		recs[0].ModeOfUse = mode
+	}
 	if cur != nil {
 		cur.RetiredAt = &now
 	}
@@ -1191,6 +1234,30 @@ func (s *Store) zmkVersions(f *storeFile, id string) ([]pinblock.Key, error) {
 	return out, nil
 }
 
+// unwrappingZMKs is zmkVersions without the versions whose mode of use does
+// not permit unwrapping (a K0 E, wrap-only); when that leaves none the
+// current version's refusal (ErrModeOfUse) is returned.
+func (s *Store) unwrappingZMKs(f *storeFile, id, zmkID string) ([]pinblock.Key, error) {
+	zmks, err := s.zmkVersions(f, zmkID)
+	if err != nil {
+		return nil, err
+	}
+	var ok []pinblock.Key
+	var first error
+	for _, z := range zmks {
+		if err := z.Permits(pinblock.OpUnwrap); err != nil {
+			first = cmp.Or(first, err)
+			z.Zeroize()
+			continue
+		}
+		ok = append(ok, z)
+	}
+	if len(ok) == 0 {
+		return nil, fmt.Errorf("import %s under %s: %w", id, zmkID, first)
+	}
+	return ok, nil
+}
+
 func (s *Store) fromEnciphered(f *storeFile, id string, u pinblock.Usage, alg pinblock.Algorithm, version int, enc []byte, zmkID, kcv string) (obtained, error) {
 	if !u.Valid() {
 		return obtained{}, fmt.Errorf("%w: import %s: unknown usage %q", pinblock.ErrInvalidKey, id, u)
@@ -1198,7 +1265,7 @@ func (s *Store) fromEnciphered(f *storeFile, id string, u pinblock.Usage, alg pi
 	if strings.TrimSpace(kcv) == "" {
 		return obtained{}, fmt.Errorf("%w: import %s: no KCV given", pinblock.ErrKCVMismatch, id)
 	}
-	zmks, err := s.zmkVersions(f, zmkID)
+	zmks, err := s.unwrappingZMKs(f, id, zmkID)
 	if err != nil {
 		return obtained{}, err
 	}
@@ -1229,7 +1296,7 @@ func (s *Store) fromEnciphered(f *storeFile, id string, u pinblock.Usage, alg pi
 }
 
 func (s *Store) fromBlock(f *storeFile, id string, u pinblock.Usage, version int, block, kbpkID string) (obtained, error) {
-	zmks, err := s.zmkVersions(f, kbpkID)
+	zmks, err := s.unwrappingZMKs(f, id, kbpkID)
 	if err != nil {
 		return obtained{}, err
 	}
@@ -1252,7 +1319,7 @@ func (s *Store) fromBlock(f *storeFile, id string, u pinblock.Usage, version int
 			k.Zeroize()
 			return obtained{}, err
 		}
-		return obtained{key: k, action: ActionImportTR31, under: kbpkID, nonExportable: h.Exportability != 'E'}, nil
+		return obtained{key: k, action: ActionImportTR31, under: kbpkID, nonExportable: h.Exportability != 'E', fromBlock: true}, nil
 	}
 	return obtained{}, lastErr
 }
