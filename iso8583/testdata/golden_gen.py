@@ -18,12 +18,12 @@ SRC4 = ("PAN and PIN blocks: ANSI X9.24-3:2017 Supplement Test Vectors, AES-128 
         "copied in pinblock/testdata/pinblock-vectors.json")
 SRCK = ("DE 123: the new zone PIN key F039121BEC83D26B169BDCD5B22AAF8F with KCV CB9DEA, published together in ASC X9 "
         "TR 31-2018 Annex A.7.2.1 (copied in pinblock/testdata/tr31-vectors.json), as a TR-31 version B key block "
-        "(header B0096P0TE00N0000) under the development ZMK dev-atm-zmk 89E88CF7931444F334BD7547FC3F380C (docs/dev-keys.md), "
+        "(header B0096P0TB00N0000: mode of use B, as the gateway deciphers under it) under the development ZMK dev-atm-zmk 89E88CF7931444F334BD7547FC3F380C (docs/dev-keys.md), "
         "wrapped once with psec 1.3.0 tr31.wrap (its random padding fixed here)")
 SRCKL = ("DE 123, legacy form: the new zone PIN key F039121BEC83D26B169BDCD5B22AAF8F with KCV CB9DEA, published together in "
          "ASC X9 TR 31-2018 Annex A.7.2.1, enciphered with TDES-ECB under the development ZMK dev-atm-zmk "
          "89E88CF7931444F334BD7547FC3F380C (docs/dev-keys.md) by psec 1.3.0 des.encrypt_tdes_ecb")
-KEYBLOCK = "B0096P0TE00N0000DD64A26713764505454F66D999F46DDDCC20E73191FFB79DAD369126080B7FFB1EF8F647C4A95F83"
+KEYBLOCK = "B0096P0TB00N00003DFE914CFDB9F1E36887101A8EC87994B0CF31BD006ACF164D5592B21E808BE0DAAFBF1E4D6CBACF"
 SRCN = "other values are illustrative; the wire bytes are derived by testdata/golden_gen.py from the documented layouts"
 
 # Field classes: (kind, max) per data element, identical in both dialects.
