@@ -29,6 +29,7 @@ import secrets
 import stat
 import struct
 import sys
+import time
 import uuid
 import warnings
 
@@ -421,6 +422,12 @@ def generated_flow(teller, supervisor, pan, spool):
           and pan not in text and m is not None and len(m.group(1)) == 6,
           "mailer as documented: reference, masked card, a 6-digit PIN (default length)",
           "lines=%d pin_digits=%s" % (len(lines), len(m.group(1)) if m else None))
+    try:
+        address = [x for x in lines[lines.index("Card: " + masked(pan)) + 1:] if x][:1]
+    except ValueError:
+        address = []
+    check(bool(address) and not address[0].startswith("Your new PIN"), "mailer names the branch's address",
+          "no address line")
     check(res.get("mailer", {}).get("reference") == op and "PIN:" not in r.text, "the answer never has the PIN")
     if m:
         gen = m.group(1)
@@ -430,6 +437,21 @@ def generated_flow(teller, supervisor, pan, spool):
                    reset_body(pan, new_pin_block="00" * 16)), 400, "unknown-field", "/new_pin_block")
     expect_problem("generated reset with pin_length 3", teller.post("/v1/pin/resets",
                    reset_body(pan, pin_length=3)), 422, "invalid-request", "/pin_length")
+
+
+def expired_flow(teller, supervisor, pan, window):
+    """An approval after the institution's approval_window (the Go test configures a short one)."""
+    r = teller.post("/v1/pin/resets", reset_body(pan, "5084"))
+    op = pending("reset left past its approval window", r, pan)
+    time.sleep(window + 1)
+    expect_problem("approval after the window", supervisor.post("/v1/operations/%s/approval" % op,
+                   {"decision": "approve"}), 409, "approval-expired")
+    res = expect_result("lookup of the expired reset", teller.get("/v1/operations/" + op), 200, (pan,),
+                        status="expired")
+    check(not {"outcome", "response_code", "event_id"} & set(res), "an expired reset has no outcome",
+          str(sorted(res)))
+    expect_result("the card's PIN is unchanged after the expiry", teller.post("/v1/pin/changes",
+                  change_body(pan, initial_pin(pan), "4826")), 200, (pan,), outcome="approved")
 
 
 def outcomes_without_card(teller):
@@ -548,6 +570,8 @@ def main():
     ap.add_argument("--certs", default="var/dev-certs")
     ap.add_argument("--spool", default="var/mailers")
     ap.add_argument("--docs", default="docs")
+    ap.add_argument("--approval-window", type=float, default=0,
+                    help="the institution's approval_window in seconds, if short enough to wait out; 0: skip")
     a = ap.parse_args()
     self_test_pinblocks()
     teller, teller2 = Client(a.url, a.certs, "teller"), Client(a.url, a.certs, "teller2")
@@ -565,6 +589,8 @@ def main():
     self_approval_flow(supervisor, card("62284812", 5))
     generated_flow(teller, supervisor, card("62284812", 6), a.spool)
     kiosk_flow(kiosk, card("62284813", 1))
+    if a.approval_window:
+        expired_flow(teller, supervisor, card("62284812", 8), a.approval_window)
     outcomes_without_card(teller)
     problems(teller, card("62284812", 7))
     supervisor_problems(supervisor)
