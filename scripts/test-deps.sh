@@ -4,12 +4,15 @@
 # pyiso8583 (knovichikhin, PyPI) is the ISO 8583 library of the independent
 # acquirer client scripts/pyiso8583_client.py and of the independent issuer
 # host scripts/pyiso8583_issuer.py, which cmd/pingate's TestPyISO8583Client
-# and TestPyISO8583Issuer run against a gateway. Without them those tests
-# skip (and fail under CI=true).
+# and TestPyISO8583Issuer run against a gateway; requests (psf, PyPI) is
+# the HTTP client of the independent branch teller system
+# scripts/branch_client.py, which TestPyBranchClient runs. Without them those
+# tests skip (and fail under CI=true).
 set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import psec' 2>/dev/null || python3 -m pip install --quiet 'psec==1.3.0'
   (cd / && python3 -c 'import iso8583.encoder') 2>/dev/null || python3 -m pip install --quiet 'pyiso8583==4.0.1'
+  python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet 'requests==2.34.2'
 fi
 # pythales (PyPI, Tim Gabets) is the independent payShield simulator
 # integration/payshield's TestPythales runs the client against. Its declared

@@ -19,22 +19,37 @@ func TestPyISO8583Client(t *testing.T) {
 	g := opsGateway(t, nil)
 	script, _ := filepath.Abs("../../scripts/pyiso8583_client.py")
 	doc, _ := filepath.Abs(acqDocPath)
-	cmd := exec.Command(py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
+	runPyScript(t, "pyiso8583 client", py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
+}
+
+// runPyScript runs py with args in a temporary directory and logs its
+// output as name's; a non-zero exit status fails the test with the output.
+func runPyScript(t *testing.T, name, py string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(py, args...)
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("pyiso8583 client: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", name, err, out)
 	}
-	t.Logf("pyiso8583 client:\n%s", out)
+	t.Logf("%s:\n%s", name, out)
 }
 
 // needPyISO8583 returns the path of a python3 that imports pyiso8583, psec
 // and cryptography. Without one the test skips, and fails under CI=true.
 func needPyISO8583(t *testing.T) string {
 	t.Helper()
+	return needPython(t, "import iso8583.encoder, psec, cryptography", "pyiso8583 and psec")
+}
+
+// needPython returns the path of a python3 that runs imports (a Python
+// statement), which needs what. Without one the test skips, and fails under
+// CI=true.
+func needPython(t *testing.T, imports, what string) string {
+	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err == nil {
-		probe := exec.Command(py, "-c", "import iso8583.encoder, psec, cryptography")
+		probe := exec.Command(py, "-c", imports)
 		probe.Dir = "/" // not the repo: its iso8583/ directory would shadow the library
 		if out, perr := probe.CombinedOutput(); perr != nil {
 			err = perr
@@ -43,9 +58,9 @@ func needPyISO8583(t *testing.T) string {
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("python3 with pyiso8583 and psec is needed (scripts/test-deps.sh installs them): %v", err)
+			t.Fatalf("python3 with %s is needed (scripts/test-deps.sh installs them): %v", what, err)
 		}
-		t.Skipf("python3 with pyiso8583 and psec not available (scripts/test-deps.sh installs them): %v", err)
+		t.Skipf("python3 with %s not available (scripts/test-deps.sh installs them): %v", what, err)
 	}
 	return py
 }

@@ -75,8 +75,8 @@ func TestBadInput(t *testing.T) {
 			b := with("pin_format", 0)
 			b["old_pin_block"], b["new_pin_block"] = blk[:16], blk[16:]
 			return b
-		}(), wantStatus: 422, wantType: "pin-block-format-not-permitted"},
-		{name: "unknown key index", give: with("key_index", 7), wantStatus: 422, wantType: "unknown-key-index"},
+		}(), wantStatus: 422, wantType: "pin-block-format-not-permitted", wantPointer: "/pin_format"},
+		{name: "unknown key index", give: with("key_index", 7), wantStatus: 422, wantType: "unknown-key-index", wantPointer: "/key_index"},
 		{name: "another branch", give: with("branch", "BR0200"), wantStatus: 403, wantType: "branch-not-permitted"},
 		{name: "identity ref that is an ID number", path: pathUnblocks, give: func() map[string]any {
 			b := unblockBody(c.PAN)

@@ -315,9 +315,11 @@ func (s *Server) opHandler(op routing.Operation) func(context.Context, *http.Req
 				_, err := acq.BlockKey(po.format, po.keyIdx)
 				switch {
 				case errors.Is(err, routing.ErrFormatRefused):
-					return problemAnswer(probFormatNotPermitted.problem("Send the PIN block in a format the institution is configured for."))
+					return problemAnswer(probFormatNotPermitted.fieldProblem("Send the PIN block in a format the institution is configured for.",
+						"pin_format", "not a format of the institution"))
 				case errors.Is(err, routing.ErrUnknownKeyIndex):
-					return problemAnswer(probKeyIndexUnknown.problem("The institution has no zone PIN key at this key index."))
+					return problemAnswer(probKeyIndexUnknown.fieldProblem("The institution has no zone PIN key at this key index.",
+						"key_index", "no zone PIN key of the institution"))
 				}
 			}
 		}

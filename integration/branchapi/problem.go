@@ -85,6 +85,15 @@ func (k problemKind) problem(detail string) *Problem {
 	return &Problem{Type: ProblemTypeBase + k.slug, Title: k.title, Status: k.status, Detail: detail}
 }
 
+// fieldProblem is problem naming the one offending field of the body (a
+// top-level member name) in Errors, as docs/branch-api.md promises for every
+// problem about a field.
+func (k problemKind) fieldProblem(detail, field, fieldDetail string) *Problem {
+	p := k.problem(detail)
+	p.Errors = []FieldProblem{{Pointer: "/" + field, Detail: fieldDetail}}
+	return p
+}
+
 // encodeProblem renders p; it cannot fail for this type.
 func encodeProblem(p *Problem) []byte {
 	b, _ := json.Marshal(p)
