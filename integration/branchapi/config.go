@@ -44,6 +44,11 @@ type Config struct {
 	// MaxRecords bounds the operations and idempotency records held in
 	// memory (default 100000); past it new operations are refused with 503.
 	MaxRecords int `yaml:"max_records" json:"max_records"`
+	// MaxConns bounds the open client connections (default 512). A
+	// connection beyond it waits in the listen backlog, unanswered, until
+	// one closes; the header, read and idle timeouts free the slots that
+	// slow or idle clients hold.
+	MaxConns int `yaml:"max_conns" json:"max_conns"`
 }
 
 // TLSConfig names the server's certificate and the client CA. TLS 1.2 is the
@@ -144,6 +149,7 @@ const (
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultRecordTTL         = 24 * time.Hour
 	DefaultMaxRecords        = 100000
+	DefaultMaxConns          = 512
 	DefaultApprovalWindow    = 15 * time.Minute
 )
 
@@ -169,6 +175,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxRecords == 0 {
 		c.MaxRecords = DefaultMaxRecords
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
 	}
 	c.Institutions = slices.Clone(c.Institutions)
 	for i := range c.Institutions {
@@ -207,8 +216,8 @@ func (c Config) Validate() error {
 			bad("branch.tls.revoked_serials[%d]: want a hex serial number", i)
 		}
 	}
-	if c.MaxBodyBytes < 0 || c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.RecordTTL < 0 || c.MaxRecords < 0 {
-		bad("branch: sizes, timeouts and record limits must not be negative")
+	if c.MaxBodyBytes < 0 || c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.RecordTTL < 0 || c.MaxRecords < 0 || c.MaxConns < 0 {
+		bad("branch: sizes, timeouts, record and connection limits must not be negative")
 	}
 	branches := map[string]map[string]bool{}
 	for i, in := range c.Institutions {

@@ -379,3 +379,42 @@ func TestStrictJSON(t *testing.T) {
 		t.Errorf("change with key_index 1.0 = %s, want 00", res.ResponseCode)
 	}
 }
+
+// TestMaxConnsHoldsTheRestInTheBacklog: with every connection slot held by
+// an idle client, a new client waits unanswered in the backlog, and is
+// served as soon as a slot frees.
+func TestMaxConnsHoldsTheRestInTheBacklog(t *testing.T) {
+	e := newEnv(t, envOptions{mutate: func(c *Config) { c.MaxConns = 2 }})
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	done := make(chan int, 1)
+	go func() {
+		served := unblockBody(card(83).PAN)
+		served["teller"] = "T0117-08"
+		done <- e.post("teller2", pathUnblocks, pathUnblocks, served, nil).status
+	}()
+	select {
+	case st := <-done:
+		t.Fatalf("a third client was answered %d while two idle clients held both slots", st)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if n := len(e.events()); n != 0 {
+		t.Errorf("%d events while the third client waited, want 0", n)
+	}
+	idle[0].Close()
+	select {
+	case st := <-done:
+		if st != 200 {
+			t.Errorf("the waiting client = %d once a slot freed, want 200", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting client was not served after a slot freed")
+	}
+}

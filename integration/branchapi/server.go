@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/netutil"
 
 	"pingate/routing"
 )
@@ -91,14 +92,15 @@ func New(cfg Config, flow Flow, logger *slog.Logger) (*Server, error) {
 }
 
 // Serve answers HTTPS (HTTP/1.1) on ln until Shutdown; it returns
-// http.ErrServerClosed after Shutdown. It may be called once.
+// http.ErrServerClosed after Shutdown. It may be called once. At most
+// MaxConns connections are open at once; the rest wait in ln's backlog.
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("branch api: Serve called twice")
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
-	return s.srv.Serve(tls.NewListener(ln, s.tlsCfg))
+	return s.srv.Serve(tls.NewListener(netutil.LimitListener(ln, s.cfg.MaxConns), s.tlsCfg))
 }
 
 // Shutdown stops accepting connections, waits for in-flight requests (each
