@@ -81,7 +81,7 @@ certs="$work/var/dev-certs"
 # supervisor's approvals of the runs below act on it.
 pending=$(curl -fsS --cacert "$certs/ca.pem" --cert "$certs/teller.pem" --key "$certs/teller-key.pem" \
   -H 'Content-Type: application/json' "https://$addr/v1/pin/resets" \
-  -d '{"pan":"6228481200000017","branch":"BR0117","terminal":"BR0117T1","teller":"T0117-07",
+  -d '{"pan":"6228481200000011","branch":"BR0117","terminal":"BR0117T1","teller":"T0117-07",
        "identity_check_ref":"IDCHK-CONTRACT-1","mode":"generated"}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["operation_id"])')
 export SCHEMATHESIS_OPERATION="$pending"

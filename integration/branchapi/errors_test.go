@@ -58,6 +58,8 @@ func TestBadInput(t *testing.T) {
 		{name: "wrong content type", contentType: "text/plain", give: good(), wantStatus: 415, wantType: "unsupported-media-type"},
 		{name: "no content type", contentType: "-", give: good(), wantStatus: 415, wantType: "unsupported-media-type"},
 		{name: "latin-1", contentType: "application/json; charset=iso-8859-1", give: good(), wantStatus: 415, wantType: "unsupported-media-type"},
+		{name: "gzip body", give: good(), hdr: map[string]string{"Content-Encoding": "gzip"}, wantStatus: 415, wantType: "unsupported-media-type"},
+		{name: "gzip among codings", give: good(), hdr: map[string]string{"Content-Encoding": "identity, gzip"}, wantStatus: 415, wantType: "unsupported-media-type"},
 		{name: "oversized body", raw: append([]byte(`{"pan":"`), bytes.Repeat([]byte("1"), DefaultMaxBodyBytes)...), wantStatus: 413, wantType: "body-too-large"},
 		{name: "missing PAN", give: with("pan", nil), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},
 		{name: "PAN with letters", give: with("pan", c.PAN[:10]+"AB"+c.PAN[12:]), wantStatus: 422, wantType: "invalid-request", wantPointer: "/pan"},

@@ -221,6 +221,15 @@ func (s *Server) readJSON(r *http.Request) ([]byte, *Problem) {
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		return nil, probMediaType.problem("Send the body as application/json in UTF-8.")
 	}
+	// A body under a content coding (gzip, deflate) would be parsed as the
+	// raw bytes: refused, as RFC 9110 §15.5.16 asks of a coding not served.
+	for _, line := range r.Header.Values("Content-Encoding") {
+		for ce := range strings.SplitSeq(line, ",") {
+			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+				return nil, probMediaType.problem("Send the body without a Content-Encoding.")
+			}
+		}
+	}
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return nil, probTooLarge.problem("The body is larger than the server takes.")
 	}
