@@ -86,6 +86,7 @@ type recordsRunCmd struct {
 	DevCerts string        `name:"dev-certs" placeholder:"DIR" help:"directory of development certificates (made when missing); replaces --tls-cert, --tls-key, --client-ca"`
 	LogLevel string        `name:"log-level" default:"info" help:"debug, info, warn, error"`
 	Batch    int           `name:"batch" default:"200" help:"records per transaction, at most"`
+	MaxConns int           `name:"max-conns" default:"256" help:"inquiry API connections open at once; more wait in the listen backlog"`
 	Session  time.Duration `name:"session-timeout" default:"10s" help:"consumer group session timeout (>= 6s)"`
 }
 
@@ -160,7 +161,7 @@ func (o *recordsRunCmd) Run(env *cli.Env) error {
 		}
 	}
 	if o.Listen != "" {
-		api, err := records.NewAPI(records.APIConfig{Addr: o.Listen, CertFile: o.Cert, KeyFile: o.Key, ClientCAFile: o.ClientCA},
+		api, err := records.NewAPI(records.APIConfig{Addr: o.Listen, CertFile: o.Cert, KeyFile: o.Key, ClientCAFile: o.ClientCA, MaxConns: o.MaxConns},
 			store, metrics, log)
 		if err != nil {
 			return err

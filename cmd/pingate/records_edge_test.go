@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -279,5 +280,48 @@ func TestRecordsReversalMarksApprovedOnly(t *testing.T) {
 	}
 	if got := recordsMetric(t, svc.admin, "pingate_records_reversals_applied_total"); got != 0 {
 		t.Errorf("reversals applied metric = %v, want 0", got)
+	}
+}
+
+// TestRecordsAPIMaxConns: with --max-conns 2 and both slots held by idle
+// clients, a third client's request waits unanswered in the backlog, and is
+// answered as soon as a slot frees (docs/records.md).
+func TestRecordsAPIMaxConns(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic = "records-maxconns"
+	testservers.CreateTopic(t, k.Brokers, topic, 1)
+	svc := startRecords(t, recordsDB(t, testservers.PostgresURL(t)), k.Brokers, topic, "--max-conns", "2")
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", svc.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := svc.client(t).Get("https://" + svc.api + "/v1/openapi.yaml")
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	select {
+	case st := <-done:
+		t.Fatalf("a third client was answered (status %d) while two idle clients held both slots", st)
+	case <-time.After(500 * time.Millisecond):
+	}
+	idle[0].Close()
+	select {
+	case st := <-done:
+		if st != http.StatusOK {
+			t.Errorf("the waiting client: status %d once a slot freed, want 200", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting client was not answered after a slot freed")
 	}
 }

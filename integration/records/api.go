@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // APIConfig configures the inquiry API.
@@ -34,7 +35,14 @@ type APIConfig struct {
 	MaxPageSize int
 	// MaxPeriod bounds a statement's period. Default 366 days.
 	MaxPeriod time.Duration
+	// MaxConns bounds the open client connections (default
+	// DefaultAPIMaxConns); a connection beyond it waits in the listen
+	// backlog until one closes.
+	MaxConns int
 }
+
+// DefaultAPIMaxConns is APIConfig.MaxConns when it is zero.
+const DefaultAPIMaxConns = 256
 
 // Validate names the missing values.
 func (c APIConfig) Validate() error {
@@ -47,6 +55,9 @@ func (c APIConfig) Validate() error {
 	}
 	if c.ClientCAFile == "" {
 		errs = append(errs, errors.New("api client CA file: required (mutual TLS)"))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("api max connections %d: must not be negative", c.MaxConns))
 	}
 	return errors.Join(errs...)
 }
@@ -72,6 +83,9 @@ func NewAPI(cfg APIConfig, store *Store, m *Metrics, log *slog.Logger) (*API, er
 	}
 	if cfg.MaxPeriod <= 0 {
 		cfg.MaxPeriod = 366 * 24 * time.Hour
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultAPIMaxConns
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -108,8 +122,11 @@ func NewAPI(cfg APIConfig, store *Store, m *Metrics, log *slog.Logger) (*API, er
 }
 
 // Serve answers HTTPS on ln until Shutdown; it then returns
-// http.ErrServerClosed.
-func (a *API) Serve(ln net.Listener) error { return a.srv.ServeTLS(ln, "", "") }
+// http.ErrServerClosed. At most MaxConns connections are open at once; the
+// rest wait in ln's backlog.
+func (a *API) Serve(ln net.Listener) error {
+	return a.srv.ServeTLS(netutil.LimitListener(ln, a.cfg.MaxConns), "", "")
+}
 
 // Shutdown stops accepting and waits for in-flight requests until ctx ends.
 func (a *API) Shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
