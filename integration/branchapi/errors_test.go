@@ -420,3 +420,47 @@ func TestMaxConnsHoldsTheRestInTheBacklog(t *testing.T) {
 		t.Fatal("the waiting client was not served after a slot freed")
 	}
 }
+
+// TestRefusalsBeforeTheAPI: the two answers Go's HTTP server gives before
+// the API sees a request are as docs/branch-api.md says: 431 for a header
+// section over 16 KiB, 400 for a request that is not HTTP/1.1, 501 for a
+// transfer coding other than chunked, each plain text, and none reaches the
+// flow.
+func TestRefusalsBeforeTheAPI(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	pool := x509.NewCertPool()
+	pool.AddCert(e.ca.cert)
+	cert := e.certs["teller"]
+	for _, tt := range []struct {
+		name, req  string
+		wantStatus int
+	}{
+		{"header section over 16 KiB", "POST /v1/pin/unblocks HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
+		{"not HTTP/1.1", "POST /v1/pin/unblocks HTTP/9.9 extra\r\nHost: x\r\n\r\n", 400},
+		{"a transfer coding other than chunked", "POST /v1/pin/unblocks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, tt.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || !resp.Close {
+				t.Errorf("answer %d %q (closed %v), want %d text/plain and the connection closed",
+					resp.StatusCode, resp.Header.Get("Content-Type"), resp.Close, tt.wantStatus)
+			}
+		})
+	}
+	if n := e.sim.Requests.Load(); n != 0 {
+		t.Errorf("%d issuer requests, want none", n)
+	}
+}
