@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -90,6 +91,21 @@ func (t *BINTable) Lookup(pan string) (string, error) {
 
 // Len is the number of routes.
 func (t *BINTable) Len() int { return t.size }
+
+// Routes lists the table's routes in prefix order (none for a nil table).
+func (t *BINTable) Routes() []Route {
+	if t == nil {
+		return nil
+	}
+	out := make([]Route, 0, t.size)
+	for _, n := range t.lengths {
+		for v, id := range t.byLen[n] {
+			out = append(out, Route{Prefix: fmt.Sprintf("%0*d", n, v), Issuer: t.issuers[id]})
+		}
+	}
+	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Prefix, b.Prefix) })
+	return out
+}
 
 // Issuers lists the distinct issuers the table routes to.
 func (t *BINTable) Issuers() []string { return append([]string(nil), t.issuers...) }

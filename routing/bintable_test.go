@@ -3,6 +3,8 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -139,5 +141,20 @@ func TestBINTableIssuersAndLen(t *testing.T) {
 	var none *BINTable
 	if _, err := none.Lookup("6228480000000001"); !errors.Is(err, ErrNoRoute) {
 		t.Errorf("nil table Lookup() = %v, want ErrNoRoute", err)
+	}
+}
+
+// TestBINTableRoutes: the routes read back from a table are the ones it was
+// built from, in prefix order, leading zeros kept ("0123" is not "123").
+func TestBINTableRoutes(t *testing.T) {
+	in := []Route{{"62284812", "a"}, {"0123", "b"}, {"123", "a"}, {"4", "c"}, {"6228481200000000005", "b"}}
+	tbl, err := NewBINTable(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(in)
+	slices.SortFunc(want, func(a, b Route) int { return strings.Compare(a.Prefix, b.Prefix) })
+	if got := tbl.Routes(); !slices.Equal(got, want) {
+		t.Errorf("Routes() = %v, want %v", got, want)
 	}
 }

@@ -202,6 +202,7 @@ func (f *Flow) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	cfg.Routes = nil // the table holds them: a million ranges are not kept twice
 	st := &flowState{cfg: cfg, table: table, acquirers: map[string]*AcquirerConfig{}, issuers: map[string]*IssuerConfig{}}
 	for i := range cfg.Acquirers {
 		st.acquirers[cfg.Acquirers[i].ID] = &cfg.Acquirers[i]
@@ -228,8 +229,17 @@ func (f *Flow) reverseApproved(ctx context.Context, req *Request) {
 	f.m.reversals.Add(ctx, 1)
 }
 
-// Config returns the configuration in force.
-func (f *Flow) Config() Config { return f.state.Load().cfg }
+// Config returns the configuration in force. Its Routes are read back from
+// the BIN table, in prefix order: the flow keeps no list beside the table.
+func (f *Flow) Config() Config {
+	st := f.state.Load()
+	cfg := st.cfg
+	cfg.Routes = st.table.Routes()
+	return cfg
+}
+
+// BINTable is the BIN table in force.
+func (f *Flow) BINTable() *BINTable { return f.state.Load().table }
 
 // Acquirer returns the configuration of acquirer id.
 func (f *Flow) Acquirer(id string) (AcquirerConfig, bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -253,8 +254,9 @@ func TestFlowConfig(t *testing.T) {
 	if err := f.Reload(good); err != nil {
 		t.Fatalf("Reload(valid) = %v", err)
 	}
-	if got := f.Config(); len(got.Routes) != 2 || got.DuplicateWindow != DefaultDuplicateWindow {
-		t.Errorf("after Reload: %d routes, duplicate window %v; want 2 and the default", len(got.Routes), got.DuplicateWindow)
+	if got := f.Config(); !slices.Equal(got.Routes, []Route{{Prefix: "4", Issuer: "ssbank"}, {Prefix: "62284812", Issuer: "ssbank"}}) ||
+		got.DuplicateWindow != DefaultDuplicateWindow {
+		t.Errorf("after Reload: routes %v, duplicate window %v; want 4 and 62284812 to ssbank, and the default", got.Routes, got.DuplicateWindow)
 	}
 }
 

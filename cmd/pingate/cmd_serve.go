@@ -116,6 +116,7 @@ func runServe(ctx context.Context, sf serveFlags, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	cfg.Routing.Routes = nil // the gateway's BIN table holds them now; cfg lives until shutdown
 	g.SetReloadSource(sf.config0)
 	runCtx, stopRun := context.WithCancel(ctx)
 	ran := make(chan error, 1)

@@ -20,8 +20,13 @@ func (g *Gateway) HTTPAddr() string { return g.httpAddr }
 
 // Config is the configuration the gateway started with: defaults applied,
 // the issuer host "issuer-sim" resolved to the in-process simulator's
-// address. A reload does not change it.
-func (g *Gateway) Config() Config { return g.cfg }
+// address, its routes read back from the BIN table it started with (in
+// prefix order). A reload does not change it.
+func (g *Gateway) Config() Config {
+	c := g.cfg
+	c.Routing.Routes = g.routes.Routes()
+	return c
+}
 
 // Sim is the in-process issuer simulator (issuer_sim), or nil.
 func (g *Gateway) Sim() *issuersim.Sim { return g.sim }

@@ -249,10 +249,12 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 		// Unreachable: next.Validate ran the same checks.
 		return rep, fmt.Errorf("routing: %w", err)
 	}
+	rep = ReloadReport{Result: ReloadOK, Trigger: trigger, Acquirers: len(next.Routing.Acquirers), Routes: len(next.Routing.Routes),
+		Keys: len(g.ring.List()), LimitsChanged: lim != nil}
+	next.Routing.Routes = nil // the flow's table holds them (see New)
 	r.current = next
 	r.setKeyMeta(g.ring, stored)
-	return ReloadReport{Result: ReloadOK, Trigger: trigger, Acquirers: len(next.Routing.Acquirers), Routes: len(next.Routing.Routes),
-		Keys: len(g.ring.List()), LimitsChanged: lim != nil}, nil
+	return rep, nil
 }
 
 // resolveSimHosts points the issuer host "issuer-sim" at the in-process
