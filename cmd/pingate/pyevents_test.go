@@ -42,8 +42,9 @@ type backOffice struct {
 // CloudEvents SDK's Kafka binding, jsonschema), on the topic a gateway fills
 // on a real Kafka broker. The test drives the gateway's TCP acquirer
 // listener: an approved change, a wrong-PIN decline and a 0420 for it, a
-// branch unblock and reset, an approved change its ATM reverses (twice), a
-// card range with no route, PANs too short to show (one at an operation the
+// branch unblock and reset, an approved change its ATM reverses (twice), an
+// issuer's 57 and 96, a branch terminal past its burst (61), a card range
+// with no route, PANs too short to show (one at an operation the
 // ATM may not ask for) and a frame that does not unpack (no event). The
 // consumer must find every record as the docs say and count what was
 // driven. Then it reads a copy of the topic with records tampered in ways
@@ -77,7 +78,7 @@ func TestPyBackOfficeConsumer(t *testing.T) {
 		want.ByCode[code]++
 	}
 	var secrets bytes.Buffer // the consumer's --secrets file: every PAN and PIN block sent
-	send := func(c *loadgen.Client, op loadgen.Op, wantCode string) *iso8583.Fields {
+	exchange := func(c *loadgen.Client, op loadgen.Op) (*iso8583.Fields, string) {
 		t.Helper()
 		f, err := op.Fields()
 		if err != nil {
@@ -93,8 +94,13 @@ func TestPyBackOfficeConsumer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s at %s: %v", op.Proc, op.Terminal, err)
 		}
-		if ans.ResponseCode != wantCode {
-			t.Fatalf("%s at %s answered %s, want %s", op.Proc, op.Terminal, ans.ResponseCode, wantCode)
+		return f, ans.ResponseCode
+	}
+	send := func(c *loadgen.Client, op loadgen.Op, wantCode string) *iso8583.Fields {
+		t.Helper()
+		f, code := exchange(c, op)
+		if code != wantCode {
+			t.Fatalf("%s at %s answered %s, want %s", op.Proc, op.Terminal, code, wantCode)
 		}
 		return f
 	}
@@ -130,6 +136,25 @@ func TestPyBackOfficeConsumer(t *testing.T) {
 	event("pingate.pin.change.reversed.v1", "reversed", "atm", "68") // the 0420's DE 39
 	want.Reversals["acquirer_reversal"]++
 	reverse(approved) // a repeated 0420 records nothing more
+
+	// Cards the simulated issuer answers specially (issuersim.Population).
+	restricted, faulty := 999*len(pop.BINs), 998*len(pop.BINs)
+	send(atm, opsChange(pop, restricted, "5931"), iso8583.RCNotPermittedCard)
+	event("pingate.pin.change.declined.v1", "declined", "atm", "57")
+	send(atm, opsChange(pop, faulty, "5931"), iso8583.RCSystemMalfunction)
+	event("pingate.pin.change.failed.v1", "failed", "atm", "96")
+	// One branch terminal past its burst: unblocks until one is limited.
+	for i := 0; ; i++ {
+		op := branchOp(iso8583.ProcPINUnblock, 7610, "")
+		op.Terminal = "BR0117T2"
+		if _, code := exchange(branch, op); code == iso8583.RCExceedsLimit {
+			event("pingate.pin.unblock.limited.v1", "limited", "branch", "61")
+			break
+		} else if code != iso8583.RCApproved || i == 20 {
+			t.Fatalf("unblock %d at one terminal answered %s, want 00 until 61", i+1, code)
+		}
+		event("pingate.pin.unblocked.v1", "approved", "branch", "00")
+	}
 
 	noRoute := opsChange(pop, 7605, "5931")
 	noRoute.PAN = "5555555555554444"
