@@ -573,6 +573,13 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (ev Even
 	defer span.End()
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
+	// A request refused before validateRequest read its PAN (an unknown
+	// acquirer or terminal, say) may carry one no event can show: its event
+	// has no card, as one refused for that PAN has.
+	pan, token := req.PAN, req.CardToken
+	if !eventPAN(pan) {
+		pan, token = "", ""
+	}
 	ev = Event{
 		ID:          out.EventID,
 		Type:        EventType(req.Operation, out.Outcome),
@@ -585,16 +592,16 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (ev Even
 		Acquirer:    req.Acquirer,
 		Terminal:    req.Terminal,
 		Issuer:      out.Issuer,
-		MaskedPAN:   iso8583.MaskPAN(req.PAN),
-		CardToken:   req.CardToken,
+		MaskedPAN:   iso8583.MaskPAN(pan),
+		CardToken:   token,
 		Teller:      req.Teller,
 		Supervisor:  req.Supervisor,
 		Received:    req.Received,
 		Completed:   t,
 		TraceParent: carrier.Get("traceparent"),
 	}
-	if ev.CardToken == "" && req.PAN != "" {
-		ev.CardToken = f.deps.Tokenizer.Token(req.PAN)
+	if ev.CardToken == "" && pan != "" {
+		ev.CardToken = f.deps.Tokenizer.Token(pan)
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		ev.TraceID = sc.TraceID().String()
@@ -651,12 +658,15 @@ func (a *AcquirerConfig) BlockKey(n, idx int) (string, error) {
 	return label, nil
 }
 
+// eventPAN reports whether an event can show pan: 13 to 19 digits, so that
+// its first 6 and last 4 show with some hidden between.
+func eventPAN(pan string) bool { return len(pan) >= 13 && len(pan) <= 19 && isDigits(pan) }
+
 func validateRequest(r *Request, alg pinblock.Algorithm) error {
-	// 13 digits at least: an event shows the first 6 and last 4 with some
-	// hidden between. A refused PAN is dropped, so the refusal's event
+	// A refused PAN is dropped with its token, so the refusal's event
 	// (without a card) can be recorded.
-	if n := len(r.PAN); n < 13 || n > 19 || !isDigits(r.PAN) {
-		r.PAN = ""
+	if !eventPAN(r.PAN) {
+		r.PAN, r.CardToken = "", ""
 		return fmt.Errorf("%w: PAN must be 13–19 digits", ErrFormat)
 	}
 	if r.Terminal == "" {

@@ -200,6 +200,7 @@ func TestFlowOutcomes(t *testing.T) {
 		{name: "no route", mutate: func(r *Request) { r.PAN = "5555555555554444" }, wantCode: "14", wantOut: OutcomeRejected},
 		{name: "short PAN", mutate: func(r *Request) { r.PAN = "12345" }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "12-digit PAN", mutate: func(r *Request) { r.PAN = "622848120017" }, wantCode: "30", wantOut: OutcomeRejected},
+		{name: "12-digit PAN at a terminal not listed", mutate: func(r *Request) { r.PAN, r.Terminal = "622848120017", "ATM99999" }, wantCode: "58", wantOut: OutcomeRejected},
 		{name: "format not permitted", mutate: func(r *Request) { r.Format = 1 }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "unknown key index", mutate: func(r *Request) { r.KeyIndex = 7 }, wantCode: "30", wantOut: OutcomeRejected},
 		{name: "teller id like a PAN", mutate: func(r *Request) { r.Teller = "123456789012" }, wantCode: "30", wantOut: OutcomeRejected},
@@ -251,6 +252,11 @@ func TestFlowOutcomes(t *testing.T) {
 				}
 				if ev.MaskedPAN != "" && (len(ev.MaskedPAN) < 13 || strings.Count(ev.MaskedPAN[:6], "*") != 0) {
 					t.Errorf("event masked PAN of %d characters does not show the first 6 digits", len(ev.MaskedPAN))
+				}
+				// docs/events.md: a request refused before its PAN could be
+				// read has an event without a card, keyed by its event id.
+				if (ev.MaskedPAN == "") != (ev.CardToken == "") {
+					t.Errorf("event with masked PAN %t and card token %t, want both or neither", ev.MaskedPAN != "", ev.CardToken != "")
 				}
 			}
 		})

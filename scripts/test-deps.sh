@@ -6,13 +6,22 @@
 # host scripts/pyiso8583_issuer.py, which cmd/pingate's TestPyISO8583Client
 # and TestPyISO8583Issuer run against a gateway; requests (psf, PyPI) is
 # the HTTP client of the independent branch teller system
-# scripts/branch_client.py, which TestPyBranchClient runs. Without them those
-# tests skip (and fail under CI=true).
+# scripts/branch_client.py, which TestPyBranchClient runs; confluent-kafka
+# (Confluent, PyPI: librdkafka) reads the topic, cloudevents (the CloudEvents
+# Python SDK) its Kafka binding reads each record, and jsonschema with
+# rfc3339-validator (its date-time format check) validates the bodies for the
+# independent back-office consumer scripts/backoffice_consumer.py, which
+# TestPyBackOfficeConsumer runs. Without them those tests skip (and fail under
+# CI=true).
 set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import psec' 2>/dev/null || python3 -m pip install --quiet 'psec==1.3.0'
   (cd / && python3 -c 'import iso8583.encoder') 2>/dev/null || python3 -m pip install --quiet 'pyiso8583==4.0.1'
   python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet 'requests==2.34.2'
+  python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install --quiet 'confluent-kafka==2.16.2'
+  python3 -c 'import cloudevents.core.bindings.kafka' 2>/dev/null || python3 -m pip install --quiet 'cloudevents==2.2.0'
+  python3 -c 'import jsonschema, rfc3339_validator' 2>/dev/null ||
+    python3 -m pip install --quiet 'jsonschema==4.26.0' 'rfc3339-validator==0.1.4'
 fi
 # pythales (PyPI, Tim Gabets) is the independent payShield simulator
 # integration/payshield's TestPythales runs the client against. Its declared

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,17 +23,29 @@ func TestPyISO8583Client(t *testing.T) {
 	runPyScript(t, "pyiso8583 client", py, script, "--addr", g.AcquirerAddr(), "--doc", doc)
 }
 
-// runPyScript runs py with args in a temporary directory and logs its
-// output as name's; a non-zero exit status fails the test with the output.
-func runPyScript(t *testing.T, name, py string, args ...string) {
+// runPyScript runs py with args in a temporary directory, logs its output
+// as name's and returns its standard output; a non-zero exit status fails
+// the test with the output.
+func runPyScript(t *testing.T, name, py string, args ...string) []byte {
+	t.Helper()
+	stdout, stderr, err := pyScript(t, py, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s%s", name, err, stdout, stderr)
+	}
+	t.Logf("%s:\n%s%s", name, stdout, stderr)
+	return stdout
+}
+
+// pyScript runs py with args in a temporary directory and returns its
+// standard output, its standard error and how it exited.
+func pyScript(t *testing.T, py string, args ...string) (stdout, stderr []byte, err error) {
 	t.Helper()
 	cmd := exec.Command(py, args...)
 	cmd.Dir = t.TempDir()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
-	}
-	t.Logf("%s:\n%s", name, out)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.Bytes(), e.Bytes(), err
 }
 
 // needPyISO8583 returns the path of a python3 that imports pyiso8583, psec
