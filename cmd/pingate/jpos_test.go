@@ -13,8 +13,9 @@ import (
 // TestJPOSClient builds scripts/jpos, an ATM network client on jPOS built
 // from docs/iso8583-acquirer.md and docs/dev-keys.md alone, and runs it
 // against a gateway on the embedded default: the document's golden messages
-// through its own packager and on the wire, PIN changes with ISO 9564 blocks
-// it computes, reversals, unblocks and resets, the documented refusals. The
+// through its own packager and on the wire, PIN changes with ISO 9564 and SM4
+// blocks it computes, key changes with TR-31 and SM4 key blocks it makes,
+// reversals, unblocks and resets, limits, the documented refusals. The
 // client exits non-zero naming each answer that differs from the document.
 // scripts/test-deps.sh fetches the Maven dependencies, so that the build runs
 // offline; without java or mvn the test skips, and fails under CI=true.

@@ -4,8 +4,8 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.net.SocketTimeoutException;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.GeneralSecurityException;
 import java.security.SecureRandom;
 import java.time.ZoneOffset;
 import java.time.ZonedDateTime;
@@ -18,6 +18,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.jpos.iso.ISOException;
 import org.jpos.iso.ISOMsg;
 import org.jpos.iso.ISOPackager;
@@ -27,28 +29,34 @@ import org.jpos.iso.channel.NACChannel;
  * An ATM network / switch talking to pingate's acquirer listener, built on
  * jPOS from docs/iso8583-acquirer.md and docs/dev-keys.md alone, as a bank's
  * team would: the packager is the document's data element table, the channel
- * its binary2 framing, the PIN blocks ISO 9564-1 under the published
- * development zone PIN keys, the cards and PINs the simulated issuer's
- * population as the document derives them.
+ * its binary2 framing, the PIN blocks ISO 9564-1 (and SM4-0 / SM4-4) under the
+ * published development zone PIN keys, the key changes TR-31 version B blocks
+ * and SM4-ECB keys under the development ZMKs, the cards and PINs the
+ * simulated issuer's population as the document derives them.
  *
  * <p>Usage: {@code java -cp ... atmclient.AcquirerClient --addr host:port --doc docs/iso8583-acquirer.md}
  * against a gateway on the embedded default. Every answer's MTI, DE 39 and
  * field use (which elements come back, which are echoed unchanged) is checked
  * as the document states; a summary is printed, and the exit status is 1 with
  * each mismatch named. Output never carries a PAN, a PIN, a PIN block or key
- * bytes: cards are named by their index in the population.
+ * bytes: steps are named by what they do, never by their card.
  *
- * <p>Cards are chosen at random in the population on each run, so that the
- * client can run again against the same gateway (a PIN change stays changed).
+ * <p>Cards are chosen at random in the population on each run, and the key
+ * changes end by bringing the development keys back, so that the client can
+ * run again against the same gateway (a PIN change stays changed).
  */
 public final class AcquirerClient {
   // docs/iso8583-acquirer.md, "Development setup": the acquirers of the embedded default.
   static final String ATM = "100001";
   static final String BRANCH = "200001";
+  static final String SM4_ATM = "100003";
   static final String UNKNOWN_ACQUIRER = "999999";
   // docs/dev-keys.md: published development keys (protect nothing).
   static final byte[] ATM_ZPK = HexFormat.of().parseHex("0123456789ABCDEFFEDCBA9876543210");
   static final byte[] BRANCH_ZPK = HexFormat.of().parseHex("000102030405060708090A0B0C0D0E0F");
+  static final byte[] SM4_ATM_ZPK = HexFormat.of().parseHex("0123456789ABCDEFFEDCBA9876543210");
+  static final byte[] SM4_ATM_ZMK = HexFormat.of().parseHex("1234567890ABCDEFABCDEF0987654321");
+  static final byte[] ATM_ZMK = HexFormat.of().parseHex("89E88CF7931444F334BD7547FC3F380C");
   // docs/iso8583-acquirer.md, DE 123 worked example: the new key the golden key change delivers.
   static final byte[] ATM_ZPK_NEXT = HexFormat.of().parseHex("F039121BEC83D26B169BDCD5B22AAF8F");
   static final String RANGE_A = "62284812";
@@ -76,7 +84,6 @@ public final class AcquirerClient {
   private final ISOPackager packager;
   private final SecureRandom random = new SecureRandom();
   private final List<String> mismatches = new ArrayList<>();
-  private final Map<String, Integer> cardIndex = new HashMap<>(); // PAN → index, for messages
   private final Set<Integer> usedIndex = new TreeSet<>();
   private int checks;
   private String lastStep = "start";
@@ -135,6 +142,7 @@ public final class AcquirerClient {
     docExamples();
     atmNetwork(golden);
     branch();
+    sm4Network();
     unknownAcquirer();
     zeroLengthFrame();
     System.out.printf("jPOS acquirer client: %d checks, %d mismatches%n", checks, mismatches.size());
@@ -210,10 +218,12 @@ public final class AcquirerClient {
       atmChange(ch, "new PIN a run of the PAN (weak)", panB, pinB, panB.substring(6, 10), "0001000000000000",
           "P6");
       atmChange(ch, "new PIN equal to the current one", panB, pinB, pinB, "0001000000000000", "P6");
-      String outside = DevCards.pan("40000000", random.nextInt(PER_RANGE()));
-      atmChange(ch, "card of no BIN range (no_route)", outside, "1357", newPin(outside, "1357"), "0001000000000000", "14");
-      String notHeld = DevCards.pan(RANGE_A, PER_RANGE() + random.nextInt(1000000));
-      atmChange(ch, "card of a range the simulator does not hold", notHeld, "1357", newPin(notHeld, "1357"), "0001000000000000",
+      String outside = DevCards.pan("40000000", random.nextInt(DevCards.PER_RANGE));
+      atmChange(ch, "card of no BIN range (no_route)", outside, "1357", newPin(outside, "1357"), "0001000000000000",
+          "14");
+      String notHeld = DevCards.pan(RANGE_A, DevCards.PER_RANGE + random.nextInt(1000000));
+      atmChange(ch, "card of a range the simulator does not hold", notHeld, "1357", newPin(notHeld, "1357"),
+          "0001000000000000",
           "14");
       int i998 = 998 + 1000 * random.nextInt(9);
       atmChange(ch, "simulated card ending in 998", DevCards.pan(RANGE_C, i998),
@@ -234,7 +244,8 @@ public final class AcquirerClient {
       atmChange(ch, "key index 02 (unknown_key_index)", panC, pinC, newPin(panC, pinC), "0002000000000000",
           "30");
 
-      ISOMsg unblock = branchOp("720000", ATM, nextTerminal("JA"), panC, null, de48("01", "T1042", "02", "IDV-JPOS-0001"));
+      ISOMsg unblock = branchOp("720000", ATM, nextTerminal("JA"), panC, null,
+          de48("01", "T1042", "02", "IDV-JPOS-0001"));
       r = exchange(ch, "unblock from the ATM network (operation_not_permitted)", unblock, "58");
       ISOMsg other = pinChange(BRANCH, nextTerminal("JA"), panC, PinBlocks.format4(BRANCH_ZPK, pinC, panC),
           PinBlocks.format4(BRANCH_ZPK, newPin(panC, pinC), panC), "0401000000000000");
@@ -256,6 +267,8 @@ public final class AcquirerClient {
       ISOMsg unknownRev = reversal(pinChange(ATM, nextTerminal("JA"), panC, "0000000000000000", "0000000000000000",
           "0001000000000000"));
       r = exchange(ch, "reversal naming no request", unknownRev, "00");
+
+      ownKeyChanges(ch);
 
       goldenExchange(ch, golden, "0800-sign-off", "0810-sign-off");
       // require_sign_on is off in the embedded default: a 0100 is served after sign-off.
@@ -336,8 +349,8 @@ public final class AcquirerClient {
 
   /** The document's own examples: its development cards table, its DE 48 example. */
   private void docExamples() throws Exception {
-    String text = java.nio.file.Files.readString(doc);
-    java.util.regex.Matcher m = java.util.regex.Pattern.compile("(?m)^\\| (\\d{16}) \\| (\\d{4}) \\|$").matcher(text);
+    String text = Files.readString(doc);
+    Matcher m = Pattern.compile("(?m)^\\| (\\d{16}) \\| (\\d{4}) \\|$").matcher(text);
     int rows = 0;
     while (m.find()) {
       rows++;
@@ -353,6 +366,46 @@ public final class AcquirerClient {
     expect("development card table", rows >= 6, rows + " rows, want 6");
     String wire = "018" + de48("01", "T1042", "04", "BR017");
     expect("DE 48 example", text.contains("`" + wire + "`"), "the document's wire form differs");
+
+    Matcher k =
+        Pattern.compile("(?m)^- new zone PIN key: `([0-9A-F]{32})`").matcher(text);
+    Matcher b = Pattern.compile("(?m)^- TR-31 form: `(B[0-9A-Z]+)`$").matcher(text);
+    if (!k.find() || !b.find()) {
+      expect("DE 123 worked example", false, "not found in the document");
+      return;
+    }
+    expect("DE 123 worked example: its new key is the client's", Arrays.equals(HexFormat.of().parseHex(k.group(1)),
+        ATM_ZPK_NEXT), "the document names another key");
+    expect("DE 123 worked example: the TR-31 form unwraps under dev-atm-zmk to its key",
+        KeyBlocks.carries(b.group(1), ATM_ZMK, ATM_ZPK_NEXT), "MAC or key differs under this TR-31 implementation");
+  }
+
+  /**
+   * Key changes with TR-31 blocks made here under dev-atm-zmk: one of mode E
+   * (encrypt only) and one whose MAC does not verify are answered 30; the one
+   * that brings dev-atm-zpk back as key index 01's current version is taken,
+   * and PIN blocks under it translate again (so the client can run again
+   * against the same gateway).
+   */
+  private void ownKeyChanges(NACChannel ch) throws Exception {
+    exchange(ch, "key change, TR-31 block of mode E", keyChange(KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'E')), "30");
+    String block = KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'B');
+    char last = block.charAt(block.length() - 1);
+    String badMac = block.substring(0, block.length() - 1) + (last == '0' ? '1' : '0');
+    exchange(ch, "key change, TR-31 MAC that does not verify", keyChange(badMac), "30");
+    exchange(ch, "key change, TR-31 block of mode B made here", keyChange(block), "00");
+    atmKey = ATM_ZPK;
+    int i = freshIndex();
+    String pan = DevCards.pan(RANGE_A, i);
+    String pin = DevCards.initialPin(pan);
+    atmChange(ch, "PIN change under the key brought back", pan, pin, newPin(pan, pin), "0001000000000000", "00");
+  }
+
+  private ISOMsg keyChange(String de123) throws ISOException {
+    ISOMsg m = netMgmt("161", null);
+    m.set(53, "0001000000000000");
+    m.set(123, de123);
+    return m;
   }
 
   /** Elements that break the field use, or do not unpack, are answered 30 with what could be read. */
@@ -501,6 +554,92 @@ public final class AcquirerClient {
     branchChange(ch, "PIN change of the " + what + ", unblocked", pan, pin, newPin(pan, pin), "00");
   }
 
+  /**
+   * The SM4 ATM network (100003, pin_algorithm sm4): SM4-0 blocks as DE 53
+   * format 00 and SM4-4 as 04, 16 bytes each, under dev-sm4-atm-zpk; format 03
+   * is refused, and so is an 8-byte block.
+   */
+  private void sm4Network() throws Exception {
+    NACChannel ch = Wire.connect(host, port, packager, 15000);
+    try {
+      exchange(ch, "SM4 network sign-on", netMgmt("001", SM4_ATM), "00");
+      String[] ranges = {RANGE_A, RANGE_C};
+      for (String range : ranges) {
+        int i = freshIndex();
+        String pan = DevCards.pan(range, i);
+        String pin = DevCards.initialPin(pan);
+        String next = newPin(pan, pin);
+        sm4Change(ch, "SM4-0 PIN change, range " + range, SM4_ATM_ZPK, pan, pin, next, "00");
+        exchange(ch, "SM4-4 PIN change back, range " + range, pinChange(SM4_ATM, nextTerminal("JS"), pan,
+            PinBlocks.format4SM4(SM4_ATM_ZPK, next, pan), PinBlocks.format4SM4(SM4_ATM_ZPK, pin, pan),
+            "0401000000000000"), "00");
+      }
+      // Cards 5000-5999 of 621700 belong to the SM4 issuer.
+      int i;
+      do {
+        i = 5000 + random.nextInt(998);
+      } while (!usedIndex.add(i));
+      String pan = DevCards.pan(RANGE_C, i);
+      String pin = DevCards.initialPin(pan);
+      sm4Change(ch, "SM4-0 PIN change of a card of the SM4 issuer", SM4_ATM_ZPK, pan, pin, newPin(pan, pin), "00");
+      int j = freshIndex();
+      String panJ = DevCards.pan(RANGE_B, j);
+      String pinJ = DevCards.initialPin(panJ);
+      exchange(ch, "8-byte format 0 block from the SM4 network", pinChange(SM4_ATM, nextTerminal("JS"), panJ,
+          PinBlocks.format0(SM4_ATM_ZPK, pinJ, panJ), PinBlocks.format0(SM4_ATM_ZPK, newPin(panJ, pinJ), panJ),
+          "0001000000000000"), "30");
+      exchange(ch, "format 03 from the SM4 network", pinChange(SM4_ATM, nextTerminal("JS"), panJ,
+          PinBlocks.format3(SM4_ATM_ZPK, pinJ, panJ), PinBlocks.format3(SM4_ATM_ZPK, newPin(panJ, pinJ), panJ),
+          "0301000000000000"), "30");
+      sm4KeyChanges(ch);
+    } finally {
+      ch.disconnect();
+    }
+  }
+
+  /**
+   * SM4 key changes (DE 123 "key SM4-ECB under the SM4 ZMK / check value"): the
+   * document's published example, whose key this client deciphers under
+   * dev-sm4-atm-zmk and checks against the example's check value, then a PIN
+   * change under it; a wrong check value (30); then dev-sm4-atm-zpk back.
+   */
+  private void sm4KeyChanges(NACChannel ch) throws Exception {
+    String text = Files.readString(doc);
+    Matcher m = Pattern.compile("`([0-9A-F]{32})/([0-9A-F]{16})`").matcher(text);
+    if (!m.find()) {
+      expect("SM4 key change example", false, "not found in the document");
+      return;
+    }
+    byte[] key = Sm4.decrypt(SM4_ATM_ZMK, HexFormat.of().parseHex(m.group(1)));
+    try {
+      expect("SM4 key change example: check value of the key it carries", Sm4.kcv(key).equals(m.group(2)),
+          "SM4(K, 0) differs from the example's check value");
+      exchange(ch, "SM4 key change, the document's example", keyChange(m.group(1) + "/" + m.group(2)), "00");
+      int i = freshIndex();
+      String pan = DevCards.pan(RANGE_B, i);
+      String pin = DevCards.initialPin(pan);
+      sm4Change(ch, "SM4-0 PIN change under the example's key", key, pan, pin, newPin(pan, pin), "00");
+    } finally {
+      Arrays.fill(key, (byte) 0);
+    }
+    String back = HexFormat.of().withUpperCase().formatHex(Sm4.encrypt(SM4_ATM_ZMK, SM4_ATM_ZPK));
+    String kcv = Sm4.kcv(SM4_ATM_ZPK);
+    String wrongKcv = (kcv.charAt(0) == '0' ? "1" : "0") + kcv.substring(1);
+    exchange(ch, "SM4 key change, check value that does not match", keyChange(back + "/" + wrongKcv), "30");
+    exchange(ch, "SM4 key change, dev-sm4-atm-zpk back", keyChange(back + "/" + kcv), "00");
+    int j = freshIndex();
+    String pan = DevCards.pan(RANGE_A, j);
+    String pin = DevCards.initialPin(pan);
+    sm4Change(ch, "SM4-0 PIN change under dev-sm4-atm-zpk again", SM4_ATM_ZPK, pan, pin, newPin(pan, pin), "00");
+  }
+
+  /** An SM4-0 PIN change from the SM4 network under key (key index 01). */
+  private void sm4Change(NACChannel ch, String step, byte[] key, String pan, String oldPin, String newPin, String rc)
+      throws Exception {
+    exchange(ch, step, pinChange(SM4_ATM, nextTerminal("JS"), pan, PinBlocks.format0SM4(key, oldPin, pan),
+        PinBlocks.format0SM4(key, newPin, pan), "0001000000000000"), rc);
+  }
+
   /** A sign-on naming no configured acquirer is answered 58 and the connection is closed. */
   private void unknownAcquirer() throws Exception {
     NACChannel ch = Wire.connect(host, port, packager, 15000);
@@ -643,15 +782,11 @@ public final class AcquirerClient {
   /** A card index not used yet in this run, and not one of the 998/999 cards. */
   private int freshIndex() {
     while (true) {
-      int i = random.nextInt(PER_RANGE());
+      int i = random.nextInt(DevCards.PER_RANGE);
       if (!DevCards.special(i) && usedIndex.add(i)) {
         return i;
       }
     }
-  }
-
-  private static int PER_RANGE() {
-    return DevCards.PER_RANGE;
   }
 
   // ---- exchanges and checks ----
@@ -766,7 +901,10 @@ public final class AcquirerClient {
     }
   }
 
-  /** A format error's answer echoes the request's elements 2..upTo (those that could be read), never 48/52/53/123/125. */
+  /**
+   * A format error's answer echoes the request's elements 2..upTo (those that
+   * could be read), never 48, 52, 53, 123 or 125.
+   */
   private void expectFormatEcho(String step, ISOMsg req, ISOMsg r, int upTo) {
     checks++;
     for (int f = 2; f <= Math.max(128, r.getMaxField()); f++) {
