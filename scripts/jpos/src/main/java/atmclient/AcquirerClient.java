@@ -144,7 +144,7 @@ public final class AcquirerClient {
     branch();
     sm4Network();
     unknownAcquirer();
-    zeroLengthFrame();
+    unframeable();
     System.out.printf("jPOS acquirer client: %d checks, %d mismatches%n", checks, mismatches.size());
     for (String m : mismatches) {
       System.out.println("MISMATCH: " + m);
@@ -207,6 +207,8 @@ public final class AcquirerClient {
       ISOMsg back = pinChange(ATM, nextTerminal("JA"), panA, PinBlocks.format0(ATM_ZPK, newA, panA),
           PinBlocks.format0(ATM_ZPK, pinA, panA), "0001000000000000");
       r = exchange(ch, "PIN change back (previous key version)", back, "00");
+
+      sameStanTwoCards(ch);
 
       // Declines and refusals.
       int ib = freshIndex();
@@ -408,6 +410,43 @@ public final class AcquirerClient {
     return m;
   }
 
+  /**
+   * Two cards under one STAN, DE 7 and terminal are two requests, not a
+   * retransmission; an 0420 naming the first but carrying the second card's
+   * DE 2 names no request: acknowledged, and the first change stands. PIN
+   * blocks in lower-case hex are taken like upper-case ones.
+   */
+  private void sameStanTwoCards(NACChannel ch) throws Exception {
+    String term = nextTerminal("JD");
+    int ix = freshIndex();
+    int iy = freshIndex();
+    String panX = DevCards.pan(RANGE_B, ix);
+    String panY = DevCards.pan(RANGE_C, iy);
+    String pinX = DevCards.initialPin(panX);
+    String pinY = DevCards.initialPin(panY);
+    String newX = newPin(panX, pinX);
+    ISOMsg x = pinChange(ATM, term, panX, PinBlocks.format0(atmKey, pinX, panX), PinBlocks.format0(atmKey, newX, panX),
+        "0001000000000000");
+    ISOMsg y = pinChange(ATM, term, panY, PinBlocks.format0(atmKey, pinY, panY),
+        PinBlocks.format0(atmKey, newPin(panY, pinY), panY), "0001000000000000");
+    y.set(7, x.getString(7));
+    y.set(11, x.getString(11));
+    exchange(ch, "first card under a STAN", x, "00");
+    exchange(ch, "second card under the same STAN and DE 7", y, "00");
+    ISOMsg rev = reversal(x);
+    rev.set(2, panY);
+    exchange(ch, "0420 naming the first with the second card's DE 2", rev, "00");
+    atmChange(ch, "the first card's change stands", panX, newX, newPin(panX, newX), "0001000000000000", "00");
+
+    int iz = freshIndex();
+    String panZ = DevCards.pan(RANGE_A, iz);
+    String pinZ = DevCards.initialPin(panZ);
+    ISOMsg z = pinChange(ATM, nextTerminal("JD"), panZ,
+        PinBlocks.format0(atmKey, pinZ, panZ).toLowerCase(java.util.Locale.ROOT),
+        PinBlocks.format0(atmKey, newPin(panZ, pinZ), panZ).toLowerCase(java.util.Locale.ROOT), "0001000000000000");
+    exchange(ch, "PIN blocks in lower-case hex (taken as well)", z, "00");
+  }
+
   /** Elements that break the field use, or do not unpack, are answered 30 with what could be read. */
   private void formatErrors(NACChannel ch, String pan, String pin) throws Exception {
     // Mandatory DE 41 left out: the message unpacks, so every element comes back but 52, 53, 125.
@@ -443,6 +482,50 @@ public final class AcquirerClient {
     r = callRaw(ch, withDe4.getBytes(StandardCharsets.US_ASCII));
     expectAnswer("0800 with DE 4 (not in the dialect)", r, "0810", "30");
     expectFormatEcho("0800 with DE 4 (not in the dialect)", de4, r, 3);
+
+    // A response MTI sent to the gateway is answered 0110, echoing what could be read.
+    ISOMsg echo = netMgmt("301", null);
+    byte[] asResponse = echo.pack();
+    asResponse[2] = '1'; // 0800 -> 0810
+    r = callRaw(ch, asResponse);
+    expectAnswer("an 0810 sent to the gateway", r, "0110", "30");
+    expectFormatEcho("an 0810 sent to the gateway", echo, r, 128);
+    // An MTI that cannot be read: 0110, nothing to echo.
+    byte[] badMti = netMgmt("301", null).pack();
+    badMti[2] = 'X';
+    r = callRaw(ch, badMti);
+    expectAnswer("an MTI with a letter", r, "0110", "30");
+    expectFormatEcho("an MTI with a letter", echo, r, 0);
+    // An 0420 that does not unpack (a letter in its PAN's length) is answered 0430.
+    ISOMsg rev = reversal(pinChange(ATM, nextTerminal("JA"), pan, "0000000000000000", "0000000000000000",
+        "0001000000000000"));
+    byte[] revWire = rev.pack();
+    revWire[4 + bitmapLength(new String(revWire, StandardCharsets.US_ASCII))] = 'A';
+    r = callRaw(ch, revWire);
+    expectAnswer("an 0420 whose DE 2 length has a letter", r, "0430", "30");
+    expectFormatEcho("an 0420 whose DE 2 length has a letter", rev, r, 1);
+    // Bitmaps in lower-case hex are taken.
+    ISOMsg lowerEcho = netMgmt("301", null);
+    String lw = new String(lowerEcho.pack(), StandardCharsets.US_ASCII);
+    int bl = 4 + bitmapLength(lw);
+    r = callRaw(ch, (lw.substring(0, 4) + lw.substring(4, bl).toLowerCase(java.util.Locale.ROOT) + lw.substring(bl))
+        .getBytes(StandardCharsets.US_ASCII));
+    expectAnswer("an echo with its bitmaps in lower-case hex", r, "0810", "00");
+    expectUse("an echo with its bitmaps in lower-case hex", lowerEcho, r, M_0810, O_0810);
+    // A space in a length is refused too.
+    ISOMsg sp = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan),
+        PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
+    byte[] spWire = sp.pack();
+    spWire[4 + bitmapLength(new String(spWire, StandardCharsets.US_ASCII))] = ' ';
+    r = callRaw(ch, spWire);
+    expectAnswer("a 0100 whose DE 2 length starts with a space", r, "0110", "30");
+    expectFormatEcho("a 0100 whose DE 2 length starts with a space", sp, r, 1);
+    // DE 52 of 15 hex digits: not a block length.
+    ISOMsg short52 = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan).substring(1),
+        PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
+    r = call(ch, short52, "DE 52 of 15 hex digits");
+    expectAnswer("DE 52 of 15 hex digits", r, "0110", "30");
+    expectFormatEcho("DE 52 of 15 hex digits", short52, r, 128);
   }
 
   /** 16 hex digits, or 32 when the primary bitmap's bit 1 announces a secondary one. */
@@ -652,15 +735,23 @@ public final class AcquirerClient {
     }
   }
 
-  /** A zero length header cannot be resynchronised: the connection is closed, unanswered. */
-  private void zeroLengthFrame() throws Exception {
-    NACChannel ch = Wire.connect(host, port, packager, 15000);
-    try {
-      ch.getSocket().getOutputStream().write(new byte[] {0, 0});
-      ch.getSocket().getOutputStream().flush();
-      expectClosed(ch, "connection after a zero-length frame");
-    } finally {
-      ch.disconnect();
+  /**
+   * A zero length, or one above the maximum (8192 by default), cannot be
+   * resynchronised: the connection is closed, unanswered.
+   */
+  private void unframeable() throws Exception {
+    byte[][] headers = {{0, 0}, {0x20, 0x01}};
+    String[] what = {"a zero-length frame", "a frame of 8193 bytes"};
+    for (int i = 0; i < headers.length; i++) {
+      NACChannel ch = Wire.connect(host, port, packager, 15000);
+      try {
+        ch.getSocket().getOutputStream().write(headers[i]);
+        ch.getSocket().getOutputStream().write(new byte[16]);
+        ch.getSocket().getOutputStream().flush();
+        expectClosed(ch, "connection after " + what[i]);
+      } finally {
+        ch.disconnect();
+      }
     }
   }
 
