@@ -269,6 +269,12 @@ public final class AcquirerClient {
       ISOMsg unknownRev = reversal(pinChange(ATM, nextTerminal("JA"), panC, "0000000000000000", "0000000000000000",
           "0001000000000000"));
       r = exchange(ch, "reversal naming no request", unknownRev, "00");
+      ISOMsg otherAcq = reversal(change);
+      otherAcq.set(90, otherAcq.getString(90).substring(0, 20) + "00000100003" + "00000000000");
+      exchange(ch, "reversal whose DE 90 names another acquirer", otherAcq, "30");
+      ISOMsg otherMti = reversal(change);
+      otherMti.set(90, "0200" + otherMti.getString(90).substring(4));
+      exchange(ch, "reversal whose DE 90 names an 0200", otherMti, "30");
 
       ownKeyChanges(ch);
 
@@ -604,6 +610,9 @@ public final class AcquirerClient {
           PinBlocks.format4(BRANCH_ZPK, newPin(panF, pinF), panF),
           de48("01", "T1042", "02", "IDV-JPOS-000732", "03", "S0007", "04", "BR017"));
       r = exchange(ch, "PIN reset", reset, "00");
+      ISOMsg undo = reversal(reset);
+      exchange(ch, "reversal of the PIN reset", undo, "00");
+      branchChange(ch, "PIN change with the PIN before the reversed reset", panF, pinF, newPin(panF, pinF), "00");
 
       ISOMsg noIdv = branchOp("710000", BRANCH, nextTerminal("JB"), panF,
           PinBlocks.format4(BRANCH_ZPK, newPin(panF, pinF), panF), de48("01", "T1042"));
