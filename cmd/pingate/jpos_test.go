@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pingate/integration/gateway"
+	"pingate/routing"
 )
 
 // TestJPOSClient builds scripts/jpos, an ATM network client on jPOS built
@@ -17,15 +20,43 @@ import (
 // blocks it computes, key changes with TR-31 and SM4 key blocks it makes,
 // reversals, unblocks and resets, limits, the documented refusals. The
 // client exits non-zero naming each answer that differs from the document.
+// It runs again over the ascii4 framing (jPOS's ASCIIChannel), and with
+// require_sign_on for the ATM network (its sign-on scenario).
 // scripts/test-deps.sh fetches the Maven dependencies, so that the build runs
 // offline; without java or mvn the test skips, and fails under CI=true.
 func TestJPOSClient(t *testing.T) {
 	java, mvn := needJavaMaven(t)
 	cp := buildJPOSClient(t, mvn)
-	g := opsGateway(t, nil)
 	doc, _ := filepath.Abs(acqDocPath)
-	runPyScript(t, "jPOS client", java, "-cp", cp, "atmclient.AcquirerClient",
-		"--addr", g.AcquirerAddr(), "--doc", doc)
+	tests := []struct {
+		name   string
+		mutate func(*gateway.Config)
+		args   []string
+	}{
+		{name: "embedded default"},
+		{
+			name:   "ascii4 framing",
+			mutate: func(c *gateway.Config) { c.Acquirer.Framing = "ascii4" },
+			args:   []string{"--framing", "ascii4"},
+		},
+		{
+			name: "require_sign_on",
+			mutate: func(c *gateway.Config) {
+				acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
+				acqs[0].RequireSignOn = true // 100001, the ATM network
+				c.Routing.Acquirers = acqs
+			},
+			args: []string{"--scenario", "sign-on-required"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := opsGateway(t, tt.mutate)
+			args := append([]string{"-cp", cp, "atmclient.AcquirerClient", "--addr", g.AcquirerAddr(), "--doc", doc},
+				tt.args...)
+			runPyScript(t, "jPOS client", java, args...)
+		})
+	}
 }
 
 // buildJPOSClient compiles scripts/jpos into a temporary directory and

@@ -23,7 +23,7 @@ import java.util.regex.Pattern;
 import org.jpos.iso.ISOException;
 import org.jpos.iso.ISOMsg;
 import org.jpos.iso.ISOPackager;
-import org.jpos.iso.channel.NACChannel;
+import org.jpos.iso.BaseChannel;
 
 /**
  * An ATM network / switch talking to pingate's acquirer listener, built on
@@ -81,6 +81,7 @@ public final class AcquirerClient {
   private final String host;
   private final int port;
   private final Path doc;
+  private final String framing;
   private final ISOPackager packager;
   private final SecureRandom random = new SecureRandom();
   private final List<String> mismatches = new ArrayList<>();
@@ -94,10 +95,11 @@ public final class AcquirerClient {
   private int rrn;
   private int terminal;
 
-  AcquirerClient(String host, int port, Path doc) throws ISOException {
+  AcquirerClient(String host, int port, Path doc, String framing) throws ISOException {
     this.host = host;
     this.port = port;
     this.doc = doc;
+    this.framing = framing;
     this.packager = Wire.packager();
     this.stan = 1 + random.nextInt(900000);
     this.rrn = random.nextInt(100000);
@@ -107,26 +109,29 @@ public final class AcquirerClient {
   public static void main(String[] args) throws Exception {
     String addr = null;
     String doc = "docs/iso8583-acquirer.md";
+    String framing = "binary2";
+    String scenario = "embedded-default";
     for (int i = 0; i + 1 < args.length; i += 2) {
       switch (args[i]) {
         case "--addr" -> addr = args[i + 1];
         case "--doc" -> doc = args[i + 1];
-        default -> {
-          System.err.println("usage: AcquirerClient --addr host:port [--doc docs/iso8583-acquirer.md]");
-          System.exit(2);
-        }
+        case "--framing" -> framing = args[i + 1];
+        case "--scenario" -> scenario = args[i + 1];
+        default -> addr = null;
       }
     }
-    if (addr == null || addr.lastIndexOf(':') < 0) {
-      System.err.println("usage: AcquirerClient --addr host:port [--doc docs/iso8583-acquirer.md]");
+    if (addr == null || addr.lastIndexOf(':') < 0 || !Set.of("binary2", "ascii4").contains(framing)
+        || !Set.of("embedded-default", "sign-on-required").contains(scenario)) {
+      System.err.println("usage: AcquirerClient --addr host:port [--doc docs/iso8583-acquirer.md]"
+          + " [--framing binary2|ascii4] [--scenario embedded-default|sign-on-required]");
       System.exit(2);
     }
     int colon = addr.lastIndexOf(':');
     AcquirerClient c = new AcquirerClient(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1)),
-        Path.of(doc));
+        Path.of(doc), framing);
     int rc;
     try {
-      rc = c.run();
+      rc = scenario.equals("sign-on-required") ? c.runSignOnRequired() : c.run();
     } catch (Exception e) {
       // A jPOS or I/O exception names fields and lengths, never their values.
       System.out.println("FAIL: client stopped at \"" + c.lastStep + "\": " + e.getClass().getSimpleName() + ": "
@@ -134,6 +139,48 @@ public final class AcquirerClient {
       rc = 1;
     }
     System.exit(rc);
+  }
+
+  /**
+   * Against a gateway whose ATM network (100001) has require_sign_on: a 0100
+   * or a key change before sign-on and after sign-off is answered 91, an echo
+   * and an 0420 are taken either way, a 0100 between them is served.
+   */
+  int runSignOnRequired() throws Exception {
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
+    try {
+      int i = freshIndex();
+      String pan = DevCards.pan(RANGE_A, i);
+      String pin = DevCards.initialPin(pan);
+      ISOMsg before = pinChange(ATM, nextTerminal("JR"), pan, PinBlocks.format0(atmKey, pin, pan),
+          PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
+      exchange(ch, "PIN change before sign-on (not_signed_on)", before, "91");
+      ISOMsg kc = keyChange(KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'B'));
+      kc.set(32, ATM);
+      exchange(ch, "key change before sign-on (not_signed_on)", kc, "91");
+      exchange(ch, "echo before sign-on", netMgmt("301", null), "00");
+      exchange(ch, "0420 before sign-on", reversal(before), "00");
+      exchange(ch, "sign-on", netMgmt("001", ATM), "00");
+      atmChange(ch, "PIN change after sign-on", pan, pin, newPin(pan, pin), "0001000000000000", "00");
+      exchange(ch, "sign-off", netMgmt("002", ATM), "00");
+      int j = freshIndex();
+      String panJ = DevCards.pan(RANGE_B, j);
+      String pinJ = DevCards.initialPin(panJ);
+      atmChange(ch, "PIN change after sign-off (not_signed_on)", panJ, pinJ, newPin(panJ, pinJ), "0001000000000000",
+          "91");
+      exchange(ch, "echo after sign-off", netMgmt("301", null), "00");
+    } finally {
+      ch.disconnect();
+    }
+    return summary();
+  }
+
+  private int summary() {
+    System.out.printf("jPOS acquirer client (%s): %d checks, %d mismatches%n", framing, checks, mismatches.size());
+    for (String m : mismatches) {
+      System.out.println("MISMATCH: " + m);
+    }
+    return mismatches.isEmpty() ? 0 : 1;
   }
 
   int run() throws Exception {
@@ -145,11 +192,7 @@ public final class AcquirerClient {
     sm4Network();
     unknownAcquirer();
     unframeable();
-    System.out.printf("jPOS acquirer client: %d checks, %d mismatches%n", checks, mismatches.size());
-    for (String m : mismatches) {
-      System.out.println("MISMATCH: " + m);
-    }
-    return mismatches.isEmpty() ? 0 : 1;
+    return summary();
   }
 
   // ---- the document's golden messages through this packager ----
@@ -172,7 +215,7 @@ public final class AcquirerClient {
   // ---- the ATM network (acquirer 100001, TDES format 0 and 3 under dev-atm-zpk, key index 01) ----
 
   private void atmNetwork(Map<String, byte[]> golden) throws Exception {
-    NACChannel ch = Wire.connect(host, port, packager, 15000);
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
     try {
       // Unbound: an echo is answered 00, a key change without DE 32 58 (not_bound), the connection stays open.
       goldenExchange(ch, golden, "0800-echo", "0810-echo");
@@ -295,7 +338,7 @@ public final class AcquirerClient {
    * the ATM network may not use); then the golden 0420, naming the first of them,
    * answered as the golden 0430 (nothing to undo is acknowledged all the same).
    */
-  private void goldenRequests(NACChannel ch, Map<String, byte[]> golden) throws Exception {
+  private void goldenRequests(BaseChannel ch, Map<String, byte[]> golden) throws Exception {
     String[][] want = {
       {"0100-change-format0", "14"},
       {"0100-change-format4-branch", "30"},
@@ -320,7 +363,7 @@ public final class AcquirerClient {
    * The limits of the embedded default: a terminal's burst of 5 (then 61), 3 wrong
    * PINs per card an hour (then 75), 10 operations per card a day (then 65).
    */
-  private void limits(NACChannel ch) throws Exception {
+  private void limits(BaseChannel ch) throws Exception {
     String term = nextTerminal("JL");
     for (int i = 0; i < 6; i++) {
       int idx = freshIndex();
@@ -395,7 +438,7 @@ public final class AcquirerClient {
    * and PIN blocks under it translate again (so the client can run again
    * against the same gateway).
    */
-  private void ownKeyChanges(NACChannel ch) throws Exception {
+  private void ownKeyChanges(BaseChannel ch) throws Exception {
     exchange(ch, "key change, TR-31 block of mode E", keyChange(KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'E')), "30");
     String block = KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'B');
     char last = block.charAt(block.length() - 1);
@@ -422,7 +465,7 @@ public final class AcquirerClient {
    * DE 2 names no request: acknowledged, and the first change stands. PIN
    * blocks in lower-case hex are taken like upper-case ones.
    */
-  private void sameStanTwoCards(NACChannel ch) throws Exception {
+  private void sameStanTwoCards(BaseChannel ch) throws Exception {
     String term = nextTerminal("JD");
     int ix = freshIndex();
     int iy = freshIndex();
@@ -454,7 +497,7 @@ public final class AcquirerClient {
   }
 
   /** Elements that break the field use, or do not unpack, are answered 30 with what could be read. */
-  private void formatErrors(NACChannel ch, String pan, String pin) throws Exception {
+  private void formatErrors(BaseChannel ch, String pan, String pin) throws Exception {
     // Mandatory DE 41 left out: the message unpacks, so every element comes back but 52, 53, 125.
     ISOMsg noTerm = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan),
         PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
@@ -539,7 +582,7 @@ public final class AcquirerClient {
     return (Character.digit(text.charAt(4), 16) & 0x8) != 0 ? 32 : 16;
   }
 
-  private void pipelined(NACChannel ch, String pan, String pin) throws Exception {
+  private void pipelined(BaseChannel ch, String pan, String pin) throws Exception {
     List<ISOMsg> sent = new ArrayList<>();
     Map<String, String> want = new HashMap<>();
     for (int i = 0; i < 3; i++) {
@@ -578,7 +621,7 @@ public final class AcquirerClient {
   // ---- the branch front end (acquirer 200001, AES format 4 under dev-branch-zpk, key index 01) ----
 
   private void branch() throws Exception {
-    NACChannel ch = Wire.connect(host, port, packager, 15000);
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
     try {
       ISOMsg on = netMgmt("001", BRANCH);
       ISOMsg r = exchange(ch, "branch sign-on", on, "00");
@@ -632,7 +675,7 @@ public final class AcquirerClient {
     }
   }
 
-  private void branchChange(NACChannel ch, String step, String pan, String oldPin, String newPin, String rc)
+  private void branchChange(BaseChannel ch, String step, String pan, String oldPin, String newPin, String rc)
       throws Exception {
     ISOMsg m = pinChange(BRANCH, nextTerminal("JB"), pan, PinBlocks.format4(BRANCH_ZPK, oldPin, pan),
         PinBlocks.format4(BRANCH_ZPK, newPin, pan), "0401000000000000");
@@ -640,7 +683,7 @@ public final class AcquirerClient {
   }
 
   /** An unblock at the branch (teller and identity check in DE 48), then a PIN change with the right PIN. */
-  private void unblockThenChange(NACChannel ch, String what, String pan, String pin, String idv) throws Exception {
+  private void unblockThenChange(BaseChannel ch, String what, String pan, String pin, String idv) throws Exception {
     ISOMsg ub = branchOp("720000", BRANCH, nextTerminal("JB"), pan, null, de48("01", "T1042", "02", idv));
     exchange(ch, "unblock of the " + what, ub, "00");
     branchChange(ch, "PIN change of the " + what + ", unblocked", pan, pin, newPin(pan, pin), "00");
@@ -652,7 +695,7 @@ public final class AcquirerClient {
    * is refused, and so is an 8-byte block.
    */
   private void sm4Network() throws Exception {
-    NACChannel ch = Wire.connect(host, port, packager, 15000);
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
     try {
       exchange(ch, "SM4 network sign-on", netMgmt("001", SM4_ATM), "00");
       String[] ranges = {RANGE_A, RANGE_C};
@@ -695,7 +738,7 @@ public final class AcquirerClient {
    * dev-sm4-atm-zmk and checks against the example's check value, then a PIN
    * change under it; a wrong check value (30); then dev-sm4-atm-zpk back.
    */
-  private void sm4KeyChanges(NACChannel ch) throws Exception {
+  private void sm4KeyChanges(BaseChannel ch) throws Exception {
     String text = Files.readString(doc);
     Matcher m = Pattern.compile("`([0-9A-F]{32})/([0-9A-F]{16})`").matcher(text);
     if (!m.find()) {
@@ -726,7 +769,7 @@ public final class AcquirerClient {
   }
 
   /** An SM4-0 PIN change from the SM4 network under key (key index 01). */
-  private void sm4Change(NACChannel ch, String step, byte[] key, String pan, String oldPin, String newPin, String rc)
+  private void sm4Change(BaseChannel ch, String step, byte[] key, String pan, String oldPin, String newPin, String rc)
       throws Exception {
     exchange(ch, step, pinChange(SM4_ATM, nextTerminal("JS"), pan, PinBlocks.format0SM4(key, oldPin, pan),
         PinBlocks.format0SM4(key, newPin, pan), "0001000000000000"), rc);
@@ -734,7 +777,7 @@ public final class AcquirerClient {
 
   /** A sign-on naming no configured acquirer is answered 58 and the connection is closed. */
   private void unknownAcquirer() throws Exception {
-    NACChannel ch = Wire.connect(host, port, packager, 15000);
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
     try {
       ISOMsg on = netMgmt("001", UNKNOWN_ACQUIRER);
       ISOMsg r = exchange(ch, "sign-on of an unknown acquirer", on, "58");
@@ -745,14 +788,19 @@ public final class AcquirerClient {
   }
 
   /**
-   * A zero length, or one above the maximum (8192 by default), cannot be
-   * resynchronised: the connection is closed, unanswered.
+   * A zero length, one above the maximum (8192 by default) or, in ascii4, a
+   * non-digit cannot be resynchronised: the connection is closed, unanswered.
    */
   private void unframeable() throws Exception {
-    byte[][] headers = {{0, 0}, {0x20, 0x01}};
-    String[] what = {"a zero-length frame", "a frame of 8193 bytes"};
+    byte[][] headers = {
+      Wire.header(framing, 0), Wire.header(framing, 8193), "00A4".getBytes(StandardCharsets.US_ASCII),
+    };
+    String[] what = {"a zero-length frame", "a frame of 8193 bytes", "a length header with a letter"};
+    if (!framing.equals("ascii4")) {
+      headers = Arrays.copyOf(headers, 2);
+    }
     for (int i = 0; i < headers.length; i++) {
-      NACChannel ch = Wire.connect(host, port, packager, 15000);
+      BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
       try {
         ch.getSocket().getOutputStream().write(headers[i]);
         ch.getSocket().getOutputStream().write(new byte[16]);
@@ -858,7 +906,7 @@ public final class AcquirerClient {
     return m;
   }
 
-  private void atmChange(NACChannel ch, String step, String pan, String oldPin, String newPin, String de53,
+  private void atmChange(BaseChannel ch, String step, String pan, String oldPin, String newPin, String de53,
       String rc) throws Exception {
     ISOMsg m = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, oldPin, pan),
         PinBlocks.format0(atmKey, newPin, pan), de53);
@@ -896,7 +944,7 @@ public final class AcquirerClient {
    * DE 39 rc, and the field use of that response (each mandatory element
    * there and echoed unchanged, nothing the column forbids).
    */
-  private ISOMsg exchange(NACChannel ch, String step, ISOMsg req, String rc) throws IOException, ISOException {
+  private ISOMsg exchange(BaseChannel ch, String step, ISOMsg req, String rc) throws IOException, ISOException {
     ISOMsg r = call(ch, req, step);
     String mti = switch (req.getMTI()) {
       case "0100" -> "0110";
@@ -912,7 +960,7 @@ public final class AcquirerClient {
     return r;
   }
 
-  private ISOMsg call(NACChannel ch, ISOMsg req, String step) throws IOException, ISOException {
+  private ISOMsg call(BaseChannel ch, ISOMsg req, String step) throws IOException, ISOException {
     lastStep = step;
     ch.send(req);
     ISOMsg r = ch.receive();
@@ -923,19 +971,18 @@ public final class AcquirerClient {
     return r;
   }
 
-  private ISOMsg callRaw(NACChannel ch, byte[] text) throws IOException, ISOException {
+  private ISOMsg callRaw(BaseChannel ch, byte[] text) throws IOException, ISOException {
     lastStep = "raw message after " + lastStep;
-    // BaseChannel.send(byte[]) writes the bytes as they are: the binary2 length goes in front here.
-    byte[] frame = new byte[2 + text.length];
-    frame[0] = (byte) (text.length >> 8);
-    frame[1] = (byte) text.length;
-    System.arraycopy(text, 0, frame, 2, text.length);
+    // BaseChannel.send(byte[]) writes the bytes as they are: the length header goes in front here.
+    byte[] h = Wire.header(framing, text.length);
+    byte[] frame = Arrays.copyOf(h, h.length + text.length);
+    System.arraycopy(text, 0, frame, h.length, text.length);
     ch.send(frame);
     return ch.receive();
   }
 
   /** Sends the golden request as it is in the document and compares the answer with the golden answer. */
-  private void goldenExchange(NACChannel ch, Map<String, byte[]> golden, String req, String resp) throws Exception {
+  private void goldenExchange(BaseChannel ch, Map<String, byte[]> golden, String req, String resp) throws Exception {
     byte[] want = golden.get(resp);
     if (golden.get(req) == null || want == null) {
       fail("golden " + req, "not in the document");
@@ -1022,7 +1069,7 @@ public final class AcquirerClient {
     }
   }
 
-  private void expectClosed(NACChannel ch, String step) {
+  private void expectClosed(BaseChannel ch, String step) {
     checks++;
     try {
       ch.receive();

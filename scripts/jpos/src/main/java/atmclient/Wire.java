@@ -9,9 +9,11 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.jpos.iso.BaseChannel;
 import org.jpos.iso.ISOException;
 import org.jpos.iso.ISOMsg;
 import org.jpos.iso.ISOPackager;
+import org.jpos.iso.channel.ASCIIChannel;
 import org.jpos.iso.channel.NACChannel;
 import org.jpos.iso.packager.GenericPackager;
 
@@ -22,8 +24,8 @@ import org.jpos.iso.packager.GenericPackager;
  *
  * <p>Framing {@code binary2} is a 2-byte big-endian length counting the bytes
  * after it, and nothing else before the message: jPOS's NACChannel with no
- * TPDU header does exactly that. ({@code ascii4}, 4 ASCII digits, would be
- * jPOS's ASCIIChannel.)
+ * TPDU header does exactly that. {@code ascii4}, 4 ASCII digits, is jPOS's
+ * ASCIIChannel.
  */
 final class Wire {
   private Wire() {}
@@ -39,12 +41,21 @@ final class Wire {
     }
   }
 
-  /** A connected binary2 channel with a read timeout. */
-  static NACChannel connect(String host, int port, ISOPackager p, int timeoutMillis) throws IOException {
-    NACChannel ch = new NACChannel(host, port, p, null);
+  /** A connected channel of framing ("binary2" or "ascii4") with a read timeout. */
+  static BaseChannel connect(String framing, String host, int port, ISOPackager p, int timeoutMillis)
+      throws IOException {
+    BaseChannel ch = "ascii4".equals(framing) ? new ASCIIChannel(host, port, p) : new NACChannel(host, port, p, null);
     ch.setTimeout(timeoutMillis);
     ch.connect();
     return ch;
+  }
+
+  /** The length header of framing for a message of n bytes (n may be out of range, on purpose). */
+  static byte[] header(String framing, int n) {
+    if ("ascii4".equals(framing)) {
+      return String.format("%04d", n).getBytes(StandardCharsets.US_ASCII);
+    }
+    return new byte[] {(byte) (n >> 8), (byte) n};
   }
 
   static ISOMsg unpack(ISOPackager p, byte[] text) throws ISOException {
