@@ -309,6 +309,11 @@ public final class AcquirerClient {
 
       ISOMsg echo = netMgmt("301", null);
       r = exchange(ch, "echo test", echo, "00");
+      exchange(ch, "sign-on of another acquirer on the bound connection", netMgmt("001", BRANCH), "58");
+      exchange(ch, "echo with DE 32 of another acquirer", netMgmt("301", BRANCH), "58");
+      String shortPan = DevCards.pan(RANGE_C, freshIndex()).substring(4);
+      atmChange(ch, "PAN of 12 digits", shortPan, "1357", newPin(shortPan, "1357"), "0001000000000000", "30");
+      de48Forms(ch);
       ISOMsg unknownRev = reversal(pinChange(ATM, nextTerminal("JA"), panC, "0000000000000000", "0000000000000000",
           "0001000000000000"));
       r = exchange(ch, "reversal naming no request", unknownRev, "00");
@@ -496,6 +501,26 @@ public final class AcquirerClient {
     exchange(ch, "PIN blocks in lower-case hex (taken as well)", z, "00");
   }
 
+  /**
+   * DE 48's subfields: an unknown tag and a tag given twice are format
+   * errors; tags out of order are read all the same.
+   */
+  private void de48Forms(BaseChannel ch) throws Exception {
+    String[][] forms = {
+      {"DE 48 tag 05 (unknown)", "30", "05", "X1"},
+      {"DE 48 tag 01 twice", "30", "01", "T1042", "01", "T9999"},
+      {"DE 48 tags out of order (04 before 01)", "00", "04", "BR017", "01", "T1042"},
+    };
+    for (String[] f : forms) {
+      String pan = DevCards.pan(RANGE_C, freshIndex());
+      String pin = DevCards.initialPin(pan);
+      ISOMsg m = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan),
+          PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
+      m.set(48, de48(Arrays.copyOfRange(f, 2, f.length)));
+      exchange(ch, f[0], m, f[1]);
+    }
+  }
+
   /** Elements that break the field use, or do not unpack, are answered 30 with what could be read. */
   private void formatErrors(BaseChannel ch, String pan, String pin) throws Exception {
     // Mandatory DE 41 left out: the message unpacks, so every element comes back but 52, 53, 125.
@@ -660,6 +685,15 @@ public final class AcquirerClient {
       ISOMsg noIdv = branchOp("710000", BRANCH, nextTerminal("JB"), panF,
           PinBlocks.format4(BRANCH_ZPK, newPin(panF, pinF), panF), de48("01", "T1042"));
       r = exchange(ch, "PIN reset without DE 48.02 (format_error)", noIdv, "30");
+      int ie2 = freshIndex();
+      String panE2 = DevCards.pan(RANGE_B, ie2);
+      ISOMsg emptyTeller = branchOp("710000", BRANCH, nextTerminal("JB"), panE2,
+          PinBlocks.format4(BRANCH_ZPK, newPin(panE2, DevCards.initialPin(panE2)), panE2),
+          de48("01", "", "02", "IDV-JPOS-000735"));
+      exchange(ch, "PIN reset with an empty DE 48.01", emptyTeller, "30");
+      ISOMsg emptyIdv = branchOp("720000", BRANCH, nextTerminal("JB"), panE2, null,
+          de48("01", "T1042", "02", ""));
+      exchange(ch, "unblock with an empty DE 48.02", emptyIdv, "30");
       ISOMsg digits = branchOp("720000", BRANCH, nextTerminal("JB"), panF, null,
           de48("01", "T123456789012", "02", "IDV-JPOS-000733"));
       r = exchange(ch, "teller id with a run of 12 digits", digits, "30");
@@ -777,13 +811,24 @@ public final class AcquirerClient {
 
   /** A sign-on naming no configured acquirer is answered 58 and the connection is closed. */
   private void unknownAcquirer() throws Exception {
-    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
-    try {
-      ISOMsg on = netMgmt("001", UNKNOWN_ACQUIRER);
-      ISOMsg r = exchange(ch, "sign-on of an unknown acquirer", on, "58");
-      expectClosed(ch, "connection after unknown_acquirer");
-    } finally {
-      ch.disconnect();
+    int i = freshIndex();
+    String pan = DevCards.pan(RANGE_A, i);
+    String pin = DevCards.initialPin(pan);
+    ISOMsg[] first = {
+      netMgmt("001", UNKNOWN_ACQUIRER),
+      netMgmt("301", UNKNOWN_ACQUIRER),
+      pinChange(UNKNOWN_ACQUIRER, nextTerminal("JU"), pan, PinBlocks.format0(ATM_ZPK, pin, pan),
+          PinBlocks.format0(ATM_ZPK, newPin(pan, pin), pan), "0001000000000000"),
+    };
+    for (ISOMsg m : first) {
+      BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
+      try {
+        String step = m.getMTI() + (m.hasField(70) ? " NMI " + m.getString(70) : "") + " of an unknown acquirer";
+        exchange(ch, step, m, "58");
+        expectClosed(ch, "connection after " + step);
+      } finally {
+        ch.disconnect();
+      }
     }
   }
 

@@ -66,7 +66,8 @@ final class PinBlocks {
   }
 
   private static String tdes(byte[] key, byte[] pinField, String pan) throws GeneralSecurityException {
-    byte[] panField = HEX.parseHex("0000" + pan.substring(pan.length() - 13, pan.length() - 1));
+    String account = "000000000000" + pan.substring(0, pan.length() - 1); // a PAN under 13 digits: zeros in front
+    byte[] panField = HEX.parseHex("0000" + account.substring(account.length() - 12));
     for (int i = 0; i < 8; i++) {
       pinField[i] ^= panField[i];
     }
@@ -112,7 +113,8 @@ final class PinBlocks {
     }
     byte[] f = HEX.parseHex(p);
     p.setLength(0);
-    byte[] panField = HEX.parseHex("00000000000000000000" + pan.substring(pan.length() - 13, pan.length() - 1));
+    String account = "000000000000" + pan.substring(0, pan.length() - 1);
+    byte[] panField = HEX.parseHex("00000000000000000000" + account.substring(account.length() - 12));
     for (int i = 0; i < 16; i++) {
       f[i] ^= panField[i];
     }
