@@ -288,6 +288,12 @@ public final class AcquirerClient {
       r = exchange(ch, "format 04 from the ATM network (pin_block_format_not_permitted)", f4, "30");
       atmChange(ch, "key index 02 (unknown_key_index)", panC, pinC, newPin(panC, pinC), "0002000000000000",
           "30");
+      atmChange(ch, "DE 53 format 01 (not the ATM network's)", panC, pinC, newPin(panC, pinC), "0101000000000000",
+          "30");
+      atmChange(ch, "DE 53 format 02 (no such format)", panC, pinC, newPin(panC, pinC), "0201000000000000",
+          "30");
+      atmChange(ch, "DE 53 positions 5-16 not zeros", panC, pinC, newPin(panC, pinC), "0001000000000001",
+          "30");
 
       ISOMsg unblock = branchOp("720000", ATM, nextTerminal("JA"), panC, null,
           de48("01", "T1042", "02", "IDV-JPOS-0001"));
@@ -437,11 +443,14 @@ public final class AcquirerClient {
   }
 
   /**
-   * Key changes with TR-31 blocks made here under dev-atm-zmk: one of mode E
-   * (encrypt only) and one whose MAC does not verify are answered 30; the one
-   * that brings dev-atm-zpk back as key index 01's current version is taken,
-   * and PIN blocks under it translate again (so the client can run again
-   * against the same gateway).
+   * Key changes with TR-31 blocks made here under dev-atm-zmk: of mode E
+   * (encrypt only), with a MAC that does not verify, of usage D0, of
+   * algorithm A, with a KC or KP block that does not match, with a header
+   * length other than DE 123's, for a key index the acquirer does not have:
+   * each is answered 30. With matching KC and KP blocks, and without optional
+   * blocks, dev-atm-zpk comes back as key index 01's current version, and
+   * PIN blocks under it translate again (so the client can run again against
+   * the same gateway).
    */
   private void ownKeyChanges(BaseChannel ch) throws Exception {
     exchange(ch, "key change, TR-31 block of mode E", keyChange(KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, 'E')), "30");
@@ -449,12 +458,46 @@ public final class AcquirerClient {
     char last = block.charAt(block.length() - 1);
     String badMac = block.substring(0, block.length() - 1) + (last == '0' ? '1' : '0');
     exchange(ch, "key change, TR-31 MAC that does not verify", keyChange(badMac), "30");
+    String kcv = tdesKcv(ATM_ZPK);
+    String wrongKcv = (kcv.charAt(0) == '0' ? "1" : "0") + kcv.substring(1);
+    String[][] refused = {
+      {"key usage D0", "D0", "T", "B"},
+      {"algorithm A for a TDES key", "P0", "A", "B"},
+      {"KC block with another check value", "P0", "T", "B", "KC0C00" + wrongKcv},
+      {"KP block with another check value", "P0", "T", "B", "KP0C00" + wrongKcv},
+    };
+    for (String[] f : refused) {
+      String b = KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, f[1], f[2].charAt(0), f[3].charAt(0),
+          Arrays.copyOfRange(f, 4, f.length));
+      exchange(ch, "key change, TR-31 " + f[0], keyChange(b), "30");
+    }
+    String lengthOff = "B0095" + block.substring(5);
+    exchange(ch, "key change, TR-31 header length not DE 123's", keyChange(lengthOff), "30");
+    ISOMsg noIndex = keyChange(block);
+    noIndex.unset(53);
+    exchange(ch, "key change without DE 53 (index 00, none)", noIndex, "30");
+    ISOMsg index2 = keyChange(block);
+    index2.set(53, "0002000000000000");
+    exchange(ch, "key change for key index 02 (none)", index2, "30");
+    String withKc = KeyBlocks.wrapB(ATM_ZMK, ATM_ZPK, "P0", 'T', 'B', "KC0C00" + kcv,
+        "KP0C00" + tdesKcv(ATM_ZMK));
+    exchange(ch, "key change, TR-31 with KC and KP blocks that match", keyChange(withKc), "00");
     exchange(ch, "key change, TR-31 block of mode B made here", keyChange(block), "00");
     atmKey = ATM_ZPK;
     int i = freshIndex();
     String pan = DevCards.pan(RANGE_A, i);
     String pin = DevCards.initialPin(pan);
     atmChange(ch, "PIN change under the key brought back", pan, pin, newPin(pan, pin), "0001000000000000", "00");
+  }
+
+  /** TDES check value: TDES-ECB of eight zero bytes, the first 3 bytes in hex. */
+  private static String tdesKcv(byte[] key) throws java.security.GeneralSecurityException {
+    byte[] k24 = Arrays.copyOf(key, 24);
+    System.arraycopy(key, 0, k24, 16, 8);
+    javax.crypto.Cipher c = javax.crypto.Cipher.getInstance("DESede/ECB/NoPadding");
+    c.init(javax.crypto.Cipher.ENCRYPT_MODE, new javax.crypto.spec.SecretKeySpec(k24, "DESede"));
+    Arrays.fill(k24, (byte) 0);
+    return HexFormat.of().withUpperCase().formatHex(c.doFinal(new byte[8]), 0, 3);
   }
 
   private ISOMsg keyChange(String de123) throws ISOException {

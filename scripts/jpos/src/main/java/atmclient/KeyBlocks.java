@@ -37,6 +37,26 @@ final class KeyBlocks {
    * field (padded as for the longest TDES key), 8 bytes of MAC.
    */
   static String wrapB(byte[] zmk, byte[] key, char mode) throws GeneralSecurityException {
+    return wrapB(zmk, key, "P0", 'T', mode);
+  }
+
+  /**
+   * A version B block with the header fields given and optional blocks (each
+   * ID, 2 hex digits of length counting ID and length, data), padded with a PB
+   * block to a multiple of 8 characters when they are not.
+   */
+  static String wrapB(byte[] zmk, byte[] key, String usage, char algorithm, char mode, String... optional)
+      throws GeneralSecurityException {
+    StringBuilder opt = new StringBuilder();
+    for (String o : optional) {
+      opt.append(o);
+    }
+    int count = optional.length;
+    if (opt.length() % 8 != 0) {
+      int pb = 4 + (8 - (opt.length() + 4) % 8) % 8;
+      opt.append(String.format("PB%02X", pb)).append("0".repeat(pb - 4));
+      count++;
+    }
     byte[] field = new byte[32];
     field[0] = 0x00;
     field[1] = (byte) 0x80; // 128 bits
@@ -44,8 +64,8 @@ final class KeyBlocks {
     byte[] pad = new byte[14];
     RANDOM.nextBytes(pad);
     System.arraycopy(pad, 0, field, 18, 14);
-    int length = 16 + 2 * field.length + 16;
-    String header = String.format("B%04dP0T%c00N0000", length, mode);
+    int length = 16 + opt.length() + 2 * field.length + 16;
+    String header = String.format("B%04d%s%c%c00N%02d00", length, usage, algorithm, mode, count) + opt;
     byte[] kbek = derive(zmk, 0x0000);
     byte[] kbak = derive(zmk, 0x0001);
     try {
@@ -65,7 +85,7 @@ final class KeyBlocks {
    * example allows on this implementation.
    */
   static boolean carries(String block, byte[] zmk, byte[] key) throws GeneralSecurityException {
-    String header = block.substring(0, 16);
+    String header = block.substring(0, 16); // no optional blocks
     byte[] enc = HEX.parseHex(block.substring(16, block.length() - 16));
     byte[] mac = HEX.parseHex(block.substring(block.length() - 16));
     byte[] kbek = derive(zmk, 0x0000);
