@@ -234,6 +234,9 @@ public final class AcquirerClient {
       r = exchange(ch, "PIN change (format 0)", change, "00");
       ISOMsg again = exchange(ch, "retransmitted PIN change", change, "00");
 
+      ISOMsg otherRrn = (ISOMsg) change.clone();
+      otherRrn.set(37, nextRrn());
+      exchange(ch, "retransmission under another DE 37", otherRrn, "00");
       ISOMsg rev = reversal(change);
       r = exchange(ch, "reversal of the PIN change", rev, "00");
       r = exchange(ch, "repeated reversal", rev, "00");
@@ -629,6 +632,17 @@ public final class AcquirerClient {
         .getBytes(StandardCharsets.US_ASCII));
     expectAnswer("an echo with its bitmaps in lower-case hex", r, "0810", "00");
     expectUse("an echo with its bitmaps in lower-case hex", lowerEcho, r, M_0810, O_0810);
+    // Elements the field use forbids: DE 39 in a 0100, DE 52 in an 0420.
+    ISOMsg with39 = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan),
+        PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
+    with39.set(39, "00");
+    r = call(ch, with39, "a 0100 carrying DE 39");
+    expectAnswer("a 0100 carrying DE 39", r, "0110", "30");
+    ISOMsg rev52 = reversal(with39);
+    rev52.set(52, with39.getString(52));
+    r = call(ch, rev52, "an 0420 carrying DE 52");
+    expectAnswer("an 0420 carrying DE 52", r, "0430", "30");
+    expectFormatEcho("an 0420 carrying DE 52", rev52, r, 128);
     // A space in a length is refused too.
     ISOMsg sp = pinChange(ATM, nextTerminal("JA"), pan, PinBlocks.format0(atmKey, pin, pan),
         PinBlocks.format0(atmKey, newPin(pan, pin), pan), "0001000000000000");
@@ -1138,7 +1152,7 @@ public final class AcquirerClient {
 
   /**
    * A format error's answer echoes the request's elements 2..upTo (those that
-   * could be read), never 48, 52, 53, 123 or 125.
+   * could be read), never 48, 52, 53, 123 or 125, nor DE 12 and 13 in an 0430.
    */
   private void expectFormatEcho(String step, ISOMsg req, ISOMsg r, int upTo) {
     checks++;
@@ -1146,7 +1160,8 @@ public final class AcquirerClient {
       if (f == 39) {
         continue;
       }
-      boolean want = f <= upTo && req.hasField(f) && !NEVER_ECHOED.contains(f);
+      boolean notIn0430 = (f == 12 || f == 13) && "0430".equals(mti(r));
+      boolean want = f <= upTo && req.hasField(f) && !NEVER_ECHOED.contains(f) && !notIn0430;
       if (want && !r.hasField(f)) {
         fail(step, "DE " + f + " not echoed");
       } else if (!want && r.hasField(f)) {
@@ -1154,6 +1169,14 @@ public final class AcquirerClient {
       } else if (want && !req.getString(f).equals(r.getString(f))) {
         fail(step, "DE " + f + " not echoed unchanged");
       }
+    }
+  }
+
+  private static String mti(ISOMsg m) {
+    try {
+      return m.getMTI();
+    } catch (ISOException e) {
+      return "";
     }
   }
 
