@@ -43,7 +43,9 @@ func TestJPOSClient(t *testing.T) {
 			name: "require_sign_on",
 			mutate: func(c *gateway.Config) {
 				acqs := append([]routing.AcquirerConfig(nil), c.Routing.Acquirers...)
-				acqs[0].RequireSignOn = true // 100001, the ATM network
+				for i := range acqs {
+					acqs[i].RequireSignOn = acqs[i].ID == gateway.DevATMAcquirer
+				}
 				c.Routing.Acquirers = acqs
 			},
 			args: []string{"--scenario", "sign-on-required"},
@@ -54,7 +56,7 @@ func TestJPOSClient(t *testing.T) {
 			g := opsGateway(t, tt.mutate)
 			args := append([]string{"-cp", cp, "atmclient.AcquirerClient", "--addr", g.AcquirerAddr(), "--doc", doc},
 				tt.args...)
-			runPyScript(t, "jPOS client", java, args...)
+			runPyScript(t, "jPOS client", java, args...) // it runs any program: here java
 		})
 	}
 }
