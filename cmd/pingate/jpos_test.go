@@ -20,8 +20,9 @@ import (
 // blocks it computes, key changes with TR-31 and SM4 key blocks it makes,
 // reversals, unblocks and resets, limits, the documented refusals. The
 // client exits non-zero naming each answer that differs from the document.
-// It runs again over the ascii4 framing (jPOS's ASCIIChannel), and with
-// require_sign_on for the ATM network (its sign-on scenario).
+// It runs again over the ascii4 framing (jPOS's ASCIIChannel) with a short
+// read timeout it checks, and with require_sign_on for the ATM network (its
+// sign-on scenario).
 // scripts/test-deps.sh fetches the Maven dependencies, so that the build runs
 // offline; without java or mvn the test skips, and fails under CI=true.
 func TestJPOSClient(t *testing.T) {
@@ -35,9 +36,12 @@ func TestJPOSClient(t *testing.T) {
 	}{
 		{name: "embedded default"},
 		{
-			name:   "ascii4 framing",
-			mutate: func(c *gateway.Config) { c.Acquirer.Framing = "ascii4" },
-			args:   []string{"--framing", "ascii4"},
+			name: "ascii4 framing, short read timeout",
+			mutate: func(c *gateway.Config) {
+				c.Acquirer.Framing = "ascii4"
+				c.Acquirer.ReadTimeout = 500 * time.Millisecond
+			},
+			args: []string{"--framing", "ascii4", "--read-timeout-ms", "500"},
 		},
 		{
 			name: "require_sign_on",

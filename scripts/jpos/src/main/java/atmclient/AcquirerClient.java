@@ -82,6 +82,7 @@ public final class AcquirerClient {
   private final int port;
   private final Path doc;
   private final String framing;
+  private int readTimeoutMillis; // 0: not checked (the default 10 s would slow every run)
   private final ISOPackager packager;
   private final SecureRandom random = new SecureRandom();
   private final List<String> mismatches = new ArrayList<>();
@@ -111,24 +112,28 @@ public final class AcquirerClient {
     String doc = "docs/iso8583-acquirer.md";
     String framing = "binary2";
     String scenario = "embedded-default";
+    int readTimeoutMillis = 0;
     for (int i = 0; i + 1 < args.length; i += 2) {
       switch (args[i]) {
         case "--addr" -> addr = args[i + 1];
         case "--doc" -> doc = args[i + 1];
         case "--framing" -> framing = args[i + 1];
         case "--scenario" -> scenario = args[i + 1];
+        case "--read-timeout-ms" -> readTimeoutMillis = Integer.parseInt(args[i + 1]);
         default -> addr = null;
       }
     }
     if (addr == null || addr.lastIndexOf(':') < 0 || !Set.of("binary2", "ascii4").contains(framing)
         || !Set.of("embedded-default", "sign-on-required").contains(scenario)) {
       System.err.println("usage: AcquirerClient --addr host:port [--doc docs/iso8583-acquirer.md]"
-          + " [--framing binary2|ascii4] [--scenario embedded-default|sign-on-required]");
+          + " [--framing binary2|ascii4] [--scenario embedded-default|sign-on-required]"
+          + " [--read-timeout-ms N (the gateway's acquirer_listener.read_timeout, to check it)]");
       System.exit(2);
     }
     int colon = addr.lastIndexOf(':');
     AcquirerClient c = new AcquirerClient(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1)),
         Path.of(doc), framing);
+    c.readTimeoutMillis = readTimeoutMillis;
     int rc;
     try {
       rc = scenario.equals("sign-on-required") ? c.runSignOnRequired() : c.run();
@@ -192,6 +197,9 @@ public final class AcquirerClient {
     sm4Network();
     unknownAcquirer();
     unframeable();
+    if (readTimeoutMillis > 0) {
+      incompleteFrame();
+    }
     return summary();
   }
 
@@ -315,6 +323,7 @@ public final class AcquirerClient {
       int ih = freshIndex();
       String panH = DevCards.pan(RANGE_A, ih);
       pipelined(ch, panH, DevCards.initialPin(panH));
+      manyEchoes(ch, 100);
 
       ISOMsg echo = netMgmt("301", null);
       r = exchange(ch, "echo test", echo, "00");
@@ -700,6 +709,24 @@ public final class AcquirerClient {
     }
   }
 
+  /** n echoes sent before any answer is read (more than the 64 handled at once): each answered once. */
+  private void manyEchoes(BaseChannel ch, int n) throws Exception {
+    Set<String> open = new TreeSet<>();
+    for (int i = 0; i < n; i++) {
+      ISOMsg m = netMgmt("301", null);
+      open.add(m.getString(11));
+      ch.send(m);
+    }
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+      ISOMsg r = ch.receive();
+      if (!open.remove(r.getString(11)) || !"0810".equals(r.getMTI()) || !"00".equals(r.getString(39))) {
+        bad++;
+      }
+    }
+    expect(n + " pipelined echoes", bad == 0 && open.isEmpty(), bad + " answers not an 0810 00 to an echo in flight");
+  }
+
   // ---- the branch front end (acquirer 200001, AES format 4 under dev-branch-zpk, key index 01) ----
 
   private void branch() throws Exception {
@@ -886,6 +913,24 @@ public final class AcquirerClient {
       } finally {
         ch.disconnect();
       }
+    }
+  }
+
+  /** A frame begun and not finished within the read timeout cuts the connection. */
+  private void incompleteFrame() throws Exception {
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 3 * readTimeoutMillis + 2000);
+    try {
+      byte[] text = netMgmt("301", null).pack();
+      ch.getSocket().getOutputStream().write(Wire.header(framing, text.length));
+      ch.getSocket().getOutputStream().write(text, 0, text.length / 2);
+      ch.getSocket().getOutputStream().flush();
+      long start = System.nanoTime();
+      expectClosed(ch, "connection after half a frame");
+      long took = (System.nanoTime() - start) / 1_000_000;
+      expect("half a frame cut after the read timeout", took >= readTimeoutMillis * 9L / 10,
+          "cut after " + took + " ms, before the read timeout of " + readTimeoutMillis + " ms");
+    } finally {
+      ch.disconnect();
     }
   }
 
