@@ -21,8 +21,9 @@ import (
 // reversals, unblocks and resets, limits, the documented refusals. The
 // client exits non-zero naming each answer that differs from the document.
 // It runs again over the ascii4 framing (jPOS's ASCIIChannel) with a short
-// read timeout it checks, and with require_sign_on for the ATM network (its
-// sign-on scenario).
+// read timeout it checks, with require_sign_on for the ATM network (its
+// sign-on scenario), and with a slow issuer (a retransmission and an 0420 of
+// a request still in flight).
 // scripts/test-deps.sh fetches the Maven dependencies, so that the build runs
 // offline; without java or mvn the test skips, and fails under CI=true.
 func TestJPOSClient(t *testing.T) {
@@ -53,6 +54,11 @@ func TestJPOSClient(t *testing.T) {
 				c.Routing.Acquirers = acqs
 			},
 			args: []string{"--scenario", "sign-on-required"},
+		},
+		{
+			name:   "slow issuer",
+			mutate: func(c *gateway.Config) { c.IssuerSim.Latency = 300 * time.Millisecond },
+			args:   []string{"--scenario", "in-flight"},
 		},
 	}
 	for _, tt := range tests {

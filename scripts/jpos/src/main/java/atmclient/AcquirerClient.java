@@ -124,9 +124,9 @@ public final class AcquirerClient {
       }
     }
     if (addr == null || addr.lastIndexOf(':') < 0 || !Set.of("binary2", "ascii4").contains(framing)
-        || !Set.of("embedded-default", "sign-on-required").contains(scenario)) {
+        || !Set.of("embedded-default", "sign-on-required", "in-flight").contains(scenario)) {
       System.err.println("usage: AcquirerClient --addr host:port [--doc docs/iso8583-acquirer.md]"
-          + " [--framing binary2|ascii4] [--scenario embedded-default|sign-on-required]"
+          + " [--framing binary2|ascii4] [--scenario embedded-default|sign-on-required|in-flight]"
           + " [--read-timeout-ms N (the gateway's acquirer_listener.read_timeout, to check it)]");
       System.exit(2);
     }
@@ -136,7 +136,11 @@ public final class AcquirerClient {
     c.readTimeoutMillis = readTimeoutMillis;
     int rc;
     try {
-      rc = scenario.equals("sign-on-required") ? c.runSignOnRequired() : c.run();
+      rc = switch (scenario) {
+        case "sign-on-required" -> c.runSignOnRequired();
+        case "in-flight" -> c.runInFlight();
+        default -> c.run();
+      };
     } catch (Exception e) {
       // A jPOS or I/O exception names fields and lengths, never their values.
       System.out.println("FAIL: client stopped at \"" + c.lastStep + "\": " + e.getClass().getSimpleName() + ": "
@@ -174,6 +178,21 @@ public final class AcquirerClient {
       atmChange(ch, "PIN change after sign-off (not_signed_on)", panJ, pinJ, newPin(panJ, pinJ), "0001000000000000",
           "91");
       exchange(ch, "echo after sign-off", netMgmt("301", null), "00");
+    } finally {
+      ch.disconnect();
+    }
+    return summary();
+  }
+
+  /**
+   * Against a gateway whose issuer answers slowly: the retransmission and the
+   * 0420 of a request still in flight.
+   */
+  int runInFlight() throws Exception {
+    BaseChannel ch = Wire.connect(framing, host, port, packager, 15000);
+    try {
+      exchange(ch, "sign-on", netMgmt("001", ATM), "00");
+      inFlightRaces(ch);
     } finally {
       ch.disconnect();
     }
@@ -325,6 +344,7 @@ public final class AcquirerClient {
       String panH = DevCards.pan(RANGE_A, ih);
       pipelined(ch, panH, DevCards.initialPin(panH));
       manyEchoes(ch, 100);
+      inFlightRaces(ch);
 
       ISOMsg echo = netMgmt("301", null);
       exchange(ch, "echo test", echo, "00");
@@ -707,6 +727,48 @@ public final class AcquirerClient {
       }
       String mti = req.getMTI().equals("0800") ? "0810" : "0110";
       expectAnswer("pipelined " + req.getMTI() + " STAN " + req.getString(11), r, mti, want.get(req.getString(11)));
+    }
+  }
+
+  /**
+   * A 0100 sent twice before its answer (a retransmission of a request in
+   * flight) is answered twice with the one answer; a 0420 sent right behind
+   * its 0100 either undoes it (0430 00, the first PIN current again) or asks
+   * to be sent again (96).
+   */
+  private void inFlightRaces(BaseChannel ch) throws Exception {
+    String pan = DevCards.pan(RANGE_B, freshIndex());
+    String pin = DevCards.initialPin(pan);
+    String next = newPin(pan, pin);
+    ISOMsg m = pinChange(ATM, nextTerminal("JF"), pan, PinBlocks.format0(atmKey, pin, pan),
+        PinBlocks.format0(atmKey, next, pan), "0001000000000000");
+    ch.send(m);
+    ch.send(m);
+    for (int i = 0; i < 2; i++) {
+      ISOMsg r = ch.receive();
+      expectAnswer("retransmission while in flight, answer " + (i + 1), r, "0110", "00");
+    }
+    atmChange(ch, "the change applied once", pan, next, newPin(pan, next), "0001000000000000", "00");
+
+    String pan2 = DevCards.pan(RANGE_A, freshIndex());
+    String pin2 = DevCards.initialPin(pan2);
+    ISOMsg c2 = pinChange(ATM, nextTerminal("JF"), pan2, PinBlocks.format0(atmKey, pin2, pan2),
+        PinBlocks.format0(atmKey, newPin(pan2, pin2), pan2), "0001000000000000");
+    ISOMsg rev = reversal(c2);
+    ch.send(c2);
+    ch.send(rev);
+    String revCode = null;
+    for (int i = 0; i < 2; i++) {
+      ISOMsg r = ch.receive();
+      System.out.printf("%-70s %s %s%n", "0100 and its 0420 in flight together", r.getMTI(), r.getString(39));
+      if ("0430".equals(r.getMTI())) {
+        revCode = r.getString(39);
+      }
+    }
+    expect("0420 sent behind its 0100", "00".equals(revCode) || "96".equals(revCode), "answered " + revCode);
+    if ("00".equals(revCode)) {
+      atmChange(ch, "first PIN current after the 0420 taken in flight", pan2, pin2, newPin(pan2, pin2),
+          "0001000000000000", "00");
     }
   }
 
