@@ -16,7 +16,7 @@
 # a test instance, never a production setting). start is idempotent: when both
 # services already run and answer it only rewrites the env file.
 #
-# Installs (only when absent): Debian's redis-server, a Java runtime and Maven
+# Installs (only when absent): Debian's redis-server, a JDK and Maven
 # (apt-get; as root, or through sudo), and the Apache Kafka 3.9.1 broker jars
 # from Maven Central (scripts/kafka/pom.xml) into .services/kafka-libs.
 # Debian's postgresql (server tools from its versioned directory). PostgreSQL
@@ -68,8 +68,10 @@ apt_install() {
 install_missing() {
   local pkgs=()
   command -v redis-server >/dev/null || pkgs+=(redis-server)
-  command -v java >/dev/null || pkgs+=(default-jre-headless)
-  if [ ! -f "$LIBS/.complete" ] && ! command -v mvn >/dev/null; then pkgs+=(maven); fi
+  # A JDK rather than a runtime: the jPOS client (scripts/jpos) is compiled by
+  # mvn in go test; the Kafka jars need only its java.
+  command -v javac >/dev/null || pkgs+=(default-jdk-headless)
+  command -v mvn >/dev/null || pkgs+=(maven)
   pg_bin >/dev/null 2>&1 || pkgs+=(postgresql)
   if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
   # Debian's package may start its own redis on 6379 through invoke-rc.d; ours

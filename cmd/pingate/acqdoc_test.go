@@ -80,8 +80,8 @@ func renderDevSetup(t *testing.T) string {
 		}
 		return fmt.Sprintf("`%s` (%s, `%s`, KCV `%s`)", label, k.Algorithm(), v, k.KCV())
 	}
-	b.WriteString("| DE 32 | channel | operations | PIN block formats (DE 53) | key index → zone PIN key | ZMK (key changes) | require_sign_on | key_change_legacy_ecb |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| DE 32 | channel | operations | terminals (DE 41) | PIN block formats (DE 53) | key index → zone PIN key | ZMK (key changes) | require_sign_on | key_change_legacy_ecb |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, a := range rc.Acquirers {
 		var ops, fmts, keys []string
 		for _, o := range a.Operations {
@@ -97,8 +97,12 @@ func renderDevSetup(t *testing.T) string {
 		if a.ZMK != "" {
 			zmk = key(a.ZMK)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %v | %v |\n", a.ID, a.Channel, strings.Join(ops, ", "),
-			strings.Join(fmts, ", "), strings.Join(keys, "; "), zmk, a.RequireSignOn, a.LegacyKeyChange)
+		terms := "`" + strings.Join(a.Terminals, "`, `") + "`"
+		if slices.Equal(a.Terminals, []string{"*"}) {
+			terms = "any"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %v | %v |\n", a.ID, a.Channel, strings.Join(ops, ", "),
+			terms, strings.Join(fmts, ", "), strings.Join(keys, "; "), zmk, a.RequireSignOn, a.LegacyKeyChange)
 	}
 	sim := cfg.IssuerSim
 	pop := issuersim.Population{Seed: sim.Seed, BINs: sim.BINs, PerBIN: sim.PerBIN}
@@ -108,7 +112,8 @@ func renderDevSetup(t *testing.T) string {
 	}
 	fmt.Fprintf(&b, "\nBIN ranges routed to the simulated issuer: %s. Any other PAN is answered 14.\n\n", strings.Join(bins, ", "))
 	fmt.Fprintf(&b, "The simulated issuer holds %d cards per range (seed %d), 16-digit PANs: the range, then the card's index\n", sim.PerBIN, sim.Seed)
-	b.WriteString("within it zero-padded to 15 digits, then the Luhn check digit. The initial PIN of a PAN is the first\n")
+	b.WriteString("within it zero-padded to fill the first 15 digits (9 index digits after a 6-digit range, 7 after an 8-digit one),\n")
+	b.WriteString("then the Luhn check digit. The initial PIN of a PAN is the first\n")
 	b.WriteString("4-digit value `v mod 10000` (zero-padded), for v the big-endian 32-bit integers of HMAC-SHA-256(key = the seed as\n")
 	b.WriteString("8 bytes big-endian, message = the PAN in ASCII) taken at byte offsets 0, 2, 4, …, 28, that is neither one digit\n")
 	b.WriteString("repeated nor a step-by-one sequence (wrapping 9↔0); `5821` if none is. Cards whose index within their range\n")
@@ -118,6 +123,16 @@ func renderDevSetup(t *testing.T) string {
 		c := pop.Card(i)
 		fmt.Fprintf(&b, "| %s | %s |\n", c.PAN, c.PIN)
 	}
+	fmt.Fprintf(&b, "\nThe simulator counts a card's wrong current PINs in a row: at %d it answers 75 and locks the card\n", issuersim.DefaultMaxTries)
+	b.WriteString("(every PIN change on it is then answered 75) until an unblock (720000) or a reset (710000); a right PIN\n")
+	b.WriteString("clears the count. A 0420 reversing an approved change or reset gives the card back the PIN it had before.\n")
+	l := cfg.Limits.Config.WithDefaults()
+	fmt.Fprintf(&b, "\nLimits of the embedded default (`limits.backend: %s`, [rate-limits.md](rate-limits.md)), checked before the\n", cfg.Limits.Backend)
+	fmt.Fprintf(&b, "issuer is called: a terminal (acquirer and DE 41) %g request/s with bursts of %d, an acquirer %g/s with bursts of\n",
+		l.TerminalRPS, l.TerminalBurst, l.AcquirerRPS)
+	fmt.Fprintf(&b, "%d (beyond them `61`); a card %d operations a %s day over all channels (then `65`); a card with %d answers `55`\n",
+		l.AcquirerBurst, l.CardOpsPerDay, l.DayZone, l.CardWrongPINPerHour)
+	b.WriteString("in the last hour gets `75` to its PIN changes.\n")
 	p := pinblock.DefaultPINPolicy()
 	if cfg.Security.WeakPINs != nil && !*cfg.Security.WeakPINs {
 		t.Fatal("the embedded default turns the weak-PIN rules off: say so in the document")

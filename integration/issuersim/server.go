@@ -28,7 +28,7 @@ type Config struct {
 	KeyIndexZPKs map[int]pinblock.Key
 	// PVK keys the PIN verification data (a keyed hash of PAN and PIN).
 	PVK pinblock.Key
-	// MaxTries wrong PINs lock a card (default 3).
+	// MaxTries wrong PINs in a row lock a card (default DefaultMaxTries).
 	MaxTries int
 	// Latency is added before every answer to a PIN operation.
 	Latency time.Duration
@@ -116,10 +116,15 @@ func (s *Sim) Audit() []Applied {
 	return out
 }
 
+// DefaultMaxTries is how many wrong current PINs in a row lock a card when
+// Config.MaxTries is zero: that answer and every later PIN change is 75
+// until an unblock or a reset.
+const DefaultMaxTries = 3
+
 // New builds a simulator; Serve or ListenAndServe runs it.
 func New(cfg Config) (*Sim, error) {
 	if cfg.MaxTries == 0 {
-		cfg.MaxTries = 3
+		cfg.MaxTries = DefaultMaxTries
 	}
 	if cfg.Dialect == nil {
 		cfg.Dialect = iso8583.IssuerDialect
