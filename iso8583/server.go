@@ -105,7 +105,9 @@ func (c Config) withDefaults() Config {
 // a goroutine of its own for every frame, concurrently with other frames of
 // the same connection (up to Config.MaxInFlightPerConn); it owns frame. It
 // answers, if at all, with c.WriteFrame, in any order relative to other
-// frames. ctx is canceled when the connection is torn down (a protocol error,
+// frames (a frame that must not overtake the frames read before it waits
+// with WaitEarlierFrames; see FramePassed). ctx is canceled when the
+// connection is torn down (a protocol error,
 // Server.Close, the Serve context ending, Shutdown running out of time);
 // ServeFrame must then return promptly. A graceful Shutdown waits for it.
 type Handler interface {
@@ -283,7 +285,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		ctx:    cctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlightPerConn),
-		work:   make(chan []byte),
+		work:   make(chan inFrame),
 		w:      Coalescer{limit: maxQueuedAnswers},
 	}
 	s.conns[c] = struct{}{}
@@ -372,8 +374,11 @@ type ServerConn struct {
 	// receiving); readLoop starts a new goroutine only when none is idle.
 	// A goroutine that handled a frame stays for the next one, so its grown
 	// stack serves again, up to maxIdleHandlers idle per connection.
-	work chan []byte
+	work chan inFrame
 	idle atomic.Int32 // handler goroutines waiting on work
+
+	order   frameOrder // the order frames were read in (WaitEarlierFrames)
+	nextSeq uint64     // the next frame's place in it; readLoop's alone
 
 	w Coalescer // writes; answers ready while one is written go out with it
 
@@ -556,11 +561,13 @@ func (c *ServerConn) readLoop() error {
 		case <-c.ctx.Done():
 			return nil
 		}
+		in := inFrame{b: frame, seq: c.nextSeq}
+		c.nextSeq++
 		select {
-		case c.work <- frame:
+		case c.work <- in:
 		default:
 			c.wg.Add(1)
-			go c.handler(frame)
+			go c.handler(in)
 		}
 	}
 }
@@ -578,11 +585,11 @@ const maxIdleHandlers = 16
 
 // handler handles frame, then the frames readLoop hands it while it stays
 // (see ServerConn.work).
-func (c *ServerConn) handler(frame []byte) {
+func (c *ServerConn) handler(frame inFrame) {
 	defer c.wg.Done()
 	for {
 		c.handle(frame)
-		frame = nil // an idle goroutine keeps no frame alive (PAN, PIN block)
+		frame = inFrame{} // an idle goroutine keeps no frame alive (PAN, PIN block)
 		if c.idle.Add(1) > maxIdleHandlers {
 			c.idle.Add(-1)
 			return
@@ -596,14 +603,16 @@ func (c *ServerConn) handler(frame []byte) {
 	}
 }
 
-func (c *ServerConn) handle(frame []byte) {
+func (c *ServerConn) handle(frame inFrame) {
+	turn := &frameTurn{o: &c.order, seq: frame.seq}
 	defer func() {
 		if r := recover(); r != nil {
 			c.abort(ErrHandlerPanic)
 		}
+		turn.pass()
 		<-c.sem
 	}()
-	c.srv.handler.ServeFrame(c.ctx, c, frame)
+	c.srv.handler.ServeFrame(context.WithValue(c.ctx, frameTurnKey{}, turn), c, frame.b)
 }
 
 func isTimeout(err error) bool {

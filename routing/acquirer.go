@@ -169,6 +169,11 @@ func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) error {
 	if err != nil || orig.MTI != iso8583.MTIAuthRequest || !orig.SameAcquirer(f.AcquirerID) {
 		return fmt.Errorf("%w: DE 90 names no request of this acquirer", ErrFormat)
 	}
+	// The 0100 it names may have been read just before it on this
+	// connection and not be registered yet: frames are handled concurrently.
+	if err := iso8583.WaitEarlierFrames(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrReversalFailed, err)
+	}
 	err = a.flow.Reverse(ctx, ReversalAdvice{
 		Acquirer: f.AcquirerID, Terminal: f.TerminalID, STAN: orig.STAN, Transmit: orig.Transmission, Reason: f.ResponseCode,
 		PAN: f.PAN,

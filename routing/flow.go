@@ -286,6 +286,9 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 		req.CardToken = f.deps.Tokenizer.Token(req.PAN)
 		key = dedupeKey(req.Acquirer, req.Terminal, req.STAN, req.Transmit, req.CardToken)
 		first, prev, err := f.dups.begin(ctx, key, start)
+		// Registered (or found a duplicate): an 0420 read behind this 0100
+		// on its connection may now be taken (iso8583.WaitEarlierFrames).
+		iso8583.FramePassed(ctx)
 		if err != nil {
 			r := ResponseFor(err)
 			return Outcome{Code: r.Code, Outcome: r.Outcome, Reason: r.Reason}
@@ -296,6 +299,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 			return prev
 		}
 	}
+	iso8583.FramePassed(ctx) // without an identity there is nothing to register
 
 	issuer, err := f.process(ctx, st, req)
 	if dup := (*duplicateError)(nil); errors.As(err, &dup) {

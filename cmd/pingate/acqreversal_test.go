@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -113,4 +116,82 @@ func devATMKey(t *testing.T) pinblock.Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestReversalBehindItsChangeInOneWrite: an ATM writes a PIN change and its
+// 0420 back to back in one TCP write. The gateway handles a connection's
+// frames concurrently, but the 0420 is not taken before the 0100 it names:
+// every change is reversed at the issuer (its old PIN works again) and
+// recorded reversed, none left standing with a 0430 00 for an "unknown"
+// original.
+func TestReversalBehindItsChangeInOneWrite(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) { c.IssuerSim.Latency = 50 * time.Millisecond })
+	ctx, c := atmSession(t, g)
+	atm := devATMKey(t)
+	conn, err := net.Dial("tcp", g.AcquirerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	const n = 12
+	for i := range n {
+		card := opsPopulation(g.Config().IssuerSim).Card(7500 + i)
+		change := opsFieldsUnder(t, card, fmt.Sprintf("RVW%05d", i), atm)
+		change.STAN, change.TransmissionTime = fmt.Sprintf("%06d", 810000+i), "1207235959"
+		change.LocalTime, change.LocalDate = change.TransmissionTime[4:], change.TransmissionTime[:4]
+		de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
+			Acquirer: gateway.DevATMAcquirer}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
+			STAN: fmt.Sprintf("%06d", 820000+i), TransmissionTime: change.TransmissionTime,
+			AcquirerID: gateway.DevATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
+			ResponseCode: "68", OriginalData: de90}
+		var out []byte
+		for _, f := range []*iso8583.Fields{change, rev} {
+			msg, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err = iso8583.AppendFrame(out, iso8583.Binary2, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		codes := map[string]string{}
+		for range 2 {
+			frame, err := iso8583.ReadFrame(br, iso8583.Binary2, 8192, nil)
+			if err != nil {
+				t.Fatalf("change %d: %v", i, err)
+			}
+			a, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			codes[a.MTI] = a.ResponseCode
+		}
+		if codes[iso8583.MTIAuthResponse] != iso8583.RCApproved || codes[iso8583.MTIReversalResponse] != iso8583.RCApproved {
+			t.Fatalf("change %d and its 0420 in one write: answers %v, want 0110 00 and 0430 00", i, codes)
+		}
+	}
+	// Every change was reversed: the issuer got n advices and each card's
+	// old PIN works again.
+	deadline := time.Now().Add(20 * time.Second)
+	for g.Sim().Reversals.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := g.Sim().Reversals.Load(); got != n {
+		t.Errorf("the issuer got %d reversal advices for %d changes each reversed in the write that sent it, want %d", got, n, n)
+	}
+	for i := range n {
+		card := opsPopulation(g.Config().IssuerSim).Card(7500 + i)
+		if ans, err := c.Do(ctx, opsFieldsUnder(t, card, fmt.Sprintf("RVX%05d", i), atm)); err != nil || ans.ResponseCode != iso8583.RCApproved {
+			t.Errorf("change %d: the old PIN after the reversal = %v, %v; want 00 (the reversed change left standing)", i, ans, err)
+		}
+	}
 }
