@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI=true
 
-./scripts/test-deps.sh
-./scripts/services.sh start
+./scripts/services.sh start # first: it installs the JDK and Maven test-deps.sh builds with
 trap './scripts/services.sh stop' EXIT
+./scripts/test-deps.sh
 set -a; . ./.services.env; set +a
 
 echo "== gofmt, go vet"

@@ -767,6 +767,10 @@ public final class AcquirerClient {
     }
     expect("0420 sent behind its 0100", "00".equals(revCode) || "96".equals(revCode), "answered " + revCode);
     if ("00".equals(revCode)) {
+      // 0430 00 says the reversal is owed and recorded, not that the issuer
+      // has it yet: the gateway's reversal worker sends the advice once the
+      // original is answered (one issuer round trip later, 300 ms here).
+      Thread.sleep(2000);
       atmChange(ch, "first PIN current after the 0420 taken in flight", pan2, pin2, newPin(pan2, pin2),
           "0001000000000000", "00");
     }
