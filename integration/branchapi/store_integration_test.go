@@ -30,11 +30,26 @@ type instance struct {
 // operations and idempotency records in the Redis at redisAddr.
 func startInstance(t *testing.T, e *env, redisAddr, name string) *instance {
 	t.Helper()
+	return startInstanceWith(t, e, redisAddr, name, instanceOptions{})
+}
+
+// instanceOptions change one instance of a multi-instance test.
+type instanceOptions struct {
+	now       func() time.Time // the server's clock (nil: time.Now); set before it serves
+	waitLimit time.Duration    // RedisStoreConfig.WaitLimit (0: 20s)
+}
+
+// startInstanceWith is startInstance with o.
+func startInstanceWith(t *testing.T, e *env, redisAddr, name string, o instanceOptions) *instance {
+	t.Helper()
+	if o.waitLimit == 0 {
+		o.waitLimit = 20 * time.Second
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 250 * time.Millisecond, ReadTimeout: 250 * time.Millisecond,
 		WriteTimeout: 250 * time.Millisecond, MaxRetries: 1, DisableIdentity: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	st, err := NewRedisStore(rdb, RedisStoreConfig{Instance: name, FingerprintSecret: testFingerprintSecret,
-		PollInterval: 10 * time.Millisecond, WaitLimit: 20 * time.Second})
+		PollInterval: 10 * time.Millisecond, WaitLimit: o.waitLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +57,9 @@ func startInstance(t *testing.T, e *env, redisAddr, name string) *instance {
 	srv, err := NewWithStore(e.srv.cfg, e.srv.flow, e.srv.log.With("instance", name), st)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.now != nil {
+		srv.now = o.now
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

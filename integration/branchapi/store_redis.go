@@ -621,7 +621,12 @@ func (s *RedisStore) get(ctx context.Context, id, inst string, now time.Time) (O
 	if err != nil {
 		return OperationResult{}, unavailable("expire operation", err)
 	}
-	s.dropPending(id)
+	if doc.Pending == nil || doc.Pending.Owner != s.owner {
+		// Expired (here or elsewhere), refused or not ours: the PIN block
+		// will never run. An approval that Redis took between our read
+		// and our update is still pending here: the loop runs it.
+		s.dropPending(id)
+	}
 	return doc.Result, nil
 }
 
@@ -880,8 +885,20 @@ func (s *RedisStore) checkPending(ctx context.Context, id string, now time.Time)
 	}()
 }
 
+// sweep settles the held resets whose window has passed at now with Redis,
+// which decides: one that Redis still has pending is expired there, and its
+// PIN block cleared; one whose approval Redis took before the deadline (on
+// another instance's clock, or an instant before this sweep) runs. A held
+// reset is never dropped on this clock alone: an approval recorded in Redis
+// for a dropped PIN block would stay in_progress for good. While Redis
+// cannot be read, the PIN block stays held (it is checked every heartbeat).
 func (s *RedisStore) sweep(now time.Time) {
 	s.mu.Lock()
+	if s.closed || s.life == nil {
+		s.mu.Unlock()
+		return
+	}
+	ctx := s.life
 	var due []string
 	for id, p := range s.pending {
 		if !now.Before(p.approveBy) {
@@ -890,6 +907,6 @@ func (s *RedisStore) sweep(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, id := range due {
-		s.dropPending(id)
+		s.checkPending(ctx, id, now)
 	}
 }

@@ -1,0 +1,157 @@
+package branchapi
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pingate/integration/testservers"
+	"pingate/iso8583"
+)
+
+// testClock is a server clock a test moves forward (instanceOptions.now).
+type testClock struct{ ahead atomic.Int64 }
+
+func (c *testClock) now() time.Time       { return time.Now().Add(time.Duration(c.ahead.Load())) }
+func (c *testClock) jump(d time.Duration) { c.ahead.Add(int64(d)) }
+
+// eventsOf counts the outcome events of the card with pan.
+func (e *env) eventsOf(pan string) int {
+	e.t.Helper()
+	n := 0
+	for _, ev := range e.events() {
+		if ev.MaskedPAN == iso8583.MaskPAN(pan) {
+			n++
+		}
+	}
+	return n
+}
+
+// submitReset submits a reset of pan to in as the teller and returns the
+// pending operation.
+func (e *env) submitReset(in *instance, pan string) OperationResult {
+	e.t.Helper()
+	r := e.at(in, "teller", http.MethodPost, pathResets, pathResets, mustJSON(e.t, resetBody(e.t, pan, "3917")), nil)
+	res := r.result(e.t)
+	if r.status != http.StatusAccepted || res.Status != StatusPendingApproval {
+		e.t.Fatalf("reset on %s = %d %s, want 202 pending_approval", in.name, r.status, res.Status)
+	}
+	return res
+}
+
+// checkDecided checks that the answer r to an approval of operation id is
+// true, and agrees with the issuer, the journal and every instance's lookup:
+// either the reset ran once (200 completed, one issuer request since before,
+// one event, found completed everywhere) or it never ran (409
+// approval-expired, nothing at the issuer, no event, found expired
+// everywhere). It reports which.
+func (e *env) checkDecided(r response, id, pan string, before int64, ins ...*instance) (ran bool) {
+	t := e.t
+	t.Helper()
+	issuer := e.sim.Requests.Load() - before
+	events := e.eventsOf(pan)
+	want := ""
+	switch {
+	case r.status == http.StatusOK:
+		res := r.result(t)
+		if res.Status != StatusCompleted || res.EventID == "" {
+			t.Errorf("approval = 200 %s (event %q), want completed with its event, or 409 approval-expired; the issuer saw %d requests, the journal has %d events",
+				res.Status, res.EventID, issuer, events)
+			return false
+		}
+		if issuer != 1 || events != 1 {
+			t.Errorf("approval = 200 completed; the issuer saw %d requests and the journal has %d events, want 1 and 1", issuer, events)
+		}
+		want, ran = StatusCompleted, true
+	case r.status == http.StatusConflict && r.problem(t).Type == ProblemTypeBase+"approval-expired":
+		if issuer != 0 || events != 0 {
+			t.Errorf("approval = 409 approval-expired; the issuer saw %d requests and the journal has %d events, want none", issuer, events)
+		}
+		want = StatusExpired
+	default:
+		t.Errorf("approval = %d %s, want 200 completed or 409 approval-expired", r.status, r.body)
+		return false
+	}
+	for _, in := range ins {
+		got := e.at(in, "teller", http.MethodGet, "/v1/operations/"+id, tmplOp, nil, nil)
+		if res := got.result(t); got.status != http.StatusOK || res.Status != want {
+			t.Errorf("GET on %s = %d %s, want %s as the approval answered", in.name, got.status, res.Status, want)
+		}
+	}
+	return ran
+}
+
+// TestSharedStoreApprovalAfterTheHoldersSweep: the instance holding a
+// pending reset (a) finds its window passed on its own clock and sweeps,
+// while the approval reaching b reads b's clock, just before the deadline.
+// The approval must either run the reset or be refused as expired: never
+// be recorded in Redis for a PIN block a has already dropped, which left
+// the reset in_progress for good and answered 200 without running it.
+func TestSharedStoreApprovalAfterTheHoldersSweep(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	// A record TTL of 10 s makes the sweeper run every second.
+	e := newEnv(t, envOptions{dualControl: true, mutate: func(c *Config) { c.RecordTTL = 10 * time.Second }})
+	var clk testClock
+	a := startInstanceWith(t, e, redisAddr, "a", instanceOptions{now: clk.now})
+	b := startInstanceWith(t, e, redisAddr, "b", instanceOptions{waitLimit: 3 * time.Second})
+	c := card(44)
+	before := e.sim.Requests.Load()
+
+	pend := e.submitReset(a, c.PAN)
+	clk.jump(pend.ApproveBy.Sub(clk.now()) + time.Second)
+	time.Sleep(1500 * time.Millisecond) // a's sweeper runs at least once past the deadline
+
+	r := e.at(b, "supervisor", http.MethodPost, "/v1/operations/"+pend.OperationID+"/approval", tmplApproval, mustJSON(t, approve(DecisionApprove)), nil)
+	e.checkDecided(r, pend.OperationID, c.PAN, before, a, b)
+}
+
+// TestSharedStoreApprovalRacesALookupAtTheDeadline: a lookup on the holder
+// (a), whose clock is past the deadline, and an approval on b, whose clock
+// is not, sent at once, many times. Whichever Redis takes first decides:
+// the reset runs once, or it expires; the lookup that found it due must not
+// drop the PIN block of an approval recorded in between.
+func TestSharedStoreApprovalRacesALookupAtTheDeadline(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, envOptions{dualControl: true})
+	var clk testClock
+	a := startInstanceWith(t, e, redisAddr, "a", instanceOptions{now: clk.now})
+	b := startInstanceWith(t, e, redisAddr, "b", instanceOptions{waitLimit: 2 * time.Second})
+
+	const trials = 30
+	ran := 0
+	for i := range trials {
+		c := card(100 + i)
+		before := e.sim.Requests.Load()
+		pend := e.submitReset(a, c.PAN)
+		clk.jump(pend.ApproveBy.Sub(clk.now()) + 10*time.Millisecond)
+		path := "/v1/operations/" + pend.OperationID
+		var (
+			wg            sync.WaitGroup
+			appr, look    response
+			apprErr, lErr error
+		)
+		wg.Go(func() {
+			appr, apprErr = e.send(b, "supervisor", http.MethodPost, path+"/approval", mustJSON(t, approve(DecisionApprove)), nil)
+		})
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond)
+			look, lErr = e.send(a, "teller", http.MethodGet, path, nil, nil)
+		})
+		wg.Wait()
+		if apprErr != nil || lErr != nil {
+			t.Fatalf("trial %d: %v %v", i, apprErr, lErr)
+		}
+		checkContract(t, http.MethodPost, tmplApproval, appr)
+		checkContract(t, http.MethodGet, tmplOp, look)
+		if e.checkDecided(appr, pend.OperationID, c.PAN, before, a, b) {
+			ran++
+		}
+		if t.Failed() {
+			t.Fatalf("trial %d of %d failed (%d ran before it)", i, trials, ran)
+		}
+	}
+	t.Logf("%d of %d approvals ran, %d expired", ran, trials, trials-ran)
+}
