@@ -1,6 +1,8 @@
 package branchapi
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -147,6 +149,50 @@ func TestSharedStoreApprovalRacesALookupAtTheDeadline(t *testing.T) {
 		checkContract(t, http.MethodPost, tmplApproval, appr)
 		checkContract(t, http.MethodGet, tmplOp, look)
 		if e.checkDecided(appr, pend.OperationID, c.PAN, before, a, b) {
+			ran++
+		}
+		if t.Failed() {
+			t.Fatalf("trial %d of %d failed (%d ran before it)", i, trials, ran)
+		}
+	}
+	t.Logf("%d of %d approvals ran, %d expired", ran, trials, trials-ran)
+}
+
+// TestSharedStoreApprovalWhileTheHolderShutsDown: the instance holding a
+// pending reset shuts down (Shutdown, then Close) while the approval
+// reaches another instance, many times. The reset either ran before the
+// holder stopped (200 completed) or never will (409 approval-expired):
+// never a 200 that says expired.
+func TestSharedStoreApprovalWhileTheHolderShutsDown(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, envOptions{dualControl: true})
+	b := startInstanceWith(t, e, redisAddr, "b", instanceOptions{waitLimit: 3 * time.Second})
+	const trials = 20
+	ran := 0
+	for i := range trials {
+		a := startInstance(t, e, redisAddr, fmt.Sprintf("a%d", i))
+		c := card(140 + i)
+		before := e.sim.Requests.Load()
+		pend := e.submitReset(a, c.PAN)
+		var wg sync.WaitGroup
+		var r response
+		var err error
+		wg.Go(func() {
+			r, err = e.send(b, "supervisor", http.MethodPost, "/v1/operations/"+pend.OperationID+"/approval", mustJSON(t, approve(DecisionApprove)), nil)
+		})
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(8000)) * time.Microsecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = a.srv.Shutdown(ctx)
+			_ = a.st.Close()
+		})
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("trial %d: %v", i, err)
+		}
+		checkContract(t, http.MethodPost, tmplApproval, r)
+		if e.checkDecided(r, pend.OperationID, c.PAN, before, b) {
 			ran++
 		}
 		if t.Failed() {

@@ -752,7 +752,13 @@ func (s *RedisStore) takePending(ctx context.Context, id, inst, approver, approv
 	// Another instance holds the reset (or another call here reserved it
 	// and will put it back): its holder runs it; wait for the outcome.
 	s.notify(ctx, owner, id)
-	return nil, s.awaitOutcome(ctx, id, doc.Result), nil
+	res := s.awaitOutcome(ctx, id, doc.Result)
+	if res.Status == StatusExpired {
+		// The holder shut down before it saw the approval and marked the
+		// reset expired (Close): it never ran, and the answer says so.
+		return nil, res, errExpired
+	}
+	return nil, res, nil
 }
 
 // notify tells instance owner that operation id was decided. A lost
