@@ -106,7 +106,9 @@ type envOptions struct {
 	dualControl bool
 	limits      redislimit.Config
 	clientCA    func(e *env) // extra certificates, made before mutate runs
-	mutate      func(*Config)
+	// issuerLatency is the simulated issuer's delay before each answer.
+	issuerLatency time.Duration
+	mutate        func(*Config)
 }
 
 // identities of the test: branch BR0117 of testAcquirer, and a supervisor of
@@ -168,7 +170,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 	zpk, _ := devkeys.Key(devkeys.IssuerZPK)
 	pvk, _ := devkeys.Key(devkeys.IssuerPVK)
-	e.sim, err = issuersim.New(issuersim.Config{Population: testPop, ZPK: zpk, PVK: pvk, Logger: log})
+	e.sim, err = issuersim.New(issuersim.Config{Population: testPop, ZPK: zpk, PVK: pvk, Logger: log, Latency: o.issuerLatency})
 	if err != nil {
 		t.Fatal(err)
 	}
