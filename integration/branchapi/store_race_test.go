@@ -201,3 +201,56 @@ func TestSharedStoreApprovalWhileTheHolderShutsDown(t *testing.T) {
 	}
 	t.Logf("%d of %d approvals ran, %d expired", ran, trials, trials-ran)
 }
+
+// TestSharedStoreMaxRecordsReachedConcurrently: with max_records 4, twelve
+// pending resets and twelve keyed operations sent at once to one instance:
+// it holds at most 4 of each, refuses the rest with 503 before anything
+// runs, and every 200 or 202 is an operation it holds or ran.
+func TestSharedStoreMaxRecordsReachedConcurrently(t *testing.T) {
+	const max, n = 4, 12
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, envOptions{dualControl: true, issuerLatency: 200 * time.Millisecond, mutate: func(c *Config) { c.MaxRecords = max }})
+	a := startInstance(t, e, redisAddr, "a")
+
+	resets := e.sendAll(n, func(i int) (response, error) {
+		return e.send(a, "teller", http.MethodPost, pathResets, mustJSON(t, resetBody(t, card(160+i).PAN, "3917")), nil)
+	})()
+	held := 0
+	for i, r := range resets {
+		checkContract(t, http.MethodPost, pathResets, r)
+		switch r.status {
+		case http.StatusAccepted:
+			held++
+		case http.StatusServiceUnavailable:
+		default:
+			t.Errorf("reset %d = %d, want 202 or 503", i, r.status)
+		}
+	}
+	if held != max {
+		t.Errorf("%d resets of %d sent at once held, want max_records = %d", held, n, max)
+	}
+
+	before := e.sim.Requests.Load()
+	ops := e.sendAll(n, func(i int) (response, error) {
+		return e.send(a, "teller", http.MethodPost, pathUnblocks, mustJSON(t, unblockBody(card(180+i).PAN)),
+			map[string]string{"Idempotency-Key": fmt.Sprintf("shared-full-%d", i)})
+	})()
+	ran := 0
+	for i, r := range ops {
+		checkContract(t, http.MethodPost, pathUnblocks, r)
+		events := e.eventsOf(card(180 + i).PAN)
+		switch {
+		case r.status == http.StatusOK && events == 1:
+			ran++
+		case r.status == http.StatusServiceUnavailable && events == 0:
+		default:
+			t.Errorf("keyed operation %d = %d with %d events, want 200 with 1 or 503 with none", i, r.status, events)
+		}
+	}
+	if ran != max {
+		t.Errorf("%d keyed operations of %d sent at once ran, want max_records = %d", ran, n, max)
+	}
+	if got := e.sim.Requests.Load() - before; got != int64(ran) {
+		t.Errorf("the issuer saw %d requests for %d operations answered 200", got, ran)
+	}
+}

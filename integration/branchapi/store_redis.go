@@ -116,6 +116,11 @@ type RedisStore struct {
 	// unwritten are answers this instance gave that Redis did not take yet:
 	// the claim to replace and the answer document, by key.
 	unwritten map[string][2]string
+	// claiming and adding count the beginIdem and add calls between their
+	// check of max_records and their entry in inflight, waits or pending
+	// (a Redis round trip): they hold a place, so that concurrent calls
+	// cannot pass the bound together.
+	claiming, adding int
 }
 
 // NewRedisStore validates cfg and returns a store over rdb, which the caller
@@ -303,31 +308,40 @@ return 1`)
 func (s *RedisStore) beginIdem(ctx context.Context, scope, key string, fp [32]byte, now time.Time) (*idemRecord, bool, error) {
 	k := s.idemKey(scope, key)
 	claim, _ := json.Marshal(idemDoc{Fingerprint: hex.EncodeToString(fp[:]), Owner: s.owner, State: idemRunning})
+	unclaim := func() {
+		s.mu.Lock()
+		s.claiming--
+		s.mu.Unlock()
+	}
 	for range 3 { // a key released or expired between SET NX and GET is claimed again
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			return nil, false, unavailable("begin idempotency", errors.New("store closed"))
 		}
-		if len(s.inflight)+len(s.waits) >= s.max {
+		if len(s.inflight)+len(s.waits)+s.claiming >= s.max {
 			s.mu.Unlock()
 			return nil, false, errStoreFull
 		}
+		s.claiming++
 		s.mu.Unlock()
 		cctx, cancel := s.call(ctx)
 		ok, err := s.rdb.SetNX(cctx, k, claim, s.ttl).Result()
 		cancel()
 		if err != nil {
+			unclaim()
 			return nil, false, unavailable("claim idempotency key", err)
 		}
 		if ok {
 			r := &idemRecord{key: k, fingerprint: fp, done: make(chan struct{}), expires: now.Add(s.ttl), claim: string(claim)}
 			s.mu.Lock()
+			s.claiming--
 			s.inflight[k] = r
 			s.mu.Unlock()
 			return r, true, nil
 		}
 		r, err := s.joinIdem(ctx, k, fp)
+		unclaim()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -504,20 +518,40 @@ func (d *opDoc) due(now time.Time) bool {
 }
 
 func (s *RedisStore) add(ctx context.Context, r *record, now time.Time) error {
+	p := r.pending
+	if p == nil {
+		return s.write(ctx, r, now)
+	}
+	s.mu.Lock()
+	full, closed := len(s.pending)+s.adding >= s.max, s.closed
+	if !full && !closed {
+		s.adding++ // the place of this reset, held across the write
+	}
+	s.mu.Unlock()
+	if full {
+		return errStoreFull
+	}
+	if closed {
+		return unavailable("add operation", errors.New("store closed"))
+	}
+	err := s.write(ctx, r, now)
+	s.mu.Lock()
+	s.adding--
+	if err == nil {
+		s.pending[r.id] = p
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// write puts the new operation r in Redis (with this instance's heartbeat,
+// for a pending reset).
+func (s *RedisStore) write(ctx context.Context, r *record, now time.Time) error {
 	doc := opDoc{Institution: r.institution, Result: r.result}
 	ttl := s.ttl
 	if p := r.pending; p != nil {
 		doc.Pending = &pendingDoc{Submitter: p.submitter, Teller: p.req.Teller, ApproveBy: p.approveBy, Owner: s.owner}
 		ttl = max(ttl, p.approveBy.Sub(now)+time.Minute)
-		s.mu.Lock()
-		full, closed := len(s.pending) >= s.max, s.closed
-		s.mu.Unlock()
-		if full {
-			return errStoreFull
-		}
-		if closed {
-			return unavailable("add operation", errors.New("store closed"))
-		}
 	}
 	b, _ := json.Marshal(doc)
 	cctx, cancel := s.call(ctx)
@@ -534,11 +568,6 @@ func (s *RedisStore) add(ctx context.Context, r *record, now time.Time) error {
 		return unavailable("add operation", errors.New("operation id taken"))
 	}
 	r.expires = now.Add(s.ttl)
-	if r.pending != nil {
-		s.mu.Lock()
-		s.pending[r.id] = r.pending
-		s.mu.Unlock()
-	}
 	return nil
 }
 
