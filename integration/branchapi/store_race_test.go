@@ -254,3 +254,116 @@ func TestSharedStoreMaxRecordsReachedConcurrently(t *testing.T) {
 		t.Errorf("the issuer saw %d requests for %d operations answered 200", got, ran)
 	}
 }
+
+// TestSharedStoreKeyRetriedWhileAtTheIssuer: while the first request with
+// a key is at the issuer on a, the same key is sent at once to both
+// instances, with the same body and with another: one issuer request, one
+// event, every same-body answer the first one byte for byte, every other
+// body 422.
+func TestSharedStoreKeyRetriedWhileAtTheIssuer(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, envOptions{issuerLatency: 300 * time.Millisecond})
+	ins := []*instance{startInstance(t, e, redisAddr, "a"), startInstance(t, e, redisAddr, "b")}
+	c, other := card(190), card(191)
+	key := map[string]string{"Idempotency-Key": "shared-race-1"}
+	same, diff := mustJSON(t, unblockBody(c.PAN)), mustJSON(t, unblockBody(other.PAN))
+	before := e.sim.Requests.Load()
+
+	waitFirst := e.sendAll(1, func(int) (response, error) { return e.send(ins[0], "teller", http.MethodPost, pathUnblocks, same, key) })
+	e.waitIssuer(before, 1)
+	const n = 12
+	out := e.sendAll(n, func(i int) (response, error) {
+		body := same
+		if i%3 == 2 {
+			body = diff
+		}
+		return e.send(ins[i%2], "teller", http.MethodPost, pathUnblocks, body, key)
+	})()
+	first := waitFirst()[0]
+	if res := first.result(t); first.status != http.StatusOK || res.ResponseCode != "00" {
+		t.Fatalf("first request = %d %s, want 200 00", first.status, res.ResponseCode)
+	}
+	for i, r := range out {
+		checkContract(t, http.MethodPost, pathUnblocks, r)
+		if i%3 != 2 && (r.status != first.status || string(r.body) != string(first.body)) {
+			t.Errorf("retry %d on %s = %d %s, want the first answer byte for byte", i, ins[i%2].name, r.status, r.body)
+		}
+		if i%3 == 2 {
+			if p := r.problem(t); r.status != http.StatusUnprocessableEntity || p.Type != ProblemTypeBase+"idempotency-key-reused" {
+				t.Errorf("other body %d on %s = %d %s, want 422 idempotency-key-reused", i, ins[i%2].name, r.status, p.Type)
+			}
+		}
+	}
+	if got := e.sim.Requests.Load() - before; got != 1 {
+		t.Errorf("the issuer saw %d requests for one key, want 1", got)
+	}
+	if got, o := e.eventsOf(c.PAN), e.eventsOf(other.PAN); got != 1 || o != 0 {
+		t.Errorf("%d events for the operation and %d for the other body, want 1 and 0", got, o)
+	}
+}
+
+// TestSharedStoreDecisionsOnTwoInstances: two supervisors approve and
+// refuse one pending reset at once on both instances (with and without
+// keys), many times, the reset held by either. Exactly one decision wins;
+// the rest are 409 not-pending; the issuer, the journal and both lookups
+// agree with the winner.
+func TestSharedStoreDecisionsOnTwoInstances(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, withSecondSupervisor(envOptions{dualControl: true, issuerLatency: 50 * time.Millisecond}))
+	ins := []*instance{startInstance(t, e, redisAddr, "a"), startInstance(t, e, redisAddr, "b")}
+	type decision struct {
+		who, decision string
+		keyed         bool
+	}
+	const trials = 10
+	approved := 0
+	for i := range trials {
+		c := card(300 + i)
+		before := e.sim.Requests.Load()
+		pend := e.submitReset(ins[i%2], c.PAN)
+		ds := []decision{
+			{"supervisor", DecisionApprove, false}, {"supervisor2", DecisionApprove, false},
+			{"supervisor", DecisionRefuse, false}, {"supervisor2", DecisionRefuse, false},
+			{"supervisor", DecisionApprove, true}, {"supervisor2", DecisionApprove, true},
+		}
+		rand.Shuffle(len(ds), func(a, b int) { ds[a], ds[b] = ds[b], ds[a] })
+		out := e.sendAll(len(ds), func(j int) (response, error) {
+			var hdr map[string]string
+			if ds[j].keyed {
+				hdr = map[string]string{"Idempotency-Key": fmt.Sprintf("shared-decide-%d-%d", i, j)}
+			}
+			return e.send(ins[j%2], ds[j].who, http.MethodPost, "/v1/operations/"+pend.OperationID+"/approval", mustJSON(t, approve(ds[j].decision)), hdr)
+		})()
+		wins := 0
+		var win response
+		for j, r := range out {
+			checkContract(t, http.MethodPost, tmplApproval, r)
+			switch {
+			case r.status == http.StatusOK:
+				wins++
+				win = r
+			case r.problem(t).Type != ProblemTypeBase+"not-pending":
+				t.Errorf("trial %d: losing decision %d = %d %s, want 409 not-pending", i, j, r.status, r.body)
+			}
+		}
+		if wins != 1 {
+			t.Fatalf("trial %d: %d decisions answered 200, want 1", i, wins)
+		}
+		res := win.result(t)
+		if res.Status == StatusRefused {
+			if issuer, events := e.sim.Requests.Load()-before, e.eventsOf(c.PAN); issuer != 0 || events != 0 {
+				t.Errorf("trial %d: refusal won, the issuer saw %d requests, %d events, want none", i, issuer, events)
+			}
+			for _, in := range ins {
+				if got := e.at(in, "teller", http.MethodGet, "/v1/operations/"+pend.OperationID, tmplOp, nil, nil).result(t); got.Status != StatusRefused {
+					t.Errorf("trial %d: GET on %s = %s, want refused", i, in.name, got.Status)
+				}
+			}
+			continue
+		}
+		if e.checkDecided(win, pend.OperationID, c.PAN, before, ins...) {
+			approved++
+		}
+	}
+	t.Logf("%d of %d resets approved, the rest refused", approved, trials)
+}
