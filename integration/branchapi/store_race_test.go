@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"pingate/integration/testservers"
 	"pingate/iso8583"
 )
@@ -366,4 +368,62 @@ func TestSharedStoreDecisionsOnTwoInstances(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d resets approved, the rest refused", approved, trials)
+}
+
+// TestSharedStoreReleaseRedisMissed: Redis takes a key's claim and then
+// fails the request's other writes (its operation record, so the answer
+// is 503, and the claim's release), as when it goes away between them.
+// Once Redis is back, a retry with the same key on either instance is
+// answered 503 (retry later) or runs the operation, once: never a
+// "still running" 408 for a request that ran nothing.
+func TestSharedStoreReleaseRedisMissed(t *testing.T) {
+	redisAddr, _ := testservers.StartRedis(t)
+	e := newEnv(t, envOptions{})
+	ins := []*instance{
+		startInstanceWith(t, e, redisAddr, "a", instanceOptions{waitLimit: 2 * time.Second}),
+		startInstanceWith(t, e, redisAddr, "b", instanceOptions{waitLimit: 2 * time.Second}),
+	}
+	admin := redis.NewClient(&redis.Options{Addr: redisAddr, DisableIdentity: true})
+	t.Cleanup(func() { _ = admin.Close() })
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := admin.Do(context.Background(), append([]any{"ACL", "SETUSER", "default"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := card(195)
+	body := mustJSON(t, unblockBody(c.PAN))
+	key := map[string]string{"Idempotency-Key": "shared-release-missed"}
+	before := e.sim.Requests.Load()
+
+	// Keys of idempotency claims and heartbeats only, and no scripts: the
+	// operation record and the release (a script) fail.
+	acl("resetkeys", "~"+DefaultStoreKeyPrefix+":{bi:*", "~"+DefaultStoreKeyPrefix+":{bn:*", "-eval", "-evalsha")
+	r := e.at(ins[0], "teller", http.MethodPost, pathUnblocks, pathUnblocks, body, key)
+	if p := r.problem(t); r.status != http.StatusServiceUnavailable || p.Type != ProblemTypeBase+"service-unavailable" {
+		t.Fatalf("request while its record cannot be written = %d %s, want 503 service-unavailable", r.status, p.Type)
+	}
+	acl("allkeys", "+@all")
+
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		in := ins[i%2]
+		r := e.at(in, "teller", http.MethodPost, pathUnblocks, pathUnblocks, body, key)
+		if r.status == http.StatusOK {
+			if res := r.result(t); res.Status != StatusCompleted {
+				t.Errorf("retry %d on %s = 200 %s, want completed", i, in.name, res.Status)
+			}
+			break
+		}
+		if p := r.problem(t); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("retry %d on %s once Redis is back = %d %s, want 503 or 200: the first request ran nothing", i, in.name, r.status, p.Type)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retries once Redis is back still answered 503 after 10 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got, events := e.sim.Requests.Load()-before, e.eventsOf(c.PAN); got != 1 || events != 1 {
+		t.Errorf("the issuer saw %d requests and the journal has %d events, want 1 and 1", got, events)
+	}
 }

@@ -467,11 +467,19 @@ func (s *RedisStore) finishIdem(ctx context.Context, r *idemRecord, status int, 
 	err := s.writeAnswer(ctx, r.key, r.claim, next)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil && !release {
+	switch {
+	case err != nil && !release:
 		// Kept: retries here get the answer from inflight, and tick writes
 		// it again.
 		s.unwritten[r.key] = [2]string{r.claim, next}
 		s.log.Error("branch api store: idempotency answer not written to redis; retries on other instances wait for it", "err", err)
+		return
+	case err != nil:
+		// The claim stays in Redis: retries would wait on it as on a
+		// running request until it expires. Kept: retries here get the 503
+		// from inflight, and tick deletes the claim once Redis takes it.
+		s.unwritten[r.key] = [2]string{r.claim, ""}
+		s.log.Error("branch api store: idempotency key not released in redis; retries wait until it is", "err", err)
 		return
 	}
 	delete(s.inflight, r.key)
