@@ -108,7 +108,9 @@ type envOptions struct {
 	clientCA    func(e *env) // extra certificates, made before mutate runs
 	// issuerLatency is the simulated issuer's delay before each answer.
 	issuerLatency time.Duration
-	mutate        func(*Config)
+	// now is the server's clock (nil: time.Now).
+	now    func() time.Time
+	mutate func(*Config)
 }
 
 // identities of the test: branch BR0117 of testAcquirer, and a supervisor of
@@ -263,6 +265,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.srv, err = New(cfg, flow, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.now != nil {
+		e.srv.now = o.now
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -357,3 +357,38 @@ func TestShutdownWithRequestsInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestApprovalRacesTheWindowsEnd: approvals, lookups and the sweeper at
+// the end of the approval window, at once, many times. Each reset either
+// ran once (200 completed) or expired (409 approval-expired, nothing at
+// the issuer), and the lookup agrees.
+func TestApprovalRacesTheWindowsEnd(t *testing.T) {
+	var clk testClock
+	e := newEnv(t, envOptions{dualControl: true, now: clk.now})
+	in := e.single()
+	const trials = 30
+	ran := 0
+	for i := range trials {
+		c := card(320 + i)
+		before := e.sim.Requests.Load()
+		pend := e.resetAtDeadline(in, &clk, c.PAN, -time.Duration(rand.IntN(3000))*time.Microsecond)
+		path := "/v1/operations/" + pend.OperationID
+		out := e.sendAll(2, func(j int) (response, error) {
+			if j == 0 {
+				return e.send(in, "supervisor", http.MethodPost, path+"/approval", mustJSON(t, approve(DecisionApprove)), nil)
+			}
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+			e.srv.st.sweep(e.srv.now())
+			return e.send(in, "teller", http.MethodGet, path, nil, nil)
+		})()
+		checkContract(t, http.MethodGet, tmplOp, out[1])
+		checkContract(t, http.MethodPost, tmplApproval, out[0])
+		if e.checkDecided(out[0], pend.OperationID, c.PAN, before, in) {
+			ran++
+		}
+		if t.Failed() {
+			t.Fatalf("trial %d of %d failed (%d ran before it)", i, trials, ran)
+		}
+	}
+	t.Logf("%d of %d approvals ran, %d expired", ran, trials, trials-ran)
+}

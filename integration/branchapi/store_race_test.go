@@ -46,6 +46,15 @@ func (e *env) submitReset(in *instance, pan string) OperationResult {
 	return res
 }
 
+// resetAtDeadline submits a reset of pan to in and moves clk to the reset's
+// approval deadline plus offset.
+func (e *env) resetAtDeadline(in *instance, clk *testClock, pan string, offset time.Duration) OperationResult {
+	e.t.Helper()
+	pend := e.submitReset(in, pan)
+	clk.jump(pend.ApproveBy.Sub(clk.now()) + offset)
+	return pend
+}
+
 // checkDecided checks that the answer r to an approval of operation id is
 // true, and agrees with the issuer, the journal and every instance's lookup:
 // either the reset ran once (200 completed, one issuer request since before,
@@ -129,8 +138,7 @@ func TestSharedStoreApprovalRacesALookupAtTheDeadline(t *testing.T) {
 	for i := range trials {
 		c := card(100 + i)
 		before := e.sim.Requests.Load()
-		pend := e.submitReset(a, c.PAN)
-		clk.jump(pend.ApproveBy.Sub(clk.now()) + 10*time.Millisecond)
+		pend := e.resetAtDeadline(a, &clk, c.PAN, 10*time.Millisecond)
 		path := "/v1/operations/" + pend.OperationID
 		var (
 			wg            sync.WaitGroup
