@@ -916,12 +916,15 @@ func (s *RedisStore) checkPending(ctx context.Context, id string, now time.Time)
 	}
 	s.mu.Lock()
 	p := s.pending[id]
-	delete(s.pending, id)
-	s.mu.Unlock()
-	if p == nil {
-		return // taken by a concurrent check
+	if p == nil || s.closed {
+		// Taken by a concurrent check; or the store is closing (sweep
+		// runs outside the store's goroutine) and Close expires it.
+		s.mu.Unlock()
+		return
 	}
-	s.wg.Add(1)
+	delete(s.pending, id)
+	s.wg.Add(1) // under mu, before Close (which sets closed under mu) waits
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		s.runner(ctx, p, doc.Result)
