@@ -169,6 +169,12 @@ func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) error {
 	if err != nil || orig.MTI != iso8583.MTIAuthRequest || !orig.SameAcquirer(f.AcquirerID) {
 		return fmt.Errorf("%w: DE 90 names no request of this acquirer", ErrFormat)
 	}
+	// Taken to its end once read, whatever becomes of the connection (see
+	// operation): a reversal owed at the issuer without its event, or
+	// claimed without being owed, would make the record lie. Bounded by the
+	// request timeout instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.flow.state.Load().cfg.RequestTimeout)
+	defer cancel()
 	// The 0100 it names may have been read just before it on this
 	// connection and not be registered yet: frames are handled concurrently.
 	if err := iso8583.WaitEarlierFrames(ctx); err != nil {
@@ -208,7 +214,12 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 		}
 		req.Format, req.KeyIndex = sc.Format, sc.KeyIndex
 	}
-	out := a.flow.Handle(ctx, req)
+	// The operation runs detached from the connection, as the branch API's
+	// does: an acquirer that drops or resets it while the request is at the
+	// issuer must still find the outcome recorded, and the issuer's change
+	// must not be undone by an unrecorded reversal because the connection's
+	// context ended. Handle bounds it by the request timeout.
+	out := a.flow.Handle(context.WithoutCancel(ctx), req)
 	return a.reply(ctx, f, out.Code)
 }
 
