@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"pingate/integration/gateway"
+	"pingate/iso8583"
+)
+
+// Probes of the ISO 8583 path with frames that race one another: several in
+// one TCP write, or on two connections at once, while the first is at the
+// issuer. Each checks the answers, the journal (one outcome event per
+// request with the code answered) and the issuer's state against each other.
+
+// terminalEvents returns the "outcome/reason/code" of every event of each
+// terminal in g's journal, sorted.
+func terminalEvents(t *testing.T, g *gateway.Gateway) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, ev := range instanceEvents(t, g) {
+		out[ev.Terminal] = append(out[ev.Terminal], ev.Outcome+"/"+ev.Reason+"/"+ev.Code)
+	}
+	for _, s := range out {
+		sort.Strings(s)
+	}
+	return out
+}
+
+// waitReversals waits until the issuer has had want reversal advices, and a
+// little longer for any beyond them.
+func waitReversals(t *testing.T, g *gateway.Gateway, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for g.Sim().Reversals.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := g.Sim().Reversals.Load(); got != want {
+		t.Errorf("the issuer got %d reversal advices, want %d", got, want)
+	}
+}
+
+// answerCodes is "MTI code" of each answer, sorted.
+func answerCodes(as []*iso8583.Fields) []string {
+	var s []string
+	for _, a := range as {
+		s = append(s, a.MTI+" "+a.ResponseCode)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// wantAnswers reads len(want) answers from raw and checks their MTIs and
+// codes, in any order, against want ("MTI code"); what names the frames.
+func wantAnswers(t *testing.T, raw *rawATM, what string, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	if got := answerCodes(readAnswers(t, raw.r, len(want))); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s: answers %v, want %v", what, got, want)
+	}
+}
+
+// wantIssuerRequests checks that the issuer got n requests since it had
+// before; what says how the n changes were sent.
+func wantIssuerRequests(t *testing.T, g *gateway.Gateway, before int64, n int, what string) {
+	t.Helper()
+	if got := g.Sim().Requests.Load() - before; got != int64(n) {
+		t.Errorf("the issuer got %d requests for %d changes %s, want %d", got, n, what, n)
+	}
+}
+
+// wantEvents checks the events of terminal term (terminalEvents) against
+// want, sorted.
+func wantEvents(t *testing.T, evs map[string][]string, term string, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	if fmt.Sprint(evs[term]) != fmt.Sprint(want) {
+		t.Errorf("terminal %s: events %v, want %v", term, evs[term], want)
+	}
+}
+
+// TestRetransmissionAndReversalInOneWrite: while a PIN change is at the
+// issuer, the ATM writes its retransmission and its 0420 in one write, in
+// either order. The retransmission gets the original's answer and is not
+// sent to the issuer again; the 0420 reverses the change. The journal has
+// the approval and its reversal, the issuer one request and one advice per
+// change, and each card's old PIN works again.
+func TestRetransmissionAndReversalInOneWrite(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) { c.IssuerSim.Latency = 100 * time.Millisecond })
+	ctx, c := atmSession(t, g)
+	raw := dialRaw(t, g.AcquirerAddr())
+	const n = 8
+	before := g.Sim().Requests.Load()
+	for i := range n {
+		change := pinnedChange(t, g, 7700+i, fmt.Sprintf("RRW%05d", i), 840000+i)
+		rev := reversalAdvice(t, change)
+		rev.STAN, rev.TransmissionTime = fmt.Sprintf("%06d", 850000+i), change.TransmissionTime
+		writeFrames(t, raw.nc, change)
+		if i%2 == 0 {
+			writeFrames(t, raw.nc, change, rev)
+		} else {
+			writeFrames(t, raw.nc, rev, change)
+		}
+		wantAnswers(t, raw, fmt.Sprintf("change %d, its retransmission and its 0420", i), "0110 00", "0110 00", "0430 00")
+	}
+	wantIssuerRequests(t, g, before, n, "each retransmitted once")
+	waitReversals(t, g, n)
+	evs := terminalEvents(t, g)
+	for i := range n {
+		wantEvents(t, evs, fmt.Sprintf("RRW%05d", i), "approved/approved/00", "reversed/acquirer_reversal/68")
+		card := opsPopulation(g.Config().IssuerSim).Card(7700 + i)
+		if ans, err := c.Do(ctx, opsFieldsUnder(t, card, fmt.Sprintf("RRX%05d", i), devATMKey(t))); err != nil || ans.ResponseCode != iso8583.RCApproved {
+			t.Errorf("change %d: the old PIN after the reversal = %v, %v; want 00", i, ans, err)
+		}
+	}
+}
+
+// TestTwoReversalsOfOneChangeInOneWrite: a PIN change and two 0420s for it
+// in one write. Both advices are answered 00; the change is reversed once:
+// one advice to the issuer, one reversal event.
+func TestTwoReversalsOfOneChangeInOneWrite(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) { c.IssuerSim.Latency = 50 * time.Millisecond })
+	raw := dialRaw(t, g.AcquirerAddr())
+	const n = 8
+	for i := range n {
+		change := pinnedChange(t, g, 7720+i, fmt.Sprintf("RTW%05d", i), 860000+i)
+		rev1, rev2 := reversalAdvice(t, change), reversalAdvice(t, change)
+		rev1.STAN, rev1.TransmissionTime = fmt.Sprintf("%06d", 870000+i), change.TransmissionTime
+		rev2.STAN, rev2.TransmissionTime = fmt.Sprintf("%06d", 880000+i), change.TransmissionTime
+		writeFrames(t, raw.nc, change, rev1, rev2)
+		wantAnswers(t, raw, fmt.Sprintf("change %d and two 0420s", i), "0110 00", "0430 00", "0430 00")
+	}
+	waitReversals(t, g, n)
+	evs := terminalEvents(t, g)
+	for i := range n {
+		wantEvents(t, evs, fmt.Sprintf("RTW%05d", i), "approved/approved/00", "reversed/acquirer_reversal/68")
+	}
+}
+
+// TestReversalAndRetransmissionOfATimedOutChange: the issuer answers after
+// the gateway's issuer timeout. A PIN change, its retransmission and its
+// 0420 in one write: both 0100s get 91, the 0420 00 (nothing left to undo);
+// the issuer gets the change once and the one advice owed ahead of it, and
+// the journal the timeout's event alone.
+func TestReversalAndRetransmissionOfATimedOutChange(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.IssuerSim.Latency = 400 * time.Millisecond
+		c.Routing.Issuers[0].Timeout = 150 * time.Millisecond
+	})
+	raw := dialRaw(t, g.AcquirerAddr())
+	const n = 6
+	before := g.Sim().Requests.Load()
+	for i := range n {
+		change := pinnedChange(t, g, 7740+i, fmt.Sprintf("RTO%05d", i), 890000+i)
+		rev := reversalAdvice(t, change)
+		rev.STAN, rev.TransmissionTime = fmt.Sprintf("%06d", 900000+i), change.TransmissionTime
+		writeFrames(t, raw.nc, change, change, rev)
+		wantAnswers(t, raw, fmt.Sprintf("timed-out change %d, its retransmission and its 0420", i), "0110 91", "0110 91", "0430 00")
+	}
+	wantIssuerRequests(t, g, before, n, "each retransmitted once")
+	waitReversals(t, g, n)
+	evs := terminalEvents(t, g)
+	for i := range n {
+		wantEvents(t, evs, fmt.Sprintf("RTO%05d", i), "reversed/issuer_timeout/91")
+	}
+}
+
+// TestSameChangeOnTwoConnectionsAtOnce: an acquirer's two connections carry
+// the same PIN change (same STAN, DE 7, terminal and card) at once, as a
+// switch that fails over mid-request might send it. The issuer gets it once;
+// both are answered 00; the journal has one event.
+func TestSameChangeOnTwoConnectionsAtOnce(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) { c.IssuerSim.Latency = 50 * time.Millisecond })
+	raws := []*rawATM{dialRaw(t, g.AcquirerAddr()), dialRaw(t, g.AcquirerAddr())}
+	const n = 8
+	before := g.Sim().Requests.Load()
+	for i := range n {
+		change := pinnedChange(t, g, 7760+i, fmt.Sprintf("RTC%05d", i), 910000+i)
+		var wg sync.WaitGroup
+		codes := make([]string, len(raws))
+		for k, raw := range raws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				writeFrames(t, raw.nc, change)
+				codes[k] = answerCodes(readAnswers(t, raw.r, 1))[0]
+			}()
+		}
+		wg.Wait()
+		if codes[0] != "0110 00" || codes[1] != "0110 00" {
+			t.Errorf("change %d on two connections: answers %v, want 0110 00 on both", i, codes)
+		}
+	}
+	wantIssuerRequests(t, g, before, n, "each sent on two connections")
+	evs := terminalEvents(t, g)
+	for i := range n {
+		wantEvents(t, evs, fmt.Sprintf("RTC%05d", i), "approved/approved/00")
+	}
+}
