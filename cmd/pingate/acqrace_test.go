@@ -9,6 +9,7 @@ import (
 
 	"pingate/integration/gateway"
 	"pingate/iso8583"
+	"pingate/pinblock"
 )
 
 // Probes of the ISO 8583 path with frames that race one another: several in
@@ -200,4 +201,90 @@ func TestSameChangeOnTwoConnectionsAtOnce(t *testing.T) {
 	for i := range n {
 		wantEvents(t, evs, fmt.Sprintf("RTC%05d", i), "approved/approved/00")
 	}
+}
+
+// TestKeyChangeAmongChangesUnderTheOldKey: an ATM network writes PIN
+// changes under its zone PIN key's current version, its online key change
+// and more changes under the old version, in one write, while the first are
+// at the issuer. The key change is taken; every change translates (the old
+// version is kept for the grace window) and is approved and recorded, and
+// one under the new version is too.
+func TestKeyChangeAmongChangesUnderTheOldKey(t *testing.T) {
+	k := newATMStoreKeys(t, t.TempDir())
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.Security = k.ks.sec
+		atmStoreAcquirer(c, false)
+		c.IssuerSim.Latency = 50 * time.Millisecond
+	})
+	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := dialRaw(t, g.AcquirerAddr())
+	pop := opsPopulation(g.Config().IssuerSim)
+	const n = 6
+	var frames []*iso8583.Fields
+	for i := range n {
+		f := opsFieldsUnder(t, pop.Card(7780+i), fmt.Sprintf("RKC%05d", i), k.v1)
+		f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = fmt.Sprintf("%06d", 920000+i), "1207235959", "235959", "1207"
+		frames = append(frames, f)
+		if i == n/2 {
+			frames = append(frames, &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange,
+				AcquirerID: gateway.DevATMAcquirer, STAN: "929999", TransmissionTime: "1207235959",
+				SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: wrapTR31(t, zmk, k.v2)})
+		}
+	}
+	writeFrames(t, raw.nc, frames...)
+	want := []string{"0810 00"}
+	for range n {
+		want = append(want, "0110 00")
+	}
+	wantAnswers(t, raw, "changes under the old key around a key change", want...)
+	f := opsFieldsUnder(t, pop.Card(7780+n), fmt.Sprintf("RKC%05d", n), k.v2)
+	f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = fmt.Sprintf("%06d", 920000+n), "1207235959", "235959", "1207"
+	writeFrames(t, raw.nc, f)
+	wantAnswers(t, raw, "a change under the new key", "0110 00")
+	evs := terminalEvents(t, g)
+	for i := range n + 1 {
+		wantEvents(t, evs, fmt.Sprintf("RKC%05d", i), "approved/approved/00")
+	}
+}
+
+// TestSignOnAndOffAroundChangesInOneWrite: with require_sign_on, an ATM
+// network writes its sign-on, PIN changes and its sign-off in one write.
+// Frames are handled concurrently, but the changes are not refused for a
+// sign-on read before them and not yet handled, nor for a sign-off read
+// after them: every change is carried out, answered 00 and recorded. A
+// change written after the sign-off, once it is answered, is refused.
+func TestSignOnAndOffAroundChangesInOneWrite(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.Routing.Acquirers[0].RequireSignOn = true
+		c.IssuerSim.Latency = 50 * time.Millisecond
+	})
+	raw := dialRaw(t, g.AcquirerAddr())
+	signOn := &iso8583.Fields{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMISignOn, AcquirerID: gateway.DevATMAcquirer,
+		STAN: "939998", TransmissionTime: "1207235959"}
+	signOff := *signOn
+	signOff.NetworkCode, signOff.STAN = iso8583.NMISignOff, "939999"
+	const rounds, n = 4, 4
+	before := g.Sim().Requests.Load()
+	for r := range rounds {
+		frames := []*iso8583.Fields{signOn}
+		for i := range n {
+			frames = append(frames, pinnedChange(t, g, 7800+r*n+i, fmt.Sprintf("RSO%05d", r*n+i), 930000+r*n+i))
+		}
+		writeFrames(t, raw.nc, append(frames, &signOff)...)
+		want := []string{"0810 00", "0810 00"}
+		for range n {
+			want = append(want, "0110 00")
+		}
+		wantAnswers(t, raw, fmt.Sprintf("round %d: sign-on, %d changes and sign-off in one write", r, n), want...)
+	}
+	wantIssuerRequests(t, g, before, rounds*n, "between a sign-on and a sign-off")
+	evs := terminalEvents(t, g)
+	for i := range rounds * n {
+		wantEvents(t, evs, fmt.Sprintf("RSO%05d", i), "approved/approved/00")
+	}
+	writeFrames(t, raw.nc, pinnedChange(t, g, 7800+rounds*n, "RSOAFTER", 939000))
+	wantAnswers(t, raw, "a change after the sign-off was answered", "0110 91")
 }
