@@ -288,3 +288,62 @@ func TestSignOnAndOffAroundChangesInOneWrite(t *testing.T) {
 	writeFrames(t, raw.nc, pinnedChange(t, g, 7800+rounds*n, "RSOAFTER", 939000))
 	wantAnswers(t, raw, "a change after the sign-off was answered", "0110 91")
 }
+
+// TestRetransmissionAtTheWindowsEnd: retransmissions (and an 0420 behind
+// each) written around the moment the duplicate window forgets the original.
+// Each retransmission is either a duplicate (the original's 00, not sent to
+// the issuer) or a new request (sent, refused 55: the change stood) with an
+// event of its own, and the 0420 is either taken for the original (00,
+// reversed) or for nothing. The issuer's requests and reversals match the
+// answers and the journal.
+func TestRetransmissionAtTheWindowsEnd(t *testing.T) {
+	const window = 200 * time.Millisecond
+	g := opsGateway(t, func(c *gateway.Config) { c.Routing.DuplicateWindow = window })
+	raw := dialRaw(t, g.AcquirerAddr())
+	const n = 12
+	before := g.Sim().Requests.Load()
+	fresh, reversed := 0, 0 // retransmissions taken as new requests; changes reversed
+	for i := range n {
+		change := pinnedChange(t, g, 7820+i, fmt.Sprintf("RWE%05d", i), 940000+i)
+		writeFrames(t, raw.nc, change)
+		wantAnswers(t, raw, fmt.Sprintf("change %d", i), "0110 00")
+		time.Sleep(window - 10*time.Millisecond + time.Duration(i)*2*time.Millisecond)
+		rev := reversalAdvice(t, change)
+		rev.STAN, rev.TransmissionTime = fmt.Sprintf("%06d", 950000+i), change.TransmissionTime
+		writeFrames(t, raw.nc, change, rev)
+		term := fmt.Sprintf("RWE%05d", i)
+		var codes []string
+		for _, a := range readAnswers(t, raw.r, 2) {
+			codes = append(codes, a.MTI+" "+a.ResponseCode)
+		}
+		sort.Strings(codes)
+		switch fmt.Sprint(codes) {
+		case "[0110 00 0430 00]": // a duplicate: the original's answer
+		case "[0110 55 0430 00]": // a new request: the change stood
+			fresh++
+		default:
+			t.Errorf("%s: retransmission and 0420 at the window's end: answers %v", term, codes)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	evs := terminalEvents(t, g)
+	recorded := 0
+	for i := range n {
+		term := fmt.Sprintf("RWE%05d", i)
+		switch fmt.Sprint(evs[term]) {
+		case "[approved/approved/00 reversed/acquirer_reversal/68]":
+			reversed++
+		case "[approved/approved/00 declined/incorrect_pin/55]":
+			recorded++
+		case "[approved/approved/00]": // a duplicate, its 0420 past the window
+		default:
+			t.Errorf("%s: events %v", term, evs[term])
+		}
+	}
+	t.Logf("%d of %d retransmissions were new requests, %d changes reversed", fresh, n, reversed)
+	if recorded != fresh {
+		t.Errorf("%d retransmissions answered 55, %d recorded so", fresh, recorded)
+	}
+	wantIssuerRequests(t, g, before, n+fresh, "and the retransmissions past the window")
+	waitReversals(t, g, int64(reversed))
+}
