@@ -10,6 +10,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/iso8583"
 	"pingate/pinblock"
+	"pingate/routing"
 )
 
 // Probes of the ISO 8583 path with frames that race one another: several in
@@ -346,4 +347,80 @@ func TestRetransmissionAtTheWindowsEnd(t *testing.T) {
 	}
 	wantIssuerRequests(t, g, before, n+fresh, "and the retransmissions past the window")
 	waitReversals(t, g, int64(reversed))
+}
+
+// TestReloadAmongChangesAndReversals: the configuration is reloaded (limits
+// changed) again and again while PIN changes and 0420s for half of them,
+// written together, are in flight. Every change is approved and recorded
+// once, every reversed one is reversed once at the issuer and recorded: a
+// reload forgets no request of the duplicate window.
+func TestReloadAmongChangesAndReversals(t *testing.T) {
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.IssuerSim.Latency = 30 * time.Millisecond
+		c.Limits.AcquirerRPS, c.Limits.AcquirerBurst = 1e6, 1e6
+	})
+	base := g.Config()
+	base.Routing.Issuers = append([]routing.IssuerConfig(nil), base.Routing.Issuers...)
+	for i := range base.Routing.Issuers {
+		base.Routing.Issuers[i].Hosts = []string{"issuer-sim"}
+	}
+	src := &opsSource{cfg: base}
+	g.SetReloadSource(src.get)
+	stop := make(chan struct{})
+	reloaded := make(chan int)
+	go func() {
+		n := 0
+		defer func() { reloaded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c := base
+			c.Limits.CardOpsPerDay = 20 + n%5
+			src.set(c, nil)
+			if _, err := g.Reload("test"); err != nil {
+				t.Errorf("reload %d: %v", n, err)
+				return
+			}
+			n++
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	raw := dialRaw(t, g.AcquirerAddr())
+	const rounds, n = 6, 6
+	for r := range rounds {
+		var frames []*iso8583.Fields
+		for i := range n {
+			k := r*n + i
+			change := pinnedChange(t, g, 7840+k, fmt.Sprintf("RLD%05d", k), 960000+k)
+			frames = append(frames, change)
+			if i%2 == 0 {
+				rev := reversalAdvice(t, change)
+				rev.STAN, rev.TransmissionTime = fmt.Sprintf("%06d", 970000+k), change.TransmissionTime
+				frames = append(frames, rev)
+			}
+		}
+		writeFrames(t, raw.nc, frames...)
+		var want []string
+		for i := range n {
+			want = append(want, "0110 00")
+			if i%2 == 0 {
+				want = append(want, "0430 00")
+			}
+		}
+		wantAnswers(t, raw, fmt.Sprintf("round %d during reloads", r), want...)
+	}
+	close(stop)
+	t.Logf("%d reloads during the traffic", <-reloaded)
+	waitReversals(t, g, rounds*((n+1)/2))
+	evs := terminalEvents(t, g)
+	for k := range rounds * n {
+		want := []string{"approved/approved/00"}
+		if k%n%2 == 0 {
+			want = append(want, "reversed/acquirer_reversal/68")
+		}
+		wantEvents(t, evs, fmt.Sprintf("RLD%05d", k), want...)
+	}
 }
