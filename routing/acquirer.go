@@ -44,7 +44,8 @@ func NewAcquirerFront(flow *Flow, log *slog.Logger) *AcquirerFront {
 // Session is one acquirer connection's state. The first message that names
 // an acquirer in DE 32 binds the connection to it; a later message naming
 // another acquirer is refused. A sign-on (0800/001) marks the connection
-// signed on, a sign-off (0800/002) signed off again.
+// signed on, a sign-off (0800/002) signed off again, in the order they were
+// read on the connection (AcquirerFront.network).
 type Session struct {
 	mu       sync.Mutex
 	acquirer string
@@ -117,7 +118,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	case iso8583.MTINetworkRequest:
 		return a.answer(ctx, f, a.network(ctx, s, acq, f)), false
 	case iso8583.MTIAuthRequest:
-		if acq.RequireSignOn && !s.SignedOn() {
+		if acq.RequireSignOn && !signedOn(ctx, s) {
 			a.log.WarnContext(ctx, "request before sign-on refused", "acquirer", acq.ID, "remote", s.Remote)
 			return a.answer(ctx, f, ErrNotSignedOn), false
 		}
@@ -169,6 +170,12 @@ func (a *AcquirerFront) reversal(ctx context.Context, f *iso8583.Fields) error {
 	if err != nil || orig.MTI != iso8583.MTIAuthRequest || !orig.SameAcquirer(f.AcquirerID) {
 		return fmt.Errorf("%w: DE 90 names no request of this acquirer", ErrFormat)
 	}
+	// Taken to its end once read, whatever becomes of the connection (see
+	// operation): a reversal owed at the issuer without its event, or
+	// claimed without being owed, would make the record lie. Bounded by the
+	// request timeout instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.flow.state.Load().cfg.RequestTimeout)
+	defer cancel()
 	// The 0100 it names may have been read just before it on this
 	// connection and not be registered yet: frames are handled concurrently.
 	if err := iso8583.WaitEarlierFrames(ctx); err != nil {
@@ -208,7 +215,12 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 		}
 		req.Format, req.KeyIndex = sc.Format, sc.KeyIndex
 	}
-	out := a.flow.Handle(ctx, req)
+	// The operation runs detached from the connection, as the branch API's
+	// does: an acquirer that drops or resets it while the request is at the
+	// issuer must still find the outcome recorded, and the issuer's change
+	// must not be undone by an unrecorded reversal because the connection's
+	// context ended. Handle bounds it by the request timeout.
+	out := a.flow.Handle(context.WithoutCancel(ctx), req)
 	return a.reply(ctx, f, out.Code)
 }
 
@@ -216,21 +228,40 @@ func (a *AcquirerFront) operation(ctx context.Context, f *iso8583.Fields) []byte
 // when the message is taken, else the error ResponseFor answers.
 func (a *AcquirerFront) network(ctx context.Context, s *Session, acq AcquirerConfig, f *iso8583.Fields) error {
 	switch f.NetworkCode {
-	case iso8583.NMISignOn:
-		s.setSignedOn(true)
-		return nil
-	case iso8583.NMISignOff:
-		s.setSignedOn(false)
+	case iso8583.NMISignOn, iso8583.NMISignOff:
+		// Taken in the order read, after the frames before it (handled
+		// concurrently) have passed: a sign-off does not refuse the
+		// requests sent ahead of it, and a sign-on and a sign-off leave the
+		// connection as the later one says. The wait ends early only with
+		// the connection, whose state then no longer matters.
+		_ = iso8583.WaitEarlierFrames(ctx)
+		s.setSignedOn(f.NetworkCode == iso8583.NMISignOn)
 		return nil
 	case iso8583.NMIEcho:
 		return nil
 	case iso8583.NMIKeyChange:
-		if acq.RequireSignOn && !s.SignedOn() {
+		if acq.RequireSignOn && !signedOn(ctx, s) {
 			return ErrNotSignedOn
 		}
 		return a.keyChange(ctx, acq, f)
 	}
 	return fmt.Errorf("%w: network management code %s not taken", ErrFormat, f.NetworkCode)
+}
+
+// signedOn reports whether s is signed on for the frame of ctx. A session
+// signed on answers at once; one that is not may have a sign-on read before
+// this frame and not yet handled (frames are handled concurrently), so it is
+// asked again once the frames before this one have passed. Only a refusal
+// waits. A sign-off read before the frame and not yet handled does not
+// refuse it: that would take a wait on every request.
+func signedOn(ctx context.Context, s *Session) bool {
+	if s.SignedOn() {
+		return true
+	}
+	if iso8583.WaitEarlierFrames(ctx) != nil {
+		return false
+	}
+	return s.SignedOn()
 }
 
 // keyChange imports the acquirer's new zone PIN key, delivered under the ZMK

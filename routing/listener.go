@@ -10,6 +10,10 @@ var _ iso8583.Handler = (*AcquirerFront)(nil)
 
 // ServeFrame makes AcquirerFront the handler of the acquirer listener: each
 // connection gets a Session, each frame an answer on the same connection.
+// A PIN operation or a reversal advice it has read is carried to its end
+// when the connection is torn down (its ctx canceled), within the flow's
+// request timeout: its outcome is recorded though its answer cannot be
+// written.
 func (a *AcquirerFront) ServeFrame(ctx context.Context, c *iso8583.ServerConn, frame []byte) {
 	s, _ := c.Value().(*Session)
 	if s == nil {

@@ -128,51 +128,15 @@ func TestReversalBehindItsChangeInOneWrite(t *testing.T) {
 	g := opsGateway(t, func(c *gateway.Config) { c.IssuerSim.Latency = 50 * time.Millisecond })
 	ctx, c := atmSession(t, g)
 	atm := devATMKey(t)
-	conn, err := net.Dial("tcp", g.AcquirerAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
+	raw := dialRaw(t, g.AcquirerAddr())
 	const n = 12
 	for i := range n {
-		card := opsPopulation(g.Config().IssuerSim).Card(7500 + i)
-		change := opsFieldsUnder(t, card, fmt.Sprintf("RVW%05d", i), atm)
-		change.STAN, change.TransmissionTime = fmt.Sprintf("%06d", 810000+i), "1207235959"
-		change.LocalTime, change.LocalDate = change.TransmissionTime[4:], change.TransmissionTime[:4]
-		de90, err := iso8583.OriginalData{MTI: iso8583.MTIAuthRequest, STAN: change.STAN, Transmission: change.TransmissionTime,
-			Acquirer: gateway.DevATMAcquirer}.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rev := &iso8583.Fields{MTI: iso8583.MTIReversalAdvice, PAN: card.PAN, ProcessingCode: iso8583.ProcPINChange,
-			STAN: fmt.Sprintf("%06d", 820000+i), TransmissionTime: change.TransmissionTime,
-			AcquirerID: gateway.DevATMAcquirer, TerminalID: change.TerminalID, CardAcceptorID: change.CardAcceptorID, RRN: change.RRN,
-			ResponseCode: "68", OriginalData: de90}
-		var out []byte
-		for _, f := range []*iso8583.Fields{change, rev} {
-			msg, err := iso8583.Pack(iso8583.AcquirerSpec, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out, err = iso8583.AppendFrame(out, iso8583.Binary2, msg); err != nil {
-				t.Fatal(err)
-			}
-		}
-		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := conn.Write(out); err != nil {
-			t.Fatal(err)
-		}
+		change := pinnedChange(t, g, 7500+i, fmt.Sprintf("RVW%05d", i), 810000+i)
+		rev := reversalAdvice(t, change)
+		rev.STAN, rev.TransmissionTime = fmt.Sprintf("%06d", 820000+i), change.TransmissionTime
+		writeFrames(t, raw.nc, change, rev)
 		codes := map[string]string{}
-		for range 2 {
-			frame, err := iso8583.ReadFrame(br, iso8583.Binary2, 8192, nil)
-			if err != nil {
-				t.Fatalf("change %d: %v", i, err)
-			}
-			a, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, a := range readAnswers(t, raw.r, 2) {
 			codes[a.MTI] = a.ResponseCode
 		}
 		if codes[iso8583.MTIAuthResponse] != iso8583.RCApproved || codes[iso8583.MTIReversalResponse] != iso8583.RCApproved {
@@ -194,4 +158,53 @@ func TestReversalBehindItsChangeInOneWrite(t *testing.T) {
 			t.Errorf("change %d: the old PIN after the reversal = %v, %v; want 00 (the reversed change left standing)", i, ans, err)
 		}
 	}
+}
+
+// pinnedChange is a PIN change of card i of the embedded population from
+// terminal term (opsFieldsUnder, to PIN 4826), with STAN stan and a fixed
+// DE 7, so that an 0420 can name it before it is sent.
+func pinnedChange(t *testing.T, g *gateway.Gateway, i int, term string, stan int) *iso8583.Fields {
+	t.Helper()
+	f := opsFieldsUnder(t, opsPopulation(g.Config().IssuerSim).Card(i), term, devATMKey(t))
+	f.STAN, f.TransmissionTime = fmt.Sprintf("%06d", stan), "1207235959"
+	f.LocalTime, f.LocalDate = f.TransmissionTime[4:], f.TransmissionTime[:4]
+	return f
+}
+
+// writeFrames packs fs, frames them (binary 2-byte lengths) and sends them
+// in one TCP write.
+func writeFrames(t *testing.T, conn net.Conn, fs ...*iso8583.Fields) {
+	t.Helper()
+	var out []byte
+	for _, f := range fs {
+		msg, err := iso8583.Pack(iso8583.AcquirerSpec, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err = iso8583.AppendFrame(out, iso8583.Binary2, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := conn.Write(out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAnswers reads n answers from br, in the order they come.
+func readAnswers(t *testing.T, br *bufio.Reader, n int) []*iso8583.Fields {
+	t.Helper()
+	var out []*iso8583.Fields
+	for range n {
+		frame, err := iso8583.ReadFrame(br, iso8583.Binary2, 8192, nil)
+		if err != nil {
+			t.Fatalf("answer %d of %d: %v", len(out)+1, n, err)
+		}
+		a, err := iso8583.Unpack(iso8583.AcquirerSpec, frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
 }
