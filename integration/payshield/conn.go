@@ -49,9 +49,24 @@ type conn struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	pending map[uint64]chan []byte // by header (its decimal value)
-	err     error                  // set once, when the reader stops
-	done    chan struct{}
+	pending map[uint64]chan []byte // by header (its decimal value); nil: abandoned
+	// abandoned counts the headers of commands whose caller stopped
+	// waiting: kept out of use until their late response arrives, so that
+	// it cannot be taken for the response of a later command under the
+	// same header (the header sequence wraps at modulus).
+	abandoned int
+	err       error // set once, when the reader stops
+	done      chan struct{}
+}
+
+// maxAbandoned bounds the headers a connection keeps out of use for
+// responses that have not come: past it the HSM is not answering what it
+// was sent, and the connection is closed (the pool dials another).
+func (c *conn) maxAbandoned() int {
+	if c.modulus != 0 && c.modulus/2 < 1024 {
+		return int(c.modulus / 2)
+	}
+	return 1024
 }
 
 func dialConn(ctx context.Context, addr string, hdrLen int, tlsConf *tls.Config) (*conn, error) {
@@ -84,17 +99,21 @@ func dialConn(ctx context.Context, addr string, hdrLen int, tlsConf *tls.Config)
 	return c, nil
 }
 
-// header returns the next free header (as its decimal value); the caller
-// holds c.mu.
-func (c *conn) header() uint64 {
+// header returns the next free header (as its decimal value), one neither
+// awaiting a response nor abandoned; ok is false when every header is. The
+// caller holds c.mu.
+func (c *conn) header() (n uint64, ok bool) {
+	if c.modulus != 0 && uint64(len(c.pending)) >= c.modulus {
+		return 0, false
+	}
 	for {
 		c.seq++
-		n := c.seq
+		n = c.seq
 		if c.modulus != 0 {
 			n %= c.modulus
 		}
 		if _, busy := c.pending[n]; !busy {
-			return n
+			return n, true
 		}
 	}
 }
@@ -156,7 +175,15 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 	}
 	for i := range n {
 		if c.hdrLen > 0 {
-			hs[i] = c.header()
+			h, ok := c.header()
+			if !ok {
+				for _, h := range hs[:i] {
+					delete(c.pending, h)
+				}
+				c.mu.Unlock()
+				return fmt.Errorf("%w: hsm %s: every message header of the connection is in use", pinblock.ErrModuleUnavailable, c.addr)
+			}
+			hs[i] = h
 		}
 		chs[i] = make(chan []byte, 1)
 		c.pending[hs[i]] = chs[i]
@@ -179,11 +206,29 @@ func (c *conn) pipelined(ctx context.Context, code string, fields, resp [][]byte
 		case <-c.done:
 			return c.deadErr()
 		case <-ctx.Done():
-			c.forget(hs[i:n])
+			c.abandon(hs[i:n])
 			return ctx.Err()
 		}
 	}
 	return nil
+}
+
+// abandon keeps the headers of written commands whose caller stopped
+// waiting out of use until their responses arrive (readLoop frees them),
+// and closes the connection when too many are owed.
+func (c *conn) abandon(hs []uint64) {
+	c.mu.Lock()
+	for _, h := range hs {
+		if ch, ok := c.pending[h]; ok && ch != nil {
+			c.pending[h] = nil
+			c.abandoned++
+		}
+	}
+	over := c.abandoned > c.maxAbandoned()
+	c.mu.Unlock()
+	if over {
+		c.fail(errors.New("too many commands without a response"))
+	}
 }
 
 // write sends one frame per command (2-byte length, header, code, fields)
@@ -280,8 +325,11 @@ func (c *conn) readLoop() {
 		c.mu.Lock()
 		ch, ok := c.pending[h]
 		delete(c.pending, h)
+		if ok && ch == nil {
+			c.abandoned-- // the late response of an abandoned command: its header is free again
+		}
 		c.mu.Unlock()
-		if ok {
+		if ch != nil {
 			ch <- msg[c.hdrLen:]
 		}
 		// A response nobody waits for belongs to a call whose ctx ended.
@@ -323,7 +371,8 @@ func (c *conn) alive() bool {
 
 func (c *conn) close() { c.fail(errClosed) }
 
-// inFlight is the number of commands awaiting a response.
+// inFlight is the number of commands awaiting a response, abandoned ones
+// included (the HSM still owes them).
 func (c *conn) inFlight() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
