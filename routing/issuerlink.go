@@ -335,14 +335,29 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	}
 	if errors.Is(err, ErrIssuerMalformed) {
 		// The answer may have been an approval we cannot read.
-		l.release(rev.ID, false)
+		l.releaseRecordedByFlow(ctx, *rev)
 		return "", err
 	}
 	// It may have reached the issuer: the reversal owed ahead is sent. The
 	// flow records this outcome (reversed, issuer_timeout) itself.
 	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
-	l.release(rev.ID, false)
+	l.releaseRecordedByFlow(ctx, *rev)
 	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
+}
+
+// releaseRecordedByFlow releases r, held, whose outcome the flow records
+// itself (a timeout, an unreadable answer). The stored advice is rewritten
+// without Record first: otherwise a restart before the issuer acknowledges
+// it would record the same reversal a second time (outcome_not_recorded
+// beside the flow's event). Only these rare paths pay the write. If it
+// fails the advice is still released; a restart may then record it twice,
+// which duplicates a record but loses none.
+func (l *IssuerLinks) releaseRecordedByFlow(ctx context.Context, r Reversal) {
+	r.Record = false
+	if err := l.put(ctx, r); err != nil {
+		l.log.WarnContext(ctx, "reversal not marked recorded by the flow", "issuer", r.Issuer, "err", err)
+	}
+	l.release(r.ID, false)
 }
 
 // Reverse owes the issuer a reversal advice (0420) for req, a request Send
@@ -755,6 +770,10 @@ func (l *IssuerLinks) sendReversals() {
 		attr := metric.WithAttributes(attribute.String("issuer", r.Issuer))
 		if err != nil {
 			r.Attempts++
+			if unrecorded {
+				// The listing may predate Send's rewrite: keep it.
+				r.Record = false
+			}
 			_ = l.put(ctx, r)
 			l.revs.Add(ctx, 1, attr, metric.WithAttributes(attribute.String("result", "retry")))
 			continue

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"pingate/integration/events"
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
@@ -85,12 +86,33 @@ func TestReversalAfterTimeoutSurvivesRestart(t *testing.T) {
 	if healthy.Reversals.Load() != 1 {
 		t.Fatalf("the restarted gateway sent %d reversal advices, want 1", healthy.Reversals.Load())
 	}
-	for time.Now().Before(deadline) {
+	for {
 		left, err := g2.Reversals().Pending(ctx)
 		if err == nil && len(left) == 0 {
-			return
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the acknowledged reversal is still stored")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatal("the acknowledged reversal is still stored")
+	// The first run recorded the outcome (reversed, issuer_timeout); the
+	// acknowledgement after the restart must not record it again.
+	entries, err := g2.Journal().Entries(1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range entries {
+		ev, err := events.Decode(e.Message)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Outcome == "reversed" {
+			reasons = append(reasons, ev.Reason)
+		}
+	}
+	if len(reasons) != 1 || reasons[0] != "issuer_timeout" {
+		t.Fatalf("journal holds reversed events with reasons %v for one timed-out change, want [issuer_timeout]", reasons)
+	}
 }
