@@ -588,14 +588,24 @@ func (l *IssuerLinks) onFrame(lk *link, frame []byte) {
 		l.log.Warn("unreadable issuer message", "issuer", lk.issuer.cfg.ID, "host", lk.addr, "err", err)
 		return
 	}
-	if v, ok := lk.pending.Load(matchKey(mti, h)); ok {
-		select {
-		case v.(chan answer) <- answer{code: code}:
-		default:
+	// Only a response (function digit odd: 0110, 0430, 0810) answers: a
+	// request or advice from the issuer, or our own request reflected back,
+	// has the same match key as the answer it is not.
+	if isResponse(mti) {
+		if v, ok := lk.pending.Load(matchKey(mti, h)); ok {
+			select {
+			case v.(chan answer) <- answer{code: code}:
+			default:
+			}
+			return
 		}
-		return
 	}
 	l.log.Warn("unmatched issuer answer (late or unknown)", "issuer", lk.issuer.cfg.ID, "mti", mti, "stan", h.STAN)
+}
+
+// isResponse reports whether mti is an answer: its function digit is odd.
+func isResponse(mti string) bool {
+	return len(mti) == 4 && mti[2] >= '0' && mti[2] <= '9' && (mti[2]-'0')%2 == 1
 }
 
 // network sends an 0800 with the given network management code and waits for the 0810.

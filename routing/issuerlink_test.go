@@ -1136,3 +1136,32 @@ func TestLinksShutdownLeavesTheReversalOwed(t *testing.T) {
 	checkAdvice(t, next.net.host("A").waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
 	rig.store.waitDeleted(t, rev.ID)
 }
+
+// TestLinksRequestEchoedBackIsNotAnAnswer: a frame with the request's own
+// MTI (0100, an issuer or a loop that reflects the request, DE 39 set or
+// not) shares the answer's match key but answers nothing: it is dropped,
+// the request times out and is reversed, never taken for an approval.
+func TestLinksRequestEchoedBackIsNotAnAnswer(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	host.setPolicy(holdRequests)
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+
+	deadline := newExpiring()
+	res := sendAsync(deadline, l, unblockRequest(holdTerminal))
+	orig := host.waitMsg(t, 1, iso8583.MTIAuthRequest, "")
+	echo := replyFields(orig, iso8583.RCApproved)
+	echo.MTI = orig.MTI
+	b, err := iso8583.Pack(iso8583.IssuerSpec, echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host.conn(t).deliver(t, b)
+	rig.log.waitLine(t, 1, "unmatched issuer answer")
+	deadline.expire()
+	if r := recv(t, res); !errors.Is(r.err, ErrIssuerTimeout) {
+		t.Fatalf("Send() after its request echoed back = %q, %v, want ErrIssuerTimeout", r.code, r.err)
+	}
+	checkAdvice(t, host.waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
+}
