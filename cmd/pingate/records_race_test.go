@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"pingate/integration/records"
+	"pingate/integration/testservers"
+)
+
+// TestRecordsStatementsWaitForMonthEnd: "records statements" run while
+// "records run" still stores operations of the month must not record a
+// card's statement as sent without an operation of that month: a statement
+// is recorded once and never written again (docs/records.md, "Statements"),
+// so an operation stored after it would be in no statement at all. The
+// statement of a month that has not ended is refused.
+func TestRecordsStatementsWaitForMonthEnd(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic = "records-stmt-open-month"
+	testservers.CreateTopic(t, k.Brokers, topic, 1)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	startRecords(t, pgURL, k.Brokers, topic)
+
+	card := randomToken(t)
+	at := time.Now().UTC().Add(-time.Minute)
+	m1, _ := encodedEvent(t, card, at)
+	writePartition(t, k.Brokers, topic, 0, m1)
+	waitEvents(t, pgURL, 1)
+
+	month := at.Add(time.Second).Format("2006-01") // the month the operation completed in
+	outDir := t.TempDir()
+	statements := func() (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"records", "statements", "--postgres", pgURL, "--month", month, "--out", outDir}, &out, &errOut)
+		return code, maskDigitRuns(out.String() + errOut.String())
+	}
+	code, msg := statements()
+
+	// The consumer stores another operation of the same month.
+	m2, _ := encodedEvent(t, card, at.Add(time.Second))
+	writePartition(t, k.Brokers, topic, 0, m2)
+	waitEvents(t, pgURL, 2)
+	code2, msg2 := statements()
+
+	if code == 0 || code2 == 0 {
+		b, err := os.ReadFile(filepath.Join(outDir, month, card+".json"))
+		if err != nil {
+			t.Fatalf("statements of the open month exited %d (%s) then %d (%s), and wrote no statement: %v", code, msg, code2, msg2, err)
+		}
+		var st records.Statement
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Operations) != 2 {
+			t.Errorf("statements run while the month was open (exit %d: %s; then exit %d: %s): the card's statement holds %d operations of the month, want 2",
+				code, msg, code2, msg2, len(st.Operations))
+		}
+		return
+	}
+	if !bytes.Contains([]byte(msg), []byte("has not ended")) {
+		t.Errorf("records statements --month %s (not ended): exit %d: %s, want a refusal naming the month as not ended", month, code, msg)
+	}
+	var out, errOut bytes.Buffer
+	prev := at.AddDate(0, -1, 0).Format("2006-01")
+	if code := run(context.Background(), []string{"records", "statements", "--postgres", pgURL, "--month", prev, "--out", outDir}, &out, &errOut); code != 0 {
+		t.Errorf("records statements --month %s (ended): exit %d: %s, want 0", prev, code, maskDigitRuns(errOut.String()))
+	}
+}
