@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"pingate/integration/records"
 	"pingate/integration/testservers"
@@ -69,5 +72,82 @@ func TestRecordsStatementsWaitForMonthEnd(t *testing.T) {
 	prev := at.AddDate(0, -1, 0).Format("2006-01")
 	if code := run(context.Background(), []string{"records", "statements", "--postgres", pgURL, "--month", prev, "--out", outDir}, &out, &errOut); code != 0 {
 		t.Errorf("records statements --month %s (ended): exit %d: %s, want 0", prev, code, maskDigitRuns(errOut.String()))
+	}
+}
+
+// TestRecordsPagingAcrossPartitions: paging a card's history with ?after=
+// while two partitions' batches store operations of that card at once (the
+// topic repartitioned) neither skips nor repeats one: every pagination is a
+// prefix, in order, of the final history (docs/records.md, "Paging").
+func TestRecordsPagingAcrossPartitions(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic = "records-paging-race"
+	testservers.CreateTopic(t, k.Brokers, topic, 2)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	s := startRecords(t, pgURL, k.Brokers, topic)
+	c := s.client(t)
+
+	card := randomToken(t)
+	at := time.Date(2026, 11, 9, 9, 0, 0, 0, time.UTC)
+	const bulk, single = 600, 40
+	var big []kafka.Message
+	for i := range bulk {
+		m, _ := encodedEvent(t, card, at.Add(time.Duration(i)*time.Millisecond))
+		big = append(big, m)
+	}
+	type page struct {
+		Operations []records.Operation `json:"operations"`
+		Next       string              `json:"next"`
+	}
+	paginate := func(limit int) []string {
+		var ids []string
+		after := "0"
+		for {
+			var p page
+			getJSON(t, c, fmt.Sprintf("https://%s/v1/cards/%s/operations?limit=%d&after=%s", s.api, card, limit, after), 200, &p)
+			for _, o := range p.Operations {
+				ids = append(ids, o.EventID)
+			}
+			if p.Next == "" {
+				return ids
+			}
+			after = p.Next
+		}
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range single {
+			m, _ := encodedEvent(t, card, at.Add(time.Hour+time.Duration(i)*time.Millisecond))
+			writePartition(t, k.Brokers, topic, 1, m)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	for i := 0; i < bulk; i += 100 {
+		writePartition(t, k.Brokers, topic, 0, big[i:i+100]...)
+	}
+	var seen [][]string
+	for len(readDB(t, pgURL).ids) < bulk+single {
+		seen = append(seen, paginate(7))
+	}
+	<-done
+	final := paginate(100)
+	if len(final) != bulk+single {
+		t.Fatalf("history holds %d operations, want %d", len(final), bulk+single)
+	}
+	bad, first := 0, ""
+	for n, p := range seen {
+		for i, id := range p {
+			if i >= len(final) || final[i] != id {
+				if bad++; bad == 1 {
+					first = fmt.Sprintf("pagination %d: operation %d of %d", n+1, i+1, len(p))
+				}
+				break
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d paginations while storing are not a prefix of the final history (skipped or repeated an operation); first: %s", bad, len(seen), first)
 	}
 }
