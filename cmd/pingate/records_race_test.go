@@ -158,12 +158,8 @@ func TestRecordsPagingAcrossPartitions(t *testing.T) {
 // database ends with every ce_id once and every reversal applied
 // (docs/records.md, "Exactly once").
 func TestRecordsTwoInstancesRebalance(t *testing.T) {
-	k := testservers.StartKafka(t)
 	const topic, partitions = "records-two-instances", 3
-	testservers.CreateTopic(t, k.Brokers, topic, partitions)
-	pgURL := recordsDB(t, testservers.PostgresURL(t))
-	te := makeEvents(t, 24, 40, time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
-	startRecords(t, pgURL, k.Brokers, topic, "--batch", "25")
+	k, pgURL, te := startRecordsTopic(t, topic, partitions, 24)
 	b := startRecords(t, pgURL, k.Brokers, topic, "--batch", "25")
 	chunk := len(te.msgs) / 6
 	for i := 0; i < len(te.msgs); i += chunk {
@@ -176,10 +172,37 @@ func TestRecordsTwoInstancesRebalance(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	want, _, _ := topicIDs(t, k.Brokers, topic, partitions)
-	st := waitForDB(t, pgURL, len(want))
+	checkTopicStoredOnce(t, k.Brokers, pgURL, topic, partitions, te, 0)
+}
+
+// startRecordsTopic starts a broker, a topic of the partitions, a database
+// and one "records run" (25-record batches), and makes cards × 40 events of
+// a November day (makeEvents).
+func startRecordsTopic(t *testing.T, topic string, partitions, cards int) (*testservers.Kafka, string, *testEvents) {
+	t.Helper()
+	k := testservers.StartKafka(t)
+	testservers.CreateTopic(t, k.Brokers, topic, partitions)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	te := makeEvents(t, cards, 40, time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC))
+	startRecords(t, pgURL, k.Brokers, topic, "--batch", "25")
+	return k, pgURL, te
+}
+
+// checkTopicStoredOnce waits until the database holds every distinct ce_id
+// of the topic, lets settle run on (a replay's re-read), and checks
+// checkExactlyOnce and one history row per event but te's two records not
+// understood.
+func checkTopicStoredOnce(t *testing.T, brokers, pgURL, topic string, partitions int, te *testEvents, settle time.Duration) {
+	t.Helper()
+	want, _, _ := topicIDs(t, brokers, topic, partitions)
+	if len(want) != len(te.ids) {
+		t.Fatalf("topic holds %d distinct ce_ids, want %d", len(want), len(te.ids))
+	}
+	waitForDB(t, pgURL, len(want))
+	time.Sleep(settle)
+	st := readDB(t, pgURL)
 	checkExactlyOnce(t, st, want, te.reversals)
-	if st.history != len(want)-2 { // all but the two records not understood
+	if st.history != len(want)-2 {
 		t.Errorf("card history rows = %d, want %d", st.history, len(want)-2)
 	}
 }
@@ -189,12 +212,8 @@ func TestRecordsTwoInstancesRebalance(t *testing.T) {
 // other partition, change nothing: every ce_id once, one history row each,
 // every reversal applied once.
 func TestRecordsReplayAndResendWhileConsuming(t *testing.T) {
-	k := testservers.StartKafka(t)
 	const topic, partitions = "records-replay-live", 2
-	testservers.CreateTopic(t, k.Brokers, topic, partitions)
-	pgURL := recordsDB(t, testservers.PostgresURL(t))
-	te := makeEvents(t, 12, 40, time.Date(2026, 11, 11, 0, 0, 0, 0, time.UTC))
-	startRecords(t, pgURL, k.Brokers, topic, "--batch", "25")
+	k, pgURL, te := startRecordsTopic(t, topic, partitions, 12)
 	half := len(te.msgs) / 2
 	writeEvents(t, k.Brokers, topic, te.msgs[:half])
 	var out, errOut bytes.Buffer
@@ -215,15 +234,5 @@ func TestRecordsReplayAndResendWhileConsuming(t *testing.T) {
 		writePartition(t, k.Brokers, topic, p, again...)
 	}
 	writeEvents(t, k.Brokers, topic, te.msgs[half:])
-	want, _, _ := topicIDs(t, k.Brokers, topic, partitions)
-	if len(want) != len(te.ids) {
-		t.Fatalf("topic holds %d distinct ce_ids, want %d", len(want), len(te.ids))
-	}
-	st := waitForDB(t, pgURL, len(want))
-	time.Sleep(3 * time.Second) // the replay's re-read, past the idle check
-	st = readDB(t, pgURL)
-	checkExactlyOnce(t, st, want, te.reversals)
-	if st.history != len(want)-2 {
-		t.Errorf("card history rows = %d, want %d", st.history, len(want)-2)
-	}
+	checkTopicStoredOnce(t, k.Brokers, pgURL, topic, partitions, te, 3*time.Second) // past the idle check
 }
