@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"pingate/integration/events"
 	"pingate/integration/records"
 	"pingate/integration/testservers"
+	"pingate/routing"
 )
 
 // TestRecordsStatementsWaitForMonthEnd: "records statements" run while
@@ -235,4 +239,70 @@ func TestRecordsReplayAndResendWhileConsuming(t *testing.T) {
 	}
 	writeEvents(t, k.Brokers, topic, te.msgs[half:])
 	checkTopicStoredOnce(t, k.Brokers, pgURL, topic, partitions, te, 3*time.Second) // past the idle check
+}
+
+// TestRecordsReversalOnOtherPartitionAtOnce: approved operations on one
+// partition and their reversals on another, written at once so that the two
+// partitions' batches are applied concurrently, each by its own "records
+// run" of the group: every operation ends reversed by its reversal
+// (docs/records.md, "Reversals": the per-card lock).
+func TestRecordsReversalOnOtherPartitionAtOnce(t *testing.T) {
+	k := testservers.StartKafka(t)
+	const topic = "records-rev-split"
+	testservers.CreateTopic(t, k.Brokers, topic, 2)
+	pgURL := recordsDB(t, testservers.PostgresURL(t))
+	startRecords(t, pgURL, k.Brokers, topic, "--batch", "10")
+	startRecords(t, pgURL, k.Brokers, topic, "--batch", "10")
+	time.Sleep(3 * time.Second) // both members joined: one partition each
+
+	enc, err := events.NewEncoder(events.Source("records-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 12, 9, 0, 0, 0, time.UTC)
+	want := map[string]string{}
+	var ops, revs []kafka.Message
+	for i := range 300 {
+		card := randomToken(t)
+		ev := routing.Event{ID: uuid.NewString(), Operation: routing.OpChange, Outcome: routing.OutcomeApproved, Code: "00",
+			Channel: routing.ChannelATM, Acquirer: "ACQ1", Terminal: "ATM00042", Issuer: "ISS1",
+			MaskedPAN: "424242******4242", CardToken: card, Received: at, Completed: at.Add(time.Duration(i) * time.Millisecond)}
+		rev := ev
+		rev.ID, rev.Outcome, rev.Code, rev.Reason, rev.Reverses = uuid.NewString(), routing.OutcomeReversed, "68", "acquirer_reversal", ev.ID
+		rev.Completed = ev.Completed.Add(time.Second)
+		for _, e := range []*routing.Event{&ev, &rev} {
+			e.Type = routing.EventType(e.Operation, e.Outcome)
+			m, err := enc.Encode(*e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e == &ev {
+				ops = append(ops, kafkaMessage(m))
+			} else {
+				revs = append(revs, kafkaMessage(m))
+			}
+		}
+		want[ev.ID] = rev.ID
+	}
+	var wg sync.WaitGroup
+	for p, msgs := range [][]kafka.Message{ops, revs} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < len(msgs); i += 10 {
+				writePartition(t, k.Brokers, topic, p, msgs[i:i+10]...)
+			}
+		}()
+	}
+	wg.Wait()
+	st := waitForDB(t, pgURL, 2*len(want))
+	missed := 0
+	for op, rev := range want {
+		if st.reversed[op] != rev {
+			missed++
+		}
+	}
+	if missed > 0 || len(st.reversed) != len(want) {
+		t.Errorf("%d of %d operations not marked reversed by their reversal on the other partition (%d marked)", missed, len(want), len(st.reversed))
+	}
 }
