@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,13 +27,20 @@ func ParseMonth(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
+// ErrMonthOpen: the month asked for has not ended. A statement is recorded
+// as sent once and never written again, so one written while the consumer
+// still stores operations of its month would leave the later ones out of
+// every statement.
+var ErrMonthOpen = errors.New("month has not ended")
+
 // WriteStatements writes the statement of every card with an operation
 // completed in month (YYYY-MM) into dir/<month>/<card token>.json and .html,
 // and records each in statements_sent in the same transaction as its files
 // are written. A card recorded before is skipped, so a re-run sends nothing
 // twice. A crash after the files were written but before the commit writes
 // the same files again on the next run (their content depends only on the
-// stored history).
+// stored history). A month that has not ended (in UTC) is refused with
+// ErrMonthOpen before anything is written.
 func WriteStatements(ctx context.Context, s *Store, month, dir string, m *Metrics) (StatementRun, error) {
 	run := StatementRun{Period: month}
 	from, err := ParseMonth(month)
@@ -40,6 +48,9 @@ func WriteStatements(ctx context.Context, s *Store, month, dir string, m *Metric
 		return run, err
 	}
 	to := from.AddDate(0, 1, 0)
+	if time.Now().Before(to) {
+		return run, fmt.Errorf("statements %s: %w (it ends %s UTC)", month, ErrMonthOpen, to.Format(time.DateOnly))
+	}
 	cards, err := s.CardsWithActivity(ctx, from, to)
 	if err != nil {
 		return run, err

@@ -277,6 +277,21 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		res.NoCard++
 		return nil
 	}
+	// A lock per card, held to the commit, taken before the row gets its
+	// seq. Two transactions may store operations of one card at once: an
+	// operation and its reversal on two partitions (the topic was
+	// repartitioned between them), or any two of the card's events then.
+	// Under READ COMMITTED neither sees the other's uncommitted row, so
+	// without the lock a reversal read before its operation would never be
+	// applied; and since a seq is drawn at the INSERT, not the commit, a
+	// reader could see a card's row while one with a lower seq was still
+	// uncommitted, and a page cursor (?after=) would skip that one. With
+	// the lock the later transaction draws its seqs, and runs its UPDATEs,
+	// after the earlier one committed. Cards do not share partitions
+	// otherwise, so the lock is never contended then.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cardLockClass, ev.CardToken); err != nil {
+		return err
+	}
 	_, err = tx.Exec(ctx, `INSERT INTO card_history (ce_id, card_token, ce_type, operation, outcome, response_code,
 			reason, channel, acquirer, terminal, issuer, teller, supervisor, received, completed, reverses)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
@@ -284,18 +299,6 @@ func applyOne(ctx context.Context, tx pgx.Tx, r Record, res *ApplyResult) error 
 		ev.Acquirer, ev.Terminal, ev.Issuer, ev.Teller, ev.Supervisor, ev.Received, ev.Completed, reverses)
 	if err != nil {
 		return err
-	}
-	if reverses != nil || ev.Outcome == routing.OutcomeApproved {
-		// An operation and its reversal on two partitions (the topic was
-		// repartitioned between them) are applied by two transactions
-		// that may run at once; under READ COMMITTED neither sees the
-		// other's uncommitted row, and the reversal would never be
-		// applied. A lock per card, held to the commit, orders them: the
-		// later one's UPDATE sees the earlier one's row. Cards do not
-		// share partitions otherwise, so the lock is never contended then.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cardLockClass, ev.CardToken); err != nil {
-			return err
-		}
 	}
 	if reverses != nil {
 		// This event undoes another: mark it when it is an approved
