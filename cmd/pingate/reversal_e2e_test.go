@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"pingate/integration/events"
 	"pingate/integration/gateway"
 	"pingate/integration/gateway/gatewaytest"
 	"pingate/integration/issuersim"
@@ -116,16 +115,8 @@ func waitReversalsAcknowledged(t *testing.T, g *gateway.Gateway, deadline time.T
 // journalOutcomes returns the reasons of g's journaled events by outcome.
 func journalOutcomes(t *testing.T, g *gateway.Gateway) map[string][]string {
 	t.Helper()
-	entries, err := g.Journal().Entries(1, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string][]string{}
-	for _, e := range entries {
-		ev, err := events.Decode(e.Message)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range instanceEvents(t, g) {
 		out[ev.Outcome] = append(out[ev.Outcome], ev.Reason)
 	}
 	return out
