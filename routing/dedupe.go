@@ -50,28 +50,52 @@ func dedupeKey(acquirer, terminal, stan, transmit, cardToken string) string {
 }
 
 // begin registers key. If it is new, first is true and the caller must call
-// finish. Otherwise it waits for the first request's outcome.
-func (d *dedupe) begin(ctx context.Context, key string, now time.Time) (first bool, o Outcome, err error) {
+// finish; reversedFirst is then true when its acquirer reversed it before it
+// came (forbid). Otherwise it waits for the first request's outcome.
+func (d *dedupe) begin(ctx context.Context, key string, now time.Time) (first, reversedFirst bool, o Outcome, err error) {
 	d.mu.Lock()
 	d.expire(now)
 	e, ok := d.flying[key]
 	if !ok {
-		if rec, found := d.record(key, now); found {
+		rec, found := d.record(key, now)
+		if found && !rec.forbidden() {
 			o := rec.outcome()
 			d.mu.Unlock()
-			return false, o, nil
+			return false, false, o, nil
 		}
-		d.flying[key] = &dupEntry{done: make(chan struct{})}
+		// A forbidden key's record stays until finish replaces it; lookup
+		// and begin see the entry in flight first.
+		d.flying[key] = &dupEntry{done: make(chan struct{}), reversed: found}
 		d.mu.Unlock()
-		return true, Outcome{}, nil
+		return true, found, Outcome{}, nil
 	}
 	d.mu.Unlock()
 	select {
 	case <-e.done:
-		return false, e.outcome, nil
+		return false, false, e.outcome, nil
 	case <-ctx.Done():
-		return false, Outcome{}, ctx.Err()
+		return false, false, Outcome{}, ctx.Err()
 	}
+}
+
+// forbid remembers key, which no request holds, as reversed by its acquirer
+// before it came, for window from now: a request under key is then refused
+// (begin reports it reversedFirst) and never reaches the issuer, and a
+// repeated advice finds nothing to undo. It reports false, doing nothing,
+// when a request holds key after all.
+func (d *dedupe) forbid(key string, now time.Time, window time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.flying[key]; ok {
+		return false
+	}
+	if _, ok := d.record(key, now); ok {
+		return false
+	}
+	h := d.hash(key)
+	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), h, dupReversed|dupForbidden, key, &Outcome{})
+	d.done[h] = d.log.append(d.buf)
+	return true
 }
 
 // lookup returns the outcome of key if it is within the window, waiting for
@@ -141,7 +165,11 @@ func (d *dedupe) finish(key string, o Outcome, now time.Time, window time.Durati
 	}
 	delete(d.flying, key)
 	h := d.hash(key)
-	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), h, e.reversed, key, &o)
+	var flags byte
+	if e.reversed {
+		flags = dupReversed
+	}
+	d.buf = appendDupRecord(d.buf[:0], now.Add(window).UnixNano(), h, flags, key, &o)
 	// A key whose hash another one's record holds takes the index entry:
 	// the older key is forgotten (a 2^-64 chance per pair with a seed no
 	// client knows), and no request is ever answered with another's outcome.
@@ -241,7 +269,7 @@ func (l *dupLog) drop(n int) { l.read += n }
 //
 //	expires  8 bytes, Unix nanoseconds
 //	hash     8 bytes, of the key (dedupe.hash)
-//	flags    1 byte: 1 = reversed
+//	flags    1 byte: dupReversed, dupForbidden
 //	length   4 bytes, of what follows
 //	the key, then the outcome (appendOutcome)
 //
@@ -251,17 +279,21 @@ type dupRecord []byte
 
 const dupHeader = 8 + 8 + 1 + 4
 
+// A record's flags.
+const (
+	dupReversed byte = 1 << iota // an acquirer's reversal advice was taken
+	// dupForbidden: the advice came first, with no request under the key
+	// (dedupe.forbid); the record holds no outcome.
+	dupForbidden
+)
+
 func dupRecordAt(b []byte) dupRecord {
 	return dupRecord(b[:dupHeader+int(binary.BigEndian.Uint32(b[17:]))])
 }
 
-func appendDupRecord(b []byte, expires int64, hash uint64, reversed bool, key string, o *Outcome) []byte {
+func appendDupRecord(b []byte, expires int64, hash uint64, flags byte, key string, o *Outcome) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(expires))
 	b = binary.BigEndian.AppendUint64(b, hash)
-	var flags byte
-	if reversed {
-		flags = 1
-	}
 	b = append(b, flags, 0, 0, 0, 0)
 	start := len(b)
 	b = appendString(b, key)
@@ -270,15 +302,16 @@ func appendDupRecord(b []byte, expires int64, hash uint64, reversed bool, key st
 	return b
 }
 
-func (r dupRecord) expires() int64 { return int64(binary.BigEndian.Uint64(r)) }
-func (r dupRecord) hash() uint64   { return binary.BigEndian.Uint64(r[8:]) }
-func (r dupRecord) reversed() bool { return r[16]&1 != 0 }
+func (r dupRecord) expires() int64  { return int64(binary.BigEndian.Uint64(r)) }
+func (r dupRecord) hash() uint64    { return binary.BigEndian.Uint64(r[8:]) }
+func (r dupRecord) reversed() bool  { return r[16]&dupReversed != 0 }
+func (r dupRecord) forbidden() bool { return r[16]&dupForbidden != 0 }
 
 func (r dupRecord) setReversed(to bool) {
 	if to {
-		r[16] |= 1
+		r[16] |= dupReversed
 	} else {
-		r[16] &^= 1
+		r[16] &^= dupReversed
 	}
 }
 

@@ -142,7 +142,7 @@ func TestDedupeExpiry(t *testing.T) {
 	d := newDedupe()
 	begin := func(key string, at time.Time) bool {
 		t.Helper()
-		first, _, err := d.begin(ctx, key, at)
+		first, _, _, err := d.begin(ctx, key, at)
 		if err != nil {
 			t.Fatalf("begin(%s) = %v", key, err)
 		}
@@ -166,7 +166,7 @@ func TestDedupeExpiry(t *testing.T) {
 	// Still in flight after its window: a duplicate still waits for it.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, _, err := d.begin(cctx, "inflight", t0.Add(w+2*time.Second)); !errors.Is(err, context.Canceled) {
+	if _, _, _, err := d.begin(cctx, "inflight", t0.Add(w+2*time.Second)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("begin(in flight past its window) = %v, want it to wait (context.Canceled)", err)
 	}
 	d.finish("inflight", Outcome{Code: iso8583.RCApproved}, t0.Add(w+2*time.Second), w)
@@ -203,12 +203,12 @@ func TestDedupeRemembersTheWholeOutcome(t *testing.T) {
 	ctx := context.Background()
 	d := newDedupe()
 	want := fullOutcome(t)
-	if first, _, _ := d.begin(ctx, "k", t0); !first {
+	if first, _, _, _ := d.begin(ctx, "k", t0); !first {
 		t.Fatal("begin(new key) = not first")
 	}
 	d.finish("k", want, t0, time.Minute)
 
-	_, got, err := d.begin(ctx, "k", t0)
+	_, _, got, err := d.begin(ctx, "k", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestDedupeChecksTheKey(t *testing.T) {
 	d.begin(context.Background(), "a", t0)
 	d.finish("a", Outcome{Code: iso8583.RCApproved}, t0, time.Minute)
 	d.done[d.hash("b")] = d.done[d.hash("a")] // b's hash now leads to a's record
-	if first, o, _ := d.begin(context.Background(), "b", t0); !first {
+	if first, _, o, _ := d.begin(context.Background(), "b", t0); !first {
 		t.Fatalf("begin(b) with a's record under its hash = duplicate answered %q, want first", o.Code)
 	}
 	if _, found, _ := d.lookup(context.Background(), "a", t0); !found {
@@ -289,5 +289,51 @@ func sameOutcome(t *testing.T, got, want Outcome) {
 	got.undo, want.undo = nil, nil
 	if got != want {
 		t.Errorf("outcome = %+v, want %+v", got, want)
+	}
+}
+
+// TestDedupeForbid: an acquirer's reversal advice that comes before its
+// request leaves the key forbidden: the request, when it comes, is first
+// and reported reversedFirst, and once finished its outcome answers a
+// retransmission. A key a request holds, or has finished, is not forbidden.
+func TestDedupeForbid(t *testing.T) {
+	ctx := context.Background()
+	d := newDedupe()
+	t0 := time.Unix(1_800_000_000, 0)
+	if !d.forbid("k", t0, time.Minute) {
+		t.Fatal("forbid of an unknown key = false")
+	}
+	if d.forbid("k", t0, time.Minute) {
+		t.Error("forbid of a forbidden key = true")
+	}
+	if o, found, _ := d.lookup(ctx, "k", t0); !found || o.undo != nil {
+		t.Errorf("lookup of a forbidden key = %+v, %v; want found with nothing to undo", o, found)
+	}
+	first, reversedFirst, _, err := d.begin(ctx, "k", t0)
+	if err != nil || !first || !reversedFirst {
+		t.Fatalf("begin of a forbidden key = %v, %v, %v; want first and reversedFirst", first, reversedFirst, err)
+	}
+	if d.forbid("k", t0, time.Minute) {
+		t.Error("forbid of a key in flight = true")
+	}
+	d.finish("k", Outcome{Code: "94", Reason: "reversed_before_received"}, t0, time.Minute)
+	first, reversedFirst, o, _ := d.begin(ctx, "k", t0.Add(time.Second))
+	if first || reversedFirst || o.Code != "94" {
+		t.Errorf("begin after the refusal = %v, %v, %+v; want the refusal as a retransmission's answer", first, reversedFirst, o)
+	}
+	if d.claimReversal("k", t0.Add(time.Second)) {
+		t.Error("claimReversal of the refused request = true, want false: it is reversed already")
+	}
+	if first, _, _, _ := d.begin(ctx, "other", t0); !first {
+		t.Fatal("begin of a new key not first")
+	}
+	d.finish("other", Outcome{Code: "00"}, t0, time.Minute)
+	if d.forbid("other", t0, time.Minute) {
+		t.Error("forbid of a finished key = true")
+	}
+	// A forbidden key expires with its window like any record.
+	d.forbid("late", t0, time.Minute)
+	if first, reversedFirst, _, _ := d.begin(ctx, "late", t0.Add(2*time.Minute)); !first || reversedFirst {
+		t.Errorf("begin after the forbidden key's window = %v, %v; want first, not reversedFirst", first, reversedFirst)
 	}
 }

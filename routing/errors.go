@@ -32,6 +32,10 @@ var (
 	// be persisted in time; the request was not sent.
 	ErrReversalStore = errors.New("reversal store unavailable")
 	ErrShuttingDown  = errors.New("gateway shutting down")
+	// ErrReversedBeforeReceived: the acquirer's reversal advice for the
+	// request was taken before the request itself arrived (it overtook it,
+	// on another connection); the request is refused, never sent.
+	ErrReversedBeforeReceived = errors.New("reversed by the acquirer before it was received")
 )
 
 // Refusals of a Limiter (Decision.Refusal), and its failure to decide.
@@ -178,6 +182,9 @@ func responseFor(err error) (code, outcome, reason string) {
 	case errors.Is(err, ErrDuplicateInFlight):
 		// Never sent again: the first request's instance answers for it.
 		return iso8583.RCDuplicate, OutcomeRejected, "duplicate_in_flight"
+	case errors.Is(err, ErrReversedBeforeReceived):
+		// The acquirer gave up on it already: it must not stand at the issuer.
+		return iso8583.RCDuplicate, OutcomeRejected, "reversed_before_received"
 	case errors.As(err, &kc):
 		switch {
 		case errors.Is(kc.Err, pinblock.ErrKCVMismatch), errors.Is(kc.Err, pinblock.ErrInvalidKey),

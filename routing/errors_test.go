@@ -57,6 +57,7 @@ func TestResponseFor(t *testing.T) {
 		{&LimitError{Limit: "odd"}, Response{"91", OutcomeLimited, "limiter_unavailable", 200}},
 		{fmt.Errorf("card limits: %w", ErrLimiterUnavailable), Response{"91", OutcomeLimited, "limiter_unavailable", 200}},
 		{fmt.Errorf("window: %w", ErrDuplicateInFlight), Response{"94", OutcomeRejected, "duplicate_in_flight", 200}},
+		{ErrReversedBeforeReceived, Response{"94", OutcomeRejected, "reversed_before_received", 200}},
 
 		// The issuer.
 		{wrap(ErrIssuerTimeout), Response{"91", OutcomeReversed, "issuer_timeout", 200}},

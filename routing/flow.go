@@ -285,7 +285,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	if req.STAN != "" && req.Transmit != "" {
 		req.CardToken = f.deps.Tokenizer.Token(req.PAN)
 		key = dedupeKey(req.Acquirer, req.Terminal, req.STAN, req.Transmit, req.CardToken)
-		first, prev, err := f.dups.begin(ctx, key, start)
+		first, reversedFirst, prev, err := f.dups.begin(ctx, key, start)
 		// Registered (or found a duplicate): an 0420 read behind this 0100
 		// on its connection may now be taken (iso8583.WaitEarlierFrames).
 		iso8583.FramePassed(ctx)
@@ -298,6 +298,7 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 			f.m.duplicates.Add(ctx, 1)
 			return prev
 		}
+		req.reversedFirst = reversedFirst
 	}
 	iso8583.FramePassed(ctx) // without an identity there is nothing to register
 
@@ -445,6 +446,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	if req.CardToken == "" { // Handle sets it for a request it keeps in the window
 		req.CardToken = f.deps.Tokenizer.Token(req.PAN)
+	}
+	if req.reversedFirst {
+		return "", ErrReversedBeforeReceived
 	}
 
 	issuer, err = st.table.Lookup(req.PAN)

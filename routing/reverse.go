@@ -95,6 +95,13 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		// the shared record is done; then the claim there decides.
 		shared = shared && rec.Done
 	case !shared:
+		// Unknown here: sent on another connection and not read yet, or
+		// never received. Remembered as reversed, so that it is refused
+		// if it comes; a request that registered since the lookup is
+		// looked up again.
+		if !f.dups.forbid(key, now, f.state.Load().cfg.DuplicateWindow) {
+			return f.Reverse(ctx, adv)
+		}
 		result("original_unknown")
 		return nil
 	case !rec.Done:

@@ -71,6 +71,9 @@ type Request struct {
 	// claimed is set once a SharedWindow holds the request for this
 	// instance: its outcome is owed to the window (SharedWindow.Finish).
 	claimed bool
+	// reversedFirst is set when its acquirer's 0420 came before it
+	// (dedupe.forbid): it is refused and never sent to the issuer.
+	reversedFirst bool
 }
 
 // GenerateSpec asks for a system-generated PIN and its PIN mailer.

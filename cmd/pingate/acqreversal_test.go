@@ -208,3 +208,55 @@ func readAnswers(t *testing.T, br *bufio.Reader, n int) []*iso8583.Fields {
 	}
 	return out
 }
+
+// TestReversalBeforeItsChangeOnAnotherConnection: a switch's 0420 overtakes
+// the PIN change it names, sent on another connection (one the gateway has
+// not read yet: a backlog, a slow path). The advice is answered 0430 00 with
+// nothing to undo; the change, when it comes, must not stand at the issuer
+// behind a reversal the acquirer was told is taken: it is refused 94
+// reversed_before_received, recorded as such, never sent, and so is its
+// retransmission, with no second event.
+func TestReversalBeforeItsChangeOnAnotherConnection(t *testing.T) {
+	g := opsGateway(t, nil)
+	ctx, c := atmSession(t, g)
+	change := pinnedChange(t, g, 7600, "RVB07600", 830000)
+	rev := reversalAdvice(t, change)
+	rev.STAN = "830001"
+	ans, err := c.Do(ctx, rev)
+	if err != nil || ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("0420 for a change not yet sent = %v, %v; want 0430 00", ans, err)
+	}
+	before := g.Sim().Requests.Load()
+	raw := dialRaw(t, g.AcquirerAddr())
+	for i := range 2 { // the change, then its retransmission
+		writeFrames(t, raw.nc, change)
+		a := readAnswers(t, raw.r, 1)[0]
+		if a.MTI != iso8583.MTIAuthResponse || a.ResponseCode != iso8583.RCDuplicate {
+			t.Fatalf("send %d of the change its acquirer reversed before sending it: %s %s, want 0110 94", i+1, a.MTI, a.ResponseCode)
+		}
+	}
+	if n := g.Sim().Requests.Load() - before; n != 0 {
+		t.Errorf("the issuer got %d requests for a change reversed before it came, want 0", n)
+	}
+	// The card's old PIN still works: nothing changed at the issuer.
+	card := opsPopulation(g.Config().IssuerSim).Card(7600)
+	if ans, err := c.Do(ctx, opsFieldsUnder(t, card, "RVB07601", devATMKey(t))); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("change from the card's old PIN afterwards = %v, %v; want 00", ans, err)
+	}
+	// A repeated advice still finds nothing to undo.
+	if ans, err := c.Do(ctx, rev); err != nil || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("repeated 0420 = %v, %v; want 0430 00", ans, err)
+	}
+	var refused int
+	for _, ev := range instanceEvents(t, g) {
+		if ev.Reason == "reversed_before_received" {
+			refused++
+			if ev.Outcome != "rejected" || ev.Code != iso8583.RCDuplicate || ev.Issuer != "" {
+				t.Errorf("refusal event: outcome %s, code %s, issuer %q; want rejected 94 and no issuer", ev.Outcome, ev.Code, ev.Issuer)
+			}
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d reversed_before_received events, want 1 (the retransmission is answered from the window)", refused)
+	}
+}
