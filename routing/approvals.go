@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Approval is what reverses an approval an issuer gave: the message the
@@ -53,6 +54,12 @@ type WindowReversals interface {
 	ClaimReversal(ctx context.Context, id WindowID) (bool, error)
 	// ReleaseReversal undoes ClaimReversal after a reversal that failed.
 	ReleaseReversal(ctx context.Context, id WindowID) error
+	// Forbid marks id, which the window does not hold, reversed by its
+	// acquirer before its request came, for window: the request's Claim,
+	// on any instance, is then First with a Decision refused by
+	// ErrReversedBeforeReceived. It reports false, doing nothing, when the
+	// window holds id.
+	Forbid(ctx context.Context, id WindowID, window time.Duration) (bool, error)
 }
 
 // ErrOriginalInFlight: an acquirer's 0420 names a request still in flight

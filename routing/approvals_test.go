@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 // instances (that one is tested on a real Redis in integration/redislimit).
 // It allows every request.
 type memWindow struct {
-	mu   sync.Mutex
-	recs map[WindowID]*WindowRecord
-	fail error
+	mu        sync.Mutex
+	recs      map[WindowID]*WindowRecord
+	forbidden map[WindowID]bool // Forbid's marks, not yet claimed
+	fail      error
 }
 
 var (
@@ -40,11 +42,32 @@ func (m *memWindow) Claim(_ context.Context, req *Request, _ time.Duration) (Cla
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id := WindowIDOf(req)
+	if m.forbidden[id] {
+		delete(m.forbidden, id)
+		m.recs[id] = &WindowRecord{Reversed: true}
+		return Claim{First: true, Decision: Decision{Refusal: ErrReversedBeforeReceived}}, nil
+	}
 	if r, ok := m.recs[id]; ok {
 		return Claim{Previous: r.Outcome}, nil
 	}
 	m.recs[id] = &WindowRecord{}
 	return Claim{First: true, Decision: Decision{Allowed: true}}, nil
+}
+
+func (m *memWindow) Forbid(_ context.Context, id WindowID, _ time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return false, m.fail
+	}
+	if _, ok := m.recs[id]; ok || m.forbidden[id] {
+		return false, nil
+	}
+	if m.forbidden == nil {
+		m.forbidden = map[WindowID]bool{}
+	}
+	m.forbidden[id] = true
+	return true, nil
 }
 
 func (m *memWindow) Finish(_ context.Context, req *Request, e WindowEntry, _ time.Duration) error {
@@ -59,6 +82,9 @@ func (m *memWindow) Lookup(_ context.Context, id WindowID) (WindowRecord, bool, 
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return WindowRecord{}, false, m.fail
+	}
+	if m.forbidden[id] {
+		return WindowRecord{Reversed: true}, true, nil
 	}
 	r, ok := m.recs[id]
 	if !ok {
@@ -350,5 +376,45 @@ func TestReversalBinaryForm(t *testing.T) {
 	}
 	if err := got.UnmarshalBinary(b[:len(b)-1]); err == nil {
 		t.Error("UnmarshalBinary(a truncated form) = nil, want an error")
+	}
+}
+
+// TestFlowReversedBeforeItCameToAnotherInstance: the acquirer's 0420 reaches
+// flow B before its 0100 reaches flow A (another connection, another
+// instance). B marks it reversed in the shared window; A refuses the
+// request 94 reversed_before_received, records that, and never sends it.
+// A repeated advice to either changes nothing.
+func TestFlowReversedBeforeItCameToAnotherInstance(t *testing.T) {
+	shared := newMemWindow()
+	sealer := testSealer(t, testSealSecret)
+	var sent atomic.Int64
+	issuerA := issuerFunc(func(context.Context, string, *IssuerRequest) (string, error) {
+		sent.Add(1)
+		return iso8583.RCApproved, nil
+	})
+	sinkA, sinkB := &memSink{}, &memSink{}
+	a := testFlowWith(t, issuerA, sinkA, func(d *Deps) { d.Limiter, d.ApprovalSealer = shared, sealer })
+	b := sharedFlow(t, &reversingIssuer{code: iso8583.RCApproved}, sinkB, shared, sealer)
+	req := changeRequest(t, "000503")
+	if err := b.Reverse(context.Background(), adviceFor(req)); err != nil {
+		t.Fatalf("B.Reverse() of a request not yet received = %v, want nil", err)
+	}
+	out := a.Handle(context.Background(), req)
+	if out.Code != iso8583.RCDuplicate || out.Reason != "reversed_before_received" || out.Outcome != OutcomeRejected {
+		t.Fatalf("A.Handle() of the request B took the reversal of = %+v, want 94 rejected reversed_before_received", out)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("A sent the issuer %d requests, want 0", n)
+	}
+	if len(sinkA.events) != 1 || sinkA.events[0].Reason != "reversed_before_received" || len(sinkB.events) != 0 {
+		t.Errorf("events: A %+v, B %d; want A's refusal only", sinkA.events, len(sinkB.events))
+	}
+	for _, f := range []*Flow{a, b} {
+		if err := f.Reverse(context.Background(), adviceFor(req)); err != nil {
+			t.Errorf("repeated Reverse() = %v, want nil", err)
+		}
+	}
+	if len(sinkA.events)+len(sinkB.events) != 1 {
+		t.Errorf("%d events after the repeated advices, want 1", len(sinkA.events)+len(sinkB.events))
 	}
 }

@@ -478,6 +478,8 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 			// The limiter could not decide: refused (fail closed).
 			span.RecordError(err)
 			refused = &LimitError{Limit: "limiter", Err: fmt.Errorf("%w: %w", ErrLimiterUnavailable, err)}
+		case !dec.Allowed && errors.Is(dec.Refusal, ErrReversedBeforeReceived):
+			refused = dec.Refusal // by the shared window, not a limit
 		case !dec.Allowed:
 			refused = &LimitError{Limit: dec.Limit, Err: dec.Refusal}
 		}

@@ -45,6 +45,12 @@ type ReversalAdvice struct {
 // or recorded, or when the original is still in flight on another instance
 // (ErrOriginalInFlight): answered 96, so the acquirer sends the advice again.
 func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
+	return f.reverse(ctx, adv, false)
+}
+
+// reverse is Reverse; again is set when it looks up the original a second
+// time, because the original came while the first look marked it reversed.
+func (f *Flow) reverse(ctx context.Context, adv ReversalAdvice, again bool) error {
 	ctx, span := f.tracer.Start(ctx, "pingate.pin.reversal", trace.WithAttributes(
 		attribute.String("pingate.acquirer", adv.Acquirer)))
 	defer span.End()
@@ -95,15 +101,25 @@ func (f *Flow) Reverse(ctx context.Context, adv ReversalAdvice) error {
 		// the shared record is done; then the claim there decides.
 		shared = shared && rec.Done
 	case !shared:
-		// Unknown here: sent on another connection and not read yet, or
-		// never received. Remembered as reversed, so that it is refused
-		// if it comes; a request that registered since the lookup is
-		// looked up again.
-		if !f.dups.forbid(key, now, f.state.Load().cfg.DuplicateWindow) {
-			return f.Reverse(ctx, adv)
+		// Unknown: sent on another connection and not read yet, or never
+		// received. Marked reversed in the shared window, then in this
+		// instance's, so that the request is refused wherever it comes;
+		// one that came since the lookups is looked up again, once.
+		window := f.state.Load().cfg.DuplicateWindow
+		marked := true
+		if wr != nil {
+			if marked, err = wr.Forbid(ctx, id, window); err != nil {
+				return failed(fmt.Errorf("mark the original reversed in the shared window: %w", err))
+			}
 		}
-		result("original_unknown")
-		return nil
+		if marked && f.dups.forbid(key, now, window) {
+			result("original_unknown")
+			return nil
+		}
+		if again {
+			return failed(ErrOriginalInFlight)
+		}
+		return f.reverse(ctx, adv, true)
 	case !rec.Done:
 		return failed(ErrOriginalInFlight)
 	case rec.Reversal == nil:

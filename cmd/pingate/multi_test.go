@@ -639,3 +639,54 @@ func TestKeyChangeFollowsTheLimitsRedisAcrossAReload(t *testing.T) {
 		t.Fatal("gw-2 does not use the new key 15 s after the change: the key changes did not follow the reload onto the second Redis")
 	}
 }
+
+// TestReversalBeforeItsChangeOnAnotherInstance: a switch's 0420 reaches gw-2
+// before the PIN change it names reaches gw-1 (two connections through the
+// balancer, the change's not yet read). gw-2 answers 0430 00 and marks the
+// change reversed in the shared window; gw-1 refuses the change 94
+// reversed_before_received, records it and never sends it, so the card's
+// old PIN still works; a retransmission to gw-3 gets the same answer and no
+// second event.
+func TestReversalBeforeItsChangeOnAnotherInstance(t *testing.T) {
+	in := startInstances(t, 3, issuersim.Config{}, nil)
+	card := in.pop.Card(420)
+	atm := devATMKey(t)
+	change := opsFieldsUnder(t, card, "MULTI420", atm)
+	change.STAN, change.TransmissionTime = "842000", "1207235959"
+	change.LocalTime, change.LocalDate = change.TransmissionTime[4:], change.TransmissionTime[:4]
+	// Raw connections: the change goes with its own STAN and DE 7.
+	send := func(raw *rawATM) *iso8583.Fields {
+		t.Helper()
+		writeFrames(t, raw.nc, change)
+		return readAnswers(t, raw.r, 1)[0]
+	}
+	c1 := dialRaw(t, in.lb.addr()) // gw-1, which will get the change
+	c2 := in.dial(t)               // gw-2, which gets the 0420 first
+	if ans := exchange(t, c2, reversalAdvice(t, change)); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("0420 on gw-2 before its change = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
+	}
+	before := in.issuer.Requests.Load()
+	if ans := send(c1); ans.ResponseCode != iso8583.RCDuplicate {
+		t.Fatalf("the change on gw-1 after gw-2 took its reversal = %s, want 94", ans.ResponseCode)
+	}
+	if ans := send(dialRaw(t, in.lb.addr())); ans.ResponseCode != iso8583.RCDuplicate { // gw-3
+		t.Fatalf("its retransmission on gw-3 = %s, want 94", ans.ResponseCode)
+	}
+	if n := in.issuer.Requests.Load() - before; n != 0 {
+		t.Errorf("the issuer got %d requests for a change reversed before it came, want 0", n)
+	}
+	if ans := exchange(t, in.dial(t), opsFieldsUnder(t, card, "MULTI421", atm)); ans.ResponseCode != iso8583.RCApproved {
+		t.Fatalf("change from the card's old PIN afterwards = %s, want 00", ans.ResponseCode)
+	}
+	var refusals []string
+	for i, g := range in.gws {
+		for _, ev := range instanceEvents(t, g) {
+			if ev.Reason == "reversed_before_received" {
+				refusals = append(refusals, fmt.Sprintf("gw-%d %s %s", i+1, ev.Outcome, ev.Code))
+			}
+		}
+	}
+	if len(refusals) != 1 || refusals[0] != "gw-1 rejected 94" {
+		t.Errorf("reversed_before_received events %v, want one, gw-1 rejected 94", refusals)
+	}
+}

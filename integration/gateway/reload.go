@@ -589,6 +589,17 @@ func (s *swapLimiter) ReleaseReversal(ctx context.Context, id routing.WindowID) 
 	return nil
 }
 
+// Forbid implements routing.WindowReversals; without a shared window there
+// is nothing to mark (the flow's own window is marked).
+func (s *swapLimiter) Forbid(ctx context.Context, id routing.WindowID, window time.Duration) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if w, ok := s.cur.(routing.WindowReversals); ok {
+		return w.Forbid(ctx, id, window)
+	}
+	return true, nil
+}
+
 func (s *swapLimiter) swap(next limiter) (old limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

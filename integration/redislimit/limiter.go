@@ -363,7 +363,8 @@ func (l *Limiter) decideOne(ctx context.Context, req *routing.Request, now time.
 	res, err := result(c.cmd)
 	if err == nil && res[0] != verdictDuplicate {
 		// A duplicate wrote nothing: no replica has anything to take.
-		if err = l.replicated(w); err != nil {
+		if err = l.replicated(w); err != nil && res[0] != verdictReversedFirst {
+			// (A forbidden request's claim stays: never sent either way.)
 			l.unclaim(ctx, c, res[0] == verdictAllowed)
 		}
 	}
@@ -395,6 +396,8 @@ func (l *Limiter) decideOne(ctx context.Context, req *routing.Request, now time.
 		d = refuse(routing.ErrTerminalLimit, LimitTerminal)
 	case verdictAcquirer:
 		d = refuse(routing.ErrAcquirerLimit, LimitAcquirer)
+	case verdictReversedFirst:
+		return reversedFirst, nil, nil // not a limit's: not counted
 	default:
 		d = refuse(routing.ErrLimiterUnavailable, LimitCard)
 		l.count(ctx, d)
@@ -477,7 +480,7 @@ func (l *Limiter) decideSplit(ctx context.Context, req *routing.Request, now tim
 	// Card first: its refusals are the more specific answers.
 	cardRes, cardErr := result(card.cmd)
 	if cardErr == nil && cardRes[0] != verdictDuplicate {
-		if cardErr = l.replicated(w); cardErr != nil {
+		if cardErr = l.replicated(w); cardErr != nil && cardRes[0] != verdictReversedFirst {
 			l.unclaim(ctx, card, cardRes[0] == verdictAllowed)
 		}
 	}
@@ -492,6 +495,8 @@ func (l *Limiter) decideSplit(ctx context.Context, req *routing.Request, now tim
 		// The throughput scripts of the pipeline have charged the
 		// retransmission: it did arrive.
 		return routing.Decision{}, card.cmd.Val().([]any), nil
+	case verdictReversedFirst:
+		return reversedFirst, nil, nil // charged like a duplicate, not counted
 	case verdictDaily:
 		d := refuse(routing.ErrCardDailyLimit, LimitCardDaily)
 		l.count(ctx, d)
@@ -595,6 +600,10 @@ func feeds(req *routing.Request, code string) feed {
 	}
 	return feedsNothing
 }
+
+// reversedFirst is the decision on a request whose acquirer reversed it
+// before it came (verdictReversedFirst): refused, by no limit.
+var reversedFirst = routing.Decision{Refusal: routing.ErrReversedBeforeReceived}
 
 func refuse(refusal error, limit string) routing.Decision {
 	return routing.Decision{Allowed: false, Refusal: refusal, Limit: limit}

@@ -20,6 +20,9 @@ const (
 	verdictTerminal  = 3 // {3, retry after, µs}
 	verdictAcquirer  = 4 // {4, retry after, µs}
 	verdictDuplicate = 9 // {9, server time ms, s, dl, c, o, r, i, e}: the window's record
+	// {10, 0}: the record was forbidden (forbidScript), its acquirer having
+	// reversed the request before it came; now claimed, nothing charged.
+	verdictReversedFirst = 10
 )
 
 const prelude = `
@@ -30,11 +33,16 @@ local now_ms = math.floor(now_us / 1000)
 -- The window record of key, if there is one: {9, now, s, dl, c, o, r, i, e}.
 -- A record still in flight for claimer itself is this script run again (the
 -- client retried after losing the first answer): its first verdict,
--- {v, n}, is returned instead, and nothing is charged twice.
+-- {v, n}, is returned instead, and nothing is charged twice. A forbidden
+-- record (s = 'x', forbidScript) is {10}: the request is to be claimed and
+-- refused.
 local function window_seen(key, claimer)
   local rec = redis.call('HMGET', key, 's', 'dl', 'c', 'o', 'r', 'i', 'e', 'id', 'v', 'n')
   if not rec[1] then
     return nil
+  end
+  if rec[1] == 'x' then
+    return {10}
   end
   if rec[1] == 'f' and rec[8] == claimer then
     return {tonumber(rec[9]), tonumber(rec[10])}
@@ -154,7 +162,9 @@ end
 // duplicate is claimed in the window whatever the limits decide.
 var requestScript = redis.NewScript(prelude + cardPart + `
 local seen = request_seen()
-if seen then
+if seen and seen[1] == 10 then
+  return request_end(10, 0)
+elseif seen then
   return seen
 end
 local verdict, n = request_card()
@@ -185,7 +195,9 @@ return request_end(verdict, n)
 //	KEYS[1] to KEYS[3], ARGV[1] to ARGV[7] as cardPart's
 var cardScript = redis.NewScript(prelude + cardPart + `
 local seen = request_seen()
-if seen then
+if seen and seen[1] == 10 then
+  return request_end(10, 0)
+elseif seen then
   return seen
 end
 return request_end(request_card())
@@ -251,6 +263,23 @@ return 0
 var readScript = redis.NewScript(prelude + `
 local rec = redis.call('HMGET', KEYS[1], 's', 'dl', 'c', 'o', 'r', 'i', 'e', 'rev', 'rvd')
 return {now_ms, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7], rec[8], rec[9]}
+`)
+
+// forbidScript marks a request that the window does not hold as reversed by
+// its acquirer before it came (routing.WindowReversals.Forbid): the record
+// is s = 'x', reversal claimed; the request's claim takes it over
+// (verdictReversedFirst).
+//
+//	KEYS[1] window record  ARGV[1] window, ms
+//
+// Returns 1 when marked, 0 when the window holds the request.
+var forbidScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 's', 'x', 'rvd', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 `)
 
 // claimReversalScript marks a finished record reversed, once.

@@ -16,7 +16,8 @@ import (
 //
 //	<prefix>:{c:<card token>}:w:<acquirer>:<terminal>:<stan>:<transmit>
 //
-//	s    f = in flight (claimed, no outcome yet), d = done
+//	s    f = in flight (claimed, no outcome yet), d = done, x = reversed by
+//	     its acquirer before it came (Forbid), no request yet
 //	dl   in-flight deadline, Redis server time in ms
 //	c o r i e   outcome: code, outcome class, reason, issuer, event id
 //	rev  routing.WindowEntry.Reversal, when given
@@ -150,6 +151,19 @@ func (l *Limiter) ClaimReversal(ctx context.Context, id routing.WindowID) (bool,
 	n, err := claimReversalScript.Run(ctx, l.rdb, []string{l.windowKey(id)}).Int64()
 	if err != nil {
 		return false, fmt.Errorf("claim reversal: %w: %w", ErrUnavailable, err)
+	}
+	return n == 1, nil
+}
+
+// Forbid implements routing.WindowReversals: id, which the window does not
+// hold, is marked reversed for window; its request's Claim is then First with
+// the refusal routing.ErrReversedBeforeReceived, on any instance. It reports
+// false when the window holds id. Errors wrap ErrUnavailable.
+func (l *Limiter) Forbid(ctx context.Context, id routing.WindowID, window time.Duration) (bool, error) {
+	n, err := forbidScript.Run(ctx, l.rdb, []string{l.windowKey(id)}, window.Milliseconds()).Int64()
+	if err != nil {
+		l.failed(err)
+		return false, fmt.Errorf("forbid: %w: %w", ErrUnavailable, err)
 	}
 	return n == 1, nil
 }

@@ -211,3 +211,47 @@ func TestClaimRetriedBySameRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestForbidThenClaim: an 0420 that came before its request marks it
+// (Forbid); the request's Claim is first, refused with
+// routing.ErrReversedBeforeReceived, charging and counting nothing; its
+// outcome then answers a retransmission, and the record stays reversed. A
+// request the window holds is not marked.
+func TestForbidThenClaim(t *testing.T) {
+	ctx := context.Background()
+	for _, split := range []bool{false, true} {
+		l, m := newTestLimiter(t, Config{CardOpsPerDay: 5, TerminalRPS: 1000, TerminalBurst: 1000, AcquirerRPS: 1000, AcquirerBurst: 1000})
+		l.split = split
+		r := windowed("f1", "000001")
+		id := routing.WindowIDOf(r)
+		if ok, err := l.Forbid(ctx, id, testWindow); err != nil || !ok {
+			t.Fatalf("split=%v: Forbid of an unknown request = %v, %v; want true", split, ok, err)
+		}
+		if ok, _ := l.Forbid(ctx, id, testWindow); ok {
+			t.Errorf("split=%v: Forbid of a marked request = true, want false", split)
+		}
+		if rec, found, err := l.Lookup(ctx, id); err != nil || !found || !rec.Reversed || rec.Done {
+			t.Errorf("split=%v: Lookup of the mark = %+v, %v, %v; want found, reversed, not done", split, rec, found, err)
+		}
+		c := claim(t, l, r)
+		if !c.First || c.Decision.Allowed || !errors.Is(c.Decision.Refusal, routing.ErrReversedBeforeReceived) {
+			t.Fatalf("split=%v: Claim of the marked request = %+v, want first, refused ErrReversedBeforeReceived", split, c)
+		}
+		if got, _ := m.Get("pg:{c:f1}:ops:20260314"); got != "" {
+			t.Errorf("split=%v: operations counted = %q, want none for a refused request", split, got)
+		}
+		refusal := routing.Outcome{Code: "94", Outcome: routing.OutcomeRejected, Reason: "reversed_before_received", EventID: "ev-r"}
+		finish(t, l, r, routing.WindowEntry{Outcome: refusal, LimitCode: "94"})
+		if c := claim(t, l, windowed("f1", "000001")); c.First || c.Previous != refusal {
+			t.Errorf("split=%v: retransmission's Claim = %+v, want the refusal", split, c)
+		}
+		if claimed, err := l.ClaimReversal(ctx, id); err != nil || claimed {
+			t.Errorf("split=%v: ClaimReversal of the refused request = %v, %v; want false, it is reversed", split, claimed, err)
+		}
+		held := windowed("f1", "000002")
+		claim(t, l, held)
+		if ok, _ := l.Forbid(ctx, routing.WindowIDOf(held), testWindow); ok {
+			t.Errorf("split=%v: Forbid of a request in flight = true, want false", split)
+		}
+	}
+}
