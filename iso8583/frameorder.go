@@ -74,6 +74,19 @@ func FramePassed(ctx context.Context) {
 	}
 }
 
+// EarlierFramesPending reports whether a frame its connection read before the
+// frame ctx belongs to has not passed yet. Outside a frame's context it
+// reports false.
+func EarlierFramesPending(ctx context.Context) bool {
+	t, ok := ctx.Value(frameTurnKey{}).(*frameTurn)
+	if !ok {
+		return false
+	}
+	t.o.mu.Lock()
+	defer t.o.mu.Unlock()
+	return t.o.low < t.seq
+}
+
 // WaitEarlierFrames waits until every frame its connection read before the
 // frame ctx belongs to has passed (FramePassed, or its ServeFrame returned),
 // or until ctx ends (ctx.Err()). Outside a frame's context it returns nil at

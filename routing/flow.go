@@ -521,15 +521,26 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	} else if req.OldBlock != nil || req.NewBlock != nil {
 		t := f.deps.Now()
 		hctx, span := f.tracer.Start(ctx, "pingate.hsm.translate")
-		var tr pinblock.Translator
-		tr, err = f.translator(hctx, st, pinblock.Route{
-			From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: blockFormat(req.Format, acq.PINAlgorithm),
-			To: pinblock.KeyRef{ID: is.Key}, ToFormat: is.pinFormat(),
-		})
-		if err == nil {
-			ireq.OldBlock, ireq.NewBlock, err = tr.TranslatePair(hctx, ireq.pins[:0], pinblock.PairBlocks{
-				PAN: req.PAN, Old: req.OldBlock, New: req.NewBlock, CheckNewPIN: req.NewBlock != nil,
+		translate := func() error {
+			tr, err := f.translator(hctx, st, pinblock.Route{
+				From: pinblock.KeyRef{ID: req.AcquirerKey}, FromFormat: blockFormat(req.Format, acq.PINAlgorithm),
+				To: pinblock.KeyRef{ID: is.Key}, ToFormat: is.pinFormat(),
 			})
+			if err == nil {
+				ireq.OldBlock, ireq.NewBlock, err = tr.TranslatePair(hctx, ireq.pins[:0], pinblock.PairBlocks{
+					PAN: req.PAN, Old: req.OldBlock, New: req.NewBlock, CheckNewPIN: req.NewBlock != nil,
+				})
+			}
+			return err
+		}
+		err = translate()
+		if (errors.Is(err, pinblock.ErrInvalidPINBlock) || errors.Is(err, pinblock.ErrInvalidPIN)) && iso8583.EarlierFramesPending(ctx) {
+			// A key change read before this request on its connection may
+			// not be in force yet (frames are handled concurrently): the
+			// blocks are tried again once the frames before it have passed.
+			if iso8583.WaitEarlierFrames(ctx) == nil {
+				err = translate()
+			}
 		}
 		span.End()
 		f.m.stage(ctx, "hsm", t, f.deps.Now())

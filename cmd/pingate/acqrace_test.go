@@ -424,3 +424,42 @@ func TestReloadAmongChangesAndReversals(t *testing.T) {
 		wantEvents(t, evs, fmt.Sprintf("RLD%05d", k), want...)
 	}
 }
+
+// TestChangesUnderTheNewKeyBehindTheKeyChange: an ATM network writes its
+// online key change and, in the same write, PIN changes already under the
+// new key. Frames are handled concurrently, so a change may be translated
+// before the key change is in force; such a change is tried again once the
+// frames before it have passed, instead of being refused 30: every change
+// is approved and recorded.
+func TestChangesUnderTheNewKeyBehindTheKeyChange(t *testing.T) {
+	k := newATMStoreKeys(t, t.TempDir())
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.Security = k.ks.sec
+		atmStoreAcquirer(c, false)
+	})
+	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := dialRaw(t, g.AcquirerAddr())
+	pop := opsPopulation(g.Config().IssuerSim)
+	const n = 6
+	frames := []*iso8583.Fields{{MTI: iso8583.MTINetworkRequest, NetworkCode: iso8583.NMIKeyChange,
+		AcquirerID: gateway.DevATMAcquirer, STAN: "949999", TransmissionTime: "1207235959",
+		SecurityControl: iso8583.SecurityControl{Format: 0, KeyIndex: 1}.String(), KeyExchange: wrapTR31(t, zmk, k.v2)}}
+	for i := range n {
+		f := opsFieldsUnder(t, pop.Card(7880+i), fmt.Sprintf("RNK%05d", i), k.v2)
+		f.STAN, f.TransmissionTime, f.LocalTime, f.LocalDate = fmt.Sprintf("%06d", 940000+i), "1207235959", "235959", "1207"
+		frames = append(frames, f)
+	}
+	writeFrames(t, raw.nc, frames...)
+	want := []string{"0810 00"}
+	for range n {
+		want = append(want, "0110 00")
+	}
+	wantAnswers(t, raw, "changes under the new key behind the key change", want...)
+	evs := terminalEvents(t, g)
+	for i := range n {
+		wantEvents(t, evs, fmt.Sprintf("RNK%05d", i), "approved/approved/00")
+	}
+}
