@@ -211,16 +211,7 @@ func TestSameChangeOnTwoConnectionsAtOnce(t *testing.T) {
 // version is kept for the grace window) and is approved and recorded, and
 // one under the new version is too.
 func TestKeyChangeAmongChangesUnderTheOldKey(t *testing.T) {
-	k := newATMStoreKeys(t, t.TempDir())
-	g := opsGateway(t, func(c *gateway.Config) {
-		c.Security = k.ks.sec
-		atmStoreAcquirer(c, false)
-		c.IssuerSim.Latency = 50 * time.Millisecond
-	})
-	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, k, zmk := keyStoreGateway(t, 50*time.Millisecond)
 	raw := dialRaw(t, g.AcquirerAddr())
 	pop := opsPopulation(g.Config().IssuerSim)
 	const n = 6
@@ -432,15 +423,7 @@ func TestReloadAmongChangesAndReversals(t *testing.T) {
 // frames before it have passed, instead of being refused 30: every change
 // is approved and recorded.
 func TestChangesUnderTheNewKeyBehindTheKeyChange(t *testing.T) {
-	k := newATMStoreKeys(t, t.TempDir())
-	g := opsGateway(t, func(c *gateway.Config) {
-		c.Security = k.ks.sec
-		atmStoreAcquirer(c, false)
-	})
-	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, k, zmk := keyStoreGateway(t, 0)
 	raw := dialRaw(t, g.AcquirerAddr())
 	pop := opsPopulation(g.Config().IssuerSim)
 	const n = 6
@@ -462,4 +445,22 @@ func TestChangesUnderTheNewKeyBehindTheKeyChange(t *testing.T) {
 	for i := range n {
 		wantEvents(t, evs, fmt.Sprintf("RNK%05d", i), "approved/approved/00")
 	}
+}
+
+// keyStoreGateway is a gateway whose ATM network's zone PIN key is in a key
+// store (version 1 in force, k.v2 its next), with the issuer simulator's
+// latency, and the network's ZMK to wrap a key change under.
+func keyStoreGateway(t *testing.T, latency time.Duration) (*gateway.Gateway, atmStoreKeys, pinblock.Key) {
+	t.Helper()
+	k := newATMStoreKeys(t, t.TempDir())
+	g := opsGateway(t, func(c *gateway.Config) {
+		c.Security = k.ks.sec
+		atmStoreAcquirer(c, false)
+		c.IssuerSim.Latency = latency
+	})
+	zmk, err := pinblock.NewKey("zmk-atm-store", pinblock.UsageZMK, pinblock.TDES, 1, k.zmk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, k, zmk
 }
