@@ -324,6 +324,12 @@ func TestRealRedisReplicaAcks(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(err), "0 of 1 replicas") {
 		t.Errorf("error %q does not say how many replicas acknowledged", err)
 	}
+	// An 0420's mark of a request not yet received is held to the same.
+	marked, err := l.Forbid(context.Background(), routing.WindowID{CardToken: "acks-f", Acquirer: "acq1", Terminal: "T1",
+		STAN: "000002", Transmit: "1203070000"}, time.Minute)
+	if !errors.Is(err, redislimit.ErrUnavailable) || marked || !strings.Contains(fmt.Sprint(err), "0 of 1 replicas") {
+		t.Errorf("Forbid without a replica = %v, %v; want ErrUnavailable naming 0 of 1 replicas", marked, err)
+	}
 	// The refused claim spent nothing and holds nothing in flight. (Allow's
 	// card, which no window guards, may have been counted twice and
 	// refunded once, should the client have retried the script after a

@@ -270,14 +270,19 @@ return {now_ms, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7], rec[8], 
 // is s = 'x', reversal claimed; the request's claim takes it over
 // (verdictReversedFirst).
 //
-//	KEYS[1] window record  ARGV[1] window, ms
+//	KEYS[1] window record  ARGV[1] window, ms  ARGV[2] the mark's token
 //
-// Returns 1 when marked, 0 when the window holds the request.
+// Returns 1 when marked (also when this token's mark is there: the client
+// sent the script again), 0 when the window holds the request.
 var forbidScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  local rec = redis.call('HMGET', KEYS[1], 's', 'fid')
+  if rec[1] == 'x' and rec[2] == ARGV[2] then
+    return 1
+  end
   return 0
 end
-redis.call('HSET', KEYS[1], 's', 'x', 'rvd', '1')
+redis.call('HSET', KEYS[1], 's', 'x', 'rvd', '1', 'fid', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `)

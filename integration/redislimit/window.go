@@ -2,9 +2,12 @@ package redislimit
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"pingate/routing"
 )
@@ -158,9 +161,23 @@ func (l *Limiter) ClaimReversal(ctx context.Context, id routing.WindowID) (bool,
 // Forbid implements routing.WindowReversals: id, which the window does not
 // hold, is marked reversed for window; its request's Claim is then First with
 // the refusal routing.ErrReversedBeforeReceived, on any instance. It reports
-// false when the window holds id. Errors wrap ErrUnavailable.
+// false when the window holds id. On a single Redis with Config.ReplicaAcks
+// the mark is acknowledged by that many replicas, as a claim is, or it is an
+// error. Errors wrap ErrUnavailable.
 func (l *Limiter) Forbid(ctx context.Context, id routing.WindowID, window time.Duration) (bool, error) {
-	n, err := forbidScript.Run(ctx, l.rdb, []string{l.windowKey(id)}, window.Milliseconds()).Int64()
+	// The mark's own token: a script the client sends again (its answer
+	// was slow) finds its own mark, not another's.
+	c := &call{script: forbidScript, keys: []string{l.windowKey(id)}, args: []any{window.Milliseconds(), rand.Text()}}
+	var w *redis.Cmd
+	if l.split {
+		c.cmd = forbidScript.Run(ctx, l.rdb, c.keys, c.args...)
+	} else {
+		c, w = l.batch.do(ctx, c, l.cfg.ReplicaAcks > 0)
+	}
+	n, err := c.cmd.Int64()
+	if err == nil && n == 1 {
+		err = l.replicated(w)
+	}
 	if err != nil {
 		l.failed(err)
 		return false, fmt.Errorf("forbid: %w: %w", ErrUnavailable, err)
