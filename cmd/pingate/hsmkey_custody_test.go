@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"pingate/integration/payshield/hsmsim"
+)
+
+// hsmComponentFile writes the clear component hexComponent enciphered under
+// the simulator's test LMK as a ZMK component (key type 000), as the HSM's
+// console encrypts a custodian's component, to a file in dir, and returns
+// "@FILE" and the component's KCV.
+func hsmComponentFile(t *testing.T, dir, name, hexComponent string) (ref, kcv string) {
+	t.Helper()
+	raw, err := hex.DecodeString(hexComponent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsmsim.EncipherUnderTestLMK("000", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return "@" + p, tdesKCV(t, hexComponent)
+}
+
+// TestHSMKeyCombineRefusesRepeatedComponents: `pingate hsm-key combine`
+// refuses a component entered twice, as `pingate key combine` does
+// (docs/key-custody.md: repeated components would leave the key known to
+// fewer custodians than entered it). The HSM's A4 XORs whatever it is
+// given: two equal components form the all-zero key, which it would store
+// and the custody log would record as a two-custodian ceremony. Nothing is
+// written to the key file or the custody log.
+func TestHSMKeyCombineRefusesRepeatedComponents(t *testing.T) {
+	dir, cfgFile, keyFile, custody := hsmKeySetup(t)
+	// Components of the openemv/tr31 payShield 10k ZMK (KCV 5C9405).
+	c1, k1 := hsmComponentFile(t, dir, "c1", "0123456789ABCDEFFEDCBA9876543210")
+	c1again, _ := hsmComponentFile(t, dir, "c1-again", "0123456789ABCDEFFEDCBA9876543210")
+	c2, k2 := hsmComponentFile(t, dir, "c2", "5D974F23C7294543318A807C7F34C1AE")
+	tests := []struct {
+		name string
+		give []string
+		want string
+	}{
+		{"component 1 twice", []string{"--component", c1, "--kcv", k1, "--component", c1again, "--kcv", k1}, "components 1 and 2 are identical"},
+		{"component 1 as the third", []string{"--component", c1, "--kcv", k1, "--component", c2, "--kcv", k2, "--component", c1again, "--kcv", k1}, "components 1 and 3 are identical"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"hsm-key", "combine", "--config", cfgFile, "--id", "zmk-x", "--who", "alice,bob", "--why", "ZMK ceremony"}, tt.give...), &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("%s: hsm-key combine = exit %d, %q, %q; want exit 1 and %q", tt.name, code, out.String(), errOut.String(), tt.want)
+		}
+	}
+	if kf, err := os.ReadFile(keyFile); err == nil && strings.Contains(string(kf), "zmk-x") {
+		t.Errorf("the refused ceremony's key is in the key file:\n%s", kf)
+	}
+	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
+		t.Errorf("the refused ceremony is in the custody log:\n%s", b)
+	}
+	// The two distinct components still form the key.
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"hsm-key", "combine", "--config", cfgFile, "--id", "zmk-x", "--who", "alice,bob", "--why", "ZMK ceremony",
+		"--component", c1, "--kcv", k1, "--component", c2, "--kcv", k2}, &out, &errOut); code != 0 || !strings.Contains(out.String(), fmt.Sprintf("zmk-x v1 ZMK kcv=%s", "5C9405")) {
+		t.Errorf("hsm-key combine of two components = exit %d, %q, %q; want zmk-x v1 ZMK kcv=5C9405", code, out.String(), errOut.String())
+	}
+}
