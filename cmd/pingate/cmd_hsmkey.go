@@ -255,8 +255,19 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		if err != nil {
 			return err
 		}
-		_, err = l.Append(keystore.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
-			Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs})
+		recs := []keystore.CustodyRecord{{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
+			Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs}}
+		if sub == "generate" && *exportUnder != "" {
+			// The key also left under the ZMK, to the other zone: a
+			// handover of its own, as `pingate key export-tr31` records it.
+			recs = append(recs, keystore.CustodyRecord{Who: *who, Why: *why, Action: keystore.ActionExport, KeyID: info.ID,
+				Usage: info.Usage, Version: info.Version, KCV: info.KCV, Under: *exportUnder})
+		}
+		for _, r := range recs {
+			if _, err = l.Append(r); err != nil {
+				break
+			}
+		}
 		if cerr := l.Close(); err == nil {
 			err = cerr
 		}

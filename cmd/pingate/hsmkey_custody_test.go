@@ -75,3 +75,27 @@ func TestHSMKeyCombineRefusesRepeatedComponents(t *testing.T) {
 		t.Errorf("hsm-key combine of two components = exit %d, %q, %q; want zmk-x v1 ZMK kcv=5C9405", code, out.String(), errOut.String())
 	}
 }
+
+// TestHSMKeyGenerateExportRecorded: `pingate hsm-key generate
+// --export-under ZMK` hands the new key out under the ZMK, to the other
+// zone; the custody log records that handover as `pingate key export-tr31`
+// does (an export record under the ZMK's id, docs/key-custody.md), after
+// the generate record, with the same key id, version and KCV, and never the
+// key under the ZMK it printed.
+func TestHSMKeyGenerateExportRecorded(t *testing.T) {
+	_, cfgFile, _, custody := hsmKeySetup(t)
+	hk := hsmKeyRunner(t, cfgFile)
+	under, kcv := hsmKeyGenerateExported(t, hk)
+	b, err := os.ReadFile(custody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.ToUpper(string(b)), strings.ToUpper(under)) {
+		t.Error("the custody log holds the key under the ZMK")
+	}
+	lines, last := lastCustodyRecord(t, custody)
+	if lines != 3 || last.Action != "export" || last.KeyID != "zpk-b" || last.Version != 1 || last.KCV != kcv ||
+		last.Under != "zmk-a" || last.Who != "custodian-1" || last.Why != "new zone key" {
+		t.Errorf("custody log: %d records, last %+v; want 3, the last an export of zpk-b v1 (KCV %s) under zmk-a by custodian-1", lines, last, kcv)
+	}
+}
