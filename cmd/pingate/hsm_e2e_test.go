@@ -239,7 +239,7 @@ security:
     header_length: 4
     connections: 4
     timeout: 500ms
-    key_file: /etc/pingate/hsm-keys.json
+    key_file: `+write("hsm-keys.json", "[]\n")+`
     key_block_lmk: true
     lmk_id: "01"
 `+routingYAML)

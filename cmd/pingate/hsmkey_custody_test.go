@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"pingate/integration/payshield/hsmsim"
 )
@@ -98,4 +99,69 @@ func TestHSMKeyGenerateExportRecorded(t *testing.T) {
 		last.Under != "zmk-a" || last.Who != "custodian-1" || last.Why != "new zone key" {
 		t.Errorf("custody log: %d records, last %+v; want 3, the last an export of zpk-b v1 (KCV %s) under zmk-a by custodian-1", lines, last, kcv)
 	}
+}
+
+// TestCheckConfigReadsPayShieldKeyFile: with security.module payshield,
+// check-config reads security.payshield.key_file as serve does at start-up,
+// so a missing or malformed key file is named by check-config (exit 1)
+// rather than found when the gateway refuses to start; a good key file
+// passes.
+func TestCheckConfigReadsPayShieldKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(keyFile string) string {
+		p := filepath.Join(dir, "pingate.yaml")
+		body := fmt.Sprintf(`
+security:
+  module: payshield
+  payshield:
+    hosts: ["127.0.0.1:1500"]
+    key_file: %s
+routing:
+  institution: "999001"
+`, keyFile)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missing := filepath.Join(dir, "hsm-keys.json")
+	tests := []struct {
+		name, keyFile, want string
+	}{
+		{"missing", missing, "security.payshield.key_file: open " + missing},
+		{"not JSON", write("garbled.json", "U0123\n"), "security.payshield.key_file: not a JSON array of keys"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"check-config", cfg(tt.keyFile)}, &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("check-config with a %s key file = exit %d, %q, %q; want exit 1 and %q", tt.name, code, out.String(), errOut.String(), tt.want)
+		}
+		_, serveErr, serveCode := runServeOnce(t, cfg(tt.keyFile))
+		if serveCode == 0 || !strings.Contains(serveErr, tt.want) {
+			t.Errorf("serve with a %s key file = exit %d, %q; want the refusal check-config gives, %q", tt.name, serveCode, serveErr, tt.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", cfg(write("good.json", "[]\n"))}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != "ok" {
+		t.Errorf("check-config with a good key file = exit %d, %q, %q; want ok", code, out.String(), errOut.String())
+	}
+}
+
+// runServeOnce runs `pingate serve --config cfg` on loopback ports, for a
+// configuration serve refuses at start-up; one that starts is stopped.
+func runServeOnce(t *testing.T, cfg string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var o, e bytes.Buffer
+	code = run(ctx, []string{"serve", "--config", cfg, "--acquirer-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, &o, &e)
+	return o.String(), e.String(), code
 }

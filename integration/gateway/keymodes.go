@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
@@ -97,6 +98,20 @@ func storeModes(stored []keystore.StoredKey, grace time.Duration, now time.Time)
 		}
 		return out
 	}
+}
+
+// CheckPayShieldKeyFile is, for pingate check-config, the start-up's
+// loading of the payShield key file with module payshield: a key file that
+// is missing, unreadable or not a key file is refused here as serve refuses
+// it, rather than found when the gateway starts. Without module payshield
+// or without a key file it does nothing.
+func CheckPayShieldKeyFile(cfg Config) error {
+	sec := cfg.WithDefaults().Security
+	if sec.Module != "payshield" || sec.PayShield.KeyFile == "" {
+		return nil
+	}
+	_, err := PayShieldKeys(sec, slog.New(slog.DiscardHandler))
+	return err
 }
 
 // CheckKeyModes is checkKeyModes for pingate check-config: with a software
