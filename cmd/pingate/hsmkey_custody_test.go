@@ -165,3 +165,44 @@ func runServeOnce(t *testing.T, cfg string) (stdout, stderr string, code int) {
 	code = run(ctx, []string{"serve", "--config", cfg, "--acquirer-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, &o, &e)
 	return o.String(), e.String(), code
 }
+
+// TestCheckConfigNamesEveryPayShieldProblem: check-config names every bad
+// security.payshield value at once (configuration.md: "names every problem
+// at once"), each on its own, not only the first the client finds.
+func TestCheckConfigNamesEveryPayShieldProblem(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pingate.yaml")
+	if err := os.WriteFile(p, []byte(`
+security:
+  module: payshield
+  dev_keys: true
+  payshield:
+    hosts: ["hsm-1.bank.example"]
+    header_length: 40
+    connections: 65
+    timeout: -1s
+    lmk_id: "1"
+routing:
+  institution: "999001"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"check-config", p}, &out, &errOut)
+	if code != 1 {
+		t.Fatalf("check-config = exit %d, %q; want 1", code, errOut.String())
+	}
+	for _, want := range []string{
+		`security.payshield: payshield: host "hsm-1.bank.example" is not host:port`,
+		"security.payshield: payshield: header length 40 is not 0-32",
+		"security.payshield: payshield: connections 65 is not 1-64",
+		"security.payshield: payshield: timeout -1s is negative",
+		`security.payshield: payshield: LMK identifier "1" is not 2 digits`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("check-config does not name %q; it said %q", want, errOut.String())
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(errOut.String()), "\n"); n != 0 {
+		t.Errorf("check-config's refusal spans %d lines, want one: %q", n+1, errOut.String())
+	}
+}
