@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,5 +205,77 @@ routing:
 	}
 	if n := strings.Count(strings.TrimSpace(errOut.String()), "\n"); n != 0 {
 		t.Errorf("check-config's refusal spans %d lines, want one: %q", n+1, errOut.String())
+	}
+}
+
+// TestHSMKeyUnansweringHSM: an HSM that takes the connection but never
+// answers gives each hsm-key ceremony a clear error within
+// security.payshield.timeout — naming the command and the HSM, and for a
+// key generation that the HSM may have acted — not a hang, and not a bare
+// "context deadline exceeded". Nothing is written to the key file or the
+// custody log.
+func TestHSMKeyUnansweringHSM(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		close(held)
+		for c := range held {
+			c.Close()
+		}
+	})
+	dir := t.TempDir()
+	keyFile, custody, cfgFile := filepath.Join(dir, "hsm-keys.json"), filepath.Join(dir, "custody.log"), filepath.Join(dir, "pingate.yaml")
+	tok, err := hsmsim.EncipherUnderTestLMK("001", []byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := fmt.Sprintf(`[{"id":"zpk-a","version":1,"usage":"ZPK","algorithm":"tdes","length":16,"token":%q,"kcv":"08D7B4"}]`, tok)
+	if err := os.WriteFile(keyFile, []byte(keys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("security:\n  module: payshield\n  custody_log: %s\n  payshield:\n    hosts: [%q]\n    timeout: 300ms\n    key_file: %s\n", custody, ln.Addr().String(), keyFile)
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		give []string
+		want string
+	}{
+		{[]string{"kcv", "--id", "zpk-a"}, "BU to hsm " + ln.Addr().String() + ": no answer in time"},
+		{[]string{"generate", "--id", "zpk-b", "--usage", "ZPK", "--who", "alice", "--why", "new ZPK"},
+			"A0 to hsm " + ln.Addr().String() + ": no answer in time (not retried: it may have acted)"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		start := time.Now()
+		code := run(context.Background(), append([]string{"hsm-key", tt.give[0], "--config", cfgFile}, tt.give[1:]...), &out, &errOut)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("hsm-key %v took %s against an HSM that does not answer, want about the 300ms timeout", tt.give, took)
+		}
+		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("hsm-key %v = exit %d, %q, %q; want exit 1 and %q", tt.give, code, out.String(), errOut.String(), tt.want)
+		}
+	}
+	if b, _ := os.ReadFile(keyFile); string(b) != keys {
+		t.Errorf("the key file changed:\n%s", b)
+	}
+	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
+		t.Errorf("the custody log has records:\n%s", b)
 	}
 }

@@ -303,7 +303,17 @@ func (c *Client) doN(ctx context.Context, code string, fields, resp [][]byte, re
 			return first
 		}
 		if ctx.Err() != nil {
-			return err
+			// The caller's time ran out: name the HSM and the command,
+			// and whether it may have acted (the error still wraps the
+			// context's).
+			what := "no answer in time"
+			if errors.Is(ctx.Err(), context.Canceled) {
+				what = "canceled before the answer"
+			}
+			if !retry {
+				what += " (not retried: it may have acted)"
+			}
+			return fmt.Errorf("%s to hsm %s: %s: %w", code, h.addr, what, err)
 		}
 		lastErr = err
 		if h.healthy.Swap(false) {
