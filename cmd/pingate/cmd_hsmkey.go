@@ -223,6 +223,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		if (*under == "") == (o.block == "") {
 			return fmt.Errorf("%w: give one of --key-under-zmk and --key-block", errUsage)
 		}
+		if *zmk == "" || *kcv == "" {
+			return fmt.Errorf("%w: --zmk and --kcv are required", errUsage)
+		}
 		enc, herr := hex.DecodeString(*under)
 		if herr != nil {
 			return fmt.Errorf("%w: --key-under-zmk is not hexadecimal", errUsage)

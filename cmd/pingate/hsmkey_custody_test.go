@@ -279,3 +279,27 @@ func TestHSMKeyUnansweringHSM(t *testing.T) {
 		t.Errorf("the custody log has records:\n%s", b)
 	}
 }
+
+// TestHSMKeyImportUsage: hsm-key import without --zmk or --kcv is a usage
+// error (exit 2) naming the flags, not "unknown key: " (the empty ZMK id)
+// or a check value mismatch; and the top-level help lists every hsm-key
+// ceremony, combine included.
+func TestHSMKeyImportUsage(t *testing.T) {
+	_, cfgFile, _, custody := hsmKeySetup(t)
+	base := []string{"hsm-key", "import", "--config", cfgFile, "--id", "zpk-a", "--usage", "ZPK", "--key-under-zmk", "0123456789ABCDEFFEDCBA9876543210", "--who", "alice", "--why", "ZPK"}
+	for _, give := range [][]string{{"--kcv", "08D7B4"}, {"--zmk", "zmk-a"}} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append(append([]string{}, base...), give...), &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "--zmk and --kcv are required") {
+			t.Errorf("hsm-key import %v = exit %d, %q; want exit 2 and %q", give, code, errOut.String(), "--zmk and --kcv are required")
+		}
+	}
+	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
+		t.Errorf("the custody log has records:\n%s", b)
+	}
+	var out bytes.Buffer
+	run(context.Background(), []string{"--help"}, &out, &out)
+	if !strings.Contains(strings.Join(strings.Fields(out.String()), " "), "generate, import, combine, kcv, list") {
+		t.Errorf("pingate --help does not list hsm-key combine:\n%s", out.String())
+	}
+}
