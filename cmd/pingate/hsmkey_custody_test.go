@@ -303,3 +303,34 @@ func TestHSMKeyImportUsage(t *testing.T) {
 		t.Errorf("pingate --help does not list hsm-key combine:\n%s", out.String())
 	}
 }
+
+// TestHSMKeyCombineParity: a component without odd parity (its check value
+// right, since DES ignores the parity bits) is refused by the HSM's A4
+// (error 10 for the first component, 11 for another); hsm-key combine says
+// so in the ceremony's terms, and nothing is written.
+func TestHSMKeyCombineParity(t *testing.T) {
+	dir, cfgFile, keyFile, custody := hsmKeySetup(t)
+	c1, k1 := hsmComponentFile(t, dir, "c1", "0123456789ABCDEFFEDCBA9876543210")
+	// 5D974F23C7294543318A807C7F34C1AE with every parity bit flipped.
+	even, kEven := hsmComponentFile(t, dir, "even", "5C964E22C6284442308B817D7E35C0AF")
+	tests := []struct {
+		give []string
+		want string
+	}{
+		{[]string{"--component", c1, "--kcv", k1, "--component", even, "--kcv", kEven}, "a component after the first does not have odd parity"},
+		{[]string{"--component", even, "--kcv", kEven, "--component", c1, "--kcv", k1}, "component 1 does not have odd parity"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"hsm-key", "combine", "--config", cfgFile, "--id", "zmk-x", "--who", "alice,bob", "--why", "ZMK ceremony"}, tt.give...), &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("hsm-key combine %v = exit %d, %q; want exit 1 and %q", tt.give, code, errOut.String(), tt.want)
+		}
+	}
+	if kf, err := os.ReadFile(keyFile); err == nil && strings.Contains(string(kf), "zmk-x") {
+		t.Errorf("the refused ceremony's key is in the key file:\n%s", kf)
+	}
+	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
+		t.Errorf("the refused ceremony is in the custody log:\n%s", b)
+	}
+}

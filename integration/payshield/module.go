@@ -736,6 +736,16 @@ func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo
 	}
 	tok, kcv, err := m.c.formKey(ctx, typ, sc, comps)
 	if err != nil {
+		// A4's parity errors are the ceremony's input: say which
+		// component, as far as the code tells (10 the first, 11 another).
+		var he *Error
+		if errors.As(err, &he) && (he.Code == "10" || he.Code == "11") {
+			which := "component 1"
+			if he.Code == "11" {
+				which = "a component after the first"
+			}
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %s does not have odd parity (a TDES component has odd parity in every byte): %w", req.ID, which, err)
+		}
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
 	}
 	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: pinblock.TDES, Length: length, Token: tok, KCV: kcv}, req.Rotate)
