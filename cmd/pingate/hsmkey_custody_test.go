@@ -182,6 +182,7 @@ security:
     connections: 65
     timeout: -1s
     lmk_id: "1"
+    no_header: true
 routing:
   institution: "999001"
 `), 0o600); err != nil {
@@ -198,6 +199,7 @@ routing:
 		"security.payshield: payshield: connections 65 is not 1-64",
 		"security.payshield: payshield: timeout -1s is negative",
 		`security.payshield: payshield: LMK identifier "1" is not 2 digits`,
+		"security.payshield: no_header with header_length 40",
 	} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("check-config does not name %q; it said %q", want, errOut.String())

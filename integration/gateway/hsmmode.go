@@ -101,6 +101,9 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 			bad("security.payshield: %v", e)
 		}
 	}
+	if p.NoHeader && p.HeaderLen != 0 {
+		bad("security.payshield: no_header with header_length %d: no_header means a header of length 0; give one of them", p.HeaderLen)
+	}
 	if p.HealthInterval < 0 {
 		bad("security.payshield.health_interval %s: must not be negative", p.HealthInterval)
 	}
