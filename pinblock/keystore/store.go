@@ -51,6 +51,10 @@ var (
 	// InitStore (pingate key init), and never over a custody log that
 	// already has records.
 	ErrNoStore = errors.New("no key store")
+	// ErrStoreExists: key init was asked to create a store where one is
+	// (a store file), or belongs (a custody log with records). Nothing
+	// about the existing store is wrong.
+	ErrStoreExists = errors.New("key store exists")
 	// ErrCustodyPending: a change was made and stored, with its custody
 	// records, but the records could not be appended to the log. They are
 	// kept in the store file (MAC-protected) and appended by the next change.
@@ -301,18 +305,18 @@ func openStore(cfg StoreConfig, checkLog bool) (*Store, error) {
 // exists, or when the custody log already holds anything: a log with
 // records belongs to a store that must be restored, not replaced. The new
 // store's first change is the log's seq 1. Errors: ErrInvalidKey for the
-// LMK, ErrStore.
+// LMK, ErrStoreExists, ErrStore (an existing store that does not verify).
 func InitStore(cfg StoreConfig) (*Store, error) {
 	s, err := OpenStore(cfg)
 	if err == nil {
 		s.Close()
-		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+		return nil, fmt.Errorf("%w: %s already exists: a store is created once (open it with the other key commands)", ErrStoreExists, cfg.Path)
 	}
 	if !errors.Is(err, ErrNoStore) {
 		return nil, err
 	}
 	if st, err := os.Stat(cfg.LogPath); err == nil && st.Size() > 0 {
-		return nil, fmt.Errorf("%w: custody log %s already has records: restore its key store from a backup; a new store is never started over an existing log", ErrStore, cfg.LogPath)
+		return nil, fmt.Errorf("%w: custody log %s already has records: restore its key store from a backup; a new store is never started over an existing log", ErrStoreExists, cfg.LogPath)
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
@@ -336,7 +340,7 @@ func InitStore(cfg StoreConfig) (*Store, error) {
 	}
 	defer unlock()
 	if _, err := os.Stat(cfg.Path); !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+		return nil, fmt.Errorf("%w: %s already exists: a store is created once (open it with the other key commands)", ErrStoreExists, cfg.Path)
 	}
 	log, _, err := openCustodyLogTolerant(cfg.LogPath, nil)
 	if err != nil {
