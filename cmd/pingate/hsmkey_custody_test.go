@@ -104,8 +104,9 @@ func TestHSMKeyGenerateExportRecorded(t *testing.T) {
 
 // TestCheckConfigReadsPayShieldKeyFile: with security.module payshield,
 // check-config reads security.payshield.key_file as serve does at start-up,
-// so a missing or malformed key file is named by check-config (exit 1)
-// rather than found when the gateway refuses to start; a good key file
+// so a missing or malformed key file, or an entry the module could not use
+// (no usage, a token that is not one, no KCV), is named by check-config
+// (exit 1), as serve refuses it, and never repeats a token; a good key file
 // passes.
 func TestCheckConfigReadsPayShieldKeyFile(t *testing.T) {
 	dir := t.TempDir()
@@ -117,9 +118,11 @@ security:
   payshield:
     hosts: ["127.0.0.1:1500"]
     key_file: %s
+events:
+  journal_dir: %s
 routing:
   institution: "999001"
-`, keyFile)
+`, keyFile, filepath.Join(dir, "journal"))
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -138,12 +141,21 @@ routing:
 	}{
 		{"missing", missing, "security.payshield.key_file: open " + missing},
 		{"not JSON", write("garbled.json", "U0123\n"), "security.payshield.key_file: not a JSON array of keys"},
+		{"usage-less", write("no-usage.json", `[{"id":"zpk-a","version":1,"algorithm":"tdes","length":16,"token":"U`+strings.Repeat("AB", 16)+`","kcv":"08D7B4"}]`),
+			`security.payshield.key_file: invalid key: key zpk-a v1: usage "": want ZMK, ZPK, TPK, PVK or TAK`},
+		{"token-less", write("bad-token.json", `[{"id":"zpk-a","version":1,"usage":"ZPK","algorithm":"tdes","length":16,"token":"U`+strings.Repeat("AB", 15)+`ZZ","kcv":"08D7B4"}]`),
+			"security.payshield.key_file: invalid key: key zpk-a v1: token is not a key under the LMK"},
+		{"KCV-less", write("no-kcv.json", `[{"id":"zpk-a","version":1,"usage":"ZPK","algorithm":"tdes","length":16,"token":"U`+strings.Repeat("AB", 16)+`"}]`),
+			`security.payshield.key_file: invalid key: key zpk-a v1: kcv "": want the key's check value`},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), []string{"check-config", cfg(tt.keyFile)}, &out, &errOut)
 		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
 			t.Errorf("check-config with a %s key file = exit %d, %q, %q; want exit 1 and %q", tt.name, code, out.String(), errOut.String(), tt.want)
+		}
+		if strings.Contains(errOut.String(), strings.Repeat("AB", 15)) {
+			t.Errorf("check-config repeats a token: %q", errOut.String())
 		}
 		_, serveErr, serveCode := runServeOnce(t, cfg(tt.keyFile))
 		if serveCode == 0 || !strings.Contains(serveErr, tt.want) {
