@@ -348,3 +348,48 @@ func TestHSMKeyCombineParity(t *testing.T) {
 		t.Errorf("the refused ceremony is in the custody log:\n%s", b)
 	}
 }
+
+// TestHSMKeyCeremonyNeedsItsCustodyLog: a ceremony whose record cannot be
+// written does not happen. Without security.custody_log, hsm-key
+// generate, import and combine are usage errors (exit 2) — --who and --why
+// would be recorded nowhere — and with a custody log that fails its check
+// (an altered record) the ceremony stops before the HSM makes a key: the
+// key file does not get one that no record accounts for.
+func TestHSMKeyCeremonyNeedsItsCustodyLog(t *testing.T) {
+	dir, cfgFile, keyFile, custody := hsmKeySetup(t)
+	hk := hsmKeyRunner(t, cfgFile)
+	hk("generate", "--id", "zmk-a", "--usage", "ZMK", "--who", "alice", "--why", "ceremony")
+	before, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noLog := filepath.Join(dir, "no-log.yaml")
+	if err := os.WriteFile(noLog, []byte(strings.Replace(string(cfg), "  custody_log: "+custody+"\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	generate := func(cfg, id string) (string, int) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"hsm-key", "generate", "--config", cfg, "--id", id, "--usage", "ZPK", "--who", "alice", "--why", "new ZPK"}, &out, &errOut)
+		return errOut.String(), code
+	}
+	if errOut, code := generate(noLog, "zpk-b"); code != 2 || !strings.Contains(errOut, "hsm-key generate needs security.custody_log") {
+		t.Errorf("hsm-key generate without security.custody_log = exit %d, %q; want exit 2 naming security.custody_log", code, errOut)
+	}
+	log, err := os.ReadFile(custody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(custody, bytes.Replace(log, []byte(`"who":"alice"`), []byte(`"who":"mallory"`), 1), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if errOut, code := generate(cfgFile, "zpk-c"); code != 1 || !strings.Contains(errOut, "seq 1") {
+		t.Errorf("hsm-key generate over an altered custody log = exit %d, %q; want exit 1 naming seq 1", code, errOut)
+	}
+	if after, _ := os.ReadFile(keyFile); !bytes.Equal(after, before) {
+		t.Errorf("a ceremony without its custody record changed the key file:\n%s", after)
+	}
+}
