@@ -194,6 +194,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if *who == "" || *why == "" {
 		return fmt.Errorf("%w: --who and --why are required (custody log)", errUsage)
 	}
+	if err := keystore.CheckCustodyText(*who, *why, *id, *zmk, *exportUnder); err != nil {
+		return fmt.Errorf("%w: --who, --why, --id, --zmk, --export-under: %w", errUsage, err)
+	}
 	if sec.CustodyLog == "" {
 		// --who and --why would be recorded nowhere: a ceremony without
 		// its custody record is a handover no one can account for.

@@ -393,3 +393,25 @@ func TestHSMKeyCeremonyNeedsItsCustodyLog(t *testing.T) {
 		t.Errorf("a ceremony without its custody record changed the key file:\n%s", after)
 	}
 }
+
+// TestHSMKeyRefusesUnrecordableWho: a --who or --why the custody log
+// cannot hold (a control character: a newline would forge a second line)
+// is refused (exit 2) before the HSM makes the key, as pingate key refuses
+// it before the store changes; the key file does not get a key no record
+// accounts for.
+func TestHSMKeyRefusesUnrecordableWho(t *testing.T) {
+	_, cfgFile, keyFile, custody := hsmKeySetup(t)
+	for _, give := range [][]string{{"--who", "alice\nbob", "--why", "new ZPK"}, {"--who", "alice", "--why", "new\x1bZPK"}} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"hsm-key", "generate", "--config", cfgFile, "--id", "zpk-b", "--usage", "ZPK"}, give...), &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "control characters") {
+			t.Errorf("hsm-key generate %q = exit %d, %q; want exit 2 and the refusal", give, code, errOut.String())
+		}
+	}
+	if kf, err := os.ReadFile(keyFile); err == nil && strings.Contains(string(kf), "zpk-b") {
+		t.Errorf("the key file holds a key without its custody record:\n%s", kf)
+	}
+	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
+		t.Errorf("the custody log has records:\n%s", b)
+	}
+}
