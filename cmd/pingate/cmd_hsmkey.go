@@ -209,9 +209,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		return err
 	}
 	defer l.Close()
-	u := pinblock.Usage(strings.ToUpper(*usage))
-	if !u.Valid() || u == pinblock.UsageLMK {
-		return fmt.Errorf("%w: --usage %q", errUsage, *usage)
+	u, err := parseUsage(*usage)
+	if err != nil {
+		return err
 	}
 	var (
 		info     pinblock.KeyInfo

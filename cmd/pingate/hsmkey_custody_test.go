@@ -296,7 +296,8 @@ func TestHSMKeyUnansweringHSM(t *testing.T) {
 
 // TestHSMKeyImportUsage: hsm-key import without --zmk or --kcv is a usage
 // error (exit 2) naming the flags, not "unknown key: " (the empty ZMK id)
-// or a check value mismatch; and the top-level help lists every hsm-key
+// or a check value mismatch; a missing or unknown --usage names the usages,
+// as pingate key does; and the top-level help lists every hsm-key
 // ceremony, combine included.
 func TestHSMKeyImportUsage(t *testing.T) {
 	_, cfgFile, _, custody := hsmKeySetup(t)
@@ -306,6 +307,13 @@ func TestHSMKeyImportUsage(t *testing.T) {
 		code := run(context.Background(), append(append([]string{}, base...), give...), &out, &errOut)
 		if code != 2 || !strings.Contains(errOut.String(), "--zmk and --kcv are required") {
 			t.Errorf("hsm-key import %v = exit %d, %q; want exit 2 and %q", give, code, errOut.String(), "--zmk and --kcv are required")
+		}
+	}
+	for _, give := range [][]string{{}, {"--usage", "LMK"}} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"hsm-key", "generate", "--config", cfgFile, "--id", "zpk-b", "--who", "alice", "--why", "ZPK"}, give...), &out, &errOut)
+		if want := "want ZMK, ZPK, TPK, TAK or PVK"; code != 2 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("hsm-key generate %v = exit %d, %q; want exit 2 and %q", give, code, errOut.String(), want)
 		}
 	}
 	if b, err := os.ReadFile(custody); err == nil && len(b) > 0 {
