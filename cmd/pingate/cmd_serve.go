@@ -234,7 +234,7 @@ func (c *checkConfigCmd) Run(env *cli.Env) error {
 	if err := gateway.CheckKeyModes(cfg); err != nil {
 		return err
 	}
-	if err := gateway.CheckPayShieldKeyFile(cfg); err != nil {
+	if err := gateway.CheckPayShieldFiles(cfg); err != nil {
 		return err
 	}
 	for _, w := range cfg.WithDefaults().ProductionWarnings() {

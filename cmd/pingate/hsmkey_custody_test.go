@@ -423,3 +423,37 @@ func TestHSMKeyRefusesUnrecordableWho(t *testing.T) {
 		t.Errorf("the custody log has records:\n%s", b)
 	}
 }
+
+// TestCheckConfigReadsPayShieldTLSFiles: check-config reads the HSMs' TLS
+// files as serve does at start-up, so a CA file that is missing or holds
+// no certificate is named by check-config (exit 1) as serve refuses it.
+func TestCheckConfigReadsPayShieldTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "hsm-keys.json")
+	if err := os.WriteFile(keyFile, []byte("[]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing-ca.pem")
+	for _, tt := range []struct{ caFile, want string }{
+		{missing, "security.payshield.tls.ca_file: open " + missing},
+		{notPEM, "security.payshield.tls.ca_file: no PEM certificate"},
+	} {
+		p := filepath.Join(dir, "pingate.yaml")
+		body := fmt.Sprintf("security:\n  module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: %s\n    tls:\n      ca_file: %s\nevents:\n  journal_dir: %s\nrouting:\n  institution: \"999001\"\n",
+			keyFile, tt.caFile, filepath.Join(dir, "journal"))
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"check-config", p}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("check-config with ca_file %s = exit %d, %q, %q; want exit 1 and %q", tt.caFile, code, out.String(), errOut.String(), tt.want)
+		}
+		if _, serveErr, code := runServeOnce(t, p); code == 0 || !strings.Contains(serveErr, tt.want) {
+			t.Errorf("serve with ca_file %s = exit %d, %q; want the refusal check-config gives, %q", tt.caFile, code, serveErr, tt.want)
+		}
+	}
+}

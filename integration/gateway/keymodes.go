@@ -100,18 +100,27 @@ func storeModes(stored []keystore.StoredKey, grace time.Duration, now time.Time)
 	}
 }
 
-// CheckPayShieldKeyFile is, for pingate check-config, the start-up's
-// loading of the payShield key file with module payshield: a key file that
-// is missing, unreadable or not a key file is refused here as serve refuses
-// it, rather than found when the gateway starts. Without module payshield
-// or without a key file it does nothing.
-func CheckPayShieldKeyFile(cfg Config) error {
+// CheckPayShieldFiles is, for pingate check-config, what the start-up
+// reads of module payshield's files: the key file, and the TLS CA,
+// certificate and key. One that is missing, unreadable or not what it
+// should be is refused here as serve refuses it, rather than found when
+// the gateway starts. Without module payshield it does nothing. Errors
+// name every file at fault.
+func CheckPayShieldFiles(cfg Config) error {
 	sec := cfg.WithDefaults().Security
-	if sec.Module != "payshield" || sec.PayShield.KeyFile == "" {
+	if sec.Module != "payshield" {
 		return nil
 	}
-	_, err := PayShieldKeys(sec, slog.New(slog.DiscardHandler))
-	return err
+	var errs []error
+	if sec.PayShield.KeyFile != "" {
+		if _, err := PayShieldKeys(sec, slog.New(slog.DiscardHandler)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := sec.PayShield.Client(slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // CheckKeyModes is checkKeyModes for pingate check-config: with a software
