@@ -194,6 +194,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if *who == "" || *why == "" {
 		return fmt.Errorf("%w: --who and --why are required (custody log)", errUsage)
 	}
+	if err := keystore.ValidKeyID(*id); err != nil {
+		return fmt.Errorf("%w: --id: %w", errUsage, err)
+	}
 	if err := keystore.CheckCustodyText(*who, *why, *id, *zmk, *exportUnder); err != nil {
 		return fmt.Errorf("%w: --who, --why, --id, --zmk, --export-under: %w", errUsage, err)
 	}

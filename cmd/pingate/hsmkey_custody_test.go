@@ -297,7 +297,7 @@ func TestHSMKeyUnansweringHSM(t *testing.T) {
 // TestHSMKeyImportUsage: hsm-key import without --zmk or --kcv is a usage
 // error (exit 2) naming the flags, not "unknown key: " (the empty ZMK id)
 // or a check value mismatch; a missing or unknown --usage names the usages,
-// as pingate key does; and the top-level help lists every hsm-key
+// and an --id pingate key would refuse is refused, as pingate key does; and the top-level help lists every hsm-key
 // ceremony, combine included.
 func TestHSMKeyImportUsage(t *testing.T) {
 	_, cfgFile, _, custody := hsmKeySetup(t)
@@ -307,6 +307,13 @@ func TestHSMKeyImportUsage(t *testing.T) {
 		code := run(context.Background(), append(append([]string{}, base...), give...), &out, &errOut)
 		if code != 2 || !strings.Contains(errOut.String(), "--zmk and --kcv are required") {
 			t.Errorf("hsm-key import %v = exit %d, %q; want exit 2 and %q", give, code, errOut.String(), "--zmk and --kcv are required")
+		}
+	}
+	for _, id := range []string{"zpk with space", strings.Repeat("z", 65)} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"hsm-key", "generate", "--config", cfgFile, "--id", id, "--usage", "ZPK", "--who", "alice", "--why", "ZPK"}, &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "--id: invalid key: key id") {
+			t.Errorf("hsm-key generate --id %q = exit %d, %q; want exit 2, the id refused as pingate key refuses it", id, code, errOut.String())
 		}
 	}
 	for _, give := range [][]string{{}, {"--usage", "LMK"}} {

@@ -707,9 +707,11 @@ func (s *Store) wrapUnderLMK(k pinblock.Key, mode pinblock.ModeOfUse) (string, e
 	return pinblock.WrapKeyBlock(s.lmk, h, k)
 }
 
-// validKeyID: 1–64 characters of letters, digits, '.', '_' and '-',
-// starting with a letter or digit.
-func validKeyID(id string) error {
+// ValidKeyID refuses a key id that is not 1–64 characters of letters,
+// digits, '.', '_' and '-', starting with a letter or digit: the ids the
+// store, its custody log and the routes' labels take. pingate hsm-key
+// holds new HSM keys to the same rule.
+func ValidKeyID(id string) error {
 	if id == "" || len(id) > 64 {
 		return fmt.Errorf("%w: key id must be 1 to 64 characters", pinblock.ErrInvalidKey)
 	}
@@ -1120,7 +1122,7 @@ func (s *Store) migrateLog(c Custodian) error {
 // put runs one add or rotation under the lock: it obtains the material,
 // wraps it under the LMK, appends the custody records, then writes the store.
 func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, version int) (obtained, error)) (pinblock.KeyInfo, error) {
-	if err := validKeyID(id); err != nil {
+	if err := ValidKeyID(id); err != nil {
 		return pinblock.KeyInfo{}, err
 	}
 	if err := c.validate(); err != nil {
