@@ -141,6 +141,11 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 		if c.Len() != n || n == 0 {
 			return Key{}, fmt.Errorf("%w: key %s: component %d is %d bytes, component 1 is %d", ErrInvalidKey, id, i+1, c.Len(), n)
 		}
+		// Before the check value: NewKey refuses an all-zero TDES
+		// component as a degenerate key, which would not say what is wrong.
+		if zeroComponent(alg, c.material()) {
+			return Key{}, fmt.Errorf("%w: key %s: component %d is all zeros", ErrInvalidKey, id, i+1)
+		}
 		ck, err := NewKey(fmt.Sprintf("%s/component-%d", id, i+1), usage, alg, version, c.material())
 		if err != nil {
 			return Key{}, fmt.Errorf("key %s: component %d: %w", id, i+1, err)
@@ -149,9 +154,6 @@ func CombineComponents(id string, usage Usage, alg Algorithm, version int, comps
 		ck.Zeroize()
 		if err != nil {
 			return Key{}, fmt.Errorf("key %s: component %d: %w", id, i+1, err)
-		}
-		if zeroComponent(alg, c.material()) {
-			return Key{}, fmt.Errorf("%w: key %s: component %d is all zeros", ErrInvalidKey, id, i+1)
 		}
 		for j := 0; j < i; j++ {
 			if sameComponent(alg, c.material(), comps[j].material()) {

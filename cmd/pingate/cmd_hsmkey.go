@@ -194,9 +194,27 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if *who == "" || *why == "" {
 		return fmt.Errorf("%w: --who and --why are required (custody log)", errUsage)
 	}
-	u := pinblock.Usage(strings.ToUpper(*usage))
-	if !u.Valid() || u == pinblock.UsageLMK {
-		return fmt.Errorf("%w: --usage %q", errUsage, *usage)
+	if err := keystore.ValidKeyID(*id); err != nil {
+		return fmt.Errorf("%w: --id: %w", errUsage, err)
+	}
+	if err := keystore.CheckCustodyText(*who, *why, *id, *zmk, *exportUnder); err != nil {
+		return fmt.Errorf("%w: --who, --why, --id, --zmk, --export-under: %w", errUsage, err)
+	}
+	if sec.CustodyLog == "" {
+		// --who and --why would be recorded nowhere: a ceremony without
+		// its custody record is a handover no one can account for.
+		return fmt.Errorf("%w: %s: hsm-key %s needs security.custody_log: every ceremony is recorded there", errUsage, *cfgPath, sub)
+	}
+	// Opened (and its chain checked) before the HSM acts: a log that cannot
+	// take the record stops the ceremony while nothing has happened.
+	l, err := keystore.OpenCustodyLog(sec.CustodyLog)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	u, err := parseUsage(*usage)
+	if err != nil {
+		return err
 	}
 	var (
 		info     pinblock.KeyInfo
@@ -222,6 +240,9 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 		}
 		if (*under == "") == (o.block == "") {
 			return fmt.Errorf("%w: give one of --key-under-zmk and --key-block", errUsage)
+		}
+		if *zmk == "" || *kcv == "" {
+			return fmt.Errorf("%w: --zmk and --kcv are required", errUsage)
 		}
 		enc, herr := hex.DecodeString(*under)
 		if herr != nil {
@@ -250,19 +271,24 @@ func runHSMKey(env *cli.Env, sub string, o hsmKeyOpts) error {
 	if err := payshield.SaveKeyFile(sec.PayShield.KeyFile, keys.List()); err != nil {
 		return err
 	}
-	if sec.CustodyLog != "" {
-		l, err := keystore.OpenCustodyLog(sec.CustodyLog)
-		if err != nil {
-			return err
+	recs := []keystore.CustodyRecord{{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
+		Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs}}
+	if sub == "generate" && *exportUnder != "" {
+		// The key also left under the ZMK, to the other zone: a
+		// handover of its own, as `pingate key export-tr31` records it.
+		recs = append(recs, keystore.CustodyRecord{Who: *who, Why: *why, Action: keystore.ActionExport, KeyID: info.ID,
+			Usage: info.Usage, Version: info.Version, KCV: info.KCV, Under: *exportUnder})
+	}
+	for _, r := range recs {
+		if _, err = l.Append(r); err != nil {
+			break
 		}
-		_, err = l.Append(keystore.CustodyRecord{Who: *who, Why: *why, Action: action, KeyID: info.ID, Usage: info.Usage,
-			Version: info.Version, KCV: info.KCV, Under: from, ComponentKCVs: compKCVs})
-		if cerr := l.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("custody log: %w (the key is in the key file)", err)
-		}
+	}
+	if cerr := l.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("custody log: %w (the key is in the key file)", err)
 	}
 	fmt.Fprintf(stdout, "%s v%d %s kcv=%s\n", info.ID, info.Version, info.Usage, info.KCV)
 	return nil

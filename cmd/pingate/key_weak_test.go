@@ -98,6 +98,24 @@ func TestKeyCeremonyRefusesWeakKeys(t *testing.T) {
 			secrets: []string{tr31AESKey},
 		},
 		{
+			// The KCV a custodian's form shows for it: DES of the zero
+			// block under the zero key, 8CA64DE9C1B123A7.
+			name: "combine: an all-zero TDES component",
+			give: []string{"combine", "--id", "zmk-zero",
+				"--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA,
+				"--component", secretFile(t, zero), "--kcv", "8CA64D"},
+			want:    "component 2 is all zeros",
+			secrets: []string{tr31KeyA},
+		},
+		{
+			name: "combine: an all-zero TDES component with odd parity",
+			give: []string{"combine", "--id", "zmk-zero",
+				"--component", secretFile(t, strings.Repeat("01", 16)), "--kcv", "8CA64D",
+				"--component", secretFile(t, tr31KeyA), "--kcv", tr31KCVA},
+			want:    "component 1 is all zeros",
+			secrets: []string{tr31KeyA},
+		},
+		{
 			name: "import: a single-DES key under the ZMK",
 			give: []string{"import", "--id", "zpk-weak", "--usage", "ZPK", "--under", "zmk-1",
 				"--key", secretFile(t, tdesECB(t, tr31KBPKB, weakZPK)), "--kcv", singleDESKCV(t, tr31KeyA[:16])},

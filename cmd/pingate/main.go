@@ -25,7 +25,7 @@ type pingateCLI struct {
 	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"validate a config file and name every problem"`
 	ServePprof  servePprofCmd  `cmd:"" name:"serve-pprof" help:"serve, plus Go pprof profiles on --pprof ADDR (profiling only; loopback)"`
 	Key         keyCmd         `cmd:"" help:"key custody: kcv, lmk-generate, init, import, import-tr31, combine, generate, rotate, remove, export-tr31, list, log verify, log migrate"`
-	HSMKey      hsmKeyCmd      `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, kcv, list (security.payshield.key_file, custody log)"`
+	HSMKey      hsmKeyCmd      `cmd:"" name:"hsm-key" help:"key ceremonies in the payShield HSMs: generate, import, combine, kcv, list (security.payshield.key_file, custody log)"`
 	Events      eventsCmd      `cmd:"" help:"print outcome events: events tail --journal DIR | --admin HOST:PORT | --kafka BROKERS --topic T"`
 	Records     recordsCmd     `cmd:"" help:"records service (PostgreSQL): migrate, run, statements, replay"`
 	Demo        demoCmd        `cmd:"" help:"run the gateway and an issuer simulator and play a scripted day of PIN operations"`

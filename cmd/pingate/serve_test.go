@@ -86,14 +86,17 @@ events:
 // warning per setting, naming it.
 func TestProductionWarnsAboutLegacyAcquirerSettings(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "prod.yaml")
-	if err := os.WriteFile(path, []byte(`
+	path, keyFile := filepath.Join(dir, "prod.yaml"), filepath.Join(dir, "hsm-keys.json")
+	if err := os.WriteFile(keyFile, []byte("[]\n"), 0o600); err != nil { // check-config reads it, as serve does
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(`
 production: true
 security:
   module: payshield
   payshield:
     hosts: ["127.0.0.1:1"]
-    key_file: /nonexistent/pingate/hsm-keys.json
+    key_file: %s
   card_token_key_env: PINGATE_TOKEN_KEY
 branch:
   enabled: false
@@ -120,7 +123,7 @@ routing:
   routes:
     - prefix: "62284812"
       issuer: ssbank
-`), 0o600); err != nil {
+`, keyFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
@@ -208,7 +211,11 @@ routing:
 			t.Errorf("pingate %v: refusal spans %d lines, want one", args, n+1)
 		}
 	}
-	hsm := "module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: " + filepath.Join(dir, "hsm-keys.json")
+	keyFile := filepath.Join(dir, "hsm-keys.json")
+	if err := os.WriteFile(keyFile, []byte("[]\n"), 0o600); err != nil { // check-config reads it, as serve does
+		t.Fatal(err)
+	}
+	hsm := "module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: " + keyFile
 	if out, errOut, code := clitest.Exec(t, bin, "check-config", write("prod-hsm.yaml", "production: true\n", hsm)); code != 0 || !strings.Contains(out, "ok") {
 		t.Errorf("check-config of production on module payshield: exit %d, %q %q; want ok", code, out, errOut)
 	}

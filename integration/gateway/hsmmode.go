@@ -93,7 +93,16 @@ func (c SecurityConfig) validatePayShield(bad func(string, ...any)) {
 	p := c.PayShield
 	pc := payshield.Config{Hosts: p.Hosts, HeaderLen: p.HeaderLen, NoHeader: p.NoHeader, Connections: p.Connections, Timeout: p.Timeout, LMKID: p.LMKID}
 	if err := pc.Validate(); err != nil {
-		bad("security.payshield: %v", err)
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok { // each problem by itself
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			bad("security.payshield: %v", e)
+		}
+	}
+	if p.NoHeader && p.HeaderLen != 0 {
+		bad("security.payshield: no_header with header_length %d: no_header means a header of length 0; give one of them", p.HeaderLen)
 	}
 	if p.HealthInterval < 0 {
 		bad("security.payshield.health_interval %s: must not be negative", p.HealthInterval)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
@@ -97,6 +98,29 @@ func storeModes(stored []keystore.StoredKey, grace time.Duration, now time.Time)
 		}
 		return out
 	}
+}
+
+// CheckPayShieldFiles is, for pingate check-config, what the start-up
+// reads of module payshield's files: the key file, and the TLS CA,
+// certificate and key. One that is missing, unreadable or not what it
+// should be is refused here as serve refuses it, rather than found when
+// the gateway starts. Without module payshield it does nothing. Errors
+// name every file at fault.
+func CheckPayShieldFiles(cfg Config) error {
+	sec := cfg.WithDefaults().Security
+	if sec.Module != "payshield" {
+		return nil
+	}
+	var errs []error
+	if sec.PayShield.KeyFile != "" {
+		if _, err := PayShieldKeys(sec, slog.New(slog.DiscardHandler)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := sec.PayShield.Client(slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // CheckKeyModes is checkKeyModes for pingate check-config: with a software

@@ -77,29 +77,32 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate names the first offending value.
+// Validate names every offending value: one error each, joined
+// (errors.Join).
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("payshield: "+format, args...)) }
 	if len(c.Hosts) == 0 {
-		return errors.New("payshield: no hosts")
+		bad("no hosts")
 	}
 	for _, h := range c.Hosts {
 		if i := strings.LastIndexByte(h, ':'); i <= 0 || i == len(h)-1 {
-			return fmt.Errorf("payshield: host %q is not host:port", h)
+			bad("host %q is not host:port", h)
 		}
 	}
 	if c.HeaderLen < 0 || c.HeaderLen > 32 {
-		return fmt.Errorf("payshield: header length %d is not 0-32", c.HeaderLen)
+		bad("header length %d is not 0-32", c.HeaderLen)
 	}
 	if c.Connections < 0 || c.Connections > 64 {
-		return fmt.Errorf("payshield: connections %d is not 1-64", c.Connections)
+		bad("connections %d is not 1-64", c.Connections)
 	}
 	if c.Timeout < 0 {
-		return fmt.Errorf("payshield: timeout %s is negative", c.Timeout)
+		bad("timeout %s is negative", c.Timeout)
 	}
 	if id := c.LMKID; id != "" && (len(id) != 2 || id[0] < '0' || id[0] > '9' || id[1] < '0' || id[1] > '9') {
-		return fmt.Errorf("payshield: LMK identifier %q is not 2 digits", id)
+		bad("LMK identifier %q is not 2 digits", id)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Client sends host commands to a pool of HSMs: Connections connections to
@@ -300,7 +303,17 @@ func (c *Client) doN(ctx context.Context, code string, fields, resp [][]byte, re
 			return first
 		}
 		if ctx.Err() != nil {
-			return err
+			// The caller's time ran out: name the HSM and the command,
+			// and whether it may have acted (the error still wraps the
+			// context's).
+			what := "no answer in time"
+			if errors.Is(ctx.Err(), context.Canceled) {
+				what = "canceled before the answer"
+			}
+			if !retry {
+				what += " (not retried: it may have acted)"
+			}
+			return fmt.Errorf("%s to hsm %s: %s: %w", code, h.addr, what, err)
 		}
 		lastErr = err
 		if h.healthy.Swap(false) {

@@ -638,6 +638,11 @@ func printable(s string) string {
 	}, s)
 }
 
+// zeroKeyKCV is the check value of the all-zero TDES key, parity bits
+// ignored (0101…01 with odd parity): DES of the zero block under it, which
+// is the same for double- and triple-length keys.
+const zeroKeyKCV = "8CA64DE9C1B123A7"
+
 // MinComponents and MaxComponents bound the components of FormKey (A4
 // takes 2 to 9).
 const (
@@ -665,8 +670,12 @@ type FormRequest struct {
 // XOR inside the HSM (A4), keeping its LMK token. It returns the key's info
 // (with the HSM's KCV of the formed key) and the HSM's KCV of each
 // component. A component whose KCV differs from its custodian's is
-// ErrKCVMismatch naming the component, and nothing is formed. Never retried
-// on another HSM.
+// ErrKCVMismatch naming the component, and nothing is formed. Two
+// components with the same check value (the same component entered twice,
+// or differing only in the parity bits DES ignores) and a component with
+// the check value of the all-zero key are ErrInvalidKey, as
+// pinblock.CombineComponents refuses them: the XOR would leave the key known
+// to fewer custodians than entered it. Never retried on another HSM.
 func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo, []string, error) {
 	if err := ctx.Err(); err != nil {
 		return pinblock.KeyInfo{}, nil, err
@@ -715,10 +724,28 @@ func (m *Module) FormKey(ctx context.Context, req FormRequest) (pinblock.KeyInfo
 		if !kcvMatches(kcv, req.KCVs[i]) {
 			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d: the HSM computes %s", pinblock.ErrKCVMismatch, req.ID, i+1, kcv)
 		}
+		if kcvMatches(zeroKeyKCV, kcv) {
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: component %d is all zeros", pinblock.ErrInvalidKey, req.ID, i+1)
+		}
+		for j := range i {
+			if strings.EqualFold(kcvs[j], kcv) {
+				return pinblock.KeyInfo{}, nil, fmt.Errorf("%w: form %s: components %d and %d are identical (check value %s)", pinblock.ErrInvalidKey, req.ID, j+1, i+1, kcv)
+			}
+		}
 		kcvs[i] = kcv
 	}
 	tok, kcv, err := m.c.formKey(ctx, typ, sc, comps)
 	if err != nil {
+		// A4's parity errors are the ceremony's input: say which
+		// component, as far as the code tells (10 the first, 11 another).
+		var he *Error
+		if errors.As(err, &he) && (he.Code == "10" || he.Code == "11") {
+			which := "component 1"
+			if he.Code == "11" {
+				which = "a component after the first"
+			}
+			return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %s does not have odd parity (a TDES component has odd parity in every byte): %w", req.ID, which, err)
+		}
 		return pinblock.KeyInfo{}, nil, fmt.Errorf("form %s: %w", req.ID, err)
 	}
 	k, err := m.keys.Add(Key{ID: req.ID, Usage: req.Usage, Algorithm: pinblock.TDES, Length: length, Token: tok, KCV: kcv}, req.Rotate)

@@ -191,6 +191,19 @@ func (l *CustodyLog) Append(rec CustodyRecord) (CustodyRecord, error) {
 	return recs[0], nil
 }
 
+// CheckCustodyText refuses the text of a custody record's fields (who, why,
+// ids) that Append would refuse: a control character, or more than 1024
+// bytes. A caller that acts before it appends the record (an HSM ceremony)
+// checks its fields first, so that nothing happens that cannot be recorded.
+func CheckCustodyText(fields ...string) error {
+	for _, s := range fields {
+		if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || len(s) > 1024 {
+			return fmt.Errorf("custody record: a field holds control characters or exceeds 1024 bytes")
+		}
+	}
+	return nil
+}
+
 // chainRecords validates recs and completes them (seq, time, chain hashes,
 // and with macKey the MAC) as the records that follow head, without writing
 // anything.
@@ -200,10 +213,8 @@ func chainRecords(head CustodyHead, now func() time.Time, macKey *pinblock.Deriv
 		if rec.Who == "" || rec.Action == "" || (rec.KeyID == "" && rec.Action != ActionRepair) {
 			return nil, fmt.Errorf("custody record: who, action and key id are required")
 		}
-		for _, s := range append([]string{rec.Who, rec.Why, rec.Action, rec.KeyID, rec.Under, rec.KCV}, rec.ComponentKCVs...) {
-			if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || len(s) > 1024 {
-				return nil, fmt.Errorf("custody record: a field holds control characters or exceeds 1024 bytes")
-			}
+		if err := CheckCustodyText(append([]string{rec.Who, rec.Why, rec.Action, rec.KeyID, rec.Under, rec.KCV}, rec.ComponentKCVs...)...); err != nil {
+			return nil, err
 		}
 		rec.Seq = head.Seq + 1
 		if rec.Time.IsZero() {

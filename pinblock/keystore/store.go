@@ -51,6 +51,10 @@ var (
 	// InitStore (pingate key init), and never over a custody log that
 	// already has records.
 	ErrNoStore = errors.New("no key store")
+	// ErrStoreExists: key init was asked to create a store where one is
+	// (a store file), or belongs (a custody log with records). Nothing
+	// about the existing store is wrong.
+	ErrStoreExists = errors.New("key store exists")
 	// ErrCustodyPending: a change was made and stored, with its custody
 	// records, but the records could not be appended to the log. They are
 	// kept in the store file (MAC-protected) and appended by the next change.
@@ -301,18 +305,18 @@ func openStore(cfg StoreConfig, checkLog bool) (*Store, error) {
 // exists, or when the custody log already holds anything: a log with
 // records belongs to a store that must be restored, not replaced. The new
 // store's first change is the log's seq 1. Errors: ErrInvalidKey for the
-// LMK, ErrStore.
+// LMK, ErrStoreExists, ErrStore (an existing store that does not verify).
 func InitStore(cfg StoreConfig) (*Store, error) {
 	s, err := OpenStore(cfg)
 	if err == nil {
 		s.Close()
-		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+		return nil, fmt.Errorf("%w: %s already exists: a store is created once (open it with the other key commands)", ErrStoreExists, cfg.Path)
 	}
 	if !errors.Is(err, ErrNoStore) {
 		return nil, err
 	}
 	if st, err := os.Stat(cfg.LogPath); err == nil && st.Size() > 0 {
-		return nil, fmt.Errorf("%w: custody log %s already has records: restore its key store from a backup; a new store is never started over an existing log", ErrStore, cfg.LogPath)
+		return nil, fmt.Errorf("%w: custody log %s already has records: restore its key store from a backup; a new store is never started over an existing log", ErrStoreExists, cfg.LogPath)
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
@@ -336,7 +340,7 @@ func InitStore(cfg StoreConfig) (*Store, error) {
 	}
 	defer unlock()
 	if _, err := os.Stat(cfg.Path); !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s already exists", ErrStore, cfg.Path)
+		return nil, fmt.Errorf("%w: %s already exists: a store is created once (open it with the other key commands)", ErrStoreExists, cfg.Path)
 	}
 	log, _, err := openCustodyLogTolerant(cfg.LogPath, nil)
 	if err != nil {
@@ -703,9 +707,11 @@ func (s *Store) wrapUnderLMK(k pinblock.Key, mode pinblock.ModeOfUse) (string, e
 	return pinblock.WrapKeyBlock(s.lmk, h, k)
 }
 
-// validKeyID: 1–64 characters of letters, digits, '.', '_' and '-',
-// starting with a letter or digit.
-func validKeyID(id string) error {
+// ValidKeyID refuses a key id that is not 1–64 characters of letters,
+// digits, '.', '_' and '-', starting with a letter or digit: the ids the
+// store, its custody log and the routes' labels take. pingate hsm-key
+// holds new HSM keys to the same rule.
+func ValidKeyID(id string) error {
 	if id == "" || len(id) > 64 {
 		return fmt.Errorf("%w: key id must be 1 to 64 characters", pinblock.ErrInvalidKey)
 	}
@@ -1116,7 +1122,7 @@ func (s *Store) migrateLog(c Custodian) error {
 // put runs one add or rotation under the lock: it obtains the material,
 // wraps it under the LMK, appends the custody records, then writes the store.
 func (s *Store) put(id string, rotate bool, c Custodian, get func(f *storeFile, version int) (obtained, error)) (pinblock.KeyInfo, error) {
-	if err := validKeyID(id); err != nil {
+	if err := ValidKeyID(id); err != nil {
 		return pinblock.KeyInfo{}, err
 	}
 	if err := c.validate(); err != nil {
