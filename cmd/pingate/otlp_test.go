@@ -1,0 +1,676 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"pingate/integration/branchapi"
+	"pingate/integration/gateway"
+	"pingate/integration/loadgen"
+	"pingate/integration/testservers"
+	"pingate/pinblock"
+	"pingate/pinblock/devkeys"
+)
+
+// The trace export of the built `pingate serve` as a bank's collector sees
+// it: scripts/otlp_receiver.py, an OTLP/HTTP receiver written with the
+// opentelemetry-proto package (PyPI) and Python's http.server, not with the
+// Go SDK the gateway exports with, records every span it is sent; the tests
+// compare them with what docs/configuration.md (telemetry.*), docs/events.md,
+// docs/branch-api.md and docs/operations.md promise. scripts/test-deps.sh
+// installs the library; without it the tests skip, and fail under CI=true.
+
+// otlpSpan is one line of the receiver's output.
+type otlpSpan struct {
+	TraceID         string            `json:"trace_id"`
+	SpanID          string            `json:"span_id"`
+	ParentSpanID    string            `json:"parent_span_id"`
+	Name            string            `json:"name"`
+	Kind            string            `json:"kind"`
+	Attributes      map[string]any    `json:"attributes"`
+	Events          []otlpEvent       `json:"events"`
+	Resource        map[string]any    `json:"resource"`
+	Scope           string            `json:"scope"`
+	Status          map[string]string `json:"status"`
+	ContentType     string            `json:"content_type"`
+	ContentEncoding string            `json:"content_encoding"`
+}
+
+type otlpEvent struct {
+	Name       string         `json:"name"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+func (s otlpSpan) attr(k string) string {
+	v, ok := s.Attributes[k]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// otlpReceiver is a running scripts/otlp_receiver.py.
+type otlpReceiver struct {
+	addr string
+	out  string
+	cmd  *exec.Cmd
+}
+
+// startOTLPReceiver starts the receiver on a free loopback port with extra
+// flags (--delay, --status); t.Cleanup kills it.
+func startOTLPReceiver(t *testing.T, py string, extra ...string) *otlpReceiver {
+	t.Helper()
+	script, _ := filepath.Abs("../../scripts/otlp_receiver.py")
+	out := filepath.Join(t.TempDir(), "spans.jsonl")
+	cmd := exec.Command(py, append([]string{script, "--addr", "127.0.0.1:0", "--out", out}, extra...)...)
+	cmd.Dir = "/" // not the repo: its iso8583/ directory would shadow a library
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case l, ok := <-lines:
+		addr, found := strings.CutPrefix(l, "listening ")
+		if !ok || !found {
+			t.Fatalf("otlp receiver printed %q\n%s", l, stderr.String())
+		}
+		return &otlpReceiver{addr: addr, out: out, cmd: cmd}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("otlp receiver did not start\n%s", stderr.String())
+	}
+	return nil
+}
+
+// spans returns every span received so far.
+func (r *otlpReceiver) spans(t *testing.T) []otlpSpan {
+	t.Helper()
+	raw, err := os.ReadFile(r.out)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var all []otlpSpan
+	for _, l := range bytes.Split(raw, []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var s otlpSpan
+		if err := json.Unmarshal(l, &s); err != nil {
+			t.Fatalf("receiver line %q: %v", l, err)
+		}
+		all = append(all, s)
+	}
+	return all
+}
+
+// waitSpans polls until done is true of the spans received, for at most 20 s
+// (the SDK's batcher exports every 5 s).
+func (r *otlpReceiver) waitSpans(t *testing.T, what string, done func([]otlpSpan) bool) []otlpSpan {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		all := r.spans(t)
+		if done(all) {
+			return all
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver has no %s after 20s (%d spans: %v)", what, len(all), spanNames(all))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func spanNames(spans []otlpSpan) []string {
+	names := make([]string, len(spans))
+	for i, s := range spans {
+		names[i] = s.TraceID[:8] + ":" + s.Name
+	}
+	return names
+}
+
+// traceOf returns the spans of trace id.
+func traceOf(spans []otlpSpan, id string) []otlpSpan {
+	var out []otlpSpan
+	for _, s := range spans {
+		if s.TraceID == id {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// byName returns the first span called name, or ok false.
+func byName(spans []otlpSpan, name string) (otlpSpan, bool) {
+	for _, s := range spans {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return otlpSpan{}, false
+}
+
+// otelServeConfig writes a serve config for the built binary: the embedded
+// default's acquirers, development keys and in-process issuer simulator,
+// the branch API on branchAddr with development certificates under dir,
+// listeners on free loopback ports, and telemetry as given (YAML flow
+// mapping body, e.g. `otlp_endpoint: "127.0.0.1:4318"`) and events (more
+// keys of the events mapping, each after ", ").
+func otelServeConfig(t *testing.T, dir, telemetry, events, branchAddr string, grace time.Duration) string {
+	t.Helper()
+	text := fmt.Sprintf(`instance: otel-audit
+acquirer_listener: {addr: "127.0.0.1:0", shutdown_grace: %s}
+http: {addr: "127.0.0.1:0"}
+admin: {addr: "127.0.0.1:0"}
+security: {dev_keys: true}
+routing:
+  institution: "999001"
+  acquirers:
+    - {id: "100001", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk}, zmk: dev-atm-zmk, formats: [0, 3]}
+    - {id: "200001", channel: branch, terminals: ["*"], keys: {1: dev-branch-zpk}, formats: [4]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: ["issuer-sim"], pin_format: 4, key: dev-issuer-zpk, key_index: 1}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+    - {prefix: "62284813", issuer: ssbank}
+    - {prefix: "621700", issuer: ssbank}
+issuer_sim: {addr: "127.0.0.1:0", seed: 1, bins: ["62284812", "62284813", "621700"], per_bin: 10000}
+limits: {backend: memory, acquirer_rps: 5000, acquirer_burst: 5000}
+events: {journal_dir: %q%s}
+reversals: {dir: %q}
+telemetry: {%s}
+log: {format: json, level: info}
+branch: {enabled: true, addr: %q, dev_cert_dir: %q}
+`, grace, filepath.Join(dir, "journal"), events, filepath.Join(dir, "reversals"), telemetry, branchAddr, filepath.Join(dir, "dev-certs"))
+	p := filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// otelGateway is a running `pingate serve` on otelServeConfig.
+type otelGateway struct {
+	proc                  *opsProc
+	acq, http, admin, dir string
+	branch                gateway.BranchInfo
+	secrets               []string // every PAN, PIN and PIN block sent, as sent
+	secretsMu             sync.Mutex
+}
+
+func startOTelGateway(t *testing.T, telemetry string, grace time.Duration) *otelGateway {
+	t.Helper()
+	return startOTelGatewayEvents(t, telemetry, "", grace)
+}
+
+func startOTelGatewayEvents(t *testing.T, telemetry, events string, grace time.Duration) *otelGateway {
+	t.Helper()
+	dir := t.TempDir()
+	branchAddr := freeAddr(t)
+	cfg := otelServeConfig(t, dir, telemetry, events, branchAddr, grace)
+	p := opsStart(t, "serve", "--config", cfg)
+	acq, httpAddr, admin := servingAddrs(t, p.firstLine(t))
+	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+	return &otelGateway{proc: p, acq: acq, http: httpAddr, admin: admin, dir: dir,
+		branch: gateway.BranchInfo{Addr: branchAddr, CertDir: filepath.Join(dir, "dev-certs")}}
+}
+
+func (g *otelGateway) secret(s ...string) {
+	g.secretsMu.Lock()
+	defer g.secretsMu.Unlock()
+	g.secrets = append(g.secrets, s...)
+}
+
+// atm sends op on c and returns its answer's code; the PAN, PINs and PIN
+// blocks go to g.secrets.
+func (g *otelGateway) atm(t *testing.T, c *loadgen.Client, op loadgen.Op) string {
+	t.Helper()
+	f, err := op.Fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.secret(op.PAN, op.OldPIN, op.NewPIN, hex.EncodeToString(f.PINBlock), hex.EncodeToString(f.NewPINBlock))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ans, err := c.Do(ctx, f)
+	if err != nil {
+		t.Fatalf("%s at %s: %v", op.Proc, op.Terminal, err)
+	}
+	return ans.ResponseCode
+}
+
+// branchPost posts body to path as who ("teller", "supervisor") with a
+// traceparent header when tp is not empty, and returns the status and the
+// decoded answer.
+func (g *otelGateway) branchPost(t *testing.T, who, path, tp string, body map[string]any) (int, branchapi.OperationResult) {
+	t.Helper()
+	c, err := newBranchClient(g.branch, who)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var res branchapi.OperationResult
+	_ = json.Unmarshal(raw, &res)
+	return resp.StatusCode, res
+}
+
+// branchPINBlock is a format 4 PIN block of pin for pan under the branch
+// PIN pads' development key, as a teller system sends it.
+func (g *otelGateway) branchPINBlock(t *testing.T, pin, pan string) string {
+	t.Helper()
+	k, err := devkeys.Key(devkeys.BranchZPK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pinblock.NewSecretPIN(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pinblock.Encipher(pinblock.Format4, p, pan, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := fmt.Sprintf("%X", b)
+	g.secret(pan, pin, s)
+	return s
+}
+
+// events returns the newest n outcome events of the journal (GET
+// /admin/events), as `pingate events tail --admin` reads them.
+func (g *otelGateway) events(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/admin/events?n=%d", g.admin, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var evs []map[string]any
+	if err := json.Unmarshal(raw, &evs); err != nil {
+		t.Fatalf("GET /admin/events = %d %s: %v", resp.StatusCode, raw, err)
+	}
+	return evs
+}
+
+// eventOfTerminal returns the newest event of terminal.
+func eventOfTerminal(t *testing.T, evs []map[string]any, terminal string) map[string]any {
+	t.Helper()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i]["terminal"] == terminal {
+			return evs[i]
+		}
+	}
+	t.Fatalf("no event of terminal %s in %d events", terminal, len(evs))
+	return nil
+}
+
+// checkNoSecrets fails for any span name, attribute (key or value), event
+// or resource attribute that carries a PAN, PIN or PIN block sent, looks
+// like a card number (12–19 digits) or like key or PIN block material (16
+// or more hex digits that are not the span's own ids).
+func checkNoSecrets(t *testing.T, spans []otlpSpan, secrets []string) {
+	t.Helper()
+	panLike := regexp.MustCompile(`\d{12,19}`)
+	hexLike := regexp.MustCompile(`(?i)[0-9a-f]{16,}`)
+	look := func(where, v string) {
+		up := strings.ToUpper(v)
+		for _, s := range secrets {
+			if len(s) >= 4 && strings.Contains(up, strings.ToUpper(s)) && (len(s) > 4 || up == s) {
+				t.Errorf("%s = %q carries a PAN, PIN or PIN block the test sent", where, v)
+			}
+		}
+		if panLike.MatchString(v) {
+			t.Errorf("%s = %q looks like a card number", where, v)
+		}
+		if hexLike.MatchString(strings.ReplaceAll(v, "-", "")) && !isUUIDOrTrace(v) {
+			t.Errorf("%s = %q looks like key or PIN block material", where, v)
+		}
+	}
+	for _, s := range spans {
+		look("span name", s.Name)
+		for k, v := range s.Attributes {
+			look("span "+s.Name+" attribute "+k, fmt.Sprint(v))
+		}
+		for _, e := range s.Events {
+			look("span "+s.Name+" event", e.Name)
+			for k, v := range e.Attributes {
+				look("span "+s.Name+" event "+e.Name+" attribute "+k, fmt.Sprint(v))
+			}
+		}
+		for k, v := range s.Resource {
+			look("resource attribute "+k, fmt.Sprint(v))
+		}
+		look("span "+s.Name+" status", s.Status["message"])
+	}
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// isUUIDOrTrace: an operation or request id (UUID) is not key material.
+func isUUIDOrTrace(v string) bool { return uuidRE.MatchString(v) }
+
+// checkTree fails unless trace is one tree: one root, every other span's
+// parent a span of the same trace.
+func checkTree(t *testing.T, what string, trace []otlpSpan, wantRootParent string) {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, s := range trace {
+		ids[s.SpanID] = true
+	}
+	roots := 0
+	for _, s := range trace {
+		switch {
+		case s.ParentSpanID == wantRootParent:
+			roots++
+		case !ids[s.ParentSpanID]:
+			t.Errorf("%s: span %s has parent %s, no span of the trace", what, s.Name, s.ParentSpanID)
+		}
+	}
+	if roots != 1 {
+		t.Errorf("%s: %d spans with parent %q, want one root (%v)", what, roots, wantRootParent, spanNames(trace))
+	}
+}
+
+// TestOTLPExportPy: with telemetry.otlp_endpoint set (sample_ratio default
+// 1), an ATM PIN change over TCP is one trace from the acquirer frame to the
+// journal; a branch unblock over HTTPS with a caller's traceparent joins
+// the caller's trace; a dual-control reset runs in the approval's trace. The
+// journal's events carry the trace ids the collector got; every span
+// carries the resource service.name pingate and service.instance.id the
+// instance name; no span carries a PAN, PIN or PIN block.
+func TestOTLPExportPy(t *testing.T) {
+	py := needPython(t, "import opentelemetry.proto.collector.trace.v1.trace_service_pb2", "opentelemetry-proto")
+	rcv := startOTLPReceiver(t, py)
+	g := startOTelGateway(t, fmt.Sprintf("otlp_endpoint: %q", rcv.addr), 10*time.Second)
+	pop := embeddedPopulation()
+	c, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := pop.Card(4100)
+	if code := g.atm(t, c, atmChange(card.PAN, "OTLPATM1", card.PIN, "4826")); code != "00" {
+		t.Fatalf("ATM change answered %s", code)
+	}
+
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	callerTP := "00-" + callerTrace + "-00f067aa0ba902b7-01"
+	unblockPAN := pop.Card(4101).PAN
+	g.secret(unblockPAN)
+	status, unblock := g.branchPost(t, "teller", "/v1/pin/unblocks", callerTP, map[string]any{"pan": unblockPAN,
+		"branch": branchapi.DevBranch, "terminal": "OTLPBR01", "teller": "T0117-07", "identity_check_ref": "IDCHK-2026-000401"})
+	if status != http.StatusOK || unblock.ResponseCode != "00" {
+		t.Fatalf("branch unblock = %d %s", status, unblock.ResponseCode)
+	}
+
+	resetPAN := pop.Card(4102).PAN
+	const submitTrace, approveTrace = "11f92f3577b34da6a3ce929d0e0e4736", "22f92f3577b34da6a3ce929d0e0e4736"
+	status, reset := g.branchPost(t, "teller", "/v1/pin/resets", "00-"+submitTrace+"-00f067aa0ba902b7-01", map[string]any{
+		"pan": resetPAN, "branch": branchapi.DevBranch, "terminal": "OTLPBR02", "teller": "T0117-07",
+		"identity_check_ref": "IDCHK-2026-000402", "mode": "pin_pad", "pin_format": 4, "key_index": 1,
+		"new_pin_block": g.branchPINBlock(t, "3917", resetPAN)})
+	if status != http.StatusAccepted {
+		t.Fatalf("branch reset = %d, want 202 pending approval", status)
+	}
+	status, approved := g.branchPost(t, "supervisor", "/v1/operations/"+reset.OperationID+"/approval",
+		"00-"+approveTrace+"-00f067aa0ba902b8-01", map[string]any{"decision": "approve"})
+	if status != http.StatusOK || approved.ResponseCode != "00" {
+		t.Fatalf("approval = %d %s", status, approved.ResponseCode)
+	}
+
+	evs := g.events(t, 20)
+	atmEv := eventOfTerminal(t, evs, "OTLPATM1")
+	atmTrace, _ := atmEv["trace_id"].(string)
+	if len(atmTrace) != 32 {
+		t.Fatalf("ATM event trace_id = %v, want 32 hex digits", atmEv["trace_id"])
+	}
+	want := map[string]string{ // name → kind
+		"pingate.acquirer.frame": "SPAN_KIND_SERVER", "pingate.acquirer.message": "SPAN_KIND_INTERNAL",
+		"pingate.pin.change": "SPAN_KIND_INTERNAL", "pingate.limiter": "SPAN_KIND_INTERNAL",
+		"pingate.hsm.translate": "SPAN_KIND_INTERNAL", "pingate.issuer.roundtrip": "SPAN_KIND_CLIENT",
+		"pingate.journal.append": "SPAN_KIND_INTERNAL",
+	}
+	all := rcv.waitSpans(t, "ATM and branch traces", func(s []otlpSpan) bool {
+		_, a := byName(traceOf(s, atmTrace), "pingate.journal.append")
+		_, b := byName(traceOf(s, callerTrace), "pingate.journal.append")
+		_, r := byName(traceOf(s, approveTrace), "pingate.journal.append")
+		return a && b && r
+	})
+
+	// The ATM change: one trace, the documented spans, one root (the frame).
+	atmSpans := traceOf(all, atmTrace)
+	for name, kind := range want {
+		s, ok := byName(atmSpans, name)
+		if !ok {
+			t.Errorf("ATM trace %s lacks span %s (has %v)", atmTrace, name, spanNames(atmSpans))
+			continue
+		}
+		if s.Kind != kind {
+			t.Errorf("span %s kind = %s, want %s", name, s.Kind, kind)
+		}
+	}
+	checkTree(t, "ATM trace", atmSpans, "")
+	if m, ok := byName(atmSpans, "pingate.acquirer.message"); ok {
+		for k, v := range map[string]string{"iso8583.mti": "0100", "iso8583.processing_code": "700000", "iso8583.response_code": "00", "pingate.acquirer": "100001"} {
+			if m.attr(k) != v {
+				t.Errorf("pingate.acquirer.message %s = %q, want %q", k, m.attr(k), v)
+			}
+		}
+	}
+	if p, ok := byName(atmSpans, "pingate.pin.change"); ok {
+		for k, v := range map[string]string{"pingate.channel": "atm", "pingate.operation": "change", "pingate.outcome": "approved", "iso8583.response_code": "00"} {
+			if p.attr(k) != v {
+				t.Errorf("pingate.pin.change %s = %q, want %q", k, p.attr(k), v)
+			}
+		}
+	}
+
+	// The branch unblock joined the caller's trace: the API's server span is
+	// the child of the caller's span and the parent of the flow's.
+	br := traceOf(all, callerTrace)
+	checkTree(t, "branch trace", br, "00f067aa0ba902b7")
+	srv, ok := byName(br, "POST /v1/pin/unblocks")
+	if !ok || srv.Kind != "SPAN_KIND_SERVER" || srv.ParentSpanID != "00f067aa0ba902b7" {
+		t.Errorf("branch trace: server span = %+v, %v; want POST /v1/pin/unblocks, SERVER, child of the caller's span", srv, ok)
+	}
+	if flow, ok := byName(br, "pingate.pin.unblock"); !ok || flow.ParentSpanID != srv.SpanID {
+		t.Errorf("branch trace: pingate.pin.unblock = %+v, %v; want a child of the server span", flow, ok)
+	}
+	if ev := eventOfTerminal(t, evs, "OTLPBR01"); ev["trace_id"] != callerTrace {
+		t.Errorf("branch unblock event trace_id = %v, want the caller's %s", ev["trace_id"], callerTrace)
+	}
+
+	// A dual-control reset: the submission is a trace of its own (one
+	// server span, 202); the PIN operation runs when the supervisor
+	// approves, in the approval's trace, which its event names.
+	sub := traceOf(all, submitTrace)
+	if len(sub) != 1 || sub[0].Name != "POST /v1/pin/resets" || sub[0].attr("http.response.status_code") != "202" {
+		t.Errorf("reset submission trace = %v, want one POST /v1/pin/resets span answered 202", spanNames(sub))
+	}
+	ap := traceOf(all, approveTrace)
+	checkTree(t, "approval trace", ap, "00f067aa0ba902b8")
+	apSrv, _ := byName(ap, "POST /v1/operations/{id}/approval")
+	if flow, ok := byName(ap, "pingate.pin.reset"); !ok || flow.ParentSpanID != apSrv.SpanID {
+		t.Errorf("approval trace: pingate.pin.reset = %+v, %v; want a child of the approval's server span", flow, ok)
+	}
+	if ev := eventOfTerminal(t, evs, "OTLPBR02"); ev["trace_id"] != approveTrace {
+		t.Errorf("reset event trace_id = %v, want the approval's %s", ev["trace_id"], approveTrace)
+	}
+
+	for _, s := range all {
+		if s.Resource["service.name"] != "pingate" || s.Resource["service.instance.id"] != "otel-audit" {
+			t.Errorf("span %s resource = %v, want service.name pingate, service.instance.id otel-audit", s.Name, s.Resource)
+			break
+		}
+		if s.ContentType != "application/x-protobuf" {
+			t.Errorf("export content type %q, want application/x-protobuf (OTLP/HTTP binary)", s.ContentType)
+			break
+		}
+	}
+	g.secretsMu.Lock()
+	checkNoSecrets(t, all, g.secrets)
+	g.secretsMu.Unlock()
+}
+
+// TestOTLPSampleRatioZeroPy: with telemetry.sample_ratio 0 and a collector,
+// an ATM change exports no span but its event still has a trace id; a
+// branch call whose caller sampled its traceparent is exported whatever the
+// ratio, and one whose caller did not sample is not.
+func TestOTLPSampleRatioZeroPy(t *testing.T) {
+	py := needPython(t, "import opentelemetry.proto.collector.trace.v1.trace_service_pb2", "opentelemetry-proto")
+	rcv := startOTLPReceiver(t, py)
+	g := startOTelGateway(t, fmt.Sprintf("otlp_endpoint: %q, sample_ratio: 0", rcv.addr), 10*time.Second)
+	pop := embeddedPopulation()
+	c, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := pop.Card(4200)
+	if code := g.atm(t, c, atmChange(card.PAN, "OTLPATM2", card.PIN, "4826")); code != "00" {
+		t.Fatalf("ATM change answered %s", code)
+	}
+	const unsampled, sampled = "33f92f3577b34da6a3ce929d0e0e4736", "44f92f3577b34da6a3ce929d0e0e4736"
+	for _, tt := range []struct{ trace, flags, terminal string }{{unsampled, "00", "OTLPBR03"}, {sampled, "01", "OTLPBR04"}} {
+		pan := pop.Card(4201).PAN
+		if tt.trace == sampled {
+			pan = pop.Card(4202).PAN
+		}
+		status, res := g.branchPost(t, "teller", "/v1/pin/unblocks", "00-"+tt.trace+"-00f067aa0ba902b7-"+tt.flags,
+			map[string]any{"pan": pan, "branch": branchapi.DevBranch, "terminal": tt.terminal, "teller": "T0117-07",
+				"identity_check_ref": "IDCHK-2026-000403"})
+		if status != http.StatusOK || res.ResponseCode != "00" {
+			t.Fatalf("branch unblock (flags %s) = %d %s", tt.flags, status, res.ResponseCode)
+		}
+	}
+	all := rcv.waitSpans(t, "the sampled caller's trace", func(s []otlpSpan) bool {
+		_, ok := byName(traceOf(s, sampled), "pingate.journal.append")
+		return ok
+	})
+	evs := g.events(t, 10)
+	atmTrace, _ := eventOfTerminal(t, evs, "OTLPATM2")["trace_id"].(string)
+	if len(atmTrace) != 32 {
+		t.Errorf("unsampled ATM event trace_id = %q, want a trace id all the same", atmTrace)
+	}
+	for _, s := range all {
+		if s.TraceID != sampled {
+			t.Errorf("span %s of trace %s exported under sample_ratio 0 (only the sampled caller's trace %s may be)", s.Name, s.TraceID, sampled)
+		}
+	}
+	if ev := eventOfTerminal(t, evs, "OTLPBR03"); ev["trace_id"] != unsampled {
+		t.Errorf("unsampled caller's event trace_id = %v, want %s", ev["trace_id"], unsampled)
+	}
+	checkTree(t, "sampled caller's trace", traceOf(all, sampled), "00f067aa0ba902b7")
+}
+
+// TestOTLPKafkaTraceparentPy: the outcome event on a real Kafka broker
+// carries the request's trace (docs/events.md): its traceparent header has
+// the body's trace_id and names the exported pingate.journal.append span,
+// and the relay's pingate.kafka.publish producer span is that span's child
+// in the exported trace, naming the topic and the event's ce_id.
+func TestOTLPKafkaTraceparentPy(t *testing.T) {
+	py := needPython(t, "import opentelemetry.proto.collector.trace.v1.trace_service_pb2", "opentelemetry-proto")
+	k := testservers.StartKafka(t)
+	const topic, partitions = "pingate.otlp.v1", 1
+	testservers.CreateTopic(t, k.Brokers, topic, partitions)
+	rcv := startOTLPReceiver(t, py)
+	g := startOTelGatewayEvents(t, fmt.Sprintf("otlp_endpoint: %q", rcv.addr),
+		fmt.Sprintf(", kafka_brokers: [%q], kafka_topic: %q", k.Brokers, topic), 10*time.Second)
+	c, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := embeddedPopulation().Card(4600)
+	if code := g.atm(t, c, atmChange(card.PAN, "OTLPK001", card.PIN, "4826")); code != "00" {
+		t.Fatalf("ATM change answered %s", code)
+	}
+	msgs := readTopic(t, k.Brokers, topic, partitions, 1, 60*time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("topic holds %d events, want 1", len(msgs))
+	}
+	var m kafka.Message
+	for _, v := range msgs {
+		m = v
+	}
+	headers := map[string]string{}
+	for _, h := range m.Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	var body struct {
+		TraceID string `json:"trace_id"`
+	}
+	if err := json.Unmarshal(m.Value, &body); err != nil {
+		t.Fatal(err)
+	}
+	tp := strings.Split(headers["traceparent"], "-")
+	if len(tp) != 4 || tp[0] != "00" || tp[1] != body.TraceID || tp[3] != "01" {
+		t.Fatalf("event traceparent %q, body trace_id %q: want 00-<trace_id>-<span>-01", headers["traceparent"], body.TraceID)
+	}
+	all := rcv.waitSpans(t, "the event's trace with its Kafka publish", func(s []otlpSpan) bool {
+		_, ok := byName(traceOf(s, body.TraceID), "pingate.kafka.publish")
+		return ok
+	})
+	tr := traceOf(all, body.TraceID)
+	var named *otlpSpan
+	for i := range tr {
+		if tr[i].SpanID == tp[2] {
+			named = &tr[i]
+		}
+	}
+	if named == nil || named.Name != "pingate.journal.append" {
+		t.Errorf("event traceparent names span %s: %+v; want the exported pingate.journal.append (trace %v)", tp[2], named, spanNames(tr))
+	}
+	pub, _ := byName(tr, "pingate.kafka.publish")
+	if pub.Kind != "SPAN_KIND_PRODUCER" || pub.ParentSpanID != tp[2] || pub.attr("messaging.system") != "kafka" ||
+		pub.attr("messaging.destination.name") != topic || pub.attr("messaging.message.id") != headers["ce_id"] {
+		t.Errorf("pingate.kafka.publish = %+v; want a PRODUCER child of the event's traceparent span naming topic %s and ce_id %s", pub, topic, headers["ce_id"])
+	}
+	checkTree(t, "ATM trace with the Kafka publish", tr, "")
+	g.secretsMu.Lock()
+	checkNoSecrets(t, all, g.secrets)
+	g.secretsMu.Unlock()
+}
