@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -604,6 +605,91 @@ func TestOTLPSampleRatioZeroPy(t *testing.T) {
 		t.Errorf("unsampled caller's event trace_id = %v, want %s", ev["trace_id"], unsampled)
 	}
 	checkTree(t, "sampled caller's trace", traceOf(all, sampled), "00f067aa0ba902b7")
+}
+
+// TestOTLPCollectorSlowOrDownPy: a collector that holds every export, or
+// none at all, never delays or fails a PIN request: requests are answered
+// 00 at once and every one has its event; and a SIGTERM then stops the
+// gateway promptly, exit 0, instead of waiting out the shutdown grace for
+// the collector.
+func TestOTLPCollectorSlowOrDownPy(t *testing.T) {
+	py := needPython(t, "import opentelemetry.proto.collector.trace.v1.trace_service_pb2", "opentelemetry-proto")
+	for _, tt := range []struct {
+		name string
+		slow bool
+	}{{"slow", true}, {"down", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			endpoint := freeAddr(t) // nothing listens: the collector is down
+			if tt.slow {
+				endpoint = startOTLPReceiver(t, py, "--delay", "120").addr
+			}
+			const grace = 20 * time.Second
+			g := startOTelGateway(t, fmt.Sprintf("otlp_endpoint: %q", endpoint), grace)
+			pop := embeddedPopulation()
+			const conns, each = 4, 150
+			var wg sync.WaitGroup
+			errs := make(chan error, conns)
+			slowest := make(chan time.Duration, conns)
+			for w := 0; w < conns; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					c, err := loadgen.Dial(context.Background(), g.acq)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.Close()
+					var worst time.Duration
+					for i := 0; i < each; i++ {
+						card := pop.Card(4300 + w*each + i)
+						op := atmChange(card.PAN, fmt.Sprintf("OTLPS%03d", w*each+i), card.PIN, "4826")
+						f, err := op.Fields()
+						if err != nil {
+							errs <- err
+							return
+						}
+						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+						start := time.Now()
+						ans, err := c.Do(ctx, f)
+						cancel()
+						if err != nil || ans.ResponseCode != "00" {
+							errs <- fmt.Errorf("change %d: %v %v", w*each+i, ans, err)
+							return
+						}
+						worst = max(worst, time.Since(start))
+					}
+					slowest <- worst
+				}(w)
+			}
+			wg.Wait()
+			close(errs)
+			close(slowest)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			for d := range slowest {
+				if d > 2*time.Second {
+					t.Errorf("slowest answer took %s with the collector %s", d, tt.name)
+				}
+			}
+			if evs := g.events(t, gateway.MaxAdminEvents); len(evs) != conns*each {
+				t.Errorf("journal holds %d events for %d answered changes", len(evs), conns*each)
+			}
+			if err := g.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			code := g.proc.wait(t, grace+10*time.Second)
+			took := time.Since(start)
+			if code != 0 {
+				t.Errorf("serve exited %d after SIGTERM with the collector %s, want 0\n%s", code, tt.name, opsTail(g.proc.stderr.String(), 2000))
+			}
+			if took > 8*time.Second {
+				t.Errorf("serve took %s to stop after SIGTERM with the collector %s and nothing in flight; want it to stop promptly, not wait out its %s grace", took.Round(100*time.Millisecond), tt.name, grace)
+			}
+		})
+	}
 }
 
 // TestOTLPKafkaTraceparentPy: the outcome event on a real Kafka broker
