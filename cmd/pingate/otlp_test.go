@@ -692,6 +692,221 @@ func TestOTLPCollectorSlowOrDownPy(t *testing.T) {
 	}
 }
 
+// promFamily is one metric family as scripts/metrics_parse.py prints it.
+type promFamily struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Samples []struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+		Value  float64           `json:"value"`
+	} `json:"samples"`
+}
+
+// scrapeParsed reads /metrics at httpAddr and parses it with
+// prometheus_client's parser (scripts/metrics_parse.py).
+func scrapeParsed(t *testing.T, py, httpAddr string) map[string]promFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "metrics.txt")
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script, _ := filepath.Abs("../../scripts/metrics_parse.py")
+	out := runPyScriptQuiet(t, "metrics parser", py, script, file)
+	var fams []promFamily
+	if err := json.Unmarshal(out, &fams); err != nil {
+		t.Fatalf("metrics parser printed %q: %v", tail(string(out), 500), err)
+	}
+	m := map[string]promFamily{}
+	for _, f := range fams {
+		m[f.Name] = f
+	}
+	return m
+}
+
+// runPyScriptQuiet is runPyScript without logging the output.
+func runPyScriptQuiet(t *testing.T, name, py string, args ...string) []byte {
+	t.Helper()
+	stdout, stderr, err := pyScript(t, py, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s%s", name, err, stdout, stderr)
+	}
+	return stdout
+}
+
+// sum adds the values of fam's samples called sample whose labels include
+// want.
+func (f promFamily) sum(sample string, want map[string]string) float64 {
+	var n float64
+	for _, s := range f.Samples {
+		if s.Name != sample {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if s.Labels[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			n += s.Value
+		}
+	}
+	return n
+}
+
+// TestPyMetricsParser: /metrics of the built `pingate serve`, read by
+// prometheus_client's text-format parser, has the families
+// docs/operations.md, docs/branch-api.md and deploy/prometheus name, with
+// their types and labels, and they move as traffic goes through: requests
+// by code, request and stage histograms, branch requests, and acquirer
+// messages refused before the flow (docs/design.md: "logged and counted").
+// No label carries a PAN, a PIN block, a terminal id or a card token.
+func TestPyMetricsParser(t *testing.T) {
+	py := needPython(t, "import prometheus_client.parser", "prometheus-client")
+	g := startOTelGateway(t, "", 10*time.Second)
+	before := scrapeParsed(t, py, g.http)
+	if f, ok := before["target_info"]; !ok || f.sum("target_info", map[string]string{"service_instance_id": "otel-audit", "service_name": "pingate"}) != 1 {
+		t.Errorf("target_info = %+v, want service_instance_id otel-audit, service_name pingate", f)
+	}
+	pop := embeddedPopulation()
+	c, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const approved = 6
+	var terminals []string
+	for i := 0; i < approved; i++ {
+		card := pop.Card(4500 + i)
+		term := fmt.Sprintf("OTLPM%03d", i)
+		terminals = append(terminals, term)
+		if code := g.atm(t, c, atmChange(card.PAN, term, card.PIN, "4826")); code != "00" {
+			t.Fatalf("change %d answered %s", i, code)
+		}
+	}
+	wrong := atmChange(pop.Card(4510).PAN, "OTLPM100", "0007", "4826")
+	terminals = append(terminals, wrong.Terminal)
+	if code := g.atm(t, c, wrong); code != "55" {
+		t.Fatalf("wrong PIN answered %s, want 55", code)
+	}
+	unblockPAN := pop.Card(4511).PAN
+	g.secret(unblockPAN)
+	if status, _ := g.branchPost(t, "teller", "/v1/pin/unblocks", "", map[string]any{"pan": unblockPAN,
+		"branch": branchapi.DevBranch, "terminal": "OTLPM200", "teller": "T0117-07", "identity_check_ref": "IDCHK-2026-000501"}); status != http.StatusOK {
+		t.Fatalf("branch unblock = %d", status)
+	}
+	terminals = append(terminals, "OTLPM200")
+	// An acquirer the gateway does not know: 58 before the flow, no event.
+	stranger, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	odd := atmChange(pop.Card(4512).PAN, "OTLPM300", pop.Card(4512).PIN, "4826")
+	odd.Acquirer = "777001"
+	terminals = append(terminals, odd.Terminal)
+	if code := g.atm(t, stranger, odd); code != "58" {
+		t.Fatalf("unknown acquirer answered %s, want 58", code)
+	}
+
+	after := scrapeParsed(t, py, g.http)
+	family := func(name, typ string) promFamily {
+		t.Helper()
+		f, ok := after[name]
+		if !ok {
+			t.Errorf("/metrics has no family %s", name)
+		} else if f.Type != typ {
+			t.Errorf("%s is a %s, want a %s", name, f.Type, typ)
+		}
+		return f
+	}
+	moved := func(name, sample string, labels map[string]string, want float64) {
+		t.Helper()
+		if d := after[name].sum(sample, labels) - before[name].sum(sample, labels); d != want {
+			t.Errorf("%s%v moved by %v, want %v", sample, labels, d, want)
+		}
+	}
+	family("pingate_requests", "counter")
+	moved("pingate_requests", "pingate_requests_total", map[string]string{"operation": "change", "channel": "atm", "outcome": "approved", "code": "00"}, approved)
+	moved("pingate_requests", "pingate_requests_total", map[string]string{"operation": "change", "channel": "atm", "outcome": "declined", "code": "55"}, 1)
+	moved("pingate_requests", "pingate_requests_total", map[string]string{"operation": "unblock", "channel": "branch", "code": "00"}, 1)
+	family("pingate_request_duration_seconds", "histogram")
+	moved("pingate_request_duration_seconds", "pingate_request_duration_seconds_count", map[string]string{"channel": "atm"}, approved+1)
+	moved("pingate_request_duration_seconds", "pingate_request_duration_seconds_bucket", map[string]string{"channel": "atm", "le": "+Inf"}, approved+1)
+	stages := family("pingate_stage_duration_seconds", "histogram")
+	for _, s := range stages.Samples {
+		switch s.Labels["stage"] {
+		case "limiter", "hsm", "issuer", "journal":
+		default:
+			t.Errorf("pingate_stage_duration_seconds stage %q, not one docs/operations.md lists (limiter, hsm, issuer, journal)", s.Labels["stage"])
+		}
+	}
+	for _, st := range []string{"limiter", "hsm", "issuer", "journal"} {
+		if d := after["pingate_stage_duration_seconds"].sum("pingate_stage_duration_seconds_count", map[string]string{"stage": st}) -
+			before["pingate_stage_duration_seconds"].sum("pingate_stage_duration_seconds_count", map[string]string{"stage": st}); d < approved {
+			t.Errorf("stage %s timed %v times for %d approved changes", st, d, approved)
+		}
+	}
+	if f := family("pingate_requests_inflight", "gauge"); f.sum("pingate_requests_inflight", nil) != 0 {
+		t.Errorf("pingate_requests_inflight = %v with nothing in flight", f.sum("pingate_requests_inflight", nil))
+	}
+	if f := family("pingate_issuer_links_up", "gauge"); f.sum("pingate_issuer_links_up", map[string]string{"issuer": "ssbank"}) < 1 {
+		t.Errorf("pingate_issuer_links_up{issuer=ssbank} < 1 with the link signed on")
+	}
+	family("pingate_limiter_decisions", "counter")
+	family("pingate_outbox_journal_appends", "counter")
+	family("pingate_outbox_journal_depth", "gauge")
+	family("pingate_branch_requests", "counter")
+	moved("pingate_branch_requests", "pingate_branch_requests_total", map[string]string{"route": "/v1/pin/unblocks", "method": "POST", "status": "200", "channel": "branch"}, 1)
+	family("pingate_branch_request_duration_seconds", "histogram")
+	// Refused before the flow: counted, since no event records it.
+	family("pingate_acquirer_refusals", "counter")
+	moved("pingate_acquirer_refusals", "pingate_acquirer_refusals_total", map[string]string{"code": "58"}, 1)
+	moved("pingate_requests", "pingate_requests_total", map[string]string{"code": "58"}, 0)
+
+	// No label carries card data, secrets or per-terminal values.
+	panLike := regexp.MustCompile(`\d{12,19}`)
+	hexLike := regexp.MustCompile(`(?i)[0-9a-f]{16,}`)
+	series := 0
+	for _, f := range after {
+		for _, s := range f.Samples {
+			series++
+			for k, v := range s.Labels {
+				switch k {
+				case "terminal", "pan", "card", "card_token", "stan", "operation_id", "request_id":
+					t.Errorf("%s has a label %s: unbounded or card data", s.Name, k)
+				}
+				if panLike.MatchString(v) || hexLike.MatchString(v) {
+					t.Errorf("%s{%s=%q} looks like a card number or key material", s.Name, k, v)
+				}
+				for _, term := range terminals {
+					if v == term {
+						t.Errorf("%s{%s=%q}: a terminal id as a label value", s.Name, k, v)
+					}
+				}
+				g.secretsMu.Lock()
+				for _, sec := range g.secrets {
+					if len(sec) > 4 && strings.Contains(strings.ToUpper(v), strings.ToUpper(sec)) {
+						t.Errorf("%s{%s}: carries a PAN or PIN block the test sent", s.Name, k)
+					}
+				}
+				g.secretsMu.Unlock()
+			}
+		}
+	}
+	t.Logf("%d families, %d series after the traffic", len(after), series)
+}
+
 // TestOTLPKafkaTraceparentPy: the outcome event on a real Kafka broker
 // carries the request's trace (docs/events.md): its traceparent header has
 // the body's trace_id and names the exported pingate.journal.append span,
