@@ -348,6 +348,19 @@ func eventOfTerminal(t *testing.T, evs []map[string]any, terminal string) map[st
 	return nil
 }
 
+// logLine returns the first JSON log line of stderr that match accepts.
+func logLine(t *testing.T, stderr string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	for _, l := range strings.Split(stderr, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && match(m) {
+			return m
+		}
+	}
+	t.Fatalf("no such log line in:\n%s", opsTail(stderr, 3000))
+	return nil
+}
+
 // checkNoSecrets fails for any span name, attribute (key or value), event
 // or resource attribute that carries a PAN, PIN or PIN block sent, looks
 // like a card number (12–19 digits) or like key or PIN block material (16
@@ -522,6 +535,17 @@ func TestOTLPExportPy(t *testing.T) {
 	}
 	if ev := eventOfTerminal(t, evs, "OTLPBR01"); ev["trace_id"] != callerTrace {
 		t.Errorf("branch unblock event trace_id = %v, want the caller's %s", ev["trace_id"], callerTrace)
+	}
+	// Its log line joins the trace too (docs/operations.md, "Logs": every
+	// line written while handling a request carries request_id, trace_id
+	// and span_id).
+	line := logLine(t, g.proc.stderr.String(), func(l map[string]any) bool {
+		return l["msg"] == "branch api request" && l["route"] == "/v1/pin/unblocks"
+	})
+	if line["trace_id"] != callerTrace || line["span_id"] != srv.SpanID || line["request_id"] == nil ||
+		line["request_id"] != srv.attr("pingate.request_id") {
+		t.Errorf("branch api request log line = %v; want trace_id %s, span_id %s (the server span) and the span's request_id %q",
+			line, callerTrace, srv.SpanID, srv.attr("pingate.request_id"))
 	}
 
 	// A dual-control reset: the submission is a trace of its own (one
