@@ -999,3 +999,34 @@ func TestOTLPKafkaTraceparentPy(t *testing.T) {
 	checkNoSecrets(t, all, g.secrets)
 	g.secretsMu.Unlock()
 }
+
+// TestPyMetricsIssuerDownFromStart: a gateway that starts while its issuer
+// does not answer shows pingate_issuer_links_up{issuer} 0 on /metrics, so
+// that deploy/prometheus's PingateIssuerUnreachable (max by (issuer) < 1)
+// fires; a series that appears only at the first sign-on would leave the
+// alert silent for an issuer that was never reached.
+func TestPyMetricsIssuerDownFromStart(t *testing.T) {
+	py := needPython(t, "import prometheus_client.parser", "prometheus-client")
+	dir := t.TempDir()
+	p := opsStart(t, "serve", "--config", opsServeConfig(t, dir, freeAddr(t), 10*time.Second))
+	_, httpAddr, _ := servingAddrs(t, p.firstLine(t))
+	waitHTTP(t, "http://"+httpAddr+"/healthz", http.StatusOK)
+	waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusServiceUnavailable)
+	fams := scrapeParsed(t, py, httpAddr)
+	f, ok := fams["pingate_issuer_links_up"]
+	if !ok {
+		t.Fatalf("/metrics has no pingate_issuer_links_up while issuer ssbank is unreachable: PingateIssuerUnreachable cannot fire")
+	}
+	found := false
+	for _, s := range f.Samples {
+		if s.Labels["issuer"] == "ssbank" {
+			found = true
+			if s.Value != 0 {
+				t.Errorf("pingate_issuer_links_up{issuer=ssbank} = %v with no link signed on, want 0", s.Value)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("pingate_issuer_links_up has no series for issuer ssbank: %+v", f.Samples)
+	}
+}
