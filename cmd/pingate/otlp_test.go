@@ -700,6 +700,39 @@ func TestOTLPCollectorSlowOrDownPy(t *testing.T) {
 			if evs := g.events(t, gateway.MaxAdminEvents); len(evs) != conns*each {
 				t.Errorf("journal holds %d events for %d answered changes", len(evs), conns*each)
 			}
+			if !tt.slow {
+				// The operators see the failing export: a warning, at
+				// most one a minute (docs/operations.md, "Trace collector
+				// down"), and a counter to alert on.
+				time.Sleep(6 * time.Second) // the batcher's 5 s export interval
+				var warns, infos int
+				for _, l := range strings.Split(g.proc.stderr.String(), "\n") {
+					var m map[string]any
+					if json.Unmarshal([]byte(l), &m) != nil {
+						continue
+					}
+					msg, _ := m["msg"].(string)
+					switch {
+					case strings.HasPrefix(msg, "telemetry: span export failed") && m["level"] == "WARN":
+						warns++
+					case strings.Contains(msg, "traces export"):
+						infos++
+					}
+				}
+				if warns != 1 || infos != 0 {
+					t.Errorf("collector down: %d WARN lines \"telemetry: span export failed\" and %d other export lines, want one warning and nothing else\n%s",
+						warns, infos, opsTail(g.proc.stderr.String(), 1500))
+				}
+				resp, err := http.Get("http://" + g.http + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !regexp.MustCompile(`(?m)^pingate_telemetry_errors_total\{[^}]*\} [1-9]`).Match(raw) {
+					t.Errorf("/metrics: no pingate_telemetry_errors_total above 0 with the collector down")
+				}
+			}
 			if err := g.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}

@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 
 	g.tel, err = telemetry.Setup(ctx, telemetry.Config{
 		ServiceInstance: cfg.Instance, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPInsecure: true,
-		SampleRatio: cfg.Telemetry.SampleRatio,
+		SampleRatio: cfg.Telemetry.SampleRatio, Logger: g.log,
 	})
 	if err != nil {
 		return g, err
