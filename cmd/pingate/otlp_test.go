@@ -25,6 +25,7 @@ import (
 	"pingate/integration/gateway"
 	"pingate/integration/loadgen"
 	"pingate/integration/testservers"
+	"pingate/iso8583"
 	"pingate/pinblock"
 	"pingate/pinblock/devkeys"
 )
@@ -255,6 +256,13 @@ func (g *otelGateway) secret(s ...string) {
 // blocks go to g.secrets.
 func (g *otelGateway) atm(t *testing.T, c *loadgen.Client, op loadgen.Op) string {
 	t.Helper()
+	_, code := g.atmSend(t, c, op)
+	return code
+}
+
+// atmSend is atm that also returns the request it sent.
+func (g *otelGateway) atmSend(t *testing.T, c *loadgen.Client, op loadgen.Op) (*iso8583.Fields, string) {
+	t.Helper()
 	f, err := op.Fields()
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +274,7 @@ func (g *otelGateway) atm(t *testing.T, c *loadgen.Client, op loadgen.Op) string
 	if err != nil {
 		t.Fatalf("%s at %s: %v", op.Proc, op.Terminal, err)
 	}
-	return ans.ResponseCode
+	return f, ans.ResponseCode
 }
 
 // branchPost posts body to path as who ("teller", "supervisor") with a
@@ -334,6 +342,18 @@ func (g *otelGateway) events(t *testing.T, n int) []map[string]any {
 		t.Fatalf("GET /admin/events = %d %s: %v", resp.StatusCode, raw, err)
 	}
 	return evs
+}
+
+// eventOf returns the newest event of terminal with ce_type typ.
+func eventOf(t *testing.T, evs []map[string]any, terminal, typ string) map[string]any {
+	t.Helper()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i]["terminal"] == terminal && evs[i]["type"] == typ {
+			return evs[i]
+		}
+	}
+	t.Fatalf("no %s event of terminal %s in %d events", typ, terminal, len(evs))
+	return nil
 }
 
 // eventOfTerminal returns the newest event of terminal.
@@ -446,8 +466,17 @@ func TestOTLPExportPy(t *testing.T) {
 	}
 	defer c.Close()
 	card := pop.Card(4100)
-	if code := g.atm(t, c, atmChange(card.PAN, "OTLPATM1", card.PIN, "4826")); code != "00" {
+	cf, code := g.atmSend(t, c, atmChange(card.PAN, "OTLPATM1", card.PIN, "4826"))
+	if code != "00" {
 		t.Fatalf("ATM change answered %s", code)
+	}
+	// The ATM reverses it: the reversal event's trace is the 0420's
+	// (docs/events.md).
+	rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ans, err := c.Do(rctx, reversalAdvice(t, cf))
+	cancel()
+	if err != nil || ans.ResponseCode != "00" {
+		t.Fatalf("0420 = %v, %v; want 0430 00", ans, err)
 	}
 
 	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -476,7 +505,9 @@ func TestOTLPExportPy(t *testing.T) {
 	}
 
 	evs := g.events(t, 20)
-	atmEv := eventOfTerminal(t, evs, "OTLPATM1")
+	atmEv := eventOf(t, evs, "OTLPATM1", "pingate.pin.changed.v1")
+	revEv := eventOf(t, evs, "OTLPATM1", "pingate.pin.change.reversed.v1")
+	revTrace, _ := revEv["trace_id"].(string)
 	atmTrace, _ := atmEv["trace_id"].(string)
 	if len(atmTrace) != 32 {
 		t.Fatalf("ATM event trace_id = %v, want 32 hex digits", atmEv["trace_id"])
@@ -491,8 +522,17 @@ func TestOTLPExportPy(t *testing.T) {
 		_, a := byName(traceOf(s, atmTrace), "pingate.journal.append")
 		_, b := byName(traceOf(s, callerTrace), "pingate.journal.append")
 		_, r := byName(traceOf(s, approveTrace), "pingate.journal.append")
-		return a && b && r
+		_, v := byName(traceOf(s, revTrace), "pingate.pin.reversal")
+		return a && b && r && v
 	})
+	rev := traceOf(all, revTrace)
+	checkTree(t, "0420 trace", rev, "")
+	if m, ok := byName(rev, "pingate.acquirer.message"); !ok || m.attr("iso8583.mti") != "0420" || revTrace == atmTrace {
+		t.Errorf("reversal event's trace %s (the change's %s): message span %+v, want its own trace, the 0420's", revTrace, atmTrace, m)
+	}
+	if r, _ := byName(rev, "pingate.pin.reversal"); r.attr("pingate.reversal.result") != "reversed" {
+		t.Errorf("pingate.pin.reversal result = %q, want reversed", r.attr("pingate.reversal.result"))
+	}
 
 	// The ATM change: one trace, the documented spans, one root (the frame).
 	atmSpans := traceOf(all, atmTrace)
