@@ -539,6 +539,11 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	code, err := f.deps.Issuers.Send(ictx, issuer, ireq)
 	span.SetAttributes(attribute.String("iso8583.response_code", code))
+	if err != nil {
+		// No answer (no signed-on link, a timeout): the client span is an
+		// error, named by the stable reason rather than the error's text.
+		span.SetStatus(codes.Error, ResponseFor(err).Reason)
+	}
 	span.End()
 	f.m.stage(ctx, "issuer", t, f.deps.Now())
 	clear(ireq.OldBlock)

@@ -1103,3 +1103,48 @@ func TestPyMetricsIssuerDownFromStart(t *testing.T) {
 		t.Errorf("pingate_issuer_links_up has no series for issuer ssbank: %+v", f.Samples)
 	}
 }
+
+// TestOTLPIssuerDownPy: a PIN change while the issuer cannot be reached is
+// answered 91, and in its exported trace the pingate.issuer.roundtrip client
+// span is an error (a collector's error view finds the failing call), with
+// the reason as its status message and no error text beyond it.
+func TestOTLPIssuerDownPy(t *testing.T) {
+	py := needPython(t, "import opentelemetry.proto.collector.trace.v1.trace_service_pb2", "opentelemetry-proto")
+	rcv := startOTLPReceiver(t, py)
+	dir := t.TempDir()
+	cfg := otelServeConfig(t, dir, fmt.Sprintf("otlp_endpoint: %q", rcv.addr), "", freeAddr(t), 10*time.Second)
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), `hosts: ["issuer-sim"]`, fmt.Sprintf(`hosts: [%q]`, freeAddr(t)), 1)
+	text = regexp.MustCompile(`(?m)^issuer_sim: .*\n`).ReplaceAllString(text, "")
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := opsStart(t, "serve", "--config", cfg)
+	acq, httpAddr, _ := servingAddrs(t, p.firstLine(t))
+	waitHTTP(t, "http://"+httpAddr+"/healthz", http.StatusOK)
+	g := &otelGateway{proc: p, acq: acq, http: httpAddr}
+	c, err := loadgen.Dial(context.Background(), acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	card := embeddedPopulation().Card(4700)
+	if code := g.atm(t, c, atmChange(card.PAN, "OTLPDOWN", card.PIN, "4826")); code != "91" {
+		t.Fatalf("change with the issuer down answered %s, want 91", code)
+	}
+	all := rcv.waitSpans(t, "the change's issuer round trip", func(s []otlpSpan) bool {
+		_, ok := byName(s, "pingate.journal.append")
+		return ok
+	})
+	rt, ok := byName(all, "pingate.issuer.roundtrip")
+	if !ok {
+		t.Fatalf("no pingate.issuer.roundtrip span (%v)", spanNames(all))
+	}
+	if rt.Status["code"] != "STATUS_CODE_ERROR" || rt.Status["message"] == "" {
+		t.Errorf("pingate.issuer.roundtrip status = %v with the issuer unreachable, want an error naming the reason", rt.Status)
+	}
+	checkNoSecrets(t, all, g.secrets)
+}
