@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"pingate/iso8583"
@@ -108,11 +109,11 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	)
 
 	if err := f.Check(); err != nil {
-		return a.answer(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err)), false
+		return a.refuse(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err)), false
 	}
 	acq, err := a.acquirerOf(ctx, s, f)
 	if err != nil {
-		return a.answer(ctx, f, err), errors.Is(err, ErrUnknownAcquirer)
+		return a.refuse(ctx, f, err), errors.Is(err, ErrUnknownAcquirer)
 	}
 	switch f.MTI {
 	case iso8583.MTINetworkRequest:
@@ -120,7 +121,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 	case iso8583.MTIAuthRequest:
 		if acq.RequireSignOn && !signedOn(ctx, s) {
 			a.log.WarnContext(ctx, "request before sign-on refused", "acquirer", acq.ID, "remote", s.Remote)
-			return a.answer(ctx, f, ErrNotSignedOn), false
+			return a.refuse(ctx, f, ErrNotSignedOn), false
 		}
 		return a.operation(ctx, f), false
 	case iso8583.MTIReversalAdvice:
@@ -128,7 +129,7 @@ func (a *AcquirerFront) HandleFrame(ctx context.Context, s *Session, frame []byt
 		// leave an approval standing that its acquirer gave up on.
 		return a.answer(ctx, f, a.reversal(ctx, f)), false
 	}
-	return a.answer(ctx, f, fmt.Errorf("%w: MTI %s not taken", ErrFormat, f.MTI)), false
+	return a.refuse(ctx, f, fmt.Errorf("%w: MTI %s not taken", ErrFormat, f.MTI)), false
 }
 
 // acquirerOf finds the acquirer a checked message speaks for and binds the
@@ -422,7 +423,16 @@ func (a *AcquirerFront) reply(ctx context.Context, f *iso8583.Fields, code strin
 func (a *AcquirerFront) formatError(ctx context.Context, frame []byte, err error) []byte {
 	f := iso8583.UnpackReadable(iso8583.AcquirerSpec, frame)
 	a.log.InfoContext(ctx, "malformed acquirer message", "err", err)
-	return a.answer(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err))
+	return a.refuse(ctx, f, fmt.Errorf("%w: %w", ErrFormat, err))
+}
+
+// refuse answers f with err's code before the flow, where no event records
+// it, and counts it in pingate.acquirer.refusals by code and reason so that
+// the refusals show on /metrics beside the flow's pingate.requests.
+func (a *AcquirerFront) refuse(ctx context.Context, f *iso8583.Fields, err error) []byte {
+	rsp := ResponseFor(err)
+	a.flow.m.refusals.Add(ctx, 1, metric.WithAttributes(attribute.String("code", rsp.Code), attribute.String("reason", rsp.Reason)))
+	return a.reply(ctx, f, rsp.Code)
 }
 
 // answerMTI is the MTI of the answer to a message of mti: the response MTI

@@ -556,6 +556,11 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	}
 	code, err := f.deps.Issuers.Send(ictx, issuer, ireq)
 	span.SetAttributes(attribute.String("iso8583.response_code", code))
+	if err != nil {
+		// No answer (no signed-on link, a timeout): the client span is an
+		// error, named by the stable reason rather than the error's text.
+		span.SetStatus(codes.Error, ResponseFor(err).Reason)
+	}
 	span.End()
 	f.m.stage(ctx, "issuer", t, f.deps.Now())
 	clear(ireq.OldBlock)
@@ -751,6 +756,9 @@ type flowMetrics struct {
 	acqReversals metric.Int64Counter
 	// unshared counts approvals the shared window could not keep.
 	unshared metric.Int64Counter
+	// refusals counts the acquirer messages answered before the flow (no
+	// event records them), by code and reason.
+	refusals metric.Int64Counter
 	// requestAttrs are the attribute sets of requests and duration.
 	requestAttrs *requestAttrCache
 }
@@ -768,6 +776,7 @@ func newFlowMetrics() flowMetrics {
 	fm.duplicates, _ = m.Int64Counter("pingate.requests.duplicates", metric.WithDescription("duplicate requests answered with the first outcome"))
 	fm.reversals, _ = m.Int64Counter("pingate.requests.reversed", metric.WithDescription("issuer-approved requests reversed because their outcome could not be recorded"))
 	fm.acqReversals, _ = m.Int64Counter("pingate.acquirer.reversals", metric.WithDescription("acquirers' reversal advices (0420) by result: reversed, nothing_to_undo, original_unknown, already_reversed, failed"))
+	fm.refusals, _ = m.Int64Counter("pingate.acquirer.refusals", metric.WithDescription("acquirer messages refused before the flow, so recorded in no event, by code and reason: a frame that does not unpack or breaks the field use (30), an unknown or mismatched acquirer (58), a request before sign-on (91)"))
 	fm.unshared, _ = m.Int64Counter("pingate.approvals.unshared", metric.WithDescription("approvals the shared duplicate window (Redis) could not keep: an acquirer's 0420 for them is undone only by the instance that approved"))
 	return fm
 }

@@ -189,6 +189,10 @@ func NewIssuerLinks(cfg LinksConfig) *IssuerLinks {
 			}
 		}
 		l.issuers[ic.ID] = st
+		// The series exists from the start at 0: an issuer never reached
+		// shows as no link up, not as no series (which an alert on
+		// pingate_issuer_links_up < 1 would never see).
+		l.linkUp.Add(context.Background(), 0, metric.WithAttributes(attribute.String("issuer", ic.ID)))
 	}
 	return l
 }

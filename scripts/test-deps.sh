@@ -11,7 +11,12 @@
 # Python SDK) its Kafka binding reads each record, and jsonschema with
 # rfc3339-validator (its date-time format check) validates the bodies for the
 # independent back-office consumer scripts/backoffice_consumer.py, which
-# TestPyBackOfficeConsumer runs. Without them those tests skip (and fail under
+# TestPyBackOfficeConsumer runs; opentelemetry-proto (the OpenTelemetry
+# project's generated protobuf classes, with protobuf) decodes the OTLP/HTTP
+# exports of the independent trace receiver scripts/otlp_receiver.py, which
+# cmd/pingate's TestOTLP*Py tests run, and prometheus-client's text-format
+# parser reads /metrics for scripts/metrics_parse.py, which
+# TestPyMetricsParser runs. Without them those tests skip (and fail under
 # CI=true).
 set -euo pipefail
 if command -v python3 >/dev/null 2>&1; then
@@ -22,6 +27,9 @@ if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import cloudevents.core.bindings.kafka' 2>/dev/null || python3 -m pip install --quiet 'cloudevents==2.2.0'
   python3 -c 'import jsonschema, rfc3339_validator' 2>/dev/null ||
     python3 -m pip install --quiet 'jsonschema==4.26.0' 'rfc3339-validator==0.1.4'
+  python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null ||
+    python3 -m pip install --quiet 'opentelemetry-proto==1.45.2' 'protobuf==7.36.2'
+  python3 -c 'import prometheus_client.parser' 2>/dev/null || python3 -m pip install --quiet 'prometheus-client==0.26.0'
 fi
 # pythales (PyPI, Tim Gabets) is the independent payShield simulator
 # integration/payshield's TestPythales runs the client against. Its declared

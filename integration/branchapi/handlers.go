@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"pingate/integration/logredact"
 	"pingate/iso8583"
 	"pingate/routing"
 )
@@ -146,9 +147,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !found {
 		template = "unmatched"
 	}
+	// The request id and the span go into ctx, so that every line logged
+	// for this request, the request line below included, carries
+	// request_id, trace_id and span_id (docs/operations.md, "Logs").
+	reqID := uuid.NewString()
+	ctx = logredact.WithRequestID(ctx, reqID)
 	ctx, span := s.tracer.Start(ctx, r.Method+" "+template, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", template)))
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("pingate.request_id", reqID))
+	}
 
 	client := s.identity(r)
 	channel := ""
@@ -196,7 +205,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.problem != "" {
 		attrs = append(attrs, "problem", a.problem)
 	}
-	s.log.Info("branch api request", attrs...)
+	s.log.InfoContext(ctx, "branch api request", attrs...)
 }
 
 // identity maps the verified client certificate to its configured identity.

@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 
 	g.tel, err = telemetry.Setup(ctx, telemetry.Config{
 		ServiceInstance: cfg.Instance, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPInsecure: true,
-		SampleRatio: cfg.Telemetry.SampleRatio,
+		SampleRatio: cfg.Telemetry.SampleRatio, Logger: g.log,
 	})
 	if err != nil {
 		return g, err
@@ -458,6 +458,10 @@ func tcpDialer(ctx context.Context, addr, framing string, onFrame func([]byte)) 
 	return iso8583.Dial(ctx, addr, iso8583.ClientConfig{Framing: fr, OnFrame: onFrame, GatherWrites: true})
 }
 
+// TraceFlushTimeout bounds the flush of the spans still queued for the OTLP
+// collector when the gateway shuts down.
+const TraceFlushTimeout = 2 * time.Second
+
 // Shutdown stops accepting, lets in-flight requests finish within ctx,
 // flushes the journal, signs off issuer links, and closes everything; it
 // returns when every goroutine the gateway started has ended. When ctx ends
@@ -529,7 +533,16 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 		g.ring.Zeroize()
 	}
 	if g.tel != nil {
-		_ = g.tel.Shutdown(ctx)
+		// Spans are best effort: a collector that is slow or black-holes
+		// connections must not hold the exit for the rest of the grace
+		// period (the OTLP exporter waits up to 10 s per export and retries
+		// for a minute). What is not sent within TraceFlushTimeout is
+		// dropped, and said so.
+		tctx, cancel := context.WithTimeout(ctx, TraceFlushTimeout)
+		if err := g.tel.Shutdown(tctx); err != nil {
+			g.log.Warn("traces not flushed at shutdown; the rest are dropped", "err", err)
+		}
+		cancel()
 	}
 	g.wg.Wait()
 	return errors.Join(errs...)

@@ -9,13 +9,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -43,6 +46,10 @@ type Config struct {
 	SampleRatio *float64
 	// SpanExporter, if set, receives spans too (tests use an in-memory one).
 	SpanExporter sdktrace.SpanExporter
+	// Logger, if set, receives the SDK's background errors (a failed span
+	// export) at warn level, at most one line per ErrorLogInterval; each is
+	// counted in pingate.telemetry.errors either way.
+	Logger *slog.Logger
 }
 
 // Validate names bad values.
@@ -112,6 +119,13 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 
+	errs, _ := mp.Meter("pingate/telemetry").Int64Counter("pingate.telemetry.errors",
+		metric.WithDescription("errors the OpenTelemetry SDK reported in the background, chiefly span exports the collector did not take (their spans are dropped)"))
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	otel.SetErrorHandler(&errorLog{log: log, errors: errs, now: time.Now})
 	otel.SetTracerProvider(unsampledProvider{sdk: tp})
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
