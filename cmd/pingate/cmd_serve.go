@@ -237,6 +237,9 @@ func (c *checkConfigCmd) Run(env *cli.Env) error {
 	if err := gateway.CheckPayShieldFiles(cfg); err != nil {
 		return err
 	}
+	if err := gateway.CheckKeyLabels(cfg); err != nil {
+		return err
+	}
 	for _, w := range cfg.WithDefaults().ProductionWarnings() {
 		fmt.Fprintln(stdout, "warning: production: "+w)
 	}

@@ -126,7 +126,7 @@ routing:
       name: ATM network
       channel: atm
       terminals: ["*"]
-      keys: {1: atm-zpk}
+      keys: {1: dev-atm-zpk}
       formats: [0]
   issuers:
     - id: example-bank
@@ -134,7 +134,7 @@ routing:
       hosts: ["127.0.0.1:9583"]
       dialect: example-bank
       pin_format: `+pinFormat+`
-      key: iss-zpk
+      key: dev-atm-zpk
       key_index: 1
   routes:
     - prefix: "67676700"

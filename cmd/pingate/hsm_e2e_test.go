@@ -239,7 +239,7 @@ security:
     header_length: 4
     connections: 4
     timeout: 500ms
-    key_file: `+write("hsm-keys.json", "[]\n")+`
+    key_file: `+write("hsm-keys.json", hsmKeyFileOf("atm-zpk", "iss-zpk"))+`
     key_block_lmk: true
     lmk_id: "01"
 `+routingYAML)
@@ -670,10 +670,14 @@ func TestPayShieldModeBranchGeneratedReset(t *testing.T) {
 	go func() { defer close(done); _ = sim.Serve(ln) }()
 	t.Cleanup(func() { sim.Close(); <-done })
 
+	// No branch PIN block is translated here, but every key a route names
+	// must be one the HSM holds: a variant-LMK payShield holds no AES key,
+	// so the branch front end gets the TDES zone key and format 0.
 	branchAcq := gateway.EmbeddedConfig().Routing.Acquirers[1]
+	branchAcq.Keys, branchAcq.Formats = map[int]string{1: devkeys.ATMZPK}, []int{0}
 	g := startTestGateway(t, func(c *gateway.Config) {
 		c.UsePayShieldSim(ln.Addr().String())
-		c.Routing.Acquirers = append(c.Routing.Acquirers, branchAcq) // no branch PIN block is translated here
+		c.Routing.Acquirers = append(c.Routing.Acquirers, branchAcq)
 	})
 	ctx := context.Background()
 	if err := waitReady(ctx, g); err != nil {
@@ -1187,4 +1191,21 @@ func TestHoldsSecret(t *testing.T) {
 			t.Errorf("holdsSecret(%q, %q) = %v, want %v", c.h, c.s, got, c.want)
 		}
 	}
+}
+
+// hsmKeyFileOf is a payShield key file holding keys ids, zone master keys
+// those whose id starts with "zmk", zone PIN keys the others, each a made-up
+// token under the LMK (for check-config, which reads the file but asks the
+// HSM nothing).
+func hsmKeyFileOf(ids ...string) string {
+	var entries []string
+	for _, id := range ids {
+		usage := "ZPK"
+		if strings.HasPrefix(id, "zmk") {
+			usage = "ZMK"
+		}
+		entries = append(entries, fmt.Sprintf(`{"id":%q,"version":1,"usage":%q,"algorithm":"tdes","length":16,"token":"U%s","kcv":"08D7B4"}`,
+			id, usage, strings.Repeat("AB", 16)))
+	}
+	return "[" + strings.Join(entries, ",") + "]\n"
 }

@@ -87,7 +87,8 @@ events:
 func TestProductionWarnsAboutLegacyAcquirerSettings(t *testing.T) {
 	dir := t.TempDir()
 	path, keyFile := filepath.Join(dir, "prod.yaml"), filepath.Join(dir, "hsm-keys.json")
-	if err := os.WriteFile(keyFile, []byte("[]\n"), 0o600); err != nil { // check-config reads it, as serve does
+	// check-config reads it, as serve does, and the routes' keys must be in it.
+	if err := os.WriteFile(keyFile, []byte(hsmKeyFileOf("zpk-atm", "zmk-atm", "zpk-atm2", "zpk-issuer")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, []byte(fmt.Sprintf(`
@@ -141,7 +142,7 @@ routing:
 	}
 
 	// serve --production logs the same warnings before it starts (here it
-	// then stops: the key file of this config does not exist).
+	// then stops: no HSM answers at its address).
 	out.Reset()
 	errOut.Reset()
 	run(context.Background(), []string{"serve", "--production", "--config", path, "--acquirer-addr", "127.0.0.1:0",
@@ -212,11 +213,50 @@ routing:
 		}
 	}
 	keyFile := filepath.Join(dir, "hsm-keys.json")
-	if err := os.WriteFile(keyFile, []byte("[]\n"), 0o600); err != nil { // check-config reads it, as serve does
+	// check-config reads it, as serve does, and the routes' keys must be in it.
+	if err := os.WriteFile(keyFile, []byte(hsmKeyFileOf("zpk-atm", "zpk-issuer")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hsm := "module: payshield\n  payshield:\n    hosts: [\"127.0.0.1:1500\"]\n    key_file: " + keyFile
 	if out, errOut, code := clitest.Exec(t, bin, "check-config", write("prod-hsm.yaml", "production: true\n", hsm)); code != 0 || !strings.Contains(out, "ok") {
 		t.Errorf("check-config of production on module payshield: exit %d, %q %q; want ok", code, out, errOut)
+	}
+}
+
+// TestServeRefusesARouteKeyNotLoaded: a route naming a key the module does
+// not hold would refuse every request on it; serve refuses to start on it,
+// as a reload refuses it, and check-config names it too.
+func TestServeRefusesARouteKeyNotLoaded(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pingate.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+security: {dev_keys: true}
+issuer_sim: {seed: 1}
+routing:
+  institution: "999001"
+  acquirers:
+    - {id: "100001", name: "ATM", channel: atm, terminals: ["*"], keys: {1: dev-atm-zpk, 2: zpk-not-there}, formats: [0, 3]}
+  issuers:
+    - {id: ssbank, institution: "300001", hosts: [issuer-sim], pin_format: 4, key: no-such-zpk, key_index: 1}
+  routes:
+    - {prefix: "62284812", issuer: ssbank}
+events: {journal_dir: %q}
+reversals: {dir: %q}
+`, filepath.Join(dir, "journal"), filepath.Join(dir, "reversals"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"check-config", cfg},
+		{"serve", "--config", cfg, "--acquirer-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 1 {
+			t.Errorf("%s with route keys not loaded exited %d, want 1 (stdout %q)", args[0], code, out.String())
+		}
+		for _, want := range []string{`keys[2]: key "zpk-not-there" is not loaded`, `key: key "no-such-zpk" is not loaded`} {
+			if !strings.Contains(errOut.String(), want) {
+				t.Errorf("%s: stderr %q does not name %s", args[0], errOut.String(), want)
+			}
+		}
 	}
 }

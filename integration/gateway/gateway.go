@@ -138,6 +138,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err err
 			return g, err
 		}
 	}
+	// As on reload: a route naming a key the module does not hold would
+	// refuse every request on it.
+	if err := checkKeyLabels(cfg.Routing, g.heldKeys(g.ring)); err != nil {
+		return g, err
+	}
 
 	tokenKey, err := secretHex(cfg.Security.CardTokenKeyFile, cfg.Security.CardTokenKeyEnv, devTokenKey)
 	if err != nil {

@@ -123,6 +123,33 @@ func CheckPayShieldFiles(cfg Config) error {
 	return errors.Join(errs...)
 }
 
+// CheckKeyLabels is, for pingate check-config, the start-up's check that
+// every key the routes name is held by the module that translates: the
+// development keys and the key store's, or in payShield mode the key file's
+// and the development keys under the test LMK. Errors name every key.
+func CheckKeyLabels(cfg Config) error {
+	cfg = cfg.WithDefaults()
+	sec := cfg.Security
+	var held []pinblock.KeyInfo
+	if sec.Module == "payshield" {
+		keys, err := PayShieldKeys(sec, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		for _, k := range keys.List() {
+			held = append(held, pinblock.KeyInfo{ID: k.ID})
+		}
+	} else {
+		ring, _, err := loadKeyring(sec)
+		if err != nil {
+			return err
+		}
+		defer ring.Zeroize()
+		held = ring.List()
+	}
+	return checkKeyLabels(cfg.Routing, held)
+}
+
 // CheckKeyModes is checkKeyModes for pingate check-config: with a software
 // key store (security.key_store, security.module software), it opens the
 // store — the LMK must be readable, as it must be for serve — and checks the

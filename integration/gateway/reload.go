@@ -195,14 +195,7 @@ func (g *Gateway) Reload(trigger string) (rep ReloadReport, err error) {
 	// The routes name the keys of the module that translates: in payShield
 	// mode the HSM keys the module holds (the key file as read at start,
 	// with every key change since), not the software ring.
-	held := ring.List()
-	if g.psKeys != nil {
-		held = nil
-		for _, k := range g.psKeys.List() {
-			held = append(held, pinblock.KeyInfo{ID: k.ID})
-		}
-	}
-	if err := checkKeyLabels(next.Routing, held); err != nil {
+	if err := checkKeyLabels(next.Routing, g.heldKeys(ring)); err != nil {
 		ring.Zeroize()
 		return rep, fmt.Errorf("%w: %v", ErrReloadRefused, err)
 	}
@@ -391,6 +384,20 @@ func listKeyStore(sec SecurityConfig) ([]keystore.StoredKey, error) {
 		return nil, fmt.Errorf("security.key_store: %w", err)
 	}
 	return ks, nil
+}
+
+// heldKeys are the keys the routes may name: in payShield mode the HSM keys
+// the module holds (the key file as read at start, with every key change
+// since), else ring's.
+func (g *Gateway) heldKeys(ring *pinblock.Keyring) []pinblock.KeyInfo {
+	if g.psKeys == nil {
+		return ring.List()
+	}
+	var held []pinblock.KeyInfo
+	for _, k := range g.psKeys.List() {
+		held = append(held, pinblock.KeyInfo{ID: k.ID})
+	}
+	return held
 }
 
 // checkKeyLabels names every key label of rc that is not among keys.
