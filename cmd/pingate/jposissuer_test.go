@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,7 +81,7 @@ routing:
       key_index: 1
       timeout: 1s
       echo_interval: 1s
-  routes:
+%s  routes:
     - {prefix: "411111", issuer: jposbank}
 events:
   journal_dir: %s
@@ -91,8 +93,9 @@ branch:
 
 // jposIssuer is the running jPOS issuer host.
 type jposIssuer struct {
-	addr string
-	out  *pyOutput
+	addr  string
+	out   *pyOutput
+	stdin io.Writer // commands: "release LABEL"
 }
 
 // count is how many printed lines equal s.
@@ -124,32 +127,43 @@ func startJPOSIssuer(t *testing.T, java, cp string, cards []jposCard, extra ...s
 	}
 	args := append([]string{"-cp", cp, "issuerhost.IssuerHost", "--keys", keys, "--doc", doc, "--listen", "127.0.0.1:0",
 		"--institution", "999001", "--receiving", "300009", "--key-index", "1", "--cards", file}, extra...)
-	addr, out := startPeer(t, "jPOS issuer", exec.Command(java, args...), 30*time.Second, true)
-	return &jposIssuer{addr: addr, out: out}
+	cmd := exec.Command(java, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, out := startPeer(t, "jPOS issuer", cmd, 30*time.Second, true)
+	return &jposIssuer{addr: addr, out: out, stdin: stdin}
 }
 
 // servedGateway is a `pingate serve` process.
 type servedGateway struct {
 	cmd                    *exec.Cmd
 	acq, http, admin, logf string
-	exited                 chan error
+	exited                 chan struct{} // closed when the process has exited
 }
 
 // startServe runs the built binary with jposIssuerConfig routed to
-// issuerAddr and waits until /readyz is 200 (its issuer link signed on).
-func startServe(t *testing.T, issuerAddr string) *servedGateway {
+// issuerAddr, its journal (and so its owed reversal advices) in dir, and
+// waits until /readyz is 200 (its issuer link signed on). Its log is
+// appended to dir/pingate.log. Each of issuerLines is one more setting of
+// the issuer ("framing: ascii4").
+func startServe(t *testing.T, issuerAddr, dir string, issuerLines ...string) *servedGateway {
 	t.Helper()
 	bin := opsBinary(t)
-	dir := t.TempDir()
 	g := &servedGateway{acq: freeAddr(t), http: freeAddr(t), admin: freeAddr(t), logf: filepath.Join(dir, "pingate.log"),
-		exited: make(chan error, 1)}
+		exited: make(chan struct{})}
 	path := filepath.Join(dir, "pingate.yaml")
-	yaml := fmt.Sprintf(jposIssuerConfig, g.acq, g.http, g.admin, issuerAddr,
+	var extra strings.Builder
+	for _, l := range issuerLines {
+		fmt.Fprintf(&extra, "      %s\n", l)
+	}
+	yaml := fmt.Sprintf(jposIssuerConfig, g.acq, g.http, g.admin, issuerAddr, extra.String(),
 		filepath.Join(dir, "journal"), filepath.Join(dir, "reversals"))
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(g.logf)
+	logf, err := os.OpenFile(g.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +173,7 @@ func startServe(t *testing.T, issuerAddr string) *servedGateway {
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { g.exited <- g.cmd.Wait(); logf.Close() }()
+	go func() { _ = g.cmd.Wait(); logf.Close(); close(g.exited) }()
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() {
@@ -183,9 +197,8 @@ func (g *servedGateway) waitReady(t *testing.T) {
 			}
 		}
 		select {
-		case err := <-g.exited:
-			g.exited <- err
-			t.Fatalf("pingate serve exited: %v\n%s", err, tail(g.log(), 3000))
+		case <-g.exited:
+			t.Fatalf("pingate serve exited: %v\n%s", g.cmd.ProcessState, tail(g.log(), 3000))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -200,19 +213,27 @@ func (g *servedGateway) log() string {
 	return string(b)
 }
 
-// stop sends SIGTERM and waits for the exit (at most once).
+// stop sends SIGTERM and waits for the exit.
 func (g *servedGateway) stop(t *testing.T) {
 	t.Helper()
-	if g.cmd.ProcessState != nil {
-		return
-	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	g.signal(t, syscall.SIGTERM)
+}
+
+// signal sends sig and waits for the exit.
+func (g *servedGateway) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
 	select {
-	case err := <-g.exited:
-		g.exited <- err
+	case <-g.exited:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Signal(sig)
+	select {
+	case <-g.exited:
 	case <-time.After(40 * time.Second):
 		_ = g.cmd.Process.Kill()
-		t.Errorf("pingate serve: no exit 40 s after SIGTERM")
+		<-g.exited
+		t.Errorf("pingate serve: no exit 40 s after %v", sig)
 	}
 }
 
@@ -293,6 +314,9 @@ func TestJPOSIssuer(t *testing.T) {
 		{card: card("code-61", "code=61"), newPIN: "6150", want: "96", event: failed, reason: "issuer_unknown_code"},
 		{card: card("code-94", "code=94"), newPIN: "6150", want: "96", event: failed, reason: "issuer_unknown_code"},
 		{card: card("duplicate-answer", "dup"), newPIN: "6150", want: "00", event: changed, reason: "approved", stands: true},
+		{card: card("answer-with-de12-13", "full"), newPIN: "6150", want: "00", event: changed, reason: "approved", stands: true},
+		{card: card("wrong-de7", "wrong7"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
+		{card: card("wrong-de32", "wrong32"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("late", "late=2500"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("link-closed", "close"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("no-de39", "no39"), newPIN: "6150", want: "96", event: failed, reason: "issuer_message_error", undone: true},
@@ -301,14 +325,19 @@ func TestJPOSIssuer(t *testing.T) {
 		{card: card("unreadable", "garbage"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("advice-96", "late=2500,rev96"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("advice-lost", "late=2500,revnone"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
+		{card: card("advice-answer-bare", "late=2500,revbare"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 	}
 	cards := make([]jposCard, 0, len(tests))
 	for _, tt := range tests {
 		cards = append(cards, tt.card)
 	}
 	unknown := jposCard{label: "unknown", pan: jposPAN(99), pin: "4826"}
+	// Two changes in flight on the one link, the host answering the second
+	// first (docs/iso8583-issuer.md: "the host may answer in any order").
+	second, first := card("answered-second", "late=700"), card("answered-first", "late=100")
+	cards = append(cards, second, first)
 	iss := startJPOSIssuer(t, java, cp, cards, "--signon-refuse", "1", "--host-echo", "--weak", "3719")
-	g := startServe(t, iss.addr)
+	g := startServe(t, iss.addr, t.TempDir())
 	if !iss.out.waitFor("worked example deciphers to its PIN", time.Second) {
 		t.Errorf("the jPOS issuer did not decipher the document's worked example")
 	}
@@ -359,6 +388,33 @@ func TestJPOSIssuer(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("%s: acquirer got %s, want %s", tt.card.label, got, tt.want)
 		}
+	}
+	var wg sync.WaitGroup
+	codes := make([]string, 2)
+	for i, c := range []jposCard{second, first} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				time.Sleep(100 * time.Millisecond) // the first 0100 is on the link before the second
+			}
+			client, err := loadgen.Dial(ctx, g.acq)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer client.Close()
+			codes[i], err = opsDo(ctx, client, loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange,
+				Terminal: fmt.Sprintf("JPO%05d", i), PAN: c.pan, OldPIN: c.pin, NewPIN: "6150",
+				Format: pinblock.Format0, KeyID: devkeys.ATMZPK})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[0] != "00" || codes[1] != "00" {
+		t.Errorf("two changes answered out of order = %v, want [00 00]", codes)
 	}
 	if got := atm("JPIUNKNW", unknown.pan, unknown.pin, "6150"); got != "14" {
 		t.Errorf("card the issuer does not hold: acquirer got %s, want 14", got)
@@ -417,6 +473,12 @@ func TestJPOSIssuer(t *testing.T) {
 		}
 	}
 
+	for i := range 2 {
+		if got := evs[fmt.Sprintf("JPO%05d", i)]; len(got) != 1 || got[0].Type != changed {
+			t.Errorf("change %d answered out of order: events %+v, want one %s", i, got, changed)
+		}
+	}
+
 	// Network management: echo on the idle link, the host's own 0800 never
 	// answered (the host prints FAIL for an 0810), sign-off at shutdown.
 	if !iss.out.waitFor("got  0800 301 (echo)", 5*time.Second) {
@@ -425,5 +487,209 @@ func TestJPOSIssuer(t *testing.T) {
 	g.stop(t)
 	if !iss.out.waitFor("got  0800 002 (sign-off)", 5*time.Second) {
 		t.Errorf("the issuer saw no sign-off (0800 002) when the gateway stopped")
+	}
+}
+
+// TestJPOSIssuerRestart stops and kills `pingate serve` while the jPOS
+// issuer holds applied changes the gateway has no answer for, and restarts
+// it on the same journal: every change ends undone at the issuer, once, and
+// has exactly the one event docs/events.md promises. A change held when the
+// gateway gets SIGTERM is answered 91 while it drains and recorded
+// reversed/issuer_timeout; an advice the issuer leaves unanswered until the
+// gateway has stopped is sent by the next start and recorded no second time;
+// a change held when the gateway gets SIGKILL is reversed by the next start
+// and recorded reversed/outcome_not_recorded naming the change's event. An
+// echo the issuer refuses closes the link and the gateway signs on again.
+func TestJPOSIssuerRestart(t *testing.T) {
+	java, mvn := needJavaMaven(t)
+	cp := buildJPOSClient(t, mvn)
+	n := 0
+	card := func(label, mode string) jposCard {
+		n++
+		return jposCard{label: label, pan: jposPAN(100 + n), pin: "4826", mode: mode}
+	}
+	stopped, owed, killed := card("held-at-sigterm", "hold"), card("advice-owed-at-stop", "late=2500,revhold"),
+		card("held-at-sigkill", "hold")
+	iss := startJPOSIssuer(t, java, cp, []jposCard{stopped, owed, killed}, "--echo-refuse", "1")
+	dir := t.TempDir()
+	ctx := context.Background()
+	change := func(g *servedGateway, term string, c jposCard, oldPIN string) (string, error) {
+		client, err := loadgen.Dial(ctx, g.acq)
+		if err != nil {
+			return "", err
+		}
+		defer client.Close()
+		return opsDo(ctx, client, loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange, Terminal: term,
+			PAN: c.pan, OldPIN: oldPIN, NewPIN: "6150", Format: pinblock.Format0, KeyID: devkeys.ATMZPK})
+	}
+	// inFlight sends c's change and returns once the issuer has applied it
+	// and holds the answer; the acquirer's code arrives on the channel.
+	inFlight := func(g *servedGateway, term string, c jposCard) <-chan string {
+		code := make(chan string, 1)
+		go func() {
+			got, err := change(g, term, c, c.pin)
+			if err != nil {
+				got = "error: " + err.Error()
+			}
+			code <- got
+		}()
+		if !iss.out.waitFor("applied change "+c.label, 10*time.Second) {
+			t.Fatalf("%s: the issuer did not apply the change", c.label)
+		}
+		return code
+	}
+
+	g1 := startServe(t, iss.addr, dir)
+	// The issuer refuses the first echo: the gateway closes the link and
+	// signs on again.
+	if !iss.out.waitFor("refused echo on link", 10*time.Second) {
+		t.Fatal("the gateway sent no echo on an idle link")
+	}
+	if !iss.out.waitFor("link 2 open", 10*time.Second) {
+		t.Error("no new link after a refused echo")
+	}
+	g1.waitReady(t)
+	if got, err := change(g1, "JPR00001", owed, owed.pin); got != "91" || err != nil {
+		t.Errorf("%s: acquirer got %s (%v), want 91", owed.label, got, err)
+	}
+	if !iss.out.waitFor("advice left unanswered "+owed.label, 10*time.Second) {
+		t.Errorf("%s: the issuer got no 0420", owed.label)
+	}
+	code := inFlight(g1, "JPR00002", stopped)
+	g1.stop(t)
+	if got := <-code; got != "91" {
+		t.Errorf("%s: acquirer got %s, want 91 (the request's timeout passes while the gateway drains)", stopped.label, got)
+	}
+	// The owed advice is answered from now on; the next start sends it.
+	if _, err := io.WriteString(iss.stdin, "release "+owed.label+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	g2 := startServe(t, iss.addr, dir)
+	for _, c := range []jposCard{stopped, owed} {
+		if !iss.out.waitFor("undone change "+c.label, 15*time.Second) {
+			t.Errorf("%s: not undone at the issuer after the restart", c.label)
+		}
+	}
+	inFlight(g2, "JPR00003", killed)
+	g2.signal(t, syscall.SIGKILL)
+	g3 := startServe(t, iss.addr, dir)
+	if !iss.out.waitFor("undone change "+killed.label, 15*time.Second) {
+		t.Errorf("%s: not undone at the issuer after the restart", killed.label)
+	}
+	time.Sleep(5 * time.Second) // an acknowledged advice is not sent again, nor recorded again
+
+	evs := g3.events(t)
+	want := []struct {
+		term, reason string
+		card         jposCard
+	}{
+		{"JPR00001", "issuer_timeout", owed},
+		{"JPR00002", "issuer_timeout", stopped},
+		{"JPR00003", "outcome_not_recorded", killed},
+	}
+	for _, w := range want {
+		var got []string
+		for _, e := range evs[w.term] {
+			got = append(got, e.Type+"/"+e.Reason+"/"+e.Code)
+		}
+		if len(got) != 1 || got[0] != "pingate.pin.change.reversed.v1/"+w.reason+"/91" {
+			t.Errorf("%s: events %v, want exactly one pingate.pin.change.reversed.v1/%s/91", w.card.label, got, w.reason)
+		}
+		if w.reason == "outcome_not_recorded" && len(evs[w.term]) == 1 && evs[w.term][0].Reverses == "" {
+			t.Errorf("%s: reversal event without ce_reverses", w.card.label)
+		}
+		if got := iss.out.count("undone change " + w.card.label); got != 1 {
+			t.Errorf("%s: undone %d times at the issuer, want 1", w.card.label, got)
+		}
+		if got, err := change(g3, "JPS"+w.term[3:], w.card, w.card.pin); got != "00" || err != nil {
+			t.Errorf("%s: change from the old PIN after the restart = %s (%v), want 00", w.card.label, got, err)
+		}
+	}
+}
+
+// TestJPOSIssuerVariants runs the jPOS issuer in the other forms
+// docs/iso8583-issuer.md allows a host: the ascii4 framing with two
+// connections, the built-in dialect "acquirer" (configuration.md), and an
+// 0810 without DE 32 and DE 100 (the field use). In each, the gateway signs
+// on, a change, a wrong old PIN, a branch reset and unblock get the issuer's
+// answers, a late answer is reversed and undone, each with its one event.
+func TestJPOSIssuerVariants(t *testing.T) {
+	java, mvn := needJavaMaven(t)
+	cp := buildJPOSClient(t, mvn)
+	tests := []struct {
+		name        string
+		hostArgs    []string
+		issuerLines []string
+		links       int
+	}{
+		{"ascii4 framing, two connections", []string{"--framing", "ascii4"}, []string{"framing: ascii4", "connections: 2"}, 2},
+		{"acquirer dialect", []string{"--dialect", "acquirer"}, []string{"dialect: acquirer"}, 1},
+		{"0810 without DE 32 and DE 100", []string{"--bare-0810"}, nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, wrong, reset, late := jposCard{"approved", jposPAN(201), "4826", ""}, jposCard{"wrong-old-pin", jposPAN(202), "4826", ""},
+				jposCard{"reset", jposPAN(203), "4826", ""}, jposCard{"late", jposPAN(204), "4826", "late=2500"}
+			iss := startJPOSIssuer(t, java, cp, []jposCard{ok, wrong, reset, late}, tt.hostArgs...)
+			g := startServe(t, iss.addr, t.TempDir(), tt.issuerLines...)
+			for i := range tt.links {
+				if !iss.out.waitFor(fmt.Sprintf("link %d open", i+1), 5*time.Second) {
+					t.Errorf("link %d not opened", i+1)
+				}
+			}
+			ctx := context.Background()
+			clients := map[string]*loadgen.Client{} // a connection belongs to one acquirer
+			do := func(op loadgen.Op) (string, error) {
+				g.waitReady(t)
+				c := clients[op.Acquirer]
+				if c == nil {
+					var err error
+					if c, err = loadgen.Dial(ctx, g.acq); err != nil {
+						return "", err
+					}
+					t.Cleanup(func() { c.Close() })
+					clients[op.Acquirer] = c
+				}
+				return opsDo(ctx, c, op)
+			}
+			atm := func(term string, c jposCard, oldPIN string) loadgen.Op {
+				return loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange, Terminal: term, PAN: c.pan, OldPIN: oldPIN,
+					NewPIN: "6150", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}
+			}
+			branch := func(term, proc string, c jposCard, newPIN string) loadgen.Op {
+				return loadgen.Op{Acquirer: "200001", Proc: proc, Terminal: term, PAN: c.pan, NewPIN: newPIN,
+					Format: pinblock.Format4, KeyID: devkeys.BranchZPK, Teller: "T1042", IDRef: "IDV-2026-000731"}
+			}
+			steps := []struct {
+				op           loadgen.Op
+				want, evType string
+			}{
+				{atm("JPV00001", ok, ok.pin), "00", "pingate.pin.changed.v1"},
+				{atm("JPV00002", wrong, "8402"), "55", "pingate.pin.change.declined.v1"},
+				{branch("JPV00003", iso8583.ProcPINReset, reset, "8053"), "00", "pingate.pin.reset.v1"},
+				{branch("JPV00004", iso8583.ProcPINUnblock, reset, ""), "00", "pingate.pin.unblocked.v1"},
+				{atm("JPV00005", late, late.pin), "91", "pingate.pin.change.reversed.v1"},
+			}
+			for _, s := range steps {
+				if got, err := do(s.op); got != s.want || err != nil {
+					t.Errorf("%s %s: acquirer got %s (%v), want %s", s.op.Terminal, s.op.Proc, got, err, s.want)
+				}
+			}
+			if !iss.out.waitFor("undone change late", 10*time.Second) {
+				t.Error("the late change was not undone at the issuer")
+			}
+			if got, err := do(atm("JPV00006", late, late.pin)); got != "00" || err != nil {
+				t.Errorf("change from the old PIN after the reversal = %s (%v), want 00", got, err)
+			}
+			if got, err := do(atm("JPV00007", reset, "8053")); got != "00" || err != nil {
+				t.Errorf("change from the PIN the reset set = %s (%v), want 00", got, err)
+			}
+			evs := g.events(t)
+			for _, s := range steps {
+				if got := evs[s.op.Terminal]; len(got) != 1 || got[0].Type != s.evType {
+					t.Errorf("%s: events %+v, want one %s", s.op.Terminal, got, s.evType)
+				}
+			}
+		})
 	}
 }

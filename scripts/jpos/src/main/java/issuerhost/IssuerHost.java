@@ -26,7 +26,11 @@ import org.bouncycastle.crypto.engines.AESEngine;
 import org.bouncycastle.crypto.macs.CMac;
 import org.bouncycastle.crypto.params.KeyParameter;
 import org.jpos.iso.ISOException;
+import org.jpos.iso.BaseChannel;
 import org.jpos.iso.ISOMsg;
+import org.jpos.iso.ISOPackager;
+import org.jpos.iso.channel.ASCIIChannel;
+import org.jpos.iso.packager.GenericPackager;
 import org.jpos.iso.ISOUtil;
 import org.jpos.iso.channel.NACChannel;
 
@@ -48,21 +52,28 @@ import org.jpos.iso.channel.NACChannel;
  *
  * <pre>
  * java issuerhost.IssuerHost --keys docs/dev-keys.md --doc docs/iso8583-issuer.md --listen 127.0.0.1:0 \
- *   --institution 999001 --receiving 300009 --key-index 1 --cards FILE [--signon-refuse N] [--host-echo] [--weak PIN]
+ *   --institution 999001 --receiving 300009 --key-index 1 --cards FILE [--signon-refuse N] [--echo-refuse N]
+ *   [--host-echo] [--weak PIN] [--framing binary2|ascii4] [--dialect issuer|acquirer] [--bare-0810]
  * </pre>
  *
  * Card file: one card a line, "label pan pin [modes]", modes comma-separated:
- * late=MS, close, no39, code=XX, dup, wrong11, no41, garbage (the 0100), and
- * revnone, rev96 (the first 0420).
+ * for the first 0100, late=MS, hold (never answered), close, no39, code=XX,
+ * dup, full (DE 12 and 13 returned), wrong7, wrong11, wrong32, no41,
+ * garbage; for the first 0420, revnone, rev96, revbare (no DE 2, 90, 100);
+ * revhold leaves every 0420 of the card unanswered until "release LABEL"
+ * arrives on standard input.
  */
 public final class IssuerHost {
-  private final IssuerPackager packager = new IssuerPackager();
+  private ISOPackager packager = new IssuerPackager();
+  private String framing = "binary2";
+  private boolean bare0810;
   private final byte[] zpk;
   private final String institution;
   private final String receiving;
   private final String keyIndex;
   private final Set<String> weak = new HashSet<>();
   private int signOnRefusals;
+  private int echoRefusals;
   private final boolean hostEcho;
   private final Map<String, Card> cards = new LinkedHashMap<>();
   private final Map<String, Applied> applied = new HashMap<>(); // original DE 11|7|32 → what it did
@@ -120,7 +131,7 @@ public final class IssuerHost {
 
   public static void main(String[] argv) throws Exception {
     Map<String, String> a = new HashMap<>();
-    Set<String> flags = Set.of("--host-echo");
+    Set<String> flags = Set.of("--host-echo", "--bare-0810");
     List<String> weak = new ArrayList<>();
     for (int i = 0; i < argv.length; i++) {
       if (flags.contains(argv[i])) {
@@ -135,7 +146,17 @@ public final class IssuerHost {
     IssuerHost h = new IssuerHost(key, a.get("--institution"), a.get("--receiving"),
         String.format("%02d", Integer.parseInt(a.getOrDefault("--key-index", "1"))), a.containsKey("--host-echo"));
     h.weak.addAll(weak);
+    h.framing = a.getOrDefault("--framing", "binary2");
+    h.bare0810 = a.containsKey("--bare-0810");
+    if ("acquirer".equals(a.get("--dialect"))) {
+      // The built-in dialect "acquirer" (docs/iso8583-acquirer.md), which an
+      // issuer may speak too: the ATM client's packager of it.
+      try (java.io.InputStream in = IssuerHost.class.getResourceAsStream("/atmclient/acquirer-packager.xml")) {
+        h.packager = new GenericPackager(in);
+      }
+    }
     h.signOnRefusals = Integer.parseInt(a.getOrDefault("--signon-refuse", "0"));
+    h.echoRefusals = Integer.parseInt(a.getOrDefault("--echo-refuse", "0"));
     if (a.containsKey("--doc")) {
       h.checkWorkedExample(Path.of(a.get("--doc")));
     }
@@ -146,12 +167,15 @@ public final class IssuerHost {
       }
     }
     Runtime.getRuntime().addShutdownHook(new Thread(h::printLedger));
+    Thread control = new Thread(h::control, "control");
+    control.setDaemon(true);
+    control.start();
     String[] hp = a.getOrDefault("--listen", "127.0.0.1:0").split(":");
     ServerSocket ss = new ServerSocket();
     ss.bind(new InetSocketAddress(InetAddress.getByName(hp[0]), Integer.parseInt(hp[1])));
     out("listening " + hp[0] + ":" + ss.getLocalPort());
     for (int link = 1; ; link++) {
-      NACChannel ch = new NACChannel(h.packager, null);
+      BaseChannel ch = "ascii4".equals(h.framing) ? new ASCIIChannel(h.packager) : new NACChannel(h.packager, null);
       ch.accept(ss);
       final int n = link;
       Thread t = new Thread(() -> h.serve(ch, n), "link-" + n);
@@ -167,6 +191,27 @@ public final class IssuerHost {
 
   static void fail(String s) {
     out("FAIL " + s);
+  }
+
+  /** Reads commands on standard input: "release LABEL" answers that card's advices again. */
+  void control() {
+    try (java.io.BufferedReader in = new java.io.BufferedReader(new java.io.InputStreamReader(System.in, StandardCharsets.US_ASCII))) {
+      for (String line; (line = in.readLine()) != null; ) {
+        String[] f = line.trim().split("\\s+");
+        if (f.length == 2 && f[0].equals("release")) {
+          synchronized (this) {
+            for (Card c : cards.values()) {
+              if (c.label.equals(f[1])) {
+                c.advMode = null;
+                out("released " + c.label);
+              }
+            }
+          }
+        }
+      }
+    } catch (IOException e) {
+      // no more commands
+    }
   }
 
   // ---- keys and PIN blocks ----
@@ -256,7 +301,7 @@ public final class IssuerHost {
 
   // ---- the link ----
 
-  void serve(NACChannel ch, int link) {
+  void serve(BaseChannel ch, int link) {
     out("link " + link + " open");
     try {
       while (true) {
@@ -285,12 +330,12 @@ public final class IssuerHost {
     }
   }
 
-  void dispatch(NACChannel ch, int link, ISOMsg m) throws ISOException, IOException {
+  void dispatch(BaseChannel ch, int link, ISOMsg m) throws ISOException, IOException {
     String mti = m.getMTI();
     if (m.hasField(11)) {
       synchronized (this) {
-        if (!stans.add(m.getString(11))) {
-          fail(mti + ": DE 11 " + m.getString(11) + " used twice (pingate's STAN is new for every message)");
+        if (!stans.add(m.getString(11) + "|" + m.getString(7))) {
+          fail(mti + ": DE 11 and DE 7 used twice (pingate's STAN is new for every message)");
         }
       }
     }
@@ -303,7 +348,7 @@ public final class IssuerHost {
     }
   }
 
-  static void send(NACChannel ch, ISOMsg m) {
+  static void send(BaseChannel ch, ISOMsg m) {
     try {
       synchronized (ch) {
         ch.send(m);
@@ -313,12 +358,19 @@ public final class IssuerHost {
     }
   }
 
-  /** Sends b behind its binary2 length header (BaseChannel.send(byte[]) writes no header). */
-  static void sendRaw(NACChannel ch, byte[] b) {
-    byte[] f = new byte[b.length + 2];
-    f[0] = (byte) (b.length >> 8);
-    f[1] = (byte) b.length;
-    System.arraycopy(b, 0, f, 2, b.length);
+  /** Sends b behind its length header (BaseChannel.send(byte[]) writes none). */
+  static void sendRaw(BaseChannel ch, byte[] b) {
+    byte[] f;
+    if (ch instanceof ASCIIChannel) {
+      f = new byte[b.length + 4];
+      System.arraycopy(String.format("%04d", b.length).getBytes(StandardCharsets.US_ASCII), 0, f, 0, 4);
+      System.arraycopy(b, 0, f, 4, b.length);
+    } else {
+      f = new byte[b.length + 2];
+      f[0] = (byte) (b.length >> 8);
+      f[1] = (byte) b.length;
+      System.arraycopy(b, 0, f, 2, b.length);
+    }
     try {
       synchronized (ch) {
         ch.send(f);
@@ -376,7 +428,7 @@ public final class IssuerHost {
 
   // ---- network management ----
 
-  void network(NACChannel ch, int link, ISOMsg m) throws ISOException {
+  void network(BaseChannel ch, int link, ISOMsg m) throws ISOException {
     String nmi = m.getString(70);
     String what = "0800 " + nmi;
     out("got  0800 " + nmi + " (" + switch (nmi == null ? "" : nmi) {
@@ -391,16 +443,19 @@ public final class IssuerHost {
     if ("161".equals(nmi)) {
       fail("0800 161: pingate sends no key change to an issuer");
     }
-    ISOMsg r = answer(m, "0810", 7, 11, 32, 70, 100);
+    // DE 32 and DE 100 may be left out of an 0810 (the field use).
+    ISOMsg r = bare0810 ? answer(m, "0810", 7, 11, 70) : answer(m, "0810", 7, 11, 32, 70, 100);
     String code = "00";
     boolean signOn = "001".equals(nmi);
-    if (signOn) {
-      synchronized (this) {
-        if (signOnRefusals > 0) {
-          signOnRefusals--;
-          code = "91";
-          out("refused sign-on");
-        }
+    synchronized (this) {
+      if (signOn && signOnRefusals > 0) {
+        signOnRefusals--;
+        code = "91";
+        out("refused sign-on");
+      } else if ("301".equals(nmi) && echoRefusals > 0) {
+        echoRefusals--;
+        code = "91";
+        out("refused echo on link " + link);
       }
     }
     r.set(39, code);
@@ -426,7 +481,7 @@ public final class IssuerHost {
     return stan + "|" + de7 + "|" + de32;
   }
 
-  void request(NACChannel ch, ISOMsg m) throws ISOException {
+  void request(BaseChannel ch, ISOMsg m) throws ISOException {
     String proc = m.getString(3);
     String pan = m.getString(2);
     Card card;
@@ -448,7 +503,8 @@ public final class IssuerHost {
       fail(what + ": DE 53 " + m.getString(53) + ", want 04" + keyIndex + " then 12 zeros");
     }
     if (m.hasField(48)) {
-      Map<String, String> sub = de48((byte[]) m.getValue(48), what);
+      Map<String, String> sub = m.getValue(48) instanceof String a
+          ? de48ASCII(a, what) : de48((byte[]) m.getValue(48), what);
       if (sub.containsKey("04")) {
         fail(what + ": DE 48.04 (branch) sent to an issuer");
       }
@@ -458,6 +514,12 @@ public final class IssuerHost {
     }
     ISOMsg r = answer(m, "0110", 2, 3, 7, 11, 32, 37, 41, 42, 100);
     String mode;
+    synchronized (this) {
+      if (card != null && "full".equals(card.mode)) {
+        r.set(12, m.getString(12));
+        r.set(13, m.getString(13));
+      }
+    }
     String code;
     synchronized (this) {
       mode = card == null ? null : card.mode;
@@ -490,8 +552,8 @@ public final class IssuerHost {
         if (card.tries >= 3) {
           return "75";
         }
-        String old = decipher((byte[]) m.getValue(52), card.pan, what + " DE 52");
-        String neu = decipher((byte[]) m.getValue(125), card.pan, what + " DE 125");
+        String old = decipher(bytes(m, 52), card.pan, what + " DE 52");
+        String neu = decipher(bytes(m, 125), card.pan, what + " DE 125");
         if (old == null || neu == null) {
           return "30";
         }
@@ -507,7 +569,7 @@ public final class IssuerHost {
         card.tries = 0;
       }
       case "710000" -> {
-        String neu = decipher((byte[]) m.getValue(125), card.pan, what + " DE 125");
+        String neu = decipher(bytes(m, 125), card.pan, what + " DE 125");
         if (neu == null) {
           return "30";
         }
@@ -542,7 +604,7 @@ public final class IssuerHost {
   }
 
   /** Sends answer r as mode says. */
-  void respond(NACChannel ch, ISOMsg r, String mode) throws ISOException {
+  void respond(BaseChannel ch, ISOMsg r, String mode) throws ISOException {
     if (mode.startsWith("late=")) {
       long ms = Long.parseLong(mode.substring(5));
       later.schedule(() -> send(ch, r), ms, TimeUnit.MILLISECONDS);
@@ -564,6 +626,20 @@ public final class IssuerHost {
       case "dup" -> {
         send(ch, r);
         send(ch, (ISOMsg) r.clone());
+      }
+      case "hold" -> out("holding the answer " + r.getString(11));
+      case "full" -> {
+        // DE 12 and 13 are optional in an 0110: the request's, returned.
+        send(ch, r);
+      }
+      case "wrong7" -> {
+        String de7 = r.getString(7);
+        r.set(7, de7.substring(0, 8) + (de7.charAt(8) == '5' ? '4' : '5') + de7.charAt(9));
+        send(ch, r);
+      }
+      case "wrong32" -> {
+        r.set(32, institution + "1");
+        send(ch, r);
       }
       case "wrong11" -> {
         r.set(11, String.format("%06d", (Integer.parseInt(r.getString(11)) + 1) % 1000000));
@@ -611,6 +687,32 @@ public final class IssuerHost {
     return out;
   }
 
+  /** DE 48 of the acquirer dialect: 2-digit tag, 2-digit length, value. */
+  static Map<String, String> de48ASCII(String s, String what) {
+    Map<String, String> out = new LinkedHashMap<>();
+    int i = 0;
+    while (i < s.length()) {
+      if (i + 4 > s.length() || !s.substring(i, i + 4).matches("[0-9]{4}")) {
+        fail(what + ": DE 48 subfield header not 4 digits");
+        break;
+      }
+      int n = Integer.parseInt(s.substring(i + 2, i + 4));
+      if (i + 4 + n > s.length()) {
+        fail(what + ": DE 48." + s.substring(i, i + 2) + " longer than DE 48");
+        break;
+      }
+      out.put(s.substring(i, i + 2), s.substring(i + 4, i + 4 + n));
+      i += 4 + n;
+    }
+    return out;
+  }
+
+  /** A PIN block element: raw bytes (issuer dialect) or hex (acquirer dialect). */
+  static byte[] bytes(ISOMsg m, int f) {
+    Object v = m.getValue(f);
+    return v instanceof String h ? ISOUtil.hex2byte(h) : (byte[]) v;
+  }
+
   static int[] concat(int[] a, int... b) {
     int[] r = new int[a.length + b.length];
     System.arraycopy(a, 0, r, 0, a.length);
@@ -620,7 +722,7 @@ public final class IssuerHost {
 
   // ---- reversal advices ----
 
-  void advice(NACChannel ch, ISOMsg m) throws ISOException {
+  void advice(BaseChannel ch, ISOMsg m) throws ISOException {
     String pan = m.getString(2);
     Card card;
     synchronized (this) {
@@ -659,6 +761,11 @@ public final class IssuerHost {
         out("advice left unanswered " + label);
         return;
       }
+      if ("revhold".equals(advMode)) {
+        card.advMode = advMode; // until "release LABEL" on standard input
+        out("advice left unanswered " + label);
+        return;
+      }
       Applied ap = k == null ? null : applied.get(k);
       if (ap != null && !ap.card.pan.equals(pan)) {
         fail(what + ": DE 2 is not the original's");
@@ -686,6 +793,12 @@ public final class IssuerHost {
     }
     String code = "rev96".equals(advMode) ? "96" : "00";
     r.set(39, code);
+    if ("revbare".equals(advMode)) {
+      // Only the elements the field use makes mandatory in an 0430.
+      r.unset(2);
+      r.unset(90);
+      r.unset(100);
+    }
     out("answer 0430 " + code + " " + label);
     send(ch, r);
   }
