@@ -693,3 +693,53 @@ func TestJPOSIssuerVariants(t *testing.T) {
 		})
 	}
 }
+
+// TestJPOSIssuerAnswerThenClose: the issuer approves a change and closes
+// the link right after its 0110 (a host restarting, a load balancer
+// recycling the connection). The answer reached the gateway before the link
+// closed, so the acquirer gets the issuer's 00, with its one approved event,
+// and no reversal advice undoes the change.
+func TestJPOSIssuerAnswerThenClose(t *testing.T) {
+	java, mvn := needJavaMaven(t)
+	cp := buildJPOSClient(t, mvn)
+	var cards []jposCard
+	for i := range 16 {
+		cards = append(cards, jposCard{fmt.Sprintf("answer-then-close-%d", i), jposPAN(300 + i), "4826", "answerclose"})
+	}
+	iss := startJPOSIssuer(t, java, cp, cards)
+	g := startServe(t, iss.addr, t.TempDir())
+	ctx := context.Background()
+	client, err := loadgen.Dial(ctx, g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for i, c := range cards {
+		// The link the last answer closed is down once the next one opens:
+		// then /readyz says whether that one has signed on.
+		if !iss.out.waitFor(fmt.Sprintf("link %d open", i+1), 10*time.Second) {
+			t.Fatalf("no link %d", i+1)
+		}
+		g.waitReady(t)
+		got, err := opsDo(ctx, client, loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange,
+			Terminal: fmt.Sprintf("JPC%05d", i), PAN: c.pan, OldPIN: c.pin, NewPIN: "6150",
+			Format: pinblock.Format0, KeyID: devkeys.ATMZPK})
+		if got != "00" || err != nil {
+			t.Errorf("%s: acquirer got %s (%v), want the issuer's 00", c.label, got, err)
+		}
+	}
+	time.Sleep(3 * time.Second) // an advice is sent at once and every 2 s
+	evs := g.events(t)
+	for i, c := range cards {
+		var got []string
+		for _, e := range evs[fmt.Sprintf("JPC%05d", i)] {
+			got = append(got, e.Type+"/"+e.Reason)
+		}
+		if len(got) != 1 || got[0] != "pingate.pin.changed.v1/approved" {
+			t.Errorf("%s: events %v, want one pingate.pin.changed.v1/approved", c.label, got)
+		}
+		if n := iss.out.count("got  0420 700000 " + c.label); n != 0 {
+			t.Errorf("%s: %d reversal advices for a change the gateway had the answer of", c.label, n)
+		}
+	}
+}

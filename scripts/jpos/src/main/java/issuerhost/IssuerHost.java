@@ -57,7 +57,8 @@ import org.jpos.iso.channel.NACChannel;
  * </pre>
  *
  * Card file: one card a line, "label pan pin [modes]", modes comma-separated:
- * for the first 0100, late=MS, hold (never answered), close, no39, code=XX,
+ * for the first 0100, late=MS, hold (never answered), close, answerclose
+ * (answer, then close the link), no39, code=XX,
  * dup, full (DE 12 and 13 returned), wrong7, wrong11, wrong32, no41,
  * garbage; for the first 0420, revnone, rev96, revbare (no DE 2, 90, 100);
  * revhold leaves every 0420 of the card unanswered until "release LABEL"
@@ -628,6 +629,17 @@ public final class IssuerHost {
         send(ch, (ISOMsg) r.clone());
       }
       case "hold" -> out("holding the answer " + r.getString(11));
+      case "answerclose" -> {
+        // The answer, then the link closed at once: the 0110 is on the
+        // wire before the close.
+        send(ch, r);
+        try {
+          ch.disconnect();
+        } catch (IOException e) {
+          // closing is the point
+        }
+        out("closed the link after the answer");
+      }
       case "full" -> {
         // DE 12 and 13 are optional in an 0110: the request's, returned.
         send(ch, r);
