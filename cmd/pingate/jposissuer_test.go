@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -136,6 +137,9 @@ func startJPOSIssuer(t *testing.T, java, cp string, cards []jposCard, extra ...s
 	return &jposIssuer{addr: addr, out: out, stdin: stdin}
 }
 
+// jposFullPAN matches a whole PAN of jposPAN.
+var jposFullPAN = regexp.MustCompile(`411111[0-9]{10}`)
+
 // servedGateway is a `pingate serve` process.
 type servedGateway struct {
 	cmd                    *exec.Cmd
@@ -178,6 +182,10 @@ func startServe(t *testing.T, issuerAddr, dir string, issuerLines ...string) *se
 		g.stop(t)
 		if t.Failed() {
 			t.Logf("pingate serve's log:\n%s", tail(g.log(), 4000))
+		}
+		// Every card of these tests is 411111…: no log line may carry one.
+		if jposFullPAN.MatchString(g.log()) {
+			t.Errorf("pingate serve's log carries a full PAN")
 		}
 	})
 	g.waitReady(t)
@@ -256,6 +264,32 @@ func (g *servedGateway) events(t *testing.T) map[string][]gateway.EventLine {
 	return out
 }
 
+// jposScenario is one request of TestJPOSIssuer and what it must come to.
+type jposScenario struct {
+	card   jposCard
+	branch string // "" an ATM change; else the branch operation
+	oldPIN string // "" the card's PIN
+	newPIN string
+	want   string // the acquirer's DE 39
+	event  string // ce_type
+	reason string
+	undone bool // the issuer applied it and must undo it (an 0420)
+	stands bool // the issuer's ledger holds the new PIN afterwards
+}
+
+// proc is the scenario's processing code.
+func (s jposScenario) proc() string {
+	if s.branch != "" {
+		return s.branch
+	}
+	return iso8583.ProcPINChange
+}
+
+// opName is the operation as the jPOS issuer prints it.
+func (s jposScenario) opName() string {
+	return map[string]string{iso8583.ProcPINChange: "change", iso8583.ProcPINReset: "reset", iso8583.ProcPINUnblock: "unblock"}[s.proc()]
+}
+
 // TestJPOSIssuer runs the built `pingate serve` against scripts/jpos's
 // issuerhost.IssuerHost, an issuer host on jPOS written from
 // docs/iso8583-issuer.md and docs/dev-keys.md alone, which keeps its own PIN
@@ -274,17 +308,6 @@ func TestJPOSIssuer(t *testing.T) {
 	java, mvn := needJavaMaven(t)
 	cp := buildJPOSClient(t, mvn)
 
-	type scenario struct {
-		card   jposCard
-		branch string // "" an ATM change; else the branch operation
-		oldPIN string // "" the card's PIN
-		newPIN string
-		want   string // the acquirer's DE 39
-		event  string // ce_type
-		reason string
-		undone bool // the issuer applied it and must undo it (an 0420)
-		stands bool // the issuer's ledger holds the new PIN afterwards
-	}
 	n := 0
 	card := func(label, mode string) jposCard {
 		n++
@@ -296,7 +319,7 @@ func TestJPOSIssuer(t *testing.T) {
 		reversed = "pingate.pin.change.reversed.v1"
 		failed   = "pingate.pin.change.failed.v1"
 	)
-	tests := []scenario{
+	tests := []jposScenario{
 		{card: card("approved", ""), newPIN: "6150", want: "00", event: changed, reason: "approved", stands: true},
 		{card: card("wrong-old-pin", ""), oldPIN: "8402", newPIN: "6150", want: "55", event: declined, reason: "incorrect_pin"},
 		{card: card("weak-at-issuer", ""), newPIN: "3719", want: "P6", event: declined, reason: "new_pin_rejected"},
@@ -326,6 +349,10 @@ func TestJPOSIssuer(t *testing.T) {
 		{card: card("advice-96", "late=2500,rev96"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("advice-lost", "late=2500,revnone"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
 		{card: card("advice-answer-bare", "late=2500,revbare"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
+		{card: card("late-reset", "late=2500"), branch: iso8583.ProcPINReset, newPIN: "8053", want: "91",
+			event: "pingate.pin.reset.reversed.v1", reason: "issuer_timeout", undone: true},
+		{card: card("late-unblock", "late=2500"), branch: iso8583.ProcPINUnblock, want: "91",
+			event: "pingate.pin.unblock.reversed.v1", reason: "issuer_timeout", undone: true},
 	}
 	cards := make([]jposCard, 0, len(tests))
 	for _, tt := range tests {
@@ -423,16 +450,16 @@ func TestJPOSIssuer(t *testing.T) {
 	// Every advice is sent at once, again every 2 s until answered: wait
 	// for each undo, then long enough for a repeat of an answered advice.
 	for _, tt := range tests {
-		if tt.undone && !iss.out.waitFor("undone change "+tt.card.label, 20*time.Second) {
+		if tt.undone && !iss.out.waitFor("undone "+tt.opName()+" "+tt.card.label, 20*time.Second) {
 			t.Errorf("%s: the issuer got no 0420 undoing the change", tt.card.label)
 		}
 	}
 	time.Sleep(5 * time.Second)
 	for _, tt := range tests {
-		if got := iss.out.count("undone change " + tt.card.label); tt.undone && got != 1 {
+		if got := iss.out.count("undone " + tt.opName() + " " + tt.card.label); tt.undone && got != 1 {
 			t.Errorf("%s: undone %d times, want 1", tt.card.label, got)
 		}
-		advices := iss.out.count("got  0420 700000 " + tt.card.label)
+		advices := iss.out.count("got  0420 " + tt.proc() + " " + tt.card.label)
 		switch {
 		case tt.card.label == "advice-lost" && advices < 2:
 			t.Errorf("%s: %d advices, want at least 2 (the first not answered)", tt.card.label, advices)
@@ -467,6 +494,12 @@ func TestJPOSIssuer(t *testing.T) {
 			continue
 		}
 		e := got[0]
+		if e.MaskedPAN != tt.card.pan[:6]+"******"+tt.card.pan[12:] {
+			t.Errorf("%s: event masked_pan is not the card's first 6 and last 4", tt.card.label)
+		}
+		if tt.branch != "" && e.Teller != "T1042" {
+			t.Errorf("%s: event teller %q, want DE 48.01 T1042", tt.card.label, e.Teller)
+		}
 		if e.Type != tt.event || e.Reason != tt.reason || e.Code != tt.want || e.Issuer != "jposbank" {
 			t.Errorf("%s: event %s/%s code %s issuer %s, want %s/%s code %s issuer jposbank",
 				tt.card.label, e.Type, e.Reason, e.Code, e.Issuer, tt.event, tt.reason, tt.want)
