@@ -180,6 +180,9 @@ func startServe(t *testing.T, issuerAddr, dir string, issuerLines ...string) *se
 	go func() { _ = g.cmd.Wait(); logf.Close(); close(g.exited) }()
 	t.Cleanup(func() {
 		g.stop(t)
+		if d := os.Getenv("JPOS_DEBUG"); d != "" {
+			_ = os.WriteFile(d, []byte(g.log()), 0o600)
+		}
 		if t.Failed() {
 			t.Logf("pingate serve's log:\n%s", tail(g.log(), 4000))
 		}
@@ -775,4 +778,121 @@ func TestJPOSIssuerAnswerThenClose(t *testing.T) {
 			t.Errorf("%s: %d reversal advices for a change the gateway had the answer of", c.label, n)
 		}
 	}
+}
+
+// TestJPOSIssuerFaultMix is the promise under concurrency: changes in
+// flight together on two links, each card's answer played with one of the
+// issuer faults (late, link closed under it or right after the answer, no
+// DE 39, a duplicate, a mismatching DE 11, none). When the advices have
+// settled, a change stands at the issuer exactly when the journal holds its
+// approval, and every request has exactly one event.
+func TestJPOSIssuerFaultMix(t *testing.T) {
+	java, mvn := needJavaMaven(t)
+	cp := buildJPOSClient(t, mvn)
+	modes := []string{"", "late=1500", "no39", "dup", "wrong11", "", "late=900"}
+	var cards []jposCard
+	for i := range 45 {
+		mode := modes[i%len(modes)]
+		switch i {
+		case 15:
+			mode = "close"
+		case 30:
+			mode = "answerclose"
+		}
+		cards = append(cards, jposCard{fmt.Sprintf("mix-%02d", i), jposPAN(400 + i), "4826", mode})
+	}
+	iss := startJPOSIssuer(t, java, cp, cards)
+	g := startServe(t, iss.addr, t.TempDir(), "connections: 2")
+	ctx := context.Background()
+	codes := make([]string, len(cards))
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client, err := loadgen.Dial(ctx, g.acq)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer client.Close()
+			for i := range jobs {
+				c := cards[i]
+				// While a closed link is dialled again the gateway answers
+				// 91 issuer_unavailable without sending (docs/design.md).
+				g.waitReady(t)
+				code, err := opsDo(ctx, client, loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange,
+					Terminal: fmt.Sprintf("JPM%05d", i), PAN: c.pan, OldPIN: c.pin, NewPIN: "6150",
+					Format: pinblock.Format0, KeyID: devkeys.ATMZPK})
+				if err != nil {
+					code = "error: " + err.Error()
+				}
+				codes[i] = code
+			}
+		}()
+	}
+	for i := range cards {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+
+	// Settled: the host printed nothing but echoes for 5 s (advices are
+	// sent every 2 s until answered).
+	settled := func() int {
+		n := 0
+		for _, l := range strings.Split(iss.out.String(), "\n") {
+			if !strings.Contains(l, "(echo)") {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for last, since := settled(), time.Now(); time.Since(since) < 5*time.Second; {
+		if time.Now().After(deadline) {
+			t.Fatal("the issuer link did not settle in 60 s")
+		}
+		time.Sleep(500 * time.Millisecond)
+		if n := settled(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+	evs := g.events(t)
+	state := map[string]string{} // label → last "pin=" the host printed
+	for _, l := range strings.Split(iss.out.String(), "\n") {
+		if f := strings.Fields(l); len(f) == 4 && f[0] == "state" {
+			state[f[1]] = f[2]
+		}
+	}
+	approved, reversedN := 0, 0
+	reasons := map[string]int{}
+	for _, es := range evs {
+		for _, e := range es {
+			reasons[e.Outcome+"/"+e.Reason]++
+		}
+	}
+	for i, c := range cards {
+		got := evs[fmt.Sprintf("JPM%05d", i)]
+		if len(got) != 1 {
+			t.Errorf("%s (%q): %d events, want 1", c.label, c.mode, len(got))
+			continue
+		}
+		e := got[0]
+		if e.Code != codes[i] {
+			t.Errorf("%s (%q): acquirer got %s, its event says %s", c.label, c.mode, codes[i], e.Code)
+		}
+		wantPIN := "pin=initial"
+		if e.Type == "pingate.pin.changed.v1" {
+			wantPIN = "pin=other"
+			approved++
+		} else if e.Outcome == "reversed" {
+			reversedN++
+		}
+		if st := state[c.label]; st != wantPIN && !(st == "" && wantPIN == "pin=initial") {
+			t.Errorf("%s (%q): event %s/%s but the issuer's ledger holds %s", c.label, c.mode, e.Type, e.Reason, st)
+		}
+	}
+	t.Logf("%d cards: %d approved, %d reversed; events %v", len(cards), approved, reversedN, reasons)
 }
