@@ -269,15 +269,16 @@ func (g *servedGateway) events(t *testing.T) map[string][]gateway.EventLine {
 
 // jposScenario is one request of TestJPOSIssuer and what it must come to.
 type jposScenario struct {
-	card   jposCard
-	branch string // "" an ATM change; else the branch operation
-	oldPIN string // "" the card's PIN
-	newPIN string
-	want   string // the acquirer's DE 39
-	event  string // ce_type
-	reason string
-	undone bool // the issuer applied it and must undo it (an 0420)
-	stands bool // the issuer's ledger holds the new PIN afterwards
+	card    jposCard
+	branch  string // "" an ATM change; else the branch operation
+	oldPIN  string // "" the card's PIN
+	newPIN  string
+	want    string // the acquirer's DE 39
+	event   string // ce_type
+	reason  string
+	undone  bool // the issuer applied it and must undo it (an 0420)
+	advised bool // the issuer did not apply it but gets an 0420 (nothing to undo)
+	stands  bool // the issuer's ledger holds the new PIN afterwards
 }
 
 // proc is the scenario's processing code.
@@ -339,6 +340,9 @@ func TestJPOSIssuer(t *testing.T) {
 		{card: card("code-58", "code=58"), newPIN: "6150", want: "96", event: failed, reason: "issuer_unknown_code"},
 		{card: card("code-61", "code=61"), newPIN: "6150", want: "96", event: failed, reason: "issuer_unknown_code"},
 		{card: card("code-94", "code=94"), newPIN: "6150", want: "96", event: failed, reason: "issuer_unknown_code"},
+		// A DE 39 that is not two digits or upper-case letters is read as
+		// none: it may be an approval, so it is reversed.
+		{card: card("code-lower-case", "code=p6"), newPIN: "6150", want: "96", event: failed, reason: "issuer_message_error", advised: true},
 		{card: card("duplicate-answer", "dup"), newPIN: "6150", want: "00", event: changed, reason: "approved", stands: true},
 		{card: card("answer-with-de12-13", "full"), newPIN: "6150", want: "00", event: changed, reason: "approved", stands: true},
 		{card: card("wrong-de7", "wrong7"), newPIN: "6150", want: "91", event: reversed, reason: "issuer_timeout", undone: true},
@@ -468,7 +472,9 @@ func TestJPOSIssuer(t *testing.T) {
 			t.Errorf("%s: %d advices, want at least 2 (the first not answered)", tt.card.label, advices)
 		case tt.card.label != "advice-lost" && tt.undone && advices != 1:
 			t.Errorf("%s: %d advices after an 0430, want 1 (any 0430 acknowledges it)", tt.card.label, advices)
-		case !tt.undone && advices != 0:
+		case tt.advised && advices != 1:
+			t.Errorf("%s: %d advices, want 1", tt.card.label, advices)
+		case !tt.undone && !tt.advised && advices != 0:
 			t.Errorf("%s: %d advices, want none", tt.card.label, advices)
 		}
 	}
