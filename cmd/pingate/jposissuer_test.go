@@ -902,3 +902,86 @@ func TestJPOSIssuerFaultMix(t *testing.T) {
 	}
 	t.Logf("%d cards: %d approved, %d reversed; events %v", len(cards), approved, reversedN, reasons)
 }
+
+// TestJPOSIssuerAcquirerReversal: the ATM network reverses (0420) a change
+// the jPOS issuer approved. The issuer gets its own 0420 naming the 0100 it
+// approved and undoes the change once, however often the ATM repeats its
+// advice; the journal holds the approval and one reversal
+// (acquirer_reversal, the ATM's DE 39, ce_reverses naming the approval). An
+// 0420 for a declined change reaches no issuer and makes no event.
+func TestJPOSIssuerAcquirerReversal(t *testing.T) {
+	java, mvn := needJavaMaven(t)
+	cp := buildJPOSClient(t, mvn)
+	approved, declined := jposCard{"acquirer-reversed", jposPAN(501), "4826", ""}, jposCard{"declined-then-reversed", jposPAN(502), "4826", ""}
+	iss := startJPOSIssuer(t, java, cp, []jposCard{approved, declined})
+	g := startServe(t, iss.addr, t.TempDir())
+	client, err := loadgen.Dial(context.Background(), g.acq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	change := func(term string, c jposCard, oldPIN string) *iso8583.Fields {
+		t.Helper()
+		f, err := loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange, Terminal: term, PAN: c.pan, OldPIN: oldPIN,
+			NewPIN: "6150", Format: pinblock.Format0, KeyID: devkeys.ATMZPK}.Fields()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	orig := change("JPA00001", approved, approved.pin)
+	if ans := exchange(t, client, orig); ans.ResponseCode != "00" {
+		t.Fatalf("change = %s, want 00", ans.ResponseCode)
+	}
+	for range 2 { // the ATM repeats its advice
+		if ans := exchange(t, client, reversalAdvice(t, orig)); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != "00" {
+			t.Errorf("ATM's 0420 = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
+		}
+	}
+	bad := change("JPA00002", declined, "8402")
+	if ans := exchange(t, client, bad); ans.ResponseCode != "55" {
+		t.Fatalf("change from a wrong PIN = %s, want 55", ans.ResponseCode)
+	}
+	if ans := exchange(t, client, reversalAdvice(t, bad)); ans.MTI != iso8583.MTIReversalResponse || ans.ResponseCode != "00" {
+		t.Errorf("ATM's 0420 of a declined change = %s %s, want 0430 00", ans.MTI, ans.ResponseCode)
+	}
+	if !iss.out.waitFor("undone change "+approved.label, 10*time.Second) {
+		t.Fatal("the issuer got no 0420 undoing the change the ATM reversed")
+	}
+	time.Sleep(3 * time.Second) // a repeated or further advice would come within 2 s
+	if n := iss.out.count("undone change " + approved.label); n != 1 {
+		t.Errorf("undone %d times, want 1", n)
+	}
+	if n := iss.out.count("got  0420 700000 " + declined.label); n != 0 {
+		t.Errorf("the issuer got %d advices for a change it declined", n)
+	}
+	evs := g.events(t)
+	ids := map[string]gateway.EventLine{}
+	for _, e := range evs["JPA00001"] {
+		ids[e.ID] = e
+	}
+	var ok, rev *gateway.EventLine
+	for _, e := range ids {
+		switch e.Type {
+		case "pingate.pin.changed.v1":
+			ok = &e
+		case "pingate.pin.change.reversed.v1":
+			rev = &e
+		}
+	}
+	if len(ids) != 2 || ok == nil || rev == nil {
+		t.Fatalf("events of the reversed change: %d distinct ids %v, want the approval and one reversal", len(ids), ids)
+	}
+	if rev.Reason != "acquirer_reversal" || rev.Code != "68" || rev.Reverses != ok.ID {
+		t.Errorf("reversal event %s/%s code %s reverses %q, want acquirer_reversal code 68 reverses %q",
+			rev.Type, rev.Reason, rev.Code, rev.Reverses, ok.ID)
+	}
+	if got := evs["JPA00002"]; len(got) != 1 || got[0].Type != "pingate.pin.change.declined.v1" {
+		t.Errorf("events of the declined change %+v, want its decline only", got)
+	}
+	if code, err := opsDo(context.Background(), client, loadgen.Op{Acquirer: "100001", Proc: iso8583.ProcPINChange,
+		Terminal: "JPA00003", PAN: approved.pan, OldPIN: approved.pin, NewPIN: "2971", Format: pinblock.Format0,
+		KeyID: devkeys.ATMZPK}); code != "00" || err != nil {
+		t.Errorf("change from the old PIN after the ATM's reversal = %s (%v), want 00", code, err)
+	}
+}
