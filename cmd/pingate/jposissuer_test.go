@@ -672,7 +672,11 @@ func TestJPOSIssuerVariants(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ok, wrong, reset, late := jposCard{"approved", jposPAN(201), "4826", ""}, jposCard{"wrong-old-pin", jposPAN(202), "4826", ""},
 				jposCard{"reset", jposPAN(203), "4826", ""}, jposCard{"late", jposPAN(204), "4826", "late=2500"}
-			iss := startJPOSIssuer(t, java, cp, []jposCard{ok, wrong, reset, late}, tt.hostArgs...)
+			// With two links, an answer that comes on the other link than
+			// its request's matches nothing (docs/iso8583-issuer.md,
+			// "Framing"): the request times out and is reversed.
+			other := jposCard{"other-link", jposPAN(205), "4826", "otherlink"}
+			iss := startJPOSIssuer(t, java, cp, []jposCard{ok, wrong, reset, late, other}, tt.hostArgs...)
 			g := startServe(t, iss.addr, t.TempDir(), tt.issuerLines...)
 			for i := range tt.links {
 				if !iss.out.waitFor(fmt.Sprintf("link %d open", i+1), 5*time.Second) {
@@ -712,6 +716,12 @@ func TestJPOSIssuerVariants(t *testing.T) {
 				{branch("JPV00004", iso8583.ProcPINUnblock, reset, ""), "00", "pingate.pin.unblocked.v1"},
 				{atm("JPV00005", late, late.pin), "91", "pingate.pin.change.reversed.v1"},
 			}
+			if tt.links == 2 {
+				steps = append(steps, struct {
+					op           loadgen.Op
+					want, evType string
+				}{atm("JPV00008", other, other.pin), "91", "pingate.pin.change.reversed.v1"})
+			}
 			for _, s := range steps {
 				if got, err := do(s.op); got != s.want || err != nil {
 					t.Errorf("%s %s: acquirer got %s (%v), want %s", s.op.Terminal, s.op.Proc, got, err, s.want)
@@ -719,6 +729,9 @@ func TestJPOSIssuerVariants(t *testing.T) {
 			}
 			if !iss.out.waitFor("undone change late", 10*time.Second) {
 				t.Error("the late change was not undone at the issuer")
+			}
+			if tt.links == 2 && !iss.out.waitFor("undone change other-link", 10*time.Second) {
+				t.Error("the change answered on the other link was not undone at the issuer")
 			}
 			if got, err := do(atm("JPV00006", late, late.pin)); got != "00" || err != nil {
 				t.Errorf("change from the old PIN after the reversal = %s (%v), want 00", got, err)

@@ -57,7 +57,8 @@ import org.jpos.iso.channel.NACChannel;
  * </pre>
  *
  * Card file: one card a line, "label pan pin [modes]", modes comma-separated:
- * for the first 0100, late=MS, hold (never answered), close, answerclose
+ * for the first 0100, late=MS, hold (never answered), otherlink (answered on
+ * another open link), close, answerclose
  * (answer, then close the link), no39, code=XX,
  * dup, full (DE 12 and 13 returned), wrong7, wrong11, wrong32, no41,
  * garbage; for the first 0420, revnone, rev96, revbare (no DE 2, 90, 100);
@@ -82,6 +83,7 @@ public final class IssuerHost {
   private final Set<String> stans = new HashSet<>();
   private final ScheduledExecutorService later = Executors.newScheduledThreadPool(2);
   private int hostStan = 500000;
+  private final List<BaseChannel> links = new ArrayList<>(); // open links, oldest first
 
   static final class Card {
     final String label;
@@ -304,6 +306,9 @@ public final class IssuerHost {
 
   void serve(BaseChannel ch, int link) {
     out("link " + link + " open");
+    synchronized (links) {
+      links.add(ch);
+    }
     try {
       while (true) {
         ISOMsg m;
@@ -323,6 +328,9 @@ public final class IssuerHost {
     } catch (IOException e) {
       out("link " + link + " closed");
     } finally {
+      synchronized (links) {
+        links.remove(ch);
+      }
       try {
         ch.disconnect();
       } catch (IOException e) {
@@ -629,6 +637,23 @@ public final class IssuerHost {
         send(ch, (ISOMsg) r.clone());
       }
       case "hold" -> out("holding the answer " + r.getString(11));
+      case "otherlink" -> {
+        // The answer on another open link than the request's.
+        BaseChannel other = null;
+        synchronized (links) {
+          for (BaseChannel c : links) {
+            if (c != ch) {
+              other = c;
+            }
+          }
+        }
+        if (other == null) {
+          fail("otherlink: no other open link");
+          return;
+        }
+        send(other, r);
+        out("answered on another link");
+      }
       case "answerclose" -> {
         // The answer, then the link closed at once: the 0110 is on the
         // wire before the close.
