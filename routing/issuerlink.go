@@ -20,6 +20,9 @@ import (
 
 // FrameConn is the part of an ISO 8583 client connection the issuer links
 // use: whole frames out, whole frames in through the callback given to Dial.
+// Done must close only after the last onFrame call has returned (as
+// iso8583.Conn's does), so that an answer read before the link ended is
+// still taken.
 type FrameConn interface {
 	Send(frame []byte) error
 	Close() error
@@ -580,6 +583,14 @@ func (l *IssuerLinks) roundTrip(ctx context.Context, lk *link, mti string, h Mes
 	case <-ctx.Done():
 		return "", true, ctx.Err()
 	case <-conn.Done():
+		// Done closes only after the last frame read has been through
+		// onFrame (DialFunc): an answer that came before the link ended
+		// is in ch, and select chooses at random among ready cases.
+		select {
+		case a := <-ch:
+			return a.code, true, a.err
+		default:
+		}
 		return "", true, errors.New("link closed while waiting for the answer")
 	}
 }

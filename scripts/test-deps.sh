@@ -42,9 +42,9 @@ if command -v python3 >/dev/null 2>&1; then
     python3 -m pip install --quiet --no-deps 'pythales==0.74' 'pynblock==0.26' 'tracetools==1.26'
   }
 fi
-# The jPOS acquirer client scripts/jpos (org.jpos:jpos 2.1.9, Maven Central),
-# which cmd/pingate's TestJPOSClient compiles with mvn -o and runs against a
-# gateway: its dependencies and build plugins go into the local Maven
+# The jPOS acquirer client and issuer host scripts/jpos (org.jpos:jpos 2.1.9,
+# Maven Central), which cmd/pingate's TestJPOSClient and TestJPOSIssuer* compile
+# with mvn -o and run against a gateway: its dependencies and build plugins go into the local Maven
 # repository here, so that go test builds offline (about 11 s the first time,
 # 63 MB; under 3 s once they are there). Without a JDK or mvn that test skips
 # (and fails under CI=true); scripts/services.sh installs both.

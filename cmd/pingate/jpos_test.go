@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,15 +72,30 @@ func TestJPOSClient(t *testing.T) {
 	}
 }
 
-// buildJPOSClient compiles scripts/jpos into a temporary directory and
-// returns the class path that runs it. It builds offline (the dependencies
-// scripts/test-deps.sh fetched); when they are not in the local repository
-// it fetches them once, and without a reachable repository it skips (fails
-// under CI=true). A compile error fails the test.
+// jposBuilt is the class path of the first successful build of scripts/jpos
+// in this test run: the ATM client's and the issuer host's tests share it.
+var jposBuilt struct {
+	mu sync.Mutex
+	cp string
+}
+
+// buildJPOSClient compiles scripts/jpos into a temporary directory, once
+// per test run, and returns the class path that runs it. It builds offline
+// (the dependencies scripts/test-deps.sh fetched); when they are not in the
+// local repository it fetches them once, and without a reachable repository
+// it skips (fails under CI=true). A compile error fails the test.
 func buildJPOSClient(t *testing.T, mvn string) string {
 	t.Helper()
+	jposBuilt.mu.Lock()
+	defer jposBuilt.mu.Unlock()
+	if jposBuilt.cp != "" {
+		return jposBuilt.cp
+	}
 	pom, _ := filepath.Abs(opsPath("scripts", "jpos", "pom.xml"))
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "pingate-jpos-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cpFile := filepath.Join(dir, "classpath.txt")
 	build := func(offline bool) ([]byte, error) {
 		args := []string{"-q", "-B", "-f", pom, "-Djposclient.build=" + dir,
@@ -111,7 +127,8 @@ func buildJPOSClient(t *testing.T, mvn string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(dir, "classes") + string(os.PathListSeparator) + strings.TrimSpace(string(cp))
+	jposBuilt.cp = filepath.Join(dir, "classes") + string(os.PathListSeparator) + strings.TrimSpace(string(cp))
+	return jposBuilt.cp
 }
 
 // mavenUnresolved reports whether Maven's output says that an artifact or

@@ -147,6 +147,18 @@ func startPyIssuer(t *testing.T, py string) (string, *pyOutput) {
 	args = append(args, "--cards", cards)
 	cmd := exec.Command(py, args...)
 	cmd.Dir = t.TempDir() // not the repo: its iso8583/ directory would shadow the library
+	return startPeer(t, "pyiso8583 issuer", cmd, 20*time.Second, false)
+}
+
+// startPeer starts cmd, an independent peer of the gateway that prints
+// "listening ADDR" once it listens, and returns ADDR and what it prints
+// (stdout and stderr, line by line). In t.Cleanup, after the gateway has
+// stopped (it is started later, so its clean-up runs first), the peer gets
+// SIGTERM (SIGKILL 10 s later), its output is logged, and the test fails on
+// a line starting "FAIL " and, unless killedOK (a JVM exits 143 on SIGTERM),
+// on a non-zero exit status.
+func startPeer(t *testing.T, what string, cmd *exec.Cmd, within time.Duration, killedOK bool) (string, *pyOutput) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -181,13 +193,14 @@ func startPyIssuer(t *testing.T, py string) (string, *pyOutput) {
 			_ = cmd.Process.Kill()
 			err = errors.Join(errors.New("no exit 10 s after SIGTERM"), <-exited)
 		}
-		t.Logf("pyiso8583 issuer:\n%s", out)
-		if err != nil {
-			t.Errorf("pyiso8583 issuer: %v", err)
+		t.Logf("%s:\n%s", what, out)
+		var exit *exec.ExitError
+		if err != nil && !(killedOK && errors.As(err, &exit)) {
+			t.Errorf("%s: %v", what, err)
 		}
 		for _, l := range strings.Split(out.String(), "\n") {
 			if strings.HasPrefix(l, "FAIL ") {
-				t.Errorf("pyiso8583 issuer: %s", l)
+				t.Errorf("%s: %s", what, l)
 			}
 		}
 	})
@@ -195,9 +208,9 @@ func startPyIssuer(t *testing.T, py string) (string, *pyOutput) {
 	case a := <-addr:
 		return a, out
 	case err := <-exited:
-		t.Fatalf("pyiso8583 issuer exited before listening: %v\n%s", err, out)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("pyiso8583 issuer not listening after 20 s:\n%s", out)
+		t.Fatalf("%s exited before listening: %v\n%s", what, err, out)
+	case <-time.After(within):
+		t.Fatalf("%s not listening after %s:\n%s", what, within, out)
 	}
 	return "", nil
 }
