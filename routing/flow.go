@@ -323,7 +323,14 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	out := Outcome{Code: rsp.Code, Outcome: rsp.Outcome, Reason: rsp.Reason, Issuer: issuer}
 	out.EventID = eventID(req.ID)
 	ev, discharged, err := f.publish(ctx, req, &out)
-	if err == nil && req.approved != nil && req.approved.sent != nil {
+	if err == nil && req.approved != nil && out.Outcome != OutcomeApproved {
+		// The issuer took the change, but the operation failed after it (its
+		// PIN mailer did not print): the PIN the issuer holds is on no
+		// mailer, and the record says failed. The reversal owed ahead is
+		// sent, so that the card's previous PIN stands again; its
+		// acknowledgement is recorded as the failed event's reversal.
+		f.reverseApproved(ctx, req)
+	} else if err == nil && req.approved != nil && req.approved.sent != nil {
 		out.undo = approvalOf(req.approved.sent, ev)
 		// The outcome is in the journal: the reversal owed ahead of the
 		// issuer call is no longer owed.
@@ -617,7 +624,7 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (ev Even
 		ev.TraceID = sc.TraceID().String()
 	}
 	ds, dischargeable := f.deps.Sink.(DischargingSink)
-	if _, ok := f.deps.Issuers.(Discharger); !ok || req.approved == nil || req.approved.sent == nil {
+	if _, ok := f.deps.Issuers.(Discharger); !ok || req.approved == nil || req.approved.sent == nil || out.Outcome != OutcomeApproved {
 		dischargeable = false
 	}
 	if dischargeable {
