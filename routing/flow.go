@@ -75,6 +75,18 @@ type Reverser interface {
 	Reverse(ctx context.Context, req *IssuerRequest) error
 }
 
+// RecordingReverser is implemented by a Reverser that can hold a reversal
+// advice until its event is recorded (IssuerLinks). ReverseRecorded owes
+// the reversal of req, a request whose approval is recorded, calls record
+// to write the reversal's own event, and lets the advice go to the issuer
+// only then; a process that dies before record returns sends the advice at
+// its next start and records the acknowledgement as an event
+// (outcome_not_recorded). When record fails the advice is sent all the same
+// and its acknowledgement recorded; record's error is returned.
+type RecordingReverser interface {
+	ReverseRecorded(ctx context.Context, req *IssuerRequest, record func(context.Context) error) error
+}
+
 // Discharger is implemented by an IssuerSender that owes the reversal of
 // every request ahead of writing it to the issuer (IssuerLinks): once the
 // flow has the outcome event of an approved request in the journal, it

@@ -387,6 +387,35 @@ func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
 	return nil
 }
 
+// ReverseRecorded implements RecordingReverser: a new advice for req (an
+// acquirer reverses a recorded approval) is stored held, with Record set, so
+// that the worker does not send it before record has written the
+// reversal's event, and a restart that finds it sends it and records the
+// acknowledgement. Once record succeeds the advice is rewritten without
+// Record (the flow recorded it) and released; if record fails it is
+// released as stored, to be recorded when acknowledged.
+func (l *IssuerLinks) ReverseRecorded(ctx context.Context, req *IssuerRequest, record func(context.Context) error) error {
+	if req.sent == nil {
+		return ErrNothingToReverse
+	}
+	rev := *req.sent
+	rev.ID, rev.Created, rev.Record, rev.Attempts = uuid.NewString(), time.Now().UTC(), true, 0
+	l.hold(rev.ID)
+	if err := l.put(context.WithoutCancel(ctx), rev); err != nil {
+		l.unhold(rev.ID)
+		l.forget(ctx, rev.ID) // a Put cut short may still land: delete it
+		return fmt.Errorf("persist reversal for issuer %s: %w", rev.Issuer, err)
+	}
+	if err := record(ctx); err != nil {
+		l.release(rev.ID, true)
+		return err
+	}
+	l.releaseRecordedByFlow(ctx, rev)
+	return nil
+}
+
+var _ RecordingReverser = (*IssuerLinks)(nil)
+
 // Discharge implements Discharger: req's outcome is recorded, its reversal
 // owed ahead is deleted. If the delete fails the advice stays held (this
 // process never sends it) and the reversal worker retries the delete, as

@@ -181,25 +181,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		close(stop)
 		<-done
 	}
-	// Restart until every reversal owed has been acknowledged: each start
-	// sends what the store holds.
-	for round := 0; ; round++ {
-		gw := opsStart(t, "serve", "--config", cfgPath)
-		_, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
-		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
-		time.Sleep(500 * time.Millisecond)
-		_ = gw.cmd.Process.Signal(syscall.SIGTERM)
-		if code := gw.wait(t, 30*time.Second); code != 0 {
-			t.Fatalf("serve exited %d after SIGTERM\n%s", code, opsTail(gw.stderr.String(), 3000))
-		}
-		n := pendingReversals(t, filepath.Join(dir, "journal"))
-		if n == 0 {
-			break
-		}
-		if round == 10 {
-			t.Fatalf("%d reversals still owed after %d restarts", n, round+1)
-		}
-	}
+	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), nil)
 	audit := sim.Audit()
 	evs := stoppedJournalEvents(t, filepath.Join(dir, "journal"))
 	standing, reversed := ledgerMatchesRecords(t, audit, evs, answered)
@@ -208,6 +190,34 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 	}
 	t.Logf("%d kills: %d requests answered, issuer applied %d (%d standing, %d reversed), %d events, %d reversal advices received",
 		kills, len(answered), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
+}
+
+// restartUntilNoReversalOwed starts `serve --config cfgPath` and stops it
+// with SIGTERM until no reversal is owed in journalDir (each start sends
+// what the store holds). started, if not nil, runs on each start once the
+// gateway is ready, with its acquirer and HTTP addresses.
+func restartUntilNoReversalOwed(t *testing.T, cfgPath, journalDir string, started func(acq, httpAddr string)) {
+	t.Helper()
+	for round := 0; ; round++ {
+		gw := opsStart(t, "serve", "--config", cfgPath)
+		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+		if started != nil {
+			started(acq, httpAddr)
+		}
+		time.Sleep(500 * time.Millisecond)
+		_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+		if code := gw.wait(t, 30*time.Second); code != 0 {
+			t.Fatalf("serve exited %d after SIGTERM\n%s", code, opsTail(gw.stderr.String(), 3000))
+		}
+		n := pendingReversals(t, journalDir)
+		if n == 0 {
+			return
+		}
+		if round == 10 {
+			t.Fatalf("%d reversals still owed after %d restarts", n, round+1)
+		}
+	}
 }
 
 // pendingReversals counts the reversals a stopped gateway still owes: the
