@@ -87,6 +87,17 @@ type RecordingReverser interface {
 	ReverseRecorded(ctx context.Context, req *IssuerRequest, record func(context.Context) error) error
 }
 
+// RecordedReleaser is implemented by an IssuerSender that holds the
+// reversal advice of a request left without a readable answer (a timeout)
+// until the flow has recorded that request's outcome (IssuerLinks): Recorded
+// says the outcome is in the journal, and the advice is sent without a
+// record of its own. When the record fails the flow calls Reverse instead,
+// and the acknowledgement is recorded. A process that dies before either
+// sends the advice at its next start and records the acknowledgement.
+type RecordedReleaser interface {
+	Recorded(ctx context.Context, req *IssuerRequest)
+}
+
 // Discharger is implemented by an IssuerSender that owes the reversal of
 // every request ahead of writing it to the issuer (IssuerLinks): once the
 // flow has the outcome event of an approved request in the journal, it
@@ -354,6 +365,17 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 			}
 		}
 	}
+	if req.unanswered != nil {
+		// The issuer may have taken it: the reversal held since the issuer
+		// call goes now, after the outcome (reversed) is recorded, so that
+		// no reversal reaches the issuer before its record; when the record
+		// failed, the acknowledgement is recorded instead (Reverse).
+		if rl, ok := f.deps.Issuers.(RecordedReleaser); ok && err == nil {
+			rl.Recorded(ctx, req.unanswered)
+		} else if r, ok := f.deps.Issuers.(Reverser); ok {
+			_ = r.Reverse(ctx, req.unanswered)
+		}
+	}
 	if err != nil {
 		// The outcome could not be recorded: the acquirer must not believe in
 		// an outcome the back office will never see, and a change the issuer
@@ -569,6 +591,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	clear(ireq.OldBlock)
 	clear(ireq.NewBlock)
 	if err != nil {
+		if ireq.sent != nil {
+			req.unanswered = ireq // its advice is held for the outcome's record
+		}
 		return issuer, fmt.Errorf("issuer %s: %w", issuer, err)
 	}
 	if code != iso8583.RCApproved {

@@ -277,7 +277,8 @@ func (l *IssuerLinks) nextHeader(terminal, receiver string) MessageHeader {
 // fails the request with ErrReversalStore before the issuer is involved) and
 // held while the request is in flight. A decline discharges it at once; a
 // request never written discards it; a timeout or an unreadable answer
-// releases it to be sent. An approval leaves it held: the flow discharges it
+// leaves it held until the flow has recorded the outcome (Recorded; Reverse
+// when the record failed), then it is sent. An approval leaves it held: the flow discharges it
 // once the outcome event is in the journal (Discharge) or releases it when
 // the journal cannot take the event (Reverse). A process that dies holding it
 // sends it at the next start.
@@ -334,19 +335,31 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 		return code, nil
 	}
 	if errors.Is(err, ErrIssuerMalformed) {
-		// The answer may have been an approval we cannot read.
-		l.releaseRecordedByFlow(ctx, *rev)
+		// The answer may have been an approval we cannot read: the reversal
+		// owed ahead stays held until the flow records the outcome
+		// (Recorded) or cannot (Reverse).
 		return "", err
 	}
-	// It may have reached the issuer: the reversal owed ahead is sent. The
-	// flow records this outcome (reversed, issuer_timeout) itself.
+	// It may have reached the issuer: the reversal owed ahead is sent once
+	// the flow has recorded this outcome (reversed, issuer_timeout): it
+	// stays held until Recorded, or Reverse when the record failed.
 	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
-	l.releaseRecordedByFlow(ctx, *rev)
 	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
 }
 
-// releaseRecordedByFlow releases r, held, whose outcome the flow records
-// itself (a timeout, an unreadable answer). The stored advice is rewritten
+// Recorded implements RecordedReleaser: the outcome of req, a request left
+// without a readable answer, is in the journal; its held advice is sent,
+// without a record of its own.
+func (l *IssuerLinks) Recorded(ctx context.Context, req *IssuerRequest) {
+	if req.sent != nil {
+		l.releaseRecordedByFlow(ctx, *req.sent)
+	}
+}
+
+var _ RecordedReleaser = (*IssuerLinks)(nil)
+
+// releaseRecordedByFlow releases r, held, whose outcome the flow recorded
+// itself (a timeout, an unreadable answer, an acquirer's reversal). The stored advice is rewritten
 // without Record first: otherwise a restart before the issuer acknowledges
 // it would record the same reversal a second time (outcome_not_recorded
 // beside the flow's event). Only these rare paths pay the write. If it

@@ -4,7 +4,9 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -164,4 +166,91 @@ func TestKilledDuringAcquirerReversalsLeavesEveryReversalRecorded(t *testing.T) 
 	}
 	t.Logf("%d kills: issuer applied %d (%d standing, %d reversed), %d events (%d acquirer reversals), %d reversal advices received",
 		kills, len(audit), standing, reversed, len(evs), acqReversals, sim.Reversals.Load())
+}
+
+// TestKilledDuringIssuerTimeoutsLeavesEveryReversalRecorded: the issuer
+// applies every PIN change but answers after the gateway's issuer timeout,
+// so each one is reversed (issuer_timeout). `pingate serve` is killed with
+// SIGKILL at random instants under that load and restarted on the same
+// journal; then every change the issuer reversed has an event for its
+// operation, and none stands.
+func TestKilledDuringIssuerTimeoutsLeavesEveryReversalRecorded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
+	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 150 * time.Millisecond, Audit: true,
+		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	dir := t.TempDir()
+	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(raw), "key_index: 1}", "key_index: 1, timeout: 100ms}", 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var next atomic.Int64
+	load := func(acq string, stop <-chan struct{}) {
+		var wg sync.WaitGroup
+		for w := 0; w < 32; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := loadgen.Dial(context.Background(), acq)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					i := int(next.Add(1))
+					if !pop.Usable(i) {
+						continue
+					}
+					if _, err := opsDo(context.Background(), c, opsChange(pop, i, "4826")); err != nil {
+						return // the gateway died
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	const kills = 10
+	for k := 0; k < kills; k++ {
+		gw := opsStart(t, "serve", "--config", cfgPath)
+		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { load(acq, stop); close(done) }()
+		time.Sleep(time.Duration(300+rand.IntN(400)) * time.Millisecond)
+		_ = gw.cmd.Process.Signal(syscall.SIGKILL)
+		gw.wait(t, 20*time.Second)
+		close(stop)
+		<-done
+	}
+	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), nil)
+	audit := sim.Audit()
+	evs := stoppedJournalEvents(t, filepath.Join(dir, "journal"))
+	standing, reversed := ledgerMatchesRecords(t, audit, evs, nil)
+	byTerminal := map[string]bool{}
+	for _, ev := range evs {
+		byTerminal[ev.Terminal] = true
+	}
+	for _, a := range audit {
+		if a.Reversed && !byTerminal[a.Terminal] {
+			t.Errorf("operation at %s: reversed at the issuer, with no event at all", a.Terminal)
+		}
+	}
+	if reversed == 0 {
+		t.Fatal("no change was reversed: the issuer answered in time")
+	}
+	t.Logf("%d kills: issuer applied %d (%d standing, %d reversed), %d events, %d reversal advices received",
+		kills, len(audit), standing, reversed, len(evs), sim.Reversals.Load())
 }
