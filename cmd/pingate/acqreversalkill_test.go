@@ -193,33 +193,10 @@ func TestKilledDuringIssuerTimeoutsLeavesEveryReversalRecorded(t *testing.T) {
 	}
 	var next atomic.Int64
 	load := func(acq string, stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for w := 0; w < 32; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := loadgen.Dial(context.Background(), acq)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					i := int(next.Add(1))
-					if !pop.Usable(i) {
-						continue
-					}
-					if _, err := opsDo(context.Background(), c, opsChange(pop, i, "4826")); err != nil {
-						return // the gateway died
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		changeLoad(acq, 32, pop, &next, stop, func(c *loadgen.Client, op loadgen.Op) bool {
+			_, err := opsDo(context.Background(), c, op)
+			return err == nil // else the gateway died
+		})
 	}
 	const kills = 10
 	for k := 0; k < kills; k++ {

@@ -134,38 +134,16 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		answered = map[string]string{}
 	)
 	load := func(acq string, stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := loadgen.Dial(context.Background(), acq)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					i := int(next.Add(1))
-					if !pop.Usable(i) {
-						continue
-					}
-					op := opsChange(pop, i, "4826")
-					code, err := opsDo(context.Background(), c, op)
-					if err != nil {
-						return // the gateway died
-					}
-					mu.Lock()
-					answered[op.Terminal] = code
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		changeLoad(acq, 8, pop, &next, stop, func(c *loadgen.Client, op loadgen.Op) bool {
+			code, err := opsDo(context.Background(), c, op)
+			if err != nil {
+				return false // the gateway died
+			}
+			mu.Lock()
+			answered[op.Terminal] = code
+			mu.Unlock()
+			return true
+		})
 	}
 	const kills = 6
 	for k := 0; k < kills; k++ {
@@ -190,6 +168,39 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 	}
 	t.Logf("%d kills: %d requests answered, issuer applied %d (%d standing, %d reversed), %d events, %d reversal advices received",
 		kills, len(answered), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
+}
+
+// changeLoad runs workers ATM connections to acq, each sending PIN changes
+// (to 4826) of pop's usable cards numbered from next through send, until
+// stop is closed or send returns false (the gateway died).
+func changeLoad(acq string, workers int, pop issuersim.Population, next *atomic.Int64, stop <-chan struct{}, send func(*loadgen.Client, loadgen.Op) bool) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := loadgen.Dial(context.Background(), acq)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := int(next.Add(1))
+				if !pop.Usable(i) {
+					continue
+				}
+				if !send(c, opsChange(pop, i, "4826")) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // restartUntilNoReversalOwed starts `serve --config cfgPath` and stops it
