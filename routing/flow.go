@@ -75,6 +75,29 @@ type Reverser interface {
 	Reverse(ctx context.Context, req *IssuerRequest) error
 }
 
+// RecordingReverser is implemented by a Reverser that can hold a reversal
+// advice until its event is recorded (IssuerLinks). ReverseRecorded owes
+// the reversal of req, a request whose approval is recorded, calls record
+// to write the reversal's own event, and lets the advice go to the issuer
+// only then; a process that dies before record returns sends the advice at
+// its next start and records the acknowledgement as an event
+// (outcome_not_recorded). When record fails the advice is sent all the same
+// and its acknowledgement recorded; record's error is returned.
+type RecordingReverser interface {
+	ReverseRecorded(ctx context.Context, req *IssuerRequest, record func(context.Context) error) error
+}
+
+// RecordedReleaser is implemented by an IssuerSender that holds the
+// reversal advice of a request left without a readable answer (a timeout)
+// until the flow has recorded that request's outcome (IssuerLinks): Recorded
+// says the outcome is in the journal, and the advice is sent without a
+// record of its own. When the record fails the flow calls Reverse instead,
+// and the acknowledgement is recorded. A process that dies before either
+// sends the advice at its next start and records the acknowledgement.
+type RecordedReleaser interface {
+	Recorded(ctx context.Context, req *IssuerRequest)
+}
+
 // Discharger is implemented by an IssuerSender that owes the reversal of
 // every request ahead of writing it to the issuer (IssuerLinks): once the
 // flow has the outcome event of an approved request in the journal, it
@@ -323,7 +346,14 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 	out := Outcome{Code: rsp.Code, Outcome: rsp.Outcome, Reason: rsp.Reason, Issuer: issuer}
 	out.EventID = eventID(req.ID)
 	ev, discharged, err := f.publish(ctx, req, &out)
-	if err == nil && req.approved != nil && req.approved.sent != nil {
+	if err == nil && req.approved != nil && out.Outcome != OutcomeApproved {
+		// The issuer took the change, but the operation failed after it (its
+		// PIN mailer did not print): the PIN the issuer holds is on no
+		// mailer, and the record says failed. The reversal owed ahead is
+		// sent, so that the card's previous PIN stands again; its
+		// acknowledgement is recorded as the failed event's reversal.
+		f.reverseApproved(ctx, req)
+	} else if err == nil && req.approved != nil && req.approved.sent != nil {
 		out.undo = approvalOf(req.approved.sent, ev)
 		// The outcome is in the journal: the reversal owed ahead of the
 		// issuer call is no longer owed.
@@ -333,6 +363,17 @@ func (f *Flow) Handle(ctx context.Context, req *Request) Outcome {
 			} else {
 				d.Discharge(ctx, req.approved)
 			}
+		}
+	}
+	if req.unanswered != nil {
+		// The issuer may have taken it: the reversal held since the issuer
+		// call goes now, after the outcome (reversed) is recorded, so that
+		// no reversal reaches the issuer before its record; when the record
+		// failed, the acknowledgement is recorded instead (Reverse).
+		if rl, ok := f.deps.Issuers.(RecordedReleaser); ok && err == nil {
+			rl.Recorded(ctx, req.unanswered)
+		} else if r, ok := f.deps.Issuers.(Reverser); ok {
+			_ = r.Reverse(ctx, req.unanswered)
 		}
 	}
 	if err != nil {
@@ -566,6 +607,9 @@ func (f *Flow) process(ctx context.Context, st *flowState, req *Request) (issuer
 	clear(ireq.OldBlock)
 	clear(ireq.NewBlock)
 	if err != nil {
+		if ireq.sent != nil {
+			req.unanswered = ireq // its advice is held for the outcome's record
+		}
 		return issuer, fmt.Errorf("issuer %s: %w", issuer, err)
 	}
 	if code != iso8583.RCApproved {
@@ -633,7 +677,7 @@ func (f *Flow) publish(ctx context.Context, req *Request, out *Outcome) (ev Even
 		ev.TraceID = sc.TraceID().String()
 	}
 	ds, dischargeable := f.deps.Sink.(DischargingSink)
-	if _, ok := f.deps.Issuers.(Discharger); !ok || req.approved == nil || req.approved.sent == nil {
+	if _, ok := f.deps.Issuers.(Discharger); !ok || req.approved == nil || req.approved.sent == nil || out.Outcome != OutcomeApproved {
 		dischargeable = false
 	}
 	if dischargeable {

@@ -284,7 +284,8 @@ func (l *IssuerLinks) nextHeader(terminal, receiver string) MessageHeader {
 // fails the request with ErrReversalStore before the issuer is involved) and
 // held while the request is in flight. A decline discharges it at once; a
 // request never written discards it; a timeout or an unreadable answer
-// releases it to be sent. An approval leaves it held: the flow discharges it
+// leaves it held until the flow has recorded the outcome (Recorded; Reverse
+// when the record failed), then it is sent. An approval leaves it held: the flow discharges it
 // once the outcome event is in the journal (Discharge) or releases it when
 // the journal cannot take the event (Reverse). A process that dies holding it
 // sends it at the next start.
@@ -341,19 +342,31 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 		return code, nil
 	}
 	if errors.Is(err, ErrIssuerMalformed) {
-		// The answer may have been an approval we cannot read.
-		l.releaseRecordedByFlow(ctx, *rev)
+		// The answer may have been an approval we cannot read: the reversal
+		// owed ahead stays held until the flow records the outcome
+		// (Recorded) or cannot (Reverse).
 		return "", err
 	}
-	// It may have reached the issuer: the reversal owed ahead is sent. The
-	// flow records this outcome (reversed, issuer_timeout) itself.
+	// It may have reached the issuer: the reversal owed ahead is sent once
+	// the flow has recorded this outcome (reversed, issuer_timeout): it
+	// stays held until Recorded, or Reverse when the record failed.
 	l.timeouts.Add(ctx, 1, metric.WithAttributes(attribute.String("issuer", issuer)))
-	l.releaseRecordedByFlow(ctx, *rev)
 	return "", fmt.Errorf("%w: %v", ErrIssuerTimeout, err)
 }
 
-// releaseRecordedByFlow releases r, held, whose outcome the flow records
-// itself (a timeout, an unreadable answer). The stored advice is rewritten
+// Recorded implements RecordedReleaser: the outcome of req, a request left
+// without a readable answer, is in the journal; its held advice is sent,
+// without a record of its own.
+func (l *IssuerLinks) Recorded(ctx context.Context, req *IssuerRequest) {
+	if req.sent != nil {
+		l.releaseRecordedByFlow(ctx, *req.sent)
+	}
+}
+
+var _ RecordedReleaser = (*IssuerLinks)(nil)
+
+// releaseRecordedByFlow releases r, held, whose outcome the flow recorded
+// itself (a timeout, an unreadable answer, an acquirer's reversal). The stored advice is rewritten
 // without Record first: otherwise a restart before the issuer acknowledges
 // it would record the same reversal a second time (outcome_not_recorded
 // beside the flow's event). Only these rare paths pay the write. If it
@@ -393,6 +406,35 @@ func (l *IssuerLinks) Reverse(ctx context.Context, req *IssuerRequest) error {
 	l.kickWorker()
 	return nil
 }
+
+// ReverseRecorded implements RecordingReverser: a new advice for req (an
+// acquirer reverses a recorded approval) is stored held, with Record set, so
+// that the worker does not send it before record has written the
+// reversal's event, and a restart that finds it sends it and records the
+// acknowledgement. Once record succeeds the advice is rewritten without
+// Record (the flow recorded it) and released; if record fails it is
+// released as stored, to be recorded when acknowledged.
+func (l *IssuerLinks) ReverseRecorded(ctx context.Context, req *IssuerRequest, record func(context.Context) error) error {
+	if req.sent == nil {
+		return ErrNothingToReverse
+	}
+	rev := *req.sent
+	rev.ID, rev.Created, rev.Record, rev.Attempts = uuid.NewString(), time.Now().UTC(), true, 0
+	l.hold(rev.ID)
+	if err := l.put(context.WithoutCancel(ctx), rev); err != nil {
+		l.unhold(rev.ID)
+		l.forget(ctx, rev.ID) // a Put cut short may still land: delete it
+		return fmt.Errorf("persist reversal for issuer %s: %w", rev.Issuer, err)
+	}
+	if err := record(ctx); err != nil {
+		l.release(rev.ID, true)
+		return err
+	}
+	l.releaseRecordedByFlow(ctx, rev)
+	return nil
+}
+
+var _ RecordingReverser = (*IssuerLinks)(nil)
 
 // Discharge implements Discharger: req's outcome is recorded, its reversal
 // owed ahead is deleted. If the delete fails the advice stays held (this

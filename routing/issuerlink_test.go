@@ -122,10 +122,21 @@ type sendResult struct {
 func sendAsync(ctx context.Context, l *IssuerLinks, req *IssuerRequest) <-chan sendResult {
 	ch := make(chan sendResult, 1)
 	go func() {
-		code, err := l.Send(ctx, "ssbank", req)
+		code, err := sendAsFlow(ctx, l, req)
 		ch <- sendResult{code, err}
 	}()
 	return ch
+}
+
+// sendAsFlow is Send followed by what the flow does with a request left
+// without a readable answer once its outcome is recorded: Recorded, which
+// lets its held reversal go.
+func sendAsFlow(ctx context.Context, l *IssuerLinks, req *IssuerRequest) (string, error) {
+	code, err := l.Send(ctx, "ssbank", req)
+	if errors.Is(err, ErrIssuerTimeout) || errors.Is(err, ErrIssuerMalformed) {
+		l.Recorded(ctx, req)
+	}
+	return code, err
 }
 
 func recv(t *testing.T, ch <-chan sendResult) sendResult {
@@ -268,8 +279,8 @@ func TestLinksSendRefusals(t *testing.T) {
 // the issuer and got no answer — its deadline passed, its caller gave up,
 // or the link closed under it — fails with ErrIssuerTimeout, and the
 // reversal owed ahead is sent (after a reconnect, when the link closed)
-// until the issuer acknowledges it. The flow records a timeout itself, so
-// the acknowledged reversal is not recorded again.
+// until the issuer acknowledges it, once the flow has recorded the
+// timeout (Recorded); so the acknowledged reversal is not recorded again.
 func TestLinksTimeoutOwesAndSendsTheReversal(t *testing.T) {
 	tests := []struct {
 		name string
@@ -316,7 +327,7 @@ func TestLinksFailedWriteOwesTheReversal(t *testing.T) {
 	host.mu.Lock()
 	host.failSends = 1
 	host.mu.Unlock()
-	if code, err := l.Send(context.Background(), "ssbank", unblockRequest("T0000001")); !errors.Is(err, ErrIssuerTimeout) {
+	if code, err := sendAsFlow(context.Background(), l, unblockRequest("T0000001")); !errors.Is(err, ErrIssuerTimeout) {
 		t.Fatalf("Send() with a failed write = %q, %v, want ErrIssuerTimeout", code, err)
 	}
 	adv := host.waitMsg(t, 1, iso8583.MTIReversalAdvice, "")
@@ -1164,4 +1175,53 @@ func TestLinksRequestEchoedBackIsNotAnAnswer(t *testing.T) {
 		t.Fatalf("Send() after its request echoed back = %q, %v, want ErrIssuerTimeout", r.code, r.err)
 	}
 	checkAdvice(t, host.waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
+}
+
+// TestLinksTimeoutHoldsTheReversalUntilRecorded: the reversal owed ahead of
+// a timed-out request is not sent before the flow says the outcome is
+// recorded: a process that died in between would leave a reversal at the
+// issuer with no record. Recorded sends it unrecorded (the flow recorded
+// the timeout); Reverse, when the record failed, sends it and records the
+// acknowledgement.
+func TestLinksTimeoutHoldsTheReversalUntilRecorded(t *testing.T) {
+	tests := []struct {
+		name       string
+		release    func(l *IssuerLinks, req *IssuerRequest)
+		wantRecord int
+	}{
+		{"recorded", func(l *IssuerLinks, req *IssuerRequest) { l.Recorded(context.Background(), req) }, 0},
+		{"record failed", func(l *IssuerLinks, req *IssuerRequest) { _ = l.Reverse(context.Background(), req) }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+			host := rig.net.host("A")
+			host.setPolicy(holdRequests)
+			l := rig.start(t)
+			rig.waitUp(t, 1, "A")
+			deadline := newExpiring()
+			req := unblockRequest(holdTerminal)
+			ch := make(chan sendResult, 1)
+			go func() {
+				code, err := l.Send(deadline, "ssbank", req)
+				ch <- sendResult{code, err}
+			}()
+			orig := host.waitMsg(t, 1, iso8583.MTIAuthRequest, "")
+			deadline.expire()
+			if r := recv(t, ch); !errors.Is(r.err, ErrIssuerTimeout) {
+				t.Fatalf("Send() = %q, %v, want ErrIssuerTimeout", r.code, r.err)
+			}
+			l.kickWorker()
+			time.Sleep(200 * time.Millisecond)
+			if n := host.countMsg(iso8583.MTIReversalAdvice, ""); n != 0 {
+				t.Fatalf("the issuer got %d reversal advices before the outcome was recorded, want none", n)
+			}
+			tt.release(l, req)
+			checkAdvice(t, host.waitMsg(t, 1, iso8583.MTIReversalAdvice, ""), orig)
+			rig.store.waitDeleted(t, rig.putFor(t, orig.STAN).ID)
+			if n := len(rig.recorded.all()); n != tt.wantRecord {
+				t.Errorf("%d acknowledged reversals recorded, want %d", n, tt.wantRecord)
+			}
+		})
+	}
 }

@@ -162,15 +162,16 @@ func (f *Flow) reverse(ctx context.Context, adv ReversalAdvice, again bool) erro
 }
 
 // undoApproved owes the issuer the reversal of the approval a and records it.
+// With a RecordingReverser the advice is sent only once the reversal's event
+// is in the journal (a process that dies in between sends it at the next
+// start and records its acknowledgement): the issuer never undoes a recorded
+// approval without a record of the reversal.
 func (f *Flow) undoApproved(ctx context.Context, a *Approval, reason string) error {
 	r, ok := f.deps.Issuers.(Reverser)
 	if !ok {
 		return errors.New("routing: the issuer sender cannot send reversals")
 	}
 	sent := a.Sent
-	if err := r.Reverse(ctx, &IssuerRequest{sent: &sent}); err != nil {
-		return err
-	}
 	rsp := ResponseFor(&AcquirerReversal{Code: reason})
 	now := f.deps.Now()
 	carrier := propagation.MapCarrier{}
@@ -185,7 +186,14 @@ func (f *Flow) undoApproved(ctx context.Context, a *Approval, reason string) err
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		ev.TraceID = sc.TraceID().String()
 	}
-	return f.deps.Sink.Publish(ctx, ev)
+	record := func(ctx context.Context) error { return f.deps.Sink.Publish(ctx, ev) }
+	if rr, ok := r.(RecordingReverser); ok {
+		return rr.ReverseRecorded(ctx, &IssuerRequest{sent: &sent}, record)
+	}
+	if err := r.Reverse(ctx, &IssuerRequest{sent: &sent}); err != nil {
+		return err
+	}
+	return record(ctx)
 }
 
 // RecordReversal records r, a reversal the issuer acknowledged, as an outcome

@@ -68,6 +68,10 @@ type Request struct {
 	// approved is what the flow sent the issuer, once the issuer approved
 	// it: what a reversal must undo.
 	approved *IssuerRequest
+	// unanswered is what the flow sent the issuer when no readable answer
+	// came (a timeout, an unreadable answer): its reversal advice is held
+	// until the flow has recorded the outcome (RecordedReleaser).
+	unanswered *IssuerRequest
 	// claimed is set once a SharedWindow holds the request for this
 	// instance: its outcome is owed to the window (SharedWindow.Finish).
 	claimed bool

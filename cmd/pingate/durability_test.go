@@ -134,38 +134,16 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		answered = map[string]string{}
 	)
 	load := func(acq string, stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := loadgen.Dial(context.Background(), acq)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					i := int(next.Add(1))
-					if !pop.Usable(i) {
-						continue
-					}
-					op := opsChange(pop, i, "4826")
-					code, err := opsDo(context.Background(), c, op)
-					if err != nil {
-						return // the gateway died
-					}
-					mu.Lock()
-					answered[op.Terminal] = code
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		changeLoad(acq, 8, pop, &next, stop, func(c *loadgen.Client, op loadgen.Op) bool {
+			code, err := opsDo(context.Background(), c, op)
+			if err != nil {
+				return false // the gateway died
+			}
+			mu.Lock()
+			answered[op.Terminal] = code
+			mu.Unlock()
+			return true
+		})
 	}
 	const kills = 6
 	for k := 0; k < kills; k++ {
@@ -181,25 +159,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		close(stop)
 		<-done
 	}
-	// Restart until every reversal owed has been acknowledged: each start
-	// sends what the store holds.
-	for round := 0; ; round++ {
-		gw := opsStart(t, "serve", "--config", cfgPath)
-		_, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
-		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
-		time.Sleep(500 * time.Millisecond)
-		_ = gw.cmd.Process.Signal(syscall.SIGTERM)
-		if code := gw.wait(t, 30*time.Second); code != 0 {
-			t.Fatalf("serve exited %d after SIGTERM\n%s", code, opsTail(gw.stderr.String(), 3000))
-		}
-		n := pendingReversals(t, filepath.Join(dir, "journal"))
-		if n == 0 {
-			break
-		}
-		if round == 10 {
-			t.Fatalf("%d reversals still owed after %d restarts", n, round+1)
-		}
-	}
+	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), nil)
 	audit := sim.Audit()
 	evs := stoppedJournalEvents(t, filepath.Join(dir, "journal"))
 	standing, reversed := ledgerMatchesRecords(t, audit, evs, answered)
@@ -208,6 +168,67 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 	}
 	t.Logf("%d kills: %d requests answered, issuer applied %d (%d standing, %d reversed), %d events, %d reversal advices received",
 		kills, len(answered), len(audit), standing, reversed, len(evs), sim.Reversals.Load())
+}
+
+// changeLoad runs workers ATM connections to acq, each sending PIN changes
+// (to 4826) of pop's usable cards numbered from next through send, until
+// stop is closed or send returns false (the gateway died).
+func changeLoad(acq string, workers int, pop issuersim.Population, next *atomic.Int64, stop <-chan struct{}, send func(*loadgen.Client, loadgen.Op) bool) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := loadgen.Dial(context.Background(), acq)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := int(next.Add(1))
+				if !pop.Usable(i) {
+					continue
+				}
+				if !send(c, opsChange(pop, i, "4826")) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// restartUntilNoReversalOwed starts `serve --config cfgPath` and stops it
+// with SIGTERM until no reversal is owed in journalDir (each start sends
+// what the store holds). started, if not nil, runs on each start once the
+// gateway is ready, with its acquirer and HTTP addresses.
+func restartUntilNoReversalOwed(t *testing.T, cfgPath, journalDir string, started func(acq, httpAddr string)) {
+	t.Helper()
+	for round := 0; ; round++ {
+		gw := opsStart(t, "serve", "--config", cfgPath)
+		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+		if started != nil {
+			started(acq, httpAddr)
+		}
+		time.Sleep(500 * time.Millisecond)
+		_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+		if code := gw.wait(t, 30*time.Second); code != 0 {
+			t.Fatalf("serve exited %d after SIGTERM\n%s", code, opsTail(gw.stderr.String(), 3000))
+		}
+		n := pendingReversals(t, journalDir)
+		if n == 0 {
+			return
+		}
+		if round == 10 {
+			t.Fatalf("%d reversals still owed after %d restarts", n, round+1)
+		}
+	}
 }
 
 // pendingReversals counts the reversals a stopped gateway still owes: the

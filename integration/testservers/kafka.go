@@ -95,6 +95,17 @@ func (k *Kafka) Stop() {
 	}
 }
 
+// Kill kills the broker with SIGKILL, as a crash would, and returns once the
+// process has exited; Start recovers it on the same data. Idempotent.
+func (k *Kafka) Kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.p != nil {
+		k.p.kill()
+		k.p = nil
+	}
+}
+
 // Start restarts a stopped broker with the same data directory and port and
 // returns once it answers metadata requests again. A no-op while running.
 func (k *Kafka) Start() {

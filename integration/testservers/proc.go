@@ -72,6 +72,14 @@ func (p *proc) stop() {
 	<-p.done
 }
 
+// kill sends SIGKILL (a crash: no shutdown of the server's own) and returns
+// once the process is gone. Safe to call more than once.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cancel()
+}
+
 // waitReady polls ready every 50 ms until it returns nil. It fails when the
 // process exits first or when timeout passes, with the tail of the log.
 func (p *proc) waitReady(timeout time.Duration, ready func() error) error {

@@ -71,6 +71,17 @@ func (r *Redis) Stop() {
 	}
 }
 
+// Kill kills the server with SIGKILL, as a crash would, and returns once it
+// has exited. Connections to Addr fail until Start. Idempotent.
+func (r *Redis) Kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.p != nil {
+		r.p.kill()
+		r.p = nil
+	}
+}
+
 // Start starts a stopped server again on the same port; it returns once the
 // server answers PING. The restarted server is empty. A no-op while running.
 func (r *Redis) Start() {
