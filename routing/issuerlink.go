@@ -298,7 +298,9 @@ func (l *IssuerLinks) Send(ctx context.Context, issuer string, req *IssuerReques
 	}
 	lk := st.pick()
 	if lk == nil {
-		return "", fmt.Errorf("%w: %s has no signed-on link", ErrIssuerUnavailable, issuer)
+		if lk = st.waitLink(ctx); lk == nil {
+			return "", fmt.Errorf("%w: %s has no signed-on link", ErrIssuerUnavailable, issuer)
+		}
 	}
 	h := l.nextHeader(req.Terminal, st.cfg.Institution)
 	frame, err := st.codec.PackRequest(h, req)
@@ -568,6 +570,34 @@ func (l *IssuerLinks) forget(ctx context.Context, id string) {
 
 // pick returns a signed-on link, round-robin, preferring the issuer's first
 // host and failing over to the next ones in order.
+// linkWait is how long a request that finds no signed-on link of its
+// issuer waits for one (a link the issuer closed is redialled after about
+// 100 ms and signs on one round trip later): a bounce of the issuer's
+// connections is waited out, an issuer that stays down refuses requests
+// (91) after this long.
+const linkWait = 500 * time.Millisecond
+
+// waitLink waits up to linkWait, and no longer than ctx, for a signed-on
+// link (pick); nil when none came.
+func (st *issuerState) waitLink(ctx context.Context) *link {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	end := time.NewTimer(linkWait)
+	defer end.Stop()
+	for {
+		select {
+		case <-t.C:
+			if lk := st.pick(); lk != nil {
+				return lk
+			}
+		case <-end.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 func (st *issuerState) pick() *link {
 	n := len(st.links)
 	if n == 0 {

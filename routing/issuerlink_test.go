@@ -532,6 +532,26 @@ func TestLinksReconnectAfterTheIssuerCloses(t *testing.T) {
 	}
 }
 
+// TestLinksRequestDuringARedialWaitsForTheLink: a request that finds no
+// signed-on link because the issuer just closed its connection (a bounce)
+// waits, up to linkWait, for the redial and is carried on the new link,
+// not refused 91.
+func TestLinksRequestDuringARedialWaitsForTheLink(t *testing.T) {
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	host.closeConns()
+	rig.log.waitLine(t, 1, "issuer link down")
+	code, err := l.Send(context.Background(), "ssbank", unblockRequest("T0000001"))
+	if err != nil || code != iso8583.RCApproved {
+		t.Fatalf("Send() while the link is redialled = %q, %v, want 00 once it is up again", code, err)
+	}
+	if n := host.countMsg(iso8583.MTINetworkRequest, iso8583.NMISignOn); n != 2 {
+		t.Errorf("the issuer got %d sign-ons, want 2: the request went on the redialled link", n)
+	}
+}
+
 // TestLinksSignOnRefused: a host that refuses the sign-on carries no
 // request until it accepts one.
 func TestLinksSignOnRefused(t *testing.T) {
