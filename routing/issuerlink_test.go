@@ -517,12 +517,7 @@ func TestLinksFailOver(t *testing.T) {
 // TestLinksReconnectAfterTheIssuerCloses: a link the issuer closes is
 // dialled again and signed on again, and carries requests again.
 func TestLinksReconnectAfterTheIssuerCloses(t *testing.T) {
-	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
-	host := rig.net.host("A")
-	l := rig.start(t)
-	rig.waitUp(t, 1, "A")
-	host.closeConns()
-	rig.log.waitLine(t, 1, "issuer link down")
+	rig, host, l := bouncedLink(t)
 	rig.waitUp(t, 2, "A")
 	if n := host.countMsg(iso8583.MTINetworkRequest, iso8583.NMISignOn); n != 2 {
 		t.Errorf("the issuer got %d sign-ons, want 2", n)
@@ -537,12 +532,7 @@ func TestLinksReconnectAfterTheIssuerCloses(t *testing.T) {
 // waits, up to linkWait, for the redial and is carried on the new link,
 // not refused 91.
 func TestLinksRequestDuringARedialWaitsForTheLink(t *testing.T) {
-	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
-	host := rig.net.host("A")
-	l := rig.start(t)
-	rig.waitUp(t, 1, "A")
-	host.closeConns()
-	rig.log.waitLine(t, 1, "issuer link down")
+	_, host, l := bouncedLink(t)
 	code, err := l.Send(context.Background(), "ssbank", unblockRequest("T0000001"))
 	if err != nil || code != iso8583.RCApproved {
 		t.Fatalf("Send() while the link is redialled = %q, %v, want 00 once it is up again", code, err)
@@ -550,6 +540,19 @@ func TestLinksRequestDuringARedialWaitsForTheLink(t *testing.T) {
 	if n := host.countMsg(iso8583.MTINetworkRequest, iso8583.NMISignOn); n != 2 {
 		t.Errorf("the issuer got %d sign-ons, want 2: the request went on the redialled link", n)
 	}
+}
+
+// bouncedLink starts links to host A, waits for the first to sign on, and
+// has the host close it: the links are down, about to redial.
+func bouncedLink(t *testing.T) (*linkRig, *fakeHost, *IssuerLinks) {
+	t.Helper()
+	rig := newLinkRig(t, []IssuerConfig{linkIssuer("A")}, "A")
+	host := rig.net.host("A")
+	l := rig.start(t)
+	rig.waitUp(t, 1, "A")
+	host.closeConns()
+	rig.log.waitLine(t, 1, "issuer link down")
+	return rig, host, l
 }
 
 // TestLinksSignOnRefused: a host that refuses the sign-on carries no
