@@ -408,7 +408,7 @@ func (c *keyRotateCmd) Run(env *cli.Env) error {
 	if c.ID == "" {
 		return fmt.Errorf("%w: --id is required", errUsage)
 	}
-	req := keystore.RotateRequest{ID: c.ID, Custodian: cu}
+	req := keystore.RotateRequest{ID: c.ID, Fresh: true, Custodian: cu}
 	// --kcv is shared: with --key it is the key's KCV, with --component
 	// one per component.
 	kcvs, keyHex, block := c.KCV, c.Key.Value(), c.Block.Value()

@@ -691,3 +691,32 @@ func TestKeyCustodyLogMigrate(t *testing.T) {
 		t.Errorf("key log verify --store after a forged unkeyed record = %q, exit %d", errOut, code)
 	}
 }
+
+// TestKeyRotateRefusesAKeyItHolds: a rotation that brings back a version of
+// the key, or the ZMK it came under, is refused: exit 1, the check value
+// named, the store and the custody log unchanged. (Keys from ASC X9
+// TR-31:2018 A.7.2.1 and A.7.2.2, as setupCeremony's.)
+func TestKeyRotateRefusesAKeyItHolds(t *testing.T) {
+	e := setupCeremony(t)
+	enc := tdesECB(t, tr31KBPKB, tr31KeyA)
+	e.do(t, "import", "--id", "tpk-1", "--usage", "TPK", "--alg", "tdes", "--under", "zmk-1", "--key", secretFile(t, enc), "--kcv", tr31KCVA)
+	store, log := mustRead(t, e.store), mustRead(t, e.log)
+	for _, tt := range []struct {
+		name, key, kcv, want string
+	}{
+		{"its own current version", tr31KeyA, tr31KCVA, "the check value of version 1 (" + tr31KCVA + ")"},
+		{"the ZMK it came under", tr31KBPKB, keyLastLine(mustRunKey(t, "kcv", "--key", secretFile(t, tr31KBPKB))), "the check value of zmk-1 v1"},
+	} {
+		args := append([]string{"rotate", "--id", "tpk-1", "--under", "zmk-1", "--key", secretFile(t, tdesECB(t, tr31KBPKB, tt.key)), "--kcv", tt.kcv}, e.flags(true)...)
+		_, errOut, code := runKeyCLI(t, args...)
+		if code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("key rotate to %s: exit %d, %q; want 1 naming %q", tt.name, code, errOut, tt.want)
+		}
+		if strings.Contains(strings.ToUpper(errOut), tt.key) {
+			t.Errorf("key rotate to %s: the refusal repeats the key", tt.name)
+		}
+		if mustRead(t, e.store) != store || mustRead(t, e.log) != log {
+			t.Errorf("key rotate to %s: the store or the custody log changed", tt.name)
+		}
+	}
+}

@@ -778,6 +778,12 @@ type RotateRequest struct {
 	Block      string
 	KBPK       string
 	Components []pinblock.Component
+	// Fresh refuses new material that the store holds already for the key
+	// (one of its versions) or under it (the ZMK it came under): the
+	// operators' rotation sets it. An online key change does not: an
+	// acquirer that sends its key change again, its 0810 lost, brings the
+	// same key.
+	Fresh bool
 	Custodian
 }
 
@@ -882,9 +888,32 @@ func (s *Store) Rotate(req RotateRequest) (pinblock.KeyInfo, error) {
 			o.key.Zeroize()
 			return o, fmt.Errorf("%w: rotate %s: new version is %s %s, current is %s %s", pinblock.ErrKeyUsage, req.ID, o.key.Usage(), o.key.Algorithm(), cur.Usage, cur.Algorithm)
 		}
+		if err := notReused(f, req.ID, o); req.Fresh && err != nil {
+			o.key.Zeroize()
+			return o, err
+		}
 		o.action = ActionRotate
 		return o, nil
 	})
+}
+
+// notReused refuses a new version of id that is a key the store holds
+// already for it or under it: a version of id (current or still in its grace
+// window, whose blocks it would then keep deciphering), or the ZMK it came
+// under. Keys are compared by check value.
+func notReused(f *storeFile, id string, o obtained) error {
+	kcv := o.key.KCV()
+	for _, e := range f.Keys {
+		switch {
+		case e.ID == id && e.KCV == kcv:
+			return fmt.Errorf("%w: rotate %s: the new version has the check value of version %d (%s): a rotation must bring a new key",
+				pinblock.ErrInvalidKey, id, e.Version, kcv)
+		case e.ID == o.under && e.KCV == kcv:
+			return fmt.Errorf("%w: rotate %s: the new version has the check value of %s v%d (%s), the key it came under",
+				pinblock.ErrInvalidKey, id, e.ID, e.Version, kcv)
+		}
+	}
+	return nil
 }
 
 // Remove deletes every version of id, recording each version removed (one
