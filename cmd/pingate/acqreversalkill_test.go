@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,19 +118,7 @@ func TestKilledDuringAcquirerReversalsLeavesEveryReversalRecorded(t *testing.T) 
 		wg.Wait()
 	}
 	const kills = 6
-	for k := 0; k < kills; k++ {
-		gw := opsStart(t, "serve", "--config", cfgPath)
-		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
-		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() { load(acq, stop); close(done) }()
-		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
-		_ = gw.cmd.Process.Signal(syscall.SIGKILL)
-		gw.wait(t, 20*time.Second)
-		close(stop)
-		<-done
-	}
+	killUnderLoad(t, cfgPath, kills, 200*time.Millisecond, load)
 	// The acquirer's repeated 0420s, then restarts until no reversal is owed.
 	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), func(acq, _ string) {
 		c, err := loadgen.Dial(context.Background(), acq)
@@ -199,19 +184,7 @@ func TestKilledDuringIssuerTimeoutsLeavesEveryReversalRecorded(t *testing.T) {
 		})
 	}
 	const kills = 10
-	for k := 0; k < kills; k++ {
-		gw := opsStart(t, "serve", "--config", cfgPath)
-		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
-		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() { load(acq, stop); close(done) }()
-		time.Sleep(time.Duration(300+rand.IntN(400)) * time.Millisecond)
-		_ = gw.cmd.Process.Signal(syscall.SIGKILL)
-		gw.wait(t, 20*time.Second)
-		close(stop)
-		<-done
-	}
+	killUnderLoad(t, cfgPath, kills, 300*time.Millisecond, load)
 	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), nil)
 	audit := sim.Audit()
 	evs := stoppedJournalEvents(t, filepath.Join(dir, "journal"))

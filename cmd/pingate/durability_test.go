@@ -146,19 +146,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 		})
 	}
 	const kills = 6
-	for k := 0; k < kills; k++ {
-		gw := opsStart(t, "serve", "--config", cfgPath)
-		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
-		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() { load(acq, stop); close(done) }()
-		time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
-		_ = gw.cmd.Process.Signal(syscall.SIGKILL)
-		gw.wait(t, 20*time.Second)
-		close(stop)
-		<-done
-	}
+	killUnderLoad(t, cfgPath, kills, 100*time.Millisecond, load)
 	restartUntilNoReversalOwed(t, cfgPath, filepath.Join(dir, "journal"), nil)
 	audit := sim.Audit()
 	evs := stoppedJournalEvents(t, filepath.Join(dir, "journal"))
@@ -201,6 +189,26 @@ func changeLoad(acq string, workers int, pop issuersim.Population, next *atomic.
 		}()
 	}
 	wg.Wait()
+}
+
+// killUnderLoad starts pingate serve on cfgPath kills times; each time,
+// once it is ready, it runs load against its acquirer listener, SIGKILLs it
+// after minUp plus up to 400 ms, and stops the load once the process is gone.
+func killUnderLoad(t *testing.T, cfgPath string, kills int, minUp time.Duration, load func(acq string, stop <-chan struct{})) {
+	t.Helper()
+	for range kills {
+		gw := opsStart(t, "serve", "--config", cfgPath)
+		acq, httpAddr, _ := servingAddrs(t, gw.firstLine(t))
+		waitHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { load(acq, stop); close(done) }()
+		time.Sleep(minUp + time.Duration(rand.IntN(400))*time.Millisecond)
+		_ = gw.cmd.Process.Signal(syscall.SIGKILL)
+		gw.wait(t, 20*time.Second)
+		close(stop)
+		<-done
+	}
 }
 
 // restartUntilNoReversalOwed starts `serve --config cfgPath` and stops it
