@@ -62,60 +62,41 @@ func TestKilledDuringAcquirerReversalsLeavesEveryReversalRecorded(t *testing.T) 
 		return ans.ResponseCode, true
 	}
 	load := func(acq string, stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := loadgen.Dial(context.Background(), acq)
+		connWorkers(acq, 8, stop, func(c *loadgen.Client) bool {
+			// An 0420 left unanswered by the last gateway goes first.
+			mu.Lock()
+			var rev *iso8583.Fields
+			if len(pending) > 0 {
+				rev, pending = pending[0], pending[1:]
+			}
+			mu.Unlock()
+			if rev == nil {
+				i := int(next.Add(1))
+				if !pop.Usable(i) {
+					return true
+				}
+				change, err := opsChange(pop, i, "4826").Fields()
 				if err != nil {
-					return
+					t.Error(err)
+					return false
 				}
-				defer c.Close()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					// An 0420 left unanswered by the last gateway goes first.
-					mu.Lock()
-					var rev *iso8583.Fields
-					if len(pending) > 0 {
-						rev, pending = pending[0], pending[1:]
-					}
-					mu.Unlock()
-					if rev == nil {
-						i := int(next.Add(1))
-						if !pop.Usable(i) {
-							continue
-						}
-						change, err := opsChange(pop, i, "4826").Fields()
-						if err != nil {
-							t.Error(err)
-							return
-						}
-						code, ok := send(c, change)
-						if !ok {
-							return // the gateway died
-						}
-						if code != iso8583.RCApproved {
-							continue
-						}
-						rev = reversalOf(change)
-					}
-					if code, ok := send(c, rev); !ok || code != iso8583.RCApproved {
-						mu.Lock()
-						pending = append(pending, rev) // repeated until taken
-						mu.Unlock()
-						if !ok {
-							return
-						}
-					}
+				code, ok := send(c, change)
+				if !ok {
+					return false // the gateway died
 				}
-			}()
-		}
-		wg.Wait()
+				if code != iso8583.RCApproved {
+					return true
+				}
+				rev = reversalOf(change)
+			}
+			if code, ok := send(c, rev); !ok || code != iso8583.RCApproved {
+				mu.Lock()
+				pending = append(pending, rev) // repeated until taken
+				mu.Unlock()
+				return ok
+			}
+			return true
+		})
 	}
 	const kills = 6
 	killUnderLoad(t, cfgPath, kills, 200*time.Millisecond, load)

@@ -162,8 +162,21 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 // (to 4826) of pop's usable cards numbered from next through send, until
 // stop is closed or send returns false (the gateway died).
 func changeLoad(acq string, workers int, pop issuersim.Population, next *atomic.Int64, stop <-chan struct{}, send func(*loadgen.Client, loadgen.Op) bool) {
+	connWorkers(acq, workers, stop, func(c *loadgen.Client) bool {
+		i := int(next.Add(1))
+		if !pop.Usable(i) {
+			return true
+		}
+		return send(c, opsChange(pop, i, "4826"))
+	})
+}
+
+// connWorkers runs workers ATM connections to acq, each calling step on its
+// connection until stop is closed or step returns false (the gateway
+// died), and returns once every worker has.
+func connWorkers(acq string, workers int, stop <-chan struct{}, step func(*loadgen.Client) bool) {
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -178,11 +191,7 @@ func changeLoad(acq string, workers int, pop issuersim.Population, next *atomic.
 					return
 				default:
 				}
-				i := int(next.Add(1))
-				if !pop.Usable(i) {
-					continue
-				}
-				if !send(c, opsChange(pop, i, "4826")) {
+				if !step(c) {
 					return
 				}
 			}
