@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"pingate/integration/gateway"
-	"pingate/integration/gateway/gatewaytest"
-	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
 	"pingate/iso8583"
 	"pingate/routing"
@@ -30,9 +28,7 @@ func TestKilledDuringAcquirerReversalsLeavesEveryReversalRecorded(t *testing.T) 
 	if testing.Short() {
 		t.Skip("builds and kills the binary")
 	}
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 3 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 3*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
 	var (
@@ -144,9 +140,7 @@ func TestKilledDuringIssuerTimeoutsLeavesEveryReversalRecorded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the binary")
 	}
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 150 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 150*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
 	raw, err := os.ReadFile(cfgPath)

@@ -19,12 +19,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"pingate/integration/events"
-	"pingate/integration/gateway"
-	"pingate/integration/gateway/gatewaytest"
-	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
 	"pingate/integration/testservers"
-	"pingate/iso8583"
 	"pingate/routing"
 )
 
@@ -174,9 +170,7 @@ func TestCrashMixReconcilesOnKafka(t *testing.T) {
 	}
 	k := testservers.StartKafka(t)
 	const topic, partitions = "pingate.crashmix.v1", 3
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 3 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 3*time.Millisecond)
 	issuer := startCutProxy(t, simAddr)
 	dir := t.TempDir()
 	cfgPath := crashServeConfig(t, dir, issuer.addr, k.Brokers, topic)

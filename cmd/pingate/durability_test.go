@@ -123,9 +123,7 @@ func TestKilledGatewayLeavesEveryChangeRecordedOrReversed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the binary")
 	}
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 3 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 3*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
 	var (
@@ -198,6 +196,17 @@ func connWorkers(acq string, workers int, stop <-chan struct{}, step func(*loadg
 		}()
 	}
 	wg.Wait()
+}
+
+// auditedIssuer starts an issuer simulator with latency, keeping its
+// ledger (Audit) for the kill tests to check the journal against, on a
+// population of 10 000 cards per development BIN.
+func auditedIssuer(t *testing.T, latency time.Duration) (issuersim.Population, *issuersim.Sim, string) {
+	t.Helper()
+	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
+	sim, addr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: latency, Audit: true,
+		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	return pop, sim, addr
 }
 
 // killUnderLoad starts pingate serve on cfgPath kills times; each time,
@@ -390,9 +399,7 @@ func TestJournalDiskFillsUnderLoad(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs here (%v: %s): this test needs mount permission", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 2 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 2*time.Millisecond)
 	// The advices owed ahead live in the journal's database, on the small
 	// disk too.
 	journalDir := filepath.Join(mnt, "journal")

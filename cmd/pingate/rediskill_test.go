@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"pingate/integration/gateway"
-	"pingate/integration/gateway/gatewaytest"
-	"pingate/integration/issuersim"
 	"pingate/integration/loadgen"
 	"pingate/integration/testservers"
 	"pingate/iso8583"
@@ -35,9 +32,7 @@ func TestRedisAndGatewayKilledLeaveTheLedgerRecorded(t *testing.T) {
 		t.Skip("builds and kills the binary, runs redis-server")
 	}
 	rds := testservers.StartRedisServer(t)
-	pop := issuersim.Population{Seed: 1, BINs: gateway.DevBINs(), PerBIN: 10000}
-	sim, simAddr := gatewaytest.StartIssuer(t, issuersim.Config{Population: pop, Latency: 3 * time.Millisecond, Audit: true,
-		Server: iso8583.Config{MaxInFlightPerConn: 4096}})
+	pop, sim, simAddr := auditedIssuer(t, 3*time.Millisecond)
 	dir := t.TempDir()
 	cfgPath := opsServeConfig(t, dir, simAddr, 5*time.Second)
 	raw, err := os.ReadFile(cfgPath)
